@@ -1,0 +1,31 @@
+// swift-tools-version: 6.1
+// Benchmarks live in their own package (as swift-nio's do) so that the main build stays fast.
+// Run with `make bench` or `swift package benchmark` from this directory.
+import Foundation
+import PackageDescription
+
+// A path dependency's identity is its directory's name, which depends on where the repository was cloned.
+let parent = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+let allot = parent.lastPathComponent.lowercased()
+
+let package = Package(
+    name: "allot-benchmarks",
+    platforms: [.macOS(.v15)],
+    dependencies: [
+        .package(path: ".."),
+        .package(url: "https://github.com/ordo-one/benchmark.git", from: "1.38.0", traits: ["MallocInterposer"]),
+    ],
+    targets: [
+        .executableTarget(
+            name: "AllotBenchmarks",
+            dependencies: [
+                .product(name: "Benchmark", package: "benchmark"),
+                .product(name: "AllotCore", package: allot),
+                .product(name: "AllotConfig", package: allot),
+                .product(name: "AllotSim", package: allot),
+            ],
+            path: "Benchmarks/AllotBenchmarks",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        )
+    ]
+)

@@ -1,0 +1,207 @@
+import AllotCore
+import Foundation
+import TOMLKit
+
+/// The contents of an allot configuration file (`/etc/allot/allotd.toml`): the pool for both the daemon and
+/// the simulator. See docs/configuration.md for every key.
+public struct ConfigFile: Hashable, Sendable {
+    /// GPU models, priority classes, tenants and scheduler settings.
+    public var pool: PoolConfig
+    /// Every node, with `[[node_group]]` entries expanded.
+    public var nodes: [NodeSpec]
+
+    public init(pool: PoolConfig, nodes: [NodeSpec]) {
+        self.pool = pool
+        self.nodes = nodes
+    }
+
+    /// Reads and checks a configuration file.
+    /// - Throws: ``ConfigError`` naming the file, line, key and what was expected.
+    public static func load(path: String) throws(ConfigError) -> ConfigFile {
+        let text: String
+        do {
+            text = try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            throw ConfigError(file: path, key: "", message: "cannot read the file: \(error.localizedDescription)")
+        }
+        return try parse(text, file: path)
+    }
+
+    /// Parses and checks configuration text.
+    /// - Parameters:
+    ///   - text: TOML.
+    ///   - file: the name to use in error messages.
+    /// - Throws: ``ConfigError`` naming the key, its line if known, and what was expected.
+    public static func parse(_ text: String, file: String? = nil) throws(ConfigError) -> ConfigFile {
+        let root: TOMLTable
+        do {
+            root = try TOMLTable(string: text)
+        } catch let e as TOMLParseError {
+            throw ConfigError(
+                file: file,
+                line: e.source.begin.line,
+                key: "",
+                message: "not valid TOML: \(e.description)"
+            )
+        } catch {
+            throw ConfigError(file: file, key: "", message: "not valid TOML: \(error)")
+        }
+        let ctx = ConfigContext(file: file, lines: LineIndex(text))
+        var r = TableReader(root, path: "", context: ctx)
+
+        var pool = PoolConfig()
+        var defaultTraining = "training"
+        var defaultInference = "inference"
+        if var s = try r.subtable("scheduler") {
+            var d = SchedulerSettings()
+            d.fairshareHalfLife = try s.duration("fairshare_half_life") ?? d.fairshareHalfLife
+            d.ageWeight = try s.double("age_weight", min: 0) ?? d.ageWeight
+            d.maxAge = try s.duration("max_age") ?? d.maxAge
+            d.fairshareWeight = try s.double("fairshare_weight", min: 0) ?? d.fairshareWeight
+            d.sizeWeight = try s.double("size_weight", min: 0) ?? d.sizeWeight
+            d.sizeFavor = try s.oneOf("size_favor", SizeFavor.self) ?? d.sizeFavor
+            d.defaultGrace = try s.duration("default_grace", allowZero: true) ?? d.defaultGrace
+            d.defaultEstimate = try s.duration("default_estimate") ?? d.defaultEstimate
+            d.interval = try s.duration("interval") ?? d.interval
+            defaultTraining = try s.string("default_training_class") ?? defaultTraining
+            defaultInference = try s.string("default_inference_class") ?? defaultInference
+            try s.finish()
+            pool.scheduler = d
+        }
+
+        var models: [GPUModel] = []
+        for var t in try r.tableArray("gpu_model") {
+            let m = GPUModel(
+                name: try t.string("name", required: true)!,
+                memoryGiB: try t.double("memory_gib", required: true, min: 0, exclusiveMin: true)!,
+                pricePerHour: try t.double("price_per_hour", required: true, min: 0)!,
+                speed: try t.double("speed", min: 0, exclusiveMin: true) ?? 1.0
+            )
+            try t.finish()
+            if models.contains(where: { $0.name == m.name }) {
+                throw t.error("name", "GPU model \"\(m.name)\" is declared twice")
+            }
+            models.append(m)
+        }
+        if models.isEmpty { throw ctx.error("gpu_model", "no [[gpu_model]] is declared; declare at least one") }
+        if models.count > FreePool.maxModels {
+            throw ctx.error(
+                "gpu_model",
+                "at most \(FreePool.maxModels) GPU models are supported, found \(models.count)"
+            )
+        }
+        pool.gpuModels = models
+
+        var classes: [PriorityClass] = []
+        for var t in try r.tableArray("priority_class") {
+            let c = PriorityClass(
+                name: try t.string("name", required: true)!,
+                value: try t.int("value", required: true)!,
+                preempts: try t.bool("preempts") ?? false,
+                preemptible: try t.bool("preemptible") ?? true
+            )
+            try t.finish()
+            if classes.contains(where: { $0.name == c.name }) {
+                throw t.error("name", "priority class \"\(c.name)\" is declared twice")
+            }
+            classes.append(c)
+        }
+        pool.priorityClasses = classes.isEmpty ? PriorityClass.defaults : classes
+        for (key, name) in [("default_training_class", defaultTraining), ("default_inference_class", defaultInference)]
+        where pool.priorityClass(named: name) == nil {
+            let known = pool.priorityClasses.map(\.name).joined(separator: ", ")
+            throw ctx.error("scheduler.\(key)", "priority class \"\(name)\" is not declared (declared: \(known))")
+        }
+        pool.defaultTrainingClass = defaultTraining
+        pool.defaultInferenceClass = defaultInference
+
+        for var t in try r.tableArray("tenant") {
+            var tenant = Tenant(name: try t.string("name", required: true)!)
+            tenant.shares = try t.double("shares", min: 0, exclusiveMin: true) ?? 1
+            tenant.gpuQuota = try t.int("gpu_quota", in: 0...Int(Int32.max))
+            if var b = try t.subtable("budget") {
+                tenant.budget = Budget(
+                    usd: try b.double("usd", required: true, min: 0)!,
+                    window: try b.oneOf("window", Budget.Window.self) ?? .month,
+                    enforcement: try b.oneOf("enforcement", Budget.Enforcement.self) ?? .soft
+                )
+                try b.finish()
+            }
+            try t.finish()
+            if pool.tenants.contains(where: { $0.name == tenant.name }) {
+                throw t.error("name", "tenant \"\(tenant.name)\" is declared twice")
+            }
+            pool.tenants.append(tenant)
+        }
+
+        var nodes: [NodeSpec] = []
+        var nodeKeys: [String: String] = [:]
+        func add(_ spec: NodeSpec, _ t: TableReader) throws(ConfigError) {
+            if let first = nodeKeys[spec.name] {
+                throw t.error("", "node \"\(spec.name)\" is already declared by \(first)")
+            }
+            nodeKeys[spec.name] = t.path
+            nodes.append(spec)
+        }
+        for var t in try r.tableArray("node") {
+            let spec = try nodeSpec(&t, name: try t.string("name", required: true)!, models: models)
+            try t.finish()
+            try add(spec, t)
+        }
+        for var t in try r.tableArray("node_group") {
+            let prefix = try t.string("prefix", required: true, nonEmpty: false)!
+            let count = try t.int("count", required: true, in: 1...100_000)!
+            let start = try t.int("start", in: 0...10_000_000) ?? 1
+            let digits = try t.int("digits", in: 1...9) ?? 2
+            let template = try nodeSpec(&t, name: prefix, models: models)
+            try t.finish()
+            for i in start..<(start + count) {
+                var spec = template
+                let n = String(i)
+                spec.name = prefix + String(repeating: "0", count: max(0, digits - n.count)) + n
+                try add(spec, t)
+            }
+        }
+        if nodes.isEmpty { throw ctx.error("node", "no [[node]] or [[node_group]] is declared; declare at least one") }
+        try r.finish()
+        if let problem = pool.problems().first { throw ConfigError(file: file, key: "", message: problem) }
+        return ConfigFile(pool: pool, nodes: nodes)
+    }
+
+    private static func nodeSpec(
+        _ t: inout TableReader,
+        name: String,
+        models: [GPUModel]
+    ) throws(ConfigError) -> NodeSpec {
+        let model = try t.string("gpu_model", required: true)!
+        guard models.contains(where: { $0.name == model }) else {
+            let known = models.map { "\"\($0.name)\"" }.joined(separator: ", ")
+            let hint = closest(model, in: models.map(\.name)).map { "; did you mean \"\($0)\"?" } ?? ""
+            throw t.error("gpu_model", "GPU model \"\(model)\" is not declared\(hint) (declared: \(known))")
+        }
+        let spec = NodeSpec(
+            name: name,
+            gpuModel: model,
+            gpus: try t.int("gpus", required: true, in: 1...FreePool.maxGPUsPerNode)!,
+            nvlinkIslands: try t.intArrays("nvlink_islands") ?? [],
+            cpus: try t.int("cpus", in: 1...1_000_000),
+            memoryGiB: try t.double("memory_gib", min: 0, exclusiveMin: true),
+            labels: try t.stringMap("labels") ?? [:],
+            local: try t.bool("local") ?? false
+        )
+        if let problem = spec.problems().first { throw t.error("nvlink_islands", problem) }
+        return spec
+    }
+
+    /// The events that bring an empty state to this config: the config, then every node.
+    public func initialEvents(at time: Instant) -> [Event] {
+        [Event(time: time, .configApplied(config: pool))] + nodes.map { Event(time: time, .nodeAdded(spec: $0)) }
+    }
+
+    /// A state holding this config's pool and no jobs.
+    public func makeState(at time: Instant = .zero) throws(StateError) -> ClusterState {
+        var state = ClusterState(now: time)
+        try state.apply(initialEvents(at: time))
+        return state
+    }
+}

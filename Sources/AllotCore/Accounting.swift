@@ -1,0 +1,96 @@
+/// A quantity that grows at a constant rate between changes: GPU-seconds or money of running jobs.
+/// Reading it at any time costs O(1); it is settled only when its rate changes.
+public struct Accrual: Hashable, Codable, Sendable {
+    /// The value at `since`.
+    public internal(set) var settled: Double = 0
+    /// Growth per second from `since` on.
+    public internal(set) var rate: Double = 0
+    public internal(set) var since: Instant = .zero
+
+    public init() {}
+
+    /// The value at `t` (not before `since`).
+    public func value(at t: Instant) -> Double { settled + rate * max(0, t - since) }
+
+    mutating func settle(at t: Instant) {
+        if t > since {
+            settled = value(at: t)
+            since = t
+        }
+    }
+
+    mutating func changeRate(by delta: Double, at t: Instant) {
+        settle(at: t)
+        rate += delta
+        if abs(rate) < 1e-12 { rate = 0 }
+    }
+
+    /// Adds a lump (a correction) at `t`.
+    mutating func add(_ amount: Double, at t: Instant) {
+        settle(at: t)
+        settled += amount
+    }
+}
+
+/// Usage that decays with a half-life: the fair-share measure of how much a tenant used lately.
+///
+/// With a constant rate r from t0, the value at t is `u0·d + r·h/ln2·(1 − d)` with `d = 2^(−(t − t0)/h)`:
+/// exact, and O(1) to read.
+public struct DecayingUsage: Hashable, Codable, Sendable {
+    public internal(set) var settled: Double = 0
+    /// GPUs in use (GPU-seconds per second) from `since` on.
+    public internal(set) var rate: Double = 0
+    public internal(set) var since: Instant = .zero
+
+    public init() {}
+
+    /// The decayed GPU-seconds at `t`, for a half-life `h` seconds.
+    public func value(at t: Instant, halfLife h: Seconds) -> Double {
+        let dt = t - since
+        if dt <= 0 { return settled }
+        let d = Math.exp2(-dt / h)
+        return settled * d + rate * h / Math.ln2 * (1 - d)
+    }
+
+    mutating func changeRate(by delta: Double, at t: Instant, halfLife h: Seconds) {
+        if t > since {
+            settled = value(at: t, halfLife: h)
+            since = t
+        }
+        rate += delta
+        if abs(rate) < 1e-12 { rate = 0 }
+    }
+}
+
+/// What a tenant, a GPU model or a job kind has used.
+public struct Usage: Hashable, Codable, Sendable {
+    public internal(set) var gpuSeconds = Accrual()
+    public internal(set) var costUSD = Accrual()
+    /// GPUs held right now.
+    public internal(set) var gpusInUse: Int = 0
+    /// Jobs holding GPUs right now.
+    public internal(set) var jobsRunning: Int = 0
+
+    public init() {}
+
+    mutating func start(gpus: Int, costPerSecond: Double, at t: Instant) {
+        gpuSeconds.changeRate(by: Double(gpus), at: t)
+        costUSD.changeRate(by: costPerSecond, at: t)
+        gpusInUse += gpus
+        jobsRunning += 1
+    }
+
+    mutating func stop(gpus: Int, costPerSecond: Double, at t: Instant) {
+        gpuSeconds.changeRate(by: -Double(gpus), at: t)
+        costUSD.changeRate(by: -costPerSecond, at: t)
+        gpusInUse -= gpus
+        jobsRunning -= 1
+    }
+}
+
+/// A tenant's usage plus its decayed usage for fair share.
+public struct TenantUsage: Hashable, Codable, Sendable {
+    public internal(set) var usage = Usage()
+    public internal(set) var decayed = DecayingUsage()
+    public init() {}
+}

@@ -1,0 +1,44 @@
+/// The GPUs given to a job: some GPUs on each of one or more nodes, all of one model.
+public struct Allocation: Hashable, Codable, Sendable, CustomStringConvertible {
+    /// The GPUs taken on one node.
+    public struct Slice: Hashable, Codable, Sendable {
+        public var node: String
+        /// GPU indices on that node, ascending.
+        public var gpus: [Int]
+        public init(node: String, gpus: [Int]) {
+            self.node = node
+            self.gpus = gpus
+        }
+    }
+
+    /// The GPU model of every GPU in the allocation.
+    public var model: String
+    /// Per-node slices, in the order they were chosen.
+    public var slices: [Slice]
+
+    public init(model: String, slices: [Slice]) {
+        self.model = model
+        self.slices = slices
+    }
+
+    public var gpuCount: Int { slices.reduce(0) { $0 + $1.gpus.count } }
+    public var nodeNames: [String] { slices.map(\.node) }
+
+    /// `h100-01[0-3]+h100-02[0,1]`.
+    public var description: String {
+        slices.map { "\($0.node)[\(Allocation.ranges($0.gpus))]" }.joined(separator: "+")
+    }
+
+    /// `0-3,6` for [0,1,2,3,6].
+    public static func ranges(_ gpus: [Int]) -> String {
+        var parts: [String] = []
+        var i = 0
+        while i < gpus.count {
+            var j = i
+            while j + 1 < gpus.count, gpus[j + 1] == gpus[j] + 1 { j += 1 }
+            parts.append(j > i ? "\(gpus[i])-\(gpus[j])" : "\(gpus[i])")
+            i = j + 1
+        }
+        return parts.joined(separator: ",")
+    }
+}

@@ -1,0 +1,190 @@
+/// The whole pool: config, nodes with their GPUs, jobs, and what tenants, models and kinds have used.
+///
+/// A value: cheap to copy for a what-if. It changes only through ``apply(_:)``, which is pure and total: an
+/// event that does not fit is refused with a ``StateError`` and leaves the state as it was, and the same
+/// events in the same order always give the same state.
+public struct ClusterState: Hashable, Sendable {
+    public internal(set) var config: PoolConfig
+    /// The time of the latest event applied.
+    public internal(set) var now: Instant
+    /// Nodes in the order they were added.
+    public internal(set) var nodes: [Node]
+    /// Every job ever submitted and not forgotten, by id.
+    public internal(set) var jobs: [JobID: Job]
+    /// Jobs in state `pending` (not held), in the compact form the scheduler reads.
+    public internal(set) var pendingJobs: PendingQueue
+    /// Jobs holding GPUs: `running` or `stopping`.
+    public internal(set) var activeJobs: Set<JobID>
+    /// The id the next submitted job gets.
+    public internal(set) var nextJobID: JobID
+    public internal(set) var tenantUsage: [String: TenantUsage]
+    public internal(set) var modelUsage: [String: Usage]
+    public internal(set) var kindUsage: [JobKind: Usage]
+
+    /// Node position by name (derived).
+    var nodeIndex: [String: Int]
+    /// The free GPUs of schedulable nodes, indexed for placement (derived, kept up to date by `apply`).
+    public internal(set) var freePool: FreePool
+    /// Model position in `config.gpuModels` by name (derived).
+    var modelIndex: [String: Int]
+
+    /// An empty pool with a config.
+    public init(config: PoolConfig = PoolConfig(), now: Instant = .zero) {
+        self.config = config
+        self.now = now
+        self.nodes = []
+        self.jobs = [:]
+        self.pendingJobs = PendingQueue()
+        self.activeJobs = []
+        self.nextJobID = JobID(1)
+        self.tenantUsage = [:]
+        self.modelUsage = [:]
+        self.kindUsage = [:]
+        self.nodeIndex = [:]
+        self.modelIndex = Self.index(config.gpuModels)
+        self.freePool = FreePool(models: config.gpuModels.count, nodes: [])
+    }
+
+    /// Equal when the facts are equal; derived indexes (free pool, row order of the pending queue) do not count.
+    public static func == (a: ClusterState, b: ClusterState) -> Bool {
+        a.config == b.config && a.now == b.now && a.nodes == b.nodes && a.jobs == b.jobs
+            && a.pendingJobs == b.pendingJobs && a.activeJobs == b.activeJobs && a.nextJobID == b.nextJobID
+            && a.tenantUsage == b.tenantUsage && a.modelUsage == b.modelUsage && a.kindUsage == b.kindUsage
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(now)
+        hasher.combine(nextJobID)
+        hasher.combine(jobs.count)
+        hasher.combine(nodes.count)
+    }
+
+    /// Rebuilds the free pool from the nodes (after nodes or models change).
+    mutating func rebuildFreePool() { freePool = FreePool(models: config.gpuModels.count, nodes: nodes) }
+
+    /// Refreshes one node's entry in the free pool (after its state, health or holders change).
+    mutating func refreshFree(node i: Int) {
+        freePool.setFree(node: i, mask: nodes[i].schedulable ? nodes[i].freeMask : 0)
+    }
+
+    static func index(_ models: [GPUModel]) -> [String: Int] {
+        var m: [String: Int] = [:]
+        for (i, model) in models.enumerated() { m[model.name] = i }
+        return m
+    }
+
+    // MARK: Queries
+
+    /// The node of that name.
+    public func node(named name: String) -> Node? { nodeIndex[name].map { nodes[$0] } }
+
+    /// Total GPUs in the pool, whatever their state.
+    public var totalGPUs: Int { nodes.reduce(0) { $0 + $1.spec.gpus } }
+
+    /// GPUs held by jobs.
+    public var gpusInUse: Int { nodes.reduce(0) { $0 + $1.gpusInUse } }
+
+    /// The class in force for a job: its own if the config declares it, else the default for its kind.
+    public func priorityClass(of spec: JobSpec) -> PriorityClass {
+        if let name = spec.priorityClass, let c = config.priorityClass(named: name) { return c }
+        let fallback = spec.kind == .inference ? config.defaultInferenceClass : config.defaultTrainingClass
+        return config.priorityClass(named: fallback)
+            ?? PriorityClass(name: fallback, value: 0, preempts: false, preemptible: true)
+    }
+
+    /// Whether a job may be preempted: its own setting, else its class's.
+    public func isPreemptible(_ spec: JobSpec) -> Bool {
+        spec.preemptible ?? priorityClass(of: spec).preemptible
+    }
+
+    /// The grace period a job gets when told to stop.
+    public func grace(of spec: JobSpec) -> Seconds { spec.grace ?? config.scheduler.defaultGrace }
+
+    /// The run time assumed for planning and pricing, in reference seconds (training) or wall seconds
+    /// (inference).
+    public func estimate(of spec: JobSpec) -> Seconds {
+        spec.estimate ?? spec.walltime ?? config.scheduler.defaultEstimate
+    }
+
+    /// Indices of the models a job may run on: those it names (or all), with enough memory.
+    public func allowedModels(for spec: JobSpec) -> [Int] {
+        var out: [Int] = []
+        for (i, m) in config.gpuModels.enumerated() {
+            if !spec.gpuModels.isEmpty && !spec.gpuModels.contains(m.name) { continue }
+            if let min = spec.minGPUMemoryGiB, m.memoryGiB < min { continue }
+            out.append(i)
+        }
+        return out
+    }
+
+    /// A tenant's fair-share usage (decayed GPU-seconds) at `t`.
+    public func decayedUsage(of tenant: String, at t: Instant) -> Double {
+        tenantUsage[tenant]?.decayed.value(at: t, halfLife: config.scheduler.fairshareHalfLife) ?? 0
+    }
+
+    /// Jobs in a given state, ordered by id.
+    public func jobs(in state: JobState) -> [Job] {
+        switch state {
+        case .pending: return pendingJobs.ids.sorted().map { jobs[$0]! }
+        case .running, .stopping:
+            return activeJobs.sorted().compactMap { jobs[$0]!.state == state ? jobs[$0] : nil }
+        default: return jobs.values.filter { $0.state == state }.sorted { $0.id < $1.id }
+        }
+    }
+
+    /// Checks the internal invariants: every held GPU belongs to an active job whose allocation names it,
+    /// no GPU is given twice, and the job sets match the job states. Meant for tests and `--paranoid` runs.
+    /// - Returns: a sentence per broken invariant; empty when all hold.
+    public func invariantViolations() -> [String] {
+        var out: [String] = []
+        var seen: [String: UInt64] = [:]
+        for id in activeJobs.sorted() {
+            guard let job = jobs[id] else {
+                out.append("active job \(id) is missing")
+                continue
+            }
+            if !job.state.holdsGPUs { out.append("job \(id) is in the active set but \(job.state)") }
+            guard let alloc = job.allocation else {
+                out.append("active job \(id) has no allocation")
+                continue
+            }
+            if alloc.gpuCount != job.spec.gpus {
+                out.append("job \(id) holds \(alloc.gpuCount) GPUs but asked for \(job.spec.gpus)")
+            }
+            for slice in alloc.slices {
+                guard let ni = nodeIndex[slice.node] else {
+                    out.append("job \(id) holds GPUs on unknown node \(slice.node)")
+                    continue
+                }
+                for g in slice.gpus {
+                    let bit = UInt64(1) << UInt64(g)
+                    if (seen[slice.node] ?? 0) & bit != 0 {
+                        out.append("GPU \(g) of \(slice.node) is given to two jobs")
+                    }
+                    seen[slice.node, default: 0] |= bit
+                    if nodes[ni].holder[g] != id { out.append("GPU \(g) of \(slice.node) does not record job \(id)") }
+                }
+            }
+        }
+        for node in nodes where node.usedMask != (seen[node.name] ?? 0) {
+            out.append("node \(node.name) marks GPUs used that no active job holds")
+        }
+        for (id, job) in jobs {
+            if (job.state == .pending) != pendingJobs.contains(id) { out.append("job \(id) pending set mismatch") }
+            if job.state.holdsGPUs != activeJobs.contains(id) { out.append("job \(id) active set mismatch") }
+        }
+        if !freePool.indexesTheSame(as: FreePool(models: config.gpuModels.count, nodes: nodes)) {
+            out.append("the free-GPU index differs from the nodes")
+        }
+        for row in pendingJobs.rows {
+            guard let job = jobs[row.id] else {
+                out.append("pending row for missing job \(row.id)")
+                continue
+            }
+            if row.gpus != job.spec.gpus || row.submitTime != job.submitTime.seconds || row.kind != job.spec.kind {
+                out.append("pending row of job \(row.id) does not match the job")
+            }
+        }
+        return out
+    }
+}

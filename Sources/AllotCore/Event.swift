@@ -1,0 +1,93 @@
+/// A fact about the pool: the only way the state changes. The write-ahead log stores events, and replaying
+/// them with ``ClusterState/apply(_:)`` rebuilds the state.
+public struct Event: Hashable, Codable, Sendable {
+    /// The version of the event schema written by this build. Readers accept this and every older version;
+    /// fields added later are optional when decoding.
+    public static let schemaVersion: UInt16 = 1
+
+    /// When the event happened. Events are applied in order; a time earlier than the state's clock is taken
+    /// as the clock's time (clocks step back; the log's order is the truth).
+    public var time: Instant
+    public var body: Body
+
+    public init(time: Instant, _ body: Body) {
+        self.time = time
+        self.body = body
+    }
+
+    /// What happened.
+    public enum Body: Hashable, Codable, Sendable {
+        /// GPU models, classes, tenants and scheduler settings in force from now on.
+        case configApplied(config: PoolConfig)
+        case nodeAdded(spec: NodeSpec)
+        /// Only a node holding no job's GPUs can be removed.
+        case nodeRemoved(name: String)
+        case nodeStateChanged(name: String, state: NodeState, reason: String?)
+        case gpuHealthChanged(node: String, gpu: Int, health: GPUHealth, reason: String?)
+        case jobSubmitted(id: JobID, spec: JobSpec, held: Bool)
+        case jobHeld(id: JobID)
+        case jobReleased(id: JobID)
+        case jobStarted(id: JobID, allocation: Allocation)
+        /// A running job is told to make way for `by`; it stops within `grace` seconds, then goes back to
+        /// pending with its original submit time.
+        case jobPreempted(id: JobID, by: JobID, grace: Seconds)
+        /// A pending or held job is cancelled at once; a running one is told to stop within `grace`.
+        case jobCancelled(id: JobID, by: UInt32?, grace: Seconds)
+        /// A running job reached its walltime limit and is told to stop within `grace`.
+        case jobTimedOut(id: JobID, grace: Seconds)
+        /// A running or stopping job's process ended. The job's next state follows from why it was stopping:
+        /// preempted → pending; cancelled → cancelled; walltime → timed out; not stopping → completed on exit
+        /// code 0, failed otherwise.
+        case jobFinished(id: JobID, exit: ExitStatus)
+        /// A running or stopping job loses its GPUs and goes back to pending (its node failed, say).
+        case jobRequeued(id: JobID, reason: String)
+        /// Time passes; running jobs accrue usage and cost.
+        case clockTick
+    }
+
+    /// A short name of the event's kind, as in logs and the WAL dump: `jobStarted`.
+    public var kindName: String {
+        switch body {
+        case .configApplied: "configApplied"
+        case .nodeAdded: "nodeAdded"
+        case .nodeRemoved: "nodeRemoved"
+        case .nodeStateChanged: "nodeStateChanged"
+        case .gpuHealthChanged: "gpuHealthChanged"
+        case .jobSubmitted: "jobSubmitted"
+        case .jobHeld: "jobHeld"
+        case .jobReleased: "jobReleased"
+        case .jobStarted: "jobStarted"
+        case .jobPreempted: "jobPreempted"
+        case .jobCancelled: "jobCancelled"
+        case .jobTimedOut: "jobTimedOut"
+        case .jobFinished: "jobFinished"
+        case .jobRequeued: "jobRequeued"
+        case .clockTick: "clockTick"
+        }
+    }
+}
+
+/// Why an event does not fit the state. The state is unchanged when one is thrown.
+public struct StateError: Error, Hashable, Sendable, CustomStringConvertible {
+    /// Stable codes, for callers that map errors onto protocol errors.
+    public enum Code: String, Sendable, Hashable {
+        case unknownJob, unknownNode, unknownModel, unknownClass
+        case duplicate
+        case illegalTransition
+        case invalidAllocation
+        case invalidSpec
+        case invalidConfig
+        case nodeBusy
+    }
+
+    public var code: Code
+    /// A sentence saying what was refused and why.
+    public var message: String
+
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { message }
+}

@@ -1,0 +1,207 @@
+/// A kind of GPU in the pool.
+public struct GPUModel: Hashable, Codable, Sendable {
+    /// The model's name as written in configs and job constraints, e.g. `H100-80GB`.
+    public var name: String
+    /// Memory per GPU in GiB.
+    public var memoryGiB: Double
+    /// Price of one GPU for one hour, in USD.
+    public var pricePerHour: Double
+    /// Relative speed for training (1.0 = reference). Training work of D reference-seconds takes D / speed.
+    public var speed: Double
+
+    public init(name: String, memoryGiB: Double, pricePerHour: Double, speed: Double) {
+        self.name = name
+        self.memoryGiB = memoryGiB
+        self.pricePerHour = pricePerHour
+        self.speed = speed
+    }
+}
+
+/// A priority class: where a job stands against others, and whether it may take or lose GPUs by preemption.
+public struct PriorityClass: Hashable, Codable, Sendable {
+    public var name: String
+    /// Higher runs first. Classes order the queue strictly: any job of a higher class goes before every job of
+    /// a lower one.
+    public var value: Int
+    /// Whether jobs of this class may preempt jobs of lower, preemptible classes.
+    public var preempts: Bool
+    /// Whether jobs of this class may be preempted (a job may opt out with `preemptible = false`).
+    public var preemptible: Bool
+
+    public init(name: String, value: Int, preempts: Bool, preemptible: Bool) {
+        self.name = name
+        self.value = value
+        self.preempts = preempts
+        self.preemptible = preemptible
+    }
+
+    /// The classes in force when a config names none: `inference` (highest, preempts, never preempted),
+    /// `training` (preemptible), `batch` and `scavenger` (lower, preemptible).
+    public static let defaults: [PriorityClass] = [
+        PriorityClass(name: "inference", value: 1000, preempts: true, preemptible: false),
+        PriorityClass(name: "training", value: 500, preempts: false, preemptible: true),
+        PriorityClass(name: "batch", value: 200, preempts: false, preemptible: true),
+        PriorityClass(name: "scavenger", value: 0, preempts: false, preemptible: true),
+    ]
+}
+
+/// A budget: money a tenant may spend per window. Enforced by the policy layer.
+public struct Budget: Hashable, Codable, Sendable {
+    public enum Window: String, Codable, Sendable, CaseIterable { case day, week, month }
+    public enum Enforcement: String, Codable, Sendable, CaseIterable { case soft, hard }
+    public var usd: Double
+    public var window: Window
+    public var enforcement: Enforcement
+
+    public init(usd: Double, window: Window, enforcement: Enforcement) {
+        self.usd = usd
+        self.window = window
+        self.enforcement = enforcement
+    }
+}
+
+/// A tenant: a team or project that jobs are charged to.
+public struct Tenant: Hashable, Codable, Sendable {
+    public var name: String
+    /// Fair-share weight relative to other tenants.
+    public var shares: Double
+    /// GPUs guaranteed to this tenant, if any.
+    public var gpuQuota: Int?
+    /// Spending limit, if any.
+    public var budget: Budget?
+
+    public init(name: String, shares: Double = 1, gpuQuota: Int? = nil, budget: Budget? = nil) {
+        self.name = name
+        self.shares = shares
+        self.gpuQuota = gpuQuota
+        self.budget = budget
+    }
+}
+
+/// Which way the size factor of the priority leans.
+public enum SizeFavor: String, Codable, Sendable, CaseIterable {
+    /// Smaller jobs (fewer GPUs) get the higher size factor.
+    case small
+    /// Larger jobs get the higher size factor (Slurm's default), which helps big gangs against starvation.
+    case large
+}
+
+/// Tunables of the scheduler.
+public struct SchedulerSettings: Hashable, Codable, Sendable {
+    /// Half-life of the decay applied to each tenant's past usage for fair share (default 7 days).
+    public var fairshareHalfLife: Seconds = 7 * 86_400
+    /// Weight of the age factor (0...1, reaching 1 at `maxAge`).
+    public var ageWeight: Double = 1000
+    /// Age at which the age factor stops growing (default 7 days).
+    public var maxAge: Seconds = 7 * 86_400
+    /// Weight of the fair-share factor (0...1, 1 for a tenant with no recent usage).
+    public var fairshareWeight: Double = 2000
+    /// Weight of the size factor (0...1).
+    public var sizeWeight: Double = 500
+    /// Which jobs the size factor favours.
+    public var sizeFavor: SizeFavor = .small
+    /// Grace period for preempted or cancelled jobs that name none.
+    public var defaultGrace: Seconds = 30
+    /// Run time assumed for jobs with neither an estimate nor a walltime limit, to price placements.
+    public var defaultEstimate: Seconds = 3600
+    /// How often the daemon runs a scheduling pass when nothing else triggers one.
+    public var interval: Seconds = 10
+
+    public init() {}
+
+    enum CodingKeys: String, CodingKey {
+        case fairshareHalfLife, ageWeight, maxAge, fairshareWeight, sizeWeight, sizeFavor, defaultGrace
+        case defaultEstimate, interval
+    }
+
+    /// Decodes leniently: settings added by later versions take their defaults when absent.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let d = SchedulerSettings()
+        fairshareHalfLife = try c.decodeIfPresent(Double.self, forKey: .fairshareHalfLife) ?? d.fairshareHalfLife
+        ageWeight = try c.decodeIfPresent(Double.self, forKey: .ageWeight) ?? d.ageWeight
+        maxAge = try c.decodeIfPresent(Double.self, forKey: .maxAge) ?? d.maxAge
+        fairshareWeight = try c.decodeIfPresent(Double.self, forKey: .fairshareWeight) ?? d.fairshareWeight
+        sizeWeight = try c.decodeIfPresent(Double.self, forKey: .sizeWeight) ?? d.sizeWeight
+        sizeFavor = try c.decodeIfPresent(SizeFavor.self, forKey: .sizeFavor) ?? d.sizeFavor
+        defaultGrace = try c.decodeIfPresent(Double.self, forKey: .defaultGrace) ?? d.defaultGrace
+        defaultEstimate = try c.decodeIfPresent(Double.self, forKey: .defaultEstimate) ?? d.defaultEstimate
+        interval = try c.decodeIfPresent(Double.self, forKey: .interval) ?? d.interval
+    }
+}
+
+/// Everything in the configuration except the nodes: GPU models, classes, tenants and scheduler settings.
+/// Nodes are added and removed by their own events so that a config change can be reconciled node by node.
+public struct PoolConfig: Hashable, Codable, Sendable {
+    public var gpuModels: [GPUModel]
+    public var priorityClasses: [PriorityClass]
+    public var tenants: [Tenant]
+    public var scheduler: SchedulerSettings
+    /// The class a job gets when it names none, by kind.
+    public var defaultTrainingClass: String
+    public var defaultInferenceClass: String
+
+    public init(
+        gpuModels: [GPUModel] = [],
+        priorityClasses: [PriorityClass] = PriorityClass.defaults,
+        tenants: [Tenant] = [],
+        scheduler: SchedulerSettings = SchedulerSettings(),
+        defaultTrainingClass: String = "training",
+        defaultInferenceClass: String = "inference"
+    ) {
+        self.gpuModels = gpuModels
+        self.priorityClasses = priorityClasses
+        self.tenants = tenants
+        self.scheduler = scheduler
+        self.defaultTrainingClass = defaultTrainingClass
+        self.defaultInferenceClass = defaultInferenceClass
+    }
+
+    /// Checks the config on its own: unique names, positive prices and speeds, default classes that exist.
+    /// - Returns: a sentence per problem; empty when the config is valid.
+    public func problems() -> [String] {
+        var out: [String] = []
+        var seen = Set<String>()
+        if gpuModels.count > FreePool.maxModels {
+            out.append("at most \(FreePool.maxModels) GPU models are supported; the config has \(gpuModels.count)")
+        }
+        for m in gpuModels {
+            if m.name.isEmpty { out.append("a GPU model has an empty name") }
+            if !seen.insert(m.name).inserted { out.append("GPU model \"\(m.name)\" is declared twice") }
+            if !(m.memoryGiB > 0) { out.append("GPU model \"\(m.name)\": memory_gib must be > 0") }
+            if !(m.pricePerHour >= 0) || !m.pricePerHour.isFinite {
+                out.append("GPU model \"\(m.name)\": price_per_hour must be >= 0")
+            }
+            if !(m.speed > 0) || !m.speed.isFinite { out.append("GPU model \"\(m.name)\": speed must be > 0") }
+        }
+        seen.removeAll()
+        for c in priorityClasses where !seen.insert(c.name).inserted {
+            out.append("priority class \"\(c.name)\" is declared twice")
+        }
+        for name in [defaultTrainingClass, defaultInferenceClass] where !seen.contains(name) {
+            out.append("default priority class \"\(name)\" is not declared")
+        }
+        seen.removeAll()
+        for t in tenants {
+            if !seen.insert(t.name).inserted { out.append("tenant \"\(t.name)\" is declared twice") }
+            if !(t.shares > 0) { out.append("tenant \"\(t.name)\": shares must be > 0") }
+            if let q = t.gpuQuota, q < 0 { out.append("tenant \"\(t.name)\": gpu_quota must be >= 0") }
+        }
+        let s = scheduler
+        if !(s.fairshareHalfLife > 0) { out.append("scheduler.fairshare_half_life must be > 0") }
+        if !(s.maxAge > 0) { out.append("scheduler.max_age must be > 0") }
+        if !(s.defaultEstimate > 0) { out.append("scheduler.default_estimate must be > 0") }
+        if !(s.interval > 0) { out.append("scheduler.interval must be > 0") }
+        if !(s.defaultGrace >= 0) { out.append("scheduler.default_grace must be >= 0") }
+        return out
+    }
+
+    /// The model of that name, if declared.
+    public func model(named name: String) -> GPUModel? { gpuModels.first { $0.name == name } }
+    /// The class of that name, if declared.
+    public func priorityClass(named name: String) -> PriorityClass? { priorityClasses.first { $0.name == name } }
+    /// The tenant of that name, or default settings for a tenant the config does not name.
+    public func tenant(named name: String) -> Tenant {
+        tenants.first { $0.name == name } ?? Tenant(name: name)
+    }
+}

@@ -1,0 +1,139 @@
+/// What an operator declares about a node.
+public struct NodeSpec: Hashable, Codable, Sendable {
+    public var name: String
+    /// The name of the node's GPU model (all GPUs of a node are of one model).
+    public var gpuModel: String
+    /// Number of GPUs, 1...64.
+    public var gpus: Int
+    /// Groups of GPU indices connected by NVLink. Empty: the node has no NVLink, and jobs that ask for
+    /// `nvlink` topology do not go there. A DGX-style node where every GPU reaches every other through
+    /// NVSwitch is one island holding all its GPUs.
+    public var nvlinkIslands: [[Int]]
+    public var cpus: Int?
+    public var memoryGiB: Double?
+    public var labels: [String: String]
+    /// Whether the daemon itself runs this node's jobs (rather than a node agent).
+    public var local: Bool
+
+    public init(
+        name: String,
+        gpuModel: String,
+        gpus: Int,
+        nvlinkIslands: [[Int]] = [],
+        cpus: Int? = nil,
+        memoryGiB: Double? = nil,
+        labels: [String: String] = [:],
+        local: Bool = false
+    ) {
+        self.name = name
+        self.gpuModel = gpuModel
+        self.gpus = gpus
+        self.nvlinkIslands = nvlinkIslands
+        self.cpus = cpus
+        self.memoryGiB = memoryGiB
+        self.labels = labels
+        self.local = local
+    }
+
+    enum CodingKeys: String, CodingKey { case name, gpuModel, gpus, nvlinkIslands, cpus, memoryGiB, labels, local }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        name = try c.decode(String.self, forKey: .name)
+        gpuModel = try c.decode(String.self, forKey: .gpuModel)
+        gpus = try c.decode(Int.self, forKey: .gpus)
+        nvlinkIslands = try c.decodeIfPresent([[Int]].self, forKey: .nvlinkIslands) ?? []
+        cpus = try c.decodeIfPresent(Int.self, forKey: .cpus)
+        memoryGiB = try c.decodeIfPresent(Double.self, forKey: .memoryGiB)
+        labels = try c.decodeIfPresent([String: String].self, forKey: .labels) ?? [:]
+        local = try c.decodeIfPresent(Bool.self, forKey: .local) ?? false
+    }
+
+    /// Problems with this spec on its own (GPU count, islands); empty when it is valid.
+    public func problems() -> [String] {
+        var out: [String] = []
+        if name.isEmpty { out.append("a node has an empty name") }
+        if gpus < 1 || gpus > FreePool.maxGPUsPerNode {
+            out.append("node \"\(name)\": gpus must be between 1 and \(FreePool.maxGPUsPerNode), got \(gpus)")
+        }
+        var seen = Set<Int>()
+        for island in nvlinkIslands {
+            if island.isEmpty { out.append("node \"\(name)\": an NVLink island is empty") }
+            for g in island {
+                if g < 0 || g >= gpus {
+                    out.append("node \"\(name)\": NVLink island names GPU \(g), but the node has GPUs 0...\(gpus - 1)")
+                } else if !seen.insert(g).inserted {
+                    out.append("node \"\(name)\": GPU \(g) is in two NVLink islands")
+                }
+            }
+        }
+        return out
+    }
+
+    /// Bit masks of the islands' GPUs.
+    var islandMasks: [UInt64] {
+        nvlinkIslands.map { island in island.reduce(UInt64(0)) { $0 | (1 << UInt64($1)) } }
+    }
+}
+
+/// The administrative and health state of a node.
+public enum NodeState: String, Codable, Sendable, CaseIterable {
+    /// Takes new jobs.
+    case up
+    /// Runs its jobs to the end but takes no new ones.
+    case draining
+    /// Drained: no jobs, takes none.
+    case drained
+    /// Unreachable or failed: takes no jobs.
+    case down
+}
+
+/// The health of one GPU.
+public enum GPUHealth: String, Codable, Sendable, CaseIterable {
+    case healthy
+    /// Taken out of scheduling (XID errors, ECC, lost from the bus, or by an operator).
+    case unhealthy
+}
+
+/// A node as the state holds it: its spec, its state, and which job holds each GPU.
+public struct Node: Hashable, Sendable {
+    public var spec: NodeSpec
+    /// Index of the node's model in `PoolConfig.gpuModels`.
+    public internal(set) var modelIndex: Int
+    public internal(set) var state: NodeState
+    public internal(set) var stateReason: String?
+    /// Per-GPU health, by index.
+    public internal(set) var health: [GPUHealth]
+    /// Why each unhealthy GPU is unhealthy, by index (nil for healthy ones).
+    public internal(set) var healthReason: [String?]
+    /// The job holding each GPU, or nil.
+    public internal(set) var holder: [JobID?]
+    /// Bit i set: GPU i is held by a job.
+    public internal(set) var usedMask: UInt64
+    /// Bit i set: GPU i is unhealthy.
+    public internal(set) var unhealthyMask: UInt64
+    let islandMasks: [UInt64]
+
+    init(spec: NodeSpec, modelIndex: Int) {
+        self.spec = spec
+        self.modelIndex = modelIndex
+        self.state = .up
+        self.stateReason = nil
+        self.health = Array(repeating: .healthy, count: spec.gpus)
+        self.healthReason = Array(repeating: nil, count: spec.gpus)
+        self.holder = Array(repeating: nil, count: spec.gpus)
+        self.usedMask = 0
+        self.unhealthyMask = 0
+        self.islandMasks = spec.islandMasks
+    }
+
+    public var name: String { spec.name }
+    /// Mask of all the node's GPUs.
+    public var allMask: UInt64 { spec.gpus == 64 ? ~0 : (1 << UInt64(spec.gpus)) - 1 }
+    /// GPUs that a new job could take: healthy and free (ignores the node's state).
+    public var freeMask: UInt64 { allMask & ~usedMask & ~unhealthyMask }
+    /// Whether the node takes new jobs.
+    public var schedulable: Bool { state == .up }
+    /// Number of GPUs held by jobs.
+    public var gpusInUse: Int { usedMask.nonzeroBitCount }
+}

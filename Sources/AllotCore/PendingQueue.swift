@@ -1,0 +1,98 @@
+/// The pending jobs, kept as compact rows for the scheduler: no strings, no reference-counted fields, so a
+/// pass over 100,000 of them reads one contiguous array instead of copying 100,000 jobs out of a dictionary.
+///
+/// Derived from the jobs: two queues are equal when they hold the same job ids, whatever their row order
+/// or interning, so a state rebuilt from a snapshot equals the live one.
+public struct PendingQueue: Sendable, Sequence, Hashable {
+    /// What the scheduler needs of a pending job.
+    struct Row: Sendable {
+        var id: JobID
+        var submitTime: Double
+        var gpus: Int
+        var kind: JobKind
+        var topology: Topology
+        /// Index into `tenants`.
+        var tenant: Int32
+        /// Index into `classes`, or -1 when the job names no class.
+        var priorityClass: Int32
+        /// Index into `constraints`.
+        var constraint: Int32
+        /// The job's estimate, else its walltime, else NaN (the config default applies).
+        var estimate: Double
+        /// NaN when the job has no cost limit.
+        var maxCostUSD: Double
+    }
+
+    /// A job's model and memory constraints, interned.
+    struct Constraint: Hashable, Sendable {
+        var models: [String]
+        var minGPUMemoryGiB: Double?
+    }
+
+    private(set) var rows: [Row] = []
+    private var position: [JobID: Int] = [:]
+    /// Interned names; they only grow, bounded by the distinct values ever submitted.
+    private(set) var tenants = Interner<String>()
+    private(set) var classes = Interner<String>()
+    private(set) var constraints = Interner<Constraint>()
+
+    public init() {}
+
+    public var count: Int { rows.count }
+    public var isEmpty: Bool { rows.isEmpty }
+    public func contains(_ id: JobID) -> Bool { position[id] != nil }
+    /// The ids, in no particular order.
+    public var ids: Set<JobID> { Set(position.keys) }
+
+    public func makeIterator() -> some IteratorProtocol<JobID> { rows.lazy.map(\.id).makeIterator() }
+
+    mutating func insert(_ job: Job) {
+        guard position[job.id] == nil else { return }
+        let spec = job.spec
+        let row = Row(
+            id: job.id,
+            submitTime: job.submitTime.seconds,
+            gpus: spec.gpus,
+            kind: spec.kind,
+            topology: spec.topology,
+            tenant: tenants.intern(spec.tenant),
+            priorityClass: spec.priorityClass.map { classes.intern($0) } ?? -1,
+            constraint: constraints.intern(Constraint(models: spec.gpuModels, minGPUMemoryGiB: spec.minGPUMemoryGiB)),
+            estimate: spec.estimate ?? spec.walltime ?? .nan,
+            maxCostUSD: spec.maxCostUSD ?? .nan
+        )
+        position[job.id] = rows.count
+        rows.append(row)
+    }
+
+    mutating func remove(_ id: JobID) {
+        guard let i = position.removeValue(forKey: id) else { return }
+        let last = rows.removeLast()
+        if i < rows.count {
+            rows[i] = last
+            position[last.id] = i
+        }
+    }
+
+    public static func == (a: PendingQueue, b: PendingQueue) -> Bool {
+        a.count == b.count && a.position.keys.allSatisfy { b.position[$0] != nil }
+    }
+
+    public func hash(into hasher: inout Hasher) { hasher.combine(count) }
+}
+
+/// Gives each distinct value a small dense number.
+struct Interner<Value: Hashable & Sendable>: Sendable {
+    private(set) var values: [Value] = []
+    private var index: [Value: Int32] = [:]
+
+    mutating func intern(_ v: Value) -> Int32 {
+        if let i = index[v] { return i }
+        let i = Int32(values.count)
+        values.append(v)
+        index[v] = i
+        return i
+    }
+
+    var count: Int { values.count }
+}

@@ -1,0 +1,256 @@
+import AllotCore
+import Foundation
+
+/// One job of a trace.
+public struct TraceJob: Hashable, Sendable {
+    /// The trace's own id, or the row number.
+    public var id: String
+    public var name: String
+    public var kind: JobKind
+    public var tenant: String
+    public var gpus: Int
+    public var gpuModels: [String]
+    public var minGPUMemoryGiB: Double?
+    public var topology: Topology
+    public var priorityClass: String?
+    /// Seconds from the start of the trace.
+    public var submitTime: Double
+    /// Training: seconds of work on a speed-1.0 GPU. Inference: the replica's lifetime in seconds.
+    public var duration: Double
+    public var walltime: Double?
+    /// What the scheduler is told to expect; nil leaves it to walltime or the config default.
+    public var estimate: Double?
+
+    /// The job spec the simulator submits.
+    public var spec: JobSpec {
+        JobSpec(
+            name: name.isEmpty ? id : name,
+            tenant: tenant,
+            kind: kind,
+            priorityClass: priorityClass,
+            gpus: gpus,
+            gpuModels: gpuModels,
+            minGPUMemoryGiB: minGPUMemoryGiB,
+            topology: topology,
+            walltime: walltime,
+            estimate: estimate
+        )
+    }
+}
+
+/// A bad trace: which row and column, and what was expected.
+public struct TraceError: Error, Hashable, Sendable, CustomStringConvertible {
+    public var file: String?
+    /// 1-based line in the file (the header is line 1), when the error is about a row.
+    public var line: Int?
+    public var column: String?
+    public var message: String
+
+    public var description: String {
+        var s = file ?? "trace"
+        if let line { s += ":\(line)" }
+        if let column { s += ": column \(column)" }
+        return s + ": " + message
+    }
+}
+
+/// A job trace: CSV with a header row, one job per row. See docs/trace-format.md.
+public struct Trace: Hashable, Sendable {
+    /// Jobs ordered by submit time (ties keep file order).
+    public var jobs: [TraceJob]
+
+    public init(jobs: [TraceJob]) {
+        self.jobs = jobs.enumerated().sorted { a, b in
+            a.element.submitTime != b.element.submitTime
+                ? a.element.submitTime < b.element.submitTime : a.offset < b.offset
+        }.map(\.element)
+    }
+
+    /// Column names and the other names accepted for them (those of the public traces).
+    static let aliases: [String: [String]] = [
+        "submit_time": ["submit_time", "timestamp", "submit", "submitted_time", "arrival_time"],
+        "duration": ["duration", "runtime", "run_time"],
+        "gpus": ["gpus", "num_gpus", "gpu_num", "num_gpu"],
+        "tenant": ["tenant", "cluster", "vc", "virtual_cluster", "user"],
+        "id": ["id", "job_id", "jobid"],
+        "name": ["name", "job_name"],
+        "kind": ["kind", "type"],
+        "gpu_model": ["gpu_model", "gpu_type"],
+        "priority": ["priority", "class", "priority_class"],
+        "walltime": ["walltime", "time_limit"],
+        "estimate": ["estimate"],
+        "topology": ["topology"],
+        "min_gpu_memory": ["min_gpu_memory", "min_gpu_memory_gib"],
+    ]
+
+    /// Reads a trace file.
+    public static func load(path: String) throws(TraceError) -> Trace {
+        let text: String
+        do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
+            throw TraceError(file: path, message: "cannot read the file: \(error.localizedDescription)")
+        }
+        return try parse(text, file: path)
+    }
+
+    /// Parses trace CSV.
+    /// - Throws: ``TraceError`` naming the row and column of the first bad value.
+    public static func parse(_ text: String, file: String? = nil) throws(TraceError) -> Trace {
+        var rows = CSVReader(text)
+        guard let header = rows.next() else {
+            throw TraceError(file: file, line: 1, message: "the file is empty; it needs a header row")
+        }
+        var col: [String: Int] = [:]
+        for (i, raw) in header.fields.enumerated() {
+            let name = raw.trimmingWhitespace().lowercased()
+            for (canonical, names) in aliases where names.contains(name) && col[canonical] == nil { col[canonical] = i }
+        }
+        for required in ["submit_time", "duration", "gpus"] where col[required] == nil {
+            throw TraceError(
+                file: file,
+                line: 1,
+                column: required,
+                message:
+                    "the header has no \(required) column (accepted names: \(aliases[required]!.joined(separator: ", ")))"
+            )
+        }
+        var jobs: [TraceJob] = []
+        var absolute: [Bool] = []
+        var rowNumber = 0
+        while let row = rows.next() {
+            if row.fields.allSatisfy({ $0.trimmingWhitespace().isEmpty }) { continue }
+            rowNumber += 1
+            func field(_ c: String) -> String? {
+                guard let i = col[c], i < row.fields.count else { return nil }
+                let v = row.fields[i].trimmingWhitespace()
+                return v.isEmpty ? nil : v
+            }
+            func bad(_ c: String, _ message: String) -> TraceError {
+                TraceError(file: file, line: row.line, column: c, message: message)
+            }
+            func number(_ c: String, positive: Bool) throws(TraceError) -> Double? {
+                guard let s = field(c) else { return nil }
+                guard let d = Double(s), d.isFinite, positive ? d > 0 : d >= 0 else {
+                    throw bad(
+                        c,
+                        "expected a number\(positive ? " above 0" : " of at least 0") or nothing, got \"\(s)\""
+                    )
+                }
+                return d
+            }
+            guard let submitText = field("submit_time") else { throw bad("submit_time", "is empty") }
+            let submit: Double
+            if let s = Double(submitText), s.isFinite {
+                submit = s
+                absolute.append(false)
+            } else if let s = CivilTime.parse(submitText) {
+                submit = s
+                absolute.append(true)
+            } else {
+                throw bad(
+                    "submit_time",
+                    "expected seconds from the trace start or YYYY-MM-DD HH:MM:SS, got \"\(submitText)\""
+                )
+            }
+            guard let durationText = field("duration") else { throw bad("duration", "is empty") }
+            guard let duration = DurationText.parse(durationText), duration >= 0 else {
+                throw bad("duration", "expected seconds (a number of at least 0), got \"\(durationText)\"")
+            }
+            guard let gpusText = field("gpus"), let gpusD = Double(gpusText), gpusD >= 1, gpusD == gpusD.rounded(),
+                gpusD <= 65_536
+            else {
+                throw bad("gpus", "expected a whole number of GPUs from 1 to 65536, got \"\(field("gpus") ?? "")\"")
+            }
+            var kind = JobKind.training
+            if let k = field("kind") {
+                guard let parsed = JobKind(rawValue: k.lowercased()) else {
+                    throw bad("kind", "expected training or inference, got \"\(k)\"")
+                }
+                kind = parsed
+            }
+            var topology = Topology.any
+            if let t = field("topology") {
+                guard let parsed = Topology(rawValue: t.lowercased()) else {
+                    throw bad("topology", "expected any, single-node or nvlink, got \"\(t)\"")
+                }
+                topology = parsed
+            }
+            let models = field("gpu_model").map { $0.split(separator: "|").map { $0.trimmingWhitespace() } } ?? []
+            jobs.append(
+                TraceJob(
+                    id: field("id") ?? String(rowNumber),
+                    name: field("name") ?? "",
+                    kind: kind,
+                    tenant: field("tenant") ?? "default",
+                    gpus: Int(gpusD),
+                    gpuModels: models,
+                    minGPUMemoryGiB: try number("min_gpu_memory", positive: false),
+                    topology: topology,
+                    priorityClass: field("priority"),
+                    submitTime: submit,
+                    duration: duration,
+                    walltime: try number("walltime", positive: true),
+                    estimate: try number("estimate", positive: true)
+                )
+            )
+        }
+        if Set(absolute).count > 1 {
+            throw TraceError(file: file, column: "submit_time", message: "mixes date-times and seconds; use one form")
+        }
+        if absolute.first == true, let start = jobs.map(\.submitTime).min() {
+            for i in jobs.indices { jobs[i].submitTime -= start }
+        }
+        return Trace(jobs: jobs)
+    }
+}
+
+/// A minimal RFC 4180 reader: commas, double-quoted fields with "" escapes, CRLF or LF.
+struct CSVReader: IteratorProtocol {
+    struct Row {
+        var fields: [String]
+        /// 1-based line where the row starts.
+        var line: Int
+    }
+
+    private let bytes: [UInt8]
+    private var i = 0
+    private var line = 1
+
+    init(_ text: String) { bytes = Array(text.utf8) }
+
+    mutating func next() -> Row? {
+        guard i < bytes.count else { return nil }
+        let startLine = line
+        var fields: [String] = []
+        var field: [UInt8] = []
+        var quoted = false
+        while i < bytes.count {
+            let c = bytes[i]
+            i += 1
+            if quoted {
+                if c == 34 {
+                    if i < bytes.count && bytes[i] == 34 {
+                        field.append(34)
+                        i += 1
+                    } else {
+                        quoted = false
+                    }
+                } else {
+                    if c == 10 { line += 1 }
+                    field.append(c)
+                }
+            } else if c == 34 && field.isEmpty {
+                quoted = true
+            } else if c == 44 {
+                fields.append(String(decoding: field, as: UTF8.self))
+                field.removeAll(keepingCapacity: true)
+            } else if c == 10 {
+                line += 1
+                break
+            } else if c != 13 {
+                field.append(c)
+            }
+        }
+        fields.append(String(decoding: field, as: UTF8.self))
+        return Row(fields: fields, line: startLine)
+    }
+}

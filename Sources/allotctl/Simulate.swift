@@ -1,0 +1,119 @@
+import AllotConfig
+import AllotCore
+import AllotSim
+import ArgumentParser
+import Foundation
+
+struct Simulate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Replay a job trace through the scheduler in virtual time.",
+        discussion: """
+            Reads the pool from a config file (as allotd does) and a CSV trace (see docs/trace-format.md), runs \
+            the real scheduler with virtual time — jumping from one arrival or completion to the next — and \
+            prints job completion times, queueing delay, utilization, waste and cost.
+            """
+    )
+
+    @Option(name: .long, help: ArgumentHelp("The pool's configuration file.", valueName: "POOL.toml"))
+    var config: String = "/etc/allot/allotd.toml"
+
+    @Option(name: .long, help: ArgumentHelp("The job trace (CSV with a header row).", valueName: "TRACE.csv"))
+    var trace: String
+
+    @Option(
+        name: .long,
+        help:
+            "Scheduling policy: allot (multifactor priority, cost-aware placement) or fifo (strict first-come baseline)."
+    )
+    var policy: Scheduler.Policy = .allot
+
+    @Flag(name: .long, help: "Print one JSON object instead of a report.")
+    var json = false
+
+    @Option(name: .long, help: ArgumentHelp("Write one CSV row per job to this file.", valueName: "OUT.csv"))
+    var timeline: String?
+
+    @Flag(name: .long, help: "Check the scheduler's invariants after every step (slow).")
+    var paranoid = false
+
+    func run() async throws {
+        let pool: ConfigFile
+        let jobs: Trace
+        do {
+            pool = try ConfigFile.load(path: config)
+            jobs = try Trace.load(path: trace)
+        } catch {
+            FileHandle.standardError.write(Data("allotctl: \(error)\n".utf8))
+            throw ExitCode(1)
+        }
+        let state = try pool.makeState()
+        var sim = Simulator(policy: policy)
+        sim.paranoid = paranoid
+        let clock = ContinuousClock()
+        let began = clock.now
+        let result = try sim.run(jobs, on: state)
+        let elapsed = clock.now - began
+        let summary = result.summary()
+        if let timeline {
+            do {
+                try result.timelineCSV().write(toFile: timeline, atomically: true, encoding: .utf8)
+            } catch {
+                FileHandle.standardError.write(
+                    Data("allotctl: cannot write \(timeline): \(error.localizedDescription)\n".utf8)
+                )
+                throw ExitCode(1)
+            }
+        }
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            print(String(decoding: try encoder.encode(summary), as: UTF8.self))
+        } else {
+            print(Report.text(summary, gpus: Int(result.totalGPUs), config: config, trace: trace, elapsed: elapsed))
+        }
+    }
+}
+
+extension Scheduler.Policy: ExpressibleByArgument {}
+
+/// The human report of a simulation.
+enum Report {
+    static func text(
+        _ s: SimulationResult.Summary,
+        gpus: Int,
+        config: String,
+        trace: String,
+        elapsed: Duration
+    ) -> String {
+        func d(_ v: Double) -> String { DurationText.format(v) }
+        func pct(_ v: Double) -> String { String(format: "%.1f%%", v * 100) }
+        func pad(_ s: String, _ w: Int) -> String { s.count >= w ? s : s + String(repeating: " ", count: w - s.count) }
+        func lpad(_ s: String, _ w: Int) -> String { s.count >= w ? s : String(repeating: " ", count: w - s.count) + s }
+        var out = "allot simulation: policy \(s.policy), \(s.jobs) jobs on \(gpus) GPUs (\(config), \(trace))\n"
+        out +=
+            "  completed     \(s.completed) of \(s.jobs) (\(s.unschedulable) can never start on this pool, \(s.timedOut) timed out)\n"
+        out += "  makespan      \(d(s.makespan))\n"
+        out += "  JCT           avg \(d(s.avgJCT)), p50 \(d(s.p50JCT)), p99 \(d(s.p99JCT))\n"
+        out += "  wait          avg \(d(s.avgWait)), p50 \(d(s.p50Wait)), p99 \(d(s.p99Wait))\n"
+        out +=
+            "  utilization   \(pct(s.utilization)) of GPU time allocated; waste \(pct(s.waste)) (idle while a pending job fit)\n"
+        out +=
+            "  cost          $\(Money.format(s.costUSD)) for \(String(format: "%.1f", s.gpuHours)) GPU-hours ($\(Money.format(s.costPerGPUHour))/GPU-h)\n"
+        out += "  preemptions   \(s.preemptions)\n"
+        out +=
+            "  by kind       "
+            + ["jobs", "done", "avg JCT", "p99 JCT", "avg wait", "p99 wait", "cost"].enumerated().map {
+                $0.offset == 0 ? lpad($0.element, 6) : lpad($0.element, $0.offset == 6 ? 14 : 10)
+            }.joined() + "\n"
+        for kind in JobKind.allCases {
+            guard let f = s.byKind[kind.rawValue], f.jobs > 0 else { continue }
+            out += "    " + pad(kind.rawValue, 12)
+            out +=
+                lpad(String(f.jobs), 6) + lpad(String(f.completed), 10) + lpad(d(f.avgJCT), 10) + lpad(d(f.p99JCT), 10)
+            out += lpad(d(f.avgWait), 10) + lpad(d(f.p99Wait), 10) + lpad("$" + Money.format(f.costUSD), 14) + "\n"
+        }
+        let secs = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        out += "  simulated in \(String(format: "%.2f", secs)) s (\(s.passes) scheduling passes)"
+        return out
+    }
+}

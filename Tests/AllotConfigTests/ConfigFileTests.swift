@@ -1,0 +1,183 @@
+import AllotCore
+import Foundation
+import Testing
+
+@testable import AllotConfig
+
+@Suite struct ConfigFileTests {
+    static let minimal = """
+        [[gpu_model]]
+        name = "A100"
+        memory_gib = 80
+        price_per_hour = 2.0
+
+        [[node]]
+        name = "a1"
+        gpu_model = "A100"
+        gpus = 8
+        """
+
+    /// The example config shipped in etc/, found from this file's path.
+    static var examplePath: String {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("etc/allot/allotd.toml").path
+    }
+
+    @Test func theShippedExampleLoads() throws {
+        let c = try ConfigFile.load(path: Self.examplePath)
+        #expect(c.pool.gpuModels.map(\.name) == ["H100-80GB", "A100-80GB", "L4"])
+        #expect(c.nodes.count == 4 + 4 + 8)
+        #expect(c.nodes.map(\.name).prefix(4) == ["h100-01", "h100-02", "h100-03", "h100-04"])
+        #expect(c.nodes.first?.nvlinkIslands == [[0, 1, 2, 3], [4, 5, 6, 7]])
+        #expect(c.nodes.first?.labels == ["rack": "r1"])
+        #expect(
+            c.pool.tenants.first { $0.name == "research" }?.budget
+                == Budget(usd: 20_000, window: .month, enforcement: .hard)
+        )
+        #expect(c.pool.scheduler.fairshareHalfLife == 7 * 86_400)
+        let state = try c.makeState()
+        #expect(state.totalGPUs == 96)
+    }
+
+    @Test func minimalConfigGetsDefaults() throws {
+        let c = try ConfigFile.parse(Self.minimal)
+        #expect(c.pool.priorityClasses == PriorityClass.defaults)
+        #expect(c.pool.gpuModels[0].speed == 1.0)
+        #expect(c.pool.scheduler == SchedulerSettings())
+    }
+
+    @Test func nodeGroupsExpandWithPaddedNumbers() throws {
+        let c = try ConfigFile.parse(
+            Self.minimal + """
+
+                [[node_group]]
+                prefix = "gpu-"
+                count = 3
+                start = 9
+                digits = 3
+                gpu_model = "A100"
+                gpus = 4
+                """
+        )
+        #expect(c.nodes.map(\.name) == ["a1", "gpu-009", "gpu-010", "gpu-011"])
+        #expect(c.nodes.last?.gpus == 4)
+    }
+
+    @Test func durationsTakeTextOrSeconds() throws {
+        let c = try ConfigFile.parse("[scheduler]\nfairshare_half_life = \"36h\"\ndefault_grace = 45\n" + Self.minimal)
+        #expect(c.pool.scheduler.fairshareHalfLife == 36 * 3600)
+        #expect(c.pool.scheduler.defaultGrace == 45)
+    }
+
+    struct Bad: CustomTestStringConvertible, Sendable {
+        var text: String
+        var line: Int?
+        var key: String
+        var says: String
+        var testDescription: String { key }
+    }
+
+    static let bad: [Bad] = [
+        Bad(
+            text: minimal.replacingOccurrences(of: "gpus = 8", with: "gpus = \"eight\""),
+            line: 9,
+            key: "node[0].gpus",
+            says: "expected an integer from 1 to 64, got \"eight\""
+        ),
+        Bad(
+            text: minimal.replacingOccurrences(of: "gpus = 8", with: "gpus = 65"),
+            line: 9,
+            key: "node[0].gpus",
+            says: "expected an integer from 1 to 64, got 65"
+        ),
+        Bad(
+            text: minimal.replacingOccurrences(of: "gpu_model = \"A100\"", with: "gpu_model = \"A10O\""),
+            line: 8,
+            key: "node[0].gpu_model",
+            says: "GPU model \"A10O\" is not declared; did you mean \"A100\"?"
+        ),
+        Bad(
+            text: minimal.replacingOccurrences(of: "price_per_hour = 2.0", with: "price_per_hour = -1"),
+            line: 4,
+            key: "gpu_model[0].price_per_hour",
+            says: "expected a number of at least 0, got -1"
+        ),
+        Bad(
+            text: minimal.replacingOccurrences(of: "memory_gib = 80", with: "memroy_gib = 80"),
+            line: 1,
+            key: "gpu_model[0].memory_gib",
+            says: "missing; expected a number greater than 0"
+        ),
+        Bad(
+            text: minimal + "\nnvlink_islands = [[0, 1], [1, 2]]",
+            line: 10,
+            key: "node[0].nvlink_islands",
+            says: "GPU 1 is in two NVLink islands"
+        ),
+        Bad(text: minimal + "\ncolour = \"blue\"", line: 10, key: "node[0].colour", says: "unknown key"),
+        Bad(
+            text: "[scheduler]\nfairshare_half_life = \"a week\"\n" + minimal,
+            line: 2,
+            key: "scheduler.fairshare_half_life",
+            says: "expected a duration such as"
+        ),
+        Bad(
+            text: "[scheduler]\ndefault_training_class = \"gold\"\n" + minimal,
+            line: 2,
+            key: "scheduler.default_training_class",
+            says: "priority class \"gold\" is not declared"
+        ),
+        Bad(
+            text: minimal + "\n[[node]]\nname = \"a1\"\ngpu_model = \"A100\"\ngpus = 2\n",
+            line: 10,
+            key: "node[1]",
+            says: "node \"a1\" is already declared by node[0]"
+        ),
+        Bad(
+            text: "[[node]]\nname = \"x\"\ngpu_model = \"A\"\ngpus = 1\n",
+            line: nil,
+            key: "gpu_model",
+            says: "no [[gpu_model]] is declared"
+        ),
+        Bad(
+            text: minimal + "\n[[tenant]]\nname = \"r\"\nbudget = { usd = 10, window = \"year\" }\n",
+            line: 12,
+            key: "tenant[0].budget.window",
+            says: "expected one of \"day\", \"week\", \"month\", got \"year\""
+        ),
+        Bad(text: minimal + "\n[daemonn]\n", line: 10, key: "daemonn", says: "unknown key"),
+    ]
+
+    @Test(arguments: bad)
+    func badConfigNamesTheKeyTheLineAndWhatWasExpected(_ bad: Bad) {
+        do {
+            _ = try ConfigFile.parse(bad.text, file: "allotd.toml")
+            Issue.record("accepted a bad config")
+        } catch {
+            #expect(error.key == bad.key)
+            #expect(error.line == bad.line, "\(error)")
+            #expect(error.message.contains(bad.says), "\(error)")
+            #expect(error.description.hasPrefix("allotd.toml"))
+        }
+    }
+
+    @Test func invalidTOMLReportsItsLine() {
+        do {
+            _ = try ConfigFile.parse("[[gpu_model]]\nname = \"A100\nmemory_gib = 80\n", file: "x.toml")
+            Issue.record("accepted invalid TOML")
+        } catch {
+            #expect(error.line == 2)
+            #expect(error.message.hasPrefix("not valid TOML"))
+        }
+    }
+
+    @Test func missingFileSaysSo() {
+        do {
+            _ = try ConfigFile.load(path: "/nonexistent/allotd.toml")
+            Issue.record("loaded a missing file")
+        } catch {
+            #expect(error.file == "/nonexistent/allotd.toml")
+            #expect(error.message.hasPrefix("cannot read the file"))
+        }
+    }
+}

@@ -1,0 +1,205 @@
+import AllotConfig
+import AllotCore
+import Foundation
+import Testing
+
+@testable import AllotSim
+
+@Suite struct SimulatorTests {
+    static func pool(_ toml: String) throws -> ClusterState { try ConfigFile.parse(toml).makeState() }
+
+    static let oneNode = """
+        [[gpu_model]]
+        name = "A"
+        memory_gib = 80
+        price_per_hour = 3.6
+        [[node]]
+        name = "n1"
+        gpu_model = "A"
+        gpus = 4
+        """
+
+    static let twoModels = """
+        [[gpu_model]]
+        name = "fast"
+        memory_gib = 80
+        price_per_hour = 4
+        speed = 2
+        [[gpu_model]]
+        name = "slow"
+        memory_gib = 24
+        price_per_hour = 1
+        speed = 0.5
+        [[node]]
+        name = "f1"
+        gpu_model = "fast"
+        gpus = 1
+        [[node]]
+        name = "s1"
+        gpu_model = "slow"
+        gpus = 1
+        """
+
+    @Test func figuresOfAHandWorkedTrace() throws {
+        let trace = try Trace.parse("submit_time,duration,gpus\n0,100,4\n10,50,2\n")
+        let r = try Simulator(policy: .allot).run(trace, on: try Self.pool(Self.oneNode))
+        let s = r.summary()
+        #expect(s.jobs == 2)
+        #expect(s.completed == 2)
+        #expect(s.makespan == 150)
+        #expect(s.avgJCT == 120)  // 100 and 140
+        #expect(s.p99JCT == 140)
+        #expect(s.avgWait == 45)  // 0 and 90
+        #expect(abs(s.utilization - 500.0 / 600.0) < 1e-12)
+        #expect(abs(s.costUSD - (4 * 100 + 2 * 50) * 0.001) < 1e-9)  // $3.6/GPU-h = $0.001/GPU-s
+        #expect(s.waste == 0)
+    }
+
+    @Test func trainingTakesLongerOnSlowerGPUsAndInferenceDoesNot() throws {
+        let trace = try Trace.parse(
+            """
+            id,submit_time,duration,gpus,kind,gpu_model
+            t-fast,0,100,1,training,fast
+            t-slow,0,100,1,training,slow
+            i-slow,200,100,1,inference,slow
+            """
+        )
+        let r = try Simulator().run(trace, on: try Self.pool(Self.twoModels))
+        let ends = Dictionary(
+            uniqueKeysWithValues: r.state.jobs.values.map {
+                (r.trace.jobs[r.traceIndex[$0.id]!].id, $0.endTime!.seconds - $0.firstStartTime!.seconds)
+            }
+        )
+        #expect(ends["t-fast"] == 50)
+        #expect(ends["t-slow"] == 200)
+        #expect(ends["i-slow"] == 100)
+    }
+
+    @Test func walltimeStopsJobsThatRunOver() throws {
+        let trace = try Trace.parse("submit_time,duration,gpus,walltime\n0,500,1,100\n0,50,1,100\n")
+        let r = try Simulator().run(trace, on: try Self.pool(Self.oneNode))
+        let s = r.summary()
+        #expect(s.timedOut == 1)
+        #expect(s.makespan == 100)
+        #expect(r.state.jobs.values.filter { $0.state == .completed }.count == 1)
+    }
+
+    @Test func fifoWastesGPUsBehindABlockedHeadAndAllotDoesNot() throws {
+        // A 3-GPU job holds the head while 1-GPU jobs could run on the idle GPU.
+        let trace = try Trace.parse(
+            """
+            submit_time,duration,gpus
+            0,100,2
+            1,100,3
+            2,50,1
+            3,50,1
+            """
+        )
+        let state = try Self.pool(Self.oneNode)
+        let fifo = try Simulator(policy: .fifo).run(trace, on: state).summary()
+        let allot = try Simulator(policy: .allot).run(trace, on: state).summary()
+        #expect(fifo.waste > 0)
+        #expect(allot.waste == 0)
+        #expect(allot.avgJCT < fifo.avgJCT)
+    }
+
+    @Test func jobsThatCanNeverStartAreCountedNotWaitedFor() throws {
+        let trace = try Trace.parse("submit_time,duration,gpus\n0,10,1\n0,10,5\n")
+        let s = try Simulator().run(trace, on: try Self.pool(Self.oneNode)).summary()
+        #expect(s.completed == 1)
+        #expect(s.unschedulable == 1)
+        #expect(s.makespan == 10)
+    }
+
+    @Test func generatedWorkloadRunsToTheEndWithInvariantsIntact() throws {
+        let trace = Self.generated(jobs: 600, seed: 42)
+        let state = try ConfigFile.load(path: Self.examplePath).makeState()
+        for policy in Scheduler.Policy.allCases {
+            var sim = Simulator(policy: policy)
+            sim.paranoid = true
+            let r = try sim.run(trace, on: state)
+            let s = r.summary()
+            #expect(s.completed + s.unschedulable == s.jobs, "\(policy)")
+            #expect(s.utilization > 0 && s.utilization <= 1)
+            #expect(r.state.activeJobs.isEmpty)
+        }
+    }
+
+    @Test func sameTraceGivesTheSameFigures() throws {
+        let trace = Self.generated(jobs: 300, seed: 7)
+        let state = try ConfigFile.load(path: Self.examplePath).makeState()
+        let a = try Simulator().run(trace, on: state)
+        let b = try Simulator().run(trace, on: state)
+        #expect(a.summary() == b.summary())
+        #expect(a.timelineCSV() == b.timelineCSV())
+    }
+
+    @Test func jsonSummaryHasTheDocumentedKeys() throws {
+        let trace = Self.generated(jobs: 50, seed: 1)
+        let state = try ConfigFile.load(path: Self.examplePath).makeState()
+        let data = try JSONEncoder().encode(try Simulator().run(trace, on: state).summary())
+        let object = try JSONSerialization.jsonObject(with: data) as! [String: Any]
+        for key in [
+            "jobs", "completed", "makespan_s", "avg_jct_s", "p50_jct_s", "p99_jct_s", "avg_wait_s", "p99_wait_s",
+            "utilization", "cost_usd", "preemptions", "waste", "by_kind",
+        ] {
+            #expect(object[key] != nil, "missing \(key)")
+        }
+        let byKind = object["by_kind"] as! [String: [String: Any]]
+        for kind in ["training", "inference"] {
+            for key in ["avg_wait_s", "p99_wait_s", "avg_jct_s", "p99_jct_s", "cost_usd"] {
+                #expect(byKind[kind]?[key] != nil, "missing by_kind.\(kind).\(key)")
+            }
+        }
+    }
+
+    static var examplePath: String {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("etc/allot/allotd.toml").path
+    }
+
+    /// A seeded mixed workload: Poisson-like arrivals, heavy-tailed durations, mostly small gangs.
+    static func generated(jobs: Int, seed: UInt64) -> Trace {
+        var rng = SplitMix(seed: seed)
+        var t = 0.0
+        var out: [TraceJob] = []
+        for i in 0..<jobs {
+            t += rng.exponential(mean: 120)
+            let inference = rng.next() % 5 == 0
+            let gpus = inference ? 1 : [1, 1, 1, 2, 4, 8, 16][Int(rng.next() % 7)]
+            out.append(
+                TraceJob(
+                    id: "g\(i)",
+                    name: "",
+                    kind: inference ? .inference : .training,
+                    tenant: "t\(rng.next() % 3)",
+                    gpus: gpus,
+                    gpuModels: [],
+                    minGPUMemoryGiB: inference ? 20 : nil,
+                    topology: gpus == 8 && rng.next() % 2 == 0 ? .nvlink : .any,
+                    priorityClass: nil,
+                    submitTime: t,
+                    duration: 60 + rng.exponential(mean: 3600),
+                    walltime: rng.next() % 10 == 0 ? 1800 : nil,
+                    estimate: nil
+                )
+            )
+        }
+        return Trace(jobs: out)
+    }
+}
+
+/// A small seeded generator (SplitMix64) so generated traces are the same on every run.
+struct SplitMix {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    mutating func uniform() -> Double { Double(next() >> 11) / Double(1 << 53) }
+    mutating func exponential(mean: Double) -> Double { -mean * log(1 - uniform()) }
+}

@@ -1,0 +1,60 @@
+import AllotCore
+import Testing
+
+@testable import AllotSim
+
+@Suite struct TraceTests {
+    @Test func readsTheDocumentedColumns() throws {
+        let t = try Trace.parse(
+            """
+            id,name,kind,tenant,submit_time,duration,gpus,gpu_model,priority,walltime,topology,min_gpu_memory,extra
+            j1,"train, big",training,research,10,3600,8,H100|A100,batch,7200,single-node,40,ignored
+            j2,,inference,product,0,600,1,,,,,,
+            """
+        )
+        #expect(t.jobs.map(\.id) == ["j2", "j1"], "sorted by submit time")
+        let j1 = t.jobs[1]
+        #expect(j1.name == "train, big")
+        #expect(j1.gpuModels == ["H100", "A100"])
+        #expect(j1.priorityClass == "batch")
+        #expect(j1.walltime == 7200)
+        #expect(j1.topology == .singleNode)
+        #expect(j1.minGPUMemoryGiB == 40)
+        #expect(t.jobs[0].kind == .inference)
+        #expect(t.jobs[0].tenant == "product")
+    }
+
+    @Test func readsPhillyColumnsAndDateTimesFromTheFirstSubmit() throws {
+        let t = try Trace.parse(
+            """
+            timestamp,duration,num_gpus,gpu_time,cluster
+            2017-10-09 07:01:55,66.0,1,66.0,11cb48
+            2017-10-09 06:13:03,2951.0,4,11804.0,6214e9
+            """
+        )
+        #expect(t.jobs.map(\.submitTime) == [0, 2932])
+        #expect(t.jobs[0].tenant == "6214e9")
+        #expect(t.jobs[0].gpus == 4)
+        #expect(t.jobs[0].kind == .training)
+        #expect(t.jobs[1].id == "1", "rows are numbered in file order")
+    }
+
+    @Test(arguments: [
+        ("submit_time,duration,gpus\n0,10,zero\n", 2, "gpus"),
+        ("submit_time,duration,gpus\n0,10,1\nyesterday,10,1\n", 3, "submit_time"),
+        ("submit_time,duration,gpus\n0,-5,1\n", 2, "duration"),
+        ("submit_time,duration,gpus,kind\n0,5,1,serving\n", 2, "kind"),
+        ("submit_time,duration,gpus,walltime\n0,5,1,0\n", 2, "walltime"),
+        ("submit_time,gpus\n0,1\n", 1, "duration"),
+    ])
+    func badRowsNameTheirRowAndColumn(_ text: String, _ line: Int, _ column: String) {
+        do {
+            _ = try Trace.parse(text, file: "t.csv")
+            Issue.record("accepted a bad trace")
+        } catch {
+            #expect(error.line == line)
+            #expect(error.column == column)
+            #expect(error.description.hasPrefix("t.csv:\(line): column \(column): "))
+        }
+    }
+}
