@@ -9,6 +9,13 @@ public struct Accrual: Hashable, Codable, Sendable {
 
     public init() {}
 
+    /// An accrual with every field given (for snapshot decoders).
+    public init(settled: Double, rate: Double, since: Instant) {
+        self.settled = settled
+        self.rate = rate
+        self.since = since
+    }
+
     /// The value at `t` (not before `since`).
     public func value(at t: Instant) -> Double { settled + rate * max(0, t - since) }
 
@@ -44,6 +51,13 @@ public struct DecayingUsage: Hashable, Codable, Sendable {
 
     public init() {}
 
+    /// A decaying usage with every field given (for snapshot decoders).
+    public init(settled: Double, rate: Double, since: Instant) {
+        self.settled = settled
+        self.rate = rate
+        self.since = since
+    }
+
     /// The decayed GPU-seconds at `t`, for a half-life `h` seconds.
     public func value(at t: Instant, halfLife h: Seconds) -> Double {
         let dt = t - since
@@ -73,6 +87,14 @@ public struct Usage: Hashable, Codable, Sendable {
 
     public init() {}
 
+    /// A usage with every field given (for snapshot decoders).
+    public init(gpuSeconds: Accrual, costUSD: Accrual, gpusInUse: Int, jobsRunning: Int) {
+        self.gpuSeconds = gpuSeconds
+        self.costUSD = costUSD
+        self.gpusInUse = gpusInUse
+        self.jobsRunning = jobsRunning
+    }
+
     mutating func start(gpus: Int, costPerSecond: Double, at t: Instant) {
         gpuSeconds.changeRate(by: Double(gpus), at: t)
         costUSD.changeRate(by: costPerSecond, at: t)
@@ -93,4 +115,20 @@ public struct TenantUsage: Hashable, Codable, Sendable {
     public internal(set) var usage = Usage()
     public internal(set) var decayed = DecayingUsage()
     public init() {}
+
+    mutating func start(gpus: Int, costPerSecond: Double, at t: Instant, halfLife: Seconds) {
+        usage.start(gpus: gpus, costPerSecond: costPerSecond, at: t)
+        decayed.changeRate(by: Double(gpus), at: t, halfLife: halfLife)
+    }
+
+    mutating func stop(gpus: Int, costPerSecond: Double, at t: Instant, halfLife: Seconds) {
+        usage.stop(gpus: gpus, costPerSecond: costPerSecond, at: t)
+        decayed.changeRate(by: -Double(gpus), at: t, halfLife: halfLife)
+    }
+
+    /// A tenant usage with every field given (for snapshot decoders).
+    public init(usage: Usage, decayed: DecayingUsage) {
+        self.usage = usage
+        self.decayed = decayed
+    }
 }

@@ -50,82 +50,61 @@ extension ClusterState {
             if health == .healthy { nodes[ni].unhealthyMask &= ~bit } else { nodes[ni].unhealthyMask |= bit }
             refreshFree(node: ni)
         case .jobSubmitted(let id, let spec, let held):
-            if jobs[id] != nil { throw StateError(.duplicate, "job \(id) already exists") }
+            if jobs.contains(id) { throw StateError(.duplicate, "job \(id) already exists") }
+            guard jobs.accepts(id) else {
+                throw StateError(
+                    .invalidSpec,
+                    "job id \(id) is out of order: ids are handed out in order, the next is \(nextJobID)"
+                )
+            }
             if let problem = Self.specProblems(spec).first { throw StateError(.invalidSpec, problem) }
-            jobs[id] = Job(id: id, spec: spec, submitTime: t, held: held)
-            if !held { pendingJobs.insert(jobs[id]!) }
+            let job = Job(id: id, spec: spec, submitTime: t, held: held)
+            if !held { pendingJobs.insert(job) }
+            jobs[id] = job
             if id >= nextJobID { nextJobID = JobID(id.rawValue + 1) }
         case .jobHeld(let id):
             try expect(id, in: [.pending], to: "hold")
-            jobs[id]!.state = .held
+            jobs[existing: id].state = .held
             pendingJobs.remove(id)
         case .jobReleased(let id):
             try expect(id, in: [.held], to: "release")
-            jobs[id]!.state = .pending
-            pendingJobs.insert(jobs[id]!)
+            jobs[existing: id].state = .pending
+            pendingJobs.insert(jobs[existing: id])
         case .jobStarted(let id, let allocation):
             try expect(id, in: [.pending], to: "start")
-            let placed = try validate(allocation, for: jobs[id]!)
+            let placed = try validate(allocation, for: id)
             start(id, allocation: allocation, nodes: placed, at: t)
         case .jobPreempted(let id, let by, let grace):
             try expect(id, in: [.running], to: "preempt")
-            guard jobs[by] != nil else { throw StateError(.unknownJob, "preemptor job \(by) does not exist") }
-            jobs[id]!.state = .stopping
-            jobs[id]!.stopReason = .preempted(by: by)
-            jobs[id]!.stopRequestedAt = t
-            jobs[id]!.grace = grace
-            jobs[id]!.preemptions += 1
+            guard jobs.contains(by) else { throw StateError(.unknownJob, "preemptor job \(by) does not exist") }
+            Self.stop(&jobs[existing: id], .preempted(by: by), at: t, grace: grace)
+            jobs[existing: id].preemptions += 1
         case .jobCancelled(let id, let by, let grace):
-            let job = try expect(id, in: [.pending, .held, .running, .stopping], to: "cancel")
-            switch job.state {
+            let state = try expect(id, in: [.pending, .held, .running, .stopping], to: "cancel")
+            switch state {
             case .pending, .held:
-                jobs[id]!.state = .cancelled
-                jobs[id]!.endTime = t
-                jobs[id]!.stopReason = .cancelled(by: by)
+                Self.end(&jobs[existing: id], as: .cancelled, at: t)
+                jobs[existing: id].stopReason = .cancelled(by: by)
                 pendingJobs.remove(id)
             case .running:
-                jobs[id]!.state = .stopping
-                jobs[id]!.stopReason = .cancelled(by: by)
-                jobs[id]!.stopRequestedAt = t
-                jobs[id]!.grace = grace
+                Self.stop(&jobs[existing: id], .cancelled(by: by), at: t, grace: grace)
             default:
                 // Already stopping: it ends as cancelled, by the earlier of the two deadlines.
-                jobs[id]!.stopReason = .cancelled(by: by)
-                let oldDeadline = (job.stopRequestedAt ?? t) + (job.grace ?? grace)
-                if t + grace < oldDeadline {
-                    jobs[id]!.stopRequestedAt = t
-                    jobs[id]!.grace = grace
-                }
+                Self.recancel(&jobs[existing: id], by: by, at: t, grace: grace)
             }
         case .jobTimedOut(let id, let grace):
             try expect(id, in: [.running], to: "time out")
-            jobs[id]!.state = .stopping
-            jobs[id]!.stopReason = .walltime
-            jobs[id]!.stopRequestedAt = t
-            jobs[id]!.grace = grace
+            Self.stop(&jobs[existing: id], .walltime, at: t, grace: grace)
         case .jobFinished(let id, let exit):
-            let job = try expect(id, in: [.running, .stopping], to: "finish")
+            try expect(id, in: [.running, .stopping], to: "finish")
             release(id, at: t)
-            jobs[id]!.exit = exit
-            switch job.stopReason {
-            case .preempted?:
-                requeue(id, note: job.stopReason!.description)
-            case .cancelled?:
-                finish(id, as: .cancelled, at: t)
-            case .walltime?:
-                finish(id, as: .timedOut, at: t)
-            case nil:
-                if case .exited(code: 0) = exit {
-                    finish(id, as: .completed, at: t)
-                } else {
-                    finish(id, as: .failed, at: t)
-                    jobs[id]!.note = exit.description
-                }
-            }
+            let requeued = Self.finish(&jobs[existing: id], exit: exit, at: t)
+            if requeued { pendingJobs.insert(jobs[existing: id]) }
         case .jobRequeued(let id, let reason):
             try expect(id, in: [.running, .stopping], to: "requeue")
             release(id, at: t)
-            requeue(id, note: reason)
+            Self.requeue(&jobs[existing: id], note: reason)
+            pendingJobs.insert(jobs[existing: id])
         case .clockTick:
             break
         }
@@ -158,50 +137,105 @@ extension ClusterState {
         return i
     }
 
+    /// Checks that a job exists and is in one of `states`.
+    /// - Returns: its state.
     @discardableResult
-    func expect(_ id: JobID, in states: [JobState], to verb: String) throws(StateError) -> Job {
-        guard let job = jobs[id] else { throw StateError(.unknownJob, "job \(id) does not exist") }
-        guard states.contains(job.state) else {
-            throw StateError(.illegalTransition, "cannot \(verb) job \(id): it is \(job.state.rawValue)")
+    func expect(_ id: JobID, in states: [JobState], to verb: String) throws(StateError) -> JobState {
+        guard jobs.contains(id) else { throw StateError(.unknownJob, "job \(id) does not exist") }
+        let state = jobs[existing: id].state
+        guard states.contains(state) else {
+            throw StateError(.illegalTransition, "cannot \(verb) job \(id): it is \(state.rawValue)")
         }
-        return job
+        return state
+    }
+
+    static func stop(_ job: inout Job, _ reason: StopReason, at t: Instant, grace: Seconds) {
+        job.state = .stopping
+        job.stopReason = reason
+        job.stopRequestedAt = t
+        job.grace = grace
+    }
+
+    static func recancel(_ job: inout Job, by: UInt32?, at t: Instant, grace: Seconds) {
+        job.stopReason = .cancelled(by: by)
+        let oldDeadline = (job.stopRequestedAt ?? t) + (job.grace ?? grace)
+        if t + grace < oldDeadline {
+            job.stopRequestedAt = t
+            job.grace = grace
+        }
+    }
+
+    static func end(_ job: inout Job, as state: JobState, at t: Instant) {
+        job.state = state
+        job.endTime = t
+    }
+
+    /// Settles a finished job: its next state follows from why it was stopping.
+    /// - Returns: whether it went back to pending.
+    static func finish(_ job: inout Job, exit: ExitStatus, at t: Instant) -> Bool {
+        job.exit = exit
+        switch job.stopReason {
+        case .preempted?:
+            requeue(&job, note: job.stopReason!.description)
+            return true
+        case .cancelled?:
+            end(&job, as: .cancelled, at: t)
+        case .walltime?:
+            end(&job, as: .timedOut, at: t)
+        case nil:
+            if case .exited(code: 0) = exit {
+                end(&job, as: .completed, at: t)
+            } else {
+                end(&job, as: .failed, at: t)
+                job.note = exit.description
+            }
+        }
+        return false
     }
 
     /// Checks an allocation against the job and the nodes.
     /// - Returns: the node positions of its slices.
-    func validate(_ a: Allocation, for job: Job) throws(StateError) -> [Int] {
-        func bad(_ s: String) -> StateError { StateError(.invalidAllocation, "cannot start job \(job.id): \(s)") }
+    func validate(_ a: Allocation, for id: JobID) throws(StateError) -> [Int] {
+        func bad(_ s: String) -> StateError { StateError(.invalidAllocation, "cannot start job \(id): \(s)") }
         guard let mi = modelIndex[a.model] else { throw bad("GPU model \(a.model) is not declared") }
-        guard a.gpuCount == job.spec.gpus else {
-            throw bad("it asks for \(job.spec.gpus) GPUs, the allocation has \(a.gpuCount)")
-        }
-        guard allowedModels(for: job.spec).contains(mi) else {
+        let gpus = jobs[existing: id].spec.gpus
+        let topology = jobs[existing: id].spec.topology
+        guard a.gpuCount == gpus else { throw bad("it asks for \(gpus) GPUs, the allocation has \(a.gpuCount)") }
+        let model = config.gpuModels[mi]
+        let allowed = jobs[existing: id].spec.gpuModels
+        let minMemory = jobs[existing: id].spec.minGPUMemoryGiB
+        guard (allowed.isEmpty || allowed.contains(model.name)) && model.memoryGiB >= (minMemory ?? 0) else {
             throw bad("its constraints do not allow GPU model \(a.model)")
         }
-        if job.spec.topology != .any && a.slices.count != 1 {
-            throw bad("its topology is \(job.spec.topology.rawValue), the allocation spans \(a.slices.count) nodes")
+        if topology != .any && a.slices.count != 1 {
+            throw bad("its topology is \(topology.rawValue), the allocation spans \(a.slices.count) nodes")
         }
         var positions: [Int] = []
-        var seenNodes = Set<Int>()
+        positions.reserveCapacity(a.slices.count)
         for slice in a.slices {
             guard let ni = nodeIndex[slice.node] else { throw bad("node \(slice.node) does not exist") }
-            guard seenNodes.insert(ni).inserted else { throw bad("node \(slice.node) appears twice") }
-            let node = nodes[ni]
-            guard node.modelIndex == mi else {
-                throw bad("node \(slice.node) has \(node.spec.gpuModel) GPUs, not \(a.model)")
+            guard !positions.contains(ni) else { throw bad("node \(slice.node) appears twice") }
+            guard nodes[ni].modelIndex == mi else {
+                throw bad("node \(slice.node) has \(nodes[ni].spec.gpuModel) GPUs, not \(a.model)")
             }
-            guard node.schedulable else { throw bad("node \(slice.node) is \(node.state.rawValue)") }
+            guard nodes[ni].schedulable else { throw bad("node \(slice.node) is \(nodes[ni].state.rawValue)") }
             guard !slice.gpus.isEmpty else { throw bad("the slice on \(slice.node) is empty") }
             var mask: UInt64 = 0
+            let count = nodes[ni].spec.gpus
             for g in slice.gpus {
-                guard g >= 0, g < node.spec.gpus else { throw bad("node \(slice.node) has no GPU \(g)") }
+                guard g >= 0, g < count else { throw bad("node \(slice.node) has no GPU \(g)") }
                 let bit = UInt64(1) << UInt64(g)
                 guard mask & bit == 0 else { throw bad("GPU \(g) of \(slice.node) is listed twice") }
                 mask |= bit
-                if let holder = node.holder[g] { throw bad("GPU \(g) of \(slice.node) is held by job \(holder)") }
-                guard node.health[g] == .healthy else { throw bad("GPU \(g) of \(slice.node) is unhealthy") }
             }
-            if job.spec.topology == .nvlink && !node.islandMasks.contains(where: { $0 & mask == mask }) {
+            if mask & nodes[ni].usedMask != 0 {
+                let g = (mask & nodes[ni].usedMask).trailingZeroBitCount
+                throw bad("GPU \(g) of \(slice.node) is held by job \(nodes[ni].holder[g]!)")
+            }
+            if mask & nodes[ni].unhealthyMask != 0 {
+                throw bad("GPU \((mask & nodes[ni].unhealthyMask).trailingZeroBitCount) of \(slice.node) is unhealthy")
+            }
+            if topology == .nvlink && !nodes[ni].islandMasks.contains(where: { $0 & mask == mask }) {
                 throw bad(
                     "its topology is nvlink, and GPUs \(Allocation.ranges(slice.gpus)) of \(slice.node) are not in one NVLink island"
                 )
@@ -221,7 +255,23 @@ extension ClusterState {
         }
         let price = config.gpuModels[modelIndex[a.model]!].pricePerHour
         let rate = price / 3600 * Double(a.gpuCount)
-        var job = jobs[id]!
+        Self.begin(&jobs[existing: id], on: a, rate: rate, at: t)
+        pendingJobs.remove(id)
+        activeJobs.insert(id)
+        let tenant = jobs[existing: id].spec.tenant
+        let kind = jobs[existing: id].spec.kind
+        let halfLife = config.scheduler.fairshareHalfLife
+        tenantUsage[tenant, default: TenantUsage()].start(
+            gpus: a.gpuCount,
+            costPerSecond: rate,
+            at: t,
+            halfLife: halfLife
+        )
+        modelUsage[a.model, default: Usage()].start(gpus: a.gpuCount, costPerSecond: rate, at: t)
+        kindUsage[kind, default: Usage()].start(gpus: a.gpuCount, costPerSecond: rate, at: t)
+    }
+
+    static func begin(_ job: inout Job, on a: Allocation, rate: Double, at t: Instant) {
         job.state = .running
         job.allocation = a
         job.startTime = t
@@ -232,21 +282,11 @@ extension ClusterState {
         job.stopRequestedAt = nil
         job.grace = nil
         job.exit = nil
-        jobs[id] = job
-        pendingJobs.remove(id)
-        activeJobs.insert(id)
-        let halfLife = config.scheduler.fairshareHalfLife
-        tenantUsage[job.spec.tenant, default: TenantUsage()].usage.start(gpus: a.gpuCount, costPerSecond: rate, at: t)
-        tenantUsage[job.spec.tenant]!.decayed.changeRate(by: Double(a.gpuCount), at: t, halfLife: halfLife)
-        modelUsage[a.model, default: Usage()].start(gpus: a.gpuCount, costPerSecond: rate, at: t)
-        kindUsage[job.spec.kind, default: Usage()].start(gpus: a.gpuCount, costPerSecond: rate, at: t)
     }
 
     /// Frees a running or stopping job's GPUs and settles its accounting.
     mutating func release(_ id: JobID, at t: Instant) {
-        var job = jobs[id]!
-        let a = job.allocation!
-        for slice in a.slices {
+        for slice in jobs[existing: id].allocation!.slices {
             let ni = nodeIndex[slice.node]!
             for g in slice.gpus {
                 nodes[ni].holder[g] = nil
@@ -255,36 +295,37 @@ extension ClusterState {
             if nodes[ni].state == .draining && nodes[ni].usedMask == 0 { nodes[ni].state = .drained }
             refreshFree(node: ni)
         }
+        let gpus = jobs[existing: id].allocation!.gpuCount
+        let model = jobs[existing: id].allocation!.model
+        let rate = Self.settle(&jobs[existing: id], gpus: gpus, at: t)
+        activeJobs.remove(id)
+        let tenant = jobs[existing: id].spec.tenant
+        let kind = jobs[existing: id].spec.kind
+        tenantUsage[tenant]!.stop(gpus: gpus, costPerSecond: rate, at: t, halfLife: config.scheduler.fairshareHalfLife)
+        modelUsage[model]!.stop(gpus: gpus, costPerSecond: rate, at: t)
+        kindUsage[kind]!.stop(gpus: gpus, costPerSecond: rate, at: t)
+    }
+
+    /// Adds the run that ends at `t` to the job's totals. Returns the run's cost rate.
+    static func settle(_ job: inout Job, gpus: Int, at t: Instant) -> Double {
         let ran = max(0, t - (job.startTime ?? t))
         job.pastRunSeconds += ran
-        job.pastGPUSeconds += ran * Double(a.gpuCount)
+        job.pastGPUSeconds += ran * Double(gpus)
         job.pastCostUSD += ran * job.costRate
         let rate = job.costRate
         job.costRate = 0
         job.endTime = t
-        jobs[id] = job
-        activeJobs.remove(id)
-        let halfLife = config.scheduler.fairshareHalfLife
-        tenantUsage[job.spec.tenant]!.usage.stop(gpus: a.gpuCount, costPerSecond: rate, at: t)
-        tenantUsage[job.spec.tenant]!.decayed.changeRate(by: -Double(a.gpuCount), at: t, halfLife: halfLife)
-        modelUsage[a.model]!.stop(gpus: a.gpuCount, costPerSecond: rate, at: t)
-        kindUsage[job.spec.kind]!.stop(gpus: a.gpuCount, costPerSecond: rate, at: t)
+        return rate
     }
 
-    mutating func requeue(_ id: JobID, note: String) {
-        jobs[id]!.state = .pending
-        jobs[id]!.allocation = nil
-        jobs[id]!.endTime = nil
-        jobs[id]!.stopReason = nil
-        jobs[id]!.stopRequestedAt = nil
-        jobs[id]!.grace = nil
-        jobs[id]!.note = note
-        pendingJobs.insert(jobs[id]!)
-    }
-
-    mutating func finish(_ id: JobID, as state: JobState, at t: Instant) {
-        jobs[id]!.state = state
-        jobs[id]!.endTime = t
+    static func requeue(_ job: inout Job, note: String) {
+        job.state = .pending
+        job.allocation = nil
+        job.endTime = nil
+        job.stopReason = nil
+        job.stopRequestedAt = nil
+        job.grace = nil
+        job.note = note
     }
 
     mutating func applyConfig(_ new: PoolConfig, at t: Instant) throws(StateError) {

@@ -10,7 +10,7 @@ public struct ClusterState: Hashable, Sendable {
     /// Nodes in the order they were added.
     public internal(set) var nodes: [Node]
     /// Every job ever submitted and not forgotten, by id.
-    public internal(set) var jobs: [JobID: Job]
+    public internal(set) var jobs: JobTable
     /// Jobs in state `pending` (not held), in the compact form the scheduler reads.
     public internal(set) var pendingJobs: PendingQueue
     /// Jobs holding GPUs: `running` or `stopping`.
@@ -23,8 +23,15 @@ public struct ClusterState: Hashable, Sendable {
 
     /// Node position by name (derived).
     var nodeIndex: [String: Int]
-    /// The free GPUs of schedulable nodes, indexed for placement (derived, kept up to date by `apply`).
-    public internal(set) var freePool: FreePool
+    /// The free GPUs of schedulable nodes, indexed for placement (derived, kept up to date by `apply`). While
+    /// nodes are being added one by one it is stale, and rebuilt once when next needed.
+    var storedFreePool: FreePool
+    var freePoolStale = false
+
+    /// The free GPUs of schedulable nodes, indexed for placement.
+    public var freePool: FreePool {
+        freePoolStale ? FreePool(models: config.gpuModels.count, nodes: nodes) : storedFreePool
+    }
     /// Model position in `config.gpuModels` by name (derived).
     var modelIndex: [String: Int]
 
@@ -33,7 +40,7 @@ public struct ClusterState: Hashable, Sendable {
         self.config = config
         self.now = now
         self.nodes = []
-        self.jobs = [:]
+        self.jobs = JobTable()
         self.pendingJobs = PendingQueue()
         self.activeJobs = []
         self.nextJobID = JobID(1)
@@ -42,7 +49,7 @@ public struct ClusterState: Hashable, Sendable {
         self.kindUsage = [:]
         self.nodeIndex = [:]
         self.modelIndex = Self.index(config.gpuModels)
-        self.freePool = FreePool(models: config.gpuModels.count, nodes: [])
+        self.storedFreePool = FreePool(models: config.gpuModels.count, nodes: [])
     }
 
     /// Equal when the facts are equal; derived indexes (free pool, row order of the pending queue) do not count.
@@ -59,12 +66,18 @@ public struct ClusterState: Hashable, Sendable {
         hasher.combine(nodes.count)
     }
 
-    /// Rebuilds the free pool from the nodes (after nodes or models change).
-    mutating func rebuildFreePool() { freePool = FreePool(models: config.gpuModels.count, nodes: nodes) }
+    /// Marks the free pool for a rebuild (after nodes or models change); it happens when next needed, so that
+    /// adding a thousand nodes costs one rebuild, not a thousand.
+    mutating func rebuildFreePool() { freePoolStale = true }
 
     /// Refreshes one node's entry in the free pool (after its state, health or holders change).
     mutating func refreshFree(node i: Int) {
-        freePool.setFree(node: i, mask: nodes[i].schedulable ? nodes[i].freeMask : 0)
+        if freePoolStale {
+            storedFreePool = FreePool(models: config.gpuModels.count, nodes: nodes)
+            freePoolStale = false
+        } else {
+            storedFreePool.setFree(node: i, mask: nodes[i].schedulable ? nodes[i].freeMask : 0)
+        }
     }
 
     static func index(_ models: [GPUModel]) -> [String: Int] {
@@ -128,7 +141,7 @@ public struct ClusterState: Hashable, Sendable {
         case .pending: return pendingJobs.ids.sorted().map { jobs[$0]! }
         case .running, .stopping:
             return activeJobs.sorted().compactMap { jobs[$0]!.state == state ? jobs[$0] : nil }
-        default: return jobs.values.filter { $0.state == state }.sorted { $0.id < $1.id }
+        default: return jobs.filter { $0.state == state }
         }
     }
 
@@ -169,7 +182,8 @@ public struct ClusterState: Hashable, Sendable {
         for node in nodes where node.usedMask != (seen[node.name] ?? 0) {
             out.append("node \(node.name) marks GPUs used that no active job holds")
         }
-        for (id, job) in jobs {
+        for job in jobs {
+            let id = job.id
             if (job.state == .pending) != pendingJobs.contains(id) { out.append("job \(id) pending set mismatch") }
             if job.state.holdsGPUs != activeJobs.contains(id) { out.append("job \(id) active set mismatch") }
         }

@@ -244,6 +244,49 @@ public struct Job: Hashable, Codable, Sendable {
         self.costRate = 0
     }
 
+    /// A job with every field given: for decoders of snapshots. Anything else gets jobs from events.
+    public init(
+        id: JobID,
+        spec: JobSpec,
+        state: JobState,
+        submitTime: Instant,
+        startTime: Instant?,
+        firstStartTime: Instant?,
+        endTime: Instant?,
+        allocation: Allocation?,
+        stopReason: StopReason?,
+        stopRequestedAt: Instant?,
+        grace: Seconds?,
+        exit: ExitStatus?,
+        note: String?,
+        runs: Int,
+        preemptions: Int,
+        pastRunSeconds: Seconds,
+        pastGPUSeconds: Double,
+        pastCostUSD: Double,
+        costRate: Double
+    ) {
+        self.id = id
+        self.spec = spec
+        self.state = state
+        self.submitTime = submitTime
+        self.startTime = startTime
+        self.firstStartTime = firstStartTime
+        self.endTime = endTime
+        self.allocation = allocation
+        self.stopReason = stopReason
+        self.stopRequestedAt = stopRequestedAt
+        self.grace = grace
+        self.exit = exit
+        self.note = note
+        self.runs = runs
+        self.preemptions = preemptions
+        self.pastRunSeconds = pastRunSeconds
+        self.pastGPUSeconds = pastGPUSeconds
+        self.pastCostUSD = pastCostUSD
+        self.costRate = costRate
+    }
+
     /// Seconds spent running up to `now`, over all runs.
     public func runSeconds(at now: Instant) -> Seconds {
         pastRunSeconds + (state.holdsGPUs ? max(0, now - (startTime ?? now)) : 0)

@@ -1,0 +1,157 @@
+extension ClusterState {
+    /// Everything a state holds that is not derived: what a snapshot stores. Derived indexes (which job holds
+    /// which GPU, the free-GPU index, the pending queue) are rebuilt from it.
+    public struct Image: Hashable, Sendable {
+        /// A node's declared spec and its changeable facts.
+        public struct NodeImage: Hashable, Sendable, Codable {
+            public var spec: NodeSpec
+            public var state: NodeState
+            public var stateReason: String?
+            public var health: [GPUHealth]
+            public var healthReason: [String?]
+
+            public init(
+                spec: NodeSpec,
+                state: NodeState,
+                stateReason: String?,
+                health: [GPUHealth],
+                healthReason: [String?]
+            ) {
+                self.spec = spec
+                self.state = state
+                self.stateReason = stateReason
+                self.health = health
+                self.healthReason = healthReason
+            }
+        }
+
+        public var config: PoolConfig
+        public var now: Instant
+        public var nextJobID: JobID
+        public var nodes: [NodeImage]
+        /// Jobs in id order.
+        public var jobs: [Job]
+        /// Usage tables in key order.
+        public var tenantUsage: [(String, TenantUsage)]
+        public var modelUsage: [(String, Usage)]
+        public var kindUsage: [(JobKind, Usage)]
+
+        public init(
+            config: PoolConfig,
+            now: Instant,
+            nextJobID: JobID,
+            nodes: [NodeImage],
+            jobs: [Job],
+            tenantUsage: [(String, TenantUsage)],
+            modelUsage: [(String, Usage)],
+            kindUsage: [(JobKind, Usage)]
+        ) {
+            self.config = config
+            self.now = now
+            self.nextJobID = nextJobID
+            self.nodes = nodes
+            self.jobs = jobs
+            self.tenantUsage = tenantUsage
+            self.modelUsage = modelUsage
+            self.kindUsage = kindUsage
+        }
+
+        public static func == (a: Image, b: Image) -> Bool {
+            a.config == b.config && a.now == b.now && a.nextJobID == b.nextJobID && a.nodes == b.nodes
+                && a.jobs == b.jobs && a.tenantUsage.elementsEqual(b.tenantUsage, by: { $0 == $1 })
+                && a.modelUsage.elementsEqual(b.modelUsage, by: { $0 == $1 })
+                && a.kindUsage.elementsEqual(b.kindUsage, by: { $0 == $1 })
+        }
+
+        public func hash(into hasher: inout Hasher) {
+            hasher.combine(now)
+            hasher.combine(nextJobID)
+            hasher.combine(jobs.count)
+        }
+    }
+
+    /// The state's image, deterministic: jobs by id, usage by key.
+    public var image: Image {
+        Image(
+            config: config,
+            now: now,
+            nextJobID: nextJobID,
+            nodes: nodes.map {
+                Image.NodeImage(
+                    spec: $0.spec,
+                    state: $0.state,
+                    stateReason: $0.stateReason,
+                    health: $0.health,
+                    healthReason: $0.healthReason
+                )
+            },
+            jobs: Array(jobs),
+            tenantUsage: tenantUsage.keys.sorted().map { ($0, tenantUsage[$0]!) },
+            modelUsage: modelUsage.keys.sorted().map { ($0, modelUsage[$0]!) },
+            kindUsage: kindUsage.keys.sorted { $0.rawValue < $1.rawValue }.map { ($0, kindUsage[$0]!) }
+        )
+    }
+
+    /// Rebuilds a state from its image.
+    /// - Throws: ``StateError`` when the image contradicts itself (a node of an undeclared model, a job
+    ///   holding GPUs on an unknown node or twice).
+    public init(image: Image) throws(StateError) {
+        if let problem = image.config.problems().first { throw StateError(.invalidConfig, problem) }
+        self.init(config: image.config, now: image.now)
+        nextJobID = image.nextJobID
+        for r in image.nodes {
+            guard let mi = modelIndex[r.spec.gpuModel] else {
+                throw StateError(
+                    .unknownModel,
+                    "node \(r.spec.name) has GPU model \(r.spec.gpuModel), which the config does not declare"
+                )
+            }
+            guard r.health.count == r.spec.gpus, r.healthReason.count == r.spec.gpus, nodeIndex[r.spec.name] == nil
+            else {
+                throw StateError(
+                    .invalidSpec,
+                    "node \(r.spec.name) is duplicated or its health does not match its GPU count"
+                )
+            }
+            var node = Node(spec: r.spec, modelIndex: mi)
+            node.state = r.state
+            node.stateReason = r.stateReason
+            node.health = r.health
+            node.healthReason = r.healthReason
+            for (g, h) in r.health.enumerated() where h != .healthy { node.unhealthyMask |= 1 << UInt64(g) }
+            nodeIndex[r.spec.name] = nodes.count
+            nodes.append(node)
+        }
+        for job in image.jobs {
+            guard jobs[job.id] == nil, jobs.accepts(job.id) else {
+                throw StateError(.duplicate, "job \(job.id) appears twice or out of order")
+            }
+            jobs[job.id] = job
+            if job.state == .pending { pendingJobs.insert(job) }
+            guard job.state.holdsGPUs else { continue }
+            activeJobs.insert(job.id)
+            guard let allocation = job.allocation else {
+                throw StateError(.invalidAllocation, "job \(job.id) is \(job.state.rawValue) but holds no GPUs")
+            }
+            for slice in allocation.slices {
+                guard let ni = nodeIndex[slice.node] else {
+                    throw StateError(.unknownNode, "job \(job.id) holds GPUs on unknown node \(slice.node)")
+                }
+                for g in slice.gpus {
+                    guard g >= 0, g < nodes[ni].spec.gpus, nodes[ni].holder[g] == nil else {
+                        throw StateError(
+                            .invalidAllocation,
+                            "job \(job.id) holds GPU \(g) of \(slice.node), which is not free"
+                        )
+                    }
+                    nodes[ni].holder[g] = job.id
+                    nodes[ni].usedMask |= 1 << UInt64(g)
+                }
+            }
+        }
+        rebuildFreePool()
+        for (k, v) in image.tenantUsage { tenantUsage[k] = v }
+        for (k, v) in image.modelUsage { modelUsage[k] = v }
+        for (k, v) in image.kindUsage { kindUsage[k] = v }
+    }
+}
