@@ -12,8 +12,10 @@ let package = Package(
     products: [
         .library(name: "AllotCore", targets: ["AllotCore"]),
         .library(name: "AllotConfig", targets: ["AllotConfig"]),
+        .library(name: "AllotWAL", targets: ["AllotWAL"]),
         .library(name: "AllotSim", targets: ["AllotSim"]),
         .executable(name: "allotctl", targets: ["allotctl"]),
+        .executable(name: "allotd", targets: ["allotd"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
@@ -24,6 +26,8 @@ let package = Package(
     targets: [
         // The pure model and scheduler: standard library only, no clocks, no I/O.
         .target(name: "AllotCore", swiftSettings: upcoming),
+        // The write-ahead log: segments, snapshots, group commit, recovery (file I/O only).
+        .target(name: "AllotWAL", dependencies: ["AllotCore"], swiftSettings: upcoming),
         // The TOML configuration shared by the daemon and the simulator.
         .target(
             name: "AllotConfig",
@@ -44,13 +48,27 @@ let package = Package(
             ],
             swiftSettings: upcoming
         ),
+        .executableTarget(
+            name: "allotd",
+            dependencies: [
+                "AllotCore", "AllotWAL",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: upcoming
+        ),
         .testTarget(
             name: "AllotCoreTests",
             dependencies: ["AllotCore", .product(name: "PropertyBased", package: "swift-property-based")],
             swiftSettings: upcoming
         ),
+        .testTarget(
+            name: "AllotWALTests",
+            dependencies: ["AllotWAL", .product(name: "PropertyBased", package: "swift-property-based")],
+            resources: [.copy("testdata")],
+            swiftSettings: upcoming
+        ),
         .testTarget(name: "AllotConfigTests", dependencies: ["AllotConfig"], swiftSettings: upcoming),
         .testTarget(name: "AllotSimTests", dependencies: ["AllotSim", "AllotConfig"], swiftSettings: upcoming),
-        .testTarget(name: "EndToEndTests", dependencies: ["AllotCore"], swiftSettings: upcoming),
+        .testTarget(name: "EndToEndTests", dependencies: ["AllotCore", "AllotWAL"], swiftSettings: upcoming),
     ]
 )

@@ -23,6 +23,7 @@ let package = Package(
                 .product(name: "AllotCore", package: allot),
                 .product(name: "AllotConfig", package: allot),
                 .product(name: "AllotSim", package: allot),
+                .product(name: "AllotWAL", package: allot),
             ],
             path: "Benchmarks/AllotBenchmarks",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]

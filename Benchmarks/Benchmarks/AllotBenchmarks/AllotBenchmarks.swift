@@ -81,6 +81,7 @@ let phillyPool = URL(fileURLWithPath: #filePath).deletingLastPathComponent().del
     .deletingLastPathComponent().appendingPathComponent("pools/philly-1024.toml").path
 
 let benchmarks: @Sendable () -> Void = {
+    walBenchmarks()
     Benchmark.defaultConfiguration = .init(
         metrics: [.wallClock, .mallocCountTotal, .peakMemoryResident],
         warmupIterations: 1,

@@ -1,0 +1,359 @@
+import AllotCore
+
+/// The binary encoding of events and the types inside them (docs/wal-format.md, payload version 1).
+///
+/// Enum values are numbered here, explicitly, so that reordering a Swift enum never changes the format.
+public enum EventCodec {
+    /// The payload version this build writes.
+    public static let version: UInt16 = 1
+
+    static let nodeStates: [NodeState] = [.up, .draining, .drained, .down]
+    static let healths: [GPUHealth] = [.healthy, .unhealthy]
+    static let kinds: [JobKind] = [.training, .inference]
+    static let topologies: [Topology] = [.any, .singleNode, .nvlink]
+    static let windows: [Budget.Window] = [.day, .week, .month]
+    static let enforcements: [Budget.Enforcement] = [.soft, .hard]
+    static let favors: [SizeFavor] = [.small, .large]
+    static let jobStates: [JobState] = [
+        .pending, .held, .running, .stopping, .completed, .failed, .cancelled, .timedOut,
+    ]
+
+    static func index<T: Equatable>(_ v: T, in cases: [T]) -> UInt8 { UInt8(cases.firstIndex(of: v)!) }
+
+    /// Encodes an event as a version-1 payload.
+    public static func encode(_ event: Event) -> [UInt8] {
+        var w = BinaryWriter()
+        encode(event, into: &w)
+        return w.bytes
+    }
+
+    static func encode(_ event: Event, into w: inout BinaryWriter) {
+        w.f64(event.time.seconds)
+        switch event.body {
+        case .configApplied(let config):
+            w.u8(1)
+            write(config, &w)
+        case .nodeAdded(let spec):
+            w.u8(2)
+            write(spec, &w)
+        case .nodeRemoved(let name):
+            w.u8(3)
+            w.string(name)
+        case .nodeStateChanged(let name, let state, let reason):
+            w.u8(4)
+            w.string(name)
+            w.u8(index(state, in: nodeStates))
+            w.optional(reason) { $0.string($1) }
+        case .gpuHealthChanged(let node, let gpu, let health, let reason):
+            w.u8(5)
+            w.string(node)
+            w.uvar(gpu)
+            w.u8(index(health, in: healths))
+            w.optional(reason) { $0.string($1) }
+        case .jobSubmitted(let id, let spec, let held):
+            w.u8(6)
+            w.uvar(id.rawValue)
+            write(spec, &w)
+            w.bool(held)
+        case .jobHeld(let id):
+            w.u8(7)
+            w.uvar(id.rawValue)
+        case .jobReleased(let id):
+            w.u8(8)
+            w.uvar(id.rawValue)
+        case .jobStarted(let id, let allocation):
+            w.u8(9)
+            w.uvar(id.rawValue)
+            write(allocation, &w)
+        case .jobPreempted(let id, let by, let grace):
+            w.u8(10)
+            w.uvar(id.rawValue)
+            w.uvar(by.rawValue)
+            w.f64(grace)
+        case .jobCancelled(let id, let by, let grace):
+            w.u8(11)
+            w.uvar(id.rawValue)
+            w.optional(by) { $0.uvar(UInt64($1)) }
+            w.f64(grace)
+        case .jobTimedOut(let id, let grace):
+            w.u8(12)
+            w.uvar(id.rawValue)
+            w.f64(grace)
+        case .jobFinished(let id, let exit):
+            w.u8(13)
+            w.uvar(id.rawValue)
+            write(exit, &w)
+        case .jobRequeued(let id, let reason):
+            w.u8(14)
+            w.uvar(id.rawValue)
+            w.string(reason)
+        case .clockTick:
+            w.u8(15)
+        }
+    }
+
+    /// Decodes a payload written with `version`.
+    /// - Throws: ``DecodeError`` naming what was wrong and where in the payload.
+    static func decode(_ bytes: UnsafeRawBufferPointer, version: UInt16) throws(DecodeError) -> Event {
+        guard version >= 1 && version <= Self.version else {
+            throw DecodeError(
+                offset: 0,
+                message: "payload version \(version) is newer than this allot reads (\(Self.version)); upgrade allot"
+            )
+        }
+        var r = BinaryReader(bytes)
+        let event = try decodeEvent(&r)
+        if r.remaining != 0 {
+            throw DecodeError(offset: r.offset, message: "\(r.remaining) bytes left over after the event")
+        }
+        return event
+    }
+
+    /// Decodes a payload held in an array (tests, tools).
+    public static func decode(_ bytes: [UInt8], version: UInt16 = version) throws -> Event {
+        try bytes.withUnsafeBytes { buf throws(DecodeError) in try decode(buf, version: version) }
+    }
+
+    static func decodeEvent(_ r: inout BinaryReader) throws(DecodeError) -> Event {
+        let time = Instant(seconds: try r.f64())
+        let kindOffset = r.offset
+        let body: Event.Body
+        switch try r.u8() {
+        case 1: body = .configApplied(config: try readConfig(&r))
+        case 2: body = .nodeAdded(spec: try readNodeSpec(&r))
+        case 3: body = .nodeRemoved(name: try r.string())
+        case 4:
+            body = .nodeStateChanged(
+                name: try r.string(),
+                state: try r.enumeration(nodeStates, "node state"),
+                reason: try r.optional { r throws(DecodeError) in try r.string() }
+            )
+        case 5:
+            body = .gpuHealthChanged(
+                node: try r.string(),
+                gpu: try r.count(max: 1 << 16),
+                health: try r.enumeration(healths, "GPU health"),
+                reason: try r.optional { r throws(DecodeError) in try r.string() }
+            )
+        case 6: body = .jobSubmitted(id: JobID(try r.uvar()), spec: try readJobSpec(&r), held: try r.bool())
+        case 7: body = .jobHeld(id: JobID(try r.uvar()))
+        case 8: body = .jobReleased(id: JobID(try r.uvar()))
+        case 9: body = .jobStarted(id: JobID(try r.uvar()), allocation: try readAllocation(&r))
+        case 10: body = .jobPreempted(id: JobID(try r.uvar()), by: JobID(try r.uvar()), grace: try r.f64())
+        case 11:
+            body = .jobCancelled(
+                id: JobID(try r.uvar()),
+                by: try r.optional { r throws(DecodeError) in try uid(&r) },
+                grace: try r.f64()
+            )
+        case 12: body = .jobTimedOut(id: JobID(try r.uvar()), grace: try r.f64())
+        case 13: body = .jobFinished(id: JobID(try r.uvar()), exit: try readExit(&r))
+        case 14: body = .jobRequeued(id: JobID(try r.uvar()), reason: try r.string())
+        case 15: body = .clockTick
+        case let k: throw DecodeError(offset: kindOffset, message: "unknown event kind \(k)")
+        }
+        return Event(time: time, body)
+    }
+
+    static func uid(_ r: inout BinaryReader) throws(DecodeError) -> UInt32 {
+        let v = try r.uvar()
+        guard v <= UInt64(UInt32.max) else { throw DecodeError(offset: r.offset, message: "uid \(v) is out of range") }
+        return UInt32(v)
+    }
+
+    // MARK: Parts
+
+    static func write(_ s: JobSpec, _ w: inout BinaryWriter) {
+        w.string(s.name)
+        w.string(s.tenant)
+        w.uvar(UInt64(s.uid))
+        w.optional(s.user) { $0.string($1) }
+        w.u8(index(s.kind, in: kinds))
+        w.optional(s.priorityClass) { $0.string($1) }
+        w.uvar(s.gpus)
+        w.array(s.gpuModels) { $0.string($1) }
+        w.optional(s.minGPUMemoryGiB) { $0.f64($1) }
+        w.u8(index(s.topology, in: topologies))
+        w.optional(s.walltime) { $0.f64($1) }
+        w.optional(s.estimate) { $0.f64($1) }
+        w.optional(s.preemptible) { $0.bool($1) }
+        w.optional(s.grace) { $0.f64($1) }
+        w.optional(s.maxCostUSD) { $0.f64($1) }
+        w.array(s.command) { $0.string($1) }
+        w.stringMap(s.environment)
+        w.optional(s.workingDirectory) { $0.string($1) }
+    }
+
+    static func readJobSpec(_ r: inout BinaryReader) throws(DecodeError) -> JobSpec {
+        JobSpec(
+            name: try r.string(),
+            tenant: try r.string(),
+            uid: try uid(&r),
+            user: try r.optional { r throws(DecodeError) in try r.string() },
+            kind: try r.enumeration(kinds, "job kind"),
+            priorityClass: try r.optional { r throws(DecodeError) in try r.string() },
+            gpus: try r.count(max: 1 << 20),
+            gpuModels: try r.array { r throws(DecodeError) in try r.string() },
+            minGPUMemoryGiB: try r.optional { r throws(DecodeError) in try r.f64() },
+            topology: try r.enumeration(topologies, "topology"),
+            walltime: try r.optional { r throws(DecodeError) in try r.f64() },
+            estimate: try r.optional { r throws(DecodeError) in try r.f64() },
+            preemptible: try r.optional { r throws(DecodeError) in try r.bool() },
+            grace: try r.optional { r throws(DecodeError) in try r.f64() },
+            maxCostUSD: try r.optional { r throws(DecodeError) in try r.f64() },
+            command: try r.array { r throws(DecodeError) in try r.string() },
+            environment: try r.stringMap(),
+            workingDirectory: try r.optional { r throws(DecodeError) in try r.string() }
+        )
+    }
+
+    static func write(_ s: NodeSpec, _ w: inout BinaryWriter) {
+        w.string(s.name)
+        w.string(s.gpuModel)
+        w.uvar(s.gpus)
+        w.array(s.nvlinkIslands) { w, island in w.array(island) { $0.uvar($1) } }
+        w.optional(s.cpus) { $0.uvar($1) }
+        w.optional(s.memoryGiB) { $0.f64($1) }
+        w.stringMap(s.labels)
+        w.bool(s.local)
+    }
+
+    static func readNodeSpec(_ r: inout BinaryReader) throws(DecodeError) -> NodeSpec {
+        NodeSpec(
+            name: try r.string(),
+            gpuModel: try r.string(),
+            gpus: try r.count(max: 1 << 16),
+            nvlinkIslands: try r.array { r throws(DecodeError) in
+                try r.array { r throws(DecodeError) in try r.count(max: 1 << 16) }
+            },
+            cpus: try r.optional { r throws(DecodeError) in try r.count(max: 1 << 30) },
+            memoryGiB: try r.optional { r throws(DecodeError) in try r.f64() },
+            labels: try r.stringMap(),
+            local: try r.bool()
+        )
+    }
+
+    static func write(_ a: Allocation, _ w: inout BinaryWriter) {
+        w.string(a.model)
+        w.array(a.slices) { w, slice in
+            w.string(slice.node)
+            w.array(slice.gpus) { $0.uvar($1) }
+        }
+    }
+
+    static func readAllocation(_ r: inout BinaryReader) throws(DecodeError) -> Allocation {
+        Allocation(
+            model: try r.string(),
+            slices: try r.array { r throws(DecodeError) in
+                Allocation.Slice(
+                    node: try r.string(),
+                    gpus: try r.array { r throws(DecodeError) in try r.count(max: 1 << 16) }
+                )
+            }
+        )
+    }
+
+    static func write(_ e: ExitStatus, _ w: inout BinaryWriter) {
+        switch e {
+        case .exited(let code):
+            w.u8(0)
+            w.ivar(Int64(code))
+        case .signaled(let signal):
+            w.u8(1)
+            w.ivar(Int64(signal))
+        case .lost(let reason):
+            w.u8(2)
+            w.string(reason)
+        }
+    }
+
+    static func readExit(_ r: inout BinaryReader) throws(DecodeError) -> ExitStatus {
+        let at = r.offset
+        switch try r.u8() {
+        case 0: return .exited(code: Int32(truncatingIfNeeded: try r.ivar()))
+        case 1: return .signaled(signal: Int32(truncatingIfNeeded: try r.ivar()))
+        case 2: return .lost(reason: try r.string())
+        case let k: throw DecodeError(offset: at, message: "unknown exit status kind \(k)")
+        }
+    }
+
+    static func write(_ c: PoolConfig, _ w: inout BinaryWriter) {
+        w.array(c.gpuModels) { w, m in
+            w.string(m.name)
+            w.f64(m.memoryGiB)
+            w.f64(m.pricePerHour)
+            w.f64(m.speed)
+        }
+        w.array(c.priorityClasses) { w, p in
+            w.string(p.name)
+            w.ivar(Int64(p.value))
+            w.bool(p.preempts)
+            w.bool(p.preemptible)
+        }
+        w.array(c.tenants) { w, t in
+            w.string(t.name)
+            w.f64(t.shares)
+            w.optional(t.gpuQuota) { $0.uvar($1) }
+            w.optional(t.budget) { w, b in
+                w.f64(b.usd)
+                w.u8(index(b.window, in: windows))
+                w.u8(index(b.enforcement, in: enforcements))
+            }
+        }
+        let s = c.scheduler
+        w.f64(s.fairshareHalfLife)
+        w.f64(s.ageWeight)
+        w.f64(s.maxAge)
+        w.f64(s.fairshareWeight)
+        w.f64(s.sizeWeight)
+        w.u8(index(s.sizeFavor, in: favors))
+        w.f64(s.defaultGrace)
+        w.f64(s.defaultEstimate)
+        w.f64(s.interval)
+        w.string(c.defaultTrainingClass)
+        w.string(c.defaultInferenceClass)
+    }
+
+    static func readConfig(_ r: inout BinaryReader) throws(DecodeError) -> PoolConfig {
+        var c = PoolConfig()
+        c.gpuModels = try r.array { r throws(DecodeError) in
+            GPUModel(name: try r.string(), memoryGiB: try r.f64(), pricePerHour: try r.f64(), speed: try r.f64())
+        }
+        c.priorityClasses = try r.array { r throws(DecodeError) in
+            PriorityClass(
+                name: try r.string(),
+                value: Int(try r.ivar()),
+                preempts: try r.bool(),
+                preemptible: try r.bool()
+            )
+        }
+        c.tenants = try r.array { r throws(DecodeError) in
+            Tenant(
+                name: try r.string(),
+                shares: try r.f64(),
+                gpuQuota: try r.optional { r throws(DecodeError) in try r.count(max: Int(Int32.max)) },
+                budget: try r.optional { r throws(DecodeError) in
+                    Budget(
+                        usd: try r.f64(),
+                        window: try r.enumeration(windows, "budget window"),
+                        enforcement: try r.enumeration(enforcements, "budget enforcement")
+                    )
+                }
+            )
+        }
+        var s = SchedulerSettings()
+        s.fairshareHalfLife = try r.f64()
+        s.ageWeight = try r.f64()
+        s.maxAge = try r.f64()
+        s.fairshareWeight = try r.f64()
+        s.sizeWeight = try r.f64()
+        s.sizeFavor = try r.enumeration(favors, "size favour")
+        s.defaultGrace = try r.f64()
+        s.defaultEstimate = try r.f64()
+        s.interval = try r.f64()
+        c.scheduler = s
+        c.defaultTrainingClass = try r.string()
+        c.defaultInferenceClass = try r.string()
+        return c
+    }
+}

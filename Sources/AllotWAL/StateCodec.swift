@@ -1,0 +1,175 @@
+import AllotCore
+
+/// The binary encoding of a state image, as snapshots store it (docs/wal-format.md).
+enum StateCodec {
+    /// The state schema version this build writes.
+    static let version: UInt16 = 1
+
+    static func encode(_ image: ClusterState.Image) -> [UInt8] {
+        var w = BinaryWriter(capacity: 64 + image.jobs.count * 160)
+        EventCodec.write(image.config, &w)
+        w.f64(image.now.seconds)
+        w.uvar(image.nextJobID.rawValue)
+        w.array(image.nodes) { w, n in
+            EventCodec.write(n.spec, &w)
+            w.u8(EventCodec.index(n.state, in: EventCodec.nodeStates))
+            w.optional(n.stateReason) { $0.string($1) }
+            w.array(n.health) { $0.u8(EventCodec.index($1, in: EventCodec.healths)) }
+            w.array(n.healthReason) { w, r in w.optional(r) { $0.string($1) } }
+        }
+        w.array(image.jobs) { w, j in write(j, &w) }
+        w.array(image.tenantUsage) { w, pair in
+            w.string(pair.0)
+            write(pair.1.usage, &w)
+            w.f64(pair.1.decayed.settled)
+            w.f64(pair.1.decayed.rate)
+            w.f64(pair.1.decayed.since.seconds)
+        }
+        w.array(image.modelUsage) { w, pair in
+            w.string(pair.0)
+            write(pair.1, &w)
+        }
+        w.array(image.kindUsage) { w, pair in
+            w.string(pair.0.rawValue)
+            write(pair.1, &w)
+        }
+        return w.bytes
+    }
+
+    static func decode(_ bytes: UnsafeRawBufferPointer, version: UInt16) throws(DecodeError) -> ClusterState.Image {
+        guard version >= 1 && version <= Self.version else {
+            throw DecodeError(
+                offset: 0,
+                message: "state version \(version) is newer than this allot reads (\(Self.version)); upgrade allot"
+            )
+        }
+        var r = BinaryReader(bytes)
+        let config = try EventCodec.readConfig(&r)
+        let now = Instant(seconds: try r.f64())
+        let next = JobID(try r.uvar())
+        let nodes = try r.array { r throws(DecodeError) in
+            ClusterState.Image.NodeImage(
+                spec: try EventCodec.readNodeSpec(&r),
+                state: try r.enumeration(EventCodec.nodeStates, "node state"),
+                stateReason: try r.optional { r throws(DecodeError) in try r.string() },
+                health: try r.array { r throws(DecodeError) in try r.enumeration(EventCodec.healths, "GPU health") },
+                healthReason: try r.array { r throws(DecodeError) in
+                    try r.optional { r throws(DecodeError) in try r.string() }
+                }
+            )
+        }
+        let jobs = try r.array { r throws(DecodeError) in try readJob(&r) }
+        let tenants = try r.array { r throws(DecodeError) in
+            let name = try r.string()
+            let usage = try readUsage(&r)
+            let decayed = DecayingUsage(settled: try r.f64(), rate: try r.f64(), since: Instant(seconds: try r.f64()))
+            return (name, TenantUsage(usage: usage, decayed: decayed))
+        }
+        let models = try r.array { r throws(DecodeError) in (try r.string(), try readUsage(&r)) }
+        let kinds = try r.array { r throws(DecodeError) in
+            let at = r.offset
+            let name = try r.string()
+            guard let kind = JobKind(rawValue: name) else {
+                throw DecodeError(offset: at, message: "unknown job kind \"\(name)\"")
+            }
+            return (kind, try readUsage(&r))
+        }
+        if r.remaining != 0 {
+            throw DecodeError(offset: r.offset, message: "\(r.remaining) bytes left over after the state")
+        }
+        return ClusterState.Image(
+            config: config,
+            now: now,
+            nextJobID: next,
+            nodes: nodes,
+            jobs: jobs,
+            tenantUsage: tenants,
+            modelUsage: models,
+            kindUsage: kinds
+        )
+    }
+
+    static func write(_ j: Job, _ w: inout BinaryWriter) {
+        w.uvar(j.id.rawValue)
+        EventCodec.write(j.spec, &w)
+        w.u8(EventCodec.index(j.state, in: EventCodec.jobStates))
+        w.f64(j.submitTime.seconds)
+        w.optional(j.startTime) { $0.f64($1.seconds) }
+        w.optional(j.firstStartTime) { $0.f64($1.seconds) }
+        w.optional(j.endTime) { $0.f64($1.seconds) }
+        w.optional(j.allocation) { EventCodec.write($1, &$0) }
+        w.optional(j.stopReason) { w, reason in
+            switch reason {
+            case .preempted(let by):
+                w.u8(0)
+                w.uvar(by.rawValue)
+            case .cancelled(let uid):
+                w.u8(1)
+                w.optional(uid) { $0.uvar(UInt64($1)) }
+            case .walltime:
+                w.u8(2)
+            }
+        }
+        w.optional(j.stopRequestedAt) { $0.f64($1.seconds) }
+        w.optional(j.grace) { $0.f64($1) }
+        w.optional(j.exit) { EventCodec.write($1, &$0) }
+        w.optional(j.note) { $0.string($1) }
+        w.uvar(j.runs)
+        w.uvar(j.preemptions)
+        w.f64(j.pastRunSeconds)
+        w.f64(j.pastGPUSeconds)
+        w.f64(j.pastCostUSD)
+        w.f64(j.costRate)
+    }
+
+    static func readJob(_ r: inout BinaryReader) throws(DecodeError) -> Job {
+        func time(_ r: inout BinaryReader) throws(DecodeError) -> Instant? {
+            try r.optional { r throws(DecodeError) in Instant(seconds: try r.f64()) }
+        }
+        return Job(
+            id: JobID(try r.uvar()),
+            spec: try EventCodec.readJobSpec(&r),
+            state: try r.enumeration(EventCodec.jobStates, "job state"),
+            submitTime: Instant(seconds: try r.f64()),
+            startTime: try time(&r),
+            firstStartTime: try time(&r),
+            endTime: try time(&r),
+            allocation: try r.optional { r throws(DecodeError) in try EventCodec.readAllocation(&r) },
+            stopReason: try r.optional { r throws(DecodeError) in
+                let at = r.offset
+                switch try r.u8() {
+                case 0: return .preempted(by: JobID(try r.uvar()))
+                case 1: return .cancelled(by: try r.optional { r throws(DecodeError) in try EventCodec.uid(&r) })
+                case 2: return .walltime
+                case let k: throw DecodeError(offset: at, message: "unknown stop reason \(k)")
+                }
+            },
+            stopRequestedAt: try time(&r),
+            grace: try r.optional { r throws(DecodeError) in try r.f64() },
+            exit: try r.optional { r throws(DecodeError) in try EventCodec.readExit(&r) },
+            note: try r.optional { r throws(DecodeError) in try r.string() },
+            runs: try r.count(max: Int(Int32.max)),
+            preemptions: try r.count(max: Int(Int32.max)),
+            pastRunSeconds: try r.f64(),
+            pastGPUSeconds: try r.f64(),
+            pastCostUSD: try r.f64(),
+            costRate: try r.f64()
+        )
+    }
+
+    static func write(_ u: Usage, _ w: inout BinaryWriter) {
+        for a in [u.gpuSeconds, u.costUSD] {
+            w.f64(a.settled)
+            w.f64(a.rate)
+            w.f64(a.since.seconds)
+        }
+        w.ivar(Int64(u.gpusInUse))
+        w.ivar(Int64(u.jobsRunning))
+    }
+
+    static func readUsage(_ r: inout BinaryReader) throws(DecodeError) -> Usage {
+        let g = Accrual(settled: try r.f64(), rate: try r.f64(), since: Instant(seconds: try r.f64()))
+        let c = Accrual(settled: try r.f64(), rate: try r.f64(), since: Instant(seconds: try r.f64()))
+        return Usage(gpuSeconds: g, costUSD: c, gpusInUse: Int(try r.ivar()), jobsRunning: Int(try r.ivar()))
+    }
+}

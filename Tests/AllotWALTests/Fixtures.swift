@@ -1,0 +1,151 @@
+import AllotCore
+import Foundation
+
+@testable import AllotWAL
+
+/// A fresh temporary directory, removed after `body`.
+func withTempDir<T>(_ body: (String) throws -> T) throws -> T {
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("allot-wal-\(UUID().uuidString)").path
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    return try body(dir)
+}
+
+func withTempDirAsync<T>(_ body: (String) async throws -> T) async throws -> T {
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("allot-wal-\(UUID().uuidString)").path
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    return try await body(dir)
+}
+
+enum Sample {
+    static let config = PoolConfig(
+        gpuModels: [
+            GPUModel(name: "H100", memoryGiB: 80, pricePerHour: 4, speed: 2),
+            GPUModel(name: "L4", memoryGiB: 24, pricePerHour: 0.6, speed: 0.35),
+        ],
+        tenants: [
+            Tenant(
+                name: "research",
+                shares: 2,
+                gpuQuota: 8,
+                budget: Budget(usd: 100, window: .week, enforcement: .hard)
+            )
+        ]
+    )
+
+    /// Every kind of event, in an order the state accepts.
+    static let events: [Event] = {
+        func at(_ t: Double, _ b: Event.Body) -> Event { Event(time: Instant(seconds: 1_800_000_000 + t), b) }
+        var spec = JobSpec(
+            name: "train \"llama\"",
+            tenant: "research",
+            uid: 1000,
+            user: "ada",
+            kind: .training,
+            priorityClass: "batch",
+            gpus: 2,
+            gpuModels: ["H100"],
+            minGPUMemoryGiB: 40,
+            topology: .nvlink,
+            walltime: 7200,
+            estimate: 3600,
+            preemptible: true,
+            grace: 60,
+            maxCostUSD: 25.5,
+            command: ["python3", "train.py", "--lr=0.1"],
+            environment: ["B": "2", "A": "1", "ÜNICODE": "✓"],
+            workingDirectory: "/home/ada"
+        )
+        spec.priorityClass = "batch"
+        return [
+            at(0, .configApplied(config: config)),
+            at(
+                0,
+                .nodeAdded(
+                    spec: NodeSpec(
+                        name: "h1",
+                        gpuModel: "H100",
+                        gpus: 8,
+                        nvlinkIslands: [[0, 1, 2, 3], [4, 5, 6, 7]],
+                        cpus: 96,
+                        memoryGiB: 1024.5,
+                        labels: ["rack": "r1"],
+                        local: true
+                    )
+                )
+            ),
+            at(0, .nodeAdded(spec: NodeSpec(name: "l1", gpuModel: "L4", gpus: 4))),
+            at(1, .jobSubmitted(id: 1, spec: spec, held: false)),
+            at(2, .jobSubmitted(id: 2, spec: JobSpec(tenant: "x", kind: .inference, gpus: 1), held: true)),
+            at(3, .jobReleased(id: 2)),
+            at(4, .jobHeld(id: 2)),
+            at(
+                5,
+                .jobStarted(id: 1, allocation: Allocation(model: "H100", slices: [.init(node: "h1", gpus: [4, 5])]))
+            ),
+            at(6, .gpuHealthChanged(node: "l1", gpu: 3, health: .unhealthy, reason: "XID 79")),
+            at(7, .jobPreempted(id: 1, by: 2, grace: 30)),
+            at(8, .jobFinished(id: 1, exit: .signaled(signal: 15))),
+            at(
+                9,
+                .jobStarted(id: 1, allocation: Allocation(model: "H100", slices: [.init(node: "h1", gpus: [0, 1])]))
+            ),
+            at(10, .jobTimedOut(id: 1, grace: 5)),
+            at(11, .jobFinished(id: 1, exit: .exited(code: -1))),
+            at(12, .jobSubmitted(id: 3, spec: JobSpec(tenant: "x", gpus: 1), held: false)),
+            at(13, .jobStarted(id: 3, allocation: Allocation(model: "L4", slices: [.init(node: "l1", gpus: [0])]))),
+            at(14, .jobRequeued(id: 3, reason: "node l1 lost")),
+            at(15, .jobCancelled(id: 3, by: 1000, grace: 10)),
+            at(16, .jobCancelled(id: 2, by: nil, grace: 0)),
+            at(17, .nodeStateChanged(name: "l1", state: .draining, reason: "maintenance")),
+            at(18, .jobSubmitted(id: 4, spec: JobSpec(tenant: "x", gpus: 1), held: false)),
+            at(19, .jobStarted(id: 4, allocation: Allocation(model: "H100", slices: [.init(node: "h1", gpus: [7])]))),
+            at(20, .jobFinished(id: 4, exit: .lost(reason: "supervisor vanished"))),
+            at(21, .nodeRemoved(name: "l1")),
+            at(22, .clockTick),
+        ]
+    }()
+
+    /// A submit event for job `id`.
+    static func submit(_ id: UInt64) -> Event {
+        Event(
+            time: Instant(seconds: Double(id)),
+            .jobSubmitted(id: JobID(id), spec: JobSpec(name: "j\(id)", tenant: "t\(id % 3)", gpus: 1), held: false)
+        )
+    }
+
+    static var testdata: URL { Bundle.module.resourceURL!.appendingPathComponent("testdata") }
+}
+
+extension WriteAheadLog.Options {
+    static func test(_ sync: WriteAheadLog.SyncPolicy = .always, segmentSize: Int = 64 << 20) -> Self {
+        var o = Self()
+        o.sync = sync
+        o.segmentSize = segmentSize
+        return o
+    }
+}
+
+/// Flips one bit of a file.
+func flipBit(_ path: String, at offset: Int, bit: Int = 0) throws {
+    var bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+    bytes[offset] ^= UInt8(1 << bit)
+    try bytes.write(to: URL(fileURLWithPath: path))
+}
+
+func truncateFile(_ path: String, to size: Int) throws {
+    let h = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+    try h.truncate(atOffset: UInt64(size))
+    try h.close()
+}
+
+func segmentPaths(_ dir: String) throws -> [String] {
+    try FileManager.default.contentsOfDirectory(atPath: dir + "/wal").filter { $0.hasSuffix(".wal") }.sorted().map {
+        dir + "/wal/" + $0
+    }
+}
+
+func fileSize(_ path: String) throws -> Int {
+    (try FileManager.default.attributesOfItem(atPath: path)[.size] as! NSNumber).intValue
+}
