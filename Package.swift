@@ -68,7 +68,13 @@ let package = Package(
             swiftSettings: upcoming
         ),
         .testTarget(name: "AllotConfigTests", dependencies: ["AllotConfig"], swiftSettings: upcoming),
-        .testTarget(name: "AllotSimTests", dependencies: ["AllotSim", "AllotConfig"], swiftSettings: upcoming),
+        .testTarget(
+            name: "AllotSimTests",
+            dependencies: [
+                "AllotSim", "AllotConfig", .product(name: "PropertyBased", package: "swift-property-based"),
+            ],
+            swiftSettings: upcoming
+        ),
         .testTarget(name: "EndToEndTests", dependencies: ["AllotCore", "AllotWAL"], swiftSettings: upcoming),
     ]
 )

@@ -63,6 +63,7 @@ public struct ConfigFile: Hashable, Sendable {
             d.defaultGrace = try s.duration("default_grace", allowZero: true) ?? d.defaultGrace
             d.defaultEstimate = try s.duration("default_estimate") ?? d.defaultEstimate
             d.interval = try s.duration("interval") ?? d.interval
+            d.overBudgetPenalty = try s.double("over_budget_penalty", min: 0) ?? d.overBudgetPenalty
             defaultTraining = try s.string("default_training_class") ?? defaultTraining
             defaultInference = try s.string("default_inference_class") ?? defaultInference
             try s.finish()
@@ -119,6 +120,7 @@ public struct ConfigFile: Hashable, Sendable {
             var tenant = Tenant(name: try t.string("name", required: true)!)
             tenant.shares = try t.double("shares", min: 0, exclusiveMin: true) ?? 1
             tenant.gpuQuota = try t.int("gpu_quota", in: 0...Int(Int32.max))
+            tenant.borrowLimit = try t.int("borrow_limit", in: 0...Int(Int32.max))
             if var b = try t.subtable("budget") {
                 tenant.budget = Budget(
                     usd: try b.double("usd", required: true, min: 0)!,
@@ -132,6 +134,27 @@ public struct ConfigFile: Hashable, Sendable {
                 throw t.error("name", "tenant \"\(tenant.name)\" is declared twice")
             }
             pool.tenants.append(tenant)
+        }
+
+        if var p = try r.subtable("preemption") {
+            var d = PreemptionSettings()
+            d.minRuntime = try p.duration("min_runtime", allowZero: true) ?? d.minRuntime
+            d.maxPreemptions = try p.int("max_preemptions", in: 1...1_000_000) ?? d.maxPreemptions
+            d.protection = try p.duration("protection", allowZero: true) ?? d.protection
+            d.loanGrace = try p.duration("loan_grace", allowZero: true) ?? d.loanGrace
+            try p.finish()
+            pool.preemption = d
+        }
+        for var t in try r.tableArray("inference_reserve") {
+            let model = try t.string("gpu_model", required: true)!
+            guard models.contains(where: { $0.name == model }) else {
+                let hint = closest(model, in: models.map(\.name)).map { "; did you mean \"\($0)\"?" } ?? ""
+                throw t.error("gpu_model", "GPU model \"\(model)\" is not declared\(hint)")
+            }
+            pool.inferenceReserve.append(
+                InferenceReserve(gpuModel: model, gpus: try t.int("gpus", required: true, in: 0...10_000_000)!)
+            )
+            try t.finish()
         }
 
         var nodes: [NodeSpec] = []
@@ -163,6 +186,15 @@ public struct ConfigFile: Hashable, Sendable {
             }
         }
         if nodes.isEmpty { throw ctx.error("node", "no [[node]] or [[node_group]] is declared; declare at least one") }
+        for (i, res) in pool.inferenceReserve.enumerated() {
+            let capacity = nodes.filter { $0.gpuModel == res.gpuModel }.reduce(0) { $0 + $1.gpus }
+            if res.gpus > capacity {
+                throw ctx.error(
+                    "inference_reserve[\(i)].gpus",
+                    "reserves \(res.gpus) \(res.gpuModel) GPUs, but the pool has \(capacity)"
+                )
+            }
+        }
         try r.finish()
         if let problem = pool.problems().first { throw ConfigError(file: file, key: "", message: problem) }
         return ConfigFile(pool: pool, nodes: nodes)
@@ -187,7 +219,8 @@ public struct ConfigFile: Hashable, Sendable {
             cpus: try t.int("cpus", in: 1...1_000_000),
             memoryGiB: try t.double("memory_gib", min: 0, exclusiveMin: true),
             labels: try t.stringMap("labels") ?? [:],
-            local: try t.bool("local") ?? false
+            local: try t.bool("local") ?? false,
+            inferenceReserved: try t.bool("inference_reserved") ?? false
         )
         if let problem = spec.problems().first { throw t.error("nvlink_islands", problem) }
         return spec

@@ -114,21 +114,31 @@ public struct Usage: Hashable, Codable, Sendable {
 public struct TenantUsage: Hashable, Codable, Sendable {
     public internal(set) var usage = Usage()
     public internal(set) var decayed = DecayingUsage()
+    /// Spend at the start of the current budget windows.
+    public internal(set) var marks = WindowMarks()
     public init() {}
 
+    /// Money spent within the budget window holding `t`.
+    public func spent(in window: Budget.Window, at t: Instant) -> Double {
+        marks.spent(in: window, at: t, cost: usage.costUSD)
+    }
+
     mutating func start(gpus: Int, costPerSecond: Double, at t: Instant, halfLife: Seconds) {
+        marks.roll(to: t, cost: usage.costUSD)
         usage.start(gpus: gpus, costPerSecond: costPerSecond, at: t)
         decayed.changeRate(by: Double(gpus), at: t, halfLife: halfLife)
     }
 
     mutating func stop(gpus: Int, costPerSecond: Double, at t: Instant, halfLife: Seconds) {
+        marks.roll(to: t, cost: usage.costUSD)
         usage.stop(gpus: gpus, costPerSecond: costPerSecond, at: t)
         decayed.changeRate(by: -Double(gpus), at: t, halfLife: halfLife)
     }
 
     /// A tenant usage with every field given (for snapshot decoders).
-    public init(usage: Usage, decayed: DecayingUsage) {
+    public init(usage: Usage, decayed: DecayingUsage, marks: WindowMarks = WindowMarks()) {
         self.usage = usage
         self.decayed = decayed
+        self.marks = marks
     }
 }

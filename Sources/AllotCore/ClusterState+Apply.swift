@@ -65,25 +65,36 @@ extension ClusterState {
         case .jobHeld(let id):
             try expect(id, in: [.pending], to: "hold")
             jobs[existing: id].state = .held
+            jobs[existing: id].heldGPUs = []
+            holding.remove(id)
             pendingJobs.remove(id)
         case .jobReleased(let id):
             try expect(id, in: [.held], to: "release")
             jobs[existing: id].state = .pending
             pendingJobs.insert(jobs[existing: id])
-        case .jobStarted(let id, let allocation):
+        case .jobStarted(let id, let allocation, let note, let loans):
             try expect(id, in: [.pending], to: "start")
             let placed = try validate(allocation, for: id)
             start(id, allocation: allocation, nodes: placed, at: t)
-        case .jobPreempted(let id, let by, let grace):
+            jobs[existing: id].placement = note
+            jobs[existing: id].loans = loans
+            jobs[existing: id].heldGPUs = []
+            holding.remove(id)
+        case .jobPreempted(let id, let by, let grace, let reason):
             try expect(id, in: [.running], to: "preempt")
             guard jobs.contains(by) else { throw StateError(.unknownJob, "preemptor job \(by) does not exist") }
-            Self.stop(&jobs[existing: id], .preempted(by: by), at: t, grace: grace)
+            Self.stop(&jobs[existing: id], .preempted(by: by, reason: reason), at: t, grace: grace)
             jobs[existing: id].preemptions += 1
+        case .jobCheckpointed(let id):
+            try expect(id, in: [.running, .stopping], to: "checkpoint")
+            jobs[existing: id].lastCheckpoint = t
         case .jobCancelled(let id, let by, let grace):
             let state = try expect(id, in: [.pending, .held, .running, .stopping], to: "cancel")
             switch state {
             case .pending, .held:
                 Self.end(&jobs[existing: id], as: .cancelled, at: t)
+                jobs[existing: id].heldGPUs = []
+                holding.remove(id)
                 jobs[existing: id].stopReason = .cancelled(by: by)
                 pendingJobs.remove(id)
             case .running:
@@ -97,11 +108,13 @@ extension ClusterState {
             Self.stop(&jobs[existing: id], .walltime, at: t, grace: grace)
         case .jobFinished(let id, let exit):
             try expect(id, in: [.running, .stopping], to: "finish")
+            holdForPreemptor(id)
             release(id, at: t)
             let requeued = Self.finish(&jobs[existing: id], exit: exit, at: t)
             if requeued { pendingJobs.insert(jobs[existing: id]) }
         case .jobRequeued(let id, let reason):
             try expect(id, in: [.running, .stopping], to: "requeue")
+            holdForPreemptor(id)
             release(id, at: t)
             Self.requeue(&jobs[existing: id], note: reason)
             pendingJobs.insert(jobs[existing: id])
@@ -147,6 +160,15 @@ extension ClusterState {
             throw StateError(.illegalTransition, "cannot \(verb) job \(id): it is \(state.rawValue)")
         }
         return state
+    }
+
+    /// When a job preempted for a pending job ends, its GPUs are held for that job.
+    mutating func holdForPreemptor(_ id: JobID) {
+        guard case .preempted(let by, _)? = jobs[existing: id].stopReason, jobs.contains(by),
+            jobs[existing: by].state == .pending, let a = jobs[existing: id].allocation
+        else { return }
+        jobs[existing: by].heldGPUs.append(contentsOf: a.slices)
+        holding.insert(by)
     }
 
     static func stop(_ job: inout Job, _ reason: StopReason, at t: Instant, grace: Seconds) {
@@ -315,6 +337,7 @@ extension ClusterState {
         let rate = job.costRate
         job.costRate = 0
         job.endTime = t
+        job.loans = []
         return rate
     }
 

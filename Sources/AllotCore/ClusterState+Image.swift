@@ -128,6 +128,7 @@ extension ClusterState {
             }
             jobs[job.id] = job
             if job.state == .pending { pendingJobs.insert(job) }
+            if job.state == .pending && !job.heldGPUs.isEmpty { holding.insert(job.id) }
             guard job.state.holdsGPUs else { continue }
             activeJobs.insert(job.id)
             guard let allocation = job.allocation else {

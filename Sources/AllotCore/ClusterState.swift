@@ -21,6 +21,8 @@ public struct ClusterState: Hashable, Sendable {
     public internal(set) var modelUsage: [String: Usage]
     public internal(set) var kindUsage: [JobKind: Usage]
 
+    /// Pending jobs holding GPUs freed for them by preemption (derived).
+    var holding: Set<JobID> = []
     /// Node position by name (derived).
     var nodeIndex: [String: Int]
     /// The free GPUs of schedulable nodes, indexed for placement (derived, kept up to date by `apply`). While
@@ -133,6 +135,19 @@ public struct ClusterState: Hashable, Sendable {
     /// A tenant's fair-share usage (decayed GPU-seconds) at `t`.
     public func decayedUsage(of tenant: String, at t: Instant) -> Double {
         tenantUsage[tenant]?.decayed.value(at: t, halfLife: config.scheduler.fairshareHalfLife) ?? 0
+    }
+
+    /// Money a tenant spent within the budget window holding `t`.
+    public func spent(by tenant: String, in window: Budget.Window, at t: Instant) -> Double {
+        tenantUsage[tenant]?.spent(in: window, at: t) ?? 0
+    }
+
+    /// GPUs of each model kept for inference: the config's reserve plus nodes marked for inference.
+    public var inferenceReserve: [Int] {
+        var r = [Int](repeating: 0, count: config.gpuModels.count)
+        for res in config.inferenceReserve { if let m = modelIndex[res.gpuModel] { r[m] += res.gpus } }
+        for node in nodes where node.spec.inferenceReserved { r[node.modelIndex] += node.spec.gpus }
+        return r
     }
 
     /// Jobs in a given state, ordered by id.

@@ -3,7 +3,7 @@
 public struct Event: Hashable, Codable, Sendable {
     /// The version of the event schema written by this build. Readers accept this and every older version;
     /// fields added later are optional when decoding.
-    public static let schemaVersion: UInt16 = 1
+    public static let schemaVersion: UInt16 = 2
 
     /// When the event happened. Events are applied in order; a time earlier than the state's clock is taken
     /// as the clock's time (clocks step back; the log's order is the truth).
@@ -27,10 +27,13 @@ public struct Event: Hashable, Codable, Sendable {
         case jobSubmitted(id: JobID, spec: JobSpec, held: Bool)
         case jobHeld(id: JobID)
         case jobReleased(id: JobID)
-        case jobStarted(id: JobID, allocation: Allocation)
+        /// A pending job starts on these GPUs; `note` says why there, `loans` what lent them.
+        case jobStarted(id: JobID, allocation: Allocation, note: PlacementNote? = nil, loans: [Loan] = [])
         /// A running job is told to make way for `by`; it stops within `grace` seconds, then goes back to
         /// pending with its original submit time.
-        case jobPreempted(id: JobID, by: JobID, grace: Seconds)
+        case jobPreempted(id: JobID, by: JobID, grace: Seconds, reason: PreemptionReason = .priority)
+        /// A running job reported a checkpoint: work before now survives a preemption.
+        case jobCheckpointed(id: JobID)
         /// A pending or held job is cancelled at once; a running one is told to stop within `grace`.
         case jobCancelled(id: JobID, by: UInt32?, grace: Seconds)
         /// A running job reached its walltime limit and is told to stop within `grace`.
@@ -58,6 +61,7 @@ public struct Event: Hashable, Codable, Sendable {
         case .jobReleased: "jobReleased"
         case .jobStarted: "jobStarted"
         case .jobPreempted: "jobPreempted"
+        case .jobCheckpointed: "jobCheckpointed"
         case .jobCancelled: "jobCancelled"
         case .jobTimedOut: "jobTimedOut"
         case .jobFinished: "jobFinished"

@@ -65,16 +65,32 @@ public struct Tenant: Hashable, Codable, Sendable {
     public var name: String
     /// Fair-share weight relative to other tenants.
     public var shares: Double
-    /// GPUs guaranteed to this tenant, if any.
+    /// GPUs guaranteed to this tenant, if any. When any tenant has a quota, a tenant without one is
+    /// guaranteed nothing: everything it uses is borrowed.
     public var gpuQuota: Int?
+    /// The most GPUs the tenant may use beyond its quota (nil: no limit).
+    public var borrowLimit: Int?
     /// Spending limit, if any.
     public var budget: Budget?
 
-    public init(name: String, shares: Double = 1, gpuQuota: Int? = nil, budget: Budget? = nil) {
+    public init(name: String, shares: Double = 1, gpuQuota: Int? = nil, borrowLimit: Int? = nil, budget: Budget? = nil)
+    {
         self.name = name
         self.shares = shares
         self.gpuQuota = gpuQuota
+        self.borrowLimit = borrowLimit
         self.budget = budget
+    }
+
+    enum CodingKeys: String, CodingKey { case name, shares, gpuQuota, borrowLimit, budget }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        name = try c.decode(String.self, forKey: .name)
+        shares = try c.decodeIfPresent(Double.self, forKey: .shares) ?? 1
+        gpuQuota = try c.decodeIfPresent(Int.self, forKey: .gpuQuota)
+        borrowLimit = try c.decodeIfPresent(Int.self, forKey: .borrowLimit)
+        budget = try c.decodeIfPresent(Budget.self, forKey: .budget)
     }
 }
 
@@ -106,12 +122,15 @@ public struct SchedulerSettings: Hashable, Codable, Sendable {
     public var defaultEstimate: Seconds = 3600
     /// How often the daemon runs a scheduling pass when nothing else triggers one.
     public var interval: Seconds = 10
+    /// Subtracted from the score of jobs whose tenant is past a soft budget, so that they go after every job
+    /// of their class whose tenant is within budget.
+    public var overBudgetPenalty: Double = 10_000
 
     public init() {}
 
     enum CodingKeys: String, CodingKey {
         case fairshareHalfLife, ageWeight, maxAge, fairshareWeight, sizeWeight, sizeFavor, defaultGrace
-        case defaultEstimate, interval
+        case defaultEstimate, interval, overBudgetPenalty
     }
 
     /// Decodes leniently: settings added by later versions take their defaults when absent.
@@ -127,6 +146,7 @@ public struct SchedulerSettings: Hashable, Codable, Sendable {
         defaultGrace = try c.decodeIfPresent(Double.self, forKey: .defaultGrace) ?? d.defaultGrace
         defaultEstimate = try c.decodeIfPresent(Double.self, forKey: .defaultEstimate) ?? d.defaultEstimate
         interval = try c.decodeIfPresent(Double.self, forKey: .interval) ?? d.interval
+        overBudgetPenalty = try c.decodeIfPresent(Double.self, forKey: .overBudgetPenalty) ?? d.overBudgetPenalty
     }
 }
 
@@ -137,6 +157,9 @@ public struct PoolConfig: Hashable, Codable, Sendable {
     public var priorityClasses: [PriorityClass]
     public var tenants: [Tenant]
     public var scheduler: SchedulerSettings
+    public var preemption: PreemptionSettings
+    /// GPUs kept for inference, by model (nodes marked `inference_reserved` add theirs).
+    public var inferenceReserve: [InferenceReserve]
     /// The class a job gets when it names none, by kind.
     public var defaultTrainingClass: String
     public var defaultInferenceClass: String
@@ -146,6 +169,8 @@ public struct PoolConfig: Hashable, Codable, Sendable {
         priorityClasses: [PriorityClass] = PriorityClass.defaults,
         tenants: [Tenant] = [],
         scheduler: SchedulerSettings = SchedulerSettings(),
+        preemption: PreemptionSettings = PreemptionSettings(),
+        inferenceReserve: [InferenceReserve] = [],
         defaultTrainingClass: String = "training",
         defaultInferenceClass: String = "inference"
     ) {
@@ -153,8 +178,29 @@ public struct PoolConfig: Hashable, Codable, Sendable {
         self.priorityClasses = priorityClasses
         self.tenants = tenants
         self.scheduler = scheduler
+        self.preemption = preemption
+        self.inferenceReserve = inferenceReserve
         self.defaultTrainingClass = defaultTrainingClass
         self.defaultInferenceClass = defaultInferenceClass
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case gpuModels, priorityClasses, tenants, scheduler, preemption, inferenceReserve, defaultTrainingClass
+        case defaultInferenceClass
+    }
+
+    /// Decodes leniently: sections added by later versions take their defaults when absent.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        gpuModels = try c.decode([GPUModel].self, forKey: .gpuModels)
+        priorityClasses =
+            try c.decodeIfPresent([PriorityClass].self, forKey: .priorityClasses) ?? PriorityClass.defaults
+        tenants = try c.decodeIfPresent([Tenant].self, forKey: .tenants) ?? []
+        scheduler = try c.decodeIfPresent(SchedulerSettings.self, forKey: .scheduler) ?? SchedulerSettings()
+        preemption = try c.decodeIfPresent(PreemptionSettings.self, forKey: .preemption) ?? PreemptionSettings()
+        inferenceReserve = try c.decodeIfPresent([InferenceReserve].self, forKey: .inferenceReserve) ?? []
+        defaultTrainingClass = try c.decodeIfPresent(String.self, forKey: .defaultTrainingClass) ?? "training"
+        defaultInferenceClass = try c.decodeIfPresent(String.self, forKey: .defaultInferenceClass) ?? "inference"
     }
 
     /// Checks the config on its own: unique names, positive prices and speeds, default classes that exist.
@@ -193,8 +239,25 @@ public struct PoolConfig: Hashable, Codable, Sendable {
         if !(s.defaultEstimate > 0) { out.append("scheduler.default_estimate must be > 0") }
         if !(s.interval > 0) { out.append("scheduler.interval must be > 0") }
         if !(s.defaultGrace >= 0) { out.append("scheduler.default_grace must be >= 0") }
+        let p = preemption
+        if !(p.minRuntime >= 0) { out.append("preemption.min_runtime must be >= 0") }
+        if p.maxPreemptions < 1 { out.append("preemption.max_preemptions must be >= 1") }
+        if !(p.protection >= 0) { out.append("preemption.protection must be >= 0") }
+        if !(p.loanGrace >= 0) { out.append("preemption.loan_grace must be >= 0") }
+        for r in inferenceReserve {
+            if model(named: r.gpuModel) == nil {
+                out.append("inference_reserve names GPU model \"\(r.gpuModel)\", which is not declared")
+            }
+            if r.gpus < 0 { out.append("inference_reserve for \(r.gpuModel): gpus must be >= 0") }
+        }
+        for t in tenants {
+            if let b = t.borrowLimit, b < 0 { out.append("tenant \"\(t.name)\": borrow_limit must be >= 0") }
+        }
         return out
     }
+
+    /// Whether any tenant has a quota: then quotas are guarantees, and use beyond them is borrowed.
+    public var quotasInForce: Bool { tenants.contains { $0.gpuQuota != nil } }
 
     /// The model of that name, if declared.
     public func model(named name: String) -> GPUModel? { gpuModels.first { $0.name == name } }

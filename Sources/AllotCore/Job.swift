@@ -62,6 +62,9 @@ public struct JobSpec: Hashable, Codable, Sendable {
     public var grace: Seconds?
     /// Placements whose estimated cost exceeds this are not used.
     public var maxCostUSD: Double?
+    /// How to trade money against time; nil takes the default for the job's kind (training: fastest,
+    /// inference: cheapest).
+    public var prefer: Preference?
     public var command: [String]
     public var environment: [String: String]
     public var workingDirectory: String?
@@ -82,6 +85,7 @@ public struct JobSpec: Hashable, Codable, Sendable {
         preemptible: Bool? = nil,
         grace: Seconds? = nil,
         maxCostUSD: Double? = nil,
+        prefer: Preference? = nil,
         command: [String] = [],
         environment: [String: String] = [:],
         workingDirectory: String? = nil
@@ -101,6 +105,7 @@ public struct JobSpec: Hashable, Codable, Sendable {
         self.preemptible = preemptible
         self.grace = grace
         self.maxCostUSD = maxCostUSD
+        self.prefer = prefer
         self.command = command
         self.environment = environment
         self.workingDirectory = workingDirectory
@@ -108,7 +113,7 @@ public struct JobSpec: Hashable, Codable, Sendable {
 
     enum CodingKeys: String, CodingKey {
         case name, tenant, uid, user, kind, priorityClass, gpus, gpuModels, minGPUMemoryGiB, topology, walltime
-        case estimate, preemptible, grace, maxCostUSD, command, environment, workingDirectory
+        case estimate, preemptible, grace, maxCostUSD, prefer, command, environment, workingDirectory
     }
 
     /// Decodes leniently: keys added by later versions may be absent from older records.
@@ -129,6 +134,7 @@ public struct JobSpec: Hashable, Codable, Sendable {
         preemptible = try c.decodeIfPresent(Bool.self, forKey: .preemptible)
         grace = try c.decodeIfPresent(Double.self, forKey: .grace)
         maxCostUSD = try c.decodeIfPresent(Double.self, forKey: .maxCostUSD)
+        prefer = try c.decodeIfPresent(Preference.self, forKey: .prefer)
         command = try c.decodeIfPresent([String].self, forKey: .command) ?? []
         environment = try c.decodeIfPresent([String: String].self, forKey: .environment) ?? [:]
         workingDirectory = try c.decodeIfPresent(String.self, forKey: .workingDirectory)
@@ -184,13 +190,16 @@ public enum ExitStatus: Hashable, Codable, Sendable, CustomStringConvertible {
 
 /// Why a running job was told to stop.
 public enum StopReason: Hashable, Codable, Sendable, CustomStringConvertible {
-    case preempted(by: JobID)
+    case preempted(by: JobID, reason: PreemptionReason)
     case cancelled(by: UInt32?)
     case walltime
 
     public var description: String {
         switch self {
-        case .preempted(let by): "preempted by job \(by)"
+        case .preempted(let by, .priority): "preempted by job \(by)"
+        case .preempted(let by, .reservation): "its GPUs were reclaimed for job \(by)'s reservation"
+        case .preempted(let by, .inference): "its GPUs were reclaimed from the inference reserve for job \(by)"
+        case .preempted(let by, .quota): "its GPUs beyond its tenant's quota were reclaimed for job \(by)"
         case .cancelled(let uid?): "cancelled by uid \(uid)"
         case .cancelled(nil): "cancelled"
         case .walltime: "walltime limit reached"
@@ -220,6 +229,15 @@ public struct Job: Hashable, Codable, Sendable {
     public internal(set) var exit: ExitStatus?
     /// A short text on why the job ended as it did, or why it was requeued.
     public internal(set) var note: String?
+    /// Why the current (or last) run was placed where it is.
+    public internal(set) var placement: PlacementNote?
+    /// What the current run's GPUs were lent by, if anything: such GPUs may be taken back at once.
+    public internal(set) var loans: [Loan] = []
+    /// When the job last reported a checkpoint; work before it survives a preemption.
+    public internal(set) var lastCheckpoint: Instant?
+    /// GPUs freed for this pending job by the jobs it preempted: held for it, so that nothing else (not even
+    /// a requeued victim) takes them, until it starts, is held or is cancelled.
+    public internal(set) var heldGPUs: [Allocation.Slice] = []
     /// Number of times the job was started.
     public internal(set) var runs: Int
     public internal(set) var preemptions: Int
@@ -259,6 +277,10 @@ public struct Job: Hashable, Codable, Sendable {
         grace: Seconds?,
         exit: ExitStatus?,
         note: String?,
+        placement: PlacementNote? = nil,
+        loans: [Loan] = [],
+        lastCheckpoint: Instant? = nil,
+        heldGPUs: [Allocation.Slice] = [],
         runs: Int,
         preemptions: Int,
         pastRunSeconds: Seconds,
@@ -279,6 +301,10 @@ public struct Job: Hashable, Codable, Sendable {
         self.grace = grace
         self.exit = exit
         self.note = note
+        self.placement = placement
+        self.loans = loans
+        self.lastCheckpoint = lastCheckpoint
+        self.heldGPUs = heldGPUs
         self.runs = runs
         self.preemptions = preemptions
         self.pastRunSeconds = pastRunSeconds
@@ -296,6 +322,14 @@ public struct Job: Hashable, Codable, Sendable {
     public func gpuSeconds(at now: Instant) -> Double {
         pastGPUSeconds
             + (state.holdsGPUs ? max(0, now - (startTime ?? now)) * Double(allocation?.gpuCount ?? 0) : 0)
+    }
+
+    /// GPU-seconds of work the current run would lose if stopped at `now`: since its start or its last
+    /// checkpoint, whichever is later.
+    public func workAtRisk(at now: Instant) -> Double {
+        guard state.holdsGPUs, let start = startTime else { return 0 }
+        let since = max(start, lastCheckpoint ?? start)
+        return max(0, now - since) * Double(allocation?.gpuCount ?? spec.gpus)
     }
 
     /// Money spent up to `now`, over all runs.

@@ -14,6 +14,9 @@ public struct NodeSpec: Hashable, Codable, Sendable {
     public var labels: [String: String]
     /// Whether the daemon itself runs this node's jobs (rather than a node agent).
     public var local: Bool
+    /// Whether the node's GPUs are kept for inference (lent to preemptible jobs while inference does not
+    /// need them), adding to its model's inference reserve.
+    public var inferenceReserved: Bool
 
     public init(
         name: String,
@@ -23,7 +26,8 @@ public struct NodeSpec: Hashable, Codable, Sendable {
         cpus: Int? = nil,
         memoryGiB: Double? = nil,
         labels: [String: String] = [:],
-        local: Bool = false
+        local: Bool = false,
+        inferenceReserved: Bool = false
     ) {
         self.name = name
         self.gpuModel = gpuModel
@@ -33,9 +37,12 @@ public struct NodeSpec: Hashable, Codable, Sendable {
         self.memoryGiB = memoryGiB
         self.labels = labels
         self.local = local
+        self.inferenceReserved = inferenceReserved
     }
 
-    enum CodingKeys: String, CodingKey { case name, gpuModel, gpus, nvlinkIslands, cpus, memoryGiB, labels, local }
+    enum CodingKeys: String, CodingKey {
+        case name, gpuModel, gpus, nvlinkIslands, cpus, memoryGiB, labels, local, inferenceReserved
+    }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -47,6 +54,7 @@ public struct NodeSpec: Hashable, Codable, Sendable {
         memoryGiB = try c.decodeIfPresent(Double.self, forKey: .memoryGiB)
         labels = try c.decodeIfPresent([String: String].self, forKey: .labels) ?? [:]
         local = try c.decodeIfPresent(Bool.self, forKey: .local) ?? false
+        inferenceReserved = try c.decodeIfPresent(Bool.self, forKey: .inferenceReserved) ?? false
     }
 
     /// Problems with this spec on its own (GPU count, islands); empty when it is valid.

@@ -19,8 +19,13 @@ public struct PendingQueue: Sendable, Sequence, Hashable {
         var constraint: Int32
         /// The job's estimate, else its walltime, else NaN (the config default applies).
         var estimate: Double
+        /// The job's walltime limit, or NaN.
+        var walltime: Double
         /// NaN when the job has no cost limit.
         var maxCostUSD: Double
+        /// The job's own preemptible setting: -1 none (its class decides), 0 no, 1 yes.
+        var preemptible: Int8
+        var prefer: Preference?
     }
 
     /// A job's model and memory constraints, interned.
@@ -59,7 +64,10 @@ public struct PendingQueue: Sendable, Sequence, Hashable {
             priorityClass: spec.priorityClass.map { classes.intern($0) } ?? -1,
             constraint: constraints.intern(Constraint(models: spec.gpuModels, minGPUMemoryGiB: spec.minGPUMemoryGiB)),
             estimate: spec.estimate ?? spec.walltime ?? .nan,
-            maxCostUSD: spec.maxCostUSD ?? .nan
+            walltime: spec.walltime ?? .nan,
+            maxCostUSD: spec.maxCostUSD ?? .nan,
+            preemptible: spec.preemptible.map { $0 ? 1 : 0 } ?? -1,
+            prefer: spec.prefer
         )
         position[job.id] = rows.count
         rows.append(row)

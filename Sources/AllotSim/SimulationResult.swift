@@ -9,12 +9,29 @@ public struct SimulationResult: Sendable {
     public let policy: Scheduler.Policy
     public let totalGPUs: Double
     public let firstSubmit: Double
+    /// The last arrival: waste is also reported while jobs keep arriving.
+    public let lastArrival: Double
     /// ∫ GPUs in use dt.
     public let busyGPUSeconds: Double
     /// ∫ GPUs idle while a pending job could have used them dt.
     public let wastedGPUSeconds: Double
+    /// The same, up to the last arrival.
+    public let wastedWhileArrivingGPUSeconds: Double
     /// Scheduling passes run.
     public let passes: Int
+    public let counts: Counts
+    /// Every run that ended, for per-window spending.
+    public let runs: [RunRecord]
+
+    /// Preemptions by kind, and starts on lent GPUs.
+    public struct Counts: Hashable, Sendable, Codable {
+        /// Jobs preempted by class (a higher class that may preempt needed the GPUs).
+        public var preemptions = 0
+        /// Loans taken back (reservation, inference reserve, quota).
+        public var reclaims = 0
+        /// Starts on lent GPUs.
+        public var loans = 0
+    }
 
     /// Wait and completion-time figures of a set of jobs.
     public struct Figures: Hashable, Sendable, Codable {
@@ -28,9 +45,16 @@ public struct SimulationResult: Sendable {
         public var p99Wait: Double
         public var costUSD: Double
         public var gpuHours: Double
+        /// Training: reference GPU-hours of work done (duration × GPUs at speed 1.0). Inference: replica-hours
+        /// served.
+        public var workHours: Double
+        /// `cost_usd / work_hours`: money per reference GPU-hour of training, or per inference replica-hour.
+        public var costPerWorkHour: Double
 
         enum CodingKeys: String, CodingKey {
             case jobs, completed
+            case workHours = "work_hours"
+            case costPerWorkHour = "cost_per_work_hour"
             case avgJCT = "avg_jct_s"
             case p50JCT = "p50_jct_s"
             case p99JCT = "p99_jct_s"
@@ -63,11 +87,21 @@ public struct SimulationResult: Sendable {
         public var gpuHours: Double
         public var costPerGPUHour: Double
         public var preemptions: Int
+        public var reclaims: Int
+        public var loans: Int
         public var passes: Int
+        /// Waste while jobs keep arriving (up to the last arrival), as opposed to the drain at the end.
+        public var wasteWhileArriving: Double
         public var byKind: [String: Figures]
+        public var byTenant: [String: TenantFigures]
+        /// (tenant, budget window) pairs whose spending went past the tenant's budget.
+        public var budgetViolations: Int
 
         enum CodingKeys: String, CodingKey {
-            case policy, jobs, completed, unschedulable, preemptions, passes, utilization, waste
+            case policy, jobs, completed, unschedulable, preemptions, reclaims, loans, passes, utilization, waste
+            case wasteWhileArriving = "waste_while_arriving"
+            case byTenant = "by_tenant"
+            case budgetViolations = "budget_violations"
             case timedOut = "timed_out"
             case makespan = "makespan_s"
             case avgJCT = "avg_jct_s"
@@ -83,6 +117,18 @@ public struct SimulationResult: Sendable {
         }
     }
 
+    /// Money and GPU-time of one tenant.
+    public struct TenantFigures: Hashable, Sendable, Codable {
+        public var jobs: Int
+        public var costUSD: Double
+        public var gpuHours: Double
+        enum CodingKeys: String, CodingKey {
+            case jobs
+            case costUSD = "cost_usd"
+            case gpuHours = "gpu_hours"
+        }
+    }
+
     /// Jobs that ended (completed, failed or timed out), by id.
     public var endedJobs: [Job] {
         state.jobs.values.filter { $0.state.isTerminal }.sorted { $0.id < $1.id }
@@ -94,11 +140,20 @@ public struct SimulationResult: Sendable {
         let end = ended.compactMap { $0.endTime?.seconds }.max() ?? firstSubmit
         let makespan = max(0, end - firstSubmit)
         let gpuTime = totalGPUs * makespan
-        let overall = Self.figures(all, at: state.now)
+        let overall = figures(all, at: state.now)
         var byKind: [String: Figures] = [:]
         for kind in JobKind.allCases {
-            byKind[kind.rawValue] = Self.figures(all.filter { $0.spec.kind == kind }, at: state.now)
+            byKind[kind.rawValue] = figures(all.filter { $0.spec.kind == kind }, at: state.now)
         }
+        var byTenant: [String: TenantFigures] = [:]
+        for job in all {
+            var f = byTenant[job.spec.tenant] ?? TenantFigures(jobs: 0, costUSD: 0, gpuHours: 0)
+            f.jobs += 1
+            f.costUSD += job.costUSD(at: state.now)
+            f.gpuHours += job.gpuSeconds(at: state.now) / 3600
+            byTenant[job.spec.tenant] = f
+        }
+        let arriving = max(0, lastArrival - firstSubmit) * totalGPUs
         let pass = Scheduler(policy: policy).schedule(state, at: state.now)
         let unschedulable = pass.pending.filter { $0.blocker.isPermanent }.count
         return Summary(
@@ -119,27 +174,63 @@ public struct SimulationResult: Sendable {
             costUSD: overall.costUSD,
             gpuHours: overall.gpuHours,
             costPerGPUHour: overall.gpuHours > 0 ? overall.costUSD / overall.gpuHours : 0,
-            preemptions: all.reduce(0) { $0 + $1.preemptions },
+            preemptions: counts.preemptions,
+            reclaims: counts.reclaims,
+            loans: counts.loans,
             passes: passes,
-            byKind: byKind
+            wasteWhileArriving: arriving > 0 ? wastedWhileArrivingGPUSeconds / arriving : 0,
+            byKind: byKind,
+            byTenant: byTenant,
+            budgetViolations: budgetViolations()
         )
     }
 
-    static func figures(_ jobs: [Job], at now: Instant) -> Figures {
+    /// (tenant, window) pairs over budget: runs' costs split at the windows' calendar boundaries.
+    func budgetViolations() -> Int {
+        var violations = 0
+        for tenant in state.config.tenants {
+            guard let b = tenant.budget else { continue }
+            var spent: [Double: Double] = [:]
+            for r in runs where r.tenant == tenant.name && r.end > r.start {
+                var t = r.start
+                while t < r.end {
+                    let w = b.window.start(containing: Instant(seconds: t)).seconds
+                    let e = min(r.end, b.window.end(containing: Instant(seconds: t)).seconds)
+                    spent[w, default: 0] += (e - t) * r.costPerSecond
+                    t = e
+                }
+            }
+            violations += spent.values.filter { $0 > b.usd + 1e-6 }.count
+        }
+        return violations
+    }
+
+    func figures(_ jobs: [Job], at now: Instant) -> Figures {
         let ended = jobs.filter { $0.state.isTerminal && $0.endTime != nil }
         let jct = ended.map { $0.endTime! - $0.submitTime }.sorted()
         let wait = ended.map { max(0, ($0.endTime! - $0.submitTime) - $0.pastRunSeconds) }.sorted()
+        let cost = jobs.reduce(0) { $0 + $1.costUSD(at: now) }
+        // Work done: for ended training jobs their whole trace duration × GPUs (reference GPU-hours); for
+        // inference, the hours each replica served.
+        var work = 0.0
+        for job in ended {
+            guard let i = traceIndex[job.id] else { continue }
+            let tj = trace.jobs[i]
+            work += job.spec.kind == .training ? tj.duration * Double(tj.gpus) / 3600 : job.pastRunSeconds / 3600
+        }
         return Figures(
             jobs: jobs.count,
             completed: ended.count,
-            avgJCT: mean(jct),
-            p50JCT: percentile(jct, 0.50),
-            p99JCT: percentile(jct, 0.99),
-            avgWait: mean(wait),
-            p50Wait: percentile(wait, 0.50),
-            p99Wait: percentile(wait, 0.99),
-            costUSD: jobs.reduce(0) { $0 + $1.costUSD(at: now) },
-            gpuHours: jobs.reduce(0) { $0 + $1.gpuSeconds(at: now) } / 3600
+            avgJCT: Self.mean(jct),
+            p50JCT: Self.percentile(jct, 0.50),
+            p99JCT: Self.percentile(jct, 0.99),
+            avgWait: Self.mean(wait),
+            p50Wait: Self.percentile(wait, 0.50),
+            p99Wait: Self.percentile(wait, 0.99),
+            costUSD: cost,
+            gpuHours: jobs.reduce(0) { $0 + $1.gpuSeconds(at: now) } / 3600,
+            workHours: work,
+            costPerWorkHour: work > 0 ? cost / work : 0
         )
     }
 

@@ -3,13 +3,21 @@ import HeapModule
 
 /// Replays a trace through the real core with virtual time.
 ///
-/// Event-driven: time jumps to the next arrival or completion, never sleeps. At each such instant the
+/// Event-driven: time jumps to the next arrival, completion or stop, never sleeps. At each such instant the
 /// simulator applies the completions, then the arrivals, then runs one scheduling pass and applies its
 /// decisions, exactly as the daemon would.
+///
+/// A preempted job gets its grace period, keeps the work done until it exits (it checkpoints on the
+/// notice), and pays `restartOverhead` when it starts again.
 public struct Simulator {
     public var policy: Scheduler.Policy
     /// Check the state's invariants after every step (slow; for tests).
     public var paranoid = false
+    /// Seconds a preempted job spends getting back to where it was when it starts again (loading a
+    /// checkpoint, warming up).
+    public var restartOverhead: Seconds = 60
+    /// Called after each scheduling pass with its time, the pass, and the state it ran on (tests, tracing).
+    public var onPass: ((Instant, SchedulingPass, ClusterState) -> Void)?
 
     public init(policy: Scheduler.Policy = .allot) {
         self.policy = policy
@@ -17,12 +25,15 @@ public struct Simulator {
 
     /// What the simulator scheduled to happen to a running job.
     private struct Due: Comparable {
+        enum Kind: Int {
+            case complete, timeOut, exitAfterNotice
+        }
         var time: Double
         var seq: Int
         var job: JobID
-        /// The run it belongs to; a stale entry (the job was requeued since) is skipped.
+        /// The run it belongs to; an entry of an earlier run is skipped.
         var run: Int
-        var timesOut: Bool
+        var kind: Kind
         static func < (a: Due, b: Due) -> Bool { a.time != b.time ? a.time < b.time : a.seq < b.seq }
     }
 
@@ -32,22 +43,41 @@ public struct Simulator {
     public func run(_ trace: Trace, on initial: ClusterState) throws(SimulationError) -> SimulationResult {
         var state = initial
         let scheduler = Scheduler(policy: policy)
-        let probe = Scheduler(policy: .allot)
         let totalGPUs = Double(state.totalGPUs)
         var due = Heap<Due>()
         var seq = 0
         var traceIndex: [JobID: Int] = [:]
+        /// Work left per job: reference seconds (training) or lifetime seconds (inference).
+        var workLeft: [JobID: Double] = [:]
+        /// Per running job: when its useful work began in this run (after any restart overhead), and speed.
+        var runInfo: [JobID: (workStart: Double, speed: Double)] = [:]
+        var runs: [RunRecord] = []
         var nextArrival = 0
         var lastTime = trace.jobs.first?.submitTime ?? 0
         var busyGPUs = 0.0
         var usableIdle = 0.0
         var busyIntegral = 0.0
         var wasteIntegral = 0.0
+        var wasteArriving = 0.0
         var passes = 0
+        var counts = SimulationResult.Counts()
         let firstSubmit = lastTime
 
         func apply(_ e: Event) throws(SimulationError) {
             do { try state.apply(e) } catch { throw SimulationError.refused(e, error) }
+        }
+
+        func closeRun(_ id: JobID, at t: Double) {
+            guard let job = state.jobs[id], let start = job.startTime, let a = job.allocation else { return }
+            runs.append(
+                RunRecord(
+                    tenant: job.spec.tenant,
+                    start: start.seconds,
+                    end: t,
+                    costPerSecond: job.costRate,
+                    gpus: a.gpuCount
+                )
+            )
         }
 
         while true {
@@ -57,56 +87,87 @@ public struct Simulator {
             {
                 _ = due.popMin()
             }
-            let completion = due.min?.time ?? .infinity
-            let t = min(arrival, completion)
+            let next = due.min?.time ?? .infinity
+            let t = min(arrival, next)
             if !t.isFinite { break }
             busyIntegral += busyGPUs * (t - lastTime)
             wasteIntegral += usableIdle * (t - lastTime)
+            let lastArrivalTime = trace.jobs.last?.submitTime ?? 0
+            if lastTime < lastArrivalTime { wasteArriving += usableIdle * (min(t, lastArrivalTime) - lastTime) }
             lastTime = t
             let now = Instant(seconds: t)
             while let top = due.min, top.time <= t {
                 _ = due.popMin()
                 guard let job = state.jobs[top.job], job.runs == top.run, job.state.holdsGPUs else { continue }
-                if top.timesOut {
+                switch top.kind {
+                case .complete where job.state == .running:
+                    closeRun(top.job, at: t)
+                    workLeft[top.job] = 0
+                    try apply(Event(time: now, .jobFinished(id: top.job, exit: .exited(code: 0))))
+                case .timeOut where job.state == .running:
+                    closeRun(top.job, at: t)
                     try apply(Event(time: now, .jobTimedOut(id: top.job, grace: 0)))
                     try apply(Event(time: now, .jobFinished(id: top.job, exit: .signaled(signal: 15))))
-                } else {
-                    try apply(Event(time: now, .jobFinished(id: top.job, exit: .exited(code: 0))))
+                case .exitAfterNotice where job.state == .stopping:
+                    closeRun(top.job, at: t)
+                    // It checkpointed on the notice and exits now: work done until now is kept.
+                    if let info = runInfo[top.job] {
+                        let done = max(0, t - info.workStart) * (job.spec.kind == .training ? info.speed : 1)
+                        workLeft[top.job] = max(0, (workLeft[top.job] ?? 0) - done)
+                    }
+                    try apply(Event(time: now, .jobFinished(id: top.job, exit: .signaled(signal: 15))))
+                default:
+                    continue
                 }
             }
             while nextArrival < trace.jobs.count && trace.jobs[nextArrival].submitTime <= t {
                 let id = state.nextJobID
-                try apply(Event(time: now, .jobSubmitted(id: id, spec: trace.jobs[nextArrival].spec, held: false)))
+                let tj = trace.jobs[nextArrival]
+                try apply(Event(time: now, .jobSubmitted(id: id, spec: tj.spec, held: false)))
                 traceIndex[id] = nextArrival
+                workLeft[id] = tj.duration
                 nextArrival += 1
             }
             let pass = scheduler.schedule(state, at: now)
             passes += 1
+            onPass?(now, pass, state)
             for decision in pass.decisions {
                 try apply(decision.event(at: now))
-                guard case .start(let id, let allocation, _) = decision else { continue }
-                let tj = trace.jobs[traceIndex[id]!]
-                let speed = state.config.model(named: allocation.model)?.speed ?? 1
-                let runTime = tj.kind == .training ? tj.duration / speed : tj.duration
-                let limit = tj.walltime ?? .infinity
-                seq += 1
-                due.insert(
-                    Due(
-                        time: t + min(runTime, limit),
-                        seq: seq,
-                        job: id,
-                        run: state.jobs[id]!.runs,
-                        timesOut: runTime > limit
+                switch decision {
+                case .start(let id, let allocation, _, let loans):
+                    let tj = trace.jobs[traceIndex[id]!]
+                    let speed = state.config.model(named: allocation.model)?.speed ?? 1
+                    let job = state.jobs[id]!
+                    let overhead = job.runs > 1 ? restartOverhead : 0
+                    let left = workLeft[id] ?? tj.duration
+                    let runTime = overhead + (tj.kind == .training ? left / speed : left)
+                    let limit = tj.walltime ?? .infinity
+                    runInfo[id] = (t + overhead, speed)
+                    if !loans.isEmpty { counts.loans += 1 }
+                    seq += 1
+                    due.insert(
+                        Due(
+                            time: t + min(runTime, limit),
+                            seq: seq,
+                            job: id,
+                            run: job.runs,
+                            kind: runTime > limit ? .timeOut : .complete
+                        )
                     )
-                )
+                case .preempt(let id, _, let grace, let reason):
+                    if reason.isReclaim { counts.reclaims += 1 } else { counts.preemptions += 1 }
+                    seq += 1
+                    due.insert(
+                        Due(time: t + grace, seq: seq, job: id, run: state.jobs[id]!.runs, kind: .exitAfterNotice)
+                    )
+                }
             }
             busyGPUs = Double(state.gpusInUse)
-            // Waste: GPUs idle although a pending job could use them now. A greedy probe pass places what
-            // fits; it can only find work where the policy held a job back (queue order, not capacity).
+            // Waste: GPUs idle although a pending job could use them now. A greedy probe places what fits;
+            // it finds work only where the policy held a job back (queue order, reservations, budgets).
             usableIdle = 0
-            if pass.pending.contains(where: { if case .behind = $0.blocker { true } else { false } }) {
-                let probed = probe.schedule(state, at: now)
-                usableIdle = Double(probed.decisions.reduce(0) { $0 + $1.gpuCount })
+            if pass.pending.contains(where: { !$0.blocker.isCapacity }) {
+                usableIdle = Double(Scheduler.usableIdleGPUs(state, at: now))
             }
             if paranoid, let broken = state.invariantViolations().first {
                 throw SimulationError.invariant(broken, at: t)
@@ -119,18 +180,32 @@ public struct Simulator {
             policy: policy,
             totalGPUs: totalGPUs,
             firstSubmit: firstSubmit,
+            lastArrival: trace.jobs.last?.submitTime ?? firstSubmit,
             busyGPUSeconds: busyIntegral,
             wastedGPUSeconds: wasteIntegral,
-            passes: passes
+            wastedWhileArrivingGPUSeconds: wasteArriving,
+            passes: passes,
+            counts: counts,
+            runs: runs
         )
     }
 }
 
-extension Decision {
-    /// GPUs a start decision takes.
-    var gpuCount: Int {
+/// One run of a job: who paid, when, at what rate.
+public struct RunRecord: Hashable, Sendable {
+    public var tenant: String
+    public var start: Double
+    public var end: Double
+    public var costPerSecond: Double
+    public var gpus: Int
+}
+
+extension Blocker {
+    /// Whether only a lack of GPUs blocks the job (not a rule, a queue order or a reservation).
+    var isCapacity: Bool {
         switch self {
-        case .start(_, let a, _): a.gpuCount
+        case .insufficientGPUs, .noModelAllowed, .exceedsNodeSize, .exceedsPool, .held: true
+        default: false
         }
     }
 }

@@ -74,10 +74,13 @@ struct DecodeError: Error, CustomStringConvertible {
 struct BinaryReader {
     let bytes: UnsafeRawBufferPointer
     var offset: Int
+    /// The schema version the bytes were written with: fields added later are absent from older ones.
+    var version: UInt16
 
-    init(_ bytes: UnsafeRawBufferPointer, offset: Int = 0) {
+    init(_ bytes: UnsafeRawBufferPointer, offset: Int = 0, version: UInt16 = EventCodec.version) {
         self.bytes = bytes
         self.offset = offset
+        self.version = version
     }
 
     var remaining: Int { bytes.count - offset }

@@ -4,8 +4,10 @@ import AllotCore
 ///
 /// Enum values are numbered here, explicitly, so that reordering a Swift enum never changes the format.
 public enum EventCodec {
-    /// The payload version this build writes.
-    public static let version: UInt16 = 1
+    /// The payload version this build writes. Version 2 added: job preference, placement notes and loans on
+    /// starts, preemption reasons, checkpoints, preemption settings, the inference reserve, borrowing
+    /// limits, the over-budget penalty and inference-reserved nodes.
+    public static let version: UInt16 = 2
 
     static let nodeStates: [NodeState] = [.up, .draining, .drained, .down]
     static let healths: [GPUHealth] = [.healthy, .unhealthy]
@@ -17,10 +19,12 @@ public enum EventCodec {
     static let jobStates: [JobState] = [
         .pending, .held, .running, .stopping, .completed, .failed, .cancelled, .timedOut,
     ]
+    static let preemptionReasons: [PreemptionReason] = [.priority, .reservation, .inference, .quota]
+    static let rules: [PlacementNote.Rule] = [.cheapest, .soonest, .deadline, .firstFit]
 
     static func index<T: Equatable>(_ v: T, in cases: [T]) -> UInt8 { UInt8(cases.firstIndex(of: v)!) }
 
-    /// Encodes an event as a version-1 payload.
+    /// Encodes an event as a payload of the current version.
     public static func encode(_ event: Event) -> [UInt8] {
         var w = BinaryWriter()
         encode(event, into: &w)
@@ -61,15 +65,21 @@ public enum EventCodec {
         case .jobReleased(let id):
             w.u8(8)
             w.uvar(id.rawValue)
-        case .jobStarted(let id, let allocation):
+        case .jobStarted(let id, let allocation, let note, let loans):
             w.u8(9)
             w.uvar(id.rawValue)
             write(allocation, &w)
-        case .jobPreempted(let id, let by, let grace):
+            w.optional(note) { write($1, &$0) }
+            w.array(loans) { write($1, &$0) }
+        case .jobPreempted(let id, let by, let grace, let reason):
             w.u8(10)
             w.uvar(id.rawValue)
             w.uvar(by.rawValue)
             w.f64(grace)
+            w.u8(index(reason, in: preemptionReasons))
+        case .jobCheckpointed(let id):
+            w.u8(16)
+            w.uvar(id.rawValue)
         case .jobCancelled(let id, let by, let grace):
             w.u8(11)
             w.uvar(id.rawValue)
@@ -101,7 +111,7 @@ public enum EventCodec {
                 message: "payload version \(version) is newer than this allot reads (\(Self.version)); upgrade allot"
             )
         }
-        var r = BinaryReader(bytes)
+        var r = BinaryReader(bytes, version: version)
         let event = try decodeEvent(&r)
         if r.remaining != 0 {
             throw DecodeError(offset: r.offset, message: "\(r.remaining) bytes left over after the event")
@@ -138,8 +148,25 @@ public enum EventCodec {
         case 6: body = .jobSubmitted(id: JobID(try r.uvar()), spec: try readJobSpec(&r), held: try r.bool())
         case 7: body = .jobHeld(id: JobID(try r.uvar()))
         case 8: body = .jobReleased(id: JobID(try r.uvar()))
-        case 9: body = .jobStarted(id: JobID(try r.uvar()), allocation: try readAllocation(&r))
-        case 10: body = .jobPreempted(id: JobID(try r.uvar()), by: JobID(try r.uvar()), grace: try r.f64())
+        case 9:
+            let id = JobID(try r.uvar())
+            let allocation = try readAllocation(&r)
+            if r.version >= 2 {
+                body = .jobStarted(
+                    id: id,
+                    allocation: allocation,
+                    note: try r.optional { r throws(DecodeError) in try readNote(&r) },
+                    loans: try r.array { r throws(DecodeError) in try readLoan(&r) }
+                )
+            } else {
+                body = .jobStarted(id: id, allocation: allocation)
+            }
+        case 10:
+            let id = JobID(try r.uvar())
+            let by = JobID(try r.uvar())
+            let grace = try r.f64()
+            let reason = r.version >= 2 ? try r.enumeration(preemptionReasons, "preemption reason") : .priority
+            body = .jobPreempted(id: id, by: by, grace: grace, reason: reason)
         case 11:
             body = .jobCancelled(
                 id: JobID(try r.uvar()),
@@ -150,6 +177,7 @@ public enum EventCodec {
         case 13: body = .jobFinished(id: JobID(try r.uvar()), exit: try readExit(&r))
         case 14: body = .jobRequeued(id: JobID(try r.uvar()), reason: try r.string())
         case 15: body = .clockTick
+        case 16 where r.version >= 2: body = .jobCheckpointed(id: JobID(try r.uvar()))
         case let k: throw DecodeError(offset: kindOffset, message: "unknown event kind \(k)")
         }
         return Event(time: time, body)
@@ -179,6 +207,7 @@ public enum EventCodec {
         w.optional(s.preemptible) { $0.bool($1) }
         w.optional(s.grace) { $0.f64($1) }
         w.optional(s.maxCostUSD) { $0.f64($1) }
+        w.optional(s.prefer) { write($1, &$0) }
         w.array(s.command) { $0.string($1) }
         w.stringMap(s.environment)
         w.optional(s.workingDirectory) { $0.string($1) }
@@ -201,6 +230,7 @@ public enum EventCodec {
             preemptible: try r.optional { r throws(DecodeError) in try r.bool() },
             grace: try r.optional { r throws(DecodeError) in try r.f64() },
             maxCostUSD: try r.optional { r throws(DecodeError) in try r.f64() },
+            prefer: r.version >= 2 ? try r.optional { r throws(DecodeError) in try readPreference(&r) } : nil,
             command: try r.array { r throws(DecodeError) in try r.string() },
             environment: try r.stringMap(),
             workingDirectory: try r.optional { r throws(DecodeError) in try r.string() }
@@ -216,6 +246,7 @@ public enum EventCodec {
         w.optional(s.memoryGiB) { $0.f64($1) }
         w.stringMap(s.labels)
         w.bool(s.local)
+        w.bool(s.inferenceReserved)
     }
 
     static func readNodeSpec(_ r: inout BinaryReader) throws(DecodeError) -> NodeSpec {
@@ -229,7 +260,8 @@ public enum EventCodec {
             cpus: try r.optional { r throws(DecodeError) in try r.count(max: 1 << 30) },
             memoryGiB: try r.optional { r throws(DecodeError) in try r.f64() },
             labels: try r.stringMap(),
-            local: try r.bool()
+            local: try r.bool(),
+            inferenceReserved: r.version >= 2 ? try r.bool() : false
         )
     }
 
@@ -294,6 +326,7 @@ public enum EventCodec {
             w.string(t.name)
             w.f64(t.shares)
             w.optional(t.gpuQuota) { $0.uvar($1) }
+            w.optional(t.borrowLimit) { $0.uvar($1) }
             w.optional(t.budget) { w, b in
                 w.f64(b.usd)
                 w.u8(index(b.window, in: windows))
@@ -312,6 +345,16 @@ public enum EventCodec {
         w.f64(s.interval)
         w.string(c.defaultTrainingClass)
         w.string(c.defaultInferenceClass)
+        w.f64(s.overBudgetPenalty)
+        let p = c.preemption
+        w.f64(p.minRuntime)
+        w.uvar(p.maxPreemptions)
+        w.f64(p.protection)
+        w.f64(p.loanGrace)
+        w.array(c.inferenceReserve) { w, r in
+            w.string(r.gpuModel)
+            w.uvar(r.gpus)
+        }
     }
 
     static func readConfig(_ r: inout BinaryReader) throws(DecodeError) -> PoolConfig {
@@ -332,6 +375,8 @@ public enum EventCodec {
                 name: try r.string(),
                 shares: try r.f64(),
                 gpuQuota: try r.optional { r throws(DecodeError) in try r.count(max: Int(Int32.max)) },
+                borrowLimit: r.version >= 2
+                    ? try r.optional { r throws(DecodeError) in try r.count(max: Int(Int32.max)) } : nil,
                 budget: try r.optional { r throws(DecodeError) in
                     Budget(
                         usd: try r.f64(),
@@ -354,6 +399,80 @@ public enum EventCodec {
         c.scheduler = s
         c.defaultTrainingClass = try r.string()
         c.defaultInferenceClass = try r.string()
+        if r.version >= 2 {
+            c.scheduler.overBudgetPenalty = try r.f64()
+            var p = PreemptionSettings()
+            p.minRuntime = try r.f64()
+            p.maxPreemptions = try r.count(max: 1 << 20)
+            p.protection = try r.f64()
+            p.loanGrace = try r.f64()
+            c.preemption = p
+            c.inferenceReserve = try r.array { r throws(DecodeError) in
+                InferenceReserve(gpuModel: try r.string(), gpus: try r.count(max: 1 << 24))
+            }
+        }
         return c
+    }
+
+    static func write(_ p: Preference, _ w: inout BinaryWriter) {
+        switch p {
+        case .cheapest: w.u8(0)
+        case .fastest: w.u8(1)
+        case .deadline(let t):
+            w.u8(2)
+            w.f64(t.seconds)
+        }
+    }
+
+    static func readPreference(_ r: inout BinaryReader) throws(DecodeError) -> Preference {
+        let at = r.offset
+        switch try r.u8() {
+        case 0: return .cheapest
+        case 1: return .fastest
+        case 2: return .deadline(Instant(seconds: try r.f64()))
+        case let k: throw DecodeError(offset: at, message: "unknown preference \(k)")
+        }
+    }
+
+    static func write(_ l: Loan, _ w: inout BinaryWriter) {
+        switch l {
+        case .reservation(let id):
+            w.u8(0)
+            w.uvar(id.rawValue)
+        case .inferenceReserve(let model):
+            w.u8(1)
+            w.string(model)
+        case .quota(let tenant):
+            w.u8(2)
+            w.string(tenant)
+        }
+    }
+
+    static func readLoan(_ r: inout BinaryReader) throws(DecodeError) -> Loan {
+        let at = r.offset
+        switch try r.u8() {
+        case 0: return .reservation(for: JobID(try r.uvar()))
+        case 1: return .inferenceReserve(model: try r.string())
+        case 2: return .quota(tenant: try r.string())
+        case let k: throw DecodeError(offset: at, message: "unknown loan kind \(k)")
+        }
+    }
+
+    static func write(_ n: PlacementNote, _ w: inout BinaryWriter) {
+        w.u8(index(n.rule, in: rules))
+        w.string(n.model)
+        w.f64(n.expectedSeconds)
+        w.f64(n.estimatedCostUSD)
+        w.uvar(n.holesLeft)
+    }
+
+    static func readNote(_ r: inout BinaryReader) throws(DecodeError) -> PlacementNote {
+        PlacementNote(
+            rule: try r.enumeration(rules, "placement rule"),
+            model: try r.string(),
+            expectedSeconds: try r.f64(),
+            estimatedCostUSD: try r.f64(),
+            holesLeft: try r.count(max: 1 << 20)
+        )
     }
 }

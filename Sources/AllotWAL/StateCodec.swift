@@ -2,8 +2,9 @@ import AllotCore
 
 /// The binary encoding of a state image, as snapshots store it (docs/wal-format.md).
 enum StateCodec {
-    /// The state schema version this build writes.
-    static let version: UInt16 = 1
+    /// The state schema version this build writes (2: jobs' placement notes, loans and checkpoints,
+    /// preemption reasons, tenants' budget-window marks, and the event schema's version 2 parts).
+    static let version: UInt16 = 2
 
     static func encode(_ image: ClusterState.Image) -> [UInt8] {
         var w = BinaryWriter(capacity: 64 + image.jobs.count * 160)
@@ -24,6 +25,8 @@ enum StateCodec {
             w.f64(pair.1.decayed.settled)
             w.f64(pair.1.decayed.rate)
             w.f64(pair.1.decayed.since.seconds)
+            w.array(pair.1.marks.starts) { $0.f64($1.seconds) }
+            w.array(pair.1.marks.spent) { $0.f64($1) }
         }
         w.array(image.modelUsage) { w, pair in
             w.string(pair.0)
@@ -43,7 +46,7 @@ enum StateCodec {
                 message: "state version \(version) is newer than this allot reads (\(Self.version)); upgrade allot"
             )
         }
-        var r = BinaryReader(bytes)
+        var r = BinaryReader(bytes, version: version)
         let config = try EventCodec.readConfig(&r)
         let now = Instant(seconds: try r.f64())
         let next = JobID(try r.uvar())
@@ -63,7 +66,16 @@ enum StateCodec {
             let name = try r.string()
             let usage = try readUsage(&r)
             let decayed = DecayingUsage(settled: try r.f64(), rate: try r.f64(), since: Instant(seconds: try r.f64()))
-            return (name, TenantUsage(usage: usage, decayed: decayed))
+            var marks = WindowMarks()
+            if r.version >= 2 {
+                let starts = try r.array { r throws(DecodeError) in Instant(seconds: try r.f64()) }
+                let spent = try r.array { r throws(DecodeError) in try r.f64() }
+                guard starts.count == 3, spent.count == 3 else {
+                    throw DecodeError(offset: r.offset, message: "budget window marks of tenant \(name) are not three")
+                }
+                marks = WindowMarks(starts: starts, spent: spent)
+            }
+            return (name, TenantUsage(usage: usage, decayed: decayed, marks: marks))
         }
         let models = try r.array { r throws(DecodeError) in (try r.string(), try readUsage(&r)) }
         let kinds = try r.array { r throws(DecodeError) in
@@ -100,9 +112,10 @@ enum StateCodec {
         w.optional(j.allocation) { EventCodec.write($1, &$0) }
         w.optional(j.stopReason) { w, reason in
             switch reason {
-            case .preempted(let by):
+            case .preempted(let by, let reason):
                 w.u8(0)
                 w.uvar(by.rawValue)
+                w.u8(EventCodec.index(reason, in: EventCodec.preemptionReasons))
             case .cancelled(let uid):
                 w.u8(1)
                 w.optional(uid) { $0.uvar(UInt64($1)) }
@@ -114,6 +127,13 @@ enum StateCodec {
         w.optional(j.grace) { $0.f64($1) }
         w.optional(j.exit) { EventCodec.write($1, &$0) }
         w.optional(j.note) { $0.string($1) }
+        w.optional(j.placement) { EventCodec.write($1, &$0) }
+        w.array(j.loans) { EventCodec.write($1, &$0) }
+        w.optional(j.lastCheckpoint) { $0.f64($1.seconds) }
+        w.array(j.heldGPUs) { w, slice in
+            w.string(slice.node)
+            w.array(slice.gpus) { $0.uvar($1) }
+        }
         w.uvar(j.runs)
         w.uvar(j.preemptions)
         w.f64(j.pastRunSeconds)
@@ -138,7 +158,12 @@ enum StateCodec {
             stopReason: try r.optional { r throws(DecodeError) in
                 let at = r.offset
                 switch try r.u8() {
-                case 0: return .preempted(by: JobID(try r.uvar()))
+                case 0:
+                    let by = JobID(try r.uvar())
+                    let reason =
+                        r.version >= 2
+                        ? try r.enumeration(EventCodec.preemptionReasons, "preemption reason") : .priority
+                    return .preempted(by: by, reason: reason)
                 case 1: return .cancelled(by: try r.optional { r throws(DecodeError) in try EventCodec.uid(&r) })
                 case 2: return .walltime
                 case let k: throw DecodeError(offset: at, message: "unknown stop reason \(k)")
@@ -148,6 +173,16 @@ enum StateCodec {
             grace: try r.optional { r throws(DecodeError) in try r.f64() },
             exit: try r.optional { r throws(DecodeError) in try EventCodec.readExit(&r) },
             note: try r.optional { r throws(DecodeError) in try r.string() },
+            placement: r.version >= 2 ? try r.optional { r throws(DecodeError) in try EventCodec.readNote(&r) } : nil,
+            loans: r.version >= 2 ? try r.array { r throws(DecodeError) in try EventCodec.readLoan(&r) } : [],
+            lastCheckpoint: r.version >= 2 ? try time(&r) : nil,
+            heldGPUs: r.version >= 2
+                ? try r.array { r throws(DecodeError) in
+                    Allocation.Slice(
+                        node: try r.string(),
+                        gpus: try r.array { r throws(DecodeError) in try r.count(max: 1 << 16) }
+                    )
+                } : [],
             runs: try r.count(max: Int(Int32.max)),
             preemptions: try r.count(max: Int(Int32.max)),
             pastRunSeconds: try r.f64(),

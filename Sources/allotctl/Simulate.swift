@@ -36,6 +36,15 @@ struct Simulate: AsyncParsableCommand {
     @Flag(name: .long, help: "Check the scheduler's invariants after every step (slow).")
     var paranoid = false
 
+    @Flag(name: .long, help: "Print every decision and reservation, as they happen, to standard error.")
+    var decisions = false
+
+    @Option(
+        name: .long,
+        help: ArgumentHelp("Seconds a preempted job needs to get back to where it was.", valueName: "SECONDS")
+    )
+    var restartOverhead: Double = 60
+
     func run() async throws {
         let pool: ConfigFile
         let jobs: Trace
@@ -49,6 +58,29 @@ struct Simulate: AsyncParsableCommand {
         let state = try pool.makeState()
         var sim = Simulator(policy: policy)
         sim.paranoid = paranoid
+        sim.restartOverhead = restartOverhead
+        if decisions {
+            let ids = ExternalIDs(jobs)
+            sim.onPass = { now, pass, _ in
+                var lines = ""
+                for d in pass.decisions {
+                    switch d {
+                    case .start(let id, let a, let note, let loans):
+                        lines += "t=\(Int(now.seconds)) start \(ids[id]) on \(a) (\(note.rule.rawValue))"
+                        lines +=
+                            loans.isEmpty ? "\n" : " on loan: \(loans.map(\.description).joined(separator: ", "))\n"
+                    case .preempt(let id, let by, let grace, let reason):
+                        lines +=
+                            "t=\(Int(now.seconds)) preempt \(ids[id]) for \(ids[by]) (\(reason.rawValue), grace \(Int(grace))s)\n"
+                    }
+                }
+                if let r = pass.reservation, !pass.pending.isEmpty {
+                    lines +=
+                        "t=\(Int(now.seconds)) reserve for \(ids[r.job]) from \(r.from.map { String(Int($0.seconds)) } ?? "unknown")\(r.allocation.map { " on \($0)" } ?? "")\n"
+                }
+                if !lines.isEmpty { FileHandle.standardError.write(Data(lines.utf8)) }
+            }
+        }
         let clock = ContinuousClock()
         let began = clock.now
         let result = try sim.run(jobs, on: state)
@@ -75,6 +107,16 @@ struct Simulate: AsyncParsableCommand {
 }
 
 extension Scheduler.Policy: ExpressibleByArgument {}
+
+/// Trace ids of simulated jobs: the simulator numbers jobs in submit order.
+struct ExternalIDs: Sendable {
+    let names: [String]
+    init(_ trace: Trace) { names = trace.jobs.map(\.id) }
+    subscript(_ id: JobID) -> String {
+        let i = Int(id.rawValue) - 1
+        return i >= 0 && i < names.count ? names[i] : id.description
+    }
+}
 
 /// The human report of a simulation.
 enum Report {

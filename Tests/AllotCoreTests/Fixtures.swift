@@ -12,10 +12,12 @@ extension ClusterState {
         models: [GPUModel] = [.h100, .a100, .l4],
         nodes: [(String, String, Int, [[Int]])],
         settings: SchedulerSettings = SchedulerSettings(),
-        tenants: [Tenant] = []
+        tenants: [Tenant] = [],
+        tweak: (inout PoolConfig) -> Void = { _ in }
     ) -> ClusterState {
         var config = PoolConfig(gpuModels: models, tenants: tenants)
         config.scheduler = settings
+        tweak(&config)
         var s = ClusterState()
         try! s.apply(Event(time: .zero, .configApplied(config: config)))
         for (name, model, gpus, islands) in nodes {
@@ -54,6 +56,24 @@ extension ClusterState {
         let pass = Scheduler(policy: policy).schedule(self, at: Instant(seconds: t))
         try! apply(pass.events(at: Instant(seconds: t)))
         return pass
+    }
+
+    /// Applies a pass's decisions at `t`, and lets every job told to stop exit at once.
+    @discardableResult
+    mutating func scheduleAndSettle(at t: Double, policy: Scheduler.Policy = .allot) -> SchedulingPass {
+        let pass = schedule(at: t, policy: policy)
+        for d in pass.decisions {
+            if case .preempt(let id, _, _, _) = d { finish(id, code: 143, at: t) }
+        }
+        return pass
+    }
+
+    func starts(_ pass: SchedulingPass) -> [JobID] {
+        pass.decisions.compactMap { if case .start(let id, _, _, _) = $0 { id } else { nil } }
+    }
+
+    func preemptions(_ pass: SchedulingPass) -> [(victim: JobID, by: JobID, reason: PreemptionReason)] {
+        pass.decisions.compactMap { if case .preempt(let v, let by, _, let r) = $0 { (v, by, r) } else { nil } }
     }
 
     mutating func finish(_ id: JobID, code: Int32 = 0, at t: Double) {

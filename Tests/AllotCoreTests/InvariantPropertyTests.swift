@@ -116,7 +116,7 @@ extension ClusterState {
             var d = Driver(policy: policy)
             for op in ops { d.step(op) }
             for decision in d.decisions {
-                guard case .start(let id, let a, let note) = decision else { continue }
+                guard case .start(let id, let a, let note, _) = decision else { continue }
                 let spec = d.state.jobs[id]!.spec
                 #expect(a.gpuCount == spec.gpus)
                 #expect(Set(a.slices.map(\.node)).count == a.slices.count)
@@ -166,7 +166,8 @@ extension ClusterState {
             }
             #expect(Set(submitted) == Set(d.state.jobs.keys))
             let pass = Scheduler().schedule(d.state, at: d.state.now)
-            let covered = Set(pass.decisions.map(\.jobID)).union(pass.pending.map(\.id))
+            let started = pass.decisions.compactMap { if case .start(let id, _, _, _) = $0 { id } else { nil } }
+            let covered = Set(started).union(pass.pending.map(\.id))
             #expect(covered == d.state.pendingJobs.ids)
         }
     }

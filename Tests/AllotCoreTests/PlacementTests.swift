@@ -4,12 +4,12 @@ import Testing
 
 @Suite struct PlacementTests {
     func startedModel(_ pass: SchedulingPass, _ id: JobID) -> String? {
-        for d in pass.decisions { if case .start(id, let a, _) = d { return a.model } }
+        for d in pass.decisions { if case .start(id, let a, _, _) = d { return a.model } }
         return nil
     }
 
     func allocation(_ pass: SchedulingPass, _ id: JobID) -> Allocation? {
-        for d in pass.decisions { if case .start(id, let a, _) = d { return a } }
+        for d in pass.decisions { if case .start(id, let a, _, _) = d { return a } }
         return nil
     }
 
@@ -199,7 +199,7 @@ import Testing
     @Test func placementNoteSaysWhy() {
         var s = ClusterState.mixed()
         s.submit(.inference(1) { $0.estimate = 7200 })
-        guard case .start(_, _, let note)? = s.schedule().decisions.first else {
+        guard case .start(_, _, let note, _)? = s.schedule().decisions.first else {
             Issue.record("no decision")
             return
         }

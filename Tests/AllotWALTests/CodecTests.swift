@@ -18,18 +18,18 @@ import Testing
     }
 
     @Test func everyEventKindRoundTrips() throws {
-        for e in Sample.events {
+        for e in Sample.events + Sample.eventsV2 {
             #expect(try EventCodec.decode(EventCodec.encode(e)) == e, "\(e.kindName)")
         }
     }
 
     @Test func theSampleCoversEveryEventKind() {
-        #expect(Set(Sample.events.map(\.kindName)).count == 15)
+        #expect(Set((Sample.events + Sample.eventsV2).map(\.kindName)).count == 16)
     }
 
     @Test func stateImageRoundTrips() throws {
         var s = ClusterState()
-        try s.apply(Sample.events)
+        try s.apply(Sample.events + Sample.eventsV2)
         let bytes = SnapshotFile.encode(s.image, lsn: 42)
         guard case .success(let back) = SnapshotFile.decode(bytes) else {
             Issue.record("snapshot did not decode")
@@ -57,23 +57,44 @@ import Testing
         }
     }
 
-    /// The format cannot drift unnoticed: testdata/golden-v1.wal was written by version 1. It must decode to
-    /// the sample events, and encoding them must give the same bytes. Regenerate only for a deliberate format
-    /// change (with a new version): ALLOT_UPDATE_GOLDEN=1.
-    @Test func goldenSegmentStillReadsAndWritesTheSameBytes() throws {
-        let golden = Sample.testdata.appendingPathComponent("golden-v1.wal")
+    /// A newer allot must read an older log: testdata/golden-v1.wal was written by format version 1 and must
+    /// still decode to the same events.
+    @Test func goldenV1SegmentStillReads() throws {
+        try withTempDir { dir in
+            try FileManager.default.createDirectory(atPath: dir + "/wal", withIntermediateDirectories: true)
+            let golden = Sample.testdata.appendingPathComponent("golden-v1.wal")
+            try FileManager.default.copyItem(
+                atPath: golden.path,
+                toPath: dir + "/wal/" + WALFormat.segmentName(sequence: 1, firstLSN: 1)
+            )
+            var read: [Event] = []
+            let stop = try WALInspector.walk(directory: dir) { read.append($0.event) }
+            #expect(stop == nil)
+            #expect(read == Sample.events)
+            // And it replays into a state, as recovery would.
+            var state = ClusterState()
+            try state.apply(read)
+            #expect(state.jobs.count == 4)
+        }
+    }
+
+    /// The format cannot drift unnoticed: testdata/golden-v2.wal holds the sample events with every version-2
+    /// field. It must decode to them, and encoding them must give the same bytes. Regenerate only for a
+    /// deliberate format change (with a new version): ALLOT_UPDATE_GOLDEN=1.
+    @Test func goldenV2SegmentReadsAndWritesTheSameBytes() throws {
+        let events = Sample.events + Sample.eventsV2
         var bytes = WALFormat.segmentHeader(sequence: 1, firstLSN: 1)
-        for (i, e) in Sample.events.enumerated() {
+        for (i, e) in events.enumerated() {
             WALFormat.appendRecord(lsn: UInt64(i + 1), committed: UInt64(i), payload: EventCodec.encode(e), to: &bytes)
         }
         if ProcessInfo.processInfo.environment["ALLOT_UPDATE_GOLDEN"] == "1" {
             let source = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent(
-                "testdata/golden-v1.wal"
+                "testdata/golden-v2.wal"
             )
             try Data(bytes).write(to: source)
         }
-        let stored = [UInt8](try Data(contentsOf: golden))
-        #expect(stored == bytes, "the encoding of version 1 changed")
+        let stored = [UInt8](try Data(contentsOf: Sample.testdata.appendingPathComponent("golden-v2.wal")))
+        #expect(stored == bytes, "the encoding of version 2 changed")
         try withTempDir { dir in
             try FileManager.default.createDirectory(atPath: dir + "/wal", withIntermediateDirectories: true)
             try Data(stored).write(
@@ -82,7 +103,10 @@ import Testing
             var read: [Event] = []
             let stop = try WALInspector.walk(directory: dir) { read.append($0.event) }
             #expect(stop == nil)
-            #expect(read == Sample.events)
+            #expect(read == events)
+            var state = ClusterState()
+            try state.apply(read)
+            #expect(state.invariantViolations().isEmpty)
         }
     }
 }

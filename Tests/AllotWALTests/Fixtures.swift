@@ -107,6 +107,56 @@ enum Sample {
         ]
     }()
 
+    /// Events using what format version 2 added: preferences, inference-reserved nodes, notes and loans on
+    /// starts, preemption reasons, checkpoints, and the new config sections. They follow ``events``.
+    static let eventsV2: [Event] = {
+        func at(_ t: Double, _ b: Event.Body) -> Event { Event(time: Instant(seconds: 1_800_000_100 + t), b) }
+        var config = Self.config
+        config.tenants[0].borrowLimit = 4
+        config.inferenceReserve = [InferenceReserve(gpuModel: "L4", gpus: 2)]
+        config.preemption.minRuntime = 120
+        config.preemption.loanGrace = 3
+        config.scheduler.overBudgetPenalty = 777
+        let note = PlacementNote(
+            rule: .deadline,
+            model: "H100",
+            expectedSeconds: 1800,
+            estimatedCostUSD: 4.5,
+            holesLeft: 3
+        )
+        return [
+            at(0, .configApplied(config: config)),
+            at(0, .nodeAdded(spec: NodeSpec(name: "l2", gpuModel: "L4", gpus: 2, inferenceReserved: true))),
+            at(
+                1,
+                .jobSubmitted(
+                    id: 5,
+                    spec: JobSpec(tenant: "research", gpus: 1, prefer: .deadline(Instant(seconds: 1_800_009_000))),
+                    held: false
+                )
+            ),
+            at(
+                2,
+                .jobSubmitted(
+                    id: 6,
+                    spec: JobSpec(tenant: "x", kind: .inference, gpus: 1, prefer: .cheapest),
+                    held: false
+                )
+            ),
+            at(
+                3,
+                .jobStarted(
+                    id: 5,
+                    allocation: Allocation(model: "H100", slices: [.init(node: "h1", gpus: [2])]),
+                    note: note,
+                    loans: [.reservation(for: 6), .inferenceReserve(model: "L4"), .quota(tenant: "research")]
+                )
+            ),
+            at(4, .jobCheckpointed(id: 5)),
+            at(5, .jobPreempted(id: 5, by: 6, grace: 3, reason: .inference)),
+        ]
+    }()
+
     /// A submit event for job `id`.
     static func submit(_ id: UInt64) -> Event {
         Event(

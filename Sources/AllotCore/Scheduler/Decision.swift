@@ -1,30 +1,47 @@
 /// What the scheduler wants done now. The daemon logs each as an event, then acts on it.
 public enum Decision: Hashable, Sendable {
-    /// Start a pending job on these GPUs.
-    case start(JobID, on: Allocation, why: PlacementNote)
+    /// Start a pending job on these GPUs. `loans` names what lent GPUs it uses (they may be taken back).
+    case start(JobID, on: Allocation, why: PlacementNote, loans: [Loan])
+    /// Tell a running job to stop within `grace` seconds so that `by` can have its GPUs.
+    case preempt(JobID, by: JobID, grace: Seconds, reason: PreemptionReason)
 
     /// The event that records the decision.
     public func event(at time: Instant) -> Event {
         switch self {
-        case .start(let id, let allocation, _): Event(time: time, .jobStarted(id: id, allocation: allocation))
+        case .start(let id, let allocation, let note, let loans):
+            Event(time: time, .jobStarted(id: id, allocation: allocation, note: note, loans: loans))
+        case .preempt(let id, let by, let grace, let reason):
+            Event(time: time, .jobPreempted(id: id, by: by, grace: grace, reason: reason))
         }
     }
 
+    /// The job the decision is about (the one started or preempted).
     public var jobID: JobID {
         switch self {
-        case .start(let id, _, _): id
+        case .start(let id, _, _, _): id
+        case .preempt(let id, _, _, _): id
+        }
+    }
+
+    /// GPUs a start takes (0 for a preemption).
+    public var gpusStarted: Int {
+        switch self {
+        case .start(_, let a, _, _): a.gpuCount
+        case .preempt: 0
         }
     }
 }
 
 /// Why a job was placed where it was.
-public struct PlacementNote: Hashable, Sendable, CustomStringConvertible {
+public struct PlacementNote: Hashable, Codable, Sendable, CustomStringConvertible {
     /// How the model was chosen.
-    public enum Rule: String, Hashable, Sendable {
+    public enum Rule: String, Hashable, Codable, Sendable {
         /// Inference: the cheapest model that serves it now.
         case cheapest
         /// Training: the model that finishes it soonest among those free now, cost breaking ties.
         case soonest
+        /// The cheapest placement expected to finish by the job's deadline.
+        case deadline
         /// Baseline policies: the first model in config order that fits.
         case firstFit = "first-fit"
     }
@@ -38,11 +55,20 @@ public struct PlacementNote: Hashable, Sendable, CustomStringConvertible {
     /// Free GPUs left on the chosen nodes after placing (0 is a perfect fit).
     public var holesLeft: Int
 
+    public init(rule: Rule, model: String, expectedSeconds: Seconds, estimatedCostUSD: Double, holesLeft: Int) {
+        self.rule = rule
+        self.model = model
+        self.expectedSeconds = expectedSeconds
+        self.estimatedCostUSD = estimatedCostUSD
+        self.holesLeft = holesLeft
+    }
+
     public var description: String {
         let how: String
         switch rule {
         case .cheapest: how = "cheapest GPU that serves it"
         case .soonest: how = "finishes soonest of the GPUs free now"
+        case .deadline: how = "cheapest that finishes by its deadline"
         case .firstFit: how = "first model that fits"
         }
         return
@@ -84,6 +110,16 @@ public enum Blocker: Hashable, Sendable {
     case overMaxCost(cheapestUSD: Double, limitUSD: Double)
     /// First-come-first-served: an earlier job that cannot start holds the queue.
     case behind(JobID)
+    /// The GPUs it could use are held for another job's reservation (from `from`, when known).
+    case reserved(for: JobID, from: Instant?)
+    /// Jobs were told to stop to make room for it; it starts when they have.
+    case waitingForPreemption(victims: Int)
+    /// Its tenant is past a hard budget (counting running jobs and this one's estimated cost).
+    case overBudget(tenant: String, spentUSD: Double, limitUSD: Double, window: Budget.Window)
+    /// Its tenant would go past its quota plus borrowing limit.
+    case overQuota(tenant: String, inUse: Int, quota: Int, borrowLimit: Int?)
+    /// It could run only on lent GPUs, and it is not preemptible (lent GPUs may be taken back).
+    case mustBorrow(Loan)
 }
 
 /// A pending job's place in the queue and what blocks it.
@@ -92,4 +128,15 @@ public struct PendingReason: Hashable, Sendable {
     /// 1 for the job that goes first.
     public var rank: Int
     public var blocker: Blocker
+}
+
+/// GPUs held for the first job that cannot start (EASY backfill): later jobs may use them only if they end
+/// before it starts, or (policy `allot`) as a loan that is taken back when it can start.
+public struct Reservation: Hashable, Sendable {
+    public var job: JobID
+    /// When its GPUs are expected to be free, from running jobs' walltimes (and, for `allot`, estimates);
+    /// nil when no running job gives an end.
+    public var from: Instant?
+    /// The GPUs held for it, when known.
+    public var allocation: Allocation?
 }

@@ -5,7 +5,8 @@
 /// - age: time waited over `max_age`;
 /// - fair share: `2^(−(u/U)/(s/S))`, where u is the tenant's usage decayed with the half-life, U all
 ///   tenants' usage, s the tenant's shares and S all shares (1 for a tenant with no recent usage);
-/// - size: `1 − log2(gpus)/log2(pool GPUs)` favouring small jobs, or its complement favouring large ones.
+/// - size: `1 − log2(gpus)/log2(pool GPUs)` favouring small jobs, or its complement favouring large ones;
+/// and, with policy `allot`, a tenant past a soft budget loses `over_budget_penalty`.
 public struct Priority: Hashable, Sendable, Comparable {
     public var classValue: Int
     /// 0 for inference, 1 for training: inference first at equal class.
@@ -35,29 +36,54 @@ public struct PriorityFactors: Hashable, Sendable {
     public var score: Double
 }
 
-/// Computes priorities for one pass. Tenant, class and constraint facts are resolved once into tables
-/// indexed by the pending queue's interned numbers, so ranking 100,000 jobs is arithmetic on rows.
+/// The classes of one pass, resolved for the pending queue's interned class names.
+struct ClassTable {
+    /// Per interned class name: the class, or nil when the config no longer declares it.
+    let named: [PriorityClass?]
+    let defaultTraining: PriorityClass
+    let defaultInference: PriorityClass
+
+    init(state: ClusterState) {
+        named = state.pendingJobs.classes.values.map { state.config.priorityClass(named: $0) }
+        defaultTraining = state.priorityClass(of: JobSpec(kind: .training))
+        defaultInference = state.priorityClass(of: JobSpec(kind: .inference))
+    }
+
+    /// The class in force for a row: its own if declared, else its kind's default.
+    func of(_ row: PendingQueue.Row) -> PriorityClass {
+        if row.priorityClass >= 0, let c = named[Int(row.priorityClass)] { return c }
+        return row.kind == .inference ? defaultInference : defaultTraining
+    }
+
+    /// Whether a row's job may be preempted: its own setting, else its class's.
+    func preemptible(_ row: PendingQueue.Row) -> Bool {
+        row.preemptible >= 0 ? row.preemptible == 1 : of(row).preemptible
+    }
+}
+
+/// Computes priorities for one pass. Tenant facts are resolved once into tables indexed by the pending
+/// queue's interned numbers, so ranking 100,000 jobs is arithmetic on rows.
 struct PriorityCalculator {
     let state: ClusterState
     let now: Instant
     let settings: SchedulerSettings
     let logPoolGPUs: Double
+    let classes: ClassTable
+    /// Whether soft budgets lower priority (policy `allot`).
+    let budgets: Bool
     private let totalUsage: Double
     private let totalShares: Double
-    /// Per interned tenant of the pending queue: fair-share factor (NaN until computed).
-    private var tenantFactor: [Double]
-    /// Per interned class name: its value, or nil when the config no longer declares it.
-    private let classValue: [Int?]
-    /// Class values of the default classes, by kind.
-    private let defaultTraining: Int
-    private let defaultInference: Int
+    /// Per interned tenant of the pending queue: fair-share factor minus budget penalty (NaN until computed).
+    private var tenantScore: [Double]
     private var sizeFactorCache: [Int: Double] = [:]
 
-    init(state: ClusterState, now: Instant) {
+    init(state: ClusterState, now: Instant, budgets: Bool) {
         self.state = state
         self.now = now
         self.settings = state.config.scheduler
         self.logPoolGPUs = Double(max(2, state.totalGPUs)).log2Approx
+        self.classes = ClassTable(state: state)
+        self.budgets = budgets
         // Shares count for tenants the config names, tenants with usage, and tenants with pending jobs now.
         var names = Set(state.config.tenants.map(\.name))
         var usage = 0.0
@@ -71,10 +97,7 @@ struct PriorityCalculator {
         for (i, isPending) in pendingTenant.enumerated() where isPending { names.insert(queue.tenants.values[i]) }
         totalUsage = usage
         totalShares = names.reduce(0) { $0 + state.config.tenant(named: $1).shares }
-        tenantFactor = [Double](repeating: .nan, count: queue.tenants.count)
-        classValue = queue.classes.values.map { state.config.priorityClass(named: $0)?.value }
-        defaultTraining = state.priorityClass(of: JobSpec(kind: .training)).value
-        defaultInference = state.priorityClass(of: JobSpec(kind: .inference)).value
+        tenantScore = [Double](repeating: .nan, count: queue.tenants.count)
     }
 
     func fairshareFactor(_ tenant: String) -> Double {
@@ -82,6 +105,12 @@ struct PriorityCalculator {
         let u = state.decayedUsage(of: tenant, at: now) / totalUsage
         let s = state.config.tenant(named: tenant).shares / totalShares
         return Math.exp2(-u / max(s, 1e-9))
+    }
+
+    /// Whether a tenant is past its soft budget now.
+    func overSoftBudget(_ tenant: String) -> Bool {
+        guard budgets, let b = state.config.tenant(named: tenant).budget, b.enforcement == .soft else { return false }
+        return state.spent(by: tenant, in: b.window, at: now) >= b.usd
     }
 
     mutating func sizeFactor(_ gpus: Int) -> Double {
@@ -103,26 +132,30 @@ struct PriorityCalculator {
         let age = ageFactor(job.submitTime.seconds)
         let fs = fairshareFactor(job.spec.tenant)
         let size = sizeFactor(job.spec.gpus)
+        let penalty = overSoftBudget(job.spec.tenant) ? settings.overBudgetPenalty : 0
         return PriorityFactors(
             classValue: state.priorityClass(of: job.spec).value,
             age: age,
             fairshare: fs,
             size: size,
-            score: score(age: age, fairshare: fs, size: size)
+            score: score(age: age, fairshare: fs, size: size) - penalty
         )
     }
 
     /// The priority of a pending row.
     mutating func priority(_ row: PendingQueue.Row) -> Priority {
         let t = Int(row.tenant)
-        if tenantFactor[t].isNaN { tenantFactor[t] = fairshareFactor(state.pendingJobs.tenants.values[t]) }
-        let cls =
-            row.priorityClass >= 0 ? classValue[Int(row.priorityClass)] : nil
-        let value = cls ?? (row.kind == .inference ? defaultInference : defaultTraining)
+        if tenantScore[t].isNaN {
+            let name = state.pendingJobs.tenants.values[t]
+            tenantScore[t] =
+                settings.fairshareWeight * fairshareFactor(name)
+                - (overSoftBudget(name) ? settings.overBudgetPenalty : 0)
+        }
         return Priority(
-            classValue: value,
+            classValue: classes.of(row).value,
             kindRank: row.kind == .inference ? 0 : 1,
-            score: score(age: ageFactor(row.submitTime), fairshare: tenantFactor[t], size: sizeFactor(row.gpus)),
+            score: settings.ageWeight * ageFactor(row.submitTime) + tenantScore[t] + settings.sizeWeight
+                * sizeFactor(row.gpus),
             submitTime: row.submitTime,
             id: row.id
         )

@@ -4,10 +4,12 @@ public struct Explanation: Hashable, Sendable {
     public var state: JobState
     /// One sentence per fact or blocker, most important first.
     public var lines: [String]
+    /// When the job is expected to start, where the reservation timeline gives one.
+    public var estimatedStart: Instant?
 }
 
 extension Blocker {
-    /// The blocker as a sentence about a job with `spec`, in `state`.
+    /// The blocker as a sentence about a job with `spec`, in `state`, with what would unblock it.
     public func sentence(for spec: JobSpec, in state: ClusterState) -> String {
         let what = Self.describe(spec)
         switch self {
@@ -18,7 +20,7 @@ extension Blocker {
         case .exceedsNodeSize(let needed, let largest):
             let unit = spec.topology == .nvlink ? "NVLink island" : "node"
             return
-                "needs \(needed) GPUs on one \(unit), but the largest allowed \(unit) has \(largest); it can never start as asked"
+                "needs \(needed) GPUs on one \(unit), but the largest allowed \(unit) has \(largest); it can never start as asked (ask for fewer GPUs or topology any)"
         case .exceedsPool(let needed, let total):
             return
                 "needs \(needed) GPUs of one model, but the pool has at most \(total) of any allowed model; it can never start as asked"
@@ -27,9 +29,25 @@ extension Blocker {
                 "waiting for \(what): \(free) allowed GPUs are free, the largest free block is \(block) on one node (needs \(needed))"
         case .overMaxCost(let cheapest, let limit):
             return
-                "every placement free now costs more than its limit: cheapest $\(Money.format(cheapest)) against max cost $\(Money.format(limit))"
+                "every placement free now costs more than its limit: cheapest $\(Money.format(cheapest)) against max cost $\(Money.format(limit)); raise --max-cost or wait for cheaper GPUs"
         case .behind(let head):
             return "first come, first served: behind job \(head), which cannot start yet"
+        case .reserved(let job, let from):
+            let when = from.map { " from \(Self.time($0))" } ?? ""
+            return
+                "the GPUs it could use are reserved for job \(job)\(when); a walltime that ends before then would let it start on them"
+        case .waitingForPreemption(let n):
+            return
+                "\(n) job(s) were told to stop to make room for it; it starts when they have (within their grace period)"
+        case .overBudget(let tenant, let spent, let limit, let window):
+            return
+                "tenant \(tenant) is over its hard budget: $\(Money.format(spent)) of $\(Money.format(limit)) this \(window.rawValue), counting what its running jobs will still cost; it starts in the next \(window.rawValue) or when an admin raises the budget"
+        case .overQuota(let tenant, let inUse, let quota, let limit):
+            return
+                "tenant \(tenant) uses \(inUse) GPUs; its quota is \(quota) and it may borrow \(limit.map(String.init) ?? "any number") more, which this job would exceed"
+        case .mustBorrow(let loan):
+            return
+                "it could run only on lent GPUs (\(loan)), which may be taken back at once, and it is not preemptible; submit it --preemptible or wait"
         }
     }
 
@@ -40,6 +58,8 @@ extension Blocker {
         default: false
         }
     }
+
+    static func time(_ t: Instant) -> String { CivilTime.format(t.seconds) + " UTC" }
 
     static func describe(_ spec: JobSpec) -> String {
         var s = "\(spec.gpus)×"
@@ -64,8 +84,10 @@ extension Blocker {
 }
 
 extension Scheduler {
-    /// Explains where a job stands: its place in the queue and every blocker for a pending job; where and why
-    /// for a running one; how it ended otherwise.
+    /// Explains where a job stands. For a pending job: its place in the queue, every blocker (not just the
+    /// first the pass met: constraints per model, budget, quota, reservation, capacity), and an estimated
+    /// start where the reservation gives one. For a running job: where, why there, at what price, what lent
+    /// it its GPUs. Otherwise how it ended.
     /// - Parameters:
     ///   - id: the job.
     ///   - state: the pool.
@@ -73,6 +95,7 @@ extension Scheduler {
     public func explain(_ id: JobID, in state: ClusterState, pass: SchedulingPass? = nil) -> Explanation? {
         guard let job = state.jobs[id] else { return nil }
         var lines: [String] = []
+        var start: Instant?
         let spec = job.spec
         let cls = state.priorityClass(of: spec)
         switch job.state {
@@ -84,15 +107,31 @@ extension Scheduler {
                 lines.append(
                     "queue position \(reason.rank) of \(state.pendingJobs.count) (class \(cls.name), value \(cls.value))"
                 )
-                if reason.rank > 1 {
-                    lines.append("behind \(reason.rank - 1) job(s) of higher priority")
-                }
+                if reason.rank > 1 { lines.append("behind \(reason.rank - 1) job(s) of higher priority") }
                 lines.append(reason.blocker.sentence(for: spec, in: state))
             } else if pass.decisions.contains(where: { $0.jobID == id }) {
                 lines.append("starting now")
             }
+            if let r = pass.reservation, r.job == id {
+                if let from = r.from {
+                    start = from
+                    let on = r.allocation.map { " on \($0)" } ?? ""
+                    lines.append(
+                        "reserved: expected to start by \(Blocker.time(from))\(on), when running jobs reach their walltimes or estimates"
+                    )
+                } else {
+                    lines.append(
+                        "it holds the reservation, but no running job gives an end time, so there is no estimate"
+                    )
+                }
+            } else if let r = pass.reservation, let from = r.from {
+                lines.append(
+                    "the first blocked job, \(r.job), holds GPUs from \(Blocker.time(from)); this job starts after it unless room opens elsewhere"
+                )
+            }
+            lines.append(contentsOf: otherBlockers(job, in: state, pass: pass))
             lines.append(contentsOf: modelLines(spec, in: state))
-            if policy == .allot {
+            if policy != .fifo {
                 let f = priorityFactors(of: job, in: state, at: state.now)
                 lines.append(
                     "priority: class \(f.classValue), score \(Int(f.score.rounded())) (age \(pct(f.age)), fair share \(pct(f.fairshare)), size \(pct(f.size)))"
@@ -101,14 +140,20 @@ extension Scheduler {
             if let note = job.note { lines.append("requeued earlier: \(note)") }
         case .running, .stopping:
             if let a = job.allocation, let model = state.config.model(named: a.model) {
-                let start = job.startTime ?? state.now
+                let began = job.startTime ?? state.now
                 lines.append(
-                    "running on \(a) (\(a.gpuCount)×\(a.model) at $\(Money.format(model.pricePerHour))/GPU-h) since \(DurationText.format(state.now - start)) ago"
+                    "running on \(a) (\(a.gpuCount)×\(a.model) at $\(Money.format(model.pricePerHour))/GPU-h) since \(DurationText.format(state.now - began)) ago"
                 )
+                if let note = job.placement { lines.append("placed on \(note)") }
                 let est = state.estimate(of: spec)
                 let expected = spec.kind == .training ? est / model.speed : est
                 lines.append(
                     "expected run time \(DurationText.format(expected)), cost so far $\(Money.format(job.costUSD(at: state.now)))"
+                )
+            }
+            for loan in job.loans {
+                lines.append(
+                    "on loan: it uses \(loan), which may be taken back with \(DurationText.format(state.config.preemption.loanGrace)) notice"
                 )
             }
             if job.state == .stopping, let r = job.stopReason {
@@ -128,7 +173,42 @@ extension Scheduler {
                 "ran \(DurationText.format(job.pastRunSeconds)) over \(job.runs) run(s), cost $\(Money.format(job.pastCostUSD))"
             )
         }
-        return Explanation(id: id, state: job.state, lines: lines)
+        return Explanation(id: id, state: job.state, lines: lines, estimatedStart: start)
+    }
+
+    /// Blockers beyond the one the pass reported: budget and quota state of the tenant.
+    private func otherBlockers(_ job: Job, in state: ClusterState, pass: SchedulingPass) -> [String] {
+        guard policy == .allot else { return [] }
+        var out: [String] = []
+        let tenant = state.config.tenant(named: job.spec.tenant)
+        let reported = pass.reason(for: job.id)?.blocker
+        if let b = tenant.budget {
+            let spent = state.spent(by: tenant.name, in: b.window, at: state.now)
+            let rate = (state.tenantUsage[tenant.name]?.usage.costUSD.rate ?? 0) * 3600
+            var line =
+                "budget of tenant \(tenant.name): $\(Money.format(spent)) of $\(Money.format(b.usd)) spent this \(b.window.rawValue) (\(b.enforcement.rawValue))"
+            if rate > 0 {
+                let left = max(0, b.usd - spent) / (rate / 3600)
+                let runsOut = state.now + left
+                line +=
+                    runsOut < b.window.end(containing: state.now)
+                    ? "; at $\(Money.format(rate))/h it runs out at \(Blocker.time(runsOut))"
+                    : "; at $\(Money.format(rate))/h it lasts the \(b.window.rawValue)"
+            }
+            if case .overBudget? = reported {} else { out.append(line) }
+        }
+        if state.config.quotasInForce {
+            let used = state.tenantUsage[tenant.name]?.usage.gpusInUse ?? 0
+            let quota = tenant.gpuQuota ?? 0
+            let limit = tenant.borrowLimit.map { "may borrow \($0) more" } ?? "may borrow without limit"
+            if case .overQuota? = reported {
+            } else {
+                out.append(
+                    "quota of tenant \(tenant.name): \(used) GPUs in use of \(quota) guaranteed; \(limit) (borrowed GPUs can be reclaimed)"
+                )
+            }
+        }
+        return out
     }
 
     /// One line per model the job may or may not use.

@@ -1,14 +1,19 @@
-/// The scheduler: a pure function of (state, now) that returns decisions and, for every pending job that
-/// does not start, its place in the queue and what blocks it.
+/// The scheduler: a pure function of (state, now) that returns decisions — jobs to start, jobs to preempt
+/// — and, for every pending job that does not start, its place in the queue and what blocks it.
 ///
 /// One scheduler serves the daemon (wall clock), the simulator (virtual time) and the tests.
 public struct Scheduler: Hashable, Sendable {
     /// How pending work is ordered and placed.
     public enum Policy: String, CaseIterable, Sendable, Codable {
-        /// Multifactor priority; every job that fits starts; GPUs chosen by cost and time, then packing.
+        /// allot's policy: multifactor priority with budgets; placement by cost and time (per job
+        /// preference); EASY backfill where reserved GPUs are lent to preemptible jobs and taken back; the
+        /// inference reserve lent to training and reclaimed; quotas with borrowing; preemption by class.
         case allot
-        /// Strict first-come-first-served: the queue stops at the first job that cannot start; GPU models in
-        /// config order (no cost awareness). The baseline.
+        /// A Slurm-like baseline: multifactor priority and EASY backfill on walltimes; models in config order;
+        /// no cost awareness, loans, quotas, budgets or preemption.
+        case backfill
+        /// Strict first-come-first-served: the queue stops at the first job that cannot start; models in
+        /// config order.
         case fifo
     }
 
@@ -22,50 +27,16 @@ public struct Scheduler: Hashable, Sendable {
     /// - Parameters:
     ///   - state: the pool as it is.
     ///   - now: the time of the pass (the daemon's clock, or the simulator's virtual time).
-    /// - Returns: the jobs to start and where, and a reason for every pending job that does not start.
+    /// - Returns: what to start and preempt, and a reason for every pending job that does not start.
     public func schedule(_ state: ClusterState, at now: Instant) -> SchedulingPass {
-        var pool = state.freePool
-        let ctx = PassContext(state: state, policy: policy)
-        let rows = state.pendingJobs.rows
-        let order = rankedPending(state, at: now)
-        var pass = SchedulingPass()
-        pass.pending.reserveCapacity(order.count)
-        // memo[constraint * 3 + topology]: the smallest gang of that shape that did not fit in this pass. Free
-        // GPUs only shrink during a pass, so no larger gang of that shape will fit either.
-        var memo = [Int](repeating: .max, count: ctx.allowed.count * 3)
-        var anyFree = (0..<ctx.modelCount).contains { pool.freeGPUs(model: $0) > 0 }
-        var head: JobID?
-
-        for (rank, p) in order.enumerated() {
-            let row = rows[p.slot]
-            func block(_ b: Blocker) { pass.pending.append(PendingReason(id: row.id, rank: rank + 1, blocker: b)) }
-            if let head {
-                block(.behind(head))
-                continue
-            }
-            let allowed = ctx.allowed[Int(row.constraint)]
-            if let b = ctx.structuralBlocker(gpus: row.gpus, topology: row.topology, allowed: allowed) {
-                block(b)
-                continue
-            }
-            let key = Int(row.constraint) * 3 + row.topology.ordinal
-            let memoizable = row.maxCostUSD.isNaN
-            if !anyFree || (memoizable && row.gpus >= memo[key]) {
-                block(ctx.shortage(row.gpus, allowed: allowed, pool: pool))
-                if policy == .fifo { head = row.id }
-                continue
-            }
-            switch ctx.place(row, allowed: allowed, pool: &pool, state: state) {
-            case .success(let decision):
-                pass.decisions.append(decision)
-                anyFree = (0..<ctx.modelCount).contains { pool.freeGPUs(model: $0) > 0 }
-            case .failure(let blocker):
-                if memoizable, case .insufficientGPUs = blocker { memo[key] = min(memo[key], row.gpus) }
-                block(blocker)
-                if policy == .fifo { head = row.id }
-            }
-        }
-        return pass
+        var pass = Pass(state: state, now: now, policy: policy)
+        pass.pending.reserveCapacity(state.pendingJobs.count)
+        pass.run(order: rankedPending(state, at: now))
+        var out = SchedulingPass()
+        out.decisions = pass.decisions
+        out.pending = pass.pending
+        out.reservation = pass.reservation
+        return out
     }
 
     /// Pending jobs in the order this policy considers them, first first.
@@ -80,8 +51,8 @@ public struct Scheduler: Hashable, Sendable {
                     Priority(classValue: 0, kindRank: 0, score: 0, submitTime: row.submitTime, id: row.id, slot: i)
                 )
             }
-        case .allot:
-            var calc = PriorityCalculator(state: state, now: now)
+        case .allot, .backfill:
+            var calc = PriorityCalculator(state: state, now: now, budgets: policy == .allot)
             for (i, row) in rows.enumerated() {
                 var p = calc.priority(row)
                 p.slot = i
@@ -92,19 +63,21 @@ public struct Scheduler: Hashable, Sendable {
         return out
     }
 
-    /// The priority factors of a job, as the `allot` policy weighs them at `now`.
+    /// The priority factors of a job, as this policy weighs them at `now`.
     public func priorityFactors(of job: Job, in state: ClusterState, at now: Instant) -> PriorityFactors {
-        var calc = PriorityCalculator(state: state, now: now)
+        var calc = PriorityCalculator(state: state, now: now, budgets: policy == .allot)
         return calc.factors(job)
     }
 }
 
 /// The outcome of a scheduling pass.
 public struct SchedulingPass: Hashable, Sendable {
-    /// Jobs to start now, in priority order.
+    /// What to do now, in priority order: starts, and preemptions that make room.
     public var decisions: [Decision] = []
     /// Every pending job that does not start, in priority order, with what blocks it.
     public var pending: [PendingReason] = []
+    /// GPUs held for the first job that cannot start, if any.
+    public var reservation: Reservation?
 
     public init() {}
 
@@ -130,49 +103,53 @@ extension Topology {
 struct PassContext {
     let modelCount: Int
     let models: [GPUModel]
+    let modelIndex: [String: Int]
     /// GPUs per model over all nodes (any state): what the pool could ever offer.
     let capacity: [Int]
     /// Largest node per model.
     let largestNode: [Int]
     /// Largest NVLink island per model.
     let largestIsland: [Int]
-    /// Model indices in preference order, by kind.
-    let trainingOrder: [Int]
-    let inferenceOrder: [Int]
     let policy: Scheduler.Policy
     let estimateDefault: Seconds
     /// Per interned constraint of the pending queue: bit m set when model m satisfies it.
     let allowed: [UInt64]
+    /// Model orders: config order, and by each preference.
+    let configOrder: [(Int, PlacementNote.Rule)]
+    let fastest: [(Int, PlacementNote.Rule)]
+    let cheapestTraining: [(Int, PlacementNote.Rule)]
+    let cheapestInference: [(Int, PlacementNote.Rule)]
 
     init(state: ClusterState, policy: Scheduler.Policy) {
         let models = state.config.gpuModels
         self.models = models
         self.modelCount = models.count
+        self.modelIndex = state.modelIndex
         self.policy = policy
         self.estimateDefault = state.config.scheduler.defaultEstimate
-        self.capacity = state.freePool.capacity
-        self.largestNode = state.freePool.maxK
-        self.largestIsland = state.freePool.largestIsland
+        let pool = state.freePool
+        self.capacity = pool.capacity
+        self.largestNode = pool.maxK
+        self.largestIsland = pool.largestIsland
         let idx = Array(models.indices)
-        switch policy {
-        case .fifo:
-            trainingOrder = idx
-            inferenceOrder = idx
-        case .allot:
-            trainingOrder = idx.sorted { a, b in
-                let (x, y) = (models[a], models[b])
-                if x.speed != y.speed { return x.speed > y.speed }
-                let (cx, cy) = (x.pricePerHour / x.speed, y.pricePerHour / y.speed)
-                if cx != cy { return cx < cy }
-                return a < b
-            }
-            inferenceOrder = idx.sorted { a, b in
-                let (x, y) = (models[a], models[b])
-                if x.pricePerHour != y.pricePerHour { return x.pricePerHour < y.pricePerHour }
-                if x.speed != y.speed { return x.speed > y.speed }
-                return a < b
-            }
-        }
+        configOrder = idx.map { ($0, .firstFit) }
+        fastest = idx.sorted { a, b in
+            let (x, y) = (models[a], models[b])
+            if x.speed != y.speed { return x.speed > y.speed }
+            let (cx, cy) = (x.pricePerHour / x.speed, y.pricePerHour / y.speed)
+            return cx != cy ? cx < cy : a < b
+        }.map { ($0, .soonest) }
+        // Training work costs price / speed per reference hour; an inference replica costs its price.
+        cheapestTraining = idx.sorted { a, b in
+            let (cx, cy) = (models[a].pricePerHour / models[a].speed, models[b].pricePerHour / models[b].speed)
+            if cx != cy { return cx < cy }
+            return models[a].speed != models[b].speed ? models[a].speed > models[b].speed : a < b
+        }.map { ($0, .cheapest) }
+        cheapestInference = idx.sorted { a, b in
+            let (x, y) = (models[a], models[b])
+            if x.pricePerHour != y.pricePerHour { return x.pricePerHour < y.pricePerHour }
+            return x.speed != y.speed ? x.speed > y.speed : a < b
+        }.map { ($0, .cheapest) }
         allowed = state.pendingJobs.constraints.values.map { Self.mask(models, $0.models, $0.minGPUMemoryGiB) }
     }
 
@@ -184,6 +161,28 @@ struct PassContext {
             mask |= 1 << UInt64(i)
         }
         return mask
+    }
+
+    /// Expected run time of a job on model `m`: training work shrinks on faster GPUs, an inference service's
+    /// lifetime does not.
+    func expectedSeconds(_ row: PendingQueue.Row, model m: Int) -> Seconds {
+        let estimate = row.estimate.isNaN ? estimateDefault : row.estimate
+        return row.kind == .training ? estimate / models[m].speed : estimate
+    }
+
+    /// The models to try for a job, in order, with the rule that put each there. Baselines: config order.
+    /// `allot`: the job's preference, by default fastest for training and cheapest for inference.
+    func order(for row: PendingQueue.Row, now: Instant) -> [(model: Int, rule: PlacementNote.Rule)] {
+        guard policy == .allot else { return configOrder }
+        switch row.prefer ?? (row.kind == .inference ? .cheapest : .fastest) {
+        case .fastest: return fastest
+        case .cheapest: return row.kind == .inference ? cheapestInference : cheapestTraining
+        case .deadline(let d):
+            let cheapest = row.kind == .inference ? cheapestInference : cheapestTraining
+            let inTime = cheapest.filter { now.seconds + expectedSeconds(row, model: $0.0) <= d.seconds }
+            let late = fastest.filter { m in !inTime.contains { $0.0 == m.0 } }
+            return inTime.map { ($0.0, .deadline) } + late
+        }
     }
 
     /// A blocker no amount of waiting removes (constraints or sizes the pool cannot meet), if any.
@@ -219,47 +218,5 @@ struct PassContext {
             block = max(block, pool.largestBlock(model: i))
         }
         return .insufficientGPUs(needed: n, free: free, largestBlock: block)
-    }
-
-    enum Outcome {
-        case success(Decision)
-        case failure(Blocker)
-    }
-
-    /// Places a job on the first model in its preference order that holds it now and is within its cost
-    /// limit. Training work shrinks on faster GPUs; an inference service's lifetime does not.
-    func place(_ row: PendingQueue.Row, allowed: UInt64, pool: inout FreePool, state: ClusterState) -> Outcome {
-        let estimate = row.estimate.isNaN ? estimateDefault : row.estimate
-        let order = row.kind == .inference ? inferenceOrder : trainingOrder
-        var cheapestOverLimit = Double.infinity
-        for m in order where allowed & (1 << UInt64(m)) != 0 {
-            let seconds = row.kind == .training ? estimate / models[m].speed : estimate
-            let cost = models[m].pricePerHour * Double(row.gpus) * seconds / 3600
-            guard pool.fits(model: m, count: row.gpus, topology: row.topology) else { continue }
-            if !row.maxCostUSD.isNaN, cost > row.maxCostUSD {
-                cheapestOverLimit = min(cheapestOverLimit, cost)
-                continue
-            }
-            guard let slices = pool.place(model: m, count: row.gpus, topology: row.topology) else { continue }
-            let allocation = Allocation(
-                model: models[m].name,
-                slices: slices.map { Allocation.Slice(node: state.nodes[$0.node].name, gpus: $0.mask.bitIndices) }
-            )
-            let holes = slices.reduce(0) { $0 + pool.freeCount($1.node) }
-            let rule: PlacementNote.Rule =
-                policy == .fifo ? .firstFit : (row.kind == .inference ? .cheapest : .soonest)
-            let note = PlacementNote(
-                rule: rule,
-                model: models[m].name,
-                expectedSeconds: seconds,
-                estimatedCostUSD: cost,
-                holesLeft: holes
-            )
-            return .success(.start(row.id, on: allocation, why: note))
-        }
-        if cheapestOverLimit.isFinite {
-            return .failure(.overMaxCost(cheapestUSD: cheapestOverLimit, limitUSD: row.maxCostUSD))
-        }
-        return .failure(shortage(row.gpus, allowed: allowed, pool: pool))
     }
 }

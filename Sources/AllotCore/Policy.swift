@@ -1,0 +1,88 @@
+/// How a job trades money against time when the scheduler picks its GPU model.
+public enum Preference: Hashable, Codable, Sendable, CustomStringConvertible {
+    /// The lowest expected cost (price × GPUs × expected time on that model).
+    case cheapest
+    /// The earliest expected finish: the fastest model free now.
+    case fastest
+    /// The cheapest placement expected to finish by this time; the fastest when none can.
+    case deadline(Instant)
+
+    public var description: String {
+        switch self {
+        case .cheapest: "cheapest"
+        case .fastest: "fastest"
+        case .deadline(let t): "deadline \(t.seconds)"
+        }
+    }
+}
+
+/// Why a running job's GPUs may be taken back at once: they were lent to it.
+public enum Loan: Hashable, Codable, Sendable, CustomStringConvertible {
+    /// GPUs held for a blocked job's reservation, lent to a preemptible job meanwhile (backfill with loans).
+    case reservation(for: JobID)
+    /// GPUs of a model kept for inference, lent to a preemptible job while inference does not need them.
+    case inferenceReserve(model: String)
+    /// GPUs beyond the tenant's quota: borrowed from other tenants' guarantees.
+    case quota(tenant: String)
+
+    public var description: String {
+        switch self {
+        case .reservation(let id): "GPUs reserved for job \(id)"
+        case .inferenceReserve(let m): "\(m) GPUs reserved for inference"
+        case .quota(let t): "GPUs beyond tenant \(t)'s quota"
+        }
+    }
+}
+
+/// Why a running job was preempted.
+public enum PreemptionReason: String, Hashable, Codable, Sendable, CaseIterable {
+    /// A job of a higher class that may preempt needed its GPUs.
+    case priority
+    /// Its GPUs were lent from a reservation, and the reserved job can now start.
+    case reservation
+    /// Its GPUs were lent from the inference reserve, and inference needs them back.
+    case inference
+    /// It ran beyond its tenant's quota, and a tenant under its quota needs the GPUs.
+    case quota
+
+    /// Whether it takes back a loan (a reclaim) rather than preempting by class.
+    public var isReclaim: Bool { self != .priority }
+}
+
+/// The preemption rules.
+public struct PreemptionSettings: Hashable, Codable, Sendable {
+    /// A job that has run less than this since its start is not preempted by class (loans may still be
+    /// taken back).
+    public var minRuntime: Seconds = 600
+    /// After this many preemptions a job is protected from preemption by class…
+    public var maxPreemptions: Int = 3
+    /// … for this long after each start.
+    public var protection: Seconds = 3600
+    /// The notice a loan gets when it is taken back (short: the lender needs its GPUs within a pass).
+    public var loanGrace: Seconds = 5
+
+    public init() {}
+
+    enum CodingKeys: String, CodingKey { case minRuntime, maxPreemptions, protection, loanGrace }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let d = PreemptionSettings()
+        minRuntime = try c.decodeIfPresent(Double.self, forKey: .minRuntime) ?? d.minRuntime
+        maxPreemptions = try c.decodeIfPresent(Int.self, forKey: .maxPreemptions) ?? d.maxPreemptions
+        protection = try c.decodeIfPresent(Double.self, forKey: .protection) ?? d.protection
+        loanGrace = try c.decodeIfPresent(Double.self, forKey: .loanGrace) ?? d.loanGrace
+    }
+}
+
+/// GPUs of one model kept for inference. While inference does not use them they are lent to preemptible
+/// jobs, and taken back at once when it does.
+public struct InferenceReserve: Hashable, Codable, Sendable {
+    public var gpuModel: String
+    public var gpus: Int
+
+    public init(gpuModel: String, gpus: Int) {
+        self.gpuModel = gpuModel
+        self.gpus = gpus
+    }
+}

@@ -1,0 +1,486 @@
+/// One scheduling pass: the mutable working state while the policy walks the queue. Built and used by
+/// ``Scheduler/schedule(_:at:)`` only.
+struct Pass {
+    let state: ClusterState
+    let now: Instant
+    let policy: Scheduler.Policy
+    let ctx: PassContext
+    let classes: ClassTable
+    let rows: [PendingQueue.Row]
+
+    /// Free GPUs not held for anyone.
+    var pool: FreePool
+    /// `pool` without the GPUs held for the reservation, once there is one.
+    var open: FreePool?
+    var reservation: Reservation?
+    /// Node position → GPUs of the reservation's allocation (free or busy).
+    var reservedMasks: [Int: UInt64] = [:]
+    var reservationEnd = Double.infinity
+
+    var decisions: [Decision] = []
+    var pending: [PendingReason] = []
+    /// memo[view][constraint * 3 + topology]: the smallest gang of that shape that found no room in that view
+    /// (0: `open` or the whole pool before a reservation, 1: the whole pool after one).
+    var memo: [[Int]]
+
+    /// GPUs by tenant, counting this pass's starts.
+    var tenantGPUs: [String: Int] = [:]
+    /// GPUs held by non-preemptible jobs, by tenant, counting this pass's starts (when quotas are in force).
+    var firmGPUs: [String: Int]?
+    /// Non-preemptible GPUs beyond quotas, over all tenants, counting this pass's starts.
+    var borrowedTotal: Int?
+    /// GPUs no tenant is guaranteed: total minus the sum of quotas.
+    var unassigned = 0
+    /// Estimated cost of this pass's starts, by tenant.
+    var addedCost: [String: Double] = [:]
+    private var committedCost: [String: Double]?
+    /// GPUs of each model held by inference and by other jobs, counting this pass's starts.
+    private var kindUse: (inference: [Int], other: [Int])?
+    let reserve: [Int]
+    private var runningCache: [RunView]?
+    private var calculator: PriorityCalculator?
+    /// Jobs told to stop in this pass.
+    var victims: Set<JobID> = []
+    /// GPUs of jobs stopping to make way for a job, by that job.
+    var incoming: [JobID: [(node: Int, mask: UInt64)]] = [:]
+    /// Free GPUs held for a job by earlier preemptions, taken out of the pool for everyone else.
+    var held: [JobID: [(node: Int, mask: UInt64)]] = [:]
+    var preemptionSearches = 0
+    static let maxPreemptionSearches = 32
+
+    init(state: ClusterState, now: Instant, policy: Scheduler.Policy) {
+        self.state = state
+        self.now = now
+        self.policy = policy
+        self.ctx = PassContext(state: state, policy: policy)
+        self.classes = ClassTable(state: state)
+        self.rows = state.pendingJobs.rows
+        self.pool = state.freePool
+        self.memo = [[Int]](repeating: [Int](repeating: .max, count: ctx.allowed.count * 3), count: 2)
+        self.reserve = policy == .allot ? state.inferenceReserve : []
+        for id in state.holding.sorted() {
+            for slice in state.jobs[existing: id].heldGPUs {
+                guard let ni = state.nodeIndex[slice.node] else { continue }
+                let mask = slice.gpus.reduce(UInt64(0)) { $0 | (1 << UInt64($1)) } & pool.free[ni]
+                if mask == 0 { continue }
+                pool.take(node: ni, mask: mask)
+                held[id, default: []].append((ni, mask))
+            }
+        }
+        if policy == .allot {
+            for id in state.activeJobs {
+                let job = state.jobs[existing: id]
+                guard job.state == .stopping, case .preempted(let by, _)? = job.stopReason, let a = job.allocation
+                else {
+                    continue
+                }
+                for slice in a.slices {
+                    guard let ni = state.nodeIndex[slice.node] else { continue }
+                    incoming[by, default: []].append((ni, slice.gpus.reduce(UInt64(0)) { $0 | (1 << UInt64($1)) }))
+                }
+            }
+        }
+    }
+
+    // MARK: Lazily built views of the running jobs
+
+    var running: [RunView] {
+        mutating get {
+            if let r = runningCache { return r }
+            let r = state.runViews(at: now)
+            runningCache = r
+            return r
+        }
+    }
+
+    /// A running job's priority, as if it were pending now (for "who goes first" between a pending job and
+    /// the job holding a loan).
+    mutating func priority(ofRunning id: JobID) -> Priority {
+        if calculator == nil { calculator = PriorityCalculator(state: state, now: now, budgets: policy == .allot) }
+        let job = state.jobs[existing: id]
+        let f = calculator!.factors(job)
+        return Priority(
+            classValue: f.classValue,
+            kindRank: job.spec.kind == .inference ? 0 : 1,
+            score: f.score,
+            submitTime: job.submitTime.seconds,
+            id: id
+        )
+    }
+
+    mutating func gpusInUse(by tenant: String) -> Int {
+        if let n = tenantGPUs[tenant] { return n }
+        let n = state.tenantUsage[tenant]?.usage.gpusInUse ?? 0
+        tenantGPUs[tenant] = n
+        return n
+    }
+
+    /// Expected remaining cost of a tenant's running jobs.
+    mutating func committed(by tenant: String) -> Double {
+        if committedCost == nil {
+            var c: [String: Double] = [:]
+            for r in running where !r.stopping {
+                c[r.tenant, default: 0] += r.costRate * max(0, r.expectedEnd - now.seconds)
+            }
+            committedCost = c
+        }
+        return committedCost![tenant, default: 0]
+    }
+
+    mutating func use(of model: Int, inference: Bool) -> Int {
+        if kindUse == nil {
+            var inf = [Int](repeating: 0, count: ctx.modelCount)
+            var other = inf
+            for r in running {
+                if r.kind == .inference { inf[r.model] += r.gpus } else { other[r.model] += r.gpus }
+            }
+            kindUse = (inf, other)
+        }
+        return inference ? kindUse!.inference[model] : kindUse!.other[model]
+    }
+
+    mutating func addUse(of model: Int, inference: Bool, gpus: Int) {
+        _ = use(of: model, inference: inference)
+        if inference { kindUse!.inference[model] += gpus } else { kindUse!.other[model] += gpus }
+    }
+
+    // MARK: Views
+
+    /// `base` with `slices` added as free, where their nodes take jobs and their GPUs are healthy.
+    func adding(_ slices: [(node: Int, mask: UInt64)], to base: FreePool) -> FreePool {
+        var p = base
+        for s in slices {
+            let node = state.nodes[s.node]
+            guard node.schedulable else { continue }
+            p.setFree(node: s.node, mask: p.free[s.node] | (s.mask & ~node.unhealthyMask))
+        }
+        return p
+    }
+
+    /// Takes GPUs from every view (a start, or GPUs held for a job waiting on preemptions).
+    mutating func takeEverywhere(_ slices: [(node: Int, mask: UInt64)]) {
+        for s in slices {
+            pool.take(node: s.node, mask: s.mask)
+            open?.take(node: s.node, mask: s.mask)
+        }
+    }
+
+    /// Gives back the held GPUs a job did not use (it started elsewhere, or could not start).
+    mutating func release(heldFor id: JobID, except used: [(node: Int, mask: UInt64)]) {
+        guard let mine = held.removeValue(forKey: id) else { return }
+        for s in mine {
+            let keep = s.mask & ~(used.first { $0.node == s.node }?.mask ?? 0)
+            if keep == 0 { continue }
+            pool.setFree(node: s.node, mask: pool.free[s.node] | keep)
+            if let o = open {
+                open!.setFree(node: s.node, mask: o.free[s.node] | (keep & ~(reservedMasks[s.node] ?? 0)))
+            }
+        }
+    }
+
+    // MARK: The walk
+
+    mutating func run(order: [Priority]) {
+        var head: JobID?
+        for (rank, p) in order.enumerated() {
+            let row = rows[p.slot]
+            func block(_ b: Blocker) { pending.append(PendingReason(id: row.id, rank: rank + 1, blocker: b)) }
+            if let head {
+                block(.behind(head))
+                continue
+            }
+            let allowed = ctx.allowed[Int(row.constraint)]
+            if let b = ctx.structuralBlocker(gpus: row.gpus, topology: row.topology, allowed: allowed) {
+                block(b)
+                release(heldFor: row.id, except: [])
+                continue
+            }
+            let cls = classes.of(row)
+            let preemptible = classes.preemptible(row)
+            // Admission: budgets and quotas (policy allot).
+            var loans: [Loan] = []
+            if policy == .allot {
+                if let b = hardBudgetBlocker(row, extraCost: 0) {
+                    block(b)
+                    release(heldFor: row.id, except: [])
+                    continue
+                }
+                switch quotaAdmission(row, preemptible: preemptible) {
+                case .blocked(let b):
+                    block(b)
+                    release(heldFor: row.id, except: [])
+                    continue
+                case .loan(let l): loans.append(l)
+                case .free: break
+                }
+            }
+            switch tryStart(row, allowed: allowed, preemptible: preemptible, loans: loans) {
+            case .started:
+                continue
+            case .blocked(let blocker, let capacity):
+                // Waiting on jobs already told to stop for it?
+                if incoming[row.id] != nil, holdIfFits(row, allowed: allowed, with: incoming[row.id]!) {
+                    block(.waitingForPreemption(victims: stoppingFor(row.id).count))
+                    holdReservation(for: row.id)
+                    continue
+                }
+                // Bounded: a pass over a long queue of blocked jobs stays cheap.
+                if policy == .allot && capacity && preemptionSearches < Self.maxPreemptionSearches {
+                    preemptionSearches += 1
+                    if let count = preempt(for: row, rank: p, allowed: allowed, cls: cls) {
+                        block(.waitingForPreemption(victims: count))
+                        holdReservation(for: row.id)
+                        continue
+                    }
+                }
+                block(blocker)
+                if capacity && reservation == nil && policy != .fifo { reserve(for: row, rank: p, allowed: allowed) }
+                if policy == .fifo { head = row.id }
+            }
+        }
+    }
+
+    /// The jobs stopping to make way for a job: (id, when they must be gone).
+    mutating func stoppingFor(_ id: JobID) -> [(JobID, Double)] {
+        var out: [(JobID, Double)] = []
+        for v in running where v.preemptedFor == id { out.append((v.id, v.expectedEnd)) }
+        let rules = state.config.preemption
+        for case .preempt(let v, let by, let grace, _) in decisions where by == id {
+            out.append((v, now.seconds + grace))
+        }
+        return out
+    }
+
+    /// A job waiting for its victims is the first blocked job: it holds the reservation (its GPUs are already
+    /// held), expected when the last victim's grace ends, so that no later job is promised a start it
+    /// could then lose to a requeued victim.
+    mutating func holdReservation(for id: JobID) {
+        guard reservation == nil else { return }
+        let eta = stoppingFor(id).map(\.1).max() ?? now.seconds
+        reservation = Reservation(job: id, from: Instant(seconds: eta), allocation: nil)
+        reservationEnd = eta
+    }
+
+    enum StartOutcome {
+        case started
+        /// Not started: why, and whether for lack of GPUs (rather than cost or a rule).
+        case blocked(Blocker, capacity: Bool)
+    }
+
+    /// Places and starts a job if it can start now.
+    mutating func tryStart(_ row: PendingQueue.Row, allowed: UInt64, preemptible: Bool, loans: [Loan]) -> StartOutcome {
+        let short = !row.walltime.isNaN && now.seconds + row.walltime <= reservationEnd
+        let mayUseReserved = reservation == nil || short || (policy == .allot && preemptible)
+        let key = Int(row.constraint) * 3 + row.topology.ordinal
+        let memoizable = row.maxCostUSD.isNaN
+        var views: [Int] = []
+        if reservation == nil || open == nil {
+            views = [0]
+        } else {
+            views = mayUseReserved ? [0, 1] : [0]
+        }
+        var best: (Blocker, Bool)?
+        for v in views {
+            let usesWholePool = v == 1 || open == nil
+            let mine = held[row.id] ?? []
+            if memoizable && row.gpus >= memo[v][key] && mine.isEmpty { continue }
+            let view = adding(mine, to: usesWholePool ? pool : open!)
+            switch attempt(row, allowed: allowed, preemptible: preemptible, view: view) {
+            case .placed(let m, let slices, let note, var more):
+                var all = loans
+                if usesWholePool && reservation != nil && !short {
+                    let touches = slices.contains { (reservedMasks[$0.node] ?? 0) & $0.mask != 0 }
+                    if touches { all.append(.reservation(for: reservation!.job)) }
+                }
+                more.removeAll { all.contains($0) }
+                all.append(contentsOf: more)
+                record(row, model: m, slices: slices, note: note, loans: all)
+                return .started
+            case .failed(let b, let capacity):
+                if capacity && memoizable && mine.isEmpty { memo[v][key] = min(memo[v][key], row.gpus) }
+                if best == nil || (best!.1 && !capacity) { best = (b, capacity) }
+            }
+        }
+        // Held back by the reservation rather than by capacity?
+        if let r = reservation, !mayUseReserved, open != nil, best?.1 ?? true,
+            fitsAny(row, allowed: allowed, view: pool)
+        {
+            return .blocked(.reserved(for: r.job, from: r.from), capacity: false)
+        }
+        if let best { return .blocked(best.0, capacity: best.1) }
+        return .blocked(ctx.shortage(row.gpus, allowed: allowed, pool: pool), capacity: true)
+    }
+
+    func fitsAny(_ row: PendingQueue.Row, allowed: UInt64, view: FreePool) -> Bool {
+        var m = allowed
+        while m != 0 {
+            let i = m.trailingZeroBitCount
+            m &= m - 1
+            if view.fits(model: i, count: row.gpus, topology: row.topology) { return true }
+        }
+        return false
+    }
+
+    enum Attempt {
+        case placed(model: Int, slices: [(node: Int, mask: UInt64)], note: PlacementNote, loans: [Loan])
+        case failed(Blocker, capacity: Bool)
+    }
+
+    /// Tries the job's models in its preference order on a view: constraints, cost limit, inference reserve,
+    /// hard budget, then room. Takes nothing.
+    mutating func attempt(_ row: PendingQueue.Row, allowed: UInt64, preemptible: Bool, view: FreePool) -> Attempt {
+        var cheapestOverLimit = Double.infinity
+        var rule: Blocker?
+        var anyRoom = false
+        for (m, ruleName) in ctx.order(for: row, now: now) where allowed & (1 << UInt64(m)) != 0 {
+            let seconds = ctx.expectedSeconds(row, model: m)
+            let cost = ctx.models[m].pricePerHour * Double(row.gpus) * seconds / 3600
+            guard view.fits(model: m, count: row.gpus, topology: row.topology) else { continue }
+            anyRoom = true
+            if !row.maxCostUSD.isNaN, cost > row.maxCostUSD {
+                cheapestOverLimit = min(cheapestOverLimit, cost)
+                continue
+            }
+            var loans: [Loan] = []
+            if policy == .allot && row.kind != .inference && m < reserve.count && reserve[m] > 0 {
+                let others = use(of: m, inference: false)
+                if others + row.gpus > ctx.capacity[m] - reserve[m] {
+                    let loan = Loan.inferenceReserve(model: ctx.models[m].name)
+                    if !preemptible {
+                        if rule == nil { rule = .mustBorrow(loan) }
+                        continue
+                    }
+                    loans.append(loan)
+                }
+            }
+            if policy == .allot, let b = hardBudgetBlocker(row, extraCost: cost) {
+                if rule == nil { rule = b }
+                continue
+            }
+            var p = view
+            guard let slices = p.place(model: m, count: row.gpus, topology: row.topology) else { continue }
+            let holes = slices.reduce(0) { $0 + p.freeCount($1.node) }
+            let note = PlacementNote(
+                rule: ruleName,
+                model: ctx.models[m].name,
+                expectedSeconds: seconds,
+                estimatedCostUSD: cost,
+                holesLeft: holes
+            )
+            return .placed(model: m, slices: slices, note: note, loans: loans)
+        }
+        if let rule { return .failed(rule, capacity: false) }
+        if cheapestOverLimit.isFinite {
+            return .failed(.overMaxCost(cheapestUSD: cheapestOverLimit, limitUSD: row.maxCostUSD), capacity: false)
+        }
+        _ = anyRoom
+        return .failed(ctx.shortage(row.gpus, allowed: allowed, pool: view), capacity: true)
+    }
+
+    mutating func record(
+        _ row: PendingQueue.Row,
+        model m: Int,
+        slices: [(node: Int, mask: UInt64)],
+        note: PlacementNote,
+        loans: [Loan]
+    ) {
+        takeEverywhere(slices)
+        release(heldFor: row.id, except: slices)
+        let allocation = Allocation(
+            model: ctx.models[m].name,
+            slices: slices.map { Allocation.Slice(node: state.nodes[$0.node].name, gpus: $0.mask.bitIndices) }
+        )
+        decisions.append(.start(row.id, on: allocation, why: note, loans: loans))
+        let tenant = state.pendingJobs.tenants.values[Int(row.tenant)]
+        tenantGPUs[tenant] = gpusInUse(by: tenant) + row.gpus
+        if firmGPUs != nil && !classes.preemptible(row) {
+            let before = firmGPUs![tenant, default: 0]
+            let q = state.config.tenant(named: tenant).gpuQuota ?? 0
+            firmGPUs![tenant] = before + row.gpus
+            borrowedTotal! += max(0, before + row.gpus - q) - max(0, before - q)
+        }
+        addedCost[tenant, default: 0] += note.estimatedCostUSD
+        if policy == .allot && !reserve.isEmpty { addUse(of: m, inference: row.kind == .inference, gpus: row.gpus) }
+    }
+
+    /// When the job fits in the free GPUs plus those of jobs stopping for it, holds the free part for it and
+    /// returns true.
+    mutating func holdIfFits(_ row: PendingQueue.Row, allowed: UInt64, with extra: [(node: Int, mask: UInt64)]) -> Bool
+    {
+        let view = adding(extra + (held[row.id] ?? []), to: pool)
+        for (m, _) in ctx.order(for: row, now: now) where allowed & (1 << UInt64(m)) != 0 {
+            var p = view
+            guard let slices = p.place(model: m, count: row.gpus, topology: row.topology) else { continue }
+            takeEverywhere(slices.map { ($0.node, $0.mask & pool.free[$0.node]) })
+            return true
+        }
+        return false
+    }
+
+    // MARK: Admission
+
+    /// The hard-budget blocker for a tenant, if starting this job (of estimated cost `extraCost`) would go
+    /// past the budget: spent in the window, plus the expected remaining cost of its running jobs and of this
+    /// pass's starts, plus this job.
+    mutating func hardBudgetBlocker(_ row: PendingQueue.Row, extraCost: Double) -> Blocker? {
+        let tenant = state.pendingJobs.tenants.values[Int(row.tenant)]
+        guard let b = state.config.tenant(named: tenant).budget, b.enforcement == .hard else { return nil }
+        let spent = state.spent(by: tenant, in: b.window, at: now)
+        let projected = spent + committed(by: tenant) + addedCost[tenant, default: 0] + extraCost
+        if extraCost == 0 ? projected >= b.usd : projected > b.usd {
+            return .overBudget(tenant: tenant, spentUSD: spent, limitUSD: b.usd, window: b.window)
+        }
+        return nil
+    }
+
+    enum QuotaAdmission {
+        case free
+        case loan(Loan)
+        case blocked(Blocker)
+    }
+
+    /// GPUs a tenant's non-preemptible jobs hold.
+    mutating func firmUse(by tenant: String) -> Int {
+        if firmGPUs == nil {
+            var firm: [String: Int] = [:]
+            for r in running where !r.preemptible { firm[r.tenant, default: 0] += r.gpus }
+            var quotas = 0
+            for t in state.config.tenants { quotas += t.gpuQuota ?? 0 }
+            unassigned = max(0, state.totalGPUs - quotas)
+            borrowedTotal = firm.reduce(0) {
+                $0 + max(0, $1.value - (state.config.tenant(named: $1.key).gpuQuota ?? 0))
+            }
+            firmGPUs = firm
+        }
+        return firmGPUs![tenant, default: 0]
+    }
+
+    /// Whether a job's tenant is within its guarantee with it: a non-preemptible job counts against its
+    /// tenant's non-preemptible use (the guarantee goes to those first), a preemptible one against all.
+    mutating func withinQuota(_ row: PendingQueue.Row, tenant: String, preemptible: Bool) -> Bool {
+        let quota = state.config.tenant(named: tenant).gpuQuota ?? 0
+        return (preemptible ? gpusInUse(by: tenant) : firmUse(by: tenant)) + row.gpus <= quota
+    }
+
+    /// Quotas are guarantees, and a tenant's guarantee goes first to its non-preemptible jobs. A tenant may
+    /// use more than its quota (no more than its borrowing limit beyond it): a preemptible job then runs on a
+    /// loan that a job within its guarantee can take back; a job that is not preemptible may go beyond only
+    /// while such borrowing stays within the GPUs nobody is guaranteed, so every guarantee can still be met by
+    /// taking loans back.
+    mutating func quotaAdmission(_ row: PendingQueue.Row, preemptible: Bool) -> QuotaAdmission {
+        guard state.config.quotasInForce else { return .free }
+        let tenant = state.pendingJobs.tenants.values[Int(row.tenant)]
+        let t = state.config.tenant(named: tenant)
+        let quota = t.gpuQuota ?? 0
+        let used = gpusInUse(by: tenant)
+        if let limit = t.borrowLimit, used + row.gpus > quota + limit {
+            return .blocked(.overQuota(tenant: tenant, inUse: used, quota: quota, borrowLimit: limit))
+        }
+        if withinQuota(row, tenant: tenant, preemptible: preemptible) { return .free }
+        let loan = Loan.quota(tenant: tenant)
+        if preemptible { return .loan(loan) }
+        let firm = firmUse(by: tenant)
+        let more = max(0, firm + row.gpus - quota) - max(0, firm - quota)
+        return borrowedTotal! + more <= unassigned ? .free : .blocked(.mustBorrow(loan))
+    }
+}

@@ -1,0 +1,161 @@
+extension Pass {
+    /// Why a running job may be stopped for `row`, if it may: a loan `row` may take back, or a lower,
+    /// preemptible class when `row`'s class may preempt.
+    mutating func victimReason(
+        _ v: RunView,
+        for row: PendingQueue.Row,
+        rank: Priority,
+        tenant: String,
+        cls: PriorityClass,
+        allowed: UInt64
+    ) -> PreemptionReason? {
+        if v.stopping || victims.contains(v.id) || allowed & (1 << UInt64(v.model)) == 0 { return nil }
+        for loan in v.loans {
+            switch loan {
+            case .reservation:
+                // The first job that cannot start holds the reservation and takes back what was lent from
+                // it — from jobs it goes before, never from one that would go before it once requeued.
+                if reservation == nil && rank < priority(ofRunning: v.id) { return .reservation }
+            case .inferenceReserve(let model):
+                if row.kind == .inference, let m = ctx.modelIndex[model], m < reserve.count,
+                    use(of: m, inference: true) + row.gpus <= reserve[m]
+                {
+                    return .inference
+                }
+            case .quota(let lender):
+                // A job within its tenant's guarantee takes back GPUs borrowed beyond quotas: another tenant's
+                // (never below that tenant's own quota), or, for a job that is not preemptible, its own
+                // tenant's preemptible borrowers.
+                let preemptible = classes.preemptible(row)
+                guard state.config.quotasInForce, withinQuota(row, tenant: tenant, preemptible: preemptible) else {
+                    break
+                }
+                if lender == tenant {
+                    if !preemptible { return .quota }
+                } else if gpusInUse(by: lender) - v.gpus >= (state.config.tenant(named: lender).gpuQuota ?? 0) {
+                    return .quota
+                }
+            }
+        }
+        if cls.preempts && v.preemptible && v.classValue < cls.value && !v.shielded { return .priority }
+        return nil
+    }
+
+    /// Finds the victims whose GPUs let `row` start with the least lost — loans before class victims, lower
+    /// classes first, then least work at risk, then fewest jobs — tells them to stop, and holds the free GPUs
+    /// `row` will use.
+    /// - Returns: the number of jobs told to stop, or nil when no set of victims makes room.
+    mutating func preempt(for row: PendingQueue.Row, rank: Priority, allowed: UInt64, cls: PriorityClass) -> Int? {
+        let tenant = state.pendingJobs.tenants.values[Int(row.tenant)]
+        var candidates: [(view: RunView, reason: PreemptionReason)] = []
+        for v in running {
+            if let r = victimReason(v, for: row, rank: rank, tenant: tenant, cls: cls, allowed: allowed) {
+                candidates.append((v, r))
+            }
+        }
+        if candidates.isEmpty { return nil }
+        // Cheapest to stop first: loans, then lower classes, then less work at risk.
+        candidates.sort { a, b in
+            let ra = a.reason.isReclaim ? 0 : 1
+            let rb = b.reason.isReclaim ? 0 : 1
+            if ra != rb { return ra < rb }
+            if a.view.classValue != b.view.classValue { return a.view.classValue < b.view.classValue }
+            if a.view.risk != b.view.risk { return a.view.risk < b.view.risk }
+            return a.view.id < b.view.id
+        }
+        let base = adding((incoming[row.id] ?? []) + (held[row.id] ?? []), to: pool)
+        typealias Choice = (set: [Int], model: Int, cost: (Int, Int, Double, Int))
+        var best: Choice?
+        for (m, _) in ctx.order(for: row, now: now) where allowed & (1 << UInt64(m)) != 0 {
+            let onModel = candidates.indices.filter { candidates[$0].view.model == m }
+            if onModel.isEmpty { continue }
+            if row.topology == .any {
+                if let set = cover(row, model: m, base: base, with: onModel, candidates, node: nil) {
+                    consider(set, m, &best, candidates)
+                }
+                // One bigger victim may lose as little as several small ones, and is fewer.
+                for i in onModel where cover(row, model: m, base: base, with: [i], candidates, node: nil) != nil {
+                    consider([i], m, &best, candidates)
+                }
+            } else {
+                var nodes = Set<Int>()
+                for i in onModel { for s in candidates[i].view.slices { nodes.insert(s.node) } }
+                for node in nodes.sorted() {
+                    let here = onModel.filter { candidates[$0].view.mask(on: node) != 0 }
+                    if let set = cover(row, model: m, base: base, with: here, candidates, node: node) {
+                        consider(set, m, &best, candidates)
+                    }
+                    for i in here where cover(row, model: m, base: base, with: [i], candidates, node: node) != nil {
+                        consider([i], m, &best, candidates)
+                    }
+                }
+            }
+        }
+        guard let best else { return nil }
+        let rules = state.config.preemption
+        var freed: [(node: Int, mask: UInt64)] = []
+        for i in best.set {
+            let (v, reason) = candidates[i]
+            victims.insert(v.id)
+            decisions.append(
+                .preempt(v.id, by: row.id, grace: reason.isReclaim ? rules.loanGrace : v.grace, reason: reason)
+            )
+            freed.append(contentsOf: v.slices)
+        }
+        // Hold the free GPUs its placement will use, so that nothing else takes them meanwhile.
+        var view = adding(freed, to: base)
+        if let slices = view.place(model: best.model, count: row.gpus, topology: row.topology) {
+            takeEverywhere(slices.map { ($0.node, $0.mask & pool.free[$0.node]) })
+        }
+        incoming[row.id, default: []].append(contentsOf: freed)
+        return best.set.count
+    }
+
+    /// Adds candidates in order until `row` fits (on `node` when given), then drops those it can do without.
+    func cover(
+        _ row: PendingQueue.Row,
+        model m: Int,
+        base: FreePool,
+        with order: [Int],
+        _ candidates: [(view: RunView, reason: PreemptionReason)],
+        node: Int?
+    ) -> [Int]? {
+        func fits(_ set: [Int]) -> Bool {
+            var slices: [(node: Int, mask: UInt64)] = []
+            for i in set { slices.append(contentsOf: candidates[i].view.slices) }
+            let view = adding(slices, to: base)
+            if let node { return view.pick(node: node, count: row.gpus, nvlink: row.topology == .nvlink) != nil }
+            return view.fits(model: m, count: row.gpus, topology: row.topology)
+        }
+        var chosen: [Int] = []
+        var ok = false
+        for i in order {
+            chosen.append(i)
+            if fits(chosen) {
+                ok = true
+                break
+            }
+        }
+        guard ok else { return nil }
+        // Drop the costliest victims that turn out not to be needed.
+        for i in chosen.reversed() {
+            let without = chosen.filter { $0 != i }
+            if !without.isEmpty && fits(without) { chosen = without }
+        }
+        return chosen
+    }
+
+    func consider(
+        _ set: [Int],
+        _ m: Int,
+        _ best: inout (set: [Int], model: Int, cost: (Int, Int, Double, Int))?,
+        _ candidates: [(view: RunView, reason: PreemptionReason)]
+    ) {
+        let worstKind = set.map { candidates[$0].reason.isReclaim ? 0 : 1 }.max() ?? 0
+        let worstClass = set.map { candidates[$0].view.classValue }.max() ?? 0
+        let risk = set.reduce(0.0) { $0 + candidates[$1].view.risk }
+        let cost = (worstKind, worstClass, risk, set.count)
+        if let b = best, !(cost < b.cost) { return }
+        best = (set, m, cost)
+    }
+}

@@ -1,0 +1,69 @@
+extension Pass {
+    /// Gives the first job that cannot start a reservation (EASY backfill): the earliest time its GPUs are
+    /// expected to be free, and which GPUs, from the running jobs' ends — walltimes for `backfill`, walltimes
+    /// and estimates for `allot`, where GPUs lent from a reservation to jobs it goes before count as free
+    /// (it takes them back).
+    mutating func reserve(for row: PendingQueue.Row, rank: Priority, allowed: UInt64) {
+        var view = adding((incoming[row.id] ?? []) + (held[row.id] ?? []), to: pool)
+        var ends: [(end: Double, id: JobID, slices: [(node: Int, mask: UInt64)])] = []
+        for v in running {
+            if let p = v.preemptedFor, p != row.id { continue }
+            if incoming[row.id] != nil && v.preemptedFor == row.id { continue }
+            if policy == .allot && !v.stopping
+                && v.loans.contains(where: { if case .reservation = $0 { true } else { false } })
+                && rank < priority(ofRunning: v.id)
+            {
+                view = adding(v.slices, to: view)
+                continue
+            }
+            let end = policy == .backfill ? v.walltimeEnd : v.expectedEnd
+            if end.isFinite { ends.append((max(end, now.seconds), v.id, v.slices)) }
+        }
+        ends.sort { $0.end != $1.end ? $0.end < $1.end : $0.id < $1.id }
+        let order = ctx.order(for: row, now: now).filter { allowed & (1 << UInt64($0.model)) != 0 }
+        var at: Double?
+        var chosen: (model: Int, slices: [(node: Int, mask: UInt64)])?
+        func tryPlace() -> Bool {
+            for (m, _) in order {
+                var p = view
+                if let slices = p.place(model: m, count: row.gpus, topology: row.topology) {
+                    chosen = (m, slices)
+                    return true
+                }
+            }
+            return false
+        }
+        if !tryPlace() {
+            for e in ends {
+                view = adding(e.slices, to: view)
+                if tryPlace() {
+                    at = e.end
+                    break
+                }
+            }
+        } else {
+            at = now.seconds
+        }
+        guard let chosen else {
+            reservation = Reservation(job: row.id, from: nil, allocation: nil)
+            return
+        }
+        reservationEnd = at ?? .infinity
+        reservation = Reservation(
+            job: row.id,
+            from: at.map { Instant(seconds: $0) },
+            allocation: Allocation(
+                model: ctx.models[chosen.model].name,
+                slices: chosen.slices.map {
+                    Allocation.Slice(node: state.nodes[$0.node].name, gpus: $0.mask.bitIndices)
+                }
+            )
+        )
+        var o = pool
+        for s in chosen.slices {
+            reservedMasks[s.node, default: 0] |= s.mask
+            o.take(node: s.node, mask: s.mask)
+        }
+        open = o
+    }
+}
