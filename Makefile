@@ -8,7 +8,7 @@ CONFIG ?= etc/allot/allotd.toml
 TRACE ?= examples/trace-mixed.csv
 BIN := $(shell $(SWIFT) build --show-bin-path 2>/dev/null)
 
-.PHONY: all deps build release test lint format demo bench clean
+.PHONY: all deps build release test lint format demo bench figures clean
 
 all: build
 
@@ -39,11 +39,18 @@ demo: deps
 	@echo "== allot policy: multifactor priority, cost- and time-aware placement =="
 	$(BIN)/allotctl simulate --config $(CONFIG) --trace $(TRACE) --policy allot
 	@echo
+	@echo "== backfill baseline: multifactor priority and EASY backfill, no cost awareness (as Slurm) =="
+	$(BIN)/allotctl simulate --config $(CONFIG) --trace $(TRACE) --policy backfill
+	@echo
 	@echo "== fifo baseline: strict first come, first served =="
 	$(BIN)/allotctl simulate --config $(CONFIG) --trace $(TRACE) --policy fifo
 
 bench: deps
 	cd Benchmarks && $(SWIFT) package benchmark
+
+# allot against the backfill and fifo baselines on public traces (needs ../shared/data/traces).
+figures: deps
+	scripts/policy-figures.sh
 
 clean:
 	$(SWIFT) package clean

@@ -27,6 +27,12 @@ let package = Package(
             ],
             path: "Benchmarks/AllotBenchmarks",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
-        )
+        ),
+        // Times the parts of one scheduling pass, for profiling (swift run -c release PassProfile).
+        .executableTarget(
+            name: "PassProfile",
+            dependencies: [.product(name: "AllotCore", package: allot)],
+            path: "Benchmarks/PassProfile"
+        ),
     ]
 )

@@ -99,6 +99,9 @@ public struct FreePool: Sendable {
     /// Free GPUs of a model.
     public func freeGPUs(model m: Int) -> Int { totalFree[m] }
 
+    /// Free GPUs of all models.
+    public var totalFreeGPUs: Int { totalFree.reduce(0, +) }
+
     /// The largest number of free GPUs on one node of model `m`.
     public func largestBlock(model m: Int) -> Int {
         var k = maxK[m]

@@ -37,7 +37,12 @@ struct Pass {
     /// GPUs of each model held by inference and by other jobs, counting this pass's starts.
     private var kindUse: (inference: [Int], other: [Int])?
     let reserve: [Int]
+    /// Per interned tenant of the pending queue: its config (resolved once, not per job).
+    let tenantConfig: [Tenant]
+    let quotasInForce: Bool
+    let anyHardBudget: Bool
     private var runningCache: [RunView]?
+    var victimOrderCache: [Int]?
     private var calculator: PriorityCalculator?
     /// Jobs told to stop in this pass.
     var victims: Set<JobID> = []
@@ -57,7 +62,11 @@ struct Pass {
         self.rows = state.pendingJobs.rows
         self.pool = state.freePool
         self.memo = [[Int]](repeating: [Int](repeating: .max, count: ctx.allowed.count * 3), count: 2)
-        self.reserve = policy == .allot ? state.inferenceReserve : []
+        let reserve = policy == .allot ? state.inferenceReserve : []
+        self.reserve = reserve.contains { $0 > 0 } ? reserve : []
+        self.tenantConfig = state.pendingJobs.tenants.values.map { state.config.tenant(named: $0) }
+        self.quotasInForce = policy == .allot && state.config.quotasInForce
+        self.anyHardBudget = policy == .allot && state.config.tenants.contains { $0.budget?.enforcement == .hard }
         for id in state.holding.sorted() {
             for slice in state.jobs[existing: id].heldGPUs {
                 guard let ni = state.nodeIndex[slice.node] else { continue }
@@ -183,12 +192,23 @@ struct Pass {
     mutating func run(order: [Priority]) {
         var head: JobID?
         for (rank, p) in order.enumerated() {
-            let row = rows[p.slot]
-            func block(_ b: Blocker) { pending.append(PendingReason(id: row.id, rank: rank + 1, blocker: b)) }
             if let head {
-                block(.behind(head))
+                pending.append(PendingReason(id: p.id, rank: rank + 1, blocker: .behind(head)))
                 continue
             }
+            // Fast path for a long queue: nothing free, nothing more to decide for anyone (and the job's row
+            // is not read: rows are visited in priority order, so each read would miss the cache).
+            if exhausted(for: p.id) {
+                let allowed = ctx.allowed[Int(p.constraint)]
+                let gpus = Int(p.gpus)
+                let blocker =
+                    ctx.structuralBlocker(gpus: gpus, topology: p.topology, allowed: allowed)
+                    ?? ctx.shortage(gpus, allowed: allowed, pool: pool)
+                pending.append(PendingReason(id: p.id, rank: rank + 1, blocker: blocker))
+                continue
+            }
+            let row = rows[p.slot]
+            func block(_ b: Blocker) { pending.append(PendingReason(id: row.id, rank: rank + 1, blocker: b)) }
             let allowed = ctx.allowed[Int(row.constraint)]
             if let b = ctx.structuralBlocker(gpus: row.gpus, topology: row.topology, allowed: allowed) {
                 block(b)
@@ -214,12 +234,28 @@ struct Pass {
                 case .free: break
                 }
             }
+            // Inference within the reserve of its cheapest model takes lent GPUs back there (a few seconds'
+            // notice) rather than starting at once on a dearer model for its whole lifetime.
+            if policy == .allot && row.kind == .inference && !reserve.isEmpty
+                && preemptionSearches < Self.maxPreemptionSearches, let m = cheapestReserved(row, allowed: allowed),
+                !pool.fits(model: m, count: row.gpus, topology: row.topology) && held[row.id] == nil
+                    && incoming[row.id] == nil,
+                let count = countingSearch({
+                    $0.preempt(for: row, rank: p, allowed: 1 << UInt64(m), cls: cls, reclaimOnly: true)
+                })
+            {
+                block(.waitingForPreemption(victims: count))
+                holdReservation(for: row.id)
+                continue
+            }
             switch tryStart(row, allowed: allowed, preemptible: preemptible, loans: loans) {
             case .started:
                 continue
             case .blocked(let blocker, let capacity):
                 // Waiting on jobs already told to stop for it?
-                if incoming[row.id] != nil, holdIfFits(row, allowed: allowed, with: incoming[row.id]!) {
+                if !incoming.isEmpty, incoming[row.id] != nil,
+                    holdIfFits(row, allowed: allowed, with: incoming[row.id]!)
+                {
                     block(.waitingForPreemption(victims: stoppingFor(row.id).count))
                     holdReservation(for: row.id)
                     continue
@@ -238,6 +274,30 @@ struct Pass {
                 if policy == .fifo { head = row.id }
             }
         }
+    }
+
+    /// Runs a preemption search, counting it against the pass's bound.
+    mutating func countingSearch(_ search: (inout Pass) -> Int?) -> Int? {
+        preemptionSearches += 1
+        return search(&self)
+    }
+
+    /// Whether the pass can decide nothing more for this job than "waiting for GPUs": none is free, none is
+    /// held or coming for it, no preemption search is left, and the reservation is taken.
+    func exhausted(for id: JobID) -> Bool {
+        guard reservation != nil || policy == .fifo,
+            policy != .allot || preemptionSearches >= Self.maxPreemptionSearches,
+            pool.totalFreeGPUs == 0
+        else { return false }
+        return (held.isEmpty || held[id] == nil) && (incoming.isEmpty || incoming[id] == nil)
+    }
+
+    /// The job's first model in its order, when that model has an inference reserve with room for it.
+    mutating func cheapestReserved(_ row: PendingQueue.Row, allowed: UInt64) -> Int? {
+        guard let m = ctx.order(for: row, now: now).first(where: { allowed & (1 << UInt64($0.model)) != 0 })?.model,
+            m < reserve.count, reserve[m] > 0, use(of: m, inference: true) + row.gpus <= reserve[m]
+        else { return nil }
+        return m
     }
 
     /// The jobs stopping to make way for a job: (id, when they must be gone).
@@ -273,19 +333,28 @@ struct Pass {
         let mayUseReserved = reservation == nil || short || (policy == .allot && preemptible)
         let key = Int(row.constraint) * 3 + row.topology.ordinal
         let memoizable = row.maxCostUSD.isNaN
-        var views: [Int] = []
-        if reservation == nil || open == nil {
-            views = [0]
-        } else {
-            views = mayUseReserved ? [0, 1] : [0]
-        }
+        // View 0: the pool without the reservation's GPUs (the whole pool before there is a reservation);
+        // view 1: the whole pool, for jobs that may use reserved GPUs.
+        let viewCount = (reservation != nil && open != nil && mayUseReserved) ? 2 : 1
         var best: (Blocker, Bool)?
-        for v in views {
+        for v in 0..<viewCount {
             let usesWholePool = v == 1 || open == nil
-            let mine = held[row.id] ?? []
+            let mine = held.isEmpty ? [] : (held[row.id] ?? [])
             if memoizable && row.gpus >= memo[v][key] && mine.isEmpty { continue }
-            let view = adding(mine, to: usesWholePool ? pool : open!)
-            switch attempt(row, allowed: allowed, preemptible: preemptible, view: view) {
+            let outcome: Attempt
+            if !mine.isEmpty {
+                outcome = attempt(
+                    row,
+                    allowed: allowed,
+                    preemptible: preemptible,
+                    view: adding(mine, to: usesWholePool ? pool : open!)
+                )
+            } else if usesWholePool {
+                outcome = attempt(row, allowed: allowed, preemptible: preemptible, view: pool)
+            } else {
+                outcome = attempt(row, allowed: allowed, preemptible: preemptible, view: open!)
+            }
+            switch outcome {
             case .placed(let m, let slices, let note, var more):
                 var all = loans
                 if usesWholePool && reservation != nil && !short {
@@ -423,8 +492,8 @@ struct Pass {
     /// past the budget: spent in the window, plus the expected remaining cost of its running jobs and of this
     /// pass's starts, plus this job.
     mutating func hardBudgetBlocker(_ row: PendingQueue.Row, extraCost: Double) -> Blocker? {
+        guard anyHardBudget, let b = tenantConfig[Int(row.tenant)].budget, b.enforcement == .hard else { return nil }
         let tenant = state.pendingJobs.tenants.values[Int(row.tenant)]
-        guard let b = state.config.tenant(named: tenant).budget, b.enforcement == .hard else { return nil }
         let spent = state.spent(by: tenant, in: b.window, at: now)
         let projected = spent + committed(by: tenant) + addedCost[tenant, default: 0] + extraCost
         if extraCost == 0 ? projected >= b.usd : projected > b.usd {
@@ -468,9 +537,9 @@ struct Pass {
     /// while such borrowing stays within the GPUs nobody is guaranteed, so every guarantee can still be met by
     /// taking loans back.
     mutating func quotaAdmission(_ row: PendingQueue.Row, preemptible: Bool) -> QuotaAdmission {
-        guard state.config.quotasInForce else { return .free }
+        guard quotasInForce else { return .free }
         let tenant = state.pendingJobs.tenants.values[Int(row.tenant)]
-        let t = state.config.tenant(named: tenant)
+        let t = tenantConfig[Int(row.tenant)]
         let quota = t.gpuQuota ?? 0
         let used = gpusInUse(by: tenant)
         if let limit = t.borrowLimit, used + row.gpus > quota + limit {

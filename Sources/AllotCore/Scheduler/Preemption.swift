@@ -6,7 +6,7 @@ extension Pass {
         for row: PendingQueue.Row,
         rank: Priority,
         tenant: String,
-        cls: PriorityClass,
+        cls: ClassInfo,
         allowed: UInt64
     ) -> PreemptionReason? {
         if v.stopping || victims.contains(v.id) || allowed & (1 << UInt64(v.model)) == 0 { return nil }
@@ -41,28 +41,51 @@ extension Pass {
         return nil
     }
 
+    /// Running jobs by (class, work at risk, id): the order victims are tried in. Sorted once per pass.
+    mutating func victimOrder() -> [Int] {
+        if let o = victimOrderCache { return o }
+        let r = running
+        let o = r.indices.sorted { a, b in
+            if r[a].classValue != r[b].classValue { return r[a].classValue < r[b].classValue }
+            if r[a].risk != r[b].risk { return r[a].risk < r[b].risk }
+            return r[a].id < r[b].id
+        }
+        victimOrderCache = o
+        return o
+    }
+
     /// Finds the victims whose GPUs let `row` start with the least lost — loans before class victims, lower
     /// classes first, then least work at risk, then fewest jobs — tells them to stop, and holds the free GPUs
     /// `row` will use.
+    /// - Parameter reclaimOnly: take back loans only; preempt nobody by class.
     /// - Returns: the number of jobs told to stop, or nil when no set of victims makes room.
-    mutating func preempt(for row: PendingQueue.Row, rank: Priority, allowed: UInt64, cls: PriorityClass) -> Int? {
+    mutating func preempt(
+        for row: PendingQueue.Row,
+        rank: Priority,
+        allowed: UInt64,
+        cls: ClassInfo,
+        reclaimOnly: Bool = false
+    )
+        -> Int?
+    {
         let tenant = state.pendingJobs.tenants.values[Int(row.tenant)]
-        var candidates: [(view: RunView, reason: PreemptionReason)] = []
-        for v in running {
-            if let r = victimReason(v, for: row, rank: rank, tenant: tenant, cls: cls, allowed: allowed) {
-                candidates.append((v, r))
+        var reclaims: [(view: RunView, reason: PreemptionReason)] = []
+        var others: [(view: RunView, reason: PreemptionReason)] = []
+        let views = running
+        for i in victimOrder() {
+            guard let r = victimReason(views[i], for: row, rank: rank, tenant: tenant, cls: cls, allowed: allowed)
+            else {
+                continue
+            }
+            if r.isReclaim {
+                reclaims.append((views[i], r))
+            } else if !reclaimOnly {
+                others.append((views[i], r))
             }
         }
+        // Cheapest to stop first: loans, then lower classes, then less work at risk (the order above).
+        let candidates = reclaims + others
         if candidates.isEmpty { return nil }
-        // Cheapest to stop first: loans, then lower classes, then less work at risk.
-        candidates.sort { a, b in
-            let ra = a.reason.isReclaim ? 0 : 1
-            let rb = b.reason.isReclaim ? 0 : 1
-            if ra != rb { return ra < rb }
-            if a.view.classValue != b.view.classValue { return a.view.classValue < b.view.classValue }
-            if a.view.risk != b.view.risk { return a.view.risk < b.view.risk }
-            return a.view.id < b.view.id
-        }
         let base = adding((incoming[row.id] ?? []) + (held[row.id] ?? []), to: pool)
         typealias Choice = (set: [Int], model: Int, cost: (Int, Int, Double, Int))
         var best: Choice?
@@ -74,8 +97,12 @@ extension Pass {
                     consider(set, m, &best, candidates)
                 }
                 // One bigger victim may lose as little as several small ones, and is fewer.
-                for i in onModel where cover(row, model: m, base: base, with: [i], candidates, node: nil) != nil {
-                    consider([i], m, &best, candidates)
+                let short = row.gpus - base.freeGPUs(model: m)
+                for i in onModel where candidates[i].view.gpus >= short {
+                    if let b = best, candidates[i].view.risk > b.cost.2 { continue }
+                    if cover(row, model: m, base: base, with: [i], candidates, node: nil) != nil {
+                        consider([i], m, &best, candidates)
+                    }
                 }
             } else {
                 var nodes = Set<Int>()
@@ -85,8 +112,12 @@ extension Pass {
                     if let set = cover(row, model: m, base: base, with: here, candidates, node: node) {
                         consider(set, m, &best, candidates)
                     }
-                    for i in here where cover(row, model: m, base: base, with: [i], candidates, node: node) != nil {
-                        consider([i], m, &best, candidates)
+                    let short = row.gpus - base.freeCount(node)
+                    for i in here where candidates[i].view.mask(on: node).nonzeroBitCount >= short {
+                        if let b = best, candidates[i].view.risk > b.cost.2 { continue }
+                        if cover(row, model: m, base: base, with: [i], candidates, node: node) != nil {
+                            consider([i], m, &best, candidates)
+                        }
                     }
                 }
             }
@@ -120,27 +151,30 @@ extension Pass {
         _ candidates: [(view: RunView, reason: PreemptionReason)],
         node: Int?
     ) -> [Int]? {
-        func fits(_ set: [Int]) -> Bool {
-            var slices: [(node: Int, mask: UInt64)] = []
-            for i in set { slices.append(contentsOf: candidates[i].view.slices) }
-            let view = adding(slices, to: base)
+        func fits(_ view: FreePool) -> Bool {
             if let node { return view.pick(node: node, count: row.gpus, nvlink: row.topology == .nvlink) != nil }
             return view.fits(model: m, count: row.gpus, topology: row.topology)
         }
         var chosen: [Int] = []
+        var view = base
         var ok = false
         for i in order {
             chosen.append(i)
-            if fits(chosen) {
+            view = adding(candidates[i].view.slices, to: view)
+            if fits(view) {
                 ok = true
                 break
             }
         }
         guard ok else { return nil }
         // Drop the costliest victims that turn out not to be needed.
-        for i in chosen.reversed() {
-            let without = chosen.filter { $0 != i }
-            if !without.isEmpty && fits(without) { chosen = without }
+        if chosen.count > 1 {
+            for i in chosen.reversed() {
+                let without = chosen.filter { $0 != i }
+                var trial = base
+                for j in without { trial = adding(candidates[j].view.slices, to: trial) }
+                if !without.isEmpty && fits(trial) { chosen = without }
+            }
         }
         return chosen
     }

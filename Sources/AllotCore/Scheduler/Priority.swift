@@ -5,7 +5,8 @@
 /// - age: time waited over `max_age`;
 /// - fair share: `2^(−(u/U)/(s/S))`, where u is the tenant's usage decayed with the half-life, U all
 ///   tenants' usage, s the tenant's shares and S all shares (1 for a tenant with no recent usage);
-/// - size: `1 − log2(gpus)/log2(pool GPUs)` favouring small jobs, or its complement favouring large ones;
+/// - size: `1 − log2(work)/log2(pool work)` favouring small jobs (work: GPUs × expected minutes; pool work:
+///   its GPU-minutes in 30 days), or its complement favouring large ones;
 /// and, with policy `allot`, a tenant past a soft budget loses `over_budget_penalty`.
 public struct Priority: Hashable, Sendable, Comparable {
     public var classValue: Int
@@ -16,6 +17,11 @@ public struct Priority: Hashable, Sendable, Comparable {
     public var id: JobID
     /// Position of the job's row in the pending queue, for the pass that computed it.
     var slot: Int = 0
+    /// The row's GPUs, constraint and topology, carried along so that the pass can report a job waiting
+    /// for GPUs without reading its row again (rows are visited in priority order, not memory order).
+    var gpus: Int32 = 0
+    var constraint: Int32 = 0
+    var topology: Topology = .any
 
     public static func < (a: Priority, b: Priority) -> Bool {
         // "Less" is "runs earlier".
@@ -36,21 +42,34 @@ public struct PriorityFactors: Hashable, Sendable {
     public var score: Double
 }
 
+/// What a pass needs of a priority class (no name: copying it costs nothing).
+struct ClassInfo {
+    var value: Int
+    var preempts: Bool
+    var preemptible: Bool
+
+    init(_ c: PriorityClass) {
+        value = c.value
+        preempts = c.preempts
+        preemptible = c.preemptible
+    }
+}
+
 /// The classes of one pass, resolved for the pending queue's interned class names.
 struct ClassTable {
     /// Per interned class name: the class, or nil when the config no longer declares it.
-    let named: [PriorityClass?]
-    let defaultTraining: PriorityClass
-    let defaultInference: PriorityClass
+    let named: [ClassInfo?]
+    let defaultTraining: ClassInfo
+    let defaultInference: ClassInfo
 
     init(state: ClusterState) {
-        named = state.pendingJobs.classes.values.map { state.config.priorityClass(named: $0) }
-        defaultTraining = state.priorityClass(of: JobSpec(kind: .training))
-        defaultInference = state.priorityClass(of: JobSpec(kind: .inference))
+        named = state.pendingJobs.classes.values.map { state.config.priorityClass(named: $0).map(ClassInfo.init) }
+        defaultTraining = ClassInfo(state.priorityClass(of: JobSpec(kind: .training)))
+        defaultInference = ClassInfo(state.priorityClass(of: JobSpec(kind: .inference)))
     }
 
     /// The class in force for a row: its own if declared, else its kind's default.
-    func of(_ row: PendingQueue.Row) -> PriorityClass {
+    func of(_ row: PendingQueue.Row) -> ClassInfo {
         if row.priorityClass >= 0, let c = named[Int(row.priorityClass)] { return c }
         return row.kind == .inference ? defaultInference : defaultTraining
     }
@@ -67,7 +86,8 @@ struct PriorityCalculator {
     let state: ClusterState
     let now: Instant
     let settings: SchedulerSettings
-    let logPoolGPUs: Double
+    /// log2 of the pool's GPU-minutes in 30 days: the size factor's scale.
+    let logPoolWork: Double
     let classes: ClassTable
     /// Whether soft budgets lower priority (policy `allot`).
     let budgets: Bool
@@ -75,13 +95,12 @@ struct PriorityCalculator {
     private let totalShares: Double
     /// Per interned tenant of the pending queue: fair-share factor minus budget penalty (NaN until computed).
     private var tenantScore: [Double]
-    private var sizeFactorCache: [Int: Double] = [:]
 
     init(state: ClusterState, now: Instant, budgets: Bool) {
         self.state = state
         self.now = now
         self.settings = state.config.scheduler
-        self.logPoolGPUs = Double(max(2, state.totalGPUs)).log2Approx
+        self.logPoolWork = (Double(max(2, state.totalGPUs)) * 30 * 24 * 60).log2Approx
         self.classes = ClassTable(state: state)
         self.budgets = budgets
         // Shares count for tenants the config names, tenants with usage, and tenants with pending jobs now.
@@ -113,12 +132,13 @@ struct PriorityCalculator {
         return state.spent(by: tenant, in: b.window, at: now) >= b.usd
     }
 
-    mutating func sizeFactor(_ gpus: Int) -> Double {
-        if let f = sizeFactorCache[gpus] { return f }
-        let g = Double(max(1, gpus)).log2Approx / logPoolGPUs
-        let f = settings.sizeFavor == .small ? max(0, 1 - g) : min(1, g)
-        sizeFactorCache[gpus] = f
-        return f
+    /// The size factor of a job of `gpus` GPUs expected to run `seconds`: its work in GPU-minutes on a log
+    /// scale from 1 to the whole pool for 30 days, so that favouring small jobs favours short and narrow ones
+    /// (shortest expected work first shortens the average completion time most).
+    func sizeFactor(gpus: Int, seconds: Double) -> Double {
+        let minutes = max(1, Double(max(1, gpus)) * max(0, seconds) / 60)
+        let g = min(1, minutes.log2Approx / logPoolWork)
+        return settings.sizeFavor == .small ? 1 - g : g
     }
 
     func ageFactor(_ submit: Double) -> Double { min(1, max(0, (now.seconds - submit) / settings.maxAge)) }
@@ -131,7 +151,7 @@ struct PriorityCalculator {
     mutating func factors(_ job: Job) -> PriorityFactors {
         let age = ageFactor(job.submitTime.seconds)
         let fs = fairshareFactor(job.spec.tenant)
-        let size = sizeFactor(job.spec.gpus)
+        let size = sizeFactor(gpus: job.spec.gpus, seconds: state.estimate(of: job.spec))
         let penalty = overSoftBudget(job.spec.tenant) ? settings.overBudgetPenalty : 0
         return PriorityFactors(
             classValue: state.priorityClass(of: job.spec).value,
@@ -155,31 +175,25 @@ struct PriorityCalculator {
             classValue: classes.of(row).value,
             kindRank: row.kind == .inference ? 0 : 1,
             score: settings.ageWeight * ageFactor(row.submitTime) + tenantScore[t] + settings.sizeWeight
-                * sizeFactor(row.gpus),
+                * sizeFactor(gpus: row.gpus, seconds: row.estimate.isNaN ? settings.defaultEstimate : row.estimate),
             submitTime: row.submitTime,
-            id: row.id
+            id: row.id,
+            gpus: Int32(clamping: row.gpus),
+            constraint: row.constraint,
+            topology: row.topology
         )
     }
 }
 
 extension Double {
-    /// log2 of a positive value, from its exponent and a short series on the significand; exact enough for
-    /// priority factors and free of platform libraries.
+    /// log2 of a positive value, from its exponent and a cubic on the significand (error under 0.01): enough
+    /// for priority factors, cheap enough for every pending job in every pass, and free of platform
+    /// libraries.
     var log2Approx: Double {
         guard self > 0 else { return 0 }
-        let e = Double(exponent)
         let m = significand  // 1 <= m < 2
-        // ln(m) = 2 atanh((m-1)/(m+1))
-        let z = (m - 1) / (m + 1)
-        let z2 = z * z
-        var term = z
-        var sum = 0.0
-        var k = 1.0
-        for _ in 0..<12 {
-            sum += term / k
-            term *= z2
-            k += 2
-        }
-        return e + 2 * sum / Math.ln2
+        // Least-squares cubic for log2 on [1, 2).
+        let p = -2.153_620_718_9 + m * (3.047_884_960_1 + m * (-1.051_875_735_7 + m * 0.158_226_748_7))
+        return Double(exponent) + p
     }
 }

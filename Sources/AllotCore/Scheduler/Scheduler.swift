@@ -59,8 +59,10 @@ public struct Scheduler: Hashable, Sendable {
                 out.append(p)
             }
         }
-        out.sort()
-        return out
+        // Sort 4-byte indices rather than the 64-byte priorities themselves, then gather once.
+        var index = (0..<Int32(out.count)).map { $0 }
+        out.withUnsafeBufferPointer { p in index.sort { p[Int($0)] < p[Int($1)] } }
+        return out.withUnsafeBufferPointer { p in index.map { p[Int($0)] } }
     }
 
     /// The priority factors of a job, as this policy weighs them at `now`.
