@@ -1,5 +1,6 @@
 # allot — build, test, demo and benchmarks.
-#   make demo    run allot on the example pool and trace
+#   make demo    run allotd on the example pool with real (short) jobs
+#   make simulate  replay the example trace on the example pool
 #   make test    the test suite
 #   make bench   the benchmarks (Benchmarks/, a package of its own)
 SHELL := /bin/bash
@@ -8,7 +9,7 @@ CONFIG ?= etc/allot/allotd.toml
 TRACE ?= examples/trace-mixed.csv
 BIN := $(shell $(SWIFT) build --show-bin-path 2>/dev/null)
 
-.PHONY: all deps build release test lint format demo bench figures clean
+.PHONY: all deps build release test lint format demo simulate bench figures clean
 
 all: build
 
@@ -31,9 +32,15 @@ lint:
 format:
 	$(SWIFT) format -i -r Sources Tests Package.swift Benchmarks/Package.swift Benchmarks/Benchmarks
 
-# Until allotd exists, the demo replays the example trace (Philly training jobs plus inference replicas
-# derived from the Azure LLM trace) on the example pool, with allot's policy and the FIFO baseline.
+# The demo starts allotd on the example pool with a temporary state directory and socket, runs training and
+# inference jobs (short real commands) on this machine, and shows the queue, a preemption and the bill.
+# `make simulate` replays the example trace on the same pool with allot's policy and two baselines.
 demo: deps
+	$(SWIFT) build --product allotd
+	$(SWIFT) build --product allotctl
+	scripts/demo.sh $(BIN) $(CONFIG)
+
+simulate: deps
 	$(SWIFT) build --product allotctl
 	@echo
 	@echo "== allot policy: multifactor priority, cost- and time-aware placement =="

@@ -13,6 +13,8 @@ let package = Package(
         .library(name: "AllotCore", targets: ["AllotCore"]),
         .library(name: "AllotConfig", targets: ["AllotConfig"]),
         .library(name: "AllotWAL", targets: ["AllotWAL"]),
+        .library(name: "AllotProtocol", targets: ["AllotProtocol"]),
+        .library(name: "AllotDaemon", targets: ["AllotDaemon"]),
         .library(name: "AllotSim", targets: ["AllotSim"]),
         .executable(name: "allotctl", targets: ["allotctl"]),
         .executable(name: "allotd", targets: ["allotd"]),
@@ -22,12 +24,34 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-collections.git", from: "1.1.0"),
         .package(url: "https://github.com/LebJe/TOMLKit.git", from: "0.6.0"),
         .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.0"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
+        .package(url: "https://github.com/swiftlang/swift-subprocess.git", from: "1.0.0"),
+        .package(url: "https://github.com/apple/swift-system.git", from: "1.4.0"),
     ],
     targets: [
         // The pure model and scheduler: standard library only, no clocks, no I/O.
         .target(name: "AllotCore", swiftSettings: upcoming),
         // The write-ahead log: segments, snapshots, group commit, recovery (file I/O only).
         .target(name: "AllotWAL", dependencies: ["AllotCore"], swiftSettings: upcoming),
+        // The control protocol: JSON-RPC 2.0 messages over a Unix socket, one per line.
+        .target(name: "AllotProtocol", dependencies: ["AllotCore"], swiftSettings: upcoming),
+        // The daemon's parts: engine (state owner), control server, executor and supervisor.
+        .target(
+            name: "AllotDaemon",
+            dependencies: [
+                "AllotCore", "AllotWAL", "AllotProtocol", "AllotConfig",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .product(name: "Subprocess", package: "swift-subprocess"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
+            swiftSettings: upcoming
+        ),
         // The TOML configuration shared by the daemon and the simulator.
         .target(
             name: "AllotConfig",
@@ -43,7 +67,7 @@ let package = Package(
         .executableTarget(
             name: "allotctl",
             dependencies: [
-                "AllotCore", "AllotConfig", "AllotSim",
+                "AllotCore", "AllotConfig", "AllotSim", "AllotProtocol",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: upcoming
@@ -51,7 +75,9 @@ let package = Package(
         .executableTarget(
             name: "allotd",
             dependencies: [
-                "AllotCore", "AllotWAL",
+                "AllotCore", "AllotWAL", "AllotDaemon", "AllotConfig",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: upcoming
@@ -75,6 +101,11 @@ let package = Package(
             ],
             swiftSettings: upcoming
         ),
-        .testTarget(name: "EndToEndTests", dependencies: ["AllotCore", "AllotWAL"], swiftSettings: upcoming),
+        .testTarget(
+            name: "EndToEndTests",
+            dependencies: ["AllotCore", "AllotWAL", "AllotProtocol"],
+            exclude: ["testdata"],
+            swiftSettings: upcoming
+        ),
     ]
 )

@@ -9,10 +9,21 @@ public struct ConfigFile: Hashable, Sendable {
     public var pool: PoolConfig
     /// Every node, with `[[node_group]]` entries expanded.
     public var nodes: [NodeSpec]
+    /// The `[daemon]` section (allotd only).
+    public var daemon: DaemonSettings
+    /// The `[wal]` section (allotd only).
+    public var wal: WALSettings
 
-    public init(pool: PoolConfig, nodes: [NodeSpec]) {
+    public init(
+        pool: PoolConfig,
+        nodes: [NodeSpec],
+        daemon: DaemonSettings = DaemonSettings(),
+        wal: WALSettings = WALSettings()
+    ) {
         self.pool = pool
         self.nodes = nodes
+        self.daemon = daemon
+        self.wal = wal
     }
 
     /// Reads and checks a configuration file.
@@ -195,9 +206,38 @@ public struct ConfigFile: Hashable, Sendable {
                 )
             }
         }
+        var daemon = DaemonSettings()
+        if var d = try r.subtable("daemon") {
+            daemon.stateDir = try d.string("state_dir") ?? daemon.stateDir
+            daemon.socket = try d.string("socket") ?? daemon.socket
+            if let mode = try d.string("socket_mode") {
+                guard let m = UInt32(mode, radix: 8), m <= 0o777 else {
+                    throw d.error("socket_mode", "expected an octal mode such as \"0666\", got \"\(mode)\"")
+                }
+                daemon.socketMode = m
+            }
+            if let g = try d.string("admin_group", nonEmpty: false) { daemon.adminGroup = g.isEmpty ? nil : g }
+            daemon.maxMessageBytes = try d.bytes("max_message_bytes") ?? daemon.maxMessageBytes
+            daemon.maxConnections = try d.int("max_connections", in: 1...1_000_000) ?? daemon.maxConnections
+            daemon.idleTimeout = try d.duration("idle_timeout") ?? daemon.idleTimeout
+            daemon.logDir = try d.string("log_dir")
+            daemon.hostname = try d.string("hostname")
+            daemon.metricsListen = try d.string("metrics_listen")
+            daemon.localNodes = try d.stringArray("local_nodes") ?? []
+            try d.finish()
+        }
+        var wal = WALSettings()
+        if var w = try r.subtable("wal") {
+            wal.sync = try w.oneOf("sync", WALSettings.Sync.self) ?? wal.sync
+            wal.segmentBytes = try w.bytes("segment_size") ?? wal.segmentBytes
+            wal.snapshotEveryRecords =
+                try w.int("snapshot_every_records", in: 1...Int(Int32.max)) ?? wal.snapshotEveryRecords
+            wal.snapshotEveryBytes = try w.bytes("snapshot_every_bytes") ?? wal.snapshotEveryBytes
+            try w.finish()
+        }
         try r.finish()
         if let problem = pool.problems().first { throw ConfigError(file: file, key: "", message: problem) }
-        return ConfigFile(pool: pool, nodes: nodes)
+        return ConfigFile(pool: pool, nodes: nodes, daemon: daemon, wal: wal)
     }
 
     private static func nodeSpec(

@@ -1,11 +1,87 @@
+import AllotDaemon
 import ArgumentParser
+import Foundation
+import Logging
 
 @main
 struct Allotd: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "allotd",
-        abstract: "The allot daemon: schedules GPU jobs, keeps its state in a write-ahead log.",
+        abstract: "The allot daemon: schedules GPU jobs, runs them, keeps its state in a write-ahead log.",
+        discussion: """
+            With no subcommand, allotd runs: it loads the configuration, takes the state directory, recovers \
+            the pool from its write-ahead log, listens on the control socket and schedules until SIGTERM or \
+            SIGINT (running jobs are not stopped). SIGHUP reloads the configuration. See docs/operator-guide.md.
+            """,
         version: "0.1.0",
-        subcommands: [WAL.self]
+        subcommands: [Run.self, WAL.self, Supervise.self],
+        defaultSubcommand: Run.self
     )
+}
+
+struct Run: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Run the daemon (the default)."
+    )
+
+    @Option(name: .long, help: ArgumentHelp("The configuration file.", valueName: "PATH"))
+    var config: String = "/etc/allot/allotd.toml"
+
+    @Option(name: .long, help: ArgumentHelp("The state directory (overrides [daemon] state_dir).", valueName: "DIR"))
+    var stateDir: String?
+
+    @Option(name: .long, help: ArgumentHelp("The control socket (overrides [daemon] socket).", valueName: "PATH"))
+    var socket: String?
+
+    @Option(
+        name: .long,
+        help: ArgumentHelp("trace, debug, info, notice, warning, error or critical.", valueName: "LEVEL")
+    )
+    var logLevel: String = "info"
+
+    @Flag(name: .long, help: "Cut the write-ahead log at damage before its tail instead of refusing to start.")
+    var repair = false
+
+    func validate() throws {
+        guard Logger.Level(rawValue: logLevel) != nil else {
+            throw ValidationError(
+                "--log-level: expected trace, debug, info, notice, warning, error or critical, got \"\(logLevel)\""
+            )
+        }
+    }
+
+    func run() async throws {
+        let level = Logger.Level(rawValue: logLevel)!
+        LoggingSystem.bootstrap { label in
+            var h = StreamLogHandler.standardError(label: label)
+            h.logLevel = level
+            return h
+        }
+        let logger = Logger(label: "allotd")
+        var options = DaemonOptions(configPath: config, stateDir: stateDir, socket: socket, repair: repair)
+        options.inheritedSocket = nil
+        do {
+            try await Daemon.run(options, logger: logger)
+        } catch let e as StartupError {
+            FileHandle.standardError.write(Data("allotd: \(e)\n".utf8))
+            throw ExitCode(1)
+        }
+    }
+}
+
+struct Supervise: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "supervise",
+        abstract: "Run one job for allotd and record how it ended (started by allotd, not by hand).",
+        shouldDisplay: false
+    )
+
+    @Argument(help: ArgumentHelp("The run directory holding spec.json.", valueName: "RUNDIR"))
+    var directory: String
+
+    func run() async throws {
+        let code = await Supervisor.run(directory: directory)
+        if code != 0 { throw ExitCode(code) }
+    }
 }

@@ -25,9 +25,15 @@ enum Harness {
     }
 
     /// Runs a product with arguments, from the package root, and waits for it.
-    static func run(_ product: String, _ args: [String], environment: [String: String] = [:]) throws -> Output {
+    static func run(
+        _ product: String,
+        _ args: [String],
+        environment: [String: String] = [:],
+        stdin: String? = nil,
+        absolute: Bool = false
+    ) throws -> Output {
         let p = Process()
-        p.executableURL = binDir.appendingPathComponent(product)
+        p.executableURL = absolute ? URL(fileURLWithPath: product) : binDir.appendingPathComponent(product)
         p.arguments = args
         p.currentDirectoryURL = root
         var env = ProcessInfo.processInfo.environment
@@ -38,7 +44,18 @@ enum Harness {
         let err = Pipe()
         p.standardOutput = out
         p.standardError = err
+        let input = Pipe()
+        p.standardInput = stdin == nil ? FileHandle.nullDevice : input
         try p.run()
+        if let stdin {
+            // Feed standard input from another thread: the child may answer before reading it all.
+            let data = Data(stdin.utf8)
+            let writer = input.fileHandleForWriting
+            Thread.detachNewThread {
+                writer.write(data)
+                try? writer.close()
+            }
+        }
         // Read both pipes before waiting so a chatty child cannot block on a full pipe.
         let o = out.fileHandleForReading.readDataToEndOfFile()
         let e = err.fileHandleForReading.readDataToEndOfFile()

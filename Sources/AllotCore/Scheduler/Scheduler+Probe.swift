@@ -29,3 +29,30 @@ extension Scheduler {
         return filled
     }
 }
+
+extension Scheduler {
+    /// What would keep a job with `spec` from ever starting in this pool, whatever runs: no GPU model meets
+    /// its constraints, or it wants more GPUs (on one node, one NVLink island, or of one model) than the pool
+    /// has. Nil when it could start once enough GPUs are free. Daemons refuse such jobs at submit time.
+    public static func permanentBlocker(for spec: JobSpec, in state: ClusterState) -> Blocker? {
+        let models = state.config.gpuModels
+        let allowed = PassContext.mask(models, spec.gpuModels, spec.minGPUMemoryGiB)
+        if allowed == 0 { return .noModelAllowed }
+        let pool = state.freePool
+        var largest = 0
+        var m = allowed
+        while m != 0 {
+            let i = m.trailingZeroBitCount
+            m &= m - 1
+            guard i < pool.capacity.count else { continue }
+            switch spec.topology {
+            case .any: largest = max(largest, pool.capacity[i])
+            case .singleNode: largest = max(largest, pool.maxK[i])
+            case .nvlink: largest = max(largest, pool.largestIsland[i])
+            }
+        }
+        if spec.gpus <= largest { return nil }
+        return spec.topology == .any
+            ? .exceedsPool(needed: spec.gpus, total: largest) : .exceedsNodeSize(needed: spec.gpus, largest: largest)
+    }
+}

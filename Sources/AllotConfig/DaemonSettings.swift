@@ -1,0 +1,98 @@
+import AllotCore
+import TOMLKit
+
+/// The `[daemon]` section: where allotd keeps its state, where it listens, and its limits.
+public struct DaemonSettings: Hashable, Sendable {
+    public var stateDir = "/var/lib/allot"
+    public var socket = "/run/allot/allotd.sock"
+    /// File mode of the socket: 0666 lets every local user submit.
+    public var socketMode: UInt32 = 0o666
+    /// Members of this group are admins, as is root. Nil: root only.
+    public var adminGroup: String? = "allot"
+    public var maxMessageBytes = 1 << 20
+    public var maxConnections = 1024
+    public var idleTimeout: Seconds = 300
+    /// Where job logs go by default; nil: `STATE_DIR/logs`.
+    public var logDir: String?
+    /// This host's name for local nodes; nil: the system's host name.
+    public var hostname: String?
+    /// A `host:port` for Prometheus metrics; nil: none.
+    public var metricsListen: String?
+    /// Nodes this daemon runs jobs on itself, besides those named like this host and those with
+    /// `local = true`: names or patterns with `*` (`["*"]`: every node, a pool on one machine).
+    public var localNodes: [String] = []
+
+    /// Whether allotd runs the jobs of a node itself.
+    public func isLocal(_ node: NodeSpec, hostname: String) -> Bool {
+        node.local || node.name == hostname || localNodes.contains { Glob.matches($0, node.name) }
+    }
+
+    public init() {}
+}
+
+/// The `[wal]` section.
+public struct WALSettings: Hashable, Sendable {
+    public enum Sync: String, Sendable, CaseIterable { case always, batch, never }
+    public var sync: Sync = .batch
+    public var segmentBytes = 64 << 20
+    public var snapshotEveryRecords = 100_000
+    public var snapshotEveryBytes = 256 << 20
+
+    public init() {}
+}
+
+/// `*` patterns over node names.
+enum Glob {
+    static func matches(_ pattern: String, _ name: String) -> Bool {
+        let parts = pattern.split(separator: "*", omittingEmptySubsequences: false).map(String.init)
+        if parts.count == 1 { return pattern == name }
+        var rest = Substring(name)
+        guard rest.hasPrefix(parts[0]) else { return false }
+        rest = rest.dropFirst(parts[0].count)
+        for part in parts.dropFirst().dropLast() where !part.isEmpty {
+            guard let r = rest.range(of: part) else { return false }
+            rest = rest[r.upperBound...]
+        }
+        return rest.hasSuffix(parts.last!) && rest.count >= parts.last!.count
+    }
+}
+
+extension TableReader {
+    /// A size in bytes: a number, or text such as `"64MiB"`, `"1 GiB"`, `"512k"`.
+    mutating func bytes(_ key: String) throws(ConfigError) -> Int? {
+        let expected = "a size such as 67108864, \"64MiB\" or \"1GiB\""
+        guard let v = table[key] else {
+            _ = try int(key)  // marks the key used; absent
+            return nil
+        }
+        if let i = v.int {
+            _ = try int(key)
+            guard i > 0 else { throw error(key, "expected \(expected), got \(i)") }
+            return i
+        }
+        guard let s = try string(key) else { return nil }
+        let t = s.replacingOccurrences(of: " ", with: "").lowercased()
+        let units: [(String, Int)] = [
+            ("gib", 1 << 30), ("mib", 1 << 20), ("kib", 1 << 10), ("gb", 1_000_000_000), ("mb", 1_000_000),
+            ("kb", 1000), ("g", 1 << 30), ("m", 1 << 20), ("k", 1 << 10), ("b", 1),
+        ]
+        for (u, scale) in units where t.hasSuffix(u) {
+            if let n = Double(t.dropLast(u.count)), n > 0 { return Int(n * Double(scale)) }
+        }
+        if let n = Int(t), n > 0 { return n }
+        throw error(key, "expected \(expected), got \"\(s)\"")
+    }
+}
+
+extension String {
+    func replacingOccurrences(of a: String, with b: String) -> String {
+        var out = ""
+        var rest = Substring(self)
+        while let r = rest.range(of: a) {
+            out += rest[..<r.lowerBound]
+            out += b
+            rest = rest[r.upperBound...]
+        }
+        return out + rest
+    }
+}

@@ -1,0 +1,173 @@
+import AllotConfig
+import AllotCore
+import AllotWAL
+import Foundation
+import Logging
+import ServiceLifecycle
+import UnixSignals
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// How allotd was asked to run (its command line).
+public struct DaemonOptions: Sendable {
+    public var configPath: String?
+    public var stateDir: String?
+    public var socket: String?
+    public var repair = false
+    /// A listening socket handed over by systemd.
+    public var inheritedSocket: Int32?
+
+    public init(configPath: String?, stateDir: String? = nil, socket: String? = nil, repair: Bool = false) {
+        self.configPath = configPath
+        self.stateDir = stateDir
+        self.socket = socket
+        self.repair = repair
+    }
+}
+
+/// Why allotd could not start: a sentence for its log and standard error.
+public struct StartupError: Error, CustomStringConvertible {
+    public var description: String
+}
+
+/// allotd: recovers the state, then serves the control socket and runs the scheduler until SIGTERM.
+public enum Daemon {
+    /// Loads the configuration, takes the state directory, recovers, and serves until told to stop.
+    /// - Throws: ``StartupError`` when it cannot start (bad config, locked or damaged state directory,
+    ///   socket in use); services' errors after that.
+    public static func run(_ options: DaemonOptions, logger: Logger) async throws {
+        var file: ConfigFile
+        do {
+            file = try ConfigFile.load(path: options.configPath ?? "/etc/allot/allotd.toml")
+        } catch {
+            throw StartupError(description: "\(error)")
+        }
+        if let d = options.stateDir { file.daemon.stateDir = d }
+        if let s = options.socket { file.daemon.socket = s }
+        let settings = file.daemon
+        do {
+            try FileManager.default.createDirectory(atPath: settings.stateDir, withIntermediateDirectories: true)
+        } catch {
+            throw StartupError(description: "cannot create the state directory \(settings.stateDir): \(error)")
+        }
+        var walOptions = WriteAheadLog.Options()
+        walOptions.sync = WriteAheadLog.SyncPolicy(rawValue: file.wal.sync.rawValue) ?? .batch
+        walOptions.segmentSize = file.wal.segmentBytes
+        walOptions.snapshotEveryRecords = file.wal.snapshotEveryRecords
+        walOptions.snapshotEveryBytes = file.wal.snapshotEveryBytes
+        walOptions.repair = options.repair
+        let started = ContinuousClock.now
+        let wal: WriteAheadLog
+        let report: RecoveryReport
+        do {
+            (wal, report) = try WriteAheadLog.open(directory: settings.stateDir, options: walOptions)
+        } catch {
+            throw StartupError(description: "\(error)")
+        }
+        defer { wal.close() }
+        logger.info(
+            "Recovered",
+            metadata: [
+                "state_dir": "\(settings.stateDir)", "wal.snapshot_lsn": "\(report.snapshotLSN)",
+                "wal.last_lsn": "\(report.lastLSN)", "wal.replayed": "\(report.replayed)",
+                "jobs": "\(report.state.jobs.count)", "duration": "\(ContinuousClock.now - started)",
+            ]
+        )
+        for note in report.notes { logger.notice("Recovery note", metadata: ["note": "\(note)"]) }
+
+        let (commands, continuation) = AsyncStream<EngineCommand>.makeStream()
+        let handle = EngineHandle(continuation: continuation)
+        let engine = EngineService(
+            recovered: report.state,
+            lsn: report.lastLSN,
+            config: file,
+            configPath: options.configPath ?? "/etc/allot/allotd.toml",
+            wal: wal,
+            handle: handle,
+            commands: commands,
+            logger: logger
+        )
+        var server = ControlServer(
+            path: settings.socket,
+            limits: .init(
+                maxMessageBytes: settings.maxMessageBytes,
+                maxConnections: settings.maxConnections,
+                idleTimeout: settings.idleTimeout,
+                socketMode: settings.socketMode
+            ),
+            engine: handle,
+            logger: logger
+        )
+        server.inheritedSocket = options.inheritedSocket
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [
+                    .init(service: engine),
+                    .init(service: server),
+                    .init(service: ReloadSignals(engine: handle)),
+                ],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger
+            )
+        )
+        try await group.run()
+        logger.info("Stopped")
+    }
+}
+
+/// Runs the engine on its own task; on graceful shutdown it serves what is queued, makes it durable, and
+/// returns (after the control server, which stops first).
+struct EngineService: Service {
+    let recovered: ClusterState
+    let lsn: UInt64
+    let config: ConfigFile
+    let configPath: String?
+    let wal: WriteAheadLog
+    let handle: EngineHandle
+    let commands: AsyncStream<EngineCommand>
+    let logger: Logger
+
+    func run() async {
+        let engine = Engine(
+            recovered: recovered,
+            durableLSN: lsn,
+            config: config,
+            configPath: configPath,
+            wal: wal,
+            handle: handle,
+            logger: logger
+        )
+        let handle = self.handle
+        await withGracefulShutdownHandler {
+            await engine.run(commands: commands)
+        } onGracefulShutdown: {
+            handle.finish()
+        }
+    }
+}
+
+/// SIGHUP: reload the configuration.
+struct ReloadSignals: Service {
+    let engine: EngineHandle
+
+    func run() async {
+        for await _ in await UnixSignalsSequence(trapping: .sighup).cancelOnGracefulShutdown() {
+            engine.send(.sighup)
+        }
+    }
+}
+
+// Short names in service-lifecycle's logs (the default would print the whole state).
+extension EngineService: CustomStringConvertible {
+    var description: String { "EngineService" }
+}
+
+extension ControlServer: CustomStringConvertible {
+    var description: String { "ControlServer(\(path))" }
+}
+
+extension ReloadSignals: CustomStringConvertible {
+    var description: String { "ReloadSignals" }
+}

@@ -1,0 +1,412 @@
+import AllotConfig
+import AllotCore
+import AllotProtocol
+import AllotWAL
+import Foundation
+import Logging
+import Synchronization
+
+extension Engine {
+    /// Carries out one request. Its answer goes out once everything it changed is durable.
+    func perform(_ call: Call, id: RPCID?, caller: Caller, out: Outbox) {
+        func answer(_ result: some Encodable) {
+            do {
+                pendingActions.append(.reply(out, id, try ControlProtocol.line(Response(id: id, result: result))))
+            } catch {
+                fail(RPCError(RPCError.internalError, "cannot encode the answer: \(error)"))
+            }
+        }
+        func fail(_ error: RPCError) {
+            pendingActions.append(
+                .reply(out, id, (try? ControlProtocol.line(ErrorResponse(id: id, error: error))) ?? Data())
+            )
+        }
+        func writable() -> Bool {
+            guard let failure else { return true }
+            fail(
+                RPCError(
+                    RPCError.unavailable,
+                    "the write-ahead log failed (\(failure.message)); allotd serves reads only until it is restarted"
+                )
+            )
+            return false
+        }
+        func admin(_ what: String) -> Bool {
+            if caller.admin { return true }
+            fail(
+                .denied(
+                    "\(what) is for admins: root and members of group \(settings.adminGroup ?? "(none configured)")"
+                )
+            )
+            return false
+        }
+        func job(_ raw: UInt64) -> Job? {
+            if let j = state.jobs[JobID(raw)] { return j }
+            fail(.notFound("no job \(raw)"))
+            return nil
+        }
+
+        switch call {
+        case .hello(let p):
+            guard p.version == ControlProtocol.version else {
+                fail(
+                    RPCError(
+                        RPCError.versionNotSupported,
+                        "this allotd speaks protocol version \(ControlProtocol.version), the client \(p.version); use an allotctl of the same release"
+                    )
+                )
+                return
+            }
+            answer(
+                HelloResult(
+                    version: ControlProtocol.version,
+                    server: "allotd \(Engine.version)",
+                    uid: caller.uid,
+                    admin: caller.admin
+                )
+            )
+
+        case .submit(let requests, let many):
+            guard writable() else { return }
+            switch submit(requests, caller: caller) {
+            case .success(let ids):
+                if many {
+                    answer(SubmitManyResult(ids: ids.map(\.rawValue)))
+                } else {
+                    answer(SubmitResult(id: ids[0].rawValue))
+                }
+            case .failure(let e):
+                fail(e)
+            }
+
+        case .list(let p):
+            switch list(p) {
+            case .success(let jobs):
+                answer(jobs.map { object($0, for: caller) })
+            case .failure(let e):
+                fail(e)
+            }
+
+        case .show(let raw):
+            guard let j = job(raw) else { return }
+            answer(object(j, for: caller))
+
+        case .why(let raw):
+            guard let j = job(raw) else { return }
+            guard let e = scheduler.explain(j.id, in: state, pass: passStale ? nil : lastPass) else {
+                fail(.notFound("no job \(raw)"))
+                return
+            }
+            answer(
+                WhyResult(
+                    id: raw,
+                    state: e.state.rawValue,
+                    lines: e.lines,
+                    estimatedStart: e.estimatedStart.map { WireTime.format($0.seconds) }
+                )
+            )
+
+        case .change(let kind, let ids):
+            guard writable() else { return }
+            answer(ItemsResult(results: ids.map { change(kind, JobID($0), caller: caller) }))
+
+        case .logs(let p):
+            guard let j = job(p.id) else { return }
+            guard caller.admin || caller.uid == j.spec.uid else {
+                fail(
+                    .denied(
+                        "the log of job \(p.id) is readable by its owner (uid \(j.spec.uid)), root and the admin group only"
+                    )
+                )
+                return
+            }
+            let path = executor.logPath(j.id)
+            let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
+            answer(LogsResult(path: path, size: size ?? 0))
+            let stream = LogStream(job: p.id, path: path, offset: max(0, p.offset ?? 0), follow: p.follow ?? false)
+            if stream.follow && !j.state.isTerminal {
+                followers[j.id, default: []].append(stream)
+            } else {
+                stream.jobEnded(j.state.rawValue)
+            }
+            out.streaming.store(true, ordering: .relaxed)
+            pendingActions.append(.startLog(out, stream))
+
+        case .watch:
+            out.streaming.store(true, ordering: .relaxed)
+            watchers[out.id] = out
+            answer(WatchResult())
+
+        case .nodes:
+            answer(state.nodes.map { NodeObject($0, local: localNodes.contains($0.name)) })
+
+        case .drain(let p), .resume(let p):
+            let draining: Bool
+            if case .drain = call { draining = true } else { draining = false }
+            guard admin(draining ? "drain" : "resume"), writable() else { return }
+            guard let node = state.node(named: p.node) else {
+                fail(.notFound("no node \(p.node); allotctl nodes lists them"))
+                return
+            }
+            do {
+                if draining {
+                    try apply(
+                        .nodeStateChanged(
+                            name: node.name,
+                            state: .draining,
+                            reason: p.reason ?? "drained by uid \(caller.uid)"
+                        )
+                    )
+                } else {
+                    try apply(.nodeStateChanged(name: node.name, state: .up, reason: nil))
+                }
+            } catch {
+                fail(.refused(error.message))
+                return
+            }
+            logger.info(
+                draining ? "Node draining" : "Node resumed",
+                metadata: ["node": "\(node.name)", "uid": "\(caller.uid)"]
+            )
+            requestPass()
+            answer(NodeObject(state.node(named: node.name)!, local: localNodes.contains(node.name)))
+
+        case .status:
+            answer(status())
+
+        case .cost(let p):
+            switch cost(p) {
+            case .success(let r): answer(r)
+            case .failure(let e): fail(e)
+            }
+
+        case .reload:
+            guard admin("reload"), writable() else { return }
+            switch reload(reason: "reload request from uid \(caller.uid)") {
+            case .success(let changes): answer(ReloadResult(changes: changes))
+            case .failure(let e): fail(e)
+            }
+
+        case .jobFinished(let p):
+            guard admin("job_finished"), writable(), let j = job(p.id) else { return }
+            guard j.state.holdsGPUs else {
+                fail(.refused("job \(p.id) is \(j.state.rawValue): only a running or stopping job can finish"))
+                return
+            }
+            guard !isLocal(j) else {
+                fail(
+                    .refused(
+                        "job \(p.id) runs on a node allotd runs itself; its end is recorded when its process exits"
+                    )
+                )
+                return
+            }
+            let exit: ExitStatus = p.signal.map { .signaled(signal: $0) } ?? .exited(code: p.exitCode ?? 0)
+            finish(j.id, exit: exit)
+            answer(object(state.jobs[j.id]!, for: caller))
+
+        case .jobExited(let p):
+            guard caller.uid == 0 || caller.uid == getuid() else {
+                fail(.denied("job_exited is sent by allotd's own job supervisors"))
+                return
+            }
+            if let ended = executor.ended(JobID(p.id), run: p.run) { runEnded(ended) }
+            answer(NoParams())
+
+        case .snapshot:
+            guard admin("snapshot") else { return }
+            answer(state)
+        }
+    }
+
+    static let version = "0.1.0"
+
+    // MARK: Submitting
+
+    func submit(_ requests: [JobRequest], caller: Caller) -> Result<[JobID], RPCError> {
+        var specs: [(JobSpec, Bool)] = []
+        specs.reserveCapacity(requests.count)
+        let classes = Set(state.config.priorityClasses.map(\.name))
+        for (i, r) in requests.enumerated() {
+            let at = requests.count > 1 ? "jobs[\(i)]: " : ""
+            do throws(RPCError) {
+                let (spec, held) = try r.spec(uid: caller.uid, user: caller.name)
+                if let problem = ClusterState.specProblems(spec).first { throw .invalidParams(problem) }
+                if let c = spec.priorityClass, !classes.contains(c) {
+                    throw .invalidParams(
+                        "class: no priority class \"\(c)\"; the classes are \(classes.sorted().joined(separator: ", "))"
+                    )
+                }
+                if let b = Scheduler.permanentBlocker(for: spec, in: state) {
+                    throw .refused("job \"\(spec.name)\" could never start: \(b.sentence(for: spec, in: state))")
+                }
+                specs.append((spec, held))
+            } catch {
+                return .failure(RPCError(error.code, at + error.message))
+            }
+        }
+        var ids: [JobID] = []
+        ids.reserveCapacity(specs.count)
+        let t = Instant(seconds: Self.now)
+        for (spec, held) in specs {
+            let id = state.nextJobID
+            do {
+                try apply([Event(time: t, .jobSubmitted(id: id, spec: spec, held: held))])
+            } catch {
+                // Checked above; a refusal here is a bug, and what was applied stays (it is logged).
+                return .failure(
+                    RPCError(RPCError.internalError, "job \(ids.count) of the request was refused: \(error.message)")
+                )
+            }
+            ids.append(id)
+            pendingActions.append(.notify(id, held ? "held" : "submitted"))
+        }
+        if ids.count <= 16 {
+            for id in ids { logger.info("Job submitted", metadata: ["job.id": "\(id)", "uid": "\(caller.uid)"]) }
+        } else {
+            logger.info(
+                "Jobs submitted",
+                metadata: ["jobs.first": "\(ids[0])", "jobs.count": "\(ids.count)", "uid": "\(caller.uid)"]
+            )
+        }
+        requestPass()
+        return .success(ids)
+    }
+
+    // MARK: Changing jobs
+
+    func change(_ kind: Call.Change, _ id: JobID, caller: Caller) -> ItemResult {
+        guard let job = state.jobs[id] else {
+            return ItemResult(id: id.rawValue, ok: false, error: .notFound("no job \(id)"))
+        }
+        guard caller.admin || caller.uid == job.spec.uid else {
+            let owner = job.spec.user.map { "\($0), uid \(job.spec.uid)" } ?? "uid \(job.spec.uid)"
+            return ItemResult(
+                id: id.rawValue,
+                ok: false,
+                error: .denied(
+                    "job \(id) belongs to \(owner); only its owner, root and members of group \(settings.adminGroup ?? "(none)") may \(kind.rawValue) it"
+                )
+            )
+        }
+        do {
+            switch kind {
+            case .cancel:
+                let wasRunning = job.state.holdsGPUs
+                try apply(.jobCancelled(id: id, by: caller.uid, grace: state.grace(of: job.spec)))
+                if wasRunning, isLocal(job) { pendingActions.append(.stop(id, run: job.runs)) }
+                if state.jobs[id]!.state.isTerminal { pendingActions.append(.jobEnded(id)) }
+                pendingActions.append(.notify(id, state.jobs[id]!.state == .stopping ? "cancelling" : "cancelled"))
+            case .hold:
+                try apply(.jobHeld(id: id))
+                pendingActions.append(.notify(id, "held"))
+            case .release:
+                try apply(.jobReleased(id: id))
+                pendingActions.append(.notify(id, "released"))
+            }
+        } catch {
+            return ItemResult(id: id.rawValue, ok: false, error: .refused(error.message))
+        }
+        logger.info("Job changed", metadata: ["job.id": "\(id)", "change": "\(kind.rawValue)", "uid": "\(caller.uid)"])
+        requestPass()
+        return ItemResult(id: id.rawValue, ok: true)
+    }
+
+    // MARK: Reading
+
+    func list(_ p: ListParams) -> Result<[Job], RPCError> {
+        var states: Set<JobState>
+        if let names = p.states, !names.isEmpty {
+            states = []
+            for n in names {
+                if n == "all" {
+                    states.formUnion(JobState.allCases)
+                } else if n == "active" {
+                    states.formUnion([.pending, .held, .running, .stopping])
+                } else if n == "ended" || n == "finished" {
+                    states.formUnion(JobState.allCases.filter(\.isTerminal))
+                } else if let s = JobState(rawValue: n) {
+                    states.insert(s)
+                } else {
+                    return .failure(
+                        .invalidParams(
+                            "states: no state \"\(n)\"; expected \(JobState.allCases.map(\.rawValue).joined(separator: ", ")), active, ended or all"
+                        )
+                    )
+                }
+            }
+        } else {
+            states = [.pending, .held, .running, .stopping]
+        }
+        var uid: UInt32?
+        if let u = p.user {
+            guard let v = UInt32(u) ?? System.uid(named: u) else {
+                return .failure(.invalidParams("user: no user \"\(u)\""))
+            }
+            uid = v
+        }
+        var kind: JobKind?
+        if let k = p.kind {
+            guard let v = JobKind(rawValue: k) else {
+                return .failure(.invalidParams("kind: expected training or inference, got \"\(k)\""))
+            }
+            kind = v
+        }
+        var out: [Job] = []
+        for job in state.jobs where states.contains(job.state) {
+            if let uid, job.spec.uid != uid { continue }
+            if let t = p.tenant, job.spec.tenant != t { continue }
+            if let kind, job.spec.kind != kind { continue }
+            out.append(job)
+        }
+        if let limit = p.limit, limit >= 0, out.count > limit { out = Array(out.suffix(limit)) }
+        return .success(out)
+    }
+
+    func object(_ job: Job, for caller: Caller) -> JobObject {
+        JobObject(
+            job,
+            in: state,
+            reason: reason(of: job),
+            full: caller.admin || caller.uid == job.spec.uid,
+            log: executor.logPath(job.id)
+        )
+    }
+
+    /// Why a job is where it is, in a few words (the `REASON` column).
+    func reason(of job: Job) -> String? {
+        switch job.state {
+        case .pending:
+            if let b = reasons[job.id] { return b.code }
+            return job.note.map { "requeued: \($0)" } ?? (passStale ? "new" : nil)
+        case .held: return "held"
+        case .running: return nil
+        case .stopping: return job.stopReason?.description
+        case .completed, .failed, .cancelled, .timedOut:
+            var parts: [String] = []
+            if let r = job.stopReason { parts.append(r.description) }
+            if let e = job.exit { parts.append(e.description) }
+            return parts.isEmpty ? nil : parts.joined(separator: "; ")
+        }
+    }
+}
+
+extension Blocker {
+    /// A few words for tables.
+    var code: String {
+        switch self {
+        case .held: "held"
+        case .noModelAllowed: "no GPU model fits"
+        case .exceedsNodeSize: "larger than any node"
+        case .exceedsPool: "larger than the pool"
+        case .insufficientGPUs: "resources"
+        case .overMaxCost: "max cost"
+        case .behind(let id): "behind job \(id)"
+        case .reserved(let id, _): "reserved for job \(id)"
+        case .waitingForPreemption(let n): "preempting \(n) job(s)"
+        case .overBudget(let t, _, _, _): "tenant \(t) over budget"
+        case .overQuota(let t, _, _, _): "tenant \(t) over quota"
+        case .mustBorrow: "lent GPUs only"
+        }
+    }
+}

@@ -1,0 +1,112 @@
+import AllotCore
+import AllotProtocol
+import AllotWAL
+import Foundation
+import Logging
+
+extension Engine {
+    /// `status`: GPUs by model, jobs by state, the queue by kind and class, today's spend, the log.
+    func status() -> StatusResult {
+        var gpus: [String: GPUCounts] = [:]
+        for node in state.nodes {
+            var c = gpus[node.spec.gpuModel] ?? GPUCounts(total: 0, used: 0, free: 0, lent: 0, unhealthy: 0)
+            c.total += node.spec.gpus
+            c.used += node.gpusInUse
+            c.free += node.schedulable ? node.freeMask.nonzeroBitCount : 0
+            c.unhealthy += (0..<node.spec.gpus).filter { node.health[$0] != .healthy }.count
+            gpus[node.spec.gpuModel] = c
+        }
+        for id in state.activeJobs {
+            guard let job = state.jobs[id], !job.loans.isEmpty, let a = job.allocation else { continue }
+            gpus[a.model]?.lent += a.gpuCount
+        }
+        var jobs: [String: Int] = [:]
+        var queue: [String: [String: Int]] = [:]
+        for job in state.jobs {
+            jobs[job.state.rawValue, default: 0] += 1
+            if job.state == .pending {
+                queue[job.spec.kind.rawValue, default: [:]][state.priorityClass(of: job.spec).name, default: 0] += 1
+            }
+        }
+        var nodes: [String: Int] = [:]
+        for node in state.nodes { nodes[node.state.rawValue, default: 0] += 1 }
+        let now = Instant(seconds: Self.now)
+        let today = state.tenantUsage.values.reduce(0) { $0 + $1.spent(in: .day, at: now) }
+        return StatusResult(
+            gpus: gpus,
+            jobs: jobs,
+            queue: queue,
+            spendTodayUSD: (today * 100).rounded() / 100,
+            log: LogStatus(lastLSN: wal.lastLSN, durableLSN: durableLSN, failed: failure?.message),
+            nodes: nodes
+        )
+    }
+
+    /// `cost`: GPU-hours and money by tenant, model, kind or job, over a window. A job's current run is
+    /// counted exactly; runs before it (a job preempted and started again) are spread evenly between its
+    /// first start and the start of its current run, or its end.
+    func cost(_ p: CostParams) -> Result<CostResult, RPCError> {
+        let by = p.by ?? "tenant"
+        guard ["tenant", "model", "kind", "job", "user"].contains(by) else {
+            return .failure(.invalidParams("by: expected tenant, model, kind, user or job, got \"\(by)\""))
+        }
+        var since = -Double.infinity
+        var until = Double.infinity
+        if let s = p.since {
+            guard let t = WireTime.parse(s) else {
+                return .failure(.invalidParams("since: \"\(s)\" is not a time (RFC 3339, e.g. 2026-11-01T00:00:00Z)"))
+            }
+            since = t
+        }
+        if let u = p.until {
+            guard let t = WireTime.parse(u) else {
+                return .failure(.invalidParams("until: \"\(u)\" is not a time (RFC 3339, e.g. 2026-11-30T00:00:00Z)"))
+            }
+            until = t
+        }
+        guard since < until else { return .failure(.invalidParams("since must be before until")) }
+        let now = Self.now
+        func overlap(_ a: Double, _ b: Double) -> Double {
+            guard b > a else { return 0 }
+            return max(0, min(b, until) - max(a, since)) / (b - a)
+        }
+        var rows: [String: (hours: Double, usd: Double)] = [:]
+        for job in state.jobs where job.firstStartTime != nil {
+            var gpuSeconds = 0.0
+            var usd = 0.0
+            let running = job.state.holdsGPUs
+            if running, let start = job.startTime?.seconds {
+                let span = max(0, now - start)
+                let f = span > 0 ? overlap(start, now) : (start >= since && start < until ? 1 : 0)
+                gpuSeconds += span * Double(job.allocation?.gpuCount ?? 0) * f
+                usd += span * job.costRate * f
+            }
+            if job.pastCostUSD > 0 || job.pastGPUSeconds > 0, let first = job.firstStartTime?.seconds {
+                let last = running ? (job.startTime?.seconds ?? now) : min(job.endTime?.seconds ?? now, now)
+                let f = last > first ? overlap(first, last) : (first >= since && first < until ? 1 : 0)
+                gpuSeconds += job.pastGPUSeconds * f
+                usd += job.pastCostUSD * f
+            }
+            guard gpuSeconds > 0 || usd > 0 else { continue }
+            let key: String
+            switch by {
+            case "model": key = job.allocation?.model ?? job.placement?.model ?? "unknown"
+            case "kind": key = job.spec.kind.rawValue
+            case "job": key = job.id.description
+            case "user": key = job.spec.user ?? String(job.spec.uid)
+            default: key = job.spec.tenant
+            }
+            rows[key, default: (0, 0)].hours += gpuSeconds / 3600
+            rows[key, default: (0, 0)].usd += usd
+        }
+        let out = rows.map {
+            CostRow(
+                key: $0.key,
+                gpuHours: ($0.value.hours * 1000).rounded() / 1000,
+                costUSD: ($0.value.usd * 100).rounded() / 100
+            )
+        }
+        .sorted { $0.costUSD != $1.costUSD ? $0.costUSD > $1.costUSD : $0.key < $1.key }
+        return .success(CostResult(by: by, rows: out))
+    }
+}

@@ -1,0 +1,538 @@
+import AllotConfig
+import AllotCore
+import AllotProtocol
+import AllotWAL
+import Foundation
+import Logging
+import NIOPosix
+import Synchronization
+
+/// Who sent a request, from `SO_PEERCRED`.
+struct Caller: Sendable {
+    var uid: UInt32
+    var gid: UInt32
+    var pid: Int32
+    /// Every group of the caller's user.
+    var groups: [UInt32]
+    /// root, the daemon's own user, or a member of the admin group (set by the engine).
+    var admin = false
+    var name: String?
+}
+
+/// What the engine's task is asked to do.
+enum EngineCommand: Sendable {
+    case call(Call, RPCID?, Caller, Outbox)
+    case disconnected(UInt64)
+    case tick
+    case pass
+    case durable(UInt64)
+    case walFailed(WALError)
+    case sighup
+    case snapshotWritten(lsn: UInt64, error: String?)
+}
+
+/// The way into the engine, for every other task.
+struct EngineHandle: Sendable {
+    let continuation: AsyncStream<EngineCommand>.Continuation
+
+    func send(_ command: EngineCommand) { continuation.yield(command) }
+    func finish() { continuation.finish() }
+}
+
+/// Waits for the newest enqueued WAL ticket to become durable and tells the engine. One wait at a time:
+/// group commit makes every earlier ticket durable with it.
+final class DurabilityWatcher: Sendable {
+    private let latest = Mutex<WriteAheadLog.Ticket?>(nil)
+    private let signal: AsyncStream<Void>
+    private let continuation: AsyncStream<Void>.Continuation
+
+    init() {
+        (signal, continuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+    }
+
+    func watch(_ ticket: WriteAheadLog.Ticket) {
+        latest.withLock { $0 = ticket }
+        continuation.yield()
+    }
+
+    func finish() { continuation.finish() }
+
+    func run(wal: WriteAheadLog, engine: EngineHandle) async {
+        var done: UInt64 = 0
+        for await _ in signal {
+            guard let ticket = latest.withLock({ $0 }), ticket.lsn > done else { continue }
+            do {
+                done = try await wal.waitDurable(ticket)
+                engine.send(.durable(done))
+            } catch {
+                engine.send(.walFailed(error))
+                return
+            }
+        }
+    }
+}
+
+/// Writes snapshots off the engine's task, once the state they hold is durable.
+final class SnapshotWriter: Sendable {
+    private let stream: AsyncStream<(ClusterState, WriteAheadLog.Ticket)>
+    private let continuation: AsyncStream<(ClusterState, WriteAheadLog.Ticket)>.Continuation
+
+    init() {
+        (stream, continuation) = AsyncStream.makeStream()
+    }
+
+    func write(_ state: ClusterState, at ticket: WriteAheadLog.Ticket) { continuation.yield((state, ticket)) }
+    func finish() { continuation.finish() }
+
+    func run(wal: WriteAheadLog, engine: EngineHandle) async {
+        for await (state, ticket) in stream {
+            do {
+                _ = try await wal.waitDurable(ticket)
+                try await NIOThreadPool.singleton.runIfActive { try wal.writeSnapshot(state, at: ticket.lsn) }
+                engine.send(.snapshotWritten(lsn: ticket.lsn, error: nil))
+            } catch {
+                engine.send(.snapshotWritten(lsn: ticket.lsn, error: "\(error)"))
+            }
+        }
+    }
+}
+
+/// The owner of the pool's state: the only task that reads or changes it. Every change is applied, logged
+/// in the WAL, and acted on (answers, job starts and signals) only once the log says it is durable.
+/// Create and use it on one task only (``run(commands:)``).
+final class Engine {
+    /// Something to do once the WAL is durable up to an LSN.
+    enum Action {
+        case reply(Outbox, RPCID?, Data)
+        case start(JobID, run: Int)
+        case stop(JobID, run: Int)
+        case notify(JobID, String)
+        case startLog(Outbox, LogStream)
+        case jobEnded(JobID)
+    }
+
+    var state: ClusterState
+    var config: ConfigFile
+    let configPath: String?
+    var settings: DaemonSettings
+    let scheduler = Scheduler(policy: .allot)
+    let wal: WriteAheadLog
+    let executor: Executor
+    let handle: EngineHandle
+    let logger: Logger
+    let hostname: String
+    var adminGID: UInt32?
+    /// Nodes changed or removed in the config while they ran jobs: changed once idle (nil: removed).
+    var deferredNodes: [String: NodeSpec?] = [:]
+    let durability = DurabilityWatcher()
+    let snapshots = SnapshotWriter()
+
+    /// Names of the nodes whose jobs this daemon runs.
+    var localNodes: Set<String> = []
+    /// Events applied since the last enqueue.
+    var unlogged: [Event] = []
+    /// Actions of the command in progress, to be queued behind its events.
+    var pendingActions: [Action] = []
+    /// Actions waiting for durability, in LSN order.
+    var waiting: [(lsn: UInt64, action: Action)] = []
+    var waitingHead = 0
+    var lastTicket: WriteAheadLog.Ticket?
+    var durableLSN: UInt64
+    /// Set when the WAL failed: the daemon then answers reads only.
+    var failure: WALError?
+
+    var lastPass = SchedulingPass()
+    var reasons: [JobID: Blocker] = [:]
+    /// Whether the state changed since the last pass.
+    var passStale = true
+    var passQueued = false
+    var lastPassAt = 0.0
+    var snapshotInFlight = false
+
+    var watchers: [UInt64: Outbox] = [:]
+    var followers: [JobID: [LogStream]] = [:]
+    var userNames: [UInt32: String] = [:]
+
+    init(
+        recovered: ClusterState,
+        durableLSN: UInt64,
+        config: ConfigFile,
+        configPath: String?,
+        wal: WriteAheadLog,
+        handle: EngineHandle,
+        logger: Logger
+    ) {
+        self.state = recovered
+        self.config = config
+        self.configPath = configPath
+        self.settings = config.daemon
+        self.wal = wal
+        self.handle = handle
+        self.logger = logger
+        self.durableLSN = durableLSN
+        self.hostname = config.daemon.hostname ?? System.hostname()
+        self.adminGID = config.daemon.adminGroup.flatMap { System.gid(named: $0) }
+        self.executor = Executor(
+            stateDir: config.daemon.stateDir,
+            logDir: config.daemon.logDir ?? config.daemon.stateDir + "/logs",
+            socket: config.daemon.socket,
+            logger: logger
+        )
+    }
+
+    static var now: Double { Date().timeIntervalSince1970 }
+
+    // MARK: The loop
+
+    /// Serves commands until the stream ends (graceful shutdown), then makes everything durable and acts
+    /// on it.
+    func run(commands: AsyncStream<EngineCommand>) async {
+        await withDiscardingTaskGroup { group in
+            let (wal, handle, durability, snapshots) = (self.wal, self.handle, self.durability, self.snapshots)
+            group.addTask { await durability.run(wal: wal, engine: handle) }
+            group.addTask { await snapshots.run(wal: wal, engine: handle) }
+            group.addTask {
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: .milliseconds(250))
+                    handle.send(.tick)
+                }
+            }
+            startUp()
+            for await command in commands {
+                process(command)
+            }
+            // Shutting down: no new work; what is decided is made durable and carried out.
+            flush()
+            if let ticket = lastTicket, failure == nil, let lsn = try? await wal.waitDurable(ticket) {
+                durableLSN = lsn
+                runDurableActions()
+            }
+            for list in followers.values { for f in list { f.jobEnded("daemon stopped") } }
+            durability.finish()
+            snapshots.finish()
+            group.cancelAll()
+        }
+    }
+
+    func process(_ command: EngineCommand) {
+        switch command {
+        case .call(let call, let id, var caller, let out):
+            caller.admin = isAdmin(caller.uid, groups: caller.groups)
+            perform(call, id: id, caller: caller, out: out)
+        case .disconnected(let conn):
+            watchers[conn] = nil
+        case .tick:
+            tick()
+        case .pass:
+            passQueued = false
+            schedulePass()
+        case .durable(let lsn):
+            durableLSN = max(durableLSN, lsn)
+            runDurableActions()
+        case .walFailed(let error):
+            walFailed(error)
+        case .sighup:
+            let changes = reload(reason: "SIGHUP")
+            if case .failure(let e) = changes {
+                logger.error(
+                    "Reload refused; the old configuration stays in force",
+                    metadata: ["error": "\(e.message)"]
+                )
+            }
+        case .snapshotWritten(let lsn, let error):
+            snapshotInFlight = false
+            if let error {
+                logger.error("Snapshot failed", metadata: ["wal.lsn": "\(lsn)", "error": "\(error)"])
+            } else {
+                logger.info("Snapshot written", metadata: ["wal.lsn": "\(lsn)"])
+            }
+        }
+        flush()
+    }
+
+    /// Recovery is done: take the config file's nodes and settings, take back the jobs still running here,
+    /// and schedule.
+    func startUp() {
+        switch reconcile(with: config) {
+        case .success(let changes):
+            for c in changes { logger.info("Configuration change", metadata: ["change": "\(c)"]) }
+        case .failure(let e):
+            logger.error("The configuration does not fit the recovered state", metadata: ["error": "\(e.message)"])
+        }
+        let now = Self.now
+        for id in state.activeJobs.sorted() {
+            guard let job = state.jobs[id], job.state.holdsGPUs, isLocal(job) else { continue }
+            if let ended = executor.adopt(job) {
+                runEnded(ended)
+            } else {
+                logger.info("Job adopted", metadata: ["job.id": "\(id)", "job.run": "\(job.runs)"])
+                if job.state == .stopping, let at = job.stopRequestedAt, now >= at.seconds + (job.grace ?? 0) {
+                    executor.stop(id, grace: 0, now: now)
+                }
+            }
+        }
+        flush()
+        schedulePass()
+        flush()
+        logger.info(
+            "Ready",
+            metadata: [
+                "jobs.active": "\(state.activeJobs.count)", "jobs.pending": "\(state.pendingJobs.count)",
+                "nodes": "\(state.nodes.count)", "nodes.local": "\(localNodes.count)",
+            ]
+        )
+    }
+
+    // MARK: Changes and durability
+
+    /// Applies events to the state; they are logged at the end of the command.
+    func apply(_ events: [Event]) throws(StateError) {
+        for e in events {
+            try state.apply(e)
+            unlogged.append(e)
+            passStale = true
+        }
+    }
+
+    func apply(_ body: Event.Body) throws(StateError) {
+        try apply([Event(time: Instant(seconds: Self.now), body)])
+    }
+
+    /// Logs what was applied and queues the command's actions behind it.
+    func flush() {
+        repeat { flushOnce() } while !unlogged.isEmpty || !pendingActions.isEmpty
+    }
+
+    private func flushOnce() {
+        if !unlogged.isEmpty {
+            if failure == nil {
+                do {
+                    let t = try wal.enqueue(unlogged)
+                    lastTicket = t
+                    durability.watch(t)
+                } catch {
+                    walFailed(error)
+                }
+            }
+            unlogged.removeAll(keepingCapacity: true)
+        }
+        if !pendingActions.isEmpty {
+            let lsn = lastTicket?.lsn ?? 0
+            for a in pendingActions { waiting.append((lsn, a)) }
+            pendingActions.removeAll(keepingCapacity: true)
+            runDurableActions()
+        }
+        if failure == nil, !snapshotInFlight, let t = lastTicket, wal.snapshotDue {
+            snapshotInFlight = true
+            snapshots.write(state, at: t)
+        }
+    }
+
+    /// Carries out the actions whose events are durable.
+    func runDurableActions() {
+        while waitingHead < waiting.count, waiting[waitingHead].lsn <= durableLSN {
+            let action = waiting[waitingHead].action
+            waitingHead += 1
+            perform(action)
+        }
+        if waitingHead > 1024 && waitingHead * 2 > waiting.count {
+            waiting.removeFirst(waitingHead)
+            waitingHead = 0
+        }
+    }
+
+    func perform(_ action: Action) {
+        switch action {
+        case .reply(let out, _, let line):
+            out.reply(line)
+        case .start(let id, let run):
+            guard let job = state.jobs[id], job.runs == run, job.state == .running, let a = job.allocation else {
+                return
+            }
+            guard let first = a.slices.first, localNodes.contains(first.node) else { return }
+            if let problem = executor.start(job, slices: a.slices) {
+                logger.error("Job could not be started", metadata: ["job.id": "\(id)", "error": "\(problem)"])
+                finish(id, exit: .exited(code: 127))
+            }
+        case .stop(let id, let run):
+            guard let job = state.jobs[id], job.runs == run, job.state == .stopping, isLocal(job) else { return }
+            executor.stop(id, grace: job.grace ?? 0, now: Self.now)
+        case .notify(let id, let event):
+            guard !watchers.isEmpty, let job = state.jobs[id] else { return }
+            let object = JobObject(job, in: state, reason: reason(of: job), full: false, log: nil)
+            let n = Notification(
+                method: "watch.event",
+                params: WatchEvent(time: WireTime.format(Self.now), event: event, job: object)
+            )
+            guard let line = try? ControlProtocol.line(n) else { return }
+            for (conn, out) in watchers where !out.send(line) {
+                watchers[conn] = nil
+            }
+        case .startLog(let out, let stream):
+            out.streamLog(stream)
+        case .jobEnded(let id):
+            if let list = followers.removeValue(forKey: id), let job = state.jobs[id] {
+                for f in list { f.jobEnded(job.state.rawValue) }
+            }
+        }
+    }
+
+    /// The WAL cannot take more: answer what waits on it with an error and serve reads only.
+    func walFailed(_ error: WALError) {
+        guard failure == nil else { return }
+        failure = error
+        logger.critical(
+            "The write-ahead log failed; serving reads only until restarted",
+            metadata: ["error": "\(error.message)"]
+        )
+        let refusal = RPCError(
+            RPCError.unavailable,
+            "the write-ahead log failed (\(error.message)); the change was not made durable. allotd serves reads only until it is restarted"
+        )
+        for i in waitingHead..<waiting.count where waiting[i].lsn > durableLSN {
+            if case .reply(let out, let id, _) = waiting[i].action {
+                out.reply((try? ControlProtocol.line(ErrorResponse(id: id, error: refusal))) ?? Data())
+            }
+        }
+        waiting.removeAll()
+        waitingHead = 0
+    }
+
+    // MARK: Scheduling
+
+    /// Asks for a pass after the commands already queued (so a burst of submits gets one pass).
+    func requestPass() {
+        guard !passQueued else { return }
+        passQueued = true
+        handle.send(.pass)
+    }
+
+    func schedulePass() {
+        guard failure == nil else { return }
+        let now = Self.now
+        lastPassAt = now
+        let pass = scheduler.schedule(state, at: Instant(seconds: now))
+        lastPass = pass
+        reasons = Dictionary(pass.pending.map { ($0.id, $0.blocker) }, uniquingKeysWith: { a, _ in a })
+        passStale = false
+        let t = Instant(seconds: now)
+        for decision in pass.decisions {
+            do {
+                try apply([decision.event(at: t)])
+            } catch {
+                logger.error("Scheduler decision refused by the state", metadata: ["error": "\(error)"])
+                continue
+            }
+            let id = decision.jobID
+            guard let job = state.jobs[id] else { continue }
+            switch decision {
+            case .start(_, let a, let note, _):
+                logger.info(
+                    "Job starting",
+                    metadata: ["job.id": "\(id)", "job.allocation": "\(a)", "job.placement": "\(note)"]
+                )
+                pendingActions.append(.start(id, run: job.runs))
+                pendingActions.append(.notify(id, "started"))
+            case .preempt(_, let by, let grace, let reason):
+                logger.info(
+                    "Job preempted",
+                    metadata: [
+                        "job.id": "\(id)", "job.preemptor": "\(by)", "job.grace_s": "\(grace)", "reason": "\(reason)",
+                    ]
+                )
+                pendingActions.append(.stop(id, run: job.runs))
+                pendingActions.append(.notify(id, "preempted"))
+            }
+        }
+        // Decisions change reasons (a preemptor now waits for its victims): keep the pass's view.
+        passStale = !pass.decisions.isEmpty
+    }
+
+    // MARK: Time
+
+    func tick() {
+        let now = Self.now
+        if failure == nil {
+            // Walltime limits.
+            for id in state.activeJobs {
+                guard let job = state.jobs[id], job.state == .running, let limit = job.spec.walltime,
+                    let start = job.startTime, now >= start.seconds + limit
+                else { continue }
+                do {
+                    try apply(.jobTimedOut(id: id, grace: state.grace(of: job.spec)))
+                    logger.info("Job reached its walltime", metadata: ["job.id": "\(id)"])
+                    if isLocal(job) { pendingActions.append(.stop(id, run: job.runs)) }
+                    pendingActions.append(.notify(id, "timed_out"))
+                } catch {
+                    logger.error("Walltime stop refused", metadata: ["job.id": "\(id)", "error": "\(error)"])
+                }
+            }
+            // Jobs on nodes allotd does not run: past their grace, they are taken as stopped.
+            for id in state.activeJobs {
+                guard let job = state.jobs[id], job.state == .stopping, !isLocal(job),
+                    let at = job.stopRequestedAt, now >= at.seconds + (job.grace ?? 0)
+                else { continue }
+                finish(
+                    id,
+                    exit: .lost(
+                        reason: "stopped on a node allotd does not run; no end was reported within its grace period"
+                    )
+                )
+            }
+            for ended in executor.poll(now: now) { runEnded(ended) }
+            applyDeferredNodes()
+        }
+        if now - lastPassAt >= state.config.scheduler.interval || (passStale && now - lastPassAt >= 1) {
+            if !state.pendingJobs.isEmpty || passStale { requestPass() }
+        }
+    }
+
+    /// A local run ended: record how.
+    func runEnded(_ ended: Executor.Ended) {
+        guard let job = state.jobs[ended.id], job.runs == ended.run, job.state.holdsGPUs else { return }
+        if case .lost(let why) = ended.exit, job.state == .running {
+            do {
+                try apply(.jobRequeued(id: ended.id, reason: why))
+                logger.warning("Job lost and requeued", metadata: ["job.id": "\(ended.id)", "reason": "\(why)"])
+                pendingActions.append(.notify(ended.id, "requeued"))
+                requestPass()
+            } catch {
+                logger.error("Requeue refused", metadata: ["job.id": "\(ended.id)", "error": "\(error)"])
+            }
+            return
+        }
+        finish(ended.id, exit: ended.exit)
+    }
+
+    /// Records the end of a job's run.
+    func finish(_ id: JobID, exit: ExitStatus) {
+        do {
+            try apply(.jobFinished(id: id, exit: exit))
+        } catch {
+            logger.error("Job end refused", metadata: ["job.id": "\(id)", "error": "\(error)"])
+            return
+        }
+        guard let job = state.jobs[id] else { return }
+        logger.info(
+            "Job ended",
+            metadata: ["job.id": "\(id)", "job.exit": "\(exit)", "job.state": "\(job.state.rawValue)"]
+        )
+        pendingActions.append(.notify(id, job.state.rawValue))
+        if job.state.isTerminal { pendingActions.append(.jobEnded(id)) }
+        requestPass()
+    }
+
+    // MARK: Helpers
+
+    func isLocal(_ job: Job) -> Bool {
+        guard let a = job.allocation, let first = a.slices.first else { return false }
+        return localNodes.contains(first.node)
+    }
+
+    func userName(_ uid: UInt32) -> String? {
+        if let n = userNames[uid] { return n }
+        let n = System.user(uid: uid)?.name
+        if let n { userNames[uid] = n }
+        return n
+    }
+}

@@ -1,0 +1,120 @@
+import Foundation
+import NIOCore
+import Synchronization
+
+/// What a connection's writer does next.
+enum Outgoing: Sendable {
+    case line(Data)
+    /// Copy a job's log to the client (and keep following it); the writer does it, so a slow reader only
+    /// slows its own copy.
+    case log(LogStream)
+}
+
+/// A `logs` stream: where the log is, and whether its job has ended (set by the engine).
+final class LogStream: Sendable {
+    let job: UInt64
+    let path: String
+    let offset: Int
+    let follow: Bool
+    private let end = Mutex<String?>(nil)
+
+    init(job: UInt64, path: String, offset: Int, follow: Bool) {
+        self.job = job
+        self.path = path
+        self.offset = offset
+        self.follow = follow
+    }
+
+    /// The job's final state once it has ended.
+    var ended: String? { end.withLock { $0 } }
+    func jobEnded(_ state: String) { end.withLock { $0 = state } }
+}
+
+/// What goes out on one connection: lines, in order, then a close. The engine never waits on it: a client
+/// that stops reading has its connection closed once too much is queued for it.
+final class Outbox: Sendable {
+    /// The connection's number (for streams to forget it when it goes).
+    let id: UInt64
+    let limit: Int
+    private let continuation: AsyncStream<Outgoing>.Continuation
+    private let channel: any Channel
+    private let queued = Atomic<Int>(0)
+    /// Requests read and not yet answered.
+    private let unanswered = Atomic<Int>(0)
+    private let inputEnded = Atomic<Bool>(false)
+    /// Whether a stream (watch, logs -f) is open: the idle timeout then does not apply.
+    let streaming = Atomic<Bool>(false)
+
+    init(id: UInt64, channel: any Channel, limit: Int = 16 << 20) {
+        self.id = id
+        self.limit = limit
+        self.channel = channel
+        (stream, continuation) = AsyncStream<Outgoing>.makeStream()
+    }
+
+    /// What the connection's writer reads.
+    let stream: AsyncStream<Outgoing>
+
+    /// Queues a line. Returns false (and closes the connection) when the client has fallen too far behind:
+    /// more than `limit` bytes were already waiting before this one.
+    @discardableResult
+    func send(_ line: Data) -> Bool {
+        let before = queued.add(line.count, ordering: .relaxed).newValue - line.count
+        if before > limit {
+            close()
+            return false
+        }
+        continuation.yield(.line(line))
+        return true
+    }
+
+    /// Queues the answer to a request.
+    func reply(_ line: Data) {
+        send(line)
+        if unanswered.subtract(1, ordering: .relaxed).newValue == 0 && inputEnded.load(ordering: .relaxed)
+            && !streaming.load(ordering: .relaxed)
+        {
+            continuation.finish()
+        }
+    }
+
+    func streamLog(_ stream: LogStream) { continuation.yield(.log(stream)) }
+
+    /// A request was read; its answer will come through ``reply(_:)``.
+    func expectReply() { unanswered.add(1, ordering: .relaxed) }
+
+    /// The client sent its last request: the writer ends once every answer is out (unless a stream is open).
+    func clientDone() {
+        inputEnded.store(true, ordering: .relaxed)
+        if unanswered.load(ordering: .relaxed) == 0 && !streaming.load(ordering: .relaxed) { continuation.finish() }
+    }
+
+    /// Called by the connection's writer once a line is written.
+    func written(_ bytes: Int) { queued.subtract(bytes, ordering: .relaxed) }
+
+    /// Ends the writer and closes the connection now, even if its writer is stuck on a full socket.
+    func close() {
+        continuation.finish()
+        channel.close(promise: nil)
+    }
+
+    /// Ends the writer after what is queued.
+    func finish() { continuation.finish() }
+
+    /// A log copy ended: the writer ends too if the client is done.
+    func streamEnded() {
+        streaming.store(false, ordering: .relaxed)
+        if inputEnded.load(ordering: .relaxed) && unanswered.load(ordering: .relaxed) == 0 { continuation.finish() }
+    }
+
+    /// The daemon is stopping: streams end, and the writer ends once the answers still due are out.
+    func shutdown() {
+        stopping.store(true, ordering: .relaxed)
+        inputEnded.store(true, ordering: .relaxed)
+        streaming.store(false, ordering: .relaxed)
+        if unanswered.load(ordering: .relaxed) == 0 { continuation.finish() }
+    }
+
+    /// Set when the daemon is stopping.
+    let stopping = Atomic<Bool>(false)
+}

@@ -1,0 +1,157 @@
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// glibc's `struct ucred`, which Swift does not see: what SO_PEERCRED fills in.
+struct PeerCredentials: Sendable, Hashable {
+    var pid: Int32 = 0
+    var uid: UInt32 = 0
+    var gid: UInt32 = 0
+}
+
+enum System {
+    /// The credentials of the process at the other end of a Unix socket.
+    static func peerCredentials(of fd: Int32) -> PeerCredentials? {
+        var creds = PeerCredentials()
+        var len = socklen_t(MemoryLayout<PeerCredentials>.size)
+        let rc = withUnsafeMutablePointer(to: &creds) { getsockopt(fd, SOL_SOCKET, SO_PEERCRED, $0, &len) }
+        return rc == 0 ? creds : nil
+    }
+
+    /// A user's name, home and primary group, by uid.
+    static func user(uid: UInt32) -> (name: String, home: String, gid: UInt32, shell: String)? {
+        var pwd = passwd()
+        var result: UnsafeMutablePointer<passwd>?
+        var buffer = [CChar](repeating: 0, count: 16_384)
+        guard getpwuid_r(uid, &pwd, &buffer, buffer.count, &result) == 0, let p = result else { return nil }
+        return (
+            String(cString: p.pointee.pw_name), String(cString: p.pointee.pw_dir), p.pointee.pw_gid,
+            String(cString: p.pointee.pw_shell)
+        )
+    }
+
+    /// A uid by user name.
+    static func uid(named name: String) -> UInt32? {
+        var pwd = passwd()
+        var result: UnsafeMutablePointer<passwd>?
+        var buffer = [CChar](repeating: 0, count: 16_384)
+        guard getpwnam_r(name, &pwd, &buffer, buffer.count, &result) == 0, let p = result else { return nil }
+        return p.pointee.pw_uid
+    }
+
+    /// A gid by group name.
+    static func gid(named name: String) -> UInt32? {
+        var grp = group()
+        var result: UnsafeMutablePointer<group>?
+        var buffer = [CChar](repeating: 0, count: 65_536)
+        guard getgrnam_r(name, &grp, &buffer, buffer.count, &result) == 0, let g = result else { return nil }
+        return g.pointee.gr_gid
+    }
+
+    /// All the groups of a user (primary and supplementary).
+    static func groups(of user: String, primary: UInt32) -> [UInt32] {
+        var count: Int32 = 64
+        while true {
+            var groups = [gid_t](repeating: 0, count: Int(count))
+            let want = count
+            if getgrouplist(user, primary, &groups, &count) >= 0 { return Array(groups.prefix(Int(count))) }
+            if count <= want { count = want * 2 }
+        }
+    }
+
+    static func hostname() -> String {
+        var buffer = [CChar](repeating: 0, count: 256)
+        gethostname(&buffer, buffer.count)
+        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    /// Sends a signal to a process group; true when it was delivered (or the group is already gone: false).
+    @discardableResult
+    static func signalGroup(_ pgid: Int32, _ sig: Int32) -> Bool {
+        guard pgid > 1 else { return false }
+        return kill(-pgid, sig) == 0
+    }
+
+    /// Whether a process exists.
+    static func alive(_ pid: Int32) -> Bool { pid > 0 && (kill(pid, 0) == 0 || errno == EPERM) }
+
+    /// Reaps every exited child (supervisors the daemon started) without blocking.
+    static func reapChildren() {
+        var status: Int32 = 0
+        while waitpid(-1, &status, WNOHANG) > 0 {}
+    }
+
+    /// Starts a program in a new session, not waited for by a task: it outlives the daemon.
+    /// - Returns: its pid.
+    static func spawnDetached(_ path: String, _ arguments: [String], stdout: String) throws -> Int32 {
+        var attr = posix_spawnattr_t()
+        posix_spawnattr_init(&attr)
+        defer { posix_spawnattr_destroy(&attr) }
+        var flags: Int16 = 0x80  // POSIX_SPAWN_SETSID (a glibc extension Swift does not import)
+        flags |= Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF)
+        posix_spawnattr_setflags(&attr, flags)
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        posix_spawnattr_setsigmask(&attr, &empty)
+        var defaults = sigset_t()
+        sigfillset(&defaults)
+        posix_spawnattr_setsigdefault(&attr, &defaults)
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, stdout, O_WRONLY | O_CREAT | O_APPEND, 0o640)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        // Nothing else of ours: an inherited listening socket would outlive us and swallow connections.
+        addCloseFrom(&actions, 3)
+        let argv = ([path] + arguments).map { strdup($0) } + [nil]
+        defer { for p in argv { free(p) } }
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, path, &actions, &attr, argv, environ)
+        guard rc == 0 else { throw SpawnError(path: path, errno: rc) }
+        return pid
+    }
+
+    struct SpawnError: Error, CustomStringConvertible {
+        var path: String
+        var errno: Int32
+        var description: String { "cannot start \(path): \(String(cString: strerror(errno)))" }
+    }
+
+    /// The running executable's path.
+    static func executablePath() -> String {
+        (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+    }
+
+    /// Writes a file atomically (temporary name, fsync, rename).
+    static func writeAtomically(_ data: Data, to path: String, mode: mode_t = 0o640) throws {
+        let tmp = path + ".tmp"
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
+        guard fd >= 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
+        var ok = data.withUnsafeBytes { buf -> Bool in
+            var off = 0
+            while off < buf.count {
+                let n = write(fd, buf.baseAddress! + off, buf.count - off)
+                if n < 0 { if errno == EINTR { continue } else { return false } }
+                off += n
+            }
+            return true
+        }
+        ok = ok && fsync(fd) == 0
+        close(fd)
+        guard ok, rename(tmp, path) == 0 else {
+            unlink(tmp)
+            throw POSIXError(.init(rawValue: errno) ?? .EIO)
+        }
+    }
+}
+
+/// `posix_spawn_file_actions_addclosefrom_np` (glibc ≥ 2.34), which Swift does not import: closes every
+/// descriptor from `low` up in the child.
+func addCloseFrom(_ actions: inout posix_spawn_file_actions_t, _ low: Int32) {
+    typealias Fn = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
+    guard let sym = dlsym(nil, "posix_spawn_file_actions_addclosefrom_np") else { return }
+    _ = unsafeBitCast(sym, to: Fn.self)(&actions, low)
+}

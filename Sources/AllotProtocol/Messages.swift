@@ -1,0 +1,426 @@
+import AllotCore
+import Foundation
+
+public struct HelloParams: Codable, Sendable {
+    public var version: Int
+    public var client: String?
+    public init(version: Int = ControlProtocol.version, client: String? = nil) {
+        self.version = version
+        self.client = client
+    }
+}
+
+public struct HelloResult: Codable, Sendable {
+    public var version: Int
+    public var server: String
+    public var uid: UInt32
+    public var admin: Bool
+    public init(version: Int, server: String, uid: UInt32, admin: Bool) {
+        self.version = version
+        self.server = server
+        self.uid = uid
+        self.admin = admin
+    }
+}
+
+/// A value that may be given as seconds or as text such as `"2h"`.
+public struct WireDuration: Codable, Hashable, Sendable {
+    public var seconds: Double
+    public init(_ seconds: Double) { self.seconds = seconds }
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        if let d = try? c.decode(Double.self) {
+            seconds = d
+        } else {
+            let s = try c.decode(String.self)
+            guard let d = DurationText.parse(s) else {
+                throw DecodingError.dataCorruptedError(
+                    in: c,
+                    debugDescription: "\"\(s)\" is not a duration (e.g. 90s, 15m, 2h, 1d)"
+                )
+            }
+            seconds = d
+        }
+    }
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.singleValueContainer()
+        try c.encode(seconds)
+    }
+}
+
+/// A list of GPU models given as `"A,B"` or `["A", "B"]`.
+public struct WireModels: Codable, Hashable, Sendable {
+    public var names: [String]
+    public init(_ names: [String]) { self.names = names }
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        if let a = try? c.decode([String].self) {
+            names = a
+        } else {
+            names = try c.decode(String.self).split(separator: ",").map { $0.trimmingWhitespace() }.filter {
+                !$0.isEmpty
+            }
+        }
+    }
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.singleValueContainer()
+        try c.encode(names)
+    }
+}
+
+/// What a user asks for: the job request of `submit` and of each line of `allotctl submit --file`.
+public struct JobRequest: Codable, Hashable, Sendable {
+    public var command: [String]?
+    public var name: String?
+    public var gpus: Int?
+    public var gpuModel: WireModels?
+    public var minGPUMemory: Double?
+    public var kind: String?
+    public var priorityClass: String?
+    public var tenant: String?
+    public var walltime: WireDuration?
+    public var estimate: WireDuration?
+    public var grace: WireDuration?
+    public var preemptible: Bool?
+    public var maxCost: Double?
+    public var prefer: String?
+    public var topology: String?
+    public var workdir: String?
+    public var env: [String: String]?
+    public var hold: Bool?
+
+    public init() {}
+
+    enum CodingKeys: String, CodingKey {
+        case command, name, gpus, kind, tenant, walltime, estimate, grace, preemptible, prefer, topology, workdir, env,
+            hold
+        case gpuModel = "gpu_model"
+        case minGPUMemory = "min_gpu_memory"
+        case priorityClass = "class"
+        case maxCost = "max_cost"
+    }
+
+    /// The job spec this request asks for, submitted by `uid`.
+    /// - Throws: ``RPCError`` (invalid params) naming the field and what was expected.
+    public func spec(uid: UInt32, user: String?) throws(RPCError) -> (spec: JobSpec, held: Bool) {
+        guard let command, !command.isEmpty, !command[0].isEmpty else {
+            throw .invalidParams("command: a job needs a command (a non-empty array of strings)")
+        }
+        var s = JobSpec(uid: uid, user: user)
+        s.command = command
+        s.name = name ?? URL(fileURLWithPath: command[0]).lastPathComponent
+        if let gpus {
+            guard gpus >= 1 && gpus <= 65_536 else { throw .invalidParams("gpus: expected 1 to 65536, got \(gpus)") }
+            s.gpus = gpus
+        }
+        s.gpuModels = gpuModel?.names ?? []
+        if let m = minGPUMemory {
+            guard m >= 0 && m.isFinite else { throw .invalidParams("min_gpu_memory: expected GiB ≥ 0, got \(m)") }
+            s.minGPUMemoryGiB = m
+        }
+        if let kind {
+            guard let k = JobKind(rawValue: kind) else {
+                throw .invalidParams("kind: expected training or inference, got \"\(kind)\"")
+            }
+            s.kind = k
+        }
+        s.priorityClass = priorityClass
+        if let tenant {
+            guard !tenant.isEmpty else { throw .invalidParams("tenant: must not be empty") }
+            s.tenant = tenant
+        } else {
+            s.tenant = user ?? "default"
+        }
+        for (field, value) in [("walltime", walltime), ("estimate", estimate)] {
+            if let v = value, !(v.seconds > 0) { throw .invalidParams("\(field): expected a duration above zero") }
+        }
+        s.walltime = walltime?.seconds
+        s.estimate = estimate?.seconds
+        if let g = grace {
+            guard g.seconds >= 0 else { throw .invalidParams("grace: expected a duration of at least zero") }
+            s.grace = g.seconds
+        }
+        s.preemptible = preemptible
+        if let c = maxCost {
+            guard c >= 0 && c.isFinite else { throw .invalidParams("max_cost: expected USD ≥ 0, got \(c)") }
+            s.maxCostUSD = c
+        }
+        if let p = prefer {
+            switch p {
+            case "cheapest": s.prefer = .cheapest
+            case "fastest": s.prefer = .fastest
+            default:
+                guard p.hasPrefix("deadline:"), let t = WireTime.parse(String(p.dropFirst("deadline:".count))) else {
+                    throw .invalidParams("prefer: expected cheapest, fastest or deadline:<time>, got \"\(p)\"")
+                }
+                s.prefer = .deadline(Instant(seconds: t))
+            }
+        }
+        if let t = topology {
+            guard let top = Topology(rawValue: t) else {
+                throw .invalidParams("topology: expected any, single-node or nvlink, got \"\(t)\"")
+            }
+            s.topology = top
+        }
+        s.workingDirectory = workdir
+        s.environment = env ?? [:]
+        for key in s.environment.keys where key.isEmpty || key.contains("=") {
+            throw .invalidParams("env: \"\(key)\" is not a variable name")
+        }
+        return (s, hold ?? false)
+    }
+}
+
+public struct SubmitParams: Codable, Sendable {
+    public var job: JobRequest
+    public init(job: JobRequest) { self.job = job }
+}
+
+public struct SubmitResult: Codable, Sendable {
+    public var id: UInt64
+    public init(id: UInt64) { self.id = id }
+}
+
+public struct SubmitManyParams: Codable, Sendable {
+    public var jobs: [JobRequest]
+    public init(jobs: [JobRequest]) { self.jobs = jobs }
+}
+
+public struct SubmitManyResult: Codable, Sendable {
+    public var ids: [UInt64]
+    public init(ids: [UInt64]) { self.ids = ids }
+}
+
+public struct ListParams: Codable, Sendable {
+    public var states: [String]?
+    public var user: String?
+    public var tenant: String?
+    public var kind: String?
+    public var limit: Int?
+    public init(
+        states: [String]? = nil,
+        user: String? = nil,
+        tenant: String? = nil,
+        kind: String? = nil,
+        limit: Int? = nil
+    ) {
+        self.states = states
+        self.user = user
+        self.tenant = tenant
+        self.kind = kind
+        self.limit = limit
+    }
+}
+
+public struct IDParams: Codable, Sendable {
+    public var id: UInt64
+    public init(id: UInt64) { self.id = id }
+}
+
+public struct IDsParams: Codable, Sendable {
+    public var ids: [UInt64]
+    public init(ids: [UInt64]) { self.ids = ids }
+}
+
+public struct ItemResult: Codable, Sendable {
+    public var id: UInt64
+    public var ok: Bool
+    public var error: RPCError?
+    public init(id: UInt64, ok: Bool, error: RPCError? = nil) {
+        self.id = id
+        self.ok = ok
+        self.error = error
+    }
+}
+
+public struct ItemsResult: Codable, Sendable {
+    public var results: [ItemResult]
+    public init(results: [ItemResult]) { self.results = results }
+}
+
+public struct WhyResult: Codable, Sendable {
+    public var id: UInt64
+    public var state: String
+    public var lines: [String]
+    public var estimatedStart: String?
+    public init(id: UInt64, state: String, lines: [String], estimatedStart: String?) {
+        self.id = id
+        self.state = state
+        self.lines = lines
+        self.estimatedStart = estimatedStart
+    }
+    enum CodingKeys: String, CodingKey {
+        case id, state, lines
+        case estimatedStart = "estimated_start"
+    }
+}
+
+public struct LogsParams: Codable, Sendable {
+    public var id: UInt64
+    public var follow: Bool?
+    public var offset: Int?
+    public init(id: UInt64, follow: Bool = false, offset: Int = 0) {
+        self.id = id
+        self.follow = follow
+        self.offset = offset
+    }
+}
+
+public struct LogsResult: Codable, Sendable {
+    public var path: String
+    public var size: Int
+    public init(path: String, size: Int) {
+        self.path = path
+        self.size = size
+    }
+}
+
+public struct LogsData: Codable, Sendable {
+    public var data: String
+    public init(data: String) { self.data = data }
+}
+
+public struct LogsEnd: Codable, Sendable {
+    public var state: String
+    public init(state: String) { self.state = state }
+}
+
+public struct WatchResult: Codable, Sendable {
+    public var watching: Bool
+    public init() { watching = true }
+}
+
+public struct WatchEvent: Codable, Sendable {
+    public var time: String
+    public var event: String
+    public var job: JobObject
+    public init(time: String, event: String, job: JobObject) {
+        self.time = time
+        self.event = event
+        self.job = job
+    }
+}
+
+public struct NodeParams: Codable, Sendable {
+    public var node: String
+    public var reason: String?
+    public init(node: String, reason: String? = nil) {
+        self.node = node
+        self.reason = reason
+    }
+}
+
+public struct CostParams: Codable, Sendable {
+    public var by: String?
+    public var since: String?
+    public var until: String?
+    public init(by: String? = nil, since: String? = nil, until: String? = nil) {
+        self.by = by
+        self.since = since
+        self.until = until
+    }
+}
+
+public struct CostRow: Codable, Sendable {
+    public var key: String
+    public var gpuHours: Double
+    public var costUSD: Double
+    public init(key: String, gpuHours: Double, costUSD: Double) {
+        self.key = key
+        self.gpuHours = gpuHours
+        self.costUSD = costUSD
+    }
+    enum CodingKeys: String, CodingKey {
+        case key
+        case gpuHours = "gpu_hours"
+        case costUSD = "cost_usd"
+    }
+}
+
+public struct CostResult: Codable, Sendable {
+    public var by: String
+    public var rows: [CostRow]
+    public init(by: String, rows: [CostRow]) {
+        self.by = by
+        self.rows = rows
+    }
+}
+
+public struct ReloadResult: Codable, Sendable {
+    public var changes: [String]
+    public init(changes: [String]) { self.changes = changes }
+}
+
+public struct JobFinishedParams: Codable, Sendable {
+    public var id: UInt64
+    public var exitCode: Int32?
+    public var signal: Int32?
+    public init(id: UInt64, exitCode: Int32? = nil, signal: Int32? = nil) {
+        self.id = id
+        self.exitCode = exitCode
+        self.signal = signal
+    }
+    enum CodingKeys: String, CodingKey {
+        case id, signal
+        case exitCode = "exit_code"
+    }
+}
+
+public struct GPUCounts: Codable, Sendable {
+    public var total: Int
+    public var used: Int
+    public var free: Int
+    public var lent: Int
+    public var unhealthy: Int
+    public init(total: Int, used: Int, free: Int, lent: Int, unhealthy: Int) {
+        self.total = total
+        self.used = used
+        self.free = free
+        self.lent = lent
+        self.unhealthy = unhealthy
+    }
+}
+
+public struct LogStatus: Codable, Sendable {
+    public var lastLSN: UInt64
+    public var durableLSN: UInt64
+    public var failed: String?
+    public init(lastLSN: UInt64, durableLSN: UInt64, failed: String?) {
+        self.lastLSN = lastLSN
+        self.durableLSN = durableLSN
+        self.failed = failed
+    }
+    enum CodingKeys: String, CodingKey {
+        case failed
+        case lastLSN = "last_lsn"
+        case durableLSN = "durable_lsn"
+    }
+}
+
+public struct StatusResult: Codable, Sendable {
+    public var gpus: [String: GPUCounts]
+    public var jobs: [String: Int]
+    public var queue: [String: [String: Int]]
+    public var spendTodayUSD: Double
+    public var log: LogStatus
+    public var nodes: [String: Int]
+    public init(
+        gpus: [String: GPUCounts],
+        jobs: [String: Int],
+        queue: [String: [String: Int]],
+        spendTodayUSD: Double,
+        log: LogStatus,
+        nodes: [String: Int]
+    ) {
+        self.gpus = gpus
+        self.jobs = jobs
+        self.queue = queue
+        self.spendTodayUSD = spendTodayUSD
+        self.log = log
+        self.nodes = nodes
+    }
+    enum CodingKeys: String, CodingKey {
+        case gpus, jobs, queue, log, nodes
+        case spendTodayUSD = "spend_today_usd"
+    }
+}

@@ -1,0 +1,125 @@
+import AllotCore
+
+/// A job as `show`, `ls` and `watch` give it (docs/protocol.md, "Objects").
+public struct JobObject: Codable, Sendable, Equatable {
+    public struct Slice: Codable, Sendable, Equatable {
+        public var node: String
+        public var gpus: [Int]
+    }
+
+    public var id: UInt64
+    public var name: String
+    public var state: String
+    public var kind: String
+    public var priorityClass: String
+    public var tenant: String
+    public var uid: UInt32
+    public var user: String?
+    public var gpus: Int
+    public var gpuModel: String?
+    public var node: String?
+    public var gpuIndices: [Slice]
+    public var submitTime: String
+    public var startTime: String?
+    public var endTime: String?
+    public var exitCode: Int32?
+    public var reason: String?
+    public var costUSD: Double
+    public var walltimeSeconds: Double?
+    public var preemptible: Bool
+    public var loans: [String]
+    public var placement: String?
+    public var log: String?
+    public var command: [String]?
+    public var env: [String: String]?
+    public var workdir: String?
+
+    enum CodingKeys: String, CodingKey {
+        case id, name, state, kind, tenant, uid, user, gpus, node, reason, preemptible, loans, placement, log, command,
+            env
+        case workdir
+        case priorityClass = "class"
+        case gpuModel = "gpu_model"
+        case gpuIndices = "gpu_indices"
+        case submitTime = "submit_time"
+        case startTime = "start_time"
+        case endTime = "end_time"
+        case exitCode = "exit_code"
+        case costUSD = "cost_usd"
+        case walltimeSeconds = "walltime_s"
+    }
+
+    /// The wire form of a job.
+    /// - Parameters:
+    ///   - reason: why it waits (from the latest pass) or how it ended.
+    ///   - full: include command, environment and working directory (its owner and admins).
+    ///   - log: its log file, when the daemon runs it.
+    public init(_ job: Job, in state: ClusterState, reason: String?, full: Bool, log: String?) {
+        let spec = job.spec
+        id = job.id.rawValue
+        name = spec.name
+        self.state = job.state.rawValue
+        kind = spec.kind.rawValue
+        priorityClass = state.priorityClass(of: spec).name
+        tenant = spec.tenant
+        uid = spec.uid
+        user = spec.user
+        gpus = spec.gpus
+        let a = job.allocation
+        gpuModel = a?.model ?? (spec.gpuModels.isEmpty ? nil : spec.gpuModels.joined(separator: ","))
+        node = a.map { $0.nodeNames.joined(separator: "+") }
+        gpuIndices = a?.slices.map { Slice(node: $0.node, gpus: $0.gpus) } ?? []
+        submitTime = WireTime.format(job.submitTime.seconds)
+        startTime = job.startTime.map { WireTime.format($0.seconds) }
+        endTime = job.state.isTerminal ? job.endTime.map { WireTime.format($0.seconds) } : nil
+        switch job.exit {
+        case .exited(let code)?: exitCode = code
+        case .signaled(let s)?: exitCode = 128 + s
+        default: exitCode = nil
+        }
+        self.reason = reason
+        costUSD = (job.costUSD(at: state.now) * 100).rounded() / 100
+        walltimeSeconds = spec.walltime
+        preemptible = state.isPreemptible(spec)
+        loans = job.loans.map(\.description)
+        placement = job.placement?.description
+        self.log = log
+        if full {
+            command = spec.command
+            env = spec.environment
+            workdir = spec.workingDirectory
+        }
+    }
+}
+
+/// A node as `nodes` gives it.
+public struct NodeObject: Codable, Sendable, Equatable {
+    public var name: String
+    public var state: String
+    public var reason: String?
+    public var gpuModel: String
+    public var gpus: Int
+    public var gpusFree: Int
+    public var gpusUnhealthy: [Int]
+    public var local: Bool
+    public var labels: [String: String]
+
+    enum CodingKeys: String, CodingKey {
+        case name, state, reason, gpus, local, labels
+        case gpuModel = "gpu_model"
+        case gpusFree = "gpus_free"
+        case gpusUnhealthy = "gpus_unhealthy"
+    }
+
+    public init(_ node: Node, local: Bool) {
+        name = node.name
+        state = node.state.rawValue
+        reason = node.stateReason
+        gpuModel = node.spec.gpuModel
+        gpus = node.spec.gpus
+        gpusFree = node.schedulable ? node.freeMask.nonzeroBitCount : 0
+        gpusUnhealthy = (0..<node.spec.gpus).filter { node.health[$0] != .healthy }
+        self.local = local
+        labels = node.spec.labels
+    }
+}

@@ -1,0 +1,203 @@
+import AllotProtocol
+import ArgumentParser
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `--socket`, shared by every command that talks to allotd.
+struct ConnectionOptions: ParsableArguments {
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "allotd's control socket (default: $ALLOT_SOCKET, else /run/allot/allotd.sock).",
+            valueName: "PATH"
+        )
+    )
+    var socket: String?
+
+    var path: String {
+        socket ?? ProcessInfo.processInfo.environment["ALLOT_SOCKET"].flatMap { $0.isEmpty ? nil : $0 }
+            ?? "/run/allot/allotd.sock"
+    }
+
+    /// Connects and says hello.
+    func connect() throws -> Client {
+        let c = try Client(path: path)
+        let hello: HelloResult = try c.call("hello", HelloParams(client: "allotctl 0.1.0"))
+        c.admin = hello.admin
+        return c
+    }
+}
+
+/// allotctl's exit codes (docs/protocol.md).
+enum Exit {
+    static let refused: Int32 = 1
+    static let usage: Int32 = 2
+    static let notFound: Int32 = 3
+    static let denied: Int32 = 4
+    static let unreachable: Int32 = 69
+
+    static func code(for error: RPCError) -> Int32 {
+        switch error.code {
+        case RPCError.invalidParams: usage
+        case RPCError.notFound: notFound
+        case RPCError.permissionDenied: denied
+        default: refused
+        }
+    }
+}
+
+/// Prints a message on standard error and exits with `code`.
+func fail(_ message: String, code: Int32) -> ExitCode {
+    FileHandle.standardError.write(Data("allotctl: \(message)\n".utf8))
+    return ExitCode(code)
+}
+
+/// A blocking JSON-RPC client over allotd's Unix socket: one request at a time, or a pipeline.
+final class Client {
+    let path: String
+    private let fd: Int32
+    private var buffer: [UInt8] = []
+    private var start = 0
+    private var nextID: Int64 = 1
+    var admin = false
+
+    /// Connects to the socket.
+    /// - Throws: ``ExitCode`` 69 with a sentence naming the socket when allotd cannot be reached.
+    init(path: String) throws {
+        self.path = path
+        fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else {
+            throw fail("cannot create a socket: \(String(cString: strerror(errno)))", code: Exit.unreachable)
+        }
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else {
+            close(fd)
+            throw fail("the socket path \(path) is too long (at most 107 bytes)", code: Exit.usage)
+        }
+        withUnsafeMutableBytes(of: &addr.sun_path) { buf in
+            for (i, b) in bytes.enumerated() { buf[i] = b }
+            buf[bytes.count] = 0
+        }
+        let rc = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+        if rc != 0 {
+            let why = String(cString: strerror(errno))
+            close(fd)
+            throw fail(
+                "cannot reach allotd at \(path) (\(why)). Is it running? Start it with `systemctl start allotd` (check with `systemctl status allotd`), or point --socket or ALLOT_SOCKET at its socket.",
+                code: Exit.unreachable
+            )
+        }
+    }
+
+    deinit { close(fd) }
+
+    /// Sends a request without waiting for its answer.
+    /// - Returns: its id.
+    @discardableResult
+    func send<P: Encodable>(_ method: String, _ params: P) throws -> Int64 {
+        let id = nextID
+        nextID += 1
+        let line = try ControlProtocol.line(Request(id: .number(id), method: method, params: params))
+        try line.withUnsafeBytes { raw in
+            var off = 0
+            while off < raw.count {
+                let n = write(fd, raw.baseAddress! + off, raw.count - off)
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    throw fail(
+                        "lost the connection to allotd at \(path): \(String(cString: strerror(errno)))",
+                        code: Exit.unreachable
+                    )
+                }
+                off += n
+            }
+        }
+        return id
+    }
+
+    /// Reads one line (a response or a notification).
+    func readLine() throws -> Data {
+        while true {
+            if let nl = buffer[start...].firstIndex(of: 10) {
+                let line = Data(buffer[start..<nl])
+                start = nl + 1
+                if start > 1 << 20 {
+                    buffer.removeFirst(start)
+                    start = 0
+                }
+                return line
+            }
+            var chunk = [UInt8](repeating: 0, count: 1 << 16)
+            let n = read(fd, &chunk, chunk.count)
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else {
+                throw fail("allotd closed the connection at \(path) (did it stop?)", code: Exit.unreachable)
+            }
+            buffer.append(contentsOf: chunk[0..<n])
+        }
+    }
+
+    /// Reads the next response and decodes its result.
+    /// - Throws: ``RPCError`` when the daemon answered with an error.
+    func result<R: Decodable>(_ type: R.Type = R.self) throws -> R {
+        while true {
+            let line = try readLine()
+            let head = try JSONDecoder().decode(ResponseHead.self, from: line)
+            if head.id == nil && head.method != nil { continue }  // a notification
+            if let e = head.error { throw e }
+            return try JSONDecoder().decode(ResultWrapper<R>.self, from: line).result
+        }
+    }
+
+    /// One request, its answer.
+    func call<P: Encodable, R: Decodable>(_ method: String, _ params: P, as: R.Type = R.self) throws -> R {
+        try send(method, params)
+        return try result(R.self)
+    }
+}
+
+/// Runs a command body that talks to allotd, turning protocol errors into messages and exit codes.
+func talking(_ body: () throws -> Void) throws {
+    do {
+        try body()
+    } catch let e as RPCError {
+        throw fail(e.message, code: Exit.code(for: e))
+    }
+}
+
+/// Prints JSON to standard output (sorted keys, pretty for people).
+func printJSON(_ value: some Encodable) throws {
+    let e = JSONEncoder()
+    e.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
+    var d = try e.encode(value)
+    d.append(10)
+    FileHandle.standardOutput.write(d)
+}
+
+/// A plain table: columns padded to their widest cell.
+func table(_ header: [String], _ rows: [[String]]) -> String {
+    var widths = header.map(\.count)
+    for r in rows { for (i, c) in r.enumerated() where i < widths.count { widths[i] = max(widths[i], c.count) } }
+    func line(_ cells: [String]) -> String {
+        cells.enumerated().map { i, c in
+            i == cells.count - 1 ? c : c.padding(toLength: widths[i], withPad: " ", startingAt: 0)
+        }
+        .joined(separator: "  ")
+    }
+    return ([line(header)] + rows.map(line)).joined(separator: "\n") + "\n"
+}
+
+func out(_ s: String) { FileHandle.standardOutput.write(Data(s.utf8)) }
+
+struct ResultWrapper<R: Decodable>: Decodable {
+    var result: R
+}

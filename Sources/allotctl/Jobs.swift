@@ -1,0 +1,288 @@
+import AllotCore
+import AllotProtocol
+import ArgumentParser
+import Foundation
+
+struct List: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ls",
+        abstract: "List jobs (pending, held, running and stopping ones unless told otherwise).",
+        discussion: "REASON says why a pending job waits (allotctl why ID says more), or how a job ended."
+    )
+
+    @OptionGroup var connection: ConnectionOptions
+
+    @Option(
+        name: .long,
+        parsing: .singleValue,
+        help: ArgumentHelp(
+            "Only jobs in these states (repeatable or comma-separated): pending, held, running, stopping, completed, failed, cancelled, timed_out, active, ended, all.",
+            valueName: "STATE"
+        )
+    )
+    var state: [String] = []
+
+    @Flag(name: [.short, .long], help: "Include ended jobs (same as --state all).")
+    var all = false
+
+    @Option(name: .long, help: ArgumentHelp("Only this user's jobs (name or uid).", valueName: "USER"))
+    var user: String?
+
+    @Option(name: .long, help: ArgumentHelp("Only this tenant's jobs.", valueName: "T"))
+    var tenant: String?
+
+    @Option(name: .long, help: ArgumentHelp("Only training or inference jobs.", valueName: "KIND"))
+    var kind: String?
+
+    @Option(name: .long, help: ArgumentHelp("At most the N newest jobs.", valueName: "N"))
+    var limit: Int?
+
+    @Flag(name: .long, help: "Print a JSON array of job objects.")
+    var json = false
+
+    func run() throws {
+        var states = state.flatMap { $0.split(separator: ",").map(String.init) }
+        if all { states.append("all") }
+        try talking {
+            let client = try connection.connect()
+            let jobs: [JobObject] = try client.call(
+                "list",
+                ListParams(states: states.isEmpty ? nil : states, user: user, tenant: tenant, kind: kind, limit: limit)
+            )
+            if json { return try printJSON(jobs) }
+            let now = Date().timeIntervalSince1970
+            let rows = jobs.map { j -> [String] in
+                [
+                    String(j.id), j.name, j.user ?? String(j.uid), j.tenant, j.kind, j.priorityClass, j.state,
+                    String(j.gpus), j.gpuModel ?? "-", j.node ?? "-", elapsed(j, now: now), j.reason ?? "",
+                ]
+            }
+            out(
+                table(
+                    [
+                        "ID", "NAME", "USER", "TENANT", "KIND", "CLASS", "STATE", "GPUS", "MODEL", "NODE", "TIME",
+                        "REASON",
+                    ],
+                    rows
+                )
+            )
+        }
+    }
+
+    /// Run time so far (running), total (ended), or time waiting (pending).
+    func elapsed(_ j: JobObject, now: Double) -> String {
+        let start = j.startTime.flatMap(WireTime.parse)
+        let end = j.endTime.flatMap(WireTime.parse)
+        switch j.state {
+        case "pending", "held":
+            return WireTime.parse(j.submitTime).map { DurationText.format(max(0, now - $0)) } ?? "-"
+        default:
+            guard let s = start else { return "-" }
+            return DurationText.format(max(0, (end ?? now) - s))
+        }
+    }
+}
+
+struct Show: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show one job in full.")
+
+    @OptionGroup var connection: ConnectionOptions
+
+    @Argument(help: "The job's id.")
+    var id: UInt64
+
+    @Flag(name: .long, help: "Print the job object as JSON.")
+    var json = false
+
+    func run() throws {
+        try talking {
+            let client = try connection.connect()
+            let j: JobObject = try client.call("show", IDParams(id: id))
+            if json { return try printJSON(j) }
+            var lines: [(String, String)] = [
+                ("id", String(j.id)), ("name", j.name), ("state", j.state), ("user", "\(j.user ?? "?") (uid \(j.uid))"),
+                ("tenant", j.tenant), ("kind", j.kind), ("class", j.priorityClass), ("gpus", String(j.gpus)),
+                ("gpu model", j.gpuModel ?? "any"),
+            ]
+            if let n = j.node { lines.append(("node", n)) }
+            if !j.gpuIndices.isEmpty {
+                lines.append(
+                    (
+                        "gpu indices",
+                        j.gpuIndices.map { "\($0.node):\($0.gpus.map(String.init).joined(separator: ","))" }.joined(
+                            separator: " "
+                        )
+                    )
+                )
+            }
+            lines.append(("submitted", j.submitTime))
+            if let s = j.startTime { lines.append(("started", s)) }
+            if let e = j.endTime { lines.append(("ended", e)) }
+            if let c = j.exitCode { lines.append(("exit code", String(c))) }
+            if let w = j.walltimeSeconds { lines.append(("walltime", DurationText.format(w))) }
+            lines.append(("preemptible", j.preemptible ? "yes" : "no"))
+            if let p = j.placement { lines.append(("placement", p)) }
+            if !j.loans.isEmpty { lines.append(("loans", j.loans.joined(separator: "; "))) }
+            if let r = j.reason { lines.append(("reason", r)) }
+            lines.append(("cost", "$" + String(format: "%.2f", j.costUSD)))
+            if let c = j.command { lines.append(("command", c.map(Self.quote).joined(separator: " "))) }
+            if let w = j.workdir { lines.append(("workdir", w)) }
+            if let env = j.env, !env.isEmpty {
+                lines.append(("env", env.keys.sorted().map { "\($0)=\(env[$0]!)" }.joined(separator: " ")))
+            }
+            if let l = j.log { lines.append(("log", l)) }
+            let w = lines.map(\.0.count).max() ?? 0
+            out(
+                lines.map { "\($0.0.padding(toLength: w, withPad: " ", startingAt: 0))  \($0.1)" }.joined(
+                    separator: "\n"
+                ) + "\n"
+            )
+        }
+    }
+
+    static func quote(_ s: String) -> String {
+        s.isEmpty || s.contains(where: { " \t\"'$\\".contains($0) })
+            ? "'" + s.replacingOccurrences(of: "'", with: "'\\''") + "'" : s
+    }
+}
+
+struct Why: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Explain where a job stands: why it waits, why it runs where it does, or how it ended."
+    )
+
+    @OptionGroup var connection: ConnectionOptions
+
+    @Argument(help: "The job's id.")
+    var id: UInt64
+
+    @Flag(name: .long, help: "Print the explanation as JSON.")
+    var json = false
+
+    func run() throws {
+        try talking {
+            let client = try connection.connect()
+            let w: WhyResult = try client.call("why", IDParams(id: id))
+            if json { return try printJSON(w) }
+            out("job \(w.id) is \(w.state)\n")
+            for l in w.lines { out("  - \(l)\n") }
+        }
+    }
+}
+
+/// cancel, hold, release: the same shape.
+struct JobChange {
+    static func run(_ method: String, _ past: String, ids: [UInt64], connection: ConnectionOptions, json: Bool) throws {
+        try talking {
+            let client = try connection.connect()
+            let r: ItemsResult = try client.call(method, IDsParams(ids: ids))
+            if json { try printJSON(r) }
+            var worst: RPCError?
+            for item in r.results {
+                if item.ok {
+                    if !json { out("\(past) \(item.id)\n") }
+                } else if let e = item.error {
+                    FileHandle.standardError.write(Data("allotctl: \(e.message)\n".utf8))
+                    if worst == nil { worst = e }
+                }
+            }
+            if let worst { throw ExitCode(Exit.code(for: worst)) }
+        }
+    }
+}
+
+struct Cancel: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Cancel jobs: pending ones at once, running ones with SIGTERM, then SIGKILL after their grace."
+    )
+    @OptionGroup var connection: ConnectionOptions
+    @Argument(help: "Job ids.") var ids: [UInt64]
+    @Flag(name: .long, help: "Print the results as JSON.") var json = false
+    func run() throws { try JobChange.run("cancel", "cancelled", ids: ids, connection: connection, json: json) }
+}
+
+struct Hold: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Hold pending jobs: they do not start until released.")
+    @OptionGroup var connection: ConnectionOptions
+    @Argument(help: "Job ids.") var ids: [UInt64]
+    @Flag(name: .long, help: "Print the results as JSON.") var json = false
+    func run() throws { try JobChange.run("hold", "held", ids: ids, connection: connection, json: json) }
+}
+
+struct Release: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Release held jobs.")
+    @OptionGroup var connection: ConnectionOptions
+    @Argument(help: "Job ids.") var ids: [UInt64]
+    @Flag(name: .long, help: "Print the results as JSON.") var json = false
+    func run() throws { try JobChange.run("release", "released", ids: ids, connection: connection, json: json) }
+}
+
+struct Logs: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print a job's output (standard output and error).")
+
+    @OptionGroup var connection: ConnectionOptions
+
+    @Flag(name: [.short, .long], help: "Keep printing as the job writes, until it ends.")
+    var follow = false
+
+    @Argument(help: "The job's id.")
+    var id: UInt64
+
+    func run() throws {
+        try talking {
+            let client = try connection.connect()
+            let _: LogsResult = try client.call("logs", LogsParams(id: id, follow: follow))
+            struct Note<P: Decodable>: Decodable { var method: String; var params: P }
+            while true {
+                let line = try client.readLine()
+                let head = try JSONDecoder().decode(ResponseHead.self, from: line)
+                if head.method == "logs.data" {
+                    out(try JSONDecoder().decode(Note<LogsData>.self, from: line).params.data)
+                } else if head.method == "logs.end" {
+                    return
+                }
+            }
+        }
+    }
+}
+
+struct Watch: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print job state changes as they happen, until interrupted."
+    )
+
+    @OptionGroup var connection: ConnectionOptions
+
+    @Flag(name: .long, help: "Print each change as a JSON object on one line.")
+    var json = false
+
+    func run() throws {
+        try talking {
+            let client = try connection.connect()
+            let _: WatchResult = try client.call("watch", NoParams())
+            struct Note: Decodable { var method: String; var params: WatchEvent }
+            while true {
+                let line = try client.readLine()
+                guard let n = try? JSONDecoder().decode(Note.self, from: line), n.method == "watch.event" else {
+                    continue
+                }
+                if json {
+                    let e = JSONEncoder()
+                    e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+                    out(String(decoding: try e.encode(n.params), as: UTF8.self) + "\n")
+                } else {
+                    let j = n.params.job
+                    var s =
+                        "\(n.params.time)  \(n.params.event.padding(toLength: 10, withPad: " ", startingAt: 0))  job \(j.id) (\(j.name), \(j.user ?? String(j.uid)))  \(j.state)"
+                    if let node = j.node, j.state == "running" { s += " on \(node)" }
+                    if let r = j.reason, j.state != "running" { s += ": \(r)" }
+                    out(s + "\n")
+                }
+            }
+        }
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif

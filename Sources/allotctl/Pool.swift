@@ -1,0 +1,213 @@
+import AllotProtocol
+import ArgumentParser
+import Foundation
+
+struct Nodes: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List the pool's nodes.")
+
+    @OptionGroup var connection: ConnectionOptions
+
+    @Flag(name: .long, help: "Print a JSON array of node objects.")
+    var json = false
+
+    func run() throws {
+        try talking {
+            let client = try connection.connect()
+            let nodes: [NodeObject] = try client.call("nodes", NoParams())
+            if json { return try printJSON(nodes) }
+            let rows = nodes.map { n -> [String] in
+                [
+                    n.name, n.state, n.gpuModel, String(n.gpus), String(n.gpusFree),
+                    n.gpusUnhealthy.isEmpty ? "-" : n.gpusUnhealthy.map(String.init).joined(separator: ","),
+                    n.local ? "yes" : "no", n.reason ?? "",
+                ]
+            }
+            out(table(["NODE", "STATE", "MODEL", "GPUS", "FREE", "UNHEALTHY", "LOCAL", "REASON"], rows))
+        }
+    }
+}
+
+struct Drain: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Drain a node: no new jobs start on it; running ones finish (admin only)."
+    )
+
+    @OptionGroup var connection: ConnectionOptions
+
+    @Argument(help: "The node's name.")
+    var node: String
+
+    @Option(name: .long, help: ArgumentHelp("Why (shown by allotctl nodes).", valueName: "TEXT"))
+    var reason: String
+
+    @Flag(name: .long, help: "Print the node object as JSON.")
+    var json = false
+
+    func run() throws {
+        try talking {
+            let client = try connection.connect()
+            let n: NodeObject = try client.call("drain", NodeParams(node: node, reason: reason))
+            if json { try printJSON(n) } else { out("\(n.name) \(n.state)\n") }
+        }
+    }
+}
+
+struct Resume: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Put a drained or down node back in service (admin only)."
+    )
+
+    @OptionGroup var connection: ConnectionOptions
+
+    @Argument(help: "The node's name.")
+    var node: String
+
+    @Flag(name: .long, help: "Print the node object as JSON.")
+    var json = false
+
+    func run() throws {
+        try talking {
+            let client = try connection.connect()
+            let n: NodeObject = try client.call("resume", NodeParams(node: node))
+            if json { try printJSON(n) } else { out("\(n.name) \(n.state)\n") }
+        }
+    }
+}
+
+struct Status: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "The pool at a glance: GPUs by model, the queue by kind and class, today's spend."
+    )
+
+    @OptionGroup var connection: ConnectionOptions
+
+    @Flag(name: .long, help: "Print the status object as JSON.")
+    var json = false
+
+    func run() throws {
+        try talking {
+            let client = try connection.connect()
+            let s: StatusResult = try client.call("status", NoParams())
+            if json { return try printJSON(s) }
+            let models = s.gpus.keys.sorted()
+            var rows = models.map { m -> [String] in
+                let c = s.gpus[m]!
+                return [m, String(c.total), String(c.used), String(c.free), String(c.lent), String(c.unhealthy)]
+            }
+            let t = s.gpus.values
+            rows.append([
+                "total", String(t.reduce(0) { $0 + $1.total }), String(t.reduce(0) { $0 + $1.used }),
+                String(t.reduce(0) { $0 + $1.free }), String(t.reduce(0) { $0 + $1.lent }),
+                String(t.reduce(0) { $0 + $1.unhealthy }),
+            ])
+            out(table(["GPU MODEL", "TOTAL", "USED", "FREE", "LENT", "UNHEALTHY"], rows))
+            out("\n")
+            let queue = s.queue.keys.sorted().flatMap { kind in
+                s.queue[kind]!.keys.sorted().map { [kind, $0, String(s.queue[kind]![$0]!)] }
+            }
+            if queue.isEmpty {
+                out("queue: empty\n")
+            } else {
+                out(table(["QUEUED KIND", "CLASS", "JOBS"], queue))
+            }
+            let jobs = ["pending", "held", "running", "stopping", "completed", "failed", "cancelled", "timed_out"]
+                .compactMap { k in s.jobs[k].map { "\($0) \(k)" } }
+            out("\njobs: \(jobs.isEmpty ? "none" : jobs.joined(separator: ", "))\n")
+            out("nodes: \(s.nodes.keys.sorted().map { "\(s.nodes[$0]!) \($0)" }.joined(separator: ", "))\n")
+            out("spend today (UTC): $\(String(format: "%.2f", s.spendTodayUSD))\n")
+            if let f = s.log.failed { out("WRITE-AHEAD LOG FAILED: \(f)\n") }
+        }
+    }
+}
+
+struct Cost: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "GPU-hours and money spent, by tenant, model, kind, user or job.",
+        discussion: "Times are RFC 3339 (2026-11-01T00:00:00Z) or YYYY-MM-DD (UTC midnight)."
+    )
+
+    @OptionGroup var connection: ConnectionOptions
+
+    @Option(name: .long, help: ArgumentHelp("tenant (default), model, kind, user or job.", valueName: "KEY"))
+    var by = "tenant"
+
+    @Option(name: .long, help: ArgumentHelp("Count from this time.", valueName: "TIME"))
+    var since: String?
+
+    @Option(name: .long, help: ArgumentHelp("Count until this time.", valueName: "TIME"))
+    var until: String?
+
+    @Option(name: .long, help: ArgumentHelp("table (default), csv or json.", valueName: "F"))
+    var format = "table"
+
+    @Flag(name: .long, help: "Same as --format json.")
+    var json = false
+
+    func validate() throws {
+        guard ["table", "csv", "json"].contains(format) else {
+            throw ValidationError("--format: expected table, csv or json, got \"\(format)\"")
+        }
+        guard ["tenant", "model", "kind", "user", "job"].contains(by) else {
+            throw ValidationError("--by: expected tenant, model, kind, user or job, got \"\(by)\"")
+        }
+    }
+
+    static func time(_ s: String?) -> String? {
+        guard let s else { return nil }
+        if s.count == 10, s.dropFirst(4).first == "-" { return s + "T00:00:00Z" }
+        return s
+    }
+
+    func run() throws {
+        try talking {
+            let client = try connection.connect()
+            let r: CostResult = try client.call(
+                "cost",
+                CostParams(by: by, since: Self.time(since), until: Self.time(until))
+            )
+            switch json ? "json" : format {
+            case "json":
+                try printJSON(r.rows)
+            case "csv":
+                out("\(by),gpu_hours,cost_usd\n")
+                for row in r.rows {
+                    out("\(Self.csv(row.key)),\(row.gpuHours),\(String(format: "%.2f", row.costUSD))\n")
+                }
+            default:
+                var rows = r.rows.map {
+                    [$0.key, String(format: "%.2f", $0.gpuHours), "$" + String(format: "%.2f", $0.costUSD)]
+                }
+                rows.append([
+                    "total", String(format: "%.2f", r.rows.reduce(0) { $0 + $1.gpuHours }),
+                    "$" + String(format: "%.2f", r.rows.reduce(0) { $0 + $1.costUSD }),
+                ])
+                out(table([by.uppercased(), "GPU-HOURS", "COST"], rows))
+            }
+        }
+    }
+
+    static func csv(_ s: String) -> String {
+        s.contains(where: { ",\"\n".contains($0) }) ? "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : s
+    }
+}
+
+struct Reload: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Make allotd read its configuration file again (admin only); an invalid file is refused."
+    )
+
+    @OptionGroup var connection: ConnectionOptions
+
+    @Flag(name: .long, help: "Print the changes as JSON.")
+    var json = false
+
+    func run() throws {
+        try talking {
+            let client = try connection.connect()
+            let r: ReloadResult = try client.call("reload", NoParams())
+            if json { return try printJSON(r) }
+            if r.changes.isEmpty { out("reloaded: no changes\n") }
+            for c in r.changes { out("\(c)\n") }
+        }
+    }
+}

@@ -1,0 +1,257 @@
+import AllotCore
+import AllotProtocol
+import ArgumentParser
+import Foundation
+
+struct Submit: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Submit a job (or many from a JSON-lines file) and print its id.",
+        discussion: """
+            The command follows the options, after `--`: allotctl submit --gpus 8 -- python train.py --lr 3e-4. \
+            It runs as you, in --workdir (default: the current directory), with CUDA_VISIBLE_DEVICES set to its \
+            GPUs. With --file, each line is a JSON object with the same names in snake_case plus "command" (an \
+            array of strings); lines are sent in batches of up to 5,000 jobs, each batch all or nothing. \
+            Durations: 90s, 15m, 2h, 1d (or seconds).
+            """
+    )
+
+    @OptionGroup var connection: ConnectionOptions
+
+    @Option(name: .long, help: "GPUs the job needs (default 1).")
+    var gpus: Int?
+
+    @Option(
+        name: .customLong("gpu-model"),
+        help: ArgumentHelp("Allowed GPU models, separated by commas.", valueName: "M[,M…]")
+    )
+    var gpuModel: String?
+
+    @Option(name: .customLong("min-gpu-memory"), help: ArgumentHelp("Least memory per GPU.", valueName: "GiB"))
+    var minGPUMemory: Double?
+
+    @Option(name: .long, help: ArgumentHelp("training (default) or inference.", valueName: "KIND"))
+    var kind: String?
+
+    @Option(name: .customLong("class"), help: ArgumentHelp("Priority class (default: by kind).", valueName: "NAME"))
+    var priorityClass: String?
+
+    @Option(name: .long, help: ArgumentHelp("Tenant to charge (default: your user name).", valueName: "T"))
+    var tenant: String?
+
+    @Option(name: .long, help: ArgumentHelp("Run time limit: the job is stopped when it is reached.", valueName: "DUR"))
+    var walltime: String?
+
+    @Option(
+        name: .long,
+        help: ArgumentHelp("Expected run time, for pricing and backfill (default: walltime).", valueName: "DUR")
+    )
+    var estimate: String?
+
+    @Option(
+        name: .long,
+        help: ArgumentHelp("Time between SIGTERM and SIGKILL when the job is stopped.", valueName: "DUR")
+    )
+    var grace: String?
+
+    @Flag(inversion: .prefixedNo, help: "Whether the job may be preempted (default: by its class).")
+    var preemptible: Bool?
+
+    @Option(
+        name: .customLong("max-cost"),
+        help: ArgumentHelp("Do not start where the estimated cost is higher.", valueName: "USD")
+    )
+    var maxCost: Double?
+
+    @Option(name: .long, help: ArgumentHelp("cheapest, fastest or deadline:<RFC 3339 time>.", valueName: "P"))
+    var prefer: String?
+
+    @Option(name: .long, help: ArgumentHelp("any (default), single-node or nvlink.", valueName: "T"))
+    var topology: String?
+
+    @Option(name: .long, help: ArgumentHelp("The job's name (default: the command's name).", valueName: "N"))
+    var name: String?
+
+    @Option(name: .long, help: ArgumentHelp("Working directory (default: the current one).", valueName: "DIR"))
+    var workdir: String?
+
+    @Option(name: .long, help: ArgumentHelp("An environment variable for the job (repeatable).", valueName: "K=V"))
+    var env: [String] = []
+
+    @Flag(name: .long, help: "Submit held: it waits until `allotctl release`.")
+    var hold = false
+
+    @Option(
+        name: .long,
+        help: ArgumentHelp("Submit the jobs of a JSON-lines file (- for standard input).", valueName: "FILE")
+    )
+    var file: String?
+
+    @Flag(name: .long, help: "Print {\"id\": N} (or {\"ids\": […]}) instead of bare ids.")
+    var json = false
+
+    @Argument(
+        parsing: .postTerminator,
+        help: ArgumentHelp("The command and its arguments, after --.", valueName: "CMD")
+    )
+    var command: [String] = []
+
+    func validate() throws {
+        if file == nil && command.isEmpty {
+            throw ValidationError(
+                "give the job's command after --, e.g. allotctl submit --gpus 2 -- python train.py; or --file FILE"
+            )
+        }
+        if file != nil && !command.isEmpty {
+            throw ValidationError("give either --file or a command, not both")
+        }
+        if let gpus, gpus < 1 { throw ValidationError("--gpus must be at least 1, not \(gpus)") }
+        if let kind, JobKind(rawValue: kind) == nil {
+            throw ValidationError("--kind: expected training or inference, got \"\(kind)\"")
+        }
+        for (flag, value) in [("--walltime", walltime), ("--estimate", estimate), ("--grace", grace)] {
+            if let v = value, DurationText.parse(v) == nil {
+                throw ValidationError("\(flag): \"\(v)\" is not a duration; use e.g. 90s, 15m, 2h or 1d")
+            }
+        }
+        for e in env where !e.contains("=") || e.hasPrefix("=") {
+            throw ValidationError("--env: expected K=V, got \"\(e)\"")
+        }
+        if let t = topology, Topology(rawValue: t) == nil {
+            throw ValidationError("--topology: expected any, single-node or nvlink, got \"\(t)\"")
+        }
+    }
+
+    /// The request the flags describe (also the defaults under each --file line).
+    func request() -> JobRequest {
+        var r = JobRequest()
+        r.command = command.isEmpty ? nil : command
+        r.name = name
+        r.gpus = gpus
+        r.gpuModel = gpuModel.map { WireModels($0.split(separator: ",").map(String.init)) }
+        r.minGPUMemory = minGPUMemory
+        r.kind = kind
+        r.priorityClass = priorityClass
+        r.tenant = tenant
+        r.walltime = walltime.flatMap(DurationText.parse).map(WireDuration.init)
+        r.estimate = estimate.flatMap(DurationText.parse).map(WireDuration.init)
+        r.grace = grace.flatMap(DurationText.parse).map(WireDuration.init)
+        r.preemptible = preemptible
+        r.maxCost = maxCost
+        r.prefer = prefer
+        r.topology = topology
+        r.workdir = workdir ?? FileManager.default.currentDirectoryPath
+        if !env.isEmpty {
+            var e: [String: String] = [:]
+            for kv in env {
+                let i = kv.firstIndex(of: "=")!
+                e[String(kv[..<i])] = String(kv[kv.index(after: i)...])
+            }
+            r.env = e
+        }
+        r.hold = hold ? true : nil
+        return r
+    }
+
+    func run() throws {
+        if let file { return try submitFile(file) }
+        try talking {
+            let client = try connection.connect()
+            let result: SubmitResult = try client.call("submit", SubmitParams(job: request()))
+            if json { try printJSON(result) } else { out("\(result.id)\n") }
+        }
+    }
+
+    /// Reads a JSON-lines file and submits it in pipelined batches.
+    func submitFile(_ path: String) throws {
+        let data: Data
+        if path == "-" {
+            data = FileHandle.standardInput.readDataToEndOfFile()
+        } else {
+            guard let d = FileManager.default.contents(atPath: path) else {
+                throw fail("cannot read \(path)", code: Exit.usage)
+            }
+            data = d
+        }
+        let defaults = request()
+        let decoder = JSONDecoder()
+        var jobs: [JobRequest] = []
+        var lineNumbers: [Int] = []
+        var lineNo = 0
+        for line in data.split(separator: 10, omittingEmptySubsequences: false) {
+            lineNo += 1
+            if line.allSatisfy({ $0 == 32 || $0 == 9 || $0 == 13 }) { continue }
+            do {
+                var r = try decoder.decode(JobRequest.self, from: line)
+                r.workdir = r.workdir ?? defaults.workdir
+                r.hold = r.hold ?? defaults.hold
+                jobs.append(r)
+                lineNumbers.append(lineNo)
+            } catch {
+                throw fail("\(path):\(lineNo): not a job request: \(Self.describe(error))", code: Exit.usage)
+            }
+        }
+        guard !jobs.isEmpty else { throw fail("\(path) holds no jobs", code: Exit.usage) }
+        var ids: [UInt64] = []
+        ids.reserveCapacity(jobs.count)
+        let batch = 5_000
+        try talking {
+            let client = try connection.connect()
+            var inflight: [Range<Int>] = []
+            var next = 0
+            var firstError: RPCError?
+            var notSubmitted = 0
+            while next < jobs.count || !inflight.isEmpty {
+                while firstError == nil && next < jobs.count && inflight.count < 4 {
+                    let end = min(next + batch, jobs.count)
+                    try client.send("submit_many", SubmitManyParams(jobs: Array(jobs[next..<end])))
+                    inflight.append(next..<end)
+                    next = end
+                }
+                if inflight.isEmpty { break }
+                let range = inflight.removeFirst()
+                do {
+                    let r: SubmitManyResult = try client.result()
+                    ids.append(contentsOf: r.ids)
+                } catch let e as RPCError {
+                    notSubmitted += range.count
+                    guard firstError == nil else { continue }
+                    // Name the file's line: the daemon names the index in the batch.
+                    var message = e.message
+                    if message.hasPrefix("jobs["), let close = message.firstIndex(of: "]"),
+                        let i = Int(message[message.index(message.startIndex, offsetBy: 5)..<close])
+                    {
+                        let rest = message[message.index(after: close)...].drop { $0 == ":" || $0 == " " }
+                        message = "\(path):\(lineNumbers[range.lowerBound + i]): \(rest)"
+                    }
+                    firstError = RPCError(e.code, message)
+                }
+            }
+            if let e = firstError {
+                notSubmitted += jobs.count - next
+                if !ids.isEmpty { out(ids.map(String.init).joined(separator: "\n") + "\n") }
+                throw RPCError(
+                    e.code,
+                    e.message + " (\(ids.count) job(s) were submitted, their ids printed; \(notSubmitted) were not)"
+                )
+            }
+        }
+        if json {
+            try printJSON(SubmitManyResult(ids: ids))
+        } else {
+            out(ids.map(String.init).joined(separator: "\n") + "\n")
+        }
+    }
+
+    static func describe(_ error: any Error) -> String {
+        guard let e = error as? DecodingError else { return "\(error)" }
+        switch e {
+        case .keyNotFound(let k, _): return "\"\(k.stringValue)\" is missing"
+        case .typeMismatch(_, let c), .valueNotFound(_, let c):
+            return "\"\(c.codingPath.map(\.stringValue).joined(separator: "."))\" has the wrong type"
+        case .dataCorrupted(let c):
+            let at = c.codingPath.map(\.stringValue).joined(separator: ".")
+            return at.isEmpty ? "not valid JSON" : "\"\(at)\": \(c.debugDescription)"
+        @unknown default: return "\(error)"
+        }
+    }
+}
