@@ -21,6 +21,36 @@ public struct TraceJob: Hashable, Sendable {
     /// What the scheduler is told to expect; nil leaves it to walltime or the config default.
     public var estimate: Double?
 
+    public init(
+        id: String,
+        name: String,
+        kind: JobKind,
+        tenant: String,
+        gpus: Int,
+        gpuModels: [String] = [],
+        minGPUMemoryGiB: Double? = nil,
+        topology: Topology = .any,
+        priorityClass: String? = nil,
+        submitTime: Double,
+        duration: Double,
+        walltime: Double? = nil,
+        estimate: Double? = nil
+    ) {
+        self.id = id
+        self.name = name
+        self.kind = kind
+        self.tenant = tenant
+        self.gpus = gpus
+        self.gpuModels = gpuModels
+        self.minGPUMemoryGiB = minGPUMemoryGiB
+        self.topology = topology
+        self.priorityClass = priorityClass
+        self.submitTime = submitTime
+        self.duration = duration
+        self.walltime = walltime
+        self.estimate = estimate
+    }
+
     /// The job spec the simulator submits.
     public var spec: JobSpec {
         JobSpec(

@@ -15,10 +15,19 @@ struct Simulate: AsyncParsableCommand {
     )
 
     @Option(name: .long, help: ArgumentHelp("The pool's configuration file.", valueName: "POOL.toml"))
-    var config: String = "/etc/allot/allotd.toml"
+    var config: String?
 
     @Option(name: .long, help: ArgumentHelp("The job trace (CSV with a header row).", valueName: "TRACE.csv"))
-    var trace: String
+    var trace: String?
+
+    @Flag(
+        name: .long,
+        help:
+            "What-if from the running daemon (admin): its pool and its active jobs, each expected to run for its estimate (running jobs: what is left of it). With --config, on that pool instead."
+    )
+    var fromLive = false
+
+    @OptionGroup var connection: ConnectionOptions
 
     @Option(
         name: .long,
@@ -45,17 +54,29 @@ struct Simulate: AsyncParsableCommand {
     )
     var restartOverhead: Double = 60
 
+    func validate() throws {
+        if fromLive && trace != nil { throw ValidationError("give either --trace or --from-live, not both") }
+        if !fromLive && trace == nil { throw ValidationError("give a job trace with --trace, or --from-live") }
+    }
+
     func run() async throws {
-        let pool: ConfigFile
+        let state: ClusterState
         let jobs: Trace
+        let config = self.config ?? (fromLive ? "the live pool" : "/etc/allot/allotd.toml")
+        let trace = self.trace ?? "the live queue"
         do {
-            pool = try ConfigFile.load(path: config)
-            jobs = try Trace.load(path: trace)
+            if fromLive {
+                (state, jobs) = try LiveWhatIf.load(connection: connection, config: self.config)
+            } else {
+                state = try ConfigFile.load(path: config).makeState()
+                jobs = try Trace.load(path: trace)
+            }
+        } catch let e as ExitCode {
+            throw e
         } catch {
             FileHandle.standardError.write(Data("allotctl: \(error)\n".utf8))
             throw ExitCode(1)
         }
-        let state = try pool.makeState()
         var sim = Simulator(policy: policy)
         sim.paranoid = paranoid
         sim.restartOverhead = restartOverhead
