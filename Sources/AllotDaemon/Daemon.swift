@@ -58,30 +58,14 @@ public enum Daemon {
         walOptions.snapshotEveryRecords = file.wal.snapshotEveryRecords
         walOptions.snapshotEveryBytes = file.wal.snapshotEveryBytes
         walOptions.repair = options.repair
-        let started = ContinuousClock.now
-        let wal: WriteAheadLog
-        let report: RecoveryReport
-        do {
-            (wal, report) = try WriteAheadLog.open(directory: settings.stateDir, options: walOptions)
-        } catch {
-            throw StartupError(description: "\(error)")
-        }
+        let (wal, recovered, lastLSN) = try recover(settings.stateDir, options: walOptions, logger: logger)
         defer { wal.close() }
-        logger.info(
-            "Recovered",
-            metadata: [
-                "state_dir": "\(settings.stateDir)", "wal.snapshot_lsn": "\(report.snapshotLSN)",
-                "wal.last_lsn": "\(report.lastLSN)", "wal.replayed": "\(report.replayed)",
-                "jobs": "\(report.state.jobs.count)", "duration": "\(ContinuousClock.now - started)",
-            ]
-        )
-        for note in report.notes { logger.notice("Recovery note", metadata: ["note": "\(note)"]) }
 
         let (commands, continuation) = AsyncStream<EngineCommand>.makeStream()
         let handle = EngineHandle(continuation: continuation)
         let engine = EngineService(
-            recovered: report.state,
-            lsn: report.lastLSN,
+            recovered: recovered,
+            lsn: lastLSN,
             config: file,
             configPath: options.configPath ?? "/etc/allot/allotd.toml",
             wal: wal,
@@ -115,12 +99,50 @@ public enum Daemon {
         try await group.run()
         logger.info("Stopped")
     }
+
+    /// Opens the log and recovers the state. Only the returned box holds the recovered state, so that the
+    /// engine has the one copy (a second reference would make its first change copy every job).
+    static func recover(
+        _ stateDir: String,
+        options walOptions: WriteAheadLog.Options,
+        logger: Logger
+    ) throws -> (WriteAheadLog, StateBox, UInt64) {
+        let started = ContinuousClock.now
+        let wal: WriteAheadLog
+        let report: RecoveryReport
+        do {
+            (wal, report) = try WriteAheadLog.open(directory: stateDir, options: walOptions)
+        } catch {
+            throw StartupError(description: "\(error)")
+        }
+        logger.info(
+            "Recovered",
+            metadata: [
+                "state_dir": "\(stateDir)", "wal.snapshot_lsn": "\(report.snapshotLSN)",
+                "wal.last_lsn": "\(report.lastLSN)", "wal.replayed": "\(report.replayed)",
+                "jobs": "\(report.state.jobs.count)", "duration": "\(ContinuousClock.now - started)",
+            ]
+        )
+        for note in report.notes { logger.notice("Recovery note", metadata: ["note": "\(note)"]) }
+        return (wal, StateBox(report.state), report.lastLSN)
+    }
+}
+
+/// Hands the recovered state to the engine without keeping a reference to it.
+final class StateBox: @unchecked Sendable {
+    private var state: ClusterState?
+    init(_ state: ClusterState) { self.state = state }
+    /// The state; the box is empty after. Call once, from the engine's task.
+    func take() -> ClusterState {
+        defer { state = nil }
+        return state ?? ClusterState()
+    }
 }
 
 /// Runs the engine on its own task; on graceful shutdown it serves what is queued, makes it durable, and
 /// returns (after the control server, which stops first).
 struct EngineService: Service {
-    let recovered: ClusterState
+    let recovered: StateBox
     let lsn: UInt64
     let config: ConfigFile
     let configPath: String?
@@ -131,7 +153,7 @@ struct EngineService: Service {
 
     func run() async {
         let engine = Engine(
-            recovered: recovered,
+            recovered: recovered.take(),
             durableLSN: lsn,
             config: config,
             configPath: configPath,

@@ -82,6 +82,7 @@ extension Engine {
         case .list(let p):
             switch list(p) {
             case .success(let jobs):
+                churn += jobs.count
                 answer(jobs.map { object($0, for: caller) })
             case .failure(let e):
                 fail(e)
@@ -269,6 +270,7 @@ extension Engine {
                 metadata: ["jobs.first": "\(ids[0])", "jobs.count": "\(ids.count)", "uid": "\(caller.uid)"]
             )
         }
+        churn += ids.count * 4  // the request's JSON, decoded on the event loops
         requestPass()
         return .success(ids)
     }
@@ -377,7 +379,7 @@ extension Engine {
     func reason(of job: Job) -> String? {
         switch job.state {
         case .pending:
-            if let b = reasons[job.id] { return b.code }
+            if let b = blocker(of: job.id) { return b.code }
             return job.note.map { "requeued: \($0)" } ?? (passStale ? "new" : nil)
         case .held: return "held"
         case .running: return nil

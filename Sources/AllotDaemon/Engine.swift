@@ -7,6 +7,10 @@ import Logging
 import NIOPosix
 import Synchronization
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Who sent a request, from `SO_PEERCRED`.
 struct Caller: Sendable {
     var uid: UInt32
@@ -142,16 +146,33 @@ final class Engine {
     var failure: WALError?
 
     var lastPass = SchedulingPass()
-    var reasons: [JobID: Blocker] = [:]
+    /// The last pass's blockers by job, built when first asked for after a pass (tables need it; most
+    /// passes are never asked).
+    var reasonIndex: [JobID: Int32]?
     /// Whether the state changed since the last pass.
     var passStale = true
     var passQueued = false
     var lastPassAt = 0.0
     var snapshotInFlight = false
 
+    /// Work done since memory was last handed back to the system (events applied, objects encoded).
+    var churn = 0
+    var lastTrim = 0.0
+
     var watchers: [UInt64: Outbox] = [:]
     var followers: [JobID: [LogStream]] = [:]
     var userNames: [UInt32: String] = [:]
+
+    /// The last pass's blocker for a pending job.
+    func blocker(of id: JobID) -> Blocker? {
+        if reasonIndex == nil {
+            var index: [JobID: Int32] = [:]
+            index.reserveCapacity(lastPass.pending.count)
+            for (i, r) in lastPass.pending.enumerated() where index[r.id] == nil { index[r.id] = Int32(i) }
+            reasonIndex = index
+        }
+        return reasonIndex![id].map { lastPass.pending[Int($0)].blocker }
+    }
 
     init(
         recovered: ClusterState,
@@ -241,6 +262,7 @@ final class Engine {
             }
         case .snapshotWritten(let lsn, let error):
             snapshotInFlight = false
+            churn += 100_000  // the copy of the state it held, and its encoding, are garbage now
             if let error {
                 logger.error("Snapshot failed", metadata: ["wal.lsn": "\(lsn)", "error": "\(error)"])
             } else {
@@ -274,6 +296,7 @@ final class Engine {
         flush()
         schedulePass()
         flush()
+        System.trimMalloc()  // what recovery read and decoded
         logger.info(
             "Ready",
             metadata: [
@@ -291,6 +314,7 @@ final class Engine {
             try state.apply(e)
             unlogged.append(e)
             passStale = true
+            churn += 1
         }
     }
 
@@ -314,12 +338,12 @@ final class Engine {
                     walFailed(error)
                 }
             }
-            unlogged.removeAll(keepingCapacity: true)
+            unlogged.removeAll(keepingCapacity: unlogged.count < 4096)
         }
         if !pendingActions.isEmpty {
             let lsn = lastTicket?.lsn ?? 0
             for a in pendingActions { waiting.append((lsn, a)) }
-            pendingActions.removeAll(keepingCapacity: true)
+            pendingActions.removeAll(keepingCapacity: pendingActions.count < 4096)
             runDurableActions()
         }
         if failure == nil, !snapshotInFlight, let t = lastTicket, wal.snapshotDue {
@@ -335,8 +359,11 @@ final class Engine {
             waitingHead += 1
             perform(action)
         }
-        if waitingHead > 1024 && waitingHead * 2 > waiting.count {
-            waiting.removeFirst(waitingHead)
+        if waitingHead == waiting.count {
+            waiting.removeAll(keepingCapacity: waiting.count < 4096)
+            waitingHead = 0
+        } else if waitingHead > 1024 && waitingHead * 2 > waiting.count {
+            waiting = Array(waiting[waitingHead...])
             waitingHead = 0
         }
     }
@@ -413,7 +440,8 @@ final class Engine {
         lastPassAt = now
         let pass = scheduler.schedule(state, at: Instant(seconds: now))
         lastPass = pass
-        reasons = Dictionary(pass.pending.map { ($0.id, $0.blocker) }, uniquingKeysWith: { a, _ in a })
+        reasonIndex = nil
+        churn += pass.pending.count  // a pass's working arrays are as long as the queue
         passStale = false
         let t = Instant(seconds: now)
         for decision in pass.decisions {
@@ -481,6 +509,12 @@ final class Engine {
             }
             for ended in executor.poll(now: now) { runEnded(ended) }
             applyDeferredNodes()
+        }
+        // Bursts (bulk submits, big listings, recovery) leave freed memory in malloc's arenas: hand it back.
+        if churn >= 10_000 && now - lastTrim >= 2 {
+            System.trimMalloc()
+            churn = 0
+            lastTrim = now
         }
         if now - lastPassAt >= state.config.scheduler.interval || (passStale && now - lastPassAt >= 1) {
             if !state.pendingJobs.isEmpty || passStale { requestPass() }

@@ -15,6 +15,8 @@ final class Executor {
         var supervisor: Int32
         /// When the job was told to stop and how long it has: it is killed after that.
         var killAt: Double?
+        /// Whether SIGTERM reached the job (its pid may not be known yet when it is told to stop).
+        var termSent = false
         var killed = false
     }
 
@@ -138,7 +140,10 @@ final class Executor {
     /// Tells a job to stop: SIGTERM to its process group now, SIGKILL when `grace` has passed.
     func stop(_ id: JobID, grace: Double, now: Double) {
         guard var t = tracked[id] else { return }
-        if let pid = jobPID(id) { System.signalGroup(pid, SIGTERM) }
+        if !t.termSent, let pid = jobPID(id) {
+            System.signalGroup(pid, SIGTERM)
+            t.termSent = true
+        }
         t.killAt = min(t.killAt ?? .infinity, now + grace)
         tracked[id] = t
         logger.info("Job told to stop", metadata: ["job.id": "\(id)", "job.grace_s": "\(grace)"])
@@ -154,10 +159,17 @@ final class Executor {
                 ended.append(Ended(id: id, run: t.run, exit: status.exit, error: status.error))
                 continue
             }
-            if let killAt = t.killAt, now >= killAt, !t.killed {
-                if let pid = jobPID(id) { System.signalGroup(pid, SIGKILL) }
-                tracked[id]?.killed = true
-                logger.notice("Job killed after its grace period", metadata: ["job.id": "\(id)"])
+            if let killAt = t.killAt {
+                // Told to stop before its process was up: signal it as soon as its pid is known.
+                if !t.termSent, let pid = jobPID(id) {
+                    System.signalGroup(pid, SIGTERM)
+                    tracked[id]?.termSent = true
+                }
+                if now >= killAt, !t.killed, let pid = jobPID(id) {
+                    System.signalGroup(pid, SIGKILL)
+                    tracked[id]?.killed = true
+                    logger.notice("Job killed after its grace period", metadata: ["job.id": "\(id)"])
+                }
             }
             if !System.alive(t.supervisor), readStatus(t.directory) == nil {
                 tracked[id] = nil

@@ -88,17 +88,28 @@ public enum Supervisor {
         }
         var options = PlatformOptions()
         options.processGroupID = 0
+        // The job runs as its owner. Not through Subprocess's own uid switch: that forks with a raw clone
+        // and then calls setgroups/setuid, which in glibc wait on the parent's threads and can hang. A
+        // small exec-er drops the ids instead: util-linux setpriv, or `allotd exec-as`.
+        var command = spec.command
         if switching {
-            options.userID = spec.uid
-            options.groupID = spec.gid
-            options.supplementaryGroups = spec.groups
+            let groups = spec.groups.map(String.init).joined(separator: ",")
+            if access("/usr/bin/setpriv", X_OK) == 0 {
+                command =
+                    ["/usr/bin/setpriv", "--reuid", String(spec.uid), "--regid", String(spec.gid)]
+                    + (groups.isEmpty ? ["--clear-groups"] : ["--groups", groups]) + ["--"] + command
+            } else {
+                command =
+                    [System.executablePath(), "exec-as", "--uid", String(spec.uid), "--gid", String(spec.gid)]
+                    + (groups.isEmpty ? [] : ["--groups", groups]) + ["--"] + command
+            }
         }
         let executable: Executable =
-            spec.command[0].contains("/") ? .path(FilePath(spec.command[0])) : .name(spec.command[0])
+            command[0].contains("/") ? .path(FilePath(command[0])) : .name(command[0])
         do {
             let result = try await Subprocess.run(
                 executable,
-                arguments: Arguments(Array(spec.command.dropFirst())),
+                arguments: Arguments(Array(command.dropFirst())),
                 environment: .custom(
                     Dictionary(
                         uniqueKeysWithValues: spec.environment.map {
@@ -165,5 +176,24 @@ public enum Supervisor {
         _ = line.withCString { write(fd, $0, strlen($0)) }
         var buffer = [UInt8](repeating: 0, count: 512)
         _ = read(fd, &buffer, buffer.count)
+    }
+}
+
+/// `allotd exec-as`: drops to a user's ids and execs a command (where util-linux setpriv is missing).
+public enum ExecAs {
+    public static func run(uid: UInt32, gid: UInt32, groups: [UInt32], command: [String]) -> Int32 {
+        var g = groups.map { gid_t($0) }
+        guard setgroups(g.count, &g) == 0, setgid(gid) == 0, setuid(uid) == 0 else {
+            FileHandle.standardError.write(
+                Data("allotd exec-as: cannot switch to uid \(uid): \(String(cString: strerror(errno)))\n".utf8)
+            )
+            return 126
+        }
+        let argv = command.map { strdup($0) } + [nil]
+        execvp(command[0], argv)
+        FileHandle.standardError.write(
+            Data("allot: cannot run \(command[0]): \(String(cString: strerror(errno)))\n".utf8)
+        )
+        return 127
     }
 }

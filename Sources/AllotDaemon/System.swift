@@ -120,6 +120,13 @@ enum System {
         var description: String { "cannot start \(path): \(String(cString: strerror(errno)))" }
     }
 
+    /// Hands memory freed in malloc's arenas back to the system (glibc's `malloc_trim`, not imported).
+    static func trimMalloc() {
+        typealias Fn = @convention(c) (Int) -> Int32
+        guard let sym = dlsym(nil, "malloc_trim") else { return }
+        _ = unsafeBitCast(sym, to: Fn.self)(0)
+    }
+
     /// The running executable's path.
     static func executablePath() -> String {
         (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]

@@ -22,11 +22,11 @@ struct ConnectionOptions: ParsableArguments {
             ?? "/run/allot/allotd.sock"
     }
 
-    /// Connects and says hello.
+    /// Connects and says hello (its answer is read with the first request's: one round trip, not two).
     func connect() throws -> Client {
         let c = try Client(path: path)
-        let hello: HelloResult = try c.call("hello", HelloParams(client: "allotctl 0.1.0"))
-        c.admin = hello.admin
+        try c.send("hello", HelloParams(client: "allotctl 0.1.0"))
+        c.helloPending = true
         return c
     }
 }
@@ -63,6 +63,8 @@ final class Client {
     private var start = 0
     private var nextID: Int64 = 1
     var admin = false
+    /// A hello was sent and its answer not read yet.
+    var helloPending = false
 
     /// Connects to the socket.
     /// - Throws: ``ExitCode`` 69 with a sentence naming the socket when allotd cannot be reached.
@@ -149,6 +151,11 @@ final class Client {
     /// Reads the next response and decodes its result.
     /// - Throws: ``RPCError`` when the daemon answered with an error.
     func result<R: Decodable>(_ type: R.Type = R.self) throws -> R {
+        if helloPending {
+            helloPending = false
+            let hello: HelloResult = try result()
+            admin = hello.admin
+        }
         while true {
             let line = try readLine()
             let head = try JSONDecoder().decode(ResponseHead.self, from: line)

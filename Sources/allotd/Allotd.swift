@@ -14,7 +14,7 @@ struct Allotd: AsyncParsableCommand {
             SIGINT (running jobs are not stopped). SIGHUP reloads the configuration. See docs/operator-guide.md.
             """,
         version: "0.1.0",
-        subcommands: [Run.self, WAL.self, Supervise.self],
+        subcommands: [Run.self, WAL.self, Supervise.self, ExecAsCommand.self],
         defaultSubcommand: Run.self
     )
 }
@@ -83,5 +83,24 @@ struct Supervise: AsyncParsableCommand {
     func run() async throws {
         let code = await Supervisor.run(directory: directory)
         if code != 0 { throw ExitCode(code) }
+    }
+}
+
+struct ExecAsCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "exec-as",
+        abstract: "Run a command as another user (used by job supervisors; root only).",
+        shouldDisplay: false
+    )
+
+    @Option var uid: UInt32
+    @Option var gid: UInt32
+    @Option(help: "Supplementary groups, separated by commas.") var groups: String = ""
+    @Argument(parsing: .postTerminator) var command: [String] = []
+
+    func run() throws {
+        guard !command.isEmpty else { throw ValidationError("give the command after --") }
+        let g = groups.split(separator: ",").compactMap { UInt32($0) }
+        throw ExitCode(ExecAs.run(uid: uid, gid: gid, groups: g, command: command))
     }
 }

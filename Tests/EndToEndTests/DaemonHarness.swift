@@ -178,6 +178,20 @@ final class DaemonFixture {
         )
     }
 
+    /// What a job's run directories hold, for failure messages.
+    func runFiles(_ id: Int) -> String {
+        let base = "\(stateDir)/jobs/\(id)"
+        var out = ""
+        for run in (try? FileManager.default.contentsOfDirectory(atPath: base)) ?? [] {
+            for file in (try? FileManager.default.contentsOfDirectory(atPath: base + "/" + run)) ?? []
+            where file != "spec.json" {
+                let text = (try? String(contentsOfFile: "\(base)/\(run)/\(file)", encoding: .utf8)) ?? "?"
+                out += "\(run)/\(file): \(text.suffix(500))\n"
+            }
+        }
+        return out.isEmpty ? "(no run directory)" : out
+    }
+
     /// Kills every process of this fixture's jobs (by their recorded pids).
     func killJobs() {
         let jobs = stateDir + "/jobs"
@@ -273,8 +287,19 @@ final class ChildProcess {
         addCloseFrom(&actions, 3)
         let argv = ([path] + args).map { strdup($0) } + [nil]
         defer { for p in argv { free(p) } }
+        // The test's threads block signals; the child must not inherit that (SIGTERM would never arrive).
+        var attr = posix_spawnattr_t()
+        posix_spawnattr_init(&attr)
+        defer { posix_spawnattr_destroy(&attr) }
+        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        posix_spawnattr_setsigmask(&attr, &empty)
+        var defaults = sigset_t()
+        sigfillset(&defaults)
+        posix_spawnattr_setsigdefault(&attr, &defaults)
         var pid: pid_t = 0
-        let rc = posix_spawn(&pid, path, &actions, nil, argv, environ)
+        let rc = posix_spawn(&pid, path, &actions, &attr, argv, environ)
         guard rc == 0 else { throw FixtureError("cannot start \(path): \(String(cString: strerror(rc)))") }
         self.pid = pid
     }

@@ -252,4 +252,59 @@ import Glibc
         #expect(c.readLine()?.contains("completed") == true)
         #expect(d.state(j) == "completed")
     }
+
+    @Test func statusCostWatchAndAWhatIfFromTheLiveQueue() throws {
+        let d = try DaemonFixture()
+        // A watcher sees the changes as they happen.
+        let watchOut = d.dir.appendingPathComponent("watch.jsonl").path
+        let watcher = try ChildProcess(
+            "/usr/bin/env",
+            ["ALLOT_SOCKET=\(d.socket)", Harness.binDir.appendingPathComponent("allotctl").path, "watch", "--json"],
+            output: watchOut
+        )
+        usleep(300_000)
+        let j = try d.submit(["--gpus", "2", "--tenant", "research", "--", "sleep", "1"])
+        try d.wait(j, for: "completed")
+        let big = try d.submit(["--gpus", "4", "--gpu-model", "A100", "--estimate", "2h", "--", "sleep", "30"])
+        try d.wait(big, for: "running")
+        let queued = try d.submit(["--gpus", "4", "--gpu-model", "A100", "--estimate", "1h", "--", "true"])
+        #expect(d.state(queued) == "pending")
+        usleep(300_000)
+        watcher.signal(SIGTERM)
+        _ = watcher.wait()
+        let events = (try String(contentsOfFile: watchOut, encoding: .utf8)).split(separator: "\n")
+            .compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+        let mine = events.filter { ($0["job"] as? [String: Any])?["id"] as? Int == j }.compactMap {
+            $0["event"] as? String
+        }
+        #expect(mine == ["submitted", "started", "completed"], "\(mine)")
+
+        let status =
+            try JSONSerialization.jsonObject(with: Data(d.ctl(["status", "--json"]).stdout.utf8)) as! [String: Any]
+        let a100 = (status["gpus"] as! [String: Any])["A100"] as! [String: Int]
+        #expect(a100["total"] == 4 && a100["used"] == 4 && a100["free"] == 0)
+        #expect(((status["queue"] as! [String: Any])["training"] as? [String: Int])?["training"] == 1)
+
+        let cost =
+            try JSONSerialization.jsonObject(with: Data(d.ctl(["cost", "--by", "tenant", "--json"]).stdout.utf8))
+            as! [[String: Any]]
+        let research = try #require(cost.first { $0["key"] as? String == "research" })
+        #expect((research["gpu_hours"] as! Double) > 0)
+        #expect(research["cost_usd"] != nil)
+        let csv = d.ctl(["cost", "--by", "model", "--format", "csv"])
+        #expect(csv.stdout.hasPrefix("model,gpu_hours,cost_usd\n") && csv.stdout.contains("A100,"))
+        #expect(d.ctl(["cost", "--since", "yesterday"]).status == 2)
+
+        // What if: the live queue on the live pool, and on a pool with a second A100 node.
+        let live = d.ctl(["simulate", "--from-live", "--json"])
+        #expect(live.status == 0, "\(live.stderr)")
+        let summary = try JSONSerialization.jsonObject(with: Data(live.stdout.utf8)) as! [String: Any]
+        #expect(summary["jobs"] as? Int == 2)
+        let bigger = d.dir.appendingPathComponent("bigger.toml")
+        try (DaemonFixture.defaultPool + "\n[[node]]\nname = \"a2\"\ngpu_model = \"A100\"\ngpus = 4\n")
+            .write(to: bigger, atomically: true, encoding: .utf8)
+        let whatIf = d.ctl(["simulate", "--from-live", "--config", bigger.path])
+        #expect(whatIf.status == 0, "\(whatIf.stderr)")
+        #expect(whatIf.stdout.contains("2 jobs"))
+    }
 }

@@ -30,8 +30,12 @@ import Glibc
         )
         try d.wait(j, for: "running")
         // The job runs as alice.
-        usleep(300_000)
-        #expect(d.ctl(["logs", String(j)], as: alice).stdout.hasPrefix(alice))
+        var log = ""
+        for _ in 0..<100 where !log.hasPrefix(alice) {
+            usleep(100_000)
+            log = d.ctl(["logs", String(j)], as: alice).stdout
+        }
+        #expect(log.hasPrefix(alice), "\(log)")
         // bob sees it, without its command and environment, and cannot touch it.
         let seen = d.ctl(["show", String(j), "--json"], as: bob)
         #expect(seen.status == 0)

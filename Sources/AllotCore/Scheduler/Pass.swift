@@ -304,7 +304,6 @@ struct Pass {
     mutating func stoppingFor(_ id: JobID) -> [(JobID, Double)] {
         var out: [(JobID, Double)] = []
         for v in running where v.preemptedFor == id { out.append((v.id, v.expectedEnd)) }
-        let rules = state.config.preemption
         for case .preempt(let v, let by, let grace, _) in decisions where by == id {
             out.append((v, now.seconds + grace))
         }
