@@ -18,6 +18,8 @@ let package = Package(
         .library(name: "AllotSim", targets: ["AllotSim"]),
         .executable(name: "allotctl", targets: ["allotctl"]),
         .executable(name: "allotd", targets: ["allotd"]),
+        // A stand-in libnvidia-ml.so for the tests (GPU discovery through the real dlopen path).
+        .library(name: "FakeNVML", type: .dynamic, targets: ["FakeNVML"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
@@ -82,6 +84,7 @@ let package = Package(
             ],
             swiftSettings: upcoming
         ),
+        .target(name: "FakeNVML", path: "Tests/FakeNVML"),
         .testTarget(
             name: "AllotCoreTests",
             dependencies: ["AllotCore", .product(name: "PropertyBased", package: "swift-property-based")],

@@ -13,17 +13,21 @@ public struct ConfigFile: Hashable, Sendable {
     public var daemon: DaemonSettings
     /// The `[wal]` section (allotd only).
     public var wal: WALSettings
+    /// Nodes whose GPUs allotd finds itself (`discover = "nvml"`), by name; allotd only.
+    public var discovery: [String: GPUDiscovery]
 
     public init(
         pool: PoolConfig,
         nodes: [NodeSpec],
         daemon: DaemonSettings = DaemonSettings(),
-        wal: WALSettings = WALSettings()
+        wal: WALSettings = WALSettings(),
+        discovery: [String: GPUDiscovery] = [:]
     ) {
         self.pool = pool
         self.nodes = nodes
         self.daemon = daemon
         self.wal = wal
+        self.discovery = discovery
     }
 
     /// Reads and checks a configuration file.
@@ -170,30 +174,34 @@ public struct ConfigFile: Hashable, Sendable {
 
         var nodes: [NodeSpec] = []
         var nodeKeys: [String: String] = [:]
-        func add(_ spec: NodeSpec, _ t: TableReader) throws(ConfigError) {
+        var discovery: [String: GPUDiscovery] = [:]
+        func add(_ spec: NodeSpec, _ t: TableReader, _ discover: GPUDiscovery?) throws(ConfigError) {
             if let first = nodeKeys[spec.name] {
                 throw t.error("", "node \"\(spec.name)\" is already declared by \(first)")
             }
             nodeKeys[spec.name] = t.path
             nodes.append(spec)
+            if let discover { discovery[spec.name] = discover }
         }
         for var t in try r.tableArray("node") {
-            let spec = try nodeSpec(&t, name: try t.string("name", required: true)!, models: models)
+            let discover = try t.oneOf("discover", GPUDiscovery.self)
+            let spec = try nodeSpec(&t, name: try t.string("name", required: true)!, models: models, discover: discover)
             try t.finish()
-            try add(spec, t)
+            try add(spec, t, discover)
         }
         for var t in try r.tableArray("node_group") {
             let prefix = try t.string("prefix", required: true, nonEmpty: false)!
             let count = try t.int("count", required: true, in: 1...100_000)!
             let start = try t.int("start", in: 0...10_000_000) ?? 1
             let digits = try t.int("digits", in: 1...9) ?? 2
-            let template = try nodeSpec(&t, name: prefix, models: models)
+            let discover = try t.oneOf("discover", GPUDiscovery.self)
+            let template = try nodeSpec(&t, name: prefix, models: models, discover: discover)
             try t.finish()
             for i in start..<(start + count) {
                 var spec = template
                 let n = String(i)
                 spec.name = prefix + String(repeating: "0", count: max(0, digits - n.count)) + n
-                try add(spec, t)
+                try add(spec, t, discover)
             }
         }
         if nodes.isEmpty { throw ctx.error("node", "no [[node]] or [[node_group]] is declared; declare at least one") }
@@ -224,6 +232,11 @@ public struct ConfigFile: Hashable, Sendable {
             daemon.hostname = try d.string("hostname")
             daemon.metricsListen = try d.string("metrics_listen")
             daemon.localNodes = try d.stringArray("local_nodes") ?? []
+            daemon.nvmlLibrary = try d.string("nvml_library") ?? daemon.nvmlLibrary
+            daemon.nvidiaSMI = try d.string("nvidia_smi") ?? daemon.nvidiaSMI
+            daemon.gpuCheckInterval = try d.duration("gpu_check_interval") ?? daemon.gpuCheckInterval
+            daemon.onGPUFailure = try d.oneOf("on_gpu_failure", GPUFailureAction.self) ?? daemon.onGPUFailure
+            daemon.stopSignal = try d.oneOf("stop_signal", StopSignal.self) ?? daemon.stopSignal
             try d.finish()
         }
         var wal = WALSettings()
@@ -237,13 +250,14 @@ public struct ConfigFile: Hashable, Sendable {
         }
         try r.finish()
         if let problem = pool.problems().first { throw ConfigError(file: file, key: "", message: problem) }
-        return ConfigFile(pool: pool, nodes: nodes, daemon: daemon, wal: wal)
+        return ConfigFile(pool: pool, nodes: nodes, daemon: daemon, wal: wal, discovery: discovery)
     }
 
     private static func nodeSpec(
         _ t: inout TableReader,
         name: String,
-        models: [GPUModel]
+        models: [GPUModel],
+        discover: GPUDiscovery?
     ) throws(ConfigError) -> NodeSpec {
         let model = try t.string("gpu_model", required: true)!
         guard models.contains(where: { $0.name == model }) else {
@@ -254,7 +268,8 @@ public struct ConfigFile: Hashable, Sendable {
         let spec = NodeSpec(
             name: name,
             gpuModel: model,
-            gpus: try t.int("gpus", required: true, in: 1...FreePool.maxGPUsPerNode)!,
+            // With discovery the count may be left out: the node is then held down until its GPUs are found.
+            gpus: try t.int("gpus", required: discover == nil, in: 1...FreePool.maxGPUsPerNode) ?? 1,
             nvlinkIslands: try t.intArrays("nvlink_islands") ?? [],
             cpus: try t.int("cpus", in: 1...1_000_000),
             memoryGiB: try t.double("memory_gib", min: 0, exclusiveMin: true),

@@ -21,6 +21,17 @@ public struct DaemonSettings: Hashable, Sendable {
     /// Nodes this daemon runs jobs on itself, besides those named like this host and those with
     /// `local = true`: names or patterns with `*` (`["*"]`: every node, a pool on one machine).
     public var localNodes: [String] = []
+    /// The NVML library for `discover = "nvml"` (loaded with dlopen at run time).
+    public var nvmlLibrary = "libnvidia-ml.so.1"
+    /// nvidia-smi, the fallback where NVML cannot be loaded and for `discover = "nvidia-smi"`.
+    public var nvidiaSMI = "/usr/bin/nvidia-smi"
+    /// How often the health of discovered GPUs is checked.
+    public var gpuCheckInterval: Seconds = 10
+    /// What happens to a job whose GPU turns unhealthy.
+    public var onGPUFailure: GPUFailureAction = .requeue
+    /// The first signal sent to a job told to stop (cancel, preemption, walltime); SIGKILL follows after
+    /// its grace period.
+    public var stopSignal: StopSignal = .term
 
     /// Whether allotd runs the jobs of a node itself.
     public func isLocal(_ node: NodeSpec, hostname: String) -> Bool {
@@ -28,6 +39,42 @@ public struct DaemonSettings: Hashable, Sendable {
     }
 
     public init() {}
+}
+
+/// How allotd finds a node's GPUs.
+public enum GPUDiscovery: String, Sendable, Hashable, CaseIterable {
+    /// NVML through dlopen, falling back to nvidia-smi.
+    case nvml
+    /// `nvidia-smi --query-gpu` only.
+    case nvidiaSMI = "nvidia-smi"
+}
+
+/// What happens to a job whose GPU turns unhealthy: it is stopped, then put back in the queue or failed.
+public enum GPUFailureAction: String, Sendable, Hashable, CaseIterable {
+    case requeue
+    case fail
+}
+
+/// The first signal a job gets when told to stop.
+public enum StopSignal: String, Sendable, Hashable, CaseIterable {
+    case term = "SIGTERM"
+    case int = "SIGINT"
+    case hup = "SIGHUP"
+    case usr1 = "SIGUSR1"
+    case usr2 = "SIGUSR2"
+    case quit = "SIGQUIT"
+
+    /// The signal's number on Linux.
+    public var number: Int32 {
+        switch self {
+        case .term: 15
+        case .int: 2
+        case .hup: 1
+        case .usr1: 10
+        case .usr2: 12
+        case .quit: 3
+        }
+    }
 }
 
 /// The `[wal]` section.

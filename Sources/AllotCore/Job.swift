@@ -68,6 +68,9 @@ public struct JobSpec: Hashable, Codable, Sendable {
     public var command: [String]
     public var environment: [String: String]
     public var workingDirectory: String?
+    /// Where the job's standard output and error go (an absolute path, opened as the job's owner); nil: a
+    /// per-job log kept by allotd.
+    public var output: String?
 
     public init(
         name: String = "",
@@ -88,7 +91,8 @@ public struct JobSpec: Hashable, Codable, Sendable {
         prefer: Preference? = nil,
         command: [String] = [],
         environment: [String: String] = [:],
-        workingDirectory: String? = nil
+        workingDirectory: String? = nil,
+        output: String? = nil
     ) {
         self.name = name
         self.tenant = tenant
@@ -109,11 +113,13 @@ public struct JobSpec: Hashable, Codable, Sendable {
         self.command = command
         self.environment = environment
         self.workingDirectory = workingDirectory
+        self.output = output
     }
 
     enum CodingKeys: String, CodingKey {
         case name, tenant, uid, user, kind, priorityClass, gpus, gpuModels, minGPUMemoryGiB, topology, walltime
         case estimate, preemptible, grace, maxCostUSD, prefer, command, environment, workingDirectory
+        case output
     }
 
     /// Decodes leniently: keys added by later versions may be absent from older records.
@@ -138,6 +144,7 @@ public struct JobSpec: Hashable, Codable, Sendable {
         command = try c.decodeIfPresent([String].self, forKey: .command) ?? []
         environment = try c.decodeIfPresent([String: String].self, forKey: .environment) ?? [:]
         workingDirectory = try c.decodeIfPresent(String.self, forKey: .workingDirectory)
+        output = try c.decodeIfPresent(String.self, forKey: .output)
     }
 }
 

@@ -121,7 +121,7 @@ extension Engine {
                 )
                 return
             }
-            let path = executor.logPath(j.id)
+            let path = j.spec.output ?? executor.logPath(j.id)
             let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
             answer(LogsResult(path: path, size: size ?? 0))
             let stream = LogStream(job: p.id, path: path, offset: max(0, p.offset ?? 0), follow: p.follow ?? false)
@@ -139,7 +139,7 @@ extension Engine {
             answer(WatchResult())
 
         case .nodes:
-            answer(state.nodes.map { NodeObject($0, local: localNodes.contains($0.name)) })
+            answer(state.nodes.map { nodeObject($0) })
 
         case .drain(let p), .resume(let p):
             let draining: Bool
@@ -170,7 +170,8 @@ extension Engine {
                 metadata: ["node": "\(node.name)", "uid": "\(caller.uid)"]
             )
             requestPass()
-            answer(NodeObject(state.node(named: node.name)!, local: localNodes.contains(node.name)))
+            if !draining { gpuProbe?.forgetErrors() }
+            answer(nodeObject(state.node(named: node.name)!))
 
         case .status:
             answer(status())
@@ -371,7 +372,7 @@ extension Engine {
             in: state,
             reason: reason(of: job),
             full: caller.admin || caller.uid == job.spec.uid,
-            log: executor.logPath(job.id)
+            log: job.spec.output ?? executor.logPath(job.id)
         )
     }
 

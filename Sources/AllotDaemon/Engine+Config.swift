@@ -22,7 +22,7 @@ extension Engine {
         } catch {
             return .failure(.refused("the new configuration is invalid, the old one stays in force: \(error)"))
         }
-        let result = reconcile(with: file)
+        let result = reconcile(with: withDiscoveredCounts(file))
         if case .success(let changes) = result {
             logger.notice(
                 "Configuration reloaded",
@@ -114,6 +114,14 @@ extension Engine {
         settings.adminGroup = b.adminGroup
         adminGID = b.adminGroup.flatMap { System.gid(named: $0) }
         settings.localNodes = b.localNodes
+        settings.onGPUFailure = b.onGPUFailure
+        settings.stopSignal = b.stopSignal
+        executor.stopSignal = b.stopSignal.number
+        if a.nvmlLibrary != b.nvmlLibrary || a.nvidiaSMI != b.nvidiaSMI || a.gpuCheckInterval != b.gpuCheckInterval
+            || config.discovery != file.discovery
+        {
+            changes.append("GPU discovery settings changed: take effect when allotd restarts")
+        }
         config = file
         deferredNodes = deferred
         let local = Set(state.nodes.filter { settings.isLocal($0.spec, hostname: hostname) }.map(\.name))

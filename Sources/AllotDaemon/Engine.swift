@@ -33,6 +33,8 @@ enum EngineCommand: Sendable {
     case walFailed(WALError)
     case sighup
     case snapshotWritten(lsn: UInt64, error: String?)
+    /// What the GPU watcher found.
+    case gpus(Result<GPUInventory, GPUProbeError>)
 }
 
 /// The way into the engine, for every other task.
@@ -163,6 +165,13 @@ final class Engine {
     var followers: [JobID: [LogStream]] = [:]
     var userNames: [UInt32: String] = [:]
 
+    /// What discovery found on local nodes with `discover`, by node.
+    var discovered: [String: NodeGPUs] = [:]
+    var gpuProbe: GPUProbe?
+    var gpuWatcher: GPUWatcher?
+    /// Jobs stopped because a GPU of theirs failed, and why: requeued or failed when they end.
+    var gpuFailures: [JobID: String] = [:]
+
     /// The last pass's blocker for a pending job.
     func blocker(of id: JobID) -> Blocker? {
         if reasonIndex == nil {
@@ -199,6 +208,7 @@ final class Engine {
             socket: config.daemon.socket,
             logger: logger
         )
+        self.executor.stopSignal = config.daemon.stopSignal.number
     }
 
     static var now: Double { Date().timeIntervalSince1970 }
@@ -229,6 +239,7 @@ final class Engine {
                 runDurableActions()
             }
             for list in followers.values { for f in list { f.jobEnded("daemon stopped") } }
+            gpuWatcher?.stop()
             durability.finish()
             snapshots.finish()
             group.cancelAll()
@@ -260,6 +271,9 @@ final class Engine {
                     metadata: ["error": "\(e.message)"]
                 )
             }
+        case .gpus(let result):
+            applyProbe(result)
+            flush()
         case .snapshotWritten(let lsn, let error):
             snapshotInFlight = false
             churn += 100_000  // the copy of the state it held, and its encoding, are garbage now
@@ -275,7 +289,8 @@ final class Engine {
     /// Recovery is done: take the config file's nodes and settings, take back the jobs still running here,
     /// and schedule.
     func startUp() {
-        switch reconcile(with: config) {
+        discoverAtStartUp()
+        switch reconcile(with: withDiscoveredCounts(config)) {
         case .success(let changes):
             for c in changes { logger.info("Configuration change", metadata: ["change": "\(c)"]) }
         case .failure(let e):
@@ -292,6 +307,12 @@ final class Engine {
                     executor.stop(id, grace: 0, now: now)
                 }
             }
+        }
+        // Health as found at start-up; jobs on GPUs that failed while allotd was down are stopped.
+        if gpuProbe != nil, let first = discoveringNodes.first, let d = discovered[first] {
+            applyProbe(
+                d.inventory.map { .success($0) } ?? .failure(GPUProbeError(message: d.problem ?? "no GPUs found"))
+            )
         }
         flush()
         schedulePass()
@@ -377,13 +398,15 @@ final class Engine {
                 return
             }
             guard let first = a.slices.first, localNodes.contains(first.node) else { return }
-            if let problem = executor.start(job, slices: a.slices) {
+            var uuids: [Int: String] = [:]
+            for gpu in discovered[first.node]?.inventory?.gpus ?? [] { uuids[gpu.index] = gpu.uuid }
+            if let problem = executor.start(job, slices: a.slices, uuids: uuids) {
                 logger.error("Job could not be started", metadata: ["job.id": "\(id)", "error": "\(problem)"])
-                finish(id, exit: .exited(code: 127))
+                finish(id, exit: .lost(reason: "never started: \(problem)"))
             }
         case .stop(let id, let run):
             guard let job = state.jobs[id], job.runs == run, job.state == .stopping, isLocal(job) else { return }
-            executor.stop(id, grace: job.grace ?? 0, now: Self.now)
+            executor.stop(id, grace: job.grace ?? 0, now: Self.now, why: job.stopReason?.description ?? "told to stop")
         case .notify(let id, let event):
             guard !watchers.isEmpty, let job = state.jobs[id] else { return }
             let object = JobObject(job, in: state, reason: reason(of: job), full: false, log: nil)
@@ -523,16 +546,32 @@ final class Engine {
 
     /// A local run ended: record how.
     func runEnded(_ ended: Executor.Ended) {
+        let gpuFailure = gpuFailures.removeValue(forKey: ended.id)
         guard let job = state.jobs[ended.id], job.runs == ended.run, job.state.holdsGPUs else { return }
-        if case .lost(let why) = ended.exit, job.state == .running {
-            do {
-                try apply(.jobRequeued(id: ended.id, reason: why))
-                logger.warning("Job lost and requeued", metadata: ["job.id": "\(ended.id)", "reason": "\(why)"])
-                pendingActions.append(.notify(ended.id, "requeued"))
-                requestPass()
-            } catch {
-                logger.error("Requeue refused", metadata: ["job.id": "\(ended.id)", "error": "\(error)"])
+        if ended.killed {
+            logger.notice("Job ended by SIGKILL after its grace period", metadata: ["job.id": "\(ended.id)"])
+        }
+        // A job stopped because its GPU failed (and not cancelled meanwhile) goes back to the queue, or fails.
+        let cancelled: Bool
+        if case .cancelled? = job.stopReason { cancelled = true } else { cancelled = false }
+        if let why = gpuFailure, !cancelled {
+            if settings.onGPUFailure == .requeue {
+                do {
+                    try apply(.jobRequeued(id: ended.id, reason: why))
+                    logger.warning("Job requeued", metadata: ["job.id": "\(ended.id)", "reason": "\(why)"])
+                    pendingActions.append(.notify(ended.id, "requeued"))
+                    requestPass()
+                    return
+                } catch {
+                    logger.error("Requeue refused", metadata: ["job.id": "\(ended.id)", "error": "\(error)"])
+                }
             }
+            finish(ended.id, exit: .lost(reason: why))
+            return
+        }
+        // It could not run at all (no such user, a working directory it cannot enter): that is the reason.
+        if let error = ended.error, job.stopReason == nil {
+            finish(ended.id, exit: .lost(reason: "never started: \(error)"))
             return
         }
         finish(ended.id, exit: ended.exit)

@@ -13,6 +13,11 @@ final class Executor {
         var run: Int
         var directory: String
         var supervisor: Int32
+        /// A pidfd on the supervisor (-1 where pidfds are missing): its end, without pid reuse races.
+        var pidfd: Int32 = -1
+        var cgroup: String?
+        /// The job's own log, where the daemon notes the signals it sends.
+        var log: String
         /// When the job was told to stop and how long it has: it is killed after that.
         var killAt: Double?
         /// Whether SIGTERM reached the job (its pid may not be known yet when it is told to stop).
@@ -27,6 +32,8 @@ final class Executor {
         var exit: ExitStatus
         /// Why it could not run, when it could not.
         var error: String?
+        /// Whether it had to be killed (SIGKILL) after its grace period.
+        var killed = false
     }
 
     let stateDir: String
@@ -34,6 +41,10 @@ final class Executor {
     let socket: String
     let executable: String
     let logger: Logger
+    /// Where job cgroups are made; nil: process groups only.
+    let cgroupBase: String?
+    /// The first signal of a stop.
+    var stopSignal: Int32 = SIGTERM
     private(set) var tracked: [JobID: Tracked] = [:]
 
     init(stateDir: String, logDir: String, socket: String, logger: Logger) {
@@ -42,18 +53,20 @@ final class Executor {
         self.socket = socket
         self.executable = System.executablePath()
         self.logger = logger
+        self.cgroupBase = JobTree.cgroupBase(stateDir: stateDir)
         try? FileManager.default.createDirectory(atPath: stateDir + "/jobs", withIntermediateDirectories: true)
         try? FileManager.default.createDirectory(atPath: logDir, withIntermediateDirectories: true)
     }
 
     func logPath(_ id: JobID) -> String { "\(logDir)/\(id).log" }
+    func cgroup(_ id: JobID, run: Int) -> String? { cgroupBase.map { "\($0)/job-\(id).\(run)" } }
     func runDirectory(_ id: JobID, run: Int) -> String { "\(stateDir)/jobs/\(id)/\(run)" }
 
     /// Starts a run of a job on this host's GPUs.
     /// - Returns: a sentence when it cannot be started (the job then fails with it).
     /// The job's process runs once, on the first node of its allocation (as a Slurm batch script does);
     /// `ALLOT_NODES` lists every slice for jobs that span nodes.
-    func start(_ job: Job, slices: [Allocation.Slice]) -> String? {
+    func start(_ job: Job, slices: [Allocation.Slice], uuids: [Int: String] = [:]) -> String? {
         let spec = job.spec
         let gpus = slices.first?.gpus ?? []
         let node = slices.first?.node ?? ""
@@ -81,7 +94,9 @@ final class Executor {
                 userName = u.name
             }
         }
-        let visible = gpus.map(String.init).joined(separator: ",")
+        // By UUID where discovery knows them: indices depend on CUDA_DEVICE_ORDER, UUIDs do not.
+        let byUUID = !gpus.isEmpty && gpus.allSatisfy { uuids[$0] != nil }
+        let visible = gpus.map { byUUID ? uuids[$0]! : String($0) }.joined(separator: ",")
         var env = spec.environment
         env["HOME"] = env["HOME"] ?? home
         env["USER"] = userName
@@ -89,6 +104,7 @@ final class Executor {
         env["PATH"] = env["PATH"] ?? "/usr/local/bin:/usr/bin:/bin"
         env["CUDA_VISIBLE_DEVICES"] = visible
         env["NVIDIA_VISIBLE_DEVICES"] = visible
+        env["ALLOT_GPU_INDICES"] = gpus.map(String.init).joined(separator: ",")
         env["ALLOT_JOB_ID"] = job.id.description
         env["ALLOT_JOB_NAME"] = spec.name
         env["ALLOT_RUN"] = String(job.runs)
@@ -108,14 +124,26 @@ final class Executor {
             gid: gid,
             groups: groups,
             log: logPath(job.id),
+            output: spec.output,
+            cgroup: cgroup(job.id, run: job.runs),
             socket: socket
         )
         do {
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
             try System.writeAtomically(try JSONEncoder().encode(run), to: dir + "/spec.json", mode: 0o600)
             let pid = try System.spawnDetached(executable, ["supervise", dir], stdout: dir + "/supervisor.log")
-            try? System.writeAtomically(Data("\(pid)\n".utf8), to: dir + "/supervisor.pid")
-            tracked[job.id] = Tracked(run: job.runs, directory: dir, supervisor: pid)
+            try? System.writeAtomically(
+                Data("\(pid) \(System.startTime(of: pid) ?? 0)\n".utf8),
+                to: dir + "/supervisor.pid"
+            )
+            tracked[job.id] = Tracked(
+                run: job.runs,
+                directory: dir,
+                supervisor: pid,
+                pidfd: System.pidfd(pid),
+                cgroup: run.cgroup,
+                log: run.log
+            )
             logger.info(
                 "Job started",
                 metadata: [
@@ -129,24 +157,36 @@ final class Executor {
         }
     }
 
-    /// The job's process group (its pid), once the supervisor has started it.
+    /// The job's process group (its leader's pid), once the supervisor has started it and while the leader
+    /// is the process recorded.
     func jobPID(_ id: JobID) -> Int32? {
-        guard let t = tracked[id], let text = try? String(contentsOfFile: t.directory + "/pid", encoding: .utf8) else {
-            return nil
-        }
-        return Int32(text.trimmingCharacters(in: .whitespacesAndNewlines))
+        guard let t = tracked[id] else { return nil }
+        return Self.recordedProcess(t.directory + "/pid")
     }
 
-    /// Tells a job to stop: SIGTERM to its process group now, SIGKILL when `grace` has passed.
-    func stop(_ id: JobID, grace: Double, now: Double) {
+    /// A pid recorded as "PID STARTTIME" (or "PID"), if that process still exists; or, its group gone
+    /// quiet, still the group to signal.
+    static func recordedProcess(_ path: String) -> Int32? {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return nil }
+        let parts = text.split(whereSeparator: { $0 == " " || $0 == "\n" })
+        guard let first = parts.first, let pid = Int32(first), pid > 1 else { return nil }
+        let start = parts.count > 1 ? UInt64(parts[1]) : nil
+        if System.alive(pid) { return System.same(pid, startTime: start) ? pid : nil }
+        // The leader has exited; its group may live on.
+        return kill(-pid, 0) == 0 ? pid : nil
+    }
+
+    /// Tells a job to stop: the stop signal to its whole tree now, SIGKILL when `grace` has passed.
+    func stop(_ id: JobID, grace: Double, now: Double, why: String = "told to stop") {
         guard var t = tracked[id] else { return }
         if !t.termSent, let pid = jobPID(id) {
-            System.signalGroup(pid, SIGTERM)
+            JobTree.signal(stopSignal, cgroup: t.cgroup, group: pid)
             t.termSent = true
+            note(t, "\(why): sent \(Self.signalName(stopSignal)), SIGKILL in \(Self.seconds(grace))")
         }
         t.killAt = min(t.killAt ?? .infinity, now + grace)
         tracked[id] = t
-        logger.info("Job told to stop", metadata: ["job.id": "\(id)", "job.grace_s": "\(grace)"])
+        logger.info("Job told to stop", metadata: ["job.id": "\(id)", "job.grace_s": "\(grace)", "reason": "\(why)"])
     }
 
     /// Kills the jobs whose grace has run out; looks for ended runs. Call every second or so.
@@ -155,24 +195,29 @@ final class Executor {
         var ended: [Ended] = []
         for (id, t) in tracked {
             if let status = readStatus(t.directory) {
-                tracked[id] = nil
-                ended.append(Ended(id: id, run: t.run, exit: status.exit, error: status.error))
+                end(id)
+                ended.append(Ended(id: id, run: t.run, exit: status.exit, error: status.error, killed: t.killed))
                 continue
             }
             if let killAt = t.killAt {
                 // Told to stop before its process was up: signal it as soon as its pid is known.
                 if !t.termSent, let pid = jobPID(id) {
-                    System.signalGroup(pid, SIGTERM)
+                    JobTree.signal(stopSignal, cgroup: t.cgroup, group: pid)
                     tracked[id]?.termSent = true
                 }
                 if now >= killAt, !t.killed, let pid = jobPID(id) {
-                    System.signalGroup(pid, SIGKILL)
+                    JobTree.signal(SIGKILL, cgroup: t.cgroup, group: pid)
                     tracked[id]?.killed = true
+                    note(t, "grace period over: sent SIGKILL")
                     logger.notice("Job killed after its grace period", metadata: ["job.id": "\(id)"])
                 }
             }
-            if !System.alive(t.supervisor), readStatus(t.directory) == nil {
-                tracked[id] = nil
+            let gone = t.pidfd >= 0 ? System.exited(pidfd: t.pidfd) : !System.alive(t.supervisor)
+            if gone, readStatus(t.directory) == nil {
+                // The supervisor died (killed by hand, OOM) with the job perhaps still running: the job goes
+                // too, so that nothing holds the GPUs when they are given out again.
+                JobTree.killAll(cgroup: t.cgroup, group: jobPID(id) ?? 0)
+                end(id)
                 ended.append(
                     Ended(
                         id: id,
@@ -186,11 +231,33 @@ final class Executor {
         return ended
     }
 
+    /// Stops tracking a run.
+    private func end(_ id: JobID) {
+        if let fd = tracked[id]?.pidfd, fd >= 0 { close(fd) }
+        tracked[id] = nil
+    }
+
+    /// Appends a line from allot to a job's log, so its owner sees why it was signalled.
+    func note(_ t: Tracked, _ text: String) {
+        let fd = open(t.log, O_WRONLY | O_APPEND | O_CLOEXEC)
+        guard fd >= 0 else { return }
+        let line = "allot: \(text)\n"
+        _ = line.withCString { write(fd, $0, strlen($0)) }
+        close(fd)
+    }
+
+    static func signalName(_ sig: Int32) -> String {
+        [1: "SIGHUP", 2: "SIGINT", 3: "SIGQUIT", 9: "SIGKILL", 10: "SIGUSR1", 12: "SIGUSR2", 15: "SIGTERM"][sig]
+            ?? "signal \(sig)"
+    }
+
+    static func seconds(_ s: Double) -> String { s == s.rounded() ? "\(Int(s)) s" : String(format: "%.1f s", s) }
+
     /// A run that has ended, if it has (what `job_exited` reports).
     func ended(_ id: JobID, run: Int) -> Ended? {
         guard let t = tracked[id], t.run == run, let status = readStatus(t.directory) else { return nil }
-        tracked[id] = nil
-        return Ended(id: id, run: run, exit: status.exit, error: status.error)
+        end(id)
+        return Ended(id: id, run: run, exit: status.exit, error: status.error, killed: t.killed)
     }
 
     func readStatus(_ dir: String) -> (exit: ExitStatus, error: String?)? {
@@ -202,23 +269,42 @@ final class Executor {
     }
 
     /// Takes back a run the state says is running, after a restart: still going (its supervisor is alive)
-    /// → watched again; ended while the daemon was down → its status; neither → lost.
+    /// → watched again; ended while the daemon was down → its status; neither → lost, and whatever is left
+    /// of the job is killed first, so that nothing holds its GPUs.
     func adopt(_ job: Job) -> Ended? {
         let dir = runDirectory(job.id, run: job.runs)
         if let s = readStatus(dir) { return Ended(id: job.id, run: job.runs, exit: s.exit, error: s.error) }
-        if let text = try? String(contentsOfFile: dir + "/supervisor.pid", encoding: .utf8),
-            let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)), System.alive(pid)
-        {
-            tracked[job.id] = Tracked(run: job.runs, directory: dir, supervisor: pid)
-            if job.state == .stopping, let at = job.stopRequestedAt {
-                tracked[job.id]?.killAt = at.seconds + (job.grace ?? 0)
-            }
-            return nil
+        let cgroup = self.cgroup(job.id, run: job.runs).flatMap {
+            FileManager.default.fileExists(atPath: $0) ? $0 : nil
         }
+        if let text = try? String(contentsOfFile: dir + "/supervisor.pid", encoding: .utf8) {
+            let parts = text.split(whereSeparator: { $0 == " " || $0 == "\n" })
+            if let pid = parts.first.flatMap({ Int32($0) }),
+                System.same(pid, startTime: parts.count > 1 ? UInt64(parts[1]) : nil)
+            {
+                tracked[job.id] = Tracked(
+                    run: job.runs,
+                    directory: dir,
+                    supervisor: pid,
+                    pidfd: System.pidfd(pid),
+                    cgroup: cgroup,
+                    log: logPath(job.id)
+                )
+                if job.state == .stopping, let at = job.stopRequestedAt {
+                    tracked[job.id]?.killAt = at.seconds + (job.grace ?? 0)
+                }
+                return nil
+            }
+        }
+        let left = JobTree.killAll(cgroup: cgroup, group: Self.recordedProcess(dir + "/pid") ?? 0)
+        if let cgroup { JobTree.remove(cgroup: cgroup) }
         return Ended(
             id: job.id,
             run: job.runs,
-            exit: .lost(reason: "it was running when allotd stopped, and its supervisor is gone"),
+            exit: .lost(
+                reason: "it was running when allotd stopped, and its supervisor is gone without a status"
+                    + (left > 0 ? " (its \(left) remaining process\(left == 1 ? " was" : "es were") killed)" : "")
+            ),
             error: nil
         )
     }

@@ -17,7 +17,12 @@ struct RunSpec: Codable, Sendable {
     var uid: UInt32
     var gid: UInt32
     var groups: [UInt32]
+    /// allotd's per-job log (opened by the supervisor).
     var log: String
+    /// The owner's own output file, opened as the owner; nil: `log`.
+    var output: String?
+    /// The job's cgroup (cgroup v2), where allotd can make one: the whole process tree, to be killed.
+    var cgroup: String?
     /// The daemon's socket, to report the end at once.
     var socket: String
 }
@@ -70,45 +75,49 @@ public enum Supervisor {
             appendToLog(spec, "allot: \(message)\n")
             return RunStatus(exitCode: 127, signal: nil, error: message, endedAt: Date().timeIntervalSince1970)
         }
-        let switching = getuid() == 0 && spec.uid != 0
-        // The log is opened by the supervisor (root) and given to the owner, who can read it.
+        let root = getuid() == 0
+        // allotd's log is opened by the supervisor (root) and given to the owner, who can read it.
         let logFD = open(spec.log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o640)
         guard logFD >= 0 else {
             return failed("cannot open the log file \(spec.log): \(String(cString: strerror(errno)))")
         }
         defer { close(logFD) }
-        if getuid() == 0 { _ = fchown(logFD, spec.uid, spec.gid) }
-        // The working directory must be enterable by the owner.
-        if switching {
+        if root { _ = fchown(logFD, spec.uid, spec.gid) }
+        if System.user(uid: spec.uid) == nil, root {
+            return failed("user \(spec.uid) no longer exists")
+        }
+        // The working directory must be enterable by the owner (exec-as enters it as the owner, too).
+        if root && spec.uid != 0 {
             if !canEnter(spec.workdir, uid: spec.uid, gid: spec.gid, groups: spec.groups) {
                 return failed("user \(spec.uid) cannot enter the working directory \(spec.workdir)")
             }
         } else if access(spec.workdir, X_OK) != 0 {
             return failed("cannot enter the working directory \(spec.workdir): \(String(cString: strerror(errno)))")
         }
+        if let cg = spec.cgroup, mkdir(cg, 0o755) != 0, errno != EEXIST {
+            return failed("cannot make the job's cgroup \(cg): \(String(cString: strerror(errno)))")
+        }
         var options = PlatformOptions()
         options.processGroupID = 0
-        // The job runs as its owner. Not through Subprocess's own uid switch: that forks with a raw clone
-        // and then calls setgroups/setuid, which in glibc wait on the parent's threads and can hang. A
-        // small exec-er drops the ids instead: util-linux setpriv, or `allotd exec-as`.
-        var command = spec.command
-        if switching {
-            let groups = spec.groups.map(String.init).joined(separator: ",")
-            if access("/usr/bin/setpriv", X_OK) == 0 {
-                command =
-                    ["/usr/bin/setpriv", "--reuid", String(spec.uid), "--regid", String(spec.gid)]
-                    + (groups.isEmpty ? ["--clear-groups"] : ["--groups", groups]) + ["--"] + command
-            } else {
-                command =
-                    [System.executablePath(), "exec-as", "--uid", String(spec.uid), "--gid", String(spec.gid)]
-                    + (groups.isEmpty ? [] : ["--groups", groups]) + ["--"] + command
-            }
+        // The job runs as its owner through `allotd exec-as`, which joins the job's cgroup, drops to the
+        // owner's ids, opens the owner's output file as the owner, enters the working directory, and execs.
+        // Not through Subprocess's own uid switch: that forks with a raw clone and then calls
+        // setgroups/setuid, which in glibc wait on the parent's threads and can hang.
+        let errorFile = directory + "/exec-error"
+        unlink(errorFile)
+        var command = [System.executablePath(), "exec-as", "--report", errorFile, "--workdir", spec.workdir]
+        if root {
+            command += ["--uid", String(spec.uid), "--gid", String(spec.gid)]
+            if !spec.groups.isEmpty { command += ["--groups", spec.groups.map(String.init).joined(separator: ",")] }
         }
-        let executable: Executable =
-            command[0].contains("/") ? .path(FilePath(command[0])) : .name(command[0])
+        if let o = spec.output { command += ["--output", o] }
+        if let cg = spec.cgroup { command += ["--cgroup", cg] }
+        command += ["--"] + spec.command
+        var status: RunStatus
+        var leader: Int32 = 0
         do {
             let result = try await Subprocess.run(
-                executable,
+                .path(FilePath(command[0])),
                 arguments: Arguments(Array(command.dropFirst())),
                 environment: .custom(
                     Dictionary(
@@ -117,23 +126,45 @@ public enum Supervisor {
                         }
                     )
                 ),
-                workingDirectory: FilePath(spec.workdir),
+                workingDirectory: FilePath("/"),
                 platformOptions: options,
                 input: .none,
                 output: .fileDescriptor(FileDescriptor(rawValue: logFD), closeAfterSpawningProcess: false),
                 error: .fileDescriptor(FileDescriptor(rawValue: logFD), closeAfterSpawningProcess: false)
             ) { execution in
-                try? System.writeAtomically(Data("\(execution.processIdentifier.value)\n".utf8), to: directory + "/pid")
+                let pid = execution.processIdentifier.value
+                try? System.writeAtomically(
+                    Data("\(pid) \(System.startTime(of: pid) ?? 0)\n".utf8),
+                    to: directory + "/pid"
+                )
             }
+            leader =
+                Int32(
+                    (try? String(contentsOfFile: directory + "/pid", encoding: .utf8))?.split(separator: " ").first
+                        ?? ""
+                ) ?? 0
+            let now = Date().timeIntervalSince1970
             switch result.terminationStatus {
             case .exited(let code):
-                return RunStatus(exitCode: code, signal: nil, error: nil, endedAt: Date().timeIntervalSince1970)
+                status = RunStatus(exitCode: code, signal: nil, error: nil, endedAt: now)
             case .signaled(let sig):
-                return RunStatus(exitCode: nil, signal: sig, error: nil, endedAt: Date().timeIntervalSince1970)
+                status = RunStatus(exitCode: nil, signal: sig, error: nil, endedAt: now)
             }
         } catch {
-            return failed("cannot start \(spec.command[0]): \(error)")
+            status = failed("cannot start \(spec.command[0]): \(error)")
         }
+        // exec-as could not run the command: its reason.
+        if let data = FileManager.default.contents(atPath: errorFile), !data.isEmpty {
+            status.error = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        // The leader is gone: what it left behind (daemonised children, workers) goes too, before the GPUs
+        // are given to anyone else.
+        let left = JobTree.killAll(cgroup: spec.cgroup, group: leader)
+        if left > 0 {
+            appendToLog(spec, "allot: killed \(left) process\(left == 1 ? "" : "es") the job left behind\n")
+        }
+        if let cg = spec.cgroup { JobTree.remove(cgroup: cg) }
+        return status
     }
 
     /// Whether a user (not root) can search a directory, by its mode bits.
@@ -179,21 +210,58 @@ public enum Supervisor {
     }
 }
 
-/// `allotd exec-as`: drops to a user's ids and execs a command (where util-linux setpriv is missing).
+/// `allotd exec-as`: what runs between the supervisor and the job. As root it joins the job's cgroup and
+/// drops to the owner's ids; then, as the owner, it opens the owner's output file, enters the working
+/// directory and execs the command. A failure before the exec is written to the report file (opened
+/// first, closed by the exec) and ends it with 126 or 127.
 public enum ExecAs {
-    public static func run(uid: UInt32, gid: UInt32, groups: [UInt32], command: [String]) -> Int32 {
-        var g = groups.map { gid_t($0) }
-        guard setgroups(g.count, &g) == 0, setgid(gid) == 0, setuid(uid) == 0 else {
-            FileHandle.standardError.write(
-                Data("allotd exec-as: cannot switch to uid \(uid): \(String(cString: strerror(errno)))\n".utf8)
-            )
-            return 126
+    public struct Options: Sendable {
+        public var uid: UInt32?
+        public var gid: UInt32?
+        public var groups: [UInt32] = []
+        public var workdir: String?
+        public var output: String?
+        public var cgroup: String?
+        public var report: String?
+        public var command: [String] = []
+        public init() {}
+    }
+
+    public static func run(_ o: Options) -> Int32 {
+        let reportFD = o.report.map { open($0, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600) } ?? -1
+        func fail(_ message: String, _ code: Int32) -> Int32 {
+            let line = "allot: \(message)\n"
+            FileHandle.standardError.write(Data(line.utf8))
+            if reportFD >= 0 { _ = line.withCString { write(reportFD, $0, strlen($0)) } }
+            return code
         }
-        let argv = command.map { strdup($0) } + [nil]
-        execvp(command[0], argv)
-        FileHandle.standardError.write(
-            Data("allot: cannot run \(command[0]): \(String(cString: strerror(errno)))\n".utf8)
-        )
-        return 127
+        func why() -> String { String(cString: strerror(errno)) }
+        if let cg = o.cgroup {
+            let fd = open(cg + "/cgroup.procs", O_WRONLY | O_CLOEXEC)
+            guard fd >= 0, write(fd, "0", 1) == 1 else {
+                return fail("cannot join the job's cgroup \(cg): \(why())", 126)
+            }
+            close(fd)
+        }
+        if let uid = o.uid, let gid = o.gid {
+            var g = o.groups.map { gid_t($0) }
+            guard setgroups(g.count, &g) == 0, setgid(gid) == 0, setuid(uid) == 0 else {
+                return fail("cannot switch to uid \(uid): \(why())", 126)
+            }
+        }
+        if let out = o.output {
+            let fd = open(out, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+            guard fd >= 0 else { return fail("cannot open the output file \(out): \(why())", 126) }
+            dup2(fd, 1)
+            dup2(fd, 2)
+            if fd > 2 { close(fd) }
+        }
+        if let dir = o.workdir, chdir(dir) != 0 {
+            return fail("cannot enter the working directory \(dir): \(why())", 126)
+        }
+        guard let first = o.command.first else { return fail("no command to run", 127) }
+        let argv = o.command.map { strdup($0) } + [nil]
+        execvp(first, argv)
+        return fail("cannot run \(first): \(why())", errno == ENOENT ? 127 : 126)
     }
 }

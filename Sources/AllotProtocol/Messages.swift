@@ -86,6 +86,7 @@ public struct JobRequest: Codable, Hashable, Sendable {
     public var prefer: String?
     public var topology: String?
     public var workdir: String?
+    public var output: String?
     public var env: [String: String]?
     public var hold: Bool?
 
@@ -93,7 +94,7 @@ public struct JobRequest: Codable, Hashable, Sendable {
 
     enum CodingKeys: String, CodingKey {
         case command, name, gpus, kind, tenant, walltime, estimate, grace, preemptible, prefer, topology, workdir, env,
-            hold
+            hold, output
         case gpuModel = "gpu_model"
         case minGPUMemory = "min_gpu_memory"
         case priorityClass = "class"
@@ -163,6 +164,10 @@ public struct JobRequest: Codable, Hashable, Sendable {
             s.topology = top
         }
         s.workingDirectory = workdir
+        if let o = output {
+            guard o.hasPrefix("/") else { throw .invalidParams("output: expected an absolute path, got \"\(o)\"") }
+            s.output = o
+        }
         s.environment = env ?? [:]
         for key in s.environment.keys where key.isEmpty || key.contains("=") {
             throw .invalidParams("env: \"\(key)\" is not a variable name")

@@ -33,11 +33,12 @@ public struct JobObject: Codable, Sendable, Equatable {
     public var command: [String]?
     public var env: [String: String]?
     public var workdir: String?
+    public var output: String?
 
     enum CodingKeys: String, CodingKey {
         case id, name, state, kind, tenant, uid, user, gpus, node, reason, preemptible, loans, placement, log, command,
             env
-        case workdir
+        case workdir, output
         case priorityClass = "class"
         case gpuModel = "gpu_model"
         case gpuIndices = "gpu_indices"
@@ -88,6 +89,7 @@ public struct JobObject: Codable, Sendable, Equatable {
             command = spec.command
             env = spec.environment
             workdir = spec.workingDirectory
+            output = spec.output
         }
     }
 }
@@ -103,9 +105,17 @@ public struct NodeObject: Codable, Sendable, Equatable {
     public var gpusUnhealthy: [Int]
     public var local: Bool
     public var labels: [String: String]
+    /// Each GPU: health and why, and what discovery found (UUID, model, memory). Absent for nodes that
+    /// are all healthy and not discovered.
+    public var gpuList: [GPUObject]?
+    /// How the GPUs were found ("nvml", "nvidia-smi"), and why the last probe failed.
+    public var discovery: String?
+    public var discoveryProblem: String?
 
     enum CodingKeys: String, CodingKey {
-        case name, state, reason, gpus, local, labels
+        case name, state, reason, gpus, local, labels, discovery
+        case gpuList = "gpu_list"
+        case discoveryProblem = "discovery_problem"
         case gpuModel = "gpu_model"
         case gpusFree = "gpus_free"
         case gpusUnhealthy = "gpus_unhealthy"
@@ -121,5 +131,41 @@ public struct NodeObject: Codable, Sendable, Equatable {
         gpusUnhealthy = (0..<node.spec.gpus).filter { node.health[$0] != .healthy }
         self.local = local
         labels = node.spec.labels
+        if node.unhealthyMask != 0 {
+            gpuList = (0..<node.spec.gpus).map {
+                GPUObject(index: $0, health: node.health[$0].rawValue, reason: node.healthReason[$0])
+            }
+        }
+    }
+}
+
+/// One GPU of a node.
+public struct GPUObject: Codable, Sendable, Equatable {
+    public var index: Int
+    public var health: String
+    public var reason: String?
+    public var uuid: String?
+    public var name: String?
+    public var memoryMiB: Int?
+
+    enum CodingKeys: String, CodingKey {
+        case index, health, reason, uuid, name
+        case memoryMiB = "memory_mib"
+    }
+
+    public init(
+        index: Int,
+        health: String,
+        reason: String?,
+        uuid: String? = nil,
+        name: String? = nil,
+        memoryMiB: Int? = nil
+    ) {
+        self.index = index
+        self.health = health
+        self.reason = reason
+        self.uuid = uuid
+        self.name = name
+        self.memoryMiB = memoryMiB
     }
 }

@@ -7,7 +7,7 @@ public enum EventCodec {
     /// The payload version this build writes. Version 2 added: job preference, placement notes and loans on
     /// starts, preemption reasons, checkpoints, preemption settings, the inference reserve, borrowing
     /// limits, the over-budget penalty and inference-reserved nodes.
-    public static let version: UInt16 = 2
+    public static let version: UInt16 = 3
 
     static let nodeStates: [NodeState] = [.up, .draining, .drained, .down]
     static let healths: [GPUHealth] = [.healthy, .unhealthy]
@@ -211,6 +211,7 @@ public enum EventCodec {
         w.array(s.command) { $0.string($1) }
         w.stringMap(s.environment)
         w.optional(s.workingDirectory) { $0.string($1) }
+        w.optional(s.output) { $0.string($1) }
     }
 
     static func readJobSpec(_ r: inout BinaryReader) throws(DecodeError) -> JobSpec {
@@ -233,7 +234,9 @@ public enum EventCodec {
             prefer: r.version >= 2 ? try r.optional { r throws(DecodeError) in try readPreference(&r) } : nil,
             command: try r.array { r throws(DecodeError) in try r.string() },
             environment: try r.stringMap(),
-            workingDirectory: try r.optional { r throws(DecodeError) in try r.string() }
+            workingDirectory: try r.optional { r throws(DecodeError) in try r.string() },
+            // Event and state codecs move to version 3 together.
+            output: r.version >= 3 ? try r.optional { r throws(DecodeError) in try r.string() } : nil
         )
     }
 

@@ -4,7 +4,7 @@ import AllotCore
 enum StateCodec {
     /// The state schema version this build writes (2: jobs' placement notes, loans and checkpoints,
     /// preemption reasons, tenants' budget-window marks, and the event schema's version 2 parts).
-    static let version: UInt16 = 2
+    static let version: UInt16 = 3
 
     static func encode(_ image: ClusterState.Image) -> [UInt8] {
         var w = BinaryWriter(capacity: 64 + image.jobs.count * 160)

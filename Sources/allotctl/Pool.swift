@@ -10,11 +10,15 @@ struct Nodes: ParsableCommand {
     @Flag(name: .long, help: "Print a JSON array of node objects.")
     var json = false
 
+    @Flag(name: .long, help: "List every GPU of each node: health, UUID, model and memory as discovered.")
+    var gpus = false
+
     func run() throws {
         try talking {
             let client = try connection.connect()
             let nodes: [NodeObject] = try client.call("nodes", NoParams())
             if json { return try printJSON(nodes) }
+            if gpus { return out(gpuTable(nodes)) }
             let rows = nodes.map { n -> [String] in
                 [
                     n.name, n.state, n.gpuModel, String(n.gpus), String(n.gpusFree),
@@ -23,7 +27,29 @@ struct Nodes: ParsableCommand {
                 ]
             }
             out(table(["NODE", "STATE", "MODEL", "GPUS", "FREE", "UNHEALTHY", "LOCAL", "REASON"], rows))
+            // Why each unhealthy GPU is out of scheduling.
+            var notes = ""
+            for n in nodes {
+                for g in n.gpuList ?? [] where g.health != "healthy" {
+                    notes += "\(n.name) GPU \(g.index): \(g.reason ?? "unhealthy")\n"
+                }
+                if let p = n.discoveryProblem { notes += "\(n.name): \(p)\n" }
+            }
+            if !notes.isEmpty { out("\n" + notes) }
         }
+    }
+
+    func gpuTable(_ nodes: [NodeObject]) -> String {
+        var rows: [[String]] = []
+        for n in nodes {
+            for g in n.gpuList ?? (0..<n.gpus).map({ GPUObject(index: $0, health: "healthy", reason: nil) }) {
+                rows.append([
+                    n.name, String(g.index), g.health, g.uuid ?? "-", g.name ?? n.gpuModel,
+                    g.memoryMiB.map { "\($0) MiB" } ?? "-", n.discovery ?? "declared", g.reason ?? "",
+                ])
+            }
+        }
+        return table(["NODE", "GPU", "HEALTH", "UUID", "MODEL", "MEMORY", "SOURCE", "REASON"], rows)
     }
 }
 

@@ -74,6 +74,15 @@ struct Submit: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Working directory (default: the current one).", valueName: "DIR"))
     var workdir: String?
 
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Write the job's output and errors to this file, opened as you (default: a log kept by allotd; see `allotctl logs`).",
+            valueName: "PATH"
+        )
+    )
+    var output: String?
+
     @Option(name: .long, help: ArgumentHelp("An environment variable for the job (repeatable).", valueName: "K=V"))
     var env: [String] = []
 
@@ -140,6 +149,7 @@ struct Submit: ParsableCommand {
         r.prefer = prefer
         r.topology = topology
         r.workdir = workdir ?? FileManager.default.currentDirectoryPath
+        r.output = output.map { Self.absolute($0, in: r.workdir!) }
         if !env.isEmpty {
             var e: [String: String] = [:]
             for kv in env {
@@ -183,6 +193,7 @@ struct Submit: ParsableCommand {
             do {
                 var r = try decoder.decode(JobRequest.self, from: line)
                 r.workdir = r.workdir ?? defaults.workdir
+                r.output = r.output.map { Self.absolute($0, in: r.workdir!) }
                 r.hold = r.hold ?? defaults.hold
                 jobs.append(r)
                 lineNumbers.append(lineNo)
@@ -240,6 +251,11 @@ struct Submit: ParsableCommand {
         } else {
             out(ids.map(String.init).joined(separator: "\n") + "\n")
         }
+    }
+
+    /// A path made absolute against a directory.
+    static func absolute(_ path: String, in dir: String) -> String {
+        path.hasPrefix("/") ? path : (dir.hasSuffix("/") ? dir : dir + "/") + path
     }
 
     static func describe(_ error: any Error) -> String {

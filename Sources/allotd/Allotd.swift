@@ -89,18 +89,30 @@ struct Supervise: AsyncParsableCommand {
 struct ExecAsCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "exec-as",
-        abstract: "Run a command as another user (used by job supervisors; root only).",
+        abstract: "Run a job's command as its owner (used by job supervisors).",
         shouldDisplay: false
     )
 
-    @Option var uid: UInt32
-    @Option var gid: UInt32
+    @Option var uid: UInt32?
+    @Option var gid: UInt32?
     @Option(help: "Supplementary groups, separated by commas.") var groups: String = ""
+    @Option(help: "Enter this directory (as the owner).") var workdir: String?
+    @Option(help: "Send standard output and error to this file, opened as the owner.") var output: String?
+    @Option(help: "Join this cgroup first (root).") var cgroup: String?
+    @Option(help: "Write why the command could not be run to this file.") var report: String?
     @Argument(parsing: .postTerminator) var command: [String] = []
 
     func run() throws {
         guard !command.isEmpty else { throw ValidationError("give the command after --") }
-        let g = groups.split(separator: ",").compactMap { UInt32($0) }
-        throw ExitCode(ExecAs.run(uid: uid, gid: gid, groups: g, command: command))
+        var o = ExecAs.Options()
+        o.uid = uid
+        o.gid = gid
+        o.groups = groups.split(separator: ",").compactMap { UInt32($0) }
+        o.workdir = workdir
+        o.output = output
+        o.cgroup = cgroup
+        o.report = report
+        o.command = command
+        throw ExitCode(ExecAs.run(o))
     }
 }

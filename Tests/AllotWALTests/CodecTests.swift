@@ -78,23 +78,40 @@ import Testing
         }
     }
 
-    /// The format cannot drift unnoticed: testdata/golden-v2.wal holds the sample events with every version-2
+    /// A newer allot reads version 2: testdata/golden-v2.wal holds the sample events with every version-2
+    /// field, written by format version 2.
+    @Test func goldenV2SegmentStillReads() throws {
+        let events = Sample.events + Sample.eventsV2
+        try withTempDir { dir in
+            try FileManager.default.createDirectory(atPath: dir + "/wal", withIntermediateDirectories: true)
+            try FileManager.default.copyItem(
+                atPath: Sample.testdata.appendingPathComponent("golden-v2.wal").path,
+                toPath: dir + "/wal/" + WALFormat.segmentName(sequence: 1, firstLSN: 1)
+            )
+            var read: [Event] = []
+            let stop = try WALInspector.walk(directory: dir) { read.append($0.event) }
+            #expect(stop == nil)
+            #expect(read == events)
+        }
+    }
+
+    /// The format cannot drift unnoticed: testdata/golden-v3.wal holds the sample events with every version-3
     /// field. It must decode to them, and encoding them must give the same bytes. Regenerate only for a
     /// deliberate format change (with a new version): ALLOT_UPDATE_GOLDEN=1.
-    @Test func goldenV2SegmentReadsAndWritesTheSameBytes() throws {
-        let events = Sample.events + Sample.eventsV2
+    @Test func goldenV3SegmentReadsAndWritesTheSameBytes() throws {
+        let events = Sample.events + Sample.eventsV2 + Sample.eventsV3
         var bytes = WALFormat.segmentHeader(sequence: 1, firstLSN: 1)
         for (i, e) in events.enumerated() {
             WALFormat.appendRecord(lsn: UInt64(i + 1), committed: UInt64(i), payload: EventCodec.encode(e), to: &bytes)
         }
         if ProcessInfo.processInfo.environment["ALLOT_UPDATE_GOLDEN"] == "1" {
             let source = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent(
-                "testdata/golden-v2.wal"
+                "testdata/golden-v3.wal"
             )
             try Data(bytes).write(to: source)
         }
-        let stored = [UInt8](try Data(contentsOf: Sample.testdata.appendingPathComponent("golden-v2.wal")))
-        #expect(stored == bytes, "the encoding of version 2 changed")
+        let stored = [UInt8](try Data(contentsOf: Sample.testdata.appendingPathComponent("golden-v3.wal")))
+        #expect(stored == bytes, "the encoding of version 3 changed")
         try withTempDir { dir in
             try FileManager.default.createDirectory(atPath: dir + "/wal", withIntermediateDirectories: true)
             try Data(stored).write(

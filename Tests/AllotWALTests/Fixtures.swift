@@ -157,6 +157,18 @@ enum Sample {
         ]
     }()
 
+    /// Events with the fields of format version 3: a job's own output file.
+    static let eventsV3: [Event] = [
+        Event(
+            time: Instant(seconds: 1_800_000_200),
+            .jobSubmitted(
+                id: 7,
+                spec: JobSpec(tenant: "research", gpus: 1, command: ["true"], output: "/home/ada/out.txt"),
+                held: true
+            )
+        )
+    ]
+
     /// A submit event for job `id`.
     static func submit(_ id: UInt64) -> Event {
         Event(

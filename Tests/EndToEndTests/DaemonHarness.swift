@@ -12,6 +12,8 @@ final class DaemonFixture {
     let socket: String
     let stateDir: String
     private(set) var process: ChildProcess?
+    /// Extra environment for allotd.
+    var environment: [String: String] = [:]
     var logPath: String { dir.appendingPathComponent("allotd.log").path }
 
     /// A small pool: one 4-GPU A100 node and one 2-GPU L4 node, both run by this daemon; no minimum run
@@ -68,7 +70,42 @@ final class DaemonFixture {
         }
         // Jobs that outlived the test: their supervisors run in their own sessions.
         killJobs()
+        removeJobCgroups()
         try? FileManager.default.removeItem(at: dir)
+    }
+
+    /// This fixture's job cgroups (allotd makes them under its own cgroup, which is ours, when run as root).
+    var jobCgroupBase: String? {
+        guard getuid() == 0, let mount = Self.cgroup2Mount(),
+            let own = try? String(contentsOfFile: "/proc/self/cgroup", encoding: .utf8),
+            let line = own.split(separator: "\n").first(where: { $0.hasPrefix("0::") })
+        else { return nil }
+        var path = String(line.dropFirst(3))
+        if path == "/" { path = "" }
+        var h: UInt32 = 2_166_136_261
+        for b in stateDir.utf8 { h = (h ^ UInt32(b)) &* 16_777_619 }
+        let base = mount + path + "/allot-jobs-" + String(h, radix: 16)
+        return FileManager.default.fileExists(atPath: base) ? base : nil
+    }
+
+    func removeJobCgroups() {
+        guard let base = jobCgroupBase else { return }
+        for job in (try? FileManager.default.contentsOfDirectory(atPath: base)) ?? [] where job.hasPrefix("job-") {
+            try? "1".write(toFile: "\(base)/\(job)/cgroup.kill", atomically: false, encoding: .utf8)
+            for _ in 0..<50 where rmdir("\(base)/\(job)") != 0 { usleep(20_000) }
+        }
+        rmdir(base)
+    }
+
+    static func cgroup2Mount() -> String? {
+        guard let info = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return nil }
+        for line in info.split(separator: "\n") {
+            let halves = line.components(separatedBy: " - ")
+            guard halves.count == 2, halves[1].hasPrefix("cgroup2 ") else { continue }
+            let fields = halves[0].split(separator: " ")
+            if fields.count > 4 { return String(fields[4]) }
+        }
+        return nil
     }
 
     func writeConfig(pool: String, daemon extra: String = "") throws {
@@ -93,7 +130,8 @@ final class DaemonFixture {
         let p = try ChildProcess(
             Harness.binDir.appendingPathComponent("allotd").path,
             ["--config", config.path, "--log-level", "debug"],
-            output: logPath
+            output: logPath,
+            environment: environment
         )
         process = p
         let deadline = Date().addingTimeInterval(30)
@@ -192,6 +230,16 @@ final class DaemonFixture {
         return out.isEmpty ? "(no run directory)" : out
     }
 
+    /// A pid a job's newest run recorded ("pid": the job's leader; "supervisor.pid").
+    func recordedPID(_ id: Int, _ file: String) -> Int32? {
+        let base = "\(stateDir)/jobs/\(id)"
+        let runs = ((try? FileManager.default.contentsOfDirectory(atPath: base)) ?? []).compactMap { Int($0) }
+        guard let run = runs.max(),
+            let text = try? String(contentsOfFile: "\(base)/\(run)/\(file)", encoding: .utf8)
+        else { return nil }
+        return Int32(text.split(whereSeparator: { $0 == " " || $0 == "\n" }).first ?? "")
+    }
+
     /// Kills every process of this fixture's jobs (by their recorded pids).
     func killJobs() {
         let jobs = stateDir + "/jobs"
@@ -201,7 +249,7 @@ final class DaemonFixture {
             for run in runs {
                 for file in ["pid", "supervisor.pid"] {
                     if let t = try? String(contentsOfFile: "\(jobs)/\(id)/\(run)/\(file)", encoding: .utf8),
-                        let pid = Int32(t.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 1
+                        let pid = Int32(t.split(whereSeparator: { $0 == " " || $0 == "\n" }).first ?? ""), pid > 1
                     {
                         kill(-pid, SIGKILL)
                         kill(pid, SIGKILL)
@@ -276,7 +324,7 @@ final class ChildProcess {
     let pid: pid_t
     private var status: Int32?
 
-    init(_ path: String, _ args: [String], output: String) throws {
+    init(_ path: String, _ args: [String], output: String, environment extra: [String: String] = [:]) throws {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
@@ -299,7 +347,11 @@ final class ChildProcess {
         sigfillset(&defaults)
         posix_spawnattr_setsigdefault(&attr, &defaults)
         var pid: pid_t = 0
-        let rc = posix_spawn(&pid, path, &actions, &attr, argv, environ)
+        var env = ProcessInfo.processInfo.environment
+        for (k, v) in extra { env[k] = v }
+        let envp = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer { for p in envp { free(p) } }
+        let rc = posix_spawn(&pid, path, &actions, &attr, argv, envp)
         guard rc == 0 else { throw FixtureError("cannot start \(path): \(String(cString: strerror(rc)))") }
         self.pid = pid
     }

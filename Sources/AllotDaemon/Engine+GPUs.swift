@@ -1,0 +1,237 @@
+import AllotConfig
+import AllotCore
+import AllotProtocol
+import Foundation
+import Logging
+import Synchronization
+
+/// What the engine knows of a local node's real GPUs.
+struct NodeGPUs: Sendable {
+    var inventory: GPUInventory?
+    /// Why the last probe failed.
+    var problem: String?
+}
+
+/// Probes this host's GPUs on its own thread (NVML and nvidia-smi calls block, sometimes for seconds on a
+/// sick GPU) and hands what it finds to the engine.
+final class GPUWatcher: Sendable {
+    let probe: GPUProbe
+    let interval: Double
+    let useNVML: Bool
+    private let stopped = Mutex(false)
+
+    init(probe: GPUProbe, interval: Double, useNVML: Bool) {
+        self.probe = probe
+        self.interval = interval
+        self.useNVML = useNVML
+    }
+
+    func start(engine: EngineHandle) {
+        let thread = Thread { [self] in
+            while !stopped.withLock({ $0 }) {
+                // Sleep first: the engine probed once at start-up.
+                var slept = 0.0
+                while slept < interval && !stopped.withLock({ $0 }) {
+                    usleep(100_000)
+                    slept += 0.1
+                }
+                if stopped.withLock({ $0 }) { break }
+                let result: Result<GPUInventory, GPUProbeError>
+                do {
+                    result = .success(try probe.probe(allowNVML: useNVML))
+                } catch {
+                    result = .failure(GPUProbeError(message: "\(error)"))
+                }
+                engine.send(.gpus(result))
+            }
+        }
+        thread.name = "allotd-gpus"
+        thread.start()
+    }
+
+    func stop() { stopped.withLock { $0 = true } }
+}
+
+struct GPUProbeError: Error, Sendable, CustomStringConvertible {
+    var message: String
+    var description: String { message }
+}
+
+extension Engine {
+    /// The local nodes that discover their GPUs.
+    var discoveringNodes: [String] {
+        config.discovery.keys.filter { localNodes.contains($0) || isLocalName($0) }.sorted()
+    }
+
+    func isLocalName(_ name: String) -> Bool {
+        guard let spec = config.nodes.first(where: { $0.name == name }) else { return false }
+        return config.daemon.isLocal(spec, hostname: hostname)
+    }
+
+    /// Probes the GPUs once, blocking (start-up), and starts the watcher.
+    func discoverAtStartUp() {
+        let nodes = config.discovery.filter { isLocalName($0.key) }
+        guard !nodes.isEmpty else { return }
+        let useNVML = nodes.values.contains(.nvml)
+        let probe = GPUProbe(library: settings.nvmlLibrary, smi: settings.nvidiaSMI)
+        gpuProbe = probe
+        let found: Result<GPUInventory, GPUProbeError>
+        do {
+            found = .success(try probe.probe(allowNVML: useNVML))
+        } catch {
+            found = .failure(GPUProbeError(message: "\(error)"))
+        }
+        recordProbe(found, nodes: Array(nodes.keys))
+        if useNVML, let why = probe.nvmlProblem, case .success = found {
+            logger.warning("NVML cannot be used; GPUs are read with nvidia-smi", metadata: ["error": "\(why)"])
+        }
+        switch found {
+        case .success(let inv):
+            logger.notice(
+                "GPUs discovered",
+                metadata: [
+                    "gpus.source": "\(inv.source)", "gpus.count": "\(inv.gpus.count)",
+                    "gpus.driver": "\(inv.driver ?? "-")",
+                    "gpus.models": "\(Set(inv.gpus.compactMap(\.name)).sorted().joined(separator: ", "))",
+                    "nodes": "\(nodes.keys.sorted().joined(separator: ","))",
+                ]
+            )
+        case .failure(let e):
+            logger.error("GPU discovery failed", metadata: ["error": "\(e.message)"])
+        }
+        let watcher = GPUWatcher(probe: probe, interval: settings.gpuCheckInterval, useNVML: useNVML)
+        gpuWatcher = watcher
+        watcher.start(engine: handle)
+    }
+
+    func recordProbe(_ result: Result<GPUInventory, GPUProbeError>, nodes: [String]) {
+        for n in nodes {
+            switch result {
+            case .success(let inv): discovered[n] = NodeGPUs(inventory: inv, problem: nil)
+            case .failure(let e): discovered[n, default: NodeGPUs()].problem = e.message
+            }
+        }
+    }
+
+    /// A config file with the GPU counts that discovery found in place of the declared ones.
+    func withDiscoveredCounts(_ file: ConfigFile) -> ConfigFile {
+        var file = file
+        for i in file.nodes.indices {
+            let name = file.nodes[i].name
+            guard file.discovery[name] != nil, let inv = discovered[name]?.inventory, !inv.gpus.isEmpty else {
+                continue
+            }
+            let count = min(inv.gpus.count, FreePool.maxGPUsPerNode)
+            if count != file.nodes[i].gpus {
+                logger.notice(
+                    "Node GPU count taken from discovery",
+                    metadata: ["node": "\(name)", "declared": "\(file.nodes[i].gpus)", "found": "\(count)"]
+                )
+                file.nodes[i].gpus = count
+                // Islands naming GPUs that are not there would make the node invalid.
+                file.nodes[i].nvlinkIslands = file.nodes[i].nvlinkIslands.compactMap { island in
+                    let kept = island.filter { $0 < count }
+                    return kept.isEmpty ? nil : kept
+                }
+            }
+        }
+        return file
+    }
+
+    /// Brings the state's view of discovered nodes to what the last probe found: GPU health events; nodes
+    /// whose GPUs cannot be found are held down until they can.
+    func applyProbe(_ result: Result<GPUInventory, GPUProbeError>) {
+        let nodes = discoveringNodes
+        recordProbe(result, nodes: nodes)
+        var events: [Event.Body] = []
+        for name in nodes {
+            guard let node = state.node(named: name) else { continue }
+            switch result {
+            case .failure(let e):
+                if node.state == .up || node.state == .draining {
+                    events.append(.nodeStateChanged(name: name, state: .down, reason: Self.discoveryDown + e.message))
+                }
+            case .success(let inv):
+                if node.state == .down, node.stateReason?.hasPrefix(Self.discoveryDown) == true {
+                    events.append(.nodeStateChanged(name: name, state: .up, reason: nil))
+                }
+                for gpu in 0..<node.spec.gpus {
+                    let seen = inv.gpus.first { $0.index == gpu }
+                    let health = seen?.health ?? .unhealthy
+                    let reason = seen == nil ? "not found by \(inv.source)" : seen?.reason
+                    if node.health[gpu] != health || (health == .unhealthy && node.healthReason[gpu] != reason) {
+                        events.append(.gpuHealthChanged(node: name, gpu: gpu, health: health, reason: reason))
+                    }
+                }
+            }
+        }
+        for e in events {
+            do {
+                try apply(e)
+                if case .gpuHealthChanged(let node, let gpu, let health, let reason) = e {
+                    let level: Logger.Level = health == .healthy ? .notice : .error
+                    logger.log(
+                        level: level,
+                        "GPU \(health == .healthy ? "healthy again" : "unhealthy: taken out of scheduling")",
+                        metadata: ["node": "\(node)", "gpu": "\(gpu)", "reason": "\(reason ?? "-")"]
+                    )
+                } else if case .nodeStateChanged(let node, let st, let reason) = e {
+                    logger.log(
+                        level: st == .down ? .error : .notice,
+                        "Node \(st == .down ? "down" : "up again")",
+                        metadata: ["node": "\(node)", "reason": "\(reason ?? "GPUs found again")"]
+                    )
+                }
+            } catch {
+                logger.error("GPU health event refused", metadata: ["error": "\(error)"])
+            }
+        }
+        stopJobsOnFailedGPUs()
+        if !events.isEmpty { requestPass() }
+    }
+
+    static let discoveryDown = "GPU discovery failed: "
+
+    /// Stops the jobs running on unhealthy GPUs of local nodes (or on a node that went down with discovery);
+    /// when they have ended they are requeued or failed, per `on_gpu_failure`.
+    func stopJobsOnFailedGPUs() {
+        for name in discoveringNodes {
+            guard let node = state.node(named: name) else { continue }
+            for gpu in 0..<node.spec.gpus {
+                let failedGPU = node.health[gpu] == .unhealthy
+                let downNode = node.state == .down
+                guard failedGPU || downNode, let id = node.holder[gpu], gpuFailures[id] == nil,
+                    let job = state.jobs[id], job.state.holdsGPUs
+                else { continue }
+                let why =
+                    failedGPU
+                    ? "GPU \(gpu) of node \(name) failed: \(node.healthReason[gpu] ?? "unhealthy")"
+                    : "node \(name) went down: \(node.stateReason ?? "")"
+                gpuFailures[id] = why
+                logger.error("Job stopped: its GPU failed", metadata: ["job.id": "\(id)", "reason": "\(why)"])
+                executor.stop(id, grace: min(job.spec.grace ?? job.grace ?? 30, 30), now: Self.now, why: why)
+            }
+        }
+    }
+
+    /// A node as `nodes` shows it, with what discovery found.
+    func nodeObject(_ node: Node) -> NodeObject {
+        var o = NodeObject(node, local: localNodes.contains(node.name))
+        guard let d = discovered[node.name] else { return o }
+        o.discovery = d.inventory.map { inv in inv.source + (inv.driver.map { " (driver \($0))" } ?? "") }
+        o.discoveryProblem = d.problem
+        let found = d.inventory?.gpus ?? []
+        o.gpuList = (0..<node.spec.gpus).map { i in
+            let g = found.first { $0.index == i }
+            return GPUObject(
+                index: i,
+                health: node.health[i].rawValue,
+                reason: node.healthReason[i],
+                uuid: g?.uuid,
+                name: g?.name,
+                memoryMiB: g?.memoryMiB
+            )
+        }
+        return o
+    }
+}
