@@ -240,6 +240,8 @@ final class Engine {
             }
             for list in followers.values { for f in list { f.jobEnded("daemon stopped") } }
             gpuWatcher?.stop()
+            // An empty job cgroup directory goes (one still holding jobs stays: rmdir refuses).
+            if let base = executor.cgroupBase { rmdir(base) }
             durability.finish()
             snapshots.finish()
             group.cancelAll()
