@@ -260,6 +260,12 @@ public enum ExecAs {
             return fail("cannot enter the working directory \(dir): \(why())", 126)
         }
         guard let first = o.command.first else { return fail("no command to run", 127) }
+        // The job starts as a fresh process would: no signal blocked (this thread of the Swift runtime
+        // blocks most, and the mask survives exec), none ignored. Else a job's SIGTERM trap never runs.
+        var none = sigset_t()
+        sigemptyset(&none)
+        pthread_sigmask(SIG_SETMASK, &none, nil)
+        for sig in 1..<65 where sig != SIGKILL && sig != SIGSTOP { signal(Int32(sig), SIG_DFL) }
         let argv = o.command.map { strdup($0) } + [nil]
         execvp(first, argv)
         return fail("cannot run \(first): \(why())", errno == ENOENT ? 127 : 126)
