@@ -27,7 +27,7 @@ let package = Package(
         .package(url: "https://github.com/LebJe/TOMLKit.git", from: "0.6.0"),
         .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.0"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.0"),
-        .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
         .package(url: "https://github.com/swiftlang/swift-subprocess.git", from: "1.0.0"),
         .package(url: "https://github.com/apple/swift-system.git", from: "1.4.0"),
@@ -39,11 +39,19 @@ let package = Package(
         .target(name: "AllotWAL", dependencies: ["AllotCore"], swiftSettings: upcoming),
         // The control protocol: JSON-RPC 2.0 messages over a Unix socket, one per line.
         .target(name: "AllotProtocol", dependencies: ["AllotCore"], swiftSettings: upcoming),
+        // libsystemd (pkg-config libsystemd; Debian's libsystemd-dev).
+        .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
+        // What allotd uses of systemd: notifications, watchdog, socket activation, the journal.
+        .target(
+            name: "AllotSystemd",
+            dependencies: ["CSystemd", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: upcoming
+        ),
         // The daemon's parts: engine (state owner), control server, executor and supervisor.
         .target(
             name: "AllotDaemon",
             dependencies: [
-                "AllotCore", "AllotWAL", "AllotProtocol", "AllotConfig",
+                "AllotCore", "AllotWAL", "AllotProtocol", "AllotConfig", "AllotSystemd",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -77,7 +85,7 @@ let package = Package(
         .executableTarget(
             name: "allotd",
             dependencies: [
-                "AllotCore", "AllotWAL", "AllotDaemon", "AllotConfig",
+                "AllotCore", "AllotWAL", "AllotDaemon", "AllotConfig", "AllotSystemd",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -151,6 +151,7 @@ struct ControlServer: Service {
             )
             chmod(path, mode_t(limits.socketMode))
         }
+        engine.send(.listening)
         logger.info(
             "Listening",
             metadata: ["socket": "\(path)", "socket.mode": "\(String(limits.socketMode, radix: 8))"]

@@ -1,5 +1,6 @@
 import AllotConfig
 import AllotCore
+import AllotSystemd
 import AllotWAL
 import Foundation
 import Logging
@@ -27,9 +28,16 @@ public struct DaemonOptions: Sendable {
     }
 }
 
-/// Why allotd could not start: a sentence for its log and standard error.
+/// Why allotd could not start: a sentence for its log and standard error, and an errno for systemd.
 public struct StartupError: Error, CustomStringConvertible {
     public var description: String
+    /// `ERRNO=` for systemd: EINVAL (a bad configuration) unless said otherwise.
+    public var errno: Int32 = EINVAL
+
+    public init(description: String, errno: Int32 = EINVAL) {
+        self.description = description
+        self.errno = errno
+    }
 }
 
 /// allotd: recovers the state, then serves the control socket and runs the scheduler until SIGTERM.
@@ -50,7 +58,10 @@ public enum Daemon {
         do {
             try FileManager.default.createDirectory(atPath: settings.stateDir, withIntermediateDirectories: true)
         } catch {
-            throw StartupError(description: "cannot create the state directory \(settings.stateDir): \(error)")
+            throw StartupError(
+                description: "cannot create the state directory \(settings.stateDir): \(error)",
+                errno: EIO
+            )
         }
         var walOptions = WriteAheadLog.Options()
         walOptions.sync = WriteAheadLog.SyncPolicy(rawValue: file.wal.sync.rawValue) ?? .batch
@@ -113,7 +124,7 @@ public enum Daemon {
         do {
             (wal, report) = try WriteAheadLog.open(directory: stateDir, options: walOptions)
         } catch {
-            throw StartupError(description: "\(error)")
+            throw StartupError(description: "\(error)", errno: EIO)
         }
         logger.info(
             "Recovered",
@@ -165,6 +176,7 @@ struct EngineService: Service {
         await withGracefulShutdownHandler {
             await engine.run(commands: commands)
         } onGracefulShutdown: {
+            Systemd.notify("STOPPING=1", "STATUS=stopping: finishing requests, flushing the log")
             handle.finish()
         }
     }

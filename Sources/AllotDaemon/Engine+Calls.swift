@@ -122,8 +122,8 @@ extension Engine {
                 return
             }
             let path = j.spec.output ?? executor.logPath(j.id)
-            let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
-            answer(LogsResult(path: path, size: size ?? 0))
+            let size = ((try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? Int) ?? 0
+            answer(LogsResult(path: path, size: size))
             let stream = LogStream(job: p.id, path: path, offset: max(0, p.offset ?? 0), follow: p.follow ?? false)
             if stream.follow && !j.state.isTerminal {
                 followers[j.id, default: []].append(stream)

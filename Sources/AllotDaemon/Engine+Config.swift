@@ -16,6 +16,8 @@ extension Engine {
         guard let path = configPath else {
             return .failure(.refused("allotd was started without a configuration file; there is nothing to reload"))
         }
+        notifyReloading()
+        defer { notifyReloaded() }
         let file: ConfigFile
         do {
             file = try ConfigFile.load(path: path)

@@ -35,6 +35,8 @@ enum EngineCommand: Sendable {
     case snapshotWritten(lsn: UInt64, error: String?)
     /// What the GPU watcher found.
     case gpus(Result<GPUInventory, GPUProbeError>)
+    /// The control socket is listening.
+    case listening
 }
 
 /// The way into the engine, for every other task.
@@ -171,6 +173,8 @@ final class Engine {
     var gpuWatcher: GPUWatcher?
     /// Jobs stopped because a GPU of theirs failed, and why: requeued or failed when they end.
     var gpuFailures: [JobID: String] = [:]
+    /// systemd notifications.
+    var notifier = ServiceNotifier()
 
     /// The last pass's blocker for a pending job.
     func blocker(of id: JobID) -> Blocker? {
@@ -273,6 +277,8 @@ final class Engine {
                     metadata: ["error": "\(e.message)"]
                 )
             }
+        case .listening:
+            listening()
         case .gpus(let result):
             applyProbe(result)
             flush()
@@ -505,6 +511,7 @@ final class Engine {
 
     func tick() {
         let now = Self.now
+        notifyTick(now: now)
         if failure == nil {
             // Walltime limits.
             for id in state.activeJobs {

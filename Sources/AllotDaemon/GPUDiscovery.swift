@@ -125,13 +125,18 @@ final class NVML: @unchecked Sendable {
         (errorString(rc).map { String(cString: $0) } ?? "error") + " (NVML \(rc))"
     }
 
+    /// A NUL-terminated C string filled in by NVML.
+    static func text(_ buffer: [CChar]) -> String {
+        String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
     /// Forgets the XID errors seen so far (an operator resumed the node).
     func forgetErrors() { xids = [:] }
 
     /// Every GPU with its identity and health: lost from the bus, uncorrected ECC errors, critical XIDs.
     func probe() throws -> GPUInventory {
         var buffer = [CChar](repeating: 0, count: 256)
-        let driver = driverVersion(&buffer, UInt32(buffer.count)) == Self.success ? String(cString: buffer) : nil
+        let driver = driverVersion(&buffer, UInt32(buffer.count)) == Self.success ? Self.text(buffer) : nil
         var n: UInt32 = 0
         let rc = count(&n)
         guard rc == Self.success else { throw LoadError(description: "nvmlDeviceGetCount failed: \(text(rc))") }
@@ -148,8 +153,8 @@ final class NVML: @unchecked Sendable {
                 continue
             }
             devices[i] = device
-            if uuid(device, &buffer, UInt32(buffer.count)) == Self.success { gpu.uuid = String(cString: buffer) }
-            if name(device, &buffer, UInt32(buffer.count)) == Self.success { gpu.name = String(cString: buffer) }
+            if uuid(device, &buffer, UInt32(buffer.count)) == Self.success { gpu.uuid = Self.text(buffer) }
+            if name(device, &buffer, UInt32(buffer.count)) == Self.success { gpu.name = Self.text(buffer) }
             var mem = [UInt64](repeating: 0, count: 3)
             let mrc = memory(device, &mem)
             if mrc == Self.success {

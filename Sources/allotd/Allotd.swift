@@ -1,4 +1,5 @@
 import AllotDaemon
+import AllotSystemd
 import ArgumentParser
 import Foundation
 import Logging
@@ -53,18 +54,34 @@ struct Run: AsyncParsableCommand {
 
     func run() async throws {
         let level = Logger.Level(rawValue: logLevel)!
+        // Under systemd, standard error is the journal: write structured entries there instead.
+        let journal = Systemd.stderrIsJournal
         LoggingSystem.bootstrap { label in
+            if journal {
+                var h = JournalLogHandler(label: label)
+                h.logLevel = level
+                return h
+            }
             var h = StreamLogHandler.standardError(label: label)
             h.logLevel = level
             return h
         }
         let logger = Logger(label: "allotd")
         var options = DaemonOptions(configPath: config, stateDir: stateDir, socket: socket, repair: repair)
-        options.inheritedSocket = nil
+        // Socket activation: systemd passes the listening socket as fd 3.
+        options.inheritedSocket = Systemd.listenFDs().first
+        if let fd = options.inheritedSocket {
+            logger.info("Socket passed by systemd", metadata: ["fd": "\(fd)"])
+        }
         do {
             try await Daemon.run(options, logger: logger)
         } catch let e as StartupError {
             FileHandle.standardError.write(Data("allotd: \(e)\n".utf8))
+            Systemd.notify("STATUS=failed to start: \(e.description.prefix(200))", "ERRNO=\(e.errno)")
+            throw ExitCode(1)
+        } catch {
+            FileHandle.standardError.write(Data("allotd: \(error)\n".utf8))
+            Systemd.notify("STATUS=failed: \(String(describing: error).prefix(200))", "ERRNO=\(EIO)")
             throw ExitCode(1)
         }
     }

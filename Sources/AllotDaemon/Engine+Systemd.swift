@@ -1,0 +1,81 @@
+import AllotCore
+import AllotSystemd
+import Foundation
+import Logging
+
+/// allotd's side of `Type=notify`: READY once recovered and listening, STATUS kept current, WATCHDOG pings
+/// from the engine's own loop (so a hung scheduler stops them), RELOADING around reloads, STOPPING.
+struct ServiceNotifier {
+    /// Whether READY=1 was sent.
+    var ready = false
+    var lastStatus = ""
+    var lastStatusAt = 0.0
+    /// Half of WATCHDOG_USEC; nil: no watchdog.
+    let watchdogInterval: Double? = Systemd.watchdogInterval()
+    var lastPing = 0.0
+    let enabled = Systemd.isNotifying
+}
+
+extension Engine {
+    /// One line for `systemctl status`: "42 running, 118 pending, 60/64 GPUs busy, 3 lent to training".
+    func statusLine() -> String {
+        var total = 0
+        var busy = 0
+        for node in state.nodes {
+            total += node.spec.gpus
+            busy += node.gpusInUse
+        }
+        var running = 0
+        var lent = 0
+        for id in state.activeJobs {
+            guard let job = state.jobs[id], job.state.holdsGPUs else { continue }
+            running += 1
+            if !job.loans.isEmpty, let a = job.allocation { lent += a.gpuCount }
+        }
+        var line = "\(running) running, \(state.pendingJobs.count) pending, \(busy)/\(total) GPUs busy"
+        if lent > 0 { line += ", \(lent) lent" }
+        if failure != nil { line += "; the write-ahead log failed: read-only" }
+        return line
+    }
+
+    /// The control socket is listening and recovery is done (the engine serves commands only after its
+    /// start-up): tell systemd.
+    func listening() {
+        guard !notifier.ready else { return }
+        notifier.ready = true
+        let line = statusLine()
+        notifier.lastStatus = line
+        notifier.lastStatusAt = Self.now
+        Systemd.ready(status: line)
+        logger.info("Told systemd: ready", metadata: ["status": "\(line)"])
+    }
+
+    /// From the tick: the watchdog ping and, every 2 s when it changed, the status line.
+    func notifyTick(now: Double) {
+        guard notifier.enabled, notifier.ready else { return }
+        if let interval = notifier.watchdogInterval, now - notifier.lastPing >= interval {
+            Systemd.notify("WATCHDOG=1")
+            notifier.lastPing = now
+        }
+        if now - notifier.lastStatusAt >= 2 {
+            notifier.lastStatusAt = now
+            let line = statusLine()
+            if line != notifier.lastStatus {
+                notifier.lastStatus = line
+                Systemd.notify("STATUS=\(line)")
+            }
+        }
+    }
+
+    func notifyReloading() {
+        guard notifier.enabled, notifier.ready else { return }
+        Systemd.reloading()
+    }
+
+    func notifyReloaded() {
+        guard notifier.enabled, notifier.ready else { return }
+        let line = statusLine()
+        notifier.lastStatus = line
+        Systemd.notify("READY=1", "STATUS=\(line)")
+    }
+}
