@@ -3,13 +3,30 @@
 #   make simulate  replay the example trace on the example pool
 #   make test    the test suite
 #   make bench   the benchmarks (Benchmarks/, a package of its own)
+#   make install / make uninstall   release binaries, systemd units, config, man pages, completions, docs
+#                (PREFIX=/usr/local, DESTDIR for staging; see docs/operations.md)
 SHELL := /bin/bash
 SWIFT ?= swift
 CONFIG ?= etc/allot/allotd.toml
 TRACE ?= examples/trace-mixed.csv
 BIN := $(shell $(SWIFT) build --show-bin-path 2>/dev/null)
 
-.PHONY: all deps build release test lint format demo simulate bench bench-daemon figures clean
+.PHONY: all deps build release test lint format demo simulate bench bench-daemon figures clean install uninstall \
+	verify-units
+
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+SYSCONFDIR ?= /etc
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+TMPFILESDIR ?= $(PREFIX)/lib/tmpfiles.d
+MANDIR ?= $(PREFIX)/share/man
+DOCDIR ?= $(PREFIX)/share/doc/allot
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+ZSHCOMPDIR ?= $(PREFIX)/share/zsh/site-functions
+FISHCOMPDIR ?= $(PREFIX)/share/fish/vendor_completions.d
+RELEASE_BIN = $(shell $(SWIFT) build -c release --show-bin-path 2>/dev/null)
+GENERATED := .build/install
 
 all: build
 
@@ -64,6 +81,56 @@ bench-daemon: release
 # allot against the backfill and fifo baselines on public traces (needs ../shared/data/traces).
 figures: deps
 	scripts/policy-figures.sh
+
+# The unit with this installation's paths.
+$(GENERATED)/allotd.service: systemd/allotd.service.in
+	@mkdir -p $(GENERATED)
+	sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' -e 's|@DOCDIR@|$(DOCDIR)|g' $< > $@
+
+# Man pages and shell completions come from argument-parser (the same texts as --help).
+$(GENERATED)/man: release
+	@mkdir -p $@
+	$(SWIFT) package --allow-writing-to-directory $@ generate-manual --output-directory $@
+	$(RELEASE_BIN)/allotctl --generate-completion-script bash > $(GENERATED)/allotctl.bash
+	$(RELEASE_BIN)/allotctl --generate-completion-script zsh > $(GENERATED)/_allotctl
+	$(RELEASE_BIN)/allotctl --generate-completion-script fish > $(GENERATED)/allotctl.fish
+
+install: release $(GENERATED)/allotd.service $(GENERATED)/man
+	install -D -m 0755 $(RELEASE_BIN)/allotd $(DESTDIR)$(BINDIR)/allotd
+	install -D -m 0755 $(RELEASE_BIN)/allotctl $(DESTDIR)$(BINDIR)/allotctl
+	install -D -m 0644 $(GENERATED)/allotd.service $(DESTDIR)$(UNITDIR)/allotd.service
+	install -D -m 0644 systemd/allotd.socket $(DESTDIR)$(UNITDIR)/allotd.socket
+	install -D -m 0644 systemd/allot.sysusers $(DESTDIR)$(SYSUSERSDIR)/allot.conf
+	install -D -m 0644 systemd/allot.tmpfiles $(DESTDIR)$(TMPFILESDIR)/allot.conf
+	@# An existing configuration is never overwritten.
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/allot/allotd.toml ]; then \
+		echo "keeping $(DESTDIR)$(SYSCONFDIR)/allot/allotd.toml (the example is in $(DOCDIR)/allotd.toml.example)"; \
+	else \
+		install -D -m 0644 etc/allot/allotd.toml $(DESTDIR)$(SYSCONFDIR)/allot/allotd.toml; \
+	fi
+	install -D -m 0644 etc/allot/allotd.toml $(DESTDIR)$(DOCDIR)/allotd.toml.example
+	install -D -m 0644 -t $(DESTDIR)$(MANDIR)/man1 $(GENERATED)/man/*.1
+	install -D -m 0644 $(GENERATED)/allotctl.bash $(DESTDIR)$(BASHCOMPDIR)/allotctl
+	install -D -m 0644 $(GENERATED)/_allotctl $(DESTDIR)$(ZSHCOMPDIR)/_allotctl
+	install -D -m 0644 $(GENERATED)/allotctl.fish $(DESTDIR)$(FISHCOMPDIR)/allotctl.fish
+	install -D -m 0644 -t $(DESTDIR)$(DOCDIR) README.md docs/*.md
+	@echo "installed; next: systemd-sysusers; systemd-tmpfiles --create; systemctl daemon-reload;"
+	@echo "      systemctl enable --now allotd.socket allotd.service   (docs/operations.md)"
+
+# Leaves the configuration and the state directory (/var/lib/allot): they are the operator's.
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/allotd $(DESTDIR)$(BINDIR)/allotctl
+	rm -f $(DESTDIR)$(UNITDIR)/allotd.service $(DESTDIR)$(UNITDIR)/allotd.socket
+	rm -f $(DESTDIR)$(SYSUSERSDIR)/allot.conf $(DESTDIR)$(TMPFILESDIR)/allot.conf
+	rm -f $(DESTDIR)$(MANDIR)/man1/allotd.1 $(DESTDIR)$(MANDIR)/man1/allotctl.1
+	rm -f $(DESTDIR)$(BASHCOMPDIR)/allotctl $(DESTDIR)$(ZSHCOMPDIR)/_allotctl $(DESTDIR)$(FISHCOMPDIR)/allotctl.fish
+	rm -rf $(DESTDIR)$(DOCDIR)
+	@echo "kept $(SYSCONFDIR)/allot and /var/lib/allot"
+
+# systemd's own check of the units (CI runs it through make test's SystemdUnitTests as well).
+verify-units: $(GENERATED)/allotd.service
+	cp systemd/allotd.socket $(GENERATED)/
+	cd $(GENERATED) && systemd-analyze verify --recursive-errors=no ./allotd.service ./allotd.socket
 
 clean:
 	$(SWIFT) package clean

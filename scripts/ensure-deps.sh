@@ -3,8 +3,9 @@
 # As root it installs missing packages with apt-get; otherwise it prints the command to run.
 set -euo pipefail
 
-# Swift comes from swift.org (/opt/swift here); everything else from Debian.
-packages=(git pkg-config libstdc++-12-dev)
+# Swift comes from swift.org (/opt/swift here); everything else from Debian. libsystemd-dev: allotd talks to
+# systemd (sd_notify, socket activation, the journal) through libsystemd.
+packages=(git pkg-config libstdc++-12-dev libsystemd-dev)
 
 if ! command -v swift >/dev/null 2>&1; then
     if [ -x /opt/swift/usr/bin/swift ]; then
