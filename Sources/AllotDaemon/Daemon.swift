@@ -2,6 +2,7 @@ import AllotConfig
 import AllotCore
 import AllotSystemd
 import AllotWAL
+import CoreMetrics
 import Foundation
 import Logging
 import ServiceLifecycle
@@ -74,6 +75,24 @@ public enum Daemon {
 
         let (commands, continuation) = AsyncStream<EngineCommand>.makeStream()
         let handle = EngineHandle(continuation: continuation)
+        var metricsServer: MetricsServer?
+        var metrics: DaemonMetrics?
+        if let listen = settings.metricsListen {
+            guard let (host, port) = MetricsServer.parse(listen) else {
+                throw StartupError(
+                    description:
+                        "[daemon] metrics_listen: expected host:port such as \"127.0.0.1:9464\", got \"\(listen)\""
+                )
+            }
+            let m = DaemonMetrics()
+            wal.observeWrites { t in
+                m.walWrite.recordSeconds(t.writeSeconds)
+                m.walSync.recordSeconds(t.syncSeconds)
+                m.walBatchRecords.record(t.records)
+            }
+            metrics = m
+            metricsServer = MetricsServer(host: host, port: port, metrics: m, engine: handle, logger: logger)
+        }
         let engine = EngineService(
             recovered: recovered,
             lsn: lastLSN,
@@ -82,7 +101,8 @@ public enum Daemon {
             wal: wal,
             handle: handle,
             commands: commands,
-            logger: logger
+            logger: logger,
+            metrics: metrics
         )
         var server = ControlServer(
             path: settings.socket,
@@ -102,7 +122,7 @@ public enum Daemon {
                     .init(service: engine),
                     .init(service: server),
                     .init(service: ReloadSignals(engine: handle)),
-                ],
+                ] + (metricsServer.map { [ServiceGroupConfiguration.ServiceConfiguration(service: $0)] } ?? []),
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger
             )
@@ -161,6 +181,7 @@ struct EngineService: Service {
     let handle: EngineHandle
     let commands: AsyncStream<EngineCommand>
     let logger: Logger
+    let metrics: DaemonMetrics?
 
     func run() async {
         let engine = Engine(
@@ -170,7 +191,8 @@ struct EngineService: Service {
             configPath: configPath,
             wal: wal,
             handle: handle,
-            logger: logger
+            logger: logger,
+            metrics: metrics
         )
         let handle = self.handle
         await withGracefulShutdownHandler {

@@ -2,6 +2,7 @@ import AllotConfig
 import AllotCore
 import AllotProtocol
 import AllotWAL
+import CoreMetrics
 import Foundation
 import Logging
 import Synchronization
@@ -254,6 +255,7 @@ extension Engine {
             let id = state.nextJobID
             do {
                 try apply([Event(time: t, .jobSubmitted(id: id, spec: spec, held: held))])
+                metrics?.submitted.increment()
             } catch {
                 // Checked above; a refusal here is a bug, and what was applied stays (it is logged).
                 return .failure(

@@ -46,6 +46,21 @@ extension Engine {
     /// counted exactly; runs before it (a job preempted and started again) are spread evenly between its
     /// first start and the start of its current run, or its end.
     func cost(_ p: CostParams) -> Result<CostResult, RPCError> {
+        costTotals(p).map { by, rows in
+            let out = rows.map {
+                CostRow(
+                    key: $0.key,
+                    gpuHours: ($0.value.hours * 1000).rounded() / 1000,
+                    costUSD: ($0.value.usd * 100).rounded() / 100
+                )
+            }
+            .sorted { $0.costUSD != $1.costUSD ? $0.costUSD > $1.costUSD : $0.key < $1.key }
+            return CostResult(by: by, rows: out)
+        }
+    }
+
+    /// GPU-hours and dollars by key, unrounded (``cost(_:)`` rounds them for people; metrics want them exact).
+    func costTotals(_ p: CostParams) -> Result<(by: String, rows: [String: (hours: Double, usd: Double)]), RPCError> {
         let by = p.by ?? "tenant"
         guard ["tenant", "model", "kind", "job", "user"].contains(by) else {
             return .failure(.invalidParams("by: expected tenant, model, kind, user or job, got \"\(by)\""))
@@ -99,14 +114,6 @@ extension Engine {
             rows[key, default: (0, 0)].hours += gpuSeconds / 3600
             rows[key, default: (0, 0)].usd += usd
         }
-        let out = rows.map {
-            CostRow(
-                key: $0.key,
-                gpuHours: ($0.value.hours * 1000).rounded() / 1000,
-                costUSD: ($0.value.usd * 100).rounded() / 100
-            )
-        }
-        .sorted { $0.costUSD != $1.costUSD ? $0.costUSD > $1.costUSD : $0.key < $1.key }
-        return .success(CostResult(by: by, rows: out))
+        return .success((by, rows))
     }
 }

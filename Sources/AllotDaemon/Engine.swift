@@ -2,6 +2,7 @@ import AllotConfig
 import AllotCore
 import AllotProtocol
 import AllotWAL
+import CoreMetrics
 import Foundation
 import Logging
 import NIOPosix
@@ -37,6 +38,8 @@ enum EngineCommand: Sendable {
     case gpus(Result<GPUInventory, GPUProbeError>)
     /// The control socket is listening.
     case listening
+    /// A metrics scrape: bring the gauges up to date, then resume.
+    case refreshMetrics(CheckedContinuation<Void, Never>)
 }
 
 /// The way into the engine, for every other task.
@@ -175,6 +178,8 @@ final class Engine {
     var gpuFailures: [JobID: String] = [:]
     /// systemd notifications.
     var notifier = ServiceNotifier()
+    /// Prometheus metrics, when `metrics_listen` is set.
+    let metrics: DaemonMetrics?
 
     /// The last pass's blocker for a pending job.
     func blocker(of id: JobID) -> Blocker? {
@@ -194,8 +199,10 @@ final class Engine {
         configPath: String?,
         wal: WriteAheadLog,
         handle: EngineHandle,
-        logger: Logger
+        logger: Logger,
+        metrics: DaemonMetrics? = nil
     ) {
+        self.metrics = metrics
         self.state = recovered
         self.config = config
         self.configPath = configPath
@@ -279,6 +286,9 @@ final class Engine {
             }
         case .listening:
             listening()
+        case .refreshMetrics(let done):
+            refreshMetrics()
+            done.resume()
         case .gpus(let result):
             applyProbe(result)
             flush()
@@ -469,7 +479,14 @@ final class Engine {
         guard failure == nil else { return }
         let now = Self.now
         lastPassAt = now
+        let passStart = ContinuousClock.now
         let pass = scheduler.schedule(state, at: Instant(seconds: now))
+        if let m = metrics {
+            let d = ContinuousClock.now - passStart
+            m.passSeconds.recordNanoseconds(
+                d.components.seconds * 1_000_000_000 + d.components.attoseconds / 1_000_000_000
+            )
+        }
         lastPass = pass
         reasonIndex = nil
         churn += pass.pending.count  // a pass's working arrays are as long as the queue
@@ -492,7 +509,9 @@ final class Engine {
                 )
                 pendingActions.append(.start(id, run: job.runs))
                 pendingActions.append(.notify(id, "started"))
+                metrics?.queueWait.recordSeconds(max(0, now - job.submitTime.seconds))
             case .preempt(_, let by, let grace, let reason):
+                metrics?.preempted(reason: reason)
                 logger.info(
                     "Job preempted",
                     metadata: [
@@ -600,7 +619,10 @@ final class Engine {
             metadata: ["job.id": "\(id)", "job.exit": "\(exit)", "job.state": "\(job.state.rawValue)"]
         )
         pendingActions.append(.notify(id, job.state.rawValue))
-        if job.state.isTerminal { pendingActions.append(.jobEnded(id)) }
+        if job.state.isTerminal {
+            pendingActions.append(.jobEnded(id))
+            metrics?.ended(as: job.state)
+        }
         requestPass()
     }
 

@@ -35,6 +35,16 @@ public final class WriteAheadLog: @unchecked Sendable {
         public init() {}
     }
 
+    /// How one group commit went: for metrics.
+    public struct WriteTiming: Sendable {
+        /// Records and bytes in the batch.
+        public var records: Int
+        public var bytes: Int
+        /// Seconds in write(2) and in fdatasync(2). (Not reported with `sync = never`.)
+        public var writeSeconds: Double
+        public var syncSeconds: Double
+    }
+
     /// What ``enqueue(_:)`` hands back: the LSN of the last record, to wait on with ``waitDurable(_:)``.
     public struct Ticket: Sendable, Hashable {
         public var lsn: UInt64
@@ -68,6 +78,7 @@ public final class WriteAheadLog: @unchecked Sendable {
     private var lastSnapshotLSN: UInt64
     private var bytesWritten = 0
     private var bytesAtSnapshot = 0
+    private var observer: (@Sendable (WriteTiming) -> Void)?
 
     // Owned by the writer (or by `enqueue` under `cond` with `.never`).
     private var segmentFD: Int32 = -1
@@ -326,6 +337,7 @@ public final class WriteAheadLog: @unchecked Sendable {
             )
         }
         let start = segmentSize
+        let t0 = ContinuousClock.now
         do {
             try FileIO.pwriteAll(segmentFD, bytes, at: start, path: segment.path)
         } catch {
@@ -357,6 +369,7 @@ public final class WriteAheadLog: @unchecked Sendable {
                 )
             )
         }
+        let t1 = ContinuousClock.now
         do {
             try FileIO.fdatasync(segmentFD, path: segment.path)
         } catch {
@@ -374,11 +387,32 @@ public final class WriteAheadLog: @unchecked Sendable {
                 )
             )
         }
+        let t2 = ContinuousClock.now
         segmentSize = start + bytes.count
         cond.lock()
         bytesWritten += bytes.count
+        let observer = self.observer
         cond.unlock()
+        observer?(
+            WriteTiming(
+                records: Int(batch.last!.last - firstLSN + 1),
+                bytes: bytes.count,
+                writeSeconds: Self.seconds(t1 - t0),
+                syncSeconds: Self.seconds(t2 - t1)
+            )
+        )
         return .success(batch.last!.last)
+    }
+
+    static func seconds(_ d: Duration) -> Double {
+        Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
+    }
+
+    /// Calls `observer` on the writer thread after each batch is durable (keep it quick).
+    public func observeWrites(_ observer: @escaping @Sendable (WriteTiming) -> Void) {
+        cond.lock()
+        self.observer = observer
+        cond.unlock()
     }
 
     /// Starts a new segment when the current one is full; the full one is synced first, so damage in any
