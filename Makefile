@@ -83,7 +83,7 @@ figures: deps
 	scripts/policy-figures.sh
 
 # The unit with this installation's paths.
-$(GENERATED)/allotd.service: systemd/allotd.service.in
+$(GENERATED)/%.service: systemd/%.service.in
 	@mkdir -p $(GENERATED)
 	sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' -e 's|@DOCDIR@|$(DOCDIR)|g' $< > $@
 
@@ -95,11 +95,12 @@ $(GENERATED)/man: release
 	$(RELEASE_BIN)/allotctl --generate-completion-script zsh > $(GENERATED)/_allotctl
 	$(RELEASE_BIN)/allotctl --generate-completion-script fish > $(GENERATED)/allotctl.fish
 
-install: release $(GENERATED)/allotd.service $(GENERATED)/man
+install: release $(GENERATED)/allotd.service $(GENERATED)/allotd-agent.service $(GENERATED)/man
 	install -D -m 0755 $(RELEASE_BIN)/allotd $(DESTDIR)$(BINDIR)/allotd
 	install -D -m 0755 $(RELEASE_BIN)/allotctl $(DESTDIR)$(BINDIR)/allotctl
 	install -D -m 0644 $(GENERATED)/allotd.service $(DESTDIR)$(UNITDIR)/allotd.service
 	install -D -m 0644 systemd/allotd.socket $(DESTDIR)$(UNITDIR)/allotd.socket
+	install -D -m 0644 $(GENERATED)/allotd-agent.service $(DESTDIR)$(UNITDIR)/allotd-agent.service
 	install -D -m 0644 systemd/allot.sysusers $(DESTDIR)$(SYSUSERSDIR)/allot.conf
 	install -D -m 0644 systemd/allot.tmpfiles $(DESTDIR)$(TMPFILESDIR)/allot.conf
 	@# An existing configuration is never overwritten.
@@ -120,17 +121,23 @@ install: release $(GENERATED)/allotd.service $(GENERATED)/man
 # Leaves the configuration and the state directory (/var/lib/allot): they are the operator's.
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/allotd $(DESTDIR)$(BINDIR)/allotctl
-	rm -f $(DESTDIR)$(UNITDIR)/allotd.service $(DESTDIR)$(UNITDIR)/allotd.socket
+	rm -f $(DESTDIR)$(UNITDIR)/allotd.service $(DESTDIR)$(UNITDIR)/allotd.socket $(DESTDIR)$(UNITDIR)/allotd-agent.service
 	rm -f $(DESTDIR)$(SYSUSERSDIR)/allot.conf $(DESTDIR)$(TMPFILESDIR)/allot.conf
 	rm -f $(DESTDIR)$(MANDIR)/man1/allotd.1 $(DESTDIR)$(MANDIR)/man1/allotctl.1
 	rm -f $(DESTDIR)$(BASHCOMPDIR)/allotctl $(DESTDIR)$(ZSHCOMPDIR)/_allotctl $(DESTDIR)$(FISHCOMPDIR)/allotctl.fish
 	rm -rf $(DESTDIR)$(DOCDIR)
 	@echo "kept $(SYSCONFDIR)/allot and /var/lib/allot"
 
-# systemd's own check of the units (CI runs it through make test's SystemdUnitTests as well).
-verify-units: $(GENERATED)/allotd.service
-	cp systemd/allotd.socket $(GENERATED)/
-	cd $(GENERATED) && systemd-analyze verify --recursive-errors=no ./allotd.service ./allotd.socket
+# systemd's own check of the units, with ExecStart at the built binary (the tests do the same).
+verify-units: build
+	@mkdir -p $(GENERATED)/verify
+	for u in allotd allotd-agent; do \
+		sed -e 's|@BINDIR@|$(BIN)|g' -e 's|@SYSCONFDIR@|/etc|g' -e 's|@DOCDIR@|$(CURDIR)/docs|g' \
+			systemd/$$u.service.in > $(GENERATED)/verify/$$u.service; \
+	done
+	cp systemd/allotd.socket $(GENERATED)/verify/
+	cd $(GENERATED)/verify && systemd-analyze verify --recursive-errors=no ./allotd.service ./allotd.socket \
+		./allotd-agent.service
 
 clean:
 	$(SWIFT) package clean

@@ -33,6 +33,10 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-system.git", from: "1.4.0"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.5.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.1.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.27.0"),
+        .package(url: "https://github.com/apple/swift-certificates.git", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-crypto.git", "3.0.0"..<"5.0.0"),
+        .package(url: "https://github.com/apple/swift-asn1.git", from: "1.1.0"),
     ],
     targets: [
         // The pure model and scheduler: standard library only, no clocks, no I/O.
@@ -41,6 +45,16 @@ let package = Package(
         .target(name: "AllotWAL", dependencies: ["AllotCore"], swiftSettings: upcoming),
         // The control protocol: JSON-RPC 2.0 messages over a Unix socket, one per line.
         .target(name: "AllotProtocol", dependencies: ["AllotCore"], swiftSettings: upcoming),
+        // The cluster CA: certificates for the controller and node agents (mutual TLS).
+        .target(
+            name: "AllotPKI",
+            dependencies: [
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+            ],
+            swiftSettings: upcoming
+        ),
         // libsystemd (pkg-config libsystemd; Debian's libsystemd-dev).
         .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
         // What allotd uses of systemd: notifications, watchdog, socket activation, the journal.
@@ -65,6 +79,8 @@ let package = Package(
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                "AllotPKI",
             ],
             swiftSettings: upcoming
         ),
@@ -83,7 +99,7 @@ let package = Package(
         .executableTarget(
             name: "allotctl",
             dependencies: [
-                "AllotCore", "AllotConfig", "AllotSim", "AllotProtocol",
+                "AllotCore", "AllotConfig", "AllotSim", "AllotProtocol", "AllotPKI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: upcoming

@@ -15,6 +15,8 @@ public struct ConfigFile: Hashable, Sendable {
     public var wal: WALSettings
     /// Nodes whose GPUs allotd finds itself (`discover = "nvml"`), by name; allotd only.
     public var discovery: [String: GPUDiscovery]
+    /// The `[cluster]` section (allotd with node agents); nil: no agents.
+    public var cluster: ClusterSettings?
 
     public init(
         pool: PoolConfig,
@@ -248,9 +250,32 @@ public struct ConfigFile: Hashable, Sendable {
             wal.snapshotEveryBytes = try w.bytes("snapshot_every_bytes") ?? wal.snapshotEveryBytes
             try w.finish()
         }
+        var cluster: ClusterSettings?
+        if var c = try r.subtable("cluster") {
+            var s = ClusterSettings(listen: try c.string("listen", required: true)!)
+            guard s.listen.contains(":"), let port = Int(s.listen.split(separator: ":").last ?? ""),
+                (1...65535).contains(port)
+            else { throw c.error("listen", "expected host:port such as \"0.0.0.0:7450\", got \"\(s.listen)\"") }
+            s.ca = try c.string("ca") ?? s.ca
+            s.certificate = try c.string("certificate") ?? s.certificate
+            s.key = try c.string("key") ?? s.key
+            s.heartbeatInterval = try c.duration("heartbeat_interval") ?? s.heartbeatInterval
+            s.nodeTimeout = try c.duration("node_timeout") ?? s.nodeTimeout
+            s.onNodeLoss = try c.oneOf("on_node_loss", NodeLossAction.self) ?? s.onNodeLoss
+            if s.nodeTimeout < 2 * s.heartbeatInterval {
+                throw c.error(
+                    "node_timeout",
+                    "must be at least twice heartbeat_interval (\(s.heartbeatInterval) s), got \(s.nodeTimeout) s"
+                )
+            }
+            try c.finish()
+            cluster = s
+        }
         try r.finish()
         if let problem = pool.problems().first { throw ConfigError(file: file, key: "", message: problem) }
-        return ConfigFile(pool: pool, nodes: nodes, daemon: daemon, wal: wal, discovery: discovery)
+        var result = ConfigFile(pool: pool, nodes: nodes, daemon: daemon, wal: wal, discovery: discovery)
+        result.cluster = cluster
+        return result
     }
 
     private static func nodeSpec(

@@ -77,6 +77,30 @@ public enum StopSignal: String, Sendable, Hashable, CaseIterable {
     }
 }
 
+/// The `[cluster]` section: the TCP listener for node agents, its certificates, and how node loss is told.
+public struct ClusterSettings: Hashable, Sendable {
+    /// `host:port` agents connect to.
+    public var listen: String
+    /// The cluster CA's certificate, and this controller's certificate and key (from `allotctl ca`).
+    public var ca = "/etc/allot/pki/ca.crt"
+    public var certificate = "/etc/allot/pki/controller.crt"
+    public var key = "/etc/allot/pki/controller.key"
+    /// Heartbeats both ways this often; a node whose agent is silent for `nodeTimeout` is down.
+    public var heartbeatInterval: Seconds = 2
+    public var nodeTimeout: Seconds = 15
+    public var onNodeLoss: NodeLossAction = .requeuePreemptible
+
+    public init(listen: String) { self.listen = listen }
+}
+
+/// What happens to the jobs of a node that is lost.
+public enum NodeLossAction: String, Sendable, Hashable, CaseIterable {
+    /// Preemptible jobs go back to the queue; the others fail.
+    case requeuePreemptible = "requeue-preemptible"
+    case requeue
+    case fail
+}
+
 /// The `[wal]` section.
 public struct WALSettings: Hashable, Sendable {
     public enum Sync: String, Sendable, CaseIterable { case always, batch, never }

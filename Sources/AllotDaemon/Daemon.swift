@@ -104,6 +104,15 @@ public enum Daemon {
             logger: logger,
             metrics: metrics
         )
+        var agentServer: AgentServer?
+        if let cluster = file.cluster {
+            do {
+                let context = try ClusterTLS.serverContext(cluster)
+                agentServer = AgentServer(settings: cluster, context: context, engine: handle, logger: logger)
+            } catch {
+                throw StartupError(description: "[cluster]: \(error)")
+            }
+        }
         var server = ControlServer(
             path: settings.socket,
             limits: .init(
@@ -122,7 +131,8 @@ public enum Daemon {
                     .init(service: engine),
                     .init(service: server),
                     .init(service: ReloadSignals(engine: handle)),
-                ] + (metricsServer.map { [ServiceGroupConfiguration.ServiceConfiguration(service: $0)] } ?? []),
+                ] + (metricsServer.map { [ServiceGroupConfiguration.ServiceConfiguration(service: $0)] } ?? [])
+                    + (agentServer.map { [ServiceGroupConfiguration.ServiceConfiguration(service: $0)] } ?? []),
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger
             )

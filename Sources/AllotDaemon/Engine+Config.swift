@@ -107,6 +107,7 @@ extension Engine {
         }
         if a.metricsListen != b.metricsListen { restart.append("metrics_listen") }
         if config.wal != file.wal { restart.append("[wal]") }
+        if config.cluster != file.cluster { restart.append("[cluster]") }
         if !restart.isEmpty {
             changes.append("\(restart.joined(separator: ", ")) changed: takes effect when allotd restarts")
         }

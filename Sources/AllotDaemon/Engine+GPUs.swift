@@ -217,6 +217,7 @@ extension Engine {
     /// A node as `nodes` shows it, with what discovery found.
     func nodeObject(_ node: Node) -> NodeObject {
         var o = NodeObject(node, local: localNodes.contains(node.name))
+        o.agent = agentObject(node.name)
         guard let d = discovered[node.name] else { return o }
         o.discovery = d.inventory.map { inv in inv.source + (inv.driver.map { " (driver \($0))" } ?? "") }
         o.discoveryProblem = d.problem

@@ -40,6 +40,14 @@ enum EngineCommand: Sendable {
     case listening
     /// A metrics scrape: bring the gauges up to date, then resume.
     case refreshMetrics(CheckedContinuation<Void, Never>)
+    /// Node agents.
+    case agentRegister(
+        AgentRegisterParams,
+        AgentLink,
+        CheckedContinuation<Result<AgentRegisterResult, RPCError>, Never>
+    )
+    case agentHeartbeat(node: String, link: UInt64)
+    case agentDisconnected(node: String, link: UInt64)
 }
 
 /// The way into the engine, for every other task.
@@ -180,6 +188,10 @@ final class Engine {
     var notifier = ServiceNotifier()
     /// Prometheus metrics, when `metrics_listen` is set.
     let metrics: DaemonMetrics?
+    /// Node agents, by node.
+    var agents: [String: AgentState] = [:]
+    /// This run's epoch (its start time in milliseconds): agents learn it at registration.
+    let epoch = UInt64(Date().timeIntervalSince1970 * 1000)
 
     /// The last pass's blocker for a pending job.
     func blocker(of id: JobID) -> Blocker? {
@@ -289,6 +301,14 @@ final class Engine {
         case .refreshMetrics(let done):
             refreshMetrics()
             done.resume()
+        case .agentRegister(let params, let link, let reply):
+            let result = agentRegister(params, link: link)
+            flush()
+            reply.resume(returning: result)
+        case .agentHeartbeat(let node, let link):
+            agentHeartbeat(node: node, link: link)
+        case .agentDisconnected(let node, let link):
+            agentDisconnected(node: node, link: link)
         case .gpus(let result):
             applyProbe(result)
             flush()
@@ -531,6 +551,7 @@ final class Engine {
     func tick() {
         let now = Self.now
         notifyTick(now: now)
+        if failure == nil { agentsTick(now: now) }
         if failure == nil {
             // Walltime limits.
             for id in state.activeJobs {

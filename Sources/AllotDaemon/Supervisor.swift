@@ -1,4 +1,5 @@
 import AllotProtocol
+import CoreFoundation
 import Foundation
 import Subprocess
 import SystemPackage

@@ -111,9 +111,11 @@ public struct NodeObject: Codable, Sendable, Equatable {
     /// How the GPUs were found ("nvml", "nvidia-smi"), and why the last probe failed.
     public var discovery: String?
     public var discoveryProblem: String?
+    /// The node's agent, for nodes run by one.
+    public var agent: AgentObject?
 
     enum CodingKeys: String, CodingKey {
-        case name, state, reason, gpus, local, labels, discovery
+        case name, state, reason, gpus, local, labels, discovery, agent
         case gpuList = "gpu_list"
         case discoveryProblem = "discovery_problem"
         case gpuModel = "gpu_model"

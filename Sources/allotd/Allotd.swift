@@ -15,7 +15,7 @@ struct Allotd: AsyncParsableCommand {
             SIGINT (running jobs are not stopped). SIGHUP reloads the configuration. See docs/operator-guide.md.
             """,
         version: "0.1.0",
-        subcommands: [Run.self, WAL.self, Supervise.self, ExecAsCommand.self],
+        subcommands: [Run.self, AgentCommand.self, WAL.self, Supervise.self, ExecAsCommand.self],
         defaultSubcommand: Run.self
     )
 }
@@ -131,5 +131,88 @@ struct ExecAsCommand: ParsableCommand {
         o.report = report
         o.command = command
         throw ExitCode(ExecAs.run(o))
+    }
+}
+
+struct AgentCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "agent",
+        abstract: "Run the node agent: register this node with the controller (mutual TLS) and keep the link alive.",
+        discussion: """
+            The certificate (from `allotctl ca issue --node NAME`) must name this node, and come from the same \
+            cluster CA as the controller's. The agent reconnects by itself when the link drops.
+            """
+    )
+
+    @Option(name: .long, help: ArgumentHelp("The controller's [cluster] listen address.", valueName: "HOST:PORT"))
+    var controller: String
+
+    @Option(name: .long, help: ArgumentHelp("This node's name (default: the host name).", valueName: "NAME"))
+    var node: String?
+
+    @Option(name: .long, help: ArgumentHelp("Where the cluster CA and this node's certificate are.", valueName: "DIR"))
+    var pki: String = "/etc/allot/pki"
+
+    @Option(name: .long, help: ArgumentHelp("The cluster CA's certificate (default: PKI/ca.crt).", valueName: "PATH"))
+    var ca: String?
+
+    @Option(name: .long, help: ArgumentHelp("This node's certificate (default: PKI/NODE.crt).", valueName: "PATH"))
+    var cert: String?
+
+    @Option(name: .long, help: ArgumentHelp("This node's key (default: PKI/NODE.key).", valueName: "PATH"))
+    var key: String?
+
+    @Option(name: .long, help: ArgumentHelp("Declare this many GPUs (instead of --discover).", valueName: "N"))
+    var gpus: Int?
+
+    @Option(name: .long, help: ArgumentHelp("Find the GPUs: nvml or nvidia-smi.", valueName: "HOW"))
+    var discover: String?
+
+    @Option(
+        name: .long,
+        help: ArgumentHelp("trace, debug, info, notice, warning, error or critical.", valueName: "LEVEL")
+    )
+    var logLevel: String = "info"
+
+    func validate() throws {
+        if let d = discover, !["nvml", "nvidia-smi"].contains(d) {
+            throw ValidationError("--discover: expected nvml or nvidia-smi, got \"\(d)\"")
+        }
+        guard Logger.Level(rawValue: logLevel) != nil else {
+            throw ValidationError("--log-level: unknown level \"\(logLevel)\"")
+        }
+    }
+
+    func run() async throws {
+        let level = Logger.Level(rawValue: logLevel)!
+        let journal = Systemd.stderrIsJournal
+        LoggingSystem.bootstrap { label in
+            if journal {
+                var h = JournalLogHandler(label: label, identifier: "allotd-agent")
+                h.logLevel = level
+                return h
+            }
+            var h = StreamLogHandler.standardError(label: label)
+            h.logLevel = level
+            return h
+        }
+        let logger = Logger(label: "allotd-agent")
+        let name = node ?? ProcessInfo.processInfo.hostName
+        var o = AgentOptions(
+            controller: controller,
+            node: name,
+            ca: ca ?? pki + "/ca.crt",
+            certificate: cert ?? "\(pki)/\(name).crt",
+            key: key ?? "\(pki)/\(name).key"
+        )
+        o.gpus = gpus
+        o.discover = discover
+        do {
+            try await Agent.run(o, logger: logger)
+        } catch let e as StartupError {
+            FileHandle.standardError.write(Data("allotd agent: \(e)\n".utf8))
+            Systemd.notify("STATUS=failed to start: \(e.description.prefix(200))", "ERRNO=\(e.errno)")
+            throw ExitCode(1)
+        }
     }
 }

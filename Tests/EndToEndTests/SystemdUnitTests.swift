@@ -22,6 +22,14 @@ import Glibc
         .replacingOccurrences(of: "@SYSCONFDIR@", with: "/etc")
         .replacingOccurrences(of: "@DOCDIR@", with: Harness.root.appendingPathComponent("docs").path)
         try text.write(toFile: dir + "/allotd.service", atomically: true, encoding: .utf8)
+        let agent = try String(
+            contentsOf: Harness.root.appendingPathComponent("systemd/allotd-agent.service.in"),
+            encoding: .utf8
+        )
+        .replacingOccurrences(of: "@BINDIR@", with: Harness.binDir.path)
+        .replacingOccurrences(of: "@SYSCONFDIR@", with: "/etc")
+        .replacingOccurrences(of: "@DOCDIR@", with: Harness.root.appendingPathComponent("docs").path)
+        try agent.write(toFile: dir + "/allotd-agent.service", atomically: true, encoding: .utf8)
         try FileManager.default.copyItem(
             atPath: Harness.root.appendingPathComponent("systemd/allotd.socket").path,
             toPath: dir + "/allotd.socket"
@@ -34,7 +42,10 @@ import Glibc
             try Self.installedUnits(in: dir.path)
             let verify = try Harness.run(
                 Self.analyze,
-                ["verify", "--recursive-errors=no", dir.path + "/allotd.service", dir.path + "/allotd.socket"],
+                [
+                    "verify", "--recursive-errors=no", dir.path + "/allotd.service", dir.path + "/allotd.socket",
+                    dir.path + "/allotd-agent.service",
+                ],
                 absolute: true
             )
             #expect(verify.status == 0, "\(verify.stdout)\(verify.stderr)")

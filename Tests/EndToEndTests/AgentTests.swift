@@ -1,0 +1,204 @@
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Node agents: real `allotd agent` processes on loopback, each with its own certificate from a CA made by
+/// `allotctl ca`, linked to a real controller over mutual TLS.
+@Suite(.serialized) struct AgentTests {
+    /// A CA with a controller certificate for 127.0.0.1 and node certificates.
+    static func makePKI(_ dir: String, nodes: [String]) throws {
+        func ctl(_ args: [String]) throws {
+            let r = try Harness.run("allotctl", ["ca"] + args + ["--dir", dir])
+            guard r.status == 0 else { throw FixtureError("allotctl ca \(args): \(r.stderr)") }
+        }
+        try ctl(["init"])
+        try ctl(["issue", "--controller", "controller", "--host", "127.0.0.1"])
+        for n in nodes { try ctl(["issue", "--node", n]) }
+    }
+
+    static func pool(port: Int, pki: String, onLoss: String = "requeue-preemptible") -> String {
+        """
+        [scheduler]
+        default_grace = "1s"
+        interval = "1s"
+
+        [[gpu_model]]
+        name = "A100"
+        memory_gib = 80
+        price_per_hour = 2.0
+        speed = 1.0
+
+        [[gpu_model]]
+        name = "H100"
+        memory_gib = 80
+        price_per_hour = 3.0
+        speed = 2.0
+
+        [[node]]
+        name = "n1"
+        gpu_model = "A100"
+        gpus = 4
+
+        [[node]]
+        name = "n2"
+        gpu_model = "H100"
+        gpus = 4
+
+        [cluster]
+        listen = "127.0.0.1:\(port)"
+        ca = "\(pki)/ca.crt"
+        certificate = "\(pki)/controller.crt"
+        key = "\(pki)/controller.key"
+        heartbeat_interval = "0.3s"
+        node_timeout = "1.5s"
+        on_node_loss = "\(onLoss)"
+
+        """
+    }
+
+    /// A running `allotd agent`.
+    final class AgentProcess {
+        let process: ChildProcess
+        let log: String
+
+        init(node: String, port: Int, pki: String, dir: String, cert: String? = nil, key: String? = nil) throws {
+            log = "\(dir)/agent-\(node)-\(UUID().uuidString.prefix(4)).log"
+            var args = [
+                "agent", "--controller", "127.0.0.1:\(port)", "--node", node, "--pki", pki, "--gpus", "4",
+                "--log-level", "debug",
+            ]
+            if let cert { args += ["--cert", cert] }
+            if let key { args += ["--key", key] }
+            process = try ChildProcess(Harness.binDir.appendingPathComponent("allotd").path, args, output: log)
+        }
+
+        var output: String { (try? String(contentsOfFile: log, encoding: .utf8)) ?? "" }
+
+        func kill(_ sig: Int32 = SIGKILL) -> Int32 {
+            process.signal(sig)
+            return process.wait()
+        }
+
+        deinit {
+            process.signal(SIGKILL)
+            _ = process.wait()
+        }
+    }
+
+    func node(_ d: DaemonFixture, _ name: String) -> [String: Any]? {
+        let r = d.ctl(["nodes", "--json"])
+        let nodes = try? JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [[String: Any]]
+        return nodes?.first { $0["name"] as? String == name }
+    }
+
+    func eventually(_ what: String, timeout: Double = 10, _ condition: () -> Bool) {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if condition() { return }
+            usleep(50_000)
+        }
+        Issue.record("never happened: \(what)")
+    }
+
+    @Test func agentsRegisterAndALostNodeGoesDownWithItsJobsRequeuedOrFailed() throws {
+        let port = MetricsTests.freePort()
+        let d = try DaemonFixture(start: false)
+        let pki = d.dir.path + "/pki"
+        try Self.makePKI(pki, nodes: ["n1", "n2"])
+        try d.writeConfig(pool: Self.pool(port: port, pki: pki))
+        try d.start()
+        let a1 = try AgentProcess(node: "n1", port: port, pki: pki, dir: d.dir.path)
+        let a2 = try AgentProcess(node: "n2", port: port, pki: pki, dir: d.dir.path)
+        eventually("both agents linked") {
+            (node(d, "n1")?["agent"] as? [String: Any])?["link"] as? String == "up"
+                && (node(d, "n2")?["agent"] as? [String: Any])?["link"] as? String == "up"
+        }
+        let agent = node(d, "n1")?["agent"] as? [String: Any]
+        #expect(agent?["version"] as? String == "0.1.0")
+        #expect(agent?["last_heartbeat"] as? String != nil)
+        #expect(a1.output.contains("Registered with the controller"), "\(a1.output)")
+        // Two jobs on n1 (the A100s): one preemptible, one not.
+        let pre = try d.submit(["--gpus", "2", "--gpu-model", "A100", "--preemptible", "--", "sleep", "100"])
+        let keep = try d.submit(["--gpus", "2", "--gpu-model", "A100", "--no-preemptible", "--", "sleep", "100"])
+        try d.wait(pre, for: "running")
+        try d.wait(keep, for: "running")
+        // The agent dies: after node_timeout (1.5 s) the node is down; the preemptible job goes back to the
+        // queue and the other fails, both saying why.
+        _ = a1.kill()
+        let lostAt = Date()
+        eventually("n1 down") { node(d, "n1")?["state"] as? String == "down" }
+        let took = Date().timeIntervalSince(lostAt)
+        #expect(took >= 1.2 && took < 4, "detected after \(took) s")
+        #expect((node(d, "n1")?["reason"] as? String)?.hasPrefix("agent lost: no heartbeat") == true)
+        #expect((node(d, "n1")?["agent"] as? [String: Any])?["link"] as? String == "down")
+        #expect(d.state(pre) == "pending")
+        #expect(d.state(keep) == "failed")
+        #expect((d.job(keep)?["reason"] as? String)?.contains("node n1 was lost") == true, "\(d.job(keep) ?? [:])")
+        #expect(node(d, "n2")?["state"] as? String == "up", "the other node is untouched")
+        // It comes back: the node is up again and the requeued job runs there.
+        let again = try AgentProcess(node: "n1", port: port, pki: pki, dir: d.dir.path)
+        eventually("n1 up") { node(d, "n1")?["state"] as? String == "up" }
+        try d.wait(pre, for: "running")
+        #expect(again.output.contains("Registered"))
+        _ = a2
+    }
+
+    @Test func certificatesFromAnotherCAOrForAnotherNodeAreRefused() throws {
+        let port = MetricsTests.freePort()
+        let d = try DaemonFixture(start: false)
+        let pki = d.dir.path + "/pki"
+        try Self.makePKI(pki, nodes: ["n1", "n2"])
+        try d.writeConfig(pool: Self.pool(port: port, pki: pki))
+        try d.start()
+        // A node certificate from another CA: the TLS handshake fails, and the controller says so.
+        let other = d.dir.path + "/other"
+        try Self.makePKI(other, nodes: ["n1"])
+        let stranger = try AgentProcess(
+            node: "n1",
+            port: port,
+            pki: pki,
+            dir: d.dir.path,
+            cert: other + "/n1.crt",
+            key: other + "/n1.key"
+        )
+        eventually("the controller refuses the stranger") {
+            d.daemonLog.contains("Agent refused: TLS handshake failed")
+        }
+        #expect((node(d, "n1")?["agent"]) == nil, "no agent registered for n1")
+        _ = stranger.kill()
+        // n2's certificate claiming n1: the agent refuses to start, naming the mismatch.
+        let wrong = try Harness.run(
+            "allotd",
+            [
+                "agent", "--controller", "127.0.0.1:\(port)", "--node", "n1", "--pki", pki, "--cert", pki + "/n2.crt",
+                "--key", pki + "/n2.key", "--gpus", "4",
+            ]
+        )
+        #expect(wrong.status == 1)
+        #expect(wrong.stderr.contains("is for node n2, not n1"), "\(wrong.stderr)")
+        // And the controller checks it too (a client that does not check itself).
+        let script = """
+            import json, socket, ssl, sys
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.load_verify_locations("\(pki)/ca.crt")
+            ctx.check_hostname = False
+            ctx.load_cert_chain("\(pki)/n2.crt", "\(pki)/n2.key")
+            s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", \(port))))
+            s.sendall((json.dumps({"jsonrpc": "2.0", "id": 1, "method": "agent.register", "params": {"node": "n1",
+                "protocol_version": 1, "agent_version": "x", "hostname": "h", "gpus": []}}) + "\\n").encode())
+            print(s.recv(4096).decode().strip())
+            """
+        let r = try Harness.run("/usr/bin/env", ["python3", "-c", script], absolute: true)
+        #expect(r.stdout.contains("its certificate is for node n2, but it claims node n1"), "\(r.stdout) \(r.stderr)")
+        #expect(d.daemonLog.contains("Agent refused"))
+        #expect(node(d, "n1")?["agent"] == nil)
+        // A node the configuration does not have is refused with the reason.
+        let r2 = try Harness.run("allotctl", ["ca", "issue", "--dir", pki, "--node", "n9"])
+        #expect(r2.status == 0)
+        let n9 = try AgentProcess(node: "n9", port: port, pki: pki, dir: d.dir.path)
+        eventually("n9 refused") { n9.output.contains("no node n9 in the configuration") }
+    }
+}
