@@ -28,6 +28,8 @@ public struct AgentOptions: Sendable {
     public var discover: String?
     public var nvmlLibrary = "libnvidia-ml.so.1"
     public var nvidiaSMI = "/usr/bin/nvidia-smi"
+    /// Where the agent keeps its job run directories and logs.
+    public var stateDir = "/var/lib/allot-agent"
 
     public init(controller: String, node: String, ca: String, certificate: String, key: String) {
         self.controller = controller
@@ -70,6 +72,17 @@ public enum Agent {
             )
         }
         let gpus = try discover(options, logger: logger)
+        do {
+            try FileManager.default.createDirectory(atPath: options.stateDir, withIntermediateDirectories: true)
+        } catch {
+            throw StartupError(
+                description: "cannot create the state directory \(options.stateDir): \(error)",
+                errno: EIO
+            )
+        }
+        var uuids: [Int: String] = [:]
+        for g in gpus { uuids[g.index] = g.uuid }
+        let jobs = AgentJobs(stateDir: options.stateDir, uuids: uuids, logger: logger)
         let link = AgentConnection(
             host: host,
             port: port,
@@ -77,6 +90,7 @@ public enum Agent {
             context: context,
             options: options,
             gpus: gpus,
+            jobs: jobs,
             logger: logger
         )
         let group = ServiceGroup(
@@ -134,6 +148,7 @@ struct AgentConnection: Service, CustomStringConvertible {
     let context: NIOSSLContext
     let options: AgentOptions
     let gpus: [AgentGPU]
+    let jobs: AgentJobs
     let logger: Logger
 
     var description: String { "AgentConnection(\(host):\(port))" }
@@ -196,6 +211,7 @@ struct AgentConnection: Service, CustomStringConvertible {
                     return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
                 }
             }
+        let held = await jobs.inventory()
         return try await channel.executeThenClose { inbound, outbound in
             let params = AgentRegisterParams(
                 node: options.node,
@@ -204,7 +220,8 @@ struct AgentConnection: Service, CustomStringConvertible {
                 gpus: gpus,
                 cpus: ProcessInfo.processInfo.activeProcessorCount,
                 memoryGiB: Double(ProcessInfo.processInfo.physicalMemory) / Double(1 << 30),
-                lastEpoch: lastEpoch
+                lastEpoch: lastEpoch,
+                runs: held
             )
             try await outbound.write(
                 ByteBuffer(
@@ -239,6 +256,15 @@ struct AgentConnection: Service, CustomStringConvertible {
                     "controller.cert": "\(identity.name)",
                 ]
             )
+            // Fencing: runs the controller no longer assigns here go before anything else happens.
+            let fenced = await jobs.fence(keep: Set(result.keep))
+            if fenced > 0 {
+                logger.warning(
+                    "Killed runs the controller no longer assigns to this node",
+                    metadata: ["runs": "\(fenced)"]
+                )
+            }
+            await jobs.newLink()
             registered()
             let lastHeard = Shared(Date().timeIntervalSince1970)
             let interval = result.heartbeatIntervalSeconds
@@ -247,11 +273,14 @@ struct AgentConnection: Service, CustomStringConvertible {
             let raw = channel.channel
             try await withTaskCancellationOrGracefulShutdownHandler {
                 try await withThrowingTaskGroup(of: Void.self) { group in
-                    // Heartbeats out; a controller silent past node_timeout cuts the link.
+                    // Heartbeats and reports out; a controller silent past node_timeout cuts the link.
+                    let jobs = self.jobs
                     group.addTask {
                         var seq: UInt64 = 0
+                        var reportSeq: UInt64 = 0
+                        var lastBeat = 0.0
                         while true {
-                            try await Task.sleep(for: .seconds(interval))
+                            try await Task.sleep(for: .milliseconds(200))
                             let now = Date().timeIntervalSince1970
                             let silent = now - lastHeard.withLock { $0 }
                             if silent > timeout {
@@ -259,21 +288,66 @@ struct AgentConnection: Service, CustomStringConvertible {
                                 raw.close(promise: nil)
                                 return
                             }
-                            seq += 1
-                            try await outbound.write(
-                                ByteBuffer(
-                                    data: try ControlProtocol.line(
-                                        Notification(
-                                            method: AgentProtocol.heartbeat,
-                                            params: AgentHeartbeat(seq: seq, time: now)
+                            let news = await jobs.poll()
+                            if !news.isEmpty {
+                                reportSeq += 1
+                                try await outbound.write(
+                                    ByteBuffer(
+                                        data: try ControlProtocol.line(
+                                            Notification(
+                                                method: AgentProtocol.report,
+                                                params: AgentReport(seq: reportSeq, runs: news)
+                                            )
                                         )
                                     )
                                 )
-                            )
+                            }
+                            if now - lastBeat >= interval {
+                                lastBeat = now
+                                seq += 1
+                                try await outbound.write(
+                                    ByteBuffer(
+                                        data: try ControlProtocol.line(
+                                            Notification(
+                                                method: AgentProtocol.heartbeat,
+                                                params: AgentHeartbeat(seq: seq, time: now)
+                                            )
+                                        )
+                                    )
+                                )
+                            }
                         }
                     }
-                    while (try await lines.next()) != nil {
+                    // Orders in.
+                    let decoder = JSONDecoder()
+                    while let line = try await lines.next() {
                         lastHeard.withLock { $0 = Date().timeIntervalSince1970 }
+                        let data = Data(line.readableBytesView)
+                        guard let head = try? decoder.decode(ResponseHead.self, from: data) else { continue }
+                        switch head.method {
+                        case AgentProtocol.start?:
+                            if let o = try? decoder.decode(RequestParams<AgentStartOrder>.self, from: data).params {
+                                logger.info(
+                                    "Start order",
+                                    metadata: ["job.id": "\(o.id)", "job.run": "\(o.run)", "seq": "\(o.seq)"]
+                                )
+                                await jobs.start(o)
+                            }
+                        case AgentProtocol.stop?:
+                            if let o = try? decoder.decode(RequestParams<AgentStopOrder>.self, from: data).params {
+                                logger.info(
+                                    "Stop order",
+                                    metadata: ["job.id": "\(o.id)", "job.run": "\(o.run)", "seq": "\(o.seq)"]
+                                )
+                                await jobs.stop(o)
+                            }
+                        case AgentProtocol.ack?:
+                            if let a = try? decoder.decode(RequestParams<AgentAck>.self, from: data).params {
+                                await jobs.ack(a.runs)
+                            }
+                        default:
+                            break
+                        }
                     }
                     group.cancelAll()
                 }

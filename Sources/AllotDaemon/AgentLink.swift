@@ -172,22 +172,26 @@ struct AgentServer: Service, CustomStringConvertible {
                     node: params.node,
                     channel: channel
                 )
-                let answer = await withCheckedContinuation { engine.send(.agentRegister(params, l, $0)) }
+                let answer = await withCheckedContinuation { engine.send(.agentRegister(params, l, request.id, $0)) }
                 switch answer {
                 case .failure(let e):
                     try await refuse(e.message)
                     return
-                case .success(let r):
-                    link = l
-                    try await outbound.write(
-                        ByteBuffer(data: try ControlProtocol.line(Response(id: request.id, result: r)))
-                    )
+                case .success:
+                    link = l  // the engine has sent the answer, and any orders after it
                 }
                 while let line = try await lines.next() {
                     guard let head = try? JSONDecoder().decode(ResponseHead.self, from: Data(line.readableBytesView))
                     else { continue }
                     if head.method == AgentProtocol.heartbeat {
                         engine.send(.agentHeartbeat(node: params.node, link: l.id))
+                    } else if head.method == AgentProtocol.report,
+                        let report = try? JSONDecoder().decode(
+                            RequestParams<AgentReport>.self,
+                            from: Data(line.readableBytesView)
+                        ).params
+                    {
+                        engine.send(.agentReport(node: params.node, link: l.id, report))
                     }
                 }
             }

@@ -21,7 +21,12 @@ extension Engine {
     static let agentLost = "agent lost: "
 
     /// An agent says who it is (its certificate already checked against the node it claims).
-    func agentRegister(_ p: AgentRegisterParams, link: AgentLink) -> Result<AgentRegisterResult, RPCError> {
+    /// On success the answer (and then any orders the agent missed) is sent here, on the link, in order.
+    func agentRegister(
+        _ p: AgentRegisterParams,
+        link: AgentLink,
+        requestID: RPCID?
+    ) -> Result<AgentRegisterResult, RPCError> {
         guard let cluster = config.cluster else {
             return .failure(.refused("this allotd takes no node agents ([cluster] is not configured)"))
         }
@@ -80,14 +85,125 @@ extension Engine {
                 logger.error("Node state change refused", metadata: ["node": "\(p.node)", "error": "\(error)"])
             }
         }
-        requestPass()
-        return .success(
-            AgentRegisterResult(
-                epoch: epoch,
-                heartbeatIntervalSeconds: cluster.heartbeatInterval,
-                nodeTimeoutSeconds: cluster.nodeTimeout
-            )
+        // Fencing: of the runs the agent holds, it keeps those the controller still assigns to this node.
+        let held = Set(p.runs ?? [])
+        var keep: [AgentRunRef] = []
+        var assigned: [Job] = []
+        for id in state.activeJobs.sorted() {
+            guard let job = state.jobs[id], job.state.holdsGPUs, job.allocation?.slices.first?.node == p.node else {
+                continue
+            }
+            assigned.append(job)
+            let ref = AgentRunRef(id: id.rawValue, run: job.runs)
+            if held.contains(ref) { keep.append(ref) }
+        }
+        let result = AgentRegisterResult(
+            epoch: epoch,
+            heartbeatIntervalSeconds: cluster.heartbeatInterval,
+            nodeTimeoutSeconds: cluster.nodeTimeout,
+            keep: keep
         )
+        if held.count > keep.count {
+            logger.warning(
+                "Agent holds runs no longer assigned to it: it kills them",
+                metadata: ["node": "\(p.node)", "runs": "\(held.count - keep.count)"]
+            )
+        }
+        guard let line = try? ControlProtocol.line(Response(id: requestID, result: result)) else {
+            return .failure(RPCError(RPCError.internalError, "cannot encode the answer"))
+        }
+        link.send(line)
+        // What the agent missed while it was away: starts of running jobs it does not have, stops of
+        // stopping ones it has; a stopping job it does not have has ended unseen.
+        for job in assigned {
+            let ref = AgentRunRef(id: job.id.rawValue, run: job.runs)
+            if job.state == .running, !held.contains(ref) {
+                sendStart(job, node: p.node)
+            } else if job.state == .stopping {
+                if held.contains(ref) {
+                    sendStop(job, node: p.node)
+                } else {
+                    finish(job.id, exit: .lost(reason: "it was told to stop, and its node's agent no longer has it"))
+                }
+            }
+        }
+        requestPass()
+        return .success(result)
+    }
+
+    /// Ends an agent reports: recorded (once), then acknowledged when durable.
+    func agentReport(node: String, link: UInt64, _ report: AgentReport) {
+        guard agents[node]?.link?.id == link else { return }
+        agents[node]?.lastHeartbeat = Self.now
+        var acks: [AgentRunRef] = []
+        for r in report.runs {
+            acks.append(AgentRunRef(id: r.id, run: r.run))
+            let id = JobID(r.id)
+            guard let job = state.jobs[id], job.runs == r.run, job.state.holdsGPUs,
+                job.allocation?.slices.first?.node == node
+            else { continue }  // already recorded, or stale
+            let exit: ExitStatus
+            if let code = r.exitCode {
+                exit = .exited(code: code)
+            } else if let sig = r.signal {
+                exit = .signaled(signal: sig)
+            } else {
+                exit = .lost(reason: r.error ?? "lost on node \(node)")
+            }
+            logger.info(
+                "Agent reports a job's end",
+                metadata: ["node": "\(node)", "job.id": "\(id)", "job.run": "\(r.run)", "job.exit": "\(exit)"]
+            )
+            runEnded(
+                Executor.Ended(
+                    id: id,
+                    run: r.run,
+                    exit: exit,
+                    error: r.state == "failed_to_start" ? r.error : nil,
+                    killed: r.killed ?? false
+                )
+            )
+        }
+        pendingActions.append(.agentAck(node: node, link: link, runs: acks))
+    }
+
+    func sendStart(_ job: Job, node: String) {
+        guard let a = agents[node], let link = a.link, let alloc = job.allocation else { return }
+        let seq = a.sentSeq + 1
+        agents[node]?.sentSeq = seq
+        let order = AgentStartOrder(
+            seq: seq,
+            epoch: epoch,
+            id: job.id.rawValue,
+            run: job.runs,
+            spec: job.spec,
+            slices: alloc.slices.map { AgentSlice(node: $0.node, gpus: $0.gpus) }
+        )
+        guard let line = try? ControlProtocol.line(Notification(method: AgentProtocol.start, params: order)) else {
+            return
+        }
+        link.send(line)
+        logger.info("Start order sent", metadata: ["node": "\(node)", "job.id": "\(job.id)", "job.run": "\(job.runs)"])
+    }
+
+    func sendStop(_ job: Job, node: String) {
+        guard let a = agents[node], let link = a.link else { return }
+        let seq = a.sentSeq + 1
+        agents[node]?.sentSeq = seq
+        var grace = job.grace ?? 0
+        if let at = job.stopRequestedAt { grace = max(0, at.seconds + grace - Self.now) }
+        let order = AgentStopOrder(
+            seq: seq,
+            epoch: epoch,
+            id: job.id.rawValue,
+            run: job.runs,
+            grace: grace,
+            reason: job.stopReason?.description ?? "told to stop"
+        )
+        guard let line = try? ControlProtocol.line(Notification(method: AgentProtocol.stop, params: order)) else {
+            return
+        }
+        link.send(line)
     }
 
     func agentHeartbeat(node: String, link: UInt64) {
@@ -166,6 +282,12 @@ extension Engine {
             }
         }
         requestPass()
+    }
+
+    /// The node whose agent runs (or ran) this job, if an agent's node.
+    func agentNode(of job: Job) -> String? {
+        guard let node = job.allocation?.slices.first?.node, agents[node] != nil else { return nil }
+        return node
     }
 
     /// What `nodes` shows of a node's agent.

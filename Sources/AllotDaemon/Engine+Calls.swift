@@ -122,6 +122,14 @@ extension Engine {
                 )
                 return
             }
+            if let node = agentNode(of: j) {
+                fail(
+                    .refused(
+                        "job \(j.id) runs on node \(node), whose agent keeps its log (logs/\(j.id).log in the agent's state directory); streaming it through allotd is not done yet"
+                    )
+                )
+                return
+            }
             let path = j.spec.output ?? executor.logPath(j.id)
             let size = ((try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? Int) ?? 0
             answer(LogsResult(path: path, size: size))
@@ -299,7 +307,7 @@ extension Engine {
             case .cancel:
                 let wasRunning = job.state.holdsGPUs
                 try apply(.jobCancelled(id: id, by: caller.uid, grace: state.grace(of: job.spec)))
-                if wasRunning, isLocal(job) { pendingActions.append(.stop(id, run: job.runs)) }
+                if wasRunning, runsHere(job) { pendingActions.append(.stop(id, run: job.runs)) }
                 if state.jobs[id]!.state.isTerminal { pendingActions.append(.jobEnded(id)) }
                 pendingActions.append(.notify(id, state.jobs[id]!.state == .stopping ? "cancelling" : "cancelled"))
             case .hold:
@@ -374,7 +382,8 @@ extension Engine {
             in: state,
             reason: reason(of: job),
             full: caller.admin || caller.uid == job.spec.uid,
-            log: job.spec.output ?? executor.logPath(job.id)
+            log: agentNode(of: job).map { "on node \($0) (its agent's state dir, logs/\(job.id).log)" }
+                ?? job.spec.output ?? executor.logPath(job.id)
         )
     }
 

@@ -44,8 +44,10 @@ enum EngineCommand: Sendable {
     case agentRegister(
         AgentRegisterParams,
         AgentLink,
+        RPCID?,
         CheckedContinuation<Result<AgentRegisterResult, RPCError>, Never>
     )
+    case agentReport(node: String, link: UInt64, AgentReport)
     case agentHeartbeat(node: String, link: UInt64)
     case agentDisconnected(node: String, link: UInt64)
 }
@@ -128,6 +130,8 @@ final class Engine {
         case notify(JobID, String)
         case startLog(Outbox, LogStream)
         case jobEnded(JobID)
+        /// Tell an agent its reported ends are recorded (once they are durable).
+        case agentAck(node: String, link: UInt64, runs: [AgentRunRef])
     }
 
     var state: ClusterState
@@ -301,10 +305,12 @@ final class Engine {
         case .refreshMetrics(let done):
             refreshMetrics()
             done.resume()
-        case .agentRegister(let params, let link, let reply):
-            let result = agentRegister(params, link: link)
+        case .agentRegister(let params, let link, let requestID, let reply):
+            let result = agentRegister(params, link: link, requestID: requestID)
             flush()
             reply.resume(returning: result)
+        case .agentReport(let node, let link, let report):
+            agentReport(node: node, link: link, report)
         case .agentHeartbeat(let node, let link):
             agentHeartbeat(node: node, link: link)
         case .agentDisconnected(let node, let link):
@@ -435,7 +441,12 @@ final class Engine {
             guard let job = state.jobs[id], job.runs == run, job.state == .running, let a = job.allocation else {
                 return
             }
-            guard let first = a.slices.first, localNodes.contains(first.node) else { return }
+            guard let first = a.slices.first else { return }
+            if agents[first.node] != nil {
+                sendStart(job, node: first.node)
+                return
+            }
+            guard localNodes.contains(first.node) else { return }
             var uuids: [Int: String] = [:]
             for gpu in discovered[first.node]?.inventory?.gpus ?? [] { uuids[gpu.index] = gpu.uuid }
             if let problem = executor.start(job, slices: a.slices, uuids: uuids) {
@@ -443,7 +454,12 @@ final class Engine {
                 finish(id, exit: .lost(reason: "never started: \(problem)"))
             }
         case .stop(let id, let run):
-            guard let job = state.jobs[id], job.runs == run, job.state == .stopping, isLocal(job) else { return }
+            guard let job = state.jobs[id], job.runs == run, job.state == .stopping else { return }
+            if let node = job.allocation?.slices.first?.node, agents[node] != nil {
+                sendStop(job, node: node)
+                return
+            }
+            guard isLocal(job) else { return }
             executor.stop(id, grace: job.grace ?? 0, now: Self.now, why: job.stopReason?.description ?? "told to stop")
         case .notify(let id, let event):
             guard !watchers.isEmpty, let job = state.jobs[id] else { return }
@@ -462,6 +478,13 @@ final class Engine {
             if let list = followers.removeValue(forKey: id), let job = state.jobs[id] {
                 for f in list { f.jobEnded(job.state.rawValue) }
             }
+        case .agentAck(let node, let link, let runs):
+            guard let l = agents[node]?.link, l.id == link,
+                let line = try? ControlProtocol.line(
+                    Notification(method: AgentProtocol.ack, params: AgentAck(runs: runs))
+                )
+            else { return }
+            l.send(line)
         }
     }
 
@@ -561,7 +584,7 @@ final class Engine {
                 do {
                     try apply(.jobTimedOut(id: id, grace: state.grace(of: job.spec)))
                     logger.info("Job reached its walltime", metadata: ["job.id": "\(id)"])
-                    if isLocal(job) { pendingActions.append(.stop(id, run: job.runs)) }
+                    if runsHere(job) { pendingActions.append(.stop(id, run: job.runs)) }
                     pendingActions.append(.notify(id, "timed_out"))
                 } catch {
                     logger.error("Walltime stop refused", metadata: ["job.id": "\(id)", "error": "\(error)"])
@@ -570,6 +593,7 @@ final class Engine {
             // Jobs on nodes allotd does not run: past their grace, they are taken as stopped.
             for id in state.activeJobs {
                 guard let job = state.jobs[id], job.state == .stopping, !isLocal(job),
+                    agents[job.allocation?.slices.first?.node ?? ""] == nil,
                     let at = job.stopRequestedAt, now >= at.seconds + (job.grace ?? 0)
                 else { continue }
                 finish(
@@ -648,6 +672,11 @@ final class Engine {
     }
 
     // MARK: Helpers
+
+    /// Whether allotd or one of its agents runs this job (and so must be told to stop it).
+    func runsHere(_ job: Job) -> Bool {
+        isLocal(job) || agents[job.allocation?.slices.first?.node ?? ""] != nil
+    }
 
     func isLocal(_ job: Job) -> Bool {
         guard let a = job.allocation, let first = a.slices.first else { return false }

@@ -67,11 +67,15 @@ final class Executor {
     /// The job's process runs once, on the first node of its allocation (as a Slurm batch script does);
     /// `ALLOT_NODES` lists every slice for jobs that span nodes.
     func start(_ job: Job, slices: [Allocation.Slice], uuids: [Int: String] = [:]) -> String? {
-        let spec = job.spec
+        start(id: job.id, run: job.runs, spec: job.spec, slices: slices, uuids: uuids)
+    }
+
+    /// Starts run `run` of job `id` (on an agent: as the controller ordered).
+    func start(id: JobID, run: Int, spec: JobSpec, slices: [Allocation.Slice], uuids: [Int: String] = [:]) -> String? {
         let gpus = slices.first?.gpus ?? []
         let node = slices.first?.node ?? ""
         let allGPUs = slices.reduce(0) { $0 + $1.gpus.count }
-        let dir = runDirectory(job.id, run: job.runs)
+        let dir = runDirectory(id, run: run)
         // The owner: the submitting uid, with its groups; a uid that no longer exists cannot run anything.
         var uid = spec.uid
         var gid = getgid()
@@ -105,49 +109,49 @@ final class Executor {
         env["CUDA_VISIBLE_DEVICES"] = visible
         env["NVIDIA_VISIBLE_DEVICES"] = visible
         env["ALLOT_GPU_INDICES"] = gpus.map(String.init).joined(separator: ",")
-        env["ALLOT_JOB_ID"] = job.id.description
+        env["ALLOT_JOB_ID"] = id.description
         env["ALLOT_JOB_NAME"] = spec.name
-        env["ALLOT_RUN"] = String(job.runs)
+        env["ALLOT_RUN"] = String(run)
         env["ALLOT_NODE"] = node
         env["ALLOT_GPUS"] = String(allGPUs)
         env["ALLOT_NODES"] = slices.map { "\($0.node):\(Allocation.ranges($0.gpus))" }.joined(separator: ",")
         env["ALLOT_USER"] = userName
         env["ALLOT_TENANT"] = spec.tenant
         env["ALLOT_KIND"] = spec.kind.rawValue
-        let run = RunSpec(
-            id: job.id.rawValue,
-            run: job.runs,
+        let runSpec = RunSpec(
+            id: id.rawValue,
+            run: run,
             command: spec.command,
             environment: env,
             workdir: spec.workingDirectory ?? home,
             uid: uid,
             gid: gid,
             groups: groups,
-            log: logPath(job.id),
+            log: logPath(id),
             output: spec.output,
-            cgroup: cgroup(job.id, run: job.runs),
+            cgroup: cgroup(id, run: run),
             socket: socket
         )
         do {
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-            try System.writeAtomically(try JSONEncoder().encode(run), to: dir + "/spec.json", mode: 0o600)
+            try System.writeAtomically(try JSONEncoder().encode(runSpec), to: dir + "/spec.json", mode: 0o600)
             let pid = try System.spawnDetached(executable, ["supervise", dir], stdout: dir + "/supervisor.log")
             try? System.writeAtomically(
                 Data("\(pid) \(System.startTime(of: pid) ?? 0)\n".utf8),
                 to: dir + "/supervisor.pid"
             )
-            tracked[job.id] = Tracked(
-                run: job.runs,
+            tracked[id] = Tracked(
+                run: run,
                 directory: dir,
                 supervisor: pid,
                 pidfd: System.pidfd(pid),
-                cgroup: run.cgroup,
-                log: run.log
+                cgroup: runSpec.cgroup,
+                log: runSpec.log
             )
             logger.info(
                 "Job started",
                 metadata: [
-                    "job.id": "\(job.id)", "job.run": "\(job.runs)", "job.gpus": "\(visible)",
+                    "id": "\(id)", "job.run": "\(run)", "job.gpus": "\(visible)",
                     "supervisor.pid": "\(pid)",
                 ]
             )
@@ -307,5 +311,74 @@ final class Executor {
             ),
             error: nil
         )
+    }
+
+    // MARK: On a node agent
+
+    /// After an agent (re)starts: every run of the state dir not yet acknowledged to the controller —
+    /// running ones (supervisor alive) are tracked again; ended ones are returned to be reported.
+    func adoptAll() -> (running: [(JobID, Int)], ended: [Ended]) {
+        var running: [(JobID, Int)] = []
+        var ended: [Ended] = []
+        let base = stateDir + "/jobs"
+        for idText in (try? FileManager.default.contentsOfDirectory(atPath: base)) ?? [] {
+            guard let raw = UInt64(idText) else { continue }
+            let id = JobID(raw)
+            for runText in (try? FileManager.default.contentsOfDirectory(atPath: "\(base)/\(idText)")) ?? [] {
+                guard let run = Int(runText) else { continue }
+                let dir = runDirectory(id, run: run)
+                if FileManager.default.fileExists(atPath: dir + "/acked") { continue }
+                if let st = readStatus(dir) {
+                    ended.append(Ended(id: id, run: run, exit: st.exit, error: st.error))
+                    continue
+                }
+                if tracked[id]?.run == run {
+                    running.append((id, run))
+                    continue
+                }
+                let cgroup = self.cgroup(id, run: run).flatMap { FileManager.default.fileExists(atPath: $0) ? $0 : nil }
+                if let text = try? String(contentsOfFile: dir + "/supervisor.pid", encoding: .utf8) {
+                    let parts = text.split(whereSeparator: { $0 == " " || $0 == "\n" })
+                    if let pid = parts.first.flatMap({ Int32($0) }),
+                        System.same(pid, startTime: parts.count > 1 ? UInt64(parts[1]) : nil)
+                    {
+                        tracked[id] = Tracked(
+                            run: run,
+                            directory: dir,
+                            supervisor: pid,
+                            pidfd: System.pidfd(pid),
+                            cgroup: cgroup,
+                            log: logPath(id)
+                        )
+                        running.append((id, run))
+                        continue
+                    }
+                }
+                // Neither running nor ended: what is left is killed, and it is reported lost.
+                JobTree.killAll(cgroup: cgroup, group: Self.recordedProcess(dir + "/pid") ?? 0)
+                if let cgroup { JobTree.remove(cgroup: cgroup) }
+                ended.append(
+                    Ended(
+                        id: id,
+                        run: run,
+                        exit: .lost(reason: "its supervisor on the agent's node is gone without a status"),
+                        error: nil
+                    )
+                )
+            }
+        }
+        return (running, ended)
+    }
+
+    /// Whether a run exists here at all (started before, running or ended): orders are idempotent.
+    func hasRun(_ id: JobID, run: Int) -> Bool {
+        FileManager.default.fileExists(atPath: runDirectory(id, run: run) + "/spec.json")
+    }
+
+    /// The controller has recorded this end: it need not be reported again.
+    func acknowledge(_ id: JobID, run: Int) {
+        let dir = runDirectory(id, run: run)
+        guard FileManager.default.fileExists(atPath: dir) else { return }
+        try? System.writeAtomically(Data(), to: dir + "/acked")
     }
 }

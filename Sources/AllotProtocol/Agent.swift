@@ -51,11 +51,13 @@ public struct AgentRegisterParams: Codable, Sendable {
     public var gpus: [AgentGPU]
     public var cpus: Int?
     public var memoryGiB: Double?
-    /// The controller epoch the agent last served, if any (fencing, later).
+    /// The controller epoch the agent last served, if any.
     public var lastEpoch: UInt64?
+    /// The runs the agent holds (running, or ended and not yet acknowledged).
+    public var runs: [AgentRunRef]?
 
     enum CodingKeys: String, CodingKey {
-        case node, hostname, gpus, cpus
+        case node, hostname, gpus, cpus, runs
         case protocolVersion = "protocol_version"
         case agentVersion = "agent_version"
         case memoryGiB = "memory_gib"
@@ -69,8 +71,10 @@ public struct AgentRegisterParams: Codable, Sendable {
         gpus: [AgentGPU],
         cpus: Int? = nil,
         memoryGiB: Double? = nil,
-        lastEpoch: UInt64? = nil
+        lastEpoch: UInt64? = nil,
+        runs: [AgentRunRef]? = nil
     ) {
+        self.runs = runs
         self.node = node
         self.protocolVersion = AgentProtocol.version
         self.agentVersion = agentVersion
@@ -89,14 +93,18 @@ public struct AgentRegisterResult: Codable, Sendable {
     /// How often each side sends `agent.heartbeat`, and after how long without one the other is lost.
     public var heartbeatIntervalSeconds: Double
     public var nodeTimeoutSeconds: Double
+    /// Of the runs the agent holds, those the controller still assigns to this node: the agent kills the
+    /// others at once (fencing) before it does anything else.
+    public var keep: [AgentRunRef]
 
     enum CodingKeys: String, CodingKey {
-        case epoch
+        case epoch, keep
         case heartbeatIntervalSeconds = "heartbeat_interval_s"
         case nodeTimeoutSeconds = "node_timeout_s"
     }
 
-    public init(epoch: UInt64, heartbeatIntervalSeconds: Double, nodeTimeoutSeconds: Double) {
+    public init(epoch: UInt64, heartbeatIntervalSeconds: Double, nodeTimeoutSeconds: Double, keep: [AgentRunRef] = []) {
+        self.keep = keep
         self.epoch = epoch
         self.heartbeatIntervalSeconds = heartbeatIntervalSeconds
         self.nodeTimeoutSeconds = nodeTimeoutSeconds
@@ -137,4 +145,125 @@ public struct AgentObject: Codable, Sendable, Equatable {
         self.lastHeartbeat = lastHeartbeat
         self.connectedSince = connectedSince
     }
+}
+
+extension AgentProtocol {
+    /// Controller → agent notifications: run a job, stop one, forget reported ends.
+    public static let start = "agent.start"
+    public static let stop = "agent.stop"
+    public static let ack = "agent.ack"
+    /// Agent → controller notification: runs that started, or ended and how.
+    public static let report = "agent.report"
+}
+
+/// A run an agent holds, named by job and run number (a job's allocation is (job, run) under one epoch).
+public struct AgentRunRef: Codable, Sendable, Hashable {
+    public var id: UInt64
+    public var run: Int
+    public init(id: UInt64, run: Int) {
+        self.id = id
+        self.run = run
+    }
+}
+
+/// A job's GPUs on one node.
+public struct AgentSlice: Codable, Sendable, Equatable {
+    public var node: String
+    public var gpus: [Int]
+    public init(node: String, gpus: [Int]) {
+        self.node = node
+        self.gpus = gpus
+    }
+}
+
+/// `agent.start`: run this job's run here. Idempotent: a run the agent already has is not started twice.
+public struct AgentStartOrder: Codable, Sendable {
+    public var seq: UInt64
+    public var epoch: UInt64
+    public var id: UInt64
+    public var run: Int
+    public var spec: JobSpec
+    /// The job's GPUs, per node (the command runs on the first).
+    public var slices: [AgentSlice]
+
+    public init(seq: UInt64, epoch: UInt64, id: UInt64, run: Int, spec: JobSpec, slices: [AgentSlice]) {
+        self.seq = seq
+        self.epoch = epoch
+        self.id = id
+        self.run = run
+        self.spec = spec
+        self.slices = slices
+    }
+}
+
+/// `agent.stop`: stop this run (its tree gets `signal`, then SIGKILL after `grace`).
+public struct AgentStopOrder: Codable, Sendable {
+    public var seq: UInt64
+    public var epoch: UInt64
+    public var id: UInt64
+    public var run: Int
+    public var grace: Double
+    public var reason: String
+
+    public init(seq: UInt64, epoch: UInt64, id: UInt64, run: Int, grace: Double, reason: String) {
+        self.seq = seq
+        self.epoch = epoch
+        self.id = id
+        self.run = run
+        self.grace = grace
+        self.reason = reason
+    }
+}
+
+/// One run's news in `agent.report`.
+public struct AgentRunReport: Codable, Sendable, Equatable {
+    public var id: UInt64
+    public var run: Int
+    /// `ended` (with how), or `failed_to_start` (with `error`).
+    public var state: String
+    public var exitCode: Int32?
+    public var signal: Int32?
+    public var error: String?
+    /// Whether SIGKILL ended it after its grace period.
+    public var killed: Bool?
+
+    enum CodingKeys: String, CodingKey {
+        case id, run, state, signal, error, killed
+        case exitCode = "exit_code"
+    }
+
+    public init(
+        id: UInt64,
+        run: Int,
+        state: String,
+        exitCode: Int32? = nil,
+        signal: Int32? = nil,
+        error: String? = nil,
+        killed: Bool? = nil
+    ) {
+        self.id = id
+        self.run = run
+        self.state = state
+        self.exitCode = exitCode
+        self.signal = signal
+        self.error = error
+        self.killed = killed
+    }
+}
+
+/// `agent.report`: runs that ended (sent again until acknowledged with `agent.ack`).
+public struct AgentReport: Codable, Sendable {
+    public var seq: UInt64
+    public var runs: [AgentRunReport]
+
+    public init(seq: UInt64, runs: [AgentRunReport]) {
+        self.seq = seq
+        self.runs = runs
+    }
+}
+
+/// `agent.ack`: the controller has made these ends durable; the agent may forget them.
+public struct AgentAck: Codable, Sendable {
+    public var runs: [AgentRunRef]
+    public init(runs: [AgentRunRef]) { self.runs = runs }
 }

@@ -162,6 +162,9 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("This node's key (default: PKI/NODE.key).", valueName: "PATH"))
     var key: String?
 
+    @Option(name: .long, help: ArgumentHelp("Where the agent keeps job run directories and logs.", valueName: "DIR"))
+    var stateDir: String = "/var/lib/allot-agent"
+
     @Option(name: .long, help: ArgumentHelp("Declare this many GPUs (instead of --discover).", valueName: "N"))
     var gpus: Int?
 
@@ -207,6 +210,7 @@ struct AgentCommand: AsyncParsableCommand {
         )
         o.gpus = gpus
         o.discover = discover
+        o.stateDir = stateDir
         do {
             try await Agent.run(o, logger: logger)
         } catch let e as StartupError {

@@ -64,12 +64,21 @@ import Glibc
         let process: ChildProcess
         let log: String
 
-        init(node: String, port: Int, pki: String, dir: String, cert: String? = nil, key: String? = nil) throws {
+        init(
+            node: String,
+            port: Int,
+            pki: String,
+            dir: String,
+            cert: String? = nil,
+            key: String? = nil,
+            stateDir: String? = nil
+        ) throws {
             log = "\(dir)/agent-\(node)-\(UUID().uuidString.prefix(4)).log"
             var args = [
                 "agent", "--controller", "127.0.0.1:\(port)", "--node", node, "--pki", pki, "--gpus", "4",
                 "--log-level", "debug",
             ]
+            args += ["--state-dir", stateDir ?? "\(dir)/agent-\(node)"]
             if let cert { args += ["--cert", cert] }
             if let key { args += ["--key", key] }
             process = try ChildProcess(Harness.binDir.appendingPathComponent("allotd").path, args, output: log)
@@ -200,5 +209,76 @@ import Glibc
         #expect(r2.status == 0)
         let n9 = try AgentProcess(node: "n9", port: port, pki: pki, dir: d.dir.path)
         eventually("n9 refused") { n9.output.contains("no node n9 in the configuration") }
+    }
+
+    @Test func jobsRunOnAgentsAreFencedAfterAPartitionAndSurviveAControllerRestart() throws {
+        let port = MetricsTests.freePort()
+        let d = try DaemonFixture(start: false)
+        let pki = d.dir.path + "/pki"
+        try Self.makePKI(pki, nodes: ["n1", "n2"])
+        try d.writeConfig(pool: Self.pool(port: port, pki: pki))
+        try d.start()
+        let a1 = try AgentProcess(node: "n1", port: port, pki: pki, dir: d.dir.path)
+        let a2 = try AgentProcess(node: "n2", port: port, pki: pki, dir: d.dir.path)
+        eventually("both agents linked") {
+            (node(d, "n1")?["agent"] as? [String: Any])?["link"] as? String == "up"
+                && (node(d, "n2")?["agent"] as? [String: Any])?["link"] as? String == "up"
+        }
+        // A job placed on n1 runs there, with its GPUs, and its exit status comes back.
+        let quick = try d.submit([
+            "--gpus", "2", "--gpu-model", "A100", "--", "sh", "-c", "echo $CUDA_VISIBLE_DEVICES; exit 3",
+        ])
+        try d.wait(quick, for: "failed")
+        #expect(d.job(quick)?["exit_code"] as? Int == 3)
+        let log = (try? String(contentsOfFile: "\(d.dir.path)/agent-n1/logs/\(quick).log", encoding: .utf8)) ?? ""
+        #expect(log == "0,1\n", "\(log)")
+        // Cancel reaches the job on its agent: its SIGTERM trap runs.
+        let trap = try d.submit([
+            "--gpus", "1", "--gpu-model", "H100", "--grace", "5s", "--", "sh", "-c",
+            "trap 'echo bye; exit 0' TERM; sleep 300 & wait",
+        ])
+        try d.wait(trap, for: "running")
+        usleep(500_000)
+        #expect(d.ctl(["cancel", String(trap)]).status == 0)
+        try d.wait(trap, for: "cancelled")
+        #expect(d.job(trap)?["exit_code"] as? Int == 0)
+        // A partition: n1's agent stops answering (SIGSTOP) past node_timeout. Its preemptible job is
+        // requeued; when the agent comes back it kills the stale run before anything else.
+        let pre = try d.submit([
+            "--gpus", "4", "--gpu-model", "A100", "--preemptible", "--", "sh", "-c", "echo $$; sleep 300",
+        ])
+        try d.wait(pre, for: "running")
+        var stalePID: Int32?
+        eventually("the job's pid in its log") {
+            let text = (try? String(contentsOfFile: "\(d.dir.path)/agent-n1/logs/\(pre).log", encoding: .utf8)) ?? ""
+            stalePID = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines))
+            return stalePID != nil
+        }
+        a1.process.signal(SIGSTOP)
+        eventually("n1 down") { node(d, "n1")?["state"] as? String == "down" }
+        #expect(d.state(pre) == "pending")
+        #expect(kill(stalePID ?? 0, 0) == 0, "the stale run still runs on the cut-off node")
+        a1.process.signal(SIGCONT)
+        eventually("n1 up") { node(d, "n1")?["state"] as? String == "up" }
+        eventually("the stale run is killed by its agent") { kill(stalePID ?? 0, 0) != 0 }
+        #expect(a1.output.contains("Killed runs the controller no longer assigns to this node"), "\(a1.output)")
+        // The requeued job runs again (run 2), once.
+        try d.wait(pre, for: "running")
+        // The controller is killed while a job runs on n2; it comes back, the agent reconnects, and the
+        // job's end is recorded exactly once.
+        let long = try d.submit(["--gpus", "2", "--gpu-model", "H100", "--", "sh", "-c", "sleep 3; exit 7"])
+        try d.wait(long, for: "running")
+        #expect(d.stop(signal: SIGKILL) == 128 + SIGKILL)
+        try d.start()
+        try d.wait(long, for: "failed", timeout: 20)
+        #expect(d.job(long)?["exit_code"] as? Int == 7)
+        let starts = a2.output.split(separator: "\n").filter {
+            $0.contains("Start order") && $0.contains("job.id=\(long) ")
+        }
+        #expect(starts.count == 1, "one start order for job \(long) on n2: \(starts)")
+        let ends = d.daemonLog.split(separator: "\n").filter {
+            $0.contains("Job ended") && $0.contains("job.id=\(long) ")
+        }
+        #expect(ends.count == 1, "the end was recorded \(ends.count) times: \(ends)")
     }
 }
