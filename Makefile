@@ -98,6 +98,7 @@ $(GENERATED)/man: release
 install: release $(GENERATED)/allotd.service $(GENERATED)/allotd-agent.service $(GENERATED)/man
 	install -D -m 0755 $(RELEASE_BIN)/allotd $(DESTDIR)$(BINDIR)/allotd
 	install -D -m 0755 $(RELEASE_BIN)/allotctl $(DESTDIR)$(BINDIR)/allotctl
+	install -D -m 0755 $(RELEASE_BIN)/allot-exec $(DESTDIR)$(BINDIR)/allot-exec
 	install -D -m 0644 $(GENERATED)/allotd.service $(DESTDIR)$(UNITDIR)/allotd.service
 	install -D -m 0644 systemd/allotd.socket $(DESTDIR)$(UNITDIR)/allotd.socket
 	install -D -m 0644 $(GENERATED)/allotd-agent.service $(DESTDIR)$(UNITDIR)/allotd-agent.service
@@ -120,7 +121,7 @@ install: release $(GENERATED)/allotd.service $(GENERATED)/allotd-agent.service $
 
 # Leaves the configuration and the state directory (/var/lib/allot): they are the operator's.
 uninstall:
-	rm -f $(DESTDIR)$(BINDIR)/allotd $(DESTDIR)$(BINDIR)/allotctl
+	rm -f $(DESTDIR)$(BINDIR)/allotd $(DESTDIR)$(BINDIR)/allotctl $(DESTDIR)$(BINDIR)/allot-exec
 	rm -f $(DESTDIR)$(UNITDIR)/allotd.service $(DESTDIR)$(UNITDIR)/allotd.socket $(DESTDIR)$(UNITDIR)/allotd-agent.service
 	rm -f $(DESTDIR)$(SYSUSERSDIR)/allot.conf $(DESTDIR)$(TMPFILESDIR)/allot.conf
 	rm -f $(DESTDIR)$(MANDIR)/man1/allotd.1 $(DESTDIR)$(MANDIR)/man1/allotctl.1

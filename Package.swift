@@ -18,6 +18,7 @@ let package = Package(
         .library(name: "AllotSim", targets: ["AllotSim"]),
         .executable(name: "allotctl", targets: ["allotctl"]),
         .executable(name: "allotd", targets: ["allotd"]),
+        .executable(name: "allot-exec", targets: ["allot-exec"]),
         // A stand-in libnvidia-ml.so for the tests (GPU discovery through the real dlopen path).
         .library(name: "FakeNVML", type: .dynamic, targets: ["FakeNVML"]),
     ],
@@ -45,6 +46,8 @@ let package = Package(
         .target(name: "AllotWAL", dependencies: ["AllotCore"], swiftSettings: upcoming),
         // The control protocol: JSON-RPC 2.0 messages over a Unix socket, one per line.
         .target(name: "AllotProtocol", dependencies: ["AllotCore"], swiftSettings: upcoming),
+        // Between a job's supervisor and the job: joins its cgroup, drops to its owner, execs (C: fast).
+        .executableTarget(name: "allot-exec"),
         // The cluster CA: certificates for the controller and node agents (mutual TLS).
         .target(
             name: "AllotPKI",

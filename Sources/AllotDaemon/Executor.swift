@@ -151,7 +151,7 @@ final class Executor {
             logger.info(
                 "Job started",
                 metadata: [
-                    "id": "\(id)", "job.run": "\(run)", "job.gpus": "\(visible)",
+                    "job.id": "\(id)", "job.run": "\(run)", "job.gpus": "\(visible)",
                     "supervisor.pid": "\(pid)",
                 ]
             )

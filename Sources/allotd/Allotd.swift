@@ -4,7 +4,6 @@ import ArgumentParser
 import Foundation
 import Logging
 
-@main
 struct Allotd: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "allotd",
