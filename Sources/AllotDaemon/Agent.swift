@@ -30,6 +30,8 @@ public struct AgentOptions: Sendable {
     public var nvidiaSMI = "/usr/bin/nvidia-smi"
     /// Where the agent keeps its job run directories and logs.
     public var stateDir = "/var/lib/allot-agent"
+    /// How often discovered GPUs' health is checked (and changes reported).
+    public var gpuCheckInterval = 10.0
 
     public init(controller: String, node: String, ca: String, certificate: String, key: String) {
         self.controller = controller
@@ -71,7 +73,8 @@ public enum Agent {
                     "\(options.certificate) is for node \(identity.name), not \(options.node); issue one with `allotctl ca issue --node \(options.node)`"
             )
         }
-        let gpus = try discover(options, logger: logger)
+        let probe = options.discover.map { _ in GPUProbe(library: options.nvmlLibrary, smi: options.nvidiaSMI) }
+        let gpus = try discover(options, probe: probe, logger: logger)
         do {
             try FileManager.default.createDirectory(atPath: options.stateDir, withIntermediateDirectories: true)
         } catch {
@@ -91,6 +94,7 @@ public enum Agent {
             options: options,
             gpus: gpus,
             jobs: jobs,
+            probe: probe,
             logger: logger
         )
         let group = ServiceGroup(
@@ -104,30 +108,33 @@ public enum Agent {
         logger.info("Agent stopped")
     }
 
-    static func discover(_ o: AgentOptions, logger: Logger) throws -> [AgentGPU] {
-        if let mode = o.discover {
-            let probe = GPUProbe(library: o.nvmlLibrary, smi: o.nvidiaSMI)
+    static func discover(_ o: AgentOptions, probe: GPUProbe?, logger: Logger) throws -> [AgentGPU] {
+        if let probe, let mode = o.discover {
             do {
                 let inv = try probe.probe(allowNVML: mode == "nvml")
                 logger.notice(
                     "GPUs discovered",
                     metadata: ["gpus.count": "\(inv.gpus.count)", "gpus.source": "\(inv.source)"]
                 )
-                return inv.gpus.map {
-                    AgentGPU(
-                        index: $0.index,
-                        uuid: $0.uuid,
-                        name: $0.name,
-                        memoryMiB: $0.memoryMiB,
-                        health: $0.health.rawValue,
-                        reason: $0.reason
-                    )
-                }
+                return agentGPUs(inv)
             } catch {
                 throw StartupError(description: "GPU discovery failed: \(error)")
             }
         }
         return (0..<(o.gpus ?? 0)).map { AgentGPU(index: $0) }
+    }
+
+    static func agentGPUs(_ inv: GPUInventory) -> [AgentGPU] {
+        inv.gpus.map {
+            AgentGPU(
+                index: $0.index,
+                uuid: $0.uuid,
+                name: $0.name,
+                memoryMiB: $0.memoryMiB,
+                health: $0.health.rawValue,
+                reason: $0.reason
+            )
+        }
     }
 }
 
@@ -149,6 +156,7 @@ struct AgentConnection: Service, CustomStringConvertible {
     let options: AgentOptions
     let gpus: [AgentGPU]
     let jobs: AgentJobs
+    let probe: GPUProbe?
     let logger: Logger
 
     var description: String { "AgentConnection(\(host):\(port))" }
@@ -276,10 +284,16 @@ struct AgentConnection: Service, CustomStringConvertible {
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     // Heartbeats and reports out; a controller silent past node_timeout cuts the link.
                     let jobs = self.jobs
+                    let probe = self.probe
+                    let allowNVML = options.discover == "nvml"
+                    let checkEvery = options.gpuCheckInterval
+                    let firstGPUs = self.gpus
                     group.addTask {
                         var seq: UInt64 = 0
                         var reportSeq: UInt64 = 0
                         var lastBeat = 0.0
+                        var lastCheck = Date().timeIntervalSince1970
+                        var lastGPUs = firstGPUs
                         while true {
                             try await Task.sleep(for: .milliseconds(200))
                             let now = Date().timeIntervalSince1970
@@ -302,6 +316,31 @@ struct AgentConnection: Service, CustomStringConvertible {
                                         )
                                     )
                                 )
+                            }
+                            if let probe, now - lastCheck >= checkEvery {
+                                lastCheck = now
+                                // NVML and nvidia-smi block (seconds on a sick GPU): off the task pool.
+                                let found: [AgentGPU]? = await withCheckedContinuation { c in
+                                    Thread {
+                                        c.resume(
+                                            returning: (try? probe.probe(allowNVML: allowNVML)).map(Agent.agentGPUs)
+                                        )
+                                    }
+                                    .start()
+                                }
+                                if let found, found != lastGPUs {
+                                    lastGPUs = found
+                                    try await outbound.write(
+                                        ByteBuffer(
+                                            data: try ControlProtocol.line(
+                                                Notification(
+                                                    method: AgentProtocol.health,
+                                                    params: AgentHealth(gpus: found)
+                                                )
+                                            )
+                                        )
+                                    )
+                                }
                             }
                             if now - lastBeat >= interval {
                                 lastBeat = now

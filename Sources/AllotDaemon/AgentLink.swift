@@ -193,6 +193,13 @@ struct AgentServer: Service, CustomStringConvertible {
                         ).params
                     {
                         engine.send(.agentReport(node: params.node, link: l.id, report))
+                    } else if head.method == AgentProtocol.health,
+                        let health = try? JSONDecoder().decode(
+                            RequestParams<AgentHealth>.self,
+                            from: Data(line.readableBytesView)
+                        ).params
+                    {
+                        engine.send(.agentHealth(node: params.node, link: l.id, health))
                     }
                 }
             }

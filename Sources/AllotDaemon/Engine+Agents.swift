@@ -70,12 +70,7 @@ extension Engine {
             )
         }
         // Health as the agent sees it.
-        for g in p.gpus where g.index < node.spec.gpus {
-            let health: GPUHealth = g.health == "healthy" ? .healthy : .unhealthy
-            if node.health[g.index] != health {
-                try? apply(.gpuHealthChanged(node: p.node, gpu: g.index, health: health, reason: g.reason))
-            }
-        }
+        applyAgentHealth(node: p.node, p.gpus)
         // A node that was down because its agent was lost comes back.
         if node.state == .down, node.stateReason?.hasPrefix(Self.agentLost) == true {
             do {
@@ -288,6 +283,57 @@ extension Engine {
     func agentNode(of job: Job) -> String? {
         guard let node = job.allocation?.slices.first?.node, agents[node] != nil else { return nil }
         return node
+    }
+
+    /// An agent's periodic GPU check changed something.
+    func agentHealth(node: String, link: UInt64, _ gpus: [AgentGPU]) {
+        guard agents[node]?.link?.id == link else { return }
+        agents[node]?.gpus = gpus
+        applyAgentHealth(node: node, gpus)
+        requestPass()
+    }
+
+    /// GPU health events for a node as its agent found it; jobs on GPUs that failed are stopped on the agent,
+    /// then requeued or failed per `on_gpu_failure` when their end is reported.
+    func applyAgentHealth(node name: String, _ gpus: [AgentGPU]) {
+        guard let node = state.node(named: name) else { return }
+        for g in gpus where g.index < node.spec.gpus {
+            let health: GPUHealth = g.health == "healthy" ? .healthy : .unhealthy
+            guard node.health[g.index] != health || (health == .unhealthy && node.healthReason[g.index] != g.reason)
+            else { continue }
+            do {
+                try apply(.gpuHealthChanged(node: name, gpu: g.index, health: health, reason: g.reason))
+                logger.log(
+                    level: health == .healthy ? .notice : .error,
+                    "GPU \(health == .healthy ? "healthy again" : "unhealthy: taken out of scheduling")",
+                    metadata: ["node": "\(name)", "gpu": "\(g.index)", "reason": "\(g.reason ?? "-")"]
+                )
+            } catch {
+                logger.error("GPU health event refused", metadata: ["node": "\(name)", "error": "\(error)"])
+            }
+        }
+        guard let now = state.node(named: name) else { return }
+        for gpu in 0..<now.spec.gpus where now.health[gpu] == .unhealthy {
+            guard let id = now.holder[gpu], gpuFailures[id] == nil, let job = state.jobs[id], job.state.holdsGPUs
+            else { continue }
+            let why = "GPU \(gpu) of node \(name) failed: \(now.healthReason[gpu] ?? "unhealthy")"
+            gpuFailures[id] = why
+            logger.error("Job stopped: its GPU failed", metadata: ["job.id": "\(id)", "reason": "\(why)"])
+            guard let a = agents[name], let link = a.link else { continue }
+            let seq = a.sentSeq + 1
+            agents[name]?.sentSeq = seq
+            let order = AgentStopOrder(
+                seq: seq,
+                epoch: epoch,
+                id: id.rawValue,
+                run: job.runs,
+                grace: min(job.spec.grace ?? job.grace ?? 30, 30),
+                reason: why
+            )
+            if let line = try? ControlProtocol.line(Notification(method: AgentProtocol.stop, params: order)) {
+                link.send(line)
+            }
+        }
     }
 
     /// What `nodes` shows of a node's agent.

@@ -48,6 +48,7 @@ enum EngineCommand: Sendable {
         CheckedContinuation<Result<AgentRegisterResult, RPCError>, Never>
     )
     case agentReport(node: String, link: UInt64, AgentReport)
+    case agentHealth(node: String, link: UInt64, AgentHealth)
     case agentHeartbeat(node: String, link: UInt64)
     case agentDisconnected(node: String, link: UInt64)
 }
@@ -311,6 +312,8 @@ final class Engine {
             reply.resume(returning: result)
         case .agentReport(let node, let link, let report):
             agentReport(node: node, link: link, report)
+        case .agentHealth(let node, let link, let health):
+            agentHealth(node: node, link: link, health.gpus)
         case .agentHeartbeat(let node, let link):
             agentHeartbeat(node: node, link: link)
         case .agentDisconnected(let node, let link):

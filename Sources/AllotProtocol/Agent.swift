@@ -154,6 +154,8 @@ extension AgentProtocol {
     public static let ack = "agent.ack"
     /// Agent → controller notification: runs that started, or ended and how.
     public static let report = "agent.report"
+    /// Agent → controller notification: the node's GPUs changed health (`{"gpus": [AgentGPU]}`).
+    public static let health = "agent.health"
 }
 
 /// A run an agent holds, named by job and run number (a job's allocation is (job, run) under one epoch).
@@ -260,6 +262,12 @@ public struct AgentReport: Codable, Sendable {
         self.seq = seq
         self.runs = runs
     }
+}
+
+/// `agent.health`: every GPU of the node, as the agent's last check found them.
+public struct AgentHealth: Codable, Sendable {
+    public var gpus: [AgentGPU]
+    public init(gpus: [AgentGPU]) { self.gpus = gpus }
 }
 
 /// `agent.ack`: the controller has made these ends durable; the agent may forget them.

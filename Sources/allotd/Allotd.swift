@@ -1,3 +1,4 @@
+import AllotCore
 import AllotDaemon
 import AllotSystemd
 import ArgumentParser
@@ -170,6 +171,12 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Find the GPUs: nvml or nvidia-smi.", valueName: "HOW"))
     var discover: String?
 
+    @Option(name: .long, help: ArgumentHelp("Check the discovered GPUs' health this often.", valueName: "DURATION"))
+    var gpuCheckInterval: String = "10s"
+
+    @Option(name: .long, help: ArgumentHelp("The NVML library (for --discover nvml).", valueName: "PATH"))
+    var nvmlLibrary: String = "libnvidia-ml.so.1"
+
     @Option(
         name: .long,
         help: ArgumentHelp("trace, debug, info, notice, warning, error or critical.", valueName: "LEVEL")
@@ -210,6 +217,15 @@ struct AgentCommand: AsyncParsableCommand {
         o.gpus = gpus
         o.discover = discover
         o.stateDir = stateDir
+        o.nvmlLibrary = nvmlLibrary
+        if let s = DurationText.parse(gpuCheckInterval), s > 0 {
+            o.gpuCheckInterval = s
+        } else {
+            FileHandle.standardError.write(
+                Data("allotd agent: --gpu-check-interval: not a duration: \(gpuCheckInterval)\n".utf8)
+            )
+            throw ExitCode(2)
+        }
         do {
             try await Agent.run(o, logger: logger)
         } catch let e as StartupError {

@@ -71,17 +71,24 @@ import Glibc
             dir: String,
             cert: String? = nil,
             key: String? = nil,
-            stateDir: String? = nil
+            stateDir: String? = nil,
+            extra: [String] = ["--gpus", "4"],
+            environment: [String: String] = [:]
         ) throws {
             log = "\(dir)/agent-\(node)-\(UUID().uuidString.prefix(4)).log"
-            var args = [
-                "agent", "--controller", "127.0.0.1:\(port)", "--node", node, "--pki", pki, "--gpus", "4",
-                "--log-level", "debug",
-            ]
+            var args =
+                [
+                    "agent", "--controller", "127.0.0.1:\(port)", "--node", node, "--pki", pki, "--log-level", "debug",
+                ] + extra
             args += ["--state-dir", stateDir ?? "\(dir)/agent-\(node)"]
             if let cert { args += ["--cert", cert] }
             if let key { args += ["--key", key] }
-            process = try ChildProcess(Harness.binDir.appendingPathComponent("allotd").path, args, output: log)
+            process = try ChildProcess(
+                Harness.binDir.appendingPathComponent("allotd").path,
+                args,
+                output: log,
+                environment: environment
+            )
         }
 
         var output: String { (try? String(contentsOfFile: log, encoding: .utf8)) ?? "" }
@@ -280,5 +287,44 @@ import Glibc
             $0.contains("Job ended") && $0.contains("job.id=\(long) ")
         }
         #expect(ends.count == 1, "the end was recorded \(ends.count) times: \(ends)")
+    }
+
+    @Test func anAgentReportsItsGPUsAndTheirFailures() throws {
+        let port = MetricsTests.freePort()
+        let d = try DaemonFixture(start: false)
+        let pki = d.dir.path + "/pki"
+        try Self.makePKI(pki, nodes: ["n1"])
+        try d.writeConfig(pool: Self.pool(port: port, pki: pki))
+        try d.start()
+        let nvml = d.dir.path + "/nvml.txt"
+        try GPUDiscoveryTests.fourH100.write(toFile: nvml, atomically: true, encoding: .utf8)
+        let agent = try AgentProcess(
+            node: "n1",
+            port: port,
+            pki: pki,
+            dir: d.dir.path,
+            extra: [
+                "--discover", "nvml", "--nvml-library", GPUDiscoveryTests.fakeNVML, "--gpu-check-interval", "0.3s",
+            ],
+            environment: ["FAKE_NVML_FILE": nvml]
+        )
+        eventually("n1 linked") { (node(d, "n1")?["agent"] as? [String: Any])?["link"] as? String == "up" }
+        let gpus = node(d, "n1")?["gpu_list"] as? [[String: Any]]
+        #expect(gpus?.count == 4)
+        #expect(gpus?.first?["uuid"] as? String == "GPU-00000000-1111-2222-3333-444444444440", "\(gpus ?? [])")
+        let j = try d.submit(["--gpus", "2", "--gpu-model", "A100", "--grace", "1s", "--", "sleep", "300"])
+        try d.wait(j, for: "running")
+        // GPU 0 falls off the bus on the agent's node: out of scheduling, and the job moves off it.
+        try GPUDiscoveryTests.append("xid 0 79", to: nvml)
+        eventually("GPU 0 unhealthy") {
+            ((node(d, "n1")?["gpus_unhealthy"] as? [Int]) ?? []).contains(0)
+        }
+        eventually("the job runs again away from GPU 0") {
+            let slices = d.job(j)?["gpu_indices"] as? [[String: Any]]
+            let held = slices?.first?["gpus"] as? [Int] ?? [0]
+            return d.state(j) == "running" && !held.contains(0)
+        }
+        #expect(d.daemonLog.contains("GPU 0 of node n1 failed: XID 79"), "\(d.daemonLog.suffix(1500))")
+        _ = agent
     }
 }
