@@ -381,6 +381,24 @@ struct AgentConnection: Service, CustomStringConvertible {
                                 )
                                 await jobs.stop(o)
                             }
+                        case AgentProtocol.logRead?:
+                            if let r = try? decoder.decode(RequestParams<AgentLogRead>.self, from: data).params {
+                                let (bytes, error) = await jobs.readLog(id: r.id, offset: r.offset, max: r.max)
+                                try await outbound.write(
+                                    ByteBuffer(
+                                        data: try ControlProtocol.line(
+                                            Notification(
+                                                method: AgentProtocol.logData,
+                                                params: AgentLogData(
+                                                    token: r.token,
+                                                    data: Data(bytes).base64EncodedString(),
+                                                    error: error
+                                                )
+                                            )
+                                        )
+                                    )
+                                )
+                            }
                         case AgentProtocol.ack?:
                             if let a = try? decoder.decode(RequestParams<AgentAck>.self, from: data).params {
                                 await jobs.ack(a.runs)

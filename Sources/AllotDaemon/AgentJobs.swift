@@ -125,3 +125,26 @@ actor AgentJobs {
     /// The link is new: everything unacknowledged goes out again.
     func newLink() { fresh = Set(unacked.keys) }
 }
+
+extension AgentJobs {
+    /// Up to `max` bytes of a job's log (its newest run's output file, else the agent's log), from `offset`.
+    func readLog(id: UInt64, offset: Int, max: Int) -> (bytes: [UInt8], error: String?) {
+        let jobDir = "\(executor.stateDir)/jobs/\(id)"
+        let runs = ((try? FileManager.default.contentsOfDirectory(atPath: jobDir)) ?? []).compactMap { Int($0) }
+        var path = executor.logPath(JobID(id))
+        if let run = runs.max(),
+            let data = FileManager.default.contents(atPath: "\(jobDir)/\(run)/spec.json"),
+            let spec = try? JSONDecoder().decode(RunSpec.self, from: data), let output = spec.output
+        {
+            path = output
+        }
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            return ([], errno == ENOENT ? nil : "cannot read \(path): \(String(cString: strerror(errno)))")
+        }
+        defer { close(fd) }
+        var buffer = [UInt8](repeating: 0, count: Swift.max(0, Swift.min(max, 1 << 20)))
+        let n = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, off_t(offset)) }
+        return (n > 0 ? Array(buffer[0..<n]) : [], nil)
+    }
+}

@@ -200,6 +200,13 @@ struct AgentServer: Service, CustomStringConvertible {
                         ).params
                     {
                         engine.send(.agentHealth(node: params.node, link: l.id, health))
+                    } else if head.method == AgentProtocol.logData,
+                        let d = try? JSONDecoder().decode(
+                            RequestParams<AgentLogData>.self,
+                            from: Data(line.readableBytesView)
+                        ).params
+                    {
+                        RemoteLogs.shared.fulfill(d.token, Array(Data(base64Encoded: d.data) ?? Data()))
                     }
                 }
             }
@@ -230,4 +237,38 @@ struct AgentRequest: Decodable {
     var id: RPCID?
     var method: String
     var params: AgentRegisterParams?
+}
+
+/// Reads of job logs kept on agents' nodes: each read is a request on the agent's link, answered by
+/// `agent.log_data` (or nothing within 5 s: an empty read).
+final class RemoteLogs: Sendable {
+    static let shared = RemoteLogs()
+    private let waiting = Mutex<[UInt64: CheckedContinuation<[UInt8], Never>]>([:])
+    private let next = Atomic<UInt64>(1)
+
+    func read(_ link: AgentLink, job: UInt64, offset: Int, max: Int) async -> [UInt8] {
+        let token = next.wrappingAdd(1, ordering: .relaxed).oldValue
+        guard
+            let line = try? ControlProtocol.line(
+                Notification(
+                    method: AgentProtocol.logRead,
+                    params: AgentLogRead(token: token, id: job, offset: offset, max: max)
+                )
+            )
+        else { return [] }
+        return await withCheckedContinuation { c in
+            waiting.withLock { $0[token] = c }
+            link.send(line)
+            // No answer (the agent is gone): give up after a while.
+            Task {
+                try? await Task.sleep(for: .seconds(5))
+                self.fulfill(token, [])
+            }
+        }
+    }
+
+    func fulfill(_ token: UInt64, _ bytes: [UInt8]) {
+        let c = waiting.withLock { $0.removeValue(forKey: token) }
+        c?.resume(returning: bytes)
+    }
 }

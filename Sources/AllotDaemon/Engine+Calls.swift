@@ -123,11 +123,29 @@ extension Engine {
                 return
             }
             if let node = agentNode(of: j) {
-                fail(
-                    .refused(
-                        "job \(j.id) runs on node \(node), whose agent keeps its log (logs/\(j.id).log in the agent's state directory); streaming it through allotd is not done yet"
+                guard let link = agents[node]?.link else {
+                    fail(
+                        .refused(
+                            "job \(j.id)'s log is on node \(node), whose agent is not connected now; try again later"
+                        )
                     )
+                    return
+                }
+                answer(LogsResult(path: "\(node):logs/\(j.id).log", size: 0))
+                let stream = LogStream(
+                    job: p.id,
+                    path: "",
+                    offset: max(0, p.offset ?? 0),
+                    follow: p.follow ?? false,
+                    remote: link
                 )
+                if stream.follow && !j.state.isTerminal {
+                    followers[j.id, default: []].append(stream)
+                } else {
+                    stream.jobEnded(j.state.rawValue)
+                }
+                out.streaming.store(true, ordering: .relaxed)
+                pendingActions.append(.startLog(out, stream))
                 return
             }
             let path = j.spec.output ?? executor.logPath(j.id)

@@ -35,11 +35,17 @@ enum LogCopier {
         while true {
             // Read `ended` before reading the file, so that bytes written before the end are not missed.
             let ended = outbox.stopping.load(ordering: .relaxed) ? (stream.ended ?? "daemon stopping") : stream.ended
-            if fd < 0 { fd = open(stream.path, O_RDONLY | O_CLOEXEC) }
             var n = 0
-            if fd >= 0 {
-                n = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, chunk, off_t(offset)) }
-                if n < 0 { n = 0 }
+            if let link = stream.remote {
+                let got = await RemoteLogs.shared.read(link, job: stream.job, offset: offset, max: chunk)
+                n = min(got.count, chunk)
+                buffer.replaceSubrange(0..<n, with: got.prefix(n))
+            } else {
+                if fd < 0 { fd = open(stream.path, O_RDONLY | O_CLOEXEC) }
+                if fd >= 0 {
+                    n = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, chunk, off_t(offset)) }
+                    if n < 0 { n = 0 }
+                }
             }
             if n > 0 {
                 offset += n

@@ -18,11 +18,15 @@ final class LogStream: Sendable {
     let follow: Bool
     private let end = Mutex<String?>(nil)
 
-    init(job: UInt64, path: String, offset: Int, follow: Bool) {
+    /// Set for a job on an agent's node: the log is read from the agent, over its link.
+    let remote: AgentLink?
+
+    init(job: UInt64, path: String, offset: Int, follow: Bool, remote: AgentLink? = nil) {
         self.job = job
         self.path = path
         self.offset = offset
         self.follow = follow
+        self.remote = remote
     }
 
     /// The job's final state once it has ended.

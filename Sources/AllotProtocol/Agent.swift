@@ -156,6 +156,9 @@ extension AgentProtocol {
     public static let report = "agent.report"
     /// Agent → controller notification: the node's GPUs changed health (`{"gpus": [AgentGPU]}`).
     public static let health = "agent.health"
+    /// Controller → agent: read part of a job's log; the agent answers with `agent.log_data`.
+    public static let logRead = "agent.log_read"
+    public static let logData = "agent.log_data"
 }
 
 /// A run an agent holds, named by job and run number (a job's allocation is (job, run) under one epoch).
@@ -261,6 +264,33 @@ public struct AgentReport: Codable, Sendable {
     public init(seq: UInt64, runs: [AgentRunReport]) {
         self.seq = seq
         self.runs = runs
+    }
+}
+
+/// `agent.log_read`: up to `max` bytes of job `id`'s log from `offset`.
+public struct AgentLogRead: Codable, Sendable {
+    public var token: UInt64
+    public var id: UInt64
+    public var offset: Int
+    public var max: Int
+    public init(token: UInt64, id: UInt64, offset: Int, max: Int) {
+        self.token = token
+        self.id = id
+        self.offset = offset
+        self.max = max
+    }
+}
+
+/// `agent.log_data`: the bytes read (base64), empty at the end of what is written so far.
+public struct AgentLogData: Codable, Sendable {
+    public var token: UInt64
+    public var data: String
+    /// Set when the log cannot be read at all.
+    public var error: String?
+    public init(token: UInt64, data: String, error: String? = nil) {
+        self.token = token
+        self.data = data
+        self.error = error
     }
 }
 

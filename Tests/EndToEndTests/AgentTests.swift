@@ -239,6 +239,14 @@ import Glibc
         #expect(d.job(quick)?["exit_code"] as? Int == 3)
         let log = (try? String(contentsOfFile: "\(d.dir.path)/agent-n1/logs/\(quick).log", encoding: .utf8)) ?? ""
         #expect(log == "0,1\n", "\(log)")
+        // allotctl logs reads it from the agent, through the controller; -f follows a running job there.
+        #expect(d.ctl(["logs", String(quick)]).stdout == "0,1\n")
+        let talk = try d.submit([
+            "--gpus", "1", "--gpu-model", "A100", "--", "sh", "-c", "for i in 1 2 3; do echo line $i; sleep 0.3; done",
+        ])
+        let followed = d.ctl(["logs", "-f", String(talk)])
+        #expect(followed.status == 0, "\(followed.stderr)")
+        #expect(followed.stdout == "line 1\nline 2\nline 3\n", "\(followed.stdout)")
         // Cancel reaches the job on its agent: its SIGTERM trap runs.
         let trap = try d.submit([
             "--gpus", "1", "--gpu-model", "H100", "--grace", "5s", "--", "sh", "-c",
