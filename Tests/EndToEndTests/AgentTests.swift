@@ -73,22 +73,31 @@ import Glibc
             key: String? = nil,
             stateDir: String? = nil,
             extra: [String] = ["--gpus", "4"],
-            environment: [String: String] = [:]
+            environment: [String: String] = [:],
+            controller: String? = nil,
+            netns: String? = nil
         ) throws {
             log = "\(dir)/agent-\(node)-\(UUID().uuidString.prefix(4)).log"
             var args =
                 [
-                    "agent", "--controller", "127.0.0.1:\(port)", "--node", node, "--pki", pki, "--log-level", "debug",
+                    "agent", "--controller", controller ?? "127.0.0.1:\(port)", "--node", node, "--pki", pki,
+                    "--log-level",
+                    "debug",
                 ] + extra
             args += ["--state-dir", stateDir ?? "\(dir)/agent-\(node)"]
             if let cert { args += ["--cert", cert] }
             if let key { args += ["--key", key] }
-            process = try ChildProcess(
-                Harness.binDir.appendingPathComponent("allotd").path,
-                args,
-                output: log,
-                environment: environment
-            )
+            let allotd = Harness.binDir.appendingPathComponent("allotd").path
+            if let ns = netns {
+                process = try ChildProcess(
+                    "/usr/sbin/ip",
+                    ["netns", "exec", ns, allotd] + args,
+                    output: log,
+                    environment: environment
+                )
+            } else {
+                process = try ChildProcess(allotd, args, output: log, environment: environment)
+            }
         }
 
         var output: String { (try? String(contentsOfFile: log, encoding: .utf8)) ?? "" }
@@ -334,5 +343,98 @@ import Glibc
         }
         #expect(d.daemonLog.contains("GPU 0 of node n1 failed: XID 79"), "\(d.daemonLog.suffix(1500))")
         _ = agent
+    }
+
+    static var canMakeNetworkNamespaces: Bool {
+        getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/sbin/ip")
+    }
+
+    /// A network namespace joined to the host by a veth pair: the host side is 10.231.N.1, the namespace's
+    /// 10.231.N.2. `cut`/`mend` take the host side down and up: a real partition.
+    final class NetworkNamespace {
+        let name: String
+        let hostVeth: String
+        let hostIP: String
+
+        init() throws {
+            let n = Int.random(in: 1...250)
+            let tag = String(UUID().uuidString.prefix(6)).lowercased()
+            name = "allot-e2e-\(tag)"
+            hostVeth = "ah\(tag)"
+            hostIP = "10.231.\(n).1"
+            let steps: [[String]] = [
+                ["netns", "add", name],
+                ["link", "add", hostVeth, "type", "veth", "peer", "name", "an\(tag)"],
+                ["link", "set", "an\(tag)", "netns", name],
+                ["addr", "add", "\(hostIP)/24", "dev", hostVeth],
+                ["link", "set", hostVeth, "up"],
+                ["-n", name, "addr", "add", "10.231.\(n).2/24", "dev", "an\(tag)"],
+                ["-n", name, "link", "set", "an\(tag)", "up"],
+                ["-n", name, "link", "set", "lo", "up"],
+            ]
+            for step in steps {
+                let r = try Harness.run("/usr/sbin/ip", step, absolute: true)
+                guard r.status == 0 else { throw FixtureError("ip \(step): \(r.stderr)") }
+            }
+        }
+
+        func cut() { _ = try? Harness.run("/usr/sbin/ip", ["link", "set", hostVeth, "down"], absolute: true) }
+        func mend() { _ = try? Harness.run("/usr/sbin/ip", ["link", "set", hostVeth, "up"], absolute: true) }
+
+        deinit {
+            _ = try? Harness.run("/usr/sbin/ip", ["link", "del", hostVeth], absolute: true)
+            _ = try? Harness.run("/usr/sbin/ip", ["netns", "del", name], absolute: true)
+        }
+    }
+
+    @Test(.enabled(if: AgentTests.canMakeNetworkNamespaces, "needs root and iproute2 for network namespaces"))
+    func anAgentCutOffByARealPartitionIsFencedWhenTheLinkReturns() throws {
+        let ns = try NetworkNamespace()
+        let port = MetricsTests.freePort()
+        let d = try DaemonFixture(start: false)
+        let pki = d.dir.path + "/pki"
+        try Self.makePKI(pki, nodes: ["n1"])
+        // The controller's certificate names the address the agent dials.
+        let r = try Harness.run(
+            "allotctl",
+            ["ca", "issue", "--dir", pki, "--controller", "controller", "--host", ns.hostIP]
+        )
+        #expect(r.status == 0, "\(r.stderr)")
+        try d.writeConfig(
+            pool: Self.pool(port: port, pki: pki).replacingOccurrences(of: "127.0.0.1:\(port)", with: "0.0.0.0:\(port)")
+        )
+        try d.start()
+        let agent = try AgentProcess(
+            node: "n1",
+            port: port,
+            pki: pki,
+            dir: d.dir.path,
+            controller: "\(ns.hostIP):\(port)",
+            netns: ns.name
+        )
+        eventually("n1 linked from its namespace") {
+            (node(d, "n1")?["agent"] as? [String: Any])?["link"] as? String == "up"
+        }
+        let j = try d.submit([
+            "--gpus", "4", "--gpu-model", "A100", "--preemptible", "--", "sh", "-c", "echo $$; sleep 300",
+        ])
+        try d.wait(j, for: "running")
+        var pid: Int32?
+        eventually("the job's pid") {
+            let text = (try? String(contentsOfFile: "\(d.dir.path)/agent-n1/logs/\(j).log", encoding: .utf8)) ?? ""
+            pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines))
+            return pid != nil
+        }
+        // The link is cut: the node goes down, the job is requeued; on the far side the run goes on.
+        ns.cut()
+        eventually("n1 down") { node(d, "n1")?["state"] as? String == "down" }
+        #expect(d.state(j) == "pending")
+        #expect(kill(pid ?? 0, 0) == 0)
+        // The link is mended: the agent reconnects, kills the stale run, and the job runs again there.
+        ns.mend()
+        eventually("n1 up", timeout: 20) { node(d, "n1")?["state"] as? String == "up" }
+        eventually("the stale run is gone") { kill(pid ?? 0, 0) != 0 }
+        try d.wait(j, for: "running")
+        #expect(agent.output.contains("Killed runs the controller no longer assigns to this node"), "\(agent.output)")
     }
 }
