@@ -19,14 +19,29 @@ struct Nodes: ParsableCommand {
             let nodes: [NodeObject] = try client.call("nodes", NoParams())
             if json { return try printJSON(nodes) }
             if gpus { return out(gpuTable(nodes)) }
+            // Agents' link, version and last heartbeat, when any node has an agent.
+            let withAgents = nodes.contains { $0.agent != nil }
+            let now = Date().timeIntervalSince1970
             let rows = nodes.map { n -> [String] in
-                [
+                var row = [
                     n.name, n.state, n.gpuModel, String(n.gpus), String(n.gpusFree),
                     n.gpusUnhealthy.isEmpty ? "-" : n.gpusUnhealthy.map(String.init).joined(separator: ","),
-                    n.local ? "yes" : "no", n.reason ?? "",
+                    n.local ? "yes" : "no",
                 ]
+                if withAgents {
+                    if let a = n.agent {
+                        let age = a.lastHeartbeat.flatMap(WireTime.parse).map { "\(max(0, Int(now - $0)))s ago" } ?? "-"
+                        row += ["\(a.link) \(a.version)", age]
+                    } else {
+                        row += ["-", "-"]
+                    }
+                }
+                return row + [n.reason ?? ""]
             }
-            out(table(["NODE", "STATE", "MODEL", "GPUS", "FREE", "UNHEALTHY", "LOCAL", "REASON"], rows))
+            let head =
+                ["NODE", "STATE", "MODEL", "GPUS", "FREE", "UNHEALTHY", "LOCAL"]
+                + (withAgents ? ["AGENT", "HEARTBEAT"] : []) + ["REASON"]
+            out(table(head, rows))
             // Why each unhealthy GPU is out of scheduling.
             var notes = ""
             for n in nodes {
