@@ -47,11 +47,9 @@ public struct AgentOptions: Sendable {
 /// on it comes next; see docs/operations.md.)
 public enum Agent {
     public static func run(_ options: AgentOptions, logger: Logger) async throws {
-        guard let colon = options.controller.lastIndex(of: ":"),
-            let port = Int(options.controller[options.controller.index(after: colon)...])
-        else { throw StartupError(description: "--controller: expected host:port, got \"\(options.controller)\"") }
-        var host = String(options.controller[..<colon])
-        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard let (host, port) = MetricsServer.parse(options.controller) else {
+            throw StartupError(description: "--controller: expected host:port, got \"\(options.controller)\"")
+        }
         let dialsIP = ClusterCAAddress.isIP(host)
         let context: NIOSSLContext
         do {

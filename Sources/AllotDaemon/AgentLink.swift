@@ -109,11 +109,9 @@ struct AgentServer: Service, CustomStringConvertible {
     var description: String { "AgentServer(\(settings.listen))" }
 
     func run() async throws {
-        guard let colon = settings.listen.lastIndex(of: ":"),
-            let port = Int(settings.listen[settings.listen.index(after: colon)...])
-        else { throw StartupError(description: "[cluster] listen: expected host:port, got \"\(settings.listen)\"") }
-        var host = String(settings.listen[..<colon])
-        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard let (host, port) = MetricsServer.parse(settings.listen) else {
+            throw StartupError(description: "[cluster] listen: expected host:port, got \"\(settings.listen)\"")
+        }
         let context = self.context
         let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)

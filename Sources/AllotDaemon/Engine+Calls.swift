@@ -132,33 +132,27 @@ extension Engine {
                     return
                 }
                 answer(LogsResult(path: "\(node):logs/\(j.id).log", size: 0))
-                let stream = LogStream(
-                    job: p.id,
-                    path: "",
-                    offset: max(0, p.offset ?? 0),
-                    follow: p.follow ?? false,
-                    remote: link
+                openLog(
+                    LogStream(
+                        job: p.id,
+                        path: "",
+                        offset: max(0, p.offset ?? 0),
+                        follow: p.follow ?? false,
+                        remote: link
+                    ),
+                    of: j,
+                    to: out
                 )
-                if stream.follow && !j.state.isTerminal {
-                    followers[j.id, default: []].append(stream)
-                } else {
-                    stream.jobEnded(j.state.rawValue)
-                }
-                out.streaming.store(true, ordering: .relaxed)
-                pendingActions.append(.startLog(out, stream))
                 return
             }
             let path = j.spec.output ?? executor.logPath(j.id)
             let size = ((try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? Int) ?? 0
             answer(LogsResult(path: path, size: size))
-            let stream = LogStream(job: p.id, path: path, offset: max(0, p.offset ?? 0), follow: p.follow ?? false)
-            if stream.follow && !j.state.isTerminal {
-                followers[j.id, default: []].append(stream)
-            } else {
-                stream.jobEnded(j.state.rawValue)
-            }
-            out.streaming.store(true, ordering: .relaxed)
-            pendingActions.append(.startLog(out, stream))
+            openLog(
+                LogStream(job: p.id, path: path, offset: max(0, p.offset ?? 0), follow: p.follow ?? false),
+                of: j,
+                to: out
+            )
 
         case .watch:
             out.streaming.store(true, ordering: .relaxed)
@@ -440,5 +434,19 @@ extension Blocker {
         case .overQuota(let t, _, _, _): "tenant \(t) over quota"
         case .mustBorrow: "lent GPUs only"
         }
+    }
+
+}
+
+extension Engine {
+    /// Starts copying a job's log to a client: followed while the job runs when asked, else to its end now.
+    func openLog(_ stream: LogStream, of job: Job, to out: Outbox) {
+        if stream.follow && !job.state.isTerminal {
+            followers[job.id, default: []].append(stream)
+        } else {
+            stream.jobEnded(job.state.rawValue)
+        }
+        out.streaming.store(true, ordering: .relaxed)
+        pendingActions.append(.startLog(out, stream))
     }
 }

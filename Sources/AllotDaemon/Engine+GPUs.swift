@@ -218,9 +218,10 @@ extension Engine {
     func nodeObject(_ node: Node) -> NodeObject {
         var o = NodeObject(node, local: localNodes.contains(node.name))
         o.agent = agentObject(node.name)
-        if let a = agents[node.name], a.gpus.contains(where: { $0.uuid != nil || $0.name != nil }) {
-            o.gpuList = (0..<node.spec.gpus).map { i in
-                let g = a.gpus.first { $0.index == i }
+        /// Every GPU with its health from the state and its identity as found.
+        func list(_ found: [(index: Int, uuid: String?, name: String?, memoryMiB: Int?)]) -> [GPUObject] {
+            (0..<node.spec.gpus).map { i in
+                let g = found.first { $0.index == i }
                 return GPUObject(
                     index: i,
                     health: node.health[i].rawValue,
@@ -230,23 +231,15 @@ extension Engine {
                     memoryMiB: g?.memoryMiB
                 )
             }
+        }
+        if let a = agents[node.name], a.gpus.contains(where: { $0.uuid != nil || $0.name != nil }) {
+            o.gpuList = list(a.gpus.map { ($0.index, $0.uuid, $0.name, $0.memoryMiB) })
             o.discovery = "agent"
         }
         guard let d = discovered[node.name] else { return o }
         o.discovery = d.inventory.map { inv in inv.source + (inv.driver.map { " (driver \($0))" } ?? "") }
         o.discoveryProblem = d.problem
-        let found = d.inventory?.gpus ?? []
-        o.gpuList = (0..<node.spec.gpus).map { i in
-            let g = found.first { $0.index == i }
-            return GPUObject(
-                index: i,
-                health: node.health[i].rawValue,
-                reason: node.healthReason[i],
-                uuid: g?.uuid,
-                name: g?.name,
-                memoryMiB: g?.memoryMiB
-            )
-        }
+        o.gpuList = list((d.inventory?.gpus ?? []).map { ($0.index, $0.uuid, $0.name, $0.memoryMiB) })
         return o
     }
 }

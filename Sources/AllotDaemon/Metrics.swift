@@ -178,7 +178,7 @@ struct MetricsServer: Service, CustomStringConvertible {
 
     var description: String { "MetricsServer(\(host):\(port))" }
 
-    /// Parses `host:port` (`[::1]:9464` for IPv6).
+    /// Parses `host:port` (`[::1]:9464` for IPv6); also for `[cluster] listen` and `agent --controller`.
     static func parse(_ text: String) -> (host: String, port: Int)? {
         guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
             (1...65535).contains(port)

@@ -19,6 +19,17 @@ import Glibc
         for n in nodes { try ctl(["issue", "--node", n]) }
     }
 
+    /// A running controller with a fresh CA and certificates for `nodes`.
+    static func controller(nodes: [String]) throws -> (DaemonFixture, Int, String) {
+        let port = MetricsTests.freePort()
+        let d = try DaemonFixture(start: false)
+        let pki = d.dir.path + "/pki"
+        try makePKI(pki, nodes: nodes)
+        try d.writeConfig(pool: pool(port: port, pki: pki))
+        try d.start()
+        return (d, port, pki)
+    }
+
     static func pool(port: Int, pki: String, onLoss: String = "requeue-preemptible") -> String {
         """
         [scheduler]
@@ -119,6 +130,10 @@ import Glibc
         return nodes?.first { $0["name"] as? String == name }
     }
 
+    func linked(_ d: DaemonFixture, _ name: String) -> Bool {
+        (node(d, name)?["agent"] as? [String: Any])?["link"] as? String == "up"
+    }
+
     func eventually(_ what: String, timeout: Double = 10, _ condition: () -> Bool) {
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
@@ -129,18 +144,10 @@ import Glibc
     }
 
     @Test func agentsRegisterAndALostNodeGoesDownWithItsJobsRequeuedOrFailed() throws {
-        let port = MetricsTests.freePort()
-        let d = try DaemonFixture(start: false)
-        let pki = d.dir.path + "/pki"
-        try Self.makePKI(pki, nodes: ["n1", "n2"])
-        try d.writeConfig(pool: Self.pool(port: port, pki: pki))
-        try d.start()
+        let (d, port, pki) = try Self.controller(nodes: ["n1", "n2"])
         let a1 = try AgentProcess(node: "n1", port: port, pki: pki, dir: d.dir.path)
         let a2 = try AgentProcess(node: "n2", port: port, pki: pki, dir: d.dir.path)
-        eventually("both agents linked") {
-            (node(d, "n1")?["agent"] as? [String: Any])?["link"] as? String == "up"
-                && (node(d, "n2")?["agent"] as? [String: Any])?["link"] as? String == "up"
-        }
+        eventually("both agents linked") { linked(d, "n1") && linked(d, "n2") }
         let agent = node(d, "n1")?["agent"] as? [String: Any]
         #expect(agent?["version"] as? String == "0.1.0")
         #expect(agent?["last_heartbeat"] as? String != nil)
@@ -172,12 +179,7 @@ import Glibc
     }
 
     @Test func certificatesFromAnotherCAOrForAnotherNodeAreRefused() throws {
-        let port = MetricsTests.freePort()
-        let d = try DaemonFixture(start: false)
-        let pki = d.dir.path + "/pki"
-        try Self.makePKI(pki, nodes: ["n1", "n2"])
-        try d.writeConfig(pool: Self.pool(port: port, pki: pki))
-        try d.start()
+        let (d, port, pki) = try Self.controller(nodes: ["n1", "n2"])
         // A node certificate from another CA: the TLS handshake fails, and the controller says so.
         let other = d.dir.path + "/other"
         try Self.makePKI(other, nodes: ["n1"])
@@ -228,18 +230,10 @@ import Glibc
     }
 
     @Test func jobsRunOnAgentsAreFencedAfterAPartitionAndSurviveAControllerRestart() throws {
-        let port = MetricsTests.freePort()
-        let d = try DaemonFixture(start: false)
-        let pki = d.dir.path + "/pki"
-        try Self.makePKI(pki, nodes: ["n1", "n2"])
-        try d.writeConfig(pool: Self.pool(port: port, pki: pki))
-        try d.start()
+        let (d, port, pki) = try Self.controller(nodes: ["n1", "n2"])
         let a1 = try AgentProcess(node: "n1", port: port, pki: pki, dir: d.dir.path)
         let a2 = try AgentProcess(node: "n2", port: port, pki: pki, dir: d.dir.path)
-        eventually("both agents linked") {
-            (node(d, "n1")?["agent"] as? [String: Any])?["link"] as? String == "up"
-                && (node(d, "n2")?["agent"] as? [String: Any])?["link"] as? String == "up"
-        }
+        eventually("both agents linked") { linked(d, "n1") && linked(d, "n2") }
         // A job placed on n1 runs there, with its GPUs, and its exit status comes back.
         let quick = try d.submit([
             "--gpus", "2", "--gpu-model", "A100", "--", "sh", "-c", "echo $CUDA_VISIBLE_DEVICES; exit 3",
@@ -307,12 +301,7 @@ import Glibc
     }
 
     @Test func anAgentReportsItsGPUsAndTheirFailures() throws {
-        let port = MetricsTests.freePort()
-        let d = try DaemonFixture(start: false)
-        let pki = d.dir.path + "/pki"
-        try Self.makePKI(pki, nodes: ["n1"])
-        try d.writeConfig(pool: Self.pool(port: port, pki: pki))
-        try d.start()
+        let (d, port, pki) = try Self.controller(nodes: ["n1"])
         let nvml = d.dir.path + "/nvml.txt"
         try GPUDiscoveryTests.fourH100.write(toFile: nvml, atomically: true, encoding: .utf8)
         let agent = try AgentProcess(
