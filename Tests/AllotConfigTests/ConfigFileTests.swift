@@ -146,7 +146,80 @@ import Testing
             says: "expected one of \"day\", \"week\", \"month\", got \"year\""
         ),
         Bad(text: minimal + "\n[daemonn]\n", line: 10, key: "daemonn", says: "unknown key"),
+        Bad(
+            text: minimal + "\n[cluster]\nlisten = \"7450\"\n",
+            line: 11,
+            key: "cluster.listen",
+            says: "expected host:port"
+        ),
+        Bad(
+            text: minimal + "\n[cluster]\nlisten = \"0.0.0.0:7450\"\nheartbeat_interval = \"5s\"\nnode_timeout = \"6s\"\n",
+            line: 13,
+            key: "cluster.node_timeout",
+            says: "at least twice heartbeat_interval"
+        ),
+        Bad(
+            text: minimal + "\n[cluster]\nlisten = \"0.0.0.0:7450\"\non_node_loss = \"panic\"\n",
+            line: 12,
+            key: "cluster.on_node_loss",
+            says: "expected one of \"requeue-preemptible\", \"requeue\", \"fail\""
+        ),
+        Bad(
+            text: minimal + "\ndiscover = \"cuda\"\n",
+            line: 10,
+            key: "node[0].discover",
+            says: "expected one of \"nvml\", \"nvidia-smi\""
+        ),
+        Bad(
+            text: minimal + "\n[daemon]\nstop_signal = \"SIGKILL\"\n",
+            line: 11,
+            key: "daemon.stop_signal",
+            says: "expected one of \"SIGTERM\""
+        ),
+        Bad(
+            text: minimal + "\n[daemon]\non_gpu_failure = \"ignore\"\n",
+            line: 11,
+            key: "daemon.on_gpu_failure",
+            says: "expected one of \"requeue\", \"fail\""
+        ),
     ]
+
+    @Test func clusterDiscoveryAndGPUSettingsAreRead() throws {
+        let text = """
+            [[gpu_model]]
+            name = "H100"
+            memory_gib = 80
+            price_per_hour = 3.0
+
+            [[node]]
+            name = "g1"
+            gpu_model = "H100"
+            discover = "nvml"
+
+            [daemon]
+            gpu_check_interval = "30s"
+            on_gpu_failure = "fail"
+            stop_signal = "SIGUSR1"
+            nvml_library = "/opt/nvidia/libnvidia-ml.so.1"
+
+            [cluster]
+            listen = "[::]:7450"
+            heartbeat_interval = "1s"
+            node_timeout = "5s"
+            on_node_loss = "fail"
+            """
+        let c = try ConfigFile.parse(text)
+        #expect(c.discovery["g1"] == .nvml)
+        #expect(c.nodes[0].gpus == 1, "a discovered node without gpus starts with one, until discovery")
+        #expect(c.daemon.gpuCheckInterval == 30)
+        #expect(c.daemon.onGPUFailure == .fail)
+        #expect(c.daemon.stopSignal.number == 10)
+        #expect(c.daemon.nvmlLibrary == "/opt/nvidia/libnvidia-ml.so.1")
+        #expect(c.cluster?.listen == "[::]:7450")
+        #expect(c.cluster?.nodeTimeout == 5)
+        #expect(c.cluster?.onNodeLoss == .fail)
+        #expect(c.cluster?.ca == "/etc/allot/pki/ca.crt")
+    }
 
     @Test(arguments: bad)
     func badConfigNamesTheKeyTheLineAndWhatWasExpected(_ bad: Bad) {
