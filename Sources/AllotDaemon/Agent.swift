@@ -103,6 +103,7 @@ public enum Agent {
             )
         )
         try await group.run()
+        await jobs.cleanUp()
         logger.info("Agent stopped")
     }
 

@@ -122,6 +122,11 @@ actor AgentJobs {
         }
     }
 
+    /// On a graceful stop: the job cgroup directory goes if it is empty (jobs still running keep it).
+    func cleanUp() {
+        if let base = executor.cgroupBase { rmdir(base) }
+    }
+
     /// The link is new: everything unacknowledged goes out again.
     func newLink() { fresh = Set(unacked.keys) }
 }

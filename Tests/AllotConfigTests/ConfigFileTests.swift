@@ -153,7 +153,8 @@ import Testing
             says: "expected host:port"
         ),
         Bad(
-            text: minimal + "\n[cluster]\nlisten = \"0.0.0.0:7450\"\nheartbeat_interval = \"5s\"\nnode_timeout = \"6s\"\n",
+            text: minimal
+                + "\n[cluster]\nlisten = \"0.0.0.0:7450\"\nheartbeat_interval = \"5s\"\nnode_timeout = \"6s\"\n",
             line: 13,
             key: "cluster.node_timeout",
             says: "at least twice heartbeat_interval"

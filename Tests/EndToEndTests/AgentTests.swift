@@ -74,6 +74,7 @@ import Glibc
     final class AgentProcess {
         let process: ChildProcess
         let log: String
+        let stateDir: String
 
         init(
             node: String,
@@ -95,7 +96,8 @@ import Glibc
                     "--log-level",
                     "debug",
                 ] + extra
-            args += ["--state-dir", stateDir ?? "\(dir)/agent-\(node)"]
+            self.stateDir = stateDir ?? "\(dir)/agent-\(node)"
+            args += ["--state-dir", self.stateDir]
             if let cert { args += ["--cert", cert] }
             if let key { args += ["--key", key] }
             let allotd = Harness.binDir.appendingPathComponent("allotd").path
@@ -121,6 +123,7 @@ import Glibc
         deinit {
             process.signal(SIGKILL)
             _ = process.wait()
+            DaemonFixture.removeJobCgroups(stateDir: stateDir)
         }
     }
 

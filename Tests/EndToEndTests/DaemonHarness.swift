@@ -75,8 +75,12 @@ final class DaemonFixture {
     }
 
     /// This fixture's job cgroups (allotd makes them under its own cgroup, which is ours, when run as root).
-    var jobCgroupBase: String? {
-        guard getuid() == 0, let mount = Self.cgroup2Mount(),
+    var jobCgroupBase: String? { Self.jobCgroupBase(stateDir: stateDir) }
+
+    /// Where an allotd (or agent) with this state directory makes its job cgroups (under its own cgroup,
+    /// which is ours), when run as root.
+    static func jobCgroupBase(stateDir: String) -> String? {
+        guard getuid() == 0, let mount = cgroup2Mount(),
             let own = try? String(contentsOfFile: "/proc/self/cgroup", encoding: .utf8),
             let line = own.split(separator: "\n").first(where: { $0.hasPrefix("0::") })
         else { return nil }
@@ -88,8 +92,11 @@ final class DaemonFixture {
         return FileManager.default.fileExists(atPath: base) ? base : nil
     }
 
-    func removeJobCgroups() {
-        guard let base = jobCgroupBase else { return }
+    func removeJobCgroups() { Self.removeJobCgroups(stateDir: stateDir) }
+
+    /// Kills what is left in the job cgroups of a state directory and removes them.
+    static func removeJobCgroups(stateDir: String) {
+        guard let base = jobCgroupBase(stateDir: stateDir) else { return }
         for job in (try? FileManager.default.contentsOfDirectory(atPath: base)) ?? [] where job.hasPrefix("job-") {
             try? "1".write(toFile: "\(base)/\(job)/cgroup.kill", atomically: false, encoding: .utf8)
             for _ in 0..<50 where rmdir("\(base)/\(job)") != 0 { usleep(20_000) }
