@@ -123,6 +123,7 @@ import Glibc
         deinit {
             process.signal(SIGKILL)
             _ = process.wait()
+            DaemonFixture.killJobs(stateDir: stateDir)
             DaemonFixture.removeJobCgroups(stateDir: stateDir)
         }
     }

@@ -248,7 +248,10 @@ final class DaemonFixture {
     }
 
     /// Kills every process of this fixture's jobs (by their recorded pids).
-    func killJobs() {
+    func killJobs() { Self.killJobs(stateDir: stateDir) }
+
+    /// Kills every process of the jobs of a state directory (allotd's or an agent's), by their recorded pids.
+    static func killJobs(stateDir: String) {
         let jobs = stateDir + "/jobs"
         guard let ids = try? FileManager.default.contentsOfDirectory(atPath: jobs) else { return }
         for id in ids {
