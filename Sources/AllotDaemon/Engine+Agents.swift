@@ -336,6 +336,32 @@ extension Engine {
         }
     }
 
+    /// After a restart, with `[cluster]`: every other node that the log says runs jobs waits for its agent,
+    /// which must register within `node_timeout` — else the node is lost (its agent died while allotd was
+    /// down) and its jobs are requeued or failed.
+    func awaitAgents() {
+        guard config.cluster != nil else { return }
+        let now = Self.now
+        var busy = Set<String>()
+        for id in state.activeJobs {
+            guard let job = state.jobs[id], job.state.holdsGPUs, let node = job.allocation?.slices.first?.node,
+                !localNodes.contains(node)
+            else { continue }
+            busy.insert(node)
+        }
+        for name in busy.sorted() where agents[name] == nil && state.node(named: name)?.state != .down {
+            agents[name] = AgentState(
+                version: "unknown",
+                hostname: "",
+                link: nil,
+                connectedSince: now,
+                lastHeartbeat: now,
+                gpus: []
+            )
+            logger.info("Waiting for the node's agent to register", metadata: ["node": "\(name)"])
+        }
+    }
+
     /// What `nodes` shows of a node's agent.
     func agentObject(_ name: String) -> AgentObject? {
         guard let a = agents[name] else { return nil }

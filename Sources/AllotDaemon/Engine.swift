@@ -355,6 +355,7 @@ final class Engine {
                 }
             }
         }
+        awaitAgents()
         // Health as found at start-up; jobs on GPUs that failed while allotd was down are stopped.
         if gpuProbe != nil, let first = discoveringNodes.first, let d = discovered[first] {
             applyProbe(

@@ -430,4 +430,23 @@ import Glibc
         try d.wait(j, for: "running")
         #expect(agent.output.contains("Killed runs the controller no longer assigns to this node"), "\(agent.output)")
     }
+
+    @Test func aNodeWhoseAgentDiedWhileTheControllerWasDownIsLostAfterItRestarts() throws {
+        let (d, port, pki) = try Self.controller(nodes: ["n1", "n2"])
+        let a1 = try AgentProcess(node: "n1", port: port, pki: pki, dir: d.dir.path)
+        eventually("n1 linked") { linked(d, "n1") }
+        let keep = try d.submit(["--gpus", "2", "--gpu-model", "A100", "--no-preemptible", "--", "sleep", "300"])
+        try d.wait(keep, for: "running")
+        // Both go down; only the controller comes back.
+        #expect(d.stop(signal: SIGKILL) == 128 + SIGKILL)
+        _ = a1.kill()
+        let restarted = Date()
+        try d.start()
+        #expect(d.state(keep) == "running", "the log says it runs; the agent has node_timeout to say so too")
+        eventually("n1 lost") { node(d, "n1")?["state"] as? String == "down" }
+        #expect(Date().timeIntervalSince(restarted) >= 1.4)
+        #expect(d.state(keep) == "failed")
+        #expect((d.job(keep)?["reason"] as? String)?.contains("agent lost") == true, "\(d.job(keep) ?? [:])")
+        #expect(node(d, "n2")?["state"] as? String == "up", "an idle node without an agent is left alone")
+    }
 }
