@@ -4,6 +4,7 @@ import AllotProtocol
 import AllotSystemd
 import Foundation
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import NIOSSL
@@ -254,7 +255,7 @@ struct AgentConnection: Service, CustomStringConvertible {
                 throw Refused(description: "refused: \(e.message)")
             }
             let result = try JSONDecoder().decode(
-                Response<AgentRegisterResult>.Decoded.self,
+                ResponseResult<AgentRegisterResult>.self,
                 from: Data(first.readableBytesView)
             ).result
             logger.notice(
@@ -274,10 +275,10 @@ struct AgentConnection: Service, CustomStringConvertible {
             }
             await jobs.newLink()
             registered()
-            let lastHeard = Shared(Date().timeIntervalSince1970)
+            let lastHeard = NIOLockedValueBox(Date().timeIntervalSince1970)
             let interval = result.heartbeatIntervalSeconds
             let timeout = result.nodeTimeoutSeconds
-            let why = Shared<String?>(nil)
+            let why = NIOLockedValueBox<String?>(nil)
             let raw = channel.channel
             try await withTaskCancellationOrGracefulShutdownHandler {
                 try await withThrowingTaskGroup(of: Void.self) { group in
@@ -296,9 +297,9 @@ struct AgentConnection: Service, CustomStringConvertible {
                         while true {
                             try await Task.sleep(for: .milliseconds(200))
                             let now = Date().timeIntervalSince1970
-                            let silent = now - lastHeard.withLock { $0 }
+                            let silent = now - lastHeard.withLockedValue { $0 }
                             if silent > timeout {
-                                why.withLock { $0 = Silent(seconds: silent).description }
+                                why.withLockedValue { $0 = Silent(seconds: silent).description }
                                 raw.close(promise: nil)
                                 return
                             }
@@ -360,7 +361,7 @@ struct AgentConnection: Service, CustomStringConvertible {
                     // Orders in.
                     let decoder = JSONDecoder()
                     while let line = try await lines.next() {
-                        lastHeard.withLock { $0 = Date().timeIntervalSince1970 }
+                        lastHeard.withLockedValue { $0 = Date().timeIntervalSince1970 }
                         let data = Data(line.readableBytesView)
                         guard let head = try? decoder.decode(ResponseHead.self, from: data) else { continue }
                         switch head.method {
@@ -412,23 +413,9 @@ struct AgentConnection: Service, CustomStringConvertible {
                 raw.close(promise: nil)
             }
             if Task.isCancelledOrShuttingDown { return result.epoch }
-            throw Refused(description: why.withLock { $0 } ?? "the controller closed the link")
+            throw Refused(description: why.withLockedValue { $0 } ?? "the controller closed the link")
         }
     }
-}
-
-extension Response where R: Decodable {
-    /// A response as the agent reads it.
-    struct Decoded: Decodable {
-        var result: R
-    }
-}
-
-/// A value shared between tasks, behind a lock.
-final class Shared<Value: Sendable>: Sendable {
-    private let mutex: Mutex<Value>
-    init(_ value: Value) { mutex = Mutex(value) }
-    func withLock<R>(_ body: (inout Value) -> R) -> R { mutex.withLock { body(&$0) } }
 }
 
 extension Task where Success == Never, Failure == Never {

@@ -139,6 +139,11 @@ public struct Notification<P: Encodable>: Encodable {
     }
 }
 
+/// A successful answer as a client reads it, its result decoded as `R`.
+public struct ResponseResult<R: Decodable>: Decodable {
+    public var result: R
+}
+
 /// An answer as a client reads it: the result left as JSON for the caller to decode.
 public struct ResponseHead: Decodable, Sendable {
     public var id: RPCID?

@@ -161,7 +161,7 @@ final class Client {
             let head = try JSONDecoder().decode(ResponseHead.self, from: line)
             if head.id == nil && head.method != nil { continue }  // a notification
             if let e = head.error { throw e }
-            return try JSONDecoder().decode(ResultWrapper<R>.self, from: line).result
+            return try JSONDecoder().decode(ResponseResult<R>.self, from: line).result
         }
     }
 
@@ -204,7 +204,3 @@ func table(_ header: [String], _ rows: [[String]]) -> String {
 }
 
 func out(_ s: String) { FileHandle.standardOutput.write(Data(s.utf8)) }
-
-struct ResultWrapper<R: Decodable>: Decodable {
-    var result: R
-}
