@@ -241,7 +241,7 @@ struct AgentRequest: Decodable {
 /// `agent.log_data` (or nothing within 5 s: an empty read).
 final class RemoteLogs: Sendable {
     static let shared = RemoteLogs()
-    private let waiting = Mutex<[UInt64: CheckedContinuation<[UInt8], Never>]>([:])
+    private let waiting = Mutex<[UInt64: (reply: CheckedContinuation<[UInt8], Never>, timeout: Task<Void, Never>)]>([:])
     private let next = Atomic<UInt64>(1)
 
     func read(_ link: AgentLink, job: UInt64, offset: Int, max: Int) async -> [UInt8] {
@@ -255,18 +255,19 @@ final class RemoteLogs: Sendable {
             )
         else { return [] }
         return await withCheckedContinuation { c in
-            waiting.withLock { $0[token] = c }
-            link.send(line)
             // No answer (the agent is gone): give up after a while.
-            Task {
+            let timeout = Task {
                 try? await Task.sleep(for: .seconds(5))
                 self.fulfill(token, [])
             }
+            waiting.withLock { $0[token] = (c, timeout) }
+            link.send(line)
         }
     }
 
     func fulfill(_ token: UInt64, _ bytes: [UInt8]) {
-        let c = waiting.withLock { $0.removeValue(forKey: token) }
-        c?.resume(returning: bytes)
+        guard let w = waiting.withLock({ $0.removeValue(forKey: token) }) else { return }
+        w.timeout.cancel()
+        w.reply.resume(returning: bytes)
     }
 }
