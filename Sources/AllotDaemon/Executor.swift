@@ -276,37 +276,42 @@ final class Executor {
     /// → watched again; ended while the daemon was down → its status; neither → lost, and whatever is left
     /// of the job is killed first, so that nothing holds its GPUs.
     func adopt(_ job: Job) -> Ended? {
-        let dir = runDirectory(job.id, run: job.runs)
-        if let s = readStatus(dir) { return Ended(id: job.id, run: job.runs, exit: s.exit, error: s.error) }
-        let cgroup = self.cgroup(job.id, run: job.runs).flatMap {
-            FileManager.default.fileExists(atPath: $0) ? $0 : nil
+        let ended = reclaim(job.id, run: job.runs, gone: "it was running when allotd stopped")
+        if ended == nil, job.state == .stopping, let at = job.stopRequestedAt {
+            tracked[job.id]?.killAt = at.seconds + (job.grace ?? 0)
         }
+        return ended
+    }
+
+    /// A run found on disk after a restart: ended → its status; supervisor still alive (same pid and start
+    /// time) → tracked again, nil; neither → whatever is left of it is killed, and it is lost.
+    private func reclaim(_ id: JobID, run: Int, gone: String) -> Ended? {
+        let dir = runDirectory(id, run: run)
+        if let s = readStatus(dir) { return Ended(id: id, run: run, exit: s.exit, error: s.error) }
+        let cgroup = self.cgroup(id, run: run).flatMap { FileManager.default.fileExists(atPath: $0) ? $0 : nil }
         if let text = try? String(contentsOfFile: dir + "/supervisor.pid", encoding: .utf8) {
             let parts = text.split(whereSeparator: { $0 == " " || $0 == "\n" })
             if let pid = parts.first.flatMap({ Int32($0) }),
                 System.same(pid, startTime: parts.count > 1 ? UInt64(parts[1]) : nil)
             {
-                tracked[job.id] = Tracked(
-                    run: job.runs,
+                tracked[id] = Tracked(
+                    run: run,
                     directory: dir,
                     supervisor: pid,
                     pidfd: System.pidfd(pid),
                     cgroup: cgroup,
-                    log: logPath(job.id)
+                    log: logPath(id)
                 )
-                if job.state == .stopping, let at = job.stopRequestedAt {
-                    tracked[job.id]?.killAt = at.seconds + (job.grace ?? 0)
-                }
                 return nil
             }
         }
         let left = JobTree.killAll(cgroup: cgroup, group: Self.recordedProcess(dir + "/pid") ?? 0)
         if let cgroup { JobTree.remove(cgroup: cgroup) }
         return Ended(
-            id: job.id,
-            run: job.runs,
+            id: id,
+            run: run,
             exit: .lost(
-                reason: "it was running when allotd stopped, and its supervisor is gone without a status"
+                reason: "\(gone), and its supervisor is gone without a status"
                     + (left > 0 ? " (its \(left) remaining process\(left == 1 ? " was" : "es were") killed)" : "")
             ),
             error: nil
@@ -328,43 +333,13 @@ final class Executor {
                 guard let run = Int(runText) else { continue }
                 let dir = runDirectory(id, run: run)
                 if FileManager.default.fileExists(atPath: dir + "/acked") { continue }
-                if let st = readStatus(dir) {
-                    ended.append(Ended(id: id, run: run, exit: st.exit, error: st.error))
-                    continue
-                }
                 if tracked[id]?.run == run {
                     running.append((id, run))
-                    continue
+                } else if let e = reclaim(id, run: run, gone: "it was running when the agent stopped") {
+                    ended.append(e)
+                } else {
+                    running.append((id, run))
                 }
-                let cgroup = self.cgroup(id, run: run).flatMap { FileManager.default.fileExists(atPath: $0) ? $0 : nil }
-                if let text = try? String(contentsOfFile: dir + "/supervisor.pid", encoding: .utf8) {
-                    let parts = text.split(whereSeparator: { $0 == " " || $0 == "\n" })
-                    if let pid = parts.first.flatMap({ Int32($0) }),
-                        System.same(pid, startTime: parts.count > 1 ? UInt64(parts[1]) : nil)
-                    {
-                        tracked[id] = Tracked(
-                            run: run,
-                            directory: dir,
-                            supervisor: pid,
-                            pidfd: System.pidfd(pid),
-                            cgroup: cgroup,
-                            log: logPath(id)
-                        )
-                        running.append((id, run))
-                        continue
-                    }
-                }
-                // Neither running nor ended: what is left is killed, and it is reported lost.
-                JobTree.killAll(cgroup: cgroup, group: Self.recordedProcess(dir + "/pid") ?? 0)
-                if let cgroup { JobTree.remove(cgroup: cgroup) }
-                ended.append(
-                    Ended(
-                        id: id,
-                        run: run,
-                        exit: .lost(reason: "its supervisor on the agent's node is gone without a status"),
-                        error: nil
-                    )
-                )
             }
         }
         return (running, ended)
