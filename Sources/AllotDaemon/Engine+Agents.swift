@@ -69,8 +69,10 @@ extension Engine {
                 metadata: ["node": "\(p.node)", "declared": "\(node.spec.gpus)", "reported": "\(p.gpus.count)"]
             )
         }
-        // Health as the agent sees it.
-        applyAgentHealth(node: p.node, p.gpus)
+        // Health as the agent sees it (jobs on failed GPUs are stopped once the answer is out).
+        for g in p.gpus {
+            _ = setGPUHealth(p.node, g.index, g.health == "healthy" ? .healthy : .unhealthy, reason: g.reason)
+        }
         // A node that was down because its agent was lost comes back.
         if node.state == .down, node.stateReason?.hasPrefix(Self.agentLost) == true {
             do {
@@ -108,11 +110,15 @@ extension Engine {
             return .failure(RPCError(RPCError.internalError, "cannot encode the answer"))
         }
         link.send(line)
+        stopJobsOnFailedGPUs([p.node])
         // What the agent missed while it was away: starts of running jobs it does not have, stops of
         // stopping ones it has; a stopping job it does not have has ended unseen.
         for job in assigned {
             let ref = AgentRunRef(id: job.id.rawValue, run: job.runs)
-            if job.state == .running, !held.contains(ref) {
+            if job.state == .running, !held.contains(ref), gpuFailures[job.id] != nil {
+                // Its GPU failed before it ever reached the agent: requeued or failed now, not started.
+                runEnded(Executor.Ended(id: job.id, run: job.runs, exit: .lost(reason: "not started"), error: nil))
+            } else if job.state == .running, !held.contains(ref) {
                 sendStart(job, node: p.node)
             } else if job.state == .stopping {
                 if held.contains(ref) {
@@ -181,19 +187,20 @@ extension Engine {
         logger.info("Start order sent", metadata: ["node": "\(node)", "job.id": "\(job.id)", "job.run": "\(job.runs)"])
     }
 
-    func sendStop(_ job: Job, node: String) {
+    /// Tells the agent to stop a job: by default with what is left of its grace, for its stop reason.
+    func sendStop(_ job: Job, node: String, grace: Double? = nil, reason: String? = nil) {
         guard let a = agents[node], let link = a.link else { return }
         let seq = a.sentSeq + 1
         agents[node]?.sentSeq = seq
-        var grace = job.grace ?? 0
-        if let at = job.stopRequestedAt { grace = max(0, at.seconds + grace - Self.now) }
+        var left = job.grace ?? 0
+        if let at = job.stopRequestedAt { left = max(0, at.seconds + left - Self.now) }
         let order = AgentStopOrder(
             seq: seq,
             epoch: epoch,
             id: job.id.rawValue,
             run: job.runs,
-            grace: grace,
-            reason: job.stopReason?.description ?? "told to stop"
+            grace: grace ?? left,
+            reason: reason ?? job.stopReason?.description ?? "told to stop"
         )
         guard let line = try? ControlProtocol.line(Notification(method: AgentProtocol.stop, params: order)) else {
             return
@@ -296,44 +303,10 @@ extension Engine {
     /// GPU health events for a node as its agent found it; jobs on GPUs that failed are stopped on the agent,
     /// then requeued or failed per `on_gpu_failure` when their end is reported.
     func applyAgentHealth(node name: String, _ gpus: [AgentGPU]) {
-        guard let node = state.node(named: name) else { return }
-        for g in gpus where g.index < node.spec.gpus {
-            let health: GPUHealth = g.health == "healthy" ? .healthy : .unhealthy
-            guard node.health[g.index] != health || (health == .unhealthy && node.healthReason[g.index] != g.reason)
-            else { continue }
-            do {
-                try apply(.gpuHealthChanged(node: name, gpu: g.index, health: health, reason: g.reason))
-                logger.log(
-                    level: health == .healthy ? .notice : .error,
-                    "GPU \(health == .healthy ? "healthy again" : "unhealthy: taken out of scheduling")",
-                    metadata: ["node": "\(name)", "gpu": "\(g.index)", "reason": "\(g.reason ?? "-")"]
-                )
-            } catch {
-                logger.error("GPU health event refused", metadata: ["node": "\(name)", "error": "\(error)"])
-            }
+        for g in gpus {
+            _ = setGPUHealth(name, g.index, g.health == "healthy" ? .healthy : .unhealthy, reason: g.reason)
         }
-        guard let now = state.node(named: name) else { return }
-        for gpu in 0..<now.spec.gpus where now.health[gpu] == .unhealthy {
-            guard let id = now.holder[gpu], gpuFailures[id] == nil, let job = state.jobs[id], job.state.holdsGPUs
-            else { continue }
-            let why = "GPU \(gpu) of node \(name) failed: \(now.healthReason[gpu] ?? "unhealthy")"
-            gpuFailures[id] = why
-            logger.error("Job stopped: its GPU failed", metadata: ["job.id": "\(id)", "reason": "\(why)"])
-            guard let a = agents[name], let link = a.link else { continue }
-            let seq = a.sentSeq + 1
-            agents[name]?.sentSeq = seq
-            let order = AgentStopOrder(
-                seq: seq,
-                epoch: epoch,
-                id: id.rawValue,
-                run: job.runs,
-                grace: min(job.spec.grace ?? job.grace ?? 30, 30),
-                reason: why
-            )
-            if let line = try? ControlProtocol.line(Notification(method: AgentProtocol.stop, params: order)) {
-                link.send(line)
-            }
-        }
+        stopJobsOnFailedGPUs([name])
     }
 
     /// After a restart, with `[cluster]`: every other node that the log says runs jobs waits for its agent,

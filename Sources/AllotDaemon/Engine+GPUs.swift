@@ -143,59 +143,72 @@ extension Engine {
     func applyProbe(_ result: Result<GPUInventory, GPUProbeError>) {
         let nodes = discoveringNodes
         recordProbe(result, nodes: nodes)
-        var events: [Event.Body] = []
+        var changed = false
         for name in nodes {
             guard let node = state.node(named: name) else { continue }
             switch result {
             case .failure(let e):
                 if node.state == .up || node.state == .draining {
-                    events.append(.nodeStateChanged(name: name, state: .down, reason: Self.discoveryDown + e.message))
+                    changed = setNodeState(name, .down, reason: Self.discoveryDown + e.message) || changed
                 }
             case .success(let inv):
                 if node.state == .down, node.stateReason?.hasPrefix(Self.discoveryDown) == true {
-                    events.append(.nodeStateChanged(name: name, state: .up, reason: nil))
+                    changed = setNodeState(name, .up, reason: nil) || changed
                 }
                 for gpu in 0..<node.spec.gpus {
                     let seen = inv.gpus.first { $0.index == gpu }
-                    let health = seen?.health ?? .unhealthy
                     let reason = seen == nil ? "not found by \(inv.source)" : seen?.reason
-                    if node.health[gpu] != health || (health == .unhealthy && node.healthReason[gpu] != reason) {
-                        events.append(.gpuHealthChanged(node: name, gpu: gpu, health: health, reason: reason))
-                    }
+                    changed = setGPUHealth(name, gpu, seen?.health ?? .unhealthy, reason: reason) || changed
                 }
             }
         }
-        for e in events {
-            do {
-                try apply(e)
-                if case .gpuHealthChanged(let node, let gpu, let health, let reason) = e {
-                    let level: Logger.Level = health == .healthy ? .notice : .error
-                    logger.log(
-                        level: level,
-                        "GPU \(health == .healthy ? "healthy again" : "unhealthy: taken out of scheduling")",
-                        metadata: ["node": "\(node)", "gpu": "\(gpu)", "reason": "\(reason ?? "-")"]
-                    )
-                } else if case .nodeStateChanged(let node, let st, let reason) = e {
-                    logger.log(
-                        level: st == .down ? .error : .notice,
-                        "Node \(st == .down ? "down" : "up again")",
-                        metadata: ["node": "\(node)", "reason": "\(reason ?? "GPUs found again")"]
-                    )
-                }
-            } catch {
-                logger.error("GPU health event refused", metadata: ["error": "\(error)"])
-            }
+        stopJobsOnFailedGPUs(nodes)
+        if changed { requestPass() }
+    }
+
+    /// A node up or down by GPU discovery. - Returns: whether it changed.
+    func setNodeState(_ name: String, _ st: NodeState, reason: String?) -> Bool {
+        do {
+            try apply(.nodeStateChanged(name: name, state: st, reason: reason))
+        } catch {
+            logger.error("Node state change refused", metadata: ["node": "\(name)", "error": "\(error)"])
+            return false
         }
-        stopJobsOnFailedGPUs()
-        if !events.isEmpty { requestPass() }
+        logger.log(
+            level: st == .down ? .error : .notice,
+            "Node \(st == .down ? "down" : "up again")",
+            metadata: ["node": "\(name)", "reason": "\(reason ?? "GPUs found again")"]
+        )
+        return true
+    }
+
+    /// A GPU's health as a check found it (allotd's own, or an agent's): an event when it changed.
+    /// - Returns: whether it changed.
+    func setGPUHealth(_ name: String, _ gpu: Int, _ health: GPUHealth, reason: String?) -> Bool {
+        guard let node = state.node(named: name), gpu < node.spec.gpus,
+            node.health[gpu] != health || (health == .unhealthy && node.healthReason[gpu] != reason)
+        else { return false }
+        do {
+            try apply(.gpuHealthChanged(node: name, gpu: gpu, health: health, reason: reason))
+        } catch {
+            logger.error("GPU health event refused", metadata: ["node": "\(name)", "error": "\(error)"])
+            return false
+        }
+        logger.log(
+            level: health == .healthy ? .notice : .error,
+            "GPU \(health == .healthy ? "healthy again" : "unhealthy: taken out of scheduling")",
+            metadata: ["node": "\(name)", "gpu": "\(gpu)", "reason": "\(reason ?? "-")"]
+        )
+        return true
     }
 
     static let discoveryDown = "GPU discovery failed: "
 
-    /// Stops the jobs running on unhealthy GPUs of local nodes (or on a node that went down with discovery);
-    /// when they have ended they are requeued or failed, per `on_gpu_failure`.
-    func stopJobsOnFailedGPUs() {
-        for name in discoveringNodes {
+    /// Stops the jobs running on unhealthy GPUs of these nodes (or on a node that went down with
+    /// discovery) — here, or through the node's agent; when they have ended they are requeued or failed,
+    /// per `on_gpu_failure`.
+    func stopJobsOnFailedGPUs(_ nodes: [String]) {
+        for name in nodes {
             guard let node = state.node(named: name) else { continue }
             for gpu in 0..<node.spec.gpus {
                 let failedGPU = node.health[gpu] == .unhealthy
@@ -209,7 +222,12 @@ extension Engine {
                     : "node \(name) went down: \(node.stateReason ?? "")"
                 gpuFailures[id] = why
                 logger.error("Job stopped: its GPU failed", metadata: ["job.id": "\(id)", "reason": "\(why)"])
-                executor.stop(id, grace: min(job.spec.grace ?? job.grace ?? 30, 30), now: Self.now, why: why)
+                let grace = min(job.spec.grace ?? job.grace ?? 30, 30)
+                if agents[name] != nil {
+                    sendStop(job, node: name, grace: grace, reason: why)
+                } else {
+                    executor.stop(id, grace: grace, now: Self.now, why: why)
+                }
             }
         }
     }
