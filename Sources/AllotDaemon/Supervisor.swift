@@ -87,14 +87,8 @@ public enum Supervisor {
         if System.user(uid: spec.uid) == nil, root {
             return failed("user \(spec.uid) no longer exists")
         }
-        // The working directory must be enterable by the owner (exec-as enters it as the owner, too).
-        if root && spec.uid != 0 {
-            if !canEnter(spec.workdir, uid: spec.uid, gid: spec.gid, groups: spec.groups) {
-                return failed("user \(spec.uid) cannot enter the working directory \(spec.workdir)")
-            }
-        } else if access(spec.workdir, X_OK) != 0 {
-            return failed("cannot enter the working directory \(spec.workdir): \(String(cString: strerror(errno)))")
-        }
+        // The working directory is entered by allot-exec, as the owner (ACLs and all): a refusal comes back
+        // through its report file below.
         if let cg = spec.cgroup, mkdir(cg, 0o755) != 0, errno != EEXIST {
             return failed("cannot make the job's cgroup \(cg): \(String(cString: strerror(errno)))")
         }
@@ -154,9 +148,11 @@ public enum Supervisor {
         } catch {
             status = failed("cannot start \(spec.command[0]): \(error)")
         }
-        // exec-as could not run the command: its reason.
+        // allot-exec could not run the command: its reason.
         if let data = FileManager.default.contents(atPath: errorFile), !data.isEmpty {
-            status.error = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            var why = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            if why.hasPrefix("allot: ") { why.removeFirst(7) }
+            status.error = why
         }
         // The leader is gone: what it left behind (daemonised children, workers) goes too, before the GPUs
         // are given to anyone else.
@@ -173,15 +169,6 @@ public enum Supervisor {
         let me = System.executablePath()
         let helper = (me as NSString).deletingLastPathComponent + "/allot-exec"
         return access(helper, X_OK) == 0 ? [helper] : [me, "exec-as"]
-    }
-
-    /// Whether a user (not root) can search a directory, by its mode bits.
-    static func canEnter(_ path: String, uid: UInt32, gid: UInt32, groups: [UInt32]) -> Bool {
-        var st = stat()
-        guard stat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else { return false }
-        if st.st_uid == uid { return st.st_mode & S_IXUSR != 0 }
-        if st.st_gid == gid || groups.contains(st.st_gid) { return st.st_mode & S_IXGRP != 0 }
-        return st.st_mode & S_IXOTH != 0
     }
 
     static func appendToLog(_ spec: RunSpec, _ text: String) {
