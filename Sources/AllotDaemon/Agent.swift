@@ -48,10 +48,10 @@ public struct AgentOptions: Sendable {
 /// on it comes next; see docs/operations.md.)
 public enum Agent {
     public static func run(_ options: AgentOptions, logger: Logger) async throws {
-        guard let (host, port) = MetricsServer.parse(options.controller) else {
+        guard let (host, port) = HostPort.parse(options.controller) else {
             throw StartupError(description: "--controller: expected host:port, got \"\(options.controller)\"")
         }
-        let dialsIP = ClusterCAAddress.isIP(host)
+        let dialsIP = ClusterCA.isIPAddress(host)
         let context: NIOSSLContext
         do {
             context = try ClusterTLS.clientContext(
@@ -135,14 +135,6 @@ public enum Agent {
                 reason: $0.reason
             )
         }
-    }
-}
-
-enum ClusterCAAddress {
-    static func isIP(_ s: String) -> Bool {
-        var v4 = in_addr()
-        var v6 = in6_addr()
-        return inet_pton(AF_INET, s, &v4) == 1 || inet_pton(AF_INET6, s, &v6) == 1
     }
 }
 

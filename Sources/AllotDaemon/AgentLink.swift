@@ -109,7 +109,7 @@ struct AgentServer: Service, CustomStringConvertible {
     var description: String { "AgentServer(\(settings.listen))" }
 
     func run() async throws {
-        guard let (host, port) = MetricsServer.parse(settings.listen) else {
+        guard let (host, port) = HostPort.parse(settings.listen) else {
             throw StartupError(description: "[cluster] listen: expected host:port, got \"\(settings.listen)\"")
         }
         let context = self.context

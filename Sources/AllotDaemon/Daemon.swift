@@ -78,7 +78,7 @@ public enum Daemon {
         var metricsServer: MetricsServer?
         var metrics: DaemonMetrics?
         if let listen = settings.metricsListen {
-            guard let (host, port) = MetricsServer.parse(listen) else {
+            guard let (host, port) = HostPort.parse(listen) else {
                 throw StartupError(
                     description:
                         "[daemon] metrics_listen: expected host:port such as \"127.0.0.1:9464\", got \"\(listen)\""

@@ -178,16 +178,6 @@ struct MetricsServer: Service, CustomStringConvertible {
 
     var description: String { "MetricsServer(\(host):\(port))" }
 
-    /// Parses `host:port` (`[::1]:9464` for IPv6); also for `[cluster] listen` and `agent --controller`.
-    static func parse(_ text: String) -> (host: String, port: Int)? {
-        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
-            (1...65535).contains(port)
-        else { return nil }
-        var host = String(text[..<colon])
-        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        return host.isEmpty ? nil : (host, port)
-    }
-
     func run() async throws {
         let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -243,5 +233,19 @@ struct MetricsServer: Service, CustomStringConvertible {
                 }
             }
         }
+    }
+}
+
+/// `host:port` as the config and the command line give it: `[cluster] listen`, `metrics_listen`,
+/// `allotd agent --controller`.
+enum HostPort {
+    /// Parses `host:port` (`[::1]:9464` for IPv6).
+    static func parse(_ text: String) -> (host: String, port: Int)? {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
+            (1...65535).contains(port)
+        else { return nil }
+        var host = String(text[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        return host.isEmpty ? nil : (host, port)
     }
 }

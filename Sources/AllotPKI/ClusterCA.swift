@@ -154,6 +154,9 @@ public enum ClusterCA {
         return (certificate, key)
     }
 
+    /// Whether a host is an IP address (v4 or v6) rather than a name.
+    public static func isIPAddress(_ s: String) -> Bool { ipBytes(s) != nil }
+
     static func ipBytes(_ s: String) -> [UInt8]? {
         var v4 = in_addr()
         if inet_pton(AF_INET, s, &v4) == 1 { return withUnsafeBytes(of: &v4) { Array($0) } }
