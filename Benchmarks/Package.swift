@@ -16,9 +16,16 @@ let package = Package(
         .package(url: "https://github.com/ordo-one/benchmark.git", from: "1.38.0", traits: ["MallocInterposer"]),
     ],
     targets: [
+        // The loaded pool both the benchmarks and the pass profile schedule.
+        .target(
+            name: "BenchmarkPools",
+            dependencies: [.product(name: "AllotCore", package: allot)],
+            path: "Benchmarks/BenchmarkPools"
+        ),
         .executableTarget(
             name: "AllotBenchmarks",
             dependencies: [
+                "BenchmarkPools",
                 .product(name: "Benchmark", package: "benchmark"),
                 .product(name: "AllotCore", package: allot),
                 .product(name: "AllotConfig", package: allot),
@@ -31,7 +38,7 @@ let package = Package(
         // Times the parts of one scheduling pass, for profiling (swift run -c release PassProfile).
         .executableTarget(
             name: "PassProfile",
-            dependencies: [.product(name: "AllotCore", package: allot)],
+            dependencies: ["BenchmarkPools", .product(name: "AllotCore", package: allot)],
             path: "Benchmarks/PassProfile"
         ),
     ]

@@ -1,12 +1,13 @@
 // Times the pieces of one scheduling pass on the benchmark pool (for profiling; not a benchmark suite).
 import AllotCore
+import BenchmarkPools
 import Foundation
 
 let clock = ContinuousClock()
 func ms(_ d: Duration) -> String {
     String(format: "%.2f ms", Double(d.components.attoseconds) / 1e15 + Double(d.components.seconds) * 1000)
 }
-let state = loadedPoolForProfile(nodes: 1024, pending: 100_000, seed: 2)
+let state = loadedPool(nodes: 1024, pending: 100_000, seed: 2)
 let s = Scheduler()
 for _ in 0..<3 {
     var t = clock.now

@@ -1,6 +1,7 @@
 import AllotCore
 
-func loadedPoolForProfile(nodes: Int, pending: Int, seed: UInt64) -> ClusterState {
+/// A pool of `nodes` × 8 GPUs in four models, with some GPUs busy so that the free space is fragmented.
+public func loadedPool(nodes: Int, pending: Int, seed: UInt64) -> ClusterState {
     let models = [
         GPUModel(name: "H100", memoryGiB: 80, pricePerHour: 4, speed: 2),
         GPUModel(name: "A100", memoryGiB: 80, pricePerHour: 2, speed: 1),
