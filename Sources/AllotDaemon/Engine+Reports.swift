@@ -7,19 +7,7 @@ import Logging
 extension Engine {
     /// `status`: GPUs by model, jobs by state, the queue by kind and class, today's spend, the log.
     func status() -> StatusResult {
-        var gpus: [String: GPUCounts] = [:]
-        for node in state.nodes {
-            var c = gpus[node.spec.gpuModel] ?? GPUCounts(total: 0, used: 0, free: 0, lent: 0, unhealthy: 0)
-            c.total += node.spec.gpus
-            c.used += node.gpusInUse
-            c.free += node.schedulable ? node.freeMask.nonzeroBitCount : 0
-            c.unhealthy += (0..<node.spec.gpus).filter { node.health[$0] != .healthy }.count
-            gpus[node.spec.gpuModel] = c
-        }
-        for id in state.activeJobs {
-            guard let job = state.jobs[id], !job.loans.isEmpty, let a = job.allocation else { continue }
-            gpus[a.model]?.lent += a.gpuCount
-        }
+        let gpus = gpuCounts()
         var jobs: [String: Int] = [:]
         var queue: [String: [String: Int]] = [:]
         for job in state.jobs {
@@ -40,6 +28,24 @@ extension Engine {
             log: LogStatus(lastLSN: wal.lastLSN, durableLSN: durableLSN, failed: failure?.message),
             nodes: nodes
         )
+    }
+
+    /// GPUs by model: total, used, free, lent, unhealthy.
+    func gpuCounts() -> [String: GPUCounts] {
+        var gpus: [String: GPUCounts] = [:]
+        for node in state.nodes {
+            var c = gpus[node.spec.gpuModel] ?? GPUCounts(total: 0, used: 0, free: 0, lent: 0, unhealthy: 0)
+            c.total += node.spec.gpus
+            c.used += node.gpusInUse
+            c.free += node.schedulable ? node.freeMask.nonzeroBitCount : 0
+            c.unhealthy += (0..<node.spec.gpus).filter { node.health[$0] != .healthy }.count
+            gpus[node.spec.gpuModel] = c
+        }
+        for id in state.activeJobs {
+            guard let job = state.jobs[id], !job.loans.isEmpty, let a = job.allocation else { continue }
+            gpus[a.model]?.lent += a.gpuCount
+        }
+        return gpus
     }
 
     /// `cost`: GPU-hours and money by tenant, model, kind or job, over a window. A job's current run is

@@ -1,4 +1,5 @@
 import AllotCore
+import AllotProtocol
 import AllotSystemd
 import Foundation
 import Logging
@@ -19,19 +20,11 @@ struct ServiceNotifier {
 extension Engine {
     /// One line for `systemctl status`: "42 running, 118 pending, 60/64 GPUs busy, 3 lent to training".
     func statusLine() -> String {
-        var total = 0
-        var busy = 0
-        for node in state.nodes {
-            total += node.spec.gpus
-            busy += node.gpusInUse
-        }
-        var running = 0
-        var lent = 0
-        for id in state.activeJobs {
-            guard let job = state.jobs[id], job.state.holdsGPUs else { continue }
-            running += 1
-            if !job.loans.isEmpty, let a = job.allocation { lent += a.gpuCount }
-        }
+        let counts = gpuCounts().values
+        let total = counts.reduce(0) { $0 + $1.total }
+        let busy = counts.reduce(0) { $0 + $1.used }
+        let lent = counts.reduce(0) { $0 + $1.lent }
+        let running = state.activeJobs.count { state.jobs[$0]?.state.holdsGPUs == true }
         var line = "\(running) running, \(state.pendingJobs.count) pending, \(busy)/\(total) GPUs busy"
         if lent > 0 { line += ", \(lent) lent" }
         if failure != nil { line += "; the write-ahead log failed: read-only" }

@@ -133,7 +133,7 @@ extension Engine {
     func refreshMetrics() {
         guard let m = metrics else { return }
         var gpus: [(labels: [(String, String)], value: Double)] = []
-        for (model, c) in status().gpus {
+        for (model, c) in gpuCounts() {
             for (state, n) in [
                 ("used", c.used), ("free", c.free), ("lent", c.lent), ("unhealthy", c.unhealthy), ("total", c.total),
             ] {
