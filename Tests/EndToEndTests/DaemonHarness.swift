@@ -173,15 +173,17 @@ final class DaemonFixture {
     func ctl(_ args: [String], as user: String? = nil, stdin: String? = nil) -> Harness.Output {
         do {
             if let user {
+                // From binaries and a directory that user can reach, wherever the checkout lives.
                 return try Harness.run(
                     "/usr/sbin/runuser",
                     [
                         "-u", user, "--", "/usr/bin/env", "ALLOT_SOCKET=\(socket)",
-                        Harness.binDir.appendingPathComponent("allotctl").path,
+                        try Harness.binDirForOtherUsers().appendingPathComponent("allotctl").path,
                     ]
                         + args,
                     stdin: stdin,
-                    absolute: true
+                    absolute: true,
+                    directory: URL(fileURLWithPath: "/")
                 )
             }
             return try Harness.run("allotctl", args, environment: ["ALLOT_SOCKET": socket], stdin: stdin)

@@ -1,5 +1,10 @@
 import Foundation
+import Synchronization
 import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Runs the project's real binaries.
 enum Harness {
@@ -18,24 +23,68 @@ enum Harness {
         return root.appendingPathComponent(".build/debug")
     }
 
+    /// A directory any user may enter, holding copies of the binaries that tests run as other users
+    /// (`allotctl`): the checkout itself may sit in a directory only its owner can enter (root's 0700 home),
+    /// where `runuser -u alice` could not execute `.build/…/allotctl`. Made once per test run, removed at exit.
+    /// - Throws: a ``FixtureError`` saying what could not be set up, for the test that needed it.
+    static func binDirForOtherUsers() throws -> URL {
+        try sharedBinaries.withLock { made in
+            if let made { return try made.get() }
+            let result = Result { try makeSharedBinaries() }
+            made = result
+            return try result.get()
+        }
+    }
+
+    private static let sharedBinaries = Mutex<Result<URL, any Error>?>(nil)
+
+    private static func makeSharedBinaries() throws -> URL {
+        let dir = URL(fileURLWithPath: "/tmp/allot-e2e-bin-\(getpid())-\(UUID().uuidString.prefix(6))")
+        do {
+            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: false)
+            guard chmod(dir.path, 0o755) == 0 else { throw FixtureError("chmod 755 \(dir.path) failed") }
+            for name in ["allotctl"] {
+                let from = binDir.appendingPathComponent(name)
+                let to = dir.appendingPathComponent(name)
+                // A hard link where both sit on one file system (no copy of a 100 MB debug binary); a copy
+                // elsewhere. Either way the file itself is readable and executable by all.
+                if link(from.path, to.path) != 0 { try FileManager.default.copyItem(at: from, to: to) }
+                guard chmod(to.path, 0o755) == 0 else { throw FixtureError("chmod 755 \(to.path) failed") }
+            }
+        } catch {
+            try? FileManager.default.removeItem(at: dir)
+            throw FixtureError(
+                "cannot set up the binaries that tests run as other users in \(dir.path) (copied from \(binDir.path), "
+                    + "which other users may not be able to reach): \(error)"
+            )
+        }
+        atexit { Harness.removeSharedBinaries() }
+        return dir
+    }
+
+    private static func removeSharedBinaries() {
+        if case .success(let dir)? = sharedBinaries.withLock({ $0 }) { try? FileManager.default.removeItem(at: dir) }
+    }
+
     struct Output {
         var status: Int32
         var stdout: String
         var stderr: String
     }
 
-    /// Runs a product with arguments, from the package root, and waits for it.
+    /// Runs a product with arguments, from the package root (or `directory`), and waits for it.
     static func run(
         _ product: String,
         _ args: [String],
         environment: [String: String] = [:],
         stdin: String? = nil,
-        absolute: Bool = false
+        absolute: Bool = false,
+        directory: URL? = nil
     ) throws -> Output {
         let p = Process()
         p.executableURL = absolute ? URL(fileURLWithPath: product) : binDir.appendingPathComponent(product)
         p.arguments = args
-        p.currentDirectoryURL = root
+        p.currentDirectoryURL = directory ?? root
         var env = ProcessInfo.processInfo.environment
         env["COLUMNS"] = "100"
         for (k, v) in environment { env[k] = v }
