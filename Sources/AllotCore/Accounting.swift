@@ -74,6 +74,15 @@ public struct DecayingUsage: Hashable, Codable, Sendable {
         rate += delta
         if abs(rate) < 1e-12 { rate = 0 }
     }
+
+    /// Takes back use accrued at `rate` over the `seconds` before `t` (decayed as it would be by now).
+    mutating func refund(rate r: Double, for seconds: Seconds, at t: Instant, halfLife h: Seconds) {
+        if t > since {
+            settled = value(at: t, halfLife: h)
+            since = t
+        }
+        settled = max(0, settled - r * h / Math.ln2 * (1 - Math.exp2(-seconds / h)))
+    }
 }
 
 /// What a tenant, a GPU model or a job kind has used.
@@ -108,6 +117,12 @@ public struct Usage: Hashable, Codable, Sendable {
         gpusInUse -= gpus
         jobsRunning -= 1
     }
+
+    /// Takes back `seconds` of a run's use that were accrued but not used (it ended before it was seen to).
+    mutating func refund(gpus: Int, costPerSecond: Double, for seconds: Seconds, at t: Instant) {
+        gpuSeconds.add(-Double(gpus) * seconds, at: t)
+        costUSD.add(-costPerSecond * seconds, at: t)
+    }
 }
 
 /// A tenant's usage plus its decayed usage for fair share.
@@ -133,6 +148,11 @@ public struct TenantUsage: Hashable, Codable, Sendable {
         marks.roll(to: t, cost: usage.costUSD)
         usage.stop(gpus: gpus, costPerSecond: costPerSecond, at: t)
         decayed.changeRate(by: -Double(gpus), at: t, halfLife: halfLife)
+    }
+
+    mutating func refund(gpus: Int, costPerSecond: Double, for seconds: Seconds, at t: Instant, halfLife: Seconds) {
+        usage.refund(gpus: gpus, costPerSecond: costPerSecond, for: seconds, at: t)
+        decayed.refund(rate: Double(gpus), for: seconds, at: t, halfLife: halfLife)
     }
 
     /// A tenant usage with every field given (for snapshot decoders).

@@ -106,11 +106,13 @@ extension ClusterState {
         case .jobTimedOut(let id, let grace):
             try expect(id, in: [.running], to: "time out")
             Self.stop(&jobs[existing: id], .walltime, at: t, grace: grace)
-        case .jobFinished(let id, let exit):
+        case .jobFinished(let id, let exit, let endedAt):
             try expect(id, in: [.running, .stopping], to: "finish")
             holdForPreemptor(id)
-            release(id, at: t)
-            let requeued = Self.finish(&jobs[existing: id], exit: exit, at: t)
+            let start = jobs[existing: id].startTime ?? t
+            let end = endedAt.map { min(max($0, start), t) } ?? t
+            release(id, at: t, ranUntil: end)
+            let requeued = Self.finish(&jobs[existing: id], exit: exit, at: end)
             if requeued { pendingJobs.insert(jobs[existing: id]) }
         case .jobRequeued(let id, let reason):
             try expect(id, in: [.running, .stopping], to: "requeue")
@@ -307,7 +309,9 @@ extension ClusterState {
     }
 
     /// Frees a running or stopping job's GPUs and settles its accounting.
-    mutating func release(_ id: JobID, at t: Instant) {
+    /// Frees a job's GPUs at `t` and settles its run, which used them until `end` (≤ `t`: a run that ended
+    /// while allotd was down is charged only until its real end).
+    mutating func release(_ id: JobID, at t: Instant, ranUntil end: Instant? = nil) {
         for slice in jobs[existing: id].allocation!.slices {
             let ni = nodeIndex[slice.node]!
             for g in slice.gpus {
@@ -319,13 +323,22 @@ extension ClusterState {
         }
         let gpus = jobs[existing: id].allocation!.gpuCount
         let model = jobs[existing: id].allocation!.model
-        let rate = Self.settle(&jobs[existing: id], gpus: gpus, at: t)
+        let end = min(end ?? t, t)
+        let rate = Self.settle(&jobs[existing: id], gpus: gpus, at: end)
         activeJobs.remove(id)
         let tenant = jobs[existing: id].spec.tenant
         let kind = jobs[existing: id].spec.kind
-        tenantUsage[tenant]!.stop(gpus: gpus, costPerSecond: rate, at: t, halfLife: config.scheduler.fairshareHalfLife)
+        let halfLife = config.scheduler.fairshareHalfLife
+        tenantUsage[tenant]!.stop(gpus: gpus, costPerSecond: rate, at: t, halfLife: halfLife)
         modelUsage[model]!.stop(gpus: gpus, costPerSecond: rate, at: t)
         kindUsage[kind]!.stop(gpus: gpus, costPerSecond: rate, at: t)
+        let overcharged = t - end
+        if overcharged > 0 {
+            // The usage accrued at the run's rate until `t`; take back what it did not use after `end`.
+            tenantUsage[tenant]!.refund(gpus: gpus, costPerSecond: rate, for: overcharged, at: t, halfLife: halfLife)
+            modelUsage[model]!.refund(gpus: gpus, costPerSecond: rate, for: overcharged, at: t)
+            kindUsage[kind]!.refund(gpus: gpus, costPerSecond: rate, for: overcharged, at: t)
+        }
     }
 
     /// Adds the run that ends at `t` to the job's totals. Returns the run's cost rate.

@@ -40,8 +40,9 @@ public struct Event: Hashable, Codable, Sendable {
         case jobTimedOut(id: JobID, grace: Seconds)
         /// A running or stopping job's process ended. The job's next state follows from why it was stopping:
         /// preempted → pending; cancelled → cancelled; walltime → timed out; not stopping → completed on exit
-        /// code 0, failed otherwise.
-        case jobFinished(id: JobID, exit: ExitStatus)
+        /// code 0, failed otherwise. `endedAt`: when the process ended, if that was before this event (it
+        /// ended while allotd was down); the run is accounted until then (kept between its start and now).
+        case jobFinished(id: JobID, exit: ExitStatus, endedAt: Instant? = nil)
         /// A running or stopping job loses its GPUs and goes back to pending (its node failed, say).
         case jobRequeued(id: JobID, reason: String)
         /// Time passes; running jobs accrue usage and cost.

@@ -32,7 +32,13 @@ actor AgentJobs {
     }
 
     static func report(_ e: Executor.Ended) -> AgentRunReport {
-        var r = AgentRunReport(id: e.id.rawValue, run: e.run, state: "ended", killed: e.killed ? true : nil)
+        var r = AgentRunReport(
+            id: e.id.rawValue,
+            run: e.run,
+            state: "ended",
+            killed: e.killed ? true : nil,
+            endedAt: e.endedAt
+        )
         if let error = e.error {
             r.state = "failed_to_start"
             r.error = error

@@ -133,6 +133,7 @@ struct ControlServer: Service {
             }
         }
         let server: NIOAsyncChannel<Connection, Never>
+        var bound: SocketFile?
         if let fd = inheritedSocket {
             server = try await bootstrap.bind(
                 fd,
@@ -144,12 +145,19 @@ struct ControlServer: Service {
                 atPath: (path as NSString).deletingLastPathComponent,
                 withIntermediateDirectories: true
             )
-            server = try await bootstrap.bind(
-                unixDomainSocketPath: path,
-                cleanupExistingSocketFile: true,
-                childChannelInitializer: initializer
-            )
-            chmod(path, mode_t(limits.socketMode))
+            let (fd, file) = try SocketFile.listen(path, mode: limits.socketMode, backlog: 256)
+            bound = file
+            do {
+                server = try await bootstrap.bind(
+                    fd,
+                    cleanupExistingSocketFile: false,
+                    childChannelInitializer: initializer
+                )
+            } catch {
+                close(fd)
+                file.remove()
+                throw error
+            }
         }
         engine.send(.listening)
         logger.info(
@@ -174,7 +182,8 @@ struct ControlServer: Service {
                 }
             }
         }
-        if inheritedSocket == nil { unlink(path) }
+        // Only the file bound here: never one that another daemon has put at this path since.
+        bound?.remove()
     }
 
     func serve(_ connection: Connection) async {

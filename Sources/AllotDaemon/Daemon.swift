@@ -56,6 +56,8 @@ public enum Daemon {
         if let d = options.stateDir { file.daemon.stateDir = d }
         if let s = options.socket { file.daemon.socket = s }
         let settings = file.daemon
+        // Before anything else: a second allotd pointed at a live daemon's socket stops here.
+        if options.inheritedSocket == nil { try SocketFile.prepare(settings.socket) }
         do {
             try FileManager.default.createDirectory(atPath: settings.stateDir, withIntermediateDirectories: true)
         } catch {

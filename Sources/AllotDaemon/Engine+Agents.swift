@@ -161,7 +161,8 @@ extension Engine {
                     run: r.run,
                     exit: exit,
                     error: r.state == "failed_to_start" ? r.error : nil,
-                    killed: r.killed ?? false
+                    killed: r.killed ?? false,
+                    endedAt: r.endedAt
                 )
             )
         }

@@ -651,13 +651,14 @@ final class Engine {
             finish(ended.id, exit: .lost(reason: "never started: \(error)"))
             return
         }
-        finish(ended.id, exit: ended.exit)
+        finish(ended.id, exit: ended.exit, endedAt: ended.endedAt)
     }
 
-    /// Records the end of a job's run.
-    func finish(_ id: JobID, exit: ExitStatus) {
+    /// Records the end of a job's run; `endedAt` (Unix seconds): when it really ended, if it was before now
+    /// (the state keeps it between the run's start and now).
+    func finish(_ id: JobID, exit: ExitStatus, endedAt: Double? = nil) {
         do {
-            try apply(.jobFinished(id: id, exit: exit))
+            try apply(.jobFinished(id: id, exit: exit, endedAt: endedAt.map { Instant(seconds: $0) }))
         } catch {
             logger.error("Job end refused", metadata: ["job.id": "\(id)", "error": "\(error)"])
             return

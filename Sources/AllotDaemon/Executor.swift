@@ -34,6 +34,8 @@ final class Executor {
         var error: String?
         /// Whether it had to be killed (SIGKILL) after its grace period.
         var killed = false
+        /// When it ended (Unix seconds), as its supervisor recorded it.
+        var endedAt: Double?
     }
 
     let stateDir: String
@@ -200,7 +202,16 @@ final class Executor {
         for (id, t) in tracked {
             if let status = readStatus(t.directory) {
                 end(id)
-                ended.append(Ended(id: id, run: t.run, exit: status.exit, error: status.error, killed: t.killed))
+                ended.append(
+                    Ended(
+                        id: id,
+                        run: t.run,
+                        exit: status.exit,
+                        error: status.error,
+                        killed: t.killed,
+                        endedAt: status.endedAt
+                    )
+                )
                 continue
             }
             if let killAt = t.killAt {
@@ -261,15 +272,22 @@ final class Executor {
     func ended(_ id: JobID, run: Int) -> Ended? {
         guard let t = tracked[id], t.run == run, let status = readStatus(t.directory) else { return nil }
         end(id)
-        return Ended(id: id, run: run, exit: status.exit, error: status.error, killed: t.killed)
+        return Ended(
+            id: id,
+            run: run,
+            exit: status.exit,
+            error: status.error,
+            killed: t.killed,
+            endedAt: status.endedAt
+        )
     }
 
-    func readStatus(_ dir: String) -> (exit: ExitStatus, error: String?)? {
+    func readStatus(_ dir: String) -> (exit: ExitStatus, error: String?, endedAt: Double)? {
         guard let data = FileManager.default.contents(atPath: dir + "/status"),
             let s = try? JSONDecoder().decode(RunStatus.self, from: data)
         else { return nil }
-        if let sig = s.signal { return (.signaled(signal: sig), s.error) }
-        return (.exited(code: s.exitCode ?? 0), s.error)
+        if let sig = s.signal { return (.signaled(signal: sig), s.error, s.endedAt) }
+        return (.exited(code: s.exitCode ?? 0), s.error, s.endedAt)
     }
 
     /// Takes back a run the state says is running, after a restart: still going (its supervisor is alive)
@@ -287,7 +305,7 @@ final class Executor {
     /// time) → tracked again, nil; neither → whatever is left of it is killed, and it is lost.
     private func reclaim(_ id: JobID, run: Int, gone: String) -> Ended? {
         let dir = runDirectory(id, run: run)
-        if let s = readStatus(dir) { return Ended(id: id, run: run, exit: s.exit, error: s.error) }
+        if let s = readStatus(dir) { return Ended(id: id, run: run, exit: s.exit, error: s.error, endedAt: s.endedAt) }
         let cgroup = self.cgroup(id, run: run).flatMap { FileManager.default.fileExists(atPath: $0) ? $0 : nil }
         if let text = try? String(contentsOfFile: dir + "/supervisor.pid", encoding: .utf8) {
             let parts = text.split(whereSeparator: { $0 == " " || $0 == "\n" })

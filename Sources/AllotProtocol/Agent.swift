@@ -231,10 +231,13 @@ public struct AgentRunReport: Codable, Sendable, Equatable {
     public var error: String?
     /// Whether SIGKILL ended it after its grace period.
     public var killed: Bool?
+    /// When it ended (Unix seconds, the supervisor's clock), if known.
+    public var endedAt: Double?
 
     enum CodingKeys: String, CodingKey {
         case id, run, state, signal, error, killed
         case exitCode = "exit_code"
+        case endedAt = "ended_at"
     }
 
     public init(
@@ -244,8 +247,10 @@ public struct AgentRunReport: Codable, Sendable, Equatable {
         exitCode: Int32? = nil,
         signal: Int32? = nil,
         error: String? = nil,
-        killed: Bool? = nil
+        killed: Bool? = nil,
+        endedAt: Double? = nil
     ) {
+        self.endedAt = endedAt
         self.id = id
         self.run = run
         self.state = state

@@ -6,8 +6,9 @@ import AllotCore
 public enum EventCodec {
     /// The payload version this build writes. Version 2 added: job preference, placement notes and loans on
     /// starts, preemption reasons, checkpoints, preemption settings, the inference reserve, borrowing
-    /// limits, the over-budget penalty and inference-reserved nodes.
-    public static let version: UInt16 = 3
+    /// limits, the over-budget penalty and inference-reserved nodes. Version 3: a job's output file.
+    /// Version 4: when a run ended, on a finish recorded after it (it ended while allotd was down).
+    public static let version: UInt16 = 4
 
     static let nodeStates: [NodeState] = [.up, .draining, .drained, .down]
     static let healths: [GPUHealth] = [.healthy, .unhealthy]
@@ -89,10 +90,11 @@ public enum EventCodec {
             w.u8(12)
             w.uvar(id.rawValue)
             w.f64(grace)
-        case .jobFinished(let id, let exit):
+        case .jobFinished(let id, let exit, let endedAt):
             w.u8(13)
             w.uvar(id.rawValue)
             write(exit, &w)
+            w.optional(endedAt) { $0.f64($1.seconds) }
         case .jobRequeued(let id, let reason):
             w.u8(14)
             w.uvar(id.rawValue)
@@ -174,7 +176,13 @@ public enum EventCodec {
                 grace: try r.f64()
             )
         case 12: body = .jobTimedOut(id: JobID(try r.uvar()), grace: try r.f64())
-        case 13: body = .jobFinished(id: JobID(try r.uvar()), exit: try readExit(&r))
+        case 13:
+            body = .jobFinished(
+                id: JobID(try r.uvar()),
+                exit: try readExit(&r),
+                endedAt: r.version >= 4
+                    ? try r.optional { r throws(DecodeError) in Instant(seconds: try r.f64()) } : nil
+            )
         case 14: body = .jobRequeued(id: JobID(try r.uvar()), reason: try r.string())
         case 15: body = .clockTick
         case 16 where r.version >= 2: body = .jobCheckpointed(id: JobID(try r.uvar()))

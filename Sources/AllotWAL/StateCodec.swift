@@ -3,8 +3,9 @@ import AllotCore
 /// The binary encoding of a state image, as snapshots store it (docs/wal-format.md).
 enum StateCodec {
     /// The state schema version this build writes (2: jobs' placement notes, loans and checkpoints,
-    /// preemption reasons, tenants' budget-window marks, and the event schema's version 2 parts).
-    static let version: UInt16 = 3
+    /// preemption reasons, tenants' budget-window marks, and the event schema's version 2 parts; 3 and 4
+    /// move with the event schema, whose versions they embed).
+    static let version: UInt16 = 4
 
     static func encode(_ image: ClusterState.Image) -> [UInt8] {
         var w = BinaryWriter(capacity: 64 + image.jobs.count * 160)

@@ -95,23 +95,40 @@ import Testing
         }
     }
 
-    /// The format cannot drift unnoticed: testdata/golden-v3.wal holds the sample events with every version-3
+    /// A newer allot reads version 3: testdata/golden-v3.wal holds the sample events with every version-3
+    /// field, written by format version 3.
+    @Test func goldenV3SegmentStillReads() throws {
+        let events = Sample.events + Sample.eventsV2 + Sample.eventsV3
+        try withTempDir { dir in
+            try FileManager.default.createDirectory(atPath: dir + "/wal", withIntermediateDirectories: true)
+            try FileManager.default.copyItem(
+                atPath: Sample.testdata.appendingPathComponent("golden-v3.wal").path,
+                toPath: dir + "/wal/" + WALFormat.segmentName(sequence: 1, firstLSN: 1)
+            )
+            var read: [Event] = []
+            let stop = try WALInspector.walk(directory: dir) { read.append($0.event) }
+            #expect(stop == nil)
+            #expect(read == events)
+        }
+    }
+
+    /// The format cannot drift unnoticed: testdata/golden-v4.wal holds the sample events with every version-4
     /// field. It must decode to them, and encoding them must give the same bytes. Regenerate only for a
     /// deliberate format change (with a new version): ALLOT_UPDATE_GOLDEN=1.
-    @Test func goldenV3SegmentReadsAndWritesTheSameBytes() throws {
-        let events = Sample.events + Sample.eventsV2 + Sample.eventsV3
+    @Test func goldenV4SegmentReadsAndWritesTheSameBytes() throws {
+        let events = Sample.events + Sample.eventsV2 + Sample.eventsV3 + Sample.eventsV4
         var bytes = WALFormat.segmentHeader(sequence: 1, firstLSN: 1)
         for (i, e) in events.enumerated() {
             WALFormat.appendRecord(lsn: UInt64(i + 1), committed: UInt64(i), payload: EventCodec.encode(e), to: &bytes)
         }
         if ProcessInfo.processInfo.environment["ALLOT_UPDATE_GOLDEN"] == "1" {
             let source = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent(
-                "testdata/golden-v3.wal"
+                "testdata/golden-v4.wal"
             )
             try Data(bytes).write(to: source)
         }
-        let stored = [UInt8](try Data(contentsOf: Sample.testdata.appendingPathComponent("golden-v3.wal")))
-        #expect(stored == bytes, "the encoding of version 3 changed")
+        let stored = [UInt8](try Data(contentsOf: Sample.testdata.appendingPathComponent("golden-v4.wal")))
+        #expect(stored == bytes, "the encoding of version 4 changed")
         try withTempDir { dir in
             try FileManager.default.createDirectory(atPath: dir + "/wal", withIntermediateDirectories: true)
             try Data(stored).write(
@@ -124,6 +141,10 @@ import Testing
             var state = ClusterState()
             try state.apply(read)
             #expect(state.invariantViolations().isEmpty)
+            // The run that ended while nobody watched is charged until its real end, not its recording.
+            let job = try #require(state.jobs[8])
+            #expect(job.endTime == Instant(seconds: 1_800_000_305))
+            #expect(job.pastRunSeconds == 4)
         }
     }
 }

@@ -169,6 +169,19 @@ enum Sample {
         )
     ]
 
+    /// Events with the fields of format version 4: a run that ended before its end was recorded.
+    static let eventsV4: [Event] = {
+        func at(_ t: Double, _ b: Event.Body) -> Event { Event(time: Instant(seconds: 1_800_000_300 + t), b) }
+        return [
+            at(
+                0,
+                .jobSubmitted(id: 8, spec: JobSpec(tenant: "research", gpus: 1, command: ["sleep", "4"]), held: false)
+            ),
+            at(1, .jobStarted(id: 8, allocation: Allocation(model: "H100", slices: [.init(node: "h1", gpus: [3])]))),
+            at(9, .jobFinished(id: 8, exit: .exited(code: 0), endedAt: Instant(seconds: 1_800_000_305))),
+        ]
+    }()
+
     /// A submit event for job `id`.
     static func submit(_ id: UInt64) -> Event {
         Event(
