@@ -17,6 +17,8 @@ public struct ConfigFile: Hashable, Sendable {
     public var discovery: [String: GPUDiscovery]
     /// The `[cluster]` section (allotd with node agents); nil: no agents.
     public var cluster: ClusterSettings?
+    /// Who may charge which tenant: each `[[tenant]]`'s `users`/`groups`, and `[accounts]` (allotd only).
+    public var accounts = Accounts()
 
     public init(
         pool: PoolConfig,
@@ -67,6 +69,7 @@ public struct ConfigFile: Hashable, Sendable {
         var r = TableReader(root, path: "", context: ctx)
 
         var pool = PoolConfig()
+        var accounts = Accounts()
         var defaultTraining = "training"
         var defaultInference = "inference"
         if var s = try r.subtable("scheduler") {
@@ -146,11 +149,29 @@ public struct ConfigFile: Hashable, Sendable {
                 )
                 try b.finish()
             }
+            accounts.access[tenant.name] = Accounts.Access(
+                users: Set(try t.stringArray("users") ?? []),
+                groups: Set(try t.stringArray("groups") ?? [])
+            )
             try t.finish()
             if pool.tenants.contains(where: { $0.name == tenant.name }) {
                 throw t.error("name", "tenant \"\(tenant.name)\" is declared twice")
             }
             pool.tenants.append(tenant)
+        }
+        if var a = try r.subtable("accounts") {
+            accounts.defaultTenant = try a.string("default_tenant")
+            accounts.userDefaults = try a.stringMap("user_defaults") ?? [:]
+            for (user, tenant) in accounts.userDefaults.sorted(by: { $0.key < $1.key })
+            where accounts.refusal(user: user, groups: [], admin: false, tenant: tenant) != nil
+                && accounts.access[tenant].map({ !$0.groups.isEmpty }) != true
+            {
+                throw a.error(
+                    "user_defaults",
+                    "\(user)'s default tenant \(tenant) is not one \(user) may use; add \(user) to its [[tenant]] users"
+                )
+            }
+            try a.finish()
         }
 
         if var p = try r.subtable("preemption") {
@@ -275,6 +296,7 @@ public struct ConfigFile: Hashable, Sendable {
         if let problem = pool.problems().first { throw ConfigError(file: file, key: "", message: problem) }
         var result = ConfigFile(pool: pool, nodes: nodes, daemon: daemon, wal: wal, discovery: discovery)
         result.cluster = cluster
+        result.accounts = accounts
         return result
     }
 

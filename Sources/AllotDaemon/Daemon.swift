@@ -29,6 +29,17 @@ public struct DaemonOptions: Sendable {
     }
 }
 
+extension DaemonOptions {
+    /// The configuration file with the command line's overrides on top: at start and at every reload, so
+    /// that a reload never sees `--state-dir` or `--socket` as a change.
+    func loadConfig() throws(ConfigError) -> ConfigFile {
+        var file = try ConfigFile.load(path: configPath ?? "/etc/allot/allotd.toml")
+        if let d = stateDir { file.daemon.stateDir = d }
+        if let s = socket { file.daemon.socket = s }
+        return file
+    }
+}
+
 /// Why allotd could not start: a sentence for its log and standard error, and an errno for systemd.
 public struct StartupError: Error, CustomStringConvertible {
     public var description: String
@@ -47,14 +58,12 @@ public enum Daemon {
     /// - Throws: ``StartupError`` when it cannot start (bad config, locked or damaged state directory,
     ///   socket in use); services' errors after that.
     public static func run(_ options: DaemonOptions, logger: Logger) async throws {
-        var file: ConfigFile
+        let file: ConfigFile
         do {
-            file = try ConfigFile.load(path: options.configPath ?? "/etc/allot/allotd.toml")
+            file = try options.loadConfig()
         } catch {
             throw StartupError(description: "\(error)")
         }
-        if let d = options.stateDir { file.daemon.stateDir = d }
-        if let s = options.socket { file.daemon.socket = s }
         let settings = file.daemon
         // Before anything else: a second allotd pointed at a live daemon's socket stops here.
         if options.inheritedSocket == nil { try SocketFile.prepare(settings.socket) }
@@ -99,7 +108,7 @@ public enum Daemon {
             recovered: recovered,
             lsn: lastLSN,
             config: file,
-            configPath: options.configPath ?? "/etc/allot/allotd.toml",
+            source: options,
             wal: wal,
             handle: handle,
             commands: commands,
@@ -188,7 +197,7 @@ struct EngineService: Service {
     let recovered: StateBox
     let lsn: UInt64
     let config: ConfigFile
-    let configPath: String?
+    let source: DaemonOptions
     let wal: WriteAheadLog
     let handle: EngineHandle
     let commands: AsyncStream<EngineCommand>
@@ -200,7 +209,7 @@ struct EngineService: Service {
             recovered: recovered.take(),
             durableLSN: lsn,
             config: config,
-            configPath: configPath,
+            source: source,
             wal: wal,
             handle: handle,
             logger: logger,

@@ -250,10 +250,24 @@ extension Engine {
         var specs: [(JobSpec, Bool)] = []
         specs.reserveCapacity(requests.count)
         let classes = Set(state.config.priorityClasses.map(\.name))
+        let accounts = config.accounts
+        let groupNames = caller.admin ? [] : caller.groups.compactMap { System.groupName(gid: $0) }
         for (i, r) in requests.enumerated() {
             let at = requests.count > 1 ? "jobs[\(i)]: " : ""
             do throws(RPCError) {
-                let (spec, held) = try r.spec(uid: caller.uid, user: caller.name)
+                let (spec, held) = try r.spec(
+                    uid: caller.uid,
+                    user: caller.name,
+                    defaultTenant: accounts.defaultTenant(for: caller.name)
+                )
+                if let rule = accounts.refusal(
+                    user: caller.name,
+                    groups: groupNames,
+                    admin: caller.admin,
+                    tenant: spec.tenant
+                ) {
+                    throw .denied(rule)
+                }
                 if let problem = ClusterState.specProblems(spec).first { throw .invalidParams(problem) }
                 if let c = spec.priorityClass, !classes.contains(c) {
                     throw .invalidParams(

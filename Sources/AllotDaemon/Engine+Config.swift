@@ -13,14 +13,14 @@ extension Engine {
         guard failure == nil else {
             return .failure(RPCError(RPCError.unavailable, "the write-ahead log failed; allotd must be restarted"))
         }
-        guard let path = configPath else {
+        guard let source else {
             return .failure(.refused("allotd was started without a configuration file; there is nothing to reload"))
         }
         notifyReloading()
         defer { notifyReloaded() }
         let file: ConfigFile
         do {
-            file = try ConfigFile.load(path: path)
+            file = try source.loadConfig()
         } catch {
             return .failure(.refused("the new configuration is invalid, the old one stays in force: \(error)"))
         }
@@ -28,7 +28,10 @@ extension Engine {
         if case .success(let changes) = result {
             logger.notice(
                 "Configuration reloaded",
-                metadata: ["config.path": "\(path)", "reason": "\(reason)", "changes": "\(changes.count)"]
+                metadata: [
+                    "config.path": "\(source.configPath ?? "/etc/allot/allotd.toml")", "reason": "\(reason)",
+                    "changes": "\(changes.count)",
+                ]
             )
             for c in changes { logger.info("Configuration change", metadata: ["change": "\(c)"]) }
         }
@@ -93,26 +96,16 @@ extension Engine {
                 RPCError(RPCError.internalError, "applying the configuration failed half way: \(error.message)")
             )
         }
-        var restart: [String] = []
+        // Against the settings in force (those read only at start keep their start values until a restart).
+        var inForce = config
+        inForce.daemon = settings
+        changes += Self.restartChanges(from: inForce, to: file)
         let (a, b) = (settings, file.daemon)
-        if a.stateDir != b.stateDir { restart.append("state_dir") }
-        if a.socket != b.socket { restart.append("socket") }
-        if a.socketMode != b.socketMode { restart.append("socket_mode") }
-        if a.logDir != b.logDir { restart.append("log_dir") }
-        if a.hostname != b.hostname { restart.append("hostname") }
-        if a.maxMessageBytes != b.maxMessageBytes || a.maxConnections != b.maxConnections
-            || a.idleTimeout != b.idleTimeout
-        {
-            restart.append("connection limits")
-        }
-        if a.metricsListen != b.metricsListen { restart.append("metrics_listen") }
-        if config.wal != file.wal { restart.append("[wal]") }
-        if config.cluster != file.cluster { restart.append("[cluster]") }
-        if !restart.isEmpty {
-            changes.append("\(restart.joined(separator: ", ")) changed: takes effect when allotd restarts")
-        }
         if a.adminGroup != b.adminGroup {
-            changes.append("admin group is now \(b.adminGroup ?? "(none)")")
+            changes.append("[daemon] admin_group: \(a.adminGroup ?? "(none)") → \(b.adminGroup ?? "(none)")")
+        }
+        if config.accounts != file.accounts {
+            changes.append("accounts (tenants' users and groups, [accounts]) updated")
         }
         settings.adminGroup = b.adminGroup
         adminGID = b.adminGroup.flatMap { System.gid(named: $0) }
@@ -167,6 +160,30 @@ extension Engine {
         if uid == 0 || uid == getuid() { return true }
         guard let g = adminGID else { return false }
         return groups.contains(g)
+    }
+
+    /// What changed in settings read only at start, each as `key: old → new (takes effect when allotd
+    /// restarts)`; nothing when nothing changed.
+    static func restartChanges(from old: ConfigFile, to new: ConfigFile) -> [String] {
+        let (a, b) = (old.daemon, new.daemon)
+        func show<T>(_ v: T?) -> String { v.map { "\($0)" } ?? "(unset)" }
+        let pairs: [(String, String, String)] = [
+            ("state_dir", a.stateDir, b.stateDir),
+            ("socket", a.socket, b.socket),
+            ("socket_mode", String(a.socketMode, radix: 8), String(b.socketMode, radix: 8)),
+            ("log_dir", show(a.logDir), show(b.logDir)),
+            ("hostname", show(a.hostname), show(b.hostname)),
+            ("max_message_bytes", "\(a.maxMessageBytes)", "\(b.maxMessageBytes)"),
+            ("max_connections", "\(a.maxConnections)", "\(b.maxConnections)"),
+            ("idle_timeout", "\(a.idleTimeout)", "\(b.idleTimeout)"),
+            ("metrics_listen", show(a.metricsListen), show(b.metricsListen)),
+        ]
+        var out = pairs.filter { $0.1 != $0.2 }.map {
+            "[daemon] \($0.0): \($0.1) → \($0.2) (takes effect when allotd restarts)"
+        }
+        if old.wal != new.wal { out.append("[wal] changed (takes effect when allotd restarts)") }
+        if old.cluster != new.cluster { out.append("[cluster] changed (takes effect when allotd restarts)") }
+        return out
     }
 }
 

@@ -137,7 +137,8 @@ final class Engine {
 
     var state: ClusterState
     var config: ConfigFile
-    let configPath: String?
+    /// Where the configuration is read again on reload (nil: tests, nothing to reload).
+    let source: DaemonOptions?
     var settings: DaemonSettings
     let scheduler = Scheduler(policy: .allot)
     let wal: WriteAheadLog
@@ -213,7 +214,7 @@ final class Engine {
         recovered: ClusterState,
         durableLSN: UInt64,
         config: ConfigFile,
-        configPath: String?,
+        source: DaemonOptions?,
         wal: WriteAheadLog,
         handle: EngineHandle,
         logger: Logger,
@@ -222,7 +223,7 @@ final class Engine {
         self.metrics = metrics
         self.state = recovered
         self.config = config
-        self.configPath = configPath
+        self.source = source
         self.settings = config.daemon
         self.wal = wal
         self.handle = handle

@@ -42,6 +42,12 @@ enum System {
     }
 
     /// A gid by group name.
+    /// A group's name, if it has one.
+    static func groupName(gid: UInt32) -> String? {
+        guard let g = getgrgid(gid), let name = g.pointee.gr_name else { return nil }
+        return String(cString: name)
+    }
+
     static func gid(named name: String) -> UInt32? {
         var grp = group()
         var result: UnsafeMutablePointer<group>?

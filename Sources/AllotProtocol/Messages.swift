@@ -101,9 +101,16 @@ public struct JobRequest: Codable, Hashable, Sendable {
         case maxCost = "max_cost"
     }
 
-    /// The job spec this request asks for, submitted by `uid`.
+    /// The job spec this request asks for, submitted by `uid`; `defaultTenant`: the tenant when the request
+    /// names none (the user's name when nil).
     /// - Throws: ``RPCError`` (invalid params) naming the field and what was expected.
-    public func spec(uid: UInt32, user: String?) throws(RPCError) -> (spec: JobSpec, held: Bool) {
+    public func spec(
+        uid: UInt32,
+        user: String?,
+        defaultTenant: String? = nil
+    ) throws(RPCError) -> (
+        spec: JobSpec, held: Bool
+    ) {
         guard let command, !command.isEmpty, !command[0].isEmpty else {
             throw .invalidParams("command: a job needs a command (a non-empty array of strings)")
         }
@@ -130,7 +137,7 @@ public struct JobRequest: Codable, Hashable, Sendable {
             guard !tenant.isEmpty else { throw .invalidParams("tenant: must not be empty") }
             s.tenant = tenant
         } else {
-            s.tenant = user ?? "default"
+            s.tenant = defaultTenant ?? user ?? "default"
         }
         for (field, value) in [("walltime", walltime), ("estimate", estimate)] {
             if let v = value, !(v.seconds > 0) { throw .invalidParams("\(field): expected a duration above zero") }

@@ -254,4 +254,51 @@ import Testing
             #expect(error.message.hasPrefix("cannot read the file"))
         }
     }
+
+    @Test func accountsSayWhoMayChargeWhichTenant() throws {
+        let c = try ConfigFile.parse(
+            Self.minimal + """
+
+                [[tenant]]
+                name = "research"
+                users = ["alice"]
+                groups = ["ml"]
+
+                [[tenant]]
+                name = "ops"
+
+                [[tenant]]
+                name = "carol"
+                users = ["dave"]
+
+                [accounts]
+                default_tenant = "shared"
+                user_defaults = { alice = "research" }
+                """
+        )
+        let a = c.accounts
+        #expect(a.defaultTenant(for: "alice") == "research")
+        #expect(a.defaultTenant(for: "bob") == "shared")
+        #expect(a.refusal(user: "alice", groups: [], admin: false, tenant: "research") == nil)
+        #expect(a.refusal(user: "bob", groups: ["ml"], admin: false, tenant: "research") == nil)
+        #expect(a.refusal(user: "bob", groups: [], admin: false, tenant: "shared") == nil)
+        #expect(a.refusal(user: "bob", groups: [], admin: false, tenant: "bob") == nil)
+        #expect(a.refusal(user: "root", groups: [], admin: true, tenant: "ops") == nil)
+        let bob = try #require(a.refusal(user: "bob", groups: [], admin: false, tenant: "research"))
+        #expect(bob.contains("users alice and groups ml") && bob.hasSuffix("bob may use bob, shared"), "\(bob)")
+        #expect(a.refusal(user: "bob", groups: [], admin: false, tenant: "ops")?.contains("only admins") == true)
+        // A tenant named after a user, declared with its own list, is not that user's by name.
+        #expect(a.refusal(user: "carol", groups: [], admin: false, tenant: "carol") != nil)
+        #expect(a.refusal(user: "nobody", groups: [], admin: false, tenant: "alice") != nil)
+        // Nothing configured: only one's own tenant.
+        let none = try ConfigFile.parse(Self.minimal).accounts
+        #expect(none.defaultTenant(for: "bob") == "bob")
+        #expect(none.refusal(user: "bob", groups: [], admin: false, tenant: "research") != nil)
+        // A user's default must be a tenant they may use.
+        #expect(throws: ConfigError.self) {
+            try ConfigFile.parse(
+                Self.minimal + "\n[accounts]\nuser_defaults = { bob = \"ops\" }\n[[tenant]]\nname = \"ops\"\n"
+            )
+        }
+    }
 }

@@ -86,4 +86,93 @@ import Glibc
         let f = ISO8601DateFormatter()
         return f.date(from: s)?.timeIntervalSince1970
     }
+
+    /// Reload reports exactly what changed: nothing for an unchanged file, even with command-line overrides.
+    @Test func reloadReportsExactlyWhatChanged() throws {
+        let d = try DaemonFixture(start: false)
+        // The file names other paths; the command line overrides them, as a new user did.
+        let text = try String(contentsOf: d.config, encoding: .utf8)
+            .replacingOccurrences(of: d.socket, with: d.dir.appendingPathComponent("file.sock").path)
+            .replacingOccurrences(of: "state_dir = \"\(d.stateDir)\"", with: "state_dir = \"\(d.dir.path)/file-state\"")
+        try text.write(to: d.config, atomically: true, encoding: .utf8)
+        let p = try ChildProcess(
+            Harness.binDir.appendingPathComponent("allotd").path,
+            ["--config", d.config.path, "--state-dir", d.stateDir, "--socket", d.socket],
+            output: d.logPath
+        )
+        defer {
+            p.signal(SIGTERM)
+            _ = p.wait()
+        }
+        var up = false
+        for _ in 0..<500 where !up {
+            usleep(20_000)
+            up = d.ctl(["status"]).status == 0
+        }
+        try #require(up, "\(d.daemonLog)")
+        let same = d.ctl(["reload"])
+        #expect(same.status == 0, "\(same.stderr)")
+        #expect(!same.stdout.contains("state_dir") && !same.stdout.contains("socket"), "\(same.stdout)")
+        // One setting read at start changes: reported as old → new, and nothing else.
+        try (text + "\n").replacingOccurrences(of: "[daemon]\n", with: "[daemon]\nmax_connections = 77\n")
+            .write(to: d.config, atomically: true, encoding: .utf8)
+        let changed = d.ctl(["reload"])
+        #expect(changed.status == 0, "\(changed.stderr)")
+        #expect(
+            changed.stdout.contains("max_connections: 1024 → 77 (takes effect when allotd restarts)"),
+            "\(changed.stdout)"
+        )
+        #expect(!changed.stdout.contains("state_dir") && !changed.stdout.contains("socket"), "\(changed.stdout)")
+    }
+
+    /// Tenants are charged only by the users the configuration lets use them (issue 12, item 3).
+    @Test(.enabled(if: getuid() == 0, "needs root to create users"))
+    func onlyTheUsersATenantNamesMayChargeIt() throws {
+        try PermissionTests.ensureUsers()
+        let (alice, bob) = (PermissionTests.users[0], PermissionTests.users[1])
+        let pool =
+            DaemonFixture.defaultPool + """
+
+                [[tenant]]
+                name = "research"
+                users = ["\(alice)"]
+
+                [[tenant]]
+                name = "ops"
+
+                [accounts]
+                default_tenant = "shared"
+                user_defaults = { \(alice) = "research" }
+
+                """
+        let d = try DaemonFixture(pool: pool)
+        let submit = ["--hold", "--workdir", "/tmp", "--", "true"]
+        // alice: her default is research; she may also use shared and her own tenant.
+        let a = try d.submit(submit, as: alice)
+        #expect(d.job(a)?["tenant"] as? String == "research")
+        _ = try d.submit(["--tenant", "shared"] + submit, as: alice)
+        _ = try d.submit(["--tenant", alice] + submit, as: alice)
+        // bob may not charge research or ops, and is told the rule and what he may use.
+        let refused = d.ctl(["submit", "--tenant", "research"] + submit, as: bob)
+        #expect(refused.status == 4, "\(refused.stdout)\(refused.stderr)")
+        #expect(refused.stderr.contains("may not charge tenant research"), "\(refused.stderr)")
+        #expect(refused.stderr.contains("users \(alice)"), "\(refused.stderr)")
+        #expect(refused.stderr.contains("\(bob) may use \(bob), shared"), "\(refused.stderr)")
+        #expect(d.ctl(["submit", "--tenant", "ops"] + submit, as: bob).status == 4)
+        // Without a tenant bob goes to the default tenant; his own tenant is his too.
+        let b = try d.submit(submit, as: bob)
+        #expect(d.job(b)?["tenant"] as? String == "shared")
+        _ = try d.submit(["--tenant", bob] + submit, as: bob)
+        // A batch with one refused line is refused whole.
+        let batch = d.ctl(
+            ["submit", "--file", "-"],
+            as: bob,
+            stdin: #"{"command": ["true"], "hold": true}"# + "\n" + #"{"command": ["true"], "tenant": "research"}"#
+                + "\n"
+        )
+        #expect(batch.status == 4, "\(batch.stderr)")
+        #expect(batch.stderr.contains("-:2:"), "\(batch.stderr)")
+        // Admins may use any tenant.
+        _ = try d.submit(["--tenant", "ops"] + submit)
+    }
 }
