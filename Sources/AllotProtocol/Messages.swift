@@ -92,7 +92,10 @@ public struct JobRequest: Codable, Hashable, Sendable {
 
     public init() {}
 
-    enum CodingKeys: String, CodingKey {
+    /// The keys a request may have, as spelled on the wire and in `submit --file` lines.
+    public static let keys: [String] = CodingKeys.allCases.map(\.rawValue)
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
         case command, name, gpus, kind, tenant, walltime, estimate, grace, preemptible, prefer, topology, workdir, env,
             hold, output
         case gpuModel = "gpu_model"

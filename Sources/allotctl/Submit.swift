@@ -10,7 +10,10 @@ struct Submit: ParsableCommand {
             The command follows the options, after `--`: allotctl submit --gpus 8 -- python train.py --lr 3e-4. \
             It runs as you, in --workdir (default: the current directory), with CUDA_VISIBLE_DEVICES set to its \
             GPUs. With --file, each line is a JSON object with the same names in snake_case plus "command" (an \
-            array of strings); lines are sent in batches of up to 5,000 jobs, each batch all or nothing. \
+            array of strings). Options given with --file are defaults for every line: a line's own keys win, \
+            and --env merges with a line's "env". Blank lines and lines starting with # are skipped; an unknown \
+            key or a trailing comma is an error naming the line, and then nothing is submitted. Lines are sent \
+            in batches of up to 5,000 jobs, each batch all or nothing. \
             Durations: 90s, 15m, 2h, 1d (or seconds).
             """
     )
@@ -183,23 +186,15 @@ struct Submit: ParsableCommand {
             data = d
         }
         let defaults = request()
-        let decoder = JSONDecoder()
         var jobs: [JobRequest] = []
         var lineNumbers: [Int] = []
-        var lineNo = 0
-        for line in data.split(separator: 10, omittingEmptySubsequences: false) {
-            lineNo += 1
-            if line.allSatisfy({ $0 == 32 || $0 == 9 || $0 == 13 }) { continue }
-            do {
-                var r = try decoder.decode(JobRequest.self, from: line)
-                r.workdir = r.workdir ?? defaults.workdir
-                r.output = r.output.map { Self.absolute($0, in: r.workdir!) }
-                r.hold = r.hold ?? defaults.hold
-                jobs.append(r)
+        do {
+            for (lineNo, r) in try JobLines.parse(data) {
+                jobs.append(r.filled(from: defaults))
                 lineNumbers.append(lineNo)
-            } catch {
-                throw fail("\(path):\(lineNo): not a job request: \(Self.describe(error))", code: Exit.usage)
             }
+        } catch {
+            throw fail("\(path):\(error.line): \(error.message)", code: Exit.usage)
         }
         guard !jobs.isEmpty else { throw fail("\(path) holds no jobs", code: Exit.usage) }
         var ids: [UInt64] = []
@@ -258,6 +253,86 @@ struct Submit: ParsableCommand {
         path.hasPrefix("/") ? path : (dir.hasSuffix("/") ? dir : dir + "/") + path
     }
 
+}
+
+/// The lines of a `submit --file`: one JSON object per line; blank lines and lines starting with `#` are
+/// skipped. Strict where JSON parsers are lenient: an unknown key or a trailing comma is an error, since a
+/// job that runs with a dropped key (`"gpu": 2` run on one GPU) is worse than one that does not run.
+enum JobLines {
+    struct Problem: Error {
+        let line: Int
+        let message: String
+    }
+
+    /// Each job line's number (from 1) and request.
+    static func parse(_ data: Data) throws(Problem) -> [(line: Int, request: JobRequest)] {
+        let decoder = JSONDecoder()
+        var out: [(line: Int, request: JobRequest)] = []
+        var lineNo = 0
+        for line in data.split(separator: 10, omittingEmptySubsequences: false) {
+            lineNo += 1
+            guard let first = line.first(where: { $0 != 32 && $0 != 9 && $0 != 13 }), first != UInt8(ascii: "#")
+            else { continue }
+            if let column = trailingComma(in: line) {
+                throw Problem(line: lineNo, message: "a trailing comma at column \(column) (JSON allows none)")
+            }
+            guard let object = try? JSONSerialization.jsonObject(with: Data(line)) else {
+                throw Problem(line: lineNo, message: "not valid JSON")
+            }
+            guard let fields = object as? [String: Any] else {
+                throw Problem(
+                    line: lineNo,
+                    message: "expected a JSON object, e.g. {\"command\": [\"python\", \"train.py\"]}"
+                )
+            }
+            for key in fields.keys.sorted() where !JobRequest.keys.contains(key) {
+                let hint = closest(key, in: JobRequest.keys).map { " (did you mean \"\($0)\"?)" } ?? ""
+                throw Problem(
+                    line: lineNo,
+                    message:
+                        "unknown key \"\(key)\"\(hint); known keys: \(JobRequest.keys.sorted().joined(separator: ", "))"
+                )
+            }
+            do {
+                out.append((lineNo, try decoder.decode(JobRequest.self, from: Data(line))))
+            } catch {
+                throw Problem(line: lineNo, message: "not a job request: \(describe(error))")
+            }
+        }
+        return out
+    }
+
+    /// The 1-based column of a comma that closes nothing (`,}` or `,]`, blanks between), outside strings.
+    static func trailingComma(in line: some Collection<UInt8>) -> Int? {
+        var inString = false
+        var escaped = false
+        var comma: Int?
+        for (i, b) in line.enumerated() {
+            if inString {
+                if escaped {
+                    escaped = false
+                } else if b == UInt8(ascii: "\\") {
+                    escaped = true
+                } else if b == UInt8(ascii: "\"") {
+                    inString = false
+                }
+                continue
+            }
+            switch b {
+            case 32, 9, 13: continue
+            case UInt8(ascii: ","): comma = i + 1
+            case UInt8(ascii: "}"), UInt8(ascii: "]"):
+                if let comma { return comma }
+                comma = nil
+            case UInt8(ascii: "\""):
+                inString = true
+                comma = nil
+            default: comma = nil
+            }
+        }
+        return nil
+    }
+
     static func describe(_ error: any Error) -> String {
         guard let e = error as? DecodingError else { return "\(error)" }
         switch e {
@@ -269,5 +344,32 @@ struct Submit: ParsableCommand {
             return at.isEmpty ? "not valid JSON" : "\"\(at)\": \(c.debugDescription)"
         @unknown default: return "\(error)"
         }
+    }
+}
+
+extension JobRequest {
+    /// This line's request with the command line's flags as defaults: what the line names wins; `env`
+    /// merges, the line's variables winning; relative output paths are taken against the line's workdir.
+    func filled(from d: JobRequest) -> JobRequest {
+        var r = self
+        r.name = name ?? d.name
+        r.gpus = gpus ?? d.gpus
+        r.gpuModel = gpuModel ?? d.gpuModel
+        r.minGPUMemory = minGPUMemory ?? d.minGPUMemory
+        r.kind = kind ?? d.kind
+        r.priorityClass = priorityClass ?? d.priorityClass
+        r.tenant = tenant ?? d.tenant
+        r.walltime = walltime ?? d.walltime
+        r.estimate = estimate ?? d.estimate
+        r.grace = grace ?? d.grace
+        r.preemptible = preemptible ?? d.preemptible
+        r.maxCost = maxCost ?? d.maxCost
+        r.prefer = prefer ?? d.prefer
+        r.topology = topology ?? d.topology
+        r.workdir = workdir ?? d.workdir
+        r.output = output.map { Submit.absolute($0, in: r.workdir ?? "/") } ?? d.output
+        if let de = d.env { r.env = de.merging(env ?? [:]) { _, line in line } }
+        r.hold = hold ?? d.hold
+        return r
     }
 }

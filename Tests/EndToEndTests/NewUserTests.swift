@@ -175,4 +175,52 @@ import Glibc
         // Admins may use any tenant.
         _ = try d.submit(["--tenant", "ops"] + submit)
     }
+
+    /// `submit --file` refuses what it does not understand, naming the line, and takes the command line's
+    /// options as defaults for every line (issue 12, item 4).
+    @Test func submitFileIsStrictAndTakesFlagsAsDefaults() throws {
+        let d = try DaemonFixture()
+        let unknown = d.ctl(
+            ["submit", "--file", "-"],
+            stdin: "# two jobs\n\n{\"command\": [\"true\"]}\n{\"command\": [\"true\"], \"gpu\": 2}\n"
+        )
+        #expect(unknown.status == 2, "\(unknown.stderr)")
+        #expect(unknown.stderr.contains("-:4: unknown key \"gpu\" (did you mean \"gpus\"?)"), "\(unknown.stderr)")
+        let comma = d.ctl(
+            ["submit", "--file", "-"],
+            stdin: "{\"command\": [\"echo\", \"a,}\"]}\n{\"command\": [\"true\"], \"gpus\": 2,}\n"
+        )
+        #expect(comma.status == 2, "\(comma.stderr)")
+        #expect(comma.stderr.contains("-:2: a trailing comma at column"), "\(comma.stderr)")
+        // Nothing was submitted by either.
+        let none = d.ctl(["ls", "--all", "--json"])
+        #expect(none.status == 0 && !none.stdout.contains("\"id\""), "\(none.stdout)\(none.stderr)")
+        // Flags are defaults under every line; a line's own keys win; comments and blank lines are skipped.
+        let ok = d.ctl(
+            [
+                "submit", "--file", "-", "--tenant", "team", "--gpus", "2", "--hold", "--env", "A=flag", "--env",
+                "B=flag",
+            ],
+            stdin: """
+                # defaults from the flags
+                {"command": ["true"], "env": {"A": "line"}}
+
+                {"command": ["true"], "gpus": 1, "tenant": "other", "hold": false}
+
+                """
+        )
+        #expect(ok.status == 0, "\(ok.stderr)")
+        let ids = ok.stdout.split(separator: "\n").compactMap { Int($0) }
+        try #require(ids.count == 2, "\(ok.stdout)")
+        let first = try #require(d.job(ids[0]))
+        #expect(first["tenant"] as? String == "team")
+        #expect(first["gpus"] as? Int == 2)
+        #expect(first["state"] as? String == "held")
+        let env = first["env"] as? [String: String]
+        #expect(env?["A"] == "line" && env?["B"] == "flag", "\(first)")
+        let second = try #require(d.job(ids[1]))
+        #expect(second["tenant"] as? String == "other")
+        #expect(second["gpus"] as? Int == 1)
+        #expect(second["state"] as? String != "held")
+    }
 }
