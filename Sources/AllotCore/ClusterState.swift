@@ -121,6 +121,13 @@ public struct ClusterState: Hashable, Sendable {
         spec.estimate ?? spec.walltime ?? config.scheduler.defaultEstimate
     }
 
+    /// The expected run time of a job on `model`: training work shrinks on faster GPUs, an inference service's
+    /// lifetime does not.
+    public func expectedSeconds(of spec: JobSpec, on model: GPUModel) -> Seconds {
+        let est = estimate(of: spec)
+        return spec.kind == .training ? est / model.speed : est
+    }
+
     /// Indices of the models a job may run on: those it names (or all), with enough memory.
     public func allowedModels(for spec: JobSpec) -> [Int] {
         var out: [Int] = []

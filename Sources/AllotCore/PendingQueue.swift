@@ -46,6 +46,8 @@ public struct PendingQueue: Sendable, Sequence, Hashable {
     public var count: Int { rows.count }
     public var isEmpty: Bool { rows.isEmpty }
     public func contains(_ id: JobID) -> Bool { position[id] != nil }
+    /// A pending job's row.
+    func row(_ id: JobID) -> Row? { position[id].map { rows[$0] } }
     /// The ids, in no particular order.
     public var ids: Set<JobID> { Set(position.keys) }
 

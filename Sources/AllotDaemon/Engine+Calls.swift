@@ -70,11 +70,12 @@ extension Engine {
         case .submit(let requests, let many):
             guard writable() else { return }
             switch submit(requests, caller: caller) {
-            case .success(let ids):
+            case .success(let (ids, warnings)):
                 if many {
-                    answer(SubmitManyResult(ids: ids.map(\.rawValue)))
+                    let lines = warnings.map { "job \($0.id): \($0.text)" }
+                    answer(SubmitManyResult(ids: ids.map(\.rawValue), warnings: lines.isEmpty ? nil : lines))
                 } else {
-                    answer(SubmitResult(id: ids[0].rawValue))
+                    answer(SubmitResult(id: ids[0].rawValue, warnings: warnings.isEmpty ? nil : warnings.map(\.text)))
                 }
             case .failure(let e):
                 fail(e)
@@ -246,7 +247,12 @@ extension Engine {
 
     // MARK: Submitting
 
-    func submit(_ requests: [JobRequest], caller: Caller) -> Result<[JobID], RPCError> {
+    /// Submits jobs, all or none. Returns their ids and warnings about jobs that were accepted but will not
+    /// run as their owner may expect.
+    func submit(
+        _ requests: [JobRequest],
+        caller: Caller
+    ) -> Result<(ids: [JobID], warnings: [(id: JobID, text: String)]), RPCError> {
         var specs: [(JobSpec, Bool)] = []
         specs.reserveCapacity(requests.count)
         let classes = Set(state.config.priorityClasses.map(\.name))
@@ -284,6 +290,7 @@ extension Engine {
         }
         var ids: [JobID] = []
         ids.reserveCapacity(specs.count)
+        var warnings: [(id: JobID, text: String)] = []
         let t = Instant(seconds: Self.now)
         for (spec, held) in specs {
             let id = state.nextJobID
@@ -298,6 +305,11 @@ extension Engine {
             }
             ids.append(id)
             pendingActions.append(.notify(id, held ? "held" : "submitted"))
+            if spec.walltime != nil, warnings.count < 100, let fit = Scheduler.walltimeFit(for: spec, in: state),
+                fit.inTime.isEmpty
+            {
+                warnings.append((id, fit.sentence))
+            }
         }
         if ids.count <= 16 {
             for id in ids { logger.info("Job submitted", metadata: ["job.id": "\(id)", "uid": "\(caller.uid)"]) }
@@ -309,7 +321,7 @@ extension Engine {
         }
         churn += ids.count * 4  // the request's JSON, decoded on the event loops
         requestPass()
-        return .success(ids)
+        return .success((ids, warnings))
     }
 
     // MARK: Changing jobs
@@ -441,6 +453,7 @@ extension Blocker {
         case .exceedsPool: "larger than the pool"
         case .insufficientGPUs: "resources"
         case .overMaxCost: "max cost"
+        case .maxCostBelowAnyPrice: "max cost below any price"
         case .behind(let id): "behind job \(id)"
         case .reserved(let id, _): "reserved for job \(id)"
         case .waitingForPreemption(let n): "preempting \(n) job(s)"

@@ -193,7 +193,12 @@ public struct SubmitParams: Codable, Sendable {
 
 public struct SubmitResult: Codable, Sendable {
     public var id: UInt64
-    public init(id: UInt64) { self.id = id }
+    /// What the submitter should know although the job was accepted (e.g. no model can meet its walltime).
+    public var warnings: [String]?
+    public init(id: UInt64, warnings: [String]? = nil) {
+        self.id = id
+        self.warnings = warnings
+    }
 }
 
 public struct SubmitManyParams: Codable, Sendable {
@@ -203,7 +208,12 @@ public struct SubmitManyParams: Codable, Sendable {
 
 public struct SubmitManyResult: Codable, Sendable {
     public var ids: [UInt64]
-    public init(ids: [UInt64]) { self.ids = ids }
+    /// As ``SubmitResult/warnings``, each starting "job ID: ".
+    public var warnings: [String]?
+    public init(ids: [UInt64], warnings: [String]? = nil) {
+        self.ids = ids
+        self.warnings = warnings
+    }
 }
 
 public struct ListParams: Codable, Sendable {

@@ -55,6 +55,9 @@ func fail(_ message: String, code: Int32) -> ExitCode {
     return ExitCode(code)
 }
 
+/// Prints "allotctl: MESSAGE" on standard error and goes on.
+func warn(_ message: String) { FileHandle.standardError.write(Data("allotctl: \(message)\n".utf8)) }
+
 /// A blocking JSON-RPC client over allotd's Unix socket: one request at a time, or a pipeline.
 final class Client {
     let path: String

@@ -170,6 +170,7 @@ struct Submit: ParsableCommand {
         try talking {
             let client = try connection.connect()
             let result: SubmitResult = try client.call("submit", SubmitParams(job: request()))
+            for w in result.warnings ?? [] { warn("warning: \(w)") }
             if json { try printJSON(result) } else { out("\(result.id)\n") }
         }
     }
@@ -218,6 +219,7 @@ struct Submit: ParsableCommand {
                 do {
                     let r: SubmitManyResult = try client.result()
                     ids.append(contentsOf: r.ids)
+                    for w in r.warnings ?? [] { warn("warning: \(w)") }
                 } catch let e as RPCError {
                     notSubmitted += range.count
                     guard firstError == nil else { continue }

@@ -40,6 +40,97 @@ import Testing
         #expect(startedModel(s.schedule(), a) == "A100")
     }
 
+    /// Issue 12, item 5: a job is not placed where it would outrun its walltime while a model that can meet
+    /// it exists; it waits for that model, and `why` says so.
+    @Test func trainingWaitsForAModelThatMeetsItsWalltime() {
+        var s = ClusterState.mixed()
+        let big = s.submit(.training(16) { $0.gpuModels = ["H100"] })
+        #expect(startedModel(s.schedule(), big) == "H100")
+        // 1h of reference work, walltime 1h: A100 (speed 1) meets it, L4 (0.35) would take ~2.9h.
+        let a = s.submit(
+            .training(16) {
+                $0.walltime = 3600; $0.gpuModels = ["A100", "L4"]
+            }
+        )
+        let blocker = s.submit(.training(16) { $0.gpuModels = ["A100"] })
+        _ = blocker
+        var pass = s.schedule()
+        #expect(startedModel(pass, a) == "A100")
+        // A100 full now: the next such job waits rather than run on L4 for a walltime it cannot meet.
+        let b = s.submit(
+            .training(4) {
+                $0.walltime = 3600; $0.gpuModels = ["A100", "L4"]
+            }
+        )
+        pass = s.schedule()
+        #expect(startedModel(pass, b) == nil)
+        let why = Scheduler(policy: .allot).explain(b, in: s)!.lines.joined(separator: "\n")
+        #expect(why.contains("its walltime 1h00m rules out L4 (expected 2h51m"), "\(why)")
+        #expect(why.contains("it waits for A100"), "\(why)")
+        // Without a walltime it takes the slower model at once.
+        let c = s.submit(.training(4) { $0.gpuModels = ["A100", "L4"] })
+        #expect(startedModel(s.schedule(), c) == "L4")
+    }
+
+    /// When no model can meet the walltime the preference stands, and `why` and the probe say so.
+    @Test func aWalltimeNoModelCanMeetIsReportedNotHidden() throws {
+        var s = ClusterState.mixed()
+        let spec = JobSpec.training(4) {
+            $0.walltime = 600; $0.estimate = 7200; $0.gpuModels = ["A100", "L4"]
+        }
+        let fit = try #require(Scheduler.walltimeFit(for: spec, in: s))
+        #expect(fit.inTime.isEmpty)
+        #expect(fit.sentence.contains("the fastest, A100, is expected to take 2h"), "\(fit.sentence)")
+        let a = s.submit(spec)
+        #expect(startedModel(s.schedule(), a) == "A100")
+        let why = Scheduler(policy: .allot).explain(a, in: s)!.lines.joined(separator: "\n")
+        #expect(why.contains("longer than its walltime 10m"), "\(why)")
+        // Every model meets a generous walltime: nothing to say. (With no estimate the walltime is the
+        // estimate, in reference time: slower models would outrun it.)
+        #expect(
+            Scheduler.walltimeFit(
+                for: .training(4) {
+                    $0.walltime = 86_400; $0.estimate = 3600
+                },
+                in: s
+            ) == nil
+        )
+        #expect(Scheduler.walltimeFit(for: .training(4) { $0.walltime = 86_400 }, in: s)?.late.map(\.model) == ["L4"])
+    }
+
+    /// Issue 12, item 7: a max cost below any price the pool could ever ask is a permanent blocker.
+    @Test func aMaxCostBelowEveryPriceCanNeverBeMet() {
+        let s = ClusterState.mixed()
+        // 2 GPUs for 1h of reference work: cheapest is A100 at 2×$2×1h = $4; L4 2×$0.6×(1/0.35)h ≈ $3.43.
+        let spec = JobSpec.training(2) {
+            $0.estimate = 3600; $0.maxCostUSD = 1
+        }
+        guard
+            case .maxCostBelowAnyPrice(let cheapest, let model, _, let limit)? =
+                Scheduler.permanentBlocker(for: spec, in: s)
+        else {
+            Issue.record("expected a max-cost blocker")
+            return
+        }
+        #expect(model == "L4" && abs(cheapest - 2 * 0.6 / 0.35) < 1e-9 && limit == 1)
+        let sentence = Scheduler.permanentBlocker(for: spec, in: s)!.sentence(for: spec, in: s)
+        #expect(sentence.contains("2×L4 for an expected 2h51m"), "\(sentence)")
+        // A limit the cheapest placement meets is accepted, even when other models would exceed it.
+        #expect(
+            Scheduler.permanentBlocker(
+                for: .training(2) {
+                    $0.estimate = 3600; $0.maxCostUSD = 3.5
+                },
+                in: s
+            ) == nil
+        )
+        // Models too small for the job do not count as its cheapest.
+        let big = JobSpec.training(16) {
+            $0.estimate = 3600; $0.maxCostUSD = 20; $0.topology = .singleNode
+        }
+        #expect(Scheduler.permanentBlocker(for: big, in: s) != nil)
+    }
+
     @Test func equalSpeedTiesGoToTheCheaperModel() {
         let cheap = GPUModel(name: "cheap", memoryGiB: 80, pricePerHour: 1, speed: 1)
         let dear = GPUModel(name: "dear", memoryGiB: 80, pricePerHour: 3, speed: 1)

@@ -92,4 +92,74 @@ import Testing
         #expect(a == b)
         #expect(!a.decisions.isEmpty)
     }
+
+    /// Issue 12, item 6: `why` cites a reservation only to jobs that could use its GPUs, and gives every job
+    /// waiting for GPUs an estimated start from a plan of the queue ahead of it.
+    @Test func whyCitesOnlyCompetingReservationsAndEstimatesEveryStart() throws {
+        var s = ClusterState.fixture(nodes: [("n1", "A100", 8, []), ("l4", "L4", 4, [])])
+        s.submit(
+            .training(8) {
+                $0.gpuModels = ["A100"]; $0.walltime = 3600
+            }
+        )
+        s.submit(
+            .training(4) {
+                $0.gpuModels = ["L4"]; $0.walltime = 7200
+            }
+        )
+        s.schedule()
+        let x = s.submit(
+            .training(8) {
+                $0.gpuModels = ["A100"]; $0.walltime = 3600
+            },
+            at: 1
+        )
+        let z = s.submit(
+            .training(8) {
+                $0.gpuModels = ["A100"]; $0.walltime = 1800
+            },
+            at: 2
+        )
+        let y = s.submit(
+            .training(4) {
+                $0.gpuModels = ["L4"]; $0.walltime = 7200
+            },
+            at: 3
+        )
+        try s.apply(Event(time: Instant(seconds: 10), .clockTick))
+        let sched = Scheduler()
+        let pass = sched.schedule(s, at: s.now)
+        // One of the two A100 jobs holds the reservation; the other waits behind it.
+        let holder = try #require(pass.reservation?.job)
+        #expect(holder == x || holder == z)
+        let second = holder == x ? z : x
+        let why = { (id: JobID) in sched.explain(id, in: s, pass: pass)!.lines.joined(separator: "\n") }
+        // The L4 job does not compete for the A100s held for the holder.
+        #expect(!why(y).contains("the first blocked job"), "\(why(y))")
+        #expect(why(y).contains("estimated start: about 1970-01-01 02:00:00 UTC"), "\(why(y))")
+        #expect(sched.explain(y, in: s, pass: pass)?.estimatedStart == Instant(seconds: 7200))
+        // The second A100 job competes with the holder: told so.
+        #expect(why(second).contains("the first blocked job, \(holder), holds n1[0-7]"), "\(why(second))")
+        // It starts when the holder, started at 1h, reaches its walltime (z's is 30m, x's 1h).
+        let after = holder == z ? "01:30:00" : "02:00:00"
+        #expect(why(second).contains("estimated start: about 1970-01-01 \(after) UTC"), "\(why(second))")
+        #expect(why(second).contains("the 1 job(s) ahead of it that wait for GPUs start first"), "\(why(second))")
+    }
+
+    /// When the minimum run time keeps a higher class from preempting, `why` says so and until when.
+    @Test func whySaysWhenTheMinimumRunTimeHoldsPreemptionBack() throws {
+        var s = ClusterState.fixture(nodes: [("n1", "A100", 8, [])])
+        s.submit(.training(8))
+        s.schedule()
+        let i = s.submit(.inference(2), at: 60)
+        let pass = s.schedule(at: 60)
+        #expect(pass.decisions.isEmpty)
+        let text = Scheduler().explain(i, in: s, pass: pass)!.lines.joined(separator: "\n")
+        #expect(
+            text.contains(
+                "preemption is held back: 1 lower-class job(s) on GPUs it could use are within the minimum run time (10m), the first until 1970-01-01 00:10:00 UTC"
+            ),
+            "\(text)"
+        )
+    }
 }

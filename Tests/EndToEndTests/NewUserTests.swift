@@ -223,4 +223,39 @@ import Glibc
         #expect(second["gpus"] as? Int == 1)
         #expect(second["state"] as? String != "held")
     }
+
+    /// A walltime no model can meet is a warning at submit, and in `why` (item 5); a max cost below any
+    /// price the pool could ask is refused at submit, naming the cheapest placement (item 7).
+    @Test func walltimesAndMaxCostsThePoolCannotMeetAreSaidAtSubmit() throws {
+        let d = try DaemonFixture()
+        // 2 hours of reference work, a 10-minute walltime: even the A100 (speed 1) needs 2h.
+        let late = d.ctl(["submit", "--estimate", "2h", "--walltime", "10m", "--hold", "--", "true"])
+        #expect(late.status == 0, "\(late.stderr)")
+        #expect(
+            late.stderr.contains(
+                "allotctl: warning: no GPU model it may use can finish it within its walltime 10m: the fastest, A100"
+            ),
+            "\(late.stderr)"
+        )
+        let id = try #require(Int(late.stdout.trimmingCharacters(in: .whitespacesAndNewlines)))
+        #expect(d.ctl(["release", String(id)]).status == 0)
+        // A walltime only the A100 meets: no warning, and it never lands on the L4.
+        let fits = d.ctl(["submit", "--gpus", "2", "--walltime", "10m", "--", "sleep", "30"])
+        #expect(fits.status == 0 && !fits.stderr.contains("warning"), "\(fits.stderr)")
+        let fitsID = try #require(Int(fits.stdout.trimmingCharacters(in: .whitespacesAndNewlines)))
+        try d.wait(fitsID, for: "running")
+        #expect(d.ctl(["show", String(fitsID)]).stdout.contains("A100"), "\(d.ctl(["show", String(fitsID)]).stdout)")
+        // The cheapest placement for 1 GPU-hour of reference work on an L4: 4h at $0.50 = $2.00.
+        let cheap = d.ctl(["submit", "--estimate", "1h", "--gpu-model", "L4", "--max-cost", "1.5", "--", "true"])
+        #expect(cheap.status == 1, "\(cheap.stdout)")
+        #expect(
+            cheap.stderr.contains("its max cost $1.50 is below the cheapest placement it could ever have: 1×L4"),
+            "\(cheap.stderr)"
+        )
+        #expect(cheap.stderr.contains("costs $2.00"), "\(cheap.stderr)")
+        #expect(
+            d.ctl(["submit", "--estimate", "1h", "--gpu-model", "L4", "--max-cost", "2", "--hold", "--", "true"]).status
+                == 0
+        )
+    }
 }

@@ -108,6 +108,9 @@ public enum Blocker: Hashable, Sendable {
     case insufficientGPUs(needed: Int, free: Int, largestBlock: Int)
     /// Every placement free now would cost more than the job's limit.
     case overMaxCost(cheapestUSD: Double, limitUSD: Double)
+    /// Every placement the pool could ever give it would cost more than the job's limit: the cheapest is
+    /// `gpus`×`model` for its expected run time, at `cheapestUSD`.
+    case maxCostBelowAnyPrice(cheapestUSD: Double, model: String, expectedSeconds: Seconds, limitUSD: Double)
     /// First-come-first-served: an earlier job that cannot start holds the queue.
     case behind(JobID)
     /// The GPUs it could use are held for another job's reservation (from `from`, when known).

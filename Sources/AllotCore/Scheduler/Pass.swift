@@ -209,7 +209,7 @@ struct Pass {
             }
             let row = rows[p.slot]
             func block(_ b: Blocker) { pending.append(PendingReason(id: row.id, rank: rank + 1, blocker: b)) }
-            let allowed = ctx.allowed[Int(row.constraint)]
+            let allowed = ctx.usableModels(row)
             if let b = ctx.structuralBlocker(gpus: row.gpus, topology: row.topology, allowed: allowed) {
                 block(b)
                 release(heldFor: row.id, except: [])

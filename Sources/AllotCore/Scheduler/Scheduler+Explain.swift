@@ -30,6 +30,9 @@ extension Blocker {
         case .overMaxCost(let cheapest, let limit):
             return
                 "every placement free now costs more than its limit: cheapest $\(Money.format(cheapest)) against max cost $\(Money.format(limit)); raise --max-cost or wait for cheaper GPUs"
+        case .maxCostBelowAnyPrice(let cheapest, let model, let expected, let limit):
+            return
+                "its max cost $\(Money.format(limit)) is below the cheapest placement it could ever have: \(spec.gpus)×\(model) for an expected \(DurationText.format(expected)) costs $\(Money.format(cheapest)); raise --max-cost (or give a shorter --estimate if it runs shorter)"
         case .behind(let head):
             return "first come, first served: behind job \(head), which cannot start yet"
         case .reserved(let job, let from):
@@ -54,7 +57,7 @@ extension Blocker {
     /// Whether waiting can never remove this blocker.
     public var isPermanent: Bool {
         switch self {
-        case .noModelAllowed, .exceedsNodeSize, .exceedsPool: true
+        case .noModelAllowed, .exceedsNodeSize, .exceedsPool, .maxCostBelowAnyPrice: true
         default: false
         }
     }
@@ -124,12 +127,27 @@ extension Scheduler {
                         "it holds the reservation, but no running job gives an end time, so there is no estimate"
                     )
                 }
-            } else if let r = pass.reservation, let from = r.from {
-                lines.append(
-                    "the first blocked job, \(r.job), holds GPUs from \(Blocker.time(from)); this job starts after it unless room opens elsewhere"
-                )
+            } else {
+                if let r = pass.reservation, let from = r.from, Self.competes(r, with: spec, in: state) {
+                    let what = r.allocation.map { "\($0)" } ?? "GPUs"
+                    lines.append(
+                        "the first blocked job, \(r.job), holds \(what) from \(Blocker.time(from)), GPUs this job could use: it may use them before then only if it ends in time"
+                    )
+                }
+                if let e = estimatedStart(of: id, in: state, pass: pass) {
+                    start = e.start
+                    let ahead =
+                        e.ahead == 0 ? "" : ", and the \(e.ahead) job(s) ahead of it that wait for GPUs start first"
+                    lines.append(
+                        "estimated start: about \(Blocker.time(e.start)) (if running jobs end at their walltimes or estimates\(ahead))"
+                    )
+                }
             }
+            if let shield = preemptionHeldBack(job, in: state, pass: pass) { lines.append(shield) }
             lines.append(contentsOf: otherBlockers(job, in: state, pass: pass))
+            if let fit = Self.walltimeFit(for: spec, in: state), fit.inTime.isEmpty || policy == .allot {
+                lines.append(fit.sentence)
+            }
             lines.append(contentsOf: modelLines(spec, in: state))
             if policy != .fifo {
                 let f = priorityFactors(of: job, in: state, at: state.now)
@@ -145,11 +163,15 @@ extension Scheduler {
                     "running on \(a) (\(a.gpuCount)×\(a.model) at $\(Money.format(model.pricePerHour))/GPU-h) since \(DurationText.format(state.now - began)) ago"
                 )
                 if let note = job.placement { lines.append("placed on \(note)") }
-                let est = state.estimate(of: spec)
-                let expected = spec.kind == .training ? est / model.speed : est
+                let expected = state.expectedSeconds(of: spec, on: model)
                 lines.append(
                     "expected run time \(DurationText.format(expected)), cost so far $\(Money.format(job.costUSD(at: state.now)))"
                 )
+                if let w = spec.walltime, expected > w {
+                    lines.append(
+                        "its expected run time here is longer than its walltime \(DurationText.format(w)): it will be stopped at \(Blocker.time(began + w)) unless it finishes sooner"
+                    )
+                }
             }
             for loan in job.loans {
                 lines.append(
@@ -174,6 +196,53 @@ extension Scheduler {
             )
         }
         return Explanation(id: id, state: job.state, lines: lines, estimatedStart: start)
+    }
+
+    /// Whether a reservation holds GPUs a job with `spec` could use.
+    static func competes(_ r: Reservation, with spec: JobSpec, in state: ClusterState) -> Bool {
+        let mine = Set(state.allowedModels(for: spec))
+        if let a = r.allocation, let m = state.modelIndex[a.model] { return mine.contains(m) }
+        guard let other = state.jobs[r.job] else { return false }
+        return !mine.isDisjoint(with: state.allowedModels(for: other.spec))
+    }
+
+    /// For a job waiting for GPUs whose class may preempt: the lower-class jobs on GPUs it could use that the
+    /// preemption rules shield for now (minimum run time, protection after repeated preemption), and until
+    /// when.
+    private func preemptionHeldBack(_ job: Job, in state: ClusterState, pass: SchedulingPass) -> String? {
+        guard policy == .allot, pass.reason(for: job.id)?.blocker.waitsForGPUs == true else { return nil }
+        let cls = state.priorityClass(of: job.spec)
+        guard cls.preempts else { return nil }
+        let rules = state.config.preemption
+        let models = Set(state.allowedModels(for: job.spec).map { state.config.gpuModels[$0].name })
+        var young: (count: Int, until: Instant?) = (0, nil)
+        var protected: (count: Int, until: Instant?) = (0, nil)
+        for id in state.activeJobs {
+            guard let other = state.jobs[id], other.state == .running, let a = other.allocation,
+                models.contains(a.model), state.isPreemptible(other.spec),
+                state.priorityClass(of: other.spec).value < cls.value, let began = other.startTime
+            else { continue }
+            let elapsed = state.now - began
+            if elapsed < rules.minRuntime {
+                young.count += 1
+                young.until = min(young.until ?? began + rules.minRuntime, began + rules.minRuntime)
+            } else if other.preemptions >= rules.maxPreemptions && elapsed < rules.protection {
+                protected.count += 1
+                protected.until = min(protected.until ?? began + rules.protection, began + rules.protection)
+            }
+        }
+        var parts: [String] = []
+        if let t = young.until {
+            parts.append(
+                "\(young.count) lower-class job(s) on GPUs it could use are within the minimum run time (\(DurationText.format(rules.minRuntime))), the first until \(Blocker.time(t))"
+            )
+        }
+        if let t = protected.until {
+            parts.append(
+                "\(protected.count) are protected after \(rules.maxPreemptions) preemptions, the first until \(Blocker.time(t))"
+            )
+        }
+        return parts.isEmpty ? nil : "preemption is held back: " + parts.joined(separator: "; ")
     }
 
     /// Blockers beyond the one the pass reported: budget and quota state of the tenant.

@@ -39,20 +39,84 @@ extension Scheduler {
         let allowed = PassContext.mask(models, spec.gpuModels, spec.minGPUMemoryGiB)
         if allowed == 0 { return .noModelAllowed }
         let pool = state.freePool
-        var largest = 0
-        var m = allowed
-        while m != 0 {
-            let i = m.trailingZeroBitCount
-            m &= m - 1
-            guard i < pool.capacity.count else { continue }
-            switch spec.topology {
-            case .any: largest = max(largest, pool.capacity[i])
-            case .singleNode: largest = max(largest, pool.maxK[i])
-            case .nvlink: largest = max(largest, pool.largestIsland[i])
+        let holding = models.indices.filter { i in
+            allowed & (1 << UInt64(i)) != 0 && spec.gpus <= largestHold(model: i, topology: spec.topology, pool)
+        }
+        guard !holding.isEmpty else {
+            let largest =
+                models.indices.filter { allowed & (1 << UInt64($0)) != 0 }
+                .map { largestHold(model: $0, topology: spec.topology, pool) }.max() ?? 0
+            return spec.topology == .any
+                ? .exceedsPool(needed: spec.gpus, total: largest)
+                : .exceedsNodeSize(needed: spec.gpus, largest: largest)
+        }
+        if let limit = spec.maxCostUSD {
+            let priced = holding.map { i in
+                let seconds = state.expectedSeconds(of: spec, on: models[i])
+                return (i, seconds, models[i].pricePerHour * Double(spec.gpus) * seconds / 3600)
+            }
+            if let (i, seconds, cheapest) = priced.min(by: { $0.2 < $1.2 }), cheapest > limit {
+                return .maxCostBelowAnyPrice(
+                    cheapestUSD: cheapest,
+                    model: models[i].name,
+                    expectedSeconds: seconds,
+                    limitUSD: limit
+                )
             }
         }
-        if spec.gpus <= largest { return nil }
-        return spec.topology == .any
-            ? .exceedsPool(needed: spec.gpus, total: largest) : .exceedsNodeSize(needed: spec.gpus, largest: largest)
+        return nil
+    }
+
+    /// The most GPUs of model `i` one job with `topology` could ever get in this pool.
+    private static func largestHold(model i: Int, topology: Topology, _ pool: FreePool) -> Int {
+        guard i < pool.capacity.count else { return 0 }
+        switch topology {
+        case .any: return pool.capacity[i]
+        case .singleNode: return pool.maxK[i]
+        case .nvlink: return pool.largestIsland[i]
+        }
+    }
+
+    /// How a job's walltime fits the models it may use that could ever hold it; nil when it has no walltime
+    /// or every such model is expected to finish it in time. The pass does not place a job where it would
+    /// outrun its walltime while another model could meet it.
+    public static func walltimeFit(for spec: JobSpec, in state: ClusterState) -> WalltimeFit? {
+        guard let walltime = spec.walltime else { return nil }
+        let models = state.config.gpuModels
+        let pool = state.freePool
+        var fit = WalltimeFit(walltime: walltime)
+        for i in state.allowedModels(for: spec)
+        where spec.gpus <= largestHold(model: i, topology: spec.topology, pool) {
+            let expected = state.expectedSeconds(of: spec, on: models[i])
+            if expected > walltime {
+                fit.late.append((models[i].name, expected))
+            } else {
+                fit.inTime.append(models[i].name)
+            }
+        }
+        return fit.late.isEmpty ? nil : fit
+    }
+}
+
+/// Which GPU models can finish a job within its walltime (see ``Scheduler/walltimeFit(for:in:)``).
+public struct WalltimeFit: Sendable {
+    public var walltime: Seconds
+    /// Models expected to finish it in time.
+    public var inTime: [String] = []
+    /// Models on which it is expected to outrun its walltime, with the expected run time there.
+    public var late: [(model: String, expected: Seconds)] = []
+
+    /// A sentence for `why` and for the warning at submit.
+    public var sentence: String {
+        let w = DurationText.format(walltime)
+        let lateText = late.map { "\($0.model) (expected \(DurationText.format($0.expected)))" }
+            .joined(separator: ", ")
+        if inTime.isEmpty {
+            let best = late.min { $0.expected < $1.expected }!
+            return
+                "no GPU model it may use can finish it within its walltime \(w): the fastest, \(best.model), is expected to take \(DurationText.format(best.expected)), so it will be stopped at its walltime; raise --walltime (or give --estimate if it runs shorter)"
+        }
+        return
+            "its walltime \(w) rules out \(lateText): it waits for \(inTime.joined(separator: ", ")), which can finish it in time"
     }
 }

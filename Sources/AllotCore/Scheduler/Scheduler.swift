@@ -187,6 +187,27 @@ struct PassContext {
         }
     }
 
+    /// The models a pending job may be placed on: those its constraints allow, less those on which it is
+    /// expected to outrun its walltime (it would only be killed there) when another allowed model that could
+    /// ever hold it meets the walltime. With none meeting it, all allowed models stay (`why` says so).
+    func usableModels(_ row: PendingQueue.Row) -> UInt64 {
+        let mask = allowed[Int(row.constraint)]
+        guard !row.walltime.isNaN, policy == .allot else { return mask }
+        var late: UInt64 = 0
+        var inTime = false
+        var m = mask
+        while m != 0 {
+            let i = m.trailingZeroBitCount
+            m &= m - 1
+            if expectedSeconds(row, model: i) > row.walltime {
+                late |= 1 << UInt64(i)
+            } else if structuralBlocker(gpus: row.gpus, topology: row.topology, allowed: 1 << UInt64(i)) == nil {
+                inTime = true
+            }
+        }
+        return late != 0 && inTime ? mask & ~late : mask
+    }
+
     /// A blocker no amount of waiting removes (constraints or sizes the pool cannot meet), if any.
     func structuralBlocker(gpus: Int, topology: Topology, allowed: UInt64) -> Blocker? {
         if allowed == 0 { return .noModelAllowed }
