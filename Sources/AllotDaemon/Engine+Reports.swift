@@ -24,7 +24,7 @@ extension Engine {
             gpus: gpus,
             jobs: jobs,
             queue: queue,
-            spendTodayUSD: (today * 100).rounded() / 100,
+            spendTodayUSD: today,
             log: LogStatus(lastLSN: wal.lastLSN, durableLSN: durableLSN, failed: failure?.message),
             nodes: nodes
         )
@@ -53,11 +53,13 @@ extension Engine {
     /// first start and the start of its current run, or its end.
     func cost(_ p: CostParams) -> Result<CostResult, RPCError> {
         costTotals(p).map { by, rows in
+            // Full precision: clients round for display (a short job's cost is not zero).
             let out = rows.map {
                 CostRow(
                     key: $0.key,
-                    gpuHours: ($0.value.hours * 1000).rounded() / 1000,
-                    costUSD: ($0.value.usd * 100).rounded() / 100
+                    name: by == "job" ? UInt64($0.key).flatMap { state.jobs[JobID($0)]?.spec.name } : nil,
+                    gpuHours: $0.value.hours,
+                    costUSD: $0.value.usd
                 )
             }
             .sorted { $0.costUSD != $1.costUSD ? $0.costUSD > $1.costUSD : $0.key < $1.key }
@@ -65,7 +67,7 @@ extension Engine {
         }
     }
 
-    /// GPU-hours and dollars by key, unrounded (``cost(_:)`` rounds them for people; metrics want them exact).
+    /// GPU-hours and dollars by key.
     func costTotals(_ p: CostParams) -> Result<(by: String, rows: [String: (hours: Double, usd: Double)]), RPCError> {
         let by = p.by ?? "tenant"
         guard ["tenant", "model", "kind", "job", "user"].contains(by) else {

@@ -346,17 +346,21 @@ public struct CostParams: Codable, Sendable {
     }
 }
 
+/// One row of `cost`, in full precision (clients round for display).
 public struct CostRow: Codable, Sendable {
     public var key: String
+    /// The job's name, when rows are by job.
+    public var name: String?
     public var gpuHours: Double
     public var costUSD: Double
-    public init(key: String, gpuHours: Double, costUSD: Double) {
+    public init(key: String, name: String? = nil, gpuHours: Double, costUSD: Double) {
         self.key = key
+        self.name = name
         self.gpuHours = gpuHours
         self.costUSD = costUSD
     }
     enum CodingKeys: String, CodingKey {
-        case key
+        case key, name
         case gpuHours = "gpu_hours"
         case costUSD = "cost_usd"
     }

@@ -79,7 +79,7 @@ public struct JobObject: Codable, Sendable, Equatable {
         default: exitCode = nil
         }
         self.reason = reason
-        costUSD = (job.costUSD(at: state.now) * 100).rounded() / 100
+        costUSD = job.costUSD(at: state.now)
         walltimeSeconds = spec.walltime
         preemptible = state.isPreemptible(spec)
         loans = job.loans.map(\.description)

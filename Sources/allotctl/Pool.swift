@@ -210,21 +210,52 @@ struct Cost: ParsableCommand {
             case "json":
                 try printJSON(r.rows)
             case "csv":
-                out("\(by),gpu_hours,cost_usd\n")
-                for row in r.rows {
-                    out("\(Self.csv(row.key)),\(row.gpuHours),\(String(format: "%.2f", row.costUSD))\n")
+                let cents = Self.cents(r.rows.map(\.costUSD))
+                out("\(by)\(by == "job" ? ",name" : ""),gpu_hours,cost_usd\n")
+                for (row, c) in zip(r.rows, cents.rows) {
+                    let name = by == "job" ? "," + Self.csv(row.name ?? "") : ""
+                    out("\(Self.csv(row.key))\(name),\(row.gpuHours),\(Self.dollars(c))\n")
                 }
             default:
-                var rows = r.rows.map {
-                    [$0.key, String(format: "%.2f", $0.gpuHours), "$" + String(format: "%.2f", $0.costUSD)]
+                // Rows are rounded to cents so that they add up to the total shown (largest remainder).
+                let cents = Self.cents(r.rows.map(\.costUSD))
+                let hours = r.rows.reduce(0) { $0 + $1.gpuHours }
+                var rows = zip(r.rows, cents.rows).map { row, c in
+                    [row.key] + (by == "job" ? [row.name ?? ""] : [])
+                        + [String(format: "%.2f", row.gpuHours), "$" + Self.dollars(c)]
                 }
-                rows.append([
-                    "total", String(format: "%.2f", r.rows.reduce(0) { $0 + $1.gpuHours }),
-                    "$" + String(format: "%.2f", r.rows.reduce(0) { $0 + $1.costUSD }),
-                ])
-                out(table([by.uppercased(), "GPU-HOURS", "COST"], rows))
+                rows.append(
+                    ["total"] + (by == "job" ? [""] : []) + [
+                        String(format: "%.2f", hours), "$" + Self.dollars(cents.total),
+                    ]
+                )
+                out(table([by.uppercased()] + (by == "job" ? ["NAME"] : []) + ["GPU-HOURS", "COST"], rows))
             }
         }
+    }
+
+    /// Amounts in whole cents that add up to their rounded total: each rounded down, then the cents left
+    /// given to the largest remainders.
+    static func cents(_ usd: [Double]) -> (rows: [Int], total: Int) {
+        let total = Int((usd.reduce(0, +) * 100).rounded())
+        var rows = usd.map { Int(($0 * 100).rounded(.down)) }
+        var left = total - rows.reduce(0, +)
+        let byRemainder = usd.indices.sorted { a, b in
+            let (ra, rb) = (usd[a] * 100 - Double(rows[a]), usd[b] * 100 - Double(rows[b]))
+            return ra != rb ? ra > rb : a < b
+        }
+        var i = 0
+        while left > 0 && !byRemainder.isEmpty {
+            rows[byRemainder[i % byRemainder.count]] += 1
+            left -= 1
+            i += 1
+        }
+        return (rows, total)
+    }
+
+    static func dollars(_ cents: Int) -> String {
+        let c = abs(cents) % 100
+        return (cents < 0 ? "-" : "") + "\(abs(cents) / 100)." + (c < 10 ? "0\(c)" : "\(c)")
     }
 
     static func csv(_ s: String) -> String {

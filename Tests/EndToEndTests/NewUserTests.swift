@@ -258,4 +258,24 @@ import Glibc
                 == 0
         )
     }
+
+    /// `cost --json` keeps full precision (a one-second job does not cost $0), and rows by job carry names.
+    @Test func costKeepsFullPrecisionAndNamesJobs() throws {
+        let d = try DaemonFixture()
+        let j = try d.submit(["--name", "tiny", "--", "sleep", "1"])
+        try d.wait(j, for: "completed")
+        let json = d.ctl(["cost", "--by", "job", "--json"])
+        #expect(json.status == 0, "\(json.stderr)")
+        let rows = try #require(
+            try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [[String: Any]],
+            "\(json.stdout)"
+        )
+        let row = try #require(rows.first { $0["key"] as? String == String(j) }, "\(rows)")
+        let usd = try #require(row["cost_usd"] as? Double)
+        #expect(usd > 0 && usd < 0.01, "one second of one A100 at $2/h: \(usd)")
+        #expect(row["name"] as? String == "tiny")
+        let text = d.ctl(["cost", "--by", "job"])
+        #expect(text.stdout.contains("NAME") && text.stdout.contains("tiny"), "\(text.stdout)")
+        #expect((try #require(d.job(j)?["cost_usd"] as? Double)) > 0)
+    }
 }
