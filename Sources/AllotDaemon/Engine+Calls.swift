@@ -425,6 +425,18 @@ extension Engine {
         )
     }
 
+    /// The end of a log stream for `job` as it is now.
+    func logsEnd(_ job: Job) -> LogsEnd {
+        guard job.state.isTerminal else { return LogsEnd(state: job.state.rawValue) }
+        let code: Int32? =
+            switch job.exit {
+            case .exited(let c)?: c
+            case .signaled(let sig)?: 128 + sig
+            default: nil
+            }
+        return LogsEnd(state: job.state.rawValue, exitCode: code, reason: reason(of: job))
+    }
+
     /// Why a job is where it is, in a few words (the `REASON` column).
     func reason(of job: Job) -> String? {
         switch job.state {
@@ -471,7 +483,7 @@ extension Engine {
         if stream.follow && !job.state.isTerminal {
             followers[job.id, default: []].append(stream)
         } else {
-            stream.jobEnded(job.state.rawValue)
+            stream.jobEnded(logsEnd(job))
         }
         out.streaming.store(true, ordering: .relaxed)
         pendingActions.append(.startLog(out, stream))

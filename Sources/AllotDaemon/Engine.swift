@@ -267,7 +267,7 @@ final class Engine {
                 durableLSN = lsn
                 runDurableActions()
             }
-            for list in followers.values { for f in list { f.jobEnded("daemon stopped") } }
+            for list in followers.values { for f in list { f.jobEnded(LogsEnd(state: "daemon stopped")) } }
             gpuWatcher?.stop()
             // An empty job cgroup directory goes (one still holding jobs stays: rmdir refuses).
             if let base = executor.cgroupBase { rmdir(base) }
@@ -481,7 +481,8 @@ final class Engine {
             out.streamLog(stream)
         case .jobEnded(let id):
             if let list = followers.removeValue(forKey: id), let job = state.jobs[id] {
-                for f in list { f.jobEnded(job.state.rawValue) }
+                let end = logsEnd(job)
+                for f in list { f.jobEnded(end) }
             }
         case .agentAck(let node, let link, let runs):
             guard let l = agents[node]?.link, l.id == link,

@@ -34,7 +34,9 @@ enum LogCopier {
         }
         while true {
             // Read `ended` before reading the file, so that bytes written before the end are not missed.
-            let ended = outbox.stopping.load(ordering: .relaxed) ? (stream.ended ?? "daemon stopping") : stream.ended
+            let ended =
+                outbox.stopping.load(ordering: .relaxed)
+                ? (stream.ended ?? LogsEnd(state: "daemon stopping")) : stream.ended
             var n = 0
             if let link = stream.remote {
                 let got = await RemoteLogs.shared.read(link, job: stream.job, offset: offset, max: chunk)
@@ -67,7 +69,7 @@ enum LogCopier {
                         return false
                     }
                 }
-                return await send(LogsEnd(state: ended), method: "logs.end")
+                return await send(ended, method: "logs.end")
             }
             try? await Task.sleep(for: .milliseconds(100))
             if Task.isCancelled { return false }

@@ -1,3 +1,4 @@
+import AllotProtocol
 import Foundation
 import NIOCore
 import Synchronization
@@ -16,7 +17,7 @@ final class LogStream: Sendable {
     let path: String
     let offset: Int
     let follow: Bool
-    private let end = Mutex<String?>(nil)
+    private let end = Mutex<LogsEnd?>(nil)
 
     /// Set for a job on an agent's node: the log is read from the agent, over its link.
     let remote: AgentLink?
@@ -29,9 +30,9 @@ final class LogStream: Sendable {
         self.remote = remote
     }
 
-    /// The job's final state once it has ended.
-    var ended: String? { end.withLock { $0 } }
-    func jobEnded(_ state: String) { end.withLock { $0 = state } }
+    /// How the stream ends, once the job has ended (or, without following, at once).
+    var ended: LogsEnd? { end.withLock { $0 } }
+    func jobEnded(_ e: LogsEnd) { end.withLock { $0 = e } }
 }
 
 /// What goes out on one connection: lines, in order, then a close. The engine never waits on it: a client

@@ -305,9 +305,22 @@ public struct LogsData: Codable, Sendable {
     public init(data: String) { self.data = data }
 }
 
+/// The end of a log stream: the job's state then, and for an ended job how it ended.
 public struct LogsEnd: Codable, Sendable {
     public var state: String
-    public init(state: String) { self.state = state }
+    /// Its exit code (128 + signal when killed), when it ran and ended.
+    public var exitCode: Int32?
+    /// How it ended, in a few words (as in `ls`).
+    public var reason: String?
+    public init(state: String, exitCode: Int32? = nil, reason: String? = nil) {
+        self.state = state
+        self.exitCode = exitCode
+        self.reason = reason
+    }
+    enum CodingKeys: String, CodingKey {
+        case state, reason
+        case exitCode = "exit_code"
+    }
 }
 
 public struct WatchResult: Codable, Sendable {

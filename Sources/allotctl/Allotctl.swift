@@ -13,7 +13,7 @@ struct Allotctl: AsyncParsableCommand {
             """,
         version: "0.1.0",
         subcommands: [
-            Submit.self, List.self, Show.self, Why.self, Cancel.self, Hold.self, Release.self, Logs.self, Watch.self,
+            Submit.self, List.self, Show.self, Why.self, Cancel.self, Hold.self, Release.self, Logs.self, Wait.self, Watch.self,
             Nodes.self, Drain.self, Resume.self, Status.self, Cost.self, Reload.self, Simulate.self, CA.self,
         ]
     )

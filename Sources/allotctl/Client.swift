@@ -129,6 +129,17 @@ final class Client {
         return id
     }
 
+    /// Whether a line can be read within `seconds` (one is buffered, or the socket has data or closed).
+    func waitReadable(seconds: Double) throws -> Bool {
+        if buffer[start...].contains(10) { return true }
+        var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        while true {
+            let r = poll(&p, 1, Int32(min(max(seconds, 0) * 1000, Double(Int32.max)).rounded(.up)))
+            if r < 0 && errno == EINTR { continue }
+            return r > 0
+        }
+    }
+
     /// Reads one line (a response or a notification).
     func readLine() throws -> Data {
         while true {

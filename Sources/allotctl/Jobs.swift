@@ -218,7 +218,15 @@ struct Release: ParsableCommand {
 }
 
 struct Logs: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Print a job's output (standard output and error).")
+    static let configuration = CommandConfiguration(
+        abstract: "Print a job's output (standard output and error).",
+        discussion: """
+            With --follow, once the job ends a last line on standard error says how (e.g. "job 12 failed: \
+            exit code 1"), and allotctl exits as the job did: 0 when it completed, its exit code when it \
+            failed, 128 + the signal when it was killed (a cancelled running job: 143), 1 when it ended without \
+            an exit status (cancelled before it started, lost).
+            """
+    )
 
     @OptionGroup var connection: ConnectionOptions
 
@@ -239,9 +247,110 @@ struct Logs: ParsableCommand {
                 if head.method == "logs.data" {
                     out(try JSONDecoder().decode(Note<LogsData>.self, from: line).params.data)
                 } else if head.method == "logs.end" {
+                    guard follow else { return }
+                    let end = try JSONDecoder().decode(Note<LogsEnd>.self, from: line).params
+                    guard JobEnd.isEnded(end.state) else {
+                        throw fail("job \(id): stopped following (\(end.state))", code: Exit.unreachable)
+                    }
+                    warn(JobEnd.line(id: id, state: end.state, reason: end.reason))
+                    let status = JobEnd.status(state: end.state, exitCode: end.exitCode)
+                    if status != 0 { throw ExitCode(status) }
                     return
                 }
             }
+        }
+    }
+}
+
+/// How an ended job reads to a script and to a person.
+enum JobEnd {
+    static func isEnded(_ state: String) -> Bool {
+        ["completed", "failed", "cancelled", "timed_out"].contains(state)
+    }
+
+    /// 0 when it completed, its exit code when it failed, 128 + signal when killed, else 1.
+    static func status(state: String, exitCode: Int32?) -> Int32 {
+        if state == "completed" { return 0 }
+        if let c = exitCode, c != 0 { return c }
+        return 1
+    }
+
+    /// "job 12 failed: exit code 1".
+    static func line(id: UInt64, state: String, reason: String?) -> String {
+        "job \(id) \(state.replacingOccurrences(of: "_", with: " "))" + (reason.map { ": \($0)" } ?? "")
+    }
+}
+
+struct Wait: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Wait until jobs end; exit as they did.",
+        discussion: """
+            Prints a line per job as it ends ("job 12 completed", "job 13 failed: exit code 1"). Exits 0 when \
+            every job completed; otherwise with the status of the first job, in the order given, that did not: \
+            its exit code, 128 + the signal that killed it, or 1 (ended without an exit status: cancelled \
+            before it started, lost). With --timeout, exits 124 \
+            if a job is still running then, as timeout(1) does.
+            """
+    )
+
+    @OptionGroup var connection: ConnectionOptions
+
+    @Option(name: .long, help: ArgumentHelp("Give up after this long (exit 124).", valueName: "DUR"))
+    var timeout: String?
+
+    @Flag(name: .long, help: "Print each ended job as a JSON object on one line.")
+    var json = false
+
+    @Argument(help: "The jobs' ids.")
+    var ids: [UInt64]
+
+    func validate() throws {
+        if ids.isEmpty { throw ValidationError("give the ids of the jobs to wait for") }
+        if let t = timeout, DurationText.parse(t) == nil {
+            throw ValidationError("--timeout: \"\(t)\" is not a duration; use e.g. 90s, 15m, 2h or 1d")
+        }
+    }
+
+    func run() throws {
+        var ended: [UInt64: (state: String, code: Int32?)] = [:]
+        try talking {
+            let client = try connection.connect()
+            // Watch first, then look: a job that ends in between is seen by one or the other.
+            let _: WatchResult = try client.call("watch", NoParams())
+            let looker = try connection.connect()
+            func report(_ j: JobObject) {
+                guard ended[j.id] == nil, ids.contains(j.id), JobEnd.isEnded(j.state) else { return }
+                ended[j.id] = (j.state, j.exitCode)
+                if json {
+                    out(
+                        "{\"id\":\(j.id),\"state\":\"\(j.state)\",\"exit_code\":\(j.exitCode.map(String.init) ?? "null")}\n"
+                    )
+                } else {
+                    out(JobEnd.line(id: j.id, state: j.state, reason: j.reason) + "\n")
+                }
+            }
+            for id in ids { report(try looker.call("show", IDParams(id: id))) }
+            let deadline = timeout.flatMap(DurationText.parse).map { Date().addingTimeInterval($0) }
+            struct Note: Decodable { var method: String; var params: WatchEvent }
+            while Set(ids).contains(where: { ended[$0] == nil }) {
+                if let deadline {
+                    let left = deadline.timeIntervalSinceNow
+                    guard left > 0, try client.waitReadable(seconds: left) else {
+                        let running = ids.filter { ended[$0] == nil }.map(String.init).joined(separator: ", ")
+                        throw fail("timed out; still not ended: \(running)", code: 124)
+                    }
+                }
+                let line = try client.readLine()
+                guard let n = try? JSONDecoder().decode(Note.self, from: line), n.method == "watch.event" else {
+                    continue
+                }
+                report(n.params.job)
+            }
+        }
+        for id in ids {
+            let e = ended[id]!
+            let status = JobEnd.status(state: e.state, exitCode: e.code)
+            if status != 0 { throw ExitCode(status) }
         }
     }
 }

@@ -278,4 +278,34 @@ import Glibc
         #expect(text.stdout.contains("NAME") && text.stdout.contains("tiny"), "\(text.stdout)")
         #expect((try #require(d.job(j)?["cost_usd"] as? Double)) > 0)
     }
+
+    /// `logs -f` ends with a line saying how the job ended and exits as it did; `wait` does the same for
+    /// scripts, for several jobs.
+    @Test func logsFollowAndWaitExitAsTheJobDid() throws {
+        let d = try DaemonFixture()
+        let bad = try d.submit(["--", "sh", "-c", "echo out; sleep 1; exit 3"])
+        let f = d.ctl(["logs", "-f", String(bad)])
+        #expect(f.status == 3, "\(f.stdout)\(f.stderr)")
+        #expect(f.stdout.contains("out"), "\(f.stdout)")
+        #expect(f.stderr.contains("job \(bad) failed: exit code 3"), "\(f.stderr)")
+        let good = try d.submit(["--", "sleep", "1"])
+        let w = d.ctl(["wait", String(good)])
+        #expect(w.status == 0, "\(w.stderr)")
+        #expect(w.stdout.contains("job \(good) completed"), "\(w.stdout)")
+        #expect(d.ctl(["logs", "-f", String(good)]).status == 0)
+        // Several jobs: the first (in the order given) that did not complete decides.
+        let killed = try d.submit(["--", "sh", "-c", "kill -9 $$"])
+        let both = d.ctl(["wait", String(good), String(killed), String(bad)])
+        #expect(both.status == 128 + 9, "\(both.stdout)\(both.stderr)")
+        // A timeout while a job runs: 124, naming it.
+        let long = try d.submit(["--", "sleep", "30"])
+        let t = d.ctl(["wait", "--timeout", "1s", String(long)])
+        #expect(t.status == 124 && t.stderr.contains("\(long)"), "\(t.stderr)")
+        #expect(d.ctl(["cancel", String(long)]).status == 0)
+        // Cancelled while running: stopped by SIGTERM.
+        #expect(d.ctl(["wait", String(long)]).status == 128 + 15)
+        let never = try d.submit(["--hold", "--", "true"])
+        #expect(d.ctl(["cancel", String(never)]).status == 0)
+        #expect(d.ctl(["wait", String(never)]).status == 1)
+    }
 }
