@@ -34,12 +34,14 @@ public struct Instant: Hashable, Comparable, Codable, Sendable, CustomStringConv
 
 /// Parsing and printing of human durations such as `90s`, `15m`, `2h`, `1d`, `1h30m`.
 public enum DurationText {
-    /// Parses a duration: a plain number of seconds, or one or more `<number><unit>` parts with units
-    /// `ms`, `s`, `m`, `h`, `d`, `w` (`1h30m`). Returns nil when the text is not a duration.
+    /// Parses a duration: a plain number of seconds, one or more `<number><unit>` parts with units
+    /// `ms`, `s`, `m`, `h`, `d`, `w` (`1h30m`), or one of Slurm's forms (`1:30:00`, `2-00:00:00`, `45:00`).
+    /// Returns nil when the text is not a duration.
     public static func parse(_ text: String) -> Seconds? {
         let s = text.trimmingWhitespace()
         if s.isEmpty { return nil }
         if let plain = Double(s), plain.isFinite, plain >= 0 { return plain }
+        if s.contains(":") || s.contains("-") { return slurm(s) }
         var total: Double = 0
         var number = ""
         var unit = ""
@@ -75,6 +77,32 @@ public enum DurationText {
         }
         guard !number.isEmpty, !unit.isEmpty, flush(), parts > 0 else { return nil }
         return total
+    }
+
+    /// Slurm's time forms: `M:S`, `H:M:S`, `D-H`, `D-H:M`, `D-H:M:S` (whole numbers).
+    static func slurm(_ s: String) -> Seconds? {
+        func number(_ t: Substring) -> Double? {
+            guard !t.isEmpty, t.allSatisfy({ $0.isASCII && $0.isNumber }) else { return nil }
+            return Double(t)
+        }
+        var days = 0.0
+        var clock = Substring(s)
+        if let dash = s.firstIndex(of: "-") {
+            guard let d = number(s[..<dash]) else { return nil }
+            days = d
+            clock = s[s.index(after: dash)...]
+        }
+        let f = clock.split(separator: ":", omittingEmptySubsequences: false).map(number)
+        guard !f.contains(where: { $0 == nil }) else { return nil }
+        let v = f.map { $0! }
+        let hasDays = s.contains("-")
+        switch (hasDays, v.count) {
+        case (true, 1): return days * 86_400 + v[0] * 3600
+        case (true, 2): return days * 86_400 + v[0] * 3600 + v[1] * 60
+        case (true, 3), (false, 3): return days * 86_400 + v[0] * 3600 + v[1] * 60 + v[2]
+        case (false, 2): return v[0] * 60 + v[1]
+        default: return nil
+        }
     }
 
     /// Formats seconds compactly: `45s`, `12m`, `3h05m`, `2d04h`.

@@ -275,6 +275,13 @@ extension Engine {
                     throw .denied(rule)
                 }
                 if let problem = ClusterState.specProblems(spec).first { throw .invalidParams(problem) }
+                let models = state.config.gpuModels.map(\.name)
+                for m in spec.gpuModels where !models.contains(m) {
+                    let hint = closest(m, in: models).map { "did you mean \"\($0)\"? " } ?? ""
+                    throw .invalidParams(
+                        "gpu_model: the pool has no GPU model \"\(m)\"; \(hint)its models are \(models.joined(separator: ", "))"
+                    )
+                }
                 if let c = spec.priorityClass, !classes.contains(c) {
                     throw .invalidParams(
                         "class: no priority class \"\(c)\"; the classes are \(classes.sorted().joined(separator: ", "))"

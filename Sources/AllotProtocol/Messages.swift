@@ -162,7 +162,11 @@ public struct JobRequest: Codable, Hashable, Sendable {
             case "fastest": s.prefer = .fastest
             default:
                 guard p.hasPrefix("deadline:"), let t = WireTime.parse(String(p.dropFirst("deadline:".count))) else {
-                    throw .invalidParams("prefer: expected cheapest, fastest or deadline:<time>, got \"\(p)\"")
+                    throw .invalidParams(
+                        p.hasPrefix("deadline:")
+                            ? "prefer: \"\(p)\": the deadline must be an RFC 3339 time, e.g. deadline:2026-12-03T18:00:00Z"
+                            : "prefer: expected cheapest, fastest or deadline:<RFC 3339 time>, got \"\(p)\""
+                    )
                 }
                 s.prefer = .deadline(Instant(seconds: t))
             }

@@ -1,3 +1,4 @@
+import AllotCore
 import ArgumentParser
 import Foundation
 
@@ -13,15 +14,28 @@ struct Allotctl: AsyncParsableCommand {
             """,
         version: "0.1.0",
         subcommands: [
-            Submit.self, List.self, Show.self, Why.self, Cancel.self, Hold.self, Release.self, Logs.self, Wait.self, Watch.self,
+            Submit.self, List.self, Show.self, Why.self, Cancel.self, Hold.self, Release.self, Logs.self, Wait.self,
+            Watch.self,
             Nodes.self, Drain.self, Resume.self, Status.self, Cost.self, Reload.self, Simulate.self, CA.self,
         ]
     )
 
     /// argument-parser exits 64 on usage errors; allotctl's documented code is 2.
     static func main() async {
+        var args = Array(CommandLine.arguments.dropFirst())
+        args = hoistingGlobalOptions(args)
+        if let first = args.first, !first.hasPrefix("-"), first != "help" {
+            let names = configuration.subcommands.map { $0._commandName }
+            if !names.contains(first) {
+                let hint = closest(first, in: names).map { "; did you mean \"\($0)\"?" } ?? ""
+                FileHandle.standardError.write(
+                    Data("allotctl: unknown command \"\(first)\"\(hint) (allotctl --help lists them)\n".utf8)
+                )
+                Foundation.exit(2)
+            }
+        }
         do {
-            var command = try parseAsRoot()
+            var command = try parseAsRoot(args)
             if var c = command as? any AsyncParsableCommand {
                 try await c.run()
             } else {
@@ -34,5 +48,25 @@ struct Allotctl: AsyncParsableCommand {
             }
             exit(withError: error)
         }
+    }
+
+    /// Options of every command given before the command's name (`allotctl --socket S ls`, as systemctl and
+    /// kubectl allow) moved after it, where the command reads them.
+    static func hoistingGlobalOptions(_ args: [String]) -> [String] {
+        var global: [String] = []
+        var i = 0
+        while i < args.count {
+            if args[i] == "--socket", i + 1 < args.count {
+                global += [args[i], args[i + 1]]
+                i += 2
+            } else if args[i].hasPrefix("--socket=") {
+                global.append(args[i])
+                i += 1
+            } else {
+                break
+            }
+        }
+        guard !global.isEmpty, i < args.count else { return args }
+        return [args[i]] + global + args[(i + 1)...]
     }
 }

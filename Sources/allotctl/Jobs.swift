@@ -307,7 +307,9 @@ struct Wait: ParsableCommand {
     func validate() throws {
         if ids.isEmpty { throw ValidationError("give the ids of the jobs to wait for") }
         if let t = timeout, DurationText.parse(t) == nil {
-            throw ValidationError("--timeout: \"\(t)\" is not a duration; use e.g. 90s, 15m, 2h or 1d")
+            throw ValidationError(
+                "--timeout: \"\(t)\" is not a duration; use e.g. 90s, 15m, 2h, 1d, 1:30:00 or 2-00:00:00"
+            )
         }
     }
 

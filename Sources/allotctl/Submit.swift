@@ -14,13 +14,13 @@ struct Submit: ParsableCommand {
             and --env merges with a line's "env". Blank lines and lines starting with # are skipped; an unknown \
             key or a trailing comma is an error naming the line, and then nothing is submitted. Lines are sent \
             in batches of up to 5,000 jobs, each batch all or nothing. \
-            Durations: 90s, 15m, 2h, 1d (or seconds).
+            Durations: 90s, 15m, 2h, 1d, 1h30m, Slurm's 1:30:00 and 2-00:00:00, or plain seconds.
             """
     )
 
     @OptionGroup var connection: ConnectionOptions
 
-    @Option(name: .long, help: "GPUs the job needs (default 1).")
+    @Option(name: .long, parsing: .unconditional, help: "GPUs the job needs (default 1).")
     var gpus: Int?
 
     @Option(
@@ -122,7 +122,9 @@ struct Submit: ParsableCommand {
         }
         for (flag, value) in [("--walltime", walltime), ("--estimate", estimate), ("--grace", grace)] {
             if let v = value, DurationText.parse(v) == nil {
-                throw ValidationError("\(flag): \"\(v)\" is not a duration; use e.g. 90s, 15m, 2h or 1d")
+                throw ValidationError(
+                    "\(flag): \"\(v)\" is not a duration; use e.g. 90s, 15m, 2h, 1d, 1:30:00 or 2-00:00:00"
+                )
             }
         }
         for e in env where !e.contains("=") || e.hasPrefix("=") {

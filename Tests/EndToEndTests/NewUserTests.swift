@@ -308,4 +308,30 @@ import Glibc
         #expect(d.ctl(["cancel", String(never)]).status == 0)
         #expect(d.ctl(["wait", String(never)]).status == 1)
     }
+
+    /// The command line as Slurm and systemctl users type it (issue 12, CLI friction).
+    @Test func theCommandLineAnswersAsUsersExpect() throws {
+        let d = try DaemonFixture()
+        let negative = d.ctl(["submit", "--gpus", "-1", "--", "true"])
+        #expect(
+            negative.status == 2 && negative.stderr.contains("--gpus must be at least 1, not -1"),
+            "\(negative.stderr)"
+        )
+        // Global options before the command.
+        let ls = try Harness.run("allotctl", ["--socket", d.socket, "ls"])
+        #expect(ls.status == 0, "\(ls.stderr)")
+        let typo = try Harness.run("allotctl", ["sumbit", "--gpus", "2", "--", "true"])
+        #expect(typo.status == 2 && typo.stderr.contains("did you mean \"submit\"?"), "\(typo.stderr)")
+        let model = d.ctl(["submit", "--gpu-model", "A10", "--", "true"])
+        #expect(model.status == 2, "\(model.stderr)")
+        #expect(
+            model.stderr.contains("no GPU model \"A10\"; did you mean \"A100\"? its models are A100, L4"),
+            "\(model.stderr)"
+        )
+        let deadline = d.ctl(["submit", "--prefer", "deadline:tomorrow", "--", "true"])
+        #expect(deadline.stderr.contains("e.g. deadline:2026-12-03T18:00:00Z"), "\(deadline.stderr)")
+        // Slurm's time forms.
+        let slurm = try d.submit(["--walltime", "1-00:00:00", "--estimate", "1:30:00", "--hold", "--", "true"])
+        #expect(d.job(slurm)?["walltime_s"] as? Double == 86_400)
+    }
 }
