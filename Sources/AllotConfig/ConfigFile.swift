@@ -67,6 +67,10 @@ public struct ConfigFile: Hashable, Sendable {
         }
         let ctx = ConfigContext(file: file, lines: LineIndex(text))
         var r = TableReader(root, path: "", context: ctx)
+        try r.refuseUnknown([
+            "scheduler", "gpu_model", "priority_class", "tenant", "accounts", "preemption", "inference_reserve",
+            "node", "node_group", "daemon", "wal", "cluster",
+        ])
 
         var pool = PoolConfig()
         var accounts = Accounts()

@@ -40,7 +40,13 @@ struct TableReader {
     )? {
         used.insert(key)
         guard let v = table[key] else {
-            if required { throw error(key, "missing; expected \(expected)") }
+            if required {
+                // A misspelt key is the likelier story than a forgotten one: say so.
+                if let near = closest(key, in: table.keys.filter { $0 != key }), table[key] == nil {
+                    throw error(near, "unknown key; did you mean \"\(key)\"? (\(key) is required: \(expected))")
+                }
+                throw error(key, "missing; expected \(expected)")
+            }
             return nil
         }
         return v
@@ -179,6 +185,15 @@ struct TableReader {
             out.append(TableReader(t, path: "\(keyPath(key))[\(i)]", context: context))
         }
         return out
+    }
+
+    /// Refuses, before anything is read, keys that are not among `known` (a top-level table's misspelt name
+    /// is reported as such, not as what its absence breaks later).
+    func refuseUnknown(_ known: [String]) throws(ConfigError) {
+        for key in table.keys.sorted() where !known.contains(key) {
+            let hint = closest(key, in: known).map { "; did you mean \"\($0)\"?" } ?? ""
+            throw error(key, "unknown key\(hint) (known here: \(known.sorted().joined(separator: ", ")))")
+        }
     }
 
     /// Refuses keys nobody asked about.

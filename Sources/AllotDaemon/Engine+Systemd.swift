@@ -39,8 +39,11 @@ extension Engine {
         let line = statusLine()
         notifier.lastStatus = line
         notifier.lastStatusAt = Self.now
-        Systemd.ready(status: line)
-        logger.info("Told systemd: ready", metadata: ["status": "\(line)"])
+        if Systemd.ready(status: line) {
+            logger.info("Told systemd: ready", metadata: ["status": "\(line)"])
+        } else {
+            logger.info("Ready", metadata: ["status": "\(line)"])
+        }
     }
 
     /// From the tick: the watchdog ping and, every 2 s when it changed, the status line.

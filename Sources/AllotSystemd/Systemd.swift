@@ -21,7 +21,9 @@ public enum Systemd {
     public static var isNotifying: Bool { ProcessInfo.processInfo.environment["NOTIFY_SOCKET"] != nil }
 
     /// `READY=1` with a status line.
-    public static func ready(status: String) { notify("READY=1", "STATUS=\(status)") }
+    /// - Returns: whether systemd was told (false where it does not listen).
+    @discardableResult
+    public static func ready(status: String) -> Bool { notify("READY=1", "STATUS=\(status)") }
 
     /// `RELOADING=1` with the monotonic time systemd wants with it (`MONOTONIC_USEC`).
     public static func reloading() {

@@ -1,3 +1,4 @@
+import AllotConfig
 import AllotCore
 import AllotDaemon
 import AllotSystemd
@@ -13,9 +14,13 @@ struct Allotd: AsyncParsableCommand {
             With no subcommand, allotd runs: it loads the configuration, takes the state directory, recovers \
             the pool from its write-ahead log, listens on the control socket and schedules until SIGTERM or \
             SIGINT (running jobs are not stopped). SIGHUP reloads the configuration. See docs/operator-guide.md.
+
+            Options of run (the default): --config PATH (default /etc/allot/allotd.toml), --state-dir DIR, \
+            --socket PATH, --log-level LEVEL, --repair; `allotd help run` explains them. \
+            `allotd check-config FILE` checks a configuration without starting anything.
             """,
         version: "0.1.0",
-        subcommands: [Run.self, AgentCommand.self, WAL.self, Supervise.self, ExecAsCommand.self],
+        subcommands: [Run.self, CheckConfig.self, AgentCommand.self, WAL.self, Supervise.self, ExecAsCommand.self],
         defaultSubcommand: Run.self
     )
 }
@@ -84,6 +89,56 @@ struct Run: AsyncParsableCommand {
             Systemd.notify("STATUS=failed: \(String(describing: error).prefix(200))", "ERRNO=\(EIO)")
             throw ExitCode(1)
         }
+    }
+}
+
+struct CheckConfig: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "check-config",
+        abstract: "Check a configuration file and summarise it, without starting anything.",
+        discussion: """
+            Reads FILE as allotd would at start (every key, every table, every cross-reference) and prints what \
+            it declares. Exits 0 when it is valid, 1 with the file, line, key and problem when it is not. \
+            Use it before `systemctl reload allotd`.
+            """
+    )
+
+    @Argument(help: ArgumentHelp("The configuration file (default /etc/allot/allotd.toml).", valueName: "FILE"))
+    var file: String = "/etc/allot/allotd.toml"
+
+    func run() throws {
+        let c: ConfigFile
+        do {
+            c = try ConfigFile.load(path: file)
+        } catch {
+            FileHandle.standardError.write(Data("allotd: \(error)\n".utf8))
+            throw ExitCode(1)
+        }
+        var gpus: [String: Int] = [:]
+        for n in c.nodes { gpus[n.gpuModel, default: 0] += n.gpus }
+        var lines = ["\(file): valid"]
+        lines.append(
+            "GPU models: "
+                + c.pool.gpuModels.map {
+                    "\($0.name) (\(gpus[$0.name] ?? 0) GPUs, $\(Money.format($0.pricePerHour))/GPU-h, speed \($0.speed))"
+                }
+                .joined(separator: ", ")
+        )
+        let agents = c.nodes.filter { !$0.local }.count
+        lines.append(
+            "nodes: \(c.nodes.count) (\(c.nodes.count - agents) run by allotd, \(agents) by agents), \(gpus.values.reduce(0, +)) GPUs"
+        )
+        lines.append(
+            "priority classes: " + c.pool.priorityClasses.map { "\($0.name) (\($0.value))" }.joined(separator: ", ")
+        )
+        lines.append(
+            "tenants: "
+                + (c.pool.tenants.isEmpty
+                    ? "none declared (each user charges their own)"
+                    : c.pool.tenants.map(\.name).joined(separator: ", "))
+        )
+        lines.append("state directory: \(c.daemon.stateDir); socket: \(c.daemon.socket)")
+        print(lines.joined(separator: "\n"))
     }
 }
 

@@ -104,9 +104,16 @@ import Testing
         ),
         Bad(
             text: minimal.replacingOccurrences(of: "memory_gib = 80", with: "memroy_gib = 80"),
-            line: 1,
-            key: "gpu_model[0].memory_gib",
-            says: "missing; expected a number greater than 0"
+            line: 3,
+            key: "gpu_model[0].memroy_gib",
+            says: "unknown key; did you mean \"memory_gib\"? (memory_gib is required: a number greater than 0)"
+        ),
+        // A misspelt top-level table is reported first, not as what its absence breaks.
+        Bad(
+            text: minimal.replacingOccurrences(of: "[[node]]", with: "[[nodegroup]]"),
+            line: 6,
+            key: "nodegroup",
+            says: "unknown key; did you mean \"node_group\"?"
         ),
         Bad(
             text: minimal + "\nnvlink_islands = [[0, 1], [1, 2]]",

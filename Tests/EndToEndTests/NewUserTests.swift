@@ -334,4 +334,26 @@ import Glibc
         let slurm = try d.submit(["--walltime", "1-00:00:00", "--estimate", "1:30:00", "--hold", "--", "true"])
         #expect(d.job(slurm)?["walltime_s"] as? Double == 86_400)
     }
+
+    /// `allotd check-config` checks a file without starting anything; a misspelt table is named first.
+    @Test func checkConfigNamesTheFirstRealProblem() throws {
+        let d = try DaemonFixture(start: false)
+        let ok = try Harness.run("allotd", ["check-config", d.config.path])
+        #expect(ok.status == 0, "\(ok.stderr)")
+        #expect(ok.stdout.contains("valid") && ok.stdout.contains("A100 (4 GPUs"), "\(ok.stdout)")
+        let text = try String(contentsOf: d.config, encoding: .utf8)
+        try text.replacingOccurrences(of: "[[node]]", with: "[[nodes]]").write(
+            to: d.config,
+            atomically: true,
+            encoding: .utf8
+        )
+        let bad = try Harness.run("allotd", ["check-config", d.config.path])
+        #expect(bad.status == 1)
+        #expect(bad.stderr.contains("nodes: unknown key; did you mean \"node\"?"), "\(bad.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: d.stateDir), "check-config must not create the state")
+        // Without systemd the daemon does not claim to have told it anything.
+        try text.write(to: d.config, atomically: true, encoding: .utf8)
+        try d.start()
+        #expect(!d.daemonLog.contains("Told systemd"), "\(d.daemonLog)")
+    }
 }
