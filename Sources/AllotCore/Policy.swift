@@ -29,7 +29,7 @@ public enum Loan: Hashable, Codable, Sendable, CustomStringConvertible {
         switch self {
         case .reservation(let id): "GPUs reserved for job \(id)"
         case .inferenceReserve(let m): "\(m) GPUs reserved for inference"
-        case .quota(let t): "GPUs beyond tenant \(t)'s quota"
+        case .quota(let t): "GPUs borrowed beyond tenant \(t)'s quota"
         }
     }
 }

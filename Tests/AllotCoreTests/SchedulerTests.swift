@@ -162,4 +162,18 @@ import Testing
             "\(text)"
         )
     }
+
+    /// A tenant without a quota, where others have one, is told why all its GPUs are on loan.
+    @Test func whyExplainsLoansOfATenantWithoutAQuota() {
+        var s = ClusterState.fixture(nodes: [("n1", "A100", 8, [])], tenants: [Tenant(name: "research", gpuQuota: 4)])
+        let j = s.submit(.training(2, tenant: "root") { $0.preemptible = true })
+        s.schedule()
+        let text = Scheduler().explain(j, in: s)!.lines.joined(separator: "\n")
+        #expect(
+            text.contains(
+                "on loan: tenant root has no GPU quota (other tenants have), so every GPU it uses is borrowed"
+            ),
+            "\(text)"
+        )
+    }
 }

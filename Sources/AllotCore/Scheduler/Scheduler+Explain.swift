@@ -173,10 +173,19 @@ extension Scheduler {
                     )
                 }
             }
+            let notice = DurationText.format(state.config.preemption.loanGrace)
             for loan in job.loans {
-                lines.append(
-                    "on loan: it uses \(loan), which may be taken back with \(DurationText.format(state.config.preemption.loanGrace)) notice"
-                )
+                if case .quota(let t) = loan {
+                    let tenant = state.config.tenant(named: t)
+                    let why =
+                        tenant.gpuQuota.map { "tenant \(t) uses more than its quota of \($0) GPUs" }
+                        ?? "tenant \(t) has no GPU quota (other tenants have), so every GPU it uses is borrowed"
+                    lines.append(
+                        "on loan: \(why); a tenant within its quota may take these back with \(notice) notice"
+                    )
+                } else {
+                    lines.append("on loan: it uses \(loan), which may be taken back with \(notice) notice")
+                }
             }
             if job.state == .stopping, let r = job.stopReason {
                 let deadline = (job.stopRequestedAt ?? state.now) + (job.grace ?? 0)
