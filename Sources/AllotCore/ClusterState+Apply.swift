@@ -118,7 +118,7 @@ extension ClusterState {
             try expect(id, in: [.running, .stopping], to: "requeue")
             holdForPreemptor(id)
             release(id, at: t)
-            Self.requeue(&jobs[existing: id], note: reason)
+            Self.requeue(&jobs[existing: id], note: reason, at: t)
             pendingJobs.insert(jobs[existing: id])
         case .clockTick:
             break
@@ -200,7 +200,7 @@ extension ClusterState {
         job.exit = exit
         switch job.stopReason {
         case .preempted?:
-            requeue(&job, note: job.stopReason!.description)
+            requeue(&job, note: job.stopReason!.description, at: t)
             return true
         case .cancelled?:
             end(&job, as: .cancelled, at: t)
@@ -354,7 +354,13 @@ extension ClusterState {
         return rate
     }
 
-    static func requeue(_ job: inout Job, note: String) {
+    static func requeue(_ job: inout Job, note: String, at t: Instant) {
+        if let start = job.startTime {
+            var ended = note
+            if let e = job.exit { ended += "; \(e)" }
+            job.history.append(PastRun(start: start, end: t, allocation: job.allocation, ended: ended))
+            if job.history.count > PastRun.kept { job.history.removeFirst(job.history.count - PastRun.kept) }
+        }
         job.state = .pending
         job.allocation = nil
         job.endTime = nil

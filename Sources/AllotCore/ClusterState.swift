@@ -121,6 +121,14 @@ public struct ClusterState: Hashable, Sendable {
         spec.estimate ?? spec.walltime ?? config.scheduler.defaultEstimate
     }
 
+    /// The state as it stands at `t` when nothing has happened since its last event (for explanations that
+    /// should speak of now, not of the last event's time).
+    public func asOf(_ t: Instant) -> ClusterState {
+        var s = self
+        s.now = max(now, t)
+        return s
+    }
+
     /// The expected run time of a job on `model`: training work shrinks on faster GPUs, an inference service's
     /// lifetime does not.
     public func expectedSeconds(of spec: JobSpec, on model: GPUModel) -> Seconds {

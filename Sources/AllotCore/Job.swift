@@ -214,6 +214,27 @@ public enum StopReason: Hashable, Codable, Sendable, CustomStringConvertible {
     }
 }
 
+/// A run of a job that is over while the job goes on (it was preempted or requeued): its history, for
+/// `show`.
+public struct PastRun: Hashable, Codable, Sendable {
+    public var start: Instant
+    public var end: Instant
+    /// Where it ran.
+    public var allocation: Allocation?
+    /// How it ended, e.g. "preempted by job 7; killed by signal 15".
+    public var ended: String
+
+    public init(start: Instant, end: Instant, allocation: Allocation?, ended: String) {
+        self.start = start
+        self.end = end
+        self.allocation = allocation
+        self.ended = ended
+    }
+
+    /// Runs kept per job: the most recent.
+    public static let kept = 100
+}
+
 /// What a job accumulates once it has started: its runs, stops and costs. Kept out of line (a job that has
 /// never run, like most of a long queue, holds none), copied on write.
 struct JobRun: Hashable, Sendable {
@@ -236,6 +257,7 @@ struct JobRun: Hashable, Sendable {
     var pastGPUSeconds: Double = 0
     var pastCostUSD: Double = 0
     var costRate: Double = 0
+    var history: [PastRun] = []
 
     static let none = JobRun()
 }
@@ -361,6 +383,12 @@ public struct Job: Hashable, Codable, Sendable {
         get { box?.run.pastCostUSD ?? JobRun.none.pastCostUSD }
         set { run.pastCostUSD = newValue }
     }
+    /// The runs that are over while the job went on (preempted, requeued), oldest first; at most
+    /// ``PastRun/kept``.
+    public internal(set) var history: [PastRun] {
+        get { box?.run.history ?? JobRun.none.history }
+        set { run.history = newValue }
+    }
     /// Price per second of the current run (all its GPUs), 0 when not running.
     public internal(set) var costRate: Double {
         get { box?.run.costRate ?? JobRun.none.costRate }
@@ -389,7 +417,7 @@ public struct Job: Hashable, Codable, Sendable {
     enum CodingKeys: String, CodingKey {
         case id, spec, state, submitTime, startTime, firstStartTime, endTime, allocation, stopReason
         case stopRequestedAt, grace, exit, note, placement, loans, lastCheckpoint, heldGPUs, runs, preemptions
-        case pastRunSeconds, pastGPUSeconds, pastCostUSD, costRate
+        case pastRunSeconds, pastGPUSeconds, pastCostUSD, costRate, history
     }
 
     public init(from decoder: any Decoder) throws {
@@ -418,6 +446,7 @@ public struct Job: Hashable, Codable, Sendable {
         r.pastGPUSeconds = try c.decodeIfPresent(Double.self, forKey: .pastGPUSeconds) ?? 0
         r.pastCostUSD = try c.decodeIfPresent(Double.self, forKey: .pastCostUSD) ?? 0
         r.costRate = try c.decodeIfPresent(Double.self, forKey: .costRate) ?? 0
+        r.history = try c.decodeIfPresent([PastRun].self, forKey: .history) ?? []
         if r != .none { box = JobRunBox(r) }
     }
 
@@ -447,6 +476,7 @@ public struct Job: Hashable, Codable, Sendable {
         try c.encode(r.pastGPUSeconds, forKey: .pastGPUSeconds)
         try c.encode(r.pastCostUSD, forKey: .pastCostUSD)
         try c.encode(r.costRate, forKey: .costRate)
+        if !r.history.isEmpty { try c.encode(r.history, forKey: .history) }
     }
 
     /// A job with every field given: for decoders of snapshots. Anything else gets jobs from events.
@@ -473,7 +503,8 @@ public struct Job: Hashable, Codable, Sendable {
         pastRunSeconds: Seconds,
         pastGPUSeconds: Double,
         pastCostUSD: Double,
-        costRate: Double
+        costRate: Double,
+        history: [PastRun] = []
     ) {
         self.id = id
         self.spec = spec
@@ -498,7 +529,8 @@ public struct Job: Hashable, Codable, Sendable {
             pastRunSeconds: pastRunSeconds,
             pastGPUSeconds: pastGPUSeconds,
             pastCostUSD: pastCostUSD,
-            costRate: costRate
+            costRate: costRate,
+            history: history
         )
         if r != .none { box = JobRunBox(r) }
     }

@@ -96,7 +96,9 @@ extension Engine {
 
         case .why(let raw):
             guard let j = job(raw) else { return }
-            guard let e = scheduler.explain(j.id, in: state, pass: passStale ? nil : lastPass) else {
+            // As of now, not of the last event: "running since 3s ago", cost so far, times until.
+            let current = state.asOf(Instant(seconds: Self.now))
+            guard let e = scheduler.explain(j.id, in: current, pass: passStale ? nil : lastPass) else {
                 fail(.notFound("no job \(raw)"))
                 return
             }

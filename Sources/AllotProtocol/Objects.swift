@@ -7,6 +7,22 @@ public struct JobObject: Codable, Sendable, Equatable {
         public var gpus: [Int]
     }
 
+    /// A run that is over while the job went on (preempted, requeued).
+    public struct Run: Codable, Sendable, Equatable {
+        public var start: String
+        public var end: String
+        /// Where it ran, e.g. "a1[0-1]", and on which model.
+        public var on: String?
+        public var gpuModel: String?
+        /// How it ended, e.g. "preempted by job 7; killed by signal 15".
+        public var ended: String
+
+        enum CodingKeys: String, CodingKey {
+            case start, end, on, ended
+            case gpuModel = "gpu_model"
+        }
+    }
+
     public var id: UInt64
     public var name: String
     public var state: String
@@ -34,6 +50,9 @@ public struct JobObject: Codable, Sendable, Equatable {
     public var env: [String: String]?
     public var workdir: String?
     public var output: String?
+    /// Earlier runs, oldest first (nil when there were none): `start_time` and `exit_code` are the current
+    /// or last run's only, and absent while the job waits again.
+    public var earlierRuns: [Run]?
 
     enum CodingKeys: String, CodingKey {
         case id, name, state, kind, tenant, uid, user, gpus, node, reason, preemptible, loans, placement, log, command,
@@ -48,6 +67,7 @@ public struct JobObject: Codable, Sendable, Equatable {
         case exitCode = "exit_code"
         case costUSD = "cost_usd"
         case walltimeSeconds = "walltime_s"
+        case earlierRuns = "earlier_runs"
     }
 
     /// The wire form of a job.
@@ -71,19 +91,34 @@ public struct JobObject: Codable, Sendable, Equatable {
         node = a.map { $0.nodeNames.joined(separator: "+") }
         gpuIndices = a?.slices.map { Slice(node: $0.node, gpus: $0.gpus) } ?? []
         submitTime = WireTime.format(job.submitTime.seconds)
-        startTime = job.startTime.map { WireTime.format($0.seconds) }
+        // A job waiting again (requeued) has no current run: its last one is in earlierRuns.
+        let waiting = job.state == .pending || job.state == .held
+        startTime = waiting ? nil : job.startTime.map { WireTime.format($0.seconds) }
         endTime = job.state.isTerminal ? job.endTime.map { WireTime.format($0.seconds) } : nil
-        switch job.exit {
+        switch waiting ? nil : job.exit {
         case .exited(let code)?: exitCode = code
         case .signaled(let s)?: exitCode = 128 + s
         default: exitCode = nil
         }
+        let past = job.history
+        earlierRuns =
+            past.isEmpty
+            ? nil
+            : past.map {
+                Run(
+                    start: WireTime.format($0.start.seconds),
+                    end: WireTime.format($0.end.seconds),
+                    on: $0.allocation.map { "\($0)" },
+                    gpuModel: $0.allocation?.model,
+                    ended: $0.ended
+                )
+            }
         self.reason = reason
         costUSD = job.costUSD(at: state.now)
         walltimeSeconds = spec.walltime
         preemptible = state.isPreemptible(spec)
         loans = job.loans.map(\.description)
-        placement = job.placement?.description
+        placement = waiting ? nil : job.placement?.description
         self.log = log
         if full {
             command = spec.command

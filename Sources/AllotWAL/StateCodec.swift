@@ -4,8 +4,8 @@ import AllotCore
 enum StateCodec {
     /// The state schema version this build writes (2: jobs' placement notes, loans and checkpoints,
     /// preemption reasons, tenants' budget-window marks, and the event schema's version 2 parts; 3 and 4
-    /// move with the event schema, whose versions they embed).
-    static let version: UInt16 = 4
+    /// move with the event schema, whose versions they embed; 5: jobs' past runs, the event schema unchanged).
+    static let version: UInt16 = 5
 
     static func encode(_ image: ClusterState.Image) -> [UInt8] {
         var w = BinaryWriter(capacity: 64 + image.jobs.count * 160)
@@ -141,6 +141,12 @@ enum StateCodec {
         w.f64(j.pastGPUSeconds)
         w.f64(j.pastCostUSD)
         w.f64(j.costRate)
+        w.array(j.history) { w, past in
+            w.f64(past.start.seconds)
+            w.f64(past.end.seconds)
+            w.optional(past.allocation) { EventCodec.write($1, &$0) }
+            w.string(past.ended)
+        }
     }
 
     static func readJob(_ r: inout BinaryReader) throws(DecodeError) -> Job {
@@ -189,7 +195,16 @@ enum StateCodec {
             pastRunSeconds: try r.f64(),
             pastGPUSeconds: try r.f64(),
             pastCostUSD: try r.f64(),
-            costRate: try r.f64()
+            costRate: try r.f64(),
+            history: r.version >= 5
+                ? try r.array { r throws(DecodeError) in
+                    PastRun(
+                        start: Instant(seconds: try r.f64()),
+                        end: Instant(seconds: try r.f64()),
+                        allocation: try r.optional { r throws(DecodeError) in try EventCodec.readAllocation(&r) },
+                        ended: try r.string()
+                    )
+                } : []
         )
     }
 

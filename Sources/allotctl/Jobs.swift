@@ -54,14 +54,15 @@ struct List: ParsableCommand {
             let rows = jobs.map { j -> [String] in
                 [
                     String(j.id), j.name, j.user ?? String(j.uid), j.tenant, j.kind, j.priorityClass, j.state,
-                    String(j.gpus), j.gpuModel ?? "-", j.node ?? "-", elapsed(j, now: now), j.reason ?? "",
+                    String(j.gpus), j.gpuModel ?? "-", j.node ?? "-", Self.waited(j, now: now), Self.ran(j, now: now),
+                    j.reason ?? "",
                 ]
             }
             out(
                 table(
                     [
-                        "ID", "NAME", "USER", "TENANT", "KIND", "CLASS", "STATE", "GPUS", "MODEL", "NODE", "TIME",
-                        "REASON",
+                        "ID", "NAME", "USER", "TENANT", "KIND", "CLASS", "STATE", "GPUS", "MODEL", "NODE", "WAITED",
+                        "RAN", "REASON",
                     ],
                     rows
                 )
@@ -69,17 +70,19 @@ struct List: ParsableCommand {
         }
     }
 
-    /// Run time so far (running), total (ended), or time waiting (pending).
-    func elapsed(_ j: JobObject, now: Double) -> String {
-        let start = j.startTime.flatMap(WireTime.parse)
-        let end = j.endTime.flatMap(WireTime.parse)
-        switch j.state {
-        case "pending", "held":
-            return WireTime.parse(j.submitTime).map { DurationText.format(max(0, now - $0)) } ?? "-"
-        default:
-            guard let s = start else { return "-" }
-            return DurationText.format(max(0, (end ?? now) - s))
-        }
+    /// Time in the queue: from submit to its (latest) start, or to now while it waits.
+    static func waited(_ j: JobObject, now: Double) -> String {
+        guard let submitted = WireTime.parse(j.submitTime) else { return "-" }
+        if ["pending", "held"].contains(j.state) { return DurationText.format(max(0, now - submitted)) }
+        if let s = j.startTime.flatMap(WireTime.parse) { return DurationText.format(max(0, s - submitted)) }
+        return "-"
+    }
+
+    /// Time its (latest) run took: to now while it runs, to its end once it ended; "-" when it never ran.
+    static func ran(_ j: JobObject, now: Double) -> String {
+        guard let s = j.startTime.flatMap(WireTime.parse), !["pending", "held"].contains(j.state) else { return "-" }
+        let end = j.endTime.flatMap(WireTime.parse) ?? now
+        return DurationText.format(max(0, end - s))
     }
 }
 
@@ -124,6 +127,14 @@ struct Show: ParsableCommand {
             if let p = j.placement { lines.append(("placement", p)) }
             if !j.loans.isEmpty { lines.append(("loans", j.loans.joined(separator: "; "))) }
             if let r = j.reason { lines.append(("reason", r)) }
+            for (i, run) in (j.earlierRuns ?? []).enumerated() {
+                var span = ""
+                if let a = WireTime.parse(run.start), let b = WireTime.parse(run.end) {
+                    span = " (\(DurationText.format(max(0, b - a))))"
+                }
+                let on = run.on.map { " on \($0)" } ?? ""
+                lines.append(("run \(i + 1)", "\(run.start) → \(run.end)\(span)\(on): \(run.ended)"))
+            }
             lines.append(("cost", "$" + String(format: "%.2f", j.costUSD)))
             if let c = j.command { lines.append(("command", c.map(Self.quote).joined(separator: " "))) }
             if let w = j.workdir { lines.append(("workdir", w)) }

@@ -254,4 +254,20 @@ import Testing
             #expect(try JSONish.decode(Event.self, try JSONish.encode(e)) == e)
         }
     }
+
+    /// A preempted job keeps its run in its history; while it waits again it has no current run.
+    @Test func aRequeuedJobKeepsItsEarlierRunsInItsHistory() throws {
+        var s = ClusterState.fixture(nodes: [("n1", "A100", 8, [])])
+        let low = s.submit(.training(8))
+        s.schedule()
+        let high = s.submit(.inference(8), at: 700)
+        s.scheduleAndSettle(at: 700)
+        let job = try #require(s.jobs[low])
+        #expect(job.state == .pending)
+        #expect(job.history.count == 1)
+        let run = try #require(job.history.first)
+        #expect(run.start == Instant(seconds: 0) && run.end == Instant(seconds: 700))
+        #expect(run.allocation?.model == "A100")
+        #expect(run.ended.contains("preempted by job \(high)") && run.ended.contains("exit code 143"), "\(run.ended)")
+    }
 }

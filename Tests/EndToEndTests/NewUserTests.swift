@@ -356,4 +356,23 @@ import Glibc
         try d.start()
         #expect(!d.daemonLog.contains("Told systemd"), "\(d.daemonLog)")
     }
+
+    /// `show` on a requeued job gives its earlier run as history, not as if it were current.
+    @Test func showGivesARequeuedJobsRunsAsHistory() throws {
+        let d = try DaemonFixture()
+        let train = try d.submit(["--gpus", "4", "--gpu-model", "A100", "--", "sleep", "60"])
+        try d.wait(train, for: "running")
+        let serve = try d.submit(["--kind", "inference", "--gpus", "4", "--gpu-model", "A100", "--", "sleep", "60"])
+        try d.wait(serve, for: "running")
+        let job = try #require(d.job(train))
+        #expect(job["state"] as? String == "pending")
+        #expect(job["start_time"] == nil && job["exit_code"] == nil, "\(job)")
+        let runs = try #require(job["earlier_runs"] as? [[String: Any]], "\(job)")
+        #expect(runs.count == 1)
+        #expect((runs[0]["ended"] as? String)?.contains("preempted by job \(serve)") == true, "\(runs)")
+        let text = d.ctl(["show", String(train)]).stdout
+        #expect(text.contains("run 1") && text.contains("on a1[0-3]"), "\(text)")
+        #expect(!text.contains("started"), "\(text)")
+        _ = d.ctl(["cancel", String(train), String(serve)])
+    }
 }
