@@ -186,11 +186,17 @@ public enum ExitStatus: Hashable, Codable, Sendable, CustomStringConvertible {
     /// The job was lost without a status (its node went down, its supervisor vanished).
     case lost(reason: String)
 
+    /// The job's command never ran: its user, working directory or command could not be had (no code of
+    /// its own to report). Kept as a lost status (the log's schema has no other), told apart by its words.
+    public static func couldNotStart(_ problem: String) -> ExitStatus { .lost(reason: notStartedPrefix + problem) }
+
+    static let notStartedPrefix = "could not start: "
+
     public var description: String {
         switch self {
         case .exited(let code): "exit code \(code)"
         case .signaled(let s): "killed by signal \(s)"
-        case .lost(let r): "lost: \(r)"
+        case .lost(let r): r.hasPrefix(Self.notStartedPrefix) ? r : "lost: \(r)"
         }
     }
 }

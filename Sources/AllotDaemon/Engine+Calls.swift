@@ -260,6 +260,9 @@ extension Engine {
         let classes = Set(state.config.priorityClasses.map(\.name))
         let accounts = config.accounts
         let groupNames = caller.admin ? [] : caller.groups.compactMap { System.groupName(gid: $0) }
+        // A working directory is checked here when every node is this host's: elsewhere it may differ.
+        let localOnly = !state.nodes.isEmpty && state.nodes.allSatisfy { localNodes.contains($0.name) }
+        var dirProblems: [String: String?] = [:]
         for (i, r) in requests.enumerated() {
             let at = requests.count > 1 ? "jobs[\(i)]: " : ""
             do throws(RPCError) {
@@ -288,6 +291,12 @@ extension Engine {
                     throw .invalidParams(
                         "class: no priority class \"\(c)\"; the classes are \(classes.sorted().joined(separator: ", "))"
                     )
+                }
+                if localOnly, let dir = spec.workingDirectory {
+                    if dirProblems[dir] == nil {
+                        dirProblems[dir] = System.entryProblem(dir, uid: caller.uid, gids: caller.groups + [caller.gid])
+                    }
+                    if let problem = dirProblems[dir]! { throw .invalidParams("workdir: \(problem)") }
                 }
                 if let b = Scheduler.permanentBlocker(for: spec, in: state) {
                     throw .refused("job \"\(spec.name)\" could never start: \(b.sentence(for: spec, in: state))")

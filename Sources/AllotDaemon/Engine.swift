@@ -456,7 +456,7 @@ final class Engine {
             for gpu in discovered[first.node]?.inventory?.gpus ?? [] { uuids[gpu.index] = gpu.uuid }
             if let problem = executor.start(job, slices: a.slices, uuids: uuids) {
                 logger.error("Job could not be started", metadata: ["job.id": "\(id)", "error": "\(problem)"])
-                finish(id, exit: .lost(reason: "never started: \(problem)"))
+                finish(id, exit: .couldNotStart(problem))
             }
         case .stop(let id, let run):
             guard let job = state.jobs[id], job.runs == run, job.state == .stopping else { return }
@@ -650,7 +650,7 @@ final class Engine {
         }
         // It could not run at all (no such user, a working directory it cannot enter): that is the reason.
         if let error = ended.error, job.stopReason == nil {
-            finish(ended.id, exit: .lost(reason: "never started: \(error)"))
+            finish(ended.id, exit: .couldNotStart(error))
             return
         }
         finish(ended.id, exit: ended.exit, endedAt: ended.endedAt)

@@ -41,13 +41,43 @@ enum System {
         return p.pointee.pw_uid
     }
 
-    /// A gid by group name.
     /// A group's name, if it has one.
     static func groupName(gid: UInt32) -> String? {
         guard let g = getgrgid(gid), let name = g.pointee.gr_name else { return nil }
         return String(cString: name)
     }
 
+    /// Why user `uid` (in groups `gids`) could not enter directory `path` on this host, if it could not:
+    /// it does not exist, is not a directory, or a directory on the way denies search permission. Nil
+    /// when it can, or when this process cannot tell (it may not look there itself).
+    static func entryProblem(_ path: String, uid: UInt32, gids: [UInt32]) -> String? {
+        guard path.hasPrefix("/") else { return "\(path) is not an absolute path" }
+        var st = stat()
+        if stat(path, &st) != 0 {
+            let e = errno
+            if e == ENOENT { return "\(path) does not exist" }
+            if e == ENOTDIR { return "\(path) is not a directory (a part of it is a file)" }
+            return nil
+        }
+        guard st.st_mode & S_IFMT == S_IFDIR else { return "\(path) is not a directory" }
+        if uid == 0 { return nil }
+        // Search permission on every directory from / to the path itself, as the kernel checks it.
+        var prefix = ""
+        for part in [""] + path.split(separator: "/").map(String.init) {
+            prefix = part.isEmpty ? "/" : (prefix == "/" ? "/" : prefix + "/") + part
+            var d = stat()
+            guard stat(prefix, &d) == 0 else { return nil }
+            let bit: mode_t =
+                d.st_uid == uid ? S_IXUSR : gids.contains(d.st_gid) ? S_IXGRP : S_IXOTH
+            if d.st_mode & bit == 0 {
+                let u = System.user(uid: uid)?.name ?? "uid \(uid)"
+                return "\(u) may not enter \(prefix) (mode \(String(d.st_mode & 0o7777, radix: 8)))"
+            }
+        }
+        return nil
+    }
+
+    /// A gid by group name.
     static func gid(named name: String) -> UInt32? {
         var grp = group()
         var result: UnsafeMutablePointer<group>?

@@ -375,4 +375,38 @@ import Glibc
         #expect(!text.contains("started"), "\(text)")
         _ = d.ctl(["cancel", String(train), String(serve)])
     }
+
+    /// A working directory that cannot be entered is refused at submit with the reason; one that goes away
+    /// before the job starts fails it with the reason, not as "lost".
+    @Test func aWorkdirIsCheckedAtSubmitAndItsFailureExplained() throws {
+        let d = try DaemonFixture()
+        let missing = d.ctl(["submit", "--workdir", "/nonexistent-allot", "--", "true"])
+        #expect(missing.status == 2, "\(missing.stderr)")
+        #expect(missing.stderr.contains("workdir: /nonexistent-allot does not exist"), "\(missing.stderr)")
+        let file = d.dir.appendingPathComponent("afile").path
+        FileManager.default.createFile(atPath: file, contents: Data())
+        #expect(d.ctl(["submit", "--workdir", file, "--", "true"]).stderr.contains("is not a directory"))
+        if getuid() == 0 {
+            try PermissionTests.ensureUsers()
+            let closed = d.dir.appendingPathComponent("closed").path
+            try FileManager.default.createDirectory(atPath: closed, withIntermediateDirectories: true)
+            chmod(closed, 0o700)
+            let r = d.ctl(["submit", "--workdir", closed, "--", "true"], as: PermissionTests.users[1])
+            #expect(r.status == 2 && r.stderr.contains("may not enter \(closed)"), "\(r.stderr)")
+        }
+        // Gone between submit and start: the job fails, saying why.
+        let gone = d.dir.appendingPathComponent("gone").path
+        try FileManager.default.createDirectory(atPath: gone, withIntermediateDirectories: true)
+        let j = try d.submit(["--hold", "--workdir", gone, "--", "true"])
+        try FileManager.default.removeItem(atPath: gone)
+        #expect(d.ctl(["release", String(j)]).status == 0)
+        var state = ""
+        for _ in 0..<200 where !["failed", "completed", "cancelled"].contains(state) {
+            usleep(50_000)
+            state = d.state(j) ?? ""
+        }
+        let why = d.ctl(["why", String(j)]).stdout
+        #expect(state == "failed", "\(d.job(j) ?? [:])\n\(why)")
+        #expect(why.contains(gone) && !why.contains("lost"), "\(why)")
+    }
 }
