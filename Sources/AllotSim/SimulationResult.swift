@@ -96,12 +96,15 @@ public struct SimulationResult: Sendable {
         public var byTenant: [String: TenantFigures]
         /// (tenant, budget window) pairs whose spending went past the tenant's budget.
         public var budgetViolations: Int
+        /// The jobs that can never start on this pool: trace id and why (at most the first 1,000).
+        public var neverStart: [NeverStart] = []
 
         enum CodingKeys: String, CodingKey {
             case policy, jobs, completed, unschedulable, preemptions, reclaims, loans, passes, utilization, waste
             case wasteWhileArriving = "waste_while_arriving"
             case byTenant = "by_tenant"
             case budgetViolations = "budget_violations"
+            case neverStart = "never_start"
             case timedOut = "timed_out"
             case makespan = "makespan_s"
             case avgJCT = "avg_jct_s"
@@ -115,6 +118,12 @@ public struct SimulationResult: Sendable {
             case costPerGPUHour = "cost_per_gpu_hour"
             case byKind = "by_kind"
         }
+    }
+
+    /// A job that can never start on the pool, and why.
+    public struct NeverStart: Hashable, Sendable, Codable {
+        public var id: String
+        public var reason: String
     }
 
     /// Money and GPU-time of one tenant.
@@ -155,7 +164,13 @@ public struct SimulationResult: Sendable {
         }
         let arriving = max(0, lastArrival - firstSubmit) * totalGPUs
         let pass = Scheduler(policy: policy).schedule(state, at: state.now)
-        let unschedulable = pass.pending.filter { $0.blocker.isPermanent }.count
+        let permanent = pass.pending.filter { $0.blocker.isPermanent }
+        let unschedulable = permanent.count
+        let neverStart = permanent.sorted { $0.id < $1.id }.prefix(1_000).compactMap { p -> NeverStart? in
+            guard let job = state.jobs[p.id] else { return nil }
+            let id = traceIndex[p.id].map { trace.jobs[$0].id } ?? p.id.description
+            return NeverStart(id: id, reason: p.blocker.sentence(for: job.spec, in: state))
+        }
         return Summary(
             policy: policy.rawValue,
             jobs: all.count,
@@ -181,7 +196,8 @@ public struct SimulationResult: Sendable {
             wasteWhileArriving: arriving > 0 ? wastedWhileArrivingGPUSeconds / arriving : 0,
             byKind: byKind,
             byTenant: byTenant,
-            budgetViolations: budgetViolations()
+            budgetViolations: budgetViolations(),
+            neverStart: neverStart
         )
     }
 

@@ -32,7 +32,7 @@ struct Simulate: AsyncParsableCommand {
     @Option(
         name: .long,
         help:
-            "Scheduling policy: allot (multifactor priority, cost-aware placement) or fifo (strict first-come baseline)."
+            "Scheduling policy: allot (multifactor priority, cost-aware placement, loans, quotas, budgets, preemption), backfill (a Slurm-like baseline: multifactor priority and EASY backfill on walltimes) or fifo (strict first come, first served)."
     )
     var policy: Scheduler.Policy = .allot
 
@@ -162,7 +162,11 @@ enum Report {
             "  utilization   \(pct(s.utilization)) of GPU time allocated; waste \(pct(s.waste)) (idle while a pending job fit)\n"
         out +=
             "  cost          $\(Money.format(s.costUSD)) for \(String(format: "%.1f", s.gpuHours)) GPU-hours ($\(Money.format(s.costPerGPUHour))/GPU-h)\n"
-        out += "  preemptions   \(s.preemptions)\n"
+        out +=
+            "  preemptions   \(s.preemptions) by priority, \(s.reclaims) to take lent GPUs back; \(s.loans) job(s) started on lent GPUs\n"
+        if s.budgetViolations > 0 {
+            out += "  budgets       \(s.budgetViolations) (tenant, window) pair(s) spent past a budget\n"
+        }
         out +=
             "  by kind       "
             + ["jobs", "done", "avg JCT", "p99 JCT", "avg wait", "p99 wait", "cost"].enumerated().map {
@@ -174,6 +178,22 @@ enum Report {
             out +=
                 lpad(String(f.jobs), 6) + lpad(String(f.completed), 10) + lpad(d(f.avgJCT), 10) + lpad(d(f.p99JCT), 10)
             out += lpad(d(f.avgWait), 10) + lpad(d(f.p99Wait), 10) + lpad("$" + Money.format(f.costUSD), 14) + "\n"
+        }
+        if !s.byTenant.isEmpty {
+            out += "  by tenant     " + lpad("jobs", 6) + lpad("GPU-hours", 12) + lpad("cost", 14) + "\n"
+            let tenants = s.byTenant.sorted {
+                $0.value.costUSD != $1.value.costUSD ? $0.value.costUSD > $1.value.costUSD : $0.key < $1.key
+            }
+            for (name, f) in tenants.prefix(12) {
+                out += "    " + pad(name, 12) + lpad(String(f.jobs), 6) + lpad(String(format: "%.1f", f.gpuHours), 12)
+                out += lpad("$" + Money.format(f.costUSD), 14) + "\n"
+            }
+            if tenants.count > 12 { out += "    … and \(tenants.count - 12) more tenants (--json lists them all)\n" }
+        }
+        if !s.neverStart.isEmpty {
+            out += "  never start   \(s.unschedulable) job(s) this pool can never run:\n"
+            for n in s.neverStart.prefix(10) { out += "    \(n.id): \(n.reason)\n" }
+            if s.unschedulable > 10 { out += "    … and \(s.unschedulable - 10) more (--json lists up to 1,000)\n" }
         }
         let secs = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
         out += "  simulated in \(String(format: "%.2f", secs)) s (\(s.passes) scheduling passes)"

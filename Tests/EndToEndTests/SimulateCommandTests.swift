@@ -34,6 +34,31 @@ import Testing
         }
     }
 
+    /// The text report carries what the JSON has: loans and reclaims, tenants, and the jobs that never run.
+    @Test func theReportNamesTenantsLoansAndJobsThatCanNeverRun() throws {
+        try Harness.withTempDir { dir in
+            let trace = dir.appendingPathComponent("t.csv")
+            try "id,tenant,submit_time,duration,gpus\nsmall,alpha,0,60,1\nhuge,beta,0,60,5000\n".write(
+                to: trace,
+                atomically: true,
+                encoding: .utf8
+            )
+            let args = ["simulate", "--config", "etc/allot/allotd.toml", "--trace", trace.path]
+            let r = try Harness.run("allotctl", args)
+            #expect(r.status == 0, "\(r.stderr)")
+            #expect(r.stdout.contains("to take lent GPUs back"), "\(r.stdout)")
+            #expect(r.stdout.contains("by tenant") && r.stdout.contains("alpha"), "\(r.stdout)")
+            #expect(
+                r.stdout.contains("never start   1 job(s)") && r.stdout.contains("huge: needs 5000 GPUs"),
+                "\(r.stdout)"
+            )
+            let j = try Harness.run("allotctl", args + ["--json"])
+            let object = try #require(try JSONSerialization.jsonObject(with: Data(j.stdout.utf8)) as? [String: Any])
+            let never = try #require(object["never_start"] as? [[String: Any]])
+            #expect(never.count == 1 && never[0]["id"] as? String == "huge", "\(never)")
+        }
+    }
+
     @Test func badConfigExitsNonZeroNamingTheKey() throws {
         try Harness.withTempDir { dir in
             let config = dir.appendingPathComponent("bad.toml")
