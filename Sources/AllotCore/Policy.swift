@@ -52,8 +52,10 @@ public enum PreemptionReason: String, Hashable, Codable, Sendable, CaseIterable 
 /// The preemption rules.
 public struct PreemptionSettings: Hashable, Codable, Sendable {
     /// A job that has run less than this since its start is not preempted by class (loans may still be
-    /// taken back).
-    public var minRuntime: Seconds = 600
+    /// taken back). Short by default: it is how long a latency-critical job may wait behind training that
+    /// just started, and a young job has the least work to lose (docs/scheduling.md has the measurements);
+    /// repeated preemption is what `maxPreemptions` and `protection` guard against.
+    public var minRuntime: Seconds = 120
     /// After this many preemptions a job is protected from preemption by class…
     public var maxPreemptions: Int = 3
     /// … for this long after each start.

@@ -27,6 +27,9 @@ public struct Simulator {
     private struct Due: Comparable {
         enum Kind: Int {
             case complete, timeOut, exitAfterNotice
+            /// Nothing happens to the job: its shield from preemption (minimum run time, protection) ends,
+            /// and a pass must look again, as the daemon's tick would.
+            case shieldEnds
         }
         var time: Double
         var seq: Int
@@ -67,6 +70,22 @@ public struct Simulator {
             do { try state.apply(e) } catch { throw SimulationError.refused(e, error) }
         }
 
+        var nextWake = -Double.infinity
+        /// When the first running job's shield from preemption by class ends after `t`, and whose.
+        func firstShieldEnd(after t: Double) -> (Double, JobID)? {
+            let rules = state.config.preemption
+            var first: (Double, JobID)?
+            for id in state.activeJobs {
+                guard let job = state.jobs[id], job.state == .running, let start = job.startTime?.seconds,
+                    state.isPreemptible(job.spec)
+                else { continue }
+                var end = start + rules.minRuntime
+                if job.preemptions >= rules.maxPreemptions { end = max(end, start + rules.protection) }
+                if end > t, first.map({ end < $0.0 || (end == $0.0 && id < $0.1) }) ?? true { first = (end, id) }
+            }
+            return first
+        }
+
         func closeRun(_ id: JobID, at t: Double) {
             guard let job = state.jobs[id], let start = job.startTime, let a = job.allocation else { return }
             runs.append(
@@ -82,7 +101,7 @@ public struct Simulator {
 
         while true {
             let arrival = nextArrival < trace.jobs.count ? trace.jobs[nextArrival].submitTime : Double.infinity
-            while let top = due.min,
+            while let top = due.min, top.kind != .shieldEnds,
                 state.jobs[top.job]?.runs != top.run || !(state.jobs[top.job]?.state.holdsGPUs ?? false)
             {
                 _ = due.popMin()
@@ -161,6 +180,15 @@ public struct Simulator {
                         Due(time: t + grace, seq: seq, job: id, run: state.jobs[id]!.runs, kind: .exitAfterNotice)
                     )
                 }
+            }
+            // A job that waits while running jobs are shielded from preemption must be looked at again when
+            // the first shield ends (the daemon's tick does it): wake up then.
+            if policy == .allot && !pass.pending.isEmpty, let (end, id) = firstShieldEnd(after: t),
+                end < nextWake || nextWake <= t
+            {
+                nextWake = end
+                seq += 1
+                due.insert(Due(time: end, seq: seq, job: id, run: state.jobs[id]!.runs, kind: .shieldEnds))
             }
             busyGPUs = Double(state.gpusInUse)
             // Waste: GPUs idle although a pending job could use them now. A greedy probe places what fits;

@@ -158,8 +158,8 @@ import Testing
         let victim = s.submit(.training(1), at: 0)
         s.schedule(at: 0)
         s.submit(.inference(1), at: 100)
-        #expect(s.preemptions(s.schedule(at: 100)).isEmpty, "younger than min_runtime (600 s)")
-        #expect(s.preemptions(s.schedule(at: 601)).map(\.victim) == [victim])
+        #expect(s.preemptions(s.schedule(at: 100)).isEmpty, "younger than min_runtime (120 s)")
+        #expect(s.preemptions(s.schedule(at: 121)).map(\.victim) == [victim])
 
         var p = Self.oneModel(nodes: 1, gpus: 1) {
             $0.preemption.maxPreemptions = 1; $0.preemption.minRuntime = 0

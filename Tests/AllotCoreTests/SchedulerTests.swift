@@ -157,7 +157,7 @@ import Testing
         let text = Scheduler().explain(i, in: s, pass: pass)!.lines.joined(separator: "\n")
         #expect(
             text.contains(
-                "preemption is held back: 1 lower-class job(s) on GPUs it could use are within the minimum run time (10m), the first until 1970-01-01 00:10:00 UTC"
+                "preemption is held back: 1 lower-class job(s) on GPUs it could use are within the minimum run time (2m), the first until 1970-01-01 00:02:00 UTC"
             ),
             "\(text)"
         )

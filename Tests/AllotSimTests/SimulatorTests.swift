@@ -40,6 +40,16 @@ import Testing
         gpus = 1
         """
 
+    /// A job waiting behind young training starts when the minimum run time ends (a pass looks again then,
+    /// as the daemon's tick does), not when the training ends.
+    @Test func aWaitingJobIsLookedAtAgainWhenTheMinimumRunTimeEnds() throws {
+        let trace = try Trace.parse("id,kind,submit_time,duration,gpus\nt,training,0,7200,4\ns,inference,30,600,1\n")
+        let result = try Simulator().run(trace, on: try Self.pool(Self.oneNode))
+        let serve = try #require(result.state.jobs.values.first { $0.spec.kind == .inference })
+        // min_runtime 2m (default), grace 30s: preempted at 120 s, started at 150 s.
+        #expect(serve.startTime == Instant(seconds: 150), "\(String(describing: serve.startTime))")
+    }
+
     @Test func figuresOfAHandWorkedTrace() throws {
         let trace = try Trace.parse("submit_time,duration,gpus\n0,100,4\n10,50,2\n")
         let r = try Simulator(policy: .allot).run(trace, on: try Self.pool(Self.oneNode))
