@@ -9,6 +9,7 @@ out=.build/figures
 mkdir -p "$out"
 python3 scripts/make-policy-trace.py --days "$days" --out "$out/philly-azure.csv"
 swift build -c release --product allotctl >/dev/null
+swift build -c release --product allotctl-full >/dev/null
 bin=$(swift build -c release --show-bin-path)
 for policy in allot backfill fifo; do
     /usr/bin/time -f "  $policy simulated in %e s" "$bin/allotctl" simulate --config Benchmarks/pools/mixed-loaded.toml \

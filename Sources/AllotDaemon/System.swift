@@ -1,3 +1,4 @@
+import CoreFoundation
 import Foundation
 
 #if canImport(Glibc)
@@ -52,7 +53,7 @@ enum System {
     /// when it can, or when this process cannot tell (it may not look there itself).
     static func entryProblem(_ path: String, uid: UInt32, gids: [UInt32]) -> String? {
         guard path.hasPrefix("/") else { return "\(path) is not an absolute path" }
-        var st = stat()
+        var st = Glibc.stat()
         if stat(path, &st) != 0 {
             let e = errno
             if e == ENOENT { return "\(path) does not exist" }
@@ -65,7 +66,7 @@ enum System {
         var prefix = ""
         for part in [""] + path.split(separator: "/").map(String.init) {
             prefix = part.isEmpty ? "/" : (prefix == "/" ? "/" : prefix + "/") + part
-            var d = stat()
+            var d = Glibc.stat()
             guard stat(prefix, &d) == 0 else { return nil }
             let bit: mode_t =
                 d.st_uid == uid ? S_IXUSR : gids.contains(d.st_gid) ? S_IXGRP : S_IXOTH

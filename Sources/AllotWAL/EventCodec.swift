@@ -421,6 +421,9 @@ public enum EventCodec {
             c.inferenceReserve = try r.array { r throws(DecodeError) in
                 InferenceReserve(gpuModel: try r.string(), gpus: try r.count(max: 1 << 24))
             }
+        } else {
+            // Version 1 had no preemption settings: the rules were the defaults of then.
+            c.preemption.minRuntime = 600
         }
         return c
     }

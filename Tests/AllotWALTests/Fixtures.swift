@@ -19,20 +19,26 @@ func withTempDirAsync<T>(_ body: (String) async throws -> T) async throws -> T {
 }
 
 enum Sample {
-    static let config = PoolConfig(
-        gpuModels: [
-            GPUModel(name: "H100", memoryGiB: 80, pricePerHour: 4, speed: 2),
-            GPUModel(name: "L4", memoryGiB: 24, pricePerHour: 0.6, speed: 0.35),
-        ],
-        tenants: [
-            Tenant(
-                name: "research",
-                shares: 2,
-                gpuQuota: 8,
-                budget: Budget(usd: 100, window: .week, enforcement: .hard)
-            )
-        ]
-    )
+    /// Settings are spelled out where the golden files hold them, so that a changed default does not
+    /// change what the sample encodes.
+    static let config: PoolConfig = {
+        var c = PoolConfig(
+            gpuModels: [
+                GPUModel(name: "H100", memoryGiB: 80, pricePerHour: 4, speed: 2),
+                GPUModel(name: "L4", memoryGiB: 24, pricePerHour: 0.6, speed: 0.35),
+            ],
+            tenants: [
+                Tenant(
+                    name: "research",
+                    shares: 2,
+                    gpuQuota: 8,
+                    budget: Budget(usd: 100, window: .week, enforcement: .hard)
+                )
+            ]
+        )
+        c.preemption.minRuntime = 600  // the default when the golden files were written
+        return c
+    }()
 
     /// Every kind of event, in an order the state accepts.
     static let events: [Event] = {

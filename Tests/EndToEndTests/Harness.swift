@@ -43,7 +43,7 @@ enum Harness {
         do {
             try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: false)
             guard chmod(dir.path, 0o755) == 0 else { throw FixtureError("chmod 755 \(dir.path) failed") }
-            for name in ["allotctl"] {
+            for name in ["allotctl", "allotctl-full"] {
                 let from = binDir.appendingPathComponent(name)
                 let to = dir.appendingPathComponent(name)
                 // A hard link where both sit on one file system (no copy of a 100 MB debug binary); a copy

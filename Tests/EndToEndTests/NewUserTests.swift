@@ -238,6 +238,9 @@ import Glibc
             "\(late.stderr)"
         )
         let id = try #require(Int(late.stdout.trimmingCharacters(in: .whitespacesAndNewlines)))
+        // A submit answered with a warning is read, never sent again (the lean front's slow case).
+        let all = try JSONSerialization.jsonObject(with: Data(d.ctl(["ls", "--all", "--json"]).stdout.utf8))
+        #expect((all as? [Any])?.count == 1, "\(all)")
         #expect(d.ctl(["release", String(id)]).status == 0)
         // A walltime only the A100 meets: no warning, and it never lands on the L4.
         let fits = d.ctl(["submit", "--gpus", "2", "--walltime", "10m", "--", "sleep", "30"])

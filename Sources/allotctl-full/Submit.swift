@@ -154,7 +154,7 @@ struct Submit: ParsableCommand {
         r.prefer = prefer
         r.topology = topology
         r.workdir = workdir ?? FileManager.default.currentDirectoryPath
-        r.output = output.map { Self.absolute($0, in: r.workdir!) }
+        r.output = output.map { PathText.absolute($0, in: r.workdir!) }
         if !env.isEmpty {
             var e: [String: String] = [:]
             for kv in env {
@@ -250,11 +250,6 @@ struct Submit: ParsableCommand {
         } else {
             out(ids.map(String.init).joined(separator: "\n") + "\n")
         }
-    }
-
-    /// A path made absolute against a directory.
-    static func absolute(_ path: String, in dir: String) -> String {
-        path.hasPrefix("/") ? path : (dir.hasSuffix("/") ? dir : dir + "/") + path
     }
 
 }
@@ -371,7 +366,7 @@ extension JobRequest {
         r.prefer = prefer ?? d.prefer
         r.topology = topology ?? d.topology
         r.workdir = workdir ?? d.workdir
-        r.output = output.map { Submit.absolute($0, in: r.workdir ?? "/") } ?? d.output
+        r.output = output.map { PathText.absolute($0, in: r.workdir ?? "/") } ?? d.output
         if let de = d.env { r.env = de.merging(env ?? [:]) { _, line in line } }
         r.hold = hold ?? d.hold
         return r

@@ -20,10 +20,11 @@ struct Allotctl: AsyncParsableCommand {
         ]
     )
 
+    /// The full command, run by the `allotctl` front for everything but a plain submit (see FastSubmit).
     /// argument-parser exits 64 on usage errors; allotctl's documented code is 2.
     static func main() async {
-        var args = Array(CommandLine.arguments.dropFirst())
-        args = hoistingGlobalOptions(args)
+        let args = Array(CommandLine.arguments.dropFirst())
+        // The front (allotctl) has moved options given before the command after it.
         if let first = args.first, !first.hasPrefix("-"), first != "help" {
             let names = configuration.subcommands.map { $0._commandName }
             if !names.contains(first) {
@@ -48,25 +49,5 @@ struct Allotctl: AsyncParsableCommand {
             }
             exit(withError: error)
         }
-    }
-
-    /// Options of every command given before the command's name (`allotctl --socket S ls`, as systemctl and
-    /// kubectl allow) moved after it, where the command reads them.
-    static func hoistingGlobalOptions(_ args: [String]) -> [String] {
-        var global: [String] = []
-        var i = 0
-        while i < args.count {
-            if args[i] == "--socket", i + 1 < args.count {
-                global += [args[i], args[i + 1]]
-                i += 2
-            } else if args[i].hasPrefix("--socket=") {
-                global.append(args[i])
-                i += 1
-            } else {
-                break
-            }
-        }
-        guard !global.isEmpty, i < args.count else { return args }
-        return [args[i]] + global + args[(i + 1)...]
     }
 }

@@ -1,0 +1,309 @@
+import AllotCore
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The lean path of the most frequent command, `allotctl submit [options] -- CMD…`, for scripts that submit
+/// one job per process: no argument parser, no Codable, no Foundation, so that the process does not pay for
+/// what the rest of allotctl links (the first dynamic cast in a binary this size scans every protocol
+/// conformance in it: several milliseconds). It takes only well-formed command lines whose every option it
+/// knows; anything else — a bad value, `--help`, `--file`, `--json`, a refusal from allotd, no daemon —
+/// is left to allotctl-full, which parses, checks and reports as always (a request allotd refused changed
+/// nothing, so asking again is safe; one it accepted is never sent again). The request it sends is the
+/// one the full command sends: the same keys, each value as `Submit.request()` makes it (the end-to-end
+/// tests submit through this path).
+enum FastSubmit {
+    /// Runs `args` (allotctl's arguments) when it can.
+    /// - Returns: the exit code, or nil when the full command must run instead.
+    static func run(_ args: [String]) -> Int32? {
+        guard args.first == "submit", let (job, socket) = parse(args.dropFirst()) else { return nil }
+        switch exchange(socket: socket, line: requestLine(job)) {
+        case .notSent:
+            return nil
+        case .lost:
+            // Sent, and no answer: it may have been submitted, so it is not sent again.
+            say(2, "allotctl: allotd closed the connection at \(socket) (did it stop?)\n")
+            return 69
+        case .answer(let line):
+            let text = String(decoding: line, as: UTF8.self)
+            // Refused: nothing was submitted; the full command asks again and reports it as it always does.
+            if text.contains("\"error\"") { return nil }
+            if let id = plainID(text) {
+                say(1, "\(id)\n")
+                return 0
+            }
+            // Submitted with warnings: never submitted again.
+            guard let id = resultID(text), let warnings = stringArray(after: "\"warnings\":[", in: text) else {
+                say(2, "allotctl: allotd's answer could not be read: \(text)\n")
+                return 1
+            }
+            for w in warnings { say(2, "allotctl: warning: \(w)\n") }
+            say(1, "\(id)\n")
+            return 0
+        }
+    }
+
+    /// Options that take a value, by name.
+    private static let valued: Set<String> = [
+        "gpus", "gpu-model", "min-gpu-memory", "kind", "class", "tenant", "walltime", "estimate", "grace",
+        "max-cost", "prefer", "topology", "name", "workdir", "output", "env", "socket",
+    ]
+
+    /// The request as JSON object members, and the socket path; nil when anything is unusual.
+    static func parse(_ args: ArraySlice<String>) -> (job: String, socket: String)? {
+        var values: [String: String] = [:]
+        var env: [(String, String)] = []
+        var hold = false
+        var preemptible: Bool?
+        var command: [String] = []
+        var i = args.startIndex
+        while i < args.endIndex {
+            let a = args[i]
+            i += 1
+            if a == "--" {
+                command = Array(args[i...])
+                break
+            }
+            guard a.hasPrefix("--") else { return nil }
+            var name = String(a.dropFirst(2))
+            var value: String?
+            if let eq = name.firstIndex(of: "=") {
+                value = String(name[name.index(after: eq)...])
+                name = String(name[..<eq])
+            }
+            switch name {
+            case "hold" where value == nil: hold = true
+            case "preemptible" where value == nil: preemptible = true
+            case "no-preemptible" where value == nil: preemptible = false
+            case _ where valued.contains(name):
+                if value == nil {
+                    guard i < args.endIndex, !args[i].hasPrefix("--") else { return nil }
+                    value = args[i]
+                    i += 1
+                }
+                if name == "env" {
+                    guard let eq = value!.firstIndex(of: "="), eq != value!.startIndex else { return nil }
+                    env.append((String(value![..<eq]), String(value![value!.index(after: eq)...])))
+                } else {
+                    guard values[name] == nil else { return nil }
+                    values[name] = value
+                }
+            default: return nil
+            }
+        }
+        guard let first = command.first, !first.isEmpty else { return nil }
+        var out: [String] = []
+        out.append("\"command\":" + array(command))
+        if let v = values["name"] { out.append("\"name\":" + quoted(v)) }
+        if let v = values["gpus"] {
+            guard let n = Int(v), n >= 1 else { return nil }
+            out.append("\"gpus\":\(n)")
+        }
+        if let v = values["gpu-model"] {
+            out.append("\"gpu_model\":" + array(v.split(separator: ",").map(String.init)))
+        }
+        if let v = values["min-gpu-memory"] {
+            guard let d = Double(v), d.isFinite else { return nil }
+            out.append("\"min_gpu_memory\":\(d)")
+        }
+        if let v = values["kind"] {
+            guard JobKind(rawValue: v) != nil else { return nil }
+            out.append("\"kind\":" + quoted(v))
+        }
+        if let v = values["class"] { out.append("\"class\":" + quoted(v)) }
+        if let v = values["tenant"] { out.append("\"tenant\":" + quoted(v)) }
+        for (flag, key) in [("walltime", "walltime"), ("estimate", "estimate"), ("grace", "grace")] {
+            guard let v = values[flag] else { continue }
+            guard let s = DurationText.parse(v) else { return nil }
+            out.append("\"\(key)\":\(s)")
+        }
+        if let p = preemptible { out.append("\"preemptible\":\(p)") }
+        if let v = values["max-cost"] {
+            guard let d = Double(v), d.isFinite else { return nil }
+            out.append("\"max_cost\":\(d)")
+        }
+        if let v = values["prefer"] { out.append("\"prefer\":" + quoted(v)) }
+        if let v = values["topology"] {
+            guard Topology(rawValue: v) != nil else { return nil }
+            out.append("\"topology\":" + quoted(v))
+        }
+        guard let workdir = values["workdir"] ?? currentDirectory() else { return nil }
+        out.append("\"workdir\":" + quoted(workdir))
+        if let v = values["output"] { out.append("\"output\":" + quoted(PathText.absolute(v, in: workdir))) }
+        if !env.isEmpty {
+            // Later values win, as in the full command's dictionary.
+            var seen: Set<String> = []
+            var members: [String] = []
+            for (k, v) in env.reversed() where seen.insert(k).inserted { members.append(quoted(k) + ":" + quoted(v)) }
+            out.append("\"env\":{" + members.reversed().joined(separator: ",") + "}")
+        }
+        if hold { out.append("\"hold\":true") }
+        let socket =
+            values["socket"] ?? getenv("ALLOT_SOCKET").map { String(cString: $0) }.flatMap { $0.isEmpty ? nil : $0 }
+            ?? "/run/allot/allotd.sock"
+        return ("{" + out.joined(separator: ",") + "}", socket)
+    }
+
+    /// The JSON-RPC request line for a job object.
+    static func requestLine(_ job: String) -> String {
+        "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"submit\",\"params\":{\"job\":" + job + "}}\n"
+    }
+
+    /// The new job's id when the answer is exactly `{"result":{"id":N}}` (no warnings), else nil.
+    static func plainID(_ text: String) -> UInt64? {
+        guard !text.contains("\"warnings\""), let r = text.firstRange(of: "\"result\":{\"id\":") else { return nil }
+        let digits = text[r.upperBound...].prefix { $0.isASCII && $0.isNumber }
+        guard text[r.upperBound...].dropFirst(digits.count).hasPrefix("}") else { return nil }
+        return UInt64(digits)
+    }
+
+    /// The id in `"result":{"id":N` (warnings may follow).
+    static func resultID(_ text: String) -> UInt64? {
+        guard let r = text.firstRange(of: "\"result\":{\"id\":") else { return nil }
+        return UInt64(text[r.upperBound...].prefix { $0.isASCII && $0.isNumber })
+    }
+
+    /// The JSON strings of the array that starts right after `marker`.
+    static func stringArray(after marker: String, in text: String) -> [String]? {
+        guard let r = text.firstRange(of: marker) else { return nil }
+        var out: [String] = []
+        var it = text.unicodeScalars[r.upperBound...].makeIterator()
+        while let c = it.next() {
+            switch c {
+            case "]": return out
+            case ",", " ": continue
+            case "\"":
+                var s = String.UnicodeScalarView()
+                var pending: UInt32?
+                while true {
+                    guard let d = it.next() else { return nil }
+                    if d == "\"" { break }
+                    guard d == "\\" else {
+                        s.append(d)
+                        continue
+                    }
+                    guard let e = it.next() else { return nil }
+                    switch e {
+                    case "n": s.append("\n")
+                    case "t": s.append("\t")
+                    case "r": s.append("\r")
+                    case "b": s.append("\u{08}")
+                    case "f": s.append("\u{0C}")
+                    case "u":
+                        var v: UInt32 = 0
+                        for _ in 0..<4 {
+                            guard let h = it.next(), let x = UInt32(String(h), radix: 16) else { return nil }
+                            v = v * 16 + x
+                        }
+                        if (0xD800..<0xDC00).contains(v) {
+                            pending = v
+                            continue
+                        }
+                        if let hi = pending, (0xDC00..<0xE000).contains(v) {
+                            v = 0x10000 + ((hi - 0xD800) << 10) + (v - 0xDC00)
+                        }
+                        pending = nil
+                        guard let u = Unicode.Scalar(v) else { return nil }
+                        s.append(u)
+                    default: s.append(e)
+                    }
+                }
+                out.append(String(s))
+            default: return nil
+            }
+        }
+        return nil
+    }
+
+    /// Writes text to a file descriptor.
+    static func say(_ fd: Int32, _ text: String) {
+        var t = text
+        t.withUTF8 { buf in
+            var off = 0
+            while off < buf.count {
+                let n = write(fd, buf.baseAddress! + off, buf.count - off)
+                if n < 0 && errno == EINTR { continue }
+                if n <= 0 { return }
+                off += n
+            }
+        }
+    }
+
+    enum Exchange {
+        /// Nothing reached allotd (no socket, no daemon): the full command may run.
+        case notSent
+        /// The request went out and no answer came back.
+        case lost
+        case answer([UInt8])
+    }
+
+    /// Sends one line and reads one line back.
+    static func exchange(socket path: String, line: String) -> Exchange {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return .notSent }
+        defer { close(fd) }
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else { return .notSent }
+        withUnsafeMutableBytes(of: &addr.sun_path) { buf in
+            for (i, b) in bytes.enumerated() { buf[i] = b }
+            buf[bytes.count] = 0
+        }
+        let rc = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+        guard rc == 0 else { return .notSent }
+        let out = Array(line.utf8)
+        var off = 0
+        while off < out.count {
+            let n = out.withUnsafeBytes { write(fd, $0.baseAddress! + off, out.count - off) }
+            if n < 0 && errno == EINTR { continue }
+            // A line cut short is not a request allotd acts on.
+            guard n > 0 else { return off == 0 ? .notSent : .lost }
+            off += n
+        }
+        var answer: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { return .lost }
+            if let nl = chunk[0..<n].firstIndex(of: 10) {
+                answer.append(contentsOf: chunk[0..<nl])
+                return .answer(answer)
+            }
+            answer.append(contentsOf: chunk[0..<n])
+        }
+    }
+
+    static func currentDirectory() -> String? {
+        var buf = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        guard getcwd(&buf, buf.count) != nil else { return nil }
+        return String(cString: buf)
+    }
+
+    static func array(_ items: [String]) -> String { "[" + items.map(quoted).joined(separator: ",") + "]" }
+
+    /// A JSON string literal.
+    static func quoted(_ s: String) -> String {
+        var out = "\""
+        for u in s.unicodeScalars {
+            switch u {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            case _ where u.value < 0x20:
+                let hex = String(u.value, radix: 16)
+                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            default: out.unicodeScalars.append(u)
+            }
+        }
+        return out + "\""
+    }
+}
