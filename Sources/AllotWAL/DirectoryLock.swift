@@ -22,11 +22,19 @@ public final class DirectoryLock: Sendable {
         } catch {
             throw WALError(error)
         }
+        var waits = 0
         while flock(fd, LOCK_EX | LOCK_NB) != 0 {
             if errno == EINTR { continue }
             let err = errno
             let holder =
                 (try? FileIO.readAll(path)).map { String(decoding: $0, as: UTF8.self).trimmingCharacters() } ?? ""
+            // This process let it go, and a child forked meanwhile still shares the open file until its exec
+            // closes it (a few milliseconds at most): wait for that rather than refuse.
+            if err == EWOULDBLOCK, holder == String(getpid()), waits < 500 {
+                waits += 1
+                usleep(1_000)
+                continue
+            }
             FileIO.close(fd)
             if err == EWOULDBLOCK {
                 let who = holder.isEmpty ? "another process" : "allotd pid \(holder)"
