@@ -15,6 +15,11 @@ if arguments.count > 1, arguments[1] == "exec-as" {
         exit(2)
     }
 }
+// `allotd supervise RUNDIR` starts every job: handled here too, before argument-parser, whose first parse in a
+// binary this size costs milliseconds (its dynamic casts scan every protocol conformance linked in).
+if arguments.count == 3, arguments[1] == "supervise" {
+    exit(await Supervisor.run(directory: arguments[2]))
+}
 /// In an async function, `main()` is argument-parser's async entry point (top-level code picks the sync one).
 func runCommand() async {
     await Allotd.main()
