@@ -67,6 +67,10 @@ import Testing
         let why = Scheduler(policy: .allot).explain(b, in: s)!.lines.joined(separator: "\n")
         #expect(why.contains("its walltime 1h00m rules out L4 (expected 2h51m"), "\(why)")
         #expect(why.contains("it waits for A100"), "\(why)")
+        #expect(
+            why.contains("L4: 16 free, largest block 4 — fits now, but it would outrun its walltime here"),
+            "\(why)"
+        )
         // Without a walltime it takes the slower model at once.
         let c = s.submit(.training(4) { $0.gpuModels = ["A100", "L4"] })
         #expect(startedModel(s.schedule(), c) == "L4")

@@ -145,10 +145,11 @@ extension Scheduler {
             }
             if let shield = preemptionHeldBack(job, in: state, pass: pass) { lines.append(shield) }
             lines.append(contentsOf: otherBlockers(job, in: state, pass: pass))
-            if let fit = Self.walltimeFit(for: spec, in: state), fit.inTime.isEmpty || policy == .allot {
-                lines.append(fit.sentence)
-            }
-            lines.append(contentsOf: modelLines(spec, in: state))
+            let fit = Self.walltimeFit(for: spec, in: state)
+            if let fit, fit.inTime.isEmpty || policy == .allot { lines.append(fit.sentence) }
+            // Models its walltime rules out (while others can meet it) are not "fits now".
+            let ruledOut = policy == .allot && fit?.inTime.isEmpty == false ? Set(fit!.late.map(\.model)) : []
+            lines.append(contentsOf: modelLines(spec, in: state, ruledOut: ruledOut))
             if policy != .fifo {
                 let f = priorityFactors(of: job, in: state, at: state.now)
                 lines.append(
@@ -290,7 +291,7 @@ extension Scheduler {
     }
 
     /// One line per model the job may or may not use.
-    private func modelLines(_ spec: JobSpec, in state: ClusterState) -> [String] {
+    private func modelLines(_ spec: JobSpec, in state: ClusterState, ruledOut: Set<String> = []) -> [String] {
         let pool = state.freePool
         var out: [String] = []
         for (i, m) in state.config.gpuModels.enumerated() {
@@ -300,8 +301,12 @@ extension Scheduler {
                 out.append("  \(m.name): \(Blocker.trim(m.memoryGiB)) GiB per GPU, needs \(Blocker.trim(min))")
             } else {
                 let fits = pool.fits(model: i, count: spec.gpus, topology: spec.topology)
+                let note =
+                    !fits
+                    ? ""
+                    : ruledOut.contains(m.name) ? " — fits now, but it would outrun its walltime here" : " — fits now"
                 out.append(
-                    "  \(m.name): \(pool.freeGPUs(model: i)) free, largest block \(pool.largestBlock(model: i))\(fits ? " — fits now" : "")"
+                    "  \(m.name): \(pool.freeGPUs(model: i)) free, largest block \(pool.largestBlock(model: i))\(note)"
                 )
             }
         }
