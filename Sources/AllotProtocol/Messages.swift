@@ -95,6 +95,51 @@ public struct JobRequest: Codable, Hashable, Sendable {
     /// The keys a request may have, as spelled on the wire and in `submit --file` lines.
     public static let keys: [String] = CodingKeys.allCases.map(\.rawValue)
 
+    /// A key no request has (`"gpu": 2`): refused, since a job run without what was asked is worse than
+    /// one refused.
+    public struct UnknownKey: Error, CustomStringConvertible {
+        public let key: String
+        public var description: String {
+            let hint = closest(key, in: JobRequest.keys).map { " (did you mean \"\($0)\"?)" } ?? ""
+            return "unknown key \"\(key)\"\(hint); known keys: \(JobRequest.keys.sorted().joined(separator: ", "))"
+        }
+    }
+
+    private struct AnyKey: CodingKey {
+        let stringValue: String
+        init(stringValue: String) { self.stringValue = stringValue }
+        var intValue: Int? { nil }
+        init?(intValue: Int) { nil }
+    }
+
+    /// Decodes a request, refusing unknown keys (``UnknownKey``).
+    public init(from decoder: any Decoder) throws {
+        for key in try decoder.container(keyedBy: AnyKey.self).allKeys.sorted(by: { $0.stringValue < $1.stringValue })
+        where CodingKeys(rawValue: key.stringValue) == nil {
+            throw UnknownKey(key: key.stringValue)
+        }
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        command = try c.decodeIfPresent([String].self, forKey: .command)
+        name = try c.decodeIfPresent(String.self, forKey: .name)
+        gpus = try c.decodeIfPresent(Int.self, forKey: .gpus)
+        gpuModel = try c.decodeIfPresent(WireModels.self, forKey: .gpuModel)
+        minGPUMemory = try c.decodeIfPresent(Double.self, forKey: .minGPUMemory)
+        kind = try c.decodeIfPresent(String.self, forKey: .kind)
+        priorityClass = try c.decodeIfPresent(String.self, forKey: .priorityClass)
+        tenant = try c.decodeIfPresent(String.self, forKey: .tenant)
+        walltime = try c.decodeIfPresent(WireDuration.self, forKey: .walltime)
+        estimate = try c.decodeIfPresent(WireDuration.self, forKey: .estimate)
+        grace = try c.decodeIfPresent(WireDuration.self, forKey: .grace)
+        preemptible = try c.decodeIfPresent(Bool.self, forKey: .preemptible)
+        maxCost = try c.decodeIfPresent(Double.self, forKey: .maxCost)
+        prefer = try c.decodeIfPresent(String.self, forKey: .prefer)
+        topology = try c.decodeIfPresent(String.self, forKey: .topology)
+        workdir = try c.decodeIfPresent(String.self, forKey: .workdir)
+        output = try c.decodeIfPresent(String.self, forKey: .output)
+        env = try c.decodeIfPresent([String: String].self, forKey: .env)
+        hold = try c.decodeIfPresent(Bool.self, forKey: .hold)
+    }
+
     enum CodingKeys: String, CodingKey, CaseIterable {
         case command, name, gpus, kind, tenant, walltime, estimate, grace, preemptible, prefer, topology, workdir, env,
             hold, output

@@ -275,25 +275,15 @@ enum JobLines {
             if let column = trailingComma(in: line) {
                 throw Problem(line: lineNo, message: "a trailing comma at column \(column) (JSON allows none)")
             }
-            guard let object = try? JSONSerialization.jsonObject(with: Data(line)) else {
-                throw Problem(line: lineNo, message: "not valid JSON")
-            }
-            guard let fields = object as? [String: Any] else {
+            do {
+                out.append((lineNo, try decoder.decode(JobRequest.self, from: Data(line))))
+            } catch let e as JobRequest.UnknownKey {
+                throw Problem(line: lineNo, message: e.description)
+            } catch DecodingError.typeMismatch(_, let c) where c.codingPath.isEmpty {
                 throw Problem(
                     line: lineNo,
                     message: "expected a JSON object, e.g. {\"command\": [\"python\", \"train.py\"]}"
                 )
-            }
-            for key in fields.keys.sorted() where !JobRequest.keys.contains(key) {
-                let hint = closest(key, in: JobRequest.keys).map { " (did you mean \"\($0)\"?)" } ?? ""
-                throw Problem(
-                    line: lineNo,
-                    message:
-                        "unknown key \"\(key)\"\(hint); known keys: \(JobRequest.keys.sorted().joined(separator: ", "))"
-                )
-            }
-            do {
-                out.append((lineNo, try decoder.decode(JobRequest.self, from: Data(line))))
             } catch {
                 throw Problem(line: lineNo, message: "not a job request: \(describe(error))")
             }
