@@ -258,6 +258,7 @@ extension Engine {
         var specs: [(JobSpec, Bool)] = []
         specs.reserveCapacity(requests.count)
         let classes = Set(state.config.priorityClasses.map(\.name))
+        let models = state.config.gpuModels.map(\.name)
         let accounts = config.accounts
         let groupNames = caller.admin ? [] : caller.groups.compactMap { System.groupName(gid: $0) }
         // A working directory is checked here when every node is this host's: elsewhere it may differ.
@@ -280,7 +281,6 @@ extension Engine {
                     throw .denied(rule)
                 }
                 if let problem = ClusterState.specProblems(spec).first { throw .invalidParams(problem) }
-                let models = state.config.gpuModels.map(\.name)
                 for m in spec.gpuModels where !models.contains(m) {
                     let hint = closest(m, in: models).map { "did you mean \"\($0)\"? " } ?? ""
                     throw .invalidParams(
@@ -446,13 +446,7 @@ extension Engine {
     /// The end of a log stream for `job` as it is now.
     func logsEnd(_ job: Job) -> LogsEnd {
         guard job.state.isTerminal else { return LogsEnd(state: job.state.rawValue) }
-        let code: Int32? =
-            switch job.exit {
-            case .exited(let c)?: c
-            case .signaled(let sig)?: 128 + sig
-            default: nil
-            }
-        return LogsEnd(state: job.state.rawValue, exitCode: code, reason: reason(of: job))
+        return LogsEnd(state: job.state.rawValue, exitCode: job.exit?.shellCode, reason: reason(of: job))
     }
 
     /// Why a job is where it is, in a few words (the `REASON` column).

@@ -95,11 +95,7 @@ public struct JobObject: Codable, Sendable, Equatable {
         let waiting = job.state == .pending || job.state == .held
         startTime = waiting ? nil : job.startTime.map { WireTime.format($0.seconds) }
         endTime = job.state.isTerminal ? job.endTime.map { WireTime.format($0.seconds) } : nil
-        switch waiting ? nil : job.exit {
-        case .exited(let code)?: exitCode = code
-        case .signaled(let s)?: exitCode = 128 + s
-        default: exitCode = nil
-        }
+        exitCode = waiting ? nil : job.exit?.shellCode
         let past = job.history
         earlierRuns =
             past.isEmpty
@@ -204,5 +200,16 @@ public struct GPUObject: Codable, Sendable, Equatable {
         self.uuid = uuid
         self.name = name
         self.memoryMiB = memoryMiB
+    }
+}
+
+extension ExitStatus {
+    /// The status a shell would report: the exit code, or 128 + the signal; nil when the job was lost.
+    public var shellCode: Int32? {
+        switch self {
+        case .exited(let code): code
+        case .signaled(let s): 128 + s
+        case .lost: nil
+        }
     }
 }

@@ -29,12 +29,9 @@ enum FastSubmit {
             let text = String(decoding: line, as: UTF8.self)
             // Refused: nothing was submitted; the full command asks again and reports it as it always does.
             if text.contains("\"error\"") { return nil }
-            if let id = plainID(text) {
-                say(1, "\(id)\n")
-                return 0
-            }
-            // Submitted with warnings: never submitted again.
-            guard let id = resultID(text), let warnings = stringArray(after: "\"warnings\":[", in: text) else {
+            // Submitted (with warnings or not): whatever follows, it is never sent again.
+            let warnings = text.contains("\"warnings\"") ? stringArray(after: "\"warnings\":[", in: text) : []
+            guard let id = resultID(text), let warnings else {
                 say(2, "allotctl: allotd's answer could not be read: \(text)\n")
                 return 1
             }
@@ -150,15 +147,7 @@ enum FastSubmit {
         "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"submit\",\"params\":{\"job\":" + job + "}}\n"
     }
 
-    /// The new job's id when the answer is exactly `{"result":{"id":N}}` (no warnings), else nil.
-    static func plainID(_ text: String) -> UInt64? {
-        guard !text.contains("\"warnings\""), let r = text.firstRange(of: "\"result\":{\"id\":") else { return nil }
-        let digits = text[r.upperBound...].prefix { $0.isASCII && $0.isNumber }
-        guard text[r.upperBound...].dropFirst(digits.count).hasPrefix("}") else { return nil }
-        return UInt64(digits)
-    }
-
-    /// The id in `"result":{"id":N` (warnings may follow).
+    /// The id in the answer's `"result":{"id":N` (warnings may follow).
     static func resultID(_ text: String) -> UInt64? {
         guard let r = text.firstRange(of: "\"result\":{\"id\":") else { return nil }
         return UInt64(text[r.upperBound...].prefix { $0.isASCII && $0.isNumber })

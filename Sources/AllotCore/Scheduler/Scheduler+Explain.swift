@@ -148,7 +148,8 @@ extension Scheduler {
             let fit = Self.walltimeFit(for: spec, in: state)
             if let fit, fit.inTime.isEmpty || policy == .allot { lines.append(fit.sentence) }
             // Models its walltime rules out (while others can meet it) are not "fits now".
-            let ruledOut = policy == .allot && fit?.inTime.isEmpty == false ? Set(fit!.late.map(\.model)) : []
+            var ruledOut: Set<String> = []
+            if let fit, policy == .allot, !fit.inTime.isEmpty { ruledOut = Set(fit.late.map(\.model)) }
             lines.append(contentsOf: modelLines(spec, in: state, ruledOut: ruledOut))
             if policy != .fifo {
                 let f = priorityFactors(of: job, in: state, at: state.now)
