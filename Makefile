@@ -101,7 +101,7 @@ install: release $(GENERATED)/allotd.service $(GENERATED)/allotd-agent.service $
 	install -D -m 0755 $(RELEASE_BIN)/allotd $(DESTDIR)$(BINDIR)/allotd
 	install -D -m 0755 $(RELEASE_BIN)/allotctl $(DESTDIR)$(BINDIR)/allotctl
 	install -D -m 0755 $(RELEASE_BIN)/allotctl-full $(DESTDIR)$(BINDIR)/allotctl-full
-	install -D -m 0755 $(RELEASE_BIN)/allot-exec $(DESTDIR)$(BINDIR)/allot-exec
+	install -D -m 0755 $(RELEASE_BIN)/allot-supervise $(DESTDIR)$(BINDIR)/allot-supervise
 	install -D -m 0644 $(GENERATED)/allotd.service $(DESTDIR)$(UNITDIR)/allotd.service
 	install -D -m 0644 systemd/allotd.socket $(DESTDIR)$(UNITDIR)/allotd.socket
 	install -D -m 0644 $(GENERATED)/allotd-agent.service $(DESTDIR)$(UNITDIR)/allotd-agent.service
@@ -125,7 +125,7 @@ install: release $(GENERATED)/allotd.service $(GENERATED)/allotd-agent.service $
 # Leaves the configuration and the state directory (/var/lib/allot): they are the operator's.
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/allotd $(DESTDIR)$(BINDIR)/allotctl $(DESTDIR)$(BINDIR)/allotctl-full \
-		$(DESTDIR)$(BINDIR)/allot-exec
+		$(DESTDIR)$(BINDIR)/allot-supervise
 	rm -f $(DESTDIR)$(UNITDIR)/allotd.service $(DESTDIR)$(UNITDIR)/allotd.socket $(DESTDIR)$(UNITDIR)/allotd-agent.service
 	rm -f $(DESTDIR)$(SYSUSERSDIR)/allot.conf $(DESTDIR)$(TMPFILESDIR)/allot.conf
 	rm -f $(DESTDIR)$(MANDIR)/man1/allotd.1 $(DESTDIR)$(MANDIR)/man1/allotctl.1

@@ -19,7 +19,7 @@ let package = Package(
         .executable(name: "allotctl", targets: ["allotctl"]),
         .executable(name: "allotctl-full", targets: ["allotctl-full"]),
         .executable(name: "allotd", targets: ["allotd"]),
-        .executable(name: "allot-exec", targets: ["allot-exec"]),
+        .executable(name: "allot-supervise", targets: ["allot-supervise"]),
         // A stand-in libnvidia-ml.so for the tests (GPU discovery through the real dlopen path).
         .library(name: "FakeNVML", type: .dynamic, targets: ["FakeNVML"]),
     ],
@@ -47,8 +47,9 @@ let package = Package(
         .target(name: "AllotWAL", dependencies: ["AllotCore"], swiftSettings: upcoming),
         // The control protocol: JSON-RPC 2.0 messages over a Unix socket, one per line.
         .target(name: "AllotProtocol", dependencies: ["AllotCore"], swiftSettings: upcoming),
-        // Between a job's supervisor and the job: joins its cgroup, drops to its owner, execs (C: fast).
-        .executableTarget(name: "allot-exec"),
+        // Starts one run of a job (into its cgroup, as its owner) and stays with it until it ends: C, linked
+        // as a static executable, on the path of every job start.
+        .executableTarget(name: "allot-supervise", linkerSettings: [.unsafeFlags(["-static-executable"])]),
         // The cluster CA: certificates for the controller and node agents (mutual TLS).
         .target(
             name: "AllotPKI",
@@ -103,7 +104,14 @@ let package = Package(
         ),
         // allotctl is a small front: it runs a plain `submit` itself (no Foundation, no argument parser: a
         // process starts in about 2 ms instead of 9) and hands everything else to allotctl-full next to it.
-        .executableTarget(name: "allotctl", dependencies: ["AllotCore"], swiftSettings: upcoming),
+        // It is linked as a static executable: no dynamic loader, no relocations at start (1.4 ms instead of
+        // 2.7 for an empty program here).
+        .executableTarget(
+            name: "allotctl",
+            dependencies: ["AllotCore"],
+            swiftSettings: upcoming,
+            linkerSettings: [.unsafeFlags(["-static-executable"])]
+        ),
         .executableTarget(
             name: "allotctl-full",
             dependencies: [

@@ -135,24 +135,30 @@ def main():
                                                   "p90": round(lat[int(len(lat) * 0.9)] * 1000, 1)}
 
     # One allotctl process per job, side by side in this run: the lean path (plain submit), the full
-    # command (--json goes through the argument parser and Codable), and what starting a process costs.
-    def per_process(argv):
-        times = []
-        for _ in range(a.singles):
-            t = time.perf_counter()
-            subprocess.run(argv, capture_output=True, env=d.env, check=True)
-            times.append(time.perf_counter() - t)
-        return round(statistics.median(times) * 1000, 2)
-
-    results["per_process_ms_median"] = {
-        "allotctl_submit_lean": per_process([f"{a.bin}/allotctl", "submit", "--hold", "--", "true"]),
-        "allotctl_submit_full": per_process([f"{a.bin}/allotctl", "submit", "--json", "--hold", "--", "true"]),
-        "allotctl_version": per_process([f"{a.bin}/allotctl", "--version"]),
-        "bin_true": per_process(["/bin/true"]),
+    # command (--json goes through the argument parser and Codable), what starting a process costs, and
+    # sbatch where Slurm is installed. Interleaved (one of each, round after round), so that the machine's
+    # noise falls on all of them alike.
+    commands = {
+        "allotctl_submit_lean": [f"{a.bin}/allotctl", "submit", "--hold", "--", "true"],
+        "allotctl_submit_full": [f"{a.bin}/allotctl", "submit", "--json", "--hold", "--", "true"],
+        "allotctl_version": [f"{a.bin}/allotctl", "--version"],
+        "bin_true": ["/bin/true"],
     }
     sbatch = subprocess.run(["sh", "-c", "command -v sbatch"], capture_output=True, text=True).stdout.strip()
-    if sbatch:
-        results["per_process_ms_median"]["sbatch_hold"] = per_process([sbatch, "--hold", "--wrap", "true"])
+    if sbatch and subprocess.run([sbatch, "--hold", "--wrap", "true"], capture_output=True).returncode == 0:
+        commands["sbatch_hold"] = [sbatch, "--hold", "--wrap", "true"]
+    times = {name: [] for name in commands}
+    for _ in range(a.singles):
+        for name, argv in commands.items():
+            t = time.perf_counter()
+            subprocess.run(argv, capture_output=True, env=d.env, check=True)
+            times[name].append(time.perf_counter() - t)
+    results["per_process_ms_median"] = {name: round(statistics.median(t) * 1000, 2) for name, t in times.items()}
+    if "sbatch_hold" in times:
+        ratios = sorted(x / y for x, y in zip(times["allotctl_submit_lean"], times["sbatch_hold"]))
+        results["lean_submit_over_sbatch"] = {"ratio_of_medians": round(
+            statistics.median(times["allotctl_submit_lean"]) / statistics.median(times["sbatch_hold"]), 2),
+            "median_of_round_ratios": round(statistics.median(ratios), 2)}
     d.stop()
 
     # Bulk: N jobs that wait (the pool is kept full by one big job).
@@ -187,7 +193,7 @@ def main():
     d.stop()
     json.dump(results, sys.stdout, indent=2)
     print()
-    subprocess.run(["pkill", "-f", f"allotd supervise {d.dir}"])
+    subprocess.run(["pkill", "-f", f"allot-supervise {d.dir}"])
     subprocess.run(["rm", "-rf", d.dir])
 
 

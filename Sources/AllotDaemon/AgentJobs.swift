@@ -144,8 +144,8 @@ extension AgentJobs {
         let runs = ((try? FileManager.default.contentsOfDirectory(atPath: jobDir)) ?? []).compactMap { Int($0) }
         var path = executor.logPath(JobID(id))
         if let run = runs.max(),
-            let data = FileManager.default.contents(atPath: "\(jobDir)/\(run)/spec.json"),
-            let spec = try? JSONDecoder().decode(RunSpec.self, from: data), let output = spec.output
+            let data = FileManager.default.contents(atPath: "\(jobDir)/\(run)/spec"),
+            let spec = RunSpec(decoding: Array(data)), let output = spec.output
         {
             path = output
         }

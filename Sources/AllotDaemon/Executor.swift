@@ -7,7 +7,7 @@ import Glibc
 #endif
 
 /// Runs the jobs of this host's nodes. Each run has a directory `STATE/jobs/ID/RUN/` holding the supervisor's
-/// spec, the job's pid and, once it has ended, its status. Used from the engine's task only.
+/// spec (`RunSpec`), the job's pid and, once it has ended, its status. Used from the engine's task only.
 final class Executor {
     struct Tracked {
         var run: Int
@@ -41,7 +41,8 @@ final class Executor {
     let stateDir: String
     let logDir: String
     let socket: String
-    let executable: String
+    /// `allot-supervise`, next to allotd: it starts each run and stays with it.
+    let supervisor: String
     let logger: Logger
     /// Where job cgroups are made; nil: process groups only.
     let cgroupBase: String?
@@ -53,7 +54,7 @@ final class Executor {
         self.stateDir = stateDir
         self.logDir = logDir
         self.socket = socket
-        self.executable = System.executablePath()
+        self.supervisor = (System.executablePath() as NSString).deletingLastPathComponent + "/allot-supervise"
         self.logger = logger
         self.cgroupBase = JobTree.cgroupBase(stateDir: stateDir)
         try? FileManager.default.createDirectory(atPath: stateDir + "/jobs", withIntermediateDirectories: true)
@@ -134,13 +135,17 @@ final class Executor {
             cgroup: cgroup(id, run: run),
             socket: socket
         )
+        if let bad = runSpec.unwritable { return "\(bad) holds a NUL byte, which no program can be given" }
+        // The run directory's files are not fsynced: they matter only while this machine is up (a crash of
+        // the machine ends the run too, and the run is then lost whatever they say).
         do {
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-            try System.writeAtomically(try JSONEncoder().encode(runSpec), to: dir + "/spec.json", mode: 0o600)
-            let pid = try System.spawnDetached(executable, ["supervise", dir], stdout: dir + "/supervisor.log")
+            try System.writeAtomically(Data(runSpec.encoded()), to: dir + "/spec", mode: 0o600, durable: false)
+            let pid = try System.spawnDetached(supervisor, [dir], stdout: dir + "/supervisor.log")
             try? System.writeAtomically(
                 Data("\(pid) \(System.startTime(of: pid) ?? 0)\n".utf8),
-                to: dir + "/supervisor.pid"
+                to: dir + "/supervisor.pid",
+                durable: false
             )
             tracked[id] = Tracked(
                 run: run,
@@ -365,7 +370,7 @@ final class Executor {
 
     /// Whether a run exists here at all (started before, running or ended): orders are idempotent.
     func hasRun(_ id: JobID, run: Int) -> Bool {
-        FileManager.default.fileExists(atPath: runDirectory(id, run: run) + "/spec.json")
+        FileManager.default.fileExists(atPath: runDirectory(id, run: run) + "/spec")
     }
 
     /// The controller has recorded this end: it need not be reported again.

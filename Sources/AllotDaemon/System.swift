@@ -169,8 +169,8 @@ enum System {
         (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
     }
 
-    /// Writes a file atomically (temporary name, fsync, rename).
-    static func writeAtomically(_ data: Data, to path: String, mode: mode_t = 0o640) throws {
+    /// Writes a file atomically (temporary name, rename); `durable`: fsynced before the rename.
+    static func writeAtomically(_ data: Data, to path: String, mode: mode_t = 0o640, durable: Bool = true) throws {
         let tmp = path + ".tmp"
         let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
         guard fd >= 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
@@ -183,7 +183,7 @@ enum System {
             }
             return true
         }
-        ok = ok && fsync(fd) == 0
+        ok = ok && (!durable || fsync(fd) == 0)
         close(fd)
         guard ok, rename(tmp, path) == 0 else {
             unlink(tmp)

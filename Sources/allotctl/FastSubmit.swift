@@ -28,10 +28,10 @@ enum FastSubmit {
         case .answer(let line):
             let text = String(decoding: line, as: UTF8.self)
             // Refused: nothing was submitted; the full command asks again and reports it as it always does.
-            if text.contains("\"error\"") { return nil }
+            if find("\"error\"", in: line) != nil { return nil }
             // Submitted (with warnings or not): whatever follows, it is never sent again.
-            let warnings = text.contains("\"warnings\"") ? stringArray(after: "\"warnings\":[", in: text) : []
-            guard let id = resultID(text), let warnings else {
+            let warnings = find("\"warnings\"", in: line) != nil ? stringArray(after: "\"warnings\":[", in: line) : []
+            guard let id = resultID(line), let warnings else {
                 say(2, "allotctl: allotd's answer could not be read: \(text)\n")
                 return 1
             }
@@ -41,11 +41,16 @@ enum FastSubmit {
         }
     }
 
-    /// Options that take a value, by name.
-    private static let valued: Set<String> = [
-        "gpus", "gpu-model", "min-gpu-memory", "kind", "class", "tenant", "walltime", "estimate", "grace",
-        "max-cost", "prefer", "topology", "name", "workdir", "output", "env", "socket",
-    ]
+    /// Whether an option takes a value. (A switch, not a Set: this path avoids every generic type it can,
+    /// as the first use of each costs the runtime a lookup by mangled name at start.)
+    private static func takesValue(_ name: String) -> Bool {
+        switch name {
+        case "gpus", "gpu-model", "min-gpu-memory", "kind", "class", "tenant", "walltime", "estimate", "grace",
+            "max-cost", "prefer", "topology", "name", "workdir", "output", "env", "socket":
+            return true
+        default: return false
+        }
+    }
 
     /// The request as JSON object members, and the socket path; nil when anything is unusual.
     static func parse(_ args: ArraySlice<String>) -> (job: String, socket: String)? {
@@ -73,7 +78,7 @@ enum FastSubmit {
             case "hold" where value == nil: hold = true
             case "preemptible" where value == nil: preemptible = true
             case "no-preemptible" where value == nil: preemptible = false
-            case _ where valued.contains(name):
+            case _ where takesValue(name):
                 if value == nil {
                     guard i < args.endIndex, !args[i].hasPrefix("--") else { return nil }
                     value = args[i]
@@ -110,8 +115,8 @@ enum FastSubmit {
         }
         if let v = values["class"] { out.append("\"class\":" + quoted(v)) }
         if let v = values["tenant"] { out.append("\"tenant\":" + quoted(v)) }
-        for (flag, key) in [("walltime", "walltime"), ("estimate", "estimate"), ("grace", "grace")] {
-            guard let v = values[flag] else { continue }
+        for key in ["walltime", "estimate", "grace"] {
+            guard let v = values[key] else { continue }
             guard let s = DurationText.parse(v) else { return nil }
             out.append("\"\(key)\":\(s)")
         }
@@ -147,17 +152,42 @@ enum FastSubmit {
         "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"submit\",\"params\":{\"job\":" + job + "}}\n"
     }
 
+    /// Where `needle` ends in `bytes` (the index after its last byte), if it occurs. (Bytes, not String
+    /// search: that goes through _StringProcessing's generic searcher, slow to set up in a fresh process.)
+    static func find(_ needle: String, in bytes: [UInt8]) -> Int? {
+        let n = Array(needle.utf8)
+        guard !n.isEmpty, bytes.count >= n.count else { return nil }
+        var i = 0
+        while i <= bytes.count - n.count {
+            var j = 0
+            while j < n.count && bytes[i + j] == n[j] { j += 1 }
+            if j == n.count { return i + n.count }
+            i += 1
+        }
+        return nil
+    }
+
     /// The id in the answer's `"result":{"id":N` (warnings may follow).
-    static func resultID(_ text: String) -> UInt64? {
-        guard let r = text.firstRange(of: "\"result\":{\"id\":") else { return nil }
-        return UInt64(text[r.upperBound...].prefix { $0.isASCII && $0.isNumber })
+    static func resultID(_ line: [UInt8]) -> UInt64? {
+        guard var i = find("\"result\":{\"id\":", in: line) else { return nil }
+        var id: UInt64 = 0
+        let start = i
+        while i < line.count, line[i] >= 48, line[i] <= 57 {
+            let (m, o1) = id.multipliedReportingOverflow(by: 10)
+            let (a, o2) = m.addingReportingOverflow(UInt64(line[i] - 48))
+            guard !o1, !o2 else { return nil }
+            id = a
+            i += 1
+        }
+        return i > start ? id : nil
     }
 
     /// The JSON strings of the array that starts right after `marker`.
-    static func stringArray(after marker: String, in text: String) -> [String]? {
-        guard let r = text.firstRange(of: marker) else { return nil }
+    static func stringArray(after marker: String, in line: [UInt8]) -> [String]? {
+        guard let at = find(marker, in: line) else { return nil }
+        let text = String(decoding: line[at...], as: UTF8.self)
         var out: [String] = []
-        var it = text.unicodeScalars[r.upperBound...].makeIterator()
+        var it = text.unicodeScalars.makeIterator()
         while let c = it.next() {
             switch c {
             case "]": return out
@@ -272,7 +302,7 @@ enum FastSubmit {
     static func currentDirectory() -> String? {
         var buf = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
         guard getcwd(&buf, buf.count) != nil else { return nil }
-        return String(cString: buf)
+        return buf.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
     }
 
     static func array(_ items: [String]) -> String { "[" + items.map(quoted).joined(separator: ",") + "]" }

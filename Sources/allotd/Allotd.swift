@@ -20,7 +20,7 @@ struct Allotd: AsyncParsableCommand {
             `allotd check-config FILE` checks a configuration without starting anything.
             """,
         version: "0.1.0",
-        subcommands: [Run.self, CheckConfig.self, AgentCommand.self, WAL.self, Supervise.self, ExecAsCommand.self],
+        subcommands: [Run.self, CheckConfig.self, AgentCommand.self, WAL.self],
         defaultSubcommand: Run.self
     )
 }
@@ -139,53 +139,6 @@ struct CheckConfig: ParsableCommand {
         )
         lines.append("state directory: \(c.daemon.stateDir); socket: \(c.daemon.socket)")
         print(lines.joined(separator: "\n"))
-    }
-}
-
-struct Supervise: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "supervise",
-        abstract: "Run one job for allotd and record how it ended (started by allotd, not by hand).",
-        shouldDisplay: false
-    )
-
-    @Argument(help: ArgumentHelp("The run directory holding spec.json.", valueName: "RUNDIR"))
-    var directory: String
-
-    func run() async throws {
-        let code = await Supervisor.run(directory: directory)
-        if code != 0 { throw ExitCode(code) }
-    }
-}
-
-struct ExecAsCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "exec-as",
-        abstract: "Run a job's command as its owner (used by job supervisors).",
-        shouldDisplay: false
-    )
-
-    @Option var uid: UInt32?
-    @Option var gid: UInt32?
-    @Option(help: "Supplementary groups, separated by commas.") var groups: String = ""
-    @Option(help: "Enter this directory (as the owner).") var workdir: String?
-    @Option(help: "Send standard output and error to this file, opened as the owner.") var output: String?
-    @Option(help: "Join this cgroup first (root).") var cgroup: String?
-    @Option(help: "Write why the command could not be run to this file.") var report: String?
-    @Argument(parsing: .postTerminator) var command: [String] = []
-
-    func run() throws {
-        guard !command.isEmpty else { throw ValidationError("give the command after --") }
-        var o = ExecAs.Options()
-        o.uid = uid
-        o.gid = gid
-        o.groups = groups.split(separator: ",").compactMap { UInt32($0) }
-        o.workdir = workdir
-        o.output = output
-        o.cgroup = cgroup
-        o.report = report
-        o.command = command
-        throw ExitCode(ExecAs.run(o))
     }
 }
 

@@ -251,6 +251,77 @@ import Glibc
         #expect(gone, "the orphaned job process still holds its GPUs")
     }
 
+    @Test func aJobStartsInsideItsOwnCgroupWhichGoesWithIt() throws {
+        let d = try DaemonFixture()
+        guard let base = d.jobCgroupBase, let mount = DaemonFixture.cgroup2Mount() else { return }
+        // Started straight into its cgroup (clone3 with CLONE_INTO_CGROUP, or by joining it before the exec):
+        // the job's very first process is already there.
+        let j = try d.submit(["--", "cat", "/proc/self/cgroup"])
+        try d.wait(j, for: "completed")
+        let line = d.ctl(["logs", String(j)]).stdout.split(separator: "\n").first { $0.hasPrefix("0::") }
+        let cgroup = base + "/job-\(j).1"
+        #expect(line.map { mount + $0.dropFirst(3) } == cgroup, "\(line ?? "no cgroup v2 line")")
+        #expect(!FileManager.default.fileExists(atPath: cgroup), "the run's cgroup outlived it")
+    }
+
+    /// Writes a run spec as allotd does: NUL-terminated key=value records.
+    static func writeSpec(_ records: [(String, String)], in dir: String) {
+        var bytes: [UInt8] = []
+        for (k, v) in records { bytes += Array("\(k)=\(v)".utf8) + [0] }
+        FileManager.default.createFile(atPath: dir + "/spec", contents: Data(bytes))
+    }
+
+    @Test func theSupervisorRunsASpecAndRefusesOneItCannotReadNamingWhy() throws {
+        try Harness.withTempDir { tmp in
+            let dir = tmp.path
+            func supervise() throws -> Harness.Output { try Harness.run("allot-supervise", [dir]) }
+            var r = try supervise()
+            #expect(r.status == 1 && r.stderr.contains("cannot read \(dir)/spec"), "\(r.stderr)")
+            Self.writeSpec([("allot-run-spec", "9")], in: dir)
+            r = try supervise()
+            #expect(r.status == 1 && r.stderr.contains("not a run spec of version 1"), "\(r.stderr)")
+            let base: [(String, String)] = [
+                ("allot-run-spec", "1"), ("id", "7"), ("run", "1"), ("uid", String(getuid())),
+                ("gid", String(getgid())), ("workdir", dir), ("log", dir + "/job.log"),
+                ("socket", dir + "/nobody.sock"),
+            ]
+            Self.writeSpec(base + [("colour", "blue"), ("arg", "true")], in: dir)
+            r = try supervise()
+            #expect(r.status == 1 && r.stderr.contains("unknown key colour"), "\(r.stderr)")
+            Self.writeSpec(base, in: dir)
+            r = try supervise()
+            #expect(r.status == 1 && r.stderr.contains("no command"), "\(r.stderr)")
+            #expect(!FileManager.default.fileExists(atPath: dir + "/status"))
+            // A good one: the command runs in the working directory with exactly the spec's environment, its
+            // output goes to the log, and the status says how it ended.
+            let script = "echo \"$GREETING from $(pwd)\"; echo \"path=$PATH\"; exit 3"
+            Self.writeSpec(
+                base + [
+                    ("env", "GREETING=a=b c"), ("env", "PATH=/usr/bin:/bin"), ("arg", "sh"), ("arg", "-c"),
+                    ("arg", script),
+                ],
+                in: dir
+            )
+            r = try supervise()
+            #expect(r.status == 0, "\(r.stderr)")
+            let log = (try? String(contentsOfFile: dir + "/job.log", encoding: .utf8)) ?? ""
+            #expect(log == "a=b c from \(dir)\npath=/usr/bin:/bin\n", "\(log)")
+            var status = (try? String(contentsOfFile: dir + "/status", encoding: .utf8)) ?? ""
+            #expect(status.hasPrefix("{\"exit_code\":3,\"ended_at\":"), "\(status)")
+            let pid = (try? String(contentsOfFile: dir + "/pid", encoding: .utf8)) ?? ""
+            #expect(pid.split(separator: " ").count == 2, "pid file: \(pid)")
+            // A command that does not exist (looked up on the job's PATH): 127, with the reason.
+            Self.writeSpec(base + [("env", "PATH=/nowhere"), ("arg", "sh")], in: dir)
+            r = try supervise()
+            #expect(r.status == 0, "\(r.stderr)")
+            status = (try? String(contentsOfFile: dir + "/status", encoding: .utf8)) ?? ""
+            #expect(
+                status.hasPrefix("{\"exit_code\":127,\"error\":\"cannot run sh: No such file or directory\""),
+                "\(status)"
+            )
+        }
+    }
+
     @Test(.enabled(if: ExecutorTests.isRoot, "needs root to create users"))
     func jobsOfTwoUsersSurviveASIGKILLedDaemonWithTheirRealExitCodes() throws {
         try Self.ensureUsersAndGroup()

@@ -47,7 +47,7 @@ EOF
 # The binaries, where the namespace sees them (its /tmp and /run are its own; a build under /tmp would be
 # invisible there): its private /tmp, written through /proc/PID/root.
 mkdir -p "$SD_ROOT/tmp/allot-bin"
-cp "$BIN/allotd" "$BIN/allotctl" "$BIN/allot-exec" "$SD_ROOT/tmp/allot-bin/"
+cp "$BIN/allotd" "$BIN/allotctl" "$BIN/allot-supervise" "$SD_ROOT/tmp/allot-bin/"
 # The units, as make install writes them, with a short watchdog for the test.
 UNITS=$SD_RUN/systemd/system
 sed -e "s|@BINDIR@|/tmp/allot-bin|g" -e "s|@SYSCONFDIR@|/etc|g" -e "s|@DOCDIR@|$ROOT/docs|g" \
