@@ -49,12 +49,6 @@ public enum GPUDiscovery: String, Sendable, Hashable, CaseIterable {
     case nvidiaSMI = "nvidia-smi"
 }
 
-/// What happens to a job whose GPU turns unhealthy: it is stopped, then put back in the queue or failed.
-public enum GPUFailureAction: String, Sendable, Hashable, CaseIterable {
-    case requeue
-    case fail
-}
-
 /// The first signal a job gets when told to stop.
 public enum StopSignal: String, Sendable, Hashable, CaseIterable {
     case term = "SIGTERM"
@@ -91,14 +85,6 @@ public struct ClusterSettings: Hashable, Sendable {
     public var onNodeLoss: NodeLossAction = .requeuePreemptible
 
     public init(listen: String) { self.listen = listen }
-}
-
-/// What happens to the jobs of a node that is lost.
-public enum NodeLossAction: String, Sendable, Hashable, CaseIterable {
-    /// Preemptible jobs go back to the queue; the others fail.
-    case requeuePreemptible = "requeue-preemptible"
-    case requeue
-    case fail
 }
 
 /// The `[wal]` section.

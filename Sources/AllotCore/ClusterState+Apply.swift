@@ -106,6 +106,9 @@ extension ClusterState {
         case .jobTimedOut(let id, let grace):
             try expect(id, in: [.running], to: "time out")
             Self.stop(&jobs[existing: id], .walltime, at: t, grace: grace)
+        case .jobGPUFailed(let id, let reason, let grace):
+            try expect(id, in: [.running], to: "stop for a failed GPU")
+            Self.stop(&jobs[existing: id], .gpuFailed(reason: reason), at: t, grace: grace)
         case .jobFinished(let id, let exit, let endedAt):
             try expect(id, in: [.running, .stopping], to: "finish")
             holdForPreemptor(id)
@@ -206,6 +209,10 @@ extension ClusterState {
             end(&job, as: .cancelled, at: t)
         case .walltime?:
             end(&job, as: .timedOut, at: t)
+        case .gpuFailed(let reason)?:
+            // Requeued instead (a `jobRequeued` event) when `on_gpu_failure` says so.
+            end(&job, as: .failed, at: t)
+            job.note = reason
         case nil:
             if case .exited(code: 0) = exit {
                 end(&job, as: .completed, at: t)

@@ -38,6 +38,9 @@ public struct Event: Hashable, Codable, Sendable {
         case jobCancelled(id: JobID, by: UInt32?, grace: Seconds)
         /// A running job reached its walltime limit and is told to stop within `grace`.
         case jobTimedOut(id: JobID, grace: Seconds)
+        /// A GPU of a running job failed (or its node went down): it is told to stop within `grace`, then it
+        /// is requeued or failed, per `on_gpu_failure`.
+        case jobGPUFailed(id: JobID, reason: String, grace: Seconds)
         /// A running or stopping job's process ended. The job's next state follows from why it was stopping:
         /// preempted → pending; cancelled → cancelled; walltime → timed out; not stopping → completed on exit
         /// code 0, failed otherwise. `endedAt`: when the process ended, if that was before this event (it
@@ -65,6 +68,7 @@ public struct Event: Hashable, Codable, Sendable {
         case .jobCheckpointed: "jobCheckpointed"
         case .jobCancelled: "jobCancelled"
         case .jobTimedOut: "jobTimedOut"
+        case .jobGPUFailed: "jobGPUFailed"
         case .jobFinished: "jobFinished"
         case .jobRequeued: "jobRequeued"
         case .clockTick: "clockTick"

@@ -206,6 +206,8 @@ public enum StopReason: Hashable, Codable, Sendable, CustomStringConvertible {
     case preempted(by: JobID, reason: PreemptionReason)
     case cancelled(by: UInt32?)
     case walltime
+    /// A GPU of the job failed, or its node went down.
+    case gpuFailed(reason: String)
 
     public var description: String {
         switch self {
@@ -216,6 +218,7 @@ public enum StopReason: Hashable, Codable, Sendable, CustomStringConvertible {
         case .cancelled(let uid?): "cancelled by uid \(uid)"
         case .cancelled(nil): "cancelled"
         case .walltime: "walltime limit reached"
+        case .gpuFailed(let reason): reason
         }
     }
 }
@@ -323,6 +326,12 @@ public struct Job: Hashable, Codable, Sendable {
         set { run.allocation = newValue }
     }
     /// Why the job is stopping, or why it stopped.
+    /// What is left of a stopping job's grace at `now` (Unix seconds): it is killed after that.
+    public func graceLeft(at now: Double) -> Seconds {
+        guard let at = stopRequestedAt else { return grace ?? 0 }
+        return max(0, at.seconds + (grace ?? 0) - now)
+    }
+
     public internal(set) var stopReason: StopReason? {
         get { box?.run.stopReason ?? JobRun.none.stopReason }
         set { run.stopReason = newValue }

@@ -69,12 +69,7 @@ actor AgentJobs {
     func fence(keep: Set<AgentRunRef>) -> Int {
         var killed = 0
         for (id, t) in executor.tracked where !keep.contains(AgentRunRef(id: id.rawValue, run: t.run)) {
-            executor.stop(
-                id,
-                grace: 0,
-                now: Date().timeIntervalSince1970,
-                why: "fenced: the controller no longer assigns it to this node"
-            )
+            executor.stop(id, left: 0, why: "fenced: the controller no longer assigns it to this node")
             killed += 1
         }
         for ref in unacked.keys where !keep.contains(ref) {
@@ -98,12 +93,12 @@ actor AgentJobs {
 
     func stop(_ o: AgentStopOrder) {
         guard executor.tracked[JobID(o.id)]?.run == o.run else { return }
-        executor.stop(JobID(o.id), grace: o.grace, now: Date().timeIntervalSince1970, why: o.reason)
+        executor.stop(JobID(o.id), left: o.grace, why: o.reason)
     }
 
     /// Runs that ended since the last call, and (every 5 s) every end still unacknowledged.
     func poll() -> [AgentRunReport] {
-        for e in executor.poll(now: Date().timeIntervalSince1970) {
+        for e in executor.poll() {
             let ref = AgentRunRef(id: e.id.rawValue, run: e.run)
             unacked[ref] = Self.report(e)
             fresh.insert(ref)

@@ -10,10 +10,14 @@ struct AgentState {
     var hostname: String
     var link: AgentLink?
     var connectedSince: Double
+    /// When it was last heard from (wall time, for `nodes`).
     var lastHeartbeat: Double
+    /// The same on the monotonic clock: node_timeout is measured on it.
+    var lastHeard: Double
     /// Heartbeats sent on the current link.
     var sentSeq: UInt64 = 0
-    var lastSent = 0.0
+    /// When the last heartbeat was sent, on the monotonic clock.
+    var lastSent = -Double.infinity
     var gpus: [AgentGPU]
 }
 
@@ -54,8 +58,10 @@ extension Engine {
             link: link,
             connectedSince: now,
             lastHeartbeat: now,
+            lastHeard: System.monotonic(),
             gpus: p.gpus
         )
+        syncRunner(p.node)
         logger.info(
             "Agent registered",
             metadata: [
@@ -69,19 +75,12 @@ extension Engine {
                 metadata: ["node": "\(p.node)", "declared": "\(node.spec.gpus)", "reported": "\(p.gpus.count)"]
             )
         }
-        // Health as the agent sees it (jobs on failed GPUs are stopped once the answer is out).
-        for g in p.gpus {
-            _ = setGPUHealth(p.node, g.index, g.health == "healthy" ? .healthy : .unhealthy, reason: g.reason)
-        }
         // A node that was down because its agent was lost comes back.
         if node.state == .down, node.stateReason?.hasPrefix(Self.agentLost) == true {
-            do {
-                try apply(.nodeStateChanged(name: p.node, state: .up, reason: nil))
-                logger.notice("Node up again: its agent is back", metadata: ["node": "\(p.node)"])
-            } catch {
-                logger.error("Node state change refused", metadata: ["node": "\(p.node)", "error": "\(error)"])
-            }
+            step(.nodeState(node: p.node, .up, reason: nil))
         }
+        // Health as the agent sees it: jobs on failed GPUs are stopped (the orders go out after the answer).
+        step(.gpuHealth(node: p.node, gpus: Self.reports(p.gpus)))
         // Fencing: of the runs the agent holds, it keeps those the controller still assigns to this node.
         let held = Set(p.runs ?? [])
         var keep: [AgentRunRef] = []
@@ -110,21 +109,20 @@ extension Engine {
             return .failure(RPCError(RPCError.internalError, "cannot encode the answer"))
         }
         link.send(line)
-        stopJobsOnFailedGPUs([p.node])
         // What the agent missed while it was away: starts of running jobs it does not have, stops of
-        // stopping ones it has; a stopping job it does not have has ended unseen.
+        // stopping ones it has; a stopping job it does not have has ended unseen (one whose GPU failed is
+        // requeued or failed, per on_gpu_failure).
         for job in assigned {
+            guard let now = state.jobs[job.id], now.runs == job.runs else { continue }
             let ref = AgentRunRef(id: job.id.rawValue, run: job.runs)
-            if job.state == .running, !held.contains(ref), gpuFailures[job.id] != nil {
-                // Its GPU failed before it ever reached the agent: requeued or failed now, not started.
-                runEnded(Executor.Ended(id: job.id, run: job.runs, exit: .lost(reason: "not started"), error: nil))
-            } else if job.state == .running, !held.contains(ref) {
-                sendStart(job, node: p.node)
-            } else if job.state == .stopping {
+            if now.state == .running, !held.contains(ref) {
+                sendStart(now, node: p.node)
+            } else if now.state == .stopping {
                 if held.contains(ref) {
-                    sendStop(job, node: p.node)
+                    sendStop(now, node: p.node)
                 } else {
-                    finish(job.id, exit: .lost(reason: "it was told to stop, and its node's agent no longer has it"))
+                    let why = "it was told to stop, and its node's agent no longer has it"
+                    step(.runEnded(Controller.RunEnd(id: job.id, run: job.runs, exit: .lost(reason: why))))
                 }
             }
         }
@@ -135,7 +133,7 @@ extension Engine {
     /// Ends an agent reports: recorded (once), then acknowledged when durable.
     func agentReport(node: String, link: UInt64, _ report: AgentReport) {
         guard agents[node]?.link?.id == link else { return }
-        agents[node]?.lastHeartbeat = Self.now
+        heard(node)
         var acks: [AgentRunRef] = []
         for r in report.runs {
             acks.append(AgentRunRef(id: r.id, run: r.run))
@@ -188,20 +186,18 @@ extension Engine {
         logger.info("Start order sent", metadata: ["node": "\(node)", "job.id": "\(job.id)", "job.run": "\(job.runs)"])
     }
 
-    /// Tells the agent to stop a job: by default with what is left of its grace, for its stop reason.
-    func sendStop(_ job: Job, node: String, grace: Double? = nil, reason: String? = nil) {
+    /// Tells the agent to stop a job, with what is left of its grace, for its stop reason.
+    func sendStop(_ job: Job, node: String) {
         guard let a = agents[node], let link = a.link else { return }
         let seq = a.sentSeq + 1
         agents[node]?.sentSeq = seq
-        var left = job.grace ?? 0
-        if let at = job.stopRequestedAt { left = max(0, at.seconds + left - Self.now) }
         let order = AgentStopOrder(
             seq: seq,
             epoch: epoch,
             id: job.id.rawValue,
             run: job.runs,
-            grace: grace ?? left,
-            reason: reason ?? job.stopReason?.description ?? "told to stop"
+            grace: job.graceLeft(at: Self.now),
+            reason: job.stopReason?.description ?? "told to stop"
         )
         guard let line = try? ControlProtocol.line(Notification(method: AgentProtocol.stop, params: order)) else {
             return
@@ -211,7 +207,13 @@ extension Engine {
 
     func agentHeartbeat(node: String, link: UInt64) {
         guard agents[node]?.link?.id == link else { return }
+        heard(node)
+    }
+
+    /// The node's agent spoke: its silence starts again.
+    func heard(_ node: String) {
         agents[node]?.lastHeartbeat = Self.now
+        agents[node]?.lastHeard = System.monotonic()
     }
 
     func agentDisconnected(node: String, link: UInt64) {
@@ -223,68 +225,36 @@ extension Engine {
         )
     }
 
-    /// From the tick: heartbeats to the agents; nodes whose agent has been silent too long are lost.
-    func agentsTick(now: Double) {
+    /// From the tick: heartbeats to the agents; nodes whose agent has been silent too long (on the monotonic
+    /// clock) are lost.
+    func agentsTick() {
         guard let cluster = config.cluster else { return }
+        let now = System.monotonic()
         for (name, a) in agents {
             if let link = a.link, now - a.lastSent >= cluster.heartbeatInterval {
                 let seq = a.sentSeq + 1
                 agents[name]?.sentSeq = seq
                 agents[name]?.lastSent = now
                 if let line = try? ControlProtocol.line(
-                    Notification(method: AgentProtocol.heartbeat, params: AgentHeartbeat(seq: seq, time: now))
+                    Notification(method: AgentProtocol.heartbeat, params: AgentHeartbeat(seq: seq, time: Self.now))
                 ) {
                     link.send(line)
                 }
             }
-            let silent = now - a.lastHeartbeat
+            let silent = now - a.lastHeard
             guard silent > cluster.nodeTimeout, let node = state.node(named: name), node.state != .down else {
                 continue
             }
             a.link?.close()
             agents[name]?.link = nil
-            nodeLost(
-                name,
-                reason:
-                    "\(Self.agentLost)no heartbeat for \(Int(silent)) s (node_timeout \(Int(cluster.nodeTimeout)) s)"
+            step(
+                .nodeLost(
+                    node: name,
+                    reason:
+                        "\(Self.agentLost)no heartbeat for \(Int(silent)) s (node_timeout \(Int(cluster.nodeTimeout)) s)"
+                )
             )
         }
-    }
-
-    /// A node is gone: down, and its jobs requeued or failed per `[cluster] on_node_loss`.
-    func nodeLost(_ name: String, reason: String) {
-        do {
-            try apply(.nodeStateChanged(name: name, state: .down, reason: reason))
-        } catch {
-            logger.error("Node state change refused", metadata: ["node": "\(name)", "error": "\(error)"])
-            return
-        }
-        logger.error("Node lost", metadata: ["node": "\(name)", "reason": "\(reason)"])
-        let action = config.cluster?.onNodeLoss ?? .requeuePreemptible
-        for id in state.activeJobs.sorted() {
-            guard let job = state.jobs[id], job.state.holdsGPUs,
-                job.allocation?.slices.contains(where: { $0.node == name }) == true
-            else { continue }
-            let why = "node \(name) was lost (\(reason))"
-            let requeue: Bool
-            switch action {
-            case .requeue: requeue = true
-            case .fail: requeue = false
-            case .requeuePreemptible: requeue = state.isPreemptible(job.spec)
-            }
-            if requeue {
-                do {
-                    try apply(.jobRequeued(id: id, reason: why))
-                    logger.warning("Job requeued", metadata: ["job.id": "\(id)", "reason": "\(why)"])
-                    pendingActions.append(.notify(id, "requeued"))
-                } catch {
-                    logger.error("Requeue refused", metadata: ["job.id": "\(id)", "error": "\(error)"])
-                }
-            } else {
-                finish(id, exit: .lost(reason: why))
-            }
-        }
-        requestPass()
     }
 
     /// The node whose agent runs (or ran) this job, if an agent's node.
@@ -304,10 +274,18 @@ extension Engine {
     /// GPU health events for a node as its agent found it; jobs on GPUs that failed are stopped on the agent,
     /// then requeued or failed per `on_gpu_failure` when their end is reported.
     func applyAgentHealth(node name: String, _ gpus: [AgentGPU]) {
-        for g in gpus {
-            _ = setGPUHealth(name, g.index, g.health == "healthy" ? .healthy : .unhealthy, reason: g.reason)
+        step(.gpuHealth(node: name, gpus: Self.reports(gpus)))
+    }
+
+    /// An agent's GPU list as health reports.
+    static func reports(_ gpus: [AgentGPU]) -> [Controller.GPUReport] {
+        gpus.map {
+            Controller.GPUReport(
+                index: $0.index,
+                health: $0.health == "healthy" ? .healthy : .unhealthy,
+                reason: $0.reason
+            )
         }
-        stopJobsOnFailedGPUs([name])
     }
 
     /// After a restart, with `[cluster]`: every other node that the log says runs jobs waits for its agent,
@@ -330,8 +308,10 @@ extension Engine {
                 link: nil,
                 connectedSince: now,
                 lastHeartbeat: now,
+                lastHeard: System.monotonic(),
                 gpus: []
             )
+            syncRunner(name)
             logger.info("Waiting for the node's agent to register", metadata: ["node": "\(name)"])
         }
     }

@@ -228,7 +228,7 @@ extension Engine {
                 return
             }
             let exit: ExitStatus = p.signal.map { .signaled(signal: $0) } ?? .exited(code: p.exitCode ?? 0)
-            finish(j.id, exit: exit)
+            step(.runEnded(Controller.RunEnd(id: j.id, run: j.runs, exit: exit)))
             answer(object(state.jobs[j.id]!, for: caller))
 
         case .jobExited(let p):
@@ -309,11 +309,10 @@ extension Engine {
         var ids: [JobID] = []
         ids.reserveCapacity(specs.count)
         var warnings: [(id: JobID, text: String)] = []
-        let t = Instant(seconds: Self.now)
         for (spec, held) in specs {
             let id = state.nextJobID
             do {
-                try apply([Event(time: t, .jobSubmitted(id: id, spec: spec, held: held))])
+                try apply(.jobSubmitted(id: id, spec: spec, held: held))
                 metrics?.submitted.increment()
             } catch {
                 // Checked above; a refusal here is a bug, and what was applied stays (it is logged).

@@ -90,7 +90,7 @@ extension Engine {
             )
         }
         do {
-            try apply(batch)
+            try apply(events)
         } catch {
             return .failure(
                 RPCError(RPCError.internalError, "applying the configuration failed half way: \(error.message)")

@@ -138,99 +138,37 @@ extension Engine {
         return file
     }
 
-    /// Brings the state's view of discovered nodes to what the last probe found: GPU health events; nodes
-    /// whose GPUs cannot be found are held down until they can.
+    /// Brings the state's view of discovered nodes to what the last probe found (the controller decides:
+    /// GPU health events; nodes whose GPUs cannot be found are held down until they can; the jobs on GPUs
+    /// that failed are stopped).
     func applyProbe(_ result: Result<GPUInventory, GPUProbeError>) {
         let nodes = discoveringNodes
         recordProbe(result, nodes: nodes)
-        var changed = false
         for name in nodes {
             guard let node = state.node(named: name) else { continue }
             switch result {
             case .failure(let e):
                 if node.state == .up || node.state == .draining {
-                    changed = setNodeState(name, .down, reason: Self.discoveryDown + e.message) || changed
+                    step(.nodeState(node: name, .down, reason: Self.discoveryDown + e.message))
                 }
             case .success(let inv):
                 if node.state == .down, node.stateReason?.hasPrefix(Self.discoveryDown) == true {
-                    changed = setNodeState(name, .up, reason: nil) || changed
+                    step(.nodeState(node: name, .up, reason: nil))
                 }
-                for gpu in 0..<node.spec.gpus {
+                let reports = (0..<node.spec.gpus).map { gpu in
                     let seen = inv.gpus.first { $0.index == gpu }
-                    let reason = seen == nil ? "not found by \(inv.source)" : seen?.reason
-                    changed = setGPUHealth(name, gpu, seen?.health ?? .unhealthy, reason: reason) || changed
+                    return Controller.GPUReport(
+                        index: gpu,
+                        health: seen?.health ?? .unhealthy,
+                        reason: seen == nil ? "not found by \(inv.source)" : seen?.reason
+                    )
                 }
+                step(.gpuHealth(node: name, gpus: reports))
             }
         }
-        stopJobsOnFailedGPUs(nodes)
-        if changed { requestPass() }
-    }
-
-    /// A node up or down by GPU discovery. - Returns: whether it changed.
-    func setNodeState(_ name: String, _ st: NodeState, reason: String?) -> Bool {
-        do {
-            try apply(.nodeStateChanged(name: name, state: st, reason: reason))
-        } catch {
-            logger.error("Node state change refused", metadata: ["node": "\(name)", "error": "\(error)"])
-            return false
-        }
-        logger.log(
-            level: st == .down ? .error : .notice,
-            "Node \(st == .down ? "down" : "up again")",
-            metadata: ["node": "\(name)", "reason": "\(reason ?? "GPUs found again")"]
-        )
-        return true
-    }
-
-    /// A GPU's health as a check found it (allotd's own, or an agent's): an event when it changed.
-    /// - Returns: whether it changed.
-    func setGPUHealth(_ name: String, _ gpu: Int, _ health: GPUHealth, reason: String?) -> Bool {
-        guard let node = state.node(named: name), gpu < node.spec.gpus,
-            node.health[gpu] != health || (health == .unhealthy && node.healthReason[gpu] != reason)
-        else { return false }
-        do {
-            try apply(.gpuHealthChanged(node: name, gpu: gpu, health: health, reason: reason))
-        } catch {
-            logger.error("GPU health event refused", metadata: ["node": "\(name)", "error": "\(error)"])
-            return false
-        }
-        logger.log(
-            level: health == .healthy ? .notice : .error,
-            "GPU \(health == .healthy ? "healthy again" : "unhealthy: taken out of scheduling")",
-            metadata: ["node": "\(name)", "gpu": "\(gpu)", "reason": "\(reason ?? "-")"]
-        )
-        return true
     }
 
     static let discoveryDown = "GPU discovery failed: "
-
-    /// Stops the jobs running on unhealthy GPUs of these nodes (or on a node that went down with
-    /// discovery) — here, or through the node's agent; when they have ended they are requeued or failed,
-    /// per `on_gpu_failure`.
-    func stopJobsOnFailedGPUs(_ nodes: [String]) {
-        for name in nodes {
-            guard let node = state.node(named: name) else { continue }
-            for gpu in 0..<node.spec.gpus {
-                let failedGPU = node.health[gpu] == .unhealthy
-                let downNode = node.state == .down
-                guard failedGPU || downNode, let id = node.holder[gpu], gpuFailures[id] == nil,
-                    let job = state.jobs[id], job.state.holdsGPUs
-                else { continue }
-                let why =
-                    failedGPU
-                    ? "GPU \(gpu) of node \(name) failed: \(node.healthReason[gpu] ?? "unhealthy")"
-                    : "node \(name) went down: \(node.stateReason ?? "")"
-                gpuFailures[id] = why
-                logger.error("Job stopped: its GPU failed", metadata: ["job.id": "\(id)", "reason": "\(why)"])
-                let grace = min(job.spec.grace ?? job.grace ?? 30, 30)
-                if agents[name] != nil {
-                    sendStop(job, node: name, grace: grace, reason: why)
-                } else {
-                    executor.stop(id, grace: grace, now: Self.now, why: why)
-                }
-            }
-        }
-    }
 
     /// A node as `nodes` shows it, with what discovery found.
     func nodeObject(_ node: Node) -> NodeObject {

@@ -135,12 +135,15 @@ final class Engine {
         case agentAck(node: String, link: UInt64, runs: [AgentRunRef])
     }
 
-    var state: ClusterState
+    /// The rules: every decision on the pool is taken by the controller, as events and effects.
+    var controller: Controller
+    /// The pool as the controller has it.
+    var state: ClusterState { controller.state }
     var config: ConfigFile
     /// Where the configuration is read again on reload (nil: tests, nothing to reload).
     let source: DaemonOptions?
     var settings: DaemonSettings
-    let scheduler = Scheduler(policy: .allot)
+    var scheduler: Scheduler { controller.scheduler }
     let wal: WriteAheadLog
     let executor: Executor
     let handle: EngineHandle
@@ -153,7 +156,9 @@ final class Engine {
     let snapshots = SnapshotWriter()
 
     /// Names of the nodes whose jobs this daemon runs.
-    var localNodes: Set<String> = []
+    var localNodes: Set<String> = [] {
+        didSet { for node in oldValue.symmetricDifference(localNodes) { syncRunner(node) } }
+    }
     /// Events applied since the last enqueue.
     var unlogged: [Event] = []
     /// Actions of the command in progress, to be queued behind its events.
@@ -166,14 +171,13 @@ final class Engine {
     /// Set when the WAL failed: the daemon then answers reads only.
     var failure: WALError?
 
-    var lastPass = SchedulingPass()
+    var lastPass: SchedulingPass { controller.lastPass }
     /// The last pass's blockers by job, built when first asked for after a pass (tables need it; most
     /// passes are never asked).
     var reasonIndex: [JobID: Int32]?
     /// Whether the state changed since the last pass.
-    var passStale = true
+    var passStale: Bool { controller.passStale }
     var passQueued = false
-    var lastPassAt = 0.0
     var snapshotInFlight = false
 
     /// Work done since memory was last handed back to the system (events applied, objects encoded).
@@ -188,8 +192,6 @@ final class Engine {
     var discovered: [String: NodeGPUs] = [:]
     var gpuProbe: GPUProbe?
     var gpuWatcher: GPUWatcher?
-    /// Jobs stopped because a GPU of theirs failed, and why: requeued or failed when they end.
-    var gpuFailures: [JobID: String] = [:]
     /// systemd notifications.
     var notifier = ServiceNotifier()
     /// Prometheus metrics, when `metrics_listen` is set.
@@ -221,7 +223,10 @@ final class Engine {
         metrics: DaemonMetrics? = nil
     ) {
         self.metrics = metrics
-        self.state = recovered
+        var settings = Controller.Settings()
+        settings.onGPUFailure = config.daemon.onGPUFailure
+        settings.onNodeLoss = config.cluster?.onNodeLoss ?? .requeuePreemptible
+        self.controller = Controller(state: recovered, settings: settings)
         self.config = config
         self.source = source
         self.settings = config.daemon
@@ -241,6 +246,63 @@ final class Engine {
     }
 
     static var now: Double { Date().timeIntervalSince1970 }
+
+    /// Now, on both clocks: wall time for the log and for users, the monotonic clock for deadlines.
+    func clock() -> ClockReading { ClockReading(wall: Instant(seconds: Self.now), mono: System.monotonic()) }
+
+    /// Gives the controller an input and takes up what it decided: its events are logged at the end of the
+    /// command, its effects queued behind them, its notes logged.
+    @discardableResult
+    func step(_ input: Controller.Input) -> Controller.Output {
+        let out = controller.step(input, at: clock())
+        absorb(out)
+        return out
+    }
+
+    func absorb(_ out: Controller.Output, reportRefusals: Bool = true) {
+        unlogged += out.events
+        churn += out.events.count
+        let now = Self.now
+        for e in out.events {
+            switch e.body {
+            case .jobStarted(let id, _, _, _):
+                if let job = state.jobs[id] { metrics?.queueWait.recordSeconds(max(0, now - job.submitTime.seconds)) }
+            case .jobPreempted(_, _, _, let reason):
+                metrics?.preempted(reason: reason)
+            default: break
+            }
+        }
+        for effect in out.effects {
+            switch effect {
+            case .start(let id, let run): pendingActions.append(.start(id, run: run))
+            case .stop(let id, let run, _, _): pendingActions.append(.stop(id, run: run))
+            case .notify(let id, let what): pendingActions.append(.notify(id, what))
+            case .ended(let id):
+                pendingActions.append(.jobEnded(id))
+                if let job = state.jobs[id] { metrics?.ended(as: job.state) }
+            }
+        }
+        for note in out.notes {
+            let level: Logger.Level =
+                switch note.level {
+                case .info: .info
+                case .notice: .notice
+                case .warning: .warning
+                case .error: .error
+                }
+            logger.log(level: level, "\(note.message)", metadata: note.metadata.mapValues { .string($0) })
+        }
+        for (body, error) in out.refused where reportRefusals {
+            logger.error("Event refused by the state", metadata: ["event": "\(body)", "error": "\(error)"])
+        }
+        if out.passWanted { requestPass() }
+    }
+
+    /// Tells the controller how a node's runs are run: here, by its agent, or by nobody allot knows.
+    func syncRunner(_ node: String) {
+        let runner: Controller.Runner = localNodes.contains(node) ? .local : agents[node] != nil ? .agent : .none
+        _ = controller.step(.runner(node: node, runner), at: clock())
+    }
 
     // MARK: The loop
 
@@ -351,8 +413,8 @@ final class Engine {
                 runEnded(ended)
             } else {
                 logger.info("Job adopted", metadata: ["job.id": "\(id)", "job.run": "\(job.runs)"])
-                if job.state == .stopping, let at = job.stopRequestedAt, now >= at.seconds + (job.grace ?? 0) {
-                    executor.stop(id, grace: 0, now: now)
+                if job.state == .stopping, job.graceLeft(at: now) == 0 {
+                    executor.stop(id, left: 0)
                 }
             }
         }
@@ -378,18 +440,16 @@ final class Engine {
 
     // MARK: Changes and durability
 
-    /// Applies events to the state; they are logged at the end of the command.
-    func apply(_ events: [Event]) throws(StateError) {
-        for e in events {
-            try state.apply(e)
-            unlogged.append(e)
-            passStale = true
-            churn += 1
-        }
+    /// Records events decided here (requests, configuration) through the controller; they are logged at the
+    /// end of the command. Stops at the first one the state refuses, and throws why.
+    func apply(_ bodies: [Event.Body]) throws(StateError) {
+        let out = controller.step(.record(bodies), at: clock())
+        absorb(out, reportRefusals: false)
+        if let (_, error) = out.refused.first { throw error }
     }
 
     func apply(_ body: Event.Body) throws(StateError) {
-        try apply([Event(time: Instant(seconds: Self.now), body)])
+        try apply([body])
     }
 
     /// Logs what was applied and queues the command's actions behind it.
@@ -456,7 +516,7 @@ final class Engine {
             for gpu in discovered[first.node]?.inventory?.gpus ?? [] { uuids[gpu.index] = gpu.uuid }
             if let problem = executor.start(job, slices: a.slices, uuids: uuids) {
                 logger.error("Job could not be started", metadata: ["job.id": "\(id)", "error": "\(problem)"])
-                finish(id, exit: .couldNotStart(problem))
+                step(.runEnded(Controller.RunEnd(id: id, run: run, exit: .couldNotStart(problem), error: problem)))
             }
         case .stop(let id, let run):
             guard let job = state.jobs[id], job.runs == run, job.state == .stopping else { return }
@@ -465,7 +525,7 @@ final class Engine {
                 return
             }
             guard isLocal(job) else { return }
-            executor.stop(id, grace: job.grace ?? 0, now: Self.now, why: job.stopReason?.description ?? "told to stop")
+            executor.stop(id, left: job.graceLeft(at: Self.now), why: job.stopReason?.description ?? "told to stop")
         case .notify(let id, let event):
             guard !watchers.isEmpty, let job = state.jobs[id] else { return }
             let object = JobObject(job, in: state, reason: reason(of: job), full: false, log: nil)
@@ -526,53 +586,17 @@ final class Engine {
 
     func schedulePass() {
         guard failure == nil else { return }
-        let now = Self.now
-        lastPassAt = now
         let passStart = ContinuousClock.now
-        let pass = scheduler.schedule(state, at: Instant(seconds: now))
+        let out = controller.step(.pass, at: clock())
         if let m = metrics {
             let d = ContinuousClock.now - passStart
             m.passSeconds.recordNanoseconds(
                 d.components.seconds * 1_000_000_000 + d.components.attoseconds / 1_000_000_000
             )
         }
-        lastPass = pass
         reasonIndex = nil
-        churn += pass.pending.count  // a pass's working arrays are as long as the queue
-        passStale = false
-        let t = Instant(seconds: now)
-        for decision in pass.decisions {
-            do {
-                try apply([decision.event(at: t)])
-            } catch {
-                logger.error("Scheduler decision refused by the state", metadata: ["error": "\(error)"])
-                continue
-            }
-            let id = decision.jobID
-            guard let job = state.jobs[id] else { continue }
-            switch decision {
-            case .start(_, let a, let note, _):
-                logger.info(
-                    "Job starting",
-                    metadata: ["job.id": "\(id)", "job.allocation": "\(a)", "job.placement": "\(note)"]
-                )
-                pendingActions.append(.start(id, run: job.runs))
-                pendingActions.append(.notify(id, "started"))
-                metrics?.queueWait.recordSeconds(max(0, now - job.submitTime.seconds))
-            case .preempt(_, let by, let grace, let reason):
-                metrics?.preempted(reason: reason)
-                logger.info(
-                    "Job preempted",
-                    metadata: [
-                        "job.id": "\(id)", "job.preemptor": "\(by)", "job.grace_s": "\(grace)", "reason": "\(reason)",
-                    ]
-                )
-                pendingActions.append(.stop(id, run: job.runs))
-                pendingActions.append(.notify(id, "preempted"))
-            }
-        }
-        // Decisions change reasons (a preemptor now waits for its victims): keep the pass's view.
-        passStale = !pass.decisions.isEmpty
+        churn += lastPass.pending.count  // a pass's working arrays are as long as the queue
+        absorb(out)
     }
 
     // MARK: Time
@@ -580,36 +604,11 @@ final class Engine {
     func tick() {
         let now = Self.now
         notifyTick(now: now)
-        if failure == nil { agentsTick(now: now) }
+        if failure == nil { agentsTick() }
         if failure == nil {
-            // Walltime limits.
-            for id in state.activeJobs {
-                guard let job = state.jobs[id], job.state == .running, let limit = job.spec.walltime,
-                    let start = job.startTime, now >= start.seconds + limit
-                else { continue }
-                do {
-                    try apply(.jobTimedOut(id: id, grace: state.grace(of: job.spec)))
-                    logger.info("Job reached its walltime", metadata: ["job.id": "\(id)"])
-                    if runsHere(job) { pendingActions.append(.stop(id, run: job.runs)) }
-                    pendingActions.append(.notify(id, "timed_out"))
-                } catch {
-                    logger.error("Walltime stop refused", metadata: ["job.id": "\(id)", "error": "\(error)"])
-                }
-            }
-            // Jobs on nodes allotd does not run: past their grace, they are taken as stopped.
-            for id in state.activeJobs {
-                guard let job = state.jobs[id], job.state == .stopping, !isLocal(job),
-                    agents[job.allocation?.slices.first?.node ?? ""] == nil,
-                    let at = job.stopRequestedAt, now >= at.seconds + (job.grace ?? 0)
-                else { continue }
-                finish(
-                    id,
-                    exit: .lost(
-                        reason: "stopped on a node allotd does not run; no end was reported within its grace period"
-                    )
-                )
-            }
-            for ended in executor.poll(now: now) { runEnded(ended) }
+            // Walltime limits, the grace of jobs nobody runs, a pass when one is due: the controller's rules.
+            step(.tick)
+            for ended in executor.poll() { runEnded(ended) }
             applyDeferredNodes()
         }
         // Bursts (bulk submits, big listings, recovery) leave freed memory in malloc's arenas: hand it back.
@@ -618,64 +617,22 @@ final class Engine {
             churn = 0
             lastTrim = now
         }
-        if now - lastPassAt >= state.config.scheduler.interval || (passStale && now - lastPassAt >= 1) {
-            if !state.pendingJobs.isEmpty || passStale { requestPass() }
-        }
     }
 
-    /// A local run ended: record how.
+    /// A local run ended: the controller records how.
     func runEnded(_ ended: Executor.Ended) {
-        let gpuFailure = gpuFailures.removeValue(forKey: ended.id)
-        guard let job = state.jobs[ended.id], job.runs == ended.run, job.state.holdsGPUs else { return }
-        if ended.killed {
-            logger.notice("Job ended by SIGKILL after its grace period", metadata: ["job.id": "\(ended.id)"])
-        }
-        // A job stopped because its GPU failed (and not cancelled meanwhile) goes back to the queue, or fails.
-        let cancelled: Bool
-        if case .cancelled? = job.stopReason { cancelled = true } else { cancelled = false }
-        if let why = gpuFailure, !cancelled {
-            if settings.onGPUFailure == .requeue {
-                do {
-                    try apply(.jobRequeued(id: ended.id, reason: why))
-                    logger.warning("Job requeued", metadata: ["job.id": "\(ended.id)", "reason": "\(why)"])
-                    pendingActions.append(.notify(ended.id, "requeued"))
-                    requestPass()
-                    return
-                } catch {
-                    logger.error("Requeue refused", metadata: ["job.id": "\(ended.id)", "error": "\(error)"])
-                }
-            }
-            finish(ended.id, exit: .lost(reason: why))
-            return
-        }
-        // It could not run at all (no such user, a working directory it cannot enter): that is the reason.
-        if let error = ended.error, job.stopReason == nil {
-            finish(ended.id, exit: .couldNotStart(error))
-            return
-        }
-        finish(ended.id, exit: ended.exit, endedAt: ended.endedAt)
-    }
-
-    /// Records the end of a job's run; `endedAt` (Unix seconds): when it really ended, if it was before now
-    /// (the state keeps it between the run's start and now).
-    func finish(_ id: JobID, exit: ExitStatus, endedAt: Double? = nil) {
-        do {
-            try apply(.jobFinished(id: id, exit: exit, endedAt: endedAt.map { Instant(seconds: $0) }))
-        } catch {
-            logger.error("Job end refused", metadata: ["job.id": "\(id)", "error": "\(error)"])
-            return
-        }
-        guard let job = state.jobs[id] else { return }
-        logger.info(
-            "Job ended",
-            metadata: ["job.id": "\(id)", "job.exit": "\(exit)", "job.state": "\(job.state.rawValue)"]
+        step(
+            .runEnded(
+                Controller.RunEnd(
+                    id: ended.id,
+                    run: ended.run,
+                    exit: ended.exit,
+                    error: ended.error,
+                    endedAt: ended.endedAt.map { Instant(seconds: $0) },
+                    killed: ended.killed
+                )
+            )
         )
-        pendingActions.append(.notify(id, job.state.rawValue))
-        if job.state.isTerminal {
-            pendingActions.append(.jobEnded(id))
-            metrics?.ended(as: job.state)
-        }
-        requestPass()
     }
 
     // MARK: Helpers

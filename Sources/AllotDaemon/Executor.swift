@@ -18,7 +18,7 @@ final class Executor {
         var cgroup: String?
         /// The job's own log, where the daemon notes the signals it sends.
         var log: String
-        /// When the job was told to stop and how long it has: it is killed after that.
+        /// When the job is killed if it has not ended, on the monotonic clock (``System/monotonic()``).
         var killAt: Double?
         /// Whether SIGTERM reached the job (its pid may not be known yet when it is told to stop).
         var termSent = false
@@ -187,21 +187,23 @@ final class Executor {
         return kill(-pid, 0) == 0 ? pid : nil
     }
 
-    /// Tells a job to stop: the stop signal to its whole tree now, SIGKILL when `grace` has passed.
-    func stop(_ id: JobID, grace: Double, now: Double, why: String = "told to stop") {
+    /// Tells a job to stop: the stop signal to its whole tree now, SIGKILL when `left` seconds have passed
+    /// (measured on the monotonic clock: a step of the wall clock neither hastens nor delays it).
+    func stop(_ id: JobID, left grace: Double, why: String = "told to stop") {
         guard var t = tracked[id] else { return }
         if !t.termSent, let pid = jobPID(id) {
             JobTree.signal(stopSignal, cgroup: t.cgroup, group: pid)
             t.termSent = true
             note(t, "\(why): sent \(Self.signalName(stopSignal)), SIGKILL in \(Self.seconds(grace))")
         }
-        t.killAt = min(t.killAt ?? .infinity, now + grace)
+        t.killAt = min(t.killAt ?? .infinity, System.monotonic() + grace)
         tracked[id] = t
         logger.info("Job told to stop", metadata: ["job.id": "\(id)", "job.grace_s": "\(grace)", "reason": "\(why)"])
     }
 
     /// Kills the jobs whose grace has run out; looks for ended runs. Call every second or so.
-    func poll(now: Double) -> [Ended] {
+    func poll() -> [Ended] {
+        let now = System.monotonic()
         System.reapChildren()
         var ended: [Ended] = []
         for (id, t) in tracked {
@@ -300,8 +302,9 @@ final class Executor {
     /// of the job is killed first, so that nothing holds its GPUs.
     func adopt(_ job: Job) -> Ended? {
         let ended = reclaim(job.id, run: job.runs, gone: "it was running when allotd stopped")
-        if ended == nil, job.state == .stopping, let at = job.stopRequestedAt {
-            tracked[job.id]?.killAt = at.seconds + (job.grace ?? 0)
+        if ended == nil, job.state == .stopping {
+            // From the logged wall times, once: then on the monotonic clock.
+            tracked[job.id]?.killAt = System.monotonic() + job.graceLeft(at: Date().timeIntervalSince1970)
         }
         return ended
     }

@@ -114,6 +114,14 @@ enum System {
     /// Whether a process exists.
     static func alive(_ pid: Int32) -> Bool { pid > 0 && (kill(pid, 0) == 0 || errno == EPERM) }
 
+    /// Seconds on the monotonic clock (CLOCK_MONOTONIC: from an arbitrary origin, never stepped): for
+    /// deadlines and silences; wall time only for what users see and what the log records.
+    static func monotonic() -> Double {
+        var t = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &t)
+        return Double(t.tv_sec) + Double(t.tv_nsec) / 1e9
+    }
+
     /// Reaps every exited child (supervisors the daemon started) without blocking.
     static func reapChildren() {
         var status: Int32 = 0

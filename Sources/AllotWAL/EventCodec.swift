@@ -8,7 +8,8 @@ public enum EventCodec {
     /// starts, preemption reasons, checkpoints, preemption settings, the inference reserve, borrowing
     /// limits, the over-budget penalty and inference-reserved nodes. Version 3: a job's output file.
     /// Version 4: when a run ended, on a finish recorded after it (it ended while allotd was down).
-    public static let version: UInt16 = 4
+    /// Version 5: a job stopped because its GPU failed (event and stop reason).
+    public static let version: UInt16 = 5
 
     static let nodeStates: [NodeState] = [.up, .draining, .drained, .down]
     static let healths: [GPUHealth] = [.healthy, .unhealthy]
@@ -89,6 +90,11 @@ public enum EventCodec {
         case .jobTimedOut(let id, let grace):
             w.u8(12)
             w.uvar(id.rawValue)
+            w.f64(grace)
+        case .jobGPUFailed(let id, let reason, let grace):
+            w.u8(17)
+            w.uvar(id.rawValue)
+            w.string(reason)
             w.f64(grace)
         case .jobFinished(let id, let exit, let endedAt):
             w.u8(13)
@@ -186,6 +192,8 @@ public enum EventCodec {
         case 14: body = .jobRequeued(id: JobID(try r.uvar()), reason: try r.string())
         case 15: body = .clockTick
         case 16 where r.version >= 2: body = .jobCheckpointed(id: JobID(try r.uvar()))
+        case 17 where r.version >= 5:
+            body = .jobGPUFailed(id: JobID(try r.uvar()), reason: try r.string(), grace: try r.f64())
         case let k: throw DecodeError(offset: kindOffset, message: "unknown event kind \(k)")
         }
         return Event(time: time, body)

@@ -4,8 +4,9 @@ import AllotCore
 enum StateCodec {
     /// The state schema version this build writes (2: jobs' placement notes, loans and checkpoints,
     /// preemption reasons, tenants' budget-window marks, and the event schema's version 2 parts; 3 and 4
-    /// move with the event schema, whose versions they embed; 5: jobs' past runs, the event schema unchanged).
-    static let version: UInt16 = 5
+    /// move with the event schema, whose versions they embed; 5: jobs' past runs, the event schema unchanged;
+    /// 6: the stop reason of a job whose GPU failed, with event schema 5).
+    static let version: UInt16 = 6
 
     static func encode(_ image: ClusterState.Image) -> [UInt8] {
         var w = BinaryWriter(capacity: 64 + image.jobs.count * 160)
@@ -122,6 +123,9 @@ enum StateCodec {
                 w.optional(uid) { $0.uvar(UInt64($1)) }
             case .walltime:
                 w.u8(2)
+            case .gpuFailed(let reason):
+                w.u8(3)
+                w.string(reason)
             }
         }
         w.optional(j.stopRequestedAt) { $0.f64($1.seconds) }
@@ -173,6 +177,7 @@ enum StateCodec {
                     return .preempted(by: by, reason: reason)
                 case 1: return .cancelled(by: try r.optional { r throws(DecodeError) in try EventCodec.uid(&r) })
                 case 2: return .walltime
+                case 3 where r.version >= 6: return .gpuFailed(reason: try r.string())
                 case let k: throw DecodeError(offset: at, message: "unknown stop reason \(k)")
                 }
             },

@@ -114,23 +114,43 @@ import Testing
         }
     }
 
-    /// The format cannot drift unnoticed: testdata/golden-v4.wal holds the sample events with every version-4
+    /// A newer allot reads version 4: testdata/golden-v4.wal holds the sample events with every version-4
+    /// field, written by format version 4.
+    @Test func goldenV4SegmentStillReads() throws {
+        let events = Sample.events + Sample.eventsV2 + Sample.eventsV3 + Sample.eventsV4
+        try withTempDir { dir in
+            try FileManager.default.createDirectory(atPath: dir + "/wal", withIntermediateDirectories: true)
+            try FileManager.default.copyItem(
+                atPath: Sample.testdata.appendingPathComponent("golden-v4.wal").path,
+                toPath: dir + "/wal/" + WALFormat.segmentName(sequence: 1, firstLSN: 1)
+            )
+            var read: [Event] = []
+            let stop = try WALInspector.walk(directory: dir) { read.append($0.event) }
+            #expect(stop == nil)
+            #expect(read == events)
+            var state = ClusterState()
+            try state.apply(read)
+            #expect(state.invariantViolations().isEmpty)
+        }
+    }
+
+    /// The format cannot drift unnoticed: testdata/golden-v5.wal holds the sample events with every version-5
     /// field. It must decode to them, and encoding them must give the same bytes. Regenerate only for a
     /// deliberate format change (with a new version): ALLOT_UPDATE_GOLDEN=1.
-    @Test func goldenV4SegmentReadsAndWritesTheSameBytes() throws {
-        let events = Sample.events + Sample.eventsV2 + Sample.eventsV3 + Sample.eventsV4
+    @Test func goldenV5SegmentReadsAndWritesTheSameBytes() throws {
+        let events = Sample.events + Sample.eventsV2 + Sample.eventsV3 + Sample.eventsV4 + Sample.eventsV5
         var bytes = WALFormat.segmentHeader(sequence: 1, firstLSN: 1)
         for (i, e) in events.enumerated() {
             WALFormat.appendRecord(lsn: UInt64(i + 1), committed: UInt64(i), payload: EventCodec.encode(e), to: &bytes)
         }
         if ProcessInfo.processInfo.environment["ALLOT_UPDATE_GOLDEN"] == "1" {
             let source = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent(
-                "testdata/golden-v4.wal"
+                "testdata/golden-v5.wal"
             )
             try Data(bytes).write(to: source)
         }
-        let stored = [UInt8](try Data(contentsOf: Sample.testdata.appendingPathComponent("golden-v4.wal")))
-        #expect(stored == bytes, "the encoding of version 4 changed")
+        let stored = [UInt8](try Data(contentsOf: Sample.testdata.appendingPathComponent("golden-v5.wal")))
+        #expect(stored == bytes, "the encoding of version 5 changed")
         try withTempDir { dir in
             try FileManager.default.createDirectory(atPath: dir + "/wal", withIntermediateDirectories: true)
             try Data(stored).write(
@@ -147,6 +167,10 @@ import Testing
             let job = try #require(state.jobs[8])
             #expect(job.endTime == Instant(seconds: 1_800_000_305))
             #expect(job.pastRunSeconds == 4)
+            // The job whose GPU failed went back to the queue, its reason kept.
+            let requeued = try #require(state.jobs[9])
+            #expect(requeued.state == .pending)
+            #expect(requeued.history.last?.ended.contains("Xid 79") == true, "\(requeued.history)")
         }
     }
 }

@@ -188,6 +188,20 @@ enum Sample {
         ]
     }()
 
+    /// Events of format version 5: a job stopped because its GPU failed, then requeued.
+    static let eventsV5: [Event] = {
+        func at(_ t: Double, _ b: Event.Body) -> Event { Event(time: Instant(seconds: 1_800_000_400 + t), b) }
+        return [
+            at(
+                0,
+                .jobSubmitted(id: 9, spec: JobSpec(tenant: "research", gpus: 1, command: ["train"]), held: false)
+            ),
+            at(1, .jobStarted(id: 9, allocation: Allocation(model: "H100", slices: [.init(node: "h1", gpus: [6])]))),
+            at(5, .jobGPUFailed(id: 9, reason: "GPU 6 of node h1 failed: Xid 79", grace: 30)),
+            at(7, .jobRequeued(id: 9, reason: "GPU 6 of node h1 failed: Xid 79")),
+        ]
+    }()
+
     /// A submit event for job `id`.
     static func submit(_ id: UInt64) -> Event {
         Event(

@@ -1,0 +1,484 @@
+/// What to do with the jobs on a GPU that failed.
+public enum GPUFailureAction: String, Sendable, Hashable, CaseIterable {
+    case requeue
+    case fail
+}
+
+/// What to do with the jobs of a node that is lost (its agent silent past `node_timeout`).
+public enum NodeLossAction: String, Sendable, Hashable, CaseIterable {
+    /// Preemptible jobs go back to the queue; the others fail.
+    case requeuePreemptible = "requeue-preemptible"
+    case requeue
+    case fail
+}
+
+/// A reading of the controller's two clocks: wall time for what users see and what the log records,
+/// and a monotonic clock (seconds from any origin) for every deadline, so that a step of the wall clock
+/// neither fires nor postpones one.
+public struct ClockReading: Hashable, Sendable {
+    public var wall: Instant
+    public var mono: Double
+
+    public init(wall: Instant, mono: Double) {
+        self.wall = wall
+        self.mono = mono
+    }
+}
+
+/// The controller's brain: a deterministic state machine over ``ClusterState``. Its shell (allotd, the
+/// simulator, the fault simulation) feeds it inputs with a clock reading; it answers with the events to
+/// log and the effects to carry out — each released by the shell only once its events are durable. Every
+/// rule that decides what happens to a run lives here, once: the scheduling pass and its starts and
+/// preemptions, walltime limits, the grace of jobs on nodes nobody runs, GPU failures, node loss, and how a
+/// run's end settles its job (requeue or fail).
+///
+/// It is a value: copying it copies the pool, and the same inputs at the same readings give the same
+/// outputs. Requests that are still decided by the shell (submit, cancel, hold, configuration) come in as
+/// ``Input/record(_:)`` with their events.
+public struct Controller: Sendable {
+    /// How a node's runs are run, chosen once per node by the shell.
+    public enum Runner: Hashable, Sendable {
+        /// By this controller's host (its executor).
+        case local
+        /// By the node's agent.
+        case agent
+        /// By nobody allot can tell: a stop is taken as done once the grace has passed.
+        case none
+    }
+
+    public struct Settings: Hashable, Sendable {
+        public var onGPUFailure: GPUFailureAction = .requeue
+        public var onNodeLoss: NodeLossAction = .requeuePreemptible
+        /// The longest grace a job gets when its GPU failed.
+        public var gpuFailureGrace: Seconds = 30
+
+        public init() {}
+    }
+
+    /// How a run ended, as its runner saw it.
+    public struct RunEnd: Hashable, Sendable {
+        public var id: JobID
+        public var run: Int
+        public var exit: ExitStatus
+        /// Why it could not run at all, when it could not.
+        public var error: String?
+        /// When it really ended, if before it was reported.
+        public var endedAt: Instant?
+        /// Whether it had to be killed after its grace.
+        public var killed: Bool
+
+        public init(
+            id: JobID,
+            run: Int,
+            exit: ExitStatus,
+            error: String? = nil,
+            endedAt: Instant? = nil,
+            killed: Bool = false
+        ) {
+            self.id = id
+            self.run = run
+            self.exit = exit
+            self.error = error
+            self.endedAt = endedAt
+            self.killed = killed
+        }
+    }
+
+    /// One GPU's health as a check found it.
+    public struct GPUReport: Hashable, Sendable {
+        public var index: Int
+        public var health: GPUHealth
+        public var reason: String?
+
+        public init(index: Int, health: GPUHealth, reason: String?) {
+            self.index = index
+            self.health = health
+            self.reason = reason
+        }
+    }
+
+    public enum Input: Hashable, Sendable {
+        /// Run a scheduling pass now.
+        case pass
+        /// Time passed: limits and deadlines are looked at.
+        case tick
+        /// A run ended.
+        case runEnded(RunEnd)
+        /// A health check of a node's GPUs (every GPU it found; a GPU not listed is not changed).
+        case gpuHealth(node: String, gpus: [GPUReport])
+        /// A node's state as its check found it (down: its jobs are stopped as on a GPU failure).
+        case nodeState(node: String, NodeState, reason: String?)
+        /// A node is gone (its agent silent too long): down, and its jobs requeued or failed at once.
+        case nodeLost(node: String, reason: String)
+        /// How a node's runs are run from now on.
+        case runner(node: String, Runner)
+        /// Events decided by the shell (requests, configuration): applied as given, in order.
+        case record([Event.Body])
+    }
+
+    /// What the shell must do once the step's events are durable.
+    public enum Effect: Hashable, Sendable {
+        /// Start run `run` of the job on its allocation.
+        case start(JobID, run: Int)
+        /// Tell the run to stop within `grace` seconds (then kill it), saying why.
+        case stop(JobID, run: Int, grace: Seconds, why: String)
+        /// Tell watchers what happened to the job.
+        case notify(JobID, String)
+        /// The job reached a final state (log followers end).
+        case ended(JobID)
+    }
+
+    /// A line for the operator's log: what was decided and why.
+    public struct Note: Hashable, Sendable {
+        public enum Level: Hashable, Sendable { case info, notice, warning, error }
+        public var level: Level
+        public var message: String
+        public var metadata: [String: String]
+    }
+
+    /// What one step decided.
+    public struct Output: Sendable {
+        public var events: [Event] = []
+        public var effects: [Effect] = []
+        public var notes: [Note] = []
+        /// Whether a scheduling pass should follow (soon, not at once: a burst of inputs gets one pass).
+        public var passWanted = false
+        /// The events the state refused, each with why (a bug, or a request that raced another).
+        public var refused: [(Event.Body, StateError)] = []
+    }
+
+    public private(set) var state: ClusterState
+    public var settings: Settings
+    public let scheduler: Scheduler
+    /// The last pass (reasons of pending jobs, estimates).
+    public private(set) var lastPass = SchedulingPass()
+    /// When the last pass ran, on the monotonic clock.
+    public private(set) var lastPassAt = -Double.infinity
+    /// Whether the state changed since the last pass.
+    public private(set) var passStale = true
+    private var runners: [String: Runner] = [:]
+    /// Deadlines on the monotonic clock, by job and run: when a running job's walltime ends, or when a
+    /// stopping job on a node nobody runs is taken as stopped. Derived from the logged wall times when first
+    /// needed, then kept (a wall clock step does not move them).
+    private var deadlines: [JobID: (run: Int, stopping: Bool, mono: Double)] = [:]
+
+    public init(state: ClusterState, settings: Settings = Settings(), scheduler: Scheduler = Scheduler(policy: .allot))
+    {
+        self.state = state
+        self.settings = settings
+        self.scheduler = scheduler
+    }
+
+    /// How a node's runs are run.
+    public func runner(of node: String) -> Runner { runners[node] ?? .none }
+
+    /// How this job's runs are run (by the node of its first slice, where its process runs).
+    public func runner(of job: Job) -> Runner {
+        guard let node = job.allocation?.slices.first?.node else { return .none }
+        return runner(of: node)
+    }
+
+    /// Takes one input.
+    public mutating func step(_ input: Input, at clock: ClockReading) -> Output {
+        var out = Output()
+        switch input {
+        case .pass: pass(clock, &out)
+        case .tick: tick(clock, &out)
+        case .runEnded(let end): runEnded(end, clock, &out)
+        case .gpuHealth(let node, let gpus):
+            var changed = false
+            for g in gpus {
+                changed = setGPUHealth(node, g.index, g.health, g.reason, clock, &out) || changed
+            }
+            stopJobsOnFailedGPUs(node, clock, &out)
+            out.passWanted = out.passWanted || changed
+        case .nodeState(let node, let newState, let reason):
+            guard let n = state.node(named: node), n.state != newState || n.stateReason != reason else { break }
+            if apply(.nodeStateChanged(name: node, state: newState, reason: reason), clock, &out) {
+                out.notes.append(
+                    Note(
+                        level: newState == .down ? .error : .notice,
+                        message: newState == .down ? "Node down" : "Node \(newState.rawValue) again",
+                        metadata: ["node": node, "reason": reason ?? "-"]
+                    )
+                )
+                out.passWanted = true
+            }
+            stopJobsOnFailedGPUs(node, clock, &out)
+        case .nodeLost(let node, let reason): nodeLost(node, reason, clock, &out)
+        case .runner(let node, let r): runners[node] = r
+        case .record(let bodies):
+            for b in bodies { _ = apply(b, clock, &out) }
+        }
+        return out
+    }
+
+    // MARK: Rules
+
+    private mutating func apply(_ body: Event.Body, _ clock: ClockReading, _ out: inout Output) -> Bool {
+        let e = Event(time: clock.wall, body)
+        do {
+            try state.apply(e)
+        } catch {
+            out.refused.append((body, error))
+            return false
+        }
+        out.events.append(e)
+        passStale = true
+        return true
+    }
+
+    /// A scheduling pass, its decisions applied: starts and stops to carry out.
+    private mutating func pass(_ clock: ClockReading, _ out: inout Output) {
+        let pass = scheduler.schedule(state, at: clock.wall)
+        lastPass = pass
+        lastPassAt = clock.mono
+        passStale = false
+        for decision in pass.decisions {
+            guard apply(decision.event(at: clock.wall).body, clock, &out) else { continue }
+            let id = decision.jobID
+            guard let job = state.jobs[id] else { continue }
+            switch decision {
+            case .start(_, let a, let note, _):
+                out.notes.append(
+                    Note(
+                        level: .info,
+                        message: "Job starting",
+                        metadata: ["job.id": "\(id)", "job.allocation": "\(a)", "job.placement": "\(note)"]
+                    )
+                )
+                out.effects.append(.start(id, run: job.runs))
+                out.effects.append(.notify(id, "started"))
+            case .preempt(_, let by, let grace, let reason):
+                out.notes.append(
+                    Note(
+                        level: .info,
+                        message: "Job preempted",
+                        metadata: [
+                            "job.id": "\(id)", "job.preemptor": "\(by)", "job.grace_s": "\(grace)",
+                            "reason": "\(reason)",
+                        ]
+                    )
+                )
+                stop(job, grace: grace, &out)
+                out.effects.append(.notify(id, "preempted"))
+            }
+        }
+        // Decisions change reasons (a preemptor now waits for its victims): keep the pass's view.
+        passStale = !pass.decisions.isEmpty
+    }
+
+    /// Tells the job's runner to stop it; a job nobody runs is taken as stopped once its grace has passed.
+    private func stop(_ job: Job, grace: Seconds, why: String? = nil, _ out: inout Output) {
+        guard runner(of: job) != .none else { return }
+        out.effects.append(
+            .stop(job.id, run: job.runs, grace: grace, why: why ?? job.stopReason?.description ?? "told to stop")
+        )
+    }
+
+    /// The monotonic time at which `wall` comes, as seen now.
+    private func mono(of wall: Instant, _ clock: ClockReading) -> Double {
+        clock.mono + (wall.seconds - clock.wall.seconds)
+    }
+
+    private mutating func tick(_ clock: ClockReading, _ out: inout Output) {
+        for id in state.activeJobs.sorted() {
+            guard let job = state.jobs[id] else { continue }
+            switch job.state {
+            case .running:
+                guard let limit = job.spec.walltime, let start = job.startTime else { continue }
+                let due = deadline(job, stopping: false, wall: start + limit, clock)
+                guard clock.mono >= due else { continue }
+                guard apply(.jobTimedOut(id: id, grace: state.grace(of: job.spec)), clock, &out) else { continue }
+                out.notes.append(Note(level: .info, message: "Job reached its walltime", metadata: ["job.id": "\(id)"]))
+                if let now = state.jobs[id] { stop(now, grace: now.grace ?? 0, &out) }
+                out.effects.append(.notify(id, "timed_out"))
+            case .stopping:
+                // Nobody runs it: past its grace it is taken as stopped (no end will be reported).
+                guard runner(of: job) == .none, let at = job.stopRequestedAt else { continue }
+                let due = deadline(job, stopping: true, wall: at + (job.grace ?? 0), clock)
+                guard clock.mono >= due else { continue }
+                runEnded(
+                    RunEnd(
+                        id: id,
+                        run: job.runs,
+                        exit: .lost(
+                            reason:
+                                "stopped on a node allotd does not run; no end was reported within its grace period"
+                        )
+                    ),
+                    clock,
+                    &out
+                )
+            default: continue
+            }
+        }
+        if state.deadlinesOutlive(deadlines) {
+            deadlines = deadlines.filter { state.jobs[$0.key]?.state.holdsGPUs == true }
+        }
+        let interval = state.config.scheduler.interval
+        if clock.mono - lastPassAt >= interval || (passStale && clock.mono - lastPassAt >= 1) {
+            if !state.pendingJobs.isEmpty || passStale { out.passWanted = true }
+        }
+    }
+
+    /// A job's deadline on the monotonic clock, from its wall time the first time it is asked for.
+    private mutating func deadline(_ job: Job, stopping: Bool, wall: Instant, _ clock: ClockReading) -> Double {
+        if let d = deadlines[job.id], d.run == job.runs, d.stopping == stopping { return d.mono }
+        let m = mono(of: wall, clock)
+        deadlines[job.id] = (job.runs, stopping, m)
+        return m
+    }
+
+    private mutating func runEnded(_ end: RunEnd, _ clock: ClockReading, _ out: inout Output) {
+        guard let job = state.jobs[end.id], job.runs == end.run, job.state.holdsGPUs else { return }
+        if end.killed {
+            out.notes.append(
+                Note(
+                    level: .notice,
+                    message: "Job ended by SIGKILL after its grace period",
+                    metadata: ["job.id": "\(end.id)"]
+                )
+            )
+        }
+        // A job stopped because its GPU failed goes back to the queue, or fails, per on_gpu_failure.
+        if case .gpuFailed(let why)? = job.stopReason {
+            if settings.onGPUFailure == .requeue {
+                if apply(.jobRequeued(id: end.id, reason: why), clock, &out) {
+                    out.notes.append(
+                        Note(
+                            level: .warning,
+                            message: "Job requeued",
+                            metadata: ["job.id": "\(end.id)", "reason": why]
+                        )
+                    )
+                    out.effects.append(.notify(end.id, "requeued"))
+                    out.passWanted = true
+                }
+                return
+            }
+            finish(end.id, exit: .lost(reason: why), endedAt: nil, clock, &out)
+            return
+        }
+        // It could not run at all (no such user, a working directory it cannot enter): that is the reason.
+        if let error = end.error, job.stopReason == nil {
+            finish(end.id, exit: .couldNotStart(error), endedAt: nil, clock, &out)
+            return
+        }
+        finish(end.id, exit: end.exit, endedAt: end.endedAt, clock, &out)
+    }
+
+    private mutating func finish(
+        _ id: JobID,
+        exit: ExitStatus,
+        endedAt: Instant?,
+        _ clock: ClockReading,
+        _ out: inout Output
+    ) {
+        guard apply(.jobFinished(id: id, exit: exit, endedAt: endedAt), clock, &out), let job = state.jobs[id] else {
+            return
+        }
+        deadlines[id] = nil
+        out.notes.append(
+            Note(
+                level: .info,
+                message: "Job ended",
+                metadata: ["job.id": "\(id)", "job.exit": "\(exit)", "job.state": job.state.rawValue]
+            )
+        )
+        out.effects.append(.notify(id, job.state.rawValue))
+        if job.state.isTerminal { out.effects.append(.ended(id)) }
+        out.passWanted = true
+    }
+
+    /// A GPU's health as a check found it: an event when it changed. - Returns: whether it changed.
+    private mutating func setGPUHealth(
+        _ name: String,
+        _ gpu: Int,
+        _ health: GPUHealth,
+        _ reason: String?,
+        _ clock: ClockReading,
+        _ out: inout Output
+    ) -> Bool {
+        guard let node = state.node(named: name), gpu >= 0, gpu < node.spec.gpus,
+            node.health[gpu] != health || (health == .unhealthy && node.healthReason[gpu] != reason)
+        else { return false }
+        guard apply(.gpuHealthChanged(node: name, gpu: gpu, health: health, reason: reason), clock, &out) else {
+            return false
+        }
+        out.notes.append(
+            Note(
+                level: health == .healthy ? .notice : .error,
+                message: "GPU \(health == .healthy ? "healthy again" : "unhealthy: taken out of scheduling")",
+                metadata: ["node": name, "gpu": "\(gpu)", "reason": reason ?? "-"]
+            )
+        )
+        return true
+    }
+
+    /// Stops the running jobs on unhealthy GPUs of a node, or on the node if it is down: a logged event each,
+    /// so that after a restart they are still requeued (or failed) when they end.
+    private mutating func stopJobsOnFailedGPUs(_ name: String, _ clock: ClockReading, _ out: inout Output) {
+        guard let node = state.node(named: name) else { return }
+        var seen = Set<JobID>()
+        for gpu in 0..<node.spec.gpus {
+            let failedGPU = node.health[gpu] == .unhealthy
+            let downNode = node.state == .down
+            guard failedGPU || downNode, let id = node.holder[gpu], seen.insert(id).inserted,
+                let job = state.jobs[id], job.state == .running
+            else { continue }
+            let why =
+                failedGPU
+                ? "GPU \(gpu) of node \(name) failed: \(node.healthReason[gpu] ?? "unhealthy")"
+                : "node \(name) went down: \(node.stateReason ?? "")"
+            let grace = min(job.spec.grace ?? state.grace(of: job.spec), settings.gpuFailureGrace)
+            guard apply(.jobGPUFailed(id: id, reason: why, grace: grace), clock, &out), let now = state.jobs[id] else {
+                continue
+            }
+            out.notes.append(
+                Note(
+                    level: .error,
+                    message: "Job stopped: its GPU failed",
+                    metadata: ["job.id": "\(id)", "reason": why]
+                )
+            )
+            stop(now, grace: grace, &out)
+            out.effects.append(.notify(id, "gpu_failed"))
+        }
+    }
+
+    /// A node is gone: down, and its jobs requeued or failed per `on_node_loss`.
+    private mutating func nodeLost(_ name: String, _ reason: String, _ clock: ClockReading, _ out: inout Output) {
+        guard apply(.nodeStateChanged(name: name, state: .down, reason: reason), clock, &out) else { return }
+        out.notes.append(Note(level: .error, message: "Node lost", metadata: ["node": name, "reason": reason]))
+        for id in state.activeJobs.sorted() {
+            guard let job = state.jobs[id], job.state.holdsGPUs,
+                job.allocation?.slices.contains(where: { $0.node == name }) == true
+            else { continue }
+            let why = "node \(name) was lost (\(reason))"
+            let requeue: Bool
+            switch settings.onNodeLoss {
+            case .requeue: requeue = true
+            case .fail: requeue = false
+            case .requeuePreemptible: requeue = state.isPreemptible(job.spec)
+            }
+            if requeue, apply(.jobRequeued(id: id, reason: why), clock, &out) {
+                deadlines[id] = nil
+                out.notes.append(
+                    Note(level: .warning, message: "Job requeued", metadata: ["job.id": "\(id)", "reason": why])
+                )
+                out.effects.append(.notify(id, "requeued"))
+            } else if !requeue {
+                finish(id, exit: .lost(reason: why), endedAt: nil, clock, &out)
+            }
+        }
+        out.passWanted = true
+    }
+}
+
+extension ClusterState {
+    /// Whether a deadline table holds entries of jobs that no longer hold GPUs (it is pruned then).
+    fileprivate func deadlinesOutlive(_ deadlines: [JobID: (run: Int, stopping: Bool, mono: Double)]) -> Bool {
+        deadlines.count > activeJobs.count
+    }
+}
