@@ -1,6 +1,7 @@
 # allot — build, test, demo and benchmarks.
 #   make demo    run allotd on the example pool with real (short) jobs
 #   make simulate  replay the example trace on the example pool
+#   make simulate-faults SEEDS=10000   the controller under seeded faults (crashes, lost agents, GPU failures)
 #   make test    the test suite
 #   make bench   the benchmarks (Benchmarks/, a package of its own)
 #   make install / make uninstall   release binaries, systemd units, config, man pages, completions, docs
@@ -11,7 +12,7 @@ CONFIG ?= etc/allot/allotd.toml
 TRACE ?= examples/trace-mixed.csv
 BIN := $(shell $(SWIFT) build --show-bin-path 2>/dev/null)
 
-.PHONY: all deps build release test lint format demo simulate bench bench-daemon figures clean install uninstall \
+.PHONY: all deps build release test lint format demo simulate simulate-faults bench bench-daemon figures clean install uninstall \
 	verify-units
 
 PREFIX ?= /usr/local
@@ -72,6 +73,14 @@ simulate: deps
 	@echo
 	@echo "== fifo baseline: strict first come, first served =="
 	$(BIN)/allotctl simulate --config $(CONFIG) --trace $(TRACE) --policy fifo
+
+# The controller under seeded faults: every invariant checked after every step; a failure prints its seed
+# and how to replay it (allotctl simulate-faults --seed S).
+SEEDS ?= 1000
+FIRST ?= 1
+STEPS ?= 2000
+simulate-faults: release
+	$(RELEASE_BIN)/allotctl-full simulate-faults --seeds $(SEEDS) --first $(FIRST) --steps $(STEPS)
 
 bench: deps
 	cd Benchmarks && $(SWIFT) package benchmark

@@ -456,6 +456,31 @@ public struct Controller: Sendable {
                 job.allocation?.slices.contains(where: { $0.node == name }) == true
             else { continue }
             let why = "node \(name) was lost (\(reason))"
+            // Its process runs on another node that is still reachable (it spans nodes): it is stopped there
+            // first, as on a GPU failure, and settled when it has ended — requeued at once, its old run
+            // would hold GPUs the pool gives to others.
+            if let first = job.allocation?.slices.first?.node, first != name, runner(of: first) != .none,
+                job.state == .running
+            {
+                let grace = min(job.spec.grace ?? state.grace(of: job.spec), settings.gpuFailureGrace)
+                if apply(.jobGPUFailed(id: id, reason: why, grace: grace), clock, &out), let now = state.jobs[id] {
+                    out.notes.append(
+                        Note(
+                            level: .error,
+                            message: "Job stopped: a node of it was lost",
+                            metadata: ["job.id": "\(id)", "reason": why]
+                        )
+                    )
+                    stop(now, grace: grace, &out)
+                    out.effects.append(.notify(id, "gpu_failed"))
+                }
+                continue
+            }
+            if job.state == .stopping, let first = job.allocation?.slices.first?.node, first != name,
+                runner(of: first) != .none
+            {
+                continue  // already told to stop where it runs: settled when it ends
+            }
             let requeue: Bool
             switch settings.onNodeLoss {
             case .requeue: requeue = true

@@ -409,6 +409,13 @@ final class Engine {
         let now = Self.now
         for id in state.activeJobs.sorted() {
             guard let job = state.jobs[id], job.state.holdsGPUs, isLocal(job) else { continue }
+            // Its start was logged but never carried out (allotd stopped in between): it starts now, not
+            // "lost" (found by the fault simulation's crashes between fsync and effect).
+            if job.state == .running, !executor.hasRun(id, run: job.runs) {
+                logger.notice("Job starting: its start was logged but not carried out", metadata: ["job.id": "\(id)"])
+                perform(.start(id, run: job.runs))
+                continue
+            }
             if let ended = executor.adopt(job) {
                 runEnded(ended)
             } else {

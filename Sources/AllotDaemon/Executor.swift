@@ -372,8 +372,9 @@ final class Executor {
     }
 
     /// Whether a run exists here at all (started before, running or ended): orders are idempotent.
+    /// (Its directory is made first; runs of an older allotd have `spec.json` in it instead of `spec`.)
     func hasRun(_ id: JobID, run: Int) -> Bool {
-        FileManager.default.fileExists(atPath: runDirectory(id, run: run) + "/spec")
+        FileManager.default.fileExists(atPath: runDirectory(id, run: run))
     }
 
     /// The controller has recorded this end: it need not be reported again.

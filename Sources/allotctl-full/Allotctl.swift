@@ -16,7 +16,8 @@ struct Allotctl: AsyncParsableCommand {
         subcommands: [
             Submit.self, List.self, Show.self, Why.self, Cancel.self, Hold.self, Release.self, Logs.self, Wait.self,
             Watch.self,
-            Nodes.self, Drain.self, Resume.self, Status.self, Cost.self, Reload.self, Simulate.self, CA.self,
+            Nodes.self, Drain.self, Resume.self, Status.self, Cost.self, Reload.self, Simulate.self,
+            SimulateFaults.self, CA.self,
         ]
     )
 

@@ -1,0 +1,496 @@
+import AllotCore
+
+/// A seeded simulation of the whole controller under faults, in the manner of TigerBeetle's VOPR and
+/// FoundationDB's simulation testing: the real ``Controller`` against a simulated log that can lose its
+/// unsynced tail in a crash (between append and fsync, or between fsync and the effect), simulated runners
+/// whose jobs exit, fail, hang or ignore SIGTERM and outlive a crash, nodes whose GPUs fail and heal and
+/// whose agents are lost and come back (fenced), requests (submit, cancel, hold, release), and a wall clock
+/// that steps — every choice drawn from one seed, so a failure replays exactly.
+///
+/// After every step it checks what must hold: no GPU held by two jobs (the state's invariants), no
+/// acknowledged request lost after a recovery, at most one live run per job on nodes that are up and none
+/// after fencing that the state does not assign, every pending job with a reason after a pass, and the log
+/// rebuilding the state exactly.
+public struct FaultSimulation: Sendable {
+    /// What went wrong: the seed and step replay it (`allotctl simulate-faults --seed S`).
+    public struct Failure: Error, CustomStringConvertible, Sendable {
+        public var seed: UInt64
+        public var step: Int
+        public var message: String
+        /// The last inputs before the failure, oldest first.
+        public var recent: [String]
+
+        public var description: String {
+            "seed \(seed), step \(step): \(message)\n  last inputs:\n    " + recent.joined(separator: "\n    ")
+        }
+    }
+
+    /// What a run went through.
+    public struct Report: Sendable, Hashable {
+        public var steps = 0
+        public var events = 0
+        public var crashes = 0
+        public var submits = 0
+        public var starts = 0
+        public var gpuFailures = 0
+        public var nodesLost = 0
+        public var fenced = 0
+        public var killedAfterGrace = 0
+        public var wallClockSteps = 0
+        public var completed = 0
+        public var requeues = 0
+
+        public init() {}
+
+        /// This report and another, added up.
+        public func adding(_ o: Report) -> Report {
+            var r = self
+            r.steps += o.steps
+            r.events += o.events
+            r.crashes += o.crashes
+            r.submits += o.submits
+            r.starts += o.starts
+            r.gpuFailures += o.gpuFailures
+            r.nodesLost += o.nodesLost
+            r.fenced += o.fenced
+            r.killedAfterGrace += o.killedAfterGrace
+            r.wallClockSteps += o.wallClockSteps
+            r.completed += o.completed
+            r.requeues += o.requeues
+            return r
+        }
+
+        public var summary: String {
+            let parts = [
+                "\(steps) steps", "\(events) events", "\(crashes) crashes", "\(submits) submits", "\(starts) starts",
+                "\(completed) completed", "\(requeues) requeues", "\(gpuFailures) jobs stopped by GPU failures",
+                "\(nodesLost) agents lost", "\(fenced) runs fenced", "\(killedAfterGrace) killed after their grace",
+                "\(wallClockSteps) wall clock steps",
+            ]
+            return parts.joined(separator: ", ")
+        }
+    }
+
+    public let seed: UInt64
+    public var steps: Int
+
+    public init(seed: UInt64, steps: Int = 2_000) {
+        self.seed = seed
+        self.steps = steps
+    }
+
+    // MARK: The world
+
+    /// How a simulated job behaves.
+    private enum Behaviour { case exits(code: Int32, after: Double), hangs, ignoresTerm(after: Double) }
+
+    private struct Run {
+        var id: JobID
+        var run: Int
+        var node: String
+        var behaviour: Behaviour
+        var startedAt: Double
+        /// When it was told to stop (mono), and its grace.
+        var stopAt: Double?
+        var grace: Double = 0
+        /// Set once it has ended: how (kept, as a supervisor's status file is, until the end is recorded).
+        var end: Controller.RunEnd?
+        /// When its end is reported to the controller (delayed, sometimes twice).
+        var reportAt: Double?
+    }
+
+    private struct RunKey: Hashable { var id: JobID, run: Int }
+
+    /// SplitMix64: small, fast, and the same everywhere.
+    private struct RNG {
+        var state: UInt64
+        mutating func next() -> UInt64 {
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return z ^ (z >> 31)
+        }
+        mutating func below(_ n: Int) -> Int { Int(next() % UInt64(max(1, n))) }
+        mutating func chance(_ p: Double) -> Bool { Double(next() >> 11) / Double(1 << 53) < p }
+        mutating func uniform(_ lo: Double, _ hi: Double) -> Double {
+            lo + (hi - lo) * Double(next() >> 11) / Double(1 << 53)
+        }
+    }
+
+    /// The pool: four nodes of eight GPUs, two run here and two by agents.
+    static func initialState() -> ClusterState {
+        var config = PoolConfig(
+            gpuModels: [
+                GPUModel(name: "H100", memoryGiB: 80, pricePerHour: 4, speed: 2),
+                GPUModel(name: "L4", memoryGiB: 24, pricePerHour: 0.6, speed: 0.35),
+            ],
+            tenants: [Tenant(name: "a", shares: 1), Tenant(name: "b", shares: 2)]
+        )
+        config.scheduler.interval = 5
+        config.preemption.minRuntime = 5
+        var s = ClusterState()
+        var events = [Event(time: .zero, .configApplied(config: config))]
+        for (name, model) in [("h1", "H100"), ("h2", "H100"), ("l1", "L4"), ("l2", "L4")] {
+            events.append(Event(time: .zero, .nodeAdded(spec: NodeSpec(name: name, gpuModel: model, gpus: 8))))
+        }
+        try! s.apply(events)
+        return s
+    }
+
+    static let localNodes = ["h1", "l1"]
+    static let agentNodes = ["h2", "l2"]
+
+    // MARK: Running it
+
+    /// Runs the simulation. - Throws: ``Failure`` at the first broken invariant.
+    public func run() throws(Failure) -> Report {
+        var rng = RNG(state: seed)
+        var report = Report()
+        let initial = Self.initialState()
+        var durable: [Event] = []
+        var unsynced: [Event] = []
+        /// Effects waiting for their events to be durable: (events logged before them, effect).
+        var unreleased: [(upTo: Int, effect: Controller.Effect)] = []
+        /// Submits acknowledged to their client (their event was durable): they must survive any crash.
+        var acknowledged: [(upTo: Int, id: JobID)] = []
+        var acked = Set<JobID>()
+        var runs: [RunKey: Run] = [:]
+        /// Agent nodes cut off from the controller (lost): their runs go on until the agent comes back.
+        var partitioned = Set<String>()
+        var mono = 0.0
+        var wallOffset = 1_800_000_000.0
+        /// The last inputs (described only when something fails).
+        var recent: [(mono: Double, input: Controller.Input?, note: String)] = []
+        var controller = Controller(state: initial)
+        var stepNo = 0
+        var passWanted = true
+
+        func clock() -> ClockReading { ClockReading(wall: Instant(seconds: mono + wallOffset), mono: mono) }
+        func fail(_ message: String) -> Failure {
+            Failure(
+                seed: seed,
+                step: stepNo,
+                message: message,
+                recent: recent.suffix(12).map { "t=\(Int($0.mono)) " + ($0.input.map(Self.describe) ?? $0.note) }
+            )
+        }
+        func setRunners(_ c: inout Controller) {
+            for n in Self.localNodes { _ = c.step(.runner(node: n, .local), at: clock()) }
+            for n in Self.agentNodes { _ = c.step(.runner(node: n, .agent), at: clock()) }
+        }
+        setRunners(&controller)
+
+        func feed(_ input: Controller.Input) throws(Failure) {
+            recent.append((mono, input, ""))
+            if recent.count > 64 { recent.removeFirst(recent.count - 32) }
+            let out = controller.step(input, at: clock())
+            for (body, error) in out.refused {
+                // Requests may race (a cancel of a job that just ended); rules never should.
+                if case .record = input { continue }
+                throw fail("the controller's own decision was refused: \(body) — \(error)")
+            }
+            unsynced += out.events
+            report.events += out.events.count
+            for e in out.events {
+                switch e.body {
+                case .jobStarted: report.starts += 1
+                case .jobGPUFailed: report.gpuFailures += 1
+                case .jobRequeued: report.requeues += 1
+                case .jobFinished:
+                    if case .jobFinished(let id, _, _) = e.body, controller.state.jobs[id]?.state == .completed {
+                        report.completed += 1
+                    }
+                default: break
+                }
+            }
+            let upTo = durable.count + unsynced.count
+            for effect in out.effects { unreleased.append((upTo, effect)) }
+            if out.passWanted { passWanted = true }
+            if case .pass = input {
+                // Every pending job has a reason.
+                let reasons = Set(controller.lastPass.pending.map(\.id))
+                for id in controller.state.pendingJobs.ids where !reasons.contains(id) {
+                    throw fail("pending job \(id) has no reason after a pass")
+                }
+            }
+        }
+
+        /// The effects whose events are durable, carried out.
+        func release() {
+            var keep: [(upTo: Int, effect: Controller.Effect)] = []
+            for (upTo, effect) in unreleased {
+                guard upTo <= durable.count else {
+                    keep.append((upTo, effect))
+                    continue
+                }
+                switch effect {
+                case .start(let id, let run):
+                    guard let job = controller.state.jobs[id], job.runs == run, job.state == .running,
+                        let node = job.allocation?.slices.first?.node, !partitioned.contains(node),
+                        runs[RunKey(id: id, run: run)] == nil
+                    else { continue }
+                    let behaviour: Behaviour
+                    switch rng.below(10) {
+                    case 0: behaviour = .hangs
+                    case 1: behaviour = .ignoresTerm(after: rng.uniform(5, 200))
+                    case 2: behaviour = .exits(code: 1, after: rng.uniform(1, 100))
+                    default: behaviour = .exits(code: 0, after: rng.uniform(1, 150))
+                    }
+                    runs[RunKey(id: id, run: run)] = Run(
+                        id: id,
+                        run: run,
+                        node: node,
+                        behaviour: behaviour,
+                        startedAt: mono
+                    )
+                case .stop(let id, let run, let grace, _):
+                    guard var r = runs[RunKey(id: id, run: run)], r.end == nil, !partitioned.contains(r.node) else {
+                        continue
+                    }
+                    if r.stopAt == nil || mono + grace < r.stopAt! + r.grace {
+                        r.stopAt = mono
+                        r.grace = grace
+                    }
+                    runs[RunKey(id: id, run: run)] = r
+                case .notify, .ended: continue
+                }
+            }
+            unreleased = keep
+        }
+
+        func sync() {
+            durable += unsynced
+            unsynced.removeAll()
+            for (upTo, id) in acknowledged where upTo <= durable.count { acked.insert(id) }
+            acknowledged.removeAll { $0.upTo <= durable.count }
+        }
+
+        /// The runners' clocks: runs end by themselves, on SIGTERM, or killed after their grace.
+        func advanceRuns() throws(Failure) {
+            for key in runs.keys.sorted(by: { ($0.id, $0.run) < ($1.id, $1.run) }) {
+                guard var r = runs[key] else { continue }
+                if r.end == nil {
+                    var end: Controller.RunEnd?
+                    if case .exits(let code, let after) = r.behaviour, mono >= r.startedAt + after {
+                        end = .init(id: r.id, run: r.run, exit: .exited(code: code))
+                    }
+                    if end == nil, let stop = r.stopAt {
+                        switch r.behaviour {
+                        case .ignoresTerm where mono >= stop + r.grace, .hangs where mono >= stop + r.grace:
+                            end = .init(id: r.id, run: r.run, exit: .signaled(signal: 9), killed: true)
+                            report.killedAfterGrace += 1
+                        case .exits where mono >= stop + min(r.grace, 2):
+                            end = .init(id: r.id, run: r.run, exit: .signaled(signal: 15))
+                        default: break
+                        }
+                    }
+                    if case .ignoresTerm(let after) = r.behaviour, end == nil, mono >= r.startedAt + after {
+                        end = .init(id: r.id, run: r.run, exit: .exited(code: 0))
+                    }
+                    if let end {
+                        var e = end
+                        e.endedAt = Instant(seconds: mono + wallOffset)
+                        r.end = e
+                        r.reportAt = mono + rng.uniform(0, 3)
+                    }
+                }
+                // Reported (late, sometimes twice) unless the node is cut off.
+                if let end = r.end, let at = r.reportAt, mono >= at, !partitioned.contains(r.node) {
+                    r.reportAt = rng.chance(0.1) ? mono + rng.uniform(0, 5) : nil
+                    runs[key] = r
+                    try feed(.runEnded(end))
+                    continue
+                }
+                runs[key] = r
+            }
+        }
+
+        /// The controller's host crashes: the unsynced tail is lost, and with it every effect not carried
+        /// out; the controller comes back from the log; the runs outlive it and are taken back.
+        func crash() throws(Failure) {
+            report.crashes += 1
+            recent.append((mono, nil, "CRASH (lost \(unsynced.count) unsynced events)"))
+            unsynced.removeAll()
+            unreleased.removeAll()
+            acknowledged.removeAll()
+            var recovered = initial
+            do { try recovered.apply(durable) } catch { throw fail("the log does not replay: \(error)") }
+            controller = Controller(state: recovered)
+            setRunners(&controller)
+            for id in acked where recovered.jobs[id] == nil {
+                throw fail("acknowledged job \(id) is gone after a recovery")
+            }
+            // Adoption, as allotd does it: a run still going is watched again; one that ended reports its
+            // status; one never started (its start event was durable, the start was not carried out) starts.
+            for id in recovered.activeJobs.sorted() {
+                guard let job = recovered.jobs[id], let node = job.allocation?.slices.first?.node,
+                    !partitioned.contains(node)
+                else { continue }
+                let key = RunKey(id: id, run: job.runs)
+                if let r = runs[key] {
+                    if let end = r.end {
+                        try feed(.runEnded(end))
+                    } else if job.state == .stopping {
+                        var adopted = r
+                        if adopted.stopAt == nil {
+                            adopted.stopAt = mono
+                            adopted.grace = job.graceLeft(at: mono + wallOffset)
+                        }
+                        runs[key] = adopted
+                    }
+                } else if job.state == .running {
+                    unreleased.append((durable.count, .start(id, run: job.runs)))
+                } else {
+                    try feed(.runEnded(.init(id: id, run: job.runs, exit: .lost(reason: "never started"))))
+                }
+            }
+            // An agent still cut off is lost again once its node_timeout passes.
+            for node in partitioned.sorted() where controller.state.node(named: node)?.state != .down {
+                try feed(.nodeLost(node: node, reason: "agent lost: no heartbeat"))
+            }
+            passWanted = true
+        }
+
+        for step in 0..<steps {
+            stepNo = step
+            report.steps += 1
+            mono += rng.uniform(0.1, 3)
+            try advanceRuns()
+            switch rng.below(100) {
+            case 0..<10:
+                let id = controller.state.nextJobID
+                let kind: JobKind = rng.chance(0.3) ? .inference : .training
+                var spec = JobSpec(
+                    name: "j\(id)",
+                    tenant: rng.chance(0.5) ? "a" : "b",
+                    kind: kind,
+                    gpus: [1, 1, 2, 4, 8][rng.below(5)]
+                )
+                if rng.chance(0.3) { spec.walltime = rng.uniform(10, 120) }
+                if rng.chance(0.3) { spec.grace = rng.uniform(0, 20) }
+                let held = rng.chance(0.1)
+                try feed(.record([.jobSubmitted(id: id, spec: spec, held: held)]))
+                acknowledged.append((durable.count + unsynced.count, id))
+                report.submits += 1
+                passWanted = true
+            case 10..<14:
+                let active = controller.state.activeJobs.sorted() + controller.state.pendingJobs.ids.sorted()
+                if !active.isEmpty {
+                    let id = active[rng.below(active.count)]
+                    if let job = controller.state.jobs[id] {
+                        try feed(
+                            .record([.jobCancelled(id: id, by: 1000, grace: controller.state.grace(of: job.spec))])
+                        )
+                        passWanted = true
+                    }
+                }
+            case 14..<16:
+                let held = controller.state.jobs.filter { $0.state == .held }.map(\.id).sorted()
+                if let id = held.first { try feed(.record([.jobReleased(id: id)])) }
+            case 16..<19:
+                let node = ["h1", "h2", "l1", "l2"][rng.below(4)]
+                let gpu = rng.below(8)
+                let sick = rng.chance(0.6)
+                try feed(
+                    .gpuHealth(
+                        node: node,
+                        gpus: [.init(index: gpu, health: sick ? .unhealthy : .healthy, reason: sick ? "Xid 79" : nil)]
+                    )
+                )
+            case 19..<21:
+                let node = Self.agentNodes[rng.below(2)]
+                if partitioned.contains(node) {
+                    // The agent comes back: fencing kills what the controller no longer assigns to it.
+                    partitioned.remove(node)
+                    for (key, r) in runs where r.node == node && r.end == nil {
+                        let job = controller.state.jobs[key.id]
+                        let assigned =
+                            job.map {
+                                $0.runs == key.run && $0.state.holdsGPUs && $0.allocation?.slices.first?.node == node
+                            }
+                            ?? false
+                        if !assigned {
+                            runs[key]?.end = .init(id: key.id, run: key.run, exit: .signaled(signal: 9), killed: true)
+                            runs[key]?.reportAt = nil
+                            report.fenced += 1
+                        }
+                    }
+                    if controller.state.node(named: node)?.state == .down {
+                        try feed(.nodeState(node: node, .up, reason: nil))
+                    }
+                    // What it missed (a crash lost the node's loss): starts of runs it does not have; a
+                    // stopping run it does not have has ended unseen.
+                    for id in controller.state.activeJobs.sorted() {
+                        guard let job = controller.state.jobs[id], job.allocation?.slices.first?.node == node,
+                            runs[RunKey(id: id, run: job.runs)] == nil
+                        else { continue }
+                        if job.state == .running {
+                            unreleased.append((durable.count, .start(id, run: job.runs)))
+                        } else {
+                            try feed(.runEnded(.init(id: id, run: job.runs, exit: .lost(reason: "not on its agent"))))
+                        }
+                    }
+                } else if controller.state.node(named: node)?.state != .down {
+                    partitioned.insert(node)
+                    report.nodesLost += 1
+                    try feed(.nodeLost(node: node, reason: "agent lost: no heartbeat"))
+                }
+            case 21..<23:
+                report.wallClockSteps += 1
+                wallOffset += rng.chance(0.5) ? rng.uniform(60, 86_400) : -rng.uniform(60, 3_600)
+            case 23..<25:
+                if rng.chance(0.5) { sync() }
+                try crash()
+            default:
+                break
+            }
+            if rng.chance(0.4) { try feed(.tick) }
+            if passWanted && rng.chance(0.7) {
+                passWanted = false
+                try feed(.pass)
+            }
+            if rng.chance(0.6) {
+                sync()
+                release()
+            }
+            // What must hold.
+            if let broken = controller.state.invariantViolations().first { throw fail(broken) }
+            var live: [JobID: RunKey] = [:]
+            for (key, r) in runs where r.end == nil && !partitioned.contains(r.node) {
+                if let other = live[key.id] {
+                    let job = controller.state.jobs[key.id]
+                    throw fail(
+                        "job \(key.id) has two live runs: \(other.run) on \(runs[other]!.node) and \(key.run) on \(r.node); "
+                            + "the job is \(job?.state.rawValue ?? "gone"), run \(job?.runs ?? 0) on \(job?.allocation?.description ?? "-")"
+                    )
+                }
+                live[key.id] = key
+                guard let job = controller.state.jobs[key.id], job.state.holdsGPUs || r.end != nil else {
+                    // A run the state no longer has must be on its way out (told to stop, or ending).
+                    continue
+                }
+            }
+            if step % 50 == 49 {
+                var replayed = initial
+                do { try replayed.apply(durable + unsynced) } catch { throw fail("the log does not replay: \(error)") }
+                if replayed != controller.state { throw fail("replaying the log does not rebuild the state") }
+            }
+        }
+        return report
+    }
+
+    static func describe(_ input: Controller.Input) -> String {
+        switch input {
+        case .pass: "pass"
+        case .tick: "tick"
+        case .runEnded(let e): "run ended: job \(e.id) run \(e.run) \(e.exit)\(e.killed ? " (killed)" : "")"
+        case .gpuHealth(let node, let gpus):
+            "GPU health \(node): " + gpus.map { "\($0.index)=\($0.health.rawValue)" }.joined(separator: ",")
+        case .nodeState(let node, let st, _): "node \(node) \(st.rawValue)"
+        case .nodeLost(let node, _): "node \(node) lost"
+        case .runner(let node, let r): "runner \(node) \(r)"
+        case .record(let bodies): bodies.map { "\($0)".prefix(80) }.joined(separator: "; ")
+        }
+    }
+}

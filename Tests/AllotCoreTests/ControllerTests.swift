@@ -1,0 +1,158 @@
+import Testing
+
+@testable import AllotCore
+
+/// The controller's rules, driven as allotd drives it: inputs at clock readings, events and effects out.
+@Suite struct ControllerTests {
+    static func pool() -> Controller {
+        var c = Controller(state: .fixture(nodes: [("n1", "H100", 4, []), ("n2", "H100", 4, [])]))
+        _ = c.step(.runner(node: "n1", .local), at: at(0))
+        _ = c.step(.runner(node: "n2", .local), at: at(0))
+        return c
+    }
+
+    /// A reading whose wall clock is `wall` and whose monotonic clock is `mono` (the same by default).
+    static func at(_ wall: Double, mono: Double? = nil) -> ClockReading {
+        ClockReading(wall: Instant(seconds: 1_000_000 + wall), mono: mono ?? wall)
+    }
+
+    /// Submits (as allotd records a request) and runs a pass.
+    static func submitAndStart(_ c: inout Controller, _ spec: JobSpec, at t: Double) -> (JobID, Controller.Output) {
+        let id = c.state.nextJobID
+        _ = c.step(.record([.jobSubmitted(id: id, spec: spec, held: false)]), at: at(t))
+        return (id, c.step(.pass, at: at(t)))
+    }
+
+    @Test func aPassStartsJobsAsEffectsBehindItsEvents() {
+        var c = Self.pool()
+        let (id, out) = Self.submitAndStart(&c, .training(2), at: 1)
+        #expect(out.events.map(\.kindName) == ["jobStarted"])
+        #expect(out.effects == [.start(id, run: 1), .notify(id, "started")])
+        #expect(c.state.jobs[id]?.state == .running)
+    }
+
+    /// Before the controller, a GPU failure stopped its job without an event: after a restart the job's end
+    /// was a plain failure although `on_gpu_failure = "requeue"`.
+    @Test func aGPUFailureIsAnEventSoARestartStillRequeuesTheJob() throws {
+        var c = Self.pool()
+        let (id, _) = Self.submitAndStart(&c, .training(1) { $0.grace = 60 }, at: 1)
+        let node = try #require(c.state.jobs[id]?.allocation?.slices.first)
+        var log: [Event] = []
+        let out = c.step(
+            .gpuHealth(
+                node: node.node,
+                gpus: [Controller.GPUReport(index: node.gpus[0], health: .unhealthy, reason: "Xid 79")]
+            ),
+            at: Self.at(5)
+        )
+        log += out.events
+        #expect(out.events.map(\.kindName) == ["gpuHealthChanged", "jobGPUFailed"])
+        // Its grace is capped at 30 s, and the runner is told so.
+        #expect(
+            out.effects.contains { if case .stop(id, 1, 30, let why) = $0 { why.contains("Xid 79") } else { false } }
+        )
+        // allotd restarts: the state is rebuilt from the log alone.
+        var before = ClusterState.fixture(nodes: [("n1", "H100", 4, []), ("n2", "H100", 4, [])])
+        try before.apply(
+            [
+                Event(time: Self.at(1).wall, .jobSubmitted(id: id, spec: .training(1) { $0.grace = 60 }, held: false))
+            ]
+                + (c.state.jobs[id].map { job in
+                    [Event(time: Self.at(1).wall, .jobStarted(id: id, allocation: job.allocation!))]
+                } ?? []) + log
+        )
+        var restarted = Controller(state: before)
+        _ = restarted.step(.runner(node: node.node, .local), at: Self.at(6, mono: 0))
+        let end = restarted.step(
+            .runEnded(Controller.RunEnd(id: id, run: 1, exit: .signaled(signal: 15))),
+            at: Self.at(8, mono: 2)
+        )
+        #expect(end.events.map(\.kindName) == ["jobRequeued"])
+        #expect(restarted.state.jobs[id]?.state == .pending)
+        #expect(end.effects.contains(.notify(id, "requeued")))
+        // With on_gpu_failure = "fail" it fails, naming the GPU.
+        var failing = Controller(state: before)
+        failing.settings.onGPUFailure = .fail
+        _ = failing.step(.runEnded(Controller.RunEnd(id: id, run: 1, exit: .signaled(signal: 15))), at: Self.at(8))
+        #expect(failing.state.jobs[id]?.state == .failed)
+        #expect(failing.state.jobs[id]?.note?.contains("Xid 79") == true)
+    }
+
+    @Test func walltimeIsMeasuredOnTheMonotonicClockSoAWallClockStepFiresNothing() {
+        var c = Self.pool()
+        let (id, _) = Self.submitAndStart(&c, .training(1) { $0.walltime = 3600 }, at: 0)
+        // The first tick takes the deadline from the logged start; then the wall clock jumps a day ahead.
+        #expect(c.step(.tick, at: Self.at(10, mono: 10)).events.isEmpty)
+        let stepped = c.step(.tick, at: Self.at(86_400, mono: 11))
+        #expect(!stepped.events.contains { $0.kindName == "jobTimedOut" })
+        #expect(c.state.jobs[id]?.state == .running)
+        // An hour on the monotonic clock later it is stopped, with its grace, and the runner is told.
+        let due = c.step(.tick, at: Self.at(86_400 + 3590, mono: 3601))
+        #expect(due.events.map(\.kindName) == ["jobTimedOut"])
+        #expect(due.effects.contains { if case .stop(id, 1, _, _) = $0 { true } else { false } })
+        #expect(c.state.jobs[id]?.state == .stopping)
+    }
+
+    @Test func aStoppedJobNobodyRunsIsTakenAsStoppedAfterItsGraceOnly() {
+        var c = Controller(state: .fixture(nodes: [("far", "H100", 4, [])]))
+        let (id, _) = Self.submitAndStart(&c, .training(1) { $0.grace = 20 }, at: 0)
+        _ = c.step(.record([.jobCancelled(id: id, by: 1000, grace: 20)]), at: Self.at(5))
+        // Nobody runs node "far": no stop effect, and the grace is waited for.
+        #expect(c.step(.tick, at: Self.at(20)).events.isEmpty)
+        let after = c.step(.tick, at: Self.at(26))
+        #expect(after.events.map(\.kindName) == ["jobFinished"])
+        #expect(c.state.jobs[id]?.state == .cancelled)
+    }
+
+    @Test func aLostNodesJobsAreRequeuedOrFailedPerOnNodeLoss() {
+        var c = Self.pool()
+        let (a, _) = Self.submitAndStart(&c, .training(4), at: 0)
+        let (b, _) = Self.submitAndStart(&c, .inference(4), at: 0)
+        let node = c.state.jobs[a]!.allocation!.slices[0].node
+        let other = c.state.jobs[b]!.allocation!.slices[0].node
+        #expect(node != other)
+        _ = c.step(.nodeLost(node: node, reason: "agent lost"), at: Self.at(10))
+        _ = c.step(.nodeLost(node: other, reason: "agent lost"), at: Self.at(10))
+        // requeue-preemptible (the default): training goes back to the queue, inference fails.
+        #expect(c.state.jobs[a]?.state == .pending)
+        #expect(c.state.jobs[b]?.state == .failed)
+    }
+
+    /// Found by the fault simulation (seed 4): a job spanning a local node and an agent's node was requeued
+    /// when the agent was lost, while its process ran on, on the local node, holding GPUs the pool then gave
+    /// to others. It is stopped where it runs first, and settled when it has ended.
+    @Test func aJobSpanningALostNodeIsStoppedWhereItRunsBeforeItIsRequeued() throws {
+        var c = Controller(state: .fixture(nodes: [("here", "H100", 2, []), ("there", "H100", 2, [])]))
+        _ = c.step(.runner(node: "here", .local), at: Self.at(0))
+        _ = c.step(.runner(node: "there", .agent), at: Self.at(0))
+        let (id, _) = Self.submitAndStart(&c, .training(4), at: 0)
+        let slices = try #require(c.state.jobs[id]?.allocation?.slices)
+        #expect(slices.count == 2)
+        let lost = slices[1].node
+        let out = c.step(.nodeLost(node: lost, reason: "agent lost"), at: Self.at(10))
+        #expect(c.state.jobs[id]?.state == .stopping, "requeued while its process still runs on \(slices[0].node)")
+        #expect(out.effects.contains { if case .stop(id, 1, _, _) = $0 { true } else { false } })
+        // Its GPUs stay its own until its run ends; then it goes back to the queue.
+        #expect(c.step(.pass, at: Self.at(11)).effects.isEmpty)
+        _ = c.step(.runEnded(Controller.RunEnd(id: id, run: 1, exit: .signaled(signal: 15))), at: Self.at(12))
+        #expect(c.state.jobs[id]?.state == .pending)
+    }
+
+    @Test func theSameInputsAtTheSameReadingsGiveTheSameOutputs() {
+        func run() -> [Event] {
+            var c = Self.pool()
+            var events: [Event] = []
+            for i in 0..<6 {
+                let (_, out) = Self.submitAndStart(&c, i % 2 == 0 ? .training(1 + i % 3) : .inference(2), at: Double(i))
+                events += out.events
+            }
+            events +=
+                c.step(.gpuHealth(node: "n1", gpus: [.init(index: 0, health: .unhealthy, reason: "x")]), at: Self.at(9))
+                .events
+            events += c.step(.tick, at: Self.at(10)).events
+            events += c.step(.pass, at: Self.at(11)).events
+            return events
+        }
+        #expect(run() == run())
+    }
+}
