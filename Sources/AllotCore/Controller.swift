@@ -1,11 +1,11 @@
 /// What to do with the jobs on a GPU that failed.
-public enum GPUFailureAction: String, Sendable, Hashable, CaseIterable {
+public enum GPUFailureAction: String, Sendable, Hashable, CaseIterable, Codable {
     case requeue
     case fail
 }
 
 /// What to do with the jobs of a node that is lost (its agent silent past `node_timeout`).
-public enum NodeLossAction: String, Sendable, Hashable, CaseIterable {
+public enum NodeLossAction: String, Sendable, Hashable, CaseIterable, Codable {
     /// Preemptible jobs go back to the queue; the others fail.
     case requeuePreemptible = "requeue-preemptible"
     case requeue
@@ -15,7 +15,7 @@ public enum NodeLossAction: String, Sendable, Hashable, CaseIterable {
 /// A reading of the controller's two clocks: wall time for what users see and what the log records,
 /// and a monotonic clock (seconds from any origin) for every deadline, so that a step of the wall clock
 /// neither fires nor postpones one.
-public struct ClockReading: Hashable, Sendable {
+public struct ClockReading: Hashable, Sendable, Codable {
     public var wall: Instant
     public var mono: Double
 
@@ -37,7 +37,7 @@ public struct ClockReading: Hashable, Sendable {
 /// ``Input/record(_:)`` with their events.
 public struct Controller: Sendable {
     /// How a node's runs are run, chosen once per node by the shell.
-    public enum Runner: Hashable, Sendable {
+    public enum Runner: Hashable, Sendable, Codable {
         /// By this controller's host (its executor).
         case local
         /// By the node's agent.
@@ -46,7 +46,7 @@ public struct Controller: Sendable {
         case none
     }
 
-    public struct Settings: Hashable, Sendable {
+    public struct Settings: Hashable, Sendable, Codable {
         public var onGPUFailure: GPUFailureAction = .requeue
         public var onNodeLoss: NodeLossAction = .requeuePreemptible
         /// The longest grace a job gets when its GPU failed.
@@ -56,7 +56,7 @@ public struct Controller: Sendable {
     }
 
     /// How a run ended, as its runner saw it.
-    public struct RunEnd: Hashable, Sendable {
+    public struct RunEnd: Hashable, Sendable, Codable {
         public var id: JobID
         public var run: Int
         public var exit: ExitStatus
@@ -85,7 +85,7 @@ public struct Controller: Sendable {
     }
 
     /// One GPU's health as a check found it.
-    public struct GPUReport: Hashable, Sendable {
+    public struct GPUReport: Hashable, Sendable, Codable {
         public var index: Int
         public var health: GPUHealth
         public var reason: String?
@@ -97,7 +97,9 @@ public struct Controller: Sendable {
         }
     }
 
-    public enum Input: Hashable, Sendable {
+    /// One input. Codable: allotd can record every input it gives (`allotd run --record-inputs FILE`), and
+    /// replaying them through a fresh controller gives the events of its log again.
+    public enum Input: Hashable, Sendable, Codable {
         /// Run a scheduling pass now.
         case pass
         /// Time passed: limits and deadlines are looked at.
@@ -112,6 +114,8 @@ public struct Controller: Sendable {
         case nodeLost(node: String, reason: String)
         /// How a node's runs are run from now on.
         case runner(node: String, Runner)
+        /// The rules' settings from now on (a reload).
+        case settings(Settings)
         /// Events decided by the shell (requests, configuration): applied as given, in order.
         case record([Event.Body])
     }
@@ -148,7 +152,7 @@ public struct Controller: Sendable {
     }
 
     public private(set) var state: ClusterState
-    public var settings: Settings
+    public private(set) var settings: Settings
     public let scheduler: Scheduler
     /// The last pass (reasons of pending jobs, estimates).
     public private(set) var lastPass = SchedulingPass()
@@ -207,6 +211,7 @@ public struct Controller: Sendable {
             stopJobsOnFailedGPUs(node, clock, &out)
         case .nodeLost(let node, let reason): nodeLost(node, reason, clock, &out)
         case .runner(let node, let r): runners[node] = r
+        case .settings(let s): settings = s
         case .record(let bodies):
             for b in bodies { _ = apply(b, clock, &out) }
         }

@@ -18,6 +18,8 @@ public struct DaemonOptions: Sendable {
     public var stateDir: String?
     public var socket: String?
     public var repair = false
+    /// Where to record every input given to the controller, with its clock reading (JSON lines).
+    public var recordInputs: String?
     /// A listening socket handed over by systemd.
     public var inheritedSocket: Int32?
 

@@ -119,6 +119,10 @@ extension Engine {
             changes.append("GPU discovery settings changed: take effect when allotd restarts")
         }
         config = file
+        var rules = controller.settings
+        rules.onGPUFailure = b.onGPUFailure
+        rules.onNodeLoss = file.cluster?.onNodeLoss ?? .requeuePreemptible
+        if rules != controller.settings { feed(.settings(rules)) }
         deferredNodes = deferred
         let local = Set(state.nodes.filter { settings.isLocal($0.spec, hostname: hostname) }.map(\.name))
         if local != localNodes {

@@ -201,6 +201,9 @@ final class Engine {
     /// This run's epoch (its start time in milliseconds): agents learn it at registration.
     let epoch = UInt64(Date().timeIntervalSince1970 * 1000)
 
+    /// Where every controller input is recorded (`allotd run --record-inputs`).
+    let inputRecorder: InputRecorder?
+
     /// The last pass's blocker for a pending job.
     func blocker(of id: JobID) -> Blocker? {
         if reasonIndex == nil {
@@ -227,6 +230,7 @@ final class Engine {
         settings.onGPUFailure = config.daemon.onGPUFailure
         settings.onNodeLoss = config.cluster?.onNodeLoss ?? .requeuePreemptible
         self.controller = Controller(state: recovered, settings: settings)
+        self.inputRecorder = source?.recordInputs.flatMap { InputRecorder(path: $0, logger: logger) }
         self.config = config
         self.source = source
         self.settings = config.daemon
@@ -254,9 +258,17 @@ final class Engine {
     /// command, its effects queued behind them, its notes logged.
     @discardableResult
     func step(_ input: Controller.Input) -> Controller.Output {
-        let out = controller.step(input, at: clock())
+        let out = feed(input)
         absorb(out)
         return out
+    }
+
+    /// The one way into the controller: every input is recorded first when `--record-inputs` asks for it.
+    @discardableResult
+    func feed(_ input: Controller.Input) -> Controller.Output {
+        let reading = clock()
+        if let recorder = inputRecorder { recorder.record(input, at: reading) }
+        return controller.step(input, at: reading)
     }
 
     func absorb(_ out: Controller.Output, reportRefusals: Bool = true) {
@@ -301,7 +313,7 @@ final class Engine {
     /// Tells the controller how a node's runs are run: here, by its agent, or by nobody allot knows.
     func syncRunner(_ node: String) {
         let runner: Controller.Runner = localNodes.contains(node) ? .local : agents[node] != nil ? .agent : .none
-        _ = controller.step(.runner(node: node, runner), at: clock())
+        feed(.runner(node: node, runner))
     }
 
     // MARK: The loop
@@ -450,7 +462,7 @@ final class Engine {
     /// Records events decided here (requests, configuration) through the controller; they are logged at the
     /// end of the command. Stops at the first one the state refuses, and throws why.
     func apply(_ bodies: [Event.Body]) throws(StateError) {
-        let out = controller.step(.record(bodies), at: clock())
+        let out = feed(.record(bodies))
         absorb(out, reportRefusals: false)
         if let (_, error) = out.refused.first { throw error }
     }
@@ -594,7 +606,7 @@ final class Engine {
     func schedulePass() {
         guard failure == nil else { return }
         let passStart = ContinuousClock.now
-        let out = controller.step(.pass, at: clock())
+        let out = feed(.pass)
         if let m = metrics {
             let d = ContinuousClock.now - passStart
             m.passSeconds.recordNanoseconds(
@@ -659,5 +671,36 @@ final class Engine {
         let n = System.user(uid: uid)?.name
         if let n { userNames[uid] = n }
         return n
+    }
+}
+
+/// Records the controller's inputs with their clock readings, one JSON line each (`{"at":…,"input":…}`).
+final class InputRecorder {
+    private let fd: Int32
+    private let encoder = JSONEncoder()
+
+    init?(path: String, logger: Logger) {
+        fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
+        guard fd >= 0 else {
+            logger.error(
+                "Cannot record the controller's inputs",
+                metadata: ["path": "\(path)", "error": "\(String(cString: strerror(errno)))"]
+            )
+            return nil
+        }
+        encoder.outputFormatting = .sortedKeys
+    }
+
+    deinit { close(fd) }
+
+    struct Line: Codable {
+        var at: ClockReading
+        var input: Controller.Input
+    }
+
+    func record(_ input: Controller.Input, at reading: ClockReading) {
+        guard var data = try? encoder.encode(Line(at: reading, input: input)) else { return }
+        data.append(10)
+        data.withUnsafeBytes { _ = write(fd, $0.baseAddress, $0.count) }
     }
 }

@@ -490,6 +490,7 @@ public struct FaultSimulation: Sendable {
         case .nodeState(let node, let st, _): "node \(node) \(st.rawValue)"
         case .nodeLost(let node, _): "node \(node) lost"
         case .runner(let node, let r): "runner \(node) \(r)"
+        case .settings(let s): "settings \(s)"
         case .record(let bodies): bodies.map { "\($0)".prefix(80) }.joined(separator: "; ")
         }
     }

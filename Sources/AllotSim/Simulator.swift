@@ -26,7 +26,11 @@ public struct Simulator {
     /// What the simulator scheduled to happen to a running job.
     private struct Due: Comparable {
         enum Kind: Int {
-            case complete, timeOut, exitAfterNotice
+            case complete
+            /// Its walltime ends: the controller's tick stops it (with its grace, as allotd does).
+            case walltime
+            /// It was told to stop: it exits when its grace ends (it checkpoints on the notice).
+            case exitAfterNotice
             /// Nothing happens to the job: its shield from preemption (minimum run time, protection) ends,
             /// and a pass must look again, as the daemon's tick would.
             case shieldEnds
@@ -41,12 +45,18 @@ public struct Simulator {
     }
 
     /// Runs the trace to the end: until every job that can ever start has ended.
+    ///
+    /// The decisions are the controller's — the same ``Controller`` allotd runs, fed the same inputs
+    /// (requests, passes, ticks, run ends) at virtual readings of its clocks; the simulator plays the runners:
+    /// a job runs for its work divided by its GPUs' speed, exits when told to stop once its grace is over,
+    /// and is stopped at its walltime with its grace.
     /// - Parameter initial: the pool, with no jobs (from ``AllotConfig/ConfigFile/makeState(at:)``).
     /// - Throws: ``SimulationError`` if the core refuses an event (a bug) or an invariant breaks.
     public func run(_ trace: Trace, on initial: ClusterState) throws(SimulationError) -> SimulationResult {
-        var state = initial
-        let scheduler = Scheduler(policy: policy)
-        let totalGPUs = Double(state.totalGPUs)
+        var controller = Controller(state: initial, scheduler: Scheduler(policy: policy))
+        for node in initial.nodes { _ = controller.step(.runner(node: node.name, .local), at: reading(0)) }
+        var state: ClusterState { controller.state }
+        let totalGPUs = Double(initial.totalGPUs)
         var due = Heap<Due>()
         var seq = 0
         var traceIndex: [JobID: Int] = [:]
@@ -66,8 +76,53 @@ public struct Simulator {
         var counts = SimulationResult.Counts()
         let firstSubmit = lastTime
 
-        func apply(_ e: Event) throws(SimulationError) {
-            do { try state.apply(e) } catch { throw SimulationError.refused(e, error) }
+        func reading(_ t: Double) -> ClockReading { ClockReading(wall: Instant(seconds: t), mono: t) }
+
+        /// Feeds the controller and plays its effects: starts run for their work (or until their walltime),
+        /// stops end when the grace does.
+        func feed(_ input: Controller.Input, at t: Double) throws(SimulationError) -> Controller.Output {
+            let out = controller.step(input, at: reading(t))
+            if let (body, error) = out.refused.first {
+                throw SimulationError.refused(Event(time: Instant(seconds: t), body), error)
+            }
+            for e in out.events {
+                switch e.body {
+                case .jobStarted(_, _, _, let loans) where !loans.isEmpty: counts.loans += 1
+                case .jobPreempted(_, _, _, let reason):
+                    if reason.isReclaim { counts.reclaims += 1 } else { counts.preemptions += 1 }
+                default: break
+                }
+            }
+            for effect in out.effects {
+                switch effect {
+                case .start(let id, let run):
+                    guard let job = state.jobs[id], let allocation = job.allocation, let index = traceIndex[id] else {
+                        continue
+                    }
+                    let tj = trace.jobs[index]
+                    let speed = state.config.model(named: allocation.model)?.speed ?? 1
+                    let overhead = job.runs > 1 ? restartOverhead : 0
+                    let left = workLeft[id] ?? tj.duration
+                    let runTime = overhead + (tj.kind == .training ? left / speed : left)
+                    let limit = tj.walltime ?? .infinity
+                    runInfo[id] = (t + overhead, speed)
+                    seq += 1
+                    due.insert(
+                        Due(
+                            time: t + min(runTime, limit),
+                            seq: seq,
+                            job: id,
+                            run: run,
+                            kind: runTime > limit ? .walltime : .complete
+                        )
+                    )
+                case .stop(let id, let run, let grace, _):
+                    seq += 1
+                    due.insert(Due(time: t + grace, seq: seq, job: id, run: run, kind: .exitAfterNotice))
+                case .notify, .ended: continue
+                }
+            }
+            return out
         }
 
         var nextWake = -Double.infinity
@@ -114,7 +169,6 @@ public struct Simulator {
             let lastArrivalTime = trace.jobs.last?.submitTime ?? 0
             if lastTime < lastArrivalTime { wasteArriving += usableIdle * (min(t, lastArrivalTime) - lastTime) }
             lastTime = t
-            let now = Instant(seconds: t)
             while let top = due.min, top.time <= t {
                 _ = due.popMin()
                 guard let job = state.jobs[top.job], job.runs == top.run, job.state.holdsGPUs else { continue }
@@ -122,11 +176,9 @@ public struct Simulator {
                 case .complete where job.state == .running:
                     closeRun(top.job, at: t)
                     workLeft[top.job] = 0
-                    try apply(Event(time: now, .jobFinished(id: top.job, exit: .exited(code: 0))))
-                case .timeOut where job.state == .running:
-                    closeRun(top.job, at: t)
-                    try apply(Event(time: now, .jobTimedOut(id: top.job, grace: 0)))
-                    try apply(Event(time: now, .jobFinished(id: top.job, exit: .signaled(signal: 15))))
+                    _ = try feed(.runEnded(.init(id: top.job, run: top.run, exit: .exited(code: 0))), at: t)
+                case .walltime where job.state == .running:
+                    _ = try feed(.tick, at: t)
                 case .exitAfterNotice where job.state == .stopping:
                     closeRun(top.job, at: t)
                     // It checkpointed on the notice and exits now: work done until now is kept.
@@ -134,53 +186,26 @@ public struct Simulator {
                         let done = max(0, t - info.workStart) * (job.spec.kind == .training ? info.speed : 1)
                         workLeft[top.job] = max(0, (workLeft[top.job] ?? 0) - done)
                     }
-                    try apply(Event(time: now, .jobFinished(id: top.job, exit: .signaled(signal: 15))))
+                    _ = try feed(.runEnded(.init(id: top.job, run: top.run, exit: .signaled(signal: 15))), at: t)
                 default:
                     continue
                 }
             }
+            var arrivals: [Event.Body] = []
+            var id = state.nextJobID
             while nextArrival < trace.jobs.count && trace.jobs[nextArrival].submitTime <= t {
-                let id = state.nextJobID
                 let tj = trace.jobs[nextArrival]
-                try apply(Event(time: now, .jobSubmitted(id: id, spec: tj.spec, held: false)))
+                arrivals.append(.jobSubmitted(id: id, spec: tj.spec, held: false))
                 traceIndex[id] = nextArrival
                 workLeft[id] = tj.duration
                 nextArrival += 1
+                id = JobID(id.rawValue + 1)
             }
-            let pass = scheduler.schedule(state, at: now)
+            if !arrivals.isEmpty { _ = try feed(.record(arrivals), at: t) }
+            _ = try feed(.pass, at: t)
+            let pass = controller.lastPass
             passes += 1
-            onPass?(now, pass, state)
-            for decision in pass.decisions {
-                try apply(decision.event(at: now))
-                switch decision {
-                case .start(let id, let allocation, _, let loans):
-                    let tj = trace.jobs[traceIndex[id]!]
-                    let speed = state.config.model(named: allocation.model)?.speed ?? 1
-                    let job = state.jobs[id]!
-                    let overhead = job.runs > 1 ? restartOverhead : 0
-                    let left = workLeft[id] ?? tj.duration
-                    let runTime = overhead + (tj.kind == .training ? left / speed : left)
-                    let limit = tj.walltime ?? .infinity
-                    runInfo[id] = (t + overhead, speed)
-                    if !loans.isEmpty { counts.loans += 1 }
-                    seq += 1
-                    due.insert(
-                        Due(
-                            time: t + min(runTime, limit),
-                            seq: seq,
-                            job: id,
-                            run: job.runs,
-                            kind: runTime > limit ? .timeOut : .complete
-                        )
-                    )
-                case .preempt(let id, _, let grace, let reason):
-                    if reason.isReclaim { counts.reclaims += 1 } else { counts.preemptions += 1 }
-                    seq += 1
-                    due.insert(
-                        Due(time: t + grace, seq: seq, job: id, run: state.jobs[id]!.runs, kind: .exitAfterNotice)
-                    )
-                }
-            }
+            onPass?(Instant(seconds: t), pass, state)
             // A job that waits while running jobs are shielded from preemption must be looked at again when
             // the first shield ends (the daemon's tick does it): wake up then.
             if policy == .allot && !pass.pending.isEmpty, let (end, id) = firstShieldEnd(after: t),
@@ -195,7 +220,7 @@ public struct Simulator {
             // it finds work only where the policy held a job back (queue order, reservations, budgets).
             usableIdle = 0
             if pass.pending.contains(where: { !$0.blocker.isCapacity }) {
-                usableIdle = Double(Scheduler.usableIdleGPUs(state, at: now))
+                usableIdle = Double(Scheduler.usableIdleGPUs(state, at: Instant(seconds: t)))
             }
             if paranoid, let broken = state.invariantViolations().first {
                 throw SimulationError.invariant(broken, at: t)

@@ -49,6 +49,15 @@ struct Run: AsyncParsableCommand {
     @Flag(name: .long, help: "Cut the write-ahead log at damage before its tail instead of refusing to start.")
     var repair = false
 
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Record every input the controller is given, with its clock reading, one JSON line each (to reproduce a decision: replayed through a controller, they give the log's events again).",
+            valueName: "FILE"
+        )
+    )
+    var recordInputs: String?
+
     func validate() throws {
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError(
@@ -73,6 +82,7 @@ struct Run: AsyncParsableCommand {
         }
         let logger = Logger(label: "allotd")
         var options = DaemonOptions(configPath: config, stateDir: stateDir, socket: socket, repair: repair)
+        options.recordInputs = recordInputs
         // Socket activation: systemd passes the listening socket as fd 3.
         options.inheritedSocket = Systemd.listenFDs().first
         if let fd = options.inheritedSocket {

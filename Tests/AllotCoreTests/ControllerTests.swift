@@ -72,7 +72,9 @@ import Testing
         #expect(end.effects.contains(.notify(id, "requeued")))
         // With on_gpu_failure = "fail" it fails, naming the GPU.
         var failing = Controller(state: before)
-        failing.settings.onGPUFailure = .fail
+        var rules = Controller.Settings()
+        rules.onGPUFailure = .fail
+        _ = failing.step(.settings(rules), at: Self.at(7))
         _ = failing.step(.runEnded(Controller.RunEnd(id: id, run: 1, exit: .signaled(signal: 15))), at: Self.at(8))
         #expect(failing.state.jobs[id]?.state == .failed)
         #expect(failing.state.jobs[id]?.note?.contains("Xid 79") == true)

@@ -14,6 +14,8 @@ final class DaemonFixture {
     private(set) var process: ChildProcess?
     /// Extra environment for allotd.
     var environment: [String: String] = [:]
+    /// More arguments for `allotd` (after --config and --log-level).
+    var extraArguments: [String] = []
     var logPath: String { dir.appendingPathComponent("allotd.log").path }
 
     /// A small pool: one 4-GPU A100 node and one 2-GPU L4 node, both run by this daemon; no minimum run
@@ -136,7 +138,7 @@ final class DaemonFixture {
     func start() throws {
         let p = try ChildProcess(
             Harness.binDir.appendingPathComponent("allotd").path,
-            ["--config", config.path, "--log-level", "debug"],
+            ["--config", config.path, "--log-level", "debug"] + extraArguments,
             output: logPath,
             environment: environment
         )

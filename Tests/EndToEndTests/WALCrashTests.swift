@@ -61,3 +61,52 @@ import Testing
         }
     }
 }
+
+/// allotd and the simulator take the same decisions for the same inputs: the controller's inputs recorded by
+/// a real daemon, replayed through a fresh controller (the path the simulators drive), give the daemon's log.
+@Suite struct ControllerReplayTests {
+    struct Line: Decodable {
+        var at: ClockReading
+        var input: Controller.Input
+    }
+
+    @Test func theDaemonsRecordedInputsReplayedThroughAControllerGiveItsLogsEventsAgain() throws {
+        let d = try DaemonFixture(start: false)
+        let inputs = d.dir.appendingPathComponent("inputs.jsonl").path
+        d.extraArguments = ["--record-inputs", inputs]
+        try d.start()
+        let done = try d.submit(["--", "true"])
+        let failed = try d.submit(["--", "sh", "-c", "exit 3"])
+        let cancelled = try d.submit(["--grace", "1s", "--", "sleep", "30"])
+        let timedOut = try d.submit(["--walltime", "2s", "--grace", "1s", "--", "sleep", "30"])
+        let held = try d.submit(["--hold", "--", "true"])
+        try d.wait(done, for: "completed")
+        try d.wait(failed, for: "failed")
+        try d.wait(cancelled, for: "running")
+        #expect(d.ctl(["cancel", String(cancelled)]).status == 0)
+        #expect(d.ctl(["release", String(held)]).status == 0)
+        try d.wait(cancelled, for: "cancelled")
+        try d.wait(held, for: "completed")
+        try d.wait(timedOut, for: "timed_out", timeout: 30)
+        #expect(d.stop() == 0)
+
+        var logged: [Event] = []
+        _ = try WALInspector.walk(directory: d.stateDir) { logged.append($0.event) }
+        let text = try String(contentsOfFile: inputs, encoding: .utf8)
+        var controller = Controller(state: ClusterState())
+        var replayed: [Event] = []
+        let decoder = JSONDecoder()
+        for line in text.split(separator: "\n") {
+            let l = try decoder.decode(Line.self, from: Data(line.utf8))
+            replayed += controller.step(l.input, at: l.at).events
+        }
+        #expect(logged.count > 20, "\(logged.count) events")
+        #expect(replayed == logged)
+        if replayed != logged,
+            let i = replayed.indices.first(where: { $0 >= logged.count || replayed[$0] != logged[$0] })
+        {
+            Issue.record("first difference at event \(i): replayed \(replayed[i]) logged \(logged[i])")
+        }
+        #expect(controller.state.jobs[JobID(UInt64(timedOut))]?.state == .timedOut)
+    }
+}
