@@ -355,7 +355,21 @@ struct AgentConnection: Service, CustomStringConvertible {
                     while let line = try await lines.next() {
                         lastHeard.withLockedValue { $0 = Date().timeIntervalSince1970 }
                         let data = Data(line.readableBytesView)
-                        guard let head = try? decoder.decode(ResponseHead.self, from: data) else { continue }
+                        let head: ResponseHead
+                        do throws(RPCError) {
+                            head = try AgentMessage.head(data)
+                            try Agent.check(head, data)
+                        } catch {
+                            logger.warning(
+                                "Malformed message from the controller: answered with an error, not acted on",
+                                metadata: [
+                                    "error": "\(error.message)",
+                                    "message": "\(String(decoding: data.prefix(200), as: UTF8.self))",
+                                ]
+                            )
+                            try await outbound.write(ByteBuffer(data: AgentMessage.errorLine(error)))
+                            continue
+                        }
                         switch head.method {
                         case AgentProtocol.start?:
                             if let o = try? decoder.decode(RequestParams<AgentStartOrder>.self, from: data).params {
@@ -395,8 +409,13 @@ struct AgentConnection: Service, CustomStringConvertible {
                             if let a = try? decoder.decode(RequestParams<AgentAck>.self, from: data).params {
                                 await jobs.ack(a.runs)
                             }
+                        case nil where head.error != nil:
+                            logger.warning(
+                                "The controller could not take a message",
+                                metadata: ["error": "\(head.error!.message)"]
+                            )
                         default:
-                            break
+                            break  // checked above: heartbeats
                         }
                     }
                     group.cancelAll()
@@ -406,6 +425,21 @@ struct AgentConnection: Service, CustomStringConvertible {
             }
             if Task.isCancelledOrShuttingDown { return result.epoch }
             throw Refused(description: why.withLockedValue { $0 } ?? "the controller closed the link")
+        }
+    }
+}
+
+extension Agent {
+    /// A controller's message is taken only if its parameters fit its method (checked before acting).
+    static func check(_ head: ResponseHead, _ data: Data) throws(RPCError) {
+        switch head.method {
+        case AgentProtocol.start?: _ = try AgentMessage.params(AgentStartOrder.self, of: AgentProtocol.start, data)
+        case AgentProtocol.stop?: _ = try AgentMessage.params(AgentStopOrder.self, of: AgentProtocol.stop, data)
+        case AgentProtocol.logRead?: _ = try AgentMessage.params(AgentLogRead.self, of: AgentProtocol.logRead, data)
+        case AgentProtocol.ack?: _ = try AgentMessage.params(AgentAck.self, of: AgentProtocol.ack, data)
+        case AgentProtocol.heartbeat?: break
+        case nil where head.error != nil: break
+        case let method: throw AgentMessage.unknown(method)
         }
     }
 }

@@ -180,31 +180,39 @@ struct AgentServer: Service, CustomStringConvertible {
                     link = l  // the engine has sent the answer, and any orders after it
                 }
                 while let line = try await lines.next() {
-                    guard let head = try? JSONDecoder().decode(ResponseHead.self, from: Data(line.readableBytesView))
-                    else { continue }
-                    if head.method == AgentProtocol.heartbeat {
-                        engine.send(.agentHeartbeat(node: params.node, link: l.id))
-                    } else if head.method == AgentProtocol.report,
-                        let report = try? JSONDecoder().decode(
-                            RequestParams<AgentReport>.self,
-                            from: Data(line.readableBytesView)
-                        ).params
-                    {
-                        engine.send(.agentReport(node: params.node, link: l.id, report))
-                    } else if head.method == AgentProtocol.health,
-                        let health = try? JSONDecoder().decode(
-                            RequestParams<AgentHealth>.self,
-                            from: Data(line.readableBytesView)
-                        ).params
-                    {
-                        engine.send(.agentHealth(node: params.node, link: l.id, health))
-                    } else if head.method == AgentProtocol.logData,
-                        let d = try? JSONDecoder().decode(
-                            RequestParams<AgentLogData>.self,
-                            from: Data(line.readableBytesView)
-                        ).params
-                    {
-                        RemoteLogs.shared.fulfill(d.token, Array(Data(base64Encoded: d.data) ?? Data()))
+                    let data = Data(line.readableBytesView)
+                    do throws(RPCError) {
+                        let head = try AgentMessage.head(data)
+                        switch head.method {
+                        case AgentProtocol.heartbeat?:
+                            engine.send(.agentHeartbeat(node: params.node, link: l.id))
+                        case AgentProtocol.report?:
+                            let report = try AgentMessage.params(AgentReport.self, of: AgentProtocol.report, data)
+                            engine.send(.agentReport(node: params.node, link: l.id, report))
+                        case AgentProtocol.health?:
+                            let health = try AgentMessage.params(AgentHealth.self, of: AgentProtocol.health, data)
+                            engine.send(.agentHealth(node: params.node, link: l.id, health))
+                        case AgentProtocol.logData?:
+                            let d = try AgentMessage.params(AgentLogData.self, of: AgentProtocol.logData, data)
+                            RemoteLogs.shared.fulfill(d.token, Array(Data(base64Encoded: d.data) ?? Data()))
+                        case nil where head.error != nil:
+                            // The agent could not take one of ours: it says why (never answered again).
+                            logger.warning(
+                                "The agent could not take a message",
+                                metadata: ["node": "\(params.node)", "error": "\(head.error!.message)"]
+                            )
+                        case let method:
+                            throw AgentMessage.unknown(method)
+                        }
+                    } catch {
+                        logger.warning(
+                            "Malformed message from an agent: answered with an error, not acted on",
+                            metadata: [
+                                "node": "\(params.node)", "error": "\(error.message)",
+                                "message": "\(String(decoding: data.prefix(200), as: UTF8.self))",
+                            ]
+                        )
+                        l.send(AgentMessage.errorLine(error))
                     }
                 }
             }

@@ -109,39 +109,7 @@ enum Call: Sendable {
     }
 
     /// A decoding error as a sentence naming the field.
-    static func describe(_ error: any Error) -> String {
-        func path(_ keys: [any CodingKey]) -> String {
-            let p = keys.map { $0.intValue.map { "[\($0)]" } ?? ".\($0.stringValue)" }.joined()
-            return p.hasPrefix(".") ? String(p.dropFirst()) : p
-        }
-        guard let e = error as? DecodingError else { return "\(error)" }
-        switch e {
-        case .keyNotFound(let key, let ctx):
-            let at = path(ctx.codingPath + [key])
-            return "\"\(at)\" is missing"
-        case .typeMismatch(let type, let ctx):
-            return "\"\(path(ctx.codingPath))\" has the wrong type (expected \(Self.typeName(type)))"
-        case .valueNotFound(let type, let ctx):
-            return "\"\(path(ctx.codingPath))\" is null (expected \(Self.typeName(type)))"
-        case .dataCorrupted(let ctx):
-            let at = path(ctx.codingPath)
-            let why = ctx.debugDescription
-            return at.isEmpty ? why : "\"\(at)\": \(why)"
-        @unknown default:
-            return "\(error)"
-        }
-    }
-
-    static func typeName(_ type: Any.Type) -> String {
-        switch type {
-        case is String.Type: "a string"
-        case is Bool.Type: "true or false"
-        case is Int.Type, is UInt64.Type, is Int32.Type, is Int64.Type: "an integer"
-        case is Double.Type: "a number"
-        case is [String].Type: "an array of strings"
-        default: "\(type)".contains("Dictionary") ? "an object" : "\(type)"
-        }
-    }
+    static func describe(_ error: any Error) -> String { RPCError.describe(decoding: error) }
 }
 
 /// Params of `job_exited` (internal: sent by a job's supervisor).

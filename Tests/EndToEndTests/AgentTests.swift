@@ -233,6 +233,42 @@ import Glibc
         eventually("n9 refused") { n9.output.contains("no node n9 in the configuration") }
     }
 
+    /// A malformed message on the agent link gets an error answer and a log line; it was dropped in silence.
+    @Test func malformedAgentMessagesGetAnErrorAnswerAndALogLineNeverSilence() throws {
+        let (d, port, pki) = try Self.controller(nodes: ["n1", "n2"])
+        let script = """
+            import json, socket, ssl, sys, time
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.load_verify_locations("\(pki)/ca.crt")
+            ctx.check_hostname = False
+            ctx.load_cert_chain("\(pki)/n1.crt", "\(pki)/n1.key")
+            s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", \(port))))
+            f = s.makefile("rb")
+            def send(obj): s.sendall(((obj if isinstance(obj, str) else json.dumps(obj)) + "\\n").encode())
+            send({"jsonrpc": "2.0", "id": 1, "method": "agent.register", "params": {"node": "n1",
+                "protocol_version": 1, "agent_version": "x", "hostname": "h", "gpus": []}})
+            print("register:", f.readline().decode().strip()[:60])
+            send("this is not json")
+            send({"jsonrpc": "2.0", "method": "agent.report", "params": {"runs": "oops"}})
+            send({"jsonrpc": "2.0", "method": "agent.nonsense", "params": {}})
+            errors = []
+            deadline = time.time() + 10
+            while len(errors) < 3 and time.time() < deadline:
+                m = json.loads(f.readline())
+                if "error" in m: errors.append(m["error"]["message"])
+            for e in errors: print("error:", e)
+            """
+        let r = try Harness.run("/usr/bin/env", ["python3", "-c", script], absolute: true)
+        let errors = r.stdout.split(separator: "\n").filter { $0.hasPrefix("error: ") }
+        #expect(errors.count == 3, "\(r.stdout) \(r.stderr)")
+        #expect(r.stdout.contains("the message is not JSON"), "\(r.stdout)")
+        #expect(r.stdout.contains("agent.report: \"params."), "\(r.stdout)")
+        #expect(r.stdout.contains("no method \"agent.nonsense\""), "\(r.stdout)")
+        eventually("the controller logs them") {
+            d.daemonLog.components(separatedBy: "Malformed message from an agent").count - 1 >= 3
+        }
+    }
+
     @Test func jobsRunOnAgentsAreFencedAfterAPartitionAndSurviveAControllerRestart() throws {
         let (d, port, pki) = try Self.controller(nodes: ["n1", "n2"])
         let a1 = try AgentProcess(node: "n1", port: port, pki: pki, dir: d.dir.path)
