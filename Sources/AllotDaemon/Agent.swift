@@ -227,7 +227,7 @@ struct AgentConnection: Service, CustomStringConvertible {
             try await outbound.write(
                 ByteBuffer(
                     data: try ControlProtocol.line(
-                        Request(id: .number(1), method: AgentProtocol.register, params: params)
+                        Request(id: .number(1), method: AgentProtocol.register.name, params: params)
                     )
                 )
             )
@@ -302,7 +302,7 @@ struct AgentConnection: Service, CustomStringConvertible {
                                     ByteBuffer(
                                         data: try ControlProtocol.line(
                                             Notification(
-                                                method: AgentProtocol.report,
+                                                method: AgentProtocol.report.name,
                                                 params: AgentReport(seq: reportSeq, runs: news)
                                             )
                                         )
@@ -326,7 +326,7 @@ struct AgentConnection: Service, CustomStringConvertible {
                                         ByteBuffer(
                                             data: try ControlProtocol.line(
                                                 Notification(
-                                                    method: AgentProtocol.health,
+                                                    method: AgentProtocol.health.name,
                                                     params: AgentHealth(gpus: found)
                                                 )
                                             )
@@ -341,7 +341,7 @@ struct AgentConnection: Service, CustomStringConvertible {
                                     ByteBuffer(
                                         data: try ControlProtocol.line(
                                             Notification(
-                                                method: AgentProtocol.heartbeat,
+                                                method: AgentProtocol.heartbeat.name,
                                                 params: AgentHeartbeat(seq: seq, time: now)
                                             )
                                         )
@@ -371,7 +371,7 @@ struct AgentConnection: Service, CustomStringConvertible {
                             continue
                         }
                         switch head.method {
-                        case AgentProtocol.start?:
+                        case AgentProtocol.start.name?:
                             if let o = try? decoder.decode(RequestParams<AgentStartOrder>.self, from: data).params {
                                 logger.info(
                                     "Start order",
@@ -379,7 +379,7 @@ struct AgentConnection: Service, CustomStringConvertible {
                                 )
                                 await jobs.start(o)
                             }
-                        case AgentProtocol.stop?:
+                        case AgentProtocol.stop.name?:
                             if let o = try? decoder.decode(RequestParams<AgentStopOrder>.self, from: data).params {
                                 logger.info(
                                     "Stop order",
@@ -387,14 +387,14 @@ struct AgentConnection: Service, CustomStringConvertible {
                                 )
                                 await jobs.stop(o)
                             }
-                        case AgentProtocol.logRead?:
+                        case AgentProtocol.logRead.name?:
                             if let r = try? decoder.decode(RequestParams<AgentLogRead>.self, from: data).params {
                                 let (bytes, error) = await jobs.readLog(id: r.id, offset: r.offset, max: r.max)
                                 try await outbound.write(
                                     ByteBuffer(
                                         data: try ControlProtocol.line(
                                             Notification(
-                                                method: AgentProtocol.logData,
+                                                method: AgentProtocol.logData.name,
                                                 params: AgentLogData(
                                                     token: r.token,
                                                     data: Data(bytes).base64EncodedString(),
@@ -405,7 +405,7 @@ struct AgentConnection: Service, CustomStringConvertible {
                                     )
                                 )
                             }
-                        case AgentProtocol.ack?:
+                        case AgentProtocol.ack.name?:
                             if let a = try? decoder.decode(RequestParams<AgentAck>.self, from: data).params {
                                 await jobs.ack(a.runs)
                             }
@@ -433,11 +433,11 @@ extension Agent {
     /// A controller's message is taken only if its parameters fit its method (checked before acting).
     static func check(_ head: ResponseHead, _ data: Data) throws(RPCError) {
         switch head.method {
-        case AgentProtocol.start?: _ = try AgentMessage.params(AgentStartOrder.self, of: AgentProtocol.start, data)
-        case AgentProtocol.stop?: _ = try AgentMessage.params(AgentStopOrder.self, of: AgentProtocol.stop, data)
-        case AgentProtocol.logRead?: _ = try AgentMessage.params(AgentLogRead.self, of: AgentProtocol.logRead, data)
-        case AgentProtocol.ack?: _ = try AgentMessage.params(AgentAck.self, of: AgentProtocol.ack, data)
-        case AgentProtocol.heartbeat?: break
+        case AgentProtocol.start.name?: _ = try AgentMessage.params(AgentProtocol.start, data)
+        case AgentProtocol.stop.name?: _ = try AgentMessage.params(AgentProtocol.stop, data)
+        case AgentProtocol.logRead.name?: _ = try AgentMessage.params(AgentProtocol.logRead, data)
+        case AgentProtocol.ack.name?: _ = try AgentMessage.params(AgentProtocol.ack, data)
+        case AgentProtocol.heartbeat.name?: break
         case nil where head.error != nil: break
         case let method: throw AgentMessage.unknown(method)
         }

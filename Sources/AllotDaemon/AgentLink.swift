@@ -154,8 +154,8 @@ struct AgentServer: Service, CustomStringConvertible {
                     let answer = ErrorResponse(id: request.id, error: RPCError(RPCError.permissionDenied, why))
                     try await outbound.write(ByteBuffer(data: try ControlProtocol.line(answer)))
                 }
-                guard request.method == AgentProtocol.register, let params = request.params else {
-                    try await refuse("the first message must be \(AgentProtocol.register)")
+                guard request.method == AgentProtocol.register.name, let params = request.params else {
+                    try await refuse("the first message must be \(AgentProtocol.register.name)")
                     return
                 }
                 guard identity.role == .node else {
@@ -184,16 +184,16 @@ struct AgentServer: Service, CustomStringConvertible {
                     do throws(RPCError) {
                         let head = try AgentMessage.head(data)
                         switch head.method {
-                        case AgentProtocol.heartbeat?:
+                        case AgentProtocol.heartbeat.name?:
                             engine.send(.agentHeartbeat(node: params.node, link: l.id))
-                        case AgentProtocol.report?:
-                            let report = try AgentMessage.params(AgentReport.self, of: AgentProtocol.report, data)
+                        case AgentProtocol.report.name?:
+                            let report = try AgentMessage.params(AgentProtocol.report, data)
                             engine.send(.agentReport(node: params.node, link: l.id, report))
-                        case AgentProtocol.health?:
-                            let health = try AgentMessage.params(AgentHealth.self, of: AgentProtocol.health, data)
+                        case AgentProtocol.health.name?:
+                            let health = try AgentMessage.params(AgentProtocol.health, data)
                             engine.send(.agentHealth(node: params.node, link: l.id, health))
-                        case AgentProtocol.logData?:
-                            let d = try AgentMessage.params(AgentLogData.self, of: AgentProtocol.logData, data)
+                        case AgentProtocol.logData.name?:
+                            let d = try AgentMessage.params(AgentProtocol.logData, data)
                             RemoteLogs.shared.fulfill(d.token, Array(Data(base64Encoded: d.data) ?? Data()))
                         case nil where head.error != nil:
                             // The agent could not take one of ours: it says why (never answered again).
@@ -257,7 +257,7 @@ final class RemoteLogs: Sendable {
         guard
             let line = try? ControlProtocol.line(
                 Notification(
-                    method: AgentProtocol.logRead,
+                    method: AgentProtocol.logRead.name,
                     params: AgentLogRead(token: token, id: job, offset: offset, max: max)
                 )
             )

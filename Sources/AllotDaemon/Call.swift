@@ -58,6 +58,9 @@ enum Call: Sendable {
         guard let method = head.method else {
             return (head.id, .failure(RPCError(RPCError.invalidRequest, "the request has no \"method\"")))
         }
+        func params<P, R>(_ m: RPCMethod<P, R>, required: Bool = true) throws(RPCError) -> P? {
+            try params(P.self, required: required)
+        }
         func params<P: Decodable>(_ type: P.Type, required: Bool = true) throws(RPCError) -> P? {
             do {
                 let p = try decoder.decode(RequestParams<P>.self, from: line).params
@@ -72,30 +75,30 @@ enum Call: Sendable {
         do throws(RPCError) {
             let call: Call
             switch method {
-            case "hello": call = .hello(try params(HelloParams.self, required: false) ?? HelloParams())
-            case "submit": call = .submit([try params(SubmitParams.self)!.job], many: false)
-            case "submit_many":
-                let jobs = try params(SubmitManyParams.self)!.jobs
+            case Methods.hello.name: call = .hello(try params(Methods.hello, required: false) ?? HelloParams())
+            case Methods.submit.name: call = .submit([try params(Methods.submit)!.job], many: false)
+            case Methods.submitMany.name:
+                let jobs = try params(Methods.submitMany)!.jobs
                 guard !jobs.isEmpty else { throw RPCError.invalidParams("submit_many: \"jobs\" is empty") }
                 call = .submit(jobs, many: true)
-            case "list": call = .list(try params(ListParams.self, required: false) ?? ListParams())
-            case "show": call = .show(try params(IDParams.self)!.id)
-            case "why": call = .why(try params(IDParams.self)!.id)
-            case "cancel", "hold", "release":
-                let ids = try params(IDsParams.self)!.ids
+            case Methods.list.name: call = .list(try params(Methods.list, required: false) ?? ListParams())
+            case Methods.show.name: call = .show(try params(Methods.show)!.id)
+            case Methods.why.name: call = .why(try params(Methods.why)!.id)
+            case Methods.cancel.name, Methods.hold.name, Methods.release.name:
+                let ids = try params(Methods.cancel)!.ids
                 guard !ids.isEmpty else { throw RPCError.invalidParams("\(method): \"ids\" is empty") }
                 call = .change(Change(rawValue: method)!, ids)
-            case "logs": call = .logs(try params(LogsParams.self)!)
-            case "watch": call = .watch
-            case "nodes": call = .nodes
-            case "drain": call = .drain(try params(NodeParams.self)!)
-            case "resume": call = .resume(try params(NodeParams.self)!)
-            case "status": call = .status
-            case "cost": call = .cost(try params(CostParams.self, required: false) ?? CostParams())
-            case "reload": call = .reload
-            case "job_finished": call = .jobFinished(try params(JobFinishedParams.self)!)
-            case "job_exited": call = .jobExited(try params(JobExitedParams.self)!)
-            case "snapshot": call = .snapshot
+            case Methods.logs.name: call = .logs(try params(Methods.logs)!)
+            case Methods.watch.name: call = .watch
+            case Methods.nodes.name: call = .nodes
+            case Methods.drain.name: call = .drain(try params(Methods.drain)!)
+            case Methods.resume.name: call = .resume(try params(Methods.resume)!)
+            case Methods.status.name: call = .status
+            case Methods.cost.name: call = .cost(try params(Methods.cost, required: false) ?? CostParams())
+            case Methods.reload.name: call = .reload
+            case Methods.jobFinished.name: call = .jobFinished(try params(Methods.jobFinished)!)
+            case Methods.jobExited.name: call = .jobExited(try params(Methods.jobExited)!)
+            case Methods.snapshot.name: call = .snapshot
             default:
                 throw RPCError(
                     RPCError.methodNotFound,
@@ -110,10 +113,4 @@ enum Call: Sendable {
 
     /// A decoding error as a sentence naming the field.
     static func describe(_ error: any Error) -> String { RPCError.describe(decoding: error) }
-}
-
-/// Params of `job_exited` (internal: sent by a job's supervisor).
-struct JobExitedParams: Codable, Sendable {
-    var id: UInt64
-    var run: Int
 }

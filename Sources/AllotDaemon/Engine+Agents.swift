@@ -179,7 +179,7 @@ extension Engine {
             spec: job.spec,
             slices: alloc.slices.map { AgentSlice(node: $0.node, gpus: $0.gpus) }
         )
-        guard let line = try? ControlProtocol.line(Notification(method: AgentProtocol.start, params: order)) else {
+        guard let line = try? ControlProtocol.line(Notification(method: AgentProtocol.start.name, params: order)) else {
             return
         }
         link.send(line)
@@ -199,7 +199,7 @@ extension Engine {
             grace: job.graceLeft(at: Self.now),
             reason: job.stopReason?.description ?? "told to stop"
         )
-        guard let line = try? ControlProtocol.line(Notification(method: AgentProtocol.stop, params: order)) else {
+        guard let line = try? ControlProtocol.line(Notification(method: AgentProtocol.stop.name, params: order)) else {
             return
         }
         link.send(line)
@@ -236,7 +236,7 @@ extension Engine {
                 agents[name]?.sentSeq = seq
                 agents[name]?.lastSent = now
                 if let line = try? ControlProtocol.line(
-                    Notification(method: AgentProtocol.heartbeat, params: AgentHeartbeat(seq: seq, time: Self.now))
+                    Notification(method: AgentProtocol.heartbeat.name, params: AgentHeartbeat(seq: seq, time: Self.now))
                 ) {
                     link.send(line)
                 }

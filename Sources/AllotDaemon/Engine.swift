@@ -549,7 +549,7 @@ final class Engine {
             guard !watchers.isEmpty, let job = state.jobs[id] else { return }
             let object = JobObject(job, in: state, reason: reason(of: job), full: false, log: nil)
             let n = Notification(
-                method: "watch.event",
+                method: Notifications.watchEvent.name,
                 params: WatchEvent(time: WireTime.format(Self.now), event: event, job: object)
             )
             guard let line = try? ControlProtocol.line(n) else { return }
@@ -566,7 +566,7 @@ final class Engine {
         case .agentAck(let node, let link, let runs):
             guard let l = agents[node]?.link, l.id == link,
                 let line = try? ControlProtocol.line(
-                    Notification(method: AgentProtocol.ack, params: AgentAck(runs: runs))
+                    Notification(method: AgentProtocol.ack.name, params: AgentAck(runs: runs))
                 )
             else { return }
             l.send(line)

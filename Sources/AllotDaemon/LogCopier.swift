@@ -57,7 +57,12 @@ enum LogCopier {
                 carry = Array(bytes[cut...])
                 bytes.removeSubrange(cut...)
                 if !bytes.isEmpty {
-                    guard await send(LogsData(data: String(decoding: bytes, as: UTF8.self)), method: "logs.data") else {
+                    guard
+                        await send(
+                            LogsData(data: String(decoding: bytes, as: UTF8.self)),
+                            method: Notifications.logsData.name
+                        )
+                    else {
                         return false
                     }
                 }
@@ -65,11 +70,16 @@ enum LogCopier {
             }
             if let ended {
                 if !carry.isEmpty {
-                    guard await send(LogsData(data: String(decoding: carry, as: UTF8.self)), method: "logs.data") else {
+                    guard
+                        await send(
+                            LogsData(data: String(decoding: carry, as: UTF8.self)),
+                            method: Notifications.logsData.name
+                        )
+                    else {
                         return false
                     }
                 }
-                return await send(ended, method: "logs.end")
+                return await send(ended, method: Notifications.logsEnd.name)
             }
             try? await Task.sleep(for: .milliseconds(100))
             if Task.isCancelled { return false }

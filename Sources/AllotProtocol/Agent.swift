@@ -6,8 +6,8 @@ import Foundation
 public enum AgentProtocol {
     /// The agent protocol's version (sent in `agent.register`).
     public static let version = 1
-    public static let register = "agent.register"
-    public static let heartbeat = "agent.heartbeat"
+    public static let register = RPCMethod<AgentRegisterParams, AgentRegisterResult>("agent.register")
+    public static let heartbeat = RPCNotification<AgentHeartbeat>("agent.heartbeat")
 }
 
 /// One GPU as an agent found it.
@@ -149,16 +149,16 @@ public struct AgentObject: Codable, Sendable, Equatable {
 
 extension AgentProtocol {
     /// Controller → agent notifications: run a job, stop one, forget reported ends.
-    public static let start = "agent.start"
-    public static let stop = "agent.stop"
-    public static let ack = "agent.ack"
+    public static let start = RPCNotification<AgentStartOrder>("agent.start")
+    public static let stop = RPCNotification<AgentStopOrder>("agent.stop")
+    public static let ack = RPCNotification<AgentAck>("agent.ack")
     /// Agent → controller notification: runs that started, or ended and how.
-    public static let report = "agent.report"
+    public static let report = RPCNotification<AgentReport>("agent.report")
     /// Agent → controller notification: the node's GPUs changed health (`{"gpus": [AgentGPU]}`).
-    public static let health = "agent.health"
+    public static let health = RPCNotification<AgentHealth>("agent.health")
     /// Controller → agent: read part of a job's log; the agent answers with `agent.log_data`.
-    public static let logRead = "agent.log_read"
-    public static let logData = "agent.log_data"
+    public static let logRead = RPCNotification<AgentLogRead>("agent.log_read")
+    public static let logData = RPCNotification<AgentLogData>("agent.log_data")
 }
 
 /// A run an agent holds, named by job and run number (a job's allocation is (job, run) under one epoch).

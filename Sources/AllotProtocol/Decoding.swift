@@ -65,6 +65,11 @@ public enum AgentMessage {
         return p
     }
 
+    /// A notification's parameters as its descriptor's type.
+    public static func params<P>(_ n: RPCNotification<P>, _ line: Data) throws(RPCError) -> P {
+        try params(P.self, of: n.name, line)
+    }
+
     /// An unknown method.
     public static func unknown(_ method: String?) -> RPCError {
         RPCError(

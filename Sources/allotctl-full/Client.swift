@@ -25,7 +25,7 @@ struct ConnectionOptions: ParsableArguments {
     /// Connects and says hello (its answer is read with the first request's: one round trip, not two).
     func connect() throws -> Client {
         let c = try Client(path: path)
-        try c.send("hello", HelloParams(client: "allotctl 0.1.0"))
+        try c.send(Methods.hello, HelloParams(client: "allotctl 0.1.0"))
         c.helloPending = true
         return c
     }
@@ -108,7 +108,11 @@ final class Client {
     /// Sends a request without waiting for its answer.
     /// - Returns: its id.
     @discardableResult
-    func send<P: Encodable>(_ method: String, _ params: P) throws -> Int64 {
+    func send<P, R>(_ method: RPCMethod<P, R>, _ params: P) throws -> Int64 {
+        try send(name: method.name, params)
+    }
+
+    private func send<P: Encodable>(name method: String, _ params: P) throws -> Int64 {
         let id = nextID
         nextID += 1
         let line = try ControlProtocol.line(Request(id: .number(id), method: method, params: params))
@@ -180,7 +184,8 @@ final class Client {
     }
 
     /// One request, its answer.
-    func call<P: Encodable, R: Decodable>(_ method: String, _ params: P, as: R.Type = R.self) throws -> R {
+    /// Sends a request and reads its answer as the method's result.
+    func call<P, R>(_ method: RPCMethod<P, R>, _ params: P) throws -> R {
         try send(method, params)
         return try result(R.self)
     }

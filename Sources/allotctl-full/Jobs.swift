@@ -46,7 +46,7 @@ struct List: ParsableCommand {
         try talking {
             let client = try connection.connect()
             let jobs: [JobObject] = try client.call(
-                "list",
+                Methods.list,
                 ListParams(states: states.isEmpty ? nil : states, user: user, tenant: tenant, kind: kind, limit: limit)
             )
             if json { return try printJSON(jobs) }
@@ -100,7 +100,7 @@ struct Show: ParsableCommand {
     func run() throws {
         try talking {
             let client = try connection.connect()
-            let j: JobObject = try client.call("show", IDParams(id: id))
+            let j: JobObject = try client.call(Methods.show, IDParams(id: id))
             if json { return try printJSON(j) }
             var lines: [(String, String)] = [
                 ("id", String(j.id)), ("name", j.name), ("state", j.state), ("user", "\(j.user ?? "?") (uid \(j.uid))"),
@@ -173,7 +173,7 @@ struct Why: ParsableCommand {
     func run() throws {
         try talking {
             let client = try connection.connect()
-            let w: WhyResult = try client.call("why", IDParams(id: id))
+            let w: WhyResult = try client.call(Methods.why, IDParams(id: id))
             if json { return try printJSON(w) }
             out("job \(w.id) is \(w.state)\n")
             for l in w.lines { out("  - \(l)\n") }
@@ -183,7 +183,13 @@ struct Why: ParsableCommand {
 
 /// cancel, hold, release: the same shape.
 struct JobChange {
-    static func run(_ method: String, _ past: String, ids: [UInt64], connection: ConnectionOptions, json: Bool) throws {
+    static func run(
+        _ method: RPCMethod<IDsParams, ItemsResult>,
+        _ past: String,
+        ids: [UInt64],
+        connection: ConnectionOptions,
+        json: Bool
+    ) throws {
         try talking {
             let client = try connection.connect()
             let r: ItemsResult = try client.call(method, IDsParams(ids: ids))
@@ -209,7 +215,7 @@ struct Cancel: ParsableCommand {
     @OptionGroup var connection: ConnectionOptions
     @Argument(help: "Job ids.") var ids: [UInt64]
     @Flag(name: .long, help: "Print the results as JSON.") var json = false
-    func run() throws { try JobChange.run("cancel", "cancelled", ids: ids, connection: connection, json: json) }
+    func run() throws { try JobChange.run(Methods.cancel, "cancelled", ids: ids, connection: connection, json: json) }
 }
 
 struct Hold: ParsableCommand {
@@ -217,7 +223,7 @@ struct Hold: ParsableCommand {
     @OptionGroup var connection: ConnectionOptions
     @Argument(help: "Job ids.") var ids: [UInt64]
     @Flag(name: .long, help: "Print the results as JSON.") var json = false
-    func run() throws { try JobChange.run("hold", "held", ids: ids, connection: connection, json: json) }
+    func run() throws { try JobChange.run(Methods.hold, "held", ids: ids, connection: connection, json: json) }
 }
 
 struct Release: ParsableCommand {
@@ -225,7 +231,7 @@ struct Release: ParsableCommand {
     @OptionGroup var connection: ConnectionOptions
     @Argument(help: "Job ids.") var ids: [UInt64]
     @Flag(name: .long, help: "Print the results as JSON.") var json = false
-    func run() throws { try JobChange.run("release", "released", ids: ids, connection: connection, json: json) }
+    func run() throws { try JobChange.run(Methods.release, "released", ids: ids, connection: connection, json: json) }
 }
 
 struct Logs: ParsableCommand {
@@ -250,14 +256,14 @@ struct Logs: ParsableCommand {
     func run() throws {
         try talking {
             let client = try connection.connect()
-            let _: LogsResult = try client.call("logs", LogsParams(id: id, follow: follow))
+            let _: LogsResult = try client.call(Methods.logs, LogsParams(id: id, follow: follow))
             struct Note<P: Decodable>: Decodable { var method: String; var params: P }
             while true {
                 let line = try client.readLine()
                 let head = try JSONDecoder().decode(ResponseHead.self, from: line)
-                if head.method == "logs.data" {
+                if head.method == Notifications.logsData.name {
                     out(try JSONDecoder().decode(Note<LogsData>.self, from: line).params.data)
-                } else if head.method == "logs.end" {
+                } else if head.method == Notifications.logsEnd.name {
                     guard follow else { return }
                     let end = try JSONDecoder().decode(Note<LogsEnd>.self, from: line).params
                     guard JobEnd.isEnded(end.state) else {
@@ -329,7 +335,7 @@ struct Wait: ParsableCommand {
         try talking {
             let client = try connection.connect()
             // Watch first, then look: a job that ends in between is seen by one or the other.
-            let _: WatchResult = try client.call("watch", NoParams())
+            let _: WatchResult = try client.call(Methods.watch, NoParams())
             let looker = try connection.connect()
             func report(_ j: JobObject) {
                 guard ended[j.id] == nil, ids.contains(j.id), JobEnd.isEnded(j.state) else { return }
@@ -342,7 +348,7 @@ struct Wait: ParsableCommand {
                     out(JobEnd.line(id: j.id, state: j.state, reason: j.reason) + "\n")
                 }
             }
-            for id in ids { report(try looker.call("show", IDParams(id: id))) }
+            for id in ids { report(try looker.call(Methods.show, IDParams(id: id))) }
             let deadline = timeout.flatMap(DurationText.parse).map { Date().addingTimeInterval($0) }
             struct Note: Decodable { var method: String; var params: WatchEvent }
             while Set(ids).contains(where: { ended[$0] == nil }) {
@@ -354,7 +360,9 @@ struct Wait: ParsableCommand {
                     }
                 }
                 let line = try client.readLine()
-                guard let n = try? JSONDecoder().decode(Note.self, from: line), n.method == "watch.event" else {
+                guard let n = try? JSONDecoder().decode(Note.self, from: line),
+                    n.method == Notifications.watchEvent.name
+                else {
                     continue
                 }
                 report(n.params.job)
@@ -381,11 +389,13 @@ struct Watch: ParsableCommand {
     func run() throws {
         try talking {
             let client = try connection.connect()
-            let _: WatchResult = try client.call("watch", NoParams())
+            let _: WatchResult = try client.call(Methods.watch, NoParams())
             struct Note: Decodable { var method: String; var params: WatchEvent }
             while true {
                 let line = try client.readLine()
-                guard let n = try? JSONDecoder().decode(Note.self, from: line), n.method == "watch.event" else {
+                guard let n = try? JSONDecoder().decode(Note.self, from: line),
+                    n.method == Notifications.watchEvent.name
+                else {
                     continue
                 }
                 if json {

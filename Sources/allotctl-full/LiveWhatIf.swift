@@ -15,7 +15,7 @@ enum LiveWhatIf {
         var live: ClusterState?
         try talking {
             let client = try connection.connect()
-            live = try client.call("snapshot", NoParams(), as: ClusterState.self)
+            live = try client.call(Methods.snapshot, NoParams())
         }
         guard let live else { throw fail("no state from allotd", code: Exit.refused) }
         let state: ClusterState

@@ -16,7 +16,7 @@ struct Nodes: ParsableCommand {
     func run() throws {
         try talking {
             let client = try connection.connect()
-            let nodes: [NodeObject] = try client.call("nodes", NoParams())
+            let nodes: [NodeObject] = try client.call(Methods.nodes, NoParams())
             if json { return try printJSON(nodes) }
             if gpus { return out(gpuTable(nodes)) }
             // Agents' link, version and last heartbeat, when any node has an agent.
@@ -87,7 +87,7 @@ struct Drain: ParsableCommand {
     func run() throws {
         try talking {
             let client = try connection.connect()
-            let n: NodeObject = try client.call("drain", NodeParams(node: node, reason: reason))
+            let n: NodeObject = try client.call(Methods.drain, NodeParams(node: node, reason: reason))
             if json { try printJSON(n) } else { out("\(n.name) \(n.state)\n") }
         }
     }
@@ -109,7 +109,7 @@ struct Resume: ParsableCommand {
     func run() throws {
         try talking {
             let client = try connection.connect()
-            let n: NodeObject = try client.call("resume", NodeParams(node: node))
+            let n: NodeObject = try client.call(Methods.resume, NodeParams(node: node))
             if json { try printJSON(n) } else { out("\(n.name) \(n.state)\n") }
         }
     }
@@ -128,7 +128,7 @@ struct Status: ParsableCommand {
     func run() throws {
         try talking {
             let client = try connection.connect()
-            let s: StatusResult = try client.call("status", NoParams())
+            let s: StatusResult = try client.call(Methods.status, NoParams())
             if json { return try printJSON(s) }
             let models = s.gpus.keys.sorted()
             var rows = models.map { m -> [String] in
@@ -203,7 +203,7 @@ struct Cost: ParsableCommand {
         try talking {
             let client = try connection.connect()
             let r: CostResult = try client.call(
-                "cost",
+                Methods.cost,
                 CostParams(by: by, since: Self.time(since), until: Self.time(until))
             )
             switch json ? "json" : format {
@@ -276,7 +276,7 @@ struct Reload: ParsableCommand {
     func run() throws {
         try talking {
             let client = try connection.connect()
-            let r: ReloadResult = try client.call("reload", NoParams())
+            let r: ReloadResult = try client.call(Methods.reload, NoParams())
             if json { return try printJSON(r) }
             if r.changes.isEmpty { out("reloaded: no changes\n") }
             for c in r.changes { out("\(c)\n") }

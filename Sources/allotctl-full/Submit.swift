@@ -171,7 +171,7 @@ struct Submit: ParsableCommand {
         if let file { return try submitFile(file) }
         try talking {
             let client = try connection.connect()
-            let result: SubmitResult = try client.call("submit", SubmitParams(job: request()))
+            let result: SubmitResult = try client.call(Methods.submit, SubmitParams(job: request()))
             for w in result.warnings ?? [] { warn("warning: \(w)") }
             if json { try printJSON(result) } else { out("\(result.id)\n") }
         }
@@ -212,7 +212,7 @@ struct Submit: ParsableCommand {
             while next < jobs.count || !inflight.isEmpty {
                 while firstError == nil && next < jobs.count && inflight.count < 4 {
                     let end = min(next + batch, jobs.count)
-                    try client.send("submit_many", SubmitManyParams(jobs: Array(jobs[next..<end])))
+                    try client.send(Methods.submitMany, SubmitManyParams(jobs: Array(jobs[next..<end])))
                     inflight.append(next..<end)
                     next = end
                 }
