@@ -1,10 +1,6 @@
 /// A fact about the pool: the only way the state changes. The write-ahead log stores events, and replaying
 /// them with ``ClusterState/apply(_:)`` rebuilds the state.
 public struct Event: Hashable, Codable, Sendable {
-    /// The version of the event schema written by this build. Readers accept this and every older version;
-    /// fields added later are optional when decoding.
-    public static let schemaVersion: UInt16 = 2
-
     /// When the event happened. Events are applied in order; a time earlier than the state's clock is taken
     /// as the clock's time (clocks step back; the log's order is the truth).
     public var time: Instant

@@ -251,7 +251,7 @@ struct ControlServer: Service {
                             outbox.expectReply()
                             let (id, result) = Call.decode(line)
                             switch result {
-                            case .success(let call): engine.send(.call(call, id, caller, outbox))
+                            case .success(let call): await engine.send(request: .call(call, id, caller, outbox))
                             case .failure(let e):
                                 outbox.reply((try? ControlProtocol.line(ErrorResponse(id: id, error: e))) ?? Data())
                             }

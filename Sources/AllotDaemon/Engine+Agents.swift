@@ -259,8 +259,8 @@ extension Engine {
 
     /// The node whose agent runs (or ran) this job, if an agent's node.
     func agentNode(of job: Job) -> String? {
-        guard let node = job.allocation?.slices.first?.node, agents[node] != nil else { return nil }
-        return node
+        guard controller.runner(of: job) == .agent else { return nil }
+        return job.allocation?.slices.first?.node
     }
 
     /// An agent's periodic GPU check changed something.

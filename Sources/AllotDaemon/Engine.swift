@@ -56,9 +56,73 @@ enum EngineCommand: Sendable {
 /// The way into the engine, for every other task.
 struct EngineHandle: Sendable {
     let continuation: AsyncStream<EngineCommand>.Continuation
+    /// Clients' requests waiting in the mailbox, bounded: past the bound, connections wait before they
+    /// read another request (back-pressure on clients). Internal commands (ticks, durability, agents' few
+    /// messages) are not counted.
+    let requests = MailboxBound(capacity: 4_096)
 
     func send(_ command: EngineCommand) { continuation.yield(command) }
-    func finish() { continuation.finish() }
+    /// Sends a client's request once the mailbox has room for it.
+    func send(request command: EngineCommand) async {
+        await requests.enter()
+        continuation.yield(command)
+    }
+    func finish() {
+        continuation.finish()
+        requests.open()
+    }
+}
+
+/// A bound on what waits in the engine's mailbox: `enter` waits while `capacity` requests are in it;
+/// the engine calls `leave` as it takes each one.
+final class MailboxBound: Sendable {
+    let capacity: Int
+    private let state = Mutex<(inside: Int, waiting: [CheckedContinuation<Void, Never>], open: Bool)>((0, [], false))
+
+    init(capacity: Int) { self.capacity = capacity }
+
+    func enter() async {
+        let admitted = state.withLock { s -> Bool in
+            guard s.inside < capacity || s.open else { return false }
+            s.inside += 1
+            return true
+        }
+        if admitted { return }
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let now = state.withLock { s -> Bool in
+                if s.inside < capacity || s.open {
+                    s.inside += 1
+                    return true
+                }
+                s.waiting.append(c)
+                return false
+            }
+            if now { c.resume() }
+        }
+    }
+
+    /// One request left the mailbox: its place goes to the longest waiting one, if any.
+    func leave() {
+        let next = state.withLock { s -> CheckedContinuation<Void, Never>? in
+            if !s.waiting.isEmpty { return s.waiting.removeFirst() }  // the place passes on: `inside` unchanged
+            s.inside = max(0, s.inside - 1)
+            return nil
+        }
+        next?.resume()
+    }
+
+    /// No bound any more (shutting down): every waiting request goes through, and nobody waits again.
+    func open() {
+        let all = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+            s.open = true
+            defer { s.waiting.removeAll() }
+            return s.waiting
+        }
+        for c in all { c.resume() }
+    }
+
+    /// Requests in the mailbox now.
+    var count: Int { state.withLock { $0.inside } }
 }
 
 /// Waits for the newest enqueued WAL ticket to become durable and tells the engine. One wait at a time:
@@ -354,6 +418,7 @@ final class Engine {
     func process(_ command: EngineCommand) {
         switch command {
         case .call(let call, let id, var caller, let out):
+            handle.requests.leave()
             caller.admin = isAdmin(caller.uid, groups: caller.groups)
             perform(call, id: id, caller: caller, out: out)
         case .disconnected(let conn):
@@ -526,11 +591,13 @@ final class Engine {
                 return
             }
             guard let first = a.slices.first else { return }
-            if agents[first.node] != nil {
+            switch controller.runner(of: job) {
+            case .agent:
                 sendStart(job, node: first.node)
                 return
+            case .none: return
+            case .local: break
             }
-            guard localNodes.contains(first.node) else { return }
             var uuids: [Int: String] = [:]
             for gpu in discovered[first.node]?.inventory?.gpus ?? [] { uuids[gpu.index] = gpu.uuid }
             if let problem = executor.start(job, slices: a.slices, uuids: uuids) {
@@ -539,11 +606,13 @@ final class Engine {
             }
         case .stop(let id, let run):
             guard let job = state.jobs[id], job.runs == run, job.state == .stopping else { return }
-            if let node = job.allocation?.slices.first?.node, agents[node] != nil {
-                sendStop(job, node: node)
+            switch controller.runner(of: job) {
+            case .agent:
+                if let node = job.allocation?.slices.first?.node { sendStop(job, node: node) }
                 return
+            case .none: return
+            case .local: break
             }
-            guard isLocal(job) else { return }
             executor.stop(id, left: job.graceLeft(at: Self.now), why: job.stopReason?.description ?? "told to stop")
         case .notify(let id, let event):
             guard !watchers.isEmpty, let job = state.jobs[id] else { return }
@@ -656,15 +725,12 @@ final class Engine {
 
     // MARK: Helpers
 
-    /// Whether allotd or one of its agents runs this job (and so must be told to stop it).
-    func runsHere(_ job: Job) -> Bool {
-        isLocal(job) || agents[job.allocation?.slices.first?.node ?? ""] != nil
-    }
+    /// Whether allotd or one of its agents runs this job (and so must be told to stop it): the controller's
+    /// runner of the node where its process runs, set once per node (``syncRunner(_:)``).
+    func runsHere(_ job: Job) -> Bool { controller.runner(of: job) != .none }
 
-    func isLocal(_ job: Job) -> Bool {
-        guard let a = job.allocation, let first = a.slices.first else { return false }
-        return localNodes.contains(first.node)
-    }
+    /// Whether allotd runs this job's process itself.
+    func isLocal(_ job: Job) -> Bool { controller.runner(of: job) == .local }
 
     func userName(_ uid: UInt32) -> String? {
         if let n = userNames[uid] { return n }

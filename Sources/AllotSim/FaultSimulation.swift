@@ -101,16 +101,11 @@ public struct FaultSimulation: Sendable {
 
     private struct RunKey: Hashable { var id: JobID, run: Int }
 
-    /// SplitMix64: small, fast, and the same everywhere.
+    /// Every choice, from the seed.
     private struct RNG {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
+        var base: SplitMix64
+        init(seed: UInt64) { base = SplitMix64(seed: seed) }
+        mutating func next() -> UInt64 { base.next() }
         mutating func below(_ n: Int) -> Int { Int(next() % UInt64(max(1, n))) }
         mutating func chance(_ p: Double) -> Bool { Double(next() >> 11) / Double(1 << 53) < p }
         mutating func uniform(_ lo: Double, _ hi: Double) -> Double {
@@ -145,7 +140,7 @@ public struct FaultSimulation: Sendable {
 
     /// Runs the simulation. - Throws: ``Failure`` at the first broken invariant.
     public func run() throws(Failure) -> Report {
-        var rng = RNG(state: seed)
+        var rng = RNG(seed: seed)
         var report = Report()
         let initial = Self.initialState()
         var durable: [Event] = []

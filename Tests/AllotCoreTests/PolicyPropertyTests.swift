@@ -142,7 +142,7 @@ struct PolicyDriver {
 
     @Test func theRandomWorkloadsDoExercisePreemptionAndLoans() {
         // Guards the property above against testing nothing: over many seeds, decisions of each kind occur.
-        var rng = SystemRandomNumberGenerator()
+        var rng = SplitMix64(seed: 20_261_202)  // seeded: the guard checks the same workloads every run
         var preemptions = 0
         var loans = 0
         for _ in 0..<40 {

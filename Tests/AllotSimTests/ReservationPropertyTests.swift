@@ -1,6 +1,7 @@
 import AllotConfig
 import AllotCore
 import PropertyBased
+import Synchronization
 import Testing
 
 @testable import AllotSim
@@ -55,6 +56,8 @@ import Testing
     @Test(arguments: [Scheduler.Policy.backfill, .allot])
     func backfillNeverDelaysTheReservation(policy: Scheduler.Policy) async throws {
         let state = try ConfigFile.parse(Self.pool).makeState()
+        // How many promises were checked, over every case: a run where none formed would prove nothing.
+        let checked = Mutex(0)
         await propertyCheck(count: 30, input: Gen.int(in: 0...1_000_000).array(of: 20...120)) { seeds in
             var promised: [JobID: Double] = [:]
             var sim = Simulator(policy: policy)
@@ -73,6 +76,9 @@ import Testing
                 let start = result.state.jobs[id]!.firstStartTime!.seconds
                 #expect(start <= at + slack + 1e-6, "job \(id) was promised \(at) and started at \(start)")
             }
+            checked.withLock { $0 += promised.count }
         }
+        let promises = checked.withLock { $0 }
+        #expect(promises >= 30, "only \(promises) reservations formed in 30 workloads: the property tested little")
     }
 }

@@ -208,7 +208,7 @@ import Testing
             try write(template, events)  // one sync per record: each record's `committed` is the one before
             let size = try fileSize(try segmentPaths(template)[0])
             var offsets = [Int]()
-            var rng = SystemRandomNumberGenerator()
+            var rng = SplitMix64(seed: 79)  // seeded: a failure names offsets that come back every run
             for _ in 0..<60 { offsets.append(Int.random(in: 0..<size, using: &rng)) }
             let lastRecordStart = size - (WALFormat.recordHeaderSize + EventCodec.encode(events[19]).count)
             for (n, offset) in offsets.enumerated() {
