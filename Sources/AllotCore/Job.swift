@@ -245,28 +245,49 @@ public struct PastRun: Hashable, Codable, Sendable {
 }
 
 /// What a job accumulates once it has started: its runs, stops and costs. Kept out of line (a job that has
-/// never run, like most of a long queue, holds none), copied on write.
-struct JobRun: Hashable, Sendable {
-    var startTime: Instant?
-    var firstStartTime: Instant?
-    var endTime: Instant?
-    var allocation: Allocation?
-    var stopReason: StopReason?
-    var stopRequestedAt: Instant?
-    var grace: Seconds?
-    var exit: ExitStatus?
-    var note: String?
-    var placement: PlacementNote?
-    var loans: [Loan] = []
-    var lastCheckpoint: Instant?
-    var heldGPUs: [Allocation.Slice] = []
-    var runs = 0
-    var preemptions = 0
-    var pastRunSeconds: Seconds = 0
-    var pastGPUSeconds: Double = 0
-    var pastCostUSD: Double = 0
-    var costRate: Double = 0
-    var history: [PastRun] = []
+/// never run, like most of a long queue, holds none), copied on write. A ``Job`` shows every field as its
+/// own (`job.startTime`), read-only outside AllotCore (only the state changes a job, through events).
+/// Adding a field is one line here (and its encoding in the WAL's state codec).
+public struct JobRun: Hashable, Codable, Sendable {
+    /// Start of the current (or last) run.
+    public var startTime: Instant?
+    /// Start of the first run.
+    public var firstStartTime: Instant?
+    public var endTime: Instant?
+    /// The GPUs held while running or stopping; the last run's GPUs afterwards.
+    public var allocation: Allocation?
+    /// Why the job is stopping, or why it stopped.
+    public var stopReason: StopReason?
+    /// When the stop notice was given, and the grace period.
+    public var stopRequestedAt: Instant?
+    public var grace: Seconds?
+    public var exit: ExitStatus?
+    /// A short text on why the job ended as it did, or why it was requeued.
+    public var note: String?
+    /// Why the current (or last) run was placed where it is.
+    public var placement: PlacementNote?
+    /// What the current run's GPUs were lent by, if anything: such GPUs may be taken back at once.
+    public var loans: [Loan] = []
+    /// When the job last reported a checkpoint; work before it survives a preemption.
+    public var lastCheckpoint: Instant?
+    /// GPUs freed for this pending job by the jobs it preempted: held for it, so that nothing else (not even
+    /// a requeued victim) takes them, until it starts, is held or is cancelled.
+    public var heldGPUs: [Allocation.Slice] = []
+    /// Number of times the job was started.
+    public var runs = 0
+    public var preemptions = 0
+    /// Seconds spent running in runs that are over.
+    public var pastRunSeconds: Seconds = 0
+    /// GPU-seconds and cost of runs that are over.
+    public var pastGPUSeconds: Double = 0
+    public var pastCostUSD: Double = 0
+    /// Price per second of the current run (all its GPUs), 0 when not running.
+    public var costRate: Double = 0
+    /// The runs that are over while the job went on (preempted, requeued), oldest first; at most
+    /// ``PastRun/kept``.
+    public var history: [PastRun] = []
+
+    public init() {}
 
     static let none = JobRun()
 }
@@ -277,7 +298,9 @@ final class JobRunBox: @unchecked Sendable {
     init(_ run: JobRun) { self.run = run }
 }
 
-/// A job as the state holds it.
+/// A job as the state holds it: what it is (id, spec, state, submit time) and, once it has started, its
+/// ``JobRun`` record, whose fields read as the job's own.
+@dynamicMemberLookup
 public struct Job: Hashable, Codable, Sendable {
     public let id: JobID
     public internal(set) var spec: JobSpec
@@ -306,108 +329,19 @@ public struct Job: Hashable, Codable, Sendable {
         }
     }
 
-    /// Start of the current (or last) run.
-    public internal(set) var startTime: Instant? {
-        get { box?.run.startTime ?? JobRun.none.startTime }
-        set { run.startTime = newValue }
-    }
-    /// Start of the first run.
-    public internal(set) var firstStartTime: Instant? {
-        get { box?.run.firstStartTime ?? JobRun.none.firstStartTime }
-        set { run.firstStartTime = newValue }
-    }
-    public internal(set) var endTime: Instant? {
-        get { box?.run.endTime ?? JobRun.none.endTime }
-        set { run.endTime = newValue }
-    }
-    /// The GPUs held while running or stopping; the last run's GPUs afterwards.
-    public internal(set) var allocation: Allocation? {
-        get { box?.run.allocation ?? JobRun.none.allocation }
-        set { run.allocation = newValue }
-    }
-    /// Why the job is stopping, or why it stopped.
-    /// What is left of a stopping job's grace at `now` (Unix seconds): it is killed after that.
-    public func graceLeft(at now: Double) -> Seconds {
-        guard let at = stopRequestedAt else { return grace ?? 0 }
-        return max(0, at.seconds + (grace ?? 0) - now)
+    /// The run record's fields, read as the job's own (`job.startTime`).
+    public subscript<T>(dynamicMember key: KeyPath<JobRun, T>) -> T { (box?.run ?? .none)[keyPath: key] }
+
+    /// … and changed as the job's own, inside AllotCore (`job.startTime = t`), copied on write.
+    subscript<T>(dynamicMember key: WritableKeyPath<JobRun, T>) -> T {
+        get { (box?.run ?? .none)[keyPath: key] }
+        set { run[keyPath: key] = newValue }
     }
 
-    public internal(set) var stopReason: StopReason? {
-        get { box?.run.stopReason ?? JobRun.none.stopReason }
-        set { run.stopReason = newValue }
-    }
-    /// When the stop notice was given, and the grace period.
-    public internal(set) var stopRequestedAt: Instant? {
-        get { box?.run.stopRequestedAt ?? JobRun.none.stopRequestedAt }
-        set { run.stopRequestedAt = newValue }
-    }
-    public internal(set) var grace: Seconds? {
-        get { box?.run.grace ?? JobRun.none.grace }
-        set { run.grace = newValue }
-    }
-    public internal(set) var exit: ExitStatus? {
-        get { box?.run.exit ?? JobRun.none.exit }
-        set { run.exit = newValue }
-    }
-    /// A short text on why the job ended as it did, or why it was requeued.
-    public internal(set) var note: String? {
-        get { box?.run.note ?? JobRun.none.note }
-        set { run.note = newValue }
-    }
-    /// Why the current (or last) run was placed where it is.
-    public internal(set) var placement: PlacementNote? {
-        get { box?.run.placement ?? JobRun.none.placement }
-        set { run.placement = newValue }
-    }
-    /// What the current run's GPUs were lent by, if anything: such GPUs may be taken back at once.
-    public internal(set) var loans: [Loan] {
-        get { box?.run.loans ?? JobRun.none.loans }
-        set { run.loans = newValue }
-    }
-    /// When the job last reported a checkpoint; work before it survives a preemption.
-    public internal(set) var lastCheckpoint: Instant? {
-        get { box?.run.lastCheckpoint ?? JobRun.none.lastCheckpoint }
-        set { run.lastCheckpoint = newValue }
-    }
-    /// GPUs freed for this pending job by the jobs it preempted: held for it, so that nothing else (not even
-    /// a requeued victim) takes them, until it starts, is held or is cancelled.
-    public internal(set) var heldGPUs: [Allocation.Slice] {
-        get { box?.run.heldGPUs ?? JobRun.none.heldGPUs }
-        set { run.heldGPUs = newValue }
-    }
-    /// Number of times the job was started.
-    public internal(set) var runs: Int {
-        get { box?.run.runs ?? JobRun.none.runs }
-        set { run.runs = newValue }
-    }
-    public internal(set) var preemptions: Int {
-        get { box?.run.preemptions ?? JobRun.none.preemptions }
-        set { run.preemptions = newValue }
-    }
-    /// Seconds spent running in runs that are over.
-    public internal(set) var pastRunSeconds: Seconds {
-        get { box?.run.pastRunSeconds ?? JobRun.none.pastRunSeconds }
-        set { run.pastRunSeconds = newValue }
-    }
-    /// GPU-seconds and cost of runs that are over.
-    public internal(set) var pastGPUSeconds: Double {
-        get { box?.run.pastGPUSeconds ?? JobRun.none.pastGPUSeconds }
-        set { run.pastGPUSeconds = newValue }
-    }
-    public internal(set) var pastCostUSD: Double {
-        get { box?.run.pastCostUSD ?? JobRun.none.pastCostUSD }
-        set { run.pastCostUSD = newValue }
-    }
-    /// The runs that are over while the job went on (preempted, requeued), oldest first; at most
-    /// ``PastRun/kept``.
-    public internal(set) var history: [PastRun] {
-        get { box?.run.history ?? JobRun.none.history }
-        set { run.history = newValue }
-    }
-    /// Price per second of the current run (all its GPUs), 0 when not running.
-    public internal(set) var costRate: Double {
-        get { box?.run.costRate ?? JobRun.none.costRate }
-        set { run.costRate = newValue }
+    /// What is left of a stopping job's grace at `now` (Unix seconds): it is killed after that.
+    public func graceLeft(at now: Double) -> Seconds {
+        guard let at = self.stopRequestedAt else { return self.grace ?? 0 }
+        return max(0, at.seconds + (self.grace ?? 0) - now)
     }
 
     init(id: JobID, spec: JobSpec, submitTime: Instant, held: Bool) {
@@ -430,9 +364,7 @@ public struct Job: Hashable, Codable, Sendable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case id, spec, state, submitTime, startTime, firstStartTime, endTime, allocation, stopReason
-        case stopRequestedAt, grace, exit, note, placement, loans, lastCheckpoint, heldGPUs, runs, preemptions
-        case pastRunSeconds, pastGPUSeconds, pastCostUSD, costRate, history
+        case id, spec, state, submitTime, run
     }
 
     public init(from decoder: any Decoder) throws {
@@ -441,28 +373,7 @@ public struct Job: Hashable, Codable, Sendable {
         spec = try c.decode(JobSpec.self, forKey: .spec)
         state = try c.decode(JobState.self, forKey: .state)
         submitTime = try c.decode(Instant.self, forKey: .submitTime)
-        var r = JobRun()
-        r.startTime = try c.decodeIfPresent(Instant.self, forKey: .startTime)
-        r.firstStartTime = try c.decodeIfPresent(Instant.self, forKey: .firstStartTime)
-        r.endTime = try c.decodeIfPresent(Instant.self, forKey: .endTime)
-        r.allocation = try c.decodeIfPresent(Allocation.self, forKey: .allocation)
-        r.stopReason = try c.decodeIfPresent(StopReason.self, forKey: .stopReason)
-        r.stopRequestedAt = try c.decodeIfPresent(Instant.self, forKey: .stopRequestedAt)
-        r.grace = try c.decodeIfPresent(Seconds.self, forKey: .grace)
-        r.exit = try c.decodeIfPresent(ExitStatus.self, forKey: .exit)
-        r.note = try c.decodeIfPresent(String.self, forKey: .note)
-        r.placement = try c.decodeIfPresent(PlacementNote.self, forKey: .placement)
-        r.loans = try c.decodeIfPresent([Loan].self, forKey: .loans) ?? []
-        r.lastCheckpoint = try c.decodeIfPresent(Instant.self, forKey: .lastCheckpoint)
-        r.heldGPUs = try c.decodeIfPresent([Allocation.Slice].self, forKey: .heldGPUs) ?? []
-        r.runs = try c.decodeIfPresent(Int.self, forKey: .runs) ?? 0
-        r.preemptions = try c.decodeIfPresent(Int.self, forKey: .preemptions) ?? 0
-        r.pastRunSeconds = try c.decodeIfPresent(Seconds.self, forKey: .pastRunSeconds) ?? 0
-        r.pastGPUSeconds = try c.decodeIfPresent(Double.self, forKey: .pastGPUSeconds) ?? 0
-        r.pastCostUSD = try c.decodeIfPresent(Double.self, forKey: .pastCostUSD) ?? 0
-        r.costRate = try c.decodeIfPresent(Double.self, forKey: .costRate) ?? 0
-        r.history = try c.decodeIfPresent([PastRun].self, forKey: .history) ?? []
-        if r != .none { box = JobRunBox(r) }
+        if let r = try c.decodeIfPresent(JobRun.self, forKey: .run), r != .none { box = JobRunBox(r) }
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -471,106 +382,39 @@ public struct Job: Hashable, Codable, Sendable {
         try c.encode(spec, forKey: .spec)
         try c.encode(state, forKey: .state)
         try c.encode(submitTime, forKey: .submitTime)
-        let r = run
-        try c.encodeIfPresent(r.startTime, forKey: .startTime)
-        try c.encodeIfPresent(r.firstStartTime, forKey: .firstStartTime)
-        try c.encodeIfPresent(r.endTime, forKey: .endTime)
-        try c.encodeIfPresent(r.allocation, forKey: .allocation)
-        try c.encodeIfPresent(r.stopReason, forKey: .stopReason)
-        try c.encodeIfPresent(r.stopRequestedAt, forKey: .stopRequestedAt)
-        try c.encodeIfPresent(r.grace, forKey: .grace)
-        try c.encodeIfPresent(r.exit, forKey: .exit)
-        try c.encodeIfPresent(r.note, forKey: .note)
-        try c.encodeIfPresent(r.placement, forKey: .placement)
-        try c.encode(r.loans, forKey: .loans)
-        try c.encodeIfPresent(r.lastCheckpoint, forKey: .lastCheckpoint)
-        try c.encode(r.heldGPUs, forKey: .heldGPUs)
-        try c.encode(r.runs, forKey: .runs)
-        try c.encode(r.preemptions, forKey: .preemptions)
-        try c.encode(r.pastRunSeconds, forKey: .pastRunSeconds)
-        try c.encode(r.pastGPUSeconds, forKey: .pastGPUSeconds)
-        try c.encode(r.pastCostUSD, forKey: .pastCostUSD)
-        try c.encode(r.costRate, forKey: .costRate)
-        if !r.history.isEmpty { try c.encode(r.history, forKey: .history) }
+        if let r = box?.run, r != .none { try c.encode(r, forKey: .run) }
     }
 
-    /// A job with every field given: for decoders of snapshots. Anything else gets jobs from events.
-    public init(
-        id: JobID,
-        spec: JobSpec,
-        state: JobState,
-        submitTime: Instant,
-        startTime: Instant?,
-        firstStartTime: Instant?,
-        endTime: Instant?,
-        allocation: Allocation?,
-        stopReason: StopReason?,
-        stopRequestedAt: Instant?,
-        grace: Seconds?,
-        exit: ExitStatus?,
-        note: String?,
-        placement: PlacementNote? = nil,
-        loans: [Loan] = [],
-        lastCheckpoint: Instant? = nil,
-        heldGPUs: [Allocation.Slice] = [],
-        runs: Int,
-        preemptions: Int,
-        pastRunSeconds: Seconds,
-        pastGPUSeconds: Double,
-        pastCostUSD: Double,
-        costRate: Double,
-        history: [PastRun] = []
-    ) {
+    /// A job with its whole record: for decoders of snapshots. Anything else gets jobs from events.
+    public init(id: JobID, spec: JobSpec, state: JobState, submitTime: Instant, record: JobRun) {
         self.id = id
         self.spec = spec
         self.state = state
         self.submitTime = submitTime
-        let r = JobRun(
-            startTime: startTime,
-            firstStartTime: firstStartTime,
-            endTime: endTime,
-            allocation: allocation,
-            stopReason: stopReason,
-            stopRequestedAt: stopRequestedAt,
-            grace: grace,
-            exit: exit,
-            note: note,
-            placement: placement,
-            loans: loans,
-            lastCheckpoint: lastCheckpoint,
-            heldGPUs: heldGPUs,
-            runs: runs,
-            preemptions: preemptions,
-            pastRunSeconds: pastRunSeconds,
-            pastGPUSeconds: pastGPUSeconds,
-            pastCostUSD: pastCostUSD,
-            costRate: costRate,
-            history: history
-        )
-        if r != .none { box = JobRunBox(r) }
+        if record != .none { box = JobRunBox(record) }
     }
 
     /// Seconds spent running up to `now`, over all runs.
     public func runSeconds(at now: Instant) -> Seconds {
-        pastRunSeconds + (state.holdsGPUs ? max(0, now - (startTime ?? now)) : 0)
+        self.pastRunSeconds + (state.holdsGPUs ? max(0, now - (self.startTime ?? now)) : 0)
     }
 
     /// GPU-seconds used up to `now`, over all runs.
     public func gpuSeconds(at now: Instant) -> Double {
-        pastGPUSeconds
-            + (state.holdsGPUs ? max(0, now - (startTime ?? now)) * Double(allocation?.gpuCount ?? 0) : 0)
+        self.pastGPUSeconds
+            + (state.holdsGPUs ? max(0, now - (self.startTime ?? now)) * Double(self.allocation?.gpuCount ?? 0) : 0)
     }
 
     /// GPU-seconds of work the current run would lose if stopped at `now`: since its start or its last
     /// checkpoint, whichever is later.
     public func workAtRisk(at now: Instant) -> Double {
-        guard state.holdsGPUs, let start = startTime else { return 0 }
-        let since = max(start, lastCheckpoint ?? start)
-        return max(0, now - since) * Double(allocation?.gpuCount ?? spec.gpus)
+        guard state.holdsGPUs, let start = self.startTime else { return 0 }
+        let since = max(start, self.lastCheckpoint ?? start)
+        return max(0, now - since) * Double(self.allocation?.gpuCount ?? spec.gpus)
     }
 
     /// Money spent up to `now`, over all runs.
     public func costUSD(at now: Instant) -> Double {
-        pastCostUSD + (state.holdsGPUs ? max(0, now - (startTime ?? now)) * costRate : 0)
+        self.pastCostUSD + (state.holdsGPUs ? max(0, now - (self.startTime ?? now)) * self.costRate : 0)
     }
 }

@@ -157,60 +157,62 @@ enum StateCodec {
         func time(_ r: inout BinaryReader) throws(DecodeError) -> Instant? {
             try r.optional { r throws(DecodeError) in Instant(seconds: try r.f64()) }
         }
-        return Job(
-            id: JobID(try r.uvar()),
-            spec: try EventCodec.readJobSpec(&r),
-            state: try r.enumeration(EventCodec.jobStates, "job state"),
-            submitTime: Instant(seconds: try r.f64()),
-            startTime: try time(&r),
-            firstStartTime: try time(&r),
-            endTime: try time(&r),
-            allocation: try r.optional { r throws(DecodeError) in try EventCodec.readAllocation(&r) },
-            stopReason: try r.optional { r throws(DecodeError) in
-                let at = r.offset
-                switch try r.u8() {
-                case 0:
-                    let by = JobID(try r.uvar())
-                    let reason =
-                        r.version >= 2
-                        ? try r.enumeration(EventCodec.preemptionReasons, "preemption reason") : .priority
-                    return .preempted(by: by, reason: reason)
-                case 1: return .cancelled(by: try r.optional { r throws(DecodeError) in try EventCodec.uid(&r) })
-                case 2: return .walltime
-                case 3 where r.version >= 6: return .gpuFailed(reason: try r.string())
-                case let k: throw DecodeError(offset: at, message: "unknown stop reason \(k)")
-                }
-            },
-            stopRequestedAt: try time(&r),
-            grace: try r.optional { r throws(DecodeError) in try r.f64() },
-            exit: try r.optional { r throws(DecodeError) in try EventCodec.readExit(&r) },
-            note: try r.optional { r throws(DecodeError) in try r.string() },
-            placement: r.version >= 2 ? try r.optional { r throws(DecodeError) in try EventCodec.readNote(&r) } : nil,
-            loans: r.version >= 2 ? try r.array { r throws(DecodeError) in try EventCodec.readLoan(&r) } : [],
-            lastCheckpoint: r.version >= 2 ? try time(&r) : nil,
-            heldGPUs: r.version >= 2
-                ? try r.array { r throws(DecodeError) in
-                    Allocation.Slice(
-                        node: try r.string(),
-                        gpus: try r.array { r throws(DecodeError) in try r.count(max: 1 << 16) }
-                    )
-                } : [],
-            runs: try r.count(max: Int(Int32.max)),
-            preemptions: try r.count(max: Int(Int32.max)),
-            pastRunSeconds: try r.f64(),
-            pastGPUSeconds: try r.f64(),
-            pastCostUSD: try r.f64(),
-            costRate: try r.f64(),
-            history: r.version >= 5
-                ? try r.array { r throws(DecodeError) in
-                    PastRun(
-                        start: Instant(seconds: try r.f64()),
-                        end: Instant(seconds: try r.f64()),
-                        allocation: try r.optional { r throws(DecodeError) in try EventCodec.readAllocation(&r) },
-                        ended: try r.string()
-                    )
-                } : []
-        )
+        let id = JobID(try r.uvar())
+        let spec = try EventCodec.readJobSpec(&r)
+        let state = try r.enumeration(EventCodec.jobStates, "job state")
+        let submitTime = Instant(seconds: try r.f64())
+        var run = JobRun()
+        run.startTime = try time(&r)
+        run.firstStartTime = try time(&r)
+        run.endTime = try time(&r)
+        run.allocation = try r.optional { r throws(DecodeError) in try EventCodec.readAllocation(&r) }
+        run.stopReason = try r.optional { r throws(DecodeError) in
+            let at = r.offset
+            switch try r.u8() {
+            case 0:
+                let by = JobID(try r.uvar())
+                let reason =
+                    r.version >= 2
+                    ? try r.enumeration(EventCodec.preemptionReasons, "preemption reason") : .priority
+                return .preempted(by: by, reason: reason)
+            case 1: return .cancelled(by: try r.optional { r throws(DecodeError) in try EventCodec.uid(&r) })
+            case 2: return .walltime
+            case 3 where r.version >= 6: return .gpuFailed(reason: try r.string())
+            case let k: throw DecodeError(offset: at, message: "unknown stop reason \(k)")
+            }
+        }
+        run.stopRequestedAt = try time(&r)
+        run.grace = try r.optional { r throws(DecodeError) in try r.f64() }
+        run.exit = try r.optional { r throws(DecodeError) in try EventCodec.readExit(&r) }
+        run.note = try r.optional { r throws(DecodeError) in try r.string() }
+        if r.version >= 2 {
+            run.placement = try r.optional { r throws(DecodeError) in try EventCodec.readNote(&r) }
+            run.loans = try r.array { r throws(DecodeError) in try EventCodec.readLoan(&r) }
+            run.lastCheckpoint = try time(&r)
+            run.heldGPUs = try r.array { r throws(DecodeError) in
+                Allocation.Slice(
+                    node: try r.string(),
+                    gpus: try r.array { r throws(DecodeError) in try r.count(max: 1 << 16) }
+                )
+            }
+        }
+        run.runs = try r.count(max: Int(Int32.max))
+        run.preemptions = try r.count(max: Int(Int32.max))
+        run.pastRunSeconds = try r.f64()
+        run.pastGPUSeconds = try r.f64()
+        run.pastCostUSD = try r.f64()
+        run.costRate = try r.f64()
+        if r.version >= 5 {
+            run.history = try r.array { r throws(DecodeError) in
+                PastRun(
+                    start: Instant(seconds: try r.f64()),
+                    end: Instant(seconds: try r.f64()),
+                    allocation: try r.optional { r throws(DecodeError) in try EventCodec.readAllocation(&r) },
+                    ended: try r.string()
+                )
+            }
+        }
+        return Job(id: id, spec: spec, state: state, submitTime: submitTime, record: run)
     }
 
     static func write(_ u: Usage, _ w: inout BinaryWriter) {
