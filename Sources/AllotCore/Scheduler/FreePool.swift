@@ -200,6 +200,9 @@ extension UInt64 {
         return out
     }
 
+    /// The indices of the set bits, ascending, without an array: `for i in mask.setBits`.
+    var setBits: SetBits { SetBits(rest: self) }
+
     /// The indices of the set bits, ascending.
     var bitIndices: [Int] {
         var out: [Int] = []
@@ -211,4 +214,21 @@ extension UInt64 {
         }
         return out
     }
+}
+
+/// The set bits of a 64-bit mask, lowest first (a GPU set on a node, a set of models).
+struct SetBits: Sequence, IteratorProtocol {
+    var rest: UInt64
+
+    mutating func next() -> Int? {
+        guard rest != 0 else { return nil }
+        defer { rest &= rest - 1 }
+        return rest.trailingZeroBitCount
+    }
+}
+
+/// Some GPUs of one node, by the node's position in the state and a mask of GPU indices.
+struct NodeMask: Hashable, Sendable {
+    var node: Int
+    var mask: UInt64
 }

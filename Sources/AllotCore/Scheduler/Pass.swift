@@ -25,17 +25,14 @@ struct Pass {
 
     /// GPUs by tenant, counting this pass's starts.
     var tenantGPUs: [String: Int] = [:]
-    /// GPUs held by non-preemptible jobs, by tenant, counting this pass's starts (when quotas are in force).
-    var firmGPUs: [String: Int]?
-    /// Non-preemptible GPUs beyond quotas, over all tenants, counting this pass's starts.
-    var borrowedTotal: Int?
-    /// GPUs no tenant is guaranteed: total minus the sum of quotas.
-    var unassigned = 0
+    /// Non-preemptible use against quotas, counting this pass's starts: built the first time a quota needs it.
+    private var firm: FirmUse?
     /// Estimated cost of this pass's starts, by tenant.
     var addedCost: [String: Double] = [:]
     private var committedCost: [String: Double]?
-    /// GPUs of each model held by inference and by other jobs, counting this pass's starts.
-    private var kindUse: (inference: [Int], other: [Int])?
+    /// GPUs of each model held by inference and by other jobs, counting this pass's starts: built the first
+    /// time the inference reserve needs it.
+    private var kindUse: KindUse?
     let reserve: [Int]
     /// Per interned tenant of the pending queue: its config (resolved once, not per job).
     let tenantConfig: [Tenant]
@@ -47,9 +44,9 @@ struct Pass {
     /// Jobs told to stop in this pass.
     var victims: Set<JobID> = []
     /// GPUs of jobs stopping to make way for a job, by that job.
-    var incoming: [JobID: [(node: Int, mask: UInt64)]] = [:]
+    var incoming: [JobID: [NodeMask]] = [:]
     /// Free GPUs held for a job by earlier preemptions, taken out of the pool for everyone else.
-    var held: [JobID: [(node: Int, mask: UInt64)]] = [:]
+    var held: [JobID: [NodeMask]] = [:]
     var preemptionSearches = 0
     static let maxPreemptionSearches = 32
 
@@ -73,7 +70,7 @@ struct Pass {
                 let mask = slice.gpus.reduce(UInt64(0)) { $0 | (1 << UInt64($1)) } & pool.free[ni]
                 if mask == 0 { continue }
                 pool.take(node: ni, mask: mask)
-                held[id, default: []].append((ni, mask))
+                held[id, default: []].append(NodeMask(node: ni, mask: mask))
             }
         }
         if policy == .allot {
@@ -85,7 +82,9 @@ struct Pass {
                 }
                 for slice in a.slices {
                     guard let ni = state.nodeIndex[slice.node] else { continue }
-                    incoming[by, default: []].append((ni, slice.gpus.reduce(UInt64(0)) { $0 | (1 << UInt64($1)) }))
+                    incoming[by, default: []].append(
+                        NodeMask(node: ni, mask: slice.gpus.reduce(UInt64(0)) { $0 | (1 << UInt64($1)) })
+                    )
                 }
             }
         }
@@ -107,7 +106,8 @@ struct Pass {
     mutating func priority(ofRunning id: JobID) -> Priority {
         if calculator == nil { calculator = PriorityCalculator(state: state, now: now, budgets: policy == .allot) }
         let job = state.jobs[existing: id]
-        let f = calculator!.factors(job)
+        // In place (its memo stays with it); it was made just above.
+        guard let f = calculator?.factors(job) else { preconditionFailure("no priority calculator") }
         return Priority(
             classValue: f.classValue,
             kindRank: job.spec.kind == .inference ? 0 : 1,
@@ -126,37 +126,30 @@ struct Pass {
 
     /// Expected remaining cost of a tenant's running jobs.
     mutating func committed(by tenant: String) -> Double {
-        if committedCost == nil {
-            var c: [String: Double] = [:]
-            for r in running where !r.stopping {
-                c[r.tenant, default: 0] += r.costRate * max(0, r.expectedEnd - now.seconds)
-            }
-            committedCost = c
+        if let committedCost { return committedCost[tenant, default: 0] }
+        var c: [String: Double] = [:]
+        for r in running where !r.stopping {
+            c[r.tenant, default: 0] += r.costRate * max(0, r.expectedEnd - now.seconds)
         }
-        return committedCost![tenant, default: 0]
+        committedCost = c
+        return c[tenant, default: 0]
     }
 
     mutating func use(of model: Int, inference: Bool) -> Int {
-        if kindUse == nil {
-            var inf = [Int](repeating: 0, count: ctx.modelCount)
-            var other = inf
-            for r in running {
-                if r.kind == .inference { inf[r.model] += r.gpus } else { other[r.model] += r.gpus }
-            }
-            kindUse = (inf, other)
-        }
-        return inference ? kindUse!.inference[model] : kindUse!.other[model]
+        let use = kindUse ?? KindUse(running, models: ctx.modelCount)
+        kindUse = use
+        return inference ? use.inference[model] : use.other[model]
     }
 
     mutating func addUse(of model: Int, inference: Bool, gpus: Int) {
-        _ = use(of: model, inference: inference)
-        if inference { kindUse!.inference[model] += gpus } else { kindUse!.other[model] += gpus }
+        if kindUse == nil { kindUse = KindUse(running, models: ctx.modelCount) }
+        kindUse?.add(gpus, model: model, inference: inference)
     }
 
     // MARK: Views
 
     /// `base` with `slices` added as free, where their nodes take jobs and their GPUs are healthy.
-    func adding(_ slices: [(node: Int, mask: UInt64)], to base: FreePool) -> FreePool {
+    func adding(_ slices: [NodeMask], to base: FreePool) -> FreePool {
         var p = base
         for s in slices {
             let node = state.nodes[s.node]
@@ -167,7 +160,7 @@ struct Pass {
     }
 
     /// Takes GPUs from every view (a start, or GPUs held for a job waiting on preemptions).
-    mutating func takeEverywhere(_ slices: [(node: Int, mask: UInt64)]) {
+    mutating func takeEverywhere(_ slices: [NodeMask]) {
         for s in slices {
             pool.take(node: s.node, mask: s.mask)
             open?.take(node: s.node, mask: s.mask)
@@ -175,14 +168,14 @@ struct Pass {
     }
 
     /// Gives back the held GPUs a job did not use (it started elsewhere, or could not start).
-    mutating func release(heldFor id: JobID, except used: [(node: Int, mask: UInt64)]) {
+    mutating func release(heldFor id: JobID, except used: [NodeMask]) {
         guard let mine = held.removeValue(forKey: id) else { return }
         for s in mine {
             let keep = s.mask & ~(used.first { $0.node == s.node }?.mask ?? 0)
             if keep == 0 { continue }
             pool.setFree(node: s.node, mask: pool.free[s.node] | keep)
             if let o = open {
-                open!.setFree(node: s.node, mask: o.free[s.node] | (keep & ~(reservedMasks[s.node] ?? 0)))
+                open?.setFree(node: s.node, mask: o.free[s.node] | (keep & ~(reservedMasks[s.node] ?? 0)))
             }
         }
     }
@@ -380,17 +373,14 @@ struct Pass {
     }
 
     func fitsAny(_ row: PendingQueue.Row, allowed: UInt64, view: FreePool) -> Bool {
-        var m = allowed
-        while m != 0 {
-            let i = m.trailingZeroBitCount
-            m &= m - 1
+        for i in (allowed).setBits {
             if view.fits(model: i, count: row.gpus, topology: row.topology) { return true }
         }
         return false
     }
 
     enum Attempt {
-        case placed(model: Int, slices: [(node: Int, mask: UInt64)], note: PlacementNote, loans: [Loan])
+        case placed(model: Int, slices: [NodeMask], note: PlacementNote, loans: [Loan])
         case failed(Blocker, capacity: Bool)
     }
 
@@ -448,7 +438,7 @@ struct Pass {
     mutating func record(
         _ row: PendingQueue.Row,
         model m: Int,
-        slices: [(node: Int, mask: UInt64)],
+        slices: [NodeMask],
         note: PlacementNote,
         loans: [Loan]
     ) {
@@ -461,11 +451,8 @@ struct Pass {
         decisions.append(.start(row.id, on: allocation, why: note, loans: loans))
         let tenant = state.pendingJobs.tenants.values[Int(row.tenant)]
         tenantGPUs[tenant] = gpusInUse(by: tenant) + row.gpus
-        if firmGPUs != nil && !classes.preemptible(row) {
-            let before = firmGPUs![tenant, default: 0]
-            let q = state.config.tenant(named: tenant).gpuQuota ?? 0
-            firmGPUs![tenant] = before + row.gpus
-            borrowedTotal! += max(0, before + row.gpus - q) - max(0, before - q)
+        if firm != nil && !classes.preemptible(row) {
+            firm?.add(row.gpus, tenant: tenant, quota: state.config.tenant(named: tenant).gpuQuota ?? 0)
         }
         addedCost[tenant, default: 0] += note.estimatedCostUSD
         if policy == .allot && !reserve.isEmpty { addUse(of: m, inference: row.kind == .inference, gpus: row.gpus) }
@@ -473,13 +460,12 @@ struct Pass {
 
     /// When the job fits in the free GPUs plus those of jobs stopping for it, holds the free part for it and
     /// returns true.
-    mutating func holdIfFits(_ row: PendingQueue.Row, allowed: UInt64, with extra: [(node: Int, mask: UInt64)]) -> Bool
-    {
+    mutating func holdIfFits(_ row: PendingQueue.Row, allowed: UInt64, with extra: [NodeMask]) -> Bool {
         let view = adding(extra + (held[row.id] ?? []), to: pool)
         for (m, _) in ctx.order(for: row, now: now) where allowed & (1 << UInt64(m)) != 0 {
             var p = view
             guard let slices = p.place(model: m, count: row.gpus, topology: row.topology) else { continue }
-            takeEverywhere(slices.map { ($0.node, $0.mask & pool.free[$0.node]) })
+            takeEverywhere(slices.map { NodeMask(node: $0.node, mask: $0.mask & pool.free[$0.node]) })
             return true
         }
         return false
@@ -509,18 +495,15 @@ struct Pass {
 
     /// GPUs a tenant's non-preemptible jobs hold.
     mutating func firmUse(by tenant: String) -> Int {
-        if firmGPUs == nil {
-            var firm: [String: Int] = [:]
-            for r in running where !r.preemptible { firm[r.tenant, default: 0] += r.gpus }
-            var quotas = 0
-            for t in state.config.tenants { quotas += t.gpuQuota ?? 0 }
-            unassigned = max(0, state.totalGPUs - quotas)
-            borrowedTotal = firm.reduce(0) {
-                $0 + max(0, $1.value - (state.config.tenant(named: $1.key).gpuQuota ?? 0))
-            }
-            firmGPUs = firm
-        }
-        return firmGPUs![tenant, default: 0]
+        firmLedger().byTenant[tenant, default: 0]
+    }
+
+    /// The non-preemptible use, built now if nothing needed it before.
+    private mutating func firmLedger() -> FirmUse {
+        if let firm { return firm }
+        let built = FirmUse(running, state: state)
+        firm = built
+        return built
     }
 
     /// Whether a job's tenant is within its guarantee with it: a non-preemptible job counts against its
@@ -549,6 +532,52 @@ struct Pass {
         if preemptible { return .loan(loan) }
         let firm = firmUse(by: tenant)
         let more = max(0, firm + row.gpus - quota) - max(0, firm - quota)
-        return borrowedTotal! + more <= unassigned ? .free : .blocked(.mustBorrow(loan))
+        let ledger = firmLedger()
+        return ledger.borrowedTotal + more <= ledger.unassigned ? .free : .blocked(.mustBorrow(loan))
+    }
+}
+
+/// What non-preemptible jobs hold against their tenants' quotas.
+struct FirmUse {
+    /// GPUs held by non-preemptible jobs, by tenant.
+    var byTenant: [String: Int] = [:]
+    /// Non-preemptible GPUs beyond quotas, over all tenants.
+    var borrowedTotal = 0
+    /// GPUs no tenant is guaranteed: total minus the sum of quotas.
+    var unassigned = 0
+
+    init(_ running: [RunView], state: ClusterState) {
+        for r in running where !r.preemptible { byTenant[r.tenant, default: 0] += r.gpus }
+        var quotas = 0
+        for t in state.config.tenants { quotas += t.gpuQuota ?? 0 }
+        unassigned = max(0, state.totalGPUs - quotas)
+        borrowedTotal = byTenant.reduce(0) {
+            $0 + max(0, $1.value - (state.config.tenant(named: $1.key).gpuQuota ?? 0))
+        }
+    }
+
+    /// A start of `gpus` non-preemptible GPUs for a tenant with this quota.
+    mutating func add(_ gpus: Int, tenant: String, quota: Int) {
+        let before = byTenant[tenant, default: 0]
+        byTenant[tenant] = before + gpus
+        borrowedTotal += max(0, before + gpus - quota) - max(0, before - quota)
+    }
+}
+
+/// GPUs of each model held by inference jobs and by the others.
+struct KindUse {
+    var inference: [Int]
+    var other: [Int]
+
+    init(_ running: [RunView], models: Int) {
+        inference = [Int](repeating: 0, count: models)
+        other = inference
+        for r in running {
+            if r.kind == .inference { inference[r.model] += r.gpus } else { other[r.model] += r.gpus }
+        }
+    }
+
+    mutating func add(_ gpus: Int, model: Int, inference isInference: Bool) {
+        if isInference { inference[model] += gpus } else { other[model] += gpus }
     }
 }

@@ -49,7 +49,7 @@ extension FreePool {
     /// holes stay open); otherwise (topology `any`) as few nodes as possible: the largest free nodes, and
     /// the remainder best-fit.
     /// - Returns: (node, GPU mask) per node used.
-    mutating func place(model m: Int, count n: Int, topology: Topology) -> [(node: Int, mask: UInt64)]? {
+    mutating func place(model m: Int, count n: Int, topology: Topology) -> [NodeMask]? {
         guard n > 0, totalFree[m] >= n else { return nil }
         if topology == .nvlink {
             var chosen: (Int, UInt64)?
@@ -62,26 +62,26 @@ extension FreePool {
             }
             guard let (i, mask) = chosen else { return nil }
             take(node: i, mask: mask)
-            return [(i, mask)]
+            return [NodeMask(node: i, mask: mask)]
         }
         if let i = bestFit(model: m, atLeast: n), let mask = pick(node: i, count: n, nvlink: false) {
             take(node: i, mask: mask)
-            return [(i, mask)]
+            return [NodeMask(node: i, mask: mask)]
         }
         guard topology == .any else { return nil }
-        var slices: [(node: Int, mask: UInt64)] = []
+        var slices: [NodeMask] = []
         var left = n
         while left > 0 {
             if let i = bestFit(model: m, atLeast: left), let mask = pick(node: i, count: left, nvlink: false) {
                 take(node: i, mask: mask)
-                slices.append((i, mask))
+                slices.append(NodeMask(node: i, mask: mask))
                 break
             }
             // totalFree >= n guarantees a non-empty node while GPUs are still wanted.
             let i = largest(model: m)!
             let mask = free[i]
             take(node: i, mask: mask)
-            slices.append((i, mask))
+            slices.append(NodeMask(node: i, mask: mask))
             left -= mask.nonzeroBitCount
         }
         return slices

@@ -124,7 +124,7 @@ extension Pass {
         }
         guard let best else { return nil }
         let rules = state.config.preemption
-        var freed: [(node: Int, mask: UInt64)] = []
+        var freed: [NodeMask] = []
         for i in best.set {
             let (v, reason) = candidates[i]
             victims.insert(v.id)
@@ -136,7 +136,7 @@ extension Pass {
         // Hold the free GPUs its placement will use, so that nothing else takes them meanwhile.
         var view = adding(freed, to: base)
         if let slices = view.place(model: best.model, count: row.gpus, topology: row.topology) {
-            takeEverywhere(slices.map { ($0.node, $0.mask & pool.free[$0.node]) })
+            takeEverywhere(slices.map { NodeMask(node: $0.node, mask: $0.mask & pool.free[$0.node]) })
         }
         incoming[row.id, default: []].append(contentsOf: freed)
         return best.set.count

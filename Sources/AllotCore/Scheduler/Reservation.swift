@@ -5,7 +5,7 @@ extension Pass {
     /// (it takes them back).
     mutating func reserve(for row: PendingQueue.Row, rank: Priority, allowed: UInt64) {
         var view = adding((incoming[row.id] ?? []) + (held[row.id] ?? []), to: pool)
-        var ends: [(end: Double, id: JobID, slices: [(node: Int, mask: UInt64)])] = []
+        var ends: [(end: Double, id: JobID, slices: [NodeMask])] = []
         for v in running {
             if let p = v.preemptedFor, p != row.id { continue }
             if incoming[row.id] != nil && v.preemptedFor == row.id { continue }
@@ -22,7 +22,7 @@ extension Pass {
         ends.sort { $0.end != $1.end ? $0.end < $1.end : $0.id < $1.id }
         let order = ctx.order(for: row, now: now).filter { allowed & (1 << UInt64($0.model)) != 0 }
         var at: Double?
-        var chosen: (model: Int, slices: [(node: Int, mask: UInt64)])?
+        var chosen: (model: Int, slices: [NodeMask])?
         func tryPlace() -> Bool {
             for (m, _) in order {
                 var p = view

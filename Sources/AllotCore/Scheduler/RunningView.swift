@@ -4,7 +4,7 @@ struct RunView {
     var id: JobID
     var model: Int
     /// (node position, GPU mask) per node.
-    var slices: [(node: Int, mask: UInt64)]
+    var slices: [NodeMask]
     var gpus: Int
     var classValue: Int
     var preemptible: Bool
@@ -42,10 +42,10 @@ extension ClusterState {
         for id in activeJobs.sorted() {
             let job = jobs[existing: id]
             guard let a = job.allocation, let m = modelIndex[a.model] else { continue }
-            var slices: [(node: Int, mask: UInt64)] = []
+            var slices: [NodeMask] = []
             for slice in a.slices {
                 guard let ni = nodeIndex[slice.node] else { continue }
-                slices.append((ni, slice.gpus.reduce(UInt64(0)) { $0 | (1 << UInt64($1)) }))
+                slices.append(NodeMask(node: ni, mask: slice.gpus.reduce(UInt64(0)) { $0 | (1 << UInt64($1)) }))
             }
             let start = (job.startTime ?? now).seconds
             let cls = priorityClass(of: job.spec)

@@ -14,14 +14,10 @@ extension Scheduler {
             if row.gpus >= memo[key] { continue }
             let allowed = ctx.allowed[Int(row.constraint)]
             var placed = false
-            var m = allowed
-            while m != 0 && !placed {
-                let i = m.trailingZeroBitCount
-                m &= m - 1
-                if pool.place(model: i, count: row.gpus, topology: row.topology) != nil {
-                    placed = true
-                    filled += row.gpus
-                }
+            for i in allowed.setBits where pool.place(model: i, count: row.gpus, topology: row.topology) != nil {
+                placed = true
+                filled += row.gpus
+                break
             }
             if !placed { memo[key] = min(memo[key], row.gpus) }
             if (0..<ctx.modelCount).allSatisfy({ pool.freeGPUs(model: $0) == 0 }) { break }

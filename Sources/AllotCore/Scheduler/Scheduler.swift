@@ -195,10 +195,7 @@ struct PassContext {
         guard !row.walltime.isNaN, policy == .allot else { return mask }
         var late: UInt64 = 0
         var inTime = false
-        var m = mask
-        while m != 0 {
-            let i = m.trailingZeroBitCount
-            m &= m - 1
+        for i in (mask).setBits {
             if expectedSeconds(row, model: i) > row.walltime {
                 late |= 1 << UInt64(i)
             } else if structuralBlocker(gpus: row.gpus, topology: row.topology, allowed: 1 << UInt64(i)) == nil {
@@ -212,10 +209,7 @@ struct PassContext {
     func structuralBlocker(gpus: Int, topology: Topology, allowed: UInt64) -> Blocker? {
         if allowed == 0 { return .noModelAllowed }
         var largest = 0
-        var m = allowed
-        while m != 0 {
-            let i = m.trailingZeroBitCount
-            m &= m - 1
+        for i in (allowed).setBits {
             switch topology {
             case .any: largest = max(largest, capacity[i])
             case .singleNode: largest = max(largest, largestNode[i])
@@ -233,10 +227,7 @@ struct PassContext {
     func shortage(_ n: Int, allowed: UInt64, pool: FreePool) -> Blocker {
         var free = 0
         var block = 0
-        var m = allowed
-        while m != 0 {
-            let i = m.trailingZeroBitCount
-            m &= m - 1
+        for i in (allowed).setBits {
             free = max(free, pool.freeGPUs(model: i))
             block = max(block, pool.largestBlock(model: i))
         }
