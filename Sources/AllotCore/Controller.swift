@@ -116,8 +116,28 @@ public struct Controller: Sendable {
         case runner(node: String, Runner)
         /// The rules' settings from now on (a reload).
         case settings(Settings)
-        /// Events decided by the shell (requests, configuration): applied as given, in order.
+        /// Jobs submitted (checked by the shell: who may, and that each could ever run), in order; their ids
+        /// are the next free ones, as the `jobSubmitted` events say.
+        case submit([Submission])
+        /// A job cancelled by a user (nil: by allot): a waiting one ends now, a running one is told to stop
+        /// within its grace.
+        case cancel(JobID, by: UInt32?)
+        case hold(JobID)
+        case release(JobID)
+        /// Events decided by the shell (the configuration, a node drained): applied as given, in order,
+        /// up to the first one the state refuses.
         case record([Event.Body])
+    }
+
+    /// One job of a submit.
+    public struct Submission: Hashable, Sendable, Codable {
+        public var spec: JobSpec
+        public var held: Bool
+
+        public init(spec: JobSpec, held: Bool) {
+            self.spec = spec
+            self.held = held
+        }
     }
 
     /// What the shell must do once the step's events are durable.
@@ -212,8 +232,35 @@ public struct Controller: Sendable {
         case .nodeLost(let node, let reason): nodeLost(node, reason, clock, &out)
         case .runner(let node, let r): runners[node] = r
         case .settings(let s): settings = s
+        case .submit(let jobs):
+            for j in jobs {
+                let id = state.nextJobID
+                guard apply(.jobSubmitted(id: id, spec: j.spec, held: j.held), clock, &out) else { break }
+                out.effects.append(.notify(id, j.held ? "held" : "submitted"))
+            }
+            out.passWanted = true
+        case .cancel(let id, let by):
+            guard let job = state.jobs[id] else { break }
+            let wasRunning = job.state.holdsGPUs
+            guard apply(.jobCancelled(id: id, by: by, grace: state.grace(of: job.spec)), clock, &out),
+                let now = state.jobs[id]
+            else { break }
+            if wasRunning { stop(now, grace: now.graceLeft(at: clock.wall.seconds), &out) }
+            if now.state.isTerminal { out.effects.append(.ended(id)) }
+            out.effects.append(.notify(id, now.state == .stopping ? "cancelling" : "cancelled"))
+            out.passWanted = true
+        case .hold(let id):
+            if apply(.jobHeld(id: id), clock, &out) {
+                out.effects.append(.notify(id, "held"))
+                out.passWanted = true
+            }
+        case .release(let id):
+            if apply(.jobReleased(id: id), clock, &out) {
+                out.effects.append(.notify(id, "released"))
+                out.passWanted = true
+            }
         case .record(let bodies):
-            for b in bodies { _ = apply(b, clock, &out) }
+            for b in bodies where !apply(b, clock, &out) { break }
         }
         return out
     }

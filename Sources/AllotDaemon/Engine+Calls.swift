@@ -306,25 +306,22 @@ extension Engine {
                 return .failure(RPCError(error.code, at + error.message))
             }
         }
+        let out = step(.submit(specs.map { Controller.Submission(spec: $0.0, held: $0.1) }))
         var ids: [JobID] = []
         ids.reserveCapacity(specs.count)
+        for e in out.events {
+            if case .jobSubmitted(let id, _, _) = e.body { ids.append(id) }
+        }
+        metrics?.submitted.increment(by: ids.count)
+        if let (_, error) = out.refused.first {
+            // Checked above; a refusal here is a bug, and what was applied stays (it is logged).
+            return .failure(
+                RPCError(RPCError.internalError, "job \(ids.count) of the request was refused: \(error.message)")
+            )
+        }
         var warnings: [(id: JobID, text: String)] = []
-        for (spec, held) in specs {
-            let id = state.nextJobID
-            do {
-                try apply(.jobSubmitted(id: id, spec: spec, held: held))
-                metrics?.submitted.increment()
-            } catch {
-                // Checked above; a refusal here is a bug, and what was applied stays (it is logged).
-                return .failure(
-                    RPCError(RPCError.internalError, "job \(ids.count) of the request was refused: \(error.message)")
-                )
-            }
-            ids.append(id)
-            pendingActions.append(.notify(id, held ? "held" : "submitted"))
-            if spec.walltime != nil, warnings.count < 100, let fit = Scheduler.walltimeFit(for: spec, in: state),
-                fit.inTime.isEmpty
-            {
+        for (id, (spec, _)) in zip(ids, specs) where spec.walltime != nil && warnings.count < 100 {
+            if let fit = Scheduler.walltimeFit(for: spec, in: state), fit.inTime.isEmpty {
                 warnings.append((id, fit.sentence))
             }
         }
@@ -357,22 +354,15 @@ extension Engine {
                 )
             )
         }
-        do {
+        let input: Controller.Input =
             switch kind {
-            case .cancel:
-                let wasRunning = job.state.holdsGPUs
-                try apply(.jobCancelled(id: id, by: caller.uid, grace: state.grace(of: job.spec)))
-                if wasRunning, runsHere(job) { pendingActions.append(.stop(id, run: job.runs)) }
-                if state.jobs[id]!.state.isTerminal { pendingActions.append(.jobEnded(id)) }
-                pendingActions.append(.notify(id, state.jobs[id]!.state == .stopping ? "cancelling" : "cancelled"))
-            case .hold:
-                try apply(.jobHeld(id: id))
-                pendingActions.append(.notify(id, "held"))
-            case .release:
-                try apply(.jobReleased(id: id))
-                pendingActions.append(.notify(id, "released"))
+            case .cancel: .cancel(id, by: caller.uid)
+            case .hold: .hold(id)
+            case .release: .release(id)
             }
-        } catch {
+        let out = feed(input)
+        absorb(out, reportRefusals: false)
+        if let (_, error) = out.refused.first {
             return ItemResult(id: id.rawValue, ok: false, error: .refused(error.message))
         }
         logger.info("Job changed", metadata: ["job.id": "\(id)", "change": "\(kind.rawValue)", "uid": "\(caller.uid)"])

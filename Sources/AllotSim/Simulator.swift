@@ -191,17 +191,17 @@ public struct Simulator {
                     continue
                 }
             }
-            var arrivals: [Event.Body] = []
+            var arrivals: [Controller.Submission] = []
             var id = state.nextJobID
             while nextArrival < trace.jobs.count && trace.jobs[nextArrival].submitTime <= t {
                 let tj = trace.jobs[nextArrival]
-                arrivals.append(.jobSubmitted(id: id, spec: tj.spec, held: false))
+                arrivals.append(.init(spec: tj.spec, held: false))
                 traceIndex[id] = nextArrival
                 workLeft[id] = tj.duration
                 nextArrival += 1
                 id = JobID(id.rawValue + 1)
             }
-            if !arrivals.isEmpty { _ = try feed(.record(arrivals), at: t) }
+            if !arrivals.isEmpty { _ = try feed(.submit(arrivals), at: t) }
             _ = try feed(.pass, at: t)
             let pass = controller.lastPass
             passes += 1
