@@ -262,6 +262,19 @@ public struct Controller: Sendable {
         case .record(let bodies):
             for b in bodies where !apply(b, clock, &out) { break }
         }
+        // What must hold after every step (debug builds, the tests; compiled out of release builds, where the
+        // simulators' paranoid modes check it).
+        assert(state.invariantViolations().isEmpty, "after \(input): \(state.invariantViolations())")
+        assert(
+            out.effects.allSatisfy { effect in
+                switch effect {
+                case .start(let id, let run): state.jobs[id].map { $0.runs >= run } ?? false
+                case .stop(let id, let run, _, _): state.jobs[id].map { $0.runs >= run } ?? false
+                case .notify, .ended: true
+                }
+            },
+            "an effect names a run that does not exist"
+        )
         return out
     }
 
