@@ -54,8 +54,8 @@ enum FastSubmit {
 
     /// The request as JSON object members, and the socket path; nil when anything is unusual.
     static func parse(_ args: ArraySlice<String>) -> (job: String, socket: String)? {
-        var values: [String: String] = [:]
-        var env: [(String, String)] = []
+        var values = Pairs()
+        var env = Pairs()
         var hold = false
         var preemptible: Bool?
         var command: [String] = []
@@ -86,10 +86,10 @@ enum FastSubmit {
                 }
                 if name == "env" {
                     guard let eq = value!.firstIndex(of: "="), eq != value!.startIndex else { return nil }
-                    env.append((String(value![..<eq]), String(value![value!.index(after: eq)...])))
+                    env.append(String(value![..<eq]), String(value![value!.index(after: eq)...]))
                 } else {
                     guard values[name] == nil else { return nil }
-                    values[name] = value
+                    values.append(name, value!)
                 }
             default: return nil
             }
@@ -133,12 +133,13 @@ enum FastSubmit {
         guard let workdir = values["workdir"] ?? currentDirectory() else { return nil }
         out.append("\"workdir\":" + quoted(workdir))
         if let v = values["output"] { out.append("\"output\":" + quoted(PathText.absolute(v, in: workdir))) }
-        if !env.isEmpty {
+        if !env.names.isEmpty {
             // Later values win, as in the full command's dictionary.
-            var seen: Set<String> = []
             var members: [String] = []
-            for (k, v) in env.reversed() where seen.insert(k).inserted { members.append(quoted(k) + ":" + quoted(v)) }
-            out.append("\"env\":{" + members.reversed().joined(separator: ",") + "}")
+            for i in env.names.indices where !env.names[(i + 1)...].contains(env.names[i]) {
+                members.append(quoted(env.names[i]) + ":" + quoted(env.values[i]))
+            }
+            out.append("\"env\":{" + members.joined(separator: ",") + "}")
         }
         if hold { out.append("\"hold\":true") }
         let socket =
@@ -324,5 +325,22 @@ enum FastSubmit {
             }
         }
         return out + "\""
+    }
+}
+
+/// Names and values, in order, looked up by a linear search: a handful of options, and no generic types
+/// beyond `[String]` (a dictionary's metadata costs the runtime a lookup by mangled name at start).
+struct Pairs {
+    var names: [String] = []
+    var values: [String] = []
+
+    mutating func append(_ name: String, _ value: String) {
+        names.append(name)
+        values.append(value)
+    }
+
+    subscript(name: String) -> String? {
+        guard let i = names.firstIndex(of: name) else { return nil }
+        return values[i]
     }
 }
