@@ -114,6 +114,10 @@ public struct Controller: Sendable {
         case nodeLost(node: String, reason: String)
         /// How a node's runs are run from now on.
         case runner(node: String, Runner)
+        /// A node's agent (re)registered holding these runs. Fencing: it keeps the runs still assigned to it
+        /// (``Output/keep``) and kills the others; what it missed is sent again (a start for a running run it
+        /// does not hold, a stop for a stopping one it does); a stopping run it does not hold has ended unseen.
+        case agentRegistered(node: String, holds: [RunRef])
         /// The rules' settings from now on (a reload).
         case settings(Settings)
         /// Jobs submitted (checked by the shell: who may, and that each could ever run), in order; their ids
@@ -127,6 +131,17 @@ public struct Controller: Sendable {
         /// Events decided by the shell (the configuration, a node drained): applied as given, in order,
         /// up to the first one the state refuses.
         case record([Event.Body])
+    }
+
+    /// A run: a job and its run number (an allocation).
+    public struct RunRef: Hashable, Sendable, Codable {
+        public var id: JobID
+        public var run: Int
+
+        public init(id: JobID, run: Int) {
+            self.id = id
+            self.run = run
+        }
     }
 
     /// One job of a submit.
@@ -167,6 +182,8 @@ public struct Controller: Sendable {
         public var notes: [Note] = []
         /// Whether a scheduling pass should follow (soon, not at once: a burst of inputs gets one pass).
         public var passWanted = false
+        /// For ``Input/agentRegistered(node:holds:)``: the runs the agent keeps (it kills every other).
+        public var keep: [RunRef] = []
         /// The events the state refused, each with why (a bug, or a request that raced another).
         public var refused: [(Event.Body, StateError)] = []
     }
@@ -231,6 +248,7 @@ public struct Controller: Sendable {
             stopJobsOnFailedGPUs(node, clock, &out)
         case .nodeLost(let node, let reason): nodeLost(node, reason, clock, &out)
         case .runner(let node, let r): runners[node] = r
+        case .agentRegistered(let node, let holds): agentRegistered(node, Set(holds), clock, &out)
         case .settings(let s): settings = s
         case .submit(let jobs):
             for j in jobs {
@@ -510,6 +528,31 @@ public struct Controller: Sendable {
             stop(now, grace: grace, &out)
             out.effects.append(.notify(id, "gpu_failed"))
         }
+    }
+
+    private mutating func agentRegistered(
+        _ node: String,
+        _ held: Set<RunRef>,
+        _ clock: ClockReading,
+        _ out: inout Output
+    ) {
+        for id in state.activeJobs.sorted() {
+            guard let job = state.jobs[id], job.state.holdsGPUs, job.allocation?.slices.first?.node == node else {
+                continue
+            }
+            let ref = RunRef(id: id, run: job.runs)
+            let holds = held.contains(ref)
+            if holds { out.keep.append(ref) }
+            switch (job.state, holds) {
+            case (.running, false): out.effects.append(.start(id, run: job.runs))
+            case (.stopping, true): stop(job, grace: job.graceLeft(at: clock.wall.seconds), &out)
+            case (.stopping, false):
+                let why = "it was told to stop, and its node's agent no longer has it"
+                runEnded(RunEnd(id: id, run: job.runs, exit: .lost(reason: why)), clock, &out)
+            default: break
+            }
+        }
+        out.passWanted = true
     }
 
     /// A node is gone: down, and its jobs requeued or failed per `on_node_loss`.

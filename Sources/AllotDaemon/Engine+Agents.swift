@@ -81,18 +81,16 @@ extension Engine {
         }
         // Health as the agent sees it: jobs on failed GPUs are stopped (the orders go out after the answer).
         step(.gpuHealth(node: p.node, gpus: Self.reports(p.gpus)))
-        // Fencing: of the runs the agent holds, it keeps those the controller still assigns to this node.
-        let held = Set(p.runs ?? [])
-        var keep: [AgentRunRef] = []
-        var assigned: [Job] = []
-        for id in state.activeJobs.sorted() {
-            guard let job = state.jobs[id], job.state.holdsGPUs, job.allocation?.slices.first?.node == p.node else {
-                continue
-            }
-            assigned.append(job)
-            let ref = AgentRunRef(id: id.rawValue, run: job.runs)
-            if held.contains(ref) { keep.append(ref) }
-        }
+        // Fencing: of the runs the agent holds, it keeps those the controller still assigns to this node; what
+        // it missed goes out again after the answer (the controller's effects, once durable).
+        let held = p.runs ?? []
+        let fencing = step(
+            .agentRegistered(
+                node: p.node,
+                holds: held.map { Controller.RunRef(id: JobID($0.id), run: $0.run) }
+            )
+        )
+        let keep = fencing.keep.map { AgentRunRef(id: $0.id.rawValue, run: $0.run) }
         let result = AgentRegisterResult(
             epoch: epoch,
             heartbeatIntervalSeconds: cluster.heartbeatInterval,
@@ -109,24 +107,6 @@ extension Engine {
             return .failure(RPCError(RPCError.internalError, "cannot encode the answer"))
         }
         link.send(line)
-        // What the agent missed while it was away: starts of running jobs it does not have, stops of
-        // stopping ones it has; a stopping job it does not have has ended unseen (one whose GPU failed is
-        // requeued or failed, per on_gpu_failure).
-        for job in assigned {
-            guard let now = state.jobs[job.id], now.runs == job.runs else { continue }
-            let ref = AgentRunRef(id: job.id.rawValue, run: job.runs)
-            if now.state == .running, !held.contains(ref) {
-                sendStart(now, node: p.node)
-            } else if now.state == .stopping {
-                if held.contains(ref) {
-                    sendStop(now, node: p.node)
-                } else {
-                    let why = "it was told to stop, and its node's agent no longer has it"
-                    step(.runEnded(Controller.RunEnd(id: job.id, run: job.runs, exit: .lost(reason: why))))
-                }
-            }
-        }
-        requestPass()
         return .success(result)
     }
 

@@ -176,7 +176,8 @@ public struct FaultSimulation: Sendable {
         }
         setRunners(&controller)
 
-        func feed(_ input: Controller.Input) throws(Failure) {
+        @discardableResult
+        func feed(_ input: Controller.Input) throws(Failure) -> Controller.Output {
             recent.append((mono, input, ""))
             if recent.count > 64 { recent.removeFirst(recent.count - 32) }
             let out = controller.step(input, at: clock())
@@ -212,6 +213,7 @@ public struct FaultSimulation: Sendable {
                     throw fail("pending job \(id) has no reason after a pass")
                 }
             }
+            return out
         }
 
         /// The effects whose events are durable, carried out.
@@ -397,35 +399,26 @@ public struct FaultSimulation: Sendable {
             case 19..<21:
                 let node = Self.agentNodes[rng.below(2)]
                 if partitioned.contains(node) {
-                    // The agent comes back: fencing kills what the controller no longer assigns to it.
+                    // The agent comes back and registers with the runs it holds (going, or ended and not yet
+                    // reported): the controller's fencing keeps those it still assigns there — the agent kills
+                    // every other — and sends again what the agent missed.
                     partitioned.remove(node)
-                    for (key, r) in runs where r.node == node && r.end == nil {
-                        let job = controller.state.jobs[key.id]
-                        let assigned =
-                            job.map {
-                                $0.runs == key.run && $0.state.holdsGPUs && $0.allocation?.slices.first?.node == node
-                            }
-                            ?? false
-                        if !assigned {
-                            runs[key]?.end = .init(id: key.id, run: key.run, exit: .signaled(signal: 9), killed: true)
-                            runs[key]?.reportAt = nil
-                            report.fenced += 1
-                        }
-                    }
                     if controller.state.node(named: node)?.state == .down {
                         try feed(.nodeState(node: node, .up, reason: nil))
                     }
-                    // What it missed (a crash lost the node's loss): starts of runs it does not have; a
-                    // stopping run it does not have has ended unseen.
-                    for id in controller.state.activeJobs.sorted() {
-                        guard let job = controller.state.jobs[id], job.allocation?.slices.first?.node == node,
-                            runs[RunKey(id: id, run: job.runs)] == nil
-                        else { continue }
-                        if job.state == .running {
-                            unreleased.append((durable.count, .start(id, run: job.runs)))
-                        } else {
-                            try feed(.runEnded(.init(id: id, run: job.runs, exit: .lost(reason: "not on its agent"))))
+                    let holds = runs.filter {
+                        $0.value.node == node && ($0.value.end == nil || $0.value.reportAt != nil)
+                    }
+                    .keys.sorted { ($0.id, $0.run) < ($1.id, $1.run) }
+                    .map { Controller.RunRef(id: $0.id, run: $0.run) }
+                    let keep = Set(try feed(.agentRegistered(node: node, holds: holds)).keep)
+                    for ref in holds where !keep.contains(ref) {
+                        let key = RunKey(id: ref.id, run: ref.run)
+                        if runs[key]?.end == nil {
+                            runs[key]?.end = .init(id: ref.id, run: ref.run, exit: .signaled(signal: 9), killed: true)
+                            report.fenced += 1
                         }
+                        runs[key]?.reportAt = nil
                     }
                 } else if controller.state.node(named: node)?.state != .down {
                     partitioned.insert(node)
@@ -486,6 +479,7 @@ public struct FaultSimulation: Sendable {
         case .nodeState(let node, let st, _): "node \(node) \(st.rawValue)"
         case .nodeLost(let node, _): "node \(node) lost"
         case .runner(let node, let r): "runner \(node) \(r)"
+        case .agentRegistered(let node, let holds): "agent of \(node) registers holding \(holds.count) run(s)"
         case .settings(let s): "settings \(s)"
         case .record(let bodies): bodies.map { "\($0)".prefix(80) }.joined(separator: "; ")
         case .submit(let jobs):

@@ -34,7 +34,7 @@ import Testing
             let (log, _) = try WriteAheadLog.open(directory: dir, options: .test(.always))
             // Fill most of the disk with a file we can delete later.
             let filler = dir + "/filler"
-            FileManager.default.createFile(atPath: filler, contents: Data(count: 48 * 1024))
+            _ = FileManager.default.createFile(atPath: filler, contents: Data(count: 48 * 1024))
             var acknowledged = 0
             var failure: WALError?
             let big = JobSpec(name: String(repeating: "x", count: 900), tenant: "t", gpus: 1)
