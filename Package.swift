@@ -42,7 +42,9 @@ let package = Package(
     ],
     targets: [
         // The pure model and scheduler: standard library only, no clocks, no I/O.
-        .target(name: "AllotCore", swiftSettings: upcoming),
+        // Kinds, topologies, durations and paths as text: what allotctl's lean front needs of the core.
+        .target(name: "AllotText", swiftSettings: upcoming),
+        .target(name: "AllotCore", dependencies: ["AllotText"], swiftSettings: upcoming),
         // The write-ahead log: segments, snapshots, group commit, recovery (file I/O only).
         .target(name: "AllotWAL", dependencies: ["AllotCore"], swiftSettings: upcoming),
         // The control protocol: JSON-RPC 2.0 messages over a Unix socket, one per line.
@@ -108,7 +110,7 @@ let package = Package(
         // 2.7 for an empty program here).
         .executableTarget(
             name: "allotctl",
-            dependencies: ["AllotCore"],
+            dependencies: ["AllotText"],
             swiftSettings: upcoming,
             linkerSettings: [.unsafeFlags(["-static-executable"])]
         ),

@@ -16,22 +16,6 @@ public struct JobID: Hashable, Comparable, Codable, Sendable, CustomStringConver
     }
 }
 
-/// Training runs are long, big and can be checkpointed; inference services are latency-critical.
-public enum JobKind: String, Codable, Sendable, CaseIterable {
-    case training
-    case inference
-}
-
-/// Where a job's GPUs may be.
-public enum Topology: String, Codable, Sendable, CaseIterable {
-    /// Anywhere, across nodes if needed (as few nodes as possible).
-    case any
-    /// All on one node.
-    case singleNode = "single-node"
-    /// All within one NVLink island of one node.
-    case nvlink
-}
-
 /// What a user asks for when submitting a job. The command, environment and working directory are opaque
 /// to the core; the executor uses them.
 public struct JobSpec: Hashable, Codable, Sendable {

@@ -20,11 +20,3 @@ public func closest(_ word: String, in candidates: [String]) -> String? {
     guard let best, best.1 <= max(2, word.count / 3) else { return nil }
     return best.0
 }
-
-/// Paths as a command line gives them.
-public enum PathText {
-    /// `path` made absolute against directory `dir`.
-    public static func absolute(_ path: String, in dir: String) -> String {
-        path.hasPrefix("/") ? path : (dir.hasSuffix("/") ? dir : dir + "/") + path
-    }
-}

@@ -1,4 +1,4 @@
-import AllotCore
+import AllotText
 
 #if canImport(Glibc)
 import Glibc
