@@ -217,6 +217,43 @@ public struct FaultSimulation: Sendable {
         }
 
         /// The effects whose events are durable, carried out.
+        /// Orders on their way to agents: in order per node (one link), delayed, sometimes sent twice; a cut link
+        /// loses them (what the agent missed is sent again when it registers).
+        var inFlight: [String: [(at: Double, effect: Controller.Effect)]] = [:]
+
+        /// A runner carries out an order: a start makes the run unless it has it (orders are idempotent), a
+        /// stop signals it.
+        func carryOut(_ effect: Controller.Effect, on node: String) {
+            switch effect {
+            case .start(let id, let run):
+                guard runs[RunKey(id: id, run: run)] == nil else { return }
+                let behaviour: Behaviour
+                switch rng.below(10) {
+                case 0: behaviour = .hangs
+                case 1: behaviour = .ignoresTerm(after: rng.uniform(5, 200))
+                case 2: behaviour = .exits(code: 1, after: rng.uniform(1, 100))
+                default: behaviour = .exits(code: 0, after: rng.uniform(1, 150))
+                }
+                runs[RunKey(id: id, run: run)] = Run(
+                    id: id,
+                    run: run,
+                    node: node,
+                    behaviour: behaviour,
+                    startedAt: mono
+                )
+            case .stop(let id, let run, let grace, _):
+                guard var r = runs[RunKey(id: id, run: run)], r.end == nil else { return }
+                if r.stopAt == nil || mono + grace < r.stopAt! + r.grace {
+                    r.stopAt = mono
+                    r.grace = grace
+                }
+                runs[RunKey(id: id, run: run)] = r
+            case .notify, .ended: return
+            }
+        }
+
+        /// The effects whose events are durable, carried out as the shell does: checked against the state
+        /// now, then run here or sent to the node's agent.
         func release() {
             var keep: [(upTo: Int, effect: Controller.Effect)] = []
             for (upTo, effect) in unreleased {
@@ -224,39 +261,41 @@ public struct FaultSimulation: Sendable {
                     keep.append((upTo, effect))
                     continue
                 }
+                let node: String
                 switch effect {
                 case .start(let id, let run):
                     guard let job = controller.state.jobs[id], job.runs == run, job.state == .running,
-                        let node = job.allocation?.slices.first?.node, !partitioned.contains(node),
-                        runs[RunKey(id: id, run: run)] == nil
+                        let n = job.allocation?.slices.first?.node
                     else { continue }
-                    let behaviour: Behaviour
-                    switch rng.below(10) {
-                    case 0: behaviour = .hangs
-                    case 1: behaviour = .ignoresTerm(after: rng.uniform(5, 200))
-                    case 2: behaviour = .exits(code: 1, after: rng.uniform(1, 100))
-                    default: behaviour = .exits(code: 0, after: rng.uniform(1, 150))
-                    }
-                    runs[RunKey(id: id, run: run)] = Run(
-                        id: id,
-                        run: run,
-                        node: node,
-                        behaviour: behaviour,
-                        startedAt: mono
-                    )
-                case .stop(let id, let run, let grace, _):
-                    guard var r = runs[RunKey(id: id, run: run)], r.end == nil, !partitioned.contains(r.node) else {
-                        continue
-                    }
-                    if r.stopAt == nil || mono + grace < r.stopAt! + r.grace {
-                        r.stopAt = mono
-                        r.grace = grace
-                    }
-                    runs[RunKey(id: id, run: run)] = r
+                    node = n
+                case .stop(let id, let run, _, _):
+                    guard let job = controller.state.jobs[id], job.runs == run, job.state == .stopping,
+                        let n = job.allocation?.slices.first?.node
+                    else { continue }
+                    node = n
                 case .notify, .ended: continue
+                }
+                if partitioned.contains(node) { continue }
+                if Self.agentNodes.contains(node) {
+                    let last = inFlight[node]?.last?.at ?? mono
+                    let at = max(last, mono + rng.uniform(0, 2))
+                    inFlight[node, default: []].append((at, effect))
+                    if rng.chance(0.1) { inFlight[node, default: []].append((at + rng.uniform(0, 1), effect)) }
+                } else {
+                    carryOut(effect, on: node)
                 }
             }
             unreleased = keep
+        }
+
+        /// Orders that reached their agents by now.
+        func deliver() {
+            for node in inFlight.keys.sorted() {
+                while let first = inFlight[node]?.first, first.at <= mono {
+                    inFlight[node]?.removeFirst()
+                    if !partitioned.contains(node) { carryOut(first.effect, on: node) }
+                }
+            }
         }
 
         func sync() {
@@ -356,6 +395,7 @@ public struct FaultSimulation: Sendable {
             stepNo = step
             report.steps += 1
             mono += rng.uniform(0.1, 3)
+            deliver()
             try advanceRuns()
             switch rng.below(100) {
             case 0..<10:
@@ -422,6 +462,7 @@ public struct FaultSimulation: Sendable {
                     }
                 } else if controller.state.node(named: node)?.state != .down {
                     partitioned.insert(node)
+                    inFlight[node] = nil  // the link is cut: what was on its way is lost
                     report.nodesLost += 1
                     try feed(.nodeLost(node: node, reason: "agent lost: no heartbeat"))
                 }
