@@ -396,7 +396,8 @@ public struct Controller: Sendable {
             default: continue
             }
         }
-        if state.deadlinesOutlive(deadlines) {
+        // Entries of jobs that no longer hold GPUs (ended without a finish here: a requeue) go.
+        if deadlines.count > state.activeJobs.count {
             deadlines = deadlines.filter { state.jobs[$0.key]?.state.holdsGPUs == true }
         }
         let interval = state.config.scheduler.interval
@@ -606,12 +607,5 @@ public struct Controller: Sendable {
             }
         }
         out.passWanted = true
-    }
-}
-
-extension ClusterState {
-    /// Whether a deadline table holds entries of jobs that no longer hold GPUs (it is pruned then).
-    fileprivate func deadlinesOutlive(_ deadlines: [JobID: (run: Int, stopping: Bool, mono: Double)]) -> Bool {
-        deadlines.count > activeJobs.count
     }
 }

@@ -108,7 +108,4 @@ final class MailboxBound: Sendable {
         }
         for c in all { c.resume() }
     }
-
-    /// Requests in the mailbox now.
-    var count: Int { state.withLock { $0.inside } }
 }

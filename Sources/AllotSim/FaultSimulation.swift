@@ -496,10 +496,6 @@ public struct FaultSimulation: Sendable {
                     )
                 }
                 live[key.id] = key
-                guard let job = controller.state.jobs[key.id], job.state.holdsGPUs || r.end != nil else {
-                    // A run the state no longer has must be on its way out (told to stop, or ending).
-                    continue
-                }
             }
             if step % 50 == 49 {
                 var replayed = initial
