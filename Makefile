@@ -2,6 +2,7 @@
 #   make demo    run allotd on the example pool with real (short) jobs
 #   make simulate  replay the example trace on the example pool
 #   make simulate-faults SEEDS=10000   the controller under seeded faults (crashes, lost agents, GPU failures)
+#   make figures-fgd   fractional-GPU placement against FGD on Alibaba's openb trace (docs/fractional-gpus.md)
 #   make test    the test suite
 #   make bench   the benchmarks (Benchmarks/, a package of its own)
 #   make install / make uninstall   release binaries, systemd units, config, man pages, completions, docs
@@ -12,7 +13,7 @@ CONFIG ?= etc/allot/allotd.toml
 TRACE ?= examples/trace-mixed.csv
 BIN := $(shell $(SWIFT) build --show-bin-path 2>/dev/null)
 
-.PHONY: all deps build release test lint format demo simulate simulate-faults bench bench-daemon figures clean install uninstall \
+.PHONY: all deps build release test lint format demo simulate simulate-faults bench bench-daemon figures figures-fgd clean install uninstall \
 	verify-units
 
 PREFIX ?= /usr/local
@@ -92,6 +93,12 @@ bench-daemon: release
 # allot against the backfill and fifo baselines on public traces (needs ../shared/data/traces).
 figures: deps
 	scripts/policy-figures.sh
+
+# FGD's fragmentation experiment on the 17 openb workloads, allot's placement against FGD, best fit, packing
+# and random, 10 seeds each (needs the openb trace: OPENB=DIR; docs/fractional-gpus.md).
+OPENB ?= ../shared/data/traces/alibaba-openb-gpu-2023
+figures-fgd: deps
+	OPENB=$(OPENB) scripts/fgd-figures.sh
 
 # The unit with this installation's paths.
 $(GENERATED)/%.service: systemd/%.service.in

@@ -7,10 +7,20 @@ import Foundation
 struct Simulate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Replay a job trace through the scheduler in virtual time.",
+        usage: """
+            allotctl simulate --config <POOL.toml> --trace <TRACE.csv> [--policy <policy>] [--json] [<options>]
+              allotctl simulate --from-live [--config <POOL.toml>] [--json] [<options>]
+              allotctl simulate --openb-nodes <NODES.csv> --openb-pods <PODS.csv> [--placement <RULE,…>] [--seeds <A-B>] [--json]
+            """,
         discussion: """
             Reads the pool from a config file (as allotd does) and a CSV trace (see docs/trace-format.md), runs \
             the real scheduler with virtual time — jumping from one arrival or completion to the next — and \
             prints job completion times, queueing delay, utilization, waste and cost.
+
+            With --openb-nodes and --openb-pods instead, it runs FGD's fragmentation experiment on Alibaba's \
+            openb GPU-sharing trace (see docs/fractional-gpus.md): requests arrive until their GPU demand \
+            reaches --demand times the pool, never leave, and each placement rule's allocated share of GPUs is \
+            printed at 100% and 130% of arrived demand, averaged over the seeds.
             """
     )
 
@@ -54,12 +64,29 @@ struct Simulate: AsyncParsableCommand {
     )
     var restartOverhead: Double = 60
 
+    @OptionGroup(title: "Fractional placement (FGD's experiment on an openb trace)") var packing: PackingOptions
+
     func validate() throws {
+        if packing.given {
+            try packing.validate()
+            if fromLive || trace != nil {
+                throw ValidationError("--openb-pods replays FGD's experiment; it takes no --trace or --from-live")
+            }
+            return
+        }
         if fromLive && trace != nil { throw ValidationError("give either --trace or --from-live, not both") }
-        if !fromLive && trace == nil { throw ValidationError("give a job trace with --trace, or --from-live") }
+        if !fromLive && trace == nil {
+            throw ValidationError(
+                "give a job trace with --trace, or --from-live, or an openb pod list with --openb-pods"
+            )
+        }
     }
 
     func run() async throws {
+        if packing.given {
+            try await packing.run(json: json)
+            return
+        }
         let state: ClusterState
         let jobs: Trace
         let config = self.config ?? (fromLive ? "the live pool" : "/etc/allot/allotd.toml")

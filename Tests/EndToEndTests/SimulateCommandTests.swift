@@ -2,6 +2,68 @@ import Foundation
 import Testing
 
 @Suite struct SimulateCommandTests {
+    /// FGD's experiment from the command line on a small openb-format pool: every rule in one run, the JSON
+    /// summary and the curve file; a bad row is refused with its file, line and column.
+    @Test func runsFGDsExperimentOnOpenbFiles() throws {
+        try Harness.withTempDir { dir in
+            let nodes = dir.appendingPathComponent("nodes.csv")
+            let pods = dir.appendingPathComponent("pods.csv")
+            var nodeText = "sn,cpu_milli,memory_mib,gpu,model\n"
+            for i in 0..<12 {
+                nodeText +=
+                    "n\(i),\(i % 3 == 0 ? 24000 : 96000),262144,\(i % 2 == 0 ? 8 : 4),\(i % 4 == 0 ? "V100" : "T4")\n"
+            }
+            var podText = "name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec\n"
+            for i in 0..<200 {
+                let gpus = [0, 1, 1, 1, 2, 8][i % 6]
+                let milli = gpus == 1 ? [250, 500, 1000, 300][i % 4] : 0
+                podText +=
+                    "p\(i),\(1000 * (1 + i % 12)),\(1024 * (2 + i % 30)),\(gpus),\(milli),\(i % 10 == 0 ? "V100" : "")\n"
+            }
+            try nodeText.write(to: nodes, atomically: true, encoding: .utf8)
+            try podText.write(to: pods, atomically: true, encoding: .utf8)
+            let curve = dir.appendingPathComponent("curve.csv").path
+            let args = ["simulate", "--openb-nodes", nodes.path, "--openb-pods", pods.path, "--seeds", "1-3"]
+            let r = try Harness.run("allotctl", args + ["--json", "--curve", curve])
+            #expect(r.status == 0, "\(r.stderr)")
+            let object = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any]
+            #expect(object["nodes"] as? Int == 12 && object["gpus"] as? Int == 72 && object["pods"] as? Int == 200)
+            let rules = object["rules"] as! [[String: Any]]
+            #expect(rules.map { $0["rule"] as! String } == ["allot", "fgd", "bestfit", "packing", "random"])
+            for rule in rules {
+                #expect(rule["seeds"] as? Int == 3)
+                let at100 = rule["allocationAt100"] as! Double
+                #expect(at100 > 30 && at100 <= 100, "\(rule)")
+                #expect((rule["allocation"] as! [Double]).count == 131)
+            }
+            let rows = try String(contentsOfFile: curve, encoding: .utf8).split(separator: "\n")
+            #expect(rows.first == "rule,arrived_pct,allocation_pct,fragmentation_pct")
+            #expect(rows.count == 1 + 5 * 131)
+            let text = try Harness.run("allotctl", args + ["--placement", "allot,bestfit"])
+            #expect(text.status == 0, "\(text.stderr)")
+            #expect(text.stdout.contains("alloc@100") && text.stdout.contains("bestfit"), "\(text.stdout)")
+            try podText.replacingOccurrences(of: "p7,8000,", with: "p7,many,").write(
+                to: pods,
+                atomically: true,
+                encoding: .utf8
+            )
+            let bad = try Harness.run("allotctl", args)
+            #expect(bad.status != 0)
+            #expect(
+                bad.stderr.contains("pods.csv:9: column cpu_milli: \"many\" is not a whole number"),
+                "\(bad.stderr)"
+            )
+            let unknown = try Harness.run("allotctl", args + ["--placement", "allot,tetris"])
+            #expect(unknown.status != 0)
+            #expect(unknown.stderr.contains("unknown placement rule \"tetris\""), "\(unknown.stderr)")
+            let half = try Harness.run("allotctl", ["simulate", "--openb-nodes", nodes.path])
+            #expect(
+                half.status != 0 && half.stderr.contains("needs both --openb-nodes and --openb-pods"),
+                "\(half.stderr)"
+            )
+        }
+    }
+
     @Test func simulatesTheExampleTraceOnTheExamplePool() throws {
         let r = try Harness.run(
             "allotctl",
