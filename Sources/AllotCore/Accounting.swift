@@ -89,7 +89,7 @@ public struct DecayingUsage: Hashable, Codable, Sendable {
 public struct Usage: Hashable, Codable, Sendable {
     public internal(set) var gpuSeconds = Accrual()
     public internal(set) var costUSD = Accrual()
-    /// GPUs held right now.
+    /// GPUs held right now; a job on a share of a GPU counts that GPU (quotas count GPUs touched).
     public internal(set) var gpusInUse: Int = 0
     /// Jobs holding GPUs right now.
     public internal(set) var jobsRunning: Int = 0
@@ -104,23 +104,23 @@ public struct Usage: Hashable, Codable, Sendable {
         self.jobsRunning = jobsRunning
     }
 
-    mutating func start(gpus: Int, costPerSecond: Double, at t: Instant) {
-        gpuSeconds.changeRate(by: Double(gpus), at: t)
+    mutating func start(gpus: Int, worth: Double, costPerSecond: Double, at t: Instant) {
+        gpuSeconds.changeRate(by: worth, at: t)
         costUSD.changeRate(by: costPerSecond, at: t)
         gpusInUse += gpus
         jobsRunning += 1
     }
 
-    mutating func stop(gpus: Int, costPerSecond: Double, at t: Instant) {
-        gpuSeconds.changeRate(by: -Double(gpus), at: t)
+    mutating func stop(gpus: Int, worth: Double, costPerSecond: Double, at t: Instant) {
+        gpuSeconds.changeRate(by: -worth, at: t)
         costUSD.changeRate(by: -costPerSecond, at: t)
         gpusInUse -= gpus
         jobsRunning -= 1
     }
 
     /// Takes back `seconds` of a run's use that were accrued but not used (it ended before it was seen to).
-    mutating func refund(gpus: Int, costPerSecond: Double, for seconds: Seconds, at t: Instant) {
-        gpuSeconds.add(-Double(gpus) * seconds, at: t)
+    mutating func refund(gpus: Int, worth: Double, costPerSecond: Double, for seconds: Seconds, at t: Instant) {
+        gpuSeconds.add(-worth * seconds, at: t)
         costUSD.add(-costPerSecond * seconds, at: t)
     }
 }
@@ -138,21 +138,28 @@ public struct TenantUsage: Hashable, Codable, Sendable {
         marks.spent(in: window, at: t, cost: usage.costUSD)
     }
 
-    mutating func start(gpus: Int, costPerSecond: Double, at t: Instant, halfLife: Seconds) {
+    mutating func start(gpus: Int, worth: Double, costPerSecond: Double, at t: Instant, halfLife: Seconds) {
         marks.roll(to: t, cost: usage.costUSD)
-        usage.start(gpus: gpus, costPerSecond: costPerSecond, at: t)
-        decayed.changeRate(by: Double(gpus), at: t, halfLife: halfLife)
+        usage.start(gpus: gpus, worth: worth, costPerSecond: costPerSecond, at: t)
+        decayed.changeRate(by: worth, at: t, halfLife: halfLife)
     }
 
-    mutating func stop(gpus: Int, costPerSecond: Double, at t: Instant, halfLife: Seconds) {
+    mutating func stop(gpus: Int, worth: Double, costPerSecond: Double, at t: Instant, halfLife: Seconds) {
         marks.roll(to: t, cost: usage.costUSD)
-        usage.stop(gpus: gpus, costPerSecond: costPerSecond, at: t)
-        decayed.changeRate(by: -Double(gpus), at: t, halfLife: halfLife)
+        usage.stop(gpus: gpus, worth: worth, costPerSecond: costPerSecond, at: t)
+        decayed.changeRate(by: -worth, at: t, halfLife: halfLife)
     }
 
-    mutating func refund(gpus: Int, costPerSecond: Double, for seconds: Seconds, at t: Instant, halfLife: Seconds) {
-        usage.refund(gpus: gpus, costPerSecond: costPerSecond, for: seconds, at: t)
-        decayed.refund(rate: Double(gpus), for: seconds, at: t, halfLife: halfLife)
+    mutating func refund(
+        gpus: Int,
+        worth: Double,
+        costPerSecond: Double,
+        for seconds: Seconds,
+        at t: Instant,
+        halfLife: Seconds
+    ) {
+        usage.refund(gpus: gpus, worth: worth, costPerSecond: costPerSecond, for: seconds, at: t)
+        decayed.refund(rate: worth, for: seconds, at: t, halfLife: halfLife)
     }
 
     /// A tenant usage with every field given (for snapshot decoders).

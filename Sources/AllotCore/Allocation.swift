@@ -15,18 +15,34 @@ public struct Allocation: Hashable, Codable, Sendable, CustomStringConvertible {
     public var model: String
     /// Per-node slices, in the order they were chosen.
     public var slices: [Slice]
+    /// For a share of one GPU: the thousandths of that GPU taken (1–999). Nil for whole GPUs.
+    public var share: Int?
 
-    public init(model: String, slices: [Slice]) {
+    public init(model: String, slices: [Slice], share: Int? = nil) {
         self.model = model
         self.slices = slices
+        self.share = share
     }
 
+    enum CodingKeys: String, CodingKey { case model, slices, share }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        model = try c.decode(String.self, forKey: .model)
+        slices = try c.decode([Slice].self, forKey: .slices)
+        share = try c.decodeIfPresent(Int.self, forKey: .share)
+    }
+
+    /// GPUs touched (a share touches one).
     public var gpuCount: Int { slices.reduce(0) { $0 + $1.gpus.count } }
+    /// GPUs' worth taken: the share for a share of one GPU, else the GPU count. Prices and GPU-hours use it.
+    public var gpuEquivalent: Double { share.map { Double($0) / 1000 } ?? Double(gpuCount) }
     public var nodeNames: [String] { slices.map(\.node) }
 
-    /// `h100-01[0-3]+h100-02[0,1]`.
+    /// `h100-01[0-3]+h100-02[0,1]`; a share: `l4-01[3]@0.25`.
     public var description: String {
-        slices.map { "\($0.node)[\(Allocation.ranges($0.gpus))]" }.joined(separator: "+")
+        let text = slices.map { "\($0.node)[\(Allocation.ranges($0.gpus))]" }.joined(separator: "+")
+        return share.map { text + "@" + Fraction.text($0) } ?? text
     }
 
     /// `0-3,6` for [0,1,2,3,6].

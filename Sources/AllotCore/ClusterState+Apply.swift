@@ -145,6 +145,13 @@ extension ClusterState {
         if let g = spec.grace, !(g >= 0) { out.append("grace must be >= 0, not \(g)") }
         if let m = spec.maxCostUSD, !(m >= 0) { out.append("max cost must be >= 0, not \(m)") }
         if let m = spec.minGPUMemoryGiB, !(m >= 0) { out.append("minimum GPU memory must be >= 0, not \(m)") }
+        if let s = spec.gpuShare {
+            if !(1...999).contains(s) {
+                out.append("a share of a GPU must be between 0.001 and 0.999 of it, not \(Fraction.text(max(0, s)))")
+            }
+            if spec.gpus != 1 { out.append("a share is of one GPU; the job asks for \(spec.gpus)") }
+            if spec.topology != .any { out.append("a share of one GPU takes no topology (\(spec.topology.rawValue))") }
+        }
         return out
     }
 
@@ -232,6 +239,12 @@ extension ClusterState {
         let gpus = jobs[existing: id].spec.gpus
         let topology = jobs[existing: id].spec.topology
         guard a.gpuCount == gpus else { throw bad("it asks for \(gpus) GPUs, the allocation has \(a.gpuCount)") }
+        let share = jobs[existing: id].spec.gpuShare
+        guard a.share == share else {
+            throw bad(
+                "it asks for \(share.map { "a share of \(Fraction.text($0))" } ?? "whole GPUs"), the allocation gives \(a.share.map { "a share of \(Fraction.text($0))" } ?? "whole GPUs")"
+            )
+        }
         let model = config.gpuModels[mi]
         let allowed = jobs[existing: id].spec.gpuModels
         let minMemory = jobs[existing: id].spec.minGPUMemoryGiB
@@ -259,9 +272,17 @@ extension ClusterState {
                 guard mask & bit == 0 else { throw bad("GPU \(g) of \(slice.node) is listed twice") }
                 mask |= bit
             }
-            if mask & nodes[ni].usedMask != 0 {
+            if let share = a.share, let g = slice.gpus.first, nodes[ni].holder[g] == nil {
+                // A share may join other shares on a GPU that has room for it.
+                if nodes[ni].shareUsed[g] + share > 1000 {
+                    throw bad(
+                        "GPU \(g) of \(slice.node) has \(Fraction.text(1000 - nodes[ni].shareUsed[g])) free, the job's share is \(Fraction.text(share))"
+                    )
+                }
+            } else if mask & nodes[ni].usedMask != 0 {
                 let g = (mask & nodes[ni].usedMask).trailingZeroBitCount
-                throw bad("GPU \(g) of \(slice.node) is held by job \(nodes[ni].holder[g]!)")
+                let by = nodes[ni].jobs(onGPU: g).map { "job \($0)" }.joined(separator: ", ")
+                throw bad("GPU \(g) of \(slice.node) is held by \(by)")
             }
             if mask & nodes[ni].unhealthyMask != 0 {
                 throw bad("GPU \((mask & nodes[ni].unhealthyMask).trailingZeroBitCount) of \(slice.node) is unhealthy")
@@ -279,13 +300,19 @@ extension ClusterState {
     mutating func start(_ id: JobID, allocation a: Allocation, nodes placed: [Int], at t: Instant) {
         for (slice, ni) in zip(a.slices, placed) {
             for g in slice.gpus {
-                nodes[ni].holder[g] = id
+                if let share = a.share {
+                    nodes[ni].shareUsed[g] += share
+                    let at = nodes[ni].sharers[g].firstIndex { $0 > id } ?? nodes[ni].sharers[g].count
+                    nodes[ni].sharers[g].insert(id, at: at)
+                } else {
+                    nodes[ni].holder[g] = id
+                }
                 nodes[ni].usedMask |= UInt64(1) << UInt64(g)
             }
             refreshFree(node: ni)
         }
         let price = config.gpuModels[modelIndex[a.model]!].pricePerHour
-        let rate = price / 3600 * Double(a.gpuCount)
+        let rate = price / 3600 * a.gpuEquivalent
         Self.begin(&jobs[existing: id], on: a, rate: rate, at: t)
         pendingJobs.remove(id)
         activeJobs.insert(id)
@@ -294,12 +321,14 @@ extension ClusterState {
         let halfLife = config.scheduler.fairshareHalfLife
         tenantUsage[tenant, default: TenantUsage()].start(
             gpus: a.gpuCount,
+            worth: a.gpuEquivalent,
             costPerSecond: rate,
             at: t,
             halfLife: halfLife
         )
-        modelUsage[a.model, default: Usage()].start(gpus: a.gpuCount, costPerSecond: rate, at: t)
-        kindUsage[kind, default: Usage()].start(gpus: a.gpuCount, costPerSecond: rate, at: t)
+        let worth = a.gpuEquivalent
+        modelUsage[a.model, default: Usage()].start(gpus: a.gpuCount, worth: worth, costPerSecond: rate, at: t)
+        kindUsage[kind, default: Usage()].start(gpus: a.gpuCount, worth: worth, costPerSecond: rate, at: t)
     }
 
     static func begin(_ job: inout Job, on a: Allocation, rate: Double, at t: Instant) {
@@ -319,40 +348,55 @@ extension ClusterState {
     /// Frees a job's GPUs at `t` and settles its run, which used them until `end` (≤ `t`: a run that ended
     /// while allotd was down is charged only until its real end).
     mutating func release(_ id: JobID, at t: Instant, ranUntil end: Instant? = nil) {
+        let share = jobs[existing: id].allocation!.share
         for slice in jobs[existing: id].allocation!.slices {
             let ni = nodeIndex[slice.node]!
             for g in slice.gpus {
-                nodes[ni].holder[g] = nil
+                if let share {
+                    nodes[ni].shareUsed[g] -= share
+                    nodes[ni].sharers[g].removeAll { $0 == id }
+                    if !nodes[ni].sharers[g].isEmpty { continue }
+                } else {
+                    nodes[ni].holder[g] = nil
+                }
                 nodes[ni].usedMask &= ~(UInt64(1) << UInt64(g))
             }
             if nodes[ni].state == .draining && nodes[ni].usedMask == 0 { nodes[ni].state = .drained }
             refreshFree(node: ni)
         }
         let gpus = jobs[existing: id].allocation!.gpuCount
+        let worth = jobs[existing: id].allocation!.gpuEquivalent
         let model = jobs[existing: id].allocation!.model
         let end = min(end ?? t, t)
-        let rate = Self.settle(&jobs[existing: id], gpus: gpus, at: end)
+        let rate = Self.settle(&jobs[existing: id], worth: worth, at: end)
         activeJobs.remove(id)
         let tenant = jobs[existing: id].spec.tenant
         let kind = jobs[existing: id].spec.kind
         let halfLife = config.scheduler.fairshareHalfLife
-        tenantUsage[tenant]!.stop(gpus: gpus, costPerSecond: rate, at: t, halfLife: halfLife)
-        modelUsage[model]!.stop(gpus: gpus, costPerSecond: rate, at: t)
-        kindUsage[kind]!.stop(gpus: gpus, costPerSecond: rate, at: t)
+        tenantUsage[tenant]!.stop(gpus: gpus, worth: worth, costPerSecond: rate, at: t, halfLife: halfLife)
+        modelUsage[model]!.stop(gpus: gpus, worth: worth, costPerSecond: rate, at: t)
+        kindUsage[kind]!.stop(gpus: gpus, worth: worth, costPerSecond: rate, at: t)
         let overcharged = t - end
         if overcharged > 0 {
             // The usage accrued at the run's rate until `t`; take back what it did not use after `end`.
-            tenantUsage[tenant]!.refund(gpus: gpus, costPerSecond: rate, for: overcharged, at: t, halfLife: halfLife)
-            modelUsage[model]!.refund(gpus: gpus, costPerSecond: rate, for: overcharged, at: t)
-            kindUsage[kind]!.refund(gpus: gpus, costPerSecond: rate, for: overcharged, at: t)
+            tenantUsage[tenant]!.refund(
+                gpus: gpus,
+                worth: worth,
+                costPerSecond: rate,
+                for: overcharged,
+                at: t,
+                halfLife: halfLife
+            )
+            modelUsage[model]!.refund(gpus: gpus, worth: worth, costPerSecond: rate, for: overcharged, at: t)
+            kindUsage[kind]!.refund(gpus: gpus, worth: worth, costPerSecond: rate, for: overcharged, at: t)
         }
     }
 
     /// Adds the run that ends at `t` to the job's totals. Returns the run's cost rate.
-    static func settle(_ job: inout Job, gpus: Int, at t: Instant) -> Double {
+    static func settle(_ job: inout Job, worth: Double, at t: Instant) -> Double {
         let ran = max(0, t - (job.startTime ?? t))
         job.pastRunSeconds += ran
-        job.pastGPUSeconds += ran * Double(gpus)
+        job.pastGPUSeconds += ran * worth
         job.pastCostUSD += ran * job.costRate
         let rate = job.costRate
         job.costRate = 0

@@ -139,13 +139,22 @@ extension ClusterState {
                     throw StateError(.unknownNode, "job \(job.id) holds GPUs on unknown node \(slice.node)")
                 }
                 for g in slice.gpus {
-                    guard g >= 0, g < nodes[ni].spec.gpus, nodes[ni].holder[g] == nil else {
+                    guard g >= 0, g < nodes[ni].spec.gpus, nodes[ni].holder[g] == nil,
+                        allocation.share.map({ nodes[ni].shareUsed[g] + $0 <= 1000 })
+                            ?? (nodes[ni].shareUsed[g] == 0)
+                    else {
                         throw StateError(
                             .invalidAllocation,
                             "job \(job.id) holds GPU \(g) of \(slice.node), which is not free"
                         )
                     }
-                    nodes[ni].holder[g] = job.id
+                    if let share = allocation.share {
+                        nodes[ni].shareUsed[g] += share
+                        let at = nodes[ni].sharers[g].firstIndex { $0 > job.id } ?? nodes[ni].sharers[g].count
+                        nodes[ni].sharers[g].insert(job.id, at: at)
+                    } else {
+                        nodes[ni].holder[g] = job.id
+                    }
                     nodes[ni].usedMask |= 1 << UInt64(g)
                 }
             }

@@ -181,6 +181,7 @@ public struct ClusterState: Hashable, Sendable {
     public func invariantViolations() -> [String] {
         var out: [String] = []
         var seen: [String: UInt64] = [:]
+        var shares: [NodeGPU: Int] = [:]
         for id in activeJobs.sorted() {
             guard let job = jobs[id] else {
                 out.append("active job \(id) is missing")
@@ -201,11 +202,30 @@ public struct ClusterState: Hashable, Sendable {
                 }
                 for g in slice.gpus {
                     let bit = UInt64(1) << UInt64(g)
-                    if (seen[slice.node] ?? 0) & bit != 0 {
-                        out.append("GPU \(g) of \(slice.node) is given to two jobs")
+                    if let share = alloc.share {
+                        shares[NodeGPU(node: ni, gpu: g), default: 0] += share
+                        if !nodes[ni].sharers[g].contains(id) {
+                            out.append("GPU \(g) of \(slice.node) does not record job \(id)")
+                        }
+                    } else {
+                        if (seen[slice.node] ?? 0) & bit != 0 {
+                            out.append("GPU \(g) of \(slice.node) is given to two jobs")
+                        }
+                        if nodes[ni].holder[g] != id {
+                            out.append("GPU \(g) of \(slice.node) does not record job \(id)")
+                        }
                     }
                     seen[slice.node, default: 0] |= bit
-                    if nodes[ni].holder[g] != id { out.append("GPU \(g) of \(slice.node) does not record job \(id)") }
+                }
+            }
+        }
+        for (ni, node) in nodes.enumerated() {
+            for g in 0..<node.spec.gpus {
+                let share = shares[NodeGPU(node: ni, gpu: g)] ?? 0
+                if share != node.shareUsed[g] || share > 1000 || (share > 0 && node.holder[g] != nil) {
+                    out.append(
+                        "GPU \(g) of \(node.name) records \(node.shareUsed[g]) thousandths shared, jobs hold \(share)"
+                    )
                 }
             }
         }
@@ -227,6 +247,19 @@ public struct ClusterState: Hashable, Sendable {
             }
             if row.gpus != job.spec.gpus || row.submitTime != job.submitTime.seconds || row.kind != job.spec.kind {
                 out.append("pending row of job \(row.id) does not match the job")
+            }
+        }
+        return out
+    }
+}
+
+extension ClusterState {
+    /// The GPUs shared by share jobs, by model index, in node and GPU order.
+    func sharedGPUs(models: Int) -> [[NodeGPU]] {
+        var out = [[NodeGPU]](repeating: [], count: models)
+        for (ni, node) in nodes.enumerated() {
+            for g in 0..<node.spec.gpus where node.shareUsed[g] > 0 {
+                out[node.modelIndex].append(NodeGPU(node: ni, gpu: g))
             }
         }
         return out

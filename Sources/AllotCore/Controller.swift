@@ -508,26 +508,28 @@ public struct Controller: Sendable {
         for gpu in 0..<node.spec.gpus {
             let failedGPU = node.health[gpu] == .unhealthy
             let downNode = node.state == .down
-            guard failedGPU || downNode, let id = node.holder[gpu], seen.insert(id).inserted,
-                let job = state.jobs[id], job.state == .running
-            else { continue }
-            let why =
-                failedGPU
-                ? "GPU \(gpu) of node \(name) failed: \(node.healthReason[gpu] ?? "unhealthy")"
-                : "node \(name) went down: \(node.stateReason ?? "")"
-            let grace = min(job.spec.grace ?? state.grace(of: job.spec), settings.gpuFailureGrace)
-            guard apply(.jobGPUFailed(id: id, reason: why, grace: grace), clock, &out), let now = state.jobs[id] else {
-                continue
-            }
-            out.notes.append(
-                Note(
-                    level: .error,
-                    message: "Job stopped: its GPU failed",
-                    metadata: ["job.id": "\(id)", "reason": why]
+            guard failedGPU || downNode else { continue }
+            for id in node.jobs(onGPU: gpu) {
+                guard seen.insert(id).inserted, let job = state.jobs[id], job.state == .running else { continue }
+                let why =
+                    failedGPU
+                    ? "GPU \(gpu) of node \(name) failed: \(node.healthReason[gpu] ?? "unhealthy")"
+                    : "node \(name) went down: \(node.stateReason ?? "")"
+                let grace = min(job.spec.grace ?? state.grace(of: job.spec), settings.gpuFailureGrace)
+                guard apply(.jobGPUFailed(id: id, reason: why, grace: grace), clock, &out), let now = state.jobs[id]
+                else {
+                    continue
+                }
+                out.notes.append(
+                    Note(
+                        level: .error,
+                        message: "Job stopped: its GPU failed",
+                        metadata: ["job.id": "\(id)", "reason": why]
+                    )
                 )
-            )
-            stop(now, grace: grace, &out)
-            out.effects.append(.notify(id, "gpu_failed"))
+                stop(now, grace: grace, &out)
+                out.effects.append(.notify(id, "gpu_failed"))
+            }
         }
     }
 

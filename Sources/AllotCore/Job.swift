@@ -30,6 +30,9 @@ public struct JobSpec: Hashable, Codable, Sendable {
     public var priorityClass: String?
     /// GPUs wanted, all at once (a gang).
     public var gpus: Int
+    /// A share of one GPU, in thousandths (1–999; `gpus` is then 1): the job shares that GPU with other
+    /// share jobs and is priced by its share. Nil for whole GPUs.
+    public var gpuShare: Int?
     /// Allowed GPU models; empty allows any model.
     public var gpuModels: [String]
     /// Minimum memory per GPU, in GiB.
@@ -64,6 +67,7 @@ public struct JobSpec: Hashable, Codable, Sendable {
         kind: JobKind = .training,
         priorityClass: String? = nil,
         gpus: Int = 1,
+        gpuShare: Int? = nil,
         gpuModels: [String] = [],
         minGPUMemoryGiB: Double? = nil,
         topology: Topology = .any,
@@ -85,6 +89,7 @@ public struct JobSpec: Hashable, Codable, Sendable {
         self.kind = kind
         self.priorityClass = priorityClass
         self.gpus = gpus
+        self.gpuShare = gpuShare
         self.gpuModels = gpuModels
         self.minGPUMemoryGiB = minGPUMemoryGiB
         self.topology = topology
@@ -103,7 +108,7 @@ public struct JobSpec: Hashable, Codable, Sendable {
     enum CodingKeys: String, CodingKey {
         case name, tenant, uid, user, kind, priorityClass, gpus, gpuModels, minGPUMemoryGiB, topology, walltime
         case estimate, preemptible, grace, maxCostUSD, prefer, command, environment, workingDirectory
-        case output
+        case output, gpuShare
     }
 
     /// Decodes leniently: keys added by later versions may be absent from older records.
@@ -116,6 +121,7 @@ public struct JobSpec: Hashable, Codable, Sendable {
         kind = try c.decodeIfPresent(JobKind.self, forKey: .kind) ?? .training
         priorityClass = try c.decodeIfPresent(String.self, forKey: .priorityClass)
         gpus = try c.decode(Int.self, forKey: .gpus)
+        gpuShare = try c.decodeIfPresent(Int.self, forKey: .gpuShare)
         gpuModels = try c.decodeIfPresent([String].self, forKey: .gpuModels) ?? []
         minGPUMemoryGiB = try c.decodeIfPresent(Double.self, forKey: .minGPUMemoryGiB)
         topology = try c.decodeIfPresent(Topology.self, forKey: .topology) ?? .any
@@ -386,7 +392,7 @@ public struct Job: Hashable, Codable, Sendable {
     /// GPU-seconds used up to `now`, over all runs.
     public func gpuSeconds(at now: Instant) -> Double {
         self.pastGPUSeconds
-            + (state.holdsGPUs ? max(0, now - (self.startTime ?? now)) * Double(self.allocation?.gpuCount ?? 0) : 0)
+            + (state.holdsGPUs ? max(0, now - (self.startTime ?? now)) * (self.allocation?.gpuEquivalent ?? 0) : 0)
     }
 
     /// GPU-seconds of work the current run would lose if stopped at `now`: since its start or its last
@@ -394,7 +400,7 @@ public struct Job: Hashable, Codable, Sendable {
     public func workAtRisk(at now: Instant) -> Double {
         guard state.holdsGPUs, let start = self.startTime else { return 0 }
         let since = max(start, self.lastCheckpoint ?? start)
-        return max(0, now - since) * Double(self.allocation?.gpuCount ?? spec.gpus)
+        return max(0, now - since) * (self.allocation?.gpuEquivalent ?? Double(spec.gpus))
     }
 
     /// Money spent up to `now`, over all runs.

@@ -116,7 +116,11 @@ public struct Node: Hashable, Sendable {
     public internal(set) var healthReason: [String?]
     /// The job holding each GPU, or nil.
     public internal(set) var holder: [JobID?]
-    /// Bit i set: GPU i is held by a job.
+    /// Thousandths of each GPU held by share jobs (0 where none; such a GPU has no whole holder).
+    public internal(set) var shareUsed: [Int]
+    /// The share jobs on each GPU, ascending.
+    public internal(set) var sharers: [[JobID]]
+    /// Bit i set: GPU i is held by a job, or shared by some.
     public internal(set) var usedMask: UInt64
     /// Bit i set: GPU i is unhealthy.
     public internal(set) var unhealthyMask: UInt64
@@ -130,6 +134,8 @@ public struct Node: Hashable, Sendable {
         self.health = Array(repeating: .healthy, count: spec.gpus)
         self.healthReason = Array(repeating: nil, count: spec.gpus)
         self.holder = Array(repeating: nil, count: spec.gpus)
+        self.shareUsed = Array(repeating: 0, count: spec.gpus)
+        self.sharers = Array(repeating: [], count: spec.gpus)
         self.usedMask = 0
         self.unhealthyMask = 0
         self.islandMasks = spec.islandMasks
@@ -142,6 +148,10 @@ public struct Node: Hashable, Sendable {
     public var freeMask: UInt64 { allMask & ~usedMask & ~unhealthyMask }
     /// Whether the node takes new jobs.
     public var schedulable: Bool { state == .up }
-    /// Number of GPUs held by jobs.
+    /// Number of GPUs held by jobs (a shared GPU counts once).
     public var gpusInUse: Int { usedMask.nonzeroBitCount }
+    /// The jobs on GPU `g`: its holder, or its share jobs.
+    public func jobs(onGPU g: Int) -> [JobID] { holder[g].map { [$0] } ?? sharers[g] }
+    /// Room left on a shared GPU, in thousandths (nil when the GPU is not shared).
+    public func shareRoom(_ g: Int) -> Int? { shareUsed[g] > 0 ? 1000 - shareUsed[g] : nil }
 }

@@ -9,6 +9,8 @@ public struct PendingQueue: Sendable, Sequence, Hashable {
         var id: JobID
         var submitTime: Double
         var gpus: Int
+        /// Thousandths of one GPU for a share; 0 for whole GPUs.
+        var share: Int
         var kind: JobKind
         var topology: Topology
         /// Index into `tenants`.
@@ -26,6 +28,9 @@ public struct PendingQueue: Sendable, Sequence, Hashable {
         /// The job's own preemptible setting: -1 none (its class decides), 0 no, 1 yes.
         var preemptible: Int8
         var prefer: Preference?
+
+        /// GPUs' worth the job takes: its share, or its GPU count.
+        var worth: Double { share > 0 ? Double(share) / 1000 : Double(gpus) }
     }
 
     /// A job's model and memory constraints, interned.
@@ -60,6 +65,7 @@ public struct PendingQueue: Sendable, Sequence, Hashable {
             id: job.id,
             submitTime: job.submitTime.seconds,
             gpus: spec.gpus,
+            share: spec.gpuShare ?? 0,
             kind: spec.kind,
             topology: spec.topology,
             tenant: tenants.intern(spec.tenant),

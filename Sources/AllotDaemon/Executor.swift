@@ -121,6 +121,12 @@ final class Executor {
         env["ALLOT_USER"] = userName
         env["ALLOT_TENANT"] = spec.tenant
         env["ALLOT_KIND"] = spec.kind.rawValue
+        if let share = spec.gpuShare {
+            // A share of one GPU: its compute share for an MPS server on the node (ignored without one: the
+            // GPU is then time-sliced between its shares, without isolation).
+            env["ALLOT_GPU_SHARE"] = Fraction.text(share)
+            env["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] = String(max(1, (share + 9) / 10))
+        }
         let runSpec = RunSpec(
             id: id.rawValue,
             run: run,

@@ -72,7 +72,8 @@ public struct WireModels: Codable, Hashable, Sendable {
 public struct JobRequest: Codable, Hashable, Sendable {
     public var command: [String]?
     public var name: String?
-    public var gpus: Int?
+    /// Whole GPUs (2), or a share of one GPU below 1 (0.25), in thousandths at most.
+    public var gpus: Double?
     public var gpuModel: WireModels?
     public var minGPUMemory: Double?
     public var kind: String?
@@ -121,7 +122,7 @@ public struct JobRequest: Codable, Hashable, Sendable {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         command = try c.decodeIfPresent([String].self, forKey: .command)
         name = try c.decodeIfPresent(String.self, forKey: .name)
-        gpus = try c.decodeIfPresent(Int.self, forKey: .gpus)
+        gpus = try c.decodeIfPresent(Double.self, forKey: .gpus)
         gpuModel = try c.decodeIfPresent(WireModels.self, forKey: .gpuModel)
         minGPUMemory = try c.decodeIfPresent(Double.self, forKey: .minGPUMemory)
         kind = try c.decodeIfPresent(String.self, forKey: .kind)
@@ -166,8 +167,12 @@ public struct JobRequest: Codable, Hashable, Sendable {
         s.command = command
         s.name = name ?? URL(fileURLWithPath: command[0]).lastPathComponent
         if let gpus {
-            guard gpus >= 1 && gpus <= 65_536 else { throw .invalidParams("gpus: expected 1 to 65536, got \(gpus)") }
-            s.gpus = gpus
+            switch Fraction.gpuAmount(gpus) {
+            case .success(let amount):
+                s.gpus = amount.gpus
+                s.gpuShare = amount.share
+            case .failure(let problem): throw .invalidParams("gpus: \(problem.message)")
+            }
         }
         s.gpuModels = gpuModel?.names ?? []
         if let m = minGPUMemory {

@@ -32,6 +32,8 @@ public struct JobObject: Codable, Sendable, Equatable {
     public var uid: UInt32
     public var user: String?
     public var gpus: Int
+    /// For a share of one GPU: the share (0.25); absent for whole GPUs.
+    public var gpuShare: Double?
     public var gpuModel: String?
     public var node: String?
     public var gpuIndices: [Slice]
@@ -60,6 +62,7 @@ public struct JobObject: Codable, Sendable, Equatable {
         case workdir, output
         case priorityClass = "class"
         case gpuModel = "gpu_model"
+        case gpuShare = "gpu_share"
         case gpuIndices = "gpu_indices"
         case submitTime = "submit_time"
         case startTime = "start_time"
@@ -86,6 +89,7 @@ public struct JobObject: Codable, Sendable, Equatable {
         uid = spec.uid
         user = spec.user
         gpus = spec.gpus
+        gpuShare = spec.gpuShare.map { Double($0) / 1000 }
         let a = job.allocation
         gpuModel = a?.model ?? (spec.gpuModels.isEmpty ? nil : spec.gpuModels.joined(separator: ","))
         node = a.map { $0.nodeNames.joined(separator: "+") }

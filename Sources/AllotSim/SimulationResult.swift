@@ -232,7 +232,10 @@ public struct SimulationResult: Sendable {
         for job in ended {
             guard let i = traceIndex[job.id] else { continue }
             let tj = trace.jobs[i]
-            work += job.spec.kind == .training ? tj.duration * Double(tj.gpus) / 3600 : job.pastRunSeconds / 3600
+            work +=
+                job.spec.kind == .training
+                ? tj.duration * (tj.gpuShare.map { Double($0) / 1000 } ?? Double(tj.gpus)) / 3600
+                : job.pastRunSeconds / 3600
         }
         return Figures(
             jobs: jobs.count,

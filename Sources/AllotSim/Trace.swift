@@ -9,6 +9,8 @@ public struct TraceJob: Hashable, Sendable {
     public var kind: JobKind
     public var tenant: String
     public var gpus: Int
+    /// A share of one GPU, in thousandths (then `gpus` is 1); nil for whole GPUs.
+    public var gpuShare: Int?
     public var gpuModels: [String]
     public var minGPUMemoryGiB: Double?
     public var topology: Topology
@@ -27,6 +29,7 @@ public struct TraceJob: Hashable, Sendable {
         kind: JobKind,
         tenant: String,
         gpus: Int,
+        gpuShare: Int? = nil,
         gpuModels: [String] = [],
         minGPUMemoryGiB: Double? = nil,
         topology: Topology = .any,
@@ -41,6 +44,7 @@ public struct TraceJob: Hashable, Sendable {
         self.kind = kind
         self.tenant = tenant
         self.gpus = gpus
+        self.gpuShare = gpuShare
         self.gpuModels = gpuModels
         self.minGPUMemoryGiB = minGPUMemoryGiB
         self.topology = topology
@@ -59,6 +63,7 @@ public struct TraceJob: Hashable, Sendable {
             kind: kind,
             priorityClass: priorityClass,
             gpus: gpus,
+            gpuShare: gpuShare,
             gpuModels: gpuModels,
             minGPUMemoryGiB: minGPUMemoryGiB,
             topology: topology,
@@ -185,10 +190,13 @@ public struct Trace: Hashable, Sendable {
             guard let duration = DurationText.parse(durationText), duration >= 0 else {
                 throw bad("duration", "expected seconds (a number of at least 0), got \"\(durationText)\"")
             }
-            guard let gpusText = field("gpus"), let gpusD = Double(gpusText), gpusD >= 1, gpusD == gpusD.rounded(),
-                gpusD <= 65_536
-            else {
-                throw bad("gpus", "expected a whole number of GPUs from 1 to 65536, got \"\(field("gpus") ?? "")\"")
+            guard let gpusText = field("gpus"), let gpusD = Double(gpusText) else {
+                throw bad("gpus", "expected a number of GPUs, got \"\(field("gpus") ?? "")\"")
+            }
+            let amount: (gpus: Int, share: Int?)
+            switch Fraction.gpuAmount(gpusD) {
+            case .success(let a): amount = a
+            case .failure(let problem): throw bad("gpus", problem.message)
             }
             var kind = JobKind.training
             if let k = field("kind") {
@@ -211,7 +219,8 @@ public struct Trace: Hashable, Sendable {
                     name: field("name") ?? "",
                     kind: kind,
                     tenant: field("tenant") ?? "default",
-                    gpus: Int(gpusD),
+                    gpus: amount.gpus,
+                    gpuShare: amount.share,
                     gpuModels: models,
                     minGPUMemoryGiB: try number("min_gpu_memory", positive: false),
                     topology: topology,

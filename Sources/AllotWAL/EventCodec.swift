@@ -8,8 +8,10 @@ public enum EventCodec {
     /// starts, preemption reasons, checkpoints, preemption settings, the inference reserve, borrowing
     /// limits, the over-budget penalty and inference-reserved nodes. Version 3: a job's output file.
     /// Version 4: when a run ended, on a finish recorded after it (it ended while allotd was down).
-    /// Version 5: a job stopped because its GPU failed (event and stop reason).
-    public static let version: UInt16 = 5
+    /// Version 5: a job stopped because its GPU failed (event and stop reason). Version 7 (6 is skipped so
+    /// that the event and state schemas share a number again): a job's share of a GPU, in its spec and its
+    /// allocation.
+    public static let version: UInt16 = 7
 
     static let nodeStates: [NodeState] = [.up, .draining, .drained, .down]
     static let healths: [GPUHealth] = [.healthy, .unhealthy]
@@ -228,9 +230,16 @@ public enum EventCodec {
         w.stringMap(s.environment)
         w.optional(s.workingDirectory) { $0.string($1) }
         w.optional(s.output) { $0.string($1) }
+        w.optional(s.gpuShare) { $0.uvar($1) }
     }
 
     static func readJobSpec(_ r: inout BinaryReader) throws(DecodeError) -> JobSpec {
+        var spec = try readJobSpecUpToV6(&r)
+        if r.version >= 7 { spec.gpuShare = try r.optional { r throws(DecodeError) in try r.count(max: 999) } }
+        return spec
+    }
+
+    static func readJobSpecUpToV6(_ r: inout BinaryReader) throws(DecodeError) -> JobSpec {
         JobSpec(
             name: try r.string(),
             tenant: try r.string(),
@@ -290,6 +299,7 @@ public enum EventCodec {
             w.string(slice.node)
             w.array(slice.gpus) { $0.uvar($1) }
         }
+        w.optional(a.share) { $0.uvar($1) }
     }
 
     static func readAllocation(_ r: inout BinaryReader) throws(DecodeError) -> Allocation {
@@ -300,7 +310,8 @@ public enum EventCodec {
                     node: try r.string(),
                     gpus: try r.array { r throws(DecodeError) in try r.count(max: 1 << 16) }
                 )
-            }
+            },
+            share: r.version >= 7 ? try r.optional { r throws(DecodeError) in try r.count(max: 999) } : nil
         )
     }
 

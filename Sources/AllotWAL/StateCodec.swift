@@ -5,8 +5,9 @@ enum StateCodec {
     /// The state schema version this build writes (2: jobs' placement notes, loans and checkpoints,
     /// preemption reasons, tenants' budget-window marks, and the event schema's version 2 parts; 3 and 4
     /// move with the event schema, whose versions they embed; 5: jobs' past runs, the event schema unchanged;
-    /// 6: the stop reason of a job whose GPU failed, with event schema 5).
-    static let version: UInt16 = 6
+    /// 6: the stop reason of a job whose GPU failed, with event schema 5; 7: shares of GPUs, with event
+    /// schema 7).
+    static let version: UInt16 = 7
 
     static func encode(_ image: ClusterState.Image) -> [UInt8] {
         var w = BinaryWriter(capacity: 64 + image.jobs.count * 160)

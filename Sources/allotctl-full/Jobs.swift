@@ -54,7 +54,7 @@ struct List: ParsableCommand {
             let rows = jobs.map { j -> [String] in
                 [
                     String(j.id), j.name, j.user ?? String(j.uid), j.tenant, j.kind, j.priorityClass, j.state,
-                    String(j.gpus), j.gpuModel ?? "-", j.node ?? "-", Self.waited(j, now: now), Self.ran(j, now: now),
+                    j.gpusText, j.gpuModel ?? "-", j.node ?? "-", Self.waited(j, now: now), Self.ran(j, now: now),
                     j.reason ?? "",
                 ]
             }
@@ -104,7 +104,8 @@ struct Show: ParsableCommand {
             if json { return try printJSON(j) }
             var lines: [(String, String)] = [
                 ("id", String(j.id)), ("name", j.name), ("state", j.state), ("user", "\(j.user ?? "?") (uid \(j.uid))"),
-                ("tenant", j.tenant), ("kind", j.kind), ("class", j.priorityClass), ("gpus", String(j.gpus)),
+                ("tenant", j.tenant), ("kind", j.kind), ("class", j.priorityClass),
+                ("gpus", j.gpuShare == nil ? j.gpusText : "\(j.gpusText) (a share of one GPU)"),
                 ("gpu model", j.gpuModel ?? "any"),
             ]
             if let n = j.node { lines.append(("node", n)) }
@@ -418,3 +419,8 @@ struct Watch: ParsableCommand {
 #if canImport(Glibc)
 import Glibc
 #endif
+
+extension JobObject {
+    /// `2`, or `0.25` for a share of one GPU.
+    var gpusText: String { gpuShare.map { Fraction.text(Int(($0 * 1000).rounded())) } ?? String(gpus) }
+}

@@ -49,6 +49,7 @@ enum LiveWhatIf {
                 kind: spec.kind,
                 tenant: spec.tenant,
                 gpus: spec.gpus,
+                gpuShare: spec.gpuShare,
                 gpuModels: job.state.holdsGPUs ? [job.allocation?.model].compactMap { $0 } : spec.gpuModels,
                 minGPUMemoryGiB: spec.minGPUMemoryGiB,
                 topology: spec.topology,

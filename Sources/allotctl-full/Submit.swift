@@ -20,8 +20,15 @@ struct Submit: ParsableCommand {
 
     @OptionGroup var connection: ConnectionOptions
 
-    @Option(name: .long, parsing: .unconditional, help: "GPUs the job needs (default 1).")
-    var gpus: Int?
+    @Option(
+        name: .long,
+        parsing: .unconditional,
+        help: ArgumentHelp(
+            "GPUs the job needs (default 1), or a share of one GPU below 1: 0.25 shares a GPU with other shares.",
+            valueName: "N|0.F"
+        )
+    )
+    var gpus: Double?
 
     @Option(
         name: .customLong("gpu-model"),
@@ -116,7 +123,9 @@ struct Submit: ParsableCommand {
         if file != nil && !command.isEmpty {
             throw ValidationError("give either --file or a command, not both")
         }
-        if let gpus, gpus < 1 { throw ValidationError("--gpus must be at least 1, not \(gpus)") }
+        if let gpus, case .failure(let problem) = Fraction.gpuAmount(gpus) {
+            throw ValidationError("--gpus: \(problem.message)")
+        }
         if let kind, JobKind(rawValue: kind) == nil {
             throw ValidationError("--kind: expected training or inference, got \"\(kind)\"")
         }

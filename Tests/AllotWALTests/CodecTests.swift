@@ -134,23 +134,53 @@ import Testing
         }
     }
 
-    /// The format cannot drift unnoticed: testdata/golden-v5.wal holds the sample events with every version-5
+    /// A newer allot reads version 5: testdata/golden-v5.wal holds the sample events with every version-5
+    /// field, written by format version 5.
+    @Test func goldenV5SegmentStillReads() throws {
+        let events = Sample.events + Sample.eventsV2 + Sample.eventsV3 + Sample.eventsV4 + Sample.eventsV5
+        try withTempDir { dir in
+            try FileManager.default.createDirectory(atPath: dir + "/wal", withIntermediateDirectories: true)
+            try FileManager.default.copyItem(
+                atPath: Sample.testdata.appendingPathComponent("golden-v5.wal").path,
+                toPath: dir + "/wal/" + WALFormat.segmentName(sequence: 1, firstLSN: 1)
+            )
+            var read: [Event] = []
+            let stop = try WALInspector.walk(directory: dir) { read.append($0.event) }
+            #expect(stop == nil)
+            #expect(read == events)
+            var state = ClusterState()
+            try state.apply(read)
+            #expect(state.invariantViolations().isEmpty)
+            // The run that ended while nobody watched is charged until its real end, not its recording.
+            let job = try #require(state.jobs[8])
+            #expect(job.endTime == Instant(seconds: 1_800_000_305))
+            #expect(job.pastRunSeconds == 4)
+            // The job whose GPU failed went back to the queue, its reason kept.
+            let requeued = try #require(state.jobs[9])
+            #expect(requeued.state == .pending)
+            #expect(requeued.history.last?.ended.contains("Xid 79") == true, "\(requeued.history)")
+        }
+    }
+
+    /// The format cannot drift unnoticed: testdata/golden-v7.wal holds the sample events with every version-7
     /// field. It must decode to them, and encoding them must give the same bytes. Regenerate only for a
     /// deliberate format change (with a new version): ALLOT_UPDATE_GOLDEN=1.
-    @Test func goldenV5SegmentReadsAndWritesTheSameBytes() throws {
-        let events = Sample.events + Sample.eventsV2 + Sample.eventsV3 + Sample.eventsV4 + Sample.eventsV5
+    @Test func goldenV7SegmentReadsAndWritesTheSameBytes() throws {
+        let events =
+            Sample.events + Sample.eventsV2 + Sample.eventsV3 + Sample.eventsV4 + Sample.eventsV5
+            + Sample.eventsV7
         var bytes = WALFormat.segmentHeader(sequence: 1, firstLSN: 1)
         for (i, e) in events.enumerated() {
             WALFormat.appendRecord(lsn: UInt64(i + 1), committed: UInt64(i), payload: EventCodec.encode(e), to: &bytes)
         }
         if ProcessInfo.processInfo.environment["ALLOT_UPDATE_GOLDEN"] == "1" {
             let source = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent(
-                "testdata/golden-v5.wal"
+                "testdata/golden-v7.wal"
             )
             try Data(bytes).write(to: source)
         }
-        let stored = [UInt8](try Data(contentsOf: Sample.testdata.appendingPathComponent("golden-v5.wal")))
-        #expect(stored == bytes, "the encoding of version 5 changed")
+        let stored = [UInt8](try Data(contentsOf: Sample.testdata.appendingPathComponent("golden-v7.wal")))
+        #expect(stored == bytes, "the encoding of version 7 changed")
         try withTempDir { dir in
             try FileManager.default.createDirectory(atPath: dir + "/wal", withIntermediateDirectories: true)
             try Data(stored).write(
@@ -171,6 +201,11 @@ import Testing
             let requeued = try #require(state.jobs[9])
             #expect(requeued.state == .pending)
             #expect(requeued.history.last?.ended.contains("Xid 79") == true, "\(requeued.history)")
+            // Two shares of one GPU: the GPU stays shared by the one left, which pays for its half.
+            let gpu = try #require(state.node(named: "h1"))
+            #expect(gpu.shareUsed[7] == 500 && gpu.sharers[7] == [11] && gpu.holder[7] == nil)
+            #expect(state.jobs[10]?.pastGPUSeconds == 8 * 0.25)
+            #expect(state.jobs[11]?.allocation?.description == "h1[7]@0.5")
         }
     }
 }

@@ -202,6 +202,22 @@ enum Sample {
         ]
     }()
 
+    /// Events of format version 7: two shares of one GPU (0.25 and 0.5), one ending.
+    static let eventsV7: [Event] = {
+        func at(_ t: Double, _ b: Event.Body) -> Event { Event(time: Instant(seconds: 1_800_000_500 + t), b) }
+        func share(_ milli: Int) -> JobSpec {
+            JobSpec(tenant: "research", kind: .inference, gpus: 1, gpuShare: milli, command: ["serve"])
+        }
+        let gpu = [Allocation.Slice(node: "h1", gpus: [7])]
+        return [
+            at(0, .jobSubmitted(id: 10, spec: share(250), held: false)),
+            at(0, .jobSubmitted(id: 11, spec: share(500), held: false)),
+            at(1, .jobStarted(id: 10, allocation: Allocation(model: "H100", slices: gpu, share: 250))),
+            at(1, .jobStarted(id: 11, allocation: Allocation(model: "H100", slices: gpu, share: 500))),
+            at(9, .jobFinished(id: 10, exit: .exited(code: 0), endedAt: nil)),
+        ]
+    }()
+
     /// A submit event for job `id`.
     static func submit(_ id: UInt64) -> Event {
         Event(

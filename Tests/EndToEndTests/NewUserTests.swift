@@ -317,7 +317,10 @@ import Glibc
         let d = try DaemonFixture()
         let negative = d.ctl(["submit", "--gpus", "-1", "--", "true"])
         #expect(
-            negative.status == 2 && negative.stderr.contains("--gpus must be at least 1, not -1"),
+            negative.status == 2
+                && negative.stderr.contains(
+                    "--gpus: must be above 0: whole GPUs (1 to 65536) or a share of one GPU (e.g. 0.25), not -1"
+                ),
             "\(negative.stderr)"
         )
         // Global options before the command.

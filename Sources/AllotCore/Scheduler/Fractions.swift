@@ -561,3 +561,38 @@ public struct FractionPool: Sendable {
         return StateKey(model: Int32(n.model), cpu: Int32(n.cpuFree), memory: Int64(n.memoryFree), low: low, high: high)
     }
 }
+
+extension Fraction {
+    /// Why a GPU amount was refused.
+    public struct AmountProblem: Error, Sendable, Hashable {
+        public let message: String
+    }
+
+    /// Reads a GPU amount: whole GPUs (1 to 65536), or a share of one GPU (above 0, below 1, in thousandths:
+    /// 0.25, 0.125).
+    public static func gpuAmount(_ v: Double) -> Result<(gpus: Int, share: Int?), AmountProblem> {
+        let text = v.isFinite && v == v.rounded() && abs(v) < 1e15 ? String(Int(v)) : String(v)
+        func problem(_ s: String) -> Result<(gpus: Int, share: Int?), AmountProblem> {
+            .failure(AmountProblem(message: s))
+        }
+        guard v.isFinite, v > 0 else {
+            return problem(
+                "must be above 0: whole GPUs (1 to 65536) or a share of one GPU (e.g. 0.25), not \(text)"
+            )
+        }
+        if v >= 1 {
+            guard v == v.rounded() else {
+                return problem(
+                    "\(text) is neither whole GPUs nor a share of one GPU below 1; ask for whole GPUs (e.g. 2) or a share (e.g. 0.5)"
+                )
+            }
+            guard v <= 65_536 else { return problem("must be at most 65536 GPUs, not \(text)") }
+            return .success((Int(v), nil))
+        }
+        let milli = (v * 1000).rounded()
+        guard abs(v * 1000 - milli) < 1e-6, milli >= 1 else {
+            return problem("a share of one GPU is given in thousandths (0.001 to 0.999), not \(text)")
+        }
+        return .success((1, Int(milli)))
+    }
+}

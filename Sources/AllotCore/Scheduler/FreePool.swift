@@ -232,3 +232,9 @@ struct NodeMask: Hashable, Sendable {
     var node: Int
     var mask: UInt64
 }
+
+/// One GPU: a node position and a GPU index on it.
+struct NodeGPU: Hashable, Sendable {
+    var node: Int
+    var gpu: Int
+}

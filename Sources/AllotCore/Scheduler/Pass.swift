@@ -49,6 +49,12 @@ struct Pass {
     var held: [JobID: [NodeMask]] = [:]
     var preemptionSearches = 0
     static let maxPreemptionSearches = 32
+    /// Shared GPUs by model (built the first time a share job looks for room), with this pass's shares.
+    private var sharedGPUs: [[NodeGPU]]?
+    /// Thousandths of GPUs taken by this pass's share starts.
+    var shareTaken: [NodeGPU: Int] = [:]
+    /// Whether any GPU was shared when the pass began.
+    let anySharedGPU: Bool
 
     init(state: ClusterState, now: Instant, policy: Scheduler.Policy) {
         self.state = state
@@ -64,6 +70,7 @@ struct Pass {
         self.tenantConfig = state.pendingJobs.tenants.values.map { state.config.tenant(named: $0) }
         self.quotasInForce = policy == .allot && state.config.quotasInForce
         self.anyHardBudget = policy == .allot && state.config.tenants.contains { $0.budget?.enforcement == .hard }
+        self.anySharedGPU = state.nodes.contains { node in node.shareUsed.contains { $0 > 0 } }
         for id in state.holding.sorted() {
             for slice in state.jobs[existing: id].heldGPUs {
                 guard let ni = state.nodeIndex[slice.node] else { continue }
@@ -229,7 +236,7 @@ struct Pass {
             }
             // Inference within the reserve of its cheapest model takes lent GPUs back there (a few seconds'
             // notice) rather than starting at once on a dearer model for its whole lifetime.
-            if policy == .allot && row.kind == .inference && !reserve.isEmpty
+            if policy == .allot && row.kind == .inference && !reserve.isEmpty && row.share == 0
                 && preemptionSearches < Self.maxPreemptionSearches, let m = cheapestReserved(row, allowed: allowed),
                 !pool.fits(model: m, count: row.gpus, topology: row.topology) && held[row.id] == nil
                     && incoming[row.id] == nil,
@@ -280,7 +287,7 @@ struct Pass {
     func exhausted(for id: JobID) -> Bool {
         guard reservation != nil || policy == .fifo,
             policy != .allot || preemptionSearches >= Self.maxPreemptionSearches,
-            pool.totalFreeGPUs == 0
+            pool.totalFreeGPUs == 0, !anySharedGPU, shareTaken.isEmpty
         else { return false }
         return (held.isEmpty || held[id] == nil) && (incoming.isEmpty || incoming[id] == nil)
     }
@@ -322,6 +329,10 @@ struct Pass {
     /// Places and starts a job if it can start now.
     mutating func tryStart(_ row: PendingQueue.Row, allowed: UInt64, preemptible: Bool, loans: [Loan]) -> StartOutcome {
         let short = !row.walltime.isNaN && now.seconds + row.walltime <= reservationEnd
+        if row.share > 0, let (m, gpu, note) = shareOnSharedGPU(row, allowed: allowed, short: short) {
+            recordShare(row, model: m, gpu: gpu, note: note, loans: loans)
+            return .started
+        }
         let mayUseReserved = reservation == nil || short || (policy == .allot && preemptible)
         let key = Int(row.constraint) * 3 + row.topology.ordinal
         let memoizable = row.maxCostUSD.isNaN
@@ -392,7 +403,7 @@ struct Pass {
         var anyRoom = false
         for (m, ruleName) in ctx.order(for: row, now: now) where allowed & (1 << UInt64(m)) != 0 {
             let seconds = ctx.expectedSeconds(row, model: m)
-            let cost = ctx.models[m].pricePerHour * Double(row.gpus) * seconds / 3600
+            let cost = ctx.models[m].pricePerHour * row.worth * seconds / 3600
             guard view.fits(model: m, count: row.gpus, topology: row.topology) else { continue }
             anyRoom = true
             if !row.maxCostUSD.isNaN, cost > row.maxCostUSD {
@@ -446,8 +457,16 @@ struct Pass {
         release(heldFor: row.id, except: slices)
         let allocation = Allocation(
             model: ctx.models[m].name,
-            slices: slices.map { Allocation.Slice(node: state.nodes[$0.node].name, gpus: $0.mask.bitIndices) }
+            slices: slices.map { Allocation.Slice(node: state.nodes[$0.node].name, gpus: $0.mask.bitIndices) },
+            share: row.share > 0 ? row.share : nil
         )
+        if row.share > 0, let s = slices.first {
+            // A share breaks a fresh GPU: later shares in this pass may fill the rest of it.
+            let gpu = NodeGPU(node: s.node, gpu: s.mask.trailingZeroBitCount)
+            shareTaken[gpu, default: 0] += row.share
+            if sharedGPUs == nil { sharedGPUs = state.sharedGPUs(models: ctx.modelCount) }
+            if !sharedGPUs![m].contains(gpu) { sharedGPUs![m].append(gpu) }
+        }
         decisions.append(.start(row.id, on: allocation, why: note, loans: loans))
         let tenant = state.pendingJobs.tenants.values[Int(row.tenant)]
         tenantGPUs[tenant] = gpusInUse(by: tenant) + row.gpus
@@ -579,5 +598,71 @@ struct KindUse {
 
     mutating func add(_ gpus: Int, model: Int, inference isInference: Bool) {
         if isInference { inference[model] += gpus } else { other[model] += gpus }
+    }
+}
+
+// MARK: Shares of GPUs
+
+extension Pass {
+    /// The fullest shared GPU with room for a share job, in the job's model order: shares fill GPUs that are
+    /// already broken before they break a fresh one (the whole-GPU placement does that, in ``attempt``).
+    /// Respects the job's models, cost limit and hard budget, and GPUs held for the reservation.
+    mutating func shareOnSharedGPU(
+        _ row: PendingQueue.Row,
+        allowed: UInt64,
+        short: Bool
+    ) -> (model: Int, gpu: NodeGPU, note: PlacementNote)? {
+        guard anySharedGPU || !shareTaken.isEmpty else { return nil }
+        if sharedGPUs == nil { sharedGPUs = state.sharedGPUs(models: ctx.modelCount) }
+        let mayUseReserved = reservation == nil || short
+        for (m, ruleName) in ctx.order(for: row, now: now) where allowed & (1 << UInt64(m)) != 0 {
+            var best: (gpu: NodeGPU, room: Int)?
+            for gpu in sharedGPUs![m] {
+                let node = state.nodes[gpu.node]
+                let bit = UInt64(1) << UInt64(gpu.gpu)
+                guard node.schedulable, node.unhealthyMask & bit == 0, node.holder[gpu.gpu] == nil,
+                    mayUseReserved || (reservedMasks[gpu.node] ?? 0) & bit == 0
+                else { continue }
+                let room = 1000 - node.shareUsed[gpu.gpu] - shareTaken[gpu, default: 0]
+                guard room >= row.share else { continue }
+                if best == nil || room < best!.room
+                    || (room == best!.room && (gpu.node, gpu.gpu) < (best!.gpu.node, best!.gpu.gpu))
+                {
+                    best = (gpu, room)
+                }
+            }
+            guard let best else { continue }
+            let seconds = ctx.expectedSeconds(row, model: m)
+            let cost = ctx.models[m].pricePerHour * row.worth * seconds / 3600
+            if !row.maxCostUSD.isNaN, cost > row.maxCostUSD { continue }
+            if policy == .allot, hardBudgetBlocker(row, extraCost: cost) != nil { continue }
+            let note = PlacementNote(
+                rule: ruleName,
+                model: ctx.models[m].name,
+                expectedSeconds: seconds,
+                estimatedCostUSD: cost,
+                holesLeft: best.room - row.share
+            )
+            return (m, best.gpu, note)
+        }
+        return nil
+    }
+
+    /// Starts a share job on a GPU already shared: it takes no free GPU.
+    mutating func recordShare(_ row: PendingQueue.Row, model m: Int, gpu: NodeGPU, note: PlacementNote, loans: [Loan]) {
+        release(heldFor: row.id, except: [])
+        shareTaken[gpu, default: 0] += row.share
+        let allocation = Allocation(
+            model: ctx.models[m].name,
+            slices: [Allocation.Slice(node: state.nodes[gpu.node].name, gpus: [gpu.gpu])],
+            share: row.share
+        )
+        decisions.append(.start(row.id, on: allocation, why: note, loans: loans))
+        let tenant = state.pendingJobs.tenants.values[Int(row.tenant)]
+        tenantGPUs[tenant] = gpusInUse(by: tenant) + row.gpus
+        if firm != nil && !classes.preemptible(row) {
+            firm?.add(row.gpus, tenant: tenant, quota: state.config.tenant(named: tenant).gpuQuota ?? 0)
+        }
+        addedCost[tenant, default: 0] += note.estimatedCostUSD
     }
 }

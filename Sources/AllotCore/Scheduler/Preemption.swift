@@ -9,7 +9,8 @@ extension Pass {
         cls: ClassInfo,
         allowed: UInt64
     ) -> PreemptionReason? {
-        if v.stopping || victims.contains(v.id) || allowed & (1 << UInt64(v.model)) == 0 { return nil }
+        // Stopping one share does not free its GPU: shares are not victims (yet).
+        if v.stopping || v.share > 0 || victims.contains(v.id) || allowed & (1 << UInt64(v.model)) == 0 { return nil }
         for loan in v.loans {
             switch loan {
             case .reservation:

@@ -7,6 +7,9 @@ extension Pass {
         var view = adding((incoming[row.id] ?? []) + (held[row.id] ?? []), to: pool)
         var ends: [(end: Double, id: JobID, slices: [NodeMask])] = []
         for v in running {
+            // A shared GPU frees only when all its shares end: not counted on (a later reservation, never a
+            // wrong one).
+            if v.share > 0 { continue }
             if let p = v.preemptedFor, p != row.id { continue }
             if incoming[row.id] != nil && v.preemptedFor == row.id { continue }
             if policy == .allot && !v.stopping

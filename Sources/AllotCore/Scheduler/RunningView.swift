@@ -6,6 +6,9 @@ struct RunView {
     /// (node position, GPU mask) per node.
     var slices: [NodeMask]
     var gpus: Int
+    /// Thousandths of its GPU for a share job (its GPU frees only when every share on it ends); 0 for whole
+    /// GPUs.
+    var share: Int
     var classValue: Int
     var preemptible: Bool
     var grace: Seconds
@@ -71,6 +74,7 @@ extension ClusterState {
                     model: m,
                     slices: slices,
                     gpus: a.gpuCount,
+                    share: a.share ?? 0,
                     classValue: cls.value,
                     preemptible: job.spec.preemptible ?? cls.preemptible,
                     grace: job.spec.grace ?? settings.defaultGrace,

@@ -27,14 +27,14 @@ extension Scheduler {
         for d in pass.decisions {
             switch d {
             case .start(let job, let a, _, _):
-                guard let m = ctx.modelIndex[a.model], let j = state.jobs[job] else { continue }
+                guard a.share == nil, let m = ctx.modelIndex[a.model], let j = state.jobs[job] else { continue }
                 let seconds = state.expectedSeconds(of: j.spec, on: ctx.models[m])
                 plan.take(model: m, count: a.gpuCount, from: now, to: now + seconds)
             case .preempt(let job, _, let grace, _):
                 stopping[job] = now + grace
             }
         }
-        for v in state.runViews(at: state.now) {
+        for v in state.runViews(at: state.now) where v.share == 0 {
             let end = stopping[v.id] ?? (policy == .backfill ? v.walltimeEnd : v.expectedEnd)
             if end.isFinite { plan.give(model: v.model, count: v.gpus, from: max(end, now)) }
         }

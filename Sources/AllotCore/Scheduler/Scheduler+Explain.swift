@@ -65,7 +65,7 @@ extension Blocker {
     static func time(_ t: Instant) -> String { CivilTime.format(t.seconds) + " UTC" }
 
     static func describe(_ spec: JobSpec) -> String {
-        var s = "\(spec.gpus)×"
+        var s = spec.gpuShare.map { "\(Fraction.text($0)) of one " } ?? "\(spec.gpus)×"
         s += spec.gpuModels.isEmpty ? "GPU" : spec.gpuModels.joined(separator: "|")
         if let m = spec.minGPUMemoryGiB { s += " (≥\(Self.trim(m)) GiB)" }
         switch spec.topology {
@@ -161,9 +161,20 @@ extension Scheduler {
         case .running, .stopping:
             if let a = job.allocation, let model = state.config.model(named: a.model) {
                 let began = job.startTime ?? state.now
-                lines.append(
-                    "running on \(a) (\(a.gpuCount)×\(a.model) at $\(Money.format(model.pricePerHour))/GPU-h) since \(DurationText.format(state.now - began)) ago"
-                )
+                let price = "$\(Money.format(model.pricePerHour))/GPU-h"
+                let what =
+                    a.share.map {
+                        "\(Fraction.text($0)) of one \(a.model) at \(price): $\(Money.format(model.pricePerHour * a.gpuEquivalent))/h"
+                    } ?? "\(a.gpuCount)×\(a.model) at \(price)"
+                lines.append("running on \(a) (\(what)) since \(DurationText.format(state.now - began)) ago")
+                if let share = a.share, let slice = a.slices.first, let node = state.node(named: slice.node),
+                    let g = slice.gpus.first, node.sharers[g].count > 1
+                {
+                    let others = node.sharers[g].filter { $0 != job.id }.map { "job \($0)" }.joined(separator: ", ")
+                    lines.append(
+                        "shares GPU \(g) of \(slice.node) with \(others) (\(Fraction.text(node.shareUsed[g] - share)) of it)"
+                    )
+                }
                 if let note = job.placement { lines.append("placed on \(note)") }
                 let expected = state.expectedSeconds(of: spec, on: model)
                 lines.append(

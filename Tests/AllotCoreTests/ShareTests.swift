@@ -1,0 +1,189 @@
+import Testing
+
+@testable import AllotCore
+
+/// Shares of one GPU (`gpuShare`): placed, held, priced and freed by the state and the scheduler.
+@Suite struct ShareTests {
+    static func share(_ milli: Int, tenant: String = "t", _ tweak: (inout JobSpec) -> Void = { _ in }) -> JobSpec {
+        JobSpec.inference(1, tenant: tenant) {
+            $0.gpuShare = milli
+            tweak(&$0)
+        }
+    }
+
+    func allocation(_ s: ClusterState, _ id: JobID) -> Allocation? { s.jobs[id]?.allocation }
+
+    @Test func fourQuartersFillOneGPUBeforeAFifthBreaksAnother() {
+        var s = ClusterState.fixture(nodes: [("l4-1", "L4", 2, [])])
+        let ids = (0..<5).map { _ in s.submit(Self.share(250)) }
+        s.schedule(at: 1)
+        let gpus = ids.map { allocation(s, $0)!.slices[0].gpus[0] }
+        #expect(gpus.filter { $0 == gpus[0] }.count == 4, "\(gpus)")
+        #expect(Set(gpus).count == 2)
+        let node = s.node(named: "l4-1")!
+        #expect(node.shareUsed.sorted() == [250, 1000])
+        #expect(node.holder == [nil, nil])
+        #expect(node.gpusInUse == 2)
+        #expect(s.invariantViolations().isEmpty)
+        #expect(allocation(s, ids[0])!.description == "l4-1[\(gpus[0])]@0.25")
+        // A whole-GPU job finds no free GPU: both are shared.
+        let whole = s.submit(.inference(1))
+        let pass = s.schedule(at: 2)
+        #expect(s.jobs[whole]?.state == .pending)
+        #expect(pass.reason(for: whole)?.blocker.waitsForGPUs == true)
+    }
+
+    @Test func aShareFillsTheFullestSharedGPUThatHoldsIt() {
+        var s = ClusterState.fixture(nodes: [("l4-1", "L4", 4, [])])
+        let half = s.submit(Self.share(500))
+        s.schedule(at: 1)
+        let quarter = s.submit(Self.share(250) { $0.gpuModels = ["L4"] })
+        s.schedule(at: 2)
+        // Two GPUs shared now only if the pass broke a fresh one; it must not.
+        #expect(allocation(s, quarter)!.slices == allocation(s, half)!.slices)
+        let big = s.submit(Self.share(300))
+        s.schedule(at: 3)
+        // 0.25 left on the shared GPU: 0.3 breaks a fresh GPU.
+        #expect(allocation(s, big)!.slices != allocation(s, half)!.slices)
+        let small = s.submit(Self.share(200))
+        s.schedule(at: 4)
+        // The fullest GPU with room: 0.25 left beats 0.7 left.
+        #expect(allocation(s, small)!.slices == allocation(s, half)!.slices)
+        #expect(s.invariantViolations().isEmpty)
+    }
+
+    @Test func aShareIsPricedByItsShareAndFreesItsGPUWhenTheLastShareEnds() throws {
+        var s = ClusterState.fixture(nodes: [("l4-1", "L4", 1, [])])
+        let a = s.submit(Self.share(250))
+        let b = s.submit(Self.share(750))
+        s.schedule(at: 0)
+        #expect(s.jobs[a]?.costRate == 0.6 * 0.25 / 3600)
+        s.finish(a, at: 3600)
+        #expect(abs(s.jobs[a]!.pastCostUSD - 0.15) < 1e-9)
+        #expect(abs(s.jobs[a]!.pastGPUSeconds - 900) < 1e-9)
+        #expect(s.node(named: "l4-1")!.shareUsed == [750])
+        #expect(s.node(named: "l4-1")!.sharers == [[b]])
+        #expect(s.node(named: "l4-1")!.gpusInUse == 1)
+        s.finish(b, at: 7200)
+        let node = s.node(named: "l4-1")!
+        #expect(node.shareUsed == [0] && node.sharers == [[]] && node.usedMask == 0)
+        #expect(
+            abs(s.tenantUsage["t"]!.usage.costUSD.value(at: Instant(seconds: 7200)) - (0.15 + 0.6 * 0.75 * 2)) < 1e-9
+        )
+        #expect(s.tenantUsage["t"]!.usage.gpusInUse == 0)
+        #expect(s.invariantViolations().isEmpty)
+        let whole = s.submit(.inference(1))
+        s.schedule(at: 7201)
+        #expect(s.jobs[whole]?.state == .running)
+    }
+
+    @Test func theStateRefusesWhatDoesNotFit() throws {
+        var s = ClusterState.fixture(nodes: [("l4-1", "L4", 2, [])])
+        let a = s.submit(Self.share(600))
+        let b = s.submit(Self.share(500))
+        let w = s.submit(.inference(1))
+        let gpu0 = [Allocation.Slice(node: "l4-1", gpus: [0])]
+        try s.apply(
+            Event(time: .zero, .jobStarted(id: a, allocation: Allocation(model: "L4", slices: gpu0, share: 600)))
+        )
+        #expect(throws: StateError.self) {
+            try s.apply(
+                Event(time: .zero, .jobStarted(id: b, allocation: Allocation(model: "L4", slices: gpu0, share: 500)))
+            )
+        }
+        #expect(throws: StateError.self) {
+            try s.apply(Event(time: .zero, .jobStarted(id: w, allocation: Allocation(model: "L4", slices: gpu0))))
+        }
+        // A share job given a whole GPU, or a whole-GPU job given a share: refused.
+        let gpu1 = [Allocation.Slice(node: "l4-1", gpus: [1])]
+        #expect(throws: StateError.self) {
+            try s.apply(Event(time: .zero, .jobStarted(id: b, allocation: Allocation(model: "L4", slices: gpu1))))
+        }
+        #expect(throws: StateError.self) {
+            try s.apply(
+                Event(time: .zero, .jobStarted(id: w, allocation: Allocation(model: "L4", slices: gpu1, share: 500)))
+            )
+        }
+        #expect(s.invariantViolations().isEmpty)
+        #expect(
+            ClusterState.specProblems(Self.share(0)).first?.contains("between 0.001 and 0.999") == true
+        )
+        #expect(ClusterState.specProblems(Self.share(1000)).count == 1)
+        #expect(
+            ClusterState.specProblems(Self.share(500) { $0.gpus = 2 }).first?.contains("a share is of one GPU") == true
+        )
+    }
+
+    @Test func sharesSurviveSnapshotsAndPreemptionLeavesThemAlone() throws {
+        var s = ClusterState.fixture(nodes: [("l4-1", "L4", 1, [])])
+        let a = s.submit(Self.share(250) { $0.priorityClass = "batch" })
+        let b = s.submit(Self.share(500) { $0.priorityClass = "batch" })
+        s.schedule(at: 0)
+        let back = try ClusterState(image: s.image)
+        #expect(back == s)
+        #expect(back.node(named: "l4-1")!.sharers == [[a, b]])
+        let data = try JSONish.encode(s)
+        #expect(try JSONish.decode(ClusterState.self, data) == s)
+        // A whole-GPU job of a higher class does not stop one share for a GPU that stays shared.
+        let urgent = s.submit(.inference(1) { $0.priorityClass = "inference" })
+        let pass = s.schedule(at: 700)
+        #expect(s.preemptions(pass).isEmpty)
+        #expect(s.jobs[urgent]?.state == .pending)
+        // A share fits beside them.
+        let c = s.submit(Self.share(250) { $0.priorityClass = "inference" })
+        s.schedule(at: 701)
+        #expect(s.jobs[c]?.state == .running)
+        #expect(s.node(named: "l4-1")!.shareUsed == [1000])
+    }
+
+    @Test func anInferenceSharePreemptsTrainingForAFreshGPUWhenNoneHasRoom() {
+        var s = ClusterState.fixture(nodes: [("l4-1", "L4", 2, [])])
+        let t1 = s.submit(.training(1))
+        let t2 = s.submit(.training(1))
+        s.schedule(at: 0)
+        let serve = s.submit(Self.share(250))
+        let pass = s.scheduleAndSettle(at: 700)
+        #expect(s.preemptions(pass).count == 1)
+        #expect([t1, t2].contains(s.preemptions(pass).first!.victim))
+        s.schedule(at: 701)
+        #expect(s.jobs[serve]?.state == .running)
+        #expect(s.jobs[serve]?.allocation?.share == 250)
+        // A second share fills the same GPU without stopping anyone.
+        let more = s.submit(Self.share(500))
+        let next = s.schedule(at: 702)
+        #expect(s.preemptions(next).isEmpty)
+        #expect(s.jobs[more]?.allocation?.slices == s.jobs[serve]?.allocation?.slices)
+        #expect(s.invariantViolations().isEmpty)
+    }
+
+    @Test func randomSharesAndWholeJobsNeverOverfillAGPU() {
+        var rng = SplitMix64(seed: 7)
+        var s = ClusterState.fixture(nodes: [("l4-1", "L4", 4, []), ("l4-2", "L4", 4, []), ("a1", "A100", 2, [])])
+        var running: [JobID] = []
+        for step in 0..<400 {
+            let t = Double(step)
+            switch rng.next() % 3 {
+            case 0:
+                let milli = [100, 250, 333, 500, 750][Int(rng.next() % 5)]
+                s.submit(Self.share(milli), at: t)
+            case 1:
+                s.submit(.inference(1 + Int(rng.next() % 2)), at: t)
+            default:
+                if !running.isEmpty {
+                    let i = Int(rng.next() % UInt64(running.count))
+                    s.finish(running.remove(at: i), at: t)
+                }
+            }
+            let pass = s.schedule(at: t)
+            running += s.starts(pass)
+            #expect(s.invariantViolations().isEmpty, "step \(step): \(s.invariantViolations())")
+            for node in s.nodes {
+                for g in 0..<node.spec.gpus {
+                    #expect(node.shareUsed[g] <= 1000)
+                    #expect(node.shareUsed[g] == 0 || node.holder[g] == nil)
+                }
+            }
+        }
+        #expect(running.count > 10)
+    }
+}

@@ -1,0 +1,77 @@
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Shares of one GPU through the real allotd and allotctl: placed together, run with their share in the
+/// environment, priced by their share, kept across a SIGKILL of the daemon.
+@Suite(.serialized) struct ShareEndToEndTests {
+    @Test func twoSharesRunOnOneGPUWithTheirShareInTheEnvironment() throws {
+        let d = try DaemonFixture()
+        let script =
+            "echo \"gpus=$CUDA_VISIBLE_DEVICES share=$ALLOT_GPU_SHARE mps=$CUDA_MPS_ACTIVE_THREAD_PERCENTAGE\"; sleep 60"
+        let quarter = try d.submit(["--gpus", "0.25", "--kind", "inference", "--", "sh", "-c", script])
+        let half = try d.submit(["--gpus", "0.5", "--kind", "inference", "--", "sh", "-c", script])
+        try d.wait(quarter, for: "running")
+        try d.wait(half, for: "running")
+        let a = try #require(d.job(quarter))
+        let b = try #require(d.job(half))
+        #expect(a["gpu_share"] as? Double == 0.25 && b["gpu_share"] as? Double == 0.5)
+        // Inference goes to the cheapest model, and the second share fills the GPU the first one broke.
+        #expect(a["node"] as? String == "l1" && b["node"] as? String == "l1")
+        let gpuA = (a["gpu_indices"] as? [[String: Any]])?.first?["gpus"] as? [Int]
+        let gpuB = (b["gpu_indices"] as? [[String: Any]])?.first?["gpus"] as? [Int]
+        #expect(gpuA != nil && gpuA == gpuB, "\(a) \(b)")
+        let g = gpuA?.first ?? -1
+        var logs = ""
+        for _ in 0..<50 {
+            logs = d.ctl(["logs", String(quarter)]).stdout + d.ctl(["logs", String(half)]).stdout
+            if logs.split(separator: "\n").count >= 2 { break }
+            usleep(100_000)
+        }
+        #expect(logs.contains("gpus=\(g) share=0.25 mps=25"), "\(logs)")
+        #expect(logs.contains("gpus=\(g) share=0.5 mps=50"), "\(logs)")
+        // ls shows the share; why says what it shares and what it costs.
+        let ls = d.ctl(["ls"]).stdout
+        #expect(ls.contains(" 0.25 ") && ls.contains(" 0.5 "), "\(ls)")
+        let why = d.ctl(["why", String(quarter)]).stdout
+        #expect(why.contains("l1[\(g)]@0.25") && why.contains("0.25 of one L4"), "\(why)")
+        #expect(why.contains("shares GPU \(g) of l1 with job \(half)"), "\(why)")
+        #expect(d.ctl(["show", String(half)]).stdout.contains("0.5 (a share of one GPU)"))
+        // The other L4 is still whole: a whole-GPU inference job gets it, not the shared one.
+        let whole = try d.submit(["--kind", "inference", "--gpu-model", "L4", "--", "sleep", "60"])
+        try d.wait(whole, for: "running")
+        let w = (d.job(whole)?["gpu_indices"] as? [[String: Any]])?.first?["gpus"] as? [Int]
+        #expect(w == [1 - g], "\(String(describing: w))")
+        // The shares survive a SIGKILL of the daemon: adopted where they ran, the GPU still shared.
+        #expect(d.stop(signal: SIGKILL) == 128 + SIGKILL)
+        try d.start()
+        #expect(d.state(quarter) == "running" && d.state(half) == "running")
+        #expect(d.ctl(["why", String(half)]).stdout.contains("shares GPU \(g) of l1 with job \(quarter)"))
+        // A third share that does not fit beside them waits; one that fits runs at once.
+        let big = try d.submit(["--gpus", "0.5", "--gpu-model", "L4", "--kind", "inference", "--", "sleep", "60"])
+        let small = try d.submit(["--gpus", "0.2", "--gpu-model", "L4", "--kind", "inference", "--", "sleep", "60"])
+        try d.wait(small, for: "running")
+        #expect(d.state(big) == "pending")
+        #expect(d.ctl(["cancel", String(half)]).status == 0)
+        try d.wait(big, for: "running")
+        #expect(d.stop() == 0)
+        d.killJobs()
+    }
+
+    @Test func badSharesAreRefusedWithTheRule() throws {
+        let d = try DaemonFixture()
+        for bad in ["1.5", "0.0001", "0", "-0.5"] {
+            let r = d.ctl(["submit", "--gpus", bad, "--", "true"])
+            #expect(r.status == 2, "\(bad): \(r.stderr)")
+            #expect(r.stderr.contains("--gpus") && r.stderr.contains("share of one GPU"), "\(bad): \(r.stderr)")
+        }
+        let line = #"{"command": ["true"], "gpus": 2.5}"#
+        let file = d.ctl(["submit", "--file", "-"], stdin: line + "\n")
+        #expect(file.status != 0 && file.stderr.contains("gpus"), "\(file.stderr)")
+        #expect(d.ctl(["ls", "--all"]).stdout.split(separator: "\n").count == 1)
+        #expect(d.stop() == 0)
+    }
+}
