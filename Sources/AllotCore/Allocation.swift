@@ -5,9 +5,15 @@ public struct Allocation: Hashable, Codable, Sendable, CustomStringConvertible {
         public var node: String
         /// GPU indices on that node, ascending.
         public var gpus: [Int]
-        public init(node: String, gpus: [Int]) {
+        /// CPUs taken there, in thousandths (nil where the node does not declare its CPUs).
+        public var cpuMilli: Int?
+        /// Memory taken there, in MiB (nil where the node does not declare its memory).
+        public var memoryMiB: Int?
+        public init(node: String, gpus: [Int], cpuMilli: Int? = nil, memoryMiB: Int? = nil) {
             self.node = node
             self.gpus = gpus
+            self.cpuMilli = cpuMilli
+            self.memoryMiB = memoryMiB
         }
     }
 

@@ -145,6 +145,8 @@ extension ClusterState {
         if let g = spec.grace, !(g >= 0) { out.append("grace must be >= 0, not \(g)") }
         if let m = spec.maxCostUSD, !(m >= 0) { out.append("max cost must be >= 0, not \(m)") }
         if let m = spec.minGPUMemoryGiB, !(m >= 0) { out.append("minimum GPU memory must be >= 0, not \(m)") }
+        if let c = spec.cpuMilli, c < 1 { out.append("CPUs must be above 0, not \(Fraction.text(c))") }
+        if let m = spec.memoryMiB, m < 1 { out.append("memory must be above 0, not \(m) MiB") }
         if let s = spec.gpuShare {
             if !(1...999).contains(s) {
                 out.append("a share of a GPU must be between 0.001 and 0.999 of it, not \(Fraction.text(max(0, s)))")
@@ -284,6 +286,12 @@ extension ClusterState {
                 let by = nodes[ni].jobs(onGPU: g).map { "job \($0)" }.joined(separator: ", ")
                 throw bad("GPU \(g) of \(slice.node) is held by \(by)")
             }
+            if !nodes[ni].hostFits(cpu: slice.cpuMilli, memory: slice.memoryMiB) {
+                let n = nodes[ni]
+                throw bad(
+                    "node \(slice.node) has \(Fraction.text((n.cpuCapacity ?? 0) - n.cpuUsed)) CPUs and \(Fraction.mebibytes((n.memoryCapacity ?? 0) - n.memoryUsed)) free, the job takes \(Fraction.text(slice.cpuMilli ?? 0)) CPUs and \(Fraction.mebibytes(slice.memoryMiB ?? 0)) there"
+                )
+            }
             if mask & nodes[ni].unhealthyMask != 0 {
                 throw bad("GPU \((mask & nodes[ni].unhealthyMask).trailingZeroBitCount) of \(slice.node) is unhealthy")
             }
@@ -299,6 +307,8 @@ extension ClusterState {
 
     mutating func start(_ id: JobID, allocation a: Allocation, nodes placed: [Int], at t: Instant) {
         for (slice, ni) in zip(a.slices, placed) {
+            nodes[ni].cpuUsed += slice.cpuMilli ?? 0
+            nodes[ni].memoryUsed += slice.memoryMiB ?? 0
             for g in slice.gpus {
                 if let share = a.share {
                     nodes[ni].shareUsed[g] += share
@@ -351,6 +361,8 @@ extension ClusterState {
         let share = jobs[existing: id].allocation!.share
         for slice in jobs[existing: id].allocation!.slices {
             let ni = nodeIndex[slice.node]!
+            nodes[ni].cpuUsed -= slice.cpuMilli ?? 0
+            nodes[ni].memoryUsed -= slice.memoryMiB ?? 0
             for g in slice.gpus {
                 if let share {
                     nodes[ni].shareUsed[g] -= share

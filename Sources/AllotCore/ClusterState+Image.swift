@@ -138,6 +138,8 @@ extension ClusterState {
                 guard let ni = nodeIndex[slice.node] else {
                     throw StateError(.unknownNode, "job \(job.id) holds GPUs on unknown node \(slice.node)")
                 }
+                nodes[ni].cpuUsed += slice.cpuMilli ?? 0
+                nodes[ni].memoryUsed += slice.memoryMiB ?? 0
                 for g in slice.gpus {
                     guard g >= 0, g < nodes[ni].spec.gpus, nodes[ni].holder[g] == nil,
                         allocation.share.map({ nodes[ni].shareUsed[g] + $0 <= 1000 })

@@ -182,6 +182,7 @@ public struct ClusterState: Hashable, Sendable {
         var out: [String] = []
         var seen: [String: UInt64] = [:]
         var shares: [NodeGPU: Int] = [:]
+        var host: [Int: (cpu: Int, memory: Int)] = [:]
         for id in activeJobs.sorted() {
             guard let job = jobs[id] else {
                 out.append("active job \(id) is missing")
@@ -200,6 +201,8 @@ public struct ClusterState: Hashable, Sendable {
                     out.append("job \(id) holds GPUs on unknown node \(slice.node)")
                     continue
                 }
+                host[ni, default: (0, 0)].cpu += slice.cpuMilli ?? 0
+                host[ni, default: (0, 0)].memory += slice.memoryMiB ?? 0
                 for g in slice.gpus {
                     let bit = UInt64(1) << UInt64(g)
                     if let share = alloc.share {
@@ -220,6 +223,12 @@ public struct ClusterState: Hashable, Sendable {
             }
         }
         for (ni, node) in nodes.enumerated() {
+            let held = host[ni] ?? (0, 0)
+            if held.cpu != node.cpuUsed || held.memory != node.memoryUsed {
+                out.append(
+                    "node \(node.name) records \(node.cpuUsed) milli-CPUs and \(node.memoryUsed) MiB used, jobs hold \(held.cpu) and \(held.memory)"
+                )
+            }
             for g in 0..<node.spec.gpus {
                 let share = shares[NodeGPU(node: ni, gpu: g)] ?? 0
                 if share != node.shareUsed[g] || share > 1000 || (share > 0 && node.holder[g] != nil) {

@@ -33,6 +33,12 @@ public struct JobSpec: Hashable, Codable, Sendable {
     /// A share of one GPU, in thousandths (1–999; `gpus` is then 1): the job shares that GPU with other
     /// share jobs and is priced by its share. Nil for whole GPUs.
     public var gpuShare: Int?
+    /// CPUs the job needs, in thousandths of a CPU, over all its nodes (split by GPUs taken on each); nil: a
+    /// share of each node's CPUs in proportion to the GPUs it takes there.
+    public var cpuMilli: Int?
+    /// Memory the job needs, in MiB, over all its nodes (split as CPUs are); nil: a share in proportion to
+    /// the GPUs it takes.
+    public var memoryMiB: Int?
     /// Allowed GPU models; empty allows any model.
     public var gpuModels: [String]
     /// Minimum memory per GPU, in GiB.
@@ -68,6 +74,8 @@ public struct JobSpec: Hashable, Codable, Sendable {
         priorityClass: String? = nil,
         gpus: Int = 1,
         gpuShare: Int? = nil,
+        cpuMilli: Int? = nil,
+        memoryMiB: Int? = nil,
         gpuModels: [String] = [],
         minGPUMemoryGiB: Double? = nil,
         topology: Topology = .any,
@@ -90,6 +98,8 @@ public struct JobSpec: Hashable, Codable, Sendable {
         self.priorityClass = priorityClass
         self.gpus = gpus
         self.gpuShare = gpuShare
+        self.cpuMilli = cpuMilli
+        self.memoryMiB = memoryMiB
         self.gpuModels = gpuModels
         self.minGPUMemoryGiB = minGPUMemoryGiB
         self.topology = topology
@@ -108,7 +118,7 @@ public struct JobSpec: Hashable, Codable, Sendable {
     enum CodingKeys: String, CodingKey {
         case name, tenant, uid, user, kind, priorityClass, gpus, gpuModels, minGPUMemoryGiB, topology, walltime
         case estimate, preemptible, grace, maxCostUSD, prefer, command, environment, workingDirectory
-        case output, gpuShare
+        case output, gpuShare, cpuMilli, memoryMiB
     }
 
     /// Decodes leniently: keys added by later versions may be absent from older records.
@@ -122,6 +132,8 @@ public struct JobSpec: Hashable, Codable, Sendable {
         priorityClass = try c.decodeIfPresent(String.self, forKey: .priorityClass)
         gpus = try c.decode(Int.self, forKey: .gpus)
         gpuShare = try c.decodeIfPresent(Int.self, forKey: .gpuShare)
+        cpuMilli = try c.decodeIfPresent(Int.self, forKey: .cpuMilli)
+        memoryMiB = try c.decodeIfPresent(Int.self, forKey: .memoryMiB)
         gpuModels = try c.decodeIfPresent([String].self, forKey: .gpuModels) ?? []
         minGPUMemoryGiB = try c.decodeIfPresent(Double.self, forKey: .minGPUMemoryGiB)
         topology = try c.decodeIfPresent(Topology.self, forKey: .topology) ?? .any

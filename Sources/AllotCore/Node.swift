@@ -120,6 +120,10 @@ public struct Node: Hashable, Sendable {
     public internal(set) var shareUsed: [Int]
     /// The share jobs on each GPU, ascending.
     public internal(set) var sharers: [[JobID]]
+    /// CPUs held by running jobs, in thousandths.
+    public internal(set) var cpuUsed: Int
+    /// Memory held by running jobs, in MiB.
+    public internal(set) var memoryUsed: Int
     /// Bit i set: GPU i is held by a job, or shared by some.
     public internal(set) var usedMask: UInt64
     /// Bit i set: GPU i is unhealthy.
@@ -136,6 +140,8 @@ public struct Node: Hashable, Sendable {
         self.holder = Array(repeating: nil, count: spec.gpus)
         self.shareUsed = Array(repeating: 0, count: spec.gpus)
         self.sharers = Array(repeating: [], count: spec.gpus)
+        self.cpuUsed = 0
+        self.memoryUsed = 0
         self.usedMask = 0
         self.unhealthyMask = 0
         self.islandMasks = spec.islandMasks
@@ -150,6 +156,46 @@ public struct Node: Hashable, Sendable {
     public var schedulable: Bool { state == .up }
     /// Number of GPUs held by jobs (a shared GPU counts once).
     public var gpusInUse: Int { usedMask.nonzeroBitCount }
+    /// The node's CPUs in thousandths, when declared.
+    public var cpuCapacity: Int? { spec.cpus.map { $0 * 1000 } }
+    /// The node's memory in MiB, when declared.
+    public var memoryCapacity: Int? { spec.memoryGiB.map { Int(($0 * 1024).rounded(.down)) } }
+
+    /// What a job takes of this node's CPUs and memory with `gpus` of its GPUs here (`worth`: GPUs' worth
+    /// taken here, the share for a share job): its own request split by GPUs, else a share of the node in
+    /// proportion to the GPUs taken. Nil for what the node does not declare.
+    public func hostResources(for spec: JobSpec, gpus: Int, worth: Double) -> (cpuMilli: Int?, memoryMiB: Int?) {
+        hostResources(cpuMilli: spec.cpuMilli, memoryMiB: spec.memoryMiB, jobGPUs: spec.gpus, gpus: gpus, worth: worth)
+    }
+
+    /// ``hostResources(for:gpus:worth:)`` from the job's numbers: its CPU and memory requests (nil: none),
+    /// its GPU count, the GPUs it takes here and their worth.
+    func hostResources(
+        cpuMilli: Int?,
+        memoryMiB: Int?,
+        jobGPUs: Int,
+        gpus: Int,
+        worth: Double
+    )
+        -> (cpuMilli: Int?, memoryMiB: Int?)
+    {
+        let fraction = worth / Double(spec.gpus)
+        func split(_ total: Int) -> Int { (total * gpus + jobGPUs - 1) / max(1, jobGPUs) }
+        func proportional(_ cap: Int) -> Int { Int((Double(cap) * fraction).rounded(.down)) }
+        return (
+            cpuCapacity.map { cap in cpuMilli.map(split) ?? proportional(cap) },
+            memoryCapacity.map { cap in memoryMiB.map(split) ?? proportional(cap) }
+        )
+    }
+
+    /// Whether `cpu` thousandths of CPUs and `memory` MiB are free here, beyond `extraCPU`/`extraMemory` already
+    /// promised.
+    public func hostFits(cpu: Int?, memory: Int?, extraCPU: Int = 0, extraMemory: Int = 0) -> Bool {
+        if let cpu, let cap = cpuCapacity, cpuUsed + extraCPU + cpu > cap { return false }
+        if let memory, let cap = memoryCapacity, memoryUsed + extraMemory + memory > cap { return false }
+        return true
+    }
+
     /// The jobs on GPU `g`: its holder, or its share jobs.
     public func jobs(onGPU g: Int) -> [JobID] { holder[g].map { [$0] } ?? sharers[g] }
     /// Room left on a shared GPU, in thousandths (nil when the GPU is not shared).

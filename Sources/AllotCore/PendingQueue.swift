@@ -11,6 +11,10 @@ public struct PendingQueue: Sendable, Sequence, Hashable {
         var gpus: Int
         /// Thousandths of one GPU for a share; 0 for whole GPUs.
         var share: Int
+        /// The job's CPU request in thousandths, or -1 (a share of each node in proportion to its GPUs).
+        var cpuMilli: Int
+        /// The job's memory request in MiB, or -1.
+        var memoryMiB: Int
         var kind: JobKind
         var topology: Topology
         /// Index into `tenants`.
@@ -66,6 +70,8 @@ public struct PendingQueue: Sendable, Sequence, Hashable {
             submitTime: job.submitTime.seconds,
             gpus: spec.gpus,
             share: spec.gpuShare ?? 0,
+            cpuMilli: spec.cpuMilli ?? -1,
+            memoryMiB: spec.memoryMiB ?? -1,
             kind: spec.kind,
             topology: spec.topology,
             tenant: tenants.intern(spec.tenant),

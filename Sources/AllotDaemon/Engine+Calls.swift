@@ -465,6 +465,8 @@ extension Blocker {
         case .exceedsNodeSize: "larger than any node"
         case .exceedsPool: "larger than the pool"
         case .insufficientGPUs: "resources"
+        case .hostResources: "CPUs or memory"
+        case .exceedsNodeResources: "more CPUs or memory than any node"
         case .overMaxCost: "max cost"
         case .maxCostBelowAnyPrice: "max cost below any price"
         case .behind(let id): "behind job \(id)"

@@ -121,6 +121,8 @@ final class Executor {
         env["ALLOT_USER"] = userName
         env["ALLOT_TENANT"] = spec.tenant
         env["ALLOT_KIND"] = spec.kind.rawValue
+        if let cpu = slices.first?.cpuMilli { env["ALLOT_CPUS"] = Fraction.text(cpu) }
+        if let memory = slices.first?.memoryMiB { env["ALLOT_MEMORY_MIB"] = String(memory) }
         if let share = spec.gpuShare {
             // A share of one GPU: its compute share for an MPS server on the node (ignored without one: the
             // GPU is then time-sliced between its shares, without isolation).
@@ -139,7 +141,11 @@ final class Executor {
             log: logPath(id),
             output: spec.output,
             cgroup: cgroup(id, run: run),
-            socket: socket
+            socket: socket,
+            // The job's CPUs and memory on this node, enforced by its cgroup where the controllers are
+            // delegated (the supervisor notes in the job's log where they are not).
+            cpuMax: slices.first?.cpuMilli.map { "\(max(1000, $0 * 100)) 100000" },
+            memoryMax: slices.first?.memoryMiB.map { String($0 * 1_048_576) }
         )
         if let bad = runSpec.unwritable { return "\(bad) holds a NUL byte, which no program can be given" }
         // The run directory's files are not fsynced: they matter only while this machine is up (a crash of

@@ -24,6 +24,18 @@ enum JobTree {
         let base = mount + path + "/allot-jobs-" + String(h, radix: 16)
         if mkdir(base, 0o755) != 0 && errno != EEXIST { return nil }
         guard access(base + "/cgroup.procs", W_OK) == 0 else { return nil }
+        // Jobs' CPU and memory limits need the cpu and memory controllers in their cgroups: enable them
+        // below the base (and below allotd's own cgroup, which works where that holds no process, as at the
+        // root). Where they cannot be had, jobs run unlimited and their logs say so.
+        for dir in [mount + path, base] {
+            for controller in ["+cpu", "+memory"] {
+                let fd = open(dir + "/cgroup.subtree_control", O_WRONLY | O_CLOEXEC)
+                if fd >= 0 {
+                    _ = write(fd, controller, controller.utf8.count)
+                    close(fd)
+                }
+            }
+        }
         return base
     }
 

@@ -23,6 +23,10 @@ struct RunSpec: Sendable, Equatable {
     var cgroup: String?
     /// The daemon's socket, to report the end at once.
     var socket: String
+    /// The cgroup's `cpu.max` (quota and period in µs) for the job's CPUs, when it has a cgroup.
+    var cpuMax: String? = nil
+    /// The cgroup's `memory.max` (bytes) for the job's memory, when it has a cgroup.
+    var memoryMax: String? = nil
 
     /// The spec as the supervisor reads it. No value may hold a NUL (no C string can either).
     func encoded() -> [UInt8] {
@@ -32,6 +36,8 @@ struct RunSpec: Sendable, Equatable {
         ]
         if let output { records.append(("output", output)) }
         if let cgroup { records.append(("cgroup", cgroup)) }
+        if let cpuMax { records.append(("cpu_max", cpuMax)) }
+        if let memoryMax { records.append(("memory_max", memoryMax)) }
         records += groups.map { ("group", String($0)) }
         records += environment.sorted { $0.key < $1.key }.map { ("env", "\($0.key)=\($0.value)") }
         records += command.map { ("arg", $0) }
@@ -97,7 +103,9 @@ extension RunSpec {
             log: log,
             output: fields["output"],
             cgroup: fields["cgroup"],
-            socket: socket
+            socket: socket,
+            cpuMax: fields["cpu_max"],
+            memoryMax: fields["memory_max"]
         )
     }
 }

@@ -68,6 +68,27 @@ public struct WireModels: Codable, Hashable, Sendable {
     }
 }
 
+/// A memory size on the wire: a string with a unit (`"64GiB"`) or a number of MiB.
+public struct WireMemory: Codable, Hashable, Sendable {
+    /// As given.
+    public var text: String
+    public init(_ text: String) { self.text = text }
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        if let n = try? c.decode(Double.self) {
+            text = n == n.rounded() && abs(n) < 1e15 ? String(Int(n)) : String(n)
+        } else {
+            text = try c.decode(String.self)
+        }
+    }
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.singleValueContainer()
+        try c.encode(text)
+    }
+    /// The size in MiB, or nil when it is not a size above zero.
+    public var mebibytes: Int? { Fraction.mebibytes(parsing: text) }
+}
+
 /// What a user asks for: the job request of `submit` and of each line of `allotctl submit --file`.
 public struct JobRequest: Codable, Hashable, Sendable {
     public var command: [String]?
@@ -76,6 +97,10 @@ public struct JobRequest: Codable, Hashable, Sendable {
     public var gpus: Double?
     public var gpuModel: WireModels?
     public var minGPUMemory: Double?
+    /// CPUs for the whole job (2.5); nil: a share of each node in proportion to its GPUs.
+    public var cpus: Double?
+    /// Memory for the whole job: a size (`"64GiB"`, `"512M"`) or a number of MiB.
+    public var memory: WireMemory?
     public var kind: String?
     public var priorityClass: String?
     public var tenant: String?
@@ -125,6 +150,8 @@ public struct JobRequest: Codable, Hashable, Sendable {
         gpus = try c.decodeIfPresent(Double.self, forKey: .gpus)
         gpuModel = try c.decodeIfPresent(WireModels.self, forKey: .gpuModel)
         minGPUMemory = try c.decodeIfPresent(Double.self, forKey: .minGPUMemory)
+        cpus = try c.decodeIfPresent(Double.self, forKey: .cpus)
+        memory = try c.decodeIfPresent(WireMemory.self, forKey: .memory)
         kind = try c.decodeIfPresent(String.self, forKey: .kind)
         priorityClass = try c.decodeIfPresent(String.self, forKey: .priorityClass)
         tenant = try c.decodeIfPresent(String.self, forKey: .tenant)
@@ -143,7 +170,7 @@ public struct JobRequest: Codable, Hashable, Sendable {
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case command, name, gpus, kind, tenant, walltime, estimate, grace, preemptible, prefer, topology, workdir, env,
-            hold, output
+            hold, output, cpus, memory
         case gpuModel = "gpu_model"
         case minGPUMemory = "min_gpu_memory"
         case priorityClass = "class"
@@ -178,6 +205,20 @@ public struct JobRequest: Codable, Hashable, Sendable {
         if let m = minGPUMemory {
             guard m >= 0 && m.isFinite else { throw .invalidParams("min_gpu_memory: expected GiB ≥ 0, got \(m)") }
             s.minGPUMemoryGiB = m
+        }
+        if let cpus {
+            guard cpus.isFinite, cpus >= 0.001, cpus <= 1e9 else {
+                throw .invalidParams("cpus: expected CPUs above 0 (e.g. 4 or 0.5), got \(cpus)")
+            }
+            s.cpuMilli = Int((cpus * 1000).rounded(.up))
+        }
+        if let memory {
+            guard let mib = memory.mebibytes else {
+                throw .invalidParams(
+                    "memory: expected a size above 0 such as \"64GiB\" or \"512MiB\", got \(memory.text)"
+                )
+            }
+            s.memoryMiB = mib
         }
         if let kind {
             guard let k = JobKind(rawValue: kind) else {

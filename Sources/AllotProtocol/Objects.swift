@@ -5,6 +5,15 @@ public struct JobObject: Codable, Sendable, Equatable {
     public struct Slice: Codable, Sendable, Equatable {
         public var node: String
         public var gpus: [Int]
+        /// CPUs taken there (where the node declares its CPUs).
+        public var cpus: Double?
+        /// Memory taken there, in MiB (where the node declares its memory).
+        public var memoryMiB: Int?
+
+        enum CodingKeys: String, CodingKey {
+            case node, gpus, cpus
+            case memoryMiB = "memory_mib"
+        }
     }
 
     /// A run that is over while the job went on (preempted, requeued).
@@ -34,6 +43,10 @@ public struct JobObject: Codable, Sendable, Equatable {
     public var gpus: Int
     /// For a share of one GPU: the share (0.25); absent for whole GPUs.
     public var gpuShare: Double?
+    /// The CPUs asked for (absent: a share of each node in proportion to its GPUs).
+    public var cpus: Double?
+    /// The memory asked for, in MiB (absent: a share in proportion to its GPUs).
+    public var memoryMiB: Int?
     public var gpuModel: String?
     public var node: String?
     public var gpuIndices: [Slice]
@@ -63,6 +76,8 @@ public struct JobObject: Codable, Sendable, Equatable {
         case priorityClass = "class"
         case gpuModel = "gpu_model"
         case gpuShare = "gpu_share"
+        case cpus
+        case memoryMiB = "memory_mib"
         case gpuIndices = "gpu_indices"
         case submitTime = "submit_time"
         case startTime = "start_time"
@@ -90,10 +105,20 @@ public struct JobObject: Codable, Sendable, Equatable {
         user = spec.user
         gpus = spec.gpus
         gpuShare = spec.gpuShare.map { Double($0) / 1000 }
+        cpus = spec.cpuMilli.map { Double($0) / 1000 }
+        memoryMiB = spec.memoryMiB
         let a = job.allocation
         gpuModel = a?.model ?? (spec.gpuModels.isEmpty ? nil : spec.gpuModels.joined(separator: ","))
         node = a.map { $0.nodeNames.joined(separator: "+") }
-        gpuIndices = a?.slices.map { Slice(node: $0.node, gpus: $0.gpus) } ?? []
+        gpuIndices =
+            a?.slices.map {
+                Slice(
+                    node: $0.node,
+                    gpus: $0.gpus,
+                    cpus: $0.cpuMilli.map { Double($0) / 1000 },
+                    memoryMiB: $0.memoryMiB
+                )
+            } ?? []
         submitTime = WireTime.format(job.submitTime.seconds)
         // A job waiting again (requeued) has no current run: its last one is in earlierRuns.
         let waiting = job.state == .pending || job.state == .held

@@ -257,7 +257,9 @@ extension Blocker {
     /// Whether only a lack of GPUs blocks the job (not a rule, a queue order or a reservation).
     var isCapacity: Bool {
         switch self {
-        case .insufficientGPUs, .noModelAllowed, .exceedsNodeSize, .exceedsPool, .held: true
+        case .insufficientGPUs, .hostResources, .noModelAllowed, .exceedsNodeSize, .exceedsPool, .exceedsNodeResources,
+            .held:
+            true
         default: false
         }
     }

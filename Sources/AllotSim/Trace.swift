@@ -11,6 +11,9 @@ public struct TraceJob: Hashable, Sendable {
     public var gpus: Int
     /// A share of one GPU, in thousandths (then `gpus` is 1); nil for whole GPUs.
     public var gpuShare: Int?
+    /// CPUs in thousandths, and memory in MiB, for the whole job; nil: a share of each node by GPUs.
+    public var cpuMilli: Int?
+    public var memoryMiB: Int?
     public var gpuModels: [String]
     public var minGPUMemoryGiB: Double?
     public var topology: Topology
@@ -30,6 +33,8 @@ public struct TraceJob: Hashable, Sendable {
         tenant: String,
         gpus: Int,
         gpuShare: Int? = nil,
+        cpuMilli: Int? = nil,
+        memoryMiB: Int? = nil,
         gpuModels: [String] = [],
         minGPUMemoryGiB: Double? = nil,
         topology: Topology = .any,
@@ -45,6 +50,8 @@ public struct TraceJob: Hashable, Sendable {
         self.tenant = tenant
         self.gpus = gpus
         self.gpuShare = gpuShare
+        self.cpuMilli = cpuMilli
+        self.memoryMiB = memoryMiB
         self.gpuModels = gpuModels
         self.minGPUMemoryGiB = minGPUMemoryGiB
         self.topology = topology
@@ -64,6 +71,8 @@ public struct TraceJob: Hashable, Sendable {
             priorityClass: priorityClass,
             gpus: gpus,
             gpuShare: gpuShare,
+            cpuMilli: cpuMilli,
+            memoryMiB: memoryMiB,
             gpuModels: gpuModels,
             minGPUMemoryGiB: minGPUMemoryGiB,
             topology: topology,
@@ -110,7 +119,11 @@ public struct Trace: Hashable, Sendable {
         "id": ["id", "job_id", "jobid"],
         "name": ["name", "job_name"],
         "kind": ["kind", "type"],
-        "gpu_model": ["gpu_model", "gpu_type"],
+        "gpu_model": ["gpu_model", "gpu_type", "gpu_spec"],
+        "gpu_milli": ["gpu_milli"],
+        "cpus": ["cpus", "num_cpus"],
+        "cpu_milli": ["cpu_milli"],
+        "memory_mib": ["memory_mib", "mem_mib"],
         "priority": ["priority", "class", "priority_class"],
         "walltime": ["walltime", "time_limit"],
         "estimate": ["estimate"],
@@ -193,11 +206,27 @@ public struct Trace: Hashable, Sendable {
             guard let gpusText = field("gpus"), let gpusD = Double(gpusText) else {
                 throw bad("gpus", "expected a number of GPUs, got \"\(field("gpus") ?? "")\"")
             }
-            let amount: (gpus: Int, share: Int?)
+            var amount: (gpus: Int, share: Int?)
             switch Fraction.gpuAmount(gpusD) {
             case .success(let a): amount = a
             case .failure(let problem): throw bad("gpus", problem.message)
             }
+            // openb's gpu_milli: thousandths of each GPU; below 1000 on one GPU, a share of it.
+            if let milli = try number("gpu_milli", positive: true) {
+                guard milli == milli.rounded(), milli <= 1000 else {
+                    throw bad("gpu_milli", "expected thousandths of a GPU from 1 to 1000, got \(field("gpu_milli")!)")
+                }
+                if milli < 1000 {
+                    guard amount.gpus == 1, amount.share == nil else {
+                        throw bad("gpu_milli", "a share below 1000 is of one GPU; this row asks for \(gpusText) GPUs")
+                    }
+                    amount.share = Int(milli)
+                }
+            }
+            var cpuMilli: Int?
+            if let c = try number("cpus", positive: true) { cpuMilli = Int((c * 1000).rounded(.up)) }
+            if let c = try number("cpu_milli", positive: true) { cpuMilli = Int(c.rounded(.up)) }
+            let memoryMiB = try number("memory_mib", positive: true).map { Int($0.rounded(.up)) }
             var kind = JobKind.training
             if let k = field("kind") {
                 guard let parsed = JobKind(rawValue: k.lowercased()) else {
@@ -221,6 +250,8 @@ public struct Trace: Hashable, Sendable {
                     tenant: field("tenant") ?? "default",
                     gpus: amount.gpus,
                     gpuShare: amount.share,
+                    cpuMilli: cpuMilli,
+                    memoryMiB: memoryMiB,
                     gpuModels: models,
                     minGPUMemoryGiB: try number("min_gpu_memory", positive: false),
                     topology: topology,

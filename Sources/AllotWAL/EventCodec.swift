@@ -9,8 +9,8 @@ public enum EventCodec {
     /// limits, the over-budget penalty and inference-reserved nodes. Version 3: a job's output file.
     /// Version 4: when a run ended, on a finish recorded after it (it ended while allotd was down).
     /// Version 5: a job stopped because its GPU failed (event and stop reason). Version 7 (6 is skipped so
-    /// that the event and state schemas share a number again): a job's share of a GPU, in its spec and its
-    /// allocation.
+    /// that the event and state schemas share a number again): a job's share of a GPU, CPUs and memory, in
+    /// its spec and its allocation.
     public static let version: UInt16 = 7
 
     static let nodeStates: [NodeState] = [.up, .draining, .drained, .down]
@@ -231,11 +231,17 @@ public enum EventCodec {
         w.optional(s.workingDirectory) { $0.string($1) }
         w.optional(s.output) { $0.string($1) }
         w.optional(s.gpuShare) { $0.uvar($1) }
+        w.optional(s.cpuMilli) { $0.uvar($1) }
+        w.optional(s.memoryMiB) { $0.uvar($1) }
     }
 
     static func readJobSpec(_ r: inout BinaryReader) throws(DecodeError) -> JobSpec {
         var spec = try readJobSpecUpToV6(&r)
-        if r.version >= 7 { spec.gpuShare = try r.optional { r throws(DecodeError) in try r.count(max: 999) } }
+        if r.version >= 7 {
+            spec.gpuShare = try r.optional { r throws(DecodeError) in try r.count(max: 999) }
+            spec.cpuMilli = try r.optional { r throws(DecodeError) in try r.count(max: 1 << 40) }
+            spec.memoryMiB = try r.optional { r throws(DecodeError) in try r.count(max: 1 << 40) }
+        }
         return spec
     }
 
@@ -298,6 +304,8 @@ public enum EventCodec {
         w.array(a.slices) { w, slice in
             w.string(slice.node)
             w.array(slice.gpus) { $0.uvar($1) }
+            w.optional(slice.cpuMilli) { $0.uvar($1) }
+            w.optional(slice.memoryMiB) { $0.uvar($1) }
         }
         w.optional(a.share) { $0.uvar($1) }
     }
@@ -308,7 +316,11 @@ public enum EventCodec {
             slices: try r.array { r throws(DecodeError) in
                 Allocation.Slice(
                     node: try r.string(),
-                    gpus: try r.array { r throws(DecodeError) in try r.count(max: 1 << 16) }
+                    gpus: try r.array { r throws(DecodeError) in try r.count(max: 1 << 16) },
+                    cpuMilli: r.version >= 7
+                        ? try r.optional { r throws(DecodeError) in try r.count(max: 1 << 40) } : nil,
+                    memoryMiB: r.version >= 7
+                        ? try r.optional { r throws(DecodeError) in try r.count(max: 1 << 40) } : nil
                 )
             },
             share: r.version >= 7 ? try r.optional { r throws(DecodeError) in try r.count(max: 999) } : nil

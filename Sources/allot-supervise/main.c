@@ -50,7 +50,7 @@ struct clone_args_v2 {
 #define MAX_ITEMS 65536
 
 struct spec {
-    const char *id, *run, *uid, *gid, *workdir, *log, *socket, *cgroup, *output;
+    const char *id, *run, *uid, *gid, *workdir, *log, *socket, *cgroup, *output, *cpu_max, *memory_max;
     char *args[MAX_ITEMS + 1];
     char *env[MAX_ITEMS + 1];
     gid_t groups[1024];
@@ -120,6 +120,8 @@ static const char *parse_spec(char *buf, size_t size, struct spec *s) {
         else if (strcmp(rec, "socket") == 0) s->socket = v;
         else if (strcmp(rec, "cgroup") == 0) s->cgroup = v;
         else if (strcmp(rec, "output") == 0) s->output = v;
+        else if (strcmp(rec, "cpu_max") == 0) s->cpu_max = v;
+        else if (strcmp(rec, "memory_max") == 0) s->memory_max = v;
         else if (strcmp(rec, "arg") == 0) { if (s->nargs == MAX_ITEMS) return "too many arguments"; s->args[s->nargs++] = v; }
         else if (strcmp(rec, "env") == 0) { if (s->nenv == MAX_ITEMS) return "too many variables"; s->env[s->nenv++] = v; }
         else if (strcmp(rec, "group") == 0) {
@@ -134,6 +136,28 @@ static const char *parse_spec(char *buf, size_t size, struct spec *s) {
     s->args[s->nargs] = NULL;
     s->env[s->nenv] = NULL;
     return NULL;
+}
+
+/// Writes a limit into the job's cgroup before the job starts; where the controller is not delegated (or the
+/// kernel refuses), says so in the job's log: the job runs, unlimited.
+static void limit(const char *cgroup, const char *file, const char *value, const char *what, const char *controller,
+                  int logfd) {
+    if (!value) return;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", cgroup, file);
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    ssize_t n = fd >= 0 ? write(fd, value, strlen(value)) : -1;
+    int err = errno;
+    if (fd >= 0) close(fd);
+    if (n >= 0) return;
+    char note[1024];
+    int len = fd < 0 ? snprintf(note, sizeof note,
+                                "allot: %s not limited: the job's cgroup has no %s controller (%s: %s); delegate %s to "
+                                "allotd's cgroup (cgroup v2) to enforce them\n",
+                                what, controller, path, strerror(err), controller)
+                     : snprintf(note, sizeof note, "allot: %s not limited: writing %s to %s failed: %s\n", what, value,
+                                path, strerror(err));
+    if (len > 0 && logfd >= 0) (void)!write(logfd, note, (size_t)len);
 }
 
 static double now_s(void) {
@@ -358,6 +382,8 @@ int main(int argc, char **argv) {
             goto done;
         }
         cgfd = open(s.cgroup, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        limit(s.cgroup, "cpu.max", s.cpu_max, "CPUs", "cpu", logfd);
+        limit(s.cgroup, "memory.max", s.memory_max, "memory", "memory", logfd);
     }
     int pipefd[2];
     if (pipe2(pipefd, O_CLOEXEC) != 0) {

@@ -108,7 +108,16 @@ struct Show: ParsableCommand {
                 ("gpus", j.gpuShare == nil ? j.gpusText : "\(j.gpusText) (a share of one GPU)"),
                 ("gpu model", j.gpuModel ?? "any"),
             ]
+            if let c = j.cpus { lines.append(("cpus", Fraction.text(Int((c * 1000).rounded())))) }
+            if let m = j.memoryMiB { lines.append(("memory", Fraction.mebibytes(m))) }
             if let n = j.node { lines.append(("node", n)) }
+            let host = j.gpuIndices.compactMap { s -> String? in
+                var parts: [String] = []
+                if let c = s.cpus { parts.append("\(Fraction.text(Int((c * 1000).rounded()))) CPUs") }
+                if let m = s.memoryMiB { parts.append(Fraction.mebibytes(m)) }
+                return parts.isEmpty ? nil : "\(s.node): " + parts.joined(separator: ", ")
+            }
+            if !host.isEmpty { lines.append(("cpus, memory", host.joined(separator: "; "))) }
             if !j.gpuIndices.isEmpty {
                 lines.append(
                     (

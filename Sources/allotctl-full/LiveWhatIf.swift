@@ -50,6 +50,8 @@ enum LiveWhatIf {
                 tenant: spec.tenant,
                 gpus: spec.gpus,
                 gpuShare: spec.gpuShare,
+                cpuMilli: spec.cpuMilli,
+                memoryMiB: spec.memoryMiB,
                 gpuModels: job.state.holdsGPUs ? [job.allocation?.model].compactMap { $0 } : spec.gpuModels,
                 minGPUMemoryGiB: spec.minGPUMemoryGiB,
                 topology: spec.topology,

@@ -31,6 +31,24 @@ struct Submit: ParsableCommand {
     var gpus: Double?
 
     @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "CPUs for the whole job (default: a share of each node's CPUs in proportion to its GPUs).",
+            valueName: "N"
+        )
+    )
+    var cpus: Double?
+
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Memory for the whole job, e.g. 64GiB or 512MiB (default: a share of each node's memory in proportion to its GPUs).",
+            valueName: "SIZE"
+        )
+    )
+    var memory: String?
+
+    @Option(
         name: .customLong("gpu-model"),
         help: ArgumentHelp("Allowed GPU models, separated by commas.", valueName: "M[,M…]")
     )
@@ -126,6 +144,12 @@ struct Submit: ParsableCommand {
         if let gpus, case .failure(let problem) = Fraction.gpuAmount(gpus) {
             throw ValidationError("--gpus: \(problem.message)")
         }
+        if let cpus, !(cpus.isFinite && cpus >= 0.001) {
+            throw ValidationError("--cpus: expected CPUs above 0 (e.g. 4 or 0.5), got \(cpus)")
+        }
+        if let memory, Fraction.mebibytes(parsing: memory) == nil {
+            throw ValidationError("--memory: expected a size above 0 such as 64GiB or 512MiB, got \"\(memory)\"")
+        }
         if let kind, JobKind(rawValue: kind) == nil {
             throw ValidationError("--kind: expected training or inference, got \"\(kind)\"")
         }
@@ -150,6 +174,8 @@ struct Submit: ParsableCommand {
         r.command = command.isEmpty ? nil : command
         r.name = name
         r.gpus = gpus
+        r.cpus = cpus
+        r.memory = memory.map(WireMemory.init)
         r.gpuModel = gpuModel.map { WireModels($0.split(separator: ",").map(String.init)) }
         r.minGPUMemory = minGPUMemory
         r.kind = kind
@@ -352,6 +378,8 @@ extension JobRequest {
         var r = self
         r.name = name ?? d.name
         r.gpus = gpus ?? d.gpus
+        r.cpus = cpus ?? d.cpus
+        r.memory = memory ?? d.memory
         r.gpuModel = gpuModel ?? d.gpuModel
         r.minGPUMemory = minGPUMemory ?? d.minGPUMemory
         r.kind = kind ?? d.kind

@@ -24,6 +24,23 @@ import Testing
         #expect(t.jobs[0].tenant == "product")
     }
 
+    @Test func readsSharesCPUsAndMemoryAsOpenbNamesThem() throws {
+        let t = try Trace.parse(
+            """
+            submit_time,duration,gpus,gpu_milli,cpu_milli,memory_mib,gpu_spec
+            0,60,1,250,8000,16384,V100M16|T4
+            1,60,0.5,,,,
+            2,60,2,1000,,,
+            3,60,1,,,,
+            """
+        )
+        #expect(t.jobs.map(\.gpuShare) == [250, 500, nil, nil])
+        #expect(t.jobs[0].cpuMilli == 8000 && t.jobs[0].memoryMiB == 16384)
+        #expect(t.jobs[0].gpuModels == ["V100M16", "T4"])
+        #expect(t.jobs[0].spec.gpuShare == 250 && t.jobs[0].spec.cpuMilli == 8000)
+        #expect(t.jobs[2].gpus == 2 && t.jobs[2].gpuShare == nil)
+    }
+
     @Test func readsPhillyColumnsAndDateTimesFromTheFirstSubmit() throws {
         let t = try Trace.parse(
             """
@@ -46,6 +63,9 @@ import Testing
         ("submit_time,duration,gpus,kind\n0,5,1,serving\n", 2, "kind"),
         ("submit_time,duration,gpus,walltime\n0,5,1,0\n", 2, "walltime"),
         ("submit_time,gpus\n0,1\n", 1, "duration"),
+        ("submit_time,duration,gpus\n0,10,1.5\n", 2, "gpus"),
+        ("submit_time,duration,gpus,gpu_milli\n0,10,2,500\n", 2, "gpu_milli"),
+        ("submit_time,duration,gpus,memory_mib\n0,10,1,lots\n", 2, "memory_mib"),
     ])
     func badRowsNameTheirRowAndColumn(_ text: String, _ line: Int, _ column: String) {
         do {

@@ -202,13 +202,22 @@ enum Sample {
         ]
     }()
 
-    /// Events of format version 7: two shares of one GPU (0.25 and 0.5), one ending.
+    /// Events of format version 7: two shares of one GPU (0.25 and 0.5, one with CPUs and memory), one
+    /// ending.
     static let eventsV7: [Event] = {
         func at(_ t: Double, _ b: Event.Body) -> Event { Event(time: Instant(seconds: 1_800_000_500 + t), b) }
         func share(_ milli: Int) -> JobSpec {
-            JobSpec(tenant: "research", kind: .inference, gpus: 1, gpuShare: milli, command: ["serve"])
+            JobSpec(
+                tenant: "research",
+                kind: .inference,
+                gpus: 1,
+                gpuShare: milli,
+                cpuMilli: milli == 500 ? 2500 : nil,
+                memoryMiB: milli == 500 ? 8192 : nil,
+                command: ["serve"]
+            )
         }
-        let gpu = [Allocation.Slice(node: "h1", gpus: [7])]
+        let gpu = [Allocation.Slice(node: "h1", gpus: [7], cpuMilli: 2500, memoryMiB: 8192)]
         return [
             at(0, .jobSubmitted(id: 10, spec: share(250), held: false)),
             at(0, .jobSubmitted(id: 11, spec: share(500), held: false)),

@@ -61,6 +61,57 @@ import Glibc
         d.killJobs()
     }
 
+    @Test func cpusAndMemoryAreCountedGivenToTheJobAndLimitedWhereCgroupsAllow() throws {
+        var pool = DaemonFixture.defaultPool
+        pool = pool.replacingOccurrences(
+            of: "name = \"l1\"\ngpu_model = \"L4\"\ngpus = 2\n",
+            with: "name = \"l1\"\ngpu_model = \"L4\"\ngpus = 2\ncpus = 8\nmemory_gib = 16\n"
+        )
+        #expect(pool.contains("cpus = 8"))
+        let d = try DaemonFixture(pool: pool)
+        let script = "echo \"cpus=$ALLOT_CPUS mib=$ALLOT_MEMORY_MIB\"; sleep 60"
+        let j = try d.submit(["--gpu-model", "L4", "--cpus", "2", "--memory", "1GiB", "--", "sh", "-c", script])
+        try d.wait(j, for: "running")
+        let shown = try #require(d.job(j))
+        #expect(shown["cpus"] as? Double == 2 && shown["memory_mib"] as? Int == 1024)
+        let slice = (shown["gpu_indices"] as? [[String: Any]])?.first
+        #expect(slice?["cpus"] as? Double == 2 && slice?["memory_mib"] as? Int == 1024, "\(shown)")
+        #expect(d.ctl(["show", String(j)]).stdout.contains("l1: 2 CPUs, 1 GiB"))
+        var log = ""
+        for _ in 0..<50 {
+            log = d.ctl(["logs", String(j)]).stdout
+            if log.contains("cpus=") { break }
+            usleep(100_000)
+        }
+        #expect(log.contains("cpus=2 mib=1024"), "\(log)")
+        // Limited by the job's cgroup where cpu and memory are delegated; else its log says it is not.
+        if let base = DaemonFixture.jobCgroupBase(stateDir: d.stateDir) {
+            let cg = base + "/job-\(j).1"
+            if let cpuMax = try? String(contentsOfFile: cg + "/cpu.max", encoding: .utf8) {
+                #expect(cpuMax.hasPrefix("200000 100000"), "\(cpuMax)")
+                let memoryMax = try? String(contentsOfFile: cg + "/memory.max", encoding: .utf8)
+                #expect(memoryMax?.hasPrefix("1073741824") == true)
+            } else {
+                #expect(log.contains("allot: CPUs not limited: the job's cgroup has no cpu controller"), "\(log)")
+            }
+        }
+        // A 1-GPU job takes half the node by default (4 CPUs, 8 GiB): with 6 CPUs left it fits beside; a
+        // job asking for 7 CPUs waits, and one asking for more than the node has is refused at once.
+        let waits = try d.submit(["--gpu-model", "L4", "--cpus", "7", "--", "sleep", "60"])
+        usleep(500_000)
+        #expect(d.state(waits) == "pending")
+        let why = d.ctl(["why", String(waits)]).stdout
+        #expect(why.contains("waiting for CPUs or memory"), "\(why)")
+        let never = d.ctl(["submit", "--gpu-model", "L4", "--memory", "64GiB", "--", "true"])
+        #expect(never.status == 1 && never.stderr.contains("can never start"), "\(never.stderr)")
+        let bad = d.ctl(["submit", "--memory", "lots", "--", "true"])
+        #expect(bad.status == 2 && bad.stderr.contains("--memory"), "\(bad.stderr)")
+        #expect(d.ctl(["cancel", String(j)]).status == 0)
+        try d.wait(waits, for: "running")
+        #expect(d.stop() == 0)
+        d.killJobs()
+    }
+
     @Test func badSharesAreRefusedWithTheRule() throws {
         let d = try DaemonFixture()
         for bad in ["1.5", "0.0001", "0", "-0.5"] {

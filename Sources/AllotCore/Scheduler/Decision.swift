@@ -106,6 +106,12 @@ public enum Blocker: Hashable, Sendable {
     case exceedsPool(needed: Int, total: Int)
     /// Not enough free GPUs now: `free` of the allowed models, `largestBlock` on one node.
     case insufficientGPUs(needed: Int, free: Int, largestBlock: Int)
+    /// GPUs are free, but no node with them has the job's CPUs or memory free beside them (what it needs
+    /// on the node that came closest).
+    case hostResources(needed: Int, cpuMilli: Int?, memoryMiB: Int?)
+    /// No node could ever give it its CPUs or memory beside its GPUs (not even an idle one), so it can never
+    /// start as asked.
+    case exceedsNodeResources(cpuMilli: Int?, memoryMiB: Int?)
     /// Every placement free now would cost more than the job's limit.
     case overMaxCost(cheapestUSD: Double, limitUSD: Double)
     /// Every placement the pool could ever give it would cost more than the job's limit: the cheapest is

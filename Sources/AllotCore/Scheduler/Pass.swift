@@ -55,6 +55,10 @@ struct Pass {
     var shareTaken: [NodeGPU: Int] = [:]
     /// Whether any GPU was shared when the pass began.
     let anySharedGPU: Bool
+    /// Memo of ``ClusterState/hostNeverFits``, by request shape.
+    var neverFits: [HostShape: Blocker?] = [:]
+    /// CPUs (thousandths) and memory (MiB) taken by this pass's starts, by node position.
+    var hostTaken: [Int: (cpu: Int, memory: Int)] = [:]
 
     init(state: ClusterState, now: Instant, policy: Scheduler.Policy) {
         self.state = state
@@ -211,6 +215,12 @@ struct Pass {
             func block(_ b: Blocker) { pending.append(PendingReason(id: row.id, rank: rank + 1, blocker: b)) }
             let allowed = ctx.usableModels(row)
             if let b = ctx.structuralBlocker(gpus: row.gpus, topology: row.topology, allowed: allowed) {
+                block(b)
+                release(heldFor: row.id, except: [])
+                continue
+            }
+            if ctx.tracksHost && (row.cpuMilli >= 0 || row.memoryMiB >= 0), let b = hostNeverFits(row, allowed: allowed)
+            {
                 block(b)
                 release(heldFor: row.id, except: [])
                 continue
@@ -401,6 +411,7 @@ struct Pass {
         var cheapestOverLimit = Double.infinity
         var rule: Blocker?
         var anyRoom = false
+        var hostShort: Blocker?
         for (m, ruleName) in ctx.order(for: row, now: now) where allowed & (1 << UInt64(m)) != 0 {
             let seconds = ctx.expectedSeconds(row, model: m)
             let cost = ctx.models[m].pricePerHour * row.worth * seconds / 3600
@@ -427,7 +438,19 @@ struct Pass {
                 continue
             }
             var p = view
-            guard let slices = p.place(model: m, count: row.gpus, topology: row.topology) else { continue }
+            guard var slices = p.place(model: m, count: row.gpus, topology: row.topology) else { continue }
+            if ctx.tracksHost && !slices.allSatisfy({ fitsHost(row, node: $0.node, gpus: $0.mask.nonzeroBitCount) }) {
+                // The GPUs' best fit lacks CPUs or memory: look among the nodes that have them.
+                p = view
+                guard let placed = placeWithHost(row, model: m, view: &p) else {
+                    if hostShort == nil, let first = slices.first {
+                        let need = hostNeed(row, node: first.node, gpus: row.gpus)
+                        hostShort = .hostResources(needed: row.gpus, cpuMilli: need.cpu, memoryMiB: need.memory)
+                    }
+                    continue
+                }
+                slices = placed
+            }
             let holes = slices.reduce(0) { $0 + p.freeCount($1.node) }
             let note = PlacementNote(
                 rule: ruleName,
@@ -439,6 +462,7 @@ struct Pass {
             return .placed(model: m, slices: slices, note: note, loans: loans)
         }
         if let rule { return .failed(rule, capacity: false) }
+        if let hostShort { return .failed(hostShort, capacity: true) }
         if cheapestOverLimit.isFinite {
             return .failed(.overMaxCost(cheapestUSD: cheapestOverLimit, limitUSD: row.maxCostUSD), capacity: false)
         }
@@ -457,7 +481,7 @@ struct Pass {
         release(heldFor: row.id, except: slices)
         let allocation = Allocation(
             model: ctx.models[m].name,
-            slices: slices.map { Allocation.Slice(node: state.nodes[$0.node].name, gpus: $0.mask.bitIndices) },
+            slices: slices.map { hostSlice(row, node: $0.node, gpus: $0.mask.bitIndices) },
             share: row.share > 0 ? row.share : nil
         )
         if row.share > 0, let s = slices.first {
@@ -621,7 +645,8 @@ extension Pass {
                 let node = state.nodes[gpu.node]
                 let bit = UInt64(1) << UInt64(gpu.gpu)
                 guard node.schedulable, node.unhealthyMask & bit == 0, node.holder[gpu.gpu] == nil,
-                    mayUseReserved || (reservedMasks[gpu.node] ?? 0) & bit == 0
+                    mayUseReserved || (reservedMasks[gpu.node] ?? 0) & bit == 0,
+                    !ctx.tracksHost || fitsHost(row, node: gpu.node, gpus: 1)
                 else { continue }
                 let room = 1000 - node.shareUsed[gpu.gpu] - shareTaken[gpu, default: 0]
                 guard room >= row.share else { continue }
@@ -654,7 +679,7 @@ extension Pass {
         shareTaken[gpu, default: 0] += row.share
         let allocation = Allocation(
             model: ctx.models[m].name,
-            slices: [Allocation.Slice(node: state.nodes[gpu.node].name, gpus: [gpu.gpu])],
+            slices: [hostSlice(row, node: gpu.node, gpus: [gpu.gpu])],
             share: row.share
         )
         decisions.append(.start(row.id, on: allocation, why: note, loans: loans))
@@ -664,5 +689,113 @@ extension Pass {
             firm?.add(row.gpus, tenant: tenant, quota: state.config.tenant(named: tenant).gpuQuota ?? 0)
         }
         addedCost[tenant, default: 0] += note.estimatedCostUSD
+    }
+}
+
+// MARK: CPUs and memory
+
+extension Pass {
+    /// What a pending job takes of node `i`'s CPUs and memory with `k` of its GPUs there.
+    func hostNeed(_ row: PendingQueue.Row, node i: Int, gpus k: Int) -> (cpu: Int?, memory: Int?) {
+        let r = state.nodes[i].hostResources(
+            cpuMilli: row.cpuMilli >= 0 ? row.cpuMilli : nil,
+            memoryMiB: row.memoryMiB >= 0 ? row.memoryMiB : nil,
+            jobGPUs: row.gpus,
+            gpus: k,
+            worth: row.share > 0 ? Double(row.share) / 1000 : Double(k)
+        )
+        return (r.cpuMilli, r.memoryMiB)
+    }
+
+    /// Whether node `i` has a pending job's CPUs and memory free for `k` of its GPUs, counting this pass's
+    /// starts.
+    func fitsHost(_ row: PendingQueue.Row, node i: Int, gpus k: Int) -> Bool {
+        let need = hostNeed(row, node: i, gpus: k)
+        let taken = hostTaken[i] ?? (0, 0)
+        return state.nodes[i].hostFits(
+            cpu: need.cpu,
+            memory: need.memory,
+            extraCPU: taken.cpu,
+            extraMemory: taken.memory
+        )
+    }
+
+    /// Places a gang only on nodes with its CPUs and memory free: one node when one holds it (best fit on
+    /// GPUs), else (topology `any`) the nodes with the most free GPUs first, each taking as many GPUs as its
+    /// CPUs and memory allow. Takes the GPUs from `view`; nil (taking nothing) when no placement fits.
+    func placeWithHost(_ row: PendingQueue.Row, model m: Int, view: inout FreePool) -> [NodeMask]? {
+        let n = row.gpus
+        var chosen: [NodeMask]?
+        let v = view
+        _ = v.forEachFitting(model: m, atLeast: n) { i in
+            guard fitsHost(row, node: i, gpus: n), let mask = v.pick(node: i, count: n, nvlink: row.topology == .nvlink)
+            else { return false }
+            chosen = [NodeMask(node: i, mask: mask)]
+            return true
+        }
+        if chosen == nil && row.topology == .any {
+            let nodes = v.modelNodes[m].filter { v.freeCount($0) > 0 }.sorted {
+                v.freeCount($0) != v.freeCount($1) ? v.freeCount($0) > v.freeCount($1) : $0 < $1
+            }
+            var left = n
+            var out: [NodeMask] = []
+            for i in nodes where left > 0 {
+                var k = min(v.freeCount(i), left)
+                while k > 0 && !fitsHost(row, node: i, gpus: k) { k -= 1 }
+                guard k > 0, let mask = v.pick(node: i, count: k, nvlink: false) else { continue }
+                out.append(NodeMask(node: i, mask: mask))
+                left -= k
+            }
+            if left == 0 { chosen = out }
+        }
+        guard let chosen else { return nil }
+        for s in chosen { view.take(node: s.node, mask: s.mask) }
+        return chosen
+    }
+
+    /// A slice of an allocation, with what it takes of the node's CPUs and memory (counted for the rest of
+    /// the pass).
+    mutating func hostSlice(_ row: PendingQueue.Row, node i: Int, gpus: [Int]) -> Allocation.Slice {
+        let need = hostNeed(row, node: i, gpus: gpus.count)
+        if need.cpu != nil || need.memory != nil {
+            hostTaken[i, default: (0, 0)].cpu += need.cpu ?? 0
+            hostTaken[i, default: (0, 0)].memory += need.memory ?? 0
+        }
+        return Allocation.Slice(node: state.nodes[i].name, gpus: gpus, cpuMilli: need.cpu, memoryMiB: need.memory)
+    }
+}
+
+/// The shape of a request for CPUs and memory, for memoizing what can never fit.
+struct HostShape: Hashable {
+    var cpuMilli: Int
+    var memoryMiB: Int
+    var gpus: Int
+    var share: Int
+    var topology: Topology
+    var allowed: UInt64
+}
+
+extension Pass {
+    /// Whether no nodes could ever hold the job's CPUs and memory (memoized per request shape).
+    mutating func hostNeverFits(_ row: PendingQueue.Row, allowed: UInt64) -> Blocker? {
+        let shape = HostShape(
+            cpuMilli: row.cpuMilli,
+            memoryMiB: row.memoryMiB,
+            gpus: row.gpus,
+            share: row.share,
+            topology: row.topology,
+            allowed: allowed
+        )
+        if let known = neverFits[shape] { return known }
+        let b = state.hostNeverFits(
+            cpuMilli: row.cpuMilli >= 0 ? row.cpuMilli : nil,
+            memoryMiB: row.memoryMiB >= 0 ? row.memoryMiB : nil,
+            gpus: row.gpus,
+            share: row.share,
+            topology: row.topology,
+            allowed: allowed
+        )
+        neverFits[shape] = b
+        return b
     }
 }

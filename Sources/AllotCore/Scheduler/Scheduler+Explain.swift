@@ -27,6 +27,19 @@ extension Blocker {
         case .insufficientGPUs(let needed, let free, let block):
             return
                 "waiting for \(what): \(free) allowed GPUs are free, the largest free block is \(block) on one node (needs \(needed))"
+        case .hostResources(let needed, let cpu, let memory):
+            var parts: [String] = []
+            if let cpu { parts.append("\(Fraction.text(cpu)) CPUs") }
+            if let memory { parts.append(Fraction.mebibytes(memory)) }
+            let what = parts.isEmpty ? "its CPUs and memory" : parts.joined(separator: " and ")
+            return
+                "waiting for CPUs or memory: GPUs for it are free, but no node with \(needed) of them free has \(what) free beside them (--cpus, --memory)"
+        case .exceedsNodeResources(let cpu, let memory):
+            var parts: [String] = []
+            if let cpu { parts.append("\(Fraction.text(cpu)) CPUs") }
+            if let memory { parts.append(Fraction.mebibytes(memory)) }
+            return
+                "it asks for \(parts.joined(separator: " and ")) with \(spec.gpuShare == nil ? "\(spec.gpus) GPU(s)" : "a share of one GPU"), more than the nodes that could hold its GPUs have, even idle; it can never start as asked (ask for less, or spread it over more GPUs)"
         case .overMaxCost(let cheapest, let limit):
             return
                 "every placement free now costs more than its limit: cheapest $\(Money.format(cheapest)) against max cost $\(Money.format(limit)); raise --max-cost or wait for cheaper GPUs"
@@ -57,7 +70,7 @@ extension Blocker {
     /// Whether waiting can never remove this blocker.
     public var isPermanent: Bool {
         switch self {
-        case .noModelAllowed, .exceedsNodeSize, .exceedsPool, .maxCostBelowAnyPrice: true
+        case .noModelAllowed, .exceedsNodeSize, .exceedsPool, .maxCostBelowAnyPrice, .exceedsNodeResources: true
         default: false
         }
     }

@@ -46,6 +46,16 @@ extension Scheduler {
                 ? .exceedsPool(needed: spec.gpus, total: largest)
                 : .exceedsNodeSize(needed: spec.gpus, largest: largest)
         }
+        if let b = state.hostNeverFits(
+            cpuMilli: spec.cpuMilli,
+            memoryMiB: spec.memoryMiB,
+            gpus: spec.gpus,
+            share: spec.gpuShare ?? 0,
+            topology: spec.topology,
+            allowed: allowed
+        ) {
+            return b
+        }
         if let limit = spec.maxCostUSD {
             let priced = holding.map { i in
                 let seconds = state.expectedSeconds(of: spec, on: models[i])
@@ -114,5 +124,45 @@ public struct WalltimeFit: Sendable {
         }
         return
             "its walltime \(w) rules out \(lateText): it waits for \(inTime.joined(separator: ", ")), which can finish it in time"
+    }
+}
+
+extension ClusterState {
+    /// ``Blocker/exceedsNodeResources(cpuMilli:memoryMiB:)`` when no set of nodes of one allowed model could
+    /// ever hold a job's CPUs and memory beside its GPUs, even idle; nil when some could (or the job asks for
+    /// neither, or no node declares them).
+    func hostNeverFits(
+        cpuMilli: Int?,
+        memoryMiB: Int?,
+        gpus: Int,
+        share: Int,
+        topology: Topology,
+        allowed: UInt64
+    ) -> Blocker? {
+        guard cpuMilli != nil || memoryMiB != nil else { return nil }
+        var total = [Int](repeating: 0, count: config.gpuModels.count)
+        for node in nodes where allowed & (1 << UInt64(node.modelIndex)) != 0 {
+            // The most of the job's GPUs this node could hold, idle.
+            var k = min(gpus, node.spec.gpus)
+            while k > 0 {
+                let need = node.hostResources(
+                    cpuMilli: cpuMilli,
+                    memoryMiB: memoryMiB,
+                    jobGPUs: gpus,
+                    gpus: k,
+                    worth: share > 0 ? Double(share) / 1000 : Double(k)
+                )
+                if (need.cpuMilli ?? 0) <= (node.cpuCapacity ?? .max)
+                    && (need.memoryMiB ?? 0) <= (node.memoryCapacity ?? .max)
+                {
+                    break
+                }
+                k -= 1
+            }
+            if topology != .any && k >= gpus { return nil }
+            total[node.modelIndex] += k
+        }
+        if topology == .any && total.contains(where: { $0 >= gpus }) { return nil }
+        return .exceedsNodeResources(cpuMilli: cpuMilli, memoryMiB: memoryMiB)
     }
 }

@@ -104,6 +104,8 @@ extension Topology {
 /// constraint of the pending queue resolved to a mask of allowed models.
 struct PassContext {
     let modelCount: Int
+    /// Whether any node declares its CPUs or memory (then placements check them).
+    let tracksHost: Bool
     let models: [GPUModel]
     let modelIndex: [String: Int]
     /// GPUs per model over all nodes (any state): what the pool could ever offer.
@@ -123,6 +125,7 @@ struct PassContext {
     let cheapestInference: [(Int, PlacementNote.Rule)]
 
     init(state: ClusterState, policy: Scheduler.Policy) {
+        tracksHost = state.nodes.contains { $0.spec.cpus != nil || $0.spec.memoryGiB != nil }
         let models = state.config.gpuModels
         self.models = models
         self.modelCount = models.count

@@ -1,0 +1,97 @@
+import Testing
+
+@testable import AllotCore
+
+/// CPUs and memory beside GPUs: a job fits a node only if its GPUs, CPUs and memory all fit there.
+@Suite struct HostResourceTests {
+    /// Two nodes of 8 L4s, 32 CPUs and 256 GiB each.
+    static func pool() -> ClusterState {
+        var s = ClusterState.fixture(nodes: [])
+        for name in ["n1", "n2"] {
+            try! s.apply(
+                Event(
+                    time: .zero,
+                    .nodeAdded(spec: NodeSpec(name: name, gpuModel: "L4", gpus: 8, cpus: 32, memoryGiB: 256))
+                )
+            )
+        }
+        return s
+    }
+
+    @Test func aJobGoesWhereItsCPUsAreFreeNotWhereItsGPUsFitBest() {
+        var s = Self.pool()
+        let hungry = s.submit(.inference(1) { $0.cpuMilli = 30_000 })
+        s.schedule(at: 0)
+        let a = s.jobs[hungry]!.allocation!
+        #expect(a.slices == [Allocation.Slice(node: "n1", gpus: [0], cpuMilli: 30_000, memoryMiB: 256 * 1024 / 8)])
+        // By GPUs n1 fits best (7 free); it has 2 CPUs left, and a 1-GPU job takes 4 by default.
+        let plain = s.submit(.inference(1))
+        s.schedule(at: 1)
+        #expect(
+            s.jobs[plain]!.allocation!.slices == [
+                Allocation.Slice(node: "n2", gpus: [0], cpuMilli: 4000, memoryMiB: 32768)
+            ]
+        )
+        #expect(s.node(named: "n1")!.cpuUsed == 30_000 && s.node(named: "n2")!.cpuUsed == 4000)
+        #expect(s.invariantViolations().isEmpty)
+    }
+
+    @Test func aGangSplitsItsCPUsByGPUsAndWaitsWhenNoNodesHoldThem() throws {
+        var s = Self.pool()
+        let hungry = s.submit(.inference(1) { $0.cpuMilli = 30_000 })
+        let other = s.submit(.inference(1) { $0.cpuMilli = 8000 })
+        s.schedule(at: 0)
+        #expect(s.jobs[other]!.allocation!.slices.first!.node == "n2")
+        // 2 GPUs and 40 CPUs: no node has 40 CPUs; split, 20 per GPU: n1 has 2 free, n2 has 24 — only one GPU.
+        let gang = s.submit(.training(2) { $0.cpuMilli = 40_000 })
+        let pass = s.schedule(at: 1)
+        #expect(s.jobs[gang]!.state == .pending)
+        #expect(pass.reason(for: gang)?.blocker == .hostResources(needed: 2, cpuMilli: 40_000, memoryMiB: 2 * 32768))
+        let why = try #require(Scheduler().explain(gang, in: s, pass: pass))
+        #expect(
+            why.lines.contains { $0.contains("waiting for CPUs or memory") && $0.contains("40 CPUs") },
+            "\(why.lines)"
+        )
+        s.finish(hungry, at: 2)
+        s.schedule(at: 2)
+        let a = s.jobs[gang]!.allocation!
+        #expect(a.slices.count == 2, "\(a)")
+        #expect(a.slices.allSatisfy { $0.cpuMilli == 20_000 && $0.gpus.count == 1 })
+        #expect(s.invariantViolations().isEmpty)
+    }
+
+    @Test func memoryLimitsAsCPUsDoAndSharesTakeTheirShareOfTheNode() {
+        var s = Self.pool()
+        let big = s.submit(.inference(1) { $0.memoryMiB = 300 * 1024 })
+        let pass = s.schedule(at: 0)
+        #expect(s.jobs[big]!.state == .pending)
+        #expect(pass.reason(for: big)?.blocker == .exceedsNodeResources(cpuMilli: nil, memoryMiB: 300 * 1024))
+        #expect(Scheduler.permanentBlocker(for: s.jobs[big]!.spec, in: s) != nil)
+        // Spread over GPUs on both nodes it could run: not refused.
+        #expect(Scheduler.permanentBlocker(for: JobSpec.training(4) { $0.memoryMiB = 300 * 1024 }, in: s) == nil)
+        let share = s.submit(.inference(1) { $0.gpuShare = 250 })
+        s.schedule(at: 1)
+        let slice = s.jobs[share]!.allocation!.slices[0]
+        #expect(slice.cpuMilli == 1000 && slice.memoryMiB == 8192)
+    }
+
+    @Test func theStateRefusesCPUsANodeDoesNotHave() throws {
+        var s = Self.pool()
+        let a = s.submit(.inference(1))
+        let slice = Allocation.Slice(node: "n1", gpus: [0], cpuMilli: 33_000, memoryMiB: 1)
+        #expect(throws: StateError.self) {
+            try s.apply(Event(time: .zero, .jobStarted(id: a, allocation: Allocation(model: "L4", slices: [slice]))))
+        }
+        #expect(
+            ClusterState.specProblems(.inference(1) { $0.cpuMilli = 0 }).first?.contains("CPUs must be above 0") == true
+        )
+        // Nodes that declare nothing take any request.
+        var bare = ClusterState.fixture(nodes: [("x", "L4", 2, [])])
+        let j = bare.submit(.inference(1) { $0.cpuMilli = 1_000_000 })
+        bare.schedule(at: 0)
+        #expect(bare.jobs[j]!.state == .running)
+        #expect(bare.jobs[j]!.allocation!.slices[0].cpuMilli == nil)
+        let back = try ClusterState(image: s.image)
+        #expect(back == s)
+    }
+}
