@@ -147,10 +147,11 @@ extension ClusterState {
         if let m = spec.minGPUMemoryGiB, !(m >= 0) { out.append("minimum GPU memory must be >= 0, not \(m)") }
         if let c = spec.cpuMilli, c < 1 { out.append("CPUs must be above 0, not \(Fraction.text(c))") }
         if let m = spec.memoryMiB, m < 1 { out.append("memory must be above 0, not \(m) MiB") }
-        if let s = spec.gpuShare {
-            if !(1...999).contains(s) {
-                out.append("a share of a GPU must be between 0.001 and 0.999 of it, not \(Fraction.text(max(0, s)))")
-            }
+        if let s = spec.gpuShare, !(1...999).contains(s) {
+            out.append("a share of a GPU must be between 0.001 and 0.999 of it, not \(Fraction.text(max(0, s)))")
+        }
+        if let m = spec.gpuMemoryMiB, m < 1 { out.append("GPU memory must be above 0, not \(m) MiB") }
+        if spec.isShare {
             if spec.gpus != 1 { out.append("a share is of one GPU; the job asks for \(spec.gpus)") }
             if spec.topology != .any { out.append("a share of one GPU takes no topology (\(spec.topology.rawValue))") }
         }
@@ -241,7 +242,12 @@ extension ClusterState {
         let gpus = jobs[existing: id].spec.gpus
         let topology = jobs[existing: id].spec.topology
         guard a.gpuCount == gpus else { throw bad("it asks for \(gpus) GPUs, the allocation has \(a.gpuCount)") }
-        let share = jobs[existing: id].spec.gpuShare
+        let share = jobs[existing: id].spec.shareMilli(on: config.gpuModels[mi])
+        guard share != 0 else {
+            throw bad(
+                "its share of GPU memory does not fit a \(a.model) GPU (\(Self.gib(config.gpuModels[mi].memoryGiB)))"
+            )
+        }
         guard a.share == share else {
             throw bad(
                 "it asks for \(share.map { "a share of \(Fraction.text($0))" } ?? "whole GPUs"), the allocation gives \(a.share.map { "a share of \(Fraction.text($0))" } ?? "whole GPUs")"
@@ -449,4 +455,6 @@ extension ClusterState {
         for i in nodes.indices { nodes[i].modelIndex = newIndex[nodes[i].spec.gpuModel]! }
         rebuildFreePool()
     }
+
+    static func gib(_ v: Double) -> String { v == v.rounded() ? "\(Int(v)) GiB" : "\(v) GiB" }
 }

@@ -33,6 +33,9 @@ public struct JobSpec: Hashable, Codable, Sendable {
     /// A share of one GPU, in thousandths (1–999; `gpus` is then 1): the job shares that GPU with other
     /// share jobs and is priced by its share. Nil for whole GPUs.
     public var gpuShare: Int?
+    /// For a share of one GPU: the GPU memory it takes, in MiB (an MPS client's pinned memory limit). The
+    /// share is then the larger of `gpuShare` and this memory's part of the GPU's, per model.
+    public var gpuMemoryMiB: Int?
     /// CPUs the job needs, in thousandths of a CPU, over all its nodes (split by GPUs taken on each); nil: a
     /// share of each node's CPUs in proportion to the GPUs it takes there.
     public var cpuMilli: Int?
@@ -74,6 +77,7 @@ public struct JobSpec: Hashable, Codable, Sendable {
         priorityClass: String? = nil,
         gpus: Int = 1,
         gpuShare: Int? = nil,
+        gpuMemoryMiB: Int? = nil,
         cpuMilli: Int? = nil,
         memoryMiB: Int? = nil,
         gpuModels: [String] = [],
@@ -98,6 +102,7 @@ public struct JobSpec: Hashable, Codable, Sendable {
         self.priorityClass = priorityClass
         self.gpus = gpus
         self.gpuShare = gpuShare
+        self.gpuMemoryMiB = gpuMemoryMiB
         self.cpuMilli = cpuMilli
         self.memoryMiB = memoryMiB
         self.gpuModels = gpuModels
@@ -118,7 +123,7 @@ public struct JobSpec: Hashable, Codable, Sendable {
     enum CodingKeys: String, CodingKey {
         case name, tenant, uid, user, kind, priorityClass, gpus, gpuModels, minGPUMemoryGiB, topology, walltime
         case estimate, preemptible, grace, maxCostUSD, prefer, command, environment, workingDirectory
-        case output, gpuShare, cpuMilli, memoryMiB
+        case output, gpuShare, gpuMemoryMiB, cpuMilli, memoryMiB
     }
 
     /// Decodes leniently: keys added by later versions may be absent from older records.
@@ -132,6 +137,7 @@ public struct JobSpec: Hashable, Codable, Sendable {
         priorityClass = try c.decodeIfPresent(String.self, forKey: .priorityClass)
         gpus = try c.decode(Int.self, forKey: .gpus)
         gpuShare = try c.decodeIfPresent(Int.self, forKey: .gpuShare)
+        gpuMemoryMiB = try c.decodeIfPresent(Int.self, forKey: .gpuMemoryMiB)
         cpuMilli = try c.decodeIfPresent(Int.self, forKey: .cpuMilli)
         memoryMiB = try c.decodeIfPresent(Int.self, forKey: .memoryMiB)
         gpuModels = try c.decodeIfPresent([String].self, forKey: .gpuModels) ?? []
@@ -147,6 +153,26 @@ public struct JobSpec: Hashable, Codable, Sendable {
         environment = try c.decodeIfPresent([String: String].self, forKey: .environment) ?? [:]
         workingDirectory = try c.decodeIfPresent(String.self, forKey: .workingDirectory)
         output = try c.decodeIfPresent(String.self, forKey: .output)
+    }
+}
+
+extension JobSpec {
+    /// Whether the job asks for a share of one GPU (of its compute, its memory, or both).
+    public var isShare: Bool { gpuShare != nil || gpuMemoryMiB != nil }
+
+    /// The thousandths of one GPU of `model` the job's share takes: the larger of its compute share and its
+    /// GPU memory's part of the model's. Nil for whole GPUs; 0 when the model's GPUs cannot hold the share (its
+    /// memory is a whole GPU's or more).
+    public func shareMilli(on model: GPUModel) -> Int? {
+        guard isShare else { return nil }
+        return Self.shareMilli(compute: gpuShare ?? 0, memoryMiB: gpuMemoryMiB ?? 0, modelMemoryGiB: model.memoryGiB)
+    }
+
+    /// ``shareMilli(on:)`` from the numbers (0 compute or memory: none asked).
+    static func shareMilli(compute: Int, memoryMiB: Int, modelMemoryGiB: Double) -> Int {
+        let memory = memoryMiB > 0 ? Int((Double(memoryMiB) / (modelMemoryGiB * 1024) * 1000).rounded(.up)) : 0
+        let milli = max(compute, memory, 1)
+        return milli < 1000 ? milli : 0
     }
 }
 

@@ -9,8 +9,10 @@ public struct PendingQueue: Sendable, Sequence, Hashable {
         var id: JobID
         var submitTime: Double
         var gpus: Int
-        /// Thousandths of one GPU for a share; 0 for whole GPUs.
+        /// Thousandths of one GPU's compute for a share; 0 when none is asked.
         var share: Int
+        /// GPU memory for a share, in MiB, or -1.
+        var gpuMemoryMiB: Int
         /// The job's CPU request in thousandths, or -1 (a share of each node in proportion to its GPUs).
         var cpuMilli: Int
         /// The job's memory request in MiB, or -1.
@@ -33,8 +35,25 @@ public struct PendingQueue: Sendable, Sequence, Hashable {
         var preemptible: Int8
         var prefer: Preference?
 
-        /// GPUs' worth the job takes: its share, or its GPU count.
-        var worth: Double { share > 0 ? Double(share) / 1000 : Double(gpus) }
+        /// Whether the job asks for a share of one GPU.
+        var isShare: Bool { share > 0 || gpuMemoryMiB > 0 }
+
+        /// Thousandths of one GPU of `model` the share takes; 0 for whole GPUs, -1 when the model cannot
+        /// hold the share.
+        func share(on model: GPUModel) -> Int {
+            guard isShare else { return 0 }
+            let s = JobSpec.shareMilli(
+                compute: share,
+                memoryMiB: Swift.max(gpuMemoryMiB, 0),
+                modelMemoryGiB: model.memoryGiB
+            )
+            return s == 0 ? -1 : s
+        }
+
+        /// GPUs' worth the job takes on `model`: its share, or its GPU count.
+        func worth(on model: GPUModel) -> Double {
+            isShare ? Double(Swift.max(share(on: model), 0)) / 1000 : Double(gpus)
+        }
     }
 
     /// A job's model and memory constraints, interned.
@@ -70,6 +89,7 @@ public struct PendingQueue: Sendable, Sequence, Hashable {
             submitTime: job.submitTime.seconds,
             gpus: spec.gpus,
             share: spec.gpuShare ?? 0,
+            gpuMemoryMiB: spec.gpuMemoryMiB ?? -1,
             cpuMilli: spec.cpuMilli ?? -1,
             memoryMiB: spec.memoryMiB ?? -1,
             kind: spec.kind,

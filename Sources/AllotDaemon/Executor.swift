@@ -123,11 +123,16 @@ final class Executor {
         env["ALLOT_KIND"] = spec.kind.rawValue
         if let cpu = slices.first?.cpuMilli { env["ALLOT_CPUS"] = Fraction.text(cpu) }
         if let memory = slices.first?.memoryMiB { env["ALLOT_MEMORY_MIB"] = String(memory) }
+        // A share of one GPU: its compute share and memory for an MPS server on the node (ignored without
+        // one: the GPU is then time-sliced between its shares, without isolation).
         if let share = spec.gpuShare {
-            // A share of one GPU: its compute share for an MPS server on the node (ignored without one: the
-            // GPU is then time-sliced between its shares, without isolation).
             env["ALLOT_GPU_SHARE"] = Fraction.text(share)
             env["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] = String(max(1, (share + 9) / 10))
+        }
+        if let mib = spec.gpuMemoryMiB {
+            env["ALLOT_GPU_MEMORY_MIB"] = String(mib)
+            // Device 0 is the job's one visible GPU.
+            env["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"] = "0=\(mib)M"
         }
         let runSpec = RunSpec(
             id: id.rawValue,

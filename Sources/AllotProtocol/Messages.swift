@@ -97,6 +97,8 @@ public struct JobRequest: Codable, Hashable, Sendable {
     public var gpus: Double?
     public var gpuModel: WireModels?
     public var minGPUMemory: Double?
+    /// For a share of one GPU: the GPU memory it takes (`"10GiB"`, or MiB).
+    public var gpuMemory: WireMemory?
     /// CPUs for the whole job (2.5); nil: a share of each node in proportion to its GPUs.
     public var cpus: Double?
     /// Memory for the whole job: a size (`"64GiB"`, `"512M"`) or a number of MiB.
@@ -150,6 +152,7 @@ public struct JobRequest: Codable, Hashable, Sendable {
         gpus = try c.decodeIfPresent(Double.self, forKey: .gpus)
         gpuModel = try c.decodeIfPresent(WireModels.self, forKey: .gpuModel)
         minGPUMemory = try c.decodeIfPresent(Double.self, forKey: .minGPUMemory)
+        gpuMemory = try c.decodeIfPresent(WireMemory.self, forKey: .gpuMemory)
         cpus = try c.decodeIfPresent(Double.self, forKey: .cpus)
         memory = try c.decodeIfPresent(WireMemory.self, forKey: .memory)
         kind = try c.decodeIfPresent(String.self, forKey: .kind)
@@ -173,6 +176,7 @@ public struct JobRequest: Codable, Hashable, Sendable {
             hold, output, cpus, memory
         case gpuModel = "gpu_model"
         case minGPUMemory = "min_gpu_memory"
+        case gpuMemory = "gpu_memory"
         case priorityClass = "class"
         case maxCost = "max_cost"
     }
@@ -205,6 +209,19 @@ public struct JobRequest: Codable, Hashable, Sendable {
         if let m = minGPUMemory {
             guard m >= 0 && m.isFinite else { throw .invalidParams("min_gpu_memory: expected GiB ≥ 0, got \(m)") }
             s.minGPUMemoryGiB = m
+        }
+        if let gpuMemory {
+            guard let mib = gpuMemory.mebibytes else {
+                throw .invalidParams(
+                    "gpu_memory: expected a size above 0 such as \"10GiB\" or \"512MiB\", got \(gpuMemory.text)"
+                )
+            }
+            guard s.gpus == 1 else {
+                throw .invalidParams(
+                    "gpu_memory: is the GPU memory of a share of one GPU; for \(s.gpus) GPUs with at least some memory each, use min_gpu_memory"
+                )
+            }
+            s.gpuMemoryMiB = mib
         }
         if let cpus {
             guard cpus.isFinite, cpus >= 0.001, cpus <= 1e9 else {

@@ -41,8 +41,11 @@ public struct JobObject: Codable, Sendable, Equatable {
     public var uid: UInt32
     public var user: String?
     public var gpus: Int
-    /// For a share of one GPU: the share (0.25); absent for whole GPUs.
+    /// For a share of one GPU: the share (0.25) — the one it runs with, else its compute share asked for;
+    /// absent for whole GPUs.
     public var gpuShare: Double?
+    /// For a share of one GPU: the GPU memory it takes, in MiB, when it asked for some.
+    public var gpuMemoryMiB: Int?
     /// The CPUs asked for (absent: a share of each node in proportion to its GPUs).
     public var cpus: Double?
     /// The memory asked for, in MiB (absent: a share in proportion to its GPUs).
@@ -76,6 +79,7 @@ public struct JobObject: Codable, Sendable, Equatable {
         case priorityClass = "class"
         case gpuModel = "gpu_model"
         case gpuShare = "gpu_share"
+        case gpuMemoryMiB = "gpu_memory_mib"
         case cpus
         case memoryMiB = "memory_mib"
         case gpuIndices = "gpu_indices"
@@ -104,7 +108,8 @@ public struct JobObject: Codable, Sendable, Equatable {
         uid = spec.uid
         user = spec.user
         gpus = spec.gpus
-        gpuShare = spec.gpuShare.map { Double($0) / 1000 }
+        gpuShare = (job.allocation?.share ?? spec.gpuShare).map { Double($0) / 1000 }
+        gpuMemoryMiB = spec.gpuMemoryMiB
         cpus = spec.cpuMilli.map { Double($0) / 1000 }
         memoryMiB = spec.memoryMiB
         let a = job.allocation

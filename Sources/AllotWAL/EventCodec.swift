@@ -231,6 +231,7 @@ public enum EventCodec {
         w.optional(s.workingDirectory) { $0.string($1) }
         w.optional(s.output) { $0.string($1) }
         w.optional(s.gpuShare) { $0.uvar($1) }
+        w.optional(s.gpuMemoryMiB) { $0.uvar($1) }
         w.optional(s.cpuMilli) { $0.uvar($1) }
         w.optional(s.memoryMiB) { $0.uvar($1) }
     }
@@ -239,6 +240,7 @@ public enum EventCodec {
         var spec = try readJobSpecUpToV6(&r)
         if r.version >= 7 {
             spec.gpuShare = try r.optional { r throws(DecodeError) in try r.count(max: 999) }
+            spec.gpuMemoryMiB = try r.optional { r throws(DecodeError) in try r.count(max: 1 << 40) }
             spec.cpuMilli = try r.optional { r throws(DecodeError) in try r.count(max: 1 << 40) }
             spec.memoryMiB = try r.optional { r throws(DecodeError) in try r.count(max: 1 << 40) }
         }

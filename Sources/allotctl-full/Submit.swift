@@ -49,6 +49,15 @@ struct Submit: ParsableCommand {
     var memory: String?
 
     @Option(
+        name: .customLong("gpu-memory"),
+        help: ArgumentHelp(
+            "For a share of one GPU: the GPU memory it takes, e.g. 10GiB (with or without --gpus 0.F; priced by the larger share).",
+            valueName: "SIZE"
+        )
+    )
+    var gpuMemory: String?
+
+    @Option(
         name: .customLong("gpu-model"),
         help: ArgumentHelp("Allowed GPU models, separated by commas.", valueName: "M[,M…]")
     )
@@ -147,6 +156,14 @@ struct Submit: ParsableCommand {
         if let cpus, !(cpus.isFinite && cpus >= 0.001) {
             throw ValidationError("--cpus: expected CPUs above 0 (e.g. 4 or 0.5), got \(cpus)")
         }
+        if let gpuMemory, Fraction.mebibytes(parsing: gpuMemory) == nil {
+            throw ValidationError("--gpu-memory: expected a size above 0 such as 10GiB or 512MiB, got \"\(gpuMemory)\"")
+        }
+        if gpuMemory != nil, let gpus, gpus > 1 {
+            throw ValidationError(
+                "--gpu-memory is the GPU memory of a share of one GPU; for \(Int(gpus)) GPUs with at least some memory each, use --min-gpu-memory"
+            )
+        }
         if let memory, Fraction.mebibytes(parsing: memory) == nil {
             throw ValidationError("--memory: expected a size above 0 such as 64GiB or 512MiB, got \"\(memory)\"")
         }
@@ -176,6 +193,7 @@ struct Submit: ParsableCommand {
         r.gpus = gpus
         r.cpus = cpus
         r.memory = memory.map(WireMemory.init)
+        r.gpuMemory = gpuMemory.map(WireMemory.init)
         r.gpuModel = gpuModel.map { WireModels($0.split(separator: ",").map(String.init)) }
         r.minGPUMemory = minGPUMemory
         r.kind = kind
@@ -380,6 +398,7 @@ extension JobRequest {
         r.gpus = gpus ?? d.gpus
         r.cpus = cpus ?? d.cpus
         r.memory = memory ?? d.memory
+        r.gpuMemory = gpuMemory ?? d.gpuMemory
         r.gpuModel = gpuModel ?? d.gpuModel
         r.minGPUMemory = minGPUMemory ?? d.minGPUMemory
         r.kind = kind ?? d.kind

@@ -212,6 +212,7 @@ enum Sample {
                 kind: .inference,
                 gpus: 1,
                 gpuShare: milli,
+                gpuMemoryMiB: milli == 500 ? 10240 : nil,
                 cpuMilli: milli == 500 ? 2500 : nil,
                 memoryMiB: milli == 500 ? 8192 : nil,
                 command: ["serve"]

@@ -50,6 +50,20 @@ import Glibc
         try d.start()
         #expect(d.state(quarter) == "running" && d.state(half) == "running")
         #expect(d.ctl(["why", String(half)]).stdout.contains("shares GPU \(g) of l1 with job \(quarter)"))
+        // A share of GPU memory: its MPS memory limit, on the GPU's device 0.
+        let mem = try d.submit([
+            "--gpu-memory", "6GiB", "--gpu-model", "A100", "--", "sh", "-c",
+            "echo \"pin=$CUDA_MPS_PINNED_DEVICE_MEM_LIMIT\"; sleep 60",
+        ])
+        try d.wait(mem, for: "running")
+        #expect(d.job(mem)?["gpu_share"] as? Double == 0.075 && d.job(mem)?["gpu_memory_mib"] as? Int == 6144)
+        var pin = ""
+        for _ in 0..<50 {
+            pin = d.ctl(["logs", String(mem)]).stdout
+            if pin.contains("pin=") { break }
+            usleep(100_000)
+        }
+        #expect(pin.contains("pin=0=6144M"), "\(pin)")
         // A third share that does not fit beside them waits; one that fits runs at once.
         let big = try d.submit(["--gpus", "0.5", "--gpu-model", "L4", "--kind", "inference", "--", "sleep", "60"])
         let small = try d.submit(["--gpus", "0.2", "--gpu-model", "L4", "--kind", "inference", "--", "sleep", "60"])

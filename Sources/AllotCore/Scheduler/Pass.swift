@@ -246,7 +246,7 @@ struct Pass {
             }
             // Inference within the reserve of its cheapest model takes lent GPUs back there (a few seconds'
             // notice) rather than starting at once on a dearer model for its whole lifetime.
-            if policy == .allot && row.kind == .inference && !reserve.isEmpty && row.share == 0
+            if policy == .allot && row.kind == .inference && !reserve.isEmpty && !row.isShare
                 && preemptionSearches < Self.maxPreemptionSearches, let m = cheapestReserved(row, allowed: allowed),
                 !pool.fits(model: m, count: row.gpus, topology: row.topology) && held[row.id] == nil
                     && incoming[row.id] == nil,
@@ -339,7 +339,7 @@ struct Pass {
     /// Places and starts a job if it can start now.
     mutating func tryStart(_ row: PendingQueue.Row, allowed: UInt64, preemptible: Bool, loans: [Loan]) -> StartOutcome {
         let short = !row.walltime.isNaN && now.seconds + row.walltime <= reservationEnd
-        if row.share > 0, let (m, gpu, note) = shareOnSharedGPU(row, allowed: allowed, short: short) {
+        if row.isShare, let (m, gpu, note) = shareOnSharedGPU(row, allowed: allowed, short: short) {
             recordShare(row, model: m, gpu: gpu, note: note, loans: loans)
             return .started
         }
@@ -413,8 +413,9 @@ struct Pass {
         var anyRoom = false
         var hostShort: Blocker?
         for (m, ruleName) in ctx.order(for: row, now: now) where allowed & (1 << UInt64(m)) != 0 {
+            if row.isShare && row.share(on: ctx.models[m]) < 0 { continue }
             let seconds = ctx.expectedSeconds(row, model: m)
-            let cost = ctx.models[m].pricePerHour * row.worth * seconds / 3600
+            let cost = ctx.models[m].pricePerHour * row.worth(on: ctx.models[m]) * seconds / 3600
             guard view.fits(model: m, count: row.gpus, topology: row.topology) else { continue }
             anyRoom = true
             if !row.maxCostUSD.isNaN, cost > row.maxCostUSD {
@@ -482,12 +483,12 @@ struct Pass {
         let allocation = Allocation(
             model: ctx.models[m].name,
             slices: slices.map { hostSlice(row, node: $0.node, gpus: $0.mask.bitIndices) },
-            share: row.share > 0 ? row.share : nil
+            share: row.isShare ? row.share(on: ctx.models[m]) : nil
         )
-        if row.share > 0, let s = slices.first {
+        if row.isShare, let s = slices.first {
             // A share breaks a fresh GPU: later shares in this pass may fill the rest of it.
             let gpu = NodeGPU(node: s.node, gpu: s.mask.trailingZeroBitCount)
-            shareTaken[gpu, default: 0] += row.share
+            shareTaken[gpu, default: 0] += row.share(on: ctx.models[m])
             if sharedGPUs == nil { sharedGPUs = state.sharedGPUs(models: ctx.modelCount) }
             if !sharedGPUs![m].contains(gpu) { sharedGPUs![m].append(gpu) }
         }
@@ -640,6 +641,8 @@ extension Pass {
         if sharedGPUs == nil { sharedGPUs = state.sharedGPUs(models: ctx.modelCount) }
         let mayUseReserved = reservation == nil || short
         for (m, ruleName) in ctx.order(for: row, now: now) where allowed & (1 << UInt64(m)) != 0 {
+            let share = row.share(on: ctx.models[m])
+            if share < 0 { continue }
             var best: (gpu: NodeGPU, room: Int)?
             for gpu in sharedGPUs![m] {
                 let node = state.nodes[gpu.node]
@@ -649,7 +652,7 @@ extension Pass {
                     !ctx.tracksHost || fitsHost(row, node: gpu.node, gpus: 1)
                 else { continue }
                 let room = 1000 - node.shareUsed[gpu.gpu] - shareTaken[gpu, default: 0]
-                guard room >= row.share else { continue }
+                guard room >= share else { continue }
                 if best == nil || room < best!.room
                     || (room == best!.room && (gpu.node, gpu.gpu) < (best!.gpu.node, best!.gpu.gpu))
                 {
@@ -658,7 +661,7 @@ extension Pass {
             }
             guard let best else { continue }
             let seconds = ctx.expectedSeconds(row, model: m)
-            let cost = ctx.models[m].pricePerHour * row.worth * seconds / 3600
+            let cost = ctx.models[m].pricePerHour * Double(share) / 1000 * seconds / 3600
             if !row.maxCostUSD.isNaN, cost > row.maxCostUSD { continue }
             if policy == .allot, hardBudgetBlocker(row, extraCost: cost) != nil { continue }
             let note = PlacementNote(
@@ -666,7 +669,7 @@ extension Pass {
                 model: ctx.models[m].name,
                 expectedSeconds: seconds,
                 estimatedCostUSD: cost,
-                holesLeft: best.room - row.share
+                holesLeft: best.room - share
             )
             return (m, best.gpu, note)
         }
@@ -676,11 +679,12 @@ extension Pass {
     /// Starts a share job on a GPU already shared: it takes no free GPU.
     mutating func recordShare(_ row: PendingQueue.Row, model m: Int, gpu: NodeGPU, note: PlacementNote, loans: [Loan]) {
         release(heldFor: row.id, except: [])
-        shareTaken[gpu, default: 0] += row.share
+        let share = row.share(on: ctx.models[m])
+        shareTaken[gpu, default: 0] += share
         let allocation = Allocation(
             model: ctx.models[m].name,
             slices: [hostSlice(row, node: gpu.node, gpus: [gpu.gpu])],
-            share: row.share
+            share: share
         )
         decisions.append(.start(row.id, on: allocation, why: note, loans: loans))
         let tenant = state.pendingJobs.tenants.values[Int(row.tenant)]
@@ -702,7 +706,7 @@ extension Pass {
             memoryMiB: row.memoryMiB >= 0 ? row.memoryMiB : nil,
             jobGPUs: row.gpus,
             gpus: k,
-            worth: row.share > 0 ? Double(row.share) / 1000 : Double(k)
+            worth: row.isShare ? row.worth(on: ctx.models[state.nodes[i].modelIndex]) : Double(k)
         )
         return (r.cpuMilli, r.memoryMiB)
     }
@@ -771,6 +775,7 @@ struct HostShape: Hashable {
     var memoryMiB: Int
     var gpus: Int
     var share: Int
+    var gpuMemoryMiB: Int
     var topology: Topology
     var allowed: UInt64
 }
@@ -783,6 +788,7 @@ extension Pass {
             memoryMiB: row.memoryMiB,
             gpus: row.gpus,
             share: row.share,
+            gpuMemoryMiB: row.gpuMemoryMiB,
             topology: row.topology,
             allowed: allowed
         )

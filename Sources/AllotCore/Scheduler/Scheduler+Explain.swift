@@ -39,7 +39,7 @@ extension Blocker {
             if let cpu { parts.append("\(Fraction.text(cpu)) CPUs") }
             if let memory { parts.append(Fraction.mebibytes(memory)) }
             return
-                "it asks for \(parts.joined(separator: " and ")) with \(spec.gpuShare == nil ? "\(spec.gpus) GPU(s)" : "a share of one GPU"), more than the nodes that could hold its GPUs have, even idle; it can never start as asked (ask for less, or spread it over more GPUs)"
+                "it asks for \(parts.joined(separator: " and ")) with \(spec.isShare ? "a share of one GPU" : "\(spec.gpus) GPU(s)"), more than the nodes that could hold its GPUs have, even idle; it can never start as asked (ask for less, or spread it over more GPUs)"
         case .overMaxCost(let cheapest, let limit):
             return
                 "every placement free now costs more than its limit: cheapest $\(Money.format(cheapest)) against max cost $\(Money.format(limit)); raise --max-cost or wait for cheaper GPUs"
@@ -78,8 +78,10 @@ extension Blocker {
     static func time(_ t: Instant) -> String { CivilTime.format(t.seconds) + " UTC" }
 
     static func describe(_ spec: JobSpec) -> String {
-        var s = spec.gpuShare.map { "\(Fraction.text($0)) of one " } ?? "\(spec.gpus)×"
+        var s =
+            spec.gpuShare.map { "\(Fraction.text($0)) of one " } ?? (spec.isShare ? "a share of one " : "\(spec.gpus)×")
         s += spec.gpuModels.isEmpty ? "GPU" : spec.gpuModels.joined(separator: "|")
+        if let m = spec.gpuMemoryMiB { s += " with \(Fraction.mebibytes(m)) of its memory" }
         if let m = spec.minGPUMemoryGiB { s += " (≥\(Self.trim(m)) GiB)" }
         switch spec.topology {
         case .any: break
@@ -93,6 +95,7 @@ extension Blocker {
         var parts: [String] = []
         if !spec.gpuModels.isEmpty { parts.append("model in [\(spec.gpuModels.joined(separator: ", "))]") }
         if let m = spec.minGPUMemoryGiB { parts.append("at least \(trim(m)) GiB per GPU") }
+        if let m = spec.gpuMemoryMiB { parts.append("a share with \(Fraction.mebibytes(m)) of one GPU's memory") }
         return parts.isEmpty ? "its constraints" : parts.joined(separator: " and ")
     }
 

@@ -32,7 +32,8 @@ extension Scheduler {
     /// has. Nil when it could start once enough GPUs are free. Daemons refuse such jobs at submit time.
     public static func permanentBlocker(for spec: JobSpec, in state: ClusterState) -> Blocker? {
         let models = state.config.gpuModels
-        let allowed = PassContext.mask(models, spec.gpuModels, spec.minGPUMemoryGiB)
+        var allowed = PassContext.mask(models, spec.gpuModels, spec.minGPUMemoryGiB)
+        for i in allowed.setBits where spec.shareMilli(on: models[i]) == 0 { allowed &= ~(1 << UInt64(i)) }
         if allowed == 0 { return .noModelAllowed }
         let pool = state.freePool
         let holding = models.indices.filter { i in

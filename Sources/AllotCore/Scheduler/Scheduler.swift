@@ -194,7 +194,11 @@ struct PassContext {
     /// expected to outrun its walltime (it would only be killed there) when another allowed model that could
     /// ever hold it meets the walltime. With none meeting it, all allowed models stay (`why` says so).
     func usableModels(_ row: PendingQueue.Row) -> UInt64 {
-        let mask = allowed[Int(row.constraint)]
+        var mask = allowed[Int(row.constraint)]
+        if row.gpuMemoryMiB > 0 {
+            // A share's GPU memory must fit in one GPU of the model.
+            for i in mask.setBits where row.share(on: models[i]) < 0 { mask &= ~(1 << UInt64(i)) }
+        }
         guard !row.walltime.isNaN, policy == .allot else { return mask }
         var late: UInt64 = 0
         var inTime = false
