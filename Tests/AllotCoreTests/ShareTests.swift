@@ -114,7 +114,7 @@ import Testing
         )
     }
 
-    @Test func sharesSurviveSnapshotsAndPreemptionLeavesThemAlone() throws {
+    @Test func sharesSurviveSnapshotsAndArePreemptedTogether() throws {
         var s = ClusterState.fixture(nodes: [("l4-1", "L4", 1, [])])
         let a = s.submit(Self.share(250) { $0.priorityClass = "batch" })
         let b = s.submit(Self.share(500) { $0.priorityClass = "batch" })
@@ -124,16 +124,23 @@ import Testing
         #expect(back.node(named: "l4-1")!.sharers == [[a, b]])
         let data = try JSONish.encode(s)
         #expect(try JSONish.decode(ClusterState.self, data) == s)
-        // A whole-GPU job of a higher class does not stop one share for a GPU that stays shared.
+        // A share that is not preemptible joins them: a whole-GPU job of a higher class could free the GPU
+        // only by stopping it too, so it stops nobody in vain.
+        let c = s.submit(Self.share(250) { $0.priorityClass = "inference" })
+        s.schedule(at: 1)
+        #expect(s.node(named: "l4-1")!.shareUsed == [1000])
         let urgent = s.submit(.inference(1) { $0.priorityClass = "inference" })
         let pass = s.schedule(at: 700)
         #expect(s.preemptions(pass).isEmpty)
         #expect(s.jobs[urgent]?.state == .pending)
-        // A share fits beside them.
-        let c = s.submit(Self.share(250) { $0.priorityClass = "inference" })
-        s.schedule(at: 701)
-        #expect(s.jobs[c]?.state == .running)
-        #expect(s.node(named: "l4-1")!.shareUsed == [1000])
+        // Once it ends, the two preemptible shares are stopped together for the GPU.
+        s.finish(c, at: 701)
+        let next = s.scheduleAndSettle(at: 702)
+        #expect(Set(s.preemptions(next).map(\.victim)) == [a, b])
+        s.schedule(at: 703)
+        #expect(s.jobs[urgent]?.state == .running)
+        #expect(s.jobs[a]?.state == .pending && s.jobs[b]?.state == .pending)
+        #expect(s.invariantViolations().isEmpty)
     }
 
     @Test func anInferenceSharePreemptsTrainingForAFreshGPUWhenNoneHasRoom() {
@@ -156,26 +163,60 @@ import Testing
         #expect(s.invariantViolations().isEmpty)
     }
 
+    @Test func aShareOfGPUMemoryTakesItsPartOfEachModelAndIsPricedByTheLargerShare() {
+        var s = ClusterState.fixture(nodes: [("l4-1", "L4", 1, []), ("h1", "H100", 1, [])])
+        // 12 GiB of a 24 GiB L4: half of it, on the cheapest model that holds it.
+        let half = s.submit(
+            Self.share(1) {
+                $0.gpuShare = nil; $0.gpuMemoryMiB = 12 * 1024
+            }
+        )
+        s.schedule(at: 0)
+        #expect(s.jobs[half]!.allocation!.model == "L4" && s.jobs[half]!.allocation!.share == 500)
+        #expect(s.jobs[half]!.costRate == 0.6 * 0.5 / 3600)
+        // A quarter of the compute and 2 GiB: the compute share is the larger.
+        let quarter = s.submit(Self.share(250) { $0.gpuMemoryMiB = 2048 })
+        s.schedule(at: 1)
+        #expect(s.jobs[quarter]!.allocation!.share == 250)
+        #expect(s.jobs[quarter]!.allocation!.slices == s.jobs[half]!.allocation!.slices)
+        // 30 GiB does not fit an L4 at all: 0.375 of an H100.
+        let big = s.submit(
+            Self.share(1) {
+                $0.gpuShare = nil; $0.gpuMemoryMiB = 30 * 1024
+            }
+        )
+        s.schedule(at: 2)
+        #expect(s.jobs[big]!.allocation!.model == "H100" && s.jobs[big]!.allocation!.share == 375)
+        // More than any GPU has: it can never start.
+        let huge = JobSpec.inference(1) { $0.gpuMemoryMiB = 100 * 1024 }
+        #expect(Scheduler.permanentBlocker(for: huge, in: s) == .noModelAllowed)
+        #expect(ClusterState.specProblems(.inference(2) { $0.gpuMemoryMiB = 1024 }).contains { $0.contains("one GPU") })
+        #expect(s.invariantViolations().isEmpty)
+    }
+
     @Test func randomSharesAndWholeJobsNeverOverfillAGPU() {
         var rng = SplitMix64(seed: 7)
         var s = ClusterState.fixture(nodes: [("l4-1", "L4", 4, []), ("l4-2", "L4", 4, []), ("a1", "A100", 2, [])])
-        var running: [JobID] = []
+        var started = 0
+        var preempted = 0
+        // Every tenth second: a share, a whole-GPU job, or an end; classes vary, so shares and whole jobs
+        // preempt one another; victims exit at once.
         for step in 0..<400 {
-            let t = Double(step)
+            let t = Double(step * 10)
+            let cls = ["batch", "training", "inference"][Int(rng.next() % 3)]
             switch rng.next() % 3 {
             case 0:
                 let milli = [100, 250, 333, 500, 750][Int(rng.next() % 5)]
-                s.submit(Self.share(milli), at: t)
+                s.submit(Self.share(milli) { $0.priorityClass = cls }, at: t)
             case 1:
-                s.submit(.inference(1 + Int(rng.next() % 2)), at: t)
+                s.submit(.inference(1 + Int(rng.next() % 2)) { $0.priorityClass = cls }, at: t)
             default:
-                if !running.isEmpty {
-                    let i = Int(rng.next() % UInt64(running.count))
-                    s.finish(running.remove(at: i), at: t)
-                }
+                let running = s.activeJobs.sorted().filter { s.jobs[$0]?.state == .running }
+                if !running.isEmpty { s.finish(running[Int(rng.next() % UInt64(running.count))], at: t) }
             }
-            let pass = s.schedule(at: t)
-            running += s.starts(pass)
+            let pass = s.scheduleAndSettle(at: t)
+            started += s.starts(pass).count
+            preempted += s.preemptions(pass).count
             #expect(s.invariantViolations().isEmpty, "step \(step): \(s.invariantViolations())")
             for node in s.nodes {
                 for g in 0..<node.spec.gpus {
@@ -184,6 +225,6 @@ import Testing
                 }
             }
         }
-        #expect(running.count > 10)
+        #expect(started > 100 && preempted > 5, "started \(started), preempted \(preempted)")
     }
 }

@@ -9,8 +9,7 @@ extension Pass {
         cls: ClassInfo,
         allowed: UInt64
     ) -> PreemptionReason? {
-        // Stopping one share does not free its GPU: shares are not victims (yet).
-        if v.stopping || v.share > 0 || victims.contains(v.id) || allowed & (1 << UInt64(v.model)) == 0 { return nil }
+        if v.stopping || victims.contains(v.id) || allowed & (1 << UInt64(v.model)) == 0 { return nil }
         for loan in v.loans {
             switch loan {
             case .reservation:
@@ -125,14 +124,13 @@ extension Pass {
         }
         guard let best else { return nil }
         let rules = state.config.preemption
-        var freed: [NodeMask] = []
+        let freed = self.freed(best.set, candidates)
         for i in best.set {
             let (v, reason) = candidates[i]
             victims.insert(v.id)
             decisions.append(
                 .preempt(v.id, by: row.id, grace: reason.isReclaim ? rules.loanGrace : v.grace, reason: reason)
             )
-            freed.append(contentsOf: v.slices)
         }
         // Hold the free GPUs its placement will use, so that nothing else takes them meanwhile.
         var view = adding(freed, to: base)
@@ -161,7 +159,7 @@ extension Pass {
         var ok = false
         for i in order {
             chosen.append(i)
-            view = adding(candidates[i].view.slices, to: view)
+            view = adding(freed(chosen, candidates), to: base)
             if fits(view) {
                 ok = true
                 break
@@ -172,12 +170,30 @@ extension Pass {
         if chosen.count > 1 {
             for i in chosen.reversed() {
                 let without = chosen.filter { $0 != i }
-                var trial = base
-                for j in without { trial = adding(candidates[j].view.slices, to: trial) }
-                if !without.isEmpty && fits(trial) { chosen = without }
+                if !without.isEmpty && fits(adding(freed(without, candidates), to: base)) { chosen = without }
             }
         }
         return chosen
+    }
+
+    /// The GPUs that stopping a set of candidates frees: a whole-GPU job's GPUs, and a shared GPU once every
+    /// share on it is in the set (or already told to stop in this pass) — stopping one share frees nothing.
+    func freed(_ set: [Int], _ candidates: [(view: RunView, reason: PreemptionReason)]) -> [NodeMask] {
+        var out: [NodeMask] = []
+        var shares: [NodeGPU: [JobID]] = [:]
+        for i in set {
+            let v = candidates[i].view
+            if v.share == 0 {
+                out.append(contentsOf: v.slices)
+            } else {
+                for s in v.slices { shares[NodeGPU(node: s.node, gpu: s.mask.trailingZeroBitCount), default: []].append(v.id) }
+            }
+        }
+        for (gpu, ids) in shares.sorted(by: { ($0.key.node, $0.key.gpu) < ($1.key.node, $1.key.gpu) })
+        where state.nodes[gpu.node].sharers[gpu.gpu].allSatisfy({ ids.contains($0) || victims.contains($0) }) {
+            out.append(NodeMask(node: gpu.node, mask: 1 << UInt64(gpu.gpu)))
+        }
+        return out
     }
 
     func consider(
