@@ -67,6 +67,13 @@ done
 ctl why "$svc"
 [ -n "$victim" ] && ctl logs "$victim"
 
+say "small services share one GPU: a quarter and half of one L4, priced by their share"
+small=$("$bin/allotctl" submit --kind inference --gpus 0.25 --tenant product --name embed-small \
+    -- sh -c 'echo "GPU $CUDA_VISIBLE_DEVICES, share $ALLOT_GPU_SHARE"; sleep 60')
+"$bin/allotctl" submit --kind inference --gpus 0.5 --gpu-memory 8GiB --tenant product --name rerank -- sleep 60 >/dev/null
+sleep 1
+ctl why "$small"
+
 say "a job that can never run is refused at submit"
 "$bin/allotctl" submit --gpus 16 --topology single-node -- true || true
 

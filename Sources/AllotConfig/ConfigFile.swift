@@ -326,7 +326,8 @@ public struct ConfigFile: Hashable, Sendable {
             memoryGiB: try t.double("memory_gib", min: 0, exclusiveMin: true),
             labels: try t.stringMap("labels") ?? [:],
             local: try t.bool("local") ?? false,
-            inferenceReserved: try t.bool("inference_reserved") ?? false
+            inferenceReserved: try t.bool("inference_reserved") ?? false,
+            sharing: try t.oneOf("sharing", GPUSharing.self) ?? .timeSlice
         )
         if let problem = spec.problems().first { throw t.error("nvlink_islands", problem) }
         return spec

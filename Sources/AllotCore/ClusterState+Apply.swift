@@ -280,6 +280,16 @@ extension ClusterState {
                 guard mask & bit == 0 else { throw bad("GPU \(g) of \(slice.node) is listed twice") }
                 mask |= bit
             }
+            if a.share != nil, let g = slice.gpus.first {
+                let uid = jobs[existing: id].spec.uid
+                guard nodes[ni].acceptsShare(uid: uid, onGPU: g, owners: { self.jobs[$0]?.spec.uid }) else {
+                    throw bad(
+                        nodes[ni].spec.sharing == .off
+                            ? "node \(slice.node) takes no shares of GPUs (sharing = \"off\")"
+                            : "GPU \(g) of \(slice.node) runs MPS for another user's shares (an MPS server serves one user at a time)"
+                    )
+                }
+            }
             if let share = a.share, let g = slice.gpus.first, nodes[ni].holder[g] == nil {
                 // A share may join other shares on a GPU that has room for it.
                 if nodes[ni].shareUsed[g] + share > 1000 {

@@ -273,4 +273,9 @@ extension ClusterState {
         }
         return out
     }
+
+    /// The models with at least one node that takes shares of GPUs.
+    var shareModels: UInt64 {
+        nodes.reduce(UInt64(0)) { $1.spec.sharing == .off ? $0 : $0 | (1 << UInt64($1.modelIndex)) }
+    }
 }

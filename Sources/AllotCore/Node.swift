@@ -17,6 +17,8 @@ public struct NodeSpec: Hashable, Codable, Sendable {
     /// Whether the node's GPUs are kept for inference (lent to preemptible jobs while inference does not
     /// need them), adding to its model's inference reserve.
     public var inferenceReserved: Bool
+    /// How shares of one GPU run here.
+    public var sharing: GPUSharing
 
     public init(
         name: String,
@@ -27,7 +29,8 @@ public struct NodeSpec: Hashable, Codable, Sendable {
         memoryGiB: Double? = nil,
         labels: [String: String] = [:],
         local: Bool = false,
-        inferenceReserved: Bool = false
+        inferenceReserved: Bool = false,
+        sharing: GPUSharing = .timeSlice
     ) {
         self.name = name
         self.gpuModel = gpuModel
@@ -38,10 +41,11 @@ public struct NodeSpec: Hashable, Codable, Sendable {
         self.labels = labels
         self.local = local
         self.inferenceReserved = inferenceReserved
+        self.sharing = sharing
     }
 
     enum CodingKeys: String, CodingKey {
-        case name, gpuModel, gpus, nvlinkIslands, cpus, memoryGiB, labels, local, inferenceReserved
+        case name, gpuModel, gpus, nvlinkIslands, cpus, memoryGiB, labels, local, inferenceReserved, sharing
     }
 
     public init(from decoder: any Decoder) throws {
@@ -55,6 +59,7 @@ public struct NodeSpec: Hashable, Codable, Sendable {
         labels = try c.decodeIfPresent([String: String].self, forKey: .labels) ?? [:]
         local = try c.decodeIfPresent(Bool.self, forKey: .local) ?? false
         inferenceReserved = try c.decodeIfPresent(Bool.self, forKey: .inferenceReserved) ?? false
+        sharing = try c.decodeIfPresent(GPUSharing.self, forKey: .sharing) ?? .timeSlice
     }
 
     /// Problems with this spec on its own (GPU count, islands); empty when it is valid.
@@ -82,6 +87,18 @@ public struct NodeSpec: Hashable, Codable, Sendable {
     var islandMasks: [UInt64] {
         nvlinkIslands.map { island in island.reduce(UInt64(0)) { $0 | (1 << UInt64($1)) } }
     }
+}
+
+/// How a node runs shares of one GPU.
+public enum GPUSharing: String, Codable, Sendable, CaseIterable {
+    /// The GPU's shares take turns, with no isolation of compute or memory (a share is a scheduling promise).
+    case timeSlice = "time-slice"
+    /// An MPS control daemon serves the GPU: each share's compute and memory are limited
+    /// (`CUDA_MPS_ACTIVE_THREAD_PERCENTAGE`, `CUDA_MPS_PINNED_DEVICE_MEM_LIMIT`). An MPS server serves one
+    /// user at a time, so the shares of one GPU all belong to one user.
+    case mps
+    /// No shares: the node's GPUs are given whole only.
+    case off
 }
 
 /// The administrative and health state of a node.
@@ -194,6 +211,15 @@ public struct Node: Hashable, Sendable {
         if let cpu, let cap = cpuCapacity, cpuUsed + extraCPU + cpu > cap { return false }
         if let memory, let cap = memoryCapacity, memoryUsed + extraMemory + memory > cap { return false }
         return true
+    }
+
+    /// Whether a share of job owner `uid` may go on GPU `g` as the node's sharing mode allows (its room aside).
+    public func acceptsShare(uid: UInt32, onGPU g: Int, owners: (JobID) -> UInt32?) -> Bool {
+        switch spec.sharing {
+        case .off: false
+        case .timeSlice: true
+        case .mps: sharers[g].allSatisfy { owners($0) == uid }
+        }
     }
 
     /// The jobs on GPU `g`: its holder, or its share jobs.

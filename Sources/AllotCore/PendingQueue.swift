@@ -7,6 +7,8 @@ public struct PendingQueue: Sendable, Sequence, Hashable {
     /// What the scheduler needs of a pending job.
     struct Row: Sendable {
         var id: JobID
+        /// The job's owner.
+        var uid: UInt32
         var submitTime: Double
         var gpus: Int
         /// Thousandths of one GPU's compute for a share; 0 when none is asked.
@@ -86,6 +88,7 @@ public struct PendingQueue: Sendable, Sequence, Hashable {
         let spec = job.spec
         let row = Row(
             id: job.id,
+            uid: spec.uid,
             submitTime: job.submitTime.seconds,
             gpus: spec.gpus,
             share: spec.gpuShare ?? 0,

@@ -16,6 +16,7 @@ public enum EventCodec {
     static let nodeStates: [NodeState] = [.up, .draining, .drained, .down]
     static let healths: [GPUHealth] = [.healthy, .unhealthy]
     static let kinds: [JobKind] = [.training, .inference]
+    static let sharings: [GPUSharing] = [.timeSlice, .mps, .off]
     static let topologies: [Topology] = [.any, .singleNode, .nvlink]
     static let windows: [Budget.Window] = [.day, .week, .month]
     static let enforcements: [Budget.Enforcement] = [.soft, .hard]
@@ -283,6 +284,7 @@ public enum EventCodec {
         w.stringMap(s.labels)
         w.bool(s.local)
         w.bool(s.inferenceReserved)
+        w.u8(index(s.sharing, in: sharings))
     }
 
     static func readNodeSpec(_ r: inout BinaryReader) throws(DecodeError) -> NodeSpec {
@@ -297,7 +299,8 @@ public enum EventCodec {
             memoryGiB: try r.optional { r throws(DecodeError) in try r.f64() },
             labels: try r.stringMap(),
             local: try r.bool(),
-            inferenceReserved: r.version >= 2 ? try r.bool() : false
+            inferenceReserved: r.version >= 2 ? try r.bool() : false,
+            sharing: r.version >= 7 ? try r.enumeration(sharings, "GPU sharing") : .timeSlice
         )
     }
 

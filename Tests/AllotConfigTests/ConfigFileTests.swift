@@ -46,6 +46,21 @@ import Testing
         #expect(c.pool.scheduler == SchedulerSettings())
     }
 
+    @Test func nodesSaySharingModeAndBadOnesAreNamed() throws {
+        let c = try ConfigFile.parse(Self.minimal + "\nsharing = \"mps\"\n")
+        #expect(c.nodes[0].sharing == .mps)
+        #expect(try ConfigFile.parse(Self.minimal).nodes[0].sharing == .timeSlice)
+        #expect(throws: ConfigError.self) { try ConfigFile.parse(Self.minimal + "\nsharing = \"hami\"\n") }
+        do {
+            _ = try ConfigFile.parse(Self.minimal + "\nsharing = \"hami\"\n")
+        } catch {
+            #expect(
+                "\(error)".contains("sharing") && "\(error)".contains("\"time-slice\", \"mps\", \"off\""),
+                "\(error)"
+            )
+        }
+    }
+
     @Test func nodeGroupsExpandWithPaddedNumbers() throws {
         let c = try ConfigFile.parse(
             Self.minimal + """

@@ -60,6 +60,20 @@ import Testing
         #expect(s.invariantViolations().isEmpty)
     }
 
+    @Test func aJobThatLacksCPUsDoesNotHoldBackPlainJobsBehindIt() {
+        var s = Self.pool()
+        s.submit(.inference(1) { $0.cpuMilli = 30_000 })
+        s.submit(.inference(1) { $0.cpuMilli = 30_000 })
+        s.schedule(at: 0)
+        // Both nodes have 2 CPUs left: a third hungry job waits; a plain one behind it needs 4 and waits too;
+        // one asking for 1 CPU runs — the first failure says nothing about it.
+        let hungry = s.submit(.inference(1) { $0.cpuMilli = 30_000 })
+        let small = s.submit(.inference(1) { $0.cpuMilli = 1000 })
+        s.schedule(at: 1)
+        #expect(s.jobs[hungry]!.state == .pending)
+        #expect(s.jobs[small]!.state == .running)
+    }
+
     @Test func memoryLimitsAsCPUsDoAndSharesTakeTheirShareOfTheNode() {
         var s = Self.pool()
         let big = s.submit(.inference(1) { $0.memoryMiB = 300 * 1024 })

@@ -194,6 +194,45 @@ import Testing
         #expect(s.invariantViolations().isEmpty)
     }
 
+    @Test func nodesWithoutSharingTakeNoSharesAndAnMPSGPUServesOneUser() throws {
+        var s = ClusterState.fixture(nodes: [])
+        let nodes = [
+            NodeSpec(name: "whole", gpuModel: "L4", gpus: 1, sharing: .off),
+            NodeSpec(name: "mps", gpuModel: "L4", gpus: 2, sharing: .mps),
+        ]
+        for n in nodes { try s.apply(Event(time: .zero, .nodeAdded(spec: n))) }
+        // By GPUs the 1-GPU node fits a 1-GPU request best; it takes no shares.
+        let alice = s.submit(Self.share(250) { $0.uid = 1000 })
+        let bob = s.submit(Self.share(250) { $0.uid = 1001 })
+        let alice2 = s.submit(Self.share(250) { $0.uid = 1000 })
+        s.schedule(at: 0)
+        let a = s.jobs[alice]!.allocation!.slices[0]
+        #expect(a.node == "mps")
+        // Another user's share does not join Alice's MPS GPU, even in the same pass; Alice's second does.
+        #expect(s.jobs[bob]!.allocation!.slices[0].gpus != a.gpus)
+        #expect(s.jobs[alice2]!.allocation!.slices == [a])
+        // A third user finds no MPS GPU of their own: waiting, though 0.5 and 0.75 are free.
+        let carol = s.submit(Self.share(250) { $0.uid = 1002 })
+        s.schedule(at: 1)
+        #expect(s.jobs[carol]!.state == .pending)
+        // The whole-GPU node still serves whole GPUs.
+        let whole = s.submit(.inference(1))
+        let pass = s.schedule(at: 2)
+        #expect(s.jobs[whole]?.allocation?.slices[0].node == "whole", "\(String(describing: pass.reason(for: whole)))")
+        // The state refuses what the modes forbid.
+        let gpu = [Allocation.Slice(node: "mps", gpus: a.gpus)]
+        #expect(throws: StateError.self) {
+            try s.apply(
+                Event(time: .zero, .jobStarted(id: carol, allocation: Allocation(model: "L4", slices: gpu, share: 250)))
+            )
+        }
+        #expect(s.invariantViolations().isEmpty)
+        // A pool where no node takes shares refuses them at submit.
+        var off = ClusterState.fixture(nodes: [])
+        try off.apply(Event(time: .zero, .nodeAdded(spec: NodeSpec(name: "w", gpuModel: "L4", gpus: 1, sharing: .off))))
+        #expect(Scheduler.permanentBlocker(for: Self.share(500), in: off) == .noModelAllowed)
+    }
+
     @Test func randomSharesAndWholeJobsNeverOverfillAGPU() {
         var rng = SplitMix64(seed: 7)
         var s = ClusterState.fixture(nodes: [("l4-1", "L4", 4, []), ("l4-2", "L4", 4, []), ("a1", "A100", 2, [])])

@@ -205,6 +205,7 @@ import Testing
             let gpu = try #require(state.node(named: "h1"))
             #expect(gpu.shareUsed[7] == 500 && gpu.sharers[7] == [11] && gpu.holder[7] == nil)
             #expect(gpu.cpuUsed == 2500 && gpu.memoryUsed == 8192)
+            #expect(state.node(named: "m1")?.spec.sharing == .mps)
             #expect(state.jobs[10]?.pastGPUSeconds == 8 * 0.25)
             #expect(state.jobs[11]?.allocation?.description == "h1[7]@0.5")
         }

@@ -220,6 +220,7 @@ enum Sample {
         }
         let gpu = [Allocation.Slice(node: "h1", gpus: [7], cpuMilli: 2500, memoryMiB: 8192)]
         return [
+            at(0, .nodeAdded(spec: NodeSpec(name: "m1", gpuModel: "L4", gpus: 2, sharing: .mps))),
             at(0, .jobSubmitted(id: 10, spec: share(250), held: false)),
             at(0, .jobSubmitted(id: 11, spec: share(500), held: false)),
             at(1, .jobStarted(id: 10, allocation: Allocation(model: "H100", slices: gpu, share: 250))),

@@ -53,6 +53,8 @@ struct Pass {
     private var sharedGPUs: [[NodeGPU]]?
     /// Thousandths of GPUs taken by this pass's share starts.
     var shareTaken: [NodeGPU: Int] = [:]
+    /// The owner of this pass's shares on each GPU (an MPS GPU serves one user).
+    var shareOwner: [NodeGPU: UInt32] = [:]
     /// Whether any GPU was shared when the pass began.
     let anySharedGPU: Bool
     /// Memo of ``ClusterState/hostNeverFits``, by request shape.
@@ -280,7 +282,11 @@ struct Pass {
                     }
                 }
                 block(blocker)
-                if capacity && reservation == nil && policy != .fifo { reserve(for: row, rank: p, allowed: allowed) }
+                // A share reserves nothing: whole GPUs freeing later are not what it waits for (shared GPUs
+                // are not counted on to free), and holding one would block whole-GPU jobs for a fraction.
+                if capacity && reservation == nil && policy != .fifo && !row.isShare {
+                    reserve(for: row, rank: p, allowed: allowed)
+                }
                 if policy == .fifo { head = row.id }
             }
         }
@@ -345,7 +351,9 @@ struct Pass {
         }
         let mayUseReserved = reservation == nil || short || (policy == .allot && preemptible)
         let key = Int(row.constraint) * 3 + row.topology.ordinal
-        let memoizable = row.maxCostUSD.isNaN
+        // "No room for n GPUs" holds for every job of the same models and topology that asks no more: not
+        // for a share or a job with its own CPUs or memory, which fail for reasons of their own.
+        let memoizable = row.maxCostUSD.isNaN && !row.isShare && row.cpuMilli < 0 && row.memoryMiB < 0
         // View 0: the pool without the reservation's GPUs (the whole pool before there is a reservation);
         // view 1: the whole pool, for jobs that may use reserved GPUs.
         let viewCount = (reservation != nil && open != nil && mayUseReserved) ? 2 : 1
@@ -440,11 +448,13 @@ struct Pass {
             }
             var p = view
             guard var slices = p.place(model: m, count: row.gpus, topology: row.topology) else { continue }
-            if ctx.tracksHost && !slices.allSatisfy({ fitsHost(row, node: $0.node, gpus: $0.mask.nonzeroBitCount) }) {
-                // The GPUs' best fit lacks CPUs or memory: look among the nodes that have them.
+            if (ctx.tracksHost || (row.isShare && ctx.anyNodeWithoutShares))
+                && !slices.allSatisfy({ accepts(row, node: $0.node, gpus: $0.mask.nonzeroBitCount) })
+            {
+                // The GPUs' best fit lacks CPUs or memory, or takes no shares: look among the nodes that do.
                 p = view
                 guard let placed = placeWithHost(row, model: m, view: &p) else {
-                    if hostShort == nil, let first = slices.first {
+                    if ctx.tracksHost, hostShort == nil, let first = slices.first {
                         let need = hostNeed(row, node: first.node, gpus: row.gpus)
                         hostShort = .hostResources(needed: row.gpus, cpuMilli: need.cpu, memoryMiB: need.memory)
                     }
@@ -489,6 +499,7 @@ struct Pass {
             // A share breaks a fresh GPU: later shares in this pass may fill the rest of it.
             let gpu = NodeGPU(node: s.node, gpu: s.mask.trailingZeroBitCount)
             shareTaken[gpu, default: 0] += row.share(on: ctx.models[m])
+            shareOwner[gpu] = row.uid
             if sharedGPUs == nil { sharedGPUs = state.sharedGPUs(models: ctx.modelCount) }
             if !sharedGPUs![m].contains(gpu) { sharedGPUs![m].append(gpu) }
         }
@@ -649,7 +660,9 @@ extension Pass {
                 let bit = UInt64(1) << UInt64(gpu.gpu)
                 guard node.schedulable, node.unhealthyMask & bit == 0, node.holder[gpu.gpu] == nil,
                     mayUseReserved || (reservedMasks[gpu.node] ?? 0) & bit == 0,
-                    !ctx.tracksHost || fitsHost(row, node: gpu.node, gpus: 1)
+                    !ctx.tracksHost || fitsHost(row, node: gpu.node, gpus: 1),
+                    node.acceptsShare(uid: row.uid, onGPU: gpu.gpu, owners: { state.jobs[$0]?.spec.uid }),
+                    node.spec.sharing != .mps || (shareOwner[gpu] ?? row.uid) == row.uid
                 else { continue }
                 let room = 1000 - node.shareUsed[gpu.gpu] - shareTaken[gpu, default: 0]
                 guard room >= share else { continue }
@@ -681,6 +694,7 @@ extension Pass {
         release(heldFor: row.id, except: [])
         let share = row.share(on: ctx.models[m])
         shareTaken[gpu, default: 0] += share
+        shareOwner[gpu] = row.uid
         let allocation = Allocation(
             model: ctx.models[m].name,
             slices: [hostSlice(row, node: gpu.node, gpus: [gpu.gpu])],
@@ -724,7 +738,13 @@ extension Pass {
         )
     }
 
-    /// Places a gang only on nodes with its CPUs and memory free: one node when one holds it (best fit on
+    /// Whether node `i` takes `k` of a pending job's GPUs: its CPUs and memory are free there, and a share
+    /// finds the node taking shares.
+    func accepts(_ row: PendingQueue.Row, node i: Int, gpus k: Int) -> Bool {
+        (!row.isShare || state.nodes[i].spec.sharing != .off) && fitsHost(row, node: i, gpus: k)
+    }
+
+    /// Places a gang only on nodes that accept it (CPUs, memory, shares): one node when one holds it (best fit on
     /// GPUs), else (topology `any`) the nodes with the most free GPUs first, each taking as many GPUs as its
     /// CPUs and memory allow. Takes the GPUs from `view`; nil (taking nothing) when no placement fits.
     func placeWithHost(_ row: PendingQueue.Row, model m: Int, view: inout FreePool) -> [NodeMask]? {
@@ -732,7 +752,7 @@ extension Pass {
         var chosen: [NodeMask]?
         let v = view
         _ = v.forEachFitting(model: m, atLeast: n) { i in
-            guard fitsHost(row, node: i, gpus: n), let mask = v.pick(node: i, count: n, nvlink: row.topology == .nvlink)
+            guard accepts(row, node: i, gpus: n), let mask = v.pick(node: i, count: n, nvlink: row.topology == .nvlink)
             else { return false }
             chosen = [NodeMask(node: i, mask: mask)]
             return true
@@ -745,7 +765,7 @@ extension Pass {
             var out: [NodeMask] = []
             for i in nodes where left > 0 {
                 var k = min(v.freeCount(i), left)
-                while k > 0 && !fitsHost(row, node: i, gpus: k) { k -= 1 }
+                while k > 0 && !accepts(row, node: i, gpus: k) { k -= 1 }
                 guard k > 0, let mask = v.pick(node: i, count: k, nvlink: false) else { continue }
                 out.append(NodeMask(node: i, mask: mask))
                 left -= k

@@ -186,7 +186,9 @@ extension Pass {
             if v.share == 0 {
                 out.append(contentsOf: v.slices)
             } else {
-                for s in v.slices { shares[NodeGPU(node: s.node, gpu: s.mask.trailingZeroBitCount), default: []].append(v.id) }
+                for s in v.slices {
+                    shares[NodeGPU(node: s.node, gpu: s.mask.trailingZeroBitCount), default: []].append(v.id)
+                }
             }
         }
         for (gpu, ids) in shares.sorted(by: { ($0.key.node, $0.key.gpu) < ($1.key.node, $1.key.gpu) })

@@ -96,6 +96,7 @@ extension Blocker {
         if !spec.gpuModels.isEmpty { parts.append("model in [\(spec.gpuModels.joined(separator: ", "))]") }
         if let m = spec.minGPUMemoryGiB { parts.append("at least \(trim(m)) GiB per GPU") }
         if let m = spec.gpuMemoryMiB { parts.append("a share with \(Fraction.mebibytes(m)) of one GPU's memory") }
+        if spec.isShare && spec.gpuMemoryMiB == nil { parts.append("a share of one GPU (on nodes with sharing on)") }
         return parts.isEmpty ? "its constraints" : parts.joined(separator: " and ")
     }
 

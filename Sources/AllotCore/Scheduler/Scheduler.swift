@@ -106,6 +106,10 @@ struct PassContext {
     let modelCount: Int
     /// Whether any node declares its CPUs or memory (then placements check them).
     let tracksHost: Bool
+    /// Whether any node takes no shares of GPUs (then share placements check it).
+    let anyNodeWithoutShares: Bool
+    /// The models with a node that takes shares.
+    let shareModels: UInt64
     let models: [GPUModel]
     let modelIndex: [String: Int]
     /// GPUs per model over all nodes (any state): what the pool could ever offer.
@@ -126,6 +130,8 @@ struct PassContext {
 
     init(state: ClusterState, policy: Scheduler.Policy) {
         tracksHost = state.nodes.contains { $0.spec.cpus != nil || $0.spec.memoryGiB != nil }
+        anyNodeWithoutShares = state.nodes.contains { $0.spec.sharing == .off }
+        shareModels = state.shareModels
         let models = state.config.gpuModels
         self.models = models
         self.modelCount = models.count
@@ -195,6 +201,7 @@ struct PassContext {
     /// ever hold it meets the walltime. With none meeting it, all allowed models stay (`why` says so).
     func usableModels(_ row: PendingQueue.Row) -> UInt64 {
         var mask = allowed[Int(row.constraint)]
+        if row.isShare { mask &= shareModels }
         if row.gpuMemoryMiB > 0 {
             // A share's GPU memory must fit in one GPU of the model.
             for i in mask.setBits where row.share(on: models[i]) < 0 { mask &= ~(1 << UInt64(i)) }
