@@ -258,9 +258,13 @@ import Testing
             preempted += s.preemptions(pass).count
             #expect(s.invariantViolations().isEmpty, "step \(step): \(s.invariantViolations())")
             for node in s.nodes {
+                let price = s.config.model(named: node.spec.gpuModel)!.pricePerHour / 3600
                 for g in 0..<node.spec.gpus {
                     #expect(node.shareUsed[g] <= 1000)
                     #expect(node.shareUsed[g] == 0 || node.holder[g] == nil)
+                    // The shares of a GPU pay for what they hold of it: never more than the whole GPU.
+                    let paid = node.sharers[g].reduce(0.0) { $0 + s.jobs[$1]!.costRate }
+                    #expect(abs(paid - price * Double(node.shareUsed[g]) / 1000) < 1e-12)
                 }
             }
         }
