@@ -327,6 +327,7 @@ extension ClusterState {
             nodes[ni].memoryUsed += slice.memoryMiB ?? 0
             for g in slice.gpus {
                 if let share = a.share {
+                    if nodes[ni].shareUsed[g] == 0 { sharedGPUCount += 1 }
                     nodes[ni].shareUsed[g] += share
                     let at = nodes[ni].sharers[g].firstIndex { $0 > id } ?? nodes[ni].sharers[g].count
                     nodes[ni].sharers[g].insert(id, at: at)
@@ -384,6 +385,7 @@ extension ClusterState {
                     nodes[ni].shareUsed[g] -= share
                     nodes[ni].sharers[g].removeAll { $0 == id }
                     if !nodes[ni].sharers[g].isEmpty { continue }
+                    sharedGPUCount -= 1
                 } else {
                     nodes[ni].holder[g] = nil
                 }

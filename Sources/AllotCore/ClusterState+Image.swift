@@ -151,6 +151,7 @@ extension ClusterState {
                         )
                     }
                     if let share = allocation.share {
+                        if nodes[ni].shareUsed[g] == 0 { sharedGPUCount += 1 }
                         nodes[ni].shareUsed[g] += share
                         let at = nodes[ni].sharers[g].firstIndex { $0 > job.id } ?? nodes[ni].sharers[g].count
                         nodes[ni].sharers[g].insert(job.id, at: at)

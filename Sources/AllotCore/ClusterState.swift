@@ -29,6 +29,10 @@ public struct ClusterState: Hashable, Sendable {
     /// nodes are being added one by one it is stale, and rebuilt once when next needed.
     var storedFreePool: FreePool
     var freePoolStale = false
+    /// What the nodes declare that passes need at once (derived, recomputed when nodes change).
+    var nodeTraits = NodeTraits()
+    /// GPUs with shares on them (derived, kept up to date by `apply`).
+    var sharedGPUCount = 0
 
     /// The free GPUs of schedulable nodes, indexed for placement.
     public var freePool: FreePool {
@@ -70,7 +74,10 @@ public struct ClusterState: Hashable, Sendable {
 
     /// Marks the free pool for a rebuild (after nodes or models change); it happens when next needed, so that
     /// adding a thousand nodes costs one rebuild, not a thousand.
-    mutating func rebuildFreePool() { freePoolStale = true }
+    mutating func rebuildFreePool() {
+        freePoolStale = true
+        nodeTraits = NodeTraits(nodes)
+    }
 
     /// Refreshes one node's entry in the free pool (after its state, health or holders change).
     mutating func refreshFree(node i: Int) {
@@ -238,6 +245,8 @@ public struct ClusterState: Hashable, Sendable {
                 }
             }
         }
+        let shared = nodes.reduce(0) { n, node in n + node.shareUsed.reduce(0) { $0 + ($1 > 0 ? 1 : 0) } }
+        if shared != sharedGPUCount { out.append("\(sharedGPUCount) GPUs counted shared, \(shared) are") }
         for node in nodes where node.usedMask != (seen[node.name] ?? 0) {
             out.append("node \(node.name) marks GPUs used that no active job holds")
         }
@@ -275,7 +284,29 @@ extension ClusterState {
     }
 
     /// The models with at least one node that takes shares of GPUs.
-    var shareModels: UInt64 {
-        nodes.reduce(UInt64(0)) { $1.spec.sharing == .off ? $0 : $0 | (1 << UInt64($1.modelIndex)) }
+    var shareModels: UInt64 { nodeTraits.shareModels }
+}
+
+/// Facts about the nodes that every pass needs, derived once when the nodes change (not per pass: a pass
+/// must not walk a thousand nodes for them).
+struct NodeTraits: Sendable {
+    /// Whether any node declares its CPUs or memory.
+    var tracksHost = false
+    /// Whether any node takes no shares of GPUs.
+    var anyNodeWithoutShares = false
+    /// The models with a node that takes shares.
+    var shareModels: UInt64 = 0
+
+    init() {}
+
+    init(_ nodes: [Node]) {
+        for node in nodes {
+            if node.spec.cpus != nil || node.spec.memoryGiB != nil { tracksHost = true }
+            if node.spec.sharing == .off {
+                anyNodeWithoutShares = true
+            } else {
+                shareModels |= 1 << UInt64(node.modelIndex)
+            }
+        }
     }
 }

@@ -32,16 +32,30 @@ public struct JobSpec: Hashable, Codable, Sendable {
     public var gpus: Int
     /// A share of one GPU, in thousandths (1–999; `gpus` is then 1): the job shares that GPU with other
     /// share jobs and is priced by its share. Nil for whole GPUs.
-    public var gpuShare: Int?
+    public var gpuShare: Int? {
+        get { Sizes.read(sizes.gpuShare) }
+        set { sizes.gpuShare = Sizes.stored(newValue) }
+    }
     /// For a share of one GPU: the GPU memory it takes, in MiB (an MPS client's pinned memory limit). The
     /// share is then the larger of `gpuShare` and this memory's part of the GPU's, per model.
-    public var gpuMemoryMiB: Int?
+    public var gpuMemoryMiB: Int? {
+        get { Sizes.read(sizes.gpuMemoryMiB) }
+        set { sizes.gpuMemoryMiB = Sizes.stored(newValue) }
+    }
     /// CPUs the job needs, in thousandths of a CPU, over all its nodes (split by GPUs taken on each); nil: a
     /// share of each node's CPUs in proportion to the GPUs it takes there.
-    public var cpuMilli: Int?
+    public var cpuMilli: Int? {
+        get { Sizes.read(sizes.cpuMilli) }
+        set { sizes.cpuMilli = Sizes.stored(newValue) }
+    }
     /// Memory the job needs, in MiB, over all its nodes (split as CPUs are); nil: a share in proportion to
     /// the GPUs it takes.
-    public var memoryMiB: Int?
+    public var memoryMiB: Int? {
+        get { Sizes.read(sizes.memoryMiB) }
+        set { sizes.memoryMiB = Sizes.stored(newValue) }
+    }
+    /// The four above, 16 bytes instead of 64: a pending job's spec is held for each of 100,000 queued jobs.
+    var sizes = Sizes()
     /// Allowed GPU models; empty allows any model.
     public var gpuModels: [String]
     /// Minimum memory per GPU, in GiB.
@@ -101,10 +115,12 @@ public struct JobSpec: Hashable, Codable, Sendable {
         self.kind = kind
         self.priorityClass = priorityClass
         self.gpus = gpus
-        self.gpuShare = gpuShare
-        self.gpuMemoryMiB = gpuMemoryMiB
-        self.cpuMilli = cpuMilli
-        self.memoryMiB = memoryMiB
+        self.sizes = Sizes(
+            gpuShare: Sizes.stored(gpuShare),
+            gpuMemoryMiB: Sizes.stored(gpuMemoryMiB),
+            cpuMilli: Sizes.stored(cpuMilli),
+            memoryMiB: Sizes.stored(memoryMiB)
+        )
         self.gpuModels = gpuModels
         self.minGPUMemoryGiB = minGPUMemoryGiB
         self.topology = topology
@@ -126,6 +142,47 @@ public struct JobSpec: Hashable, Codable, Sendable {
         case output, gpuShare, gpuMemoryMiB, cpuMilli, memoryMiB
     }
 
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(name, forKey: .name)
+        try c.encode(tenant, forKey: .tenant)
+        try c.encode(uid, forKey: .uid)
+        try c.encodeIfPresent(user, forKey: .user)
+        try c.encode(kind, forKey: .kind)
+        try c.encodeIfPresent(priorityClass, forKey: .priorityClass)
+        try c.encode(gpus, forKey: .gpus)
+        try c.encodeIfPresent(gpuShare, forKey: .gpuShare)
+        try c.encodeIfPresent(gpuMemoryMiB, forKey: .gpuMemoryMiB)
+        try c.encodeIfPresent(cpuMilli, forKey: .cpuMilli)
+        try c.encodeIfPresent(memoryMiB, forKey: .memoryMiB)
+        try c.encode(gpuModels, forKey: .gpuModels)
+        try c.encodeIfPresent(minGPUMemoryGiB, forKey: .minGPUMemoryGiB)
+        try c.encode(topology, forKey: .topology)
+        try c.encodeIfPresent(walltime, forKey: .walltime)
+        try c.encodeIfPresent(estimate, forKey: .estimate)
+        try c.encodeIfPresent(preemptible, forKey: .preemptible)
+        try c.encodeIfPresent(grace, forKey: .grace)
+        try c.encodeIfPresent(maxCostUSD, forKey: .maxCostUSD)
+        try c.encodeIfPresent(prefer, forKey: .prefer)
+        try c.encode(command, forKey: .command)
+        try c.encode(environment, forKey: .environment)
+        try c.encodeIfPresent(workingDirectory, forKey: .workingDirectory)
+        try c.encodeIfPresent(output, forKey: .output)
+    }
+
+    /// Optional sizes in 32 bits each, -1 for none (values beyond 32 bits are clamped: 2 billion MiB or
+    /// milli-CPUs is beyond any node).
+    struct Sizes: Hashable, Sendable {
+        var gpuShare: Int32 = -1
+        var gpuMemoryMiB: Int32 = -1
+        var cpuMilli: Int32 = -1
+        var memoryMiB: Int32 = -1
+
+        static func read(_ v: Int32) -> Int? { v < 0 ? nil : Int(v) }
+        /// A negative value is kept as 0, which validation refuses, rather than lost as none.
+        static func stored(_ value: Int?) -> Int32 { value.map { Int32(clamping: Swift.max($0, 0)) } ?? -1 }
+    }
+
     /// Decodes leniently: keys added by later versions may be absent from older records.
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -136,10 +193,12 @@ public struct JobSpec: Hashable, Codable, Sendable {
         kind = try c.decodeIfPresent(JobKind.self, forKey: .kind) ?? .training
         priorityClass = try c.decodeIfPresent(String.self, forKey: .priorityClass)
         gpus = try c.decode(Int.self, forKey: .gpus)
-        gpuShare = try c.decodeIfPresent(Int.self, forKey: .gpuShare)
-        gpuMemoryMiB = try c.decodeIfPresent(Int.self, forKey: .gpuMemoryMiB)
-        cpuMilli = try c.decodeIfPresent(Int.self, forKey: .cpuMilli)
-        memoryMiB = try c.decodeIfPresent(Int.self, forKey: .memoryMiB)
+        sizes = Sizes(
+            gpuShare: Sizes.stored(try c.decodeIfPresent(Int.self, forKey: .gpuShare)),
+            gpuMemoryMiB: Sizes.stored(try c.decodeIfPresent(Int.self, forKey: .gpuMemoryMiB)),
+            cpuMilli: Sizes.stored(try c.decodeIfPresent(Int.self, forKey: .cpuMilli)),
+            memoryMiB: Sizes.stored(try c.decodeIfPresent(Int.self, forKey: .memoryMiB))
+        )
         gpuModels = try c.decodeIfPresent([String].self, forKey: .gpuModels) ?? []
         minGPUMemoryGiB = try c.decodeIfPresent(Double.self, forKey: .minGPUMemoryGiB)
         topology = try c.decodeIfPresent(Topology.self, forKey: .topology) ?? .any

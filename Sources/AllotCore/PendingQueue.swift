@@ -11,14 +11,16 @@ public struct PendingQueue: Sendable, Sequence, Hashable {
         var uid: UInt32
         var submitTime: Double
         var gpus: Int
+        /// The spec's sizes (32 bits each, -1 for none): a row is read for each of 100,000 queued jobs.
+        var sizes: JobSpec.Sizes
         /// Thousandths of one GPU's compute for a share; 0 when none is asked.
-        var share: Int
+        var share: Int { Int(Swift.max(sizes.gpuShare, 0)) }
         /// GPU memory for a share, in MiB, or -1.
-        var gpuMemoryMiB: Int
+        var gpuMemoryMiB: Int { Int(sizes.gpuMemoryMiB) }
         /// The job's CPU request in thousandths, or -1 (a share of each node in proportion to its GPUs).
-        var cpuMilli: Int
+        var cpuMilli: Int { Int(sizes.cpuMilli) }
         /// The job's memory request in MiB, or -1.
-        var memoryMiB: Int
+        var memoryMiB: Int { Int(sizes.memoryMiB) }
         var kind: JobKind
         var topology: Topology
         /// Index into `tenants`.
@@ -91,10 +93,7 @@ public struct PendingQueue: Sendable, Sequence, Hashable {
             uid: spec.uid,
             submitTime: job.submitTime.seconds,
             gpus: spec.gpus,
-            share: spec.gpuShare ?? 0,
-            gpuMemoryMiB: spec.gpuMemoryMiB ?? -1,
-            cpuMilli: spec.cpuMilli ?? -1,
-            memoryMiB: spec.memoryMiB ?? -1,
+            sizes: spec.sizes,
             kind: spec.kind,
             topology: spec.topology,
             tenant: tenants.intern(spec.tenant),

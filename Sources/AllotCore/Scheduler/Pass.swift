@@ -76,7 +76,7 @@ struct Pass {
         self.tenantConfig = state.pendingJobs.tenants.values.map { state.config.tenant(named: $0) }
         self.quotasInForce = policy == .allot && state.config.quotasInForce
         self.anyHardBudget = policy == .allot && state.config.tenants.contains { $0.budget?.enforcement == .hard }
-        self.anySharedGPU = state.nodes.contains { node in node.shareUsed.contains { $0 > 0 } }
+        self.anySharedGPU = state.sharedGPUCount > 0
         for id in state.holding.sorted() {
             for slice in state.jobs[existing: id].heldGPUs {
                 guard let ni = state.nodeIndex[slice.node] else { continue }

@@ -129,9 +129,9 @@ struct PassContext {
     let cheapestInference: [(Int, PlacementNote.Rule)]
 
     init(state: ClusterState, policy: Scheduler.Policy) {
-        tracksHost = state.nodes.contains { $0.spec.cpus != nil || $0.spec.memoryGiB != nil }
-        anyNodeWithoutShares = state.nodes.contains { $0.spec.sharing == .off }
-        shareModels = state.shareModels
+        tracksHost = state.nodeTraits.tracksHost
+        anyNodeWithoutShares = state.nodeTraits.anyNodeWithoutShares
+        shareModels = state.nodeTraits.shareModels
         let models = state.config.gpuModels
         self.models = models
         self.modelCount = models.count
