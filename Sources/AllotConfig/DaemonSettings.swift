@@ -128,28 +128,8 @@ extension TableReader {
             return i
         }
         guard let s = try string(key) else { return nil }
-        let t = s.replacingOccurrences(of: " ", with: "").lowercased()
-        let units: [(String, Int)] = [
-            ("gib", 1 << 30), ("mib", 1 << 20), ("kib", 1 << 10), ("gb", 1_000_000_000), ("mb", 1_000_000),
-            ("kb", 1000), ("g", 1 << 30), ("m", 1 << 20), ("k", 1 << 10), ("b", 1),
-        ]
-        for (u, scale) in units where t.hasSuffix(u) {
-            if let n = Double(t.dropLast(u.count)), n > 0 { return Int(n * Double(scale)) }
-        }
-        if let n = Int(t), n > 0 { return n }
+        if let n = ByteSize.parse(withUnit: s) { return n }
+        if let n = Int(s.trimmingWhitespace()), n > 0 { return n }
         throw error(key, "expected \(expected), got \"\(s)\"")
-    }
-}
-
-extension String {
-    func replacingOccurrences(of a: String, with b: String) -> String {
-        var out = ""
-        var rest = Substring(self)
-        while let r = rest.range(of: a) {
-            out += rest[..<r.lowerBound]
-            out += b
-            rest = rest[r.upperBound...]
-        }
-        return out + rest
     }
 }

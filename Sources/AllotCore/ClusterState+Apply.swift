@@ -245,7 +245,7 @@ extension ClusterState {
         let share = jobs[existing: id].spec.shareMilli(on: config.gpuModels[mi])
         guard share != 0 else {
             throw bad(
-                "its share of GPU memory does not fit a \(a.model) GPU (\(Self.gib(config.gpuModels[mi].memoryGiB)))"
+                "its share of GPU memory does not fit a \(a.model) GPU (\(Blocker.trim(config.gpuModels[mi].memoryGiB)) GiB)"
             )
         }
         guard a.share == share else {
@@ -467,6 +467,4 @@ extension ClusterState {
         for i in nodes.indices { nodes[i].modelIndex = newIndex[nodes[i].spec.gpuModel]! }
         rebuildFreePool()
     }
-
-    static func gib(_ v: Double) -> String { v == v.rounded() ? "\(Int(v)) GiB" : "\(v) GiB" }
 }

@@ -283,8 +283,6 @@ extension ClusterState {
         return out
     }
 
-    /// The models with at least one node that takes shares of GPUs.
-    var shareModels: UInt64 { nodeTraits.shareModels }
 }
 
 /// Facts about the nodes that every pass needs, derived once when the nodes change (not per pass: a pass

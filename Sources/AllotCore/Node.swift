@@ -178,15 +178,9 @@ public struct Node: Hashable, Sendable {
     /// The node's memory in MiB, when declared.
     public var memoryCapacity: Int? { spec.memoryGiB.map { Int(($0 * 1024).rounded(.down)) } }
 
-    /// What a job takes of this node's CPUs and memory with `gpus` of its GPUs here (`worth`: GPUs' worth
-    /// taken here, the share for a share job): its own request split by GPUs, else a share of the node in
-    /// proportion to the GPUs taken. Nil for what the node does not declare.
-    public func hostResources(for spec: JobSpec, gpus: Int, worth: Double) -> (cpuMilli: Int?, memoryMiB: Int?) {
-        hostResources(cpuMilli: spec.cpuMilli, memoryMiB: spec.memoryMiB, jobGPUs: spec.gpus, gpus: gpus, worth: worth)
-    }
-
-    /// ``hostResources(for:gpus:worth:)`` from the job's numbers: its CPU and memory requests (nil: none),
-    /// its GPU count, the GPUs it takes here and their worth.
+    /// What a job takes of this node's CPUs and memory with `gpus` of its `jobGPUs` GPUs here (`worth`: GPUs'
+    /// worth taken here, the share for a share job): its own requests (nil: none) split by GPUs, else a share
+    /// of the node in proportion to the GPUs taken. Nil for what the node does not declare.
     func hostResources(
         cpuMilli: Int?,
         memoryMiB: Int?,
@@ -224,6 +218,4 @@ public struct Node: Hashable, Sendable {
 
     /// The jobs on GPU `g`: its holder, or its share jobs.
     public func jobs(onGPU g: Int) -> [JobID] { holder[g].map { [$0] } ?? sharers[g] }
-    /// Room left on a shared GPU, in thousandths (nil when the GPU is not shared).
-    public func shareRoom(_ g: Int) -> Int? { shareUsed[g] > 0 ? 1000 - shareUsed[g] : nil }
 }

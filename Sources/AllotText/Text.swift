@@ -21,6 +21,25 @@ public enum Topology: String, Codable, Sendable, CaseIterable {
     case nvlink
 }
 
+/// Sizes with a unit, as the config file and `allotctl submit --memory` write them.
+public enum ByteSize {
+    /// The bytes of a size with a unit: `64MiB`, `1 GiB`, `512k`, `2GB`, `1.5TiB` (K, M, G and T alone, and
+    /// KiB…TiB, are binary; kB…TB decimal; B is bytes). Nil when there is no unit or the size is not above 0;
+    /// what a bare number means is the caller's.
+    public static func parse(withUnit text: String) -> Int? {
+        let t = text.trimmingWhitespace().lowercased().filter { $0 != " " }
+        let units: [(String, Double)] = [
+            ("tib", 0x1p40), ("gib", 0x1p30), ("mib", 0x1p20), ("kib", 0x1p10), ("tb", 1e12), ("gb", 1e9),
+            ("mb", 1e6), ("kb", 1e3), ("t", 0x1p40), ("g", 0x1p30), ("m", 0x1p20), ("k", 0x1p10), ("b", 1),
+        ]
+        for (unit, scale) in units where t.hasSuffix(unit) {
+            guard let n = Double(t.dropLast(unit.count)), n > 0, n * scale < 0x1p62 else { return nil }
+            return Int(n * scale)
+        }
+        return nil
+    }
+}
+
 /// Parsing and printing of human durations such as `90s`, `15m`, `2h`, `1d`, `1h30m`.
 public enum DurationText {
     /// Parses a duration: a plain number of seconds, one or more `<number><unit>` parts with units

@@ -108,12 +108,12 @@ struct Show: ParsableCommand {
                 ("gpus", j.gpuShare == nil ? j.gpusText : "\(j.gpusText) (a share of one GPU)"),
                 ("gpu model", j.gpuModel ?? "any"),
             ]
-            if let c = j.cpus { lines.append(("cpus", Fraction.text(Int((c * 1000).rounded())))) }
+            if let c = j.cpus { lines.append(("cpus", JobObject.decimal(c))) }
             if let m = j.memoryMiB { lines.append(("memory", Fraction.mebibytes(m))) }
             if let n = j.node { lines.append(("node", n)) }
             let host = j.gpuIndices.compactMap { s -> String? in
                 var parts: [String] = []
-                if let c = s.cpus { parts.append("\(Fraction.text(Int((c * 1000).rounded()))) CPUs") }
+                if let c = s.cpus { parts.append("\(JobObject.decimal(c)) CPUs") }
                 if let m = s.memoryMiB { parts.append(Fraction.mebibytes(m)) }
                 return parts.isEmpty ? nil : "\(s.node): " + parts.joined(separator: ", ")
             }
@@ -431,5 +431,8 @@ import Glibc
 
 extension JobObject {
     /// `2`, or `0.25` for a share of one GPU.
-    var gpusText: String { gpuShare.map { Fraction.text(Int(($0 * 1000).rounded())) } ?? String(gpus) }
+    var gpusText: String { gpuShare.map(Self.decimal) ?? String(gpus) }
+
+    /// `0.25`, `2`: a wire number in thousandths, as allot writes it.
+    static func decimal(_ v: Double) -> String { Fraction.text(Int((v * 1000).rounded())) }
 }

@@ -225,3 +225,19 @@ import Testing
         }
     }
 }
+
+@Suite struct SizeTextTests {
+    @Test func memorySizesReadAsTheConfigAndSlurmReadThem() {
+        #expect(Fraction.mebibytes(parsing: "64GiB") == 65536)
+        #expect(Fraction.mebibytes(parsing: "64G") == 65536)
+        #expect(Fraction.mebibytes(parsing: "1.5 TiB") == 1_572_864)
+        #expect(Fraction.mebibytes(parsing: "512MiB") == 512)
+        #expect(Fraction.mebibytes(parsing: "2048") == 2048)
+        #expect(Fraction.mebibytes(parsing: "1GB") == 954)  // decimal, rounded up to whole MiB
+        #expect(Fraction.mebibytes(parsing: "100k") == 1)
+        for bad in ["lots", "0GiB", "-1G", "", "GiB"] { #expect(Fraction.mebibytes(parsing: bad) == nil, "\(bad)") }
+        #expect(ByteSize.parse(withUnit: "64MiB") == 64 << 20)
+        #expect(ByteSize.parse(withUnit: "512k") == 512 << 10)
+        #expect(ByteSize.parse(withUnit: "67108864") == nil)
+    }
+}

@@ -59,107 +59,84 @@ import Testing
         }
     }
 
-    /// A newer allot must read an older log: testdata/golden-v1.wal was written by format version 1 and must
-    /// still decode to the same events.
-    @Test func goldenV1SegmentStillReads() throws {
+    /// The events recovery reads from one segment's bytes, and where it stopped (nil: at the end).
+    func walkSegment(_ bytes: [UInt8]) throws -> (events: [Event], stop: String?) {
         try withTempDir { dir in
             try FileManager.default.createDirectory(atPath: dir + "/wal", withIntermediateDirectories: true)
-            let golden = Sample.testdata.appendingPathComponent("golden-v1.wal")
-            try FileManager.default.copyItem(
-                atPath: golden.path,
-                toPath: dir + "/wal/" + WALFormat.segmentName(sequence: 1, firstLSN: 1)
+            try Data(bytes).write(
+                to: URL(fileURLWithPath: dir + "/wal/" + WALFormat.segmentName(sequence: 1, firstLSN: 1))
             )
             var read: [Event] = []
             let stop = try WALInspector.walk(directory: dir) { read.append($0.event) }
-            #expect(stop == nil)
-            #expect(read == Sample.events)
-            // And it replays into a state, as recovery would.
-            var state = ClusterState()
-            try state.apply(read)
-            #expect(state.jobs.count == 4)
+            return (read, stop)
         }
+    }
+
+    /// A golden segment's bytes, from testdata.
+    func golden(_ version: Int) throws -> [UInt8] {
+        [UInt8](try Data(contentsOf: Sample.testdata.appendingPathComponent("golden-v\(version).wal")))
+    }
+
+    /// A newer allot must read an older log: testdata/golden-v1.wal was written by format version 1 and must
+    /// still decode to the same events.
+    @Test func goldenV1SegmentStillReads() throws {
+        let (read, stop) = try walkSegment(try golden(1))
+        #expect(stop == nil)
+        #expect(read == Sample.events)
+        // And it replays into a state, as recovery would.
+        var state = ClusterState()
+        try state.apply(read)
+        #expect(state.jobs.count == 4)
     }
 
     /// A newer allot reads version 2: testdata/golden-v2.wal holds the sample events with every version-2
     /// field, written by format version 2.
     @Test func goldenV2SegmentStillReads() throws {
-        let events = Sample.events + Sample.eventsV2
-        try withTempDir { dir in
-            try FileManager.default.createDirectory(atPath: dir + "/wal", withIntermediateDirectories: true)
-            try FileManager.default.copyItem(
-                atPath: Sample.testdata.appendingPathComponent("golden-v2.wal").path,
-                toPath: dir + "/wal/" + WALFormat.segmentName(sequence: 1, firstLSN: 1)
-            )
-            var read: [Event] = []
-            let stop = try WALInspector.walk(directory: dir) { read.append($0.event) }
-            #expect(stop == nil)
-            #expect(read == events)
-        }
+        let (read, stop) = try walkSegment(try golden(2))
+        #expect(stop == nil)
+        #expect(read == Sample.events + Sample.eventsV2)
     }
 
     /// A newer allot reads version 3: testdata/golden-v3.wal holds the sample events with every version-3
     /// field, written by format version 3.
     @Test func goldenV3SegmentStillReads() throws {
-        let events = Sample.events + Sample.eventsV2 + Sample.eventsV3
-        try withTempDir { dir in
-            try FileManager.default.createDirectory(atPath: dir + "/wal", withIntermediateDirectories: true)
-            try FileManager.default.copyItem(
-                atPath: Sample.testdata.appendingPathComponent("golden-v3.wal").path,
-                toPath: dir + "/wal/" + WALFormat.segmentName(sequence: 1, firstLSN: 1)
-            )
-            var read: [Event] = []
-            let stop = try WALInspector.walk(directory: dir) { read.append($0.event) }
-            #expect(stop == nil)
-            #expect(read == events)
-        }
+        let (read, stop) = try walkSegment(try golden(3))
+        #expect(stop == nil)
+        #expect(read == Sample.events + Sample.eventsV2 + Sample.eventsV3)
     }
 
     /// A newer allot reads version 4: testdata/golden-v4.wal holds the sample events with every version-4
     /// field, written by format version 4.
     @Test func goldenV4SegmentStillReads() throws {
-        let events = Sample.events + Sample.eventsV2 + Sample.eventsV3 + Sample.eventsV4
-        try withTempDir { dir in
-            try FileManager.default.createDirectory(atPath: dir + "/wal", withIntermediateDirectories: true)
-            try FileManager.default.copyItem(
-                atPath: Sample.testdata.appendingPathComponent("golden-v4.wal").path,
-                toPath: dir + "/wal/" + WALFormat.segmentName(sequence: 1, firstLSN: 1)
-            )
-            var read: [Event] = []
-            let stop = try WALInspector.walk(directory: dir) { read.append($0.event) }
-            #expect(stop == nil)
-            #expect(read == events)
-            var state = ClusterState()
-            try state.apply(read)
-            #expect(state.invariantViolations().isEmpty)
-        }
+        let (read, stop) = try walkSegment(try golden(4))
+        #expect(stop == nil)
+        #expect(read == Sample.events + Sample.eventsV2 + Sample.eventsV3 + Sample.eventsV4)
+        var state = ClusterState()
+        try state.apply(read)
+        #expect(state.invariantViolations().isEmpty)
+    }
+
+    /// The run that ended while nobody watched is charged until its real end, not its recording; the job
+    /// whose GPU failed went back to the queue, its reason kept (the version-4 and version-5 events).
+    func expectV5Facts(_ state: ClusterState) throws {
+        let job = try #require(state.jobs[8])
+        #expect(job.endTime == Instant(seconds: 1_800_000_305))
+        #expect(job.pastRunSeconds == 4)
+        let requeued = try #require(state.jobs[9])
+        #expect(requeued.state == .pending)
+        #expect(requeued.history.last?.ended.contains("Xid 79") == true, "\(requeued.history)")
     }
 
     /// A newer allot reads version 5: testdata/golden-v5.wal holds the sample events with every version-5
     /// field, written by format version 5.
     @Test func goldenV5SegmentStillReads() throws {
-        let events = Sample.events + Sample.eventsV2 + Sample.eventsV3 + Sample.eventsV4 + Sample.eventsV5
-        try withTempDir { dir in
-            try FileManager.default.createDirectory(atPath: dir + "/wal", withIntermediateDirectories: true)
-            try FileManager.default.copyItem(
-                atPath: Sample.testdata.appendingPathComponent("golden-v5.wal").path,
-                toPath: dir + "/wal/" + WALFormat.segmentName(sequence: 1, firstLSN: 1)
-            )
-            var read: [Event] = []
-            let stop = try WALInspector.walk(directory: dir) { read.append($0.event) }
-            #expect(stop == nil)
-            #expect(read == events)
-            var state = ClusterState()
-            try state.apply(read)
-            #expect(state.invariantViolations().isEmpty)
-            // The run that ended while nobody watched is charged until its real end, not its recording.
-            let job = try #require(state.jobs[8])
-            #expect(job.endTime == Instant(seconds: 1_800_000_305))
-            #expect(job.pastRunSeconds == 4)
-            // The job whose GPU failed went back to the queue, its reason kept.
-            let requeued = try #require(state.jobs[9])
-            #expect(requeued.state == .pending)
-            #expect(requeued.history.last?.ended.contains("Xid 79") == true, "\(requeued.history)")
-        }
+        let (read, stop) = try walkSegment(try golden(5))
+        #expect(stop == nil)
+        #expect(read == Sample.events + Sample.eventsV2 + Sample.eventsV3 + Sample.eventsV4 + Sample.eventsV5)
+        var state = ClusterState()
+        try state.apply(read)
+        #expect(state.invariantViolations().isEmpty)
+        try expectV5Facts(state)
     }
 
     /// The format cannot drift unnoticed: testdata/golden-v7.wal holds the sample events with every version-7
@@ -179,35 +156,21 @@ import Testing
             )
             try Data(bytes).write(to: source)
         }
-        let stored = [UInt8](try Data(contentsOf: Sample.testdata.appendingPathComponent("golden-v7.wal")))
+        let stored = try golden(7)
         #expect(stored == bytes, "the encoding of version 7 changed")
-        try withTempDir { dir in
-            try FileManager.default.createDirectory(atPath: dir + "/wal", withIntermediateDirectories: true)
-            try Data(stored).write(
-                to: URL(fileURLWithPath: dir + "/wal/" + WALFormat.segmentName(sequence: 1, firstLSN: 1))
-            )
-            var read: [Event] = []
-            let stop = try WALInspector.walk(directory: dir) { read.append($0.event) }
-            #expect(stop == nil)
-            #expect(read == events)
-            var state = ClusterState()
-            try state.apply(read)
-            #expect(state.invariantViolations().isEmpty)
-            // The run that ended while nobody watched is charged until its real end, not its recording.
-            let job = try #require(state.jobs[8])
-            #expect(job.endTime == Instant(seconds: 1_800_000_305))
-            #expect(job.pastRunSeconds == 4)
-            // The job whose GPU failed went back to the queue, its reason kept.
-            let requeued = try #require(state.jobs[9])
-            #expect(requeued.state == .pending)
-            #expect(requeued.history.last?.ended.contains("Xid 79") == true, "\(requeued.history)")
-            // Two shares of one GPU: the GPU stays shared by the one left, which pays for its half.
-            let gpu = try #require(state.node(named: "h1"))
-            #expect(gpu.shareUsed[7] == 500 && gpu.sharers[7] == [11] && gpu.holder[7] == nil)
-            #expect(gpu.cpuUsed == 2500 && gpu.memoryUsed == 8192)
-            #expect(state.node(named: "m1")?.spec.sharing == .mps)
-            #expect(state.jobs[10]?.pastGPUSeconds == 8 * 0.25)
-            #expect(state.jobs[11]?.allocation?.description == "h1[7]@0.5")
-        }
+        let (read, stop) = try walkSegment(stored)
+        #expect(stop == nil)
+        #expect(read == events)
+        var state = ClusterState()
+        try state.apply(read)
+        #expect(state.invariantViolations().isEmpty)
+        try expectV5Facts(state)
+        // Two shares of one GPU: the GPU stays shared by the one left, which pays for its half.
+        let gpu = try #require(state.node(named: "h1"))
+        #expect(gpu.shareUsed[7] == 500 && gpu.sharers[7] == [11] && gpu.holder[7] == nil)
+        #expect(gpu.cpuUsed == 2500 && gpu.memoryUsed == 8192)
+        #expect(state.node(named: "m1")?.spec.sharing == .mps)
+        #expect(state.jobs[10]?.pastGPUSeconds == 8 * 0.25)
+        #expect(state.jobs[11]?.allocation?.description == "h1[7]@0.5")
     }
 }

@@ -598,24 +598,11 @@ extension Fraction {
 }
 
 extension Fraction {
-    /// Reads a memory size in MiB: `64GiB`, `64G`, `512MiB`, `512M`, `1.5TiB`, `2048` (a bare number is MiB, as
-    /// Slurm's `--mem` reads it). Units are binary (K = KiB); nil when it is not a size above zero.
+    /// Reads a memory size in MiB: `64GiB`, `64G`, `512MiB`, `512M`, `1.5TiB` (``ByteSize``), or a bare number
+    /// of MiB, as Slurm's `--mem` reads it; rounded up to whole MiB. Nil when it is not a size above zero.
     public static func mebibytes(parsing text: String) -> Int? {
-        var t = text.trimmingWhitespace().lowercased()
-        if t.hasSuffix("b") { t.removeLast() }
-        if t.hasSuffix("i") { t.removeLast() }
-        var scale = 1.0
-        switch t.last {
-        case "k": scale = 1.0 / 1024
-        case "m": scale = 1
-        case "g": scale = 1024
-        case "t": scale = 1024 * 1024
-        default: break
-        }
-        if scale != 1 || t.last == "m" { t.removeLast() }
-        guard let v = Double(t.trimmingWhitespace()), v.isFinite, v > 0 else { return nil }
-        let mib = (v * scale).rounded(.up)
-        guard mib >= 1, mib < 1e12 else { return nil }
-        return Int(mib)
+        if let bytes = ByteSize.parse(withUnit: text) { return bytes > 0 ? (bytes + (1 << 20) - 1) >> 20 : nil }
+        guard let v = Double(text.trimmingWhitespace()), v.isFinite, v > 0, v < 1e12 else { return nil }
+        return Int(v.rounded(.up))
     }
 }

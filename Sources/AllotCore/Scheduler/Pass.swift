@@ -490,19 +490,42 @@ struct Pass {
     ) {
         takeEverywhere(slices)
         release(heldFor: row.id, except: slices)
-        let allocation = Allocation(
-            model: ctx.models[m].name,
-            slices: slices.map { hostSlice(row, node: $0.node, gpus: $0.mask.bitIndices) },
-            share: row.isShare ? row.share(on: ctx.models[m]) : nil
-        )
         if row.isShare, let s = slices.first {
             // A share breaks a fresh GPU: later shares in this pass may fill the rest of it.
             let gpu = NodeGPU(node: s.node, gpu: s.mask.trailingZeroBitCount)
-            shareTaken[gpu, default: 0] += row.share(on: ctx.models[m])
-            shareOwner[gpu] = row.uid
             if sharedGPUs == nil { sharedGPUs = state.sharedGPUs(models: ctx.modelCount) }
             if !sharedGPUs![m].contains(gpu) { sharedGPUs![m].append(gpu) }
         }
+        decideStart(
+            row,
+            model: m,
+            on: slices.map { ($0.node, $0.mask.bitIndices) },
+            note: note,
+            loans: loans,
+            freshGPUs: true
+        )
+    }
+
+    /// The start decision, and what it takes for the rest of the pass: shares, CPUs and memory, the tenant's
+    /// GPUs and spend, and (for `freshGPUs`, not a share joining a shared GPU) its model's use by kind.
+    mutating func decideStart(
+        _ row: PendingQueue.Row,
+        model m: Int,
+        on slices: [(node: Int, gpus: [Int])],
+        note: PlacementNote,
+        loans: [Loan],
+        freshGPUs: Bool
+    ) {
+        let share = row.isShare ? row.share(on: ctx.models[m]) : nil
+        if let share, let s = slices.first, let g = s.gpus.first {
+            shareTaken[NodeGPU(node: s.node, gpu: g), default: 0] += share
+            shareOwner[NodeGPU(node: s.node, gpu: g)] = row.uid
+        }
+        let allocation = Allocation(
+            model: ctx.models[m].name,
+            slices: slices.map { hostSlice(row, node: $0.node, gpus: $0.gpus) },
+            share: share
+        )
         decisions.append(.start(row.id, on: allocation, why: note, loans: loans))
         let tenant = state.pendingJobs.tenants.values[Int(row.tenant)]
         tenantGPUs[tenant] = gpusInUse(by: tenant) + row.gpus
@@ -510,7 +533,9 @@ struct Pass {
             firm?.add(row.gpus, tenant: tenant, quota: state.config.tenant(named: tenant).gpuQuota ?? 0)
         }
         addedCost[tenant, default: 0] += note.estimatedCostUSD
-        if policy == .allot && !reserve.isEmpty { addUse(of: m, inference: row.kind == .inference, gpus: row.gpus) }
+        if freshGPUs && policy == .allot && !reserve.isEmpty {
+            addUse(of: m, inference: row.kind == .inference, gpus: row.gpus)
+        }
     }
 
     /// When the job fits in the free GPUs plus those of jobs stopping for it, holds the free part for it and
@@ -692,21 +717,7 @@ extension Pass {
     /// Starts a share job on a GPU already shared: it takes no free GPU.
     mutating func recordShare(_ row: PendingQueue.Row, model m: Int, gpu: NodeGPU, note: PlacementNote, loans: [Loan]) {
         release(heldFor: row.id, except: [])
-        let share = row.share(on: ctx.models[m])
-        shareTaken[gpu, default: 0] += share
-        shareOwner[gpu] = row.uid
-        let allocation = Allocation(
-            model: ctx.models[m].name,
-            slices: [hostSlice(row, node: gpu.node, gpus: [gpu.gpu])],
-            share: share
-        )
-        decisions.append(.start(row.id, on: allocation, why: note, loans: loans))
-        let tenant = state.pendingJobs.tenants.values[Int(row.tenant)]
-        tenantGPUs[tenant] = gpusInUse(by: tenant) + row.gpus
-        if firm != nil && !classes.preemptible(row) {
-            firm?.add(row.gpus, tenant: tenant, quota: state.config.tenant(named: tenant).gpuQuota ?? 0)
-        }
-        addedCost[tenant, default: 0] += note.estimatedCostUSD
+        decideStart(row, model: m, on: [(gpu.node, [gpu.gpu])], note: note, loans: loans, freshGPUs: false)
     }
 }
 
@@ -795,7 +806,6 @@ struct HostShape: Hashable {
     var memoryMiB: Int
     var gpus: Int
     var share: Int
-    var gpuMemoryMiB: Int
     var topology: Topology
     var allowed: UInt64
 }
@@ -808,7 +818,6 @@ extension Pass {
             memoryMiB: row.memoryMiB,
             gpus: row.gpus,
             share: row.share,
-            gpuMemoryMiB: row.gpuMemoryMiB,
             topology: row.topology,
             allowed: allowed
         )

@@ -28,18 +28,12 @@ extension Blocker {
             return
                 "waiting for \(what): \(free) allowed GPUs are free, the largest free block is \(block) on one node (needs \(needed))"
         case .hostResources(let needed, let cpu, let memory):
-            var parts: [String] = []
-            if let cpu { parts.append("\(Fraction.text(cpu)) CPUs") }
-            if let memory { parts.append(Fraction.mebibytes(memory)) }
-            let what = parts.isEmpty ? "its CPUs and memory" : parts.joined(separator: " and ")
+            let what = Self.host(cpu, memory) ?? "its CPUs and memory"
             return
                 "waiting for CPUs or memory: GPUs for it are free, but no node with \(needed) of them free has \(what) free beside them (--cpus, --memory)"
         case .exceedsNodeResources(let cpu, let memory):
-            var parts: [String] = []
-            if let cpu { parts.append("\(Fraction.text(cpu)) CPUs") }
-            if let memory { parts.append(Fraction.mebibytes(memory)) }
             return
-                "it asks for \(parts.joined(separator: " and ")) with \(spec.isShare ? "a share of one GPU" : "\(spec.gpus) GPU(s)"), more than the nodes that could hold its GPUs have, even idle; it can never start as asked (ask for less, or spread it over more GPUs)"
+                "it asks for \(Self.host(cpu, memory) ?? "CPUs and memory") with \(spec.isShare ? "a share of one GPU" : "\(spec.gpus) GPU(s)"), more than the nodes that could hold its GPUs have, even idle; it can never start as asked (ask for less, or spread it over more GPUs)"
         case .overMaxCost(let cheapest, let limit):
             return
                 "every placement free now costs more than its limit: cheapest $\(Money.format(cheapest)) against max cost $\(Money.format(limit)); raise --max-cost or wait for cheaper GPUs"
@@ -98,6 +92,12 @@ extension Blocker {
         if let m = spec.gpuMemoryMiB { parts.append("a share with \(Fraction.mebibytes(m)) of one GPU's memory") }
         if spec.isShare && spec.gpuMemoryMiB == nil { parts.append("a share of one GPU (on nodes with sharing on)") }
         return parts.isEmpty ? "its constraints" : parts.joined(separator: " and ")
+    }
+
+    /// `8 CPUs and 64 GiB`; nil when neither is given.
+    static func host(_ cpuMilli: Int?, _ memoryMiB: Int?) -> String? {
+        let parts = [cpuMilli.map { "\(Fraction.text($0)) CPUs" }, memoryMiB.map(Fraction.mebibytes)].compactMap { $0 }
+        return parts.isEmpty ? nil : parts.joined(separator: " and ")
     }
 
     static func trim(_ v: Double) -> String { v == v.rounded() ? String(Int(v)) : String(v) }

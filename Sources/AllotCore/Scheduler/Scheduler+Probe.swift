@@ -34,7 +34,7 @@ extension Scheduler {
         let models = state.config.gpuModels
         var allowed = PassContext.mask(models, spec.gpuModels, spec.minGPUMemoryGiB)
         for i in allowed.setBits where spec.shareMilli(on: models[i]) == 0 { allowed &= ~(1 << UInt64(i)) }
-        if spec.isShare { allowed &= state.shareModels }
+        if spec.isShare { allowed &= state.nodeTraits.shareModels }
         if allowed == 0 { return .noModelAllowed }
         let pool = state.freePool
         let holding = models.indices.filter { i in
