@@ -77,6 +77,7 @@ public enum Daemon {
                 errno: EIO
             )
         }
+        System.keepBigBlocksMapped()
         var walOptions = WriteAheadLog.Options()
         walOptions.sync = WriteAheadLog.SyncPolicy(rawValue: file.wal.sync.rawValue) ?? .batch
         walOptions.segmentSize = file.wal.segmentBytes

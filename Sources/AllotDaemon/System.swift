@@ -172,6 +172,18 @@ enum System {
         _ = unsafeBitCast(sym, to: Fn.self)(0)
     }
 
+    /// Keeps big blocks (over 128 KiB) in their own mappings, returned to the system when freed (glibc's
+    /// `mallopt(M_MMAP_THRESHOLD)`, not imported). By default glibc raises that threshold to the size of the
+    /// largest block freed (up to 32 MiB), after which a pass's or a snapshot's big arrays land in the heap
+    /// among long-lived jobs and stay resident: with 100,000 pending jobs allotd sat 7–25 MiB higher after
+    /// each periodic pass (docs/development.md).
+    static func keepBigBlocksMapped() {
+        typealias Fn = @convention(c) (Int32, Int32) -> Int32
+        guard let sym = dlsym(nil, "mallopt") else { return }
+        let mmapThreshold: Int32 = -3  // M_MMAP_THRESHOLD in <malloc.h>
+        _ = unsafeBitCast(sym, to: Fn.self)(mmapThreshold, 128 << 10)
+    }
+
     /// The running executable's path.
     static func executablePath() -> String {
         (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
