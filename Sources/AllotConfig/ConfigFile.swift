@@ -96,12 +96,13 @@ public struct ConfigFile: Hashable, Sendable {
 
         var models: [GPUModel] = []
         for var t in try r.tableArray("gpu_model") {
-            let m = GPUModel(
+            var m = GPUModel(
                 name: try t.string("name", required: true)!,
                 memoryGiB: try t.double("memory_gib", required: true, min: 0, exclusiveMin: true)!,
                 pricePerHour: try t.double("price_per_hour", required: true, min: 0)!,
                 speed: try t.double("speed", min: 0, exclusiveMin: true) ?? 1.0
             )
+            m.mig = try migTable(&t, model: m)
             try t.finish()
             if models.contains(where: { $0.name == m.name }) {
                 throw t.error("name", "GPU model \"\(m.name)\" is declared twice")
@@ -316,7 +317,7 @@ public struct ConfigFile: Hashable, Sendable {
             let hint = closest(model, in: models.map(\.name)).map { "; did you mean \"\($0)\"?" } ?? ""
             throw t.error("gpu_model", "GPU model \"\(model)\" is not declared\(hint) (declared: \(known))")
         }
-        let spec = NodeSpec(
+        var spec = NodeSpec(
             name: name,
             gpuModel: model,
             // With discovery the count may be left out: the node is then held down until its GPUs are found.
@@ -329,8 +330,80 @@ public struct ConfigFile: Hashable, Sendable {
             inferenceReserved: try t.bool("inference_reserved") ?? false,
             sharing: try t.oneOf("sharing", GPUSharing.self) ?? .timeSlice
         )
+        spec.mig = try t.oneOf("mig", MIGMode.self) ?? .off
+        let table = models.first { $0.name == model }!.mig
+        if spec.mig != .off && table == nil {
+            throw t.error(
+                "mig",
+                "GPU model \"\(model)\" has no MIG profiles (built in for A100 40/80 GB, H100 80 GB, H200; "
+                    + "or give [[gpu_model.mig_profile]])"
+            )
+        }
+        for (i, text) in (try t.stringArray("mig_layout") ?? []).enumerated() {
+            guard spec.mig == .static else { throw t.error("mig_layout", "a layout needs mig = \"static\"") }
+            let names = table!.profiles.map(\.name).joined(separator: ", ")
+            guard let slot = MIGSlot(parsing: text) else {
+                throw t.error("mig_layout", "element \(i): expected PROFILE@START, e.g. \"3g.40gb@4\", got \"\(text)\"")
+            }
+            guard let p = table!.profile(named: slot.profile) else {
+                throw t.error("mig_layout", "element \(i): no MIG profile \"\(slot.profile)\" on \(model) (\(names))")
+            }
+            guard p.starts.contains(slot.start) else {
+                let starts = p.starts.map(String.init).joined(separator: ", ")
+                throw t.error("mig_layout", "element \(i): \(p.name) may start at \(starts), not \(slot.start)")
+            }
+            if let other = spec.migLayout.first(where: { q in
+                table!.profile(named: q.profile)!.mask(at: q.start) & p.mask(at: slot.start) != 0
+            }) {
+                throw t.error("mig_layout", "element \(i): \(slot) overlaps \(other)")
+            }
+            spec.migLayout.append(slot)
+        }
+        if spec.mig == .static && spec.migLayout.isEmpty {
+            throw t.error(
+                "mig_layout",
+                "mig = \"static\" needs the layout of every GPU, e.g. [\"3g.40gb@0\", \"3g.40gb@4\"]"
+            )
+        }
         if let problem = spec.problems().first { throw t.error("nvlink_islands", problem) }
         return spec
+    }
+
+    /// A model's MIG profiles: `[[gpu_model.mig_profile]]` when given, else the built-in table for its name
+    /// and memory unless `mig = false`.
+    private static func migTable(_ t: inout TableReader, model: GPUModel) throws(ConfigError) -> MIGTable? {
+        let enabled = try t.bool("mig")
+        var profiles: [MIGProfile] = []
+        for var p in try t.tableArray("mig_profile") {
+            profiles.append(
+                MIGProfile(
+                    name: try p.string("name", required: true)!,
+                    compute: try p.int("compute", required: true, in: 1...MIGTable.computeSlices)!,
+                    memorySlices: try p.int("memory_slices", required: true, in: 1...MIGTable.memorySlices)!,
+                    memoryGiB: try p.double("memory_gib", required: true, min: 0, exclusiveMin: true)!,
+                    starts: try p.intArray("starts") ?? []
+                )
+            )
+            try p.finish()
+        }
+        if enabled == false {
+            if !profiles.isEmpty { throw t.error("mig", "mig = false, yet [[gpu_model.mig_profile]] are given") }
+            return nil
+        }
+        if !profiles.isEmpty {
+            let table = MIGTable(profiles: profiles)
+            if let problem = table.problems(model: model.name).first { throw t.error("mig_profile", problem) }
+            return table
+        }
+        let builtIn = MIGTable.builtIn(forModel: model.name, memoryGiB: model.memoryGiB)
+        if enabled == true && builtIn == nil {
+            throw t.error(
+                "mig",
+                "no built-in MIG profiles for \"\(model.name)\" with \(model.memoryGiB) GiB "
+                    + "(known: A100 40/80 GB, H100 80 GB, H200 141 GB); give [[gpu_model.mig_profile]]"
+            )
+        }
+        return builtIn
     }
 
     /// The events that bring an empty state to this config: the config, then every node.
@@ -343,5 +416,19 @@ public struct ConfigFile: Hashable, Sendable {
         var state = ClusterState(now: time)
         try state.apply(initialEvents(at: time))
         return state
+    }
+}
+
+extension ConfigFile {
+    /// What the simulator models but allotd cannot run yet: nodes with MIG (allotd does not create MIG
+    /// instances or hand them to jobs yet). Nil when allotd can run this config.
+    public func allotdRefusal(path: String?) -> ConfigError? {
+        guard let node = nodes.first(where: { $0.mig != .off }) else { return nil }
+        return ConfigError(
+            file: path,
+            key: "mig",
+            message:
+                "node \(node.name) has mig = \"\(node.mig.rawValue)\": allotd does not create MIG instances or run MIG jobs yet (allotctl simulate does); set mig = \"off\" for allotd"
+        )
     }
 }

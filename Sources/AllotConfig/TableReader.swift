@@ -139,6 +139,17 @@ struct TableReader {
         return out
     }
 
+    mutating func intArray(_ key: String) throws(ConfigError) -> [Int]? {
+        guard let v = try value(key, required: false, expected: "an array of integers") else { return nil }
+        guard let a = v.array else { throw error(key, "expected an array of integers, got \(Self.describe(v))") }
+        var out: [Int] = []
+        for (i, e) in a.enumerated() {
+            guard let x = e.int else { throw error(key, "element \(i) must be an integer, got \(Self.describe(e))") }
+            out.append(x)
+        }
+        return out
+    }
+
     mutating func intArrays(_ key: String) throws(ConfigError) -> [[Int]]? {
         let expected = "an array of arrays of GPU indices, e.g. [[0, 1, 2, 3], [4, 5, 6, 7]]"
         guard let v = try value(key, required: false, expected: expected) else { return nil }

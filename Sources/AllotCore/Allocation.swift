@@ -23,31 +23,42 @@ public struct Allocation: Hashable, Codable, Sendable, CustomStringConvertible {
     public var slices: [Slice]
     /// For a share of one GPU: the thousandths of that GPU taken (1–999). Nil for whole GPUs.
     public var share: Int?
+    /// For a MIG job: its instance on the one GPU of the allocation, and the thousandths of that GPU it is
+    /// priced at (``MIGTable/priceMilli(_:)``). Nil otherwise.
+    public var mig: MIGSlot?
+    public var migMilli: Int?
 
-    public init(model: String, slices: [Slice], share: Int? = nil) {
+    public init(model: String, slices: [Slice], share: Int? = nil, mig: MIGSlot? = nil, migMilli: Int? = nil) {
         self.model = model
         self.slices = slices
         self.share = share
+        self.mig = mig
+        self.migMilli = migMilli
     }
 
-    enum CodingKeys: String, CodingKey { case model, slices, share }
+    enum CodingKeys: String, CodingKey { case model, slices, share, mig, migMilli }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         model = try c.decode(String.self, forKey: .model)
         slices = try c.decode([Slice].self, forKey: .slices)
         share = try c.decodeIfPresent(Int.self, forKey: .share)
+        mig = try c.decodeIfPresent(MIGSlot.self, forKey: .mig)
+        migMilli = try c.decodeIfPresent(Int.self, forKey: .migMilli)
     }
 
     /// GPUs touched (a share touches one).
     public var gpuCount: Int { slices.reduce(0) { $0 + $1.gpus.count } }
     /// GPUs' worth taken: the share for a share of one GPU, else the GPU count. Prices and GPU-hours use it.
-    public var gpuEquivalent: Double { share.map { Double($0) / 1000 } ?? Double(gpuCount) }
+    public var gpuEquivalent: Double {
+        (share ?? migMilli).map { Double($0) / 1000 } ?? Double(gpuCount)
+    }
     public var nodeNames: [String] { slices.map(\.node) }
 
-    /// `h100-01[0-3]+h100-02[0,1]`; a share: `l4-01[3]@0.25`.
+    /// `h100-01[0-3]+h100-02[0,1]`; a share: `l4-01[3]@0.25`; a MIG instance: `a100-01[3]:1g.10gb@2`.
     public var description: String {
         let text = slices.map { "\($0.node)[\(Allocation.ranges($0.gpus))]" }.joined(separator: "+")
+        if let mig { return text + ":" + mig.description }
         return share.map { text + "@" + Fraction.text($0) } ?? text
     }
 

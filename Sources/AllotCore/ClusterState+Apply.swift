@@ -155,6 +155,13 @@ extension ClusterState {
             if spec.gpus != 1 { out.append("a share is of one GPU; the job asks for \(spec.gpus)") }
             if spec.topology != .any { out.append("a share of one GPU takes no topology (\(spec.topology.rawValue))") }
         }
+        if spec.isMIG {
+            if spec.isShare { out.append("a job asks for a MIG instance or a share of a GPU, not both") }
+            if spec.gpus != 1 { out.append("a MIG instance is one device; the job asks for \(spec.gpus) GPUs") }
+            if spec.topology != .any { out.append("a MIG instance takes no topology (\(spec.topology.rawValue))") }
+            if spec.mig.count > 8 { out.append("at most 8 acceptable MIG profiles, not \(spec.mig.count)") }
+            for p in spec.mig where p.isEmpty || p.count > 32 { out.append("\"\(p)\" is not a MIG profile name") }
+        }
         return out
     }
 
@@ -290,7 +297,18 @@ extension ClusterState {
                     )
                 }
             }
-            if let share = a.share, let g = slice.gpus.first, nodes[ni].holder[g] == nil {
+            if let slot = a.mig {
+                try validateMIG(slot, milli: a.migMilli, for: id, node: ni, gpus: slice.gpus, model: mi)
+            } else if jobs[existing: id].spec.isMIG {
+                throw bad("it asks for a MIG instance, the allocation gives none")
+            } else if nodes[ni].spec.mig == .static {
+                throw bad("node \(slice.node) gives only its MIG instances (mig = \"static\")")
+            }
+            if a.mig != nil {
+                // Checked above: a MIG instance joins others on free slices.
+            } else if let share = a.share, let g = slice.gpus.first, nodes[ni].holder[g] == nil,
+                nodes[ni].migUsed[g] == 0
+            {
                 // A share may join other shares on a GPU that has room for it.
                 if nodes[ni].shareUsed[g] + share > 1000 {
                     throw bad(
@@ -321,12 +339,65 @@ extension ClusterState {
         return positions
     }
 
+    /// Checks a MIG job's instance: a profile it accepts, a valid start, free slices on a GPU given to no
+    /// whole or share job, the node's layout when static, and the price.
+    func validateMIG(
+        _ slot: MIGSlot,
+        milli: Int?,
+        for id: JobID,
+        node ni: Int,
+        gpus: [Int],
+        model mi: Int
+    )
+        throws(StateError)
+    {
+        func bad(_ s: String) -> StateError { StateError(.invalidAllocation, "cannot start job \(id): \(s)") }
+        let spec = jobs[existing: id].spec
+        let node = nodes[ni]
+        guard spec.isMIG else { throw bad("it asks for no MIG instance, the allocation gives \(slot)") }
+        guard spec.mig.contains(slot.profile) else {
+            throw bad("it accepts MIG \(spec.mig.joined(separator: ", ")), the allocation gives \(slot.profile)")
+        }
+        guard node.spec.mig != .off else { throw bad("node \(node.name) has no MIG (mig = \"off\")") }
+        guard let table = config.gpuModels[mi].mig, let p = table.profile(named: slot.profile) else {
+            throw bad("GPU model \(config.gpuModels[mi].name) has no MIG profile \(slot.profile)")
+        }
+        guard p.starts.contains(slot.start) else {
+            throw bad(
+                "MIG \(p.name) may start at memory slice \(p.starts.map(String.init).joined(separator: ", ")), not \(slot.start)"
+            )
+        }
+        guard node.spec.mig != .static || node.spec.migLayout.contains(slot) else {
+            throw bad("node \(node.name)'s MIG layout has no \(slot)")
+        }
+        guard milli == MIGTable.priceMilli(p) else {
+            throw bad(
+                "MIG \(p.name) is priced at \(MIGTable.priceMilli(p)) thousandths, the allocation says \(milli ?? 0)"
+            )
+        }
+        guard gpus.count == 1, let g = gpus.first else { throw bad("a MIG instance is on one GPU") }
+        guard node.holder[g] == nil, node.shareUsed[g] == 0 else {
+            throw bad(
+                "GPU \(g) of \(node.name) is given \(node.holder[g] != nil ? "whole" : "as shares") to job \(node.jobs(onGPU: g).map(String.init(describing:)).joined(separator: ", "))"
+            )
+        }
+        if node.migUsed[g] & p.mask(at: slot.start) != 0 {
+            throw bad(
+                "memory slices \(slot.start)–\(slot.start + p.memorySlices - 1) of GPU \(g) of \(node.name) are taken by job \(node.sharers[g].map(String.init(describing:)).joined(separator: ", "))"
+            )
+        }
+    }
+
     mutating func start(_ id: JobID, allocation a: Allocation, nodes placed: [Int], at t: Instant) {
         for (slice, ni) in zip(a.slices, placed) {
             nodes[ni].cpuUsed += slice.cpuMilli ?? 0
             nodes[ni].memoryUsed += slice.memoryMiB ?? 0
             for g in slice.gpus {
-                if let share = a.share {
+                if let slot = a.mig {
+                    nodes[ni].migUsed[g] |= migMask(slot, model: a.model)
+                    let at = nodes[ni].sharers[g].firstIndex { $0 > id } ?? nodes[ni].sharers[g].count
+                    nodes[ni].sharers[g].insert(id, at: at)
+                } else if let share = a.share {
                     if nodes[ni].shareUsed[g] == 0 { sharedGPUCount += 1 }
                     nodes[ni].shareUsed[g] += share
                     let at = nodes[ni].sharers[g].firstIndex { $0 > id } ?? nodes[ni].sharers[g].count
@@ -371,17 +442,27 @@ extension ClusterState {
         job.exit = nil
     }
 
+    /// The memory slices a MIG instance takes (its model and profile were checked at its start).
+    func migMask(_ slot: MIGSlot, model: String) -> UInt8 {
+        config.gpuModels[modelIndex[model]!].mig?.profile(named: slot.profile)?.mask(at: slot.start) ?? 0
+    }
+
     /// Frees a running or stopping job's GPUs and settles its accounting.
     /// Frees a job's GPUs at `t` and settles its run, which used them until `end` (≤ `t`: a run that ended
     /// while allotd was down is charged only until its real end).
     mutating func release(_ id: JobID, at t: Instant, ranUntil end: Instant? = nil) {
         let share = jobs[existing: id].allocation!.share
+        let mig = jobs[existing: id].allocation!.mig
         for slice in jobs[existing: id].allocation!.slices {
             let ni = nodeIndex[slice.node]!
             nodes[ni].cpuUsed -= slice.cpuMilli ?? 0
             nodes[ni].memoryUsed -= slice.memoryMiB ?? 0
             for g in slice.gpus {
-                if let share {
+                if let mig {
+                    nodes[ni].migUsed[g] &= ~migMask(mig, model: jobs[existing: id].allocation!.model)
+                    nodes[ni].sharers[g].removeAll { $0 == id }
+                    if !nodes[ni].sharers[g].isEmpty { continue }
+                } else if let share {
                     nodes[ni].shareUsed[g] -= share
                     nodes[ni].sharers[g].removeAll { $0 == id }
                     if !nodes[ni].sharers[g].isEmpty { continue }

@@ -141,7 +141,10 @@ extension ClusterState {
                 nodes[ni].cpuUsed += slice.cpuMilli ?? 0
                 nodes[ni].memoryUsed += slice.memoryMiB ?? 0
                 for g in slice.gpus {
+                    let instance = allocation.mig.map { self.migMask($0, model: allocation.model) }
                     guard g >= 0, g < nodes[ni].spec.gpus, nodes[ni].holder[g] == nil,
+                        instance.map({ $0 != 0 && nodes[ni].migUsed[g] & $0 == 0 && nodes[ni].shareUsed[g] == 0 })
+                            ?? (nodes[ni].migUsed[g] == 0),
                         allocation.share.map({ nodes[ni].shareUsed[g] + $0 <= 1000 })
                             ?? (nodes[ni].shareUsed[g] == 0)
                     else {
@@ -150,7 +153,11 @@ extension ClusterState {
                             "job \(job.id) holds GPU \(g) of \(slice.node), which is not free"
                         )
                     }
-                    if let share = allocation.share {
+                    if let instance {
+                        nodes[ni].migUsed[g] |= instance
+                        let at = nodes[ni].sharers[g].firstIndex { $0 > job.id } ?? nodes[ni].sharers[g].count
+                        nodes[ni].sharers[g].insert(job.id, at: at)
+                    } else if let share = allocation.share {
                         if nodes[ni].shareUsed[g] == 0 { sharedGPUCount += 1 }
                         nodes[ni].shareUsed[g] += share
                         let at = nodes[ni].sharers[g].firstIndex { $0 > job.id } ?? nodes[ni].sharers[g].count

@@ -189,6 +189,7 @@ public struct ClusterState: Hashable, Sendable {
         var out: [String] = []
         var seen: [String: UInt64] = [:]
         var shares: [NodeGPU: Int] = [:]
+        var migSeen: [NodeGPU: UInt8] = [:]
         var host: [Int: (cpu: Int, memory: Int)] = [:]
         for id in activeJobs.sorted() {
             guard let job = jobs[id] else {
@@ -212,7 +213,18 @@ public struct ClusterState: Hashable, Sendable {
                 host[ni, default: (0, 0)].memory += slice.memoryMiB ?? 0
                 for g in slice.gpus {
                     let bit = UInt64(1) << UInt64(g)
-                    if let share = alloc.share {
+                    if let slot = alloc.mig {
+                        let mask = migMask(slot, model: alloc.model)
+                        if mask == 0 || migSeen[NodeGPU(node: ni, gpu: g), default: 0] & mask != 0 {
+                            out.append(
+                                "MIG instance \(slot) of job \(id) on GPU \(g) of \(slice.node) overlaps another"
+                            )
+                        }
+                        migSeen[NodeGPU(node: ni, gpu: g), default: 0] |= mask
+                        if !nodes[ni].sharers[g].contains(id) {
+                            out.append("GPU \(g) of \(slice.node) does not record job \(id)")
+                        }
+                    } else if let share = alloc.share {
                         shares[NodeGPU(node: ni, gpu: g), default: 0] += share
                         if !nodes[ni].sharers[g].contains(id) {
                             out.append("GPU \(g) of \(slice.node) does not record job \(id)")
@@ -242,6 +254,10 @@ public struct ClusterState: Hashable, Sendable {
                     out.append(
                         "GPU \(g) of \(node.name) records \(node.shareUsed[g]) thousandths shared, jobs hold \(share)"
                     )
+                }
+                let mig = migSeen[NodeGPU(node: ni, gpu: g)] ?? 0
+                if mig != node.migUsed[g] || (mig != 0 && (node.holder[g] != nil || share > 0)) {
+                    out.append("GPU \(g) of \(node.name) records MIG slices \(node.migUsed[g]), jobs hold \(mig)")
                 }
             }
         }
@@ -294,12 +310,15 @@ struct NodeTraits: Sendable {
     var anyNodeWithoutShares = false
     /// The models with a node that takes shares.
     var shareModels: UInt64 = 0
+    /// Whether any node has MIG (a MIG job may then start with no GPU free).
+    var anyMIGNode = false
 
     init() {}
 
     init(_ nodes: [Node]) {
         for node in nodes {
             if node.spec.cpus != nil || node.spec.memoryGiB != nil { tracksHost = true }
+            if node.spec.mig != .off { anyMIGNode = true }
             if node.spec.sharing == .off {
                 anyNodeWithoutShares = true
             } else {

@@ -8,12 +8,16 @@ public struct GPUModel: Hashable, Codable, Sendable {
     public var pricePerHour: Double
     /// Relative speed for training (1.0 = reference). Training work of D reference-seconds takes D / speed.
     public var speed: Double
+    /// Its MIG profiles, when the model supports MIG (built in for A100 40/80 GB, H100 80 GB and H200; a
+    /// config may give its own).
+    public var mig: MIGTable?
 
-    public init(name: String, memoryGiB: Double, pricePerHour: Double, speed: Double) {
+    public init(name: String, memoryGiB: Double, pricePerHour: Double, speed: Double, mig: MIGTable? = nil) {
         self.name = name
         self.memoryGiB = memoryGiB
         self.pricePerHour = pricePerHour
         self.speed = speed
+        self.mig = mig
     }
 }
 

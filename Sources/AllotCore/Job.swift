@@ -58,6 +58,9 @@ public struct JobSpec: Hashable, Codable, Sendable {
     var sizes = Sizes()
     /// Allowed GPU models; empty allows any model.
     public var gpuModels: [String]
+    /// A MIG instance instead of whole GPUs: the acceptable profiles (`1g.10gb`), cheapest first; `gpus` is
+    /// then 1. Empty for whole GPUs and shares.
+    public var mig: [String]
     /// Minimum memory per GPU, in GiB.
     public var minGPUMemoryGiB: Double?
     public var topology: Topology
@@ -95,6 +98,7 @@ public struct JobSpec: Hashable, Codable, Sendable {
         cpuMilli: Int? = nil,
         memoryMiB: Int? = nil,
         gpuModels: [String] = [],
+        mig: [String] = [],
         minGPUMemoryGiB: Double? = nil,
         topology: Topology = .any,
         walltime: Seconds? = nil,
@@ -122,6 +126,7 @@ public struct JobSpec: Hashable, Codable, Sendable {
             memoryMiB: Sizes.stored(memoryMiB)
         )
         self.gpuModels = gpuModels
+        self.mig = mig
         self.minGPUMemoryGiB = minGPUMemoryGiB
         self.topology = topology
         self.walltime = walltime
@@ -139,7 +144,7 @@ public struct JobSpec: Hashable, Codable, Sendable {
     enum CodingKeys: String, CodingKey {
         case name, tenant, uid, user, kind, priorityClass, gpus, gpuModels, minGPUMemoryGiB, topology, walltime
         case estimate, preemptible, grace, maxCostUSD, prefer, command, environment, workingDirectory
-        case output, gpuShare, gpuMemoryMiB, cpuMilli, memoryMiB
+        case output, gpuShare, gpuMemoryMiB, cpuMilli, memoryMiB, mig
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -156,6 +161,7 @@ public struct JobSpec: Hashable, Codable, Sendable {
         try c.encodeIfPresent(cpuMilli, forKey: .cpuMilli)
         try c.encodeIfPresent(memoryMiB, forKey: .memoryMiB)
         try c.encode(gpuModels, forKey: .gpuModels)
+        if !mig.isEmpty { try c.encode(mig, forKey: .mig) }
         try c.encodeIfPresent(minGPUMemoryGiB, forKey: .minGPUMemoryGiB)
         try c.encode(topology, forKey: .topology)
         try c.encodeIfPresent(walltime, forKey: .walltime)
@@ -200,6 +206,7 @@ public struct JobSpec: Hashable, Codable, Sendable {
             memoryMiB: Sizes.stored(try c.decodeIfPresent(Int.self, forKey: .memoryMiB))
         )
         gpuModels = try c.decodeIfPresent([String].self, forKey: .gpuModels) ?? []
+        mig = try c.decodeIfPresent([String].self, forKey: .mig) ?? []
         minGPUMemoryGiB = try c.decodeIfPresent(Double.self, forKey: .minGPUMemoryGiB)
         topology = try c.decodeIfPresent(Topology.self, forKey: .topology) ?? .any
         walltime = try c.decodeIfPresent(Double.self, forKey: .walltime)
@@ -218,6 +225,14 @@ public struct JobSpec: Hashable, Codable, Sendable {
 extension JobSpec {
     /// Whether the job asks for a share of one GPU (of its compute, its memory, or both).
     public var isShare: Bool { gpuShare != nil || gpuMemoryMiB != nil }
+    /// Whether the job asks for a MIG instance.
+    public var isMIG: Bool { !mig.isEmpty }
+
+    /// The profiles of `model` the job accepts, in its order (empty: none there, or not a MIG job).
+    public func migProfiles(on model: GPUModel) -> [MIGProfile] {
+        guard let table = model.mig else { return [] }
+        return mig.compactMap { table.profile(named: $0) }
+    }
 
     /// The thousandths of one GPU of `model` the job's share takes: the larger of its compute share and its
     /// GPU memory's part of the model's. Nil for whole GPUs; 0 when the model's GPUs cannot hold the share (its

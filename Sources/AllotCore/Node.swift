@@ -19,6 +19,10 @@ public struct NodeSpec: Hashable, Codable, Sendable {
     public var inferenceReserved: Bool
     /// How shares of one GPU run here.
     public var sharing: GPUSharing
+    /// Whether and how the node's GPUs are split into MIG instances.
+    public var mig: MIGMode
+    /// For `mig = static`: the instances on every GPU (the operator made them).
+    public var migLayout: [MIGSlot]
 
     public init(
         name: String,
@@ -30,7 +34,9 @@ public struct NodeSpec: Hashable, Codable, Sendable {
         labels: [String: String] = [:],
         local: Bool = false,
         inferenceReserved: Bool = false,
-        sharing: GPUSharing = .timeSlice
+        sharing: GPUSharing = .timeSlice,
+        mig: MIGMode = .off,
+        migLayout: [MIGSlot] = []
     ) {
         self.name = name
         self.gpuModel = gpuModel
@@ -42,10 +48,13 @@ public struct NodeSpec: Hashable, Codable, Sendable {
         self.local = local
         self.inferenceReserved = inferenceReserved
         self.sharing = sharing
+        self.mig = mig
+        self.migLayout = migLayout
     }
 
     enum CodingKeys: String, CodingKey {
-        case name, gpuModel, gpus, nvlinkIslands, cpus, memoryGiB, labels, local, inferenceReserved, sharing
+        case name, gpuModel, gpus, nvlinkIslands, cpus, memoryGiB, labels, local, inferenceReserved, sharing, mig,
+            migLayout
     }
 
     public init(from decoder: any Decoder) throws {
@@ -60,6 +69,8 @@ public struct NodeSpec: Hashable, Codable, Sendable {
         local = try c.decodeIfPresent(Bool.self, forKey: .local) ?? false
         inferenceReserved = try c.decodeIfPresent(Bool.self, forKey: .inferenceReserved) ?? false
         sharing = try c.decodeIfPresent(GPUSharing.self, forKey: .sharing) ?? .timeSlice
+        mig = try c.decodeIfPresent(MIGMode.self, forKey: .mig) ?? .off
+        migLayout = try c.decodeIfPresent([MIGSlot].self, forKey: .migLayout) ?? []
     }
 
     /// Problems with this spec on its own (GPU count, islands); empty when it is valid.
@@ -135,8 +146,10 @@ public struct Node: Hashable, Sendable {
     public internal(set) var holder: [JobID?]
     /// Thousandths of each GPU held by share jobs (0 where none; such a GPU has no whole holder).
     public internal(set) var shareUsed: [Int]
-    /// The share jobs on each GPU, ascending.
+    /// The share jobs (or MIG jobs) on each GPU, ascending.
     public internal(set) var sharers: [[JobID]]
+    /// The memory slices taken by MIG instances on each GPU (0 where none).
+    public internal(set) var migUsed: [UInt8]
     /// CPUs held by running jobs, in thousandths.
     public internal(set) var cpuUsed: Int
     /// Memory held by running jobs, in MiB.
@@ -157,6 +170,7 @@ public struct Node: Hashable, Sendable {
         self.holder = Array(repeating: nil, count: spec.gpus)
         self.shareUsed = Array(repeating: 0, count: spec.gpus)
         self.sharers = Array(repeating: [], count: spec.gpus)
+        self.migUsed = Array(repeating: 0, count: spec.gpus)
         self.cpuUsed = 0
         self.memoryUsed = 0
         self.usedMask = 0
@@ -167,8 +181,9 @@ public struct Node: Hashable, Sendable {
     public var name: String { spec.name }
     /// Mask of all the node's GPUs.
     public var allMask: UInt64 { spec.gpus == 64 ? ~0 : (1 << UInt64(spec.gpus)) - 1 }
-    /// GPUs that a new job could take: healthy and free (ignores the node's state).
-    public var freeMask: UInt64 { allMask & ~usedMask & ~unhealthyMask }
+    /// GPUs that a new job could take whole or as shares: healthy and free (ignores the node's state). None
+    /// on a node with a static MIG layout, whose GPUs take only MIG jobs.
+    public var freeMask: UInt64 { spec.mig == .static ? 0 : allMask & ~usedMask & ~unhealthyMask }
     /// Whether the node takes new jobs.
     public var schedulable: Bool { state == .up }
     /// Number of GPUs held by jobs (a shared GPU counts once).

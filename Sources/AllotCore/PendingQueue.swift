@@ -37,6 +37,8 @@ public struct PendingQueue: Sendable, Sequence, Hashable {
         var maxCostUSD: Double
         /// The job's own preemptible setting: -1 none (its class decides), 0 no, 1 yes.
         var preemptible: Int8
+        /// Whether the job asks for a MIG instance (its profiles are in its spec).
+        var isMIG: Bool
         var prefer: Preference?
 
         /// Whether the job asks for a share of one GPU.
@@ -103,6 +105,7 @@ public struct PendingQueue: Sendable, Sequence, Hashable {
             walltime: spec.walltime ?? .nan,
             maxCostUSD: spec.maxCostUSD ?? .nan,
             preemptible: spec.preemptible.map { $0 ? 1 : 0 } ?? -1,
+            isMIG: spec.isMIG,
             prefer: spec.prefer
         )
         position[job.id] = rows.count

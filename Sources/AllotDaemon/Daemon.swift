@@ -35,7 +35,9 @@ extension DaemonOptions {
     /// The configuration file with the command line's overrides on top: at start and at every reload, so
     /// that a reload never sees `--state-dir` or `--socket` as a change.
     func loadConfig() throws(ConfigError) -> ConfigFile {
-        var file = try ConfigFile.load(path: configPath ?? "/etc/allot/allotd.toml")
+        let path = configPath ?? "/etc/allot/allotd.toml"
+        var file = try ConfigFile.load(path: path)
+        if let refusal = file.allotdRefusal(path: path) { throw refusal }
         if let d = stateDir { file.daemon.stateDir = d }
         if let s = socket { file.daemon.socket = s }
         return file

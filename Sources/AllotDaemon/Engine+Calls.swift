@@ -467,6 +467,8 @@ extension Blocker {
         case .insufficientGPUs: "resources"
         case .hostResources: "CPUs or memory"
         case .exceedsNodeResources: "more CPUs or memory than any node"
+        case .noMIGRoom: "MIG slices"
+        case .noMIGProfile: "no MIG profile fits"
         case .overMaxCost: "max cost"
         case .maxCostBelowAnyPrice: "max cost below any price"
         case .behind(let id): "behind job \(id)"

@@ -99,6 +99,8 @@ public struct JobRequest: Codable, Hashable, Sendable {
     public var minGPUMemory: Double?
     /// For a share of one GPU: the GPU memory it takes (`"10GiB"`, or MiB).
     public var gpuMemory: WireMemory?
+    /// Acceptable MIG profiles, cheapest first (`"1g.10gb"`, `"1g.10gb,2g.20gb"` or an array).
+    public var mig: WireModels?
     /// CPUs for the whole job (2.5); nil: a share of each node in proportion to its GPUs.
     public var cpus: Double?
     /// Memory for the whole job: a size (`"64GiB"`, `"512M"`) or a number of MiB.
@@ -153,6 +155,7 @@ public struct JobRequest: Codable, Hashable, Sendable {
         gpuModel = try c.decodeIfPresent(WireModels.self, forKey: .gpuModel)
         minGPUMemory = try c.decodeIfPresent(Double.self, forKey: .minGPUMemory)
         gpuMemory = try c.decodeIfPresent(WireMemory.self, forKey: .gpuMemory)
+        mig = try c.decodeIfPresent(WireModels.self, forKey: .mig)
         cpus = try c.decodeIfPresent(Double.self, forKey: .cpus)
         memory = try c.decodeIfPresent(WireMemory.self, forKey: .memory)
         kind = try c.decodeIfPresent(String.self, forKey: .kind)
@@ -173,7 +176,7 @@ public struct JobRequest: Codable, Hashable, Sendable {
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case command, name, gpus, kind, tenant, walltime, estimate, grace, preemptible, prefer, topology, workdir, env,
-            hold, output, cpus, memory
+            hold, output, cpus, memory, mig
         case gpuModel = "gpu_model"
         case minGPUMemory = "min_gpu_memory"
         case gpuMemory = "gpu_memory"
@@ -222,6 +225,18 @@ public struct JobRequest: Codable, Hashable, Sendable {
                 )
             }
             s.gpuMemoryMiB = mib
+        }
+        if let mig {
+            guard !mig.names.isEmpty else { throw .invalidParams("mig: expected MIG profiles such as \"1g.10gb\"") }
+            guard s.gpus == 1 && s.gpuShare == nil && s.gpuMemoryMiB == nil else {
+                throw .invalidParams(
+                    "mig: a MIG instance is one device; it takes no gpus above 1, share or gpu_memory beside it"
+                )
+            }
+            for p in mig.names where MIGSlot(parsing: p + "@0") == nil || p.count > 32 {
+                throw .invalidParams("mig: \"\(p)\" is not a MIG profile name such as \"1g.10gb\"")
+            }
+            s.mig = mig.names
         }
         if let cpus {
             guard cpus.isFinite, cpus >= 0.001, cpus <= 1e9 else {

@@ -46,6 +46,10 @@ public struct JobObject: Codable, Sendable, Equatable {
     public var gpuShare: Double?
     /// For a share of one GPU: the GPU memory it takes, in MiB, when it asked for some.
     public var gpuMemoryMiB: Int?
+    /// For a MIG job: the profiles it accepts, cheapest first.
+    public var mig: [String]?
+    /// For a running MIG job: its instance, `1g.10gb@3` (profile and first memory slice).
+    public var migInstance: String?
     /// The CPUs asked for (absent: a share of each node in proportion to its GPUs).
     public var cpus: Double?
     /// The memory asked for, in MiB (absent: a share in proportion to its GPUs).
@@ -80,6 +84,8 @@ public struct JobObject: Codable, Sendable, Equatable {
         case gpuModel = "gpu_model"
         case gpuShare = "gpu_share"
         case gpuMemoryMiB = "gpu_memory_mib"
+        case mig
+        case migInstance = "mig_instance"
         case cpus
         case memoryMiB = "memory_mib"
         case gpuIndices = "gpu_indices"
@@ -110,6 +116,8 @@ public struct JobObject: Codable, Sendable, Equatable {
         gpus = spec.gpus
         gpuShare = (job.allocation?.share ?? spec.gpuShare).map { Double($0) / 1000 }
         gpuMemoryMiB = spec.gpuMemoryMiB
+        mig = spec.isMIG ? spec.mig : nil
+        migInstance = job.allocation?.mig?.description
         cpus = spec.cpuMilli.map { Double($0) / 1000 }
         memoryMiB = spec.memoryMiB
         let a = job.allocation

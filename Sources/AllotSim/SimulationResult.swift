@@ -234,7 +234,9 @@ public struct SimulationResult: Sendable {
             let tj = trace.jobs[i]
             work +=
                 job.spec.kind == .training
-                ? tj.duration * (tj.gpuShare.map { Double($0) / 1000 } ?? Double(tj.gpus)) / 3600
+                ? tj.duration
+                    * (job.allocation?.gpuEquivalent ?? tj.gpuShare.map { Double($0) / 1000 } ?? Double(tj.gpus))
+                    / 3600
                 : job.pastRunSeconds / 3600
         }
         return Figures(

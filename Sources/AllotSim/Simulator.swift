@@ -258,7 +258,7 @@ extension Blocker {
     var isCapacity: Bool {
         switch self {
         case .insufficientGPUs, .hostResources, .noModelAllowed, .exceedsNodeSize, .exceedsPool, .exceedsNodeResources,
-            .held:
+            .held, .noMIGRoom, .noMIGProfile:
             true
         default: false
         }

@@ -15,6 +15,8 @@ public struct TraceJob: Hashable, Sendable {
     public var cpuMilli: Int?
     public var memoryMiB: Int?
     public var gpuModels: [String]
+    /// Acceptable MIG profiles (then `gpus` is 1); empty for whole GPUs and shares.
+    public var mig: [String]
     public var minGPUMemoryGiB: Double?
     public var topology: Topology
     public var priorityClass: String?
@@ -36,6 +38,7 @@ public struct TraceJob: Hashable, Sendable {
         cpuMilli: Int? = nil,
         memoryMiB: Int? = nil,
         gpuModels: [String] = [],
+        mig: [String] = [],
         minGPUMemoryGiB: Double? = nil,
         topology: Topology = .any,
         priorityClass: String? = nil,
@@ -53,6 +56,7 @@ public struct TraceJob: Hashable, Sendable {
         self.cpuMilli = cpuMilli
         self.memoryMiB = memoryMiB
         self.gpuModels = gpuModels
+        self.mig = mig
         self.minGPUMemoryGiB = minGPUMemoryGiB
         self.topology = topology
         self.priorityClass = priorityClass
@@ -74,6 +78,7 @@ public struct TraceJob: Hashable, Sendable {
             cpuMilli: cpuMilli,
             memoryMiB: memoryMiB,
             gpuModels: gpuModels,
+            mig: mig,
             minGPUMemoryGiB: minGPUMemoryGiB,
             topology: topology,
             walltime: walltime,
@@ -129,6 +134,7 @@ public struct Trace: Hashable, Sendable {
         "estimate": ["estimate"],
         "topology": ["topology"],
         "min_gpu_memory": ["min_gpu_memory", "min_gpu_memory_gib"],
+        "mig": ["mig", "mig_profile"],
     ]
 
     /// Reads a trace file.
@@ -242,6 +248,13 @@ public struct Trace: Hashable, Sendable {
                 topology = parsed
             }
             let models = field("gpu_model").map { $0.split(separator: "|").map { $0.trimmingWhitespace() } } ?? []
+            let mig = field("mig").map { $0.split(separator: "|").map { $0.trimmingWhitespace() } } ?? []
+            for p in mig where MIGSlot(parsing: p + "@0") == nil {
+                throw bad("mig", "expected MIG profiles such as 1g.10gb or 1g.10gb|2g.20gb, got \"\(p)\"")
+            }
+            if !mig.isEmpty && (amount.gpus != 1 || amount.share != nil) {
+                throw bad("mig", "a MIG instance is one device: gpus must be 1 (or empty) beside it")
+            }
             jobs.append(
                 TraceJob(
                     id: field("id") ?? String(rowNumber),
@@ -253,6 +266,7 @@ public struct Trace: Hashable, Sendable {
                     cpuMilli: cpuMilli,
                     memoryMiB: memoryMiB,
                     gpuModels: models,
+                    mig: mig,
                     minGPUMemoryGiB: try number("min_gpu_memory", positive: false),
                     topology: topology,
                     priorityClass: field("priority"),

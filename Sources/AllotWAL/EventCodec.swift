@@ -10,13 +10,15 @@ public enum EventCodec {
     /// Version 4: when a run ended, on a finish recorded after it (it ended while allotd was down).
     /// Version 5: a job stopped because its GPU failed (event and stop reason). Version 7 (6 is skipped so
     /// that the event and state schemas share a number again): a job's share of a GPU, CPUs and memory, in
-    /// its spec and its allocation.
-    public static let version: UInt16 = 7
+    /// its spec and its allocation. Version 8: MIG — models' profile tables, nodes' MIG mode and layout, a
+    /// job's acceptable profiles and its instance.
+    public static let version: UInt16 = 8
 
     static let nodeStates: [NodeState] = [.up, .draining, .drained, .down]
     static let healths: [GPUHealth] = [.healthy, .unhealthy]
     static let kinds: [JobKind] = [.training, .inference]
     static let sharings: [GPUSharing] = [.timeSlice, .mps, .off]
+    static let migModes: [MIGMode] = [.off, .dynamic, .static]
     static let topologies: [Topology] = [.any, .singleNode, .nvlink]
     static let windows: [Budget.Window] = [.day, .week, .month]
     static let enforcements: [Budget.Enforcement] = [.soft, .hard]
@@ -235,6 +237,7 @@ public enum EventCodec {
         w.optional(s.gpuMemoryMiB) { $0.uvar($1) }
         w.optional(s.cpuMilli) { $0.uvar($1) }
         w.optional(s.memoryMiB) { $0.uvar($1) }
+        w.array(s.mig) { $0.string($1) }
     }
 
     static func readJobSpec(_ r: inout BinaryReader) throws(DecodeError) -> JobSpec {
@@ -245,6 +248,7 @@ public enum EventCodec {
             spec.cpuMilli = try r.optional { r throws(DecodeError) in try r.count(max: 1 << 40) }
             spec.memoryMiB = try r.optional { r throws(DecodeError) in try r.count(max: 1 << 40) }
         }
+        if r.version >= 8 { spec.mig = try r.array { r throws(DecodeError) in try r.string() } }
         return spec
     }
 
@@ -285,9 +289,29 @@ public enum EventCodec {
         w.bool(s.local)
         w.bool(s.inferenceReserved)
         w.u8(index(s.sharing, in: sharings))
+        w.u8(index(s.mig, in: migModes))
+        w.array(s.migLayout) { write($1, &$0) }
+    }
+
+    static func write(_ slot: MIGSlot, _ w: inout BinaryWriter) {
+        w.string(slot.profile)
+        w.uvar(slot.start)
+    }
+
+    static func readMIGSlot(_ r: inout BinaryReader) throws(DecodeError) -> MIGSlot {
+        MIGSlot(profile: try r.string(), start: try r.count(max: 7))
     }
 
     static func readNodeSpec(_ r: inout BinaryReader) throws(DecodeError) -> NodeSpec {
+        var spec = try readNodeSpecUpToV7(&r)
+        if r.version >= 8 {
+            spec.mig = try r.enumeration(migModes, "MIG mode")
+            spec.migLayout = try r.array { r throws(DecodeError) in try readMIGSlot(&r) }
+        }
+        return spec
+    }
+
+    static func readNodeSpecUpToV7(_ r: inout BinaryReader) throws(DecodeError) -> NodeSpec {
         NodeSpec(
             name: try r.string(),
             gpuModel: try r.string(),
@@ -313,9 +337,20 @@ public enum EventCodec {
             w.optional(slice.memoryMiB) { $0.uvar($1) }
         }
         w.optional(a.share) { $0.uvar($1) }
+        w.optional(a.mig) { write($1, &$0) }
+        w.optional(a.migMilli) { $0.uvar($1) }
     }
 
     static func readAllocation(_ r: inout BinaryReader) throws(DecodeError) -> Allocation {
+        var a = try readAllocationUpToV7(&r)
+        if r.version >= 8 {
+            a.mig = try r.optional { r throws(DecodeError) in try readMIGSlot(&r) }
+            a.migMilli = try r.optional { r throws(DecodeError) in try r.count(max: 1000) }
+        }
+        return a
+    }
+
+    static func readAllocationUpToV7(_ r: inout BinaryReader) throws(DecodeError) -> Allocation {
         Allocation(
             model: try r.string(),
             slices: try r.array { r throws(DecodeError) in
@@ -402,6 +437,17 @@ public enum EventCodec {
             w.string(r.gpuModel)
             w.uvar(r.gpus)
         }
+        w.array(c.gpuModels) { w, m in
+            w.optional(m.mig) { w, table in
+                w.array(table.profiles) { w, p in
+                    w.string(p.name)
+                    w.uvar(p.compute)
+                    w.uvar(p.memorySlices)
+                    w.f64(p.memoryGiB)
+                    w.array(p.starts) { $0.uvar($1) }
+                }
+            }
+        }
     }
 
     static func readConfig(_ r: inout BinaryReader) throws(DecodeError) -> PoolConfig {
@@ -460,6 +506,30 @@ public enum EventCodec {
         } else {
             // Version 1 had no preemption settings: the rules were the defaults of then.
             c.preemption.minRuntime = 600
+        }
+        if r.version >= 8 {
+            let tables = try r.array { r throws(DecodeError) in
+                try r.optional { r throws(DecodeError) in
+                    MIGTable(
+                        profiles: try r.array { r throws(DecodeError) in
+                            MIGProfile(
+                                name: try r.string(),
+                                compute: try r.count(max: MIGTable.computeSlices),
+                                memorySlices: try r.count(max: MIGTable.memorySlices),
+                                memoryGiB: try r.f64(),
+                                starts: try r.array { r throws(DecodeError) in try r.count(max: 7) }
+                            )
+                        }
+                    )
+                }
+            }
+            guard tables.count == c.gpuModels.count else {
+                throw DecodeError(
+                    offset: r.offset,
+                    message: "\(tables.count) MIG tables for \(c.gpuModels.count) GPU models"
+                )
+            }
+            for (i, t) in tables.enumerated() { c.gpuModels[i].mig = t }
         }
         return c
     }

@@ -105,7 +105,12 @@ struct Show: ParsableCommand {
             var lines: [(String, String)] = [
                 ("id", String(j.id)), ("name", j.name), ("state", j.state), ("user", "\(j.user ?? "?") (uid \(j.uid))"),
                 ("tenant", j.tenant), ("kind", j.kind), ("class", j.priorityClass),
-                ("gpus", j.gpuShare == nil ? j.gpusText : "\(j.gpusText) (a share of one GPU)"),
+                (
+                    "gpus",
+                    j.mig != nil
+                        ? "MIG \(j.migInstance ?? (j.mig ?? []).joined(separator: " or "))"
+                        : j.gpuShare == nil ? j.gpusText : "\(j.gpusText) (a share of one GPU)"
+                ),
                 ("gpu model", j.gpuModel ?? "any"),
             ]
             if let c = j.cpus { lines.append(("cpus", JobObject.decimal(c))) }
@@ -431,7 +436,12 @@ import Glibc
 
 extension JobObject {
     /// `2`, or `0.25` for a share of one GPU.
-    var gpusText: String { gpuShare.map(Self.decimal) ?? String(gpus) }
+    /// `2`, `0.25` (a share), `1g.10gb` (a MIG instance, or the profiles a MIG job accepts).
+    var gpusText: String {
+        if let migInstance { return String(migInstance.prefix { $0 != "@" }) }
+        if let mig { return mig.joined(separator: ",") }
+        return gpuShare.map(Self.decimal) ?? String(gpus)
+    }
 
     /// `0.25`, `2`: a wire number in thousandths, as allot writes it.
     static func decimal(_ v: Double) -> String { Fraction.text(Int((v * 1000).rounded())) }

@@ -58,6 +58,15 @@ struct Submit: ParsableCommand {
     var gpuMemory: String?
 
     @Option(
+        name: .customLong("mig"),
+        help: ArgumentHelp(
+            "A MIG instance instead of GPUs: acceptable profiles, cheapest first, e.g. 1g.10gb or 1g.10gb,2g.20gb (on nodes with mig = dynamic or static; `allotctl nodes` lists them).",
+            valueName: "PROFILE[,…]"
+        )
+    )
+    var mig: String?
+
+    @Option(
         name: .customLong("gpu-model"),
         help: ArgumentHelp("Allowed GPU models, separated by commas.", valueName: "M[,M…]")
     )
@@ -164,6 +173,17 @@ struct Submit: ParsableCommand {
                 "--gpu-memory is the GPU memory of a share of one GPU; for \(Int(gpus)) GPUs with at least some memory each, use --min-gpu-memory"
             )
         }
+        if let mig {
+            let names = mig.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+            if names.isEmpty || names.contains(where: { MIGSlot(parsing: $0 + "@0") == nil }) {
+                throw ValidationError("--mig: expected MIG profiles such as 1g.10gb or 1g.10gb,2g.20gb, got \"\(mig)\"")
+            }
+            if gpuMemory != nil || (gpus ?? 1) != 1 {
+                throw ValidationError(
+                    "--mig asks for one MIG instance: it takes no --gpus other than 1, and no --gpu-memory"
+                )
+            }
+        }
         if let memory, Fraction.mebibytes(parsing: memory) == nil {
             throw ValidationError("--memory: expected a size above 0 such as 64GiB or 512MiB, got \"\(memory)\"")
         }
@@ -194,6 +214,7 @@ struct Submit: ParsableCommand {
         r.cpus = cpus
         r.memory = memory.map(WireMemory.init)
         r.gpuMemory = gpuMemory.map(WireMemory.init)
+        r.mig = mig.map { WireModels($0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }) }
         r.gpuModel = gpuModel.map { WireModels($0.split(separator: ",").map(String.init)) }
         r.minGPUMemory = minGPUMemory
         r.kind = kind

@@ -46,6 +46,66 @@ import Testing
         #expect(c.pool.scheduler == SchedulerSettings())
     }
 
+    @Test func migModesLayoutsAndProfileTablesAreReadAndBadOnesNamed() throws {
+        func error(_ text: String) -> String {
+            do {
+                _ = try ConfigFile.parse(text)
+                return "accepted"
+            } catch { return "\(error)" }
+        }
+        // An A100 with 80 GiB gets NVIDIA's table; a static layout is checked against it.
+        let c = try ConfigFile.parse(Self.minimal + "\nmig = \"static\"\nmig_layout = [\"3g.40gb@0\", \"3g.40gb@4\"]\n")
+        #expect(c.pool.gpuModels[0].mig?.profiles.first?.name == "1g.10gb")
+        #expect(c.nodes[0].mig == .static && c.nodes[0].migLayout.map(\.description) == ["3g.40gb@0", "3g.40gb@4"])
+        #expect(try ConfigFile.parse(Self.minimal + "\nmig = \"dynamic\"\n").nodes[0].mig == .dynamic)
+        #expect(error(Self.minimal + "\nmig = \"static\"\n").contains("needs the layout"))
+        #expect(
+            error(Self.minimal + "\nmig = \"static\"\nmig_layout = [\"3g.40gb@2\"]\n").contains(
+                "may start at 0, 4, not 2"
+            )
+        )
+        #expect(
+            error(Self.minimal + "\nmig = \"static\"\nmig_layout = [\"4g.40gb@0\", \"3g.40gb@0\"]\n").contains(
+                "overlaps 4g.40gb@0"
+            )
+        )
+        #expect(
+            error(Self.minimal + "\nmig = \"static\"\nmig_layout = [\"9g.1gb@0\"]\n").contains(
+                "no MIG profile \"9g.1gb\""
+            )
+        )
+        #expect(error(Self.minimal + "\nmig_layout = [\"3g.40gb@0\"]\n").contains("needs mig = \"static\""))
+        // A model allot does not know has no table unless the config gives one.
+        let l4 = Self.minimal.replacingOccurrences(of: "A100", with: "L4")
+        #expect(error(l4 + "\nmig = \"dynamic\"\n").contains("has no MIG profiles"))
+        let own = l4.replacingOccurrences(
+            of: "price_per_hour = 2.0",
+            with: """
+                price_per_hour = 2.0
+                [[gpu_model.mig_profile]]
+                name = "half"
+                compute = 3
+                memory_slices = 4
+                memory_gib = 12
+                starts = [0, 4]
+                """
+        )
+        let mine = try ConfigFile.parse(own + "\nmig = \"dynamic\"\n")
+        #expect(
+            mine.pool.gpuModels[0].mig?.profiles == [
+                MIGProfile(name: "half", compute: 3, memorySlices: 4, memoryGiB: 12, starts: [0, 4])
+            ]
+        )
+        #expect(
+            error(own.replacingOccurrences(of: "starts = [0, 4]", with: "starts = [6]")).contains(
+                "start 6 does not fit"
+            )
+        )
+        // allotd itself does not run MIG nodes yet, and says so.
+        #expect(mine.allotdRefusal(path: "x.toml")?.message.contains("allotd does not create MIG instances") == true)
+        #expect(try ConfigFile.parse(Self.minimal).allotdRefusal(path: nil) == nil)
+    }
+
     @Test func nodesSaySharingModeAndBadOnesAreNamed() throws {
         let c = try ConfigFile.parse(Self.minimal + "\nsharing = \"mps\"\n")
         #expect(c.nodes[0].sharing == .mps)

@@ -139,25 +139,51 @@ import Testing
         try expectV5Facts(state)
     }
 
-    /// The format cannot drift unnoticed: testdata/golden-v7.wal holds the sample events with every version-7
+    /// Two shares of one GPU: the GPU stays shared by the one left, which pays for its half (version 7).
+    func expectV7Facts(_ state: ClusterState) throws {
+        let gpu = try #require(state.node(named: "h1"))
+        #expect(gpu.shareUsed[7] == 500 && gpu.sharers[7] == [11] && gpu.holder[7] == nil)
+        #expect(gpu.cpuUsed == 2500 && gpu.memoryUsed == 8192)
+        #expect(state.node(named: "m1")?.spec.sharing == .mps)
+        #expect(state.jobs[10]?.pastGPUSeconds == 8 * 0.25)
+        #expect(state.jobs[11]?.allocation?.description == "h1[7]@0.5")
+    }
+
+    /// A newer allot reads version 7: testdata/golden-v7.wal holds the sample events with every version-7
+    /// field, written by format version 7.
+    @Test func goldenV7SegmentStillReads() throws {
+        let (read, stop) = try walkSegment(try golden(7))
+        #expect(stop == nil)
+        #expect(
+            read == Sample.events + Sample.eventsV2 + Sample.eventsV3 + Sample.eventsV4 + Sample.eventsV5
+                + Sample.eventsV7
+        )
+        var state = ClusterState()
+        try state.apply(read)
+        #expect(state.invariantViolations().isEmpty)
+        try expectV5Facts(state)
+        try expectV7Facts(state)
+    }
+
+    /// The format cannot drift unnoticed: testdata/golden-v8.wal holds the sample events with every version-8
     /// field. It must decode to them, and encoding them must give the same bytes. Regenerate only for a
     /// deliberate format change (with a new version): ALLOT_UPDATE_GOLDEN=1.
-    @Test func goldenV7SegmentReadsAndWritesTheSameBytes() throws {
+    @Test func goldenV8SegmentReadsAndWritesTheSameBytes() throws {
         let events =
             Sample.events + Sample.eventsV2 + Sample.eventsV3 + Sample.eventsV4 + Sample.eventsV5
-            + Sample.eventsV7
+            + Sample.eventsV7 + Sample.eventsV8
         var bytes = WALFormat.segmentHeader(sequence: 1, firstLSN: 1)
         for (i, e) in events.enumerated() {
             WALFormat.appendRecord(lsn: UInt64(i + 1), committed: UInt64(i), payload: EventCodec.encode(e), to: &bytes)
         }
         if ProcessInfo.processInfo.environment["ALLOT_UPDATE_GOLDEN"] == "1" {
             let source = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent(
-                "testdata/golden-v7.wal"
+                "testdata/golden-v8.wal"
             )
             try Data(bytes).write(to: source)
         }
-        let stored = try golden(7)
-        #expect(stored == bytes, "the encoding of version 7 changed")
+        let stored = try golden(8)
+        #expect(stored == bytes, "the encoding of version 8 changed")
         let (read, stop) = try walkSegment(stored)
         #expect(stop == nil)
         #expect(read == events)
@@ -165,12 +191,21 @@ import Testing
         try state.apply(read)
         #expect(state.invariantViolations().isEmpty)
         try expectV5Facts(state)
-        // Two shares of one GPU: the GPU stays shared by the one left, which pays for its half.
-        let gpu = try #require(state.node(named: "h1"))
-        #expect(gpu.shareUsed[7] == 500 && gpu.sharers[7] == [11] && gpu.holder[7] == nil)
-        #expect(gpu.cpuUsed == 2500 && gpu.memoryUsed == 8192)
-        #expect(state.node(named: "m1")?.spec.sharing == .mps)
-        #expect(state.jobs[10]?.pastGPUSeconds == 8 * 0.25)
-        #expect(state.jobs[11]?.allocation?.description == "h1[7]@0.5")
+        try expectV7Facts(state)
+        // MIG: job 14's 1g.10gb is left on GPU 0 of g1 (slice 5), job 13's 3g.40gb on the static node's
+        // slices 4-7; each pays its instance's price.
+        let g1 = try #require(state.node(named: "g1"))
+        #expect(g1.migUsed[0] == 1 << 5 && g1.sharers[0] == [14] && g1.usedMask == 1)
+        #expect(state.node(named: "s1")?.migUsed[0] == 0xF0)
+        #expect(state.node(named: "s1")?.spec.migLayout.count == 2)
+        #expect(state.jobs[12]?.pastGPUSeconds == 8 * 0.143)
+        #expect(state.jobs[13]?.allocation?.description == "s1[0]:3g.40gb@4")
+        #expect(state.config.gpuModels[0].mig?.profiles.count == 6)
+        // A snapshot of it reads back to the same state.
+        guard case .success(let back) = SnapshotFile.decode(SnapshotFile.encode(state.image, lsn: 9)) else {
+            Issue.record("the snapshot does not read back")
+            return
+        }
+        #expect(back.state == state)
     }
 }

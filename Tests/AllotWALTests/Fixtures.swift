@@ -229,6 +229,63 @@ enum Sample {
         ]
     }()
 
+    /// Events of format version 8: MIG — H100s with NVIDIA's profile table, a dynamic and a static MIG node,
+    /// two MIG jobs (one with a choice of profiles), one ending.
+    static let eventsV8: [Event] = {
+        func at(_ t: Double, _ b: Event.Body) -> Event { Event(time: Instant(seconds: 1_800_000_600 + t), b) }
+        var withMIG = config
+        withMIG.gpuModels[0].mig = MIGTable.builtIn(forModel: "H100", memoryGiB: 80)
+        func mig(_ profiles: [String]) -> JobSpec {
+            JobSpec(tenant: "research", kind: .inference, gpus: 1, mig: profiles, command: ["serve"])
+        }
+        let layout = [MIGSlot(profile: "3g.40gb", start: 0), MIGSlot(profile: "3g.40gb", start: 4)]
+        return [
+            at(0, .configApplied(config: withMIG)),
+            at(0, .nodeAdded(spec: NodeSpec(name: "g1", gpuModel: "H100", gpus: 2, mig: .dynamic))),
+            at(0, .nodeAdded(spec: NodeSpec(name: "s1", gpuModel: "H100", gpus: 1, mig: .static, migLayout: layout))),
+            at(0, .jobSubmitted(id: 12, spec: mig(["1g.10gb", "2g.20gb"]), held: false)),
+            at(0, .jobSubmitted(id: 13, spec: mig(["3g.40gb"]), held: false)),
+            at(0, .jobSubmitted(id: 14, spec: mig(["1g.10gb"]), held: false)),
+            at(
+                1,
+                .jobStarted(
+                    id: 12,
+                    allocation: Allocation(
+                        model: "H100",
+                        slices: [.init(node: "g1", gpus: [0])],
+                        mig: MIGSlot(profile: "1g.10gb", start: 6),
+                        migMilli: 143
+                    )
+                )
+            ),
+            at(
+                1,
+                .jobStarted(
+                    id: 14,
+                    allocation: Allocation(
+                        model: "H100",
+                        slices: [.init(node: "g1", gpus: [0])],
+                        mig: MIGSlot(profile: "1g.10gb", start: 5),
+                        migMilli: 143
+                    )
+                )
+            ),
+            at(
+                1,
+                .jobStarted(
+                    id: 13,
+                    allocation: Allocation(
+                        model: "H100",
+                        slices: [.init(node: "s1", gpus: [0])],
+                        mig: MIGSlot(profile: "3g.40gb", start: 4),
+                        migMilli: 500
+                    )
+                )
+            ),
+            at(9, .jobFinished(id: 12, exit: .exited(code: 0), endedAt: nil)),
+        ]
+    }()
+
     /// A submit event for job `id`.
     static func submit(_ id: UInt64) -> Event {
         Event(

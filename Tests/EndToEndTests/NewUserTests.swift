@@ -357,10 +357,25 @@ import Glibc
         #expect(bad.status == 1)
         #expect(bad.stderr.contains("nodes: unknown key; did you mean \"node\"?"), "\(bad.stderr)")
         #expect(!FileManager.default.fileExists(atPath: d.stateDir), "check-config must not create the state")
+        // MIG nodes are modelled by the simulator, not yet run by allotd: said before anything starts (the
+        // first node is an A100, whose MIG profiles allot knows).
+        let first = try #require(text.range(of: "[[node]]"))
+        try text.replacingCharacters(in: first, with: "[[node]]\nmig = \"dynamic\"").write(
+            to: d.config,
+            atomically: true,
+            encoding: .utf8
+        )
+        let mig = try Harness.run("allotd", ["check-config", d.config.path])
+        #expect(mig.status == 1 && mig.stderr.contains("allotd does not create MIG instances"), "\(mig.stderr)")
         // Without systemd the daemon does not claim to have told it anything.
         try text.write(to: d.config, atomically: true, encoding: .utf8)
         try d.start()
         #expect(!d.daemonLog.contains("Told systemd"), "\(d.daemonLog)")
+        // A MIG job on a pool without MIG is refused at submit, saying why.
+        let job = d.ctl(["submit", "--mig", "1g.10gb", "--", "true"])
+        #expect(job.status != 0 && job.stderr.contains("has MIG"), "\(job.stderr)")
+        let both = d.ctl(["submit", "--mig", "1g.10gb", "--gpus", "2", "--", "true"])
+        #expect(both.status == 2 && both.stderr.contains("--mig asks for one MIG instance"), "\(both.stderr)")
     }
 
     /// `show` on a requeued job gives its earlier run as history, not as if it were current.

@@ -112,6 +112,13 @@ public enum Blocker: Hashable, Sendable {
     /// No node could ever give it its CPUs or memory beside its GPUs (not even an idle one), so it can never
     /// start as asked.
     case exceedsNodeResources(cpuMilli: Int?, memoryMiB: Int?)
+    /// No GPU has free memory slices where one of the job's MIG profiles may start (what the closest GPU has:
+    /// `detail`, e.g. "3g.40gb needs memory slices 0–3 or 4–7 free; the emptiest A100-80GB GPU, a100-01 GPU
+    /// 2, has 1g.10gb@0 taken").
+    case noMIGRoom(detail: String)
+    /// No MIG node of an allowed model offers any of the job's profiles (or none has MIG on): it can never
+    /// start as asked.
+    case noMIGProfile(detail: String)
     /// Every placement free now would cost more than the job's limit.
     case overMaxCost(cheapestUSD: Double, limitUSD: Double)
     /// Every placement the pool could ever give it would cost more than the job's limit: the cheapest is

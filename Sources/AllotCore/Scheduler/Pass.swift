@@ -55,6 +55,10 @@ struct Pass {
     var shareTaken: [NodeGPU: Int] = [:]
     /// The owner of this pass's shares on each GPU (an MPS GPU serves one user).
     var shareOwner: [NodeGPU: UInt32] = [:]
+    /// Memory slices taken on each GPU by this pass's MIG starts.
+    var migTaken: [NodeGPU: UInt8] = [:]
+    /// The nodes with MIG, by model (built the first time a MIG job looks for room).
+    var migNodes: [[Int]]?
     /// Whether any GPU was shared when the pass began.
     let anySharedGPU: Bool
     /// Memo of ``ClusterState/hostNeverFits``, by request shape.
@@ -248,7 +252,7 @@ struct Pass {
             }
             // Inference within the reserve of its cheapest model takes lent GPUs back there (a few seconds'
             // notice) rather than starting at once on a dearer model for its whole lifetime.
-            if policy == .allot && row.kind == .inference && !reserve.isEmpty && !row.isShare
+            if policy == .allot && row.kind == .inference && !reserve.isEmpty && !row.isShare && !row.isMIG
                 && preemptionSearches < Self.maxPreemptionSearches, let m = cheapestReserved(row, allowed: allowed),
                 !pool.fits(model: m, count: row.gpus, topology: row.topology) && held[row.id] == nil
                     && incoming[row.id] == nil,
@@ -273,7 +277,7 @@ struct Pass {
                     continue
                 }
                 // Bounded: a pass over a long queue of blocked jobs stays cheap.
-                if policy == .allot && capacity && preemptionSearches < Self.maxPreemptionSearches {
+                if policy == .allot && capacity && !row.isMIG && preemptionSearches < Self.maxPreemptionSearches {
                     preemptionSearches += 1
                     if let count = preempt(for: row, rank: p, allowed: allowed, cls: cls) {
                         block(.waitingForPreemption(victims: count))
@@ -284,7 +288,7 @@ struct Pass {
                 block(blocker)
                 // A share reserves nothing: whole GPUs freeing later are not what it waits for (shared GPUs
                 // are not counted on to free), and holding one would block whole-GPU jobs for a fraction.
-                if capacity && reservation == nil && policy != .fifo && !row.isShare {
+                if capacity && reservation == nil && policy != .fifo && !row.isShare && !row.isMIG {
                     reserve(for: row, rank: p, allowed: allowed)
                 }
                 if policy == .fifo { head = row.id }
@@ -303,7 +307,7 @@ struct Pass {
     func exhausted(for id: JobID) -> Bool {
         guard reservation != nil || policy == .fifo,
             policy != .allot || preemptionSearches >= Self.maxPreemptionSearches,
-            pool.totalFreeGPUs == 0, !anySharedGPU, shareTaken.isEmpty
+            pool.totalFreeGPUs == 0, !anySharedGPU, shareTaken.isEmpty, !state.nodeTraits.anyMIGNode
         else { return false }
         return (held.isEmpty || held[id] == nil) && (incoming.isEmpty || incoming[id] == nil)
     }
@@ -345,6 +349,7 @@ struct Pass {
     /// Places and starts a job if it can start now.
     mutating func tryStart(_ row: PendingQueue.Row, allowed: UInt64, preemptible: Bool, loans: [Loan]) -> StartOutcome {
         let short = !row.walltime.isNaN && now.seconds + row.walltime <= reservationEnd
+        if row.isMIG { return tryStartMIG(row, allowed: allowed, short: short, loans: loans) }
         if row.isShare, let (m, gpu, note) = shareOnSharedGPU(row, allowed: allowed, short: short) {
             recordShare(row, model: m, gpu: gpu, note: note, loans: loans)
             return .started
@@ -514,17 +519,21 @@ struct Pass {
         on slices: [(node: Int, gpus: [Int])],
         note: PlacementNote,
         loans: [Loan],
-        freshGPUs: Bool
+        freshGPUs: Bool,
+        mig: (slot: MIGSlot, milli: Int)? = nil
     ) {
         let share = row.isShare ? row.share(on: ctx.models[m]) : nil
         if let share, let s = slices.first, let g = s.gpus.first {
             shareTaken[NodeGPU(node: s.node, gpu: g), default: 0] += share
             shareOwner[NodeGPU(node: s.node, gpu: g)] = row.uid
         }
+        let worth = mig.map { Double($0.milli) / 1000 }
         let allocation = Allocation(
             model: ctx.models[m].name,
-            slices: slices.map { hostSlice(row, node: $0.node, gpus: $0.gpus) },
-            share: share
+            slices: slices.map { hostSlice(row, node: $0.node, gpus: $0.gpus, worth: worth) },
+            share: share,
+            mig: mig?.slot,
+            migMilli: mig?.milli
         )
         decisions.append(.start(row.id, on: allocation, why: note, loans: loans))
         let tenant = state.pendingJobs.tenants.values[Int(row.tenant)]
@@ -725,21 +734,23 @@ extension Pass {
 
 extension Pass {
     /// What a pending job takes of node `i`'s CPUs and memory with `k` of its GPUs there.
-    func hostNeed(_ row: PendingQueue.Row, node i: Int, gpus k: Int) -> (cpu: Int?, memory: Int?) {
+    /// (`worth`: the GPUs' worth it takes there when not its share or GPU count: a MIG instance's.)
+    func hostNeed(_ row: PendingQueue.Row, node i: Int, gpus k: Int, worth: Double? = nil) -> (cpu: Int?, memory: Int?)
+    {
         let r = state.nodes[i].hostResources(
             cpuMilli: row.cpuMilli >= 0 ? row.cpuMilli : nil,
             memoryMiB: row.memoryMiB >= 0 ? row.memoryMiB : nil,
             jobGPUs: row.gpus,
             gpus: k,
-            worth: row.isShare ? row.worth(on: ctx.models[state.nodes[i].modelIndex]) : Double(k)
+            worth: worth ?? (row.isShare ? row.worth(on: ctx.models[state.nodes[i].modelIndex]) : Double(k))
         )
         return (r.cpuMilli, r.memoryMiB)
     }
 
     /// Whether node `i` has a pending job's CPUs and memory free for `k` of its GPUs, counting this pass's
     /// starts.
-    func fitsHost(_ row: PendingQueue.Row, node i: Int, gpus k: Int) -> Bool {
-        let need = hostNeed(row, node: i, gpus: k)
+    func fitsHost(_ row: PendingQueue.Row, node i: Int, gpus k: Int, worth: Double? = nil) -> Bool {
+        let need = hostNeed(row, node: i, gpus: k, worth: worth)
         let taken = hostTaken[i] ?? (0, 0)
         return state.nodes[i].hostFits(
             cpu: need.cpu,
@@ -790,8 +801,9 @@ extension Pass {
 
     /// A slice of an allocation, with what it takes of the node's CPUs and memory (counted for the rest of
     /// the pass).
-    mutating func hostSlice(_ row: PendingQueue.Row, node i: Int, gpus: [Int]) -> Allocation.Slice {
-        let need = hostNeed(row, node: i, gpus: gpus.count)
+    mutating func hostSlice(_ row: PendingQueue.Row, node i: Int, gpus: [Int], worth: Double? = nil) -> Allocation.Slice
+    {
+        let need = hostNeed(row, node: i, gpus: gpus.count, worth: worth)
         if need.cpu != nil || need.memory != nil {
             hostTaken[i, default: (0, 0)].cpu += need.cpu ?? 0
             hostTaken[i, default: (0, 0)].memory += need.memory ?? 0

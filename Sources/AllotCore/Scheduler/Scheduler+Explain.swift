@@ -34,6 +34,11 @@ extension Blocker {
         case .exceedsNodeResources(let cpu, let memory):
             return
                 "it asks for \(Self.host(cpu, memory) ?? "CPUs and memory") with \(spec.isShare ? "a share of one GPU" : "\(spec.gpus) GPU(s)"), more than the nodes that could hold its GPUs have, even idle; it can never start as asked (ask for less, or spread it over more GPUs)"
+        case .noMIGRoom(let detail):
+            return "waiting for a MIG instance: \(detail)"
+        case .noMIGProfile(let detail):
+            return
+                "\(detail); it can never start as asked (accept other profiles with --mig, or ask an admin for MIG nodes)"
         case .overMaxCost(let cheapest, let limit):
             return
                 "every placement free now costs more than its limit: cheapest $\(Money.format(cheapest)) against max cost $\(Money.format(limit)); raise --max-cost or wait for cheaper GPUs"
@@ -64,7 +69,9 @@ extension Blocker {
     /// Whether waiting can never remove this blocker.
     public var isPermanent: Bool {
         switch self {
-        case .noModelAllowed, .exceedsNodeSize, .exceedsPool, .maxCostBelowAnyPrice, .exceedsNodeResources: true
+        case .noModelAllowed, .exceedsNodeSize, .exceedsPool, .maxCostBelowAnyPrice, .exceedsNodeResources,
+            .noMIGProfile:
+            true
         default: false
         }
     }

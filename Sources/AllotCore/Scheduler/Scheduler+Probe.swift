@@ -33,6 +33,7 @@ extension Scheduler {
     public static func permanentBlocker(for spec: JobSpec, in state: ClusterState) -> Blocker? {
         let models = state.config.gpuModels
         var allowed = PassContext.mask(models, spec.gpuModels, spec.minGPUMemoryGiB)
+        if spec.isMIG { return migBlocker(for: spec, allowed: allowed, in: state) }
         for i in allowed.setBits where spec.shareMilli(on: models[i]) == 0 { allowed &= ~(1 << UInt64(i)) }
         if spec.isShare { allowed &= state.nodeTraits.shareModels }
         if allowed == 0 { return .noModelAllowed }
@@ -166,5 +167,36 @@ extension ClusterState {
         }
         if topology == .any && total.contains(where: { $0 >= gpus }) { return nil }
         return .exceedsNodeResources(cpuMilli: cpuMilli, memoryMiB: memoryMiB)
+    }
+}
+
+extension Scheduler {
+    /// For a MIG job: ``Blocker/noMIGProfile(detail:)`` when no node of an allowed model offers one of its
+    /// profiles (with MIG off everywhere, or a static layout without them).
+    static func migBlocker(for spec: JobSpec, allowed: UInt64, in state: ClusterState) -> Blocker? {
+        let models = state.config.gpuModels
+        var offers: [String] = []
+        for m in allowed.setBits {
+            let nodes = state.nodes.filter { $0.modelIndex == m && $0.spec.mig != .off }
+            if nodes.isEmpty { continue }
+            let profiles = spec.migProfiles(on: models[m])
+            if nodes.contains(where: { n in
+                n.spec.mig == .dynamic ? !profiles.isEmpty : n.spec.migLayout.contains { spec.mig.contains($0.profile) }
+            }) {
+                return nil
+            }
+            var names = Set(nodes.flatMap { $0.spec.migLayout.map(\.profile) })
+            if nodes.contains(where: { $0.spec.mig == .dynamic }) {
+                names.formUnion(models[m].mig?.profiles.map(\.name) ?? [])
+            }
+            let ordered = models[m].mig?.profiles.map(\.name).filter(names.contains) ?? []
+            offers.append("\(models[m].name): \(ordered.joined(separator: ", "))")
+        }
+        let wants = "MIG \(spec.mig.joined(separator: " or "))"
+        return .noMIGProfile(
+            detail: offers.isEmpty
+                ? "no node of an allowed GPU model has MIG (mig = \"dynamic\" or \"static\"), and the job asks for \(wants)"
+                : "no MIG node offers \(wants) (offered: \(offers.joined(separator: "; ")))"
+        )
     }
 }

@@ -1,0 +1,178 @@
+// MARK: MIG instances
+
+extension Pass {
+    /// A MIG instance chosen for a job.
+    struct MIGChoice {
+        var node: Int
+        var gpu: Int
+        var start: Int
+        /// Whether the GPU had no instance (a dynamic node then puts it in MIG mode).
+        var fresh: Bool
+        /// For ranking: the GPU's memory slices taken before, and the room for instances left after.
+        var takenBefore: Int
+        var roomAfter: Int
+    }
+
+    /// Places and starts a MIG job: each allowed model in the job's order, each of its profiles in its order
+    /// (cheapest first, as the user lists them), on the GPU that is already most broken into instances, at
+    /// the start that leaves the most room for further instances; a fresh GPU (dynamic nodes) only when no
+    /// broken one has room. Respects the cost limit, hard budget and the reservation's GPUs.
+    mutating func tryStartMIG(_ row: PendingQueue.Row, allowed: UInt64, short: Bool, loans: [Loan]) -> StartOutcome {
+        guard let spec = state.jobs[row.id]?.spec else { return .blocked(.noModelAllowed, capacity: false) }
+        if migNodes == nil {
+            var byModel = [[Int]](repeating: [], count: ctx.modelCount)
+            for (i, node) in state.nodes.enumerated() where node.spec.mig != .off { byModel[node.modelIndex].append(i) }
+            migNodes = byModel
+        }
+        let mayUseReserved = reservation == nil || short
+        var offered = false
+        var closest: (detail: String, taken: Int)?
+        var rule: Blocker?
+        var cheapestOverLimit = Double.infinity
+        for (m, ruleName) in ctx.order(for: row, now: now) where allowed & (1 << UInt64(m)) != 0 {
+            let model = ctx.models[m]
+            guard let table = model.mig, !migNodes![m].isEmpty else { continue }
+            for p in spec.migProfiles(on: model) {
+                let nodes = migNodes![m].filter { i in
+                    state.nodes[i].spec.mig == .dynamic
+                        || state.nodes[i].spec.migLayout.contains { $0.profile == p.name }
+                }
+                if nodes.isEmpty { continue }
+                offered = true
+                let milli = MIGTable.priceMilli(p)
+                let seconds = ctx.expectedSeconds(row, model: m)
+                let cost = model.pricePerHour * Double(milli) / 1000 * seconds / 3600
+                if !row.maxCostUSD.isNaN, cost > row.maxCostUSD {
+                    cheapestOverLimit = min(cheapestOverLimit, cost)
+                    continue
+                }
+                if policy == .allot, let b = hardBudgetBlocker(row, extraCost: cost) {
+                    if rule == nil { rule = b }
+                    continue
+                }
+                let found = bestMIGSlot(
+                    row,
+                    table: table,
+                    profile: p,
+                    milli: milli,
+                    nodes: nodes,
+                    reserved: !mayUseReserved
+                )
+                guard let c = found.choice else {
+                    if let d = found.closest, closest == nil || d.taken < closest!.taken {
+                        closest = (d.detail, d.taken)
+                    }
+                    continue
+                }
+                let gpu = NodeGPU(node: c.node, gpu: c.gpu)
+                if c.fresh && state.nodes[c.node].spec.mig == .dynamic {
+                    takeEverywhere([NodeMask(node: c.node, mask: UInt64(1) << UInt64(c.gpu))])
+                }
+                migTaken[gpu, default: 0] |= p.mask(at: c.start)
+                release(heldFor: row.id, except: [])
+                let note = PlacementNote(
+                    rule: ruleName,
+                    model: model.name,
+                    expectedSeconds: seconds,
+                    estimatedCostUSD: cost,
+                    holesLeft: c.roomAfter
+                )
+                decideStart(
+                    row,
+                    model: m,
+                    on: [(c.node, [c.gpu])],
+                    note: note,
+                    loans: loans,
+                    freshGPUs: c.fresh,
+                    mig: (MIGSlot(profile: p.name, start: c.start), milli)
+                )
+                return .started
+            }
+        }
+        if let rule { return .blocked(rule, capacity: false) }
+        if cheapestOverLimit.isFinite {
+            return .blocked(.overMaxCost(cheapestUSD: cheapestOverLimit, limitUSD: row.maxCostUSD), capacity: false)
+        }
+        if !offered {
+            let never = Scheduler.migBlocker(for: spec, allowed: allowed, in: state)
+            return .blocked(
+                never ?? .noMIGRoom(detail: "no MIG node of an allowed model is up"),
+                capacity: never == nil
+            )
+        }
+        return .blocked(.noMIGRoom(detail: closest?.detail ?? "every GPU with MIG is busy"), capacity: true)
+    }
+
+    /// The best start of profile `p` on `nodes`, or (when none has room) what the emptiest GPU has taken.
+    func bestMIGSlot(
+        _ row: PendingQueue.Row,
+        table: MIGTable,
+        profile p: MIGProfile,
+        milli: Int,
+        nodes: [Int],
+        reserved: Bool
+    ) -> (choice: MIGChoice?, closest: (detail: String, taken: Int)?) {
+        var best: MIGChoice?
+        var emptiest: (node: Int, gpu: Int, used: UInt8)?
+        for i in nodes {
+            let node = state.nodes[i]
+            guard node.schedulable else { continue }
+            let isStatic = node.spec.mig == .static
+            for g in 0..<node.spec.gpus {
+                let bit = UInt64(1) << UInt64(g)
+                let gpu = NodeGPU(node: i, gpu: g)
+                guard node.unhealthyMask & bit == 0, node.holder[g] == nil, node.shareUsed[g] == 0,
+                    shareTaken[gpu] == nil
+                else { continue }
+                let used = node.migUsed[g] | (migTaken[gpu] ?? 0)
+                if used == 0 && !isStatic {
+                    // A fresh GPU: free in this pass, and not held for the reservation.
+                    guard pool.free[i] & bit != 0, !reserved || (reservedMasks[i] ?? 0) & bit == 0 else { continue }
+                }
+                if emptiest == nil || used.nonzeroBitCount < emptiest!.used.nonzeroBitCount {
+                    emptiest = (i, g, used)
+                }
+                let starts =
+                    isStatic
+                    ? node.spec.migLayout.filter { $0.profile == p.name }.map(\.start).filter {
+                        used & p.mask(at: $0) == 0
+                    }
+                    : table.freeStarts(of: p, used: used)
+                guard !starts.isEmpty, fitsHost(row, node: i, gpus: 1, worth: Double(milli) / 1000) else { continue }
+                for s in starts {
+                    // On a static node, the room left is what the layout still offers.
+                    let after = used | p.mask(at: s)
+                    let room = isStatic ? 8 - after.nonzeroBitCount : table.room(left: after)
+                    let c = MIGChoice(
+                        node: i,
+                        gpu: g,
+                        start: s,
+                        fresh: used == 0,
+                        takenBefore: used.nonzeroBitCount,
+                        roomAfter: room
+                    )
+                    if best == nil || Self.better(c, than: best!) { best = c }
+                }
+            }
+        }
+        if best != nil { return (best, nil) }
+        let starts = p.starts.map { "\($0)–\($0 + p.memorySlices - 1)" }.joined(separator: " or ")
+        let need =
+            "MIG \(p.name) needs memory slices \(p.memorySlices == 1 ? p.starts.map(String.init).joined(separator: ", ") : starts) free"
+        guard let e = emptiest else { return (nil, (need + "; every GPU with MIG is taken whole, shared or down", 9)) }
+        let taken = state.nodes[e.node].sharers[e.gpu].compactMap { state.jobs[$0]?.allocation?.mig?.description }
+        let has = taken.isEmpty ? "its free slices do not fit" : "has \(taken.joined(separator: ", ")) taken"
+        return (
+            nil, (need + "; the emptiest GPU, \(state.nodes[e.node].name) GPU \(e.gpu), \(has)", e.used.nonzeroBitCount)
+        )
+    }
+
+    /// Broken GPUs before fresh ones; the fullest GPU first; then the start that leaves the most room; then
+    /// node, GPU and start order.
+    static func better(_ a: MIGChoice, than b: MIGChoice) -> Bool {
+        if a.fresh != b.fresh { return !a.fresh }
+        if a.takenBefore != b.takenBefore { return a.takenBefore > b.takenBefore }
+        if a.roomAfter != b.roomAfter { return a.roomAfter > b.roomAfter }
+        return (a.node, a.gpu, a.start) < (b.node, b.gpu, b.start)
+    }
+}

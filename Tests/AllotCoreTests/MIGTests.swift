@@ -1,0 +1,226 @@
+import Testing
+
+@testable import AllotCore
+
+/// MIG instances: NVIDIA's profile tables, placement on valid starts, static layouts, prices, and what
+/// `why` says.
+@Suite struct MIGTests {
+    static let h100 = GPUModel(
+        name: "H100-80GB",
+        memoryGiB: 80,
+        pricePerHour: 7.0,
+        speed: 2.0,
+        mig: MIGTable.builtIn(forModel: "H100-80GB", memoryGiB: 80)
+    )
+
+    /// A pool of H100s: (name, gpus, mode, layout).
+    static func pool(_ nodes: [(String, Int, MIGMode, [String])]) -> ClusterState {
+        var s = ClusterState()
+        try! s.apply(Event(time: .zero, .configApplied(config: PoolConfig(gpuModels: [h100]))))
+        for (name, gpus, mode, layout) in nodes {
+            let spec = NodeSpec(
+                name: name,
+                gpuModel: "H100-80GB",
+                gpus: gpus,
+                mig: mode,
+                migLayout: layout.map { MIGSlot(parsing: $0)! }
+            )
+            try! s.apply(Event(time: .zero, .nodeAdded(spec: spec)))
+        }
+        return s
+    }
+
+    static func mig(_ profiles: String...) -> JobSpec {
+        JobSpec.inference(1) { $0.mig = profiles }
+    }
+
+    @Test func builtInTablesAreNVIDIAsAndPricesTakeTheLargerShare() throws {
+        let a40 = try #require(MIGTable.builtIn(forModel: "A100-40GB", memoryGiB: 40))
+        #expect(a40.profiles.map(\.name) == ["1g.5gb", "1g.10gb", "2g.10gb", "3g.20gb", "4g.20gb", "7g.40gb"])
+        #expect(MIGTable.builtIn(forModel: "NVIDIA A100-SXM4-80GB", memoryGiB: 80)?.profiles[0].name == "1g.10gb")
+        #expect(MIGTable.builtIn(forModel: "H200", memoryGiB: 141)?.profiles.last?.name == "7g.141gb")
+        #expect(MIGTable.builtIn(forModel: "L4", memoryGiB: 24) == nil)
+        let h = try #require(Self.h100.mig)
+        #expect(h.profile(named: "3g.40gb")?.starts == [0, 4])
+        #expect(h.profile(named: "1g.10gb")?.starts == Array(0...6))
+        // A 1g instance holds a seventh of the compute; a 3g.40gb half the memory: each pays the larger.
+        #expect(MIGTable.priceMilli(h.profile(named: "1g.10gb")!) == 143)
+        #expect(MIGTable.priceMilli(h.profile(named: "1g.20gb")!) == 250)
+        #expect(MIGTable.priceMilli(h.profile(named: "3g.40gb")!) == 500)
+        #expect(MIGTable.priceMilli(h.profile(named: "7g.80gb")!) == 1000)
+        for p in h.profiles { #expect(p.starts.allSatisfy { $0 + p.memorySlices <= 8 }) }
+        #expect(h.problems(model: "H100").isEmpty)
+        let bad = MIGTable(profiles: [MIGProfile(name: "x", compute: 9, memorySlices: 4, memoryGiB: 1, starts: [6])])
+        #expect(bad.problems(model: "M").count == 2)
+    }
+
+    @Test func instancesFillABrokenGPUBeforeAFreshOneAndWholeJobsTakeTheFreshOne() throws {
+        var s = Self.pool([("h1", 2, .dynamic, [])])
+        let small = (0..<7).map { _ in s.submit(Self.mig("1g.10gb")) }
+        s.schedule(at: 1)
+        let gpus = small.map { s.jobs[$0]!.allocation!.slices[0].gpus[0] }
+        #expect(Set(gpus).count == 1, "\(gpus)")
+        let starts = small.map { s.jobs[$0]!.allocation!.mig!.start }.sorted()
+        #expect(starts == Array(0...6))
+        #expect(s.jobs[small[0]]!.costRate == 7.0 * 0.143 / 3600)
+        let node = s.node(named: "h1")!
+        #expect(node.migUsed[gpus[0]] == 0x7F && node.sharers[gpus[0]].count == 7)
+        // The other GPU is still whole: a whole-GPU job takes it.
+        let whole = s.submit(.inference(1))
+        s.schedule(at: 2)
+        #expect(s.jobs[whole]?.state == .running)
+        #expect(s.jobs[whole]!.allocation!.slices[0].gpus == [1 - gpus[0]])
+        // An eighth 1g.10gb finds no start: slice 7 alone fits no 1g.10gb (starts 0–6).
+        let eighth = s.submit(Self.mig("1g.10gb"))
+        let pass = s.schedule(at: 3)
+        guard case .noMIGRoom(let detail)? = pass.reason(for: eighth)?.blocker else {
+            Issue.record("\(String(describing: pass.reason(for: eighth)))")
+            return
+        }
+        #expect(detail.contains("MIG 1g.10gb needs memory slices 0, 1, 2, 3, 4, 5, 6 free"), "\(detail)")
+        #expect(detail.contains("h1 GPU \(gpus[0])"), "\(detail)")
+        #expect(s.invariantViolations().isEmpty)
+        // One ends: the eighth takes its slice; the last to go frees the GPU for whole jobs.
+        let freed = s.jobs[small[3]]!.allocation!.mig!.start
+        s.finish(small[3], at: 4)
+        s.schedule(at: 5)
+        #expect(s.jobs[eighth]?.allocation?.mig?.start == freed)
+        for id in small where id != small[3] { s.finish(id, at: 6) }
+        #expect(s.node(named: "h1")!.usedMask != 0)
+        s.finish(eighth, at: 7)
+        #expect(s.node(named: "h1")!.migUsed == [0, 0])
+        #expect(s.node(named: "h1")!.usedMask == 1 << UInt64(1 - gpus[0]))
+        #expect(s.invariantViolations().isEmpty)
+    }
+
+    @Test func aStartLeavesTheMostRoomAndProfilesAreTriedInTheJobsOrder() throws {
+        var s = Self.pool([("h1", 1, .dynamic, [])])
+        // A 3g.40gb may start at 0 or 4; either leaves room for one more 3g or 4g.
+        let big = s.submit(Self.mig("3g.40gb"))
+        s.schedule(at: 1)
+        let start = try #require(s.jobs[big]?.allocation?.mig?.start)
+        // A 2g.20gb then goes on the other half, at the start that leaves a 2g beside it.
+        let two = s.submit(Self.mig("2g.20gb"))
+        s.schedule(at: 2)
+        let twoStart = try #require(s.jobs[two]?.allocation?.mig?.start)
+        #expect(start == 4 ? [0, 2].contains(twoStart) : twoStart == 4, "\(start) \(twoStart)")
+        // No 4g.40gb fits now; a job that takes a 4g or else a 1g gets the 1g.
+        let either = s.submit(Self.mig("4g.40gb", "1g.10gb"))
+        s.schedule(at: 3)
+        #expect(s.jobs[either]?.allocation?.mig?.profile == "1g.10gb")
+        #expect(s.jobs[either]?.allocation?.description.hasPrefix("h1[0]:1g.10gb@") == true)
+        #expect(s.invariantViolations().isEmpty)
+    }
+
+    @Test func aStaticLayoutGivesOnlyItsInstancesAndNeverWholeGPUs() throws {
+        var s = Self.pool([("s1", 1, .static, ["3g.40gb@0", "3g.40gb@4"])])
+        let a = s.submit(Self.mig("3g.40gb"))
+        let b = s.submit(Self.mig("3g.40gb"))
+        let c = s.submit(Self.mig("3g.40gb"))
+        let pass = s.schedule(at: 1)
+        #expect(Set([a, b].map { s.jobs[$0]!.allocation!.mig!.start }) == [0, 4])
+        #expect(pass.reason(for: c)?.blocker.waitsForGPUs == true)
+        // A profile the layout lacks can never start: refused at submit, with what is offered.
+        let blocker = Scheduler.permanentBlocker(for: Self.mig("1g.10gb"), in: s)
+        guard case .noMIGProfile(let detail)? = blocker else {
+            Issue.record("\(String(describing: blocker))")
+            return
+        }
+        #expect(detail.contains("offered: H100-80GB: 3g.40gb"), "\(detail)")
+        // Whole-GPU jobs never get a static node's GPU, even when it is idle.
+        s.finish(a, at: 2)
+        s.finish(b, at: 2)
+        s.schedule(at: 2)
+        #expect(s.jobs[c]?.state == .running)
+        s.finish(c, at: 3)
+        let whole = s.submit(.inference(1))
+        let share = s.submit(JobSpec.inference(1) { $0.gpuShare = 250 })
+        s.schedule(at: 4)
+        #expect(s.jobs[whole]?.state == .pending && s.jobs[share]?.state == .pending)
+        #expect(s.invariantViolations().isEmpty)
+    }
+
+    @Test func theStateRefusesInstancesThatOverlapOrBreakTheRules() throws {
+        var s = Self.pool([("h1", 2, .dynamic, []), ("s1", 1, .static, ["3g.40gb@4"]), ("off", 1, .off, [])])
+        let a = s.submit(Self.mig("3g.40gb"))
+        let b = s.submit(Self.mig("4g.40gb", "3g.40gb"))
+        let whole = s.submit(.inference(1))
+        func start(_ id: JobID, _ node: String, _ gpu: Int, _ slot: String?, _ milli: Int?) -> StateError? {
+            let alloc = Allocation(
+                model: "H100-80GB",
+                slices: [.init(node: node, gpus: [gpu])],
+                mig: slot.flatMap(MIGSlot.init(parsing:)),
+                migMilli: milli
+            )
+            do {
+                var copy = s
+                try copy.apply(Event(time: Instant(seconds: 1), .jobStarted(id: id, allocation: alloc)))
+                s = copy
+                return nil
+            } catch { return error }
+        }
+        #expect(start(a, "h1", 0, "3g.40gb@2", 500)?.message.contains("may start at memory slice 0, 4") == true)
+        #expect(start(a, "h1", 0, "3g.40gb@0", 429)?.message.contains("priced at 500") == true)
+        #expect(start(a, "off", 0, "3g.40gb@0", 500)?.message.contains("mig = \"off\"") == true)
+        #expect(start(a, "s1", 0, "3g.40gb@0", 500)?.message.contains("layout has no 3g.40gb@0") == true)
+        #expect(start(a, "h1", 0, nil, nil)?.message.contains("asks for a MIG instance") == true)
+        #expect(start(whole, "s1", 0, nil, nil)?.message.contains("gives only its MIG instances") == true)
+        #expect(start(a, "h1", 0, "3g.40gb@0", 500) == nil)
+        #expect(start(b, "h1", 0, "4g.40gb@0", 572)?.message.contains("memory slices 0–3 of GPU 0 of h1") == true)
+        #expect(start(whole, "h1", 0, nil, nil)?.message.contains("held by job") == true)
+        #expect(start(b, "h1", 0, "3g.40gb@4", 500) == nil)
+        #expect(s.node(named: "h1")!.migUsed[0] == 0xFF)
+        #expect(s.invariantViolations().isEmpty)
+        // Snapshots rebuild the slices from the allocations.
+        #expect(try ClusterState(image: s.image) == s)
+    }
+
+    /// Property: MIG jobs, shares and whole jobs come and go at random on dynamic MIG nodes; after every
+    /// step no memory slice is given twice, every instance sits on one of its profile's starts, compute slices
+    /// add up to at most 7, and no GPU holds instances beside a whole job or shares.
+    @Test func randomInstancesNeverOverlapAndAlwaysStartWhereTheProfileMay() {
+        var rng = SplitMix64(seed: 14)
+        var s = Self.pool([("h1", 4, .dynamic, []), ("h2", 2, .dynamic, [])])
+        let table = Self.h100.mig!
+        var placed = 0
+        for step in 0..<500 {
+            let t = Double(step * 10)
+            switch rng.next() % 4 {
+            case 0, 1:
+                let names = table.profiles.map(\.name)
+                let first = names[Int(rng.next() % UInt64(names.count - 1))]
+                let second = names[Int(rng.next() % UInt64(names.count))]
+                s.submit(JobSpec.inference(1) { $0.mig = rng.next() % 2 == 0 ? [first] : [first, second] }, at: t)
+            case 2:
+                if rng.next() % 2 == 0 {
+                    s.submit(.inference(1), at: t)
+                } else {
+                    s.submit(JobSpec.inference(1) { $0.gpuShare = 500 }, at: t)
+                }
+            default:
+                let running = s.activeJobs.sorted().filter { s.jobs[$0]?.state == .running }
+                if !running.isEmpty { s.finish(running[Int(rng.next() % UInt64(running.count))], at: t) }
+            }
+            let pass = s.scheduleAndSettle(at: t)
+            placed += s.starts(pass).filter { s.jobs[$0]?.allocation?.mig != nil }.count
+            #expect(s.invariantViolations().isEmpty, "step \(step): \(s.invariantViolations())")
+            for node in s.nodes {
+                for g in 0..<node.spec.gpus {
+                    var mask: UInt8 = 0
+                    var compute = 0
+                    for id in node.sharers[g] {
+                        guard let slot = s.jobs[id]?.allocation?.mig else { continue }
+                        let p = table.profile(named: slot.profile)!
+                        #expect(p.starts.contains(slot.start))
+                        #expect(mask & p.mask(at: slot.start) == 0, "step \(step): slices given twice")
+                        mask |= p.mask(at: slot.start)
+                        compute += p.compute
+                    }
+                    #expect(compute <= 7 && mask == node.migUsed[g])
+                    #expect(mask == 0 || (node.holder[g] == nil && node.shareUsed[g] == 0))
+                }
+            }
+        }
+        #expect(placed > 100, "placed \(placed)")
+    }
+}
