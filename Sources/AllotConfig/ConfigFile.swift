@@ -420,15 +420,27 @@ public struct ConfigFile: Hashable, Sendable {
 }
 
 extension ConfigFile {
-    /// What the simulator models but allotd cannot run yet: nodes with MIG (allotd does not create MIG
-    /// instances or hand them to jobs yet). Nil when allotd can run this config.
-    public func allotdRefusal(path: String?) -> ConfigError? {
-        guard let node = nodes.first(where: { $0.mig != .off }) else { return nil }
-        return ConfigError(
-            file: path,
-            key: "mig",
-            message:
-                "node \(node.name) has mig = \"\(node.mig.rawValue)\": allotd does not create MIG instances or run MIG jobs yet (allotctl simulate does); set mig = \"off\" for allotd"
-        )
+    /// What the simulator models but allotd cannot run yet: a MIG node that allotd does not run itself (node
+    /// agents do not make MIG instances yet), or whose GPUs it does not reach through NVML. Nil when allotd
+    /// can run this config on `hostname`.
+    public func allotdRefusal(path: String?, hostname: String) -> ConfigError? {
+        for node in nodes where node.mig != .off {
+            func refuse(_ why: String) -> ConfigError {
+                ConfigError(
+                    file: path,
+                    key: "mig",
+                    message: "node \(node.name) has mig = \"\(node.mig.rawValue)\": \(why)"
+                )
+            }
+            if discovery[node.name] != .nvml {
+                return refuse("allotd makes and finds MIG instances through NVML; add discover = \"nvml\"")
+            }
+            if !daemon.isLocal(node, hostname: hostname) {
+                return refuse(
+                    "node agents do not make MIG instances yet; run this node from allotd (local = true), or set mig = \"off\""
+                )
+            }
+        }
+        return nil
     }
 }

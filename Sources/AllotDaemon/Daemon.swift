@@ -37,7 +37,7 @@ extension DaemonOptions {
     func loadConfig() throws(ConfigError) -> ConfigFile {
         let path = configPath ?? "/etc/allot/allotd.toml"
         var file = try ConfigFile.load(path: path)
-        if let refusal = file.allotdRefusal(path: path) { throw refusal }
+        if let refusal = file.allotdRefusal(path: path, hostname: ProcessInfo.processInfo.hostName) { throw refusal }
         if let d = stateDir { file.daemon.stateDir = d }
         if let s = socket { file.daemon.socket = s }
         return file

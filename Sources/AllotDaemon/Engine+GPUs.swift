@@ -199,3 +199,89 @@ extension Engine {
         return o
     }
 }
+
+// MARK: MIG instances
+
+extension Engine {
+    struct MIGProblem: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    /// The MIG device for a job's instance on a local node: made now on a `dynamic` node, found in the
+    /// operator's layout on a `static` one. Blocking (NVML).
+    func migDevice(_ slot: MIGSlot, model: String, node: String, gpu: Int) -> Result<String, MIGProblem> {
+        guard let spec = state.node(named: node)?.spec, let probe = gpuProbe,
+            let profile = state.config.model(named: model)?.mig?.profile(named: slot.profile)
+        else {
+            return .failure(
+                MIGProblem(description: "node \(node) has no NVML to make MIG \(slot) with (discover = \"nvml\")")
+            )
+        }
+        do {
+            return .success(
+                try probe.withMIG { driver in
+                    if spec.mig == .static {
+                        guard let uuid = try driver.instances(gpu: gpu).first(where: { $0.start == slot.start })?.uuid
+                        else {
+                            throw MIGProblem(
+                                description: "GPU \(gpu) of \(node) has no MIG instance \(slot) (its static layout)"
+                            )
+                        }
+                        return uuid
+                    }
+                    // Made already (allotd stopped between making it and starting the job): use it.
+                    if let made = try driver.instances(gpu: gpu).first(where: {
+                        $0.start == slot.start && $0.size == profile.memorySlices
+                    }), let uuid = made.uuid {
+                        return uuid
+                    }
+                    return try driver.make(gpu: gpu, profile: profile, start: slot.start)
+                }
+            )
+        } catch let problem as MIGProblem {
+            return .failure(problem)
+        } catch {
+            return .failure(MIGProblem(description: "\(error)"))
+        }
+    }
+
+    /// Removes a dynamic node's MIG instance once its job's run has ended (a static layout stays).
+    func removeMIGInstance(_ slot: MIGSlot, node: String, gpu: Int, job: JobID) {
+        guard state.node(named: node)?.spec.mig == .dynamic, let probe = gpuProbe else { return }
+        do {
+            try probe.withMIG { try $0.remove(gpu: gpu, start: slot.start) }
+            logger.info(
+                "MIG instance removed",
+                metadata: ["job.id": "\(job)", "node": "\(node)", "mig": "\(gpu):\(slot)"]
+            )
+        } catch {
+            logger.error("MIG instance not removed", metadata: ["job.id": "\(job)", "error": "\(error)"])
+        }
+    }
+
+    /// At start-up, after running jobs are taken back: removes the instances on this host's dynamic MIG
+    /// nodes that no job holds (allotd stopped after making one and before its job started, or before
+    /// removing one whose job had ended).
+    func clearStrayMIGInstances() {
+        guard let probe = gpuProbe else { return }
+        for name in discoveringNodes {
+            guard let node = state.node(named: name), node.spec.mig == .dynamic else { continue }
+            for g in 0..<node.spec.gpus {
+                let held = Set(node.sharers[g].compactMap { state.jobs[$0]?.allocation?.mig?.start })
+                do {
+                    try probe.withMIG { driver in
+                        for found in try driver.instances(gpu: g) where !held.contains(found.start) {
+                            try driver.remove(gpu: g, start: found.start)
+                            logger.notice(
+                                "MIG instance removed: no job holds it",
+                                metadata: ["node": "\(name)", "gpu": "\(g)", "start": "\(found.start)"]
+                            )
+                        }
+                    }
+                } catch {
+                    logger.error("MIG instances not checked", metadata: ["node": "\(name)", "error": "\(error)"])
+                }
+            }
+        }
+    }
+}

@@ -343,6 +343,7 @@ final class Engine {
                 }
             }
         }
+        clearStrayMIGInstances()
         awaitAgents()
         // Health as found at start-up; jobs on GPUs that failed while allotd was down are stopped.
         if gpuProbe != nil, let first = discoveringNodes.first, let d = discovered[first] {
@@ -441,8 +442,28 @@ final class Engine {
             }
             var uuids: [Int: String] = [:]
             for gpu in discovered[first.node]?.inventory?.gpus ?? [] { uuids[gpu.index] = gpu.uuid }
+            if let slot = a.mig, let g = first.gpus.first {
+                // The job sees its MIG device only.
+                switch migDevice(slot, model: a.model, node: first.node, gpu: g) {
+                case .success(let uuid): uuids = [g: uuid]
+                case .failure(let problem):
+                    logger.error("MIG instance not made", metadata: ["job.id": "\(id)", "error": "\(problem)"])
+                    step(
+                        .runEnded(
+                            Controller.RunEnd(
+                                id: id,
+                                run: run,
+                                exit: .couldNotStart(problem.description),
+                                error: problem.description
+                            )
+                        )
+                    )
+                    return
+                }
+            }
             if let problem = executor.start(job, slices: a.slices, uuids: uuids) {
                 logger.error("Job could not be started", metadata: ["job.id": "\(id)", "error": "\(problem)"])
+                if let slot = a.mig { removeMIGInstance(slot, node: first.node, gpu: first.gpus[0], job: id) }
                 step(.runEnded(Controller.RunEnd(id: id, run: run, exit: .couldNotStart(problem), error: problem)))
             }
         case .stop(let id, let run):
@@ -550,6 +571,12 @@ final class Engine {
 
     /// A local run ended: the controller records how.
     func runEnded(_ ended: Executor.Ended) {
+        let job = state.jobs[ended.id]
+        defer {
+            if let job, job.runs == ended.run, let a = job.allocation, let slot = a.mig, let s = a.slices.first {
+                removeMIGInstance(slot, node: s.node, gpu: s.gpus[0], job: ended.id)
+            }
+        }
         step(
             .runEnded(
                 Controller.RunEnd(

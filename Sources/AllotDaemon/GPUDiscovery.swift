@@ -121,6 +121,26 @@ final class NVML: @unchecked Sendable {
         dlclose(handle)
     }
 
+    /// An entry point of the loaded library, nil where this NVML lacks it.
+    func symbol<T>(_ name: String, _: T.Type) -> T? { dlsym(handle, name).map { unsafeBitCast($0, to: T.self) } }
+
+    /// A GPU's handle by its NVML index.
+    func device(_ index: Int) throws -> Device {
+        var d: Device = nil
+        let rc = handleByIndex(UInt32(index), &d)
+        guard rc == Self.success else { throw LoadError(description: "GPU \(index): \(text(rc))") }
+        return d
+    }
+
+    /// The text of an NVML return code, with the code.
+    func describe(_ rc: Int32) -> String { text(rc) }
+
+    /// A device's UUID (a GPU's or a MIG device's).
+    func uuid(of d: Device) -> String? {
+        var buffer = [CChar](repeating: 0, count: 96)
+        return uuid(d, &buffer, UInt32(buffer.count)) == Self.success ? Self.text(buffer) : nil
+    }
+
     private func text(_ rc: Int32) -> String {
         (errorString(rc).map { String(cString: $0) } ?? "error") + " (NVML \(rc))"
     }
@@ -349,6 +369,17 @@ final class GPUProbe: @unchecked Sendable {
             let nvmlPart = allowNVML ? "NVML: \(nvmlProblem ?? "unavailable"); " : ""
             throw NVML.LoadError(description: "\(nvmlPart)nvidia-smi: \(error)")
         }
+    }
+
+    /// Runs `body` with this host's MIG driver (NVML loaded if it was not). Blocking.
+    func withMIG<T>(_ body: (MIGDriver) throws -> T) throws -> T {
+        lock.lock()
+        defer { lock.unlock() }
+        if nvml == nil { nvml = try NVML(path: library) }
+        guard let nvml, let driver = MIGDriver(nvml) else {
+            throw NVML.LoadError(description: "\(library) has no MIG calls (NVIDIA driver R450 or later has them)")
+        }
+        return try body(driver)
     }
 
     func forgetErrors() {

@@ -120,7 +120,7 @@ struct CheckConfig: ParsableCommand {
         let c: ConfigFile
         do {
             c = try ConfigFile.load(path: file)
-            if let refusal = c.allotdRefusal(path: file) { throw refusal }
+            if let refusal = c.allotdRefusal(path: file, hostname: ProcessInfo.processInfo.hostName) { throw refusal }
         } catch {
             FileHandle.standardError.write(Data("allotd: \(error)\n".utf8))
             throw ExitCode(1)

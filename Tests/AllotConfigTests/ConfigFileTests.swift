@@ -101,9 +101,12 @@ import Testing
                 "start 6 does not fit"
             )
         )
-        // allotd itself does not run MIG nodes yet, and says so.
-        #expect(mine.allotdRefusal(path: "x.toml")?.message.contains("allotd does not create MIG instances") == true)
-        #expect(try ConfigFile.parse(Self.minimal).allotdRefusal(path: nil) == nil)
+        // allotd makes instances through NVML on the nodes it runs itself, and says so for the others.
+        #expect(mine.allotdRefusal(path: "x.toml", hostname: "h")?.message.contains("add discover = \"nvml\"") == true)
+        let found = try ConfigFile.parse(own + "\nmig = \"dynamic\"\ndiscover = \"nvml\"\n")
+        #expect(found.allotdRefusal(path: nil, hostname: "h")?.message.contains("node agents do not make MIG") == true)
+        #expect(found.allotdRefusal(path: nil, hostname: "a1") == nil)
+        #expect(try ConfigFile.parse(Self.minimal).allotdRefusal(path: nil, hostname: "h") == nil)
     }
 
     @Test func nodesSaySharingModeAndBadOnesAreNamed() throws {

@@ -37,10 +37,11 @@ import Glibc
     static func fixture(
         nvml: String,
         daemon extra: String = "",
-        smi: String = "/nonexistent/nvidia-smi"
+        smi: String = "/nonexistent/nvidia-smi",
+        declared: String = ""
     ) throws -> (DaemonFixture, String) {
         let d = try DaemonFixture(
-            pool: pool(),
+            pool: pool(declared: declared),
             daemon: """
                 nvml_library = "\(fakeNVML)"
                 nvidia_smi = "\(smi)"
@@ -114,6 +115,56 @@ import Glibc
         #expect(lines.last == "0,1")
         let table = d.ctl(["nodes", "--gpus"]).stdout
         #expect(table.contains("GPU-00000000-1111-2222-3333-444444444443"), "\(table)")
+    }
+
+    /// A MIG job on a `mig = "dynamic"` node: allotd makes its instance through NVML (the stand-in grows
+    /// the MIG calls and checks NVIDIA's placements), the job sees only its `MIG-` device, the instance
+    /// outlives a SIGKILL of allotd with its job, and goes when the job ends.
+    @Test func aMIGJobGetsItsOwnInstanceMadeThroughNVMLWhichGoesWhenItEnds() throws {
+        let (d, file) = try Self.fixture(
+            nvml: Self.fourH100 + "mig 0\nmig 1\nmig 2\nmig 3\n",
+            declared: "mig = \"dynamic\""
+        )
+        let layout = file + ".mig"
+        // An instance nobody holds (left by a crash): removed when allotd starts again, below.
+        try "mode 3 1\ngi 3 1 0 5 1 1\n".write(toFile: layout, atomically: true, encoding: .utf8)
+        func instances() -> [String] {
+            ((try? String(contentsOfFile: layout, encoding: .utf8)) ?? "").split(separator: "\n").filter {
+                $0.hasPrefix("gi ")
+            }.map(String.init)
+        }
+        let serve = ["--kind", "inference", "--grace", "1s", "--mig", "3g.40gb", "--", "sh", "-c"]
+        let a = try d.submit(serve + ["echo $CUDA_VISIBLE_DEVICES; exec sleep 300"])
+        try d.wait(a, for: "running")
+        let b = try d.submit(serve + ["echo $CUDA_VISIBLE_DEVICES; exec sleep 300"])
+        try d.wait(b, for: "running")
+        // Both on GPU 0, the broken GPU, one per half; each a GPU instance with its compute instance.
+        let slots = [a, b].compactMap { d.job($0)?["mig_instance"] as? String }.sorted()
+        #expect(slots == ["3g.40gb@0", "3g.40gb@4"], "\(slots)")
+        #expect([a, b].map { indices(d, $0) } == [[0], [0]])
+        #expect(instances().count == 3 && instances().filter { $0.hasPrefix("gi 0 ") }.count == 2, "\(instances())")
+        try eventually("the job printed its device") { d.ctl(["logs", String(a)]).stdout.contains("MIG-") }
+        let device = d.ctl(["logs", String(a)]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(device.hasPrefix("MIG-00000000-1111-2222-3333-444444444440-gi"), "\(device)")
+        #expect(!device.contains(","), "the job sees its MIG device only: \(device)")
+        // A whole-GPU job takes another GPU; GPU 0 is busy for it.
+        let whole = try d.submit(["--", "sleep", "300"])
+        try d.wait(whole, for: "running")
+        #expect(indices(d, whole) != [0])
+        // allotd dies: the instances and their jobs stay, and it takes them back.
+        _ = d.stop(signal: SIGKILL)
+        try d.start()
+        try d.wait(a, for: "running")
+        #expect(instances().count == 2 && !instances().contains("gi 3 1 0 5 1 1"), "\(instances())")
+        #expect(d.daemonLog.contains("MIG instance removed: no job holds it"), "\(d.daemonLog)")
+        // The job ends: its instance goes; the other stays.
+        #expect(d.ctl(["cancel", String(a)]).status == 0)
+        try d.wait(a, for: "cancelled")
+        try eventually("the instance was removed") { instances().count == 1 }
+        #expect(d.job(b)?["state"] as? String == "running")
+        #expect(d.daemonLog.contains("MIG instance removed"), "\(d.daemonLog)")
+        _ = d.ctl(["cancel", String(b), String(whole)])
+        try eventually("every instance was removed") { instances().isEmpty }
     }
 
     @Test func aGPUWithAnXIDErrorIsTakenOutAndItsJobRequeuedElsewhere() throws {

@@ -357,8 +357,8 @@ import Glibc
         #expect(bad.status == 1)
         #expect(bad.stderr.contains("nodes: unknown key; did you mean \"node\"?"), "\(bad.stderr)")
         #expect(!FileManager.default.fileExists(atPath: d.stateDir), "check-config must not create the state")
-        // MIG nodes are modelled by the simulator, not yet run by allotd: said before anything starts (the
-        // first node is an A100, whose MIG profiles allot knows).
+        // allotd makes MIG instances through NVML: a MIG node without it is refused before anything starts
+        // (the first node is an A100, whose MIG profiles allot knows).
         let first = try #require(text.range(of: "[[node]]"))
         try text.replacingCharacters(in: first, with: "[[node]]\nmig = \"dynamic\"").write(
             to: d.config,
@@ -366,7 +366,7 @@ import Glibc
             encoding: .utf8
         )
         let mig = try Harness.run("allotd", ["check-config", d.config.path])
-        #expect(mig.status == 1 && mig.stderr.contains("allotd does not create MIG instances"), "\(mig.stderr)")
+        #expect(mig.status == 1 && mig.stderr.contains("add discover = \"nvml\""), "\(mig.stderr)")
         // Without systemd the daemon does not claim to have told it anything.
         try text.write(to: d.config, atomically: true, encoding: .utf8)
         try d.start()

@@ -7,6 +7,9 @@
 //   lost INDEX                     the GPU has fallen off the bus (NVML_ERROR_GPU_IS_LOST)
 //   ecc INDEX COUNT                volatile uncorrected ECC errors
 //   xid INDEX CODE                 an XID event (each line is delivered once)
+//   mig INDEX                      the GPU supports MIG (NVIDIA's A100/H100 placements)
+// MIG state (mode, GPU and compute instances) lives in $FAKE_NVML_FILE.mig, written by the MIG calls: it
+// outlives the process that made it, as instances outlive allotd (not a reboot: delete the file).
 #include "fake_nvml.h"
 
 #include <stdio.h>
@@ -21,10 +24,19 @@
 #define NVML_ERROR_INSUFFICIENT_SIZE 7
 #define NVML_ERROR_TIMEOUT 10
 #define NVML_ERROR_GPU_IS_LOST 15
+#define NVML_ERROR_NOT_FOUND 6
+#define NVML_ERROR_IN_USE 19
+#define NVML_ERROR_INSUFFICIENT_RESOURCES 23
 #define NVML_ERROR_UNKNOWN 999
 
+// Handles: a GPU is its index + 1; a MIG device, GPU instance and compute instance encode the GPU and the
+// GPU instance's id above these bases.
+#define MIG_DEVICE_BASE 0x1000
+#define GI_BASE 0x100000
+#define CI_BASE 0x200000
+
 struct gpu {
-    int present, lost;
+    int present, lost, mig_capable;
     char uuid[96], name[96];
     unsigned long long memory_mib, ecc;
 };
@@ -61,6 +73,7 @@ static void load(struct world *w) {
             if (i + 1 > w->count) w->count = i + 1;
             continue;
         }
+        if (sscanf(line, "mig %d", &i) == 1 && i >= 0 && i < MAX_GPUS) { w->gpus[i].mig_capable = 1; continue; }
         if (sscanf(line, "lost %d", &i) == 1 && i >= 0 && i < MAX_GPUS) { w->gpus[i].lost = 1; continue; }
         if (sscanf(line, "ecc %d %llu", &i, &v) == 2 && i >= 0 && i < MAX_GPUS) { w->gpus[i].ecc = v; continue; }
         if (sscanf(line, "xid %d %d", &i, &n) == 2 && w->xids < 256) {
@@ -136,9 +149,12 @@ int nvmlDeviceGetHandleByIndex_v2(unsigned int index, nvmlDevice_t *device) {
     return w.gpus[index].lost ? NVML_ERROR_GPU_IS_LOST : NVML_SUCCESS;
 }
 
+static int mig_uuid(nvmlDevice_t d, char *uuid, unsigned int length);
+
 int nvmlDeviceGetUUID(nvmlDevice_t d, char *uuid, unsigned int length) {
     struct world w;
     struct gpu *g;
+    if ((intptr_t)d >= MIG_DEVICE_BASE) return mig_uuid(d, uuid, length);
     int rc = device(d, &w, &g);
     return rc ? rc : copy(uuid, length, g->uuid);
 }
@@ -204,4 +220,299 @@ int nvmlEventSetWait_v2(nvmlEventSet_t set, nvmlEventData_t *data, unsigned int 
 int nvmlEventSetFree(nvmlEventSet_t set) {
     (void)set;
     return NVML_SUCCESS;
+}
+
+// MARK: MIG
+
+struct instance {
+    int gpu, id, profile, start, size, ci;
+};
+
+struct mig_state {
+    int mode[MAX_GPUS];
+    struct instance gi[MAX_GPUS * 8];
+    int count;
+};
+
+static void mig_path(char *out, size_t n) {
+    const char *path = getenv("FAKE_NVML_FILE");
+    snprintf(out, n, "%s.mig", path ? path : "/nonexistent");
+}
+
+static void mig_load(struct mig_state *m) {
+    memset(m, 0, sizeof *m);
+    char path[600], line[256];
+    mig_path(path, sizeof path);
+    FILE *f = fopen(path, "r");
+    if (!f) return;
+    while (fgets(line, sizeof line, f)) {
+        int g, v;
+        struct instance x;
+        if (sscanf(line, "mode %d %d", &g, &v) == 2 && g >= 0 && g < MAX_GPUS) m->mode[g] = v;
+        else if (sscanf(line, "gi %d %d %d %d %d %d", &x.gpu, &x.id, &x.profile, &x.start, &x.size, &x.ci) == 6
+                 && m->count < MAX_GPUS * 8)
+            m->gi[m->count++] = x;
+    }
+    fclose(f);
+}
+
+static int mig_save(const struct mig_state *m) {
+    char path[600], tmp[620];
+    mig_path(path, sizeof path);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) return NVML_ERROR_UNKNOWN;
+    for (int g = 0; g < MAX_GPUS; g++)
+        if (m->mode[g]) fprintf(f, "mode %d %d\n", g, m->mode[g]);
+    for (int i = 0; i < m->count; i++) {
+        const struct instance *x = &m->gi[i];
+        fprintf(f, "gi %d %d %d %d %d %d\n", x->gpu, x->id, x->profile, x->start, x->size, x->ci);
+    }
+    fclose(f);
+    return rename(tmp, path) == 0 ? NVML_SUCCESS : NVML_ERROR_UNKNOWN;
+}
+
+// NVML's GPU instance profiles: id, compute slices, memory slices (the placement's size), valid starts.
+static const struct {
+    int id, compute, size, starts;  // starts: bit i set when an instance may start at memory slice i
+} profiles[] = {
+    {0, 1, 1, 0x7F}, {9, 1, 2, 0x55}, {1, 2, 2, 0x15}, {2, 3, 4, 0x11}, {3, 4, 4, 0x01}, {4, 7, 8, 0x01},
+};
+
+static int profile_index(unsigned int id) {
+    for (int i = 0; i < (int)(sizeof profiles / sizeof profiles[0]); i++)
+        if (profiles[i].id == (int)id) return i;
+    return -1;
+}
+
+static int mig_gpu(nvmlDevice_t d, struct world *w, struct gpu **g) {
+    int rc = device(d, w, g);
+    if (rc) return rc;
+    return (*g)->mig_capable ? NVML_SUCCESS : NVML_ERROR_NOT_SUPPORTED;
+}
+
+static int find(const struct mig_state *m, int gpu, int id) {
+    for (int i = 0; i < m->count; i++)
+        if (m->gi[i].gpu == gpu && m->gi[i].id == id) return i;
+    return -1;
+}
+
+int nvmlDeviceGetMigMode(nvmlDevice_t d, unsigned int *current, unsigned int *pending) {
+    struct world w;
+    struct gpu *g;
+    int rc = mig_gpu(d, &w, &g);
+    if (rc) return rc;
+    struct mig_state m;
+    mig_load(&m);
+    *current = *pending = (unsigned int)m.mode[(intptr_t)d - 1];
+    return NVML_SUCCESS;
+}
+
+int nvmlDeviceSetMigMode(nvmlDevice_t d, unsigned int mode, int *activationStatus) {
+    struct world w;
+    struct gpu *g;
+    int rc = mig_gpu(d, &w, &g);
+    if (rc) return rc;
+    int gpu = (int)(intptr_t)d - 1;
+    struct mig_state m;
+    mig_load(&m);
+    // The mode changes only on an idle GPU: no instance may exist.
+    for (int i = 0; i < m.count; i++)
+        if (m.gi[i].gpu == gpu) return *activationStatus = NVML_ERROR_IN_USE, NVML_ERROR_IN_USE;
+    m.mode[gpu] = mode ? 1 : 0;
+    *activationStatus = NVML_SUCCESS;
+    return mig_save(&m);
+}
+
+int nvmlDeviceGetGpuInstanceProfileInfo(nvmlDevice_t d, unsigned int profile, nvmlGpuInstanceProfileInfo_t *info) {
+    struct world w;
+    struct gpu *g;
+    int rc = mig_gpu(d, &w, &g);
+    if (rc) return rc;
+    int p = profile_index(profile);
+    if (p < 0) return NVML_ERROR_NOT_SUPPORTED;
+    memset(info, 0, sizeof *info);
+    info->id = (unsigned int)profiles[p].id;
+    info->sliceCount = (unsigned int)profiles[p].compute;
+    info->instanceCount = 7 / (unsigned int)profiles[p].compute;
+    info->multiprocessorCount = 16 * (unsigned int)profiles[p].compute;
+    info->memorySizeMB = g->memory_mib * (unsigned long long)profiles[p].size / 8;
+    return NVML_SUCCESS;
+}
+
+int nvmlDeviceCreateGpuInstanceWithPlacement(nvmlDevice_t d, unsigned int profileId,
+    const nvmlGpuInstancePlacement_t *placement, nvmlGpuInstance_t *gpuInstance) {
+    struct world w;
+    struct gpu *g;
+    int rc = mig_gpu(d, &w, &g);
+    if (rc) return rc;
+    int gpu = (int)(intptr_t)d - 1, p = profile_index(profileId);
+    struct mig_state m;
+    mig_load(&m);
+    if (!m.mode[gpu]) return NVML_ERROR_NOT_SUPPORTED;  // MIG mode is off
+    if (p < 0 || placement->start > 7 || !(profiles[p].starts & (1 << placement->start))
+        || placement->size != (unsigned int)profiles[p].size)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    unsigned int want = ((1u << placement->size) - 1) << placement->start, used = 0;
+    int id = 1;
+    for (int i = 0; i < m.count; i++) {
+        if (m.gi[i].gpu != gpu) continue;
+        used |= ((1u << m.gi[i].size) - 1) << m.gi[i].start;
+        if (m.gi[i].id >= id) id = m.gi[i].id + 1;
+    }
+    if (used & want) return NVML_ERROR_INSUFFICIENT_RESOURCES;
+    m.gi[m.count++] = (struct instance){gpu, id, profiles[p].id, (int)placement->start, profiles[p].size, 0};
+    rc = mig_save(&m);
+    if (!rc) *gpuInstance = (nvmlGpuInstance_t)(intptr_t)(GI_BASE + gpu * 64 + id);
+    return rc;
+}
+
+int nvmlDeviceGetGpuInstances(nvmlDevice_t d, unsigned int profileId, nvmlGpuInstance_t *gpuInstances,
+    unsigned int *count) {
+    struct world w;
+    struct gpu *g;
+    int rc = mig_gpu(d, &w, &g);
+    if (rc) return rc;
+    int gpu = (int)(intptr_t)d - 1;
+    struct mig_state m;
+    mig_load(&m);
+    unsigned int n = 0;
+    for (int i = 0; i < m.count; i++)
+        if (m.gi[i].gpu == gpu && m.gi[i].profile == (int)profileId) {
+            if (gpuInstances) gpuInstances[n] = (nvmlGpuInstance_t)(intptr_t)(GI_BASE + gpu * 64 + m.gi[i].id);
+            n++;
+        }
+    *count = n;
+    return NVML_SUCCESS;
+}
+
+static int instance(intptr_t handle, intptr_t base, struct mig_state *m) {
+    if (!initialized) return -1;
+    intptr_t v = handle - base;
+    mig_load(m);
+    return v < 0 || v >= MAX_GPUS * 64 ? -1 : find(m, (int)(v / 64), (int)(v % 64));
+}
+
+int nvmlGpuInstanceGetInfo(nvmlGpuInstance_t gi, nvmlGpuInstanceInfo_t *info) {
+    struct mig_state m;
+    int i = instance((intptr_t)gi, GI_BASE, &m);
+    if (i < 0) return NVML_ERROR_INVALID_ARGUMENT;
+    info->device = (nvmlDevice_t)(intptr_t)(m.gi[i].gpu + 1);
+    info->id = (unsigned int)m.gi[i].id;
+    info->profileId = (unsigned int)m.gi[i].profile;
+    info->placement.start = (unsigned int)m.gi[i].start;
+    info->placement.size = (unsigned int)m.gi[i].size;
+    return NVML_SUCCESS;
+}
+
+int nvmlGpuInstanceGetComputeInstanceProfileInfo(nvmlGpuInstance_t gi, unsigned int profile,
+    unsigned int engProfile, nvmlComputeInstanceProfileInfo_t *info) {
+    struct mig_state m;
+    int i = instance((intptr_t)gi, GI_BASE, &m);
+    (void)engProfile;
+    if (i < 0) return NVML_ERROR_INVALID_ARGUMENT;
+    // Compute instance profiles 0–4: 1, 2, 3, 4, 7 slices; only one that fills the GPU instance is offered.
+    static const int slices[] = {1, 2, 3, 4, 7};
+    int p = profile_index((unsigned int)m.gi[i].profile);
+    if (profile > 4 || slices[profile] != profiles[p].compute) return NVML_ERROR_NOT_SUPPORTED;
+    memset(info, 0, sizeof *info);
+    info->id = profile;
+    info->sliceCount = (unsigned int)slices[profile];
+    info->instanceCount = 1;
+    return NVML_SUCCESS;
+}
+
+int nvmlGpuInstanceCreateComputeInstance(nvmlGpuInstance_t gi, unsigned int profileId,
+    nvmlComputeInstance_t *computeInstance) {
+    struct mig_state m;
+    int i = instance((intptr_t)gi, GI_BASE, &m);
+    if (i < 0) return NVML_ERROR_INVALID_ARGUMENT;
+    (void)profileId;
+    if (m.gi[i].ci) return NVML_ERROR_INSUFFICIENT_RESOURCES;
+    m.gi[i].ci = 1;
+    int rc = mig_save(&m);
+    if (!rc) *computeInstance = (nvmlComputeInstance_t)(intptr_t)(CI_BASE + m.gi[i].gpu * 64 + m.gi[i].id);
+    return rc;
+}
+
+int nvmlGpuInstanceGetComputeInstances(nvmlGpuInstance_t gi, unsigned int profileId,
+    nvmlComputeInstance_t *computeInstances, unsigned int *count) {
+    struct mig_state m;
+    int i = instance((intptr_t)gi, GI_BASE, &m);
+    (void)profileId;
+    if (i < 0) return NVML_ERROR_INVALID_ARGUMENT;
+    *count = (unsigned int)m.gi[i].ci;
+    if (m.gi[i].ci && computeInstances)
+        computeInstances[0] = (nvmlComputeInstance_t)(intptr_t)(CI_BASE + m.gi[i].gpu * 64 + m.gi[i].id);
+    return NVML_SUCCESS;
+}
+
+int nvmlComputeInstanceDestroy(nvmlComputeInstance_t ci) {
+    struct mig_state m;
+    int i = instance((intptr_t)ci, CI_BASE, &m);
+    if (i < 0 || !m.gi[i].ci) return NVML_ERROR_INVALID_ARGUMENT;
+    m.gi[i].ci = 0;
+    return mig_save(&m);
+}
+
+int nvmlGpuInstanceDestroy(nvmlGpuInstance_t gi) {
+    struct mig_state m;
+    int i = instance((intptr_t)gi, GI_BASE, &m);
+    if (i < 0) return NVML_ERROR_INVALID_ARGUMENT;
+    if (m.gi[i].ci) return NVML_ERROR_IN_USE;
+    m.gi[i] = m.gi[--m.count];
+    return mig_save(&m);
+}
+
+int nvmlDeviceGetMaxMigDeviceCount(nvmlDevice_t d, unsigned int *count) {
+    struct world w;
+    struct gpu *g;
+    int rc = mig_gpu(d, &w, &g);
+    if (rc) return rc;
+    *count = 7;
+    return NVML_SUCCESS;
+}
+
+// MIG device i of a GPU: its i-th GPU instance (by id) that has a compute instance.
+int nvmlDeviceGetMigDeviceHandleByIndex(nvmlDevice_t d, unsigned int index, nvmlDevice_t *migDevice) {
+    struct world w;
+    struct gpu *g;
+    int rc = mig_gpu(d, &w, &g);
+    if (rc) return rc;
+    int gpu = (int)(intptr_t)d - 1;
+    struct mig_state m;
+    mig_load(&m);
+    unsigned int n = 0;
+    for (int id = 1; id < 64; id++) {
+        int i = find(&m, gpu, id);
+        if (i < 0 || !m.gi[i].ci) continue;
+        if (n++ == index) {
+            *migDevice = (nvmlDevice_t)(intptr_t)(MIG_DEVICE_BASE + gpu * 64 + id);
+            return NVML_SUCCESS;
+        }
+    }
+    return NVML_ERROR_NOT_FOUND;
+}
+
+int nvmlDeviceGetGpuInstanceId(nvmlDevice_t d, unsigned int *id) {
+    intptr_t v = (intptr_t)d - MIG_DEVICE_BASE;
+    if (!initialized) return NVML_ERROR_UNINITIALIZED;
+    if (v < 0) return NVML_ERROR_NOT_SUPPORTED;  // not a MIG device
+    *id = (unsigned int)(v % 64);
+    return NVML_SUCCESS;
+}
+
+static int mig_uuid(nvmlDevice_t d, char *uuid, unsigned int length) {
+    struct world w;
+    struct mig_state m;
+    intptr_t v = (intptr_t)d - MIG_DEVICE_BASE;
+    if (!initialized) return NVML_ERROR_UNINITIALIZED;
+    load(&w);
+    mig_load(&m);
+    int gpu = (int)(v / 64), id = (int)(v % 64);
+    if (gpu >= MAX_GPUS || find(&m, gpu, id) < 0) return NVML_ERROR_INVALID_ARGUMENT;
+    // Real MIG UUIDs are opaque; this one names the GPU and the GPU instance, for tests to read.
+    char text[160];
+    snprintf(text, sizeof text, "MIG-%s-gi%d", w.gpus[gpu].uuid + (strncmp(w.gpus[gpu].uuid, "GPU-", 4) ? 0 : 4), id);
+    return copy(uuid, length, text);
 }
