@@ -192,11 +192,32 @@ extension Engine {
             o.gpuList = list(a.gpus.map { ($0.index, $0.uuid, $0.name, $0.memoryMiB) })
             o.discovery = "agent"
         }
-        guard let d = discovered[node.name] else { return o }
-        o.discovery = d.inventory.map { inv in inv.source + (inv.driver.map { " (driver \($0))" } ?? "") }
-        o.discoveryProblem = d.problem
-        o.gpuList = list((d.inventory?.gpus ?? []).map { ($0.index, $0.uuid, $0.name, $0.memoryMiB) })
+        if let d = discovered[node.name] {
+            o.discovery = d.inventory.map { inv in inv.source + (inv.driver.map { " (driver \($0))" } ?? "") }
+            o.discoveryProblem = d.problem
+            o.gpuList = list((d.inventory?.gpus ?? []).map { ($0.index, $0.uuid, $0.name, $0.memoryMiB) })
+        }
+        if node.spec.mig != .off, var gpus = o.gpuList {
+            for i in gpus.indices where gpus[i].index < node.spec.gpus {
+                gpus[i].mig = Self.migInstances(node, gpu: gpus[i].index, in: state)
+            }
+            o.gpuList = gpus
+        }
         return o
+    }
+
+    /// A MIG node's instances on one GPU, by first memory slice: `3g.40gb@4 job 12`, and on a static node
+    /// `3g.40gb@0 free` for the layout's unused ones.
+    static func migInstances(_ node: Node, gpu: Int, in state: ClusterState) -> [String] {
+        var out: [(Int, String)] = node.sharers[gpu].compactMap { id in
+            state.jobs[id]?.allocation?.mig.map { ($0.start, "\($0) job \(id)") }
+        }
+        if node.spec.mig == .static {
+            for slot in node.spec.migLayout where !out.contains(where: { $0.0 == slot.start }) {
+                out.append((slot.start, "\(slot) free"))
+            }
+        }
+        return out.sorted { $0.0 < $1.0 }.map(\.1)
     }
 }
 

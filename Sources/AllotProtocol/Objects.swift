@@ -186,9 +186,13 @@ public struct NodeObject: Codable, Sendable, Equatable {
     public var discoveryProblem: String?
     /// The node's agent, for nodes run by one.
     public var agent: AgentObject?
+    /// `dynamic` or `static` for a node with MIG (absent when off), and a static node's layout on every GPU.
+    public var mig: String?
+    public var migLayout: [String]?
 
     enum CodingKeys: String, CodingKey {
-        case name, state, reason, gpus, local, labels, discovery, agent
+        case name, state, reason, gpus, local, labels, discovery, agent, mig
+        case migLayout = "mig_layout"
         case gpuList = "gpu_list"
         case discoveryProblem = "discovery_problem"
         case gpuModel = "gpu_model"
@@ -206,7 +210,11 @@ public struct NodeObject: Codable, Sendable, Equatable {
         gpusUnhealthy = (0..<node.spec.gpus).filter { node.health[$0] != .healthy }
         self.local = local
         labels = node.spec.labels
-        if node.unhealthyMask != 0 {
+        if node.spec.mig != .off {
+            mig = node.spec.mig.rawValue
+            if node.spec.mig == .static { migLayout = node.spec.migLayout.map(\.description) }
+        }
+        if node.unhealthyMask != 0 || node.spec.mig != .off {
             gpuList = (0..<node.spec.gpus).map {
                 GPUObject(index: $0, health: node.health[$0].rawValue, reason: node.healthReason[$0])
             }
@@ -222,9 +230,11 @@ public struct GPUObject: Codable, Sendable, Equatable {
     public var uuid: String?
     public var name: String?
     public var memoryMiB: Int?
+    /// On a MIG node: the instances on this GPU, `3g.40gb@4 job 12` (static nodes list their free ones too).
+    public var mig: [String]?
 
     enum CodingKeys: String, CodingKey {
-        case index, health, reason, uuid, name
+        case index, health, reason, uuid, name, mig
         case memoryMiB = "memory_mib"
     }
 

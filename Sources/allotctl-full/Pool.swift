@@ -56,15 +56,24 @@ struct Nodes: ParsableCommand {
 
     func gpuTable(_ nodes: [NodeObject]) -> String {
         var rows: [[String]] = []
+        let anyMIG = nodes.contains { $0.mig != nil }
         for n in nodes {
             for g in n.gpuList ?? (0..<n.gpus).map({ GPUObject(index: $0, health: "healthy", reason: nil) }) {
-                rows.append([
+                var row = [
                     n.name, String(g.index), g.health, g.uuid ?? "-", g.name ?? n.gpuModel,
-                    g.memoryMiB.map { "\($0) MiB" } ?? "-", n.discovery ?? "declared", g.reason ?? "",
-                ])
+                    g.memoryMiB.map { "\($0) MiB" } ?? "-", n.discovery ?? "declared",
+                ]
+                if anyMIG {
+                    // MIG mode, then the instances on the GPU.
+                    let instances = (g.mig ?? []).joined(separator: ", ")
+                    row.append(n.mig.map { instances.isEmpty ? "\($0): none" : "\($0): \(instances)" } ?? "-")
+                }
+                rows.append(row + [g.reason ?? ""])
             }
         }
-        return table(["NODE", "GPU", "HEALTH", "UUID", "MODEL", "MEMORY", "SOURCE", "REASON"], rows)
+        let head =
+            ["NODE", "GPU", "HEALTH", "UUID", "MODEL", "MEMORY", "SOURCE"] + (anyMIG ? ["MIG"] : []) + ["REASON"]
+        return table(head, rows)
     }
 }
 

@@ -60,7 +60,7 @@ struct Submit: ParsableCommand {
     @Option(
         name: .customLong("mig"),
         help: ArgumentHelp(
-            "A MIG instance instead of GPUs: acceptable profiles, cheapest first, e.g. 1g.10gb or 1g.10gb,2g.20gb (on nodes with mig = dynamic or static; `allotctl nodes` lists them).",
+            "A MIG instance instead of GPUs: acceptable profiles, cheapest first, e.g. 1g.10gb or 1g.10gb,2g.20gb (on nodes with mig = dynamic or static; `allotctl nodes --gpus` shows their instances).",
             valueName: "PROFILE[,…]"
         )
     )

@@ -142,6 +142,11 @@ import Glibc
         let slots = [a, b].compactMap { d.job($0)?["mig_instance"] as? String }.sorted()
         #expect(slots == ["3g.40gb@0", "3g.40gb@4"], "\(slots)")
         #expect([a, b].map { indices(d, $0) } == [[0], [0]])
+        // `nodes --gpus` shows the instances on each GPU, and whose they are.
+        let first = slots[0] == d.job(a)?["mig_instance"] as? String ? (a, b) : (b, a)
+        let table = d.ctl(["nodes", "--gpus"]).stdout
+        #expect(table.contains("dynamic: 3g.40gb@0 job \(first.0), 3g.40gb@4 job \(first.1)"), "\(table)")
+        #expect(try node(d)["mig"] as? String == "dynamic")
         #expect(instances().count == 3 && instances().filter { $0.hasPrefix("gi 0 ") }.count == 2, "\(instances())")
         try eventually("the job printed its device") { d.ctl(["logs", String(a)]).stdout.contains("MIG-") }
         let device = d.ctl(["logs", String(a)]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
