@@ -137,7 +137,11 @@ extension ClusterState {
     /// Problems with a job spec on its own; empty when it is valid.
     public static func specProblems(_ spec: JobSpec) -> [String] {
         var out: [String] = []
-        if spec.gpus < 1 { out.append("a job needs at least 1 GPU, not \(spec.gpus)") }
+        if spec.gpus < 0 { out.append("a job needs 0 GPUs or more, not \(spec.gpus)") }
+        if spec.gpus == 0 {
+            if spec.isShare || spec.isMIG { out.append("a job of 0 GPUs takes no share of a GPU or MIG instance") }
+            if spec.topology != .any { out.append("a job of 0 GPUs takes no topology (\(spec.topology.rawValue))") }
+        }
         if spec.gpus > 65_536 { out.append("a job may ask for at most 65536 GPUs, not \(spec.gpus)") }
         if spec.tenant.isEmpty { out.append("a job needs a tenant") }
         if let w = spec.walltime, !(w > 0) { out.append("walltime must be > 0, not \(w)") }
@@ -278,7 +282,9 @@ extension ClusterState {
                 throw bad("node \(slice.node) has \(nodes[ni].spec.gpuModel) GPUs, not \(a.model)")
             }
             guard nodes[ni].schedulable else { throw bad("node \(slice.node) is \(nodes[ni].state.rawValue)") }
-            guard !slice.gpus.isEmpty else { throw bad("the slice on \(slice.node) is empty") }
+            guard !slice.gpus.isEmpty || (gpus == 0 && a.slices.count == 1) else {
+                throw bad("the slice on \(slice.node) is empty")
+            }
             var mask: UInt64 = 0
             let count = nodes[ni].spec.gpus
             for g in slice.gpus {

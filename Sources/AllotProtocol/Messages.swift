@@ -244,6 +244,8 @@ public struct JobRequest: Codable, Hashable, Sendable {
             }
             s.cpuMilli = Int((cpus * 1000).rounded(.up))
         }
+        // A job of CPUs only takes one CPU unless it says otherwise, as in Slurm.
+        if s.gpus == 0 && s.cpuMilli == nil { s.cpuMilli = 1000 }
         if let memory {
             guard let mib = memory.mebibytes else {
                 throw .invalidParams(

@@ -24,7 +24,7 @@ struct Submit: ParsableCommand {
         name: .long,
         parsing: .unconditional,
         help: ArgumentHelp(
-            "GPUs the job needs (default 1), or a share of one GPU below 1: 0.25 shares a GPU with other shares.",
+            "GPUs the job needs (default 1), a share of one GPU below 1 (0.25 shares a GPU with other shares), or 0 for a job of CPUs and memory only (default --cpus 1).",
             valueName: "N|0.F"
         )
     )

@@ -18,6 +18,52 @@ import Testing
         return s
     }
 
+    /// A job of 0 GPUs takes CPUs and memory only: on the node with the fewest free GPUs (CPUs taken beside
+    /// free GPUs would strand them), never more than a node has, at no GPU cost.
+    @Test func aJobOfCPUsOnlyGoesBesideBusyGPUsAndIsCountedThere() throws {
+        var s = Self.pool()
+        let gang = s.submit(.training(6))
+        s.schedule(at: 0)
+        let busy = try #require(s.jobs[gang]?.allocation?.slices.first?.node)
+        let cpu = s.submit(
+            .training(0) {
+                $0.cpuMilli = 8000; $0.memoryMiB = 16384
+            }
+        )
+        s.schedule(at: 1)
+        let a = try #require(s.jobs[cpu]?.allocation)
+        #expect(a.slices == [Allocation.Slice(node: busy, gpus: [], cpuMilli: 8000, memoryMiB: 16384)])
+        #expect(a.gpuCount == 0 && s.jobs[cpu]?.costRate == 0)
+        #expect(s.node(named: busy)!.cpuUsed == 6 * 4000 + 8000)
+        #expect(s.tenantUsage["t"]!.usage.gpusInUse == 6)
+        #expect(s.invariantViolations().isEmpty)
+        #expect(try ClusterState(image: s.image) == s)
+        // Full: the next waits for CPUs, saying so; one larger than any node is refused outright.
+        let other = busy == "n1" ? "n2" : "n1"
+        let fill = s.submit(.training(0) { $0.cpuMilli = 32_000 })
+        let wait = s.submit(.training(0) { $0.cpuMilli = 8000 })
+        let pass = s.schedule(at: 2)
+        #expect(s.jobs[fill]?.allocation?.slices.first?.node == other)
+        guard case .hostResources(0, 8000, nil)? = pass.reason(for: wait)?.blocker else {
+            Issue.record("\(String(describing: pass.reason(for: wait)))")
+            return
+        }
+        #expect(
+            pass.reason(for: wait)!.blocker.sentence(for: s.jobs[wait]!.spec, in: s).contains("no node it may use has")
+        )
+        let huge = JobSpec.training(0) { $0.cpuMilli = 40_000 }
+        guard case .exceedsNodeResources? = Scheduler.permanentBlocker(for: huge, in: s) else {
+            Issue.record("\(String(describing: Scheduler.permanentBlocker(for: huge, in: s)))")
+            return
+        }
+        #expect(Scheduler.permanentBlocker(for: .training(0) { $0.cpuMilli = 4000 }, in: s) == nil)
+        // It ends: its CPUs come back.
+        s.finish(cpu, at: 3)
+        s.schedule(at: 3)
+        #expect(s.jobs[wait]?.state == .running)
+        #expect(s.invariantViolations().isEmpty)
+    }
+
     @Test func aJobGoesWhereItsCPUsAreFreeNotWhereItsGPUsFitBest() {
         var s = Self.pool()
         let hungry = s.submit(.inference(1) { $0.cpuMilli = 30_000 })

@@ -243,12 +243,12 @@ import Testing
         #expect(allocation(s.schedule(), b) == nil)
     }
 
-    @Test(arguments: [0, 9, 64])
+    @Test(arguments: [-1, 9, 64])
     func rejectsGPUCountsNoNodeCanHold(gpus: Int) {
         var s = ClusterState.fixture(nodes: [("n1", "A100", 8, []), ("n2", "A100", 8, [])])
-        if gpus == 0 {
+        if gpus < 0 {
             #expect(throws: StateError.self) {
-                try s.apply(Event(time: .zero, .jobSubmitted(id: 1, spec: .training(0), held: false)))
+                try s.apply(Event(time: .zero, .jobSubmitted(id: 1, spec: .training(gpus), held: false)))
             }
             return
         }

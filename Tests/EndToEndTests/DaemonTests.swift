@@ -44,7 +44,7 @@ import Glibc
         // Not found, bad usage.
         #expect(d.ctl(["show", "9999"]).status == 3)
         #expect(d.ctl(["cancel", "9999"]).status == 3)
-        #expect(d.ctl(["submit", "--gpus", "0", "--", "true"]).status == 2)
+        #expect(d.ctl(["submit", "--gpus", "-2", "--", "true"]).status == 2)
         #expect(d.ctl(["submit", "--walltime", "soon", "--", "true"]).status == 2)
         let never = d.ctl(["submit", "--gpus", "64", "--", "true"])
         #expect(never.status == 1 && never.stderr.contains("never start"), "\(never.stderr)")

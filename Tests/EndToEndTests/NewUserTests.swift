@@ -319,7 +319,7 @@ import Glibc
         #expect(
             negative.status == 2
                 && negative.stderr.contains(
-                    "--gpus: must be above 0: whole GPUs (1 to 65536) or a share of one GPU (e.g. 0.25), not -1"
+                    "--gpus: must be whole GPUs (1 to 65536), a share of one GPU (e.g. 0.25), or 0 for CPUs only, not -1"
                 ),
             "\(negative.stderr)"
         )

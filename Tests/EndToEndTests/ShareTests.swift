@@ -128,7 +128,7 @@ import Glibc
 
     @Test func badSharesAreRefusedWithTheRule() throws {
         let d = try DaemonFixture()
-        for bad in ["1.5", "0.0001", "0", "-0.5"] {
+        for bad in ["1.5", "0.0001", "-0.5"] {
             let r = d.ctl(["submit", "--gpus", bad, "--", "true"])
             #expect(r.status == 2, "\(bad): \(r.stderr)")
             #expect(r.stderr.contains("--gpus") && r.stderr.contains("share of one GPU"), "\(bad): \(r.stderr)")
@@ -137,6 +137,11 @@ import Glibc
         let file = d.ctl(["submit", "--file", "-"], stdin: line + "\n")
         #expect(file.status != 0 && file.stderr.contains("gpus"), "\(file.stderr)")
         #expect(d.ctl(["ls", "--all"]).stdout.split(separator: "\n").count == 1)
+        // 0 GPUs is a job of CPUs and memory only: it runs, seeing no GPU, and costs no GPU time.
+        let cpu = try d.submit(["--gpus", "0", "--", "sh", "-c", "echo \"[$CUDA_VISIBLE_DEVICES]\""])
+        try d.wait(cpu, for: "completed")
+        #expect(d.ctl(["logs", String(cpu)]).stdout == "[]\n")
+        #expect(d.job(cpu)?["gpus"] as? Int == 0 && d.job(cpu)?["cost_usd"] as? Double == 0)
         #expect(d.stop() == 0)
     }
 }

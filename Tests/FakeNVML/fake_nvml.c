@@ -291,6 +291,17 @@ static int mig_gpu(nvmlDevice_t d, struct world *w, struct gpu **g) {
     return (*g)->mig_capable ? NVML_SUCCESS : NVML_ERROR_NOT_SUPPORTED;
 }
 
+// A MIG-capable GPU's index and the MIG state, for a MIG call on device `d`.
+static int mig_open(nvmlDevice_t d, struct mig_state *m, int *gpu) {
+    struct world w;
+    struct gpu *g;
+    int rc = mig_gpu(d, &w, &g);
+    if (rc) return rc;
+    mig_load(m);
+    *gpu = (int)(intptr_t)d - 1;
+    return NVML_SUCCESS;
+}
+
 static int find(const struct mig_state *m, int gpu, int id) {
     for (int i = 0; i < m->count; i++)
         if (m->gi[i].gpu == gpu && m->gi[i].id == id) return i;
@@ -298,24 +309,19 @@ static int find(const struct mig_state *m, int gpu, int id) {
 }
 
 int nvmlDeviceGetMigMode(nvmlDevice_t d, unsigned int *current, unsigned int *pending) {
-    struct world w;
-    struct gpu *g;
-    int rc = mig_gpu(d, &w, &g);
-    if (rc) return rc;
     struct mig_state m;
-    mig_load(&m);
-    *current = *pending = (unsigned int)m.mode[(intptr_t)d - 1];
+    int gpu;
+    int rc = mig_open(d, &m, &gpu);
+    if (rc) return rc;
+    *current = *pending = (unsigned int)m.mode[gpu];
     return NVML_SUCCESS;
 }
 
 int nvmlDeviceSetMigMode(nvmlDevice_t d, unsigned int mode, int *activationStatus) {
-    struct world w;
-    struct gpu *g;
-    int rc = mig_gpu(d, &w, &g);
-    if (rc) return rc;
-    int gpu = (int)(intptr_t)d - 1;
     struct mig_state m;
-    mig_load(&m);
+    int gpu;
+    int rc = mig_open(d, &m, &gpu);
+    if (rc) return rc;
     // The mode changes only on an idle GPU: no instance may exist.
     for (int i = 0; i < m.count; i++)
         if (m.gi[i].gpu == gpu) return *activationStatus = NVML_ERROR_IN_USE, NVML_ERROR_IN_USE;
@@ -342,13 +348,11 @@ int nvmlDeviceGetGpuInstanceProfileInfo(nvmlDevice_t d, unsigned int profile, nv
 
 int nvmlDeviceCreateGpuInstanceWithPlacement(nvmlDevice_t d, unsigned int profileId,
     const nvmlGpuInstancePlacement_t *placement, nvmlGpuInstance_t *gpuInstance) {
-    struct world w;
-    struct gpu *g;
-    int rc = mig_gpu(d, &w, &g);
-    if (rc) return rc;
-    int gpu = (int)(intptr_t)d - 1, p = profile_index(profileId);
     struct mig_state m;
-    mig_load(&m);
+    int gpu;
+    int rc = mig_open(d, &m, &gpu);
+    if (rc) return rc;
+    int p = profile_index(profileId);
     if (!m.mode[gpu]) return NVML_ERROR_NOT_SUPPORTED;  // MIG mode is off
     if (p < 0 || placement->start > 7 || !(profiles[p].starts & (1 << placement->start))
         || placement->size != (unsigned int)profiles[p].size)
@@ -369,13 +373,10 @@ int nvmlDeviceCreateGpuInstanceWithPlacement(nvmlDevice_t d, unsigned int profil
 
 int nvmlDeviceGetGpuInstances(nvmlDevice_t d, unsigned int profileId, nvmlGpuInstance_t *gpuInstances,
     unsigned int *count) {
-    struct world w;
-    struct gpu *g;
-    int rc = mig_gpu(d, &w, &g);
-    if (rc) return rc;
-    int gpu = (int)(intptr_t)d - 1;
     struct mig_state m;
-    mig_load(&m);
+    int gpu;
+    int rc = mig_open(d, &m, &gpu);
+    if (rc) return rc;
     unsigned int n = 0;
     for (int i = 0; i < m.count; i++)
         if (m.gi[i].gpu == gpu && m.gi[i].profile == (int)profileId) {
@@ -475,13 +476,10 @@ int nvmlDeviceGetMaxMigDeviceCount(nvmlDevice_t d, unsigned int *count) {
 
 // MIG device i of a GPU: its i-th GPU instance (by id) that has a compute instance.
 int nvmlDeviceGetMigDeviceHandleByIndex(nvmlDevice_t d, unsigned int index, nvmlDevice_t *migDevice) {
-    struct world w;
-    struct gpu *g;
-    int rc = mig_gpu(d, &w, &g);
-    if (rc) return rc;
-    int gpu = (int)(intptr_t)d - 1;
     struct mig_state m;
-    mig_load(&m);
+    int gpu;
+    int rc = mig_open(d, &m, &gpu);
+    if (rc) return rc;
     unsigned int n = 0;
     for (int id = 1; id < 64; id++) {
         int i = find(&m, gpu, id);

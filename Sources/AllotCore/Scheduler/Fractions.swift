@@ -568,16 +568,17 @@ extension Fraction {
         public let message: String
     }
 
-    /// Reads a GPU amount: whole GPUs (1 to 65536), or a share of one GPU (above 0, below 1, in thousandths:
-    /// 0.25, 0.125).
+    /// Reads a GPU amount: whole GPUs (1 to 65536), a share of one GPU (above 0, below 1, in thousandths:
+    /// 0.25, 0.125), or 0 for a job of CPUs and memory only.
     public static func gpuAmount(_ v: Double) -> Result<(gpus: Int, share: Int?), AmountProblem> {
         let text = v.isFinite && v == v.rounded() && abs(v) < 1e15 ? String(Int(v)) : String(v)
         func problem(_ s: String) -> Result<(gpus: Int, share: Int?), AmountProblem> {
             .failure(AmountProblem(message: s))
         }
+        if v == 0 { return .success((0, nil)) }
         guard v.isFinite, v > 0 else {
             return problem(
-                "must be above 0: whole GPUs (1 to 65536) or a share of one GPU (e.g. 0.25), not \(text)"
+                "must be whole GPUs (1 to 65536), a share of one GPU (e.g. 0.25), or 0 for CPUs only, not \(text)"
             )
         }
         if v >= 1 {

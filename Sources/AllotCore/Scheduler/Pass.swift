@@ -208,7 +208,7 @@ struct Pass {
             }
             // Fast path for a long queue: nothing free, nothing more to decide for anyone (and the job's row
             // is not read: rows are visited in priority order, so each read would miss the cache).
-            if exhausted(for: p.id) {
+            if p.gpus > 0 && exhausted(for: p.id) {
                 let allowed = ctx.allowed[Int(p.constraint)]
                 let gpus = Int(p.gpus)
                 let blocker =
@@ -253,6 +253,7 @@ struct Pass {
             // Inference within the reserve of its cheapest model takes lent GPUs back there (a few seconds'
             // notice) rather than starting at once on a dearer model for its whole lifetime.
             if policy == .allot && row.kind == .inference && !reserve.isEmpty && !row.isShare && !row.isMIG
+                && row.gpus > 0
                 && preemptionSearches < Self.maxPreemptionSearches, let m = cheapestReserved(row, allowed: allowed),
                 !pool.fits(model: m, count: row.gpus, topology: row.topology) && held[row.id] == nil
                     && incoming[row.id] == nil,
@@ -277,7 +278,9 @@ struct Pass {
                     continue
                 }
                 // Bounded: a pass over a long queue of blocked jobs stays cheap.
-                if policy == .allot && capacity && !row.isMIG && preemptionSearches < Self.maxPreemptionSearches {
+                if policy == .allot && capacity && !row.isMIG && row.gpus > 0
+                    && preemptionSearches < Self.maxPreemptionSearches
+                {
                     preemptionSearches += 1
                     if let count = preempt(for: row, rank: p, allowed: allowed, cls: cls) {
                         block(.waitingForPreemption(victims: count))
@@ -288,7 +291,7 @@ struct Pass {
                 block(blocker)
                 // A share reserves nothing: whole GPUs freeing later are not what it waits for (shared GPUs
                 // are not counted on to free), and holding one would block whole-GPU jobs for a fraction.
-                if capacity && reservation == nil && policy != .fifo && !row.isShare && !row.isMIG {
+                if capacity && reservation == nil && policy != .fifo && !row.isShare && !row.isMIG && row.gpus > 0 {
                     reserve(for: row, rank: p, allowed: allowed)
                 }
                 if policy == .fifo { head = row.id }
@@ -350,6 +353,7 @@ struct Pass {
     mutating func tryStart(_ row: PendingQueue.Row, allowed: UInt64, preemptible: Bool, loans: [Loan]) -> StartOutcome {
         let short = !row.walltime.isNaN && now.seconds + row.walltime <= reservationEnd
         if row.isMIG { return tryStartMIG(row, allowed: allowed, short: short, loans: loans) }
+        if row.gpus == 0 { return tryStartHostOnly(row, allowed: allowed, loans: loans) }
         if row.isShare, let (m, gpu, note) = shareOnSharedGPU(row, allowed: allowed, short: short) {
             recordShare(row, model: m, gpu: gpu, note: note, loans: loans)
             return .started
@@ -737,6 +741,14 @@ extension Pass {
     /// (`worth`: the GPUs' worth it takes there when not its share or GPU count: a MIG instance's.)
     func hostNeed(_ row: PendingQueue.Row, node i: Int, gpus k: Int, worth: Double? = nil) -> (cpu: Int?, memory: Int?)
     {
+        if row.gpus == 0 {
+            // A job of CPUs and memory only takes what it asks for where the node counts it.
+            let node = state.nodes[i]
+            return (
+                node.cpuCapacity != nil && row.cpuMilli >= 0 ? row.cpuMilli : nil,
+                node.memoryCapacity != nil && row.memoryMiB >= 0 ? row.memoryMiB : nil
+            )
+        }
         let r = state.nodes[i].hostResources(
             cpuMilli: row.cpuMilli >= 0 ? row.cpuMilli : nil,
             memoryMiB: row.memoryMiB >= 0 ? row.memoryMiB : nil,

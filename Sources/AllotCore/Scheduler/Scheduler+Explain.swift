@@ -29,6 +29,9 @@ extension Blocker {
                 "waiting for \(what): \(free) allowed GPUs are free, the largest free block is \(block) on one node (needs \(needed))"
         case .hostResources(let needed, let cpu, let memory):
             let what = Self.host(cpu, memory) ?? "its CPUs and memory"
+            if needed == 0 {
+                return "waiting for CPUs or memory: no node it may use has \(what) free (--cpus, --memory)"
+            }
             return
                 "waiting for CPUs or memory: GPUs for it are free, but no node with \(needed) of them free has \(what) free beside them (--cpus, --memory)"
         case .exceedsNodeResources(let cpu, let memory):

@@ -143,6 +143,15 @@ extension ClusterState {
         allowed: UInt64
     ) -> Blocker? {
         guard cpuMilli != nil || memoryMiB != nil else { return nil }
+        if gpus == 0 {
+            // CPUs and memory only: one node must hold them.
+            for node in nodes where allowed & (1 << UInt64(node.modelIndex)) != 0 {
+                if (cpuMilli ?? 0) <= (node.cpuCapacity ?? .max) && (memoryMiB ?? 0) <= (node.memoryCapacity ?? .max) {
+                    return nil
+                }
+            }
+            return .exceedsNodeResources(cpuMilli: cpuMilli, memoryMiB: memoryMiB)
+        }
         var total = [Int](repeating: 0, count: config.gpuModels.count)
         for node in nodes where allowed & (1 << UInt64(node.modelIndex)) != 0 {
             // The most of the job's GPUs this node could hold, idle.
