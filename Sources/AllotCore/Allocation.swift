@@ -23,17 +23,32 @@ public struct Allocation: Hashable, Codable, Sendable, CustomStringConvertible {
     public var slices: [Slice]
     /// For a share of one GPU: the thousandths of that GPU taken (1–999). Nil for whole GPUs.
     public var share: Int?
-    /// For a MIG job: its instance on the one GPU of the allocation, and the thousandths of that GPU it is
-    /// priced at (``MIGTable/priceMilli(_:)``). Nil otherwise.
-    public var mig: MIGSlot?
-    public var migMilli: Int?
+    /// For a MIG job: its instance on the one GPU of the allocation. Nil otherwise.
+    public var mig: MIGSlot? { migPart?.slot }
+    /// For a MIG job: the thousandths of its GPU its instance is priced at (``MIGTable/priceMilli(_:)``).
+    public var migMilli: Int? { migPart.map { Int($0.milli) } }
+    /// Both, boxed: one word in every allocation (most are not MIG), where the two fields took five.
+    private var migPart: MIGPart?
+
+    final class MIGPart: Hashable, Sendable {
+        let slot: MIGSlot
+        let milli: Int32
+        init(slot: MIGSlot, milli: Int) {
+            self.slot = slot
+            self.milli = Int32(clamping: milli)
+        }
+        static func == (a: MIGPart, b: MIGPart) -> Bool { a.slot == b.slot && a.milli == b.milli }
+        func hash(into h: inout Hasher) {
+            h.combine(slot)
+            h.combine(milli)
+        }
+    }
 
     public init(model: String, slices: [Slice], share: Int? = nil, mig: MIGSlot? = nil, migMilli: Int? = nil) {
         self.model = model
         self.slices = slices
         self.share = share
-        self.mig = mig
-        self.migMilli = migMilli
+        self.migPart = mig.map { MIGPart(slot: $0, milli: migMilli ?? 0) }
     }
 
     enum CodingKeys: String, CodingKey { case model, slices, share, mig, migMilli }
@@ -43,8 +58,18 @@ public struct Allocation: Hashable, Codable, Sendable, CustomStringConvertible {
         model = try c.decode(String.self, forKey: .model)
         slices = try c.decode([Slice].self, forKey: .slices)
         share = try c.decodeIfPresent(Int.self, forKey: .share)
-        mig = try c.decodeIfPresent(MIGSlot.self, forKey: .mig)
-        migMilli = try c.decodeIfPresent(Int.self, forKey: .migMilli)
+        let slot = try c.decodeIfPresent(MIGSlot.self, forKey: .mig)
+        let milli = try c.decodeIfPresent(Int.self, forKey: .migMilli)
+        migPart = slot.map { MIGPart(slot: $0, milli: milli ?? 0) }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(model, forKey: .model)
+        try c.encode(slices, forKey: .slices)
+        try c.encodeIfPresent(share, forKey: .share)
+        try c.encodeIfPresent(mig, forKey: .mig)
+        try c.encodeIfPresent(migMilli, forKey: .migMilli)
     }
 
     /// GPUs touched (a share touches one).

@@ -342,12 +342,11 @@ public enum EventCodec {
     }
 
     static func readAllocation(_ r: inout BinaryReader) throws(DecodeError) -> Allocation {
-        var a = try readAllocationUpToV7(&r)
-        if r.version >= 8 {
-            a.mig = try r.optional { r throws(DecodeError) in try readMIGSlot(&r) }
-            a.migMilli = try r.optional { r throws(DecodeError) in try r.count(max: 1000) }
-        }
-        return a
+        let a = try readAllocationUpToV7(&r)
+        guard r.version >= 8 else { return a }
+        let slot = try r.optional { r throws(DecodeError) in try readMIGSlot(&r) }
+        let milli = try r.optional { r throws(DecodeError) in try r.count(max: 1000) }
+        return Allocation(model: a.model, slices: a.slices, share: a.share, mig: slot, migMilli: milli)
     }
 
     static func readAllocationUpToV7(_ r: inout BinaryReader) throws(DecodeError) -> Allocation {
