@@ -304,14 +304,12 @@ extension ClusterState {
                 }
             }
             if let slot = a.mig {
+                // A MIG instance joins others on free slices.
                 try validateMIG(slot, milli: a.migMilli, for: id, node: ni, gpus: slice.gpus, model: mi)
             } else if jobs[existing: id].spec.isMIG {
                 throw bad("it asks for a MIG instance, the allocation gives none")
             } else if nodes[ni].spec.mig == .static {
                 throw bad("node \(slice.node) gives only its MIG instances (mig = \"static\")")
-            }
-            if a.mig != nil {
-                // Checked above: a MIG instance joins others on free slices.
             } else if let share = a.share, let g = slice.gpus.first, nodes[ni].holder[g] == nil,
                 nodes[ni].migUsed[g] == 0
             {

@@ -205,6 +205,10 @@ public struct Node: Hashable, Sendable {
     )
         -> (cpuMilli: Int?, memoryMiB: Int?)
     {
+        if jobGPUs == 0 {
+            // A job of CPUs and memory only takes what it asks for: nothing is in proportion to no GPUs.
+            return (cpuCapacity == nil ? nil : cpuMilli, memoryCapacity == nil ? nil : memoryMiB)
+        }
         let fraction = worth / Double(spec.gpus)
         func split(_ total: Int) -> Int { (total * gpus + jobGPUs - 1) / max(1, jobGPUs) }
         func proportional(_ cap: Int) -> Int { Int((Double(cap) * fraction).rounded(.down)) }

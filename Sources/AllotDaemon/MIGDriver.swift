@@ -159,17 +159,35 @@ final class MIGDriver: @unchecked Sendable {
             _ = giDestroy(gi)
             throw error
         }
-        guard let uuid = try deviceUUID(gpu: d, instance: try instanceID(of: gi)) else {
+        guard let uuid = try deviceUUID(gpu: d, instance: try describe(gi).id) else {
             throw Failure(description: "\(at): made, but NVML shows no MIG device for it")
         }
         return uuid
     }
 
-    /// The id of a GPU instance (`nvmlGpuInstanceInfo_t`: device pointer, id, profile id, placement).
-    private func instanceID(of gi: Instance) throws -> UInt32 {
+    /// A GPU instance's id and placement (`nvmlGpuInstanceInfo_t`: device pointer, id, profile id, then the
+    /// placement's start and size).
+    private func describe(_ gi: Instance) throws -> (id: UInt32, start: Int, size: Int) {
         var bytes = [UInt8](repeating: 0, count: 64)
         try bytes.withUnsafeMutableBytes { try check(info(gi, $0.baseAddress!), "GPU instance info") }
-        return bytes.withUnsafeBytes { $0.load(fromByteOffset: 8, as: UInt32.self) }
+        return bytes.withUnsafeBytes {
+            (
+                $0.load(fromByteOffset: 8, as: UInt32.self), Int($0.load(fromByteOffset: 16, as: UInt32.self)),
+                Int($0.load(fromByteOffset: 20, as: UInt32.self))
+            )
+        }
+    }
+
+    /// Every GPU instance on a GPU, of every profile allot uses, with its id and placement.
+    private func placed(on d: Device) throws -> [(gi: Instance, id: UInt32, start: Int, size: Int)] {
+        var out: [(gi: Instance, id: UInt32, start: Int, size: Int)] = []
+        for profile: UInt32 in [0, 9, 1, 2, 3, 4] {
+            for gi in try gpuInstances(d, profile: profile) {
+                let (id, start, size) = try describe(gi)
+                out.append((gi, id, start, size))
+            }
+        }
+        return out
     }
 
     /// The MIG device of GPU instance `id` on a GPU, by its UUID.
@@ -188,21 +206,10 @@ final class MIGDriver: @unchecked Sendable {
     /// Every GPU instance on GPU `gpu`, with where it starts and its MIG device's UUID.
     func instances(gpu: Int) throws -> [Found] {
         let d = try nvml.device(gpu)
-        var out: [Found] = []
-        for profile: UInt32 in [0, 9, 1, 2, 3, 4] {
-            for gi in try gpuInstances(d, profile: profile) {
-                var bytes = [UInt8](repeating: 0, count: 64)
-                try bytes.withUnsafeMutableBytes { try check(info(gi, $0.baseAddress!), "GPU instance info") }
-                let (id, start, size) = bytes.withUnsafeBytes {
-                    (
-                        $0.load(fromByteOffset: 8, as: UInt32.self), $0.load(fromByteOffset: 16, as: UInt32.self),
-                        $0.load(fromByteOffset: 20, as: UInt32.self)
-                    )
-                }
-                out.append(Found(start: Int(start), size: Int(size), uuid: try deviceUUID(gpu: d, instance: id)))
-            }
+        return try placed(on: d).map {
+            Found(start: $0.start, size: $0.size, uuid: try deviceUUID(gpu: d, instance: $0.id))
         }
-        return out.sorted { $0.start < $1.start }
+        .sorted { $0.start < $1.start }
     }
 
     private func gpuInstances(_ d: Device, profile: UInt32) throws -> [Instance] {
@@ -218,25 +225,15 @@ final class MIGDriver: @unchecked Sendable {
     /// Removes the instance starting at memory slice `start` on GPU `gpu` (its compute instances first).
     /// Removing one that is not there is not an error: the job's end may be settled twice (after a restart).
     func remove(gpu: Int, start: Int) throws {
-        let d = try nvml.device(gpu)
-        for profile: UInt32 in [0, 9, 1, 2, 3, 4] {
-            for gi in try gpuInstances(d, profile: profile) {
-                var bytes = [UInt8](repeating: 0, count: 64)
-                try bytes.withUnsafeMutableBytes { try check(info(gi, $0.baseAddress!), "GPU instance info") }
-                guard bytes.withUnsafeBytes({ $0.load(fromByteOffset: 16, as: UInt32.self) }) == UInt32(start) else {
-                    continue
-                }
-                for ciProfile: UInt32 in 0...4 {
-                    var cis = [Instance](repeating: nil, count: 8)
-                    var count: UInt32 = 0
-                    guard ciList(gi, ciProfile, &cis, &count) == NVML.success else { continue }
-                    for ci in cis.prefix(Int(count)) {
-                        try check(ciDestroy(ci), "GPU \(gpu): removing the compute instance at \(start)")
-                    }
-                }
-                try check(giDestroy(gi), "GPU \(gpu): removing the MIG instance at \(start)")
-                return
+        guard let gi = try placed(on: try nvml.device(gpu)).first(where: { $0.start == start })?.gi else { return }
+        for ciProfile: UInt32 in 0...4 {
+            var cis = [Instance](repeating: nil, count: 8)
+            var count: UInt32 = 0
+            guard ciList(gi, ciProfile, &cis, &count) == NVML.success else { continue }
+            for ci in cis.prefix(Int(count)) {
+                try check(ciDestroy(ci), "GPU \(gpu): removing the compute instance at \(start)")
             }
         }
+        try check(giDestroy(gi), "GPU \(gpu): removing the MIG instance at \(start)")
     }
 }

@@ -741,14 +741,6 @@ extension Pass {
     /// (`worth`: the GPUs' worth it takes there when not its share or GPU count: a MIG instance's.)
     func hostNeed(_ row: PendingQueue.Row, node i: Int, gpus k: Int, worth: Double? = nil) -> (cpu: Int?, memory: Int?)
     {
-        if row.gpus == 0 {
-            // A job of CPUs and memory only takes what it asks for where the node counts it.
-            let node = state.nodes[i]
-            return (
-                node.cpuCapacity != nil && row.cpuMilli >= 0 ? row.cpuMilli : nil,
-                node.memoryCapacity != nil && row.memoryMiB >= 0 ? row.memoryMiB : nil
-            )
-        }
         let r = state.nodes[i].hostResources(
             cpuMilli: row.cpuMilli >= 0 ? row.cpuMilli : nil,
             memoryMiB: row.memoryMiB >= 0 ? row.memoryMiB : nil,
