@@ -265,6 +265,8 @@ public struct ConfigFile: Hashable, Sendable {
             daemon.gpuCheckInterval = try d.duration("gpu_check_interval") ?? daemon.gpuCheckInterval
             daemon.onGPUFailure = try d.oneOf("on_gpu_failure", GPUFailureAction.self) ?? daemon.onGPUFailure
             daemon.stopSignal = try d.oneOf("stop_signal", StopSignal.self) ?? daemon.stopSignal
+            daemon.onDependencyNeverMet =
+                try d.oneOf("on_dependency_never_met", DependencyNeverMetAction.self) ?? daemon.onDependencyNeverMet
             try d.finish()
         }
         var wal = WALSettings()

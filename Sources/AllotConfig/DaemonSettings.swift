@@ -29,6 +29,8 @@ public struct DaemonSettings: Hashable, Sendable {
     public var gpuCheckInterval: Seconds = 10
     /// What happens to a job whose GPU turns unhealthy.
     public var onGPUFailure: GPUFailureAction = .requeue
+    /// What happens to a pending job whose dependency can never be met.
+    public var onDependencyNeverMet: DependencyNeverMetAction = .cancel
     /// The first signal sent to a job told to stop (cancel, preemption, walltime); SIGKILL follows after
     /// its grace period.
     public var stopSignal: StopSignal = .term

@@ -57,21 +57,23 @@ extension ClusterState {
                     "job id \(id) is out of order: ids are handed out in order, the next is \(nextJobID)"
                 )
             }
-            if let problem = Self.specProblems(spec).first { throw StateError(.invalidSpec, problem) }
-            let job = Job(id: id, spec: spec, submitTime: t, held: held)
-            if !held { pendingJobs.insert(job) }
-            jobs[id] = job
+            if let problem = Self.specProblems(spec).first ?? dependencyProblems(spec, id: id).first {
+                throw StateError(.invalidSpec, problem)
+            }
+            jobs[id] = Job(id: id, spec: spec, submitTime: t, held: held)
+            noteName(of: id)
+            if !held { enqueue(id) }
             if id >= nextJobID { nextJobID = JobID(id.rawValue + 1) }
         case .jobHeld(let id):
             try expect(id, in: [.pending], to: "hold")
             jobs[existing: id].state = .held
             jobs[existing: id].heldGPUs = []
             holding.remove(id)
-            pendingJobs.remove(id)
+            dequeue(id)
         case .jobReleased(let id):
             try expect(id, in: [.held], to: "release")
             jobs[existing: id].state = .pending
-            pendingJobs.insert(jobs[existing: id])
+            enqueue(id)
         case .jobStarted(let id, let allocation, let note, let loans):
             try expect(id, in: [.pending], to: "start")
             let placed = try validate(allocation, for: id)
@@ -80,6 +82,7 @@ extension ClusterState {
             jobs[existing: id].loans = loans
             jobs[existing: id].heldGPUs = []
             holding.remove(id)
+            dependencyMoved(id)
         case .jobPreempted(let id, let by, let grace, let reason):
             try expect(id, in: [.running], to: "preempt")
             guard jobs.contains(by) else { throw StateError(.unknownJob, "preemptor job \(by) does not exist") }
@@ -92,11 +95,15 @@ extension ClusterState {
             let state = try expect(id, in: [.pending, .held, .running, .stopping], to: "cancel")
             switch state {
             case .pending, .held:
+                if by == nil, dependencies.never.contains(id), case .never(let why) = dependencyStatus(of: id) {
+                    jobs[existing: id].note = "its dependency can never be met: \(why)"
+                }
                 Self.end(&jobs[existing: id], as: .cancelled, at: t)
                 jobs[existing: id].heldGPUs = []
                 holding.remove(id)
                 jobs[existing: id].stopReason = .cancelled(by: by)
-                pendingJobs.remove(id)
+                dequeue(id)
+                dependencyMoved(id)
             case .running:
                 Self.stop(&jobs[existing: id], .cancelled(by: by), at: t, grace: grace)
             default:
@@ -115,14 +122,17 @@ extension ClusterState {
             let start = jobs[existing: id].startTime ?? t
             let end = endedAt.map { min(max($0, start), t) } ?? t
             release(id, at: t, ranUntil: end)
-            let requeued = Self.finish(&jobs[existing: id], exit: exit, at: end)
-            if requeued { pendingJobs.insert(jobs[existing: id]) }
+            if Self.finish(&jobs[existing: id], exit: exit, at: end) {
+                enqueue(id)
+            } else {
+                dependencyMoved(id)
+            }
         case .jobRequeued(let id, let reason):
             try expect(id, in: [.running, .stopping], to: "requeue")
             holdForPreemptor(id)
             release(id, at: t)
             Self.requeue(&jobs[existing: id], note: reason, at: t)
-            pendingJobs.insert(jobs[existing: id])
+            enqueue(id)
         case .clockTick:
             break
         }

@@ -122,12 +122,13 @@ extension ClusterState {
             nodeIndex[r.spec.name] = nodes.count
             nodes.append(node)
         }
+        var pending: [JobID] = []
         for job in image.jobs {
             guard jobs[job.id] == nil, jobs.accepts(job.id) else {
                 throw StateError(.duplicate, "job \(job.id) appears twice or out of order")
             }
             jobs[job.id] = job
-            if job.state == .pending { pendingJobs.insert(job) }
+            if job.state == .pending { pending.append(job.id) }
             if job.state == .pending && !job.heldGPUs.isEmpty { holding.insert(job.id) }
             guard job.state.holdsGPUs else { continue }
             activeJobs.insert(job.id)
@@ -169,6 +170,8 @@ extension ClusterState {
                 }
             }
         }
+        // Once every job is in: whether a pending job waits for its dependencies depends on others.
+        for id in pending { enqueue(id) }
         rebuildFreePool()
         for (k, v) in image.tenantUsage { tenantUsage[k] = v }
         for (k, v) in image.modelUsage { modelUsage[k] = v }

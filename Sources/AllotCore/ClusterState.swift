@@ -23,6 +23,8 @@ public struct ClusterState: Hashable, Sendable {
 
     /// Pending jobs holding GPUs freed for them by preemption (derived).
     var holding: Set<JobID> = []
+    /// Pending jobs waiting for their dependencies, out of `pendingJobs` (derived).
+    var dependencies = DependencyIndex()
     /// Node position by name (derived).
     var nodeIndex: [String: Int]
     /// The free GPUs of schedulable nodes, indexed for placement (derived, kept up to date by `apply`). While
@@ -175,7 +177,7 @@ public struct ClusterState: Hashable, Sendable {
     /// Jobs in a given state, ordered by id.
     public func jobs(in state: JobState) -> [Job] {
         switch state {
-        case .pending: return pendingJobs.ids.sorted().map { jobs[$0]! }
+        case .pending: return pendingJobs.ids.union(dependencies.waiting).sorted().map { jobs[$0]! }
         case .running, .stopping:
             return activeJobs.sorted().compactMap { jobs[$0]!.state == state ? jobs[$0] : nil }
         default: return jobs.filter { $0.state == state }
@@ -268,7 +270,16 @@ public struct ClusterState: Hashable, Sendable {
         }
         for job in jobs {
             let id = job.id
-            if (job.state == .pending) != pendingJobs.contains(id) { out.append("job \(id) pending set mismatch") }
+            let queued = pendingJobs.contains(id)
+            let waiting = dependencies.waiting.contains(id)
+            if (job.state == .pending) != (queued || waiting) || (queued && waiting) {
+                out.append("job \(id) pending set mismatch")
+            }
+            if waiting == (dependencyStatus(of: id) == .met) && job.state == .pending {
+                out.append(
+                    "job \(id) \(waiting ? "waits for dependencies that are met" : "is queued before its dependencies are met")"
+                )
+            }
             if job.state.holdsGPUs != activeJobs.contains(id) { out.append("job \(id) active set mismatch") }
         }
         if !freePool.indexesTheSame(as: FreePool(models: config.gpuModels.count, nodes: nodes)) {

@@ -12,6 +12,14 @@ public enum NodeLossAction: String, Sendable, Hashable, CaseIterable, Codable {
     case fail
 }
 
+/// What to do with a pending job whose dependency can never be met (a job it needs to complete failed).
+public enum DependencyNeverMetAction: String, Sendable, Hashable, CaseIterable, Codable {
+    /// Cancel it, saying why (Slurm's kill_invalid_depend).
+    case cancel
+    /// Keep it pending, saying why, until someone cancels it.
+    case keep
+}
+
 /// A reading of the controller's two clocks: wall time for what users see and what the log records,
 /// and a monotonic clock (seconds from any origin) for every deadline, so that a step of the wall clock
 /// neither fires nor postpones one.
@@ -51,6 +59,7 @@ public struct Controller: Sendable {
         public var onNodeLoss: NodeLossAction = .requeuePreemptible
         /// The longest grace a job gets when its GPU failed.
         public var gpuFailureGrace: Seconds = 30
+        public var onDependencyNeverMet: DependencyNeverMetAction = .cancel
 
         public init() {}
     }
@@ -280,6 +289,7 @@ public struct Controller: Sendable {
         case .record(let bodies):
             for b in bodies where !apply(b, clock, &out) { break }
         }
+        cancelJobsThatCannotRun(clock, &out)
         // What must hold after every step (debug builds, the tests; compiled out of release builds, where the
         // simulators' paranoid modes check it).
         assert(state.invariantViolations().isEmpty, "after \(input): \(state.invariantViolations())")
@@ -309,6 +319,21 @@ public struct Controller: Sendable {
         out.events.append(e)
         passStale = true
         return true
+    }
+
+    /// Cancels the pending jobs whose dependencies can never be met (when the settings say so), and then
+    /// those that depended on them.
+    private mutating func cancelJobsThatCannotRun(_ clock: ClockReading, _ out: inout Output) {
+        guard settings.onDependencyNeverMet == .cancel else { return }
+        while let id = state.dependencies.never.min() {
+            guard apply(.jobCancelled(id: id, by: nil, grace: 0), clock, &out) else { return }
+            let why = state.jobs[id]?.note ?? "its dependency can never be met"
+            out.notes.append(
+                Note(level: .notice, message: "Job cancelled", metadata: ["job.id": "\(id)", "reason": why])
+            )
+            out.effects.append(.ended(id))
+            out.effects.append(.notify(id, "cancelled: \(why)"))
+        }
     }
 
     /// A scheduling pass, its decisions applied: starts and stops to carry out.

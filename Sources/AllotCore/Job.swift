@@ -84,6 +84,8 @@ public struct JobSpec: Hashable, Codable, Sendable {
     /// Where the job's standard output and error go (an absolute path, opened as the job's owner); nil: a
     /// per-job log kept by allotd.
     public var output: String?
+    /// What must hold before the job's first start (all of it); empty for none.
+    public var dependencies: [Dependency]
 
     public init(
         name: String = "",
@@ -110,7 +112,8 @@ public struct JobSpec: Hashable, Codable, Sendable {
         command: [String] = [],
         environment: [String: String] = [:],
         workingDirectory: String? = nil,
-        output: String? = nil
+        output: String? = nil,
+        dependencies: [Dependency] = []
     ) {
         self.name = name
         self.tenant = tenant
@@ -139,12 +142,13 @@ public struct JobSpec: Hashable, Codable, Sendable {
         self.environment = environment
         self.workingDirectory = workingDirectory
         self.output = output
+        self.dependencies = dependencies
     }
 
     enum CodingKeys: String, CodingKey {
         case name, tenant, uid, user, kind, priorityClass, gpus, gpuModels, minGPUMemoryGiB, topology, walltime
         case estimate, preemptible, grace, maxCostUSD, prefer, command, environment, workingDirectory
-        case output, gpuShare, gpuMemoryMiB, cpuMilli, memoryMiB, mig
+        case output, gpuShare, gpuMemoryMiB, cpuMilli, memoryMiB, mig, dependencies
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -174,6 +178,7 @@ public struct JobSpec: Hashable, Codable, Sendable {
         try c.encode(environment, forKey: .environment)
         try c.encodeIfPresent(workingDirectory, forKey: .workingDirectory)
         try c.encodeIfPresent(output, forKey: .output)
+        if !dependencies.isEmpty { try c.encode(dependencies, forKey: .dependencies) }
     }
 
     /// Optional sizes in 32 bits each, -1 for none (values beyond 32 bits are clamped: 2 billion MiB or
@@ -219,6 +224,7 @@ public struct JobSpec: Hashable, Codable, Sendable {
         environment = try c.decodeIfPresent([String: String].self, forKey: .environment) ?? [:]
         workingDirectory = try c.decodeIfPresent(String.self, forKey: .workingDirectory)
         output = try c.decodeIfPresent(String.self, forKey: .output)
+        dependencies = try c.decodeIfPresent([Dependency].self, forKey: .dependencies) ?? []
     }
 }
 

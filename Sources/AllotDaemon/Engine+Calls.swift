@@ -281,6 +281,16 @@ extension Engine {
                     throw .denied(rule)
                 }
                 if let problem = ClusterState.specProblems(spec).first { throw .invalidParams(problem) }
+                if !spec.dependencies.isEmpty {
+                    if let problem = state.dependencyProblems(spec, id: state.nextJobID).first {
+                        throw .invalidParams(problem)
+                    }
+                    if case .never(let why) = state.dependencyStatus(of: spec, id: state.nextJobID) {
+                        throw .refused(
+                            "job \"\(spec.name)\" could never start: its dependency can never be met: \(why)"
+                        )
+                    }
+                }
                 for m in spec.gpuModels where !models.contains(m) {
                     let hint = closest(m, in: models).map { "did you mean \"\($0)\"? " } ?? ""
                     throw .invalidParams(
@@ -450,6 +460,9 @@ extension Engine {
         case .completed, .failed, .cancelled, .timedOut:
             var parts: [String] = []
             if let r = job.stopReason { parts.append(r.description) }
+            if job.state == .cancelled, job.stopReason == .cancelled(by: nil), let note = job.note {
+                parts.append(note)
+            }
             if let e = job.exit { parts.append(e.description) }
             return parts.isEmpty ? nil : parts.joined(separator: "; ")
         }
@@ -477,6 +490,8 @@ extension Blocker {
         case .overBudget(let t, _, _, _): "tenant \(t) over budget"
         case .overQuota(let t, _, _, _): "tenant \(t) over quota"
         case .mustBorrow: "lent GPUs only"
+        case .dependency: "dependency"
+        case .dependencyNeverMet: "dependency never met"
         }
     }
 

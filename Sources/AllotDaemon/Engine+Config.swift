@@ -111,6 +111,7 @@ extension Engine {
         adminGID = b.adminGroup.flatMap { System.gid(named: $0) }
         settings.localNodes = b.localNodes
         settings.onGPUFailure = b.onGPUFailure
+        settings.onDependencyNeverMet = b.onDependencyNeverMet
         settings.stopSignal = b.stopSignal
         executor.stopSignal = b.stopSignal.number
         if a.nvmlLibrary != b.nvmlLibrary || a.nvidiaSMI != b.nvidiaSMI || a.gpuCheckInterval != b.gpuCheckInterval
@@ -121,6 +122,7 @@ extension Engine {
         config = file
         var rules = controller.settings
         rules.onGPUFailure = b.onGPUFailure
+        rules.onDependencyNeverMet = b.onDependencyNeverMet
         rules.onNodeLoss = file.cluster?.onNodeLoss ?? .requeuePreemptible
         if rules != controller.settings { feed(.settings(rules)) }
         deferredNodes = deferred

@@ -109,8 +109,9 @@ final class Engine {
     /// Where every controller input is recorded (`allotd run --record-inputs`).
     let inputRecorder: InputRecorder?
 
-    /// The last pass's blocker for a pending job.
+    /// What keeps a pending job waiting: its dependencies, else the last pass's blocker.
     func blocker(of id: JobID) -> Blocker? {
+        if let waiting = state.dependencyBlocker(of: id) { return waiting }
         if reasonIndex == nil {
             var index: [JobID: Int32] = [:]
             index.reserveCapacity(lastPass.pending.count)
@@ -133,6 +134,7 @@ final class Engine {
         self.metrics = metrics
         var settings = Controller.Settings()
         settings.onGPUFailure = config.daemon.onGPUFailure
+        settings.onDependencyNeverMet = config.daemon.onDependencyNeverMet
         settings.onNodeLoss = config.cluster?.onNodeLoss ?? .requeuePreemptible
         self.controller = Controller(state: recovered, settings: settings)
         self.inputRecorder = source?.recordInputs.flatMap { InputRecorder(path: $0, logger: logger) }

@@ -119,6 +119,8 @@ public struct JobRequest: Codable, Hashable, Sendable {
     public var output: String?
     public var env: [String: String]?
     public var hold: Bool?
+    /// What must hold before it starts, in Slurm's form: `afterok:12:13,singleton`.
+    public var dependency: String?
 
     public init() {}
 
@@ -172,11 +174,12 @@ public struct JobRequest: Codable, Hashable, Sendable {
         output = try c.decodeIfPresent(String.self, forKey: .output)
         env = try c.decodeIfPresent([String: String].self, forKey: .env)
         hold = try c.decodeIfPresent(Bool.self, forKey: .hold)
+        dependency = try c.decodeIfPresent(String.self, forKey: .dependency)
     }
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case command, name, gpus, kind, tenant, walltime, estimate, grace, preemptible, prefer, topology, workdir, env,
-            hold, output, cpus, memory, mig
+            hold, output, cpus, memory, mig, dependency
         case gpuModel = "gpu_model"
         case minGPUMemory = "min_gpu_memory"
         case gpuMemory = "gpu_memory"
@@ -237,6 +240,12 @@ public struct JobRequest: Codable, Hashable, Sendable {
                 throw .invalidParams("mig: \"\(p)\" is not a MIG profile name such as \"1g.10gb\"")
             }
             s.mig = mig.names
+        }
+        if let dependency {
+            switch Dependency.parse(dependency) {
+            case .success(let d): s.dependencies = d
+            case .failure(let e): throw .invalidParams("dependency: \(e.message)")
+            }
         }
         if let cpus {
             guard cpus.isFinite, cpus >= 0.001, cpus <= 1e9 else {

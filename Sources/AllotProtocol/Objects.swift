@@ -50,6 +50,8 @@ public struct JobObject: Codable, Sendable, Equatable {
     public var mig: [String]?
     /// For a running MIG job: its instance, `1g.10gb@3` (profile and first memory slice).
     public var migInstance: String?
+    /// What it waits for before its first start (`afterok:12,singleton`), when it has dependencies.
+    public var dependency: String?
     /// The CPUs asked for (absent: a share of each node in proportion to its GPUs).
     public var cpus: Double?
     /// The memory asked for, in MiB (absent: a share in proportion to its GPUs).
@@ -86,6 +88,7 @@ public struct JobObject: Codable, Sendable, Equatable {
         case gpuMemoryMiB = "gpu_memory_mib"
         case mig
         case migInstance = "mig_instance"
+        case dependency
         case cpus
         case memoryMiB = "memory_mib"
         case gpuIndices = "gpu_indices"
@@ -118,6 +121,7 @@ public struct JobObject: Codable, Sendable, Equatable {
         gpuMemoryMiB = spec.gpuMemoryMiB
         mig = spec.isMIG ? spec.mig : nil
         migInstance = job.allocation?.mig?.description
+        dependency = spec.dependencies.isEmpty ? nil : Dependency.text(spec.dependencies)
         cpus = spec.cpuMilli.map { Double($0) / 1000 }
         memoryMiB = spec.memoryMiB
         let a = job.allocation

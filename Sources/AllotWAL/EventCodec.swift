@@ -11,8 +11,8 @@ public enum EventCodec {
     /// Version 5: a job stopped because its GPU failed (event and stop reason). Version 7 (6 is skipped so
     /// that the event and state schemas share a number again): a job's share of a GPU, CPUs and memory, in
     /// its spec and its allocation. Version 8: MIG — models' profile tables, nodes' MIG mode and layout, a
-    /// job's acceptable profiles and its instance.
-    public static let version: UInt16 = 8
+    /// job's acceptable profiles and its instance. Version 9: a job's dependencies.
+    public static let version: UInt16 = 9
 
     static let nodeStates: [NodeState] = [.up, .draining, .drained, .down]
     static let healths: [GPUHealth] = [.healthy, .unhealthy]
@@ -28,6 +28,7 @@ public enum EventCodec {
     ]
     static let preemptionReasons: [PreemptionReason] = [.priority, .reservation, .inference, .quota]
     static let rules: [PlacementNote.Rule] = [.cheapest, .soonest, .deadline, .firstFit]
+    static let dependencyKinds: [Dependency.Kind] = [.after, .afterany, .afterok, .afternotok, .singleton]
 
     static func index<T: Equatable>(_ v: T, in cases: [T]) -> UInt8 { UInt8(cases.firstIndex(of: v)!) }
 
@@ -238,6 +239,10 @@ public enum EventCodec {
         w.optional(s.cpuMilli) { $0.uvar($1) }
         w.optional(s.memoryMiB) { $0.uvar($1) }
         w.array(s.mig) { $0.string($1) }
+        w.array(s.dependencies) { w, d in
+            w.u8(index(d.kind, in: dependencyKinds))
+            w.array(d.jobs) { $0.uvar($1.rawValue) }
+        }
     }
 
     static func readJobSpec(_ r: inout BinaryReader) throws(DecodeError) -> JobSpec {
@@ -249,6 +254,14 @@ public enum EventCodec {
             spec.memoryMiB = try r.optional { r throws(DecodeError) in try r.count(max: 1 << 40) }
         }
         if r.version >= 8 { spec.mig = try r.array { r throws(DecodeError) in try r.string() } }
+        if r.version >= 9 {
+            spec.dependencies = try r.array { r throws(DecodeError) in
+                Dependency(
+                    try r.enumeration(dependencyKinds, "dependency"),
+                    try r.array { r throws(DecodeError) in JobID(try r.uvar()) }
+                )
+            }
+        }
         return spec
     }
 

@@ -134,6 +134,7 @@ struct Show: ParsableCommand {
                 )
             }
             lines.append(("submitted", j.submitTime))
+            if let d = j.dependency { lines.append(("dependency", d)) }
             if let s = j.startTime { lines.append(("started", s)) }
             if let e = j.endTime { lines.append(("ended", e)) }
             if let c = j.exitCode { lines.append(("exit code", String(c))) }

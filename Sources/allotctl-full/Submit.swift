@@ -117,6 +117,15 @@ struct Submit: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("The job's name (default: the command's name).", valueName: "N"))
     var name: String?
 
+    @Option(
+        name: [.customShort("d"), .long],
+        help: ArgumentHelp(
+            "Start only after other jobs, as Slurm's: afterok:ID[:ID…] (they completed), afterany (they ended), afternotok (they failed or were cancelled), after (they started), singleton (your earlier jobs of this name ended); join conditions with commas.",
+            valueName: "COND[,…]"
+        )
+    )
+    var dependency: String?
+
     @Option(name: .long, help: ArgumentHelp("Working directory (default: the current one).", valueName: "DIR"))
     var workdir: String?
 
@@ -200,6 +209,9 @@ struct Submit: ParsableCommand {
         for e in env where !e.contains("=") || e.hasPrefix("=") {
             throw ValidationError("--env: expected K=V, got \"\(e)\"")
         }
+        if let d = dependency, case .failure(let e) = Dependency.parse(d) {
+            throw ValidationError("--dependency: \(e.message)")
+        }
         if let t = topology, Topology(rawValue: t) == nil {
             throw ValidationError("--topology: expected any, single-node or nvlink, got \"\(t)\"")
         }
@@ -238,6 +250,7 @@ struct Submit: ParsableCommand {
             r.env = e
         }
         r.hold = hold ? true : nil
+        r.dependency = dependency
         return r
     }
 
@@ -436,6 +449,7 @@ extension JobRequest {
         r.output = output.map { PathText.absolute($0, in: r.workdir ?? "/") } ?? d.output
         if let de = d.env { r.env = de.merging(env ?? [:]) { _, line in line } }
         r.hold = hold ?? d.hold
+        r.dependency = dependency ?? d.dependency
         return r
     }
 }

@@ -46,7 +46,7 @@ enum FastSubmit {
     private static func takesValue(_ name: String) -> Bool {
         switch name {
         case "gpus", "gpu-model", "min-gpu-memory", "kind", "class", "tenant", "walltime", "estimate", "grace",
-            "max-cost", "prefer", "topology", "name", "workdir", "output", "env", "socket":
+            "max-cost", "prefer", "topology", "name", "workdir", "output", "env", "socket", "dependency":
             return true
         default: return false
         }
@@ -126,6 +126,7 @@ enum FastSubmit {
             out.append("\"max_cost\":\(d)")
         }
         if let v = values["prefer"] { out.append("\"prefer\":" + quoted(v)) }
+        if let v = values["dependency"] { out.append("\"dependency\":" + quoted(v)) }
         if let v = values["topology"] {
             guard Topology(rawValue: v) != nil else { return nil }
             out.append("\"topology\":" + quoted(v))

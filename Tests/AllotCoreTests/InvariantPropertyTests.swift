@@ -43,6 +43,13 @@ struct Driver {
             if op % 13 == 0 { spec.gpuModels = ["A100"] }
             if op % 17 == 0 { spec.minGPUMemoryGiB = 40 }
             if op % 19 == 0 { spec.maxCostUSD = 1 }
+            // Some wait for an earlier job, or are one at a time per name.
+            if op % 5 == 0 && state.nextJobID.rawValue > 1 {
+                let kind = Dependency.Kind.allCases[(op / 5) % Dependency.Kind.allCases.count]
+                let on = JobID(1 + UInt64(op / 3) % (state.nextJobID.rawValue - 1))
+                spec.name = "n\(op % 2)"
+                spec.dependencies = [kind == .singleton ? Dependency(.singleton) : Dependency(kind, [on])]
+            }
             apply(Event(time: now, .jobSubmitted(id: state.nextJobID, spec: spec, held: op % 23 == 0)))
         case 3, 4:
             let pass = Scheduler(policy: policy).schedule(state, at: now)

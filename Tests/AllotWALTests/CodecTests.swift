@@ -165,25 +165,42 @@ import Testing
         try expectV7Facts(state)
     }
 
-    /// The format cannot drift unnoticed: testdata/golden-v8.wal holds the sample events with every version-8
-    /// field. It must decode to them, and encoding them must give the same bytes. Regenerate only for a
-    /// deliberate format change (with a new version): ALLOT_UPDATE_GOLDEN=1.
-    @Test func goldenV8SegmentReadsAndWritesTheSameBytes() throws {
+    /// A newer allot reads version 8: testdata/golden-v8.wal holds the sample events with every version-8
+    /// field, written by format version 8.
+    @Test func goldenV8SegmentStillReads() throws {
         let events =
             Sample.events + Sample.eventsV2 + Sample.eventsV3 + Sample.eventsV4 + Sample.eventsV5
             + Sample.eventsV7 + Sample.eventsV8
+        let (read, stop) = try walkSegment(try golden(8))
+        #expect(stop == nil)
+        #expect(read == events)
+        var state = ClusterState()
+        try state.apply(read)
+        #expect(state.invariantViolations().isEmpty)
+        try expectV5Facts(state)
+        try expectV7Facts(state)
+        try expectV8Facts(state)
+    }
+
+    /// The format cannot drift unnoticed: testdata/golden-v9.wal holds the sample events with every version-9
+    /// field. It must decode to them, and encoding them must give the same bytes. Regenerate only for a
+    /// deliberate format change (with a new version): ALLOT_UPDATE_GOLDEN=1.
+    @Test func goldenV9SegmentReadsAndWritesTheSameBytes() throws {
+        let events =
+            Sample.events + Sample.eventsV2 + Sample.eventsV3 + Sample.eventsV4 + Sample.eventsV5
+            + Sample.eventsV7 + Sample.eventsV8 + Sample.eventsV9
         var bytes = WALFormat.segmentHeader(sequence: 1, firstLSN: 1)
         for (i, e) in events.enumerated() {
             WALFormat.appendRecord(lsn: UInt64(i + 1), committed: UInt64(i), payload: EventCodec.encode(e), to: &bytes)
         }
         if ProcessInfo.processInfo.environment["ALLOT_UPDATE_GOLDEN"] == "1" {
             let source = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent(
-                "testdata/golden-v8.wal"
+                "testdata/golden-v9.wal"
             )
             try Data(bytes).write(to: source)
         }
-        let stored = try golden(8)
-        #expect(stored == bytes, "the encoding of version 8 changed")
+        let stored = try golden(9)
+        #expect(stored == bytes, "the encoding of version 9 changed")
         let (read, stop) = try walkSegment(stored)
         #expect(stop == nil)
         #expect(read == events)
@@ -192,6 +209,25 @@ import Testing
         #expect(state.invariantViolations().isEmpty)
         try expectV5Facts(state)
         try expectV7Facts(state)
+        try expectV8Facts(state)
+        // Dependencies: 15 is queued (12 completed), 16 and 19 wait... 19's after:13 and after:14 are met.
+        #expect(state.jobs[16]?.spec.dependencies == [Dependency(.afterok, [13])])
+        #expect(state.pendingJobs.contains(15) && state.pendingJobs.contains(19))
+        #expect(state.waitingForDependencies == [16])
+        #expect(state.jobs[17]?.state == .held)
+        #expect(state.jobs[18]?.state == .cancelled)
+        #expect(state.jobs[18]?.note == "its dependency can never be met: afternotok:12: job 12 completed")
+        // A snapshot of it reads back to the same state, with the same jobs waiting.
+        guard case .success(let back) = SnapshotFile.decode(SnapshotFile.encode(state.image, lsn: 9)) else {
+            Issue.record("the snapshot does not read back")
+            return
+        }
+        #expect(back.state == state)
+        #expect(back.state.waitingForDependencies == [16])
+        #expect(back.state.jobs[17]?.spec.dependencies.count == 2)
+    }
+
+    func expectV8Facts(_ state: ClusterState) throws {
         // MIG: job 14's 1g.10gb is left on GPU 0 of g1 (slice 5), job 13's 3g.40gb on the static node's
         // slices 4-7; each pays its instance's price.
         let g1 = try #require(state.node(named: "g1"))
@@ -201,11 +237,5 @@ import Testing
         #expect(state.jobs[12]?.pastGPUSeconds == 8 * 0.143)
         #expect(state.jobs[13]?.allocation?.description == "s1[0]:3g.40gb@4")
         #expect(state.config.gpuModels[0].mig?.profiles.count == 6)
-        // A snapshot of it reads back to the same state.
-        guard case .success(let back) = SnapshotFile.decode(SnapshotFile.encode(state.image, lsn: 9)) else {
-            Issue.record("the snapshot does not read back")
-            return
-        }
-        #expect(back.state == state)
     }
 }

@@ -286,6 +286,24 @@ enum Sample {
         ]
     }()
 
+    /// Version 9: jobs with each kind of dependency, after the version-8 sample (job 12 completed, 13 and
+    /// 14 run): 15 afterok:12 (met), 16 afterok:13 (waits), 17 afterany:13 and singleton, 18 afternotok:12
+    /// (never met: cancelled by allot), 19 after:14 (met).
+    static let eventsV9: [Event] = {
+        func at(_ t: Double, _ b: Event.Body) -> Event { Event(time: Instant(seconds: 1_800_000_700 + t), b) }
+        func job(_ deps: [Dependency], name: String = "dep") -> JobSpec {
+            JobSpec(name: name, tenant: "research", gpus: 1, command: ["train"], dependencies: deps)
+        }
+        return [
+            at(0, .jobSubmitted(id: 15, spec: job([Dependency(.afterok, [12])]), held: false)),
+            at(0, .jobSubmitted(id: 16, spec: job([Dependency(.afterok, [13])]), held: false)),
+            at(0, .jobSubmitted(id: 17, spec: job([Dependency(.afterany, [13]), Dependency(.singleton)]), held: true)),
+            at(0, .jobSubmitted(id: 18, spec: job([Dependency(.afternotok, [12])]), held: false)),
+            at(1, .jobCancelled(id: 18, by: nil, grace: 0)),
+            at(1, .jobSubmitted(id: 19, spec: job([Dependency(.after, [14, 13])], name: "x"), held: false)),
+        ]
+    }()
+
     /// A submit event for job `id`.
     static func submit(_ id: UInt64) -> Event {
         Event(

@@ -136,6 +136,10 @@ public enum Blocker: Hashable, Sendable {
     case overQuota(tenant: String, inUse: Int, quota: Int, borrowLimit: Int?)
     /// It could run only on lent GPUs, and it is not preemptible (lent GPUs may be taken back).
     case mustBorrow(Loan)
+    /// It waits for its dependencies (the first unmet one, e.g. "afterok:12: job 12 is running").
+    case dependency(String)
+    /// One of its dependencies can never be met, and the configuration keeps it rather than cancel it.
+    case dependencyNeverMet(String)
 }
 
 /// A pending job's place in the queue and what blocks it.

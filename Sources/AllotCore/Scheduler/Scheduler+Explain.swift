@@ -66,6 +66,11 @@ extension Blocker {
         case .mustBorrow(let loan):
             return
                 "it could run only on lent GPUs (\(loan)), which may be taken back at once, and it is not preemptible; submit it --preemptible or wait"
+        case .dependency(let why):
+            return "waiting for its dependency (\(Dependency.text(spec.dependencies))): \(why)"
+        case .dependencyNeverMet(let why):
+            return
+                "its dependency can never be met: \(why); it stays pending until cancelled (on_dependency_never_met = \"keep\")"
         }
     }
 
@@ -73,7 +78,7 @@ extension Blocker {
     public var isPermanent: Bool {
         switch self {
         case .noModelAllowed, .exceedsNodeSize, .exceedsPool, .maxCostBelowAnyPrice, .exceedsNodeResources,
-            .noMIGProfile:
+            .noMIGProfile, .dependencyNeverMet:
             true
         default: false
         }
@@ -132,6 +137,11 @@ extension Scheduler {
         case .held:
             lines.append(Blocker.held.sentence(for: spec, in: state))
         case .pending:
+            if let waiting = state.dependencyBlocker(of: id) {
+                lines.append(waiting.sentence(for: spec, in: state))
+                lines.append(contentsOf: modelLines(spec, in: state, ruledOut: []))
+                break
+            }
             let pass = pass ?? schedule(state, at: state.now)
             if let reason = pass.reason(for: id) {
                 lines.append(

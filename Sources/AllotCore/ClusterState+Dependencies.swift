@@ -1,0 +1,163 @@
+/// A user and a job name: what `singleton` jobs are one at a time per.
+struct NameKey: Hashable, Sendable {
+    var uid: UInt32
+    var name: String
+}
+
+/// The pending jobs whose dependencies do not all hold yet, and what they wait for (derived from the jobs,
+/// kept up to date by `apply`). They are pending but out of the scheduler's queue, so that a pass never
+/// reads them; each waits under one job at a time, and is looked at again only when that job starts or
+/// ends.
+struct DependencyIndex: Sendable {
+    /// Pending jobs whose dependencies do not all hold.
+    var waiting: Set<JobID> = []
+    /// Those of them whose dependencies never can.
+    var never: Set<JobID> = []
+    /// Waiting jobs by the job they wait for (entries of jobs no longer waiting are skipped).
+    var dependents: [JobID: [JobID]] = [:]
+    /// The jobs that have not ended, by user and name, for the names `singleton` jobs use (filled for a
+    /// name when a singleton first needs it).
+    var byName: [NameKey: Set<JobID>] = [:]
+}
+
+extension ClusterState {
+    /// Pending jobs waiting for their dependencies (not in ``pendingJobs``).
+    public var waitingForDependencies: Set<JobID> { dependencies.waiting }
+
+    /// Where a job's dependencies stand (met for a job with none, or one that has started before).
+    public func dependencyStatus(of id: JobID) -> DependencyStatus {
+        guard let job = jobs[id], job.firstStartTime == nil else { return .met }
+        return dependencyStatus(of: job.spec, id: id)
+    }
+
+    /// Where the dependencies of a job with `spec` and `id` stand (for a job about to be submitted: the
+    /// next id).
+    public func dependencyStatus(of spec: JobSpec, id: JobID) -> DependencyStatus {
+        var firstWait: DependencyStatus?
+        for d in spec.dependencies {
+            if d.kind == .singleton {
+                let key = NameKey(uid: spec.uid, name: spec.name)
+                if firstWait == nil, let earlier = dependencies.byName[key]?.lazy.filter({ $0 < id }).min() {
+                    firstWait = .waiting(
+                        on: earlier,
+                        why: "singleton: job \(earlier), also named \"\(spec.name)\" and yours, has not ended"
+                    )
+                }
+                continue
+            }
+            for p in d.jobs {
+                guard let parent = jobs[p] else { return .never(why: "\(d.kind.rawValue):\(p): no job \(p)") }
+                let ended = parent.state.isTerminal
+                let how = Self.endText(parent)
+                switch d.kind {
+                case .after:
+                    if parent.firstStartTime != nil || ended { continue }
+                    firstWait = firstWait ?? .waiting(on: p, why: "after:\(p): job \(p) has not started")
+                case .afterany:
+                    if ended { continue }
+                    firstWait = firstWait ?? .waiting(on: p, why: "afterany:\(p): job \(p) is \(parent.state.rawValue)")
+                case .afterok:
+                    if parent.state == .completed { continue }
+                    if ended { return .never(why: "afterok:\(p): job \(p) \(how)") }
+                    firstWait = firstWait ?? .waiting(on: p, why: "afterok:\(p): job \(p) is \(parent.state.rawValue)")
+                case .afternotok:
+                    if parent.state == .completed { return .never(why: "afternotok:\(p): job \(p) completed") }
+                    if ended { continue }
+                    firstWait =
+                        firstWait ?? .waiting(on: p, why: "afternotok:\(p): job \(p) is \(parent.state.rawValue)")
+                case .singleton: continue
+                }
+            }
+        }
+        return firstWait ?? .met
+    }
+
+    /// How an ended job ended, in a few words: "failed (exit code 1)".
+    static func endText(_ job: Job) -> String {
+        let state = job.state == .timedOut ? "timed out" : job.state.rawValue
+        if job.state == .completed { return state }
+        if let note = job.note { return "\(state) (\(note))" }
+        if let exit = job.exit { return "\(state) (\(exit))" }
+        return state
+    }
+
+    /// Puts a job that has become pending in the scheduler's queue, or among those waiting for their
+    /// dependencies.
+    mutating func enqueue(_ id: JobID) {
+        let job = jobs[existing: id]
+        if job.firstStartTime == nil && !job.spec.dependencies.isEmpty {
+            if job.spec.dependencies.contains(Dependency(.singleton)) {
+                seedNames(NameKey(uid: job.spec.uid, name: job.spec.name))
+            }
+            switch dependencyStatus(of: id) {
+            case .met: break
+            case .waiting(let on, _):
+                dependencies.waiting.insert(id)
+                dependencies.dependents[on, default: []].append(id)
+                return
+            case .never:
+                dependencies.waiting.insert(id)
+                dependencies.never.insert(id)
+                return
+            }
+        }
+        pendingJobs.insert(job)
+    }
+
+    /// Takes a job out of the queue or the waiting set (it started, was held or ended).
+    mutating func dequeue(_ id: JobID) {
+        pendingJobs.remove(id)
+        if dependencies.waiting.remove(id) != nil { dependencies.never.remove(id) }
+    }
+
+    /// After a job started or ended: the jobs waiting for it are looked at again.
+    mutating func dependencyMoved(_ id: JobID) {
+        let job = jobs[existing: id]
+        if job.state.isTerminal, !dependencies.byName.isEmpty {
+            dependencies.byName[NameKey(uid: job.spec.uid, name: job.spec.name)]?.remove(id)
+        }
+        guard let waiting = dependencies.dependents.removeValue(forKey: id) else { return }
+        for w in waiting where dependencies.waiting.contains(w) && !dependencies.never.contains(w) {
+            dependencies.waiting.remove(w)
+            enqueue(w)
+        }
+    }
+
+    /// A newly submitted job joins its name's set, where singletons look.
+    mutating func noteName(of id: JobID) {
+        guard !dependencies.byName.isEmpty else { return }
+        let spec = jobs[existing: id].spec
+        dependencies.byName[NameKey(uid: spec.uid, name: spec.name)]?.insert(id)
+    }
+
+    /// Fills a name's set from the jobs, the first time a singleton needs it.
+    mutating func seedNames(_ key: NameKey) {
+        guard dependencies.byName[key] == nil else { return }
+        var ids: Set<JobID> = []
+        for job in jobs where !job.state.isTerminal && job.spec.uid == key.uid && job.spec.name == key.name {
+            ids.insert(job.id)
+        }
+        dependencies.byName[key] = ids
+    }
+
+    /// Problems with a new job's dependencies: each job it names must exist (ids before its own).
+    public func dependencyProblems(_ spec: JobSpec, id: JobID) -> [String] {
+        var out: [String] = []
+        for d in spec.dependencies {
+            for p in d.jobs where p >= id || !jobs.contains(p) {
+                out.append("dependency \(d): no job \(p)")
+            }
+        }
+        return out
+    }
+
+    /// What keeps a waiting job from the queue, as a blocker; nil for a job not waiting for dependencies.
+    public func dependencyBlocker(of id: JobID) -> Blocker? {
+        guard dependencies.waiting.contains(id) else { return nil }
+        switch dependencyStatus(of: id) {
+        case .met: return nil
+        case .waiting(_, let why): return .dependency(why)
+        case .never(let why): return .dependencyNeverMet(why)
+        }
+    }
+}
