@@ -8,9 +8,11 @@ Measures, as issue 5 asks:
   - time from submit to the job's process running, on an idle pool: from the request, and from the
     user's `allotctl submit` command;
   - allotd's RSS with N pending jobs;
-  - time from SIGKILL to answering again with N jobs.
+  - time from SIGKILL to answering again with N jobs;
+  - a job array of N tasks in one `allotctl submit --array` (issue 18): seconds from the user's command,
+    and allotd's RSS per pending task (against the same daemon before the submit), with and without a limit.
 
-Usage: scripts/daemon-bench.py [--bin .build/release] [--jobs 100000] [--sync batch]
+Usage: scripts/daemon-bench.py [--bin .build/release] [--jobs 100000] [--sync batch] [--only arrays]
 """
 import argparse
 import json
@@ -99,8 +101,14 @@ def main():
     ap.add_argument("--jobs", type=int, default=100_000)
     ap.add_argument("--singles", type=int, default=300)
     ap.add_argument("--sync", default="batch")
+    ap.add_argument("--only", choices=["arrays"], help="run only this part")
     a = ap.parse_args()
     results = {}
+    if a.only == "arrays":
+        results["arrays"] = arrays(a)
+        json.dump(results, sys.stdout, indent=2)
+        print()
+        return
 
     # Submit to running on an idle pool: the job's own clock against the client's.
     d = Daemon(a.bin, a.sync)
@@ -191,10 +199,44 @@ def main():
     # Clean stop, then from the snapshot.
     d.call("cancel", {"ids": [1]})
     d.stop()
+    results["arrays"] = arrays(a)
     json.dump(results, sys.stdout, indent=2)
     print()
     subprocess.run(["pkill", "-f", f"allot-supervise {d.dir}"])
     subprocess.run(["rm", "-rf", d.dir])
+
+
+def arrays(a):
+    """One submit of a job array of N tasks, pending behind a full pool: time from the user's command, RSS
+    per task. Unlimited (every task in the scheduler's queue) and %10 (all but 10 waiting out of it)."""
+    out = {}
+    for limit in ["", "%10"]:
+        d = Daemon(a.bin, a.sync)
+        d.start()
+        d.call("submit", {"job": {"command": ["sleep", "600"], "gpus": 128, "workdir": d.dir}})
+        time.sleep(3)
+        before = min(rss_mib(d.proc.pid) for _ in range(4) if time.sleep(0.25) is None)
+        t0 = time.monotonic()
+        r = d.ctl("submit", "--array", f"0-{a.jobs - 1}{limit}", "--name", "sweep", "--walltime", "2h", "--",
+                  "train.py", "--seed", "1")
+        dt = time.monotonic() - t0
+        assert r.returncode == 0, r.stderr
+        samples = []
+        for _ in range(20):
+            time.sleep(0.5)
+            samples.append(rss_mib(d.proc.pid))
+        st = d.call("status", {})["result"]
+        assert st["jobs"].get("pending", 0) == a.jobs, st
+        steady = statistics.median(samples[4:])
+        out["unlimited" if not limit else "limit_10"] = {
+            "tasks": a.jobs, "submit_command_s": round(dt, 2),
+            "rss_mib_before": round(before, 1), "rss_mib_steady": round(steady, 1),
+            "bytes_per_task": round((steady - before) * 1024 * 1024 / a.jobs)}
+        d.call("cancel", {"ids": [1]})
+        d.stop()
+        subprocess.run(["pkill", "-f", f"allot-supervise {d.dir}"])
+        subprocess.run(["rm", "-rf", d.dir])
+    return out
 
 
 if __name__ == "__main__":

@@ -100,9 +100,9 @@ public struct WALSettings: Hashable, Sendable {
     public init() {}
 }
 
-/// `*` patterns over node names.
-enum Glob {
-    static func matches(_ pattern: String, _ name: String) -> Bool {
+/// `*` patterns over node and job names.
+public enum Glob {
+    public static func matches(_ pattern: String, _ name: String) -> Bool {
         let parts = pattern.split(separator: "*", omittingEmptySubsequences: false).map(String.init)
         if parts.count == 1 { return pattern == name }
         var rest = Substring(name)

@@ -70,6 +70,7 @@ extension ClusterState {
             jobs[existing: id].heldGPUs = []
             holding.remove(id)
             dequeue(id)
+            leaveArray(id)
         case .jobReleased(let id):
             try expect(id, in: [.held], to: "release")
             jobs[existing: id].state = .pending
@@ -77,6 +78,8 @@ extension ClusterState {
         case .jobStarted(let id, let allocation, let note, let loans):
             try expect(id, in: [.pending], to: "start")
             let placed = try validate(allocation, for: id)
+            if dependencies.throttled.contains(id) { activate(id) }
+            dequeue(id)
             start(id, allocation: allocation, nodes: placed, at: t)
             jobs[existing: id].placement = note
             jobs[existing: id].loans = loans
@@ -104,6 +107,7 @@ extension ClusterState {
                 jobs[existing: id].stopReason = .cancelled(by: by)
                 dequeue(id)
                 dependencyMoved(id)
+                leaveArray(id)
             case .running:
                 Self.stop(&jobs[existing: id], .cancelled(by: by), at: t, grace: grace)
             default:
@@ -126,6 +130,7 @@ extension ClusterState {
                 enqueue(id)
             } else {
                 dependencyMoved(id)
+                leaveArray(id)
             }
         case .jobRequeued(let id, let reason):
             try expect(id, in: [.running, .stopping], to: "requeue")

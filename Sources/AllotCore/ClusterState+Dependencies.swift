@@ -18,6 +18,21 @@ struct DependencyIndex: Sendable {
     /// The jobs that have not ended, by user and name, for the names `singleton` jobs use (filled for a
     /// name when a singleton first needs it).
     var byName: [NameKey: Set<JobID>] = [:]
+    /// Job arrays with a limit of tasks at once, by array id.
+    var arrays: [JobID: ArrayThrottle] = [:]
+    /// Tasks waiting for a place under their array's limit (also in `waiting`).
+    var throttled: Set<JobID> = []
+}
+
+/// How many of an array's tasks are queued or running (at most its limit: `--array 0-999%10`), and the
+/// tasks waiting for a place, in the order they came. Tasks past the limit stay out of the queue, so a pass
+/// never reads the 99,990 tasks of a 100,000-task array that may not start anyway.
+struct ArrayThrottle: Sendable {
+    var limit: Int
+    /// Tasks queued, running or stopping.
+    var active: Set<JobID> = []
+    var queue: [JobID] = []
+    var head = 0
 }
 
 extension ClusterState {
@@ -76,13 +91,16 @@ extension ClusterState {
     static func endText(_ job: Job) -> String {
         let state = job.state == .timedOut ? "timed out" : job.state.rawValue
         if job.state == .completed { return state }
+        if let note = job.note, note.hasPrefix("its dependency can never be met") {
+            return "\(state), its own dependency never met"
+        }
         if let note = job.note { return "\(state) (\(note))" }
         if let exit = job.exit { return "\(state) (\(exit))" }
         return state
     }
 
     /// Puts a job that has become pending in the scheduler's queue, or among those waiting for their
-    /// dependencies.
+    /// dependencies or for a place under their array's limit.
     mutating func enqueue(_ id: JobID) {
         let job = jobs[existing: id]
         if job.firstStartTime == nil && !job.spec.dependencies.isEmpty {
@@ -101,13 +119,59 @@ extension ClusterState {
                 return
             }
         }
+        if let task = job.spec.array, task.limit > 0 {
+            var throttle = dependencies.arrays[task.array] ?? ArrayThrottle(limit: task.limit)
+            defer { dependencies.arrays[task.array] = throttle }
+            if !throttle.active.contains(id) {
+                guard throttle.active.count < throttle.limit else {
+                    throttle.queue.append(id)
+                    dependencies.throttled.insert(id)
+                    dependencies.waiting.insert(id)
+                    return
+                }
+                throttle.active.insert(id)
+            }
+        }
         pendingJobs.insert(job)
+    }
+
+    /// A task of a limited array started by an event while it waited for a place (a log replayed onto a
+    /// snapshot whose queue chose another task): it counts as active from now on.
+    mutating func activate(_ id: JobID) {
+        guard let task = jobs[existing: id].spec.array, task.limit > 0 else { return }
+        dependencies.arrays[task.array, default: ArrayThrottle(limit: task.limit)].active.insert(id)
+    }
+
+    /// A task of a limited array left the queue for good or was held: the next waiting task takes its place.
+    mutating func leaveArray(_ id: JobID) {
+        guard let task = jobs[existing: id].spec.array, task.limit > 0,
+            dependencies.arrays[task.array]?.active.remove(id) != nil
+        else { return }
+        while var throttle = dependencies.arrays[task.array], throttle.head < throttle.queue.count {
+            let next = throttle.queue[throttle.head]
+            throttle.head += 1
+            if throttle.head == throttle.queue.count {
+                throttle.queue = []
+                throttle.head = 0
+            }
+            dependencies.arrays[task.array] = throttle
+            guard dependencies.throttled.remove(next) != nil else { continue }
+            dependencies.waiting.remove(next)
+            enqueue(next)
+            return
+        }
+        if let t = dependencies.arrays[task.array], t.active.isEmpty, t.queue.count == t.head {
+            dependencies.arrays[task.array] = nil
+        }
     }
 
     /// Takes a job out of the queue or the waiting set (it started, was held or ended).
     mutating func dequeue(_ id: JobID) {
         pendingJobs.remove(id)
-        if dependencies.waiting.remove(id) != nil { dependencies.never.remove(id) }
+        if dependencies.waiting.remove(id) != nil {
+            dependencies.never.remove(id)
+            dependencies.throttled.remove(id)
+        }
     }
 
     /// After a job started or ended: the jobs waiting for it are looked at again.
@@ -154,6 +218,9 @@ extension ClusterState {
     /// What keeps a waiting job from the queue, as a blocker; nil for a job not waiting for dependencies.
     public func dependencyBlocker(of id: JobID) -> Blocker? {
         guard dependencies.waiting.contains(id) else { return nil }
+        if dependencies.throttled.contains(id), let task = jobs[id]?.spec.array {
+            return .arrayLimit(array: task.array, limit: task.limit)
+        }
         switch dependencyStatus(of: id) {
         case .met: return nil
         case .waiting(_, let why): return .dependency(why)

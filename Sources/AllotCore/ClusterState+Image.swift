@@ -171,6 +171,7 @@ extension ClusterState {
             }
         }
         // Once every job is in: whether a pending job waits for its dependencies depends on others.
+        for id in activeJobs.sorted() where jobs[existing: id].spec.array != nil { activate(id) }
         for id in pending { enqueue(id) }
         rebuildFreePool()
         for (k, v) in image.tenantUsage { tenantUsage[k] = v }

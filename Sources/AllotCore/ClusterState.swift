@@ -275,7 +275,10 @@ public struct ClusterState: Hashable, Sendable {
             if (job.state == .pending) != (queued || waiting) || (queued && waiting) {
                 out.append("job \(id) pending set mismatch")
             }
-            if waiting == (dependencyStatus(of: id) == .met) && job.state == .pending {
+            // Queued jobs and those waiting under their array's limit have their dependencies met.
+            let throttled = dependencies.throttled.contains(id)
+            if throttled && !waiting { out.append("job \(id) waits for its array's limit outside the waiting set") }
+            if (!waiting || throttled) != (dependencyStatus(of: id) == .met) && job.state == .pending {
                 out.append(
                     "job \(id) \(waiting ? "waits for dependencies that are met" : "is queued before its dependencies are met")"
                 )

@@ -86,6 +86,8 @@ public struct JobSpec: Hashable, Codable, Sendable {
     public var output: String?
     /// What must hold before the job's first start (all of it); empty for none.
     public var dependencies: [Dependency]
+    /// The array and index of a task of a job array; nil for a job of its own.
+    public var array: ArrayTask?
 
     public init(
         name: String = "",
@@ -113,7 +115,8 @@ public struct JobSpec: Hashable, Codable, Sendable {
         environment: [String: String] = [:],
         workingDirectory: String? = nil,
         output: String? = nil,
-        dependencies: [Dependency] = []
+        dependencies: [Dependency] = [],
+        array: ArrayTask? = nil
     ) {
         self.name = name
         self.tenant = tenant
@@ -143,12 +146,13 @@ public struct JobSpec: Hashable, Codable, Sendable {
         self.workingDirectory = workingDirectory
         self.output = output
         self.dependencies = dependencies
+        self.array = array
     }
 
     enum CodingKeys: String, CodingKey {
         case name, tenant, uid, user, kind, priorityClass, gpus, gpuModels, minGPUMemoryGiB, topology, walltime
         case estimate, preemptible, grace, maxCostUSD, prefer, command, environment, workingDirectory
-        case output, gpuShare, gpuMemoryMiB, cpuMilli, memoryMiB, mig, dependencies
+        case output, gpuShare, gpuMemoryMiB, cpuMilli, memoryMiB, mig, dependencies, array
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -179,6 +183,7 @@ public struct JobSpec: Hashable, Codable, Sendable {
         try c.encodeIfPresent(workingDirectory, forKey: .workingDirectory)
         try c.encodeIfPresent(output, forKey: .output)
         if !dependencies.isEmpty { try c.encode(dependencies, forKey: .dependencies) }
+        try c.encodeIfPresent(array, forKey: .array)
     }
 
     /// Optional sizes in 32 bits each, -1 for none (values beyond 32 bits are clamped: 2 billion MiB or
@@ -225,6 +230,7 @@ public struct JobSpec: Hashable, Codable, Sendable {
         workingDirectory = try c.decodeIfPresent(String.self, forKey: .workingDirectory)
         output = try c.decodeIfPresent(String.self, forKey: .output)
         dependencies = try c.decodeIfPresent([Dependency].self, forKey: .dependencies) ?? []
+        array = try c.decodeIfPresent(ArrayTask.self, forKey: .array)
     }
 }
 

@@ -12,7 +12,7 @@ enum Call: Sendable {
     case list(ListParams)
     case show(UInt64)
     case why(UInt64)
-    case change(Change, [UInt64])
+    case change(Change, [JobRef])
     case logs(LogsParams)
     case watch
     case nodes

@@ -113,7 +113,7 @@ extension Engine {
 
         case .change(let kind, let ids):
             guard writable() else { return }
-            answer(ItemsResult(results: ids.map { change(kind, JobID($0), caller: caller) }))
+            answer(ItemsResult(results: ids.flatMap { ref in resolve(ref).map { change(kind, $0, caller: caller) } }))
 
         case .logs(let p):
             guard let j = job(p.id) else { return }
@@ -267,7 +267,7 @@ extension Engine {
         for (i, r) in requests.enumerated() {
             let at = requests.count > 1 ? "jobs[\(i)]: " : ""
             do throws(RPCError) {
-                let (spec, held) = try r.spec(
+                var (spec, held) = try r.spec(
                     uid: caller.uid,
                     user: caller.name,
                     defaultTenant: accounts.defaultTenant(for: caller.name)
@@ -291,6 +291,10 @@ extension Engine {
                         )
                     }
                 }
+                // A model named in other case (Slurm's gres types are lower case: a100) is that model.
+                spec.gpuModels = spec.gpuModels.map { m in
+                    models.contains(m) ? m : models.first { $0.lowercased() == m.lowercased() } ?? m
+                }
                 for m in spec.gpuModels where !models.contains(m) {
                     let hint = closest(m, in: models).map { "did you mean \"\($0)\"? " } ?? ""
                     throw .invalidParams(
@@ -311,7 +315,34 @@ extension Engine {
                 if let b = Scheduler.permanentBlocker(for: spec, in: state) {
                     throw .refused("job \"\(spec.name)\" could never start: \(b.sentence(for: spec, in: state))")
                 }
-                specs.append((spec, held))
+                // A job array: one task per index, checked once.
+                var indices: ArrayIndices?
+                if let text = r.array {
+                    switch ArrayIndices.parse(text) {
+                    case .success(let a): indices = a
+                    case .failure(let e): throw .invalidParams("array: \(e.message)")
+                    }
+                    guard specs.count + indices!.indices.count <= Self.maxJobsPerSubmit else {
+                        throw .invalidParams("array: at most \(Self.maxJobsPerSubmit) jobs in one submit")
+                    }
+                }
+                let first = JobID(state.nextJobID.rawValue + UInt64(specs.count))
+                let output = spec.output.flatMap { $0.contains("%") ? $0 : nil }
+                for (k, index) in (indices?.indices ?? [-1]).enumerated() {
+                    var task = spec
+                    let id = JobID(first.rawValue + UInt64(k))
+                    if index >= 0 { task.array = ArrayTask(array: first, index: index, limit: indices!.limit) }
+                    if let output {
+                        task.output = Self.expandOutput(
+                            output,
+                            id: id,
+                            name: spec.name,
+                            user: caller.name,
+                            array: task.array
+                        )
+                    }
+                    specs.append((task, held))
+                }
             } catch {
                 return .failure(RPCError(error.code, at + error.message))
             }
@@ -330,7 +361,9 @@ extension Engine {
             )
         }
         var warnings: [(id: JobID, text: String)] = []
-        for (id, (spec, _)) in zip(ids, specs) where spec.walltime != nil && warnings.count < 100 {
+        // An array's tasks share their spec: its first answers for all.
+        for (id, (spec, _)) in zip(ids, specs)
+        where spec.walltime != nil && warnings.count < 100 && (spec.array == nil || spec.array?.array == id) {
             if let fit = Scheduler.walltimeFit(for: spec, in: state), fit.inTime.isEmpty {
                 warnings.append((id, fit.sentence))
             }
@@ -348,9 +381,70 @@ extension Engine {
         return .success((ids, warnings))
     }
 
+    /// Most jobs one submit may make (an array's tasks count one each).
+    static let maxJobsPerSubmit = ArrayIndices.maxTasks
+
+    /// An output path with Slurm's placeholders filled: `%j` the job's id, `%x` its name, `%u` its user,
+    /// `%A` and `%a` a task's array id and index, `%%` a percent sign (others are left as they are).
+    static func expandOutput(_ path: String, id: JobID, name: String, user: String?, array: ArrayTask? = nil) -> String
+    {
+        var out = ""
+        var percent = false
+        for ch in path {
+            if percent {
+                switch ch {
+                case "j": out += "\(id)"
+                case "x": out += name.replacingOccurrences(of: "/", with: "_")
+                case "u": out += user ?? "unknown"
+                case "A": out += "\(array?.array ?? id)"
+                case "a": out += array.map { "\($0.index)" } ?? "0"
+                case "%": out += "%"
+                default: out += "%" + String(ch)
+                }
+                percent = false
+            } else if ch == "%" {
+                percent = true
+            } else {
+                out.append(ch)
+            }
+        }
+        return percent ? out + "%" : out
+    }
+
     // MARK: Changing jobs
 
-    func change(_ kind: Call.Change, _ id: JobID, caller: Caller) -> ItemResult {
+    /// The jobs a reference names: a job; every task of an array named by its id; one task (`12_7`).
+    /// A reference to nothing gives a result that says so.
+    func resolve(_ ref: JobRef) -> [Result<JobID, RPCError>] {
+        switch ref {
+        case .job(let n):
+            let id = JobID(n)
+            guard let job = state.jobs[id] else { return [.failure(.notFound("no job \(id)"))] }
+            guard job.spec.array?.array == id else { return [.success(id)] }
+            var out: [Result<JobID, RPCError>] = []
+            var next = id
+            while let task = state.jobs[next], task.spec.array?.array == id {
+                if !task.state.isTerminal { out.append(.success(next)) }
+                next = JobID(next.rawValue + 1)
+            }
+            // All ended: the array's own id answers (that it has ended).
+            return out.isEmpty ? [.success(id)] : out
+        case .task(let array, let index):
+            var next = JobID(array)
+            while let task = state.jobs[next], task.spec.array?.array == JobID(array) {
+                if task.spec.array?.index == index { return [.success(next)] }
+                next = JobID(next.rawValue + 1)
+            }
+            return [.failure(.notFound("no task \(index) in job array \(array)"))]
+        }
+    }
+
+    func change(_ kind: Call.Change, _ ref: Result<JobID, RPCError>, caller: Caller) -> ItemResult {
+        let id: JobID
+        switch ref {
+        case .success(let i): id = i
+        case .failure(let e): return ItemResult(id: 0, ok: false, error: e)
+        }
         guard let job = state.jobs[id] else {
             return ItemResult(id: id.rawValue, ok: false, error: .notFound("no job \(id)"))
         }
@@ -420,11 +514,27 @@ extension Engine {
             }
             kind = v
         }
+        var window: (since: Double, until: Double) = (-.infinity, .infinity)
+        for (key, text) in [("since", p.since), ("until", p.until)] {
+            guard let text else { continue }
+            guard let t = WireTime.parse(text) else {
+                return .failure(
+                    .invalidParams("\(key): expected an RFC 3339 time such as 2026-11-01T00:00:00Z, got \"\(text)\"")
+                )
+            }
+            if key == "since" { window.since = t } else { window.until = t }
+        }
+        // A time window asks for history: every state, unless states are named.
+        if (p.since != nil || p.until != nil) && (p.states ?? []).isEmpty { states = Set(JobState.allCases) }
         var out: [Job] = []
         for job in state.jobs where states.contains(job.state) {
             if let uid, job.spec.uid != uid { continue }
             if let t = p.tenant, job.spec.tenant != t { continue }
             if let kind, job.spec.kind != kind { continue }
+            if let name = p.name, !Glob.matches(name, job.spec.name) { continue }
+            if let node = p.node, !(job.allocation?.slices.contains { $0.node == node } ?? false) { continue }
+            if job.submitTime.seconds > window.until { continue }
+            if job.state.isTerminal, let end = job.endTime, end.seconds < window.since { continue }
             out.append(job)
         }
         if let limit = p.limit, limit >= 0, out.count > limit { out = Array(out.suffix(limit)) }
@@ -492,6 +602,7 @@ extension Blocker {
         case .mustBorrow: "lent GPUs only"
         case .dependency: "dependency"
         case .dependencyNeverMet: "dependency never met"
+        case .arrayLimit(_, let limit): "array limit (\(limit) at once)"
         }
     }
 

@@ -114,6 +114,13 @@ final class Executor {
         env["ALLOT_GPU_INDICES"] = gpus.map(String.init).joined(separator: ",")
         env["ALLOT_JOB_ID"] = id.description
         env["ALLOT_JOB_NAME"] = spec.name
+        if let task = spec.array {
+            // Slurm's names too: array scripts read them.
+            for prefix in ["ALLOT", "SLURM"] {
+                env["\(prefix)_ARRAY_JOB_ID"] = task.array.description
+                env["\(prefix)_ARRAY_TASK_ID"] = String(task.index)
+            }
+        }
         env["ALLOT_RUN"] = String(run)
         env["ALLOT_NODE"] = node
         env["ALLOT_GPUS"] = String(allGPUs)

@@ -121,6 +121,8 @@ public struct JobRequest: Codable, Hashable, Sendable {
     public var hold: Bool?
     /// What must hold before it starts, in Slurm's form: `afterok:12:13,singleton`.
     public var dependency: String?
+    /// A job array: one task per index, `0-999`, `0-999:2`, `1,3,5-7`, with `%10` for at most 10 at once.
+    public var array: String?
 
     public init() {}
 
@@ -175,11 +177,12 @@ public struct JobRequest: Codable, Hashable, Sendable {
         env = try c.decodeIfPresent([String: String].self, forKey: .env)
         hold = try c.decodeIfPresent(Bool.self, forKey: .hold)
         dependency = try c.decodeIfPresent(String.self, forKey: .dependency)
+        array = try c.decodeIfPresent(String.self, forKey: .array)
     }
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case command, name, gpus, kind, tenant, walltime, estimate, grace, preemptible, prefer, topology, workdir, env,
-            hold, output, cpus, memory, mig, dependency
+            hold, output, cpus, memory, mig, dependency, array
         case gpuModel = "gpu_model"
         case minGPUMemory = "min_gpu_memory"
         case gpuMemory = "gpu_memory"
@@ -360,18 +363,35 @@ public struct ListParams: Codable, Sendable {
     public var tenant: String?
     public var kind: String?
     public var limit: Int?
+    /// Jobs whose name matches (`*` matches any run of characters).
+    public var name: String?
+    /// Jobs that ran (their current or last run) on this node.
+    public var node: String?
+    /// Jobs that were in the pool at some time in [since, until] (RFC 3339): submitted before `until`, and
+    /// not ended before `since`.
+    public var since: String?
+    public var until: String?
+
     public init(
         states: [String]? = nil,
         user: String? = nil,
         tenant: String? = nil,
         kind: String? = nil,
-        limit: Int? = nil
+        limit: Int? = nil,
+        name: String? = nil,
+        node: String? = nil,
+        since: String? = nil,
+        until: String? = nil
     ) {
         self.states = states
         self.user = user
         self.tenant = tenant
         self.kind = kind
         self.limit = limit
+        self.name = name
+        self.node = node
+        self.since = since
+        self.until = until
     }
 }
 
@@ -381,8 +401,58 @@ public struct IDParams: Codable, Sendable {
 }
 
 public struct IDsParams: Codable, Sendable {
-    public var ids: [UInt64]
-    public init(ids: [UInt64]) { self.ids = ids }
+    public var ids: [JobRef]
+    public init(ids: [JobRef]) { self.ids = ids }
+}
+
+/// A job as a command names it: `12` (a job; for a job array, every task of it) or `12_7` (task 7 of
+/// array 12). On the wire a number or that text.
+public enum JobRef: Hashable, Sendable, Codable, CustomStringConvertible {
+    case job(UInt64)
+    case task(array: UInt64, index: Int)
+
+    /// `12` or `12_7`; nil for anything else.
+    public init?(_ text: String) {
+        let parts = text.split(separator: "_", omittingEmptySubsequences: false)
+        guard let id = UInt64(parts[0]), id > 0 else { return nil }
+        switch parts.count {
+        case 1: self = .job(id)
+        case 2:
+            guard let i = Int(parts[1]), i >= 0 else { return nil }
+            self = .task(array: id, index: i)
+        default: return nil
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .job(let id): "\(id)"
+        case .task(let a, let i): "\(a)_\(i)"
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        if let n = try? c.decode(UInt64.self) {
+            self = .job(n)
+            return
+        }
+        let s = try c.decode(String.self)
+        guard let r = JobRef(s) else {
+            throw DecodingError.dataCorrupted(
+                .init(codingPath: decoder.codingPath, debugDescription: "\"\(s)\" is not a job id such as 12 or 12_7")
+            )
+        }
+        self = r
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.singleValueContainer()
+        switch self {
+        case .job(let id): try c.encode(id)
+        case .task: try c.encode(description)
+        }
+    }
 }
 
 public struct ItemResult: Codable, Sendable {

@@ -52,6 +52,9 @@ public struct JobObject: Codable, Sendable, Equatable {
     public var migInstance: String?
     /// What it waits for before its first start (`afterok:12,singleton`), when it has dependencies.
     public var dependency: String?
+    /// For a task of a job array: the array's id and the task's index.
+    public var arrayJobID: UInt64?
+    public var arrayTaskID: Int?
     /// The CPUs asked for (absent: a share of each node in proportion to its GPUs).
     public var cpus: Double?
     /// The memory asked for, in MiB (absent: a share in proportion to its GPUs).
@@ -65,6 +68,10 @@ public struct JobObject: Codable, Sendable, Equatable {
     public var exitCode: Int32?
     public var reason: String?
     public var costUSD: Double
+    /// GPU-hours used over all its runs (a share counts as its part of a GPU), in full precision.
+    public var gpuHours: Double?
+    /// Seconds it ran, over all its runs.
+    public var ranSeconds: Double?
     public var walltimeSeconds: Double?
     public var preemptible: Bool
     public var loans: [String]
@@ -89,6 +96,8 @@ public struct JobObject: Codable, Sendable, Equatable {
         case mig
         case migInstance = "mig_instance"
         case dependency
+        case arrayJobID = "array_job_id"
+        case arrayTaskID = "array_task_id"
         case cpus
         case memoryMiB = "memory_mib"
         case gpuIndices = "gpu_indices"
@@ -97,6 +106,8 @@ public struct JobObject: Codable, Sendable, Equatable {
         case endTime = "end_time"
         case exitCode = "exit_code"
         case costUSD = "cost_usd"
+        case gpuHours = "gpu_hours"
+        case ranSeconds = "ran_s"
         case walltimeSeconds = "walltime_s"
         case earlierRuns = "earlier_runs"
     }
@@ -122,6 +133,8 @@ public struct JobObject: Codable, Sendable, Equatable {
         mig = spec.isMIG ? spec.mig : nil
         migInstance = job.allocation?.mig?.description
         dependency = spec.dependencies.isEmpty ? nil : Dependency.text(spec.dependencies)
+        arrayJobID = spec.array?.array.rawValue
+        arrayTaskID = spec.array?.index
         cpus = spec.cpuMilli.map { Double($0) / 1000 }
         memoryMiB = spec.memoryMiB
         let a = job.allocation
@@ -157,6 +170,8 @@ public struct JobObject: Codable, Sendable, Equatable {
             }
         self.reason = reason
         costUSD = job.costUSD(at: state.now)
+        gpuHours = job.gpuSeconds(at: state.now) / 3600
+        ranSeconds = job.runSeconds(at: state.now)
         walltimeSeconds = spec.walltime
         preemptible = state.isPreemptible(spec)
         loans = job.loans.map(\.description)

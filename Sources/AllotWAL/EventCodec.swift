@@ -11,7 +11,8 @@ public enum EventCodec {
     /// Version 5: a job stopped because its GPU failed (event and stop reason). Version 7 (6 is skipped so
     /// that the event and state schemas share a number again): a job's share of a GPU, CPUs and memory, in
     /// its spec and its allocation. Version 8: MIG — models' profile tables, nodes' MIG mode and layout, a
-    /// job's acceptable profiles and its instance. Version 9: a job's dependencies.
+    /// job's acceptable profiles and its instance. Version 9: a job's dependencies and its place in a job
+    /// array.
     public static let version: UInt16 = 9
 
     static let nodeStates: [NodeState] = [.up, .draining, .drained, .down]
@@ -243,6 +244,11 @@ public enum EventCodec {
             w.u8(index(d.kind, in: dependencyKinds))
             w.array(d.jobs) { $0.uvar($1.rawValue) }
         }
+        w.optional(s.array) { w, a in
+            w.uvar(a.array.rawValue)
+            w.uvar(UInt64(a.index))
+            w.uvar(UInt64(a.limit))
+        }
     }
 
     static func readJobSpec(_ r: inout BinaryReader) throws(DecodeError) -> JobSpec {
@@ -259,6 +265,13 @@ public enum EventCodec {
                 Dependency(
                     try r.enumeration(dependencyKinds, "dependency"),
                     try r.array { r throws(DecodeError) in JobID(try r.uvar()) }
+                )
+            }
+            spec.array = try r.optional { r throws(DecodeError) in
+                ArrayTask(
+                    array: JobID(try r.uvar()),
+                    index: try r.count(max: ArrayIndices.maxIndex),
+                    limit: try r.count(max: ArrayIndices.maxTasks)
                 )
             }
         }

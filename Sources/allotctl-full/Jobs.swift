@@ -37,23 +37,64 @@ struct List: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("At most the N newest jobs.", valueName: "N"))
     var limit: Int?
 
+    @Option(name: .long, help: ArgumentHelp("Only jobs of this name (* matches anything).", valueName: "NAME"))
+    var name: String?
+
+    @Option(name: .long, help: ArgumentHelp("Only jobs that run or ran on this node.", valueName: "NODE"))
+    var node: String?
+
+    @Option(
+        name: .long,
+        parsing: .unconditional,
+        help: ArgumentHelp(
+            "Only jobs in the pool at or after this time, ended ones too: 2026-11-01, yesterday, -2h, RFC 3339.",
+            valueName: "TIME"
+        )
+    )
+    var since: String?
+
+    @Option(
+        name: .long,
+        parsing: .unconditional,
+        help: ArgumentHelp("Only jobs submitted by this time, ended ones too (as --since).", valueName: "TIME")
+    )
+    var until: String?
+
     @Flag(name: .long, help: "Print a JSON array of job objects.")
     var json = false
 
-    func run() throws {
+    func validate() throws {
+        _ = try TimeArgument.wire(since, option: "--since")
+        _ = try TimeArgument.wire(until, option: "--until")
+    }
+
+    /// The request for these filters.
+    func params() throws -> ListParams {
         var states = state.flatMap { $0.split(separator: ",").map(String.init) }
         if all { states.append("all") }
+        return ListParams(
+            states: states.isEmpty ? nil : states,
+            user: user,
+            tenant: tenant,
+            kind: kind,
+            limit: limit,
+            name: name,
+            node: node,
+            since: try TimeArgument.wire(since, option: "--since"),
+            until: try TimeArgument.wire(until, option: "--until")
+        )
+    }
+
+    func run() throws {
+        let params = try params()
         try talking {
             let client = try connection.connect()
-            let jobs: [JobObject] = try client.call(
-                Methods.list,
-                ListParams(states: states.isEmpty ? nil : states, user: user, tenant: tenant, kind: kind, limit: limit)
-            )
+            let jobs: [JobObject] = try client.call(Methods.list, params)
             if json { return try printJSON(jobs) }
             let now = Date().timeIntervalSince1970
-            let rows = jobs.map { j -> [String] in
+            let rows = Self.folded(jobs).map { (j, id) -> [String] in
                 [
-                    String(j.id), j.name, j.user ?? String(j.uid), j.tenant, j.kind, j.priorityClass, j.state,
+                    id, j.name, j.user ?? String(j.uid), j.tenant, j.kind, j.priorityClass, j.state,
                     j.gpusText, j.gpuModel ?? "-", j.node ?? "-", Self.waited(j, now: now), Self.ran(j, now: now),
                     j.reason ?? "",
                 ]
@@ -70,6 +111,51 @@ struct List: ParsableCommand {
         }
     }
 
+    /// Jobs with the text of their ID column: a task of an array as `12_7`; waiting tasks of one array in
+    /// the same state and for the same reason, one after another, folded into one row, `12_[3-999]`.
+    static func folded(_ jobs: [JobObject]) -> [(JobObject, String)] {
+        var out: [(JobObject, String)] = []
+        var i = 0
+        while i < jobs.count {
+            let j = jobs[i]
+            guard let array = j.arrayJobID, let index = j.arrayTaskID else {
+                out.append((j, String(j.id)))
+                i += 1
+                continue
+            }
+            var indices = [index]
+            var k = i + 1
+            if ["pending", "held"].contains(j.state) {
+                while k < jobs.count, jobs[k].arrayJobID == array, jobs[k].state == j.state, jobs[k].reason == j.reason,
+                    let next = jobs[k].arrayTaskID
+                {
+                    indices.append(next)
+                    k += 1
+                }
+            }
+            out.append((j, indices.count == 1 ? "\(array)_\(index)" : "\(array)_[\(Self.ranges(indices))]"))
+            i = k
+        }
+        return out
+    }
+
+    /// `3-5,7,9-12`.
+    static func ranges(_ v: [Int]) -> String {
+        var parts: [String] = []
+        var start = v[0]
+        var last = v[0]
+        for x in v.dropFirst() + [Int.min] {
+            if x == last + 1 {
+                last = x
+                continue
+            }
+            parts.append(start == last ? "\(start)" : "\(start)-\(last)")
+            start = x
+            last = x
+        }
+        return parts.joined(separator: ",")
+    }
+
     /// Time in the queue: from submit to its (latest) start, or to now while it waits.
     static func waited(_ j: JobObject, now: Double) -> String {
         guard let submitted = WireTime.parse(j.submitTime) else { return "-" }
@@ -83,6 +169,126 @@ struct List: ParsableCommand {
         guard let s = j.startTime.flatMap(WireTime.parse), !["pending", "held"].contains(j.state) else { return "-" }
         let end = j.endTime.flatMap(WireTime.parse) ?? now
         return DurationText.format(max(0, end - s))
+    }
+}
+
+/// sacct's answer: what ran in a time window, with its waits, run times, exit codes, GPU-hours and cost.
+struct History: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract:
+            "Jobs of a time window, ended ones too, with wait, run time, exit code, GPU-hours and cost (as sacct).",
+        discussion: """
+            The window is --since (default: today, 00:00 UTC) to --until (default: now): the jobs submitted by its \
+            end and not ended before its start. Filters as for ls. Money and GPU-hours are in full precision in csv \
+            and json.
+            """
+    )
+
+    @OptionGroup var connection: ConnectionOptions
+
+    @Option(
+        name: .long,
+        parsing: .unconditional,
+        help: ArgumentHelp("From this time (default today): \(TimeArgument.help).", valueName: "TIME")
+    )
+    var since = "today"
+
+    @Option(
+        name: .long,
+        parsing: .unconditional,
+        help: ArgumentHelp("Until this time (default now).", valueName: "TIME")
+    )
+    var until: String?
+
+    @Option(
+        name: .long,
+        parsing: .singleValue,
+        help: ArgumentHelp("Only jobs in these states (as ls --state).", valueName: "STATE")
+    )
+    var state: [String] = []
+
+    @Option(name: .long, help: ArgumentHelp("Only this user's jobs (name or uid).", valueName: "USER"))
+    var user: String?
+
+    @Option(name: .long, help: ArgumentHelp("Only this tenant's jobs.", valueName: "T"))
+    var tenant: String?
+
+    @Option(name: .long, help: ArgumentHelp("Only jobs of this name (* matches anything).", valueName: "NAME"))
+    var name: String?
+
+    @Option(name: .long, help: ArgumentHelp("Only jobs that ran on this node.", valueName: "NODE"))
+    var node: String?
+
+    @Option(name: .long, help: ArgumentHelp("table (default), csv or json.", valueName: "F"))
+    var format = "table"
+
+    func validate() throws {
+        guard ["table", "csv", "json"].contains(format) else {
+            throw ValidationError("--format: expected table, csv or json, got \"\(format)\"")
+        }
+        _ = try TimeArgument.wire(since, option: "--since")
+        _ = try TimeArgument.wire(until, option: "--until")
+    }
+
+    func run() throws {
+        let states = state.flatMap { $0.split(separator: ",").map(String.init) }
+        let params = ListParams(
+            states: states.isEmpty ? ["all"] : states,
+            user: user,
+            tenant: tenant,
+            name: name,
+            node: node,
+            since: try TimeArgument.wire(since, option: "--since"),
+            until: try TimeArgument.wire(until, option: "--until")
+        )
+        try talking {
+            let client = try connection.connect()
+            let jobs: [JobObject] = try client.call(Methods.list, params)
+            if format == "json" { return try printJSON(jobs) }
+            let now = Date().timeIntervalSince1970
+            let header = [
+                "id", "name", "user", "tenant", "state", "submitted", "waited_s", "ran_s", "exit_code", "gpu_hours",
+                "cost_usd", "node",
+            ]
+            if format == "csv" {
+                out(header.joined(separator: ",") + "\n")
+                for j in jobs {
+                    let fields: [String] = [
+                        String(j.id), j.name, j.user ?? String(j.uid), j.tenant, j.state, j.submitTime,
+                        Self.waitedSeconds(j, now: now).map { String($0) } ?? "", j.ranSeconds.map { String($0) } ?? "",
+                        j.exitCode.map(String.init) ?? "", String(j.gpuHours ?? 0), String(j.costUSD), j.node ?? "",
+                    ]
+                    out(fields.map(Cost.csv).joined(separator: ",") + "\n")
+                }
+                return
+            }
+            let rows = jobs.map { j -> [String] in
+                [
+                    String(j.id), j.name, j.user ?? String(j.uid), j.tenant, j.state,
+                    String(j.submitTime.prefix(16)).replacingOccurrences(of: "T", with: " "),
+                    List.waited(j, now: now), j.ranSeconds.map(DurationText.format) ?? "-",
+                    j.exitCode.map(String.init) ?? "-", String(format: "%.2f", j.gpuHours ?? 0),
+                    "$" + String(format: "%.2f", j.costUSD), j.node ?? "-",
+                ]
+            }
+            out(
+                table(
+                    [
+                        "ID", "NAME", "USER", "TENANT", "STATE", "SUBMITTED", "WAITED", "RAN", "EXIT", "GPU-HOURS",
+                        "COST",
+                        "NODE",
+                    ],
+                    rows
+                )
+            )
+        }
+    }
+
+    /// Seconds from submit to its (latest) start, or to now while it waits; nil when it never started.
+    static func waitedSeconds(_ j: JobObject, now: Double) -> Double? {
+        guard let submitted = WireTime.parse(j.submitTime) else { return nil }
+        if ["pending", "held"].contains(j.state) { return max(0, now - submitted) }
+        return j.startTime.flatMap(WireTime.parse).map { max(0, $0 - submitted) }
     }
 }
 
@@ -152,7 +358,16 @@ struct Show: ParsableCommand {
                 lines.append(("run \(i + 1)", "\(run.start) → \(run.end)\(span)\(on): \(run.ended)"))
             }
             lines.append(("cost", "$" + String(format: "%.2f", j.costUSD)))
-            if let c = j.command { lines.append(("command", c.map(Self.quote).joined(separator: " "))) }
+            if let c = j.command, let script = BatchScript.described(c) {
+                lines.append(
+                    (
+                        "command",
+                        "batch script \(([script.name] + script.args).map(Self.quote).joined(separator: " ")) (its copy from submit; show --json has it)"
+                    )
+                )
+            } else if let c = j.command {
+                lines.append(("command", c.map(Self.quote).joined(separator: " ")))
+            }
             if let w = j.workdir { lines.append(("workdir", w)) }
             if let env = j.env, !env.isEmpty {
                 lines.append(("env", env.keys.sorted().map { "\($0)=\(env[$0]!)" }.joined(separator: " ")))
@@ -202,13 +417,20 @@ struct JobChange {
     static func run(
         _ method: RPCMethod<IDsParams, ItemsResult>,
         _ past: String,
-        ids: [UInt64],
+        ids: [String],
         connection: ConnectionOptions,
         json: Bool
     ) throws {
+        var refs: [JobRef] = []
+        for text in ids {
+            guard let r = JobRef(text) else {
+                throw ValidationError("\"\(text)\" is not a job id such as 12 or 12_7 (task 7 of job array 12)")
+            }
+            refs.append(r)
+        }
         try talking {
             let client = try connection.connect()
-            let r: ItemsResult = try client.call(method, IDsParams(ids: ids))
+            let r: ItemsResult = try client.call(method, IDsParams(ids: refs))
             if json { try printJSON(r) }
             var worst: RPCError?
             for item in r.results {
@@ -229,7 +451,7 @@ struct Cancel: ParsableCommand {
         abstract: "Cancel jobs: pending ones at once, running ones with SIGTERM, then SIGKILL after their grace."
     )
     @OptionGroup var connection: ConnectionOptions
-    @Argument(help: "Job ids.") var ids: [UInt64]
+    @Argument(help: "Job ids: 12 (for a job array, all its tasks) or 12_7 (task 7 of array 12).") var ids: [String]
     @Flag(name: .long, help: "Print the results as JSON.") var json = false
     func run() throws { try JobChange.run(Methods.cancel, "cancelled", ids: ids, connection: connection, json: json) }
 }
@@ -237,7 +459,7 @@ struct Cancel: ParsableCommand {
 struct Hold: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Hold pending jobs: they do not start until released.")
     @OptionGroup var connection: ConnectionOptions
-    @Argument(help: "Job ids.") var ids: [UInt64]
+    @Argument(help: "Job ids: 12 (for a job array, all its tasks) or 12_7 (task 7 of array 12).") var ids: [String]
     @Flag(name: .long, help: "Print the results as JSON.") var json = false
     func run() throws { try JobChange.run(Methods.hold, "held", ids: ids, connection: connection, json: json) }
 }
@@ -245,7 +467,7 @@ struct Hold: ParsableCommand {
 struct Release: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Release held jobs.")
     @OptionGroup var connection: ConnectionOptions
-    @Argument(help: "Job ids.") var ids: [UInt64]
+    @Argument(help: "Job ids: 12 (for a job array, all its tasks) or 12_7 (task 7 of array 12).") var ids: [String]
     @Flag(name: .long, help: "Print the results as JSON.") var json = false
     func run() throws { try JobChange.run(Methods.release, "released", ids: ids, connection: connection, json: json) }
 }

@@ -173,7 +173,8 @@ struct Status: ParsableCommand {
 struct Cost: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "GPU-hours and money spent, by tenant, model, kind, user or job.",
-        discussion: "Times are RFC 3339 (2026-11-01T00:00:00Z) or YYYY-MM-DD (UTC midnight)."
+        discussion:
+            "Times are RFC 3339 (2026-11-01T00:00:00Z), YYYY-MM-DD (UTC midnight), today, yesterday, now, or a span ago (-2h, 3d)."
     )
 
     @OptionGroup var connection: ConnectionOptions
@@ -181,10 +182,10 @@ struct Cost: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("tenant (default), model, kind, user or job.", valueName: "KEY"))
     var by = "tenant"
 
-    @Option(name: .long, help: ArgumentHelp("Count from this time.", valueName: "TIME"))
+    @Option(name: .long, parsing: .unconditional, help: ArgumentHelp("Count from this time.", valueName: "TIME"))
     var since: String?
 
-    @Option(name: .long, help: ArgumentHelp("Count until this time.", valueName: "TIME"))
+    @Option(name: .long, parsing: .unconditional, help: ArgumentHelp("Count until this time.", valueName: "TIME"))
     var until: String?
 
     @Option(name: .long, help: ArgumentHelp("table (default), csv or json.", valueName: "F"))
@@ -202,19 +203,12 @@ struct Cost: ParsableCommand {
         }
     }
 
-    static func time(_ s: String?) -> String? {
-        guard let s else { return nil }
-        if s.count == 10, s.dropFirst(4).first == "-" { return s + "T00:00:00Z" }
-        return s
-    }
-
     func run() throws {
+        let since = try TimeArgument.wire(since, option: "--since")
+        let until = try TimeArgument.wire(until, option: "--until")
         try talking {
             let client = try connection.connect()
-            let r: CostResult = try client.call(
-                Methods.cost,
-                CostParams(by: by, since: Self.time(since), until: Self.time(until))
-            )
+            let r: CostResult = try client.call(Methods.cost, CostParams(by: by, since: since, until: until))
             switch json ? "json" : format {
             case "json":
                 try printJSON(r.rows)

@@ -5,9 +5,14 @@ import Foundation
 
 struct Submit: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Submit a job (or many from a JSON-lines file) and print its id.",
+        abstract: "Submit a job (a command, a batch script, or many from a JSON-lines file) and print its id.",
         discussion: """
             The command follows the options, after `--`: allotctl submit --gpus 8 -- python train.py --lr 3e-4. \
+            Or give a batch script and its arguments, as to sbatch: allotctl submit train.sh --lr 3e-4. Its options \
+            come from `#ALLOT --gpus 2` lines (this command's options) and `#SBATCH` lines (Slurm's: --gres=gpu:N, \
+            -G, -t, -J, -o, -D, -d, -A, -c, -n, -N, --mem, --mem-per-cpu, --mem-per-gpu, --hold; a warning names \
+            each one not taken over) at its top, before the first line that is not a comment; options given here \
+            win. The job runs a copy of the script taken now. \
             It runs as you, in --workdir (default: the current directory), with CUDA_VISIBLE_DEVICES set to its \
             GPUs. With --file, each line is a JSON object with the same names in snake_case plus "command" (an \
             array of strings). Options given with --file are defaults for every line: a line's own keys win, \
@@ -21,7 +26,7 @@ struct Submit: ParsableCommand {
     @OptionGroup var connection: ConnectionOptions
 
     @Option(
-        name: .long,
+        name: [.customShort("G"), .long],
         parsing: .unconditional,
         help: ArgumentHelp(
             "GPUs the job needs (default 1), a share of one GPU below 1 (0.25 shares a GPU with other shares), or 0 for a job of CPUs and memory only (default --cpus 1).",
@@ -81,11 +86,30 @@ struct Submit: ParsableCommand {
     @Option(name: .customLong("class"), help: ArgumentHelp("Priority class (default: by kind).", valueName: "NAME"))
     var priorityClass: String?
 
-    @Option(name: .long, help: ArgumentHelp("Tenant to charge (default: your user name).", valueName: "T"))
+    @Option(
+        name: [.customShort("A"), .long],
+        help: ArgumentHelp("Tenant to charge (default: your user name).", valueName: "T")
+    )
     var tenant: String?
 
     @Option(name: .long, help: ArgumentHelp("Run time limit: the job is stopped when it is reached.", valueName: "DUR"))
     var walltime: String?
+
+    @Option(
+        name: .customShort("t"),
+        help: ArgumentHelp(
+            "The walltime as Slurm's -t reads it: a bare number is minutes (30, 30:00, 1:00:00, 2-00:00:00).",
+            valueName: "TIME"
+        )
+    )
+    var slurmTime: String?
+
+    /// The walltime asked for, by --walltime or -t.
+    var walltimeSeconds: Seconds? {
+        if let walltime { return DurationText.parse(walltime) }
+        guard let t = slurmTime else { return nil }
+        return DurationText.parse(Int(t) != nil ? t + "m" : t)
+    }
 
     @Option(
         name: .long,
@@ -114,7 +138,10 @@ struct Submit: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("any (default), single-node or nvlink.", valueName: "T"))
     var topology: String?
 
-    @Option(name: .long, help: ArgumentHelp("The job's name (default: the command's name).", valueName: "N"))
+    @Option(
+        name: [.customShort("J"), .long],
+        help: ArgumentHelp("The job's name (default: the command's name).", valueName: "N")
+    )
     var name: String?
 
     @Option(
@@ -126,11 +153,23 @@ struct Submit: ParsableCommand {
     )
     var dependency: String?
 
-    @Option(name: .long, help: ArgumentHelp("Working directory (default: the current one).", valueName: "DIR"))
+    @Option(
+        name: [.customShort("a"), .long],
+        help: ArgumentHelp(
+            "A job array: one task per index, as Slurm's: 0-999, 0-999:2 (a step), 1,3,5-7; with %10, at most 10 tasks at once. Tasks see ALLOT_ARRAY_JOB_ID and ALLOT_ARRAY_TASK_ID (and SLURM_ARRAY_*); `cancel ID` cancels them all, `cancel ID_7` one.",
+            valueName: "INDICES[%N]"
+        )
+    )
+    var array: String?
+
+    @Option(
+        name: [.customShort("D"), .long],
+        help: ArgumentHelp("Working directory (default: the current one).", valueName: "DIR")
+    )
     var workdir: String?
 
     @Option(
-        name: .long,
+        name: [.customShort("o"), .long],
         help: ArgumentHelp(
             "Write the job's output and errors to this file, opened as you (default: a log kept by allotd; see `allotctl logs`).",
             valueName: "PATH"
@@ -154,18 +193,46 @@ struct Submit: ParsableCommand {
     var json = false
 
     @Argument(
-        parsing: .postTerminator,
-        help: ArgumentHelp("The command and its arguments, after --.", valueName: "CMD")
+        parsing: .captureForPassthrough,
+        help: ArgumentHelp(
+            "The command and its arguments after --, or a batch script and its arguments.",
+            valueName: "-- CMD | SCRIPT"
+        )
     )
-    var command: [String] = []
+    var rest: [String] = []
+
+    static let optionNames = [
+        "gpus", "cpus", "memory", "gpu-memory", "mig", "gpu-model", "min-gpu-memory", "kind", "class", "tenant",
+        "walltime", "estimate", "grace", "preemptible", "no-preemptible", "max-cost", "prefer", "topology", "name",
+        "dependency", "array", "workdir", "output", "env", "hold", "file", "json", "socket",
+    ]
+
+    /// The command given after `--`.
+    var command: [String] { rest.first == "--" ? Array(rest.dropFirst()) : [] }
+    /// The batch script given instead, and its arguments.
+    var script: (path: String, args: [String])? {
+        guard let first = rest.first, first != "--" else { return nil }
+        return (first, Array(rest.dropFirst()))
+    }
 
     func validate() throws {
-        if file == nil && command.isEmpty {
+        // What follows the options is taken whole (a script's arguments may look like options), so an
+        // unknown option ends up here: say so, as the parser would.
+        if let first = rest.first, first != "--", first.hasPrefix("-") {
+            if first == "--help" || first == "-h" { throw CleanExit.helpRequest(self) }
+            let name = String(first.drop { $0 == "-" }.prefix { $0 != "=" })
+            let hint = closest(name, in: Self.optionNames).map { " (did you mean --\($0)?)" } ?? ""
+            throw ValidationError("unknown option \"\(first)\"\(hint); see allotctl submit --help")
+        }
+        if file == nil && rest.isEmpty {
             throw ValidationError(
-                "give the job's command after --, e.g. allotctl submit --gpus 2 -- python train.py; or --file FILE"
+                "give the job's command after --, e.g. allotctl submit --gpus 2 -- python train.py; a batch script (allotctl submit job.sh); or --file FILE"
             )
         }
-        if file != nil && !command.isEmpty {
+        if file == nil && rest == ["--"] {
+            throw ValidationError("give the job's command after --, e.g. allotctl submit --gpus 2 -- python train.py")
+        }
+        if file != nil && !rest.isEmpty {
             throw ValidationError("give either --file or a command, not both")
         }
         if let gpus, case .failure(let problem) = Fraction.gpuAmount(gpus) {
@@ -199,6 +266,10 @@ struct Submit: ParsableCommand {
         if let kind, JobKind(rawValue: kind) == nil {
             throw ValidationError("--kind: expected training or inference, got \"\(kind)\"")
         }
+        if walltime != nil && slurmTime != nil { throw ValidationError("give --walltime or -t, not both") }
+        if let t = slurmTime, walltimeSeconds == nil {
+            throw ValidationError("-t: \"\(t)\" is not a time; use e.g. 30 (minutes), 30:00, 1:00:00 or 2-00:00:00")
+        }
         for (flag, value) in [("--walltime", walltime), ("--estimate", estimate), ("--grace", grace)] {
             if let v = value, DurationText.parse(v) == nil {
                 throw ValidationError(
@@ -209,6 +280,9 @@ struct Submit: ParsableCommand {
         for e in env where !e.contains("=") || e.hasPrefix("=") {
             throw ValidationError("--env: expected K=V, got \"\(e)\"")
         }
+        if let a = array, case .failure(let e) = ArrayIndices.parse(a) {
+            throw ValidationError("--array: \(e.message)")
+        }
         if let d = dependency, case .failure(let e) = Dependency.parse(d) {
             throw ValidationError("--dependency: \(e.message)")
         }
@@ -217,8 +291,9 @@ struct Submit: ParsableCommand {
         }
     }
 
-    /// The request the flags describe (also the defaults under each --file line).
-    func request() -> JobRequest {
+    /// The request the flags describe (also the defaults under each --file line); `defaultWorkdir`: the
+    /// current directory when none is given.
+    func request(defaultWorkdir: Bool = true) -> JobRequest {
         var r = JobRequest()
         r.command = command.isEmpty ? nil : command
         r.name = name
@@ -232,15 +307,16 @@ struct Submit: ParsableCommand {
         r.kind = kind
         r.priorityClass = priorityClass
         r.tenant = tenant
-        r.walltime = walltime.flatMap(DurationText.parse).map(WireDuration.init)
+        r.walltime = walltimeSeconds.map(WireDuration.init)
         r.estimate = estimate.flatMap(DurationText.parse).map(WireDuration.init)
         r.grace = grace.flatMap(DurationText.parse).map(WireDuration.init)
         r.preemptible = preemptible
         r.maxCost = maxCost
         r.prefer = prefer
         r.topology = topology
-        r.workdir = workdir ?? FileManager.default.currentDirectoryPath
-        r.output = output.map { PathText.absolute($0, in: r.workdir!) }
+        let here = FileManager.default.currentDirectoryPath
+        r.workdir = workdir ?? (defaultWorkdir ? here : nil)
+        r.output = output.map { PathText.absolute($0, in: r.workdir ?? here) }
         if !env.isEmpty {
             var e: [String: String] = [:]
             for kv in env {
@@ -251,14 +327,48 @@ struct Submit: ParsableCommand {
         }
         r.hold = hold ? true : nil
         r.dependency = dependency
+        r.array = array
         return r
     }
 
     func run() throws {
         if let file { return try submitFile(file) }
+        if let script { return try send(try scriptRequest(script.path, args: script.args)) }
+        try send(request())
+    }
+
+    /// The request for a batch script: its lines' options under the command line's.
+    func scriptRequest(_ path: String, args: [String]) throws -> JobRequest {
+        let parsed: BatchScript
+        do {
+            parsed = try BatchScript.read(path)
+        } catch {
+            throw fail(error.message, code: Exit.usage)
+        }
+        for w in parsed.warnings { warn("warning: \(w)") }
+        let fromScript: Submit
+        do {
+            fromScript = try Submit.parse(parsed.arguments + ["--", "true"])
+        } catch {
+            throw fail(
+                "\(path): its #ALLOT or #SBATCH lines: \(Submit.message(for: error).split(separator: "\n").first ?? "")",
+                code: Exit.usage
+            )
+        }
+        var r = request(defaultWorkdir: false).filled(from: fromScript.request(defaultWorkdir: false))
+        // Relative paths are taken against the working directory the job ends up with.
+        r.workdir = r.workdir ?? FileManager.default.currentDirectoryPath
+        r.output = (output ?? fromScript.output).map { PathText.absolute($0, in: r.workdir!) }
+        let name = URL(fileURLWithPath: path).lastPathComponent
+        r.name = r.name ?? name
+        r.command = parsed.command(name: name, args: args)
+        return r
+    }
+
+    func send(_ request: JobRequest) throws {
         try talking {
             let client = try connection.connect()
-            let result: SubmitResult = try client.call(Methods.submit, SubmitParams(job: request()))
+            let result: SubmitResult = try client.call(Methods.submit, SubmitParams(job: request))
             for w in result.warnings ?? [] { warn("warning: \(w)") }
             if json { try printJSON(result) } else { out("\(result.id)\n") }
         }
@@ -450,6 +560,7 @@ extension JobRequest {
         if let de = d.env { r.env = de.merging(env ?? [:]) { _, line in line } }
         r.hold = hold ?? d.hold
         r.dependency = dependency ?? d.dependency
+        r.array = array ?? d.array
         return r
     }
 }

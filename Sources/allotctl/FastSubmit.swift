@@ -46,7 +46,7 @@ enum FastSubmit {
     private static func takesValue(_ name: String) -> Bool {
         switch name {
         case "gpus", "gpu-model", "min-gpu-memory", "kind", "class", "tenant", "walltime", "estimate", "grace",
-            "max-cost", "prefer", "topology", "name", "workdir", "output", "env", "socket", "dependency":
+            "max-cost", "prefer", "topology", "name", "workdir", "output", "env", "socket", "dependency", "array":
             return true
         default: return false
         }
@@ -127,6 +127,7 @@ enum FastSubmit {
         }
         if let v = values["prefer"] { out.append("\"prefer\":" + quoted(v)) }
         if let v = values["dependency"] { out.append("\"dependency\":" + quoted(v)) }
+        if let v = values["array"] { out.append("\"array\":" + quoted(v)) }
         if let v = values["topology"] {
             guard Topology(rawValue: v) != nil else { return nil }
             out.append("\"topology\":" + quoted(v))

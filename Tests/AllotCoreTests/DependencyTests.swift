@@ -172,3 +172,81 @@ import Testing
         #expect(s.jobs.isEmpty)
     }
 }
+
+/// Job arrays: tasks past the array's limit wait out of the queue; one takes the place of each task that
+/// ends.
+@Suite struct JobArrayTests {
+    typealias C = ControllerTests
+
+    @Test func theIndicesAreSlurms() throws {
+        #expect(try ArrayIndices.parse("0-4").get() == ArrayIndices(indices: [0, 1, 2, 3, 4], limit: 0))
+        #expect(try ArrayIndices.parse("0-9:3%2").get() == ArrayIndices(indices: [0, 3, 6, 9], limit: 2))
+        #expect(try ArrayIndices.parse("7,1,3-4").get().indices == [1, 3, 4, 7])
+        #expect(try ArrayIndices.parse("0-99999").get().indices.count == 100_000)
+        for bad in ["", "5-1", "a", "0-9%0", "0-9:0", "0-100000", "-3", "1,,2"] {
+            #expect(throws: DependencyError.self, "\(bad)") { try ArrayIndices.parse(bad).get() }
+        }
+    }
+
+    static func submitArray(_ c: inout Controller, _ n: Int, limit: Int, at t: Double) -> [JobID] {
+        let first = c.state.nextJobID
+        let tasks = (0..<n).map { i in
+            Controller.Submission(
+                spec: .training(1) { $0.array = ArrayTask(array: first, index: i * 2, limit: limit) },
+                held: false
+            )
+        }
+        _ = c.step(.submit(tasks), at: C.at(t))
+        return (0..<n).map { JobID(first.rawValue + UInt64($0)) }
+    }
+
+    @Test func atMostTheLimitRunAndEachEndLetsTheNextIn() {
+        var c = C.pool()
+        let tasks = Self.submitArray(&c, 10, limit: 3, at: 1)
+        #expect(c.state.pendingJobs.count == 3 && c.state.waitingForDependencies.count == 7)
+        #expect(c.state.dependencyBlocker(of: tasks[5]) == .arrayLimit(array: tasks[0], limit: 3))
+        var maxRunning = 0
+        var t = 2.0
+        while c.state.jobs.contains(where: { !$0.state.isTerminal }) {
+            _ = c.step(.pass, at: C.at(t))
+            let running = c.state.activeJobs.sorted()
+            maxRunning = max(maxRunning, running.count)
+            #expect(running.count <= 3)
+            // The oldest running task ends.
+            if let first = running.first {
+                _ = c.step(.runEnded(.init(id: first, run: 1, exit: .exited(code: 0))), at: C.at(t + 1))
+            }
+            t += 2
+            #expect(c.state.invariantViolations().isEmpty)
+        }
+        #expect(maxRunning == 3)
+        #expect(tasks.allSatisfy { c.state.jobs[$0]?.state == .completed })
+    }
+
+    @Test func holdingOrCancellingATaskMakesRoomAndTheImageAgrees() throws {
+        var c = C.pool()
+        var log: [Event] = []
+        let first = c.state.nextJobID
+        let tasks = (0..<5).map { i in
+            Controller.Submission(
+                spec: .training(1) { $0.array = ArrayTask(array: first, index: i, limit: 2) },
+                held: false
+            )
+        }
+        log += c.step(.submit(tasks), at: C.at(1)).events
+        let ids = (0..<5).map { JobID(first.rawValue + UInt64($0)) }
+        log += c.step(.hold(ids[0]), at: C.at(2)).events
+        #expect(c.state.pendingJobs.contains(ids[2]) && !c.state.pendingJobs.contains(ids[3]))
+        log += c.step(.cancel(ids[1], by: nil), at: C.at(3)).events
+        #expect(c.state.pendingJobs.contains(ids[3]))
+        log += c.step(.release(ids[0]), at: C.at(4)).events
+        #expect(c.state.waitingForDependencies == [ids[0], ids[4]])
+        log += c.step(.pass, at: C.at(5)).events
+        #expect(c.state.activeJobs == [ids[2], ids[3]])
+        var replayed = ClusterState.fixture(nodes: [("n1", "H100", 4, []), ("n2", "H100", 4, [])])
+        try replayed.apply(log)
+        #expect(replayed.waitingForDependencies == c.state.waitingForDependencies)
+        let image = try ClusterState(image: c.state.image)
+        #expect(image.waitingForDependencies.count == 2 && image.invariantViolations().isEmpty)
+    }
+}

@@ -213,7 +213,9 @@ import Testing
         // Dependencies: 15 is queued (12 completed), 16 and 19 wait... 19's after:13 and after:14 are met.
         #expect(state.jobs[16]?.spec.dependencies == [Dependency(.afterok, [13])])
         #expect(state.pendingJobs.contains(15) && state.pendingJobs.contains(19))
-        #expect(state.waitingForDependencies == [16])
+        #expect(state.waitingForDependencies == [16, 22])
+        #expect(state.pendingJobs.contains(20) && state.pendingJobs.contains(21))
+        #expect(state.jobs[22]?.spec.array == ArrayTask(array: 20, index: 10, limit: 2))
         #expect(state.jobs[17]?.state == .held)
         #expect(state.jobs[18]?.state == .cancelled)
         #expect(state.jobs[18]?.note == "its dependency can never be met: afternotok:12: job 12 completed")
@@ -223,7 +225,7 @@ import Testing
             return
         }
         #expect(back.state == state)
-        #expect(back.state.waitingForDependencies == [16])
+        #expect(back.state.waitingForDependencies == [16, 22])
         #expect(back.state.jobs[17]?.spec.dependencies.count == 2)
     }
 

@@ -288,7 +288,8 @@ enum Sample {
 
     /// Version 9: jobs with each kind of dependency, after the version-8 sample (job 12 completed, 13 and
     /// 14 run): 15 afterok:12 (met), 16 afterok:13 (waits), 17 afterany:13 and singleton, 18 afternotok:12
-    /// (never met: cancelled by allot), 19 after:14 (met).
+    /// (never met: cancelled by allot), 19 after:14 (met); 20–22 an array (indices 0, 5, 10) of at most two
+    /// tasks at once.
     static let eventsV9: [Event] = {
         func at(_ t: Double, _ b: Event.Body) -> Event { Event(time: Instant(seconds: 1_800_000_700 + t), b) }
         func job(_ deps: [Dependency], name: String = "dep") -> JobSpec {
@@ -302,6 +303,11 @@ enum Sample {
             at(1, .jobCancelled(id: 18, by: nil, grace: 0)),
             at(1, .jobSubmitted(id: 19, spec: job([Dependency(.after, [14, 13])], name: "x"), held: false)),
         ]
+            + [0, 5, 10].enumerated().map { k, index in
+                var task = job([], name: "sweep")
+                task.array = ArrayTask(array: 20, index: index, limit: 2)
+                return at(2, .jobSubmitted(id: JobID(20 + UInt64(k)), spec: task, held: false))
+            }
     }()
 
     /// A submit event for job `id`.

@@ -140,6 +140,8 @@ public enum Blocker: Hashable, Sendable {
     case dependency(String)
     /// One of its dependencies can never be met, and the configuration keeps it rather than cancel it.
     case dependencyNeverMet(String)
+    /// It is a task of job array `array`, whose limit of tasks at once is reached.
+    case arrayLimit(array: JobID, limit: Int)
 }
 
 /// A pending job's place in the queue and what blocks it.

@@ -67,7 +67,10 @@ extension Blocker {
             return
                 "it could run only on lent GPUs (\(loan)), which may be taken back at once, and it is not preemptible; submit it --preemptible or wait"
         case .dependency(let why):
-            return "waiting for its dependency (\(Dependency.text(spec.dependencies))): \(why)"
+            return "waiting for its dependency \(why)"
+        case .arrayLimit(let array, let limit):
+            return
+                "job array \(array) runs at most \(limit) task(s) at once; this one is queued when one of them ends"
         case .dependencyNeverMet(let why):
             return
                 "its dependency can never be met: \(why); it stays pending until cancelled (on_dependency_never_met = \"keep\")"
