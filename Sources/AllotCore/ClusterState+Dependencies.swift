@@ -33,6 +33,33 @@ struct ArrayThrottle: Sendable {
     var active: Set<JobID> = []
     var queue: [JobID] = []
     var head = 0
+
+    /// Counts the task as active if there is room (or it already is); else puts it in line.
+    /// - Returns: whether it is active.
+    mutating func admit(_ id: JobID) -> Bool {
+        if active.contains(id) { return true }
+        guard active.count < limit else {
+            queue.append(id)
+            return false
+        }
+        active.insert(id)
+        return true
+    }
+
+    /// The next task in line, taken out of it.
+    mutating func next() -> JobID? {
+        guard head < queue.count else { return nil }
+        let id = queue[head]
+        head += 1
+        if head == queue.count {
+            queue = []
+            head = 0
+        } else if head >= 1024 && head * 2 >= queue.count {
+            queue.removeFirst(head)
+            head = 0
+        }
+        return id
+    }
 }
 
 extension ClusterState {
@@ -120,16 +147,12 @@ extension ClusterState {
             }
         }
         if let task = job.spec.array, task.limit > 0 {
-            var throttle = dependencies.arrays[task.array] ?? ArrayThrottle(limit: task.limit)
-            defer { dependencies.arrays[task.array] = throttle }
-            if !throttle.active.contains(id) {
-                guard throttle.active.count < throttle.limit else {
-                    throttle.queue.append(id)
-                    dependencies.throttled.insert(id)
-                    dependencies.waiting.insert(id)
-                    return
-                }
-                throttle.active.insert(id)
+            // Changed in place: a copy of the throttle would copy its queue of up to 100,000 tasks.
+            let admitted = dependencies.arrays[task.array, default: ArrayThrottle(limit: task.limit)].admit(id)
+            if !admitted {
+                dependencies.throttled.insert(id)
+                dependencies.waiting.insert(id)
+                return
             }
         }
         pendingJobs.insert(job)
@@ -147,14 +170,7 @@ extension ClusterState {
         guard let task = jobs[existing: id].spec.array, task.limit > 0,
             dependencies.arrays[task.array]?.active.remove(id) != nil
         else { return }
-        while var throttle = dependencies.arrays[task.array], throttle.head < throttle.queue.count {
-            let next = throttle.queue[throttle.head]
-            throttle.head += 1
-            if throttle.head == throttle.queue.count {
-                throttle.queue = []
-                throttle.head = 0
-            }
-            dependencies.arrays[task.array] = throttle
+        while let next = dependencies.arrays[task.array]?.next() {
             guard dependencies.throttled.remove(next) != nil else { continue }
             dependencies.waiting.remove(next)
             enqueue(next)

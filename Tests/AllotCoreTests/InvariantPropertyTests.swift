@@ -50,7 +50,18 @@ struct Driver {
                 spec.name = "n\(op % 2)"
                 spec.dependencies = [kind == .singleton ? Dependency(.singleton) : Dependency(kind, [on])]
             }
-            apply(Event(time: now, .jobSubmitted(id: state.nextJobID, spec: spec, held: op % 23 == 0)))
+            if op % 29 == 0 {
+                // A small job array, at most one or two tasks at once.
+                let first = state.nextJobID
+                for k in 0..<3 {
+                    var task = spec
+                    task.array = ArrayTask(array: first, index: k, limit: 1 + op % 2)
+                    apply(Event(time: now, .jobSubmitted(id: state.nextJobID, spec: task, held: k == 1 && op % 2 == 0)))
+                }
+                if op % 2 == 0 { apply(Event(time: now, .jobReleased(id: JobID(first.rawValue + 1)))) }
+            } else {
+                apply(Event(time: now, .jobSubmitted(id: state.nextJobID, spec: spec, held: op % 23 == 0)))
+            }
         case 3, 4:
             let pass = Scheduler(policy: policy).schedule(state, at: now)
             decisions.append(contentsOf: pass.decisions)
