@@ -133,11 +133,54 @@ extension ClusterState {
                 leaveArray(id)
             }
         case .jobRequeued(let id, let reason):
-            try expect(id, in: [.running, .stopping], to: "requeue")
-            holdForPreemptor(id)
-            release(id, at: t)
-            Self.requeue(&jobs[existing: id], note: reason, at: t)
+            let was = try expect(
+                id,
+                in: [.running, .stopping, .completed, .failed, .cancelled, .timedOut],
+                to: "requeue"
+            )
+            if was.holdsGPUs {
+                holdForPreemptor(id)
+                release(id, at: t)
+                Self.requeue(&jobs[existing: id], note: reason, at: t)
+            } else {
+                // An ended job: its last run goes to its history as it ended, and it waits again.
+                let ended = Self.endText(jobs[existing: id])
+                let end = jobs[existing: id].endTime ?? t
+                let ran = jobs[existing: id].startTime != nil
+                Self.requeue(&jobs[existing: id], note: reason, at: end)
+                if ran { jobs[existing: id].history[jobs[existing: id].history.count - 1].ended = ended }
+                jobs[existing: id].exit = nil
+                noteName(of: id)
+            }
             enqueue(id)
+        case .jobUpdated(let id, let spec, _):
+            let state = try expect(id, in: [.pending, .held, .running, .stopping], to: "update")
+            let old = jobs[existing: id].spec
+            guard spec.uid == old.uid, spec.array == old.array else {
+                throw StateError(.invalidSpec, "job \(id)'s owner and place in its array do not change")
+            }
+            if state.holdsGPUs {
+                var same = spec
+                same.walltime = old.walltime
+                guard same == old else {
+                    throw StateError(.illegalTransition, "job \(id) is \(state.rawValue): only its walltime may change")
+                }
+            }
+            if let problem = Self.specProblems(spec).first ?? dependencyProblems(spec, id: id).first {
+                throw StateError(.invalidSpec, problem)
+            }
+            let queued = state == .pending
+            if queued {
+                dequeue(id)
+                jobs[existing: id].heldGPUs = []
+                holding.remove(id)
+            }
+            if spec.name != old.name, !dependencies.byName.isEmpty {
+                dependencies.byName[NameKey(uid: old.uid, name: old.name)]?.remove(id)
+            }
+            jobs[existing: id].spec = spec
+            noteName(of: id)
+            if queued { enqueue(id) }
         case .clockTick:
             break
         }

@@ -135,7 +135,9 @@ extension ClusterState {
                 seedNames(NameKey(uid: job.spec.uid, name: job.spec.name))
             }
             switch dependencyStatus(of: id) {
-            case .met: break
+            case .met:
+                // Met once, met for good (as Slurm clears them): a parent requeued later changes nothing.
+                jobs[existing: id].spec.dependencies = []
             case .waiting(let on, _):
                 dependencies.waiting.insert(id)
                 dependencies.dependents[on, default: []].append(id)

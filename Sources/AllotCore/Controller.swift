@@ -318,6 +318,8 @@ public struct Controller: Sendable {
         }
         out.events.append(e)
         passStale = true
+        // A new walltime moves the deadline.
+        if case .jobUpdated(let id, _, _) = body { deadlines[id] = nil }
         return true
     }
 

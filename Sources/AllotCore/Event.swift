@@ -42,8 +42,12 @@ public struct Event: Hashable, Codable, Sendable {
         /// code 0, failed otherwise. `endedAt`: when the process ended, if that was before this event (it
         /// ended while allotd was down); the run is accounted until then (kept between its start and now).
         case jobFinished(id: JobID, exit: ExitStatus, endedAt: Instant? = nil)
-        /// A running or stopping job loses its GPUs and goes back to pending (its node failed, say).
+        /// A running or stopping job loses its GPUs and goes back to pending (its node failed, say); an ended
+        /// job is put back in the queue (`allotctl requeue`), its last run kept in its history.
         case jobRequeued(id: JobID, reason: String)
+        /// A job's spec changed by `by` (`allotctl update`): anything of a pending or held job's but its owner
+        /// and array, only the walltime of a running one.
+        case jobUpdated(id: JobID, spec: JobSpec, by: UInt32?)
         /// Time passes; running jobs accrue usage and cost.
         case clockTick
     }
@@ -67,6 +71,7 @@ public struct Event: Hashable, Codable, Sendable {
         case .jobGPUFailed: "jobGPUFailed"
         case .jobFinished: "jobFinished"
         case .jobRequeued: "jobRequeued"
+        case .jobUpdated: "jobUpdated"
         case .clockTick: "clockTick"
         }
     }

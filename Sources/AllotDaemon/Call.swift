@@ -4,7 +4,7 @@ import Foundation
 /// A request, decoded and checked on its connection's task, for the engine to carry out.
 enum Call: Sendable {
     enum Change: String, Sendable {
-        case cancel, hold, release
+        case cancel, hold, release, requeue
     }
 
     case hello(HelloParams)
@@ -13,6 +13,7 @@ enum Call: Sendable {
     case show(UInt64)
     case why(UInt64)
     case change(Change, [JobRef])
+    case update(UpdateParams)
     case logs(LogsParams)
     case watch
     case nodes
@@ -84,7 +85,8 @@ enum Call: Sendable {
             case Methods.list.name: call = .list(try params(Methods.list, required: false) ?? ListParams())
             case Methods.show.name: call = .show(try params(Methods.show)!.id)
             case Methods.why.name: call = .why(try params(Methods.why)!.id)
-            case Methods.cancel.name, Methods.hold.name, Methods.release.name:
+            case Methods.update.name: call = .update(try params(Methods.update)!)
+            case Methods.cancel.name, Methods.hold.name, Methods.release.name, Methods.requeue.name:
                 let ids = try params(Methods.cancel)!.ids
                 guard !ids.isEmpty else { throw RPCError.invalidParams("\(method): \"ids\" is empty") }
                 call = .change(Change(rawValue: method)!, ids)

@@ -113,7 +113,20 @@ extension Engine {
 
         case .change(let kind, let ids):
             guard writable() else { return }
-            answer(ItemsResult(results: ids.flatMap { ref in resolve(ref).map { change(kind, $0, caller: caller) } }))
+            answer(
+                ItemsResult(
+                    results: ids.flatMap { ref in
+                        resolve(ref, ended: kind == .requeue).map { change(kind, $0, caller: caller) }
+                    }
+                )
+            )
+
+        case .update(let p):
+            guard writable() else { return }
+            switch update(p, caller: caller) {
+            case .success(let job): answer(object(job, for: caller))
+            case .failure(let e): fail(e)
+            }
 
         case .logs(let p):
             guard let j = job(p.id) else { return }
@@ -415,7 +428,8 @@ extension Engine {
 
     /// The jobs a reference names: a job; every task of an array named by its id; one task (`12_7`).
     /// A reference to nothing gives a result that says so.
-    func resolve(_ ref: JobRef) -> [Result<JobID, RPCError>] {
+    /// `ended`: an array's id names its tasks that have ended (for requeue) instead.
+    func resolve(_ ref: JobRef, ended: Bool = false) -> [Result<JobID, RPCError>] {
         switch ref {
         case .job(let n):
             let id = JobID(n)
@@ -424,7 +438,7 @@ extension Engine {
             var out: [Result<JobID, RPCError>] = []
             var next = id
             while let task = state.jobs[next], task.spec.array?.array == id {
-                if !task.state.isTerminal { out.append(.success(next)) }
+                if task.state.isTerminal == ended { out.append(.success(next)) }
                 next = JobID(next.rawValue + 1)
             }
             // All ended: the array's own id answers (that it has ended).
@@ -458,11 +472,19 @@ extension Engine {
                 )
             )
         }
+        if kind == .requeue && !job.state.isTerminal {
+            let what =
+                job.state.holdsGPUs
+                ? "it is \(job.state.rawValue): cancel it, and requeue it once it has ended (allotctl wait \(id))"
+                : "it has not ended (it is \(job.state.rawValue))"
+            return ItemResult(id: id.rawValue, ok: false, error: .refused("cannot requeue job \(id): \(what)"))
+        }
         let input: Controller.Input =
             switch kind {
             case .cancel: .cancel(id, by: caller.uid)
             case .hold: .hold(id)
             case .release: .release(id)
+            case .requeue: .record([.jobRequeued(id: id, reason: "requeued by \(caller.name ?? "uid \(caller.uid)")")])
             }
         let out = feed(input)
         absorb(out, reportRefusals: false)
@@ -472,6 +494,111 @@ extension Engine {
         logger.info("Job changed", metadata: ["job.id": "\(id)", "change": "\(kind.rawValue)", "uid": "\(caller.uid)"])
         requestPass()
         return ItemResult(id: id.rawValue, ok: true)
+    }
+
+    /// Changes a pending or held job's request, or a running job's walltime (a longer one: admins only).
+    func update(_ p: UpdateParams, caller: Caller) -> Result<Job, RPCError> {
+        let id = JobID(p.id)
+        guard let job = state.jobs[id] else { return .failure(.notFound("no job \(id)")) }
+        guard caller.admin || caller.uid == job.spec.uid else {
+            return .failure(
+                .denied("job \(id) belongs to uid \(job.spec.uid); only its owner and admins may update it")
+            )
+        }
+        var spec = job.spec
+        var changes: [String] = []
+        do throws(RPCError) {
+            if let w = p.walltime {
+                guard w.seconds > 0 else { throw .invalidParams("walltime: expected a duration above 0") }
+                if job.state.holdsGPUs, !caller.admin, w.seconds > (spec.walltime ?? .infinity) {
+                    throw .denied(
+                        "job \(id) is running: only admins may give it a longer walltime (a shorter one is yours to set)"
+                    )
+                }
+                changes.append(
+                    "walltime \(spec.walltime.map(DurationText.format) ?? "none") → \(DurationText.format(w.seconds))"
+                )
+                spec.walltime = w.seconds
+            }
+            let pendingOnly: [(String, Bool)] = [
+                ("estimate", p.estimate != nil), ("class", p.priorityClass != nil), ("gpus", p.gpus != nil),
+                ("gpu_model", p.gpuModel != nil), ("name", p.name != nil), ("dependency", p.dependency != nil),
+            ]
+            if job.state != .pending && job.state != .held, let (key, _) = pendingOnly.first(where: { $0.1 }) {
+                throw .refused(
+                    "job \(id) is \(job.state.rawValue): only a waiting job's \(key) may change (a running job's walltime may)"
+                )
+            }
+            if let e = p.estimate {
+                guard e.seconds > 0 else { throw .invalidParams("estimate: expected a duration above 0") }
+                spec.estimate = e.seconds
+                changes.append("estimate → \(DurationText.format(e.seconds))")
+            }
+            if let c = p.priorityClass {
+                let classes = state.config.priorityClasses.map(\.name)
+                guard classes.contains(c) else {
+                    throw .invalidParams(
+                        "class: no priority class \"\(c)\"; the classes are \(classes.sorted().joined(separator: ", "))"
+                    )
+                }
+                changes.append("class \(spec.priorityClass ?? "(default)") → \(c)")
+                spec.priorityClass = c
+            }
+            if let g = p.gpus {
+                switch Fraction.gpuAmount(g) {
+                case .success(let amount):
+                    spec.gpus = amount.gpus
+                    spec.gpuShare = amount.share
+                    if amount.gpus == 0 && spec.cpuMilli == nil { spec.cpuMilli = 1000 }
+                case .failure(let problem): throw .invalidParams("gpus: \(problem.message)")
+                }
+                changes.append("gpus → \(Fraction.text(Int((g * 1000).rounded())))")
+            }
+            if let m = p.gpuModel {
+                let models = state.config.gpuModels.map(\.name)
+                spec.gpuModels = try m.names.map { (name: String) throws(RPCError) -> String in
+                    guard let known = models.first(where: { $0.lowercased() == name.lowercased() }) else {
+                        throw .invalidParams(
+                            "gpu_model: the pool has no GPU model \"\(name)\"; its models are \(models.joined(separator: ", "))"
+                        )
+                    }
+                    return known
+                }
+                changes.append("gpu_model → \(spec.gpuModels.joined(separator: ","))")
+            }
+            if let n = p.name {
+                guard !n.isEmpty else { throw .invalidParams("name: a job's name is not empty") }
+                changes.append("name \(spec.name) → \(n)")
+                spec.name = n
+            }
+            if let d = p.dependency {
+                switch Dependency.parse(d) {
+                case .success(let deps): spec.dependencies = deps
+                case .failure(let e): throw .invalidParams("dependency: \(e.message)")
+                }
+                if let problem = state.dependencyProblems(spec, id: id).first { throw .invalidParams(problem) }
+                if case .never(let why) = state.dependencyStatus(of: spec, id: id) {
+                    throw .refused("its dependency could never be met: \(why)")
+                }
+                changes.append("dependency → \(d.isEmpty ? "none" : d)")
+            }
+            if let problem = ClusterState.specProblems(spec).first { throw .invalidParams(problem) }
+            if !job.state.holdsGPUs, let b = Scheduler.permanentBlocker(for: spec, in: state) {
+                throw .refused("job \(id) could never start so: \(b.sentence(for: spec, in: state))")
+            }
+        } catch {
+            return .failure(error)
+        }
+        guard !changes.isEmpty else { return .failure(.invalidParams("nothing to change: give --walltime, --gpus, …")) }
+        let out = feed(.record([.jobUpdated(id: id, spec: spec, by: caller.uid)]))
+        absorb(out, reportRefusals: false)
+        if let (_, error) = out.refused.first { return .failure(.refused(error.message)) }
+        logger.info(
+            "Job updated",
+            metadata: ["job.id": "\(id)", "uid": "\(caller.uid)", "changes": "\(changes.joined(separator: "; "))"]
+        )
+        requestPass()
+        return .success(state.jobs[id]!)
     }
 
     // MARK: Reading

@@ -400,6 +400,27 @@ public struct IDParams: Codable, Sendable {
     public init(id: UInt64) { self.id = id }
 }
 
+/// Params of `update`: the job and what changes (absent: unchanged).
+public struct UpdateParams: Codable, Sendable {
+    public var id: UInt64
+    public var walltime: WireDuration?
+    public var estimate: WireDuration?
+    public var priorityClass: String?
+    public var gpus: Double?
+    public var gpuModel: WireModels?
+    public var name: String?
+    /// New dependencies in Slurm's form; "" for none.
+    public var dependency: String?
+
+    public init(id: UInt64) { self.id = id }
+
+    enum CodingKeys: String, CodingKey {
+        case id, walltime, estimate, gpus, name, dependency
+        case priorityClass = "class"
+        case gpuModel = "gpu_model"
+    }
+}
+
 public struct IDsParams: Codable, Sendable {
     public var ids: [JobRef]
     public init(ids: [JobRef]) { self.ids = ids }

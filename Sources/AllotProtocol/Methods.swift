@@ -21,6 +21,10 @@ public enum Methods {
     public static let cancel = RPCMethod<IDsParams, ItemsResult>("cancel")
     public static let hold = RPCMethod<IDsParams, ItemsResult>("hold")
     public static let release = RPCMethod<IDsParams, ItemsResult>("release")
+    /// Ended jobs back in the queue.
+    public static let requeue = RPCMethod<IDsParams, ItemsResult>("requeue")
+    /// A pending job's request changed; a running job's walltime.
+    public static let update = RPCMethod<UpdateParams, JobObject>("update")
     public static let logs = RPCMethod<LogsParams, LogsResult>("logs")
     public static let watch = RPCMethod<NoParams, WatchResult>("watch")
     public static let nodes = RPCMethod<NoParams, [NodeObject]>("nodes")

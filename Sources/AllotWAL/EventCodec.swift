@@ -114,6 +114,11 @@ public enum EventCodec {
             w.string(reason)
         case .clockTick:
             w.u8(15)
+        case .jobUpdated(let id, let spec, let by):
+            w.u8(18)
+            w.uvar(id.rawValue)
+            write(spec, &w)
+            w.optional(by) { $0.uvar(UInt64($1)) }
         }
     }
 
@@ -201,6 +206,12 @@ public enum EventCodec {
         case 16 where r.version >= 2: body = .jobCheckpointed(id: JobID(try r.uvar()))
         case 17 where r.version >= 5:
             body = .jobGPUFailed(id: JobID(try r.uvar()), reason: try r.string(), grace: try r.f64())
+        case 18 where r.version >= 9:
+            body = .jobUpdated(
+                id: JobID(try r.uvar()),
+                spec: try readJobSpec(&r),
+                by: try r.optional { r throws(DecodeError) in try uid(&r) }
+            )
         case let k: throw DecodeError(offset: kindOffset, message: "unknown event kind \(k)")
         }
         return Event(time: time, body)

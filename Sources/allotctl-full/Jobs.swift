@@ -472,6 +472,88 @@ struct Release: ParsableCommand {
     func run() throws { try JobChange.run(Methods.release, "released", ids: ids, connection: connection, json: json) }
 }
 
+struct Requeue: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Put ended jobs back in the queue (as scontrol requeue); their last run stays in their history."
+    )
+    @OptionGroup var connection: ConnectionOptions
+    @Argument(help: "Job ids: 12 (for a job array, all its ended tasks) or 12_7.") var ids: [String]
+    @Flag(name: .long, help: "Print the results as JSON.") var json = false
+    func run() throws { try JobChange.run(Methods.requeue, "requeued", ids: ids, connection: connection, json: json) }
+}
+
+struct Update: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Change a waiting job's request, or a running job's walltime (as scontrol update).",
+        discussion: """
+            A pending or held job may change its walltime, estimate, class, GPUs, GPU models, name and \
+            dependency; a running one only its walltime (a longer one: admins only). Each change is logged with \
+            who made it. Prints the job as it is now.
+            """
+    )
+    @OptionGroup var connection: ConnectionOptions
+    @Argument(help: "The job's id.") var id: UInt64
+    @Option(name: .long, help: ArgumentHelp("A new walltime.", valueName: "DUR")) var walltime: String?
+    @Option(
+        name: .customShort("t"),
+        help: ArgumentHelp("A new walltime as Slurm's -t (a bare number is minutes).", valueName: "TIME")
+    )
+    var slurmTime: String?
+    @Option(name: .long, help: ArgumentHelp("A new expected run time.", valueName: "DUR")) var estimate: String?
+    @Option(name: .customLong("class"), help: ArgumentHelp("A new priority class.", valueName: "NAME"))
+    var priorityClass: String?
+    @Option(
+        name: [.customShort("G"), .long],
+        parsing: .unconditional,
+        help: ArgumentHelp("New GPUs (or a share below 1).", valueName: "N")
+    )
+    var gpus: Double?
+    @Option(name: .customLong("gpu-model"), help: ArgumentHelp("New allowed GPU models.", valueName: "M[,M…]"))
+    var gpuModel: String?
+    @Option(name: [.customShort("J"), .long], help: ArgumentHelp("A new name.", valueName: "N")) var name: String?
+    @Option(
+        name: [.customShort("d"), .long],
+        help: ArgumentHelp("New dependencies (as submit's); \"\" for none.", valueName: "COND[,…]")
+    )
+    var dependency: String?
+    @Flag(name: .long, help: "Print the job object as JSON.") var json = false
+
+    func validate() throws {
+        if walltime != nil && slurmTime != nil { throw ValidationError("give --walltime or -t, not both") }
+        for (flag, v) in [("--walltime", walltime), ("--estimate", estimate)] {
+            if let v, DurationText.parse(v) == nil {
+                throw ValidationError("\(flag): \"\(v)\" is not a duration; use e.g. 90s, 15m, 2h or 1:30:00")
+            }
+        }
+        if let t = slurmTime, DurationText.parse(Int(t) != nil ? t + "m" : t) == nil {
+            throw ValidationError("-t: \"\(t)\" is not a time; use e.g. 30 (minutes), 1:00:00 or 2-00:00:00")
+        }
+        if let d = dependency, case .failure(let e) = Dependency.parse(d) {
+            throw ValidationError("--dependency: \(e.message)")
+        }
+    }
+
+    func run() throws {
+        var p = UpdateParams(id: id)
+        let wall =
+            walltime.flatMap(DurationText.parse)
+            ?? slurmTime.flatMap { DurationText.parse(Int($0) != nil ? $0 + "m" : $0) }
+        p.walltime = wall.map(WireDuration.init)
+        p.estimate = estimate.flatMap(DurationText.parse).map(WireDuration.init)
+        p.priorityClass = priorityClass
+        p.gpus = gpus
+        p.gpuModel = gpuModel.map { WireModels($0.split(separator: ",").map(String.init)) }
+        p.name = name
+        p.dependency = dependency
+        try talking {
+            let client = try connection.connect()
+            let job: JobObject = try client.call(Methods.update, p)
+            if json { return try printJSON(job) }
+            out("updated \(job.id)\n")
+        }
+    }
+}
+
 struct Logs: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Print a job's output (standard output and error).",

@@ -289,7 +289,7 @@ enum Sample {
     /// Version 9: jobs with each kind of dependency, after the version-8 sample (job 12 completed, 13 and
     /// 14 run): 15 afterok:12 (met), 16 afterok:13 (waits), 17 afterany:13 and singleton, 18 afternotok:12
     /// (never met: cancelled by allot), 19 after:14 (met); 20–22 an array (indices 0, 5, 10) of at most two
-    /// tasks at once.
+    /// tasks at once; 16 updated to wait for 12 (met), and 12 (completed) requeued.
     static let eventsV9: [Event] = {
         func at(_ t: Double, _ b: Event.Body) -> Event { Event(time: Instant(seconds: 1_800_000_700 + t), b) }
         func job(_ deps: [Dependency], name: String = "dep") -> JobSpec {
@@ -307,7 +307,10 @@ enum Sample {
                 var task = job([], name: "sweep")
                 task.array = ArrayTask(array: 20, index: index, limit: 2)
                 return at(2, .jobSubmitted(id: JobID(20 + UInt64(k)), spec: task, held: false))
-            }
+            } + [
+                at(3, .jobUpdated(id: 16, spec: job([Dependency(.afterok, [12])], name: "renamed"), by: 1000)),
+                at(4, .jobRequeued(id: 12, reason: "requeued by alice")),
+            ]
     }()
 
     /// A submit event for job `id`.

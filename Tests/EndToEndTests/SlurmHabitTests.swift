@@ -181,4 +181,35 @@ import Glibc
         let bad = d.ctl(["ls", "--since", "last tuesday"])
         #expect(bad.status != 0 && bad.stderr.contains("is not a time"), "\(bad.stderr)")
     }
+
+    /// scontrol's habits: `update` changes a waiting job (and a running one's walltime), `requeue` puts an
+    /// ended job back in the queue; each change is logged with who made it.
+    @Test func updateChangesAWaitingJobAndRequeueRunsAnEndedOneAgain() throws {
+        let d = try DaemonFixture()
+        let held = try d.submit(["--hold", "--name", "first", "--", "sh", "-c", "echo gpus=$CUDA_VISIBLE_DEVICES"])
+        let u = d.ctl(["update", String(held), "-G", "3", "-t", "10", "-J", "second", "--gpu-model", "a100"])
+        #expect(u.status == 0, "\(u.stderr)")
+        var job = try #require(d.job(held))
+        #expect(job["gpus"] as? Int == 3 && job["walltime_s"] as? Double == 600 && job["name"] as? String == "second")
+        #expect(d.daemonLog.contains("Job updated"))
+        #expect(d.ctl(["release", String(held)]).status == 0)
+        try d.wait(held, for: "completed")
+        #expect(d.ctl(["logs", String(held)]).stdout.contains("gpus=0,1,2"))
+        // A running job: its walltime, shortened, stops it; anything else is refused, saying why.
+        let running = try d.submit(["--walltime", "1h", "--", "sleep", "60"])
+        try d.wait(running, for: "running")
+        let gpus = d.ctl(["update", String(running), "--gpus", "2"])
+        #expect(gpus.status != 0 && gpus.stderr.contains("only a waiting job's gpus may change"), "\(gpus.stderr)")
+        #expect(d.ctl(["update", String(running), "--walltime", "1s"]).status == 0)
+        try d.wait(running, for: "timed_out")
+        // Requeued, it runs again; its first run stays in its history.
+        let r = d.ctl(["requeue", String(running)])
+        #expect(r.status == 0 && r.stdout == "requeued \(running)\n", "\(r.stderr)")
+        try d.wait(running, for: "running")
+        job = try #require(d.job(running))
+        let runs = job["earlier_runs"] as? [[String: Any]] ?? []
+        #expect(runs.count == 1 && (runs.first?["ended"] as? String ?? "").hasPrefix("timed out"), "\(runs)")
+        let again = d.ctl(["requeue", String(running)])
+        #expect(again.status != 0 && again.stderr.contains("cancel it, and requeue it once it has ended"))
+    }
 }
