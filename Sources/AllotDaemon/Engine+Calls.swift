@@ -41,10 +41,20 @@ extension Engine {
             )
             return false
         }
-        func job(_ raw: UInt64) -> Job? {
-            if let j = state.jobs[JobID(raw)] { return j }
-            fail(.notFound("no job \(raw)"))
-            return nil
+        func job(_ ref: JobRef) -> Job? {
+            // A job's own id names it (an array's too: its first task); `12_7` names a task.
+            let found: Result<JobID, RPCError>
+            if case .job(let n) = ref {
+                found = state.jobs[JobID(n)] != nil ? .success(JobID(n)) : .failure(.notFound("no job \(n)"))
+            } else {
+                found = resolve(ref).first ?? .failure(.notFound("no job \(ref)"))
+            }
+            switch found {
+            case .success(let id): return state.jobs[id]
+            case .failure(let e):
+                fail(e)
+                return nil
+            }
         }
 
         switch call {
@@ -104,7 +114,7 @@ extension Engine {
             }
             answer(
                 WhyResult(
-                    id: raw,
+                    id: j.id.rawValue,
                     state: e.state.rawValue,
                     lines: e.lines,
                     estimatedStart: e.estimatedStart.map { WireTime.format($0.seconds) }
@@ -150,7 +160,7 @@ extension Engine {
                 answer(LogsResult(path: "\(node):logs/\(j.id).log", size: 0))
                 openLog(
                     LogStream(
-                        job: p.id,
+                        job: j.id.rawValue,
                         path: "",
                         offset: max(0, p.offset ?? 0),
                         follow: p.follow ?? false,
@@ -165,7 +175,7 @@ extension Engine {
             let size = ((try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? Int) ?? 0
             answer(LogsResult(path: path, size: size))
             openLog(
-                LogStream(job: p.id, path: path, offset: max(0, p.offset ?? 0), follow: p.follow ?? false),
+                LogStream(job: j.id.rawValue, path: path, offset: max(0, p.offset ?? 0), follow: p.follow ?? false),
                 of: j,
                 to: out
             )
@@ -227,7 +237,7 @@ extension Engine {
             }
 
         case .jobFinished(let p):
-            guard admin("job_finished"), writable(), let j = job(p.id) else { return }
+            guard admin("job_finished"), writable(), let j = job(.job(p.id)) else { return }
             guard j.state.holdsGPUs else {
                 fail(.refused("job \(p.id) is \(j.state.rawValue): only a running or stopping job can finish"))
                 return

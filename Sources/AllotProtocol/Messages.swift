@@ -396,8 +396,9 @@ public struct ListParams: Codable, Sendable {
 }
 
 public struct IDParams: Codable, Sendable {
-    public var id: UInt64
-    public init(id: UInt64) { self.id = id }
+    /// A job, or a task of an array (`"12_7"`).
+    public var id: JobRef
+    public init(id: JobRef) { self.id = id }
 }
 
 /// Params of `update`: the job and what changes (absent: unchanged).
@@ -510,10 +511,10 @@ public struct WhyResult: Codable, Sendable {
 }
 
 public struct LogsParams: Codable, Sendable {
-    public var id: UInt64
+    public var id: JobRef
     public var follow: Bool?
     public var offset: Int?
-    public init(id: UInt64, follow: Bool = false, offset: Int = 0) {
+    public init(id: JobRef, follow: Bool = false, offset: Int = 0) {
         self.id = id
         self.follow = follow
         self.offset = offset

@@ -297,8 +297,8 @@ struct Show: ParsableCommand {
 
     @OptionGroup var connection: ConnectionOptions
 
-    @Argument(help: "The job's id.")
-    var id: UInt64
+    @Argument(help: "The job's id (12, or 12_7 for task 7 of job array 12).")
+    var id: JobRef
 
     @Flag(name: .long, help: "Print the job object as JSON.")
     var json = false
@@ -395,8 +395,8 @@ struct Why: ParsableCommand {
 
     @OptionGroup var connection: ConnectionOptions
 
-    @Argument(help: "The job's id.")
-    var id: UInt64
+    @Argument(help: "The job's id (12, or 12_7 for task 7 of job array 12).")
+    var id: JobRef
 
     @Flag(name: .long, help: "Print the explanation as JSON.")
     var json = false
@@ -570,8 +570,8 @@ struct Logs: ParsableCommand {
     @Flag(name: [.short, .long], help: "Keep printing as the job writes, until it ends.")
     var follow = false
 
-    @Argument(help: "The job's id.")
-    var id: UInt64
+    @Argument(help: "The job's id (12, or 12_7 for task 7 of job array 12).")
+    var id: JobRef
 
     func run() throws {
         try talking {
@@ -613,7 +613,7 @@ enum JobEnd {
     }
 
     /// "job 12 failed: exit code 1".
-    static func line(id: UInt64, state: String, reason: String?) -> String {
+    static func line(id: some CustomStringConvertible, state: String, reason: String?) -> String {
         "job \(id) \(state.replacingOccurrences(of: "_", with: " "))" + (reason.map { ": \($0)" } ?? "")
     }
 }
@@ -668,7 +668,7 @@ struct Wait: ParsableCommand {
                     out(JobEnd.line(id: j.id, state: j.state, reason: j.reason) + "\n")
                 }
             }
-            for id in ids { report(try looker.call(Methods.show, IDParams(id: id))) }
+            for id in ids { report(try looker.call(Methods.show, IDParams(id: .job(id)))) }
             let deadline = timeout.flatMap(DurationText.parse).map { Date().addingTimeInterval($0) }
             struct Note: Decodable { var method: String; var params: WatchEvent }
             while Set(ids).contains(where: { ended[$0] == nil }) {
@@ -750,4 +750,8 @@ extension JobObject {
 
     /// `0.25`, `2`: a wire number in thousandths, as allot writes it.
     static func decimal(_ v: Double) -> String { Fraction.text(Int((v * 1000).rounded())) }
+}
+
+extension JobRef: ExpressibleByArgument {
+    public init?(argument: String) { self.init(argument) }
 }

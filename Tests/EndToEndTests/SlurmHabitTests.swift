@@ -104,6 +104,11 @@ import Glibc
         #expect(all.status == 0 && all.stdout.split(separator: "\n").count == 4, "\(all.stdout)")
         for k in 0..<5 { try d.wait(second + k, for: "cancelled") }
         #expect(d.job(second + 2)?["array_task_id"] as? Int == 2)
+        // show, why and logs take a task as ID_N too.
+        #expect(d.ctl(["show", "\(second)_2"]).stdout.contains("id           \(second + 2)\n"))
+        #expect(d.ctl(["why", "\(second)_4"]).stdout.hasPrefix("job \(second + 4) is cancelled"))
+        let log = d.ctl(["logs", "\(array)_999"])
+        #expect(log.status == 0, "\(log.stderr)")
         #expect(d.ctl(["cancel", "\(second)_9"]).stderr.contains("no task 9 in job array \(second)"))
     }
 
