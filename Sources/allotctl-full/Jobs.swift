@@ -12,36 +12,16 @@ struct List: ParsableCommand {
 
     @OptionGroup var connection: ConnectionOptions
 
-    @Option(
-        name: .long,
-        parsing: .singleValue,
-        help: ArgumentHelp(
-            "Only jobs in these states (repeatable or comma-separated): pending, held, running, stopping, completed, failed, cancelled, timed_out, active, ended, all.",
-            valueName: "STATE"
-        )
-    )
-    var state: [String] = []
+    @OptionGroup var filters: JobFilters
 
     @Flag(name: [.short, .long], help: "Include ended jobs (same as --state all).")
     var all = false
-
-    @Option(name: .long, help: ArgumentHelp("Only this user's jobs (name or uid).", valueName: "USER"))
-    var user: String?
-
-    @Option(name: .long, help: ArgumentHelp("Only this tenant's jobs.", valueName: "T"))
-    var tenant: String?
 
     @Option(name: .long, help: ArgumentHelp("Only training or inference jobs.", valueName: "KIND"))
     var kind: String?
 
     @Option(name: .long, help: ArgumentHelp("At most the N newest jobs.", valueName: "N"))
     var limit: Int?
-
-    @Option(name: .long, help: ArgumentHelp("Only jobs of this name (* matches anything).", valueName: "NAME"))
-    var name: String?
-
-    @Option(name: .long, help: ArgumentHelp("Only jobs that run or ran on this node.", valueName: "NODE"))
-    var node: String?
 
     @Option(
         name: .long,
@@ -70,19 +50,11 @@ struct List: ParsableCommand {
 
     /// The request for these filters.
     func params() throws -> ListParams {
-        var states = state.flatMap { $0.split(separator: ",").map(String.init) }
-        if all { states.append("all") }
-        return ListParams(
-            states: states.isEmpty ? nil : states,
-            user: user,
-            tenant: tenant,
-            kind: kind,
-            limit: limit,
-            name: name,
-            node: node,
-            since: try TimeArgument.wire(since, option: "--since"),
-            until: try TimeArgument.wire(until, option: "--until")
-        )
+        var p = try filters.params(since: since, until: until)
+        if all { p.states = (p.states ?? []) + ["all"] }
+        p.kind = kind
+        p.limit = limit
+        return p
     }
 
     func run() throws {
@@ -172,6 +144,45 @@ struct List: ParsableCommand {
     }
 }
 
+/// The filters `ls` and `history` share.
+struct JobFilters: ParsableArguments {
+    @Option(
+        name: .long,
+        parsing: .singleValue,
+        help: ArgumentHelp(
+            "Only jobs in these states (repeatable or comma-separated): pending, held, running, stopping, completed, failed, cancelled, timed_out, active, ended, all.",
+            valueName: "STATE"
+        )
+    )
+    var state: [String] = []
+
+    @Option(name: .long, help: ArgumentHelp("Only this user's jobs (name or uid).", valueName: "USER"))
+    var user: String?
+
+    @Option(name: .long, help: ArgumentHelp("Only this tenant's jobs.", valueName: "T"))
+    var tenant: String?
+
+    @Option(name: .long, help: ArgumentHelp("Only jobs of this name (* matches anything).", valueName: "NAME"))
+    var name: String?
+
+    @Option(name: .long, help: ArgumentHelp("Only jobs that run or ran on this node.", valueName: "NODE"))
+    var node: String?
+
+    /// The request for these filters and a time window (states nil when none are named).
+    func params(since: String?, until: String?) throws -> ListParams {
+        let states = state.flatMap { $0.split(separator: ",").map(String.init) }
+        return ListParams(
+            states: states.isEmpty ? nil : states,
+            user: user,
+            tenant: tenant,
+            name: name,
+            node: node,
+            since: try TimeArgument.wire(since, option: "--since"),
+            until: try TimeArgument.wire(until, option: "--until")
+        )
+    }
+}
+
 /// sacct's answer: what ran in a time window, with its waits, run times, exit codes, GPU-hours and cost.
 struct History: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -200,24 +211,7 @@ struct History: ParsableCommand {
     )
     var until: String?
 
-    @Option(
-        name: .long,
-        parsing: .singleValue,
-        help: ArgumentHelp("Only jobs in these states (as ls --state).", valueName: "STATE")
-    )
-    var state: [String] = []
-
-    @Option(name: .long, help: ArgumentHelp("Only this user's jobs (name or uid).", valueName: "USER"))
-    var user: String?
-
-    @Option(name: .long, help: ArgumentHelp("Only this tenant's jobs.", valueName: "T"))
-    var tenant: String?
-
-    @Option(name: .long, help: ArgumentHelp("Only jobs of this name (* matches anything).", valueName: "NAME"))
-    var name: String?
-
-    @Option(name: .long, help: ArgumentHelp("Only jobs that ran on this node.", valueName: "NODE"))
-    var node: String?
+    @OptionGroup var filters: JobFilters
 
     @Option(name: .long, help: ArgumentHelp("table (default), csv or json.", valueName: "F"))
     var format = "table"
@@ -231,16 +225,8 @@ struct History: ParsableCommand {
     }
 
     func run() throws {
-        let states = state.flatMap { $0.split(separator: ",").map(String.init) }
-        let params = ListParams(
-            states: states.isEmpty ? ["all"] : states,
-            user: user,
-            tenant: tenant,
-            name: name,
-            node: node,
-            since: try TimeArgument.wire(since, option: "--since"),
-            until: try TimeArgument.wire(until, option: "--until")
-        )
+        var params = try filters.params(since: since, until: until)
+        params.states = params.states ?? ["all"]
         try talking {
             let client = try connection.connect()
             let jobs: [JobObject] = try client.call(Methods.list, params)
