@@ -146,8 +146,11 @@ final class Client {
 
     /// Reads one line (a response or a notification).
     func readLine() throws -> Data {
+        // Where the search for the newline goes on: a long line (`ls` of 100,000 jobs is tens of MB) is read
+        // in many chunks, and searching it again from its start after each one was quadratic.
+        var from = start
         while true {
-            if let nl = buffer[start...].firstIndex(of: 10) {
+            if let nl = buffer[from...].firstIndex(of: 10) {
                 let line = Data(buffer[start..<nl])
                 start = nl + 1
                 if start > 1 << 20 {
@@ -156,6 +159,7 @@ final class Client {
                 }
                 return line
             }
+            from = buffer.count
             var chunk = [UInt8](repeating: 0, count: 1 << 16)
             let n = read(fd, &chunk, chunk.count)
             if n < 0 && errno == EINTR { continue }
