@@ -287,6 +287,8 @@ extension Engine {
         // A working directory is checked here when every node is this host's: elsewhere it may differ.
         let localOnly = !state.nodes.isEmpty && state.nodes.allSatisfy { localNodes.contains($0.name) }
         var dirProblems: [String: String?] = [:]
+        // By the index of the request's first job.
+        var partitionWarnings: [Int: String] = [:]
         for (i, r) in requests.enumerated() {
             let at = requests.count > 1 ? "jobs[\(i)]: " : ""
             do throws(RPCError) {
@@ -295,6 +297,16 @@ extension Engine {
                     user: caller.name,
                     defaultTenant: accounts.defaultTenant(for: caller.name)
                 )
+                if let partition = r.partition {
+                    if classes.contains(partition) {
+                        if r.priorityClass == nil { spec.priorityClass = partition }
+                    } else if state.config.tenants.contains(where: { $0.name == partition }) {
+                        if r.tenant == nil { spec.tenant = partition }
+                    } else if partitionWarnings[specs.count] == nil {
+                        partitionWarnings[specs.count] =
+                            "partition \"\(partition)\" is neither a priority class nor a tenant here; ignored (classes: \(classes.sorted().joined(separator: ", ")))"
+                    }
+                }
                 if let rule = accounts.refusal(
                     user: caller.name,
                     groups: groupNames,
@@ -383,7 +395,9 @@ extension Engine {
                 RPCError(RPCError.internalError, "job \(ids.count) of the request was refused: \(error.message)")
             )
         }
-        var warnings: [(id: JobID, text: String)] = []
+        var warnings: [(id: JobID, text: String)] = partitionWarnings.sorted { $0.key < $1.key }.compactMap { i, text in
+            i < ids.count ? (ids[i], text) : nil
+        }
         // An array's tasks share their spec: its first answers for all.
         for (id, (spec, _)) in zip(ids, specs)
         where spec.walltime != nil && warnings.count < 100 && (spec.array == nil || spec.array?.array == id) {

@@ -123,6 +123,9 @@ public struct JobRequest: Codable, Hashable, Sendable {
     public var dependency: String?
     /// A job array: one task per index, `0-999`, `0-999:2`, `1,3,5-7`, with `%10` for at most 10 at once.
     public var array: String?
+    /// Slurm's partition (`-p`): taken as the priority class of that name, else the tenant of that name
+    /// (when the request names neither); otherwise ignored with a warning.
+    public var partition: String?
 
     public init() {}
 
@@ -178,11 +181,12 @@ public struct JobRequest: Codable, Hashable, Sendable {
         hold = try c.decodeIfPresent(Bool.self, forKey: .hold)
         dependency = try c.decodeIfPresent(String.self, forKey: .dependency)
         array = try c.decodeIfPresent(String.self, forKey: .array)
+        partition = try c.decodeIfPresent(String.self, forKey: .partition)
     }
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case command, name, gpus, kind, tenant, walltime, estimate, grace, preemptible, prefer, topology, workdir, env,
-            hold, output, cpus, memory, mig, dependency, array
+            hold, output, cpus, memory, mig, dependency, array, partition
         case gpuModel = "gpu_model"
         case minGPUMemory = "min_gpu_memory"
         case gpuMemory = "gpu_memory"

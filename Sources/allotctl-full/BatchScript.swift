@@ -286,7 +286,7 @@ struct BatchScript {
         case "array":
             if let v = value { arguments += ["--array", v] }
         case "partition":
-            ignored("allot has no partitions; choose a priority class (--class) or tenant (--tenant) with #ALLOT")
+            if let v = value { arguments += ["--partition", v] }
         case "exclusive":
             ignored("allot gives whole GPUs to one job already; a node's other GPUs stay shared")
         default:

@@ -10,7 +10,7 @@ struct Submit: ParsableCommand {
             The command follows the options, after `--`: allotctl submit --gpus 8 -- python train.py --lr 3e-4. \
             Or give a batch script and its arguments, as to sbatch: allotctl submit train.sh --lr 3e-4. Its options \
             come from `#ALLOT --gpus 2` lines (this command's options) and `#SBATCH` lines (Slurm's: --gres=gpu:N, \
-            -G, -t, -J, -o, -D, -d, -A, -c, -n, -N, --mem, --mem-per-cpu, --mem-per-gpu, --hold; a warning names \
+            -G, -t, -J, -o, -D, -d, -a, -A, -p, -c, -n, -N, --mem, --mem-per-cpu, --mem-per-gpu, --hold; a warning names \
             each one not taken over) at its top, before the first line that is not a comment; options given here \
             win. The job runs a copy of the script taken now. \
             It runs as you, in --workdir (default: the current directory), with CUDA_VISIBLE_DEVICES set to its \
@@ -163,6 +163,15 @@ struct Submit: ParsableCommand {
     var array: String?
 
     @Option(
+        name: [.customShort("p"), .long],
+        help: ArgumentHelp(
+            "Slurm's partition: the priority class of that name, else the tenant of that name (unless --class or --tenant is given); otherwise ignored with a warning.",
+            valueName: "NAME"
+        )
+    )
+    var partition: String?
+
+    @Option(
         name: [.customShort("D"), .long],
         help: ArgumentHelp("Working directory (default: the current one).", valueName: "DIR")
     )
@@ -204,7 +213,7 @@ struct Submit: ParsableCommand {
     static let optionNames = [
         "gpus", "cpus", "memory", "gpu-memory", "mig", "gpu-model", "min-gpu-memory", "kind", "class", "tenant",
         "walltime", "estimate", "grace", "preemptible", "no-preemptible", "max-cost", "prefer", "topology", "name",
-        "dependency", "array", "workdir", "output", "env", "hold", "file", "json", "socket",
+        "dependency", "array", "partition", "workdir", "output", "env", "hold", "file", "json", "socket",
     ]
 
     /// The command given after `--`.
@@ -328,6 +337,7 @@ struct Submit: ParsableCommand {
         r.hold = hold ? true : nil
         r.dependency = dependency
         r.array = array
+        r.partition = partition
         return r
     }
 
@@ -561,6 +571,7 @@ extension JobRequest {
         r.hold = hold ?? d.hold
         r.dependency = dependency ?? d.dependency
         r.array = array ?? d.array
+        r.partition = partition ?? d.partition
         return r
     }
 }

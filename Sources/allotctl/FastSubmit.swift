@@ -46,7 +46,8 @@ enum FastSubmit {
     private static func takesValue(_ name: String) -> Bool {
         switch name {
         case "gpus", "gpu-model", "min-gpu-memory", "kind", "class", "tenant", "walltime", "estimate", "grace",
-            "max-cost", "prefer", "topology", "name", "workdir", "output", "env", "socket", "dependency", "array":
+            "max-cost", "prefer", "topology", "name", "workdir", "output", "env", "socket", "dependency", "array",
+            "partition":
             return true
         default: return false
         }
@@ -128,6 +129,7 @@ enum FastSubmit {
         if let v = values["prefer"] { out.append("\"prefer\":" + quoted(v)) }
         if let v = values["dependency"] { out.append("\"dependency\":" + quoted(v)) }
         if let v = values["array"] { out.append("\"array\":" + quoted(v)) }
+        if let v = values["partition"] { out.append("\"partition\":" + quoted(v)) }
         if let v = values["topology"] {
             guard Topology(rawValue: v) != nil else { return nil }
             out.append("\"topology\":" + quoted(v))

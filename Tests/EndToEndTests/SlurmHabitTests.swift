@@ -20,6 +20,7 @@ import Glibc
         #SBATCH -t 5 --gres=gpu:a100:2
         #SBATCH --mem=1G -c 2   # two CPUs
         #SBATCH --mail-type=END
+        #SBATCH -p scavenger
         #ALLOT --env MODE=fast
         echo "args=$# $1|$2 gpus=$CUDA_VISIBLE_DEVICES mode=$MODE"
         #SBATCH --gres=gpu:4
@@ -28,6 +29,7 @@ import Glibc
         let r = d.ctl(["submit", script.path, "one", "two words"])
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stderr.contains("train.sh:6: #SBATCH --mail-type=END"), "\(r.stderr)")
+        #expect(!r.stderr.contains("-p"), "a partition named like a class is that class: \(r.stderr)")
         let id = try #require(Int(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)))
         // Editing the script after submit changes nothing queued.
         try "#!/bin/sh\necho edited\n".write(to: script, atomically: true, encoding: .utf8)
@@ -38,6 +40,11 @@ import Glibc
         #expect(job["walltime_s"] as? Double == 300, "-t 5 is five minutes, as in Slurm")
         #expect(job["cpus"] as? Double == 2 && job["memory_mib"] as? Int == 1024)
         #expect(job["name"] as? String == "sweep-%j")
+        #expect(job["class"] as? String == "scavenger")
+        // A partition that is neither a class nor a tenant is ignored, with a warning.
+        let gpuPartition = d.ctl(["submit", "-p", "gpu", "--hold", "--", "true"])
+        #expect(gpuPartition.status == 0 && gpuPartition.stderr.contains("partition \"gpu\" is neither"))
+        _ = d.ctl(["cancel", gpuPartition.stdout.trimmingCharacters(in: .whitespacesAndNewlines)])
         let log = d.ctl(["logs", String(id)]).stdout
         #expect(log.contains("args=2 one|two words gpus=0,1 mode=fast"), "\(log)")
         #expect(d.ctl(["show", String(id)]).stdout.contains("batch script train.sh one 'two words'"))
@@ -57,7 +64,7 @@ import Glibc
         try "echo hi\n".write(to: script, atomically: true, encoding: .utf8)
         let notScript = d.ctl(["submit", script.path])
         #expect(notScript.status != 0 && notScript.stderr.contains("does not start with #!"), "\(notScript.stderr)")
-        #expect(d.ctl(["ls", "--state", "all"]).stdout.split(separator: "\n").count == 3)
+        #expect(d.ctl(["ls", "--state", "all"]).stdout.split(separator: "\n").count == 4)
     }
 
     /// An array of 1,000 tasks with %10: one submit, never more than 10 running, every task sees its
