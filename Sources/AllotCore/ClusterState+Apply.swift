@@ -474,7 +474,6 @@ extension ClusterState {
         let price = config.gpuModels[modelIndex[a.model]!].pricePerHour
         let rate = price / 3600 * a.gpuEquivalent
         Self.begin(&jobs[existing: id], on: a, rate: rate, at: t)
-        pendingJobs.remove(id)
         activeJobs.insert(id)
         let tenant = jobs[existing: id].spec.tenant
         let kind = jobs[existing: id].spec.kind

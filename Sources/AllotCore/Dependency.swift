@@ -27,8 +27,8 @@ public struct Dependency: Hashable, Sendable, Codable, CustomStringConvertible {
 
     /// Reads `afterok:12:13,afterany:14,singleton` (Slurm's form; every condition must hold).
     /// - Returns: the conditions, or a sentence on what is wrong.
-    public static func parse(_ text: String) -> Result<[Dependency], DependencyError> {
-        func bad(_ s: String) -> Result<[Dependency], DependencyError> { .failure(DependencyError(message: s)) }
+    public static func parse(_ text: String) -> Result<[Dependency], RequestTextError> {
+        func bad(_ s: String) -> Result<[Dependency], RequestTextError> { .failure(RequestTextError(message: s)) }
         let trimmed = blanksTrimmed(Substring(text))
         if trimmed.isEmpty { return .success([]) }
         if trimmed.contains("?") {
@@ -92,8 +92,8 @@ public struct Dependency: Hashable, Sendable, Codable, CustomStringConvertible {
     }
 }
 
-/// What is wrong with a dependency's text.
-public struct DependencyError: Error, Hashable, Sendable {
+/// What is wrong with the text of a job request's dependency or array indices.
+public struct RequestTextError: Error, Hashable, Sendable {
     public var message: String
 }
 

@@ -26,8 +26,8 @@ public struct ArrayIndices: Hashable, Sendable {
     public static let maxTasks = 100_000
     public static let maxIndex = 4_000_000
 
-    public static func parse(_ text: String) -> Result<ArrayIndices, DependencyError> {
-        func bad(_ s: String) -> Result<ArrayIndices, DependencyError> { .failure(DependencyError(message: s)) }
+    public static func parse(_ text: String) -> Result<ArrayIndices, RequestTextError> {
+        func bad(_ s: String) -> Result<ArrayIndices, RequestTextError> { .failure(RequestTextError(message: s)) }
         var body = Substring(text.filter { $0 != " " })
         var limit = 0
         if let p = body.firstIndex(of: "%") {

@@ -316,31 +316,7 @@ extension Engine {
                     throw .denied(rule)
                 }
                 if let problem = ClusterState.specProblems(spec).first { throw .invalidParams(problem) }
-                if !spec.dependencies.isEmpty {
-                    if let problem = state.dependencyProblems(spec, id: state.nextJobID).first {
-                        throw .invalidParams(problem)
-                    }
-                    if case .never(let why) = state.dependencyStatus(of: spec, id: state.nextJobID) {
-                        throw .refused(
-                            "job \"\(spec.name)\" could never start: its dependency can never be met: \(why)"
-                        )
-                    }
-                }
-                // A model named in other case (Slurm's gres types are lower case: a100) is that model.
-                spec.gpuModels = spec.gpuModels.map { m in
-                    models.contains(m) ? m : models.first { $0.lowercased() == m.lowercased() } ?? m
-                }
-                for m in spec.gpuModels where !models.contains(m) {
-                    let hint = closest(m, in: models).map { "did you mean \"\($0)\"? " } ?? ""
-                    throw .invalidParams(
-                        "gpu_model: the pool has no GPU model \"\(m)\"; \(hint)its models are \(models.joined(separator: ", "))"
-                    )
-                }
-                if let c = spec.priorityClass, !classes.contains(c) {
-                    throw .invalidParams(
-                        "class: no priority class \"\(c)\"; the classes are \(classes.sorted().joined(separator: ", "))"
-                    )
-                }
+                try checkNames(&spec, id: state.nextJobID, models: models, classes: classes)
                 if localOnly, let dir = spec.workingDirectory {
                     if dirProblems[dir] == nil {
                         dirProblems[dir] = System.entryProblem(dir, uid: caller.uid, gids: caller.groups + [caller.gid])
@@ -416,6 +392,31 @@ extension Engine {
         churn += ids.count * 4  // the request's JSON, decoded on the event loops
         requestPass()
         return .success((ids, warnings))
+    }
+
+    /// Checks what a spec names against the pool, for job `id` (submit and update alike): its GPU models
+    /// (one named in other case is that model: Slurm's gres types are lower case, a100), its class, and
+    /// its dependencies (jobs that exist, conditions that can still be met).
+    func checkNames(_ spec: inout JobSpec, id: JobID, models: [String], classes: Set<String>) throws(RPCError) {
+        spec.gpuModels = spec.gpuModels.map { m in
+            models.contains(m) ? m : models.first { $0.lowercased() == m.lowercased() } ?? m
+        }
+        for m in spec.gpuModels where !models.contains(m) {
+            let hint = closest(m, in: models).map { "did you mean \"\($0)\"? " } ?? ""
+            throw .invalidParams(
+                "gpu_model: the pool has no GPU model \"\(m)\"; \(hint)its models are \(models.joined(separator: ", "))"
+            )
+        }
+        if let c = spec.priorityClass, !classes.contains(c) {
+            throw .invalidParams(
+                "class: no priority class \"\(c)\"; the classes are \(classes.sorted().joined(separator: ", "))"
+            )
+        }
+        guard !spec.dependencies.isEmpty else { return }
+        if let problem = state.dependencyProblems(spec, id: id).first { throw .invalidParams(problem) }
+        if case .never(let why) = state.dependencyStatus(of: spec, id: id) {
+            throw .refused("job \"\(spec.name)\" could never start: its dependency can never be met: \(why)")
+        }
     }
 
     /// Most jobs one submit may make (an array's tasks count one each).
@@ -559,12 +560,6 @@ extension Engine {
                 changes.append("estimate → \(DurationText.format(e.seconds))")
             }
             if let c = p.priorityClass {
-                let classes = state.config.priorityClasses.map(\.name)
-                guard classes.contains(c) else {
-                    throw .invalidParams(
-                        "class: no priority class \"\(c)\"; the classes are \(classes.sorted().joined(separator: ", "))"
-                    )
-                }
                 changes.append("class \(spec.priorityClass ?? "(default)") → \(c)")
                 spec.priorityClass = c
             }
@@ -579,16 +574,8 @@ extension Engine {
                 changes.append("gpus → \(Fraction.text(Int((g * 1000).rounded())))")
             }
             if let m = p.gpuModel {
-                let models = state.config.gpuModels.map(\.name)
-                spec.gpuModels = try m.names.map { (name: String) throws(RPCError) -> String in
-                    guard let known = models.first(where: { $0.lowercased() == name.lowercased() }) else {
-                        throw .invalidParams(
-                            "gpu_model: the pool has no GPU model \"\(name)\"; its models are \(models.joined(separator: ", "))"
-                        )
-                    }
-                    return known
-                }
-                changes.append("gpu_model → \(spec.gpuModels.joined(separator: ","))")
+                spec.gpuModels = m.names
+                changes.append("gpu_model → \(m.names.joined(separator: ","))")
             }
             if let n = p.name {
                 guard !n.isEmpty else { throw .invalidParams("name: a job's name is not empty") }
@@ -600,13 +587,15 @@ extension Engine {
                 case .success(let deps): spec.dependencies = deps
                 case .failure(let e): throw .invalidParams("dependency: \(e.message)")
                 }
-                if let problem = state.dependencyProblems(spec, id: id).first { throw .invalidParams(problem) }
-                if case .never(let why) = state.dependencyStatus(of: spec, id: id) {
-                    throw .refused("its dependency could never be met: \(why)")
-                }
                 changes.append("dependency → \(d.isEmpty ? "none" : d)")
             }
             if let problem = ClusterState.specProblems(spec).first { throw .invalidParams(problem) }
+            try checkNames(
+                &spec,
+                id: id,
+                models: state.config.gpuModels.map(\.name),
+                classes: Set(state.config.priorityClasses.map(\.name))
+            )
             if !job.state.holdsGPUs, let b = Scheduler.permanentBlocker(for: spec, in: state) {
                 throw .refused("job \(id) could never start so: \(b.sentence(for: spec, in: state))")
             }

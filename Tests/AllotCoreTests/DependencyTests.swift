@@ -184,7 +184,7 @@ import Testing
         #expect(try ArrayIndices.parse("7,1,3-4").get().indices == [1, 3, 4, 7])
         #expect(try ArrayIndices.parse("0-99999").get().indices.count == 100_000)
         for bad in ["", "5-1", "a", "0-9%0", "0-9:0", "0-100000", "-3", "1,,2"] {
-            #expect(throws: DependencyError.self, "\(bad)") { try ArrayIndices.parse(bad).get() }
+            #expect(throws: RequestTextError.self, "\(bad)") { try ArrayIndices.parse(bad).get() }
         }
     }
 
