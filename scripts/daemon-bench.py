@@ -208,17 +208,24 @@ def main():
 
 def arrays(a):
     """One submit of a job array of N tasks, pending behind a full pool: time from the user's command, RSS
-    per task. Unlimited (every task in the scheduler's queue) and %10 (all but 10 waiting out of it)."""
+    per task. Unlimited (every task in the scheduler's queue), %10 (all but 10 waiting out of it), and the
+    same jobs as N lines of `submit --file` for comparison."""
     out = {}
-    for limit in ["", "%10"]:
+    # The same jobs as N lines of `submit --file` (the way before arrays), side by side in this run.
+    lines = "".join(json.dumps({"command": ["train.py", "--seed", "1"], "name": "sweep", "walltime": "2h"}) + "\n"
+                    for _ in range(a.jobs)).encode()
+    for limit in ["", "%10", "file"]:
         d = Daemon(a.bin, a.sync)
         d.start()
         d.call("submit", {"job": {"command": ["sleep", "600"], "gpus": 128, "workdir": d.dir}})
         time.sleep(3)
         before = min(rss_mib(d.proc.pid) for _ in range(4) if time.sleep(0.25) is None)
         t0 = time.monotonic()
-        r = d.ctl("submit", "--array", f"0-{a.jobs - 1}{limit}", "--name", "sweep", "--walltime", "2h", "--",
-                  "train.py", "--seed", "1")
+        if limit == "file":
+            r = d.ctl("submit", "--file", "-", stdin=lines)
+        else:
+            r = d.ctl("submit", "--array", f"0-{a.jobs - 1}{limit}", "--name", "sweep", "--walltime", "2h", "--",
+                      "train.py", "--seed", "1")
         dt = time.monotonic() - t0
         assert r.returncode == 0, r.stderr
         samples = []
@@ -228,7 +235,7 @@ def arrays(a):
         st = d.call("status", {})["result"]
         assert st["jobs"].get("pending", 0) == a.jobs, st
         steady = statistics.median(samples[4:])
-        out["unlimited" if not limit else "limit_10"] = {
+        out[{"": "array", "%10": "array_limit_10", "file": "file_lines"}[limit]] = {
             "tasks": a.jobs, "submit_command_s": round(dt, 2),
             "rss_mib_before": round(before, 1), "rss_mib_steady": round(steady, 1),
             "bytes_per_task": round((steady - before) * 1024 * 1024 / a.jobs)}
