@@ -19,6 +19,8 @@ public struct ConfigFile: Hashable, Sendable {
     public var cluster: ClusterSettings?
     /// Who may charge which tenant: each `[[tenant]]`'s `users`/`groups`, and `[accounts]` (allotd only).
     public var accounts = Accounts()
+    /// Each tenant's default webhook (`[[tenant]] notify`), by tenant name (allotd only).
+    public var tenantNotify: [String: String] = [:]
 
     public init(
         pool: PoolConfig,
@@ -74,6 +76,7 @@ public struct ConfigFile: Hashable, Sendable {
 
         var pool = PoolConfig()
         var accounts = Accounts()
+        var tenantNotify: [String: String] = [:]
         var defaultTraining = "training"
         var defaultInference = "inference"
         if var s = try r.subtable("scheduler") {
@@ -153,6 +156,12 @@ public struct ConfigFile: Hashable, Sendable {
                     enforcement: try b.oneOf("enforcement", Budget.Enforcement.self) ?? .soft
                 )
                 try b.finish()
+            }
+            if let url = try t.string("notify") {
+                guard WebhookURL(url) != nil else {
+                    throw t.error("notify", "\"\(url)\" is not an http:// URL (http://HOST[:PORT]/PATH)")
+                }
+                tenantNotify[tenant.name] = url
             }
             accounts.access[tenant.name] = Accounts.Access(
                 users: Set(try t.stringArray("users") ?? []),
@@ -262,6 +271,8 @@ public struct ConfigFile: Hashable, Sendable {
             daemon.localNodes = try d.stringArray("local_nodes") ?? []
             daemon.nvmlLibrary = try d.string("nvml_library") ?? daemon.nvmlLibrary
             daemon.nvidiaSMI = try d.string("nvidia_smi") ?? daemon.nvidiaSMI
+            daemon.sendmail = try d.string("sendmail") ?? daemon.sendmail
+            daemon.runHangup = try d.duration("run_hangup") ?? daemon.runHangup
             daemon.gpuCheckInterval = try d.duration("gpu_check_interval") ?? daemon.gpuCheckInterval
             daemon.onGPUFailure = try d.oneOf("on_gpu_failure", GPUFailureAction.self) ?? daemon.onGPUFailure
             daemon.stopSignal = try d.oneOf("stop_signal", StopSignal.self) ?? daemon.stopSignal
@@ -304,6 +315,7 @@ public struct ConfigFile: Hashable, Sendable {
         var result = ConfigFile(pool: pool, nodes: nodes, daemon: daemon, wal: wal, discovery: discovery)
         result.cluster = cluster
         result.accounts = accounts
+        result.tenantNotify = tenantNotify
         return result
     }
 

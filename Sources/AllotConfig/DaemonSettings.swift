@@ -34,6 +34,10 @@ public struct DaemonSettings: Hashable, Sendable {
     /// The first signal sent to a job told to stop (cancel, preemption, walltime); SIGKILL follows after
     /// its grace period.
     public var stopSignal: StopSignal = .term
+    /// The mail transfer agent's sendmail, for jobs' `--mail-user` notices.
+    public var sendmail = "/usr/sbin/sendmail"
+    /// How long an interactive run (`allotctl run`) lives without its client before it gets SIGHUP.
+    public var runHangup: Seconds = 10
 
     /// Whether allotd runs the jobs of a node itself.
     public func isLocal(_ node: NodeSpec, hostname: String) -> Bool {

@@ -224,6 +224,18 @@ extension ClusterState {
             if spec.mig.count > 8 { out.append("at most 8 acceptable MIG profiles, not \(spec.mig.count)") }
             for p in spec.mig where p.isEmpty || p.count > 32 { out.append("\"\(p)\" is not a MIG profile name") }
         }
+        if !(-10_000...10_000).contains(spec.nice) {
+            out.append("nice must be between -10000 and 10000, not \(spec.nice)")
+        }
+        if let n = spec.notify { out.append(contentsOf: n.problems) }
+        if let s = spec.nodes {
+            if s.nodes.count + s.exclude.count > NodeSelection.maxNodes {
+                out.append("at most \(NodeSelection.maxNodes) nodes may be listed")
+            }
+            if !s.constraint.isEmpty, case .failure(let e) = LabelConstraint.parse(s.constraint) {
+                out.append("constraint: \(e.message)")
+            }
+        }
         return out
     }
 

@@ -108,7 +108,7 @@ public enum DependencyStatus: Hashable, Sendable {
 }
 
 /// `s` without blanks at either end (AllotCore does without Foundation).
-private func blanksTrimmed(_ s: Substring) -> String {
+func blanksTrimmed(_ s: Substring) -> String {
     var s = s
     while let f = s.first, f == " " || f == "\t" { s = s.dropFirst() }
     while let l = s.last, l == " " || l == "\t" { s = s.dropLast() }

@@ -88,6 +88,15 @@ public struct JobSpec: Hashable, Codable, Sendable {
     public var dependencies: [Dependency]
     /// The array and index of a task of a job array; nil for a job of its own.
     public var array: ArrayTask?
+    /// The nodes the job may run on; nil for any.
+    public var nodes: NodeSelection?
+    /// Points taken off the job's priority score (Slurm's nice; negative raises it, admins only).
+    public var nice: Int
+    /// Who is told when the job starts, ends, fails or is preempted; nil for nobody (its tenant's default
+    /// webhook, if any, still applies).
+    public var notify: JobNotify?
+    /// For a run attached to its owner's terminal: how.
+    public var interactive: Interactive?
 
     public init(
         name: String = "",
@@ -116,7 +125,11 @@ public struct JobSpec: Hashable, Codable, Sendable {
         workingDirectory: String? = nil,
         output: String? = nil,
         dependencies: [Dependency] = [],
-        array: ArrayTask? = nil
+        array: ArrayTask? = nil,
+        nodes: NodeSelection? = nil,
+        nice: Int = 0,
+        notify: JobNotify? = nil,
+        interactive: Interactive? = nil
     ) {
         self.name = name
         self.tenant = tenant
@@ -147,12 +160,17 @@ public struct JobSpec: Hashable, Codable, Sendable {
         self.output = output
         self.dependencies = dependencies
         self.array = array
+        self.nodes = nodes
+        self.nice = nice
+        self.notify = notify
+        self.interactive = interactive
     }
 
     enum CodingKeys: String, CodingKey {
         case name, tenant, uid, user, kind, priorityClass, gpus, gpuModels, minGPUMemoryGiB, topology, walltime
         case estimate, preemptible, grace, maxCostUSD, prefer, command, environment, workingDirectory
-        case output, gpuShare, gpuMemoryMiB, cpuMilli, memoryMiB, mig, dependencies, array
+        case output, gpuShare, gpuMemoryMiB, cpuMilli, memoryMiB, mig, dependencies, array, nodes, nice, notify,
+            interactive
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -184,6 +202,10 @@ public struct JobSpec: Hashable, Codable, Sendable {
         try c.encodeIfPresent(output, forKey: .output)
         if !dependencies.isEmpty { try c.encode(dependencies, forKey: .dependencies) }
         try c.encodeIfPresent(array, forKey: .array)
+        try c.encodeIfPresent(nodes, forKey: .nodes)
+        if nice != 0 { try c.encode(nice, forKey: .nice) }
+        try c.encodeIfPresent(notify, forKey: .notify)
+        try c.encodeIfPresent(interactive, forKey: .interactive)
     }
 
     /// Optional sizes in 32 bits each, -1 for none (values beyond 32 bits are clamped: 2 billion MiB or
@@ -231,6 +253,10 @@ public struct JobSpec: Hashable, Codable, Sendable {
         output = try c.decodeIfPresent(String.self, forKey: .output)
         dependencies = try c.decodeIfPresent([Dependency].self, forKey: .dependencies) ?? []
         array = try c.decodeIfPresent(ArrayTask.self, forKey: .array)
+        nodes = try c.decodeIfPresent(NodeSelection.self, forKey: .nodes)
+        nice = try c.decodeIfPresent(Int.self, forKey: .nice) ?? 0
+        notify = try c.decodeIfPresent(JobNotify.self, forKey: .notify)
+        interactive = try c.decodeIfPresent(Interactive.self, forKey: .interactive)
     }
 }
 

@@ -39,6 +39,8 @@ public struct PendingQueue: Sendable, Sequence, Hashable {
         var preemptible: Int8
         /// Whether the job asks for a MIG instance (its profiles are in its spec).
         var isMIG: Bool
+        /// Points off its priority score.
+        var nice: Int16
         var prefer: Preference?
 
         /// Whether the job asks for a share of one GPU.
@@ -62,10 +64,11 @@ public struct PendingQueue: Sendable, Sequence, Hashable {
         }
     }
 
-    /// A job's model and memory constraints, interned.
+    /// A job's model, memory and node constraints, interned.
     struct Constraint: Hashable, Sendable {
         var models: [String]
         var minGPUMemoryGiB: Double?
+        var nodes: NodeSelection?
     }
 
     private(set) var rows: [Row] = []
@@ -100,12 +103,15 @@ public struct PendingQueue: Sendable, Sequence, Hashable {
             topology: spec.topology,
             tenant: tenants.intern(spec.tenant),
             priorityClass: spec.priorityClass.map { classes.intern($0) } ?? -1,
-            constraint: constraints.intern(Constraint(models: spec.gpuModels, minGPUMemoryGiB: spec.minGPUMemoryGiB)),
+            constraint: constraints.intern(
+                Constraint(models: spec.gpuModels, minGPUMemoryGiB: spec.minGPUMemoryGiB, nodes: spec.nodes)
+            ),
             estimate: spec.estimate ?? spec.walltime ?? .nan,
             walltime: spec.walltime ?? .nan,
             maxCostUSD: spec.maxCostUSD ?? .nan,
             preemptible: spec.preemptible.map { $0 ? 1 : 0 } ?? -1,
             isMIG: spec.isMIG,
+            nice: Int16(clamping: spec.nice),
             prefer: spec.prefer
         )
         position[job.id] = rows.count

@@ -316,7 +316,22 @@ extension Engine {
                     throw .denied(rule)
                 }
                 if let problem = ClusterState.specProblems(spec).first { throw .invalidParams(problem) }
+                if spec.nice < 0 && !caller.admin {
+                    throw .denied("nice: only admins may raise a job's priority (a nice below 0)")
+                }
                 try checkNames(&spec, id: state.nextJobID, models: models, classes: classes)
+                if spec.interactive != nil && !localOnly {
+                    // The client reaches a run's terminal on this host only: runs go to nodes allotd runs.
+                    var s = spec.nodes ?? NodeSelection()
+                    let mine = state.nodes.map(\.name).filter { localNodes.contains($0) }
+                    s.nodes = s.nodes.isEmpty ? mine : s.nodes.filter { localNodes.contains($0) }
+                    guard !s.nodes.isEmpty else {
+                        throw .refused(
+                            "an interactive run goes to a node allotd runs itself (its terminal is reached through this host), and none of the nodes it may use is one"
+                        )
+                    }
+                    spec.nodes = s
+                }
                 if localOnly, let dir = spec.workingDirectory {
                     if dirProblems[dir] == nil {
                         dirProblems[dir] = System.entryProblem(dir, uid: caller.uid, gids: caller.groups + [caller.gid])
@@ -411,6 +426,17 @@ extension Engine {
             throw .invalidParams(
                 "class: no priority class \"\(c)\"; the classes are \(classes.sorted().joined(separator: ", "))"
             )
+        }
+        if let s = spec.nodes {
+            for (key, names) in [("nodelist", s.nodes), ("exclude", s.exclude)] {
+                for n in names where state.node(named: n) == nil {
+                    let all = state.nodes.map(\.name)
+                    let hint = closest(n, in: all).map { "did you mean \"\($0)\"? " } ?? ""
+                    throw .invalidParams(
+                        "\(key): the pool has no node \"\(n)\"; \(hint)its nodes are \(Hostlist.compress(all.sorted()))"
+                    )
+                }
+            }
         }
         guard !spec.dependencies.isEmpty else { return }
         if let problem = state.dependencyProblems(spec, id: id).first { throw .invalidParams(problem) }
@@ -548,6 +574,8 @@ extension Engine {
             let pendingOnly: [(String, Bool)] = [
                 ("estimate", p.estimate != nil), ("class", p.priorityClass != nil), ("gpus", p.gpus != nil),
                 ("gpu_model", p.gpuModel != nil), ("name", p.name != nil), ("dependency", p.dependency != nil),
+                ("nodelist", p.nodelist != nil), ("exclude", p.exclude != nil), ("constraint", p.constraint != nil),
+                ("nice", p.nice != nil),
             ]
             if job.state != .pending && job.state != .held, let (key, _) = pendingOnly.first(where: { $0.1 }) {
                 throw .refused(
@@ -588,6 +616,36 @@ extension Engine {
                 case .failure(let e): throw .invalidParams("dependency: \(e.message)")
                 }
                 changes.append("dependency → \(d.isEmpty ? "none" : d)")
+            }
+            if p.nodelist != nil || p.exclude != nil || p.constraint != nil {
+                func given(_ s: String?) -> String? { s.flatMap { $0.isEmpty ? nil : $0 } }
+                switch NodeSelection.parse(
+                    nodelist: given(p.nodelist),
+                    exclude: given(p.exclude),
+                    constraint: given(p.constraint)
+                ) {
+                case .success(let new):
+                    var s = spec.nodes ?? NodeSelection()
+                    if p.nodelist != nil { s.nodes = new?.nodes ?? [] }
+                    if p.exclude != nil { s.exclude = new?.exclude ?? [] }
+                    if p.constraint != nil { s.constraint = new?.constraint ?? "" }
+                    if let both = s.nodes.first(where: { s.exclude.contains($0) }) {
+                        throw .invalidParams("node \(both) is both in the nodelist and excluded")
+                    }
+                    spec.nodes = s.isEmpty ? nil : s
+                    changes.append("nodes → \(spec.nodes?.description ?? "any")")
+                case .failure(let e): throw .invalidParams(e.message)
+                }
+            }
+            if let n = p.nice {
+                guard (-10_000...10_000).contains(n) else {
+                    throw .invalidParams("nice: expected points between -10000 and 10000, got \(n)")
+                }
+                if n < 0 && !caller.admin {
+                    throw .denied("nice: only admins may raise a job's priority (a nice below 0)")
+                }
+                changes.append("nice \(spec.nice) → \(n)")
+                spec.nice = n
             }
             if let problem = ClusterState.specProblems(spec).first { throw .invalidParams(problem) }
             try checkNames(
@@ -682,14 +740,21 @@ extension Engine {
     }
 
     func object(_ job: Job, for caller: Caller) -> JobObject {
-        JobObject(
+        let mine = caller.admin || caller.uid == job.spec.uid
+        var o = JobObject(
             job,
             in: state,
             reason: reason(of: job),
-            full: caller.admin || caller.uid == job.spec.uid,
-            log: agentNode(of: job).map { "on node \($0) (its agent's state dir, logs/\(job.id).log)" }
-                ?? job.spec.output ?? executor.logPath(job.id)
+            full: mine,
+            log: job.spec.interactive != nil
+                ? "the terminal of allotctl run"
+                : agentNode(of: job).map { "on node \($0) (its agent's state dir, logs/\(job.id).log)" }
+                    ?? job.spec.output ?? executor.logPath(job.id)
         )
+        if mine, job.spec.interactive != nil, job.state == .running, isLocal(job) {
+            o.tty = executor.ttySocket(job.id, run: job.runs)
+        }
+        return o
     }
 
     /// The end of a log stream for `job` as it is now.
@@ -725,6 +790,7 @@ extension Blocker {
         switch self {
         case .held: "held"
         case .noModelAllowed: "no GPU model fits"
+        case .noNodeSelected: "no node selected"
         case .exceedsNodeSize: "larger than any node"
         case .exceedsPool: "larger than the pool"
         case .insufficientGPUs: "resources"

@@ -114,6 +114,14 @@ extension Engine {
         settings.onDependencyNeverMet = b.onDependencyNeverMet
         settings.stopSignal = b.stopSignal
         executor.stopSignal = b.stopSignal.number
+        executor.runHangup = b.runHangup
+        if a.runHangup != b.runHangup {
+            changes.append(
+                "[daemon] run_hangup: \(DurationText.format(a.runHangup)) → \(DurationText.format(b.runHangup))"
+            )
+        }
+        settings.runHangup = b.runHangup
+        if config.tenantNotify != file.tenantNotify { changes.append("tenants' notify webhooks updated") }
         if a.nvmlLibrary != b.nvmlLibrary || a.nvidiaSMI != b.nvidiaSMI || a.gpuCheckInterval != b.gpuCheckInterval
             || config.discovery != file.discovery
         {
@@ -183,6 +191,7 @@ extension Engine {
             ("max_connections", "\(a.maxConnections)", "\(b.maxConnections)"),
             ("idle_timeout", "\(a.idleTimeout)", "\(b.idleTimeout)"),
             ("metrics_listen", show(a.metricsListen), show(b.metricsListen)),
+            ("sendmail", a.sendmail, b.sendmail),
         ]
         var out = pairs.filter { $0.1 != $0.2 }.map {
             "[daemon] \($0.0): \($0.1) → \($0.2) (takes effect when allotd restarts)"

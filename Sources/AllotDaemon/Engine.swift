@@ -38,6 +38,8 @@ final class Engine {
         case jobEnded(JobID)
         /// Tell an agent its reported ends are recorded (once they are durable).
         case agentAck(node: String, link: UInt64, runs: [AgentRunRef])
+        /// Send a job's notice (webhook or mail).
+        case tell(JobNotice)
     }
 
     /// The rules: every decision on the pool is taken by the controller, as events and effects.
@@ -59,6 +61,8 @@ final class Engine {
     var deferredNodes: [String: NodeSpec?] = [:]
     let durability = DurabilityWatcher()
     let snapshots = SnapshotWriter()
+    /// Delivers jobs' webhook and mail notices.
+    let notices: NoticeSender
 
     /// Names of the nodes whose jobs this daemon runs.
     var localNodes: Set<String> = [] {
@@ -154,6 +158,8 @@ final class Engine {
             logger: logger
         )
         self.executor.stopSignal = config.daemon.stopSignal.number
+        self.executor.runHangup = config.daemon.runHangup
+        self.notices = NoticeSender(sendmail: config.daemon.sendmail, logger: logger)
     }
 
     static var now: Double { Date().timeIntervalSince1970 }
@@ -190,6 +196,7 @@ final class Engine {
                 metrics?.preempted(reason: reason)
             default: break
             }
+            noticesFor(e.body)
         }
         for effect in out.effects {
             switch effect {
@@ -230,6 +237,8 @@ final class Engine {
     func run(commands: AsyncStream<EngineCommand>) async {
         await withDiscardingTaskGroup { group in
             let (wal, handle, durability, snapshots) = (self.wal, self.handle, self.durability, self.snapshots)
+            let notices = self.notices
+            group.addTask { await notices.run() }
             group.addTask { await durability.run(wal: wal, engine: handle) }
             group.addTask { await snapshots.run(wal: wal, engine: handle) }
             group.addTask {
@@ -254,6 +263,7 @@ final class Engine {
             if let base = executor.cgroupBase { rmdir(base) }
             durability.finish()
             snapshots.finish()
+            notices.finish()
             group.cancelAll()
         }
     }
@@ -496,6 +506,8 @@ final class Engine {
                 let end = logsEnd(job)
                 for f in list { f.jobEnded(end) }
             }
+        case .tell(let notice):
+            notices.send(notice)
         case .agentAck(let node, let link, let runs):
             guard let l = agents[node]?.link, l.id == link,
                 let line = try? ControlProtocol.line(

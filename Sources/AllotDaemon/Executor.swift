@@ -48,6 +48,8 @@ final class Executor {
     let cgroupBase: String?
     /// The first signal of a stop.
     var stopSignal: Int32 = SIGTERM
+    /// Seconds an interactive run lives without its client before it gets SIGHUP.
+    var runHangup: Double = 10
     private(set) var tracked: [JobID: Tracked] = [:]
 
     init(stateDir: String, logDir: String, socket: String, logger: Logger) {
@@ -64,6 +66,11 @@ final class Executor {
     func logPath(_ id: JobID) -> String { "\(logDir)/\(id).log" }
     func cgroup(_ id: JobID, run: Int) -> String? { cgroupBase.map { "\($0)/job-\(id).\(run)" } }
     func runDirectory(_ id: JobID, run: Int) -> String { "\(stateDir)/jobs/\(id)/\(run)" }
+    /// Where an interactive run's supervisor listens for its owner's client: beside allotd's socket, which
+    /// users reach (the state directory may be closed to them); the socket is its owner's only.
+    func ttySocket(_ id: JobID, run: Int) -> String {
+        URL(fileURLWithPath: socket).deletingLastPathComponent().appendingPathComponent("tty/\(id).\(run).sock").path
+    }
 
     /// Starts a run of a job on this host's GPUs.
     /// - Returns: a sentence when it cannot be started (the job then fails with it).
@@ -157,13 +164,22 @@ final class Executor {
             // The job's CPUs and memory on this node, enforced by its cgroup where the controllers are
             // delegated (the supervisor notes in the job's log where they are not).
             cpuMax: slices.first?.cpuMilli.map { "\(max(1000, $0 * 100)) 100000" },
-            memoryMax: slices.first?.memoryMiB.map { String($0 * 1_048_576) }
+            memoryMax: slices.first?.memoryMiB.map { String($0 * 1_048_576) },
+            tty: spec.interactive == nil ? nil : ttySocket(id, run: run),
+            interactive: spec.interactive,
+            hangup: runHangup
         )
         if let bad = runSpec.unwritable { return "\(bad) holds a NUL byte, which no program can be given" }
         // The run directory's files are not fsynced: they matter only while this machine is up (a crash of
         // the machine ends the run too, and the run is then lost whatever they say).
         do {
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            if let tty = runSpec.tty {
+                // Others may pass through it (each socket is its owner's), not list it.
+                let ttyDir = URL(fileURLWithPath: tty).deletingLastPathComponent().path
+                try FileManager.default.createDirectory(atPath: ttyDir, withIntermediateDirectories: true)
+                chmod(ttyDir, 0o711)
+            }
             try System.writeAtomically(Data(runSpec.encoded()), to: dir + "/spec", mode: 0o600, durable: false)
             let pid = try System.spawnDetached(supervisor, [dir], stdout: dir + "/supervisor.log")
             try? System.writeAtomically(

@@ -1,3 +1,4 @@
+import AllotCore
 import Foundation
 
 /// What allotd hands a run's supervisor (`allot-supervise`, C): everything needed to run one run of a job,
@@ -27,6 +28,11 @@ struct RunSpec: Sendable, Equatable {
     var cpuMax: String? = nil
     /// The cgroup's `memory.max` (bytes) for the job's memory, when it has a cgroup.
     var memoryMax: String? = nil
+    /// For an interactive run: the socket its owner's client connects to, and how its terminal is made.
+    var tty: String? = nil
+    var interactive: Interactive? = nil
+    /// Seconds without a client before an interactive job is hung up on.
+    var hangup: Double = 10
 
     /// The spec as the supervisor reads it. No value may hold a NUL (no C string can either).
     func encoded() -> [UInt8] {
@@ -38,6 +44,12 @@ struct RunSpec: Sendable, Equatable {
         if let cgroup { records.append(("cgroup", cgroup)) }
         if let cpuMax { records.append(("cpu_max", cpuMax)) }
         if let memoryMax { records.append(("memory_max", memoryMax)) }
+        if let tty, let i = interactive {
+            records += [
+                ("tty", tty), ("pty", i.pty ? "1" : "0"), ("rows", String(i.rows)), ("cols", String(i.cols)),
+                ("hangup", String(hangup)),
+            ]
+        }
         records += groups.map { ("group", String($0)) }
         records += environment.sorted { $0.key < $1.key }.map { ("env", "\($0.key)=\($0.value)") }
         records += command.map { ("arg", $0) }
@@ -105,7 +117,16 @@ extension RunSpec {
             cgroup: fields["cgroup"],
             socket: socket,
             cpuMax: fields["cpu_max"],
-            memoryMax: fields["memory_max"]
+            memoryMax: fields["memory_max"],
+            tty: fields["tty"],
+            interactive: fields["tty"] == nil
+                ? nil
+                : Interactive(
+                    pty: fields["pty"] == "1",
+                    rows: fields["rows"].flatMap { Int($0) } ?? 24,
+                    cols: fields["cols"].flatMap { Int($0) } ?? 80
+                ),
+            hangup: fields["hangup"].flatMap { Double($0) } ?? 10
         )
     }
 }

@@ -126,6 +126,22 @@ public struct JobRequest: Codable, Hashable, Sendable {
     /// Slurm's partition (`-p`): taken as the priority class of that name, else the tenant of that name
     /// (when the request names neither); otherwise ignored with a warning.
     public var partition: String?
+    /// Nodes the job may use: names or Slurm hostlists (`gpu[01-04],big1`).
+    public var nodelist: String?
+    /// Nodes the job must not use (names or hostlists).
+    public var exclude: String?
+    /// A condition on node labels: `ib&zone=a|nvme`.
+    public var constraint: String?
+    /// Points off the job's priority score (negative: admins only).
+    public var nice: Int?
+    /// An http:// URL told of the job's moments (a JSON POST each).
+    public var notify: String?
+    /// A mail address told of the job's moments through the local sendmail.
+    public var mailUser: String?
+    /// Which moments: `begin,end,fail,preempt,requeue`, `all` or `none` (default begin,end,fail,preempt).
+    public var mailType: String?
+    /// A run attached to the submitting terminal (`allotctl run`): `{"pty": true, "rows": 50, "cols": 120}`.
+    public var interactive: Interactive?
 
     public init() {}
 
@@ -182,16 +198,42 @@ public struct JobRequest: Codable, Hashable, Sendable {
         dependency = try c.decodeIfPresent(String.self, forKey: .dependency)
         array = try c.decodeIfPresent(String.self, forKey: .array)
         partition = try c.decodeIfPresent(String.self, forKey: .partition)
+        nodelist = try c.decodeIfPresent(String.self, forKey: .nodelist)
+        exclude = try c.decodeIfPresent(String.self, forKey: .exclude)
+        constraint = try c.decodeIfPresent(String.self, forKey: .constraint)
+        nice = try c.decodeIfPresent(Int.self, forKey: .nice)
+        notify = try c.decodeIfPresent(String.self, forKey: .notify)
+        mailUser = try c.decodeIfPresent(String.self, forKey: .mailUser)
+        mailType = try c.decodeIfPresent(String.self, forKey: .mailType)
+        interactive = try c.decodeIfPresent(Interactive.self, forKey: .interactive)
     }
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case command, name, gpus, kind, tenant, walltime, estimate, grace, preemptible, prefer, topology, workdir, env,
-            hold, output, cpus, memory, mig, dependency, array, partition
+            hold, output, cpus, memory, mig, dependency, array, partition, nodelist, exclude, constraint, nice, notify,
+            interactive
+        case mailUser = "mail_user"
+        case mailType = "mail_type"
         case gpuModel = "gpu_model"
         case minGPUMemory = "min_gpu_memory"
         case gpuMemory = "gpu_memory"
         case priorityClass = "class"
         case maxCost = "max_cost"
+    }
+
+    /// The notifications asked for by `notify`, `mail_user` and `mail_type` (also for `update`).
+    static func notify(url: String?, mailUser: String?, mailType: String?) throws(RPCError) -> JobNotify? {
+        var events = JobNotify.defaultEvents
+        if let mailType {
+            switch JobNotify.parseEvents(mailType) {
+            case .success(let e): events = e
+            case .failure(let e): throw .invalidParams("mail_type: \(e.message)")
+            }
+        }
+        let n = JobNotify(url: url.flatMap { $0.isEmpty ? nil : $0 }, mailUser: mailUser, events: events)
+        if let problem = n.problems.first { throw .invalidParams(problem) }
+        // mail_type alone chooses what the tenant's default webhook is told ("none": nothing).
+        return n.url == nil && n.mailUser == nil && mailType == nil ? nil : n
     }
 
     /// The job spec this request asks for, submitted by `uid`; `defaultTenant`: the tenant when the request
@@ -327,6 +369,26 @@ public struct JobRequest: Codable, Hashable, Sendable {
         for key in s.environment.keys where key.isEmpty || key.contains("=") {
             throw .invalidParams("env: \"\(key)\" is not a variable name")
         }
+        switch NodeSelection.parse(nodelist: nodelist, exclude: exclude, constraint: constraint) {
+        case .success(let n): s.nodes = n
+        case .failure(let e): throw .invalidParams(e.message)
+        }
+        if let nice {
+            guard (-10_000...10_000).contains(nice) else {
+                throw .invalidParams("nice: expected points between -10000 and 10000, got \(nice)")
+            }
+            s.nice = nice
+        }
+        s.notify = try Self.notify(url: notify, mailUser: mailUser, mailType: mailType)
+        if let i = interactive {
+            guard (1...65535).contains(i.rows), (1...65535).contains(i.cols) else {
+                throw .invalidParams("interactive: rows and cols must be 1 to 65535")
+            }
+            guard array == nil else {
+                throw .invalidParams("interactive: a job array cannot be attached to a terminal")
+            }
+            s.interactive = i
+        }
         return (s, hold ?? false)
     }
 }
@@ -416,11 +478,17 @@ public struct UpdateParams: Codable, Sendable {
     public var name: String?
     /// New dependencies in Slurm's form; "" for none.
     public var dependency: String?
+    /// New node selections (each replaces its part; "" clears it).
+    public var nodelist: String?
+    public var exclude: String?
+    public var constraint: String?
+    /// New points off its priority score (negative: admins only).
+    public var nice: Int?
 
     public init(id: UInt64) { self.id = id }
 
     enum CodingKeys: String, CodingKey {
-        case id, walltime, estimate, gpus, name, dependency
+        case id, walltime, estimate, gpus, name, dependency, nodelist, exclude, constraint, nice
         case priorityClass = "class"
         case gpuModel = "gpu_model"
     }

@@ -52,6 +52,18 @@ public struct JobObject: Codable, Sendable, Equatable {
     public var migInstance: String?
     /// What it waits for before its first start (`afterok:12,singleton`), when it has dependencies.
     public var dependency: String?
+    /// Its node selection: the nodes it may use, those it must not, a condition on their labels.
+    public var nodelist: String?
+    public var exclude: String?
+    public var constraint: String?
+    /// Points off its priority score, when not 0.
+    public var nice: Int?
+    /// Who is told of its moments: a webhook, a mail address, and which moments.
+    public var notify: String?
+    public var mailUser: String?
+    public var mailType: String?
+    /// For a running interactive job (`allotctl run`), to its owner: the socket of its terminal.
+    public var tty: String?
     /// For a task of a job array: the array's id and the task's index.
     public var arrayJobID: UInt64?
     public var arrayTaskID: Int?
@@ -95,7 +107,9 @@ public struct JobObject: Codable, Sendable, Equatable {
         case gpuMemoryMiB = "gpu_memory_mib"
         case mig
         case migInstance = "mig_instance"
-        case dependency
+        case dependency, nodelist, exclude, constraint, nice, notify, tty
+        case mailUser = "mail_user"
+        case mailType = "mail_type"
         case arrayJobID = "array_job_id"
         case arrayTaskID = "array_task_id"
         case cpus
@@ -133,6 +147,17 @@ public struct JobObject: Codable, Sendable, Equatable {
         mig = spec.isMIG ? spec.mig : nil
         migInstance = job.allocation?.mig?.description
         dependency = spec.dependencies.isEmpty ? nil : Dependency.text(spec.dependencies)
+        if let s = spec.nodes {
+            nodelist = s.nodes.isEmpty ? nil : Hostlist.compress(s.nodes)
+            exclude = s.exclude.isEmpty ? nil : Hostlist.compress(s.exclude)
+            constraint = s.constraint.isEmpty ? nil : s.constraint
+        }
+        nice = spec.nice == 0 ? nil : spec.nice
+        if let n = spec.notify {
+            notify = n.url
+            mailUser = n.mailUser
+            mailType = n.eventText.isEmpty ? "none" : n.eventText
+        }
         arrayJobID = spec.array?.array.rawValue
         arrayTaskID = spec.array?.index
         cpus = spec.cpuMilli.map { Double($0) / 1000 }

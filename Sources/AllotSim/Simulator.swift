@@ -257,7 +257,8 @@ extension Blocker {
     /// Whether only a lack of GPUs blocks the job (not a rule, a queue order or a reservation).
     var isCapacity: Bool {
         switch self {
-        case .insufficientGPUs, .hostResources, .noModelAllowed, .exceedsNodeSize, .exceedsPool, .exceedsNodeResources,
+        case .insufficientGPUs, .hostResources, .noModelAllowed, .noNodeSelected, .exceedsNodeSize, .exceedsPool,
+            .exceedsNodeResources,
             .held, .noMIGRoom, .noMIGProfile:
             true
         default: false

@@ -12,8 +12,8 @@ public enum EventCodec {
     /// that the event and state schemas share a number again): a job's share of a GPU, CPUs and memory, in
     /// its spec and its allocation. Version 8: MIG — models' profile tables, nodes' MIG mode and layout, a
     /// job's acceptable profiles and its instance. Version 9: a job's dependencies and its place in a job
-    /// array.
-    public static let version: UInt16 = 9
+    /// array. Version 10: a job's node selection, nice and notifications; a tenant's default webhook.
+    public static let version: UInt16 = 10
 
     static let nodeStates: [NodeState] = [.up, .draining, .drained, .down]
     static let healths: [GPUHealth] = [.healthy, .unhealthy]
@@ -30,6 +30,7 @@ public enum EventCodec {
     static let preemptionReasons: [PreemptionReason] = [.priority, .reservation, .inference, .quota]
     static let rules: [PlacementNote.Rule] = [.cheapest, .soonest, .deadline, .firstFit]
     static let dependencyKinds: [Dependency.Kind] = [.after, .afterany, .afterok, .afternotok, .singleton]
+    static let notifyEvents: [JobNotify.Event] = [.begin, .end, .fail, .preempt, .requeue]
 
     static func index<T: Equatable>(_ v: T, in cases: [T]) -> UInt8 { UInt8(cases.firstIndex(of: v)!) }
 
@@ -260,6 +261,22 @@ public enum EventCodec {
             w.uvar(UInt64(a.index))
             w.uvar(UInt64(a.limit))
         }
+        w.optional(s.nodes) { w, n in
+            w.array(n.nodes) { $0.string($1) }
+            w.array(n.exclude) { $0.string($1) }
+            w.string(n.constraint)
+        }
+        w.ivar(Int64(s.nice))
+        w.optional(s.notify) { w, n in
+            w.optional(n.url) { $0.string($1) }
+            w.optional(n.mailUser) { $0.string($1) }
+            w.array(JobNotify.Event.allCases.filter { n.events.contains($0) }) { $0.u8(index($1, in: notifyEvents)) }
+        }
+        w.optional(s.interactive) { w, i in
+            w.bool(i.pty)
+            w.uvar(UInt64(i.rows))
+            w.uvar(UInt64(i.cols))
+        }
     }
 
     static func readJobSpec(_ r: inout BinaryReader) throws(DecodeError) -> JobSpec {
@@ -284,6 +301,28 @@ public enum EventCodec {
                     index: try r.count(max: ArrayIndices.maxIndex),
                     limit: try r.count(max: ArrayIndices.maxTasks)
                 )
+            }
+        }
+        if r.version >= 10 {
+            spec.nodes = try r.optional { r throws(DecodeError) in
+                NodeSelection(
+                    nodes: try r.array { r throws(DecodeError) in try r.string() },
+                    exclude: try r.array { r throws(DecodeError) in try r.string() },
+                    constraint: try r.string()
+                )
+            }
+            spec.nice = Int(clamping: try r.ivar())
+            spec.notify = try r.optional { r throws(DecodeError) in
+                JobNotify(
+                    url: try r.optional { r throws(DecodeError) in try r.string() },
+                    mailUser: try r.optional { r throws(DecodeError) in try r.string() },
+                    events: Set(
+                        try r.array { r throws(DecodeError) in try r.enumeration(notifyEvents, "notify event") }
+                    )
+                )
+            }
+            spec.interactive = try r.optional { r throws(DecodeError) in
+                Interactive(pty: try r.bool(), rows: try r.count(max: 65535), cols: try r.count(max: 65535))
             }
         }
         return spec

@@ -6,8 +6,9 @@ enum StateCodec {
     /// preemption reasons, tenants' budget-window marks, and the event schema's version 2 parts; 3 and 4
     /// move with the event schema, whose versions they embed; 5: jobs' past runs, the event schema unchanged;
     /// 6: the stop reason of a job whose GPU failed, with event schema 5; 7: shares of GPUs, with event
-    /// schema 7; 8: MIG, with event schema 8; 9: dependencies, with event schema 9).
-    static let version: UInt16 = 9
+    /// schema 7; 8: MIG, with event schema 8; 9: dependencies, with event schema 9; 10: node selection, nice
+    /// and notifications, with event schema 10).
+    static let version: UInt16 = 10
 
     static func encode(_ image: ClusterState.Image) -> [UInt8] {
         var w = BinaryWriter(capacity: 64 + image.jobs.count * 160)

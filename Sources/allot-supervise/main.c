@@ -16,6 +16,14 @@
 //
 // The spec: the record `allot-run-spec=1` first, then id, run, uid, gid, workdir, log, socket once each;
 // cgroup and output at most once; group, env (`NAME=VALUE`) and arg (the command, in order) repeated.
+//
+// An interactive run (`allotctl run`) also has `tty` (a Unix socket to listen on, for its owner only),
+// `pty` (1: the job's terminal is a pseudo-terminal of this process; 0: pipes), `rows`, `cols` and `hangup`
+// (seconds without a client before the job gets SIGHUP, then SIGKILL 10 s later). The client speaks
+// frames: a type byte, a 4-byte big-endian length, the payload. Client to job: 'd' input, 'w' window size
+// (rows and columns, 2 bytes each), 's' a signal for the job's process group (1 byte), 'e' end of input.
+// Job to client: 'o' output, 'r' errors (pipes only), 'x' the end (`exit_code N` or `signal N`). Output made
+// while no client is connected is kept (up to 1 MiB) for the next one.
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -27,7 +35,10 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <termios.h>
 #include <string.h>
+#include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -51,6 +62,7 @@ struct clone_args_v2 {
 
 struct spec {
     const char *id, *run, *uid, *gid, *workdir, *log, *socket, *cgroup, *output, *cpu_max, *memory_max;
+    const char *tty, *pty, *rows, *cols, *hangup;
     char *args[MAX_ITEMS + 1];
     char *env[MAX_ITEMS + 1];
     gid_t groups[1024];
@@ -122,6 +134,11 @@ static const char *parse_spec(char *buf, size_t size, struct spec *s) {
         else if (strcmp(rec, "output") == 0) s->output = v;
         else if (strcmp(rec, "cpu_max") == 0) s->cpu_max = v;
         else if (strcmp(rec, "memory_max") == 0) s->memory_max = v;
+        else if (strcmp(rec, "tty") == 0) s->tty = v;
+        else if (strcmp(rec, "pty") == 0) s->pty = v;
+        else if (strcmp(rec, "rows") == 0) s->rows = v;
+        else if (strcmp(rec, "cols") == 0) s->cols = v;
+        else if (strcmp(rec, "hangup") == 0) s->hangup = v;
         else if (strcmp(rec, "arg") == 0) { if (s->nargs == MAX_ITEMS) return "too many arguments"; s->args[s->nargs++] = v; }
         else if (strcmp(rec, "env") == 0) { if (s->nenv == MAX_ITEMS) return "too many variables"; s->env[s->nenv++] = v; }
         else if (strcmp(rec, "group") == 0) {
@@ -293,14 +310,38 @@ static void report(const struct spec *s) {
 
 /// The child, between clone and exec: only what is safe after a fork (this process has one thread).
 /// A failure writes its reason to `err` and to the job's output, and ends the child with 126 or 127.
+/// An interactive run's ends here: the pseudo-terminal's (master, slave name) or the pipes'.
+static int pty_master = -1;
+static char pty_slave[128];
+static int in_pipe[2] = {-1, -1}, out_pipe[2] = {-1, -1}, err_pipe[2] = {-1, -1};
+
 static void child(const struct spec *s, int logfd, int err, int joined) {
     char why[1200];
     int code = 126;
-    setpgid(0, 0);
-    int null = open("/dev/null", O_RDONLY);
-    if (null >= 0 && null != 0) { dup2(null, 0); close(null); }
-    dup2(logfd, 1);
-    dup2(logfd, 2);
+    if (pty_master >= 0) {
+        // Its own session, with the pseudo-terminal as its controlling terminal.
+        setsid();
+        int t = open(pty_slave, O_RDWR);
+        if (t < 0 || ioctl(t, TIOCSCTTY, 0) != 0) {
+            snprintf(why, sizeof why, "cannot open its terminal %s: %s", pty_slave, strerror(errno));
+            goto fail;
+        }
+        dup2(t, 0);
+        dup2(t, 1);
+        dup2(t, 2);
+        if (t > 2) close(t);
+    } else if (in_pipe[0] >= 0) {
+        setpgid(0, 0);
+        dup2(in_pipe[0], 0);
+        dup2(out_pipe[1], 1);
+        dup2(err_pipe[1], 2);
+    } else {
+        setpgid(0, 0);
+        int null = open("/dev/null", O_RDONLY);
+        if (null >= 0 && null != 0) { dup2(null, 0); close(null); }
+        dup2(logfd, 1);
+        dup2(logfd, 2);
+    }
     if (s->cgroup && !joined) {
         char path[4200];
         snprintf(path, sizeof path, "%s/cgroup.procs", s->cgroup);
@@ -319,7 +360,7 @@ static void child(const struct spec *s, int logfd, int err, int joined) {
             goto fail;
         }
     }
-    if (s->output) {
+    if (s->output && !s->tty) {
         int fd = open(s->output, O_WRONLY | O_CREAT | O_APPEND, 0644);
         if (fd < 0) {
             snprintf(why, sizeof why, "cannot open the output file %s: %s", s->output, strerror(errno));
@@ -348,6 +389,220 @@ fail:
     (void)!write(err, why, strlen(why));
     append(2, "allot: %s\n", why);
     _exit(code);
+}
+
+// MARK: Interactive runs
+
+static int client = -1;
+static char *pending;          // output made while no client was connected
+static size_t pending_len;
+#define PENDING_MAX (1 << 20)
+
+static int send_all(int fd, const void *p, size_t n) {
+    const char *c = p;
+    while (n > 0) {
+        ssize_t w = send(fd, c, n, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return -1;
+        c += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static void frame(char type, const void *p, size_t n) {
+    if (client < 0) {
+        // Kept for the next client: as frames, in order.
+        if (pending_len + 5 + n > PENDING_MAX) return;
+        char *grown = realloc(pending, pending_len + 5 + n);
+        if (!grown) return;
+        pending = grown;
+        unsigned char h[5] = {(unsigned char)type, (unsigned char)(n >> 24), (unsigned char)(n >> 16),
+                              (unsigned char)(n >> 8), (unsigned char)n};
+        memcpy(pending + pending_len, h, 5);
+        memcpy(pending + pending_len + 5, p, n);
+        pending_len += 5 + n;
+        return;
+    }
+    unsigned char h[5] = {(unsigned char)type, (unsigned char)(n >> 24), (unsigned char)(n >> 16),
+                          (unsigned char)(n >> 8), (unsigned char)n};
+    if (send_all(client, h, 5) != 0 || send_all(client, p, n) != 0) { close(client); client = -1; }
+}
+
+/// Reads what the job wrote on `fd` and sends it as `type` frames; returns 0 at the end of it.
+static int pump(int fd, char type) {
+    char buf[65536];
+    ssize_t n = read(fd, buf, sizeof buf);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN)) return 1;
+    if (n <= 0) return 0;  // EOF, or EIO: the terminal's last user is gone
+    frame(type, buf, (size_t)n);
+    return 1;
+}
+
+static void set_window(int rows, int cols) {
+    if (pty_master < 0 || rows <= 0 || cols <= 0) return;
+    struct winsize ws = {.ws_row = (unsigned short)rows, .ws_col = (unsigned short)cols};
+    ioctl(pty_master, TIOCSWINSZ, &ws);
+}
+
+/// Serves the job's terminal until it exits and its output is out: accepts its owner's client, passes
+/// input, window sizes and signals to the job, and output back. Hangs up on the job when no client has
+/// been there for `hangup` seconds. Returns the job's wait status.
+static int relay(const struct spec *s, pid_t pid, int listener) {
+    int in_fd = pty_master >= 0 ? pty_master : in_pipe[1];
+    int out_fd = pty_master >= 0 ? pty_master : out_pipe[0];
+    int err_fd = pty_master >= 0 ? -1 : err_pipe[0];
+    double hangup = s->hangup ? strtod(s->hangup, NULL) : 10;
+    double alone_since = now_s(), hung_up_at = 0;
+    int status = 0, exited = 0, told = 0, out_open = 1, err_open = err_fd >= 0;
+    unsigned char in[65536 + 5];
+    size_t in_len = 0;
+    double exited_at = 0;
+    for (;;) {
+        if (!exited && waitpid(pid, &status, WNOHANG) == pid) {
+            exited = 1;
+            exited_at = now_s();
+            // What is left to read, without waiting for processes that keep the ends open.
+            fcntl(out_fd, F_SETFL, O_NONBLOCK);
+            if (err_fd >= 0) fcntl(err_fd, F_SETFL, O_NONBLOCK);
+        }
+        if (exited && !out_open && !err_open) {
+            if (!told) {
+                char text[64];
+                int n = WIFSIGNALED(status) ? snprintf(text, sizeof text, "signal %d", WTERMSIG(status))
+                                            : snprintf(text, sizeof text, "exit_code %d", WEXITSTATUS(status));
+                frame('x', text, (size_t)n);
+                told = 1;
+            }
+            // Done once a client has the end; without one, waits a little for one to take it.
+            if (client >= 0 && pending_len == 0) break;
+            if (now_s() - exited_at > (hangup < 30 ? hangup : 30)) break;
+        }
+        struct pollfd fds[4];
+        int nf = 0, li = -1, ci = -1, oi = -1, ei = -1;
+        fds[nf] = (struct pollfd){.fd = listener, .events = POLLIN}; li = nf++;
+        if (client >= 0) { fds[nf] = (struct pollfd){.fd = client, .events = POLLIN}; ci = nf++; }
+        if (out_open && pending_len < PENDING_MAX) { fds[nf] = (struct pollfd){.fd = out_fd, .events = POLLIN}; oi = nf++; }
+        if (err_open && pending_len < PENDING_MAX) { fds[nf] = (struct pollfd){.fd = err_fd, .events = POLLIN}; ei = nf++; }
+        int r = poll(fds, (nfds_t)nf, exited ? 20 : 100);
+        if (r < 0 && errno != EINTR) break;
+        if (exited && r == 0) {
+            // Nothing more within 20 ms of the end: what is still open belongs to processes it left.
+            out_open = 0;
+            err_open = 0;
+        }
+        if (oi >= 0 && fds[oi].revents) out_open = pump(out_fd, 'o');
+        if (ei >= 0 && fds[ei].revents) err_open = pump(err_fd, 'r');
+        if (li >= 0 && (fds[li].revents & POLLIN)) {
+            int c = accept4(listener, NULL, NULL, SOCK_CLOEXEC);
+            if (c >= 0) {
+                if (client >= 0) close(client);  // the newest client takes the terminal
+                client = c;
+                in_len = 0;
+                hung_up_at = 0;
+                if (pending_len > 0 && send_all(client, pending, pending_len) == 0) pending_len = 0;
+            }
+        }
+        if (ci >= 0 && client >= 0 && fds[ci].revents) {
+            ssize_t n = read(client, in + in_len, sizeof in - in_len);
+            if (n <= 0 && !(n < 0 && errno == EINTR)) {
+                close(client);
+                client = -1;
+                alone_since = now_s();
+            } else if (n > 0) {
+                in_len += (size_t)n;
+                size_t at = 0;
+                while (in_len - at >= 5) {
+                    size_t len = ((size_t)in[at + 1] << 24) | ((size_t)in[at + 2] << 16) | ((size_t)in[at + 3] << 8) | in[at + 4];
+                    if (len > 65536) { close(client); client = -1; alone_since = now_s(); in_len = at = 0; break; }
+                    if (in_len - at < 5 + len) break;
+                    unsigned char *p = in + at + 5;
+                    switch (in[at]) {
+                    case 'd':
+                        if (in_fd >= 0 && !exited) {
+                            size_t off = 0;
+                            while (off < len) {
+                                ssize_t w = write(in_fd, p + off, len - off);
+                                if (w < 0 && errno == EINTR) continue;
+                                if (w <= 0) break;
+                                off += (size_t)w;
+                            }
+                        }
+                        break;
+                    case 'w':
+                        if (len == 4) set_window((p[0] << 8) | p[1], (p[2] << 8) | p[3]);
+                        break;
+                    case 's':
+                        if (len == 1 && !exited) kill(-pid, p[0]);
+                        break;
+                    case 'e':
+                        if (pty_master >= 0) {
+                            // A terminal's end of input: its EOF character.
+                            struct termios t;
+                            if (tcgetattr(pty_master, &t) == 0) (void)!write(pty_master, &t.c_cc[VEOF], 1);
+                        } else if (in_pipe[1] >= 0) {
+                            close(in_pipe[1]);
+                            in_pipe[1] = -1;
+                            in_fd = -1;
+                        }
+                        break;
+                    }
+                    at += 5 + len;
+                }
+                memmove(in, in + at, in_len - at);
+                in_len -= at;
+            }
+        }
+        if (!exited && client < 0) {
+            double alone = now_s() - alone_since;
+            if (alone > hangup && hung_up_at == 0) {
+                kill(-pid, SIGHUP);
+                kill(-pid, SIGCONT);
+                hung_up_at = now_s();
+            } else if (hung_up_at > 0 && now_s() - hung_up_at > 10) {
+                kill(-pid, SIGKILL);
+            }
+        }
+    }
+    if (client >= 0) close(client);
+    return status;
+}
+
+/// Makes the run's ends (a pseudo-terminal or pipes) and its listening socket, for its owner only.
+static int open_interactive(const struct spec *s, char *error, size_t cap) {
+    uid_t uid = (uid_t)strtoul(s->uid, NULL, 10);
+    gid_t gid = (gid_t)strtoul(s->gid, NULL, 10);
+    if (s->pty && strcmp(s->pty, "1") == 0) {
+        pty_master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+        if (pty_master < 0 || grantpt(pty_master) != 0 || unlockpt(pty_master) != 0 ||
+            ptsname_r(pty_master, pty_slave, sizeof pty_slave) != 0) {
+            snprintf(error, cap, "cannot make a terminal: %s", strerror(errno));
+            return -1;
+        }
+        if (getuid() == 0) (void)!chown(pty_slave, uid, (gid_t)-1);
+        set_window(s->rows ? atoi(s->rows) : 24, s->cols ? atoi(s->cols) : 80);
+    } else if (pipe2(in_pipe, O_CLOEXEC) != 0 || pipe2(out_pipe, O_CLOEXEC) != 0 || pipe2(err_pipe, O_CLOEXEC) != 0) {
+        snprintf(error, cap, "cannot make pipes: %s", strerror(errno));
+        return -1;
+    }
+    int l = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    if (l < 0 || strlen(s->tty) >= sizeof addr.sun_path) {
+        snprintf(error, cap, "cannot listen at %s: %s", s->tty, l < 0 ? strerror(errno) : "path too long");
+        return -1;
+    }
+    strcpy(addr.sun_path, s->tty);
+    unlink(s->tty);
+    mode_t old = umask(0077);
+    int b = bind(l, (struct sockaddr *)&addr, sizeof addr);
+    umask(old);
+    if (b != 0 || listen(l, 4) != 0) {
+        snprintf(error, cap, "cannot listen at %s: %s", s->tty, strerror(errno));
+        close(l);
+        return -1;
+    }
+    if (getuid() == 0) (void)!chown(s->tty, uid, gid);
+    return l;
 }
 
 int main(int argc, char **argv) {
@@ -384,6 +639,12 @@ int main(int argc, char **argv) {
         cgfd = open(s.cgroup, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         limit(s.cgroup, "cpu.max", s.cpu_max, "CPUs", "cpu", logfd);
         limit(s.cgroup, "memory.max", s.memory_max, "memory", "memory", logfd);
+    }
+    int listener = -1;
+    if (s.tty) {
+        signal(SIGPIPE, SIG_IGN);  // a job that closed its input, a client gone: errors, not deaths
+        listener = open_interactive(&s, error, sizeof error);
+        if (listener < 0) goto done;
     }
     int pipefd[2];
     if (pipe2(pipefd, O_CLOEXEC) != 0) {
@@ -430,7 +691,15 @@ int main(int argc, char **argv) {
     close(pipefd[0]);
     child_error[got > 0 ? got : 0] = 0;
     int status = 0;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+    if (listener >= 0) {
+        // The job's ends belong to it now.
+        if (in_pipe[0] >= 0) { close(in_pipe[0]); close(out_pipe[1]); close(err_pipe[1]); }
+        status = relay(&s, pid, listener);
+        close(listener);
+        unlink(s.tty);
+    } else {
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+    }
     if (WIFSIGNALED(status)) { signo = WTERMSIG(status); exit_code = -1; }
     else exit_code = WEXITSTATUS(status);
     if (got > 0) snprintf(error, sizeof error, "%s", child_error);

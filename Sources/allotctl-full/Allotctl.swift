@@ -14,7 +14,8 @@ struct Allotctl: AsyncParsableCommand {
             """,
         version: "0.1.0",
         subcommands: [
-            Submit.self, List.self, History.self, Show.self, Why.self, Cancel.self, Hold.self, Release.self,
+            Submit.self, Run.self, Alloc.self, List.self, History.self, Show.self, Why.self, Cancel.self, Hold.self,
+            Release.self,
             Requeue.self, Update.self, Logs.self,
             Wait.self,
             Watch.self,

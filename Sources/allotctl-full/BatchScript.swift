@@ -287,6 +287,38 @@ struct BatchScript {
             if let v = value { arguments += ["--array", v] }
         case "partition":
             if let v = value { arguments += ["--partition", v] }
+        case "nodelist":
+            if let v = value { arguments += ["--nodelist", v] }
+        case "exclude":
+            if let v = value { arguments += ["--exclude", v] }
+        case "constraint":
+            // Slurm's features are allot's labels: ib&nvme, or a label's value with LABEL=VALUE.
+            if let v = value {
+                if v.contains("[") || v.contains("(") || v.contains("*") {
+                    return badValue("labels joined by & and | (brackets, parentheses and counts are not supported)")
+                }
+                arguments += ["--constraint", v]
+            }
+        case "nice":
+            // A bare --nice is Slurm's 100.
+            arguments += ["--nice", value ?? "100"]
+        case "mail-user":
+            if let v = value { arguments += ["--mail-user", v] }
+        case "mail-type":
+            guard let v = value else { return badValue("events such as END,FAIL") }
+            // Slurm's types allot does not tell of are named; the others go through.
+            func tells(_ word: Substring) -> Bool {
+                if case .success = JobNotify.parseEvents(String(word)) { return true }
+                return false
+            }
+            let known = v.split(separator: ",").filter(tells)
+            let unknown = v.split(separator: ",").filter { !tells($0) }
+            if !unknown.isEmpty {
+                warnings.append(
+                    "\(at): #SBATCH --mail-type: \(unknown.joined(separator: ",")) not told by allot (it tells begin, end, fail, preempt, requeue); ignored"
+                )
+            }
+            if !known.isEmpty { arguments += ["--mail-type", known.joined(separator: ",")] }
         case "exclusive":
             ignored("allot gives whole GPUs to one job already; a node's other GPUs stay shared")
         default:

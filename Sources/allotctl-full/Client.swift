@@ -61,7 +61,7 @@ func warn(_ message: String) { FileHandle.standardError.write(Data("allotctl: \(
 /// A blocking JSON-RPC client over allotd's Unix socket: one request at a time, or a pipeline.
 final class Client {
     let path: String
-    private let fd: Int32
+    let fd: Int32
     private var buffer: [UInt8] = []
     private var start = 0
     private var nextID: Int64 = 1

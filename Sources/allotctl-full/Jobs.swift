@@ -327,6 +327,14 @@ struct Show: ParsableCommand {
             }
             lines.append(("submitted", j.submitTime))
             if let d = j.dependency { lines.append(("dependency", d)) }
+            if let n = j.nodelist { lines.append(("nodelist", n)) }
+            if let n = j.exclude { lines.append(("exclude", n)) }
+            if let c = j.constraint { lines.append(("constraint", c)) }
+            if let n = j.nice { lines.append(("nice", String(n))) }
+            if j.notify != nil || j.mailUser != nil || j.mailType != nil {
+                let who = [j.notify, j.mailUser].compactMap { $0 }.joined(separator: ", ")
+                lines.append(("notify", "\(who.isEmpty ? "its tenant's webhook" : who) on \(j.mailType ?? "")"))
+            }
             if let s = j.startTime { lines.append(("started", s)) }
             if let e = j.endTime { lines.append(("ended", e)) }
             if let c = j.exitCode { lines.append(("exit code", String(c))) }
@@ -472,8 +480,8 @@ struct Update: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Change a waiting job's request, or a running job's walltime (as scontrol update).",
         discussion: """
-            A pending or held job may change its walltime, estimate, class, GPUs, GPU models, name and \
-            dependency; a running one only its walltime (a longer one: admins only). Each change is logged with \
+            A pending or held job may change its walltime, estimate, class, GPUs, GPU models, name, \
+            dependency, node selection and nice; a running one only its walltime (a longer one: admins only). Each change is logged with \
             who made it. Prints the job as it is now.
             """
     )
@@ -502,9 +510,36 @@ struct Update: ParsableCommand {
         help: ArgumentHelp("New dependencies (as submit's); \"\" for none.", valueName: "COND[,…]")
     )
     var dependency: String?
+    @Option(
+        name: [.customShort("w"), .long],
+        help: ArgumentHelp("Nodes it may run on (names or hostlists); \"\" for any.", valueName: "NODES")
+    )
+    var nodelist: String?
+    @Option(
+        name: [.customShort("x"), .long],
+        help: ArgumentHelp("Nodes it must not run on; \"\" for none.", valueName: "NODES")
+    )
+    var exclude: String?
+    @Option(
+        name: [.customShort("C"), .long],
+        help: ArgumentHelp("A condition on node labels (as submit's); \"\" for none.", valueName: "EXPR")
+    )
+    var constraint: String?
+    @Option(
+        name: .long,
+        parsing: .unconditional,
+        help: ArgumentHelp(
+            "Points off its priority score; a negative value raises it (admins only).",
+            valueName: "N"
+        )
+    )
+    var nice: Int?
     @Flag(name: .long, help: "Print the job object as JSON.") var json = false
 
     func validate() throws {
+        if case .failure(let e) = NodeSelection.parse(nodelist: nodelist, exclude: exclude, constraint: constraint) {
+            throw ValidationError(e.message)
+        }
         if walltime != nil && slurmTime != nil { throw ValidationError("give --walltime or -t, not both") }
         for (flag, v) in [("--walltime", walltime), ("--estimate", estimate)] {
             if let v, DurationText.parse(v) == nil {
@@ -531,6 +566,10 @@ struct Update: ParsableCommand {
         p.gpuModel = gpuModel.map { WireModels($0.split(separator: ",").map(String.init)) }
         p.name = name
         p.dependency = dependency
+        p.nodelist = nodelist
+        p.exclude = exclude
+        p.constraint = constraint
+        p.nice = nice
         try talking {
             let client = try connection.connect()
             let job: JobObject = try client.call(Methods.update, p)

@@ -172,6 +172,61 @@ struct Submit: ParsableCommand {
     var partition: String?
 
     @Option(
+        name: [.customShort("w"), .long],
+        help: ArgumentHelp("Run only on these nodes: names or hostlists (gpu[01-04],big1).", valueName: "NODES")
+    )
+    var nodelist: String?
+
+    @Option(
+        name: [.customShort("x"), .long],
+        help: ArgumentHelp("Never run on these nodes: names or hostlists.", valueName: "NODES")
+    )
+    var exclude: String?
+
+    @Option(
+        name: [.customShort("C"), .long],
+        help: ArgumentHelp(
+            "Run only on nodes whose labels satisfy this: LABEL, LABEL=VALUE, LABEL!=VALUE, !LABEL, joined by & (and) and | (or).",
+            valueName: "EXPR"
+        )
+    )
+    var constraint: String?
+
+    @Option(
+        name: .long,
+        parsing: .unconditional,
+        help: ArgumentHelp(
+            "Points off the job's priority score (Slurm's nice); negative values raise it (admins only).",
+            valueName: "N"
+        )
+    )
+    var nice: Int?
+
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "POST a JSON record to this http:// URL when the job begins, ends, fails or is preempted (retried until it answers 2xx).",
+            valueName: "URL"
+        )
+    )
+    var notify: String?
+
+    @Option(
+        name: .customLong("mail-user"),
+        help: ArgumentHelp("Mail this address of the same moments (through the local sendmail).", valueName: "ADDR")
+    )
+    var mailUser: String?
+
+    @Option(
+        name: .customLong("mail-type"),
+        help: ArgumentHelp(
+            "Which moments to tell of: begin, end, fail, preempt, requeue, all or none, joined by commas (default begin,end,fail,preempt).",
+            valueName: "LIST"
+        )
+    )
+    var mailType: String?
+
+    @Option(
         name: [.customShort("D"), .long],
         help: ArgumentHelp("Working directory (default: the current one).", valueName: "DIR")
     )
@@ -214,6 +269,7 @@ struct Submit: ParsableCommand {
         "gpus", "cpus", "memory", "gpu-memory", "mig", "gpu-model", "min-gpu-memory", "kind", "class", "tenant",
         "walltime", "estimate", "grace", "preemptible", "no-preemptible", "max-cost", "prefer", "topology", "name",
         "dependency", "array", "partition", "workdir", "output", "env", "hold", "file", "json", "socket",
+        "nodelist", "exclude", "constraint", "nice", "notify", "mail-user", "mail-type",
     ]
 
     /// The command given after `--`.
@@ -298,6 +354,15 @@ struct Submit: ParsableCommand {
         if let t = topology, Topology(rawValue: t) == nil {
             throw ValidationError("--topology: expected any, single-node or nvlink, got \"\(t)\"")
         }
+        if case .failure(let e) = NodeSelection.parse(nodelist: nodelist, exclude: exclude, constraint: constraint) {
+            throw ValidationError(e.message)
+        }
+        if let t = mailType, case .failure(let e) = JobNotify.parseEvents(t) {
+            throw ValidationError("--mail-type: \(e.message)")
+        }
+        if let u = notify, WebhookURL(u) == nil {
+            throw ValidationError("--notify: \"\(u)\" is not an http:// URL (http://HOST[:PORT]/PATH)")
+        }
     }
 
     /// The request the flags describe (also the defaults under each --file line); `defaultWorkdir`: the
@@ -338,6 +403,13 @@ struct Submit: ParsableCommand {
         r.dependency = dependency
         r.array = array
         r.partition = partition
+        r.nodelist = nodelist
+        r.exclude = exclude
+        r.constraint = constraint
+        r.nice = nice
+        r.notify = notify
+        r.mailUser = mailUser
+        r.mailType = mailType
         return r
     }
 
@@ -572,6 +644,13 @@ extension JobRequest {
         r.dependency = dependency ?? d.dependency
         r.array = array ?? d.array
         r.partition = partition ?? d.partition
+        r.nodelist = nodelist ?? d.nodelist
+        r.exclude = exclude ?? d.exclude
+        r.constraint = constraint ?? d.constraint
+        r.nice = nice ?? d.nice
+        r.notify = notify ?? d.notify
+        r.mailUser = mailUser ?? d.mailUser
+        r.mailType = mailType ?? d.mailType
         return r
     }
 }

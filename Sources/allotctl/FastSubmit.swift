@@ -47,7 +47,7 @@ enum FastSubmit {
         switch name {
         case "gpus", "gpu-model", "min-gpu-memory", "kind", "class", "tenant", "walltime", "estimate", "grace",
             "max-cost", "prefer", "topology", "name", "workdir", "output", "env", "socket", "dependency", "array",
-            "partition":
+            "partition", "nodelist", "exclude", "constraint", "nice", "notify", "mail-user", "mail-type":
             return true
         default: return false
         }
@@ -130,6 +130,16 @@ enum FastSubmit {
         if let v = values["dependency"] { out.append("\"dependency\":" + quoted(v)) }
         if let v = values["array"] { out.append("\"array\":" + quoted(v)) }
         if let v = values["partition"] { out.append("\"partition\":" + quoted(v)) }
+        for (key, wire) in [
+            ("nodelist", "nodelist"), ("exclude", "exclude"), ("constraint", "constraint"), ("notify", "notify"),
+            ("mail-user", "mail_user"), ("mail-type", "mail_type"),
+        ] {
+            if let v = values[key] { out.append("\"\(wire)\":" + quoted(v)) }
+        }
+        if let v = values["nice"] {
+            guard let n = Int(v) else { return nil }
+            out.append("\"nice\":\(n)")
+        }
         if let v = values["topology"] {
             guard Topology(rawValue: v) != nil else { return nil }
             out.append("\"topology\":" + quoted(v))

@@ -313,6 +313,27 @@ enum Sample {
             ]
     }()
 
+    /// Version 10: a job with a node selection, a nice and notifications (23), and one updated to select
+    /// other nodes and be nicer (24).
+    static let eventsV10: [Event] = {
+        func at(_ t: Double, _ b: Event.Body) -> Event { Event(time: Instant(seconds: 1_800_000_800 + t), b) }
+        var selective = JobSpec(name: "sel", tenant: "research", gpus: 1, command: ["train"])
+        selective.nodes = NodeSelection(nodes: ["h1", "h2"], exclude: [], constraint: "ib&zone=a|nvme")
+        selective.nice = -50
+        selective.notify = JobNotify(url: "http://hooks:8080/allot", mailUser: "a@b.org", events: [.end, .fail])
+        var plain = JobSpec(name: "plain", tenant: "research", gpus: 1, command: ["train"])
+        plain.notify = JobNotify(events: [])
+        plain.interactive = Interactive(pty: true, rows: 50, cols: 132)
+        var updated = plain
+        updated.nodes = NodeSelection(exclude: ["h9"])
+        updated.nice = 10_000
+        return [
+            at(0, .jobSubmitted(id: 23, spec: selective, held: true)),
+            at(0, .jobSubmitted(id: 24, spec: plain, held: true)),
+            at(1, .jobUpdated(id: 24, spec: updated, by: 0)),
+        ]
+    }()
+
     /// A submit event for job `id`.
     static func submit(_ id: UInt64) -> Event {
         Event(

@@ -19,7 +19,7 @@ import Glibc
         #SBATCH --job-name=sweep-%j
         #SBATCH -t 5 --gres=gpu:a100:2
         #SBATCH --mem=1G -c 2   # two CPUs
-        #SBATCH --mail-type=END
+        #SBATCH --qos=high
         #SBATCH -p scavenger
         #ALLOT --env MODE=fast
         echo "args=$# $1|$2 gpus=$CUDA_VISIBLE_DEVICES mode=$MODE"
@@ -28,7 +28,7 @@ import Glibc
         """.write(to: script, atomically: true, encoding: .utf8)
         let r = d.ctl(["submit", script.path, "one", "two words"])
         #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stderr.contains("train.sh:6: #SBATCH --mail-type=END"), "\(r.stderr)")
+        #expect(r.stderr.contains("train.sh:6: #SBATCH --qos=high"), "\(r.stderr)")
         #expect(!r.stderr.contains("-p"), "a partition named like a class is that class: \(r.stderr)")
         let id = try #require(Int(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)))
         // Editing the script after submit changes nothing queued.

@@ -100,6 +100,9 @@ public enum Blocker: Hashable, Sendable {
     case held
     /// No declared GPU model satisfies the job's model and memory constraints.
     case noModelAllowed
+    /// No node of the pool is one its node selection admits (`nodelist`, `exclude`, `constraint`; the
+    /// selection in words).
+    case noNodeSelected(String)
     /// The job wants more GPUs on one node (or one NVLink island) than any allowed node has.
     case exceedsNodeSize(needed: Int, largest: Int)
     /// The job wants more GPUs than the pool has of the allowed models.

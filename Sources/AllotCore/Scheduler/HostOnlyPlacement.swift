@@ -7,7 +7,7 @@ extension Pass {
     mutating func tryStartHostOnly(_ row: PendingQueue.Row, allowed: UInt64, loans: [Loan]) -> StartOutcome {
         var best: (node: Int, freeGPUs: Int, cpuLeft: Int)?
         for (i, node) in state.nodes.enumerated()
-        where node.schedulable && allowed & (1 << UInt64(node.modelIndex)) != 0 {
+        where node.schedulable && allowed & (1 << UInt64(node.modelIndex)) != 0 && admitted(row, node: i) {
             guard fitsHost(row, node: i, gpus: 0) else { continue }
             let freeGPUs = pool.freeCount(i)
             let need = hostNeed(row, node: i, gpus: 0)

@@ -34,8 +34,9 @@ extension Pass {
             guard let table = model.mig, !migNodes![m].isEmpty else { continue }
             for p in spec.migProfiles(on: model) {
                 let nodes = migNodes![m].filter { i in
-                    state.nodes[i].spec.mig == .dynamic
-                        || state.nodes[i].spec.migLayout.contains { $0.profile == p.name }
+                    admitted(row, node: i)
+                        && (state.nodes[i].spec.mig == .dynamic
+                            || state.nodes[i].spec.migLayout.contains { $0.profile == p.name })
                 }
                 if nodes.isEmpty { continue }
                 offered = true

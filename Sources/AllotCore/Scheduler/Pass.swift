@@ -176,6 +176,20 @@ struct Pass {
         return p
     }
 
+    /// Whether a row's node selection admits node `i` (every node when it has none).
+    @inline(__always) func admitted(_ row: PendingQueue.Row, node i: Int) -> Bool {
+        ctx.nodeAllowed[Int(row.constraint)]?[i] ?? true
+    }
+
+    /// `view` without the free GPUs of the nodes a row's node selection does not admit (`view` itself when
+    /// it selects no nodes): what every placement, hold, preemption and reservation for it looks at.
+    func restricted(_ view: FreePool, for row: PendingQueue.Row) -> FreePool {
+        guard let admits = ctx.nodeAllowed[Int(row.constraint)] else { return view }
+        var v = view
+        for (i, ok) in admits.enumerated() where !ok && v.free[i] != 0 { v.setFree(node: i, mask: 0) }
+        return v
+    }
+
     /// Takes GPUs from every view (a start, or GPUs held for a job waiting on preemptions).
     mutating func takeEverywhere(_ slices: [NodeMask]) {
         for s in slices {
@@ -212,7 +226,7 @@ struct Pass {
                 let allowed = ctx.allowed[Int(p.constraint)]
                 let gpus = Int(p.gpus)
                 let blocker =
-                    ctx.structuralBlocker(gpus: gpus, topology: p.topology, allowed: allowed)
+                    ctx.structuralBlocker(gpus: gpus, topology: p.topology, allowed: allowed, constraint: p.constraint)
                     ?? ctx.shortage(gpus, allowed: allowed, pool: pool)
                 pending.append(PendingReason(id: p.id, rank: rank + 1, blocker: blocker))
                 continue
@@ -220,7 +234,12 @@ struct Pass {
             let row = rows[p.slot]
             func block(_ b: Blocker) { pending.append(PendingReason(id: row.id, rank: rank + 1, blocker: b)) }
             let allowed = ctx.usableModels(row)
-            if let b = ctx.structuralBlocker(gpus: row.gpus, topology: row.topology, allowed: allowed) {
+            if let b = ctx.structuralBlocker(
+                gpus: row.gpus,
+                topology: row.topology,
+                allowed: allowed,
+                constraint: row.constraint
+            ) {
                 block(b)
                 release(heldFor: row.id, except: [])
                 continue
@@ -372,18 +391,13 @@ struct Pass {
             let mine = held.isEmpty ? [] : (held[row.id] ?? [])
             if memoizable && row.gpus >= memo[v][key] && mine.isEmpty { continue }
             let outcome: Attempt
-            if !mine.isEmpty {
-                outcome = attempt(
-                    row,
-                    allowed: allowed,
-                    preemptible: preemptible,
-                    view: adding(mine, to: usesWholePool ? pool : open!)
-                )
-            } else if usesWholePool {
-                outcome = attempt(row, allowed: allowed, preemptible: preemptible, view: pool)
-            } else {
-                outcome = attempt(row, allowed: allowed, preemptible: preemptible, view: open!)
-            }
+            let base = usesWholePool ? pool : open!
+            outcome = attempt(
+                row,
+                allowed: allowed,
+                preemptible: preemptible,
+                view: restricted(mine.isEmpty ? base : adding(mine, to: base), for: row)
+            )
             switch outcome {
             case .placed(let m, let slices, let note, var more):
                 var all = loans
@@ -402,7 +416,7 @@ struct Pass {
         }
         // Held back by the reservation rather than by capacity?
         if let r = reservation, !mayUseReserved, open != nil, best?.1 ?? true,
-            fitsAny(row, allowed: allowed, view: pool)
+            fitsAny(row, allowed: allowed, view: restricted(pool, for: row))
         {
             return .blocked(.reserved(for: r.job, from: r.from), capacity: false)
         }
@@ -554,7 +568,7 @@ struct Pass {
     /// When the job fits in the free GPUs plus those of jobs stopping for it, holds the free part for it and
     /// returns true.
     mutating func holdIfFits(_ row: PendingQueue.Row, allowed: UInt64, with extra: [NodeMask]) -> Bool {
-        let view = adding(extra + (held[row.id] ?? []), to: pool)
+        let view = restricted(adding(extra + (held[row.id] ?? []), to: pool), for: row)
         for (m, _) in ctx.order(for: row, now: now) where allowed & (1 << UInt64(m)) != 0 {
             var p = view
             guard let slices = p.place(model: m, count: row.gpus, topology: row.topology) else { continue }
@@ -696,7 +710,8 @@ extension Pass {
             for gpu in sharedGPUs![m] {
                 let node = state.nodes[gpu.node]
                 let bit = UInt64(1) << UInt64(gpu.gpu)
-                guard node.schedulable, node.unhealthyMask & bit == 0, node.holder[gpu.gpu] == nil,
+                guard node.schedulable, admitted(row, node: gpu.node), node.unhealthyMask & bit == 0,
+                    node.holder[gpu.gpu] == nil,
                     mayUseReserved || (reservedMasks[gpu.node] ?? 0) & bit == 0,
                     !ctx.tracksHost || fitsHost(row, node: gpu.node, gpus: 1),
                     node.acceptsShare(uid: row.uid, onGPU: gpu.gpu, owners: { state.jobs[$0]?.spec.uid }),
@@ -767,7 +782,8 @@ extension Pass {
     /// Whether node `i` takes `k` of a pending job's GPUs: its CPUs and memory are free there, and a share
     /// finds the node taking shares.
     func accepts(_ row: PendingQueue.Row, node i: Int, gpus k: Int) -> Bool {
-        (!row.isShare || state.nodes[i].spec.sharing != .off) && fitsHost(row, node: i, gpus: k)
+        admitted(row, node: i) && (!row.isShare || state.nodes[i].spec.sharing != .off)
+            && fitsHost(row, node: i, gpus: k)
     }
 
     /// Places a gang only on nodes that accept it (CPUs, memory, shares): one node when one holds it (best fit on

@@ -72,7 +72,9 @@ extension Pass {
         var reclaims: [(view: RunView, reason: PreemptionReason)] = []
         var others: [(view: RunView, reason: PreemptionReason)] = []
         let views = running
+        let selects = ctx.nodeAllowed[Int(row.constraint)] != nil
         for i in victimOrder() {
+            if selects && !views[i].slices.contains(where: { admitted(row, node: $0.node) }) { continue }
             guard let r = victimReason(views[i], for: row, rank: rank, tenant: tenant, cls: cls, allowed: allowed)
             else {
                 continue
@@ -86,7 +88,7 @@ extension Pass {
         // Cheapest to stop first: loans, then lower classes, then less work at risk (the order above).
         let candidates = reclaims + others
         if candidates.isEmpty { return nil }
-        let base = adding((incoming[row.id] ?? []) + (held[row.id] ?? []), to: pool)
+        let base = restricted(adding((incoming[row.id] ?? []) + (held[row.id] ?? []), to: pool), for: row)
         typealias Choice = (set: [Int], model: Int, cost: (Int, Int, Double, Int))
         var best: Choice?
         for (m, _) in ctx.order(for: row, now: now) where allowed & (1 << UInt64(m)) != 0 {
@@ -107,7 +109,7 @@ extension Pass {
             } else {
                 var nodes = Set<Int>()
                 for i in onModel { for s in candidates[i].view.slices { nodes.insert(s.node) } }
-                for node in nodes.sorted() {
+                for node in nodes.sorted() where admitted(row, node: node) {
                     let here = onModel.filter { candidates[$0].view.mask(on: node) != 0 }
                     if let set = cover(row, model: m, base: base, with: here, candidates, node: node) {
                         consider(set, m, &best, candidates)
@@ -133,7 +135,7 @@ extension Pass {
             )
         }
         // Hold the free GPUs its placement will use, so that nothing else takes them meanwhile.
-        var view = adding(freed, to: base)
+        var view = adding(freed.filter { admitted(row, node: $0.node) }, to: base)
         if let slices = view.place(model: best.model, count: row.gpus, topology: row.topology) {
             takeEverywhere(slices.map { NodeMask(node: $0.node, mask: $0.mask & pool.free[$0.node]) })
         }
@@ -159,7 +161,7 @@ extension Pass {
         var ok = false
         for i in order {
             chosen.append(i)
-            view = adding(freed(chosen, candidates), to: base)
+            view = adding(freed(chosen, candidates).filter { admitted(row, node: $0.node) }, to: base)
             if fits(view) {
                 ok = true
                 break
@@ -170,7 +172,11 @@ extension Pass {
         if chosen.count > 1 {
             for i in chosen.reversed() {
                 let without = chosen.filter { $0 != i }
-                if !without.isEmpty && fits(adding(freed(without, candidates), to: base)) { chosen = without }
+                if !without.isEmpty
+                    && fits(adding(freed(without, candidates).filter { admitted(row, node: $0.node) }, to: base))
+                {
+                    chosen = without
+                }
             }
         }
         return chosen

@@ -40,6 +40,8 @@ public struct PriorityFactors: Hashable, Sendable {
     public var fairshare: Double
     public var size: Double
     public var score: Double
+    /// Points the job's nice took off the score.
+    public var nice: Int = 0
 }
 
 /// What a pass needs of a priority class (no name: copying it costs nothing).
@@ -158,7 +160,8 @@ struct PriorityCalculator {
             age: age,
             fairshare: fs,
             size: size,
-            score: score(age: age, fairshare: fs, size: size) - penalty
+            score: score(age: age, fairshare: fs, size: size) - penalty - Double(job.spec.nice),
+            nice: job.spec.nice
         )
     }
 
@@ -175,7 +178,8 @@ struct PriorityCalculator {
             classValue: classes.of(row).value,
             kindRank: row.kind == .inference ? 0 : 1,
             score: settings.ageWeight * ageFactor(row.submitTime) + tenantScore[t] + settings.sizeWeight
-                * sizeFactor(gpus: row.gpus, seconds: row.estimate.isNaN ? settings.defaultEstimate : row.estimate),
+                * sizeFactor(gpus: row.gpus, seconds: row.estimate.isNaN ? settings.defaultEstimate : row.estimate)
+                - Double(row.nice),
             submitTime: row.submitTime,
             id: row.id,
             gpus: Int32(clamping: row.gpus),

@@ -4,7 +4,7 @@ extension Pass {
     /// and estimates for `allot`, where GPUs lent from a reservation to jobs it goes before count as free
     /// (it takes them back).
     mutating func reserve(for row: PendingQueue.Row, rank: Priority, allowed: UInt64) {
-        var view = adding((incoming[row.id] ?? []) + (held[row.id] ?? []), to: pool)
+        var view = restricted(adding((incoming[row.id] ?? []) + (held[row.id] ?? []), to: pool), for: row)
         var ends: [(end: Double, id: JobID, slices: [NodeMask])] = []
         for v in running {
             // A shared GPU frees only when all its shares end: not counted on (a later reservation, never a
@@ -16,11 +16,16 @@ extension Pass {
                 && v.loans.contains(where: { if case .reservation = $0 { true } else { false } })
                 && rank < priority(ofRunning: v.id)
             {
-                view = adding(v.slices, to: view)
+                view = adding(v.slices.filter { admitted(row, node: $0.node) }, to: view)
                 continue
             }
             let end = policy == .backfill ? v.walltimeEnd : v.expectedEnd
-            if end.isFinite { ends.append((max(end, now.seconds), v.id, v.slices)) }
+            if end.isFinite {
+                let slices =
+                    ctx.nodeAllowed[Int(row.constraint)] == nil
+                    ? v.slices : v.slices.filter { admitted(row, node: $0.node) }
+                if !slices.isEmpty { ends.append((max(end, now.seconds), v.id, slices)) }
+            }
         }
         ends.sort { $0.end != $1.end ? $0.end < $1.end : $0.id < $1.id }
         let order = ctx.order(for: row, now: now).filter { allowed & (1 << UInt64($0.model)) != 0 }

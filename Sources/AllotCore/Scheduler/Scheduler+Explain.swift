@@ -17,6 +17,9 @@ extension Blocker {
             return "held: it will not start until released (allotctl release)"
         case .noModelAllowed:
             return "no GPU model in the pool satisfies \(Self.constraints(spec)); resubmit with other constraints"
+        case .noNodeSelected(let selection):
+            return
+                "no node of the pool with its GPU models is one it may use (\(selection)); it can never start as asked (allotctl update \(spec.array.map { "\($0.array)" } ?? "ID") --nodelist/--exclude/--constraint, or ask an admin to label nodes)"
         case .exceedsNodeSize(let needed, let largest):
             let unit = spec.topology == .nvlink ? "NVLink island" : "node"
             return
@@ -80,7 +83,8 @@ extension Blocker {
     /// Whether waiting can never remove this blocker.
     public var isPermanent: Bool {
         switch self {
-        case .noModelAllowed, .exceedsNodeSize, .exceedsPool, .maxCostBelowAnyPrice, .exceedsNodeResources,
+        case .noModelAllowed, .noNodeSelected, .exceedsNodeSize, .exceedsPool, .maxCostBelowAnyPrice,
+            .exceedsNodeResources,
             .noMIGProfile, .dependencyNeverMet:
             true
         default: false
@@ -194,7 +198,7 @@ extension Scheduler {
             if policy != .fifo {
                 let f = priorityFactors(of: job, in: state, at: state.now)
                 lines.append(
-                    "priority: class \(f.classValue), score \(Int(f.score.rounded())) (age \(pct(f.age)), fair share \(pct(f.fairshare)), size \(pct(f.size)))"
+                    "priority: class \(f.classValue), score \(Int(f.score.rounded())) (age \(pct(f.age)), fair share \(pct(f.fairshare)), size \(pct(f.size))\(f.nice == 0 ? "" : ", nice \(f.nice)"))"
                 )
             }
             if let note = job.note { lines.append("requeued earlier: \(note)") }
@@ -344,8 +348,21 @@ extension Scheduler {
 
     /// One line per model the job may or may not use.
     private func modelLines(_ spec: JobSpec, in state: ClusterState, ruledOut: Set<String> = []) -> [String] {
-        let pool = state.freePool
+        var pool = state.freePool
         var out: [String] = []
+        if let s = spec.nodes {
+            var admitted = 0
+            for (i, n) in state.nodes.enumerated() {
+                if s.admits(n.spec) {
+                    admitted += 1
+                } else if pool.free[i] != 0 {
+                    pool.setFree(node: i, mask: 0)
+                }
+            }
+            out.append(
+                "  nodes it may use (\(s.description)): \(admitted) of \(state.nodes.count); GPUs below are theirs"
+            )
+        }
         for (i, m) in state.config.gpuModels.enumerated() {
             if !spec.gpuModels.isEmpty && !spec.gpuModels.contains(m.name) {
                 out.append("  \(m.name): not among the requested models")

@@ -37,7 +37,16 @@ extension Scheduler {
         for i in allowed.setBits where spec.shareMilli(on: models[i]) == 0 { allowed &= ~(1 << UInt64(i)) }
         if spec.isShare { allowed &= state.nodeTraits.shareModels }
         if allowed == 0 { return .noModelAllowed }
-        let pool = state.freePool
+        var pool = state.freePool
+        if let s = spec.nodes {
+            // What the pool could ever offer it: the nodes it may use, whatever their state.
+            let admitted = state.nodes.filter { s.admits($0.spec) }
+            var withNode: UInt64 = 0
+            for n in admitted { withNode |= 1 << UInt64(n.modelIndex) }
+            if allowed & withNode == 0 { return .noNodeSelected(s.description) }
+            allowed &= withNode
+            pool = FreePool(models: models.count, nodes: admitted)
+        }
         let holding = models.indices.filter { i in
             allowed & (1 << UInt64(i)) != 0 && spec.gpus <= largestHold(model: i, topology: spec.topology, pool)
         }

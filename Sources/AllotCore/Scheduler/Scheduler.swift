@@ -120,8 +120,14 @@ struct PassContext {
     let largestIsland: [Int]
     let policy: Scheduler.Policy
     let estimateDefault: Seconds
-    /// Per interned constraint of the pending queue: bit m set when model m satisfies it.
+    /// Per interned constraint of the pending queue: bit m set when model m satisfies it (and, for a
+    /// constraint with a node selection, has a node the selection admits).
     let allowed: [UInt64]
+    /// Per interned constraint: for one with a node selection, whether it admits each node (by position);
+    /// nil for the others (every node).
+    let nodeAllowed: [[Bool]?]
+    /// Per interned constraint: its node selection in words, when it has one.
+    let selectionText: [String?]
     /// Model orders: config order, and by each preference.
     let configOrder: [(Int, PlacementNote.Rule)]
     let fastest: [(Int, PlacementNote.Rule)]
@@ -161,7 +167,27 @@ struct PassContext {
             if x.pricePerHour != y.pricePerHour { return x.pricePerHour < y.pricePerHour }
             return x.speed != y.speed ? x.speed > y.speed : a < b
         }.map { ($0, .cheapest) }
-        allowed = state.pendingJobs.constraints.values.map { Self.mask(models, $0.models, $0.minGPUMemoryGiB) }
+        var allowed: [UInt64] = []
+        var nodeAllowed: [[Bool]?] = []
+        var selectionText: [String?] = []
+        for c in state.pendingJobs.constraints.values {
+            var mask = Self.mask(models, c.models, c.minGPUMemoryGiB)
+            if let s = c.nodes {
+                let admits = state.nodes.map { s.admits($0.spec) }
+                var withNode: UInt64 = 0
+                for (i, ok) in admits.enumerated() where ok { withNode |= 1 << UInt64(state.nodes[i].modelIndex) }
+                nodeAllowed.append(admits)
+                selectionText.append(mask == 0 ? nil : s.description)
+                mask &= withNode
+            } else {
+                nodeAllowed.append(nil)
+                selectionText.append(nil)
+            }
+            allowed.append(mask)
+        }
+        self.allowed = allowed
+        self.nodeAllowed = nodeAllowed
+        self.selectionText = selectionText
     }
 
     static func mask(_ models: [GPUModel], _ names: [String], _ minMemory: Double?) -> UInt64 {
@@ -220,8 +246,11 @@ struct PassContext {
     }
 
     /// A blocker no amount of waiting removes (constraints or sizes the pool cannot meet), if any.
-    func structuralBlocker(gpus: Int, topology: Topology, allowed: UInt64) -> Blocker? {
-        if allowed == 0 { return .noModelAllowed }
+    func structuralBlocker(gpus: Int, topology: Topology, allowed: UInt64, constraint: Int32 = -1) -> Blocker? {
+        if allowed == 0 {
+            if constraint >= 0, let s = selectionText[Int(constraint)] { return .noNodeSelected(s) }
+            return .noModelAllowed
+        }
         var largest = 0
         for i in (allowed).setBits {
             switch topology {
