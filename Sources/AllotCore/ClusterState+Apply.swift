@@ -117,6 +117,9 @@ extension ClusterState {
         case .jobTimedOut(let id, let grace):
             try expect(id, in: [.running], to: "time out")
             Self.stop(&jobs[existing: id], .walltime, at: t, grace: grace)
+        case .jobRequeueing(let id, let by, let grace):
+            try expect(id, in: [.running], to: "requeue")
+            Self.stop(&jobs[existing: id], .requeued(by: by), at: t, grace: grace)
         case .jobGPUFailed(let id, let reason, let grace):
             try expect(id, in: [.running], to: "stop for a failed GPU")
             Self.stop(&jobs[existing: id], .gpuFailed(reason: reason), at: t, grace: grace)
@@ -293,7 +296,7 @@ extension ClusterState {
     static func finish(_ job: inout Job, exit: ExitStatus, at t: Instant) -> Bool {
         job.exit = exit
         switch job.stopReason {
-        case .preempted?:
+        case .preempted?, .requeued?:
             requeue(&job, note: job.stopReason!.description, at: t)
             return true
         case .cancelled?:

@@ -137,6 +137,9 @@ public struct Controller: Sendable {
         case cancel(JobID, by: UInt32?)
         case hold(JobID)
         case release(JobID)
+        /// A job put back in the queue by a user: an ended one at once, a running one once it has stopped
+        /// (within its grace).
+        case requeue(JobID, by: UInt32?, reason: String)
         /// Events decided by the shell (the configuration, a node drained): applied as given, in order,
         /// up to the first one the state refuses.
         case record([Event.Body])
@@ -276,6 +279,18 @@ public struct Controller: Sendable {
             if now.state.isTerminal { out.effects.append(.ended(id)) }
             out.effects.append(.notify(id, now.state == .stopping ? "cancelling" : "cancelled"))
             out.passWanted = true
+        case .requeue(let id, let by, let reason):
+            guard let job = state.jobs[id] else { break }
+            if job.state == .running {
+                guard apply(.jobRequeueing(id: id, by: by, grace: state.grace(of: job.spec)), clock, &out),
+                    let now = state.jobs[id]
+                else { break }
+                stop(now, grace: now.graceLeft(at: clock.wall.seconds), &out)
+                out.effects.append(.notify(id, "requeueing"))
+            } else if apply(.jobRequeued(id: id, reason: reason), clock, &out) {
+                out.effects.append(.notify(id, "requeued"))
+                out.passWanted = true
+            }
         case .hold(let id):
             if apply(.jobHeld(id: id), clock, &out) {
                 out.effects.append(.notify(id, "held"))

@@ -45,6 +45,9 @@ public struct Event: Hashable, Codable, Sendable {
         /// A running or stopping job loses its GPUs and goes back to pending (its node failed, say); an ended
         /// job is put back in the queue (`allotctl requeue`), its last run kept in its history.
         case jobRequeued(id: JobID, reason: String)
+        /// A running job is told to stop within `grace` and then go back to the queue (`allotctl requeue`
+        /// by `by`).
+        case jobRequeueing(id: JobID, by: UInt32?, grace: Seconds)
         /// A job's spec changed by `by` (`allotctl update`): anything of a pending or held job's but its owner
         /// and array, only the walltime of a running one.
         case jobUpdated(id: JobID, spec: JobSpec, by: UInt32?)
@@ -71,6 +74,7 @@ public struct Event: Hashable, Codable, Sendable {
         case .jobGPUFailed: "jobGPUFailed"
         case .jobFinished: "jobFinished"
         case .jobRequeued: "jobRequeued"
+        case .jobRequeueing: "jobRequeueing"
         case .jobUpdated: "jobUpdated"
         case .clockTick: "clockTick"
         }

@@ -346,6 +346,8 @@ public enum StopReason: Hashable, Codable, Sendable, CustomStringConvertible {
     case preempted(by: JobID, reason: PreemptionReason)
     case cancelled(by: UInt32?)
     case walltime
+    /// Stopped to go back to the queue (`allotctl requeue` of a running job), by `by`.
+    case requeued(by: UInt32?)
     /// A GPU of the job failed, or its node went down.
     case gpuFailed(reason: String)
 
@@ -358,6 +360,8 @@ public enum StopReason: Hashable, Codable, Sendable, CustomStringConvertible {
         case .cancelled(let uid?): "cancelled by uid \(uid)"
         case .cancelled(nil): "cancelled"
         case .walltime: "walltime limit reached"
+        case .requeued(let uid?): "requeued by uid \(uid)"
+        case .requeued(nil): "requeued"
         case .gpuFailed(let reason): reason
         }
     }

@@ -523,11 +523,11 @@ extension Engine {
                 )
             )
         }
-        if kind == .requeue && !job.state.isTerminal {
+        if kind == .requeue && !job.state.isTerminal && job.state != .running {
             let what =
-                job.state.holdsGPUs
-                ? "it is \(job.state.rawValue): cancel it, and requeue it once it has ended (allotctl wait \(id))"
-                : "it has not ended (it is \(job.state.rawValue))"
+                job.state == .stopping
+                ? "it is stopping; requeue it once it has ended (allotctl wait \(id))"
+                : "it is \(job.state.rawValue), already waiting"
             return ItemResult(id: id.rawValue, ok: false, error: .refused("cannot requeue job \(id): \(what)"))
         }
         let input: Controller.Input =
@@ -535,7 +535,7 @@ extension Engine {
             case .cancel: .cancel(id, by: caller.uid)
             case .hold: .hold(id)
             case .release: .release(id)
-            case .requeue: .record([.jobRequeued(id: id, reason: "requeued by \(caller.name ?? "uid \(caller.uid)")")])
+            case .requeue: .requeue(id, by: caller.uid, reason: "requeued by \(caller.name ?? "uid \(caller.uid)")")
             }
         let out = feed(input)
         absorb(out, reportRefusals: false)

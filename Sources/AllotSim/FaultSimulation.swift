@@ -524,6 +524,7 @@ public struct FaultSimulation: Sendable {
         case .cancel(let id, _): "cancel \(id)"
         case .hold(let id): "hold \(id)"
         case .release(let id): "release \(id)"
+        case .requeue(let id, _, _): "requeue \(id)"
         }
     }
 }

@@ -115,6 +115,11 @@ public enum EventCodec {
             w.string(reason)
         case .clockTick:
             w.u8(15)
+        case .jobRequeueing(let id, let by, let grace):
+            w.u8(19)
+            w.uvar(id.rawValue)
+            w.optional(by) { $0.uvar(UInt64($1)) }
+            w.f64(grace)
         case .jobUpdated(let id, let spec, let by):
             w.u8(18)
             w.uvar(id.rawValue)
@@ -212,6 +217,12 @@ public enum EventCodec {
                 id: JobID(try r.uvar()),
                 spec: try readJobSpec(&r),
                 by: try r.optional { r throws(DecodeError) in try uid(&r) }
+            )
+        case 19 where r.version >= 10:
+            body = .jobRequeueing(
+                id: JobID(try r.uvar()),
+                by: try r.optional { r throws(DecodeError) in try uid(&r) },
+                grace: try r.f64()
             )
         case let k: throw DecodeError(offset: kindOffset, message: "unknown event kind \(k)")
         }

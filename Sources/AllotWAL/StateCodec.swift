@@ -128,6 +128,9 @@ enum StateCodec {
             case .gpuFailed(let reason):
                 w.u8(3)
                 w.string(reason)
+            case .requeued(let uid):
+                w.u8(4)
+                w.optional(uid) { $0.uvar(UInt64($1)) }
             }
         }
         w.optional(j.stopRequestedAt) { $0.f64($1.seconds) }
@@ -180,6 +183,8 @@ enum StateCodec {
             case 1: return .cancelled(by: try r.optional { r throws(DecodeError) in try EventCodec.uid(&r) })
             case 2: return .walltime
             case 3 where r.version >= 6: return .gpuFailed(reason: try r.string())
+            case 4 where r.version >= 10:
+                return .requeued(by: try r.optional { r throws(DecodeError) in try EventCodec.uid(&r) })
             case let k: throw DecodeError(offset: at, message: "unknown stop reason \(k)")
             }
         }

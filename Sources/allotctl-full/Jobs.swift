@@ -468,7 +468,11 @@ struct Release: ParsableCommand {
 
 struct Requeue: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Put ended jobs back in the queue (as scontrol requeue); their last run stays in their history."
+        abstract: "Put jobs back in the queue (as scontrol requeue); their last run stays in their history.",
+        discussion: """
+            An ended job (completed, failed, cancelled, timed out) waits again at once; a running one is \
+            told to stop (its stop signal, SIGKILL after its grace) and waits again once it has.
+            """
     )
     @OptionGroup var connection: ConnectionOptions
     @Argument(help: "Job ids: 12 (for a job array, all its ended tasks) or 12_7.") var ids: [String]

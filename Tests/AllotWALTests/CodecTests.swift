@@ -259,6 +259,7 @@ import Testing
         #expect(sel.notify == JobNotify(url: "http://hooks:8080/allot", mailUser: "a@b.org", events: [.end, .fail]))
         let upd = try #require(state.jobs[24]?.spec)
         #expect(upd.nodes == NodeSelection(exclude: ["h9"]) && upd.nice == 10_000 && upd.notify?.events == [])
+        #expect(state.jobs[13]?.state == .stopping && state.jobs[13]?.stopReason == .requeued(by: 1000))
         // A snapshot of it reads back to the same state.
         guard case .success(let back) = SnapshotFile.decode(SnapshotFile.encode(state.image, lsn: 9)) else {
             Issue.record("the snapshot does not read back")

@@ -313,8 +313,8 @@ enum Sample {
             ]
     }()
 
-    /// Version 10: a job with a node selection, a nice and notifications (23), and one updated to select
-    /// other nodes and be nicer (24).
+    /// Version 10: a job with a node selection, a nice and notifications (23), one updated to select other
+    /// nodes and be nicer (24), and running job 13 told to stop and go back to the queue.
     static let eventsV10: [Event] = {
         func at(_ t: Double, _ b: Event.Body) -> Event { Event(time: Instant(seconds: 1_800_000_800 + t), b) }
         var selective = JobSpec(name: "sel", tenant: "research", gpus: 1, command: ["train"])
@@ -331,6 +331,7 @@ enum Sample {
             at(0, .jobSubmitted(id: 23, spec: selective, held: true)),
             at(0, .jobSubmitted(id: 24, spec: plain, held: true)),
             at(1, .jobUpdated(id: 24, spec: updated, by: 0)),
+            at(2, .jobRequeueing(id: 13, by: 1000, grace: 30)),
         ]
     }()
 

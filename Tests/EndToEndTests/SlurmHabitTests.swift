@@ -195,7 +195,7 @@ import Glibc
     }
 
     /// scontrol's habits: `update` changes a waiting job (and a running one's walltime), `requeue` puts an
-    /// ended job back in the queue; each change is logged with who made it.
+    /// ended job back in the queue, and stops a running one first; each change is logged with who made it.
     @Test func updateChangesAWaitingJobAndRequeueRunsAnEndedOneAgain() throws {
         let d = try DaemonFixture()
         let held = try d.submit(["--hold", "--name", "first", "--", "sh", "-c", "echo gpus=$CUDA_VISIBLE_DEVICES"])
@@ -221,7 +221,16 @@ import Glibc
         job = try #require(d.job(running))
         let runs = job["earlier_runs"] as? [[String: Any]] ?? []
         #expect(runs.count == 1 && (runs.first?["ended"] as? String ?? "").hasPrefix("timed out"), "\(runs)")
+        // A running job is stopped (its grace, SIGTERM first) and goes back to the queue, then runs again.
         let again = d.ctl(["requeue", String(running)])
-        #expect(again.status != 0 && again.stderr.contains("cancel it, and requeue it once it has ended"))
+        #expect(again.status == 0, "\(again.stderr)")
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline, (d.job(running)?["earlier_runs"] as? [Any])?.count ?? 0 < 2 { usleep(50_000) }
+        try d.wait(running, for: "running")
+        let history = d.job(running)?["earlier_runs"] as? [[String: Any]] ?? []
+        #expect(history.count == 2 && (history.last?["ended"] as? String ?? "").contains("requeued by"), "\(history)")
+        let pending = try d.submit(["--hold", "--", "true"])
+        let refused = d.ctl(["requeue", String(pending)])
+        #expect(refused.status != 0 && refused.stderr.contains("already waiting"), "\(refused.stderr)")
     }
 }
