@@ -273,6 +273,7 @@ public struct ConfigFile: Hashable, Sendable {
             daemon.nvidiaSMI = try d.string("nvidia_smi") ?? daemon.nvidiaSMI
             daemon.sendmail = try d.string("sendmail") ?? daemon.sendmail
             daemon.runHangup = try d.duration("run_hangup") ?? daemon.runHangup
+            daemon.jobRetention = try d.duration("job_retention", allowNever: true) ?? daemon.jobRetention
             daemon.gpuCheckInterval = try d.duration("gpu_check_interval") ?? daemon.gpuCheckInterval
             daemon.onGPUFailure = try d.oneOf("on_gpu_failure", GPUFailureAction.self) ?? daemon.onGPUFailure
             daemon.stopSignal = try d.oneOf("stop_signal", StopSignal.self) ?? daemon.stopSignal

@@ -38,6 +38,9 @@ public struct DaemonSettings: Hashable, Sendable {
     public var sendmail = "/usr/sbin/sendmail"
     /// How long an interactive run (`allotctl run`) lives without its client before it gets SIGHUP.
     public var runHangup: Seconds = 10
+    /// How long ended jobs stay in allotd's state (answered by `ls`, `show`, `why`) before they are archived
+    /// (their records to STATE_DIR/archive, their use to summaries); infinity: never.
+    public var jobRetention: Seconds = 7 * 86_400
 
     /// Whether allotd runs the jobs of a node itself.
     public func isLocal(_ node: NodeSpec, hostname: String) -> Bool {

@@ -101,12 +101,15 @@ struct TableReader {
     mutating func duration(
         _ key: String,
         required: Bool = false,
-        allowZero: Bool = false
+        allowZero: Bool = false,
+        allowNever: Bool = false
     ) throws(ConfigError)
         -> Seconds?
     {
-        let expected = "a duration such as \"30s\", \"15m\", \"2h\", \"7d\" or a number of seconds"
+        let expected =
+            "a duration such as \"30s\", \"15m\", \"2h\", \"7d\"\(allowNever ? ", \"never\"" : "") or a number of seconds"
         guard let v = try value(key, required: required, expected: expected) else { return nil }
+        if allowNever, v.string == "never" { return .infinity }
         let d: Double?
         if let s = v.string { d = DurationText.parse(s) } else { d = v.double ?? v.int.map(Double.init) }
         guard let d, d.isFinite, allowZero ? d >= 0 : d > 0 else {

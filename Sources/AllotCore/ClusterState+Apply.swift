@@ -117,6 +117,18 @@ extension ClusterState {
         case .jobTimedOut(let id, let grace):
             try expect(id, in: [.running], to: "time out")
             Self.stop(&jobs[existing: id], .walltime, at: t, grace: grace)
+        case .jobsArchived(let ids):
+            for id in ids {
+                guard let job = jobs[id] else { throw StateError(.unknownJob, "job \(id) does not exist") }
+                guard job.state.isTerminal else {
+                    throw StateError(.illegalTransition, "cannot archive job \(id): it is \(job.state.rawValue)")
+                }
+            }
+            guard Set(ids).count == ids.count else { throw StateError(.duplicate, "a job is archived twice") }
+            for id in ids {
+                archived.add(jobs[existing: id], at: t)
+                jobs[id] = nil
+            }
         case .jobRequeueing(let id, let by, let grace):
             try expect(id, in: [.running], to: "requeue")
             Self.stop(&jobs[existing: id], .requeued(by: by), at: t, grace: grace)

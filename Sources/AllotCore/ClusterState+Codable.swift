@@ -3,7 +3,7 @@ extension ClusterState: Codable {
     public static let schemaVersion: UInt16 = 1
 
     private enum CodingKeys: String, CodingKey {
-        case version, config, now, nextJobID, nodes, jobs, tenantUsage, modelUsage, kindUsage
+        case version, config, now, nextJobID, nodes, jobs, tenantUsage, modelUsage, kindUsage, archived
     }
 
     private struct Named<Value: Codable>: Codable {
@@ -24,6 +24,7 @@ extension ClusterState: Codable {
         try c.encode(image.tenantUsage.map { Named(name: $0.0, value: $0.1) }, forKey: .tenantUsage)
         try c.encode(image.modelUsage.map { Named(name: $0.0, value: $0.1) }, forKey: .modelUsage)
         try c.encode(image.kindUsage.map { Named(name: $0.0.rawValue, value: $0.1) }, forKey: .kindUsage)
+        if image.archived.jobs > 0 { try c.encode(image.archived, forKey: .archived) }
     }
 
     public init(from decoder: any Decoder) throws {
@@ -37,7 +38,7 @@ extension ClusterState: Codable {
                     "state version \(version) is newer than this allot reads (\(Self.schemaVersion)); upgrade allot"
             )
         }
-        let image = Image(
+        var image = Image(
             config: try c.decode(PoolConfig.self, forKey: .config),
             now: try c.decode(Instant.self, forKey: .now),
             nextJobID: try c.decode(JobID.self, forKey: .nextJobID),
@@ -49,6 +50,7 @@ extension ClusterState: Codable {
                 JobKind(rawValue: n.name).map { ($0, n.value) }
             }
         )
+        image.archived = try c.decodeIfPresent(ArchivedUsage.self, forKey: .archived) ?? ArchivedUsage()
         do {
             try self.init(image: image)
         } catch {

@@ -88,7 +88,10 @@ extension ClusterState {
                 continue
             }
             for p in d.jobs {
-                guard let parent = jobs[p] else { return .never(why: "\(d.kind.rawValue):\(p): no job \(p)") }
+                guard let parent = jobs[p] else {
+                    let gone = p < nextJobID ? " (it ended long ago and was archived)" : ""
+                    return .never(why: "\(d.kind.rawValue):\(p): no job \(p)\(gone)")
+                }
                 let ended = parent.state.isTerminal
                 let how = Self.endText(parent)
                 switch d.kind {

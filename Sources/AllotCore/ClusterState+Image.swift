@@ -35,6 +35,8 @@ extension ClusterState {
         public var tenantUsage: [(String, TenantUsage)]
         public var modelUsage: [(String, Usage)]
         public var kindUsage: [(JobKind, Usage)]
+        /// What archived jobs used.
+        public var archived = ArchivedUsage()
 
         public init(
             config: PoolConfig,
@@ -44,7 +46,8 @@ extension ClusterState {
             jobs: [Job],
             tenantUsage: [(String, TenantUsage)],
             modelUsage: [(String, Usage)],
-            kindUsage: [(JobKind, Usage)]
+            kindUsage: [(JobKind, Usage)],
+            archived: ArchivedUsage = ArchivedUsage()
         ) {
             self.config = config
             self.now = now
@@ -54,13 +57,14 @@ extension ClusterState {
             self.tenantUsage = tenantUsage
             self.modelUsage = modelUsage
             self.kindUsage = kindUsage
+            self.archived = archived
         }
 
         public static func == (a: Image, b: Image) -> Bool {
             a.config == b.config && a.now == b.now && a.nextJobID == b.nextJobID && a.nodes == b.nodes
                 && a.jobs == b.jobs && a.tenantUsage.elementsEqual(b.tenantUsage, by: { $0 == $1 })
                 && a.modelUsage.elementsEqual(b.modelUsage, by: { $0 == $1 })
-                && a.kindUsage.elementsEqual(b.kindUsage, by: { $0 == $1 })
+                && a.kindUsage.elementsEqual(b.kindUsage, by: { $0 == $1 }) && a.archived == b.archived
         }
 
         public func hash(into hasher: inout Hasher) {
@@ -88,7 +92,8 @@ extension ClusterState {
             jobs: Array(jobs),
             tenantUsage: tenantUsage.keys.sorted().map { ($0, tenantUsage[$0]!) },
             modelUsage: modelUsage.keys.sorted().map { ($0, modelUsage[$0]!) },
-            kindUsage: kindUsage.keys.sorted { $0.rawValue < $1.rawValue }.map { ($0, kindUsage[$0]!) }
+            kindUsage: kindUsage.keys.sorted { $0.rawValue < $1.rawValue }.map { ($0, kindUsage[$0]!) },
+            archived: archived
         )
     }
 
@@ -99,6 +104,7 @@ extension ClusterState {
         if let problem = image.config.problems().first { throw StateError(.invalidConfig, problem) }
         self.init(config: image.config, now: image.now)
         nextJobID = image.nextJobID
+        archived = image.archived
         for r in image.nodes {
             guard let mi = modelIndex[r.spec.gpuModel] else {
                 throw StateError(

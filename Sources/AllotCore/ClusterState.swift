@@ -20,6 +20,8 @@ public struct ClusterState: Hashable, Sendable {
     public internal(set) var tenantUsage: [String: TenantUsage]
     public internal(set) var modelUsage: [String: Usage]
     public internal(set) var kindUsage: [JobKind: Usage]
+    /// What archived jobs used, by day, tenant, user, model and kind.
+    public internal(set) var archived = ArchivedUsage()
 
     /// Pending jobs holding GPUs freed for them by preemption (derived).
     var holding: Set<JobID> = []
@@ -65,6 +67,7 @@ public struct ClusterState: Hashable, Sendable {
         a.config == b.config && a.now == b.now && a.nodes == b.nodes && a.jobs == b.jobs
             && a.pendingJobs == b.pendingJobs && a.activeJobs == b.activeJobs && a.nextJobID == b.nextJobID
             && a.tenantUsage == b.tenantUsage && a.modelUsage == b.modelUsage && a.kindUsage == b.kindUsage
+            && a.archived == b.archived
     }
 
     public func hash(into hasher: inout Hasher) {

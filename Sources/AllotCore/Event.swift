@@ -51,6 +51,9 @@ public struct Event: Hashable, Codable, Sendable {
         /// A job's spec changed by `by` (`allotctl update`): anything of a pending or held job's but its owner
         /// and array, only the walltime of a running one.
         case jobUpdated(id: JobID, spec: JobSpec, by: UInt32?)
+        /// Ended jobs taken out of the state after their retention (their records are in the daemon's
+        /// archive; what they used stays counted in ``ClusterState/archived``).
+        case jobsArchived(ids: [JobID])
         /// Time passes; running jobs accrue usage and cost.
         case clockTick
     }
@@ -75,6 +78,7 @@ public struct Event: Hashable, Codable, Sendable {
         case .jobFinished: "jobFinished"
         case .jobRequeued: "jobRequeued"
         case .jobRequeueing: "jobRequeueing"
+        case .jobsArchived: "jobsArchived"
         case .jobUpdated: "jobUpdated"
         case .clockTick: "clockTick"
         }

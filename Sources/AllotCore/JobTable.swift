@@ -37,6 +37,9 @@ public struct JobTable: Sendable, Hashable, Sequence {
                     chunks[s.c][s.j] = Self.vacant
                     present[s.i >> 6] &= ~(1 << UInt64(s.i & 63))
                     count -= 1
+                    // A chunk left empty (its jobs archived) gives its memory back.
+                    let words = Self.chunkSize / 64
+                    if present[(s.c * words)..<((s.c + 1) * words)].allSatisfy({ $0 == 0 }) { chunks[s.c] = [] }
                 }
                 return
             }
@@ -73,6 +76,7 @@ public struct JobTable: Sendable, Hashable, Sequence {
             chunks.append([Job](repeating: Self.vacant, count: Self.chunkSize))
             present.append(contentsOf: repeatElement(0, count: Self.chunkSize / 64))
         }
+        if chunks[c].isEmpty { chunks[c] = [Job](repeating: Self.vacant, count: Self.chunkSize) }
         let bit: UInt64 = 1 << UInt64(i & 63)
         if present[i >> 6] & bit == 0 { count += 1 }
         present[i >> 6] |= bit
@@ -89,10 +93,16 @@ public struct JobTable: Sendable, Hashable, Sequence {
 
     public func makeIterator() -> some IteratorProtocol<Job> {
         let present = self.present
-        return chunks.lazy.joined().enumerated().lazy.filter {
-            present[$0.offset >> 6] & (1 << UInt64($0.offset & 63)) != 0
+        let chunks = self.chunks
+        // Chunk by chunk: an emptied chunk holds no slots at all.
+        return chunks.indices.lazy.flatMap { c in
+            chunks[c].indices.lazy.filter { j in
+                let i = c << Int(Self.chunkBits) + j
+                return present[i >> 6] & (1 << UInt64(i & 63)) != 0
+            }
+            .map { chunks[c][$0] }
         }
-        .map(\.element).makeIterator()
+        .makeIterator()
     }
 
     public static func == (a: JobTable, b: JobTable) -> Bool {

@@ -93,14 +93,29 @@ extension Engine {
 
         case .list(let p):
             switch list(p) {
-            case .success(let jobs):
-                churn += jobs.count
-                answer(jobs.map { object($0, for: caller) })
+            case .success(let (jobs, archived)):
+                churn += jobs.count + archived.count
+                var objects = archived.map { o in
+                    // Another user's archived job: without its command, environment and working directory.
+                    var o = o
+                    if !(caller.admin || caller.uid == o.uid) { (o.command, o.env, o.workdir) = (nil, nil, nil) }
+                    return o
+                }
+                objects += p.fold == true ? folded(jobs, for: caller) : jobs.map { object($0, for: caller) }
+                if let limit = p.limit, limit >= 0, objects.count > limit { objects = Array(objects.suffix(limit)) }
+                answer(objects)
             case .failure(let e):
                 fail(e)
             }
 
         case .show(let raw):
+            if case .job(let n) = raw, state.jobs[JobID(n)] == nil, n < state.nextJobID.rawValue,
+                var o = archive.find(n)
+            {
+                if !(caller.admin || caller.uid == o.uid) { (o.command, o.env, o.workdir) = (nil, nil, nil) }
+                answer(o)
+                return
+            }
             guard let j = job(raw) else { return }
             answer(object(j, for: caller))
 
@@ -674,7 +689,7 @@ extension Engine {
 
     // MARK: Reading
 
-    func list(_ p: ListParams) -> Result<[Job], RPCError> {
+    func list(_ p: ListParams) -> Result<(jobs: [Job], archived: [JobObject]), RPCError> {
         var states: Set<JobState>
         if let names = p.states, !names.isEmpty {
             states = []
@@ -736,7 +751,54 @@ extension Engine {
             out.append(job)
         }
         if let limit = p.limit, limit >= 0, out.count > limit { out = Array(out.suffix(limit)) }
-        return .success(out)
+        return .success((out, archivedRecords(p, states: states, since: window.since, until: window.until)))
+    }
+
+    /// Jobs as objects, the waiting tasks of an array that wait for the same reason, one after another, as
+    /// one (its first task's, with `array_tasks`): a listing of 100,000 waiting tasks is one object.
+    func folded(_ jobs: [Job], for caller: Caller) -> [JobObject] {
+        var out: [JobObject] = []
+        var i = 0
+        while i < jobs.count {
+            let j = jobs[i]
+            guard let task = j.spec.array, j.state == .pending || j.state == .held else {
+                out.append(object(j, for: caller))
+                i += 1
+                continue
+            }
+            let why = reason(of: j)
+            var indices = [task.index]
+            var k = i + 1
+            while k < jobs.count, let t = jobs[k].spec.array, t.array == task.array, jobs[k].state == j.state,
+                reason(of: jobs[k]) == why
+            {
+                indices.append(t.index)
+                k += 1
+            }
+            var o = object(j, for: caller)
+            if indices.count > 1 { o.arrayTasks = Self.ranges(indices) }
+            out.append(o)
+            i = k
+        }
+        return out
+    }
+
+    /// `3-5,7,9-12` for ascending indices.
+    static func ranges(_ v: [Int]) -> String {
+        var parts: [String] = []
+        var start = v[0]
+        var last = v[0]
+        for x in v.dropFirst() {
+            if x == last + 1 {
+                last = x
+                continue
+            }
+            parts.append(start == last ? "\(start)" : "\(start)-\(last)")
+            start = x
+            last = x
+        }
+        parts.append(start == last ? "\(start)" : "\(start)-\(last)")
+        return parts.joined(separator: ",")
     }
 
     func object(_ job: Job, for caller: Caller) -> JobObject {

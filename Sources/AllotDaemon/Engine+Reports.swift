@@ -57,7 +57,10 @@ extension Engine {
             let out = rows.map {
                 CostRow(
                     key: $0.key,
-                    name: by == "job" ? UInt64($0.key).flatMap { state.jobs[JobID($0)]?.spec.name } : nil,
+                    name: by == "job"
+                        ? ($0.key == "archived"
+                            ? "jobs archived after job_retention"
+                            : UInt64($0.key).flatMap { state.jobs[JobID($0)]?.spec.name }) : nil,
                     gpuHours: $0.value.hours,
                     costUSD: $0.value.usd
                 )
@@ -121,6 +124,22 @@ extension Engine {
             }
             rows[key, default: (0, 0)].hours += gpuSeconds / 3600
             rows[key, default: (0, 0)].usd += usd
+        }
+        // Archived jobs: their use by the day they ended (spread over that day for a window's edges).
+        for (k, t) in state.archived.rows {
+            let start = Double(k.day) * 86_400
+            let f = overlap(start, start + 86_400)
+            guard f > 0 else { continue }
+            let key: String
+            switch by {
+            case "model": key = k.model
+            case "kind": key = k.kind
+            case "job": key = "archived"
+            case "user": key = k.user
+            default: key = k.tenant
+            }
+            rows[key, default: (0, 0)].hours += t.gpuSeconds / 3600 * f
+            rows[key, default: (0, 0)].usd += t.usd * f
         }
         return .success((by, rows))
     }

@@ -63,6 +63,9 @@ final class Engine {
     let snapshots = SnapshotWriter()
     /// Delivers jobs' webhook and mail notices.
     let notices: NoticeSender
+    /// Where ended jobs go after their retention.
+    let archive: JobArchive
+    var lastArchiveLook = 0.0
 
     /// Names of the nodes whose jobs this daemon runs.
     var localNodes: Set<String> = [] {
@@ -160,6 +163,7 @@ final class Engine {
         self.executor.stopSignal = config.daemon.stopSignal.number
         self.executor.runHangup = config.daemon.runHangup
         self.notices = NoticeSender(sendmail: config.daemon.sendmail, logger: logger)
+        self.archive = JobArchive(stateDir: config.daemon.stateDir)
     }
 
     static var now: Double { Date().timeIntervalSince1970 }
@@ -574,6 +578,10 @@ final class Engine {
             step(.tick)
             for ended in executor.poll() { runEnded(ended) }
             applyDeferredNodes()
+            if now - lastArchiveLook >= archiveInterval {
+                lastArchiveLook = now
+                archiveEndedJobs(now: now)
+            }
         }
         // Bursts (bulk submits, big listings, recovery) leave freed memory in malloc's arenas: hand it back.
         if churn >= 10_000 && now - lastTrim >= 2 {

@@ -437,6 +437,9 @@ public struct ListParams: Codable, Sendable {
     /// not ended before `since`.
     public var since: String?
     public var until: String?
+    /// Fold the waiting tasks of a job array that wait for the same reason, one after another, into one
+    /// object (the first task's, with `array_tasks`): what a table shows, at a fraction of the cost.
+    public var fold: Bool?
 
     public init(
         states: [String]? = nil,

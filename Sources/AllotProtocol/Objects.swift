@@ -64,6 +64,9 @@ public struct JobObject: Codable, Sendable, Equatable {
     public var mailType: String?
     /// For a running interactive job (`allotctl run`), to its owner: the socket of its terminal.
     public var tty: String?
+    /// For a folded listing (`fold`): the indices of the array's waiting tasks this object stands for
+    /// (`3-999`, `1,3,5-7`), when more than its own.
+    public var arrayTasks: String?
     /// For a task of a job array: the array's id and the task's index.
     public var arrayJobID: UInt64?
     public var arrayTaskID: Int?
@@ -111,6 +114,7 @@ public struct JobObject: Codable, Sendable, Equatable {
         case mailUser = "mail_user"
         case mailType = "mail_type"
         case arrayJobID = "array_job_id"
+        case arrayTasks = "array_tasks"
         case arrayTaskID = "array_task_id"
         case cpus
         case memoryMiB = "memory_mib"

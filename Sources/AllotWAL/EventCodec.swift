@@ -115,6 +115,9 @@ public enum EventCodec {
             w.string(reason)
         case .clockTick:
             w.u8(15)
+        case .jobsArchived(let ids):
+            w.u8(20)
+            w.array(ids) { $0.uvar($1.rawValue) }
         case .jobRequeueing(let id, let by, let grace):
             w.u8(19)
             w.uvar(id.rawValue)
@@ -224,6 +227,8 @@ public enum EventCodec {
                 by: try r.optional { r throws(DecodeError) in try uid(&r) },
                 grace: try r.f64()
             )
+        case 20 where r.version >= 10:
+            body = .jobsArchived(ids: try r.array { r throws(DecodeError) in JobID(try r.uvar()) })
         case let k: throw DecodeError(offset: kindOffset, message: "unknown event kind \(k)")
         }
         return Event(time: time, body)

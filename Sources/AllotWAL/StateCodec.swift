@@ -40,6 +40,18 @@ enum StateCodec {
             w.string(pair.0.rawValue)
             write(pair.1, &w)
         }
+        w.array(image.archived.sortedRows) { w, row in
+            w.ivar(Int64(row.0.day))
+            w.string(row.0.tenant)
+            w.string(row.0.user)
+            w.string(row.0.model)
+            w.string(row.0.kind)
+            w.uvar(row.1.jobs)
+            w.f64(row.1.gpuSeconds)
+            w.f64(row.1.usd)
+        }
+        w.uvar(image.archived.jobs)
+        w.optional(image.archived.lastEnd) { $0.f64($1.seconds) }
         return w.bytes
     }
 
@@ -90,6 +102,30 @@ enum StateCodec {
             }
             return (kind, try readUsage(&r))
         }
+        var archived = ArchivedUsage()
+        if r.version >= 10 {
+            let rows = try r.array { r throws(DecodeError) in
+                (
+                    ArchivedUsage.Key(
+                        day: Int(clamping: try r.ivar()),
+                        tenant: try r.string(),
+                        user: try r.string(),
+                        model: try r.string(),
+                        kind: try r.string()
+                    ),
+                    ArchivedUsage.Totals(
+                        jobs: try r.count(max: Int(Int32.max)),
+                        gpuSeconds: try r.f64(),
+                        usd: try r.f64()
+                    )
+                )
+            }
+            archived = ArchivedUsage(
+                rows: rows,
+                jobs: try r.count(max: Int.max >> 1),
+                lastEnd: try r.optional { r throws(DecodeError) in Instant(seconds: try r.f64()) }
+            )
+        }
         if r.remaining != 0 {
             throw DecodeError(offset: r.offset, message: "\(r.remaining) bytes left over after the state")
         }
@@ -101,7 +137,8 @@ enum StateCodec {
             jobs: jobs,
             tenantUsage: tenants,
             modelUsage: models,
-            kindUsage: kinds
+            kindUsage: kinds,
+            archived: archived
         )
     }
 

@@ -54,6 +54,8 @@ struct List: ParsableCommand {
         if all { p.states = (p.states ?? []) + ["all"] }
         p.kind = kind
         p.limit = limit
+        // A table folds an array's waiting tasks; allotd does it, instead of sending each.
+        if !json { p.fold = true }
         return p
     }
 
@@ -92,6 +94,11 @@ struct List: ParsableCommand {
             let j = jobs[i]
             guard let array = j.arrayJobID, let index = j.arrayTaskID else {
                 out.append((j, String(j.id)))
+                i += 1
+                continue
+            }
+            if let tasks = j.arrayTasks {
+                out.append((j, "\(array)_[\(tasks)]"))
                 i += 1
                 continue
             }

@@ -260,13 +260,14 @@ import Testing
         let upd = try #require(state.jobs[24]?.spec)
         #expect(upd.nodes == NodeSelection(exclude: ["h9"]) && upd.nice == 10_000 && upd.notify?.events == [])
         #expect(state.jobs[13]?.state == .stopping && state.jobs[13]?.stopReason == .requeued(by: 1000))
+        #expect(state.jobs[25] == nil && state.archived.jobs == 1 && state.archived.rows.first?.key.model == "none")
         // A snapshot of it reads back to the same state.
         guard case .success(let back) = SnapshotFile.decode(SnapshotFile.encode(state.image, lsn: 9)) else {
             Issue.record("the snapshot does not read back")
             return
         }
         #expect(back.state == state)
-        #expect(back.state.jobs[23]?.spec == sel)
+        #expect(back.state.jobs[23]?.spec == sel && back.state.archived == state.archived)
     }
 
     func expectV8Facts(_ state: ClusterState) throws {

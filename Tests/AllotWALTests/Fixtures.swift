@@ -314,7 +314,8 @@ enum Sample {
     }()
 
     /// Version 10: a job with a node selection, a nice and notifications (23), one updated to select other
-    /// nodes and be nicer (24), and running job 13 told to stop and go back to the queue.
+    /// nodes and be nicer (24), running job 13 told to stop and go back to the queue, and job 25, cancelled,
+    /// archived.
     static let eventsV10: [Event] = {
         func at(_ t: Double, _ b: Event.Body) -> Event { Event(time: Instant(seconds: 1_800_000_800 + t), b) }
         var selective = JobSpec(name: "sel", tenant: "research", gpus: 1, command: ["train"])
@@ -332,6 +333,9 @@ enum Sample {
             at(0, .jobSubmitted(id: 24, spec: plain, held: true)),
             at(1, .jobUpdated(id: 24, spec: updated, by: 0)),
             at(2, .jobRequeueing(id: 13, by: 1000, grace: 30)),
+            at(3, .jobSubmitted(id: 25, spec: plain, held: false)),
+            at(3, .jobCancelled(id: 25, by: 1000, grace: 0)),
+            at(4, .jobsArchived(ids: [25])),
         ]
     }()
 

@@ -194,6 +194,51 @@ import Glibc
         #expect(bad.status != 0 && bad.stderr.contains("is not a time"), "\(bad.stderr)")
     }
 
+    /// Ended jobs older than `job_retention` leave allotd's state for its archive: `ls` no longer lists
+    /// them, `show` and `history` still answer from the archive, `cost` still counts them — also after a
+    /// SIGKILL and restart.
+    @Test func endedJobsAreArchivedAfterTheirRetentionAndStayAnswerable() throws {
+        let d = try DaemonFixture(daemon: "job_retention = \"2s\"")
+        let ok = try d.submit(["--name", "old-ok", "--", "sleep", "0.2"])
+        let bad = try d.submit(["--name", "old-bad", "--", "sh", "-c", "sleep 0.2; exit 4"])
+        let array = try d.submit(["--array", "0-2", "--name", "old-array", "--", "true"])
+        try d.wait(ok, for: "completed")
+        try d.wait(bad, for: "failed")
+        try d.wait(array + 2, for: "completed")
+        let costBefore = d.ctl(["cost", "--json"]).stdout
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline, d.ctl(["ls", "--state", "all"]).stdout.contains("old-") { usleep(200_000) }
+        #expect(!d.ctl(["ls", "--state", "all"]).stdout.contains("old-"), "archived jobs leave the state")
+        #expect(d.daemonLog.contains("Jobs archived"))
+        func check() throws {
+            let shown = try #require(d.job(bad), "show answers from the archive")
+            #expect(shown["state"] as? String == "failed" && shown["exit_code"] as? Int == 4)
+            #expect(d.job(array + 1)?["array_task_id"] as? Int == 1)
+            let history = d.ctl(["history", "--since", "-1h", "--format", "csv"]).stdout
+            #expect(
+                history.contains("old-ok") && history.contains("old-bad") && history.contains("old-array"),
+                "\(history)"
+            )
+            #expect(d.ctl(["history", "--since", "-1h", "--name", "old-bad"]).stdout.split(separator: "\n").count == 2)
+            func total(_ json: String) -> Double {
+                let rows = try? JSONSerialization.jsonObject(with: Data(json.utf8)) as? [[String: Any]]
+                return (rows ?? []).reduce(0) { $0 + ($1["cost_usd"] as? Double ?? 0) }
+            }
+            let after = total(d.ctl(["cost", "--json"]).stdout)
+            #expect(after > 0 && abs(after - total(costBefore)) < 1e-6, "\(costBefore) vs \(after)")
+        }
+        try check()
+        let files = try FileManager.default.contentsOfDirectory(atPath: d.stateDir + "/archive")
+        #expect(files.count == 1 && files[0].hasPrefix("jobs-"), "\(files)")
+        // After a crash and a restart, the same.
+        d.stop(signal: SIGKILL)
+        try d.start()
+        #expect(!d.ctl(["ls", "--state", "all"]).stdout.contains("old-"))
+        try check()
+        // New jobs get new ids.
+        #expect(try d.submit(["--", "true"]) == array + 3)
+    }
+
     /// scontrol's habits: `update` changes a waiting job (and a running one's walltime), `requeue` puts an
     /// ended job back in the queue, and stops a running one first; each change is logged with who made it.
     @Test func updateChangesAWaitingJobAndRequeueRunsAnEndedOneAgain() throws {

@@ -7,6 +7,7 @@ import Foundation
 
 let pool10k = loadedPool(nodes: 1024, pending: 10_000, seed: 1)
 let pool100k = loadedPool(nodes: 1024, pending: 100_000, seed: 2)
+let pool100kSelecting = loadedPool(nodes: 1024, pending: 100_000, seed: 2, selecting: true)
 
 /// ../shared/data/traces/philly, when this checkout sits next to it.
 let phillyTrace = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
@@ -34,6 +35,12 @@ let benchmarks: @Sendable () -> Void = {
     Benchmark("Scheduling pass: 1,024×8 GPUs, 100,000 pending") { benchmark in
         for _ in benchmark.scaledIterations {
             blackHole(Scheduler().schedule(pool100k, at: pool100k.now))
+        }
+    }
+
+    Benchmark("Scheduling pass: 1,024×8 GPUs, 100,000 pending, a tenth selecting nodes") { benchmark in
+        for _ in benchmark.scaledIterations {
+            blackHole(Scheduler().schedule(pool100kSelecting, at: pool100kSelecting.now))
         }
     }
 

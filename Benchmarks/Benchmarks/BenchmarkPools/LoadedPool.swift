@@ -1,7 +1,9 @@
 import AllotCore
 
 /// A pool of `nodes` × 8 GPUs in four models, with some GPUs busy so that the free space is fragmented.
-public func loadedPool(nodes: Int, pending: Int, seed: UInt64) -> ClusterState {
+/// `selecting`: every tenth pending job selects nodes (one of four selections: a node list, an exclusion, a
+/// label, two labels), as Slurm's -w, -x and -C do.
+public func loadedPool(nodes: Int, pending: Int, seed: UInt64, selecting: Bool = false) -> ClusterState {
     let models = [
         GPUModel(name: "H100", memoryGiB: 80, pricePerHour: 4, speed: 2),
         GPUModel(name: "A100", memoryGiB: 80, pricePerHour: 2, speed: 1),
@@ -20,7 +22,8 @@ public func loadedPool(nodes: Int, pending: Int, seed: UInt64) -> ClusterState {
                         name: "n\(i)",
                         gpuModel: model,
                         gpus: 8,
-                        nvlinkIslands: [[0, 1, 2, 3], [4, 5, 6, 7]]
+                        nvlinkIslands: [[0, 1, 2, 3], [4, 5, 6, 7]],
+                        labels: ["rack": "r\(i % 8)", "ib": i % 3 == 0 ? "true" : "false"]
                     )
                 )
             )
@@ -57,11 +60,17 @@ public func loadedPool(nodes: Int, pending: Int, seed: UInt64) -> ClusterState {
         )
         try! state.apply(Scheduler().schedule(state, at: Instant(seconds: t)).events(at: Instant(seconds: t)))
     }
-    for _ in 0..<pending {
+    let selections = [
+        NodeSelection(nodes: (0..<min(nodes, 64)).map { "n\($0 * 7 % nodes)" }),
+        NodeSelection(exclude: (0..<min(nodes, 256)).map { "n\($0)" }),
+        NodeSelection(constraint: "ib"),
+        NodeSelection(constraint: "rack=r1|rack=r2&ib"),
+    ]
+    for k in 0..<pending {
         t += 0.01
-        try! state.apply(
-            Event(time: Instant(seconds: t), .jobSubmitted(id: state.nextJobID, spec: spec(next()), held: false))
-        )
+        var s = spec(next())
+        if selecting && k % 10 == 0 { s.nodes = selections[(k / 10) % selections.count] }
+        try! state.apply(Event(time: Instant(seconds: t), .jobSubmitted(id: state.nextJobID, spec: s, held: false)))
     }
     return state
 }
