@@ -235,10 +235,21 @@ def arrays(a):
         st = d.call("status", {})["result"]
         assert st["jobs"].get("pending", 0) == a.jobs, st
         steady = statistics.median(samples[4:])
-        out[{"": "array", "%10": "array_limit_10", "file": "file_lines"}[limit]] = {
+        key = {"": "array", "%10": "array_limit_10", "file": "file_lines"}[limit]
+        out[key] = {
             "tasks": a.jobs, "submit_command_s": round(dt, 2),
             "rss_mib_before": round(before, 1), "rss_mib_steady": round(steady, 1),
             "bytes_per_task": round((steady - before) * 1024 * 1024 / a.jobs)}
+        # `ls` as a user runs it: the table (allotd folds the array's waiting tasks into one row) against
+        # every object (--json), from the command; medians of three.
+        for name, args in [("ls_table_s", ["ls"]), ("ls_json_s", ["ls", "--json"])]:
+            times = []
+            for _ in range(3):
+                t0 = time.monotonic()
+                r = d.ctl(*args)
+                times.append(time.monotonic() - t0)
+                assert r.returncode == 0, r.stderr
+            out[key][name] = round(statistics.median(times), 2)
         d.call("cancel", {"ids": [1]})
         d.stop()
         subprocess.run(["pkill", "-f", f"allot-supervise {d.dir}"])

@@ -89,14 +89,34 @@ public struct JobSpec: Hashable, Codable, Sendable {
     /// The array and index of a task of a job array; nil for a job of its own.
     public var array: ArrayTask?
     /// The nodes the job may run on; nil for any.
-    public var nodes: NodeSelection?
+    public var nodes: NodeSelection? {
+        get { rare?.value.nodes }
+        set { changeRare { $0.nodes = newValue } }
+    }
     /// Points taken off the job's priority score (Slurm's nice; negative raises it, admins only).
-    public var nice: Int
+    public var nice: Int {
+        get { rare?.value.nice ?? 0 }
+        set { changeRare { $0.nice = newValue } }
+    }
     /// Who is told when the job starts, ends, fails or is preempted; nil for nobody (its tenant's default
     /// webhook, if any, still applies).
-    public var notify: JobNotify?
+    public var notify: JobNotify? {
+        get { rare?.value.notify }
+        set { changeRare { $0.notify = newValue } }
+    }
     /// For a run attached to its owner's terminal: how.
-    public var interactive: Interactive?
+    public var interactive: Interactive? {
+        get { rare?.value.interactive }
+        set { changeRare { $0.interactive = newValue } }
+    }
+    /// What few jobs set, boxed: one pointer in every spec (a queue holds 100,000 of them).
+    private var rare: RareBox?
+
+    private mutating func changeRare(_ change: (inout Rare) -> Void) {
+        var r = rare?.value ?? Rare()
+        change(&r)
+        rare = r == Rare() ? nil : RareBox(r)
+    }
 
     public init(
         name: String = "",
@@ -160,10 +180,8 @@ public struct JobSpec: Hashable, Codable, Sendable {
         self.output = output
         self.dependencies = dependencies
         self.array = array
-        self.nodes = nodes
-        self.nice = nice
-        self.notify = notify
-        self.interactive = interactive
+        let r = Rare(nodes: nodes, nice: nice, notify: notify, interactive: interactive)
+        self.rare = r == Rare() ? nil : RareBox(r)
     }
 
     enum CodingKeys: String, CodingKey {
@@ -253,10 +271,13 @@ public struct JobSpec: Hashable, Codable, Sendable {
         output = try c.decodeIfPresent(String.self, forKey: .output)
         dependencies = try c.decodeIfPresent([Dependency].self, forKey: .dependencies) ?? []
         array = try c.decodeIfPresent(ArrayTask.self, forKey: .array)
-        nodes = try c.decodeIfPresent(NodeSelection.self, forKey: .nodes)
-        nice = try c.decodeIfPresent(Int.self, forKey: .nice) ?? 0
-        notify = try c.decodeIfPresent(JobNotify.self, forKey: .notify)
-        interactive = try c.decodeIfPresent(Interactive.self, forKey: .interactive)
+        let r = Rare(
+            nodes: try c.decodeIfPresent(NodeSelection.self, forKey: .nodes),
+            nice: try c.decodeIfPresent(Int.self, forKey: .nice) ?? 0,
+            notify: try c.decodeIfPresent(JobNotify.self, forKey: .notify),
+            interactive: try c.decodeIfPresent(Interactive.self, forKey: .interactive)
+        )
+        rare = r == Rare() ? nil : RareBox(r)
     }
 }
 
@@ -561,4 +582,20 @@ public struct Job: Hashable, Codable, Sendable {
     public func costUSD(at now: Instant) -> Double {
         self.pastCostUSD + (state.holdsGPUs ? max(0, now - (self.startTime ?? now)) * self.costRate : 0)
     }
+}
+
+/// The parts of a spec few jobs set.
+struct Rare: Hashable, Sendable {
+    var nodes: NodeSelection?
+    var nice = 0
+    var notify: JobNotify?
+    var interactive: Interactive?
+}
+
+/// An immutable box (a change makes a new one), so that specs stay values.
+final class RareBox: Hashable, Sendable {
+    let value: Rare
+    init(_ value: Rare) { self.value = value }
+    static func == (a: RareBox, b: RareBox) -> Bool { a === b || a.value == b.value }
+    func hash(into hasher: inout Hasher) { hasher.combine(value) }
 }

@@ -776,29 +776,11 @@ extension Engine {
                 k += 1
             }
             var o = object(j, for: caller)
-            if indices.count > 1 { o.arrayTasks = Self.ranges(indices) }
+            if indices.count > 1 { o.arrayTasks = Allocation.ranges(indices) }
             out.append(o)
             i = k
         }
         return out
-    }
-
-    /// `3-5,7,9-12` for ascending indices.
-    static func ranges(_ v: [Int]) -> String {
-        var parts: [String] = []
-        var start = v[0]
-        var last = v[0]
-        for x in v.dropFirst() {
-            if x == last + 1 {
-                last = x
-                continue
-            }
-            parts.append(start == last ? "\(start)" : "\(start)-\(last)")
-            start = x
-            last = x
-        }
-        parts.append(start == last ? "\(start)" : "\(start)-\(last)")
-        return parts.joined(separator: ",")
     }
 
     func object(_ job: Job, for caller: Caller) -> JobObject {

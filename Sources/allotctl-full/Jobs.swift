@@ -112,27 +112,10 @@ struct List: ParsableCommand {
                     k += 1
                 }
             }
-            out.append((j, indices.count == 1 ? "\(array)_\(index)" : "\(array)_[\(Self.ranges(indices))]"))
+            out.append((j, indices.count == 1 ? "\(array)_\(index)" : "\(array)_[\(Allocation.ranges(indices))]"))
             i = k
         }
         return out
-    }
-
-    /// `3-5,7,9-12`.
-    static func ranges(_ v: [Int]) -> String {
-        var parts: [String] = []
-        var start = v[0]
-        var last = v[0]
-        for x in v.dropFirst() + [Int.min] {
-            if x == last + 1 {
-                last = x
-                continue
-            }
-            parts.append(start == last ? "\(start)" : "\(start)-\(last)")
-            start = x
-            last = x
-        }
-        return parts.joined(separator: ",")
     }
 
     /// Time in the queue: from submit to its (latest) start, or to now while it waits.

@@ -46,6 +46,15 @@ struct Simulate: AsyncParsableCommand {
     )
     var policy: Scheduler.Policy = .allot
 
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Run these policies on the same pool and trace, in parallel, and print them side by side (with --json, one object per policy).",
+            valueName: "P,P…"
+        )
+    )
+    var compare: String?
+
     @Flag(name: .long, help: "Print one JSON object instead of a report.")
     var json = false
 
@@ -75,6 +84,17 @@ struct Simulate: AsyncParsableCommand {
             return
         }
         if fromLive && trace != nil { throw ValidationError("give either --trace or --from-live, not both") }
+        if let compare {
+            let policies = try Self.policies(compare)
+            if policies.count < 2 {
+                throw ValidationError("--compare: name two policies or more, e.g. allot,backfill,fifo")
+            }
+            if timeline != nil || decisions {
+                throw ValidationError(
+                    "--compare prints the policies side by side; --timeline and --decisions take one policy"
+                )
+            }
+        }
         if !fromLive && trace == nil {
             throw ValidationError(
                 "give a job trace with --trace, or --from-live, or an openb pod list with --openb-pods"
@@ -103,6 +123,43 @@ struct Simulate: AsyncParsableCommand {
         } catch {
             FileHandle.standardError.write(Data("allotctl: \(error)\n".utf8))
             throw ExitCode(1)
+        }
+        if let compare {
+            let policies = try Self.policies(compare)
+            let (paranoid, overhead) = (self.paranoid, restartOverhead)
+            let clock = ContinuousClock()
+            let began = clock.now
+            // Each policy on its own task: the same pool and trace, values shared.
+            let summaries = try await withThrowingTaskGroup(of: (Int, SimulationResult.Summary, Int).self) { group in
+                for (i, p) in policies.enumerated() {
+                    group.addTask {
+                        var sim = Simulator(policy: p)
+                        sim.paranoid = paranoid
+                        sim.restartOverhead = overhead
+                        let r = try sim.run(jobs, on: state)
+                        return (i, r.summary(), Int(r.totalGPUs))
+                    }
+                }
+                var out: [(Int, SimulationResult.Summary, Int)] = []
+                for try await r in group { out.append(r) }
+                return out.sorted { $0.0 < $1.0 }
+            }
+            if json {
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+                print(String(decoding: try encoder.encode(summaries.map(\.1)), as: UTF8.self))
+            } else {
+                print(
+                    Report.compared(
+                        summaries.map(\.1),
+                        gpus: summaries.first?.2 ?? 0,
+                        config: config,
+                        trace: trace,
+                        elapsed: clock.now - began
+                    )
+                )
+            }
+            return
         }
         var sim = Simulator(policy: policy)
         sim.paranoid = paranoid
@@ -156,6 +213,22 @@ struct Simulate: AsyncParsableCommand {
 
 extension Scheduler.Policy: ExpressibleByArgument {}
 
+extension Simulate {
+    /// `allot,backfill,fifo`: the policies, each once, in the order given.
+    static func policies(_ text: String) throws -> [Scheduler.Policy] {
+        var out: [Scheduler.Policy] = []
+        for word in text.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) where !word.isEmpty {
+            guard let p = Scheduler.Policy(rawValue: word) else {
+                throw ValidationError(
+                    "--compare: no policy \"\(word)\"; the policies are \(Scheduler.Policy.allCases.map(\.rawValue).joined(separator: ", "))"
+                )
+            }
+            if !out.contains(p) { out.append(p) }
+        }
+        return out
+    }
+}
+
 /// Trace ids of simulated jobs: the simulator numbers jobs in submit order.
 struct ExternalIDs: Sendable {
     let names: [String]
@@ -168,6 +241,65 @@ struct ExternalIDs: Sendable {
 
 /// The human report of a simulation.
 enum Report {
+    static func d(_ v: Double) -> String { DurationText.format(v) }
+    static func pct(_ v: Double) -> String { String(format: "%.1f%%", v * 100) }
+    static func pad(_ s: String, _ w: Int) -> String {
+        s.count >= w ? s : s + String(repeating: " ", count: w - s.count)
+    }
+    static func lpad(_ s: String, _ w: Int) -> String {
+        s.count >= w ? s : String(repeating: " ", count: w - s.count) + s
+    }
+    static func seconds(_ elapsed: Duration) -> String {
+        let secs = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        return String(format: "%.2f", secs)
+    }
+
+    /// Policies side by side: one column each, and each figure against the first policy's.
+    static func compared(
+        _ all: [SimulationResult.Summary],
+        gpus: Int,
+        config: String,
+        trace: String,
+        elapsed: Duration
+    ) -> String {
+        let width = max(14, all.map { $0.policy.count + 2 }.max() ?? 0)
+        let first = all[0]
+        var out = "allot simulation: \(all.count) policies, \(first.jobs) jobs on \(gpus) GPUs (\(config), \(trace))\n"
+        out += pad("", 22) + all.map { lpad($0.policy, width) }.joined() + "\n"
+        func row(_ name: String, _ value: (SimulationResult.Summary) -> String) {
+            out += pad("  " + name, 22) + all.map { lpad(value($0), width) }.joined() + "\n"
+        }
+        /// A figure and, after the first column, its ratio to the first policy's.
+        func ratioRow(_ name: String, _ v: (SimulationResult.Summary) -> Double, _ text: (Double) -> String) {
+            row(name) { text(v($0)) }
+            guard v(first) > 0 else { return }
+            out += pad("    × " + first.policy, 22)
+            out += all.map { lpad(String(format: "%.2f×", v($0) / v(first)), width) }.joined() + "\n"
+        }
+        row("completed") { "\($0.completed) of \($0.jobs)" }
+        ratioRow("makespan", \.makespan, d)
+        ratioRow("avg JCT", \.avgJCT, d)
+        row("p50 JCT") { d($0.p50JCT) }
+        row("p99 JCT") { d($0.p99JCT) }
+        ratioRow("avg wait", \.avgWait, d)
+        row("p99 wait") { d($0.p99Wait) }
+        for kind in JobKind.allCases where all.contains(where: { ($0.byKind[kind.rawValue]?.jobs ?? 0) > 0 }) {
+            row("\(kind.rawValue) avg JCT") { d($0.byKind[kind.rawValue]?.avgJCT ?? 0) }
+            row("\(kind.rawValue) p99 wait") { d($0.byKind[kind.rawValue]?.p99Wait ?? 0) }
+        }
+        row("utilization") { pct($0.utilization) }
+        row("waste") { pct($0.waste) }
+        ratioRow("cost", \.costUSD) { "$" + Money.format($0) }
+        row("$/GPU-h") { "$" + Money.format($0.costPerGPUHour) }
+        row("preemptions") { String($0.preemptions) }
+        row("reclaims") { String($0.reclaims) }
+        row("loans") { String($0.loans) }
+        row("timed out") { String($0.timedOut) }
+        row("never start") { String($0.unschedulable) }
+        out += "  simulated in \(seconds(elapsed)) s"
+        return out
+    }
+
     static func text(
         _ s: SimulationResult.Summary,
         gpus: Int,
@@ -175,10 +307,6 @@ enum Report {
         trace: String,
         elapsed: Duration
     ) -> String {
-        func d(_ v: Double) -> String { DurationText.format(v) }
-        func pct(_ v: Double) -> String { String(format: "%.1f%%", v * 100) }
-        func pad(_ s: String, _ w: Int) -> String { s.count >= w ? s : s + String(repeating: " ", count: w - s.count) }
-        func lpad(_ s: String, _ w: Int) -> String { s.count >= w ? s : String(repeating: " ", count: w - s.count) + s }
         var out = "allot simulation: policy \(s.policy), \(s.jobs) jobs on \(gpus) GPUs (\(config), \(trace))\n"
         out +=
             "  completed     \(s.completed) of \(s.jobs) (\(s.unschedulable) can never start on this pool, \(s.timedOut) timed out)\n"
@@ -222,8 +350,7 @@ enum Report {
             for n in s.neverStart.prefix(10) { out += "    \(n.id): \(n.reason)\n" }
             if s.unschedulable > 10 { out += "    … and \(s.unschedulable - 10) more (--json lists up to 1,000)\n" }
         }
-        let secs = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-        out += "  simulated in \(String(format: "%.2f", secs)) s (\(s.passes) scheduling passes)"
+        out += "  simulated in \(seconds(elapsed)) s (\(s.passes) scheduling passes)"
         return out
     }
 }

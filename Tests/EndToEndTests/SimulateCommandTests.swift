@@ -77,6 +77,27 @@ import Testing
         #expect((object["utilization"] as! Double) > 0.2)
     }
 
+    /// Policies side by side: one table with ratios to the first, one JSON object per policy, each the same
+    /// as that policy's own run.
+    @Test func comparePrintsThePoliciesSideBySide() throws {
+        let base = ["simulate", "--config", "etc/allot/allotd.toml", "--trace", "examples/trace-mixed.csv"]
+        let r = try Harness.run("allotctl", base + ["--compare", "allot,backfill,fifo"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let lines = r.stdout.split(separator: "\n").map(String.init)
+        #expect(lines.contains { $0.contains("allot") && $0.contains("backfill") && $0.contains("fifo") })
+        let jct = try #require(lines.firstIndex { $0.hasPrefix("  avg JCT") })
+        #expect(lines[jct + 1].contains("× allot") && lines[jct + 1].contains("1.00×"), "\(r.stdout)")
+        let j = try Harness.run("allotctl", base + ["--compare", "allot,fifo", "--json"])
+        #expect(j.status == 0, "\(j.stderr)")
+        let all = try #require(try JSONSerialization.jsonObject(with: Data(j.stdout.utf8)) as? [[String: Any]])
+        #expect(all.map { $0["policy"] as? String } == ["allot", "fifo"])
+        let fifo = try Harness.run("allotctl", base + ["--policy", "fifo", "--json"])
+        let alone = try #require(try JSONSerialization.jsonObject(with: Data(fifo.stdout.utf8)) as? [String: Any])
+        #expect(all[1]["avgJCT"] as? Double == alone["avgJCT"] as? Double, "the same run as alone")
+        let bad = try Harness.run("allotctl", base + ["--compare", "allot,tetris"])
+        #expect(bad.status == 2 && bad.stderr.contains("no policy \"tetris\""), "\(bad.stderr)")
+    }
+
     @Test func reportAndTimeline() throws {
         try Harness.withTempDir { dir in
             let timeline = dir.appendingPathComponent("t.csv").path
