@@ -58,6 +58,7 @@ format:
 # `make simulate` replays the example trace on the same pool with allot's policy and two baselines.
 demo: deps
 	$(SWIFT) build --product allotd
+	$(SWIFT) build --product allot-supervise
 	$(SWIFT) build --product allotctl
 	$(SWIFT) build --product allotctl-full
 	scripts/demo.sh $(BIN) $(CONFIG)

@@ -89,9 +89,15 @@ for _ in $(seq 100); do
     sleep 0.1
 done
 ctl ls --all --limit 5
+# A demo whose jobs could not start has shown nothing: say so, and fail.
+unstarted=$("$bin/allotctl" ls --all --json | grep -c '"could not start' || true)
 kill -TERM "$daemon"
 status=0
 wait "$daemon" || status=$?
 echo "allotd exited with status $status"
 tail -n 3 "$dir/allotd.log"
+if [ "$unstarted" -gt 0 ]; then
+    echo "demo failed: $unstarted job(s) could not start (see the REASON column above)" >&2
+    exit 1
+fi
 trap 'rm -rf "$dir"' EXIT
