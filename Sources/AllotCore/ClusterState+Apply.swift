@@ -250,6 +250,9 @@ extension ClusterState {
             if !s.constraint.isEmpty, case .failure(let e) = LabelConstraint.parse(s.constraint) {
                 out.append("constraint: \(e.message)")
             }
+            if let both = s.nodes.first(where: { s.exclude.contains($0) }) {
+                out.append("node \(both) is both in the nodelist and excluded")
+            }
         }
         return out
     }

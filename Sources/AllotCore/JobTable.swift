@@ -85,6 +85,9 @@ public struct JobTable: Sendable, Hashable, Sequence {
 
     public var isEmpty: Bool { count == 0 }
 
+    /// Chunks holding memory (those with at least one job since they were last emptied).
+    var storedChunks: Int { chunks.reduce(0) { $0 + ($1.isEmpty ? 0 : 1) } }
+
     /// Job ids, ascending.
     public var keys: [JobID] { map(\.id) }
 

@@ -22,14 +22,17 @@ public struct NodeSelection: Hashable, Sendable, Codable {
     /// Most node names one selection may list.
     public static let maxNodes = 10_000
 
-    /// Whether a node is one the job may use.
-    public func admits(_ node: NodeSpec) -> Bool {
-        if !nodes.isEmpty && !nodes.contains(node.name) { return false }
-        if exclude.contains(node.name) { return false }
-        if !constraint.isEmpty, case .success(let c) = LabelConstraint.parse(constraint), !c.admits(node.labels) {
-            return false
+    /// Whether each of `pool`'s nodes is one the job may use, by position (the lists hashed and the
+    /// constraint read once, not once per node).
+    func admits(_ pool: [Node]) -> [Bool] {
+        let listed = nodes.isEmpty ? nil : Set(nodes)
+        let excluded = Set(exclude)
+        var labels: LabelConstraint?
+        if !constraint.isEmpty, case .success(let c) = LabelConstraint.parse(constraint) { labels = c }
+        return pool.map { n in
+            (listed?.contains(n.spec.name) ?? true) && !excluded.contains(n.spec.name)
+                && (labels?.admits(n.spec.labels) ?? true)
         }
-        return true
     }
 
     /// The selection built from the options' texts: `--nodelist gpu[01-04],big1`, `--exclude …`,

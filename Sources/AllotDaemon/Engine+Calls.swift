@@ -95,12 +95,7 @@ extension Engine {
             switch list(p) {
             case .success(let (jobs, archived)):
                 churn += jobs.count + archived.count
-                var objects = archived.map { o in
-                    // Another user's archived job: without its command, environment and working directory.
-                    var o = o
-                    if !(caller.admin || caller.uid == o.uid) { (o.command, o.env, o.workdir) = (nil, nil, nil) }
-                    return o
-                }
+                var objects = archived.map { archivedObject($0, for: caller) }
                 objects += p.fold == true ? folded(jobs, for: caller) : jobs.map { object($0, for: caller) }
                 if let limit = p.limit, limit >= 0, objects.count > limit { objects = Array(objects.suffix(limit)) }
                 answer(objects)
@@ -110,10 +105,9 @@ extension Engine {
 
         case .show(let raw):
             if case .job(let n) = raw, state.jobs[JobID(n)] == nil, n < state.nextJobID.rawValue,
-                var o = archive.find(n)
+                let o = archive.find(n)
             {
-                if !(caller.admin || caller.uid == o.uid) { (o.command, o.env, o.workdir) = (nil, nil, nil) }
-                answer(o)
+                answer(archivedObject(o, for: caller))
                 return
             }
             guard let j = job(raw) else { return }
@@ -331,9 +325,7 @@ extension Engine {
                     throw .denied(rule)
                 }
                 if let problem = ClusterState.specProblems(spec).first { throw .invalidParams(problem) }
-                if spec.nice < 0 && !caller.admin {
-                    throw .denied("nice: only admins may raise a job's priority (a nice below 0)")
-                }
+                try checkNice(spec.nice, caller: caller)
                 try checkNames(&spec, id: state.nextJobID, models: models, classes: classes)
                 if spec.interactive != nil && !localOnly {
                     // The client reaches a run's terminal on this host only: runs go to nodes allotd runs.
@@ -458,6 +450,11 @@ extension Engine {
         if case .never(let why) = state.dependencyStatus(of: spec, id: id) {
             throw .refused("job \"\(spec.name)\" could never start: its dependency can never be met: \(why)")
         }
+    }
+
+    /// Only admins raise a job's priority (a nice below 0), as in Slurm.
+    func checkNice(_ nice: Int, caller: Caller) throws(RPCError) {
+        if nice < 0 && !caller.admin { throw .denied("nice: only admins may raise a job's priority (a nice below 0)") }
     }
 
     /// Most jobs one submit may make (an array's tasks count one each).
@@ -644,21 +641,13 @@ extension Engine {
                     if p.nodelist != nil { s.nodes = new?.nodes ?? [] }
                     if p.exclude != nil { s.exclude = new?.exclude ?? [] }
                     if p.constraint != nil { s.constraint = new?.constraint ?? "" }
-                    if let both = s.nodes.first(where: { s.exclude.contains($0) }) {
-                        throw .invalidParams("node \(both) is both in the nodelist and excluded")
-                    }
                     spec.nodes = s.isEmpty ? nil : s
                     changes.append("nodes → \(spec.nodes?.description ?? "any")")
                 case .failure(let e): throw .invalidParams(e.message)
                 }
             }
             if let n = p.nice {
-                guard (-10_000...10_000).contains(n) else {
-                    throw .invalidParams("nice: expected points between -10000 and 10000, got \(n)")
-                }
-                if n < 0 && !caller.admin {
-                    throw .denied("nice: only admins may raise a job's priority (a nice below 0)")
-                }
+                try checkNice(n, caller: caller)
                 changes.append("nice \(spec.nice) → \(n)")
                 spec.nice = n
             }
@@ -781,6 +770,14 @@ extension Engine {
             i = k
         }
         return out
+    }
+
+    /// An archived job's record as `caller` may see it: another user's without its command, environment and
+    /// working directory (as ``object(_:for:)`` gives a live one).
+    func archivedObject(_ o: JobObject, for caller: Caller) -> JobObject {
+        var o = o
+        if !(caller.admin || caller.uid == o.uid) { (o.command, o.env, o.workdir) = (nil, nil, nil) }
+        return o
     }
 
     func object(_ job: Job, for caller: Caller) -> JobObject {

@@ -373,12 +373,7 @@ public struct JobRequest: Codable, Hashable, Sendable {
         case .success(let n): s.nodes = n
         case .failure(let e): throw .invalidParams(e.message)
         }
-        if let nice {
-            guard (-10_000...10_000).contains(nice) else {
-                throw .invalidParams("nice: expected points between -10000 and 10000, got \(nice)")
-            }
-            s.nice = nice
-        }
+        s.nice = nice ?? 0
         s.notify = try Self.notify(url: notify, mailUser: mailUser, mailType: mailType)
         if let i = interactive {
             guard (1...65535).contains(i.rows), (1...65535).contains(i.cols) else {

@@ -46,7 +46,9 @@ import Testing
         for i in 1...3000 {
             t[JobID(UInt64(i))] = Job(id: JobID(UInt64(i)), spec: JobSpec(), submitTime: .zero, held: false)
         }
+        #expect(t.storedChunks == 3)
         for i in 1...1024 { t[JobID(UInt64(i))] = nil }  // the whole first chunk
+        #expect(t.storedChunks == 2, "an emptied chunk's memory is given back")
         for i in 2000...2100 { t[JobID(UInt64(i))] = nil }
         #expect(t.count == 3000 - 1024 - 101)
         let ids = t.keys.map(\.rawValue)
@@ -54,6 +56,6 @@ import Testing
         #expect(t[JobID(5)] == nil && t[JobID(1500)]?.id == JobID(1500))
         // A chunk given back takes jobs again.
         t[JobID(7)] = Job(id: JobID(7), spec: JobSpec(), submitTime: .zero, held: false)
-        #expect(t[JobID(7)] != nil && t.keys.first == JobID(7))
+        #expect(t[JobID(7)] != nil && t.keys.first == JobID(7) && t.storedChunks == 3)
     }
 }

@@ -145,6 +145,13 @@ public struct FreePool: Sendable {
         return k > 0 ? firstNode(model: m, bucket: k) : nil
     }
 
+    /// This pool with only the nodes `admits` (by position) offering their free GPUs.
+    func keeping(_ admits: [Bool]) -> FreePool {
+        var v = self
+        for (i, ok) in admits.enumerated() where !ok && v.free[i] != 0 { v.setFree(node: i, mask: 0) }
+        return v
+    }
+
     /// Marks GPUs of node `i` as taken.
     mutating func take(node i: Int, mask: UInt64) { setFree(node: i, mask: free[i] & ~mask) }
 

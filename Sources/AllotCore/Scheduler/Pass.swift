@@ -184,10 +184,12 @@ struct Pass {
     /// `view` without the free GPUs of the nodes a row's node selection does not admit (`view` itself when
     /// it selects no nodes): what every placement, hold, preemption and reservation for it looks at.
     func restricted(_ view: FreePool, for row: PendingQueue.Row) -> FreePool {
-        guard let admits = ctx.nodeAllowed[Int(row.constraint)] else { return view }
-        var v = view
-        for (i, ok) in admits.enumerated() where !ok && v.free[i] != 0 { v.setFree(node: i, mask: 0) }
-        return v
+        ctx.nodeAllowed[Int(row.constraint)].map { view.keeping($0) } ?? view
+    }
+
+    /// The slices on nodes a row's node selection admits (all of them when it selects none).
+    func admittedOnly(_ slices: [NodeMask], for row: PendingQueue.Row) -> [NodeMask] {
+        ctx.nodeAllowed[Int(row.constraint)] == nil ? slices : slices.filter { admitted(row, node: $0.node) }
     }
 
     /// Takes GPUs from every view (a start, or GPUs held for a job waiting on preemptions).

@@ -135,7 +135,7 @@ extension Pass {
             )
         }
         // Hold the free GPUs its placement will use, so that nothing else takes them meanwhile.
-        var view = adding(freed.filter { admitted(row, node: $0.node) }, to: base)
+        var view = adding(admittedOnly(freed, for: row), to: base)
         if let slices = view.place(model: best.model, count: row.gpus, topology: row.topology) {
             takeEverywhere(slices.map { NodeMask(node: $0.node, mask: $0.mask & pool.free[$0.node]) })
         }
@@ -161,7 +161,7 @@ extension Pass {
         var ok = false
         for i in order {
             chosen.append(i)
-            view = adding(freed(chosen, candidates).filter { admitted(row, node: $0.node) }, to: base)
+            view = adding(admittedOnly(freed(chosen, candidates), for: row), to: base)
             if fits(view) {
                 ok = true
                 break
@@ -172,9 +172,7 @@ extension Pass {
         if chosen.count > 1 {
             for i in chosen.reversed() {
                 let without = chosen.filter { $0 != i }
-                if !without.isEmpty
-                    && fits(adding(freed(without, candidates).filter { admitted(row, node: $0.node) }, to: base))
-                {
+                if !without.isEmpty && fits(adding(admittedOnly(freed(without, candidates), for: row), to: base)) {
                     chosen = without
                 }
             }

@@ -16,16 +16,12 @@ extension Pass {
                 && v.loans.contains(where: { if case .reservation = $0 { true } else { false } })
                 && rank < priority(ofRunning: v.id)
             {
-                view = adding(v.slices.filter { admitted(row, node: $0.node) }, to: view)
+                view = adding(admittedOnly(v.slices, for: row), to: view)
                 continue
             }
             let end = policy == .backfill ? v.walltimeEnd : v.expectedEnd
-            if end.isFinite {
-                let slices =
-                    ctx.nodeAllowed[Int(row.constraint)] == nil
-                    ? v.slices : v.slices.filter { admitted(row, node: $0.node) }
-                if !slices.isEmpty { ends.append((max(end, now.seconds), v.id, slices)) }
-            }
+            let slices = admittedOnly(v.slices, for: row)
+            if end.isFinite && !slices.isEmpty { ends.append((max(end, now.seconds), v.id, slices)) }
         }
         ends.sort { $0.end != $1.end ? $0.end < $1.end : $0.id < $1.id }
         let order = ctx.order(for: row, now: now).filter { allowed & (1 << UInt64($0.model)) != 0 }

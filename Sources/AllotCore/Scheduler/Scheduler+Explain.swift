@@ -351,16 +351,10 @@ extension Scheduler {
         var pool = state.freePool
         var out: [String] = []
         if let s = spec.nodes {
-            var admitted = 0
-            for (i, n) in state.nodes.enumerated() {
-                if s.admits(n.spec) {
-                    admitted += 1
-                } else if pool.free[i] != 0 {
-                    pool.setFree(node: i, mask: 0)
-                }
-            }
+            let admits = s.admits(state.nodes)
+            pool = pool.keeping(admits)
             out.append(
-                "  nodes it may use (\(s.description)): \(admitted) of \(state.nodes.count); GPUs below are theirs"
+                "  nodes it may use (\(s.description)): \(admits.filter { $0 }.count) of \(state.nodes.count); GPUs below are theirs"
             )
         }
         for (i, m) in state.config.gpuModels.enumerated() {

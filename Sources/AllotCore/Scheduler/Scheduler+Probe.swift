@@ -40,7 +40,7 @@ extension Scheduler {
         var pool = state.freePool
         if let s = spec.nodes {
             // What the pool could ever offer it: the nodes it may use, whatever their state.
-            let admitted = state.nodes.filter { s.admits($0.spec) }
+            let admitted = zip(state.nodes, s.admits(state.nodes)).filter(\.1).map(\.0)
             var withNode: UInt64 = 0
             for n in admitted { withNode |= 1 << UInt64(n.modelIndex) }
             if allowed & withNode == 0 { return .noNodeSelected(s.description) }

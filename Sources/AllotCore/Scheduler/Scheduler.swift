@@ -173,7 +173,7 @@ struct PassContext {
         for c in state.pendingJobs.constraints.values {
             var mask = Self.mask(models, c.models, c.minGPUMemoryGiB)
             if let s = c.nodes {
-                let admits = state.nodes.map { s.admits($0.spec) }
+                let admits = s.admits(state.nodes)
                 var withNode: UInt64 = 0
                 for (i, ok) in admits.enumerated() where ok { withNode |= 1 << UInt64(state.nodes[i].modelIndex) }
                 nodeAllowed.append(admits)
