@@ -352,6 +352,8 @@ struct AgentConnection: Service, CustomStringConvertible {
                     }
                     // Orders in.
                     let decoder = JSONDecoder()
+                    let terminals = AgentTerminals(logger: logger)
+                    defer { terminals.closeAll() }
                     while let line = try await lines.next() {
                         lastHeard.withLockedValue { $0 = Date().timeIntervalSince1970 }
                         let data = Data(line.readableBytesView)
@@ -405,6 +407,23 @@ struct AgentConnection: Service, CustomStringConvertible {
                                     )
                                 )
                             }
+                        case AgentProtocol.ttyOpen.name?:
+                            if let o = try? decoder.decode(RequestParams<AgentTTYOpen>.self, from: data).params {
+                                let path = await jobs.ttySocket(id: o.id, run: o.run)
+                                group.addTask {
+                                    await terminals.serve(o.stream, path: path) { line in
+                                        try await outbound.write(ByteBuffer(data: line))
+                                    }
+                                }
+                            }
+                        case AgentProtocol.ttyData.name?:
+                            if let d = try? decoder.decode(RequestParams<AgentTTYData>.self, from: data).params {
+                                terminals.input(d.stream, base64: d.data)
+                            }
+                        case AgentProtocol.ttyClose.name?:
+                            if let c = try? decoder.decode(RequestParams<AgentTTYClose>.self, from: data).params {
+                                terminals.close(c.stream)
+                            }
                         case AgentProtocol.ack.name?:
                             if let a = try? decoder.decode(RequestParams<AgentAck>.self, from: data).params {
                                 await jobs.ack(a.runs)
@@ -437,6 +456,9 @@ extension Agent {
         case AgentProtocol.stop.name?: _ = try AgentMessage.params(AgentProtocol.stop, data)
         case AgentProtocol.logRead.name?: _ = try AgentMessage.params(AgentProtocol.logRead, data)
         case AgentProtocol.ack.name?: _ = try AgentMessage.params(AgentProtocol.ack, data)
+        case AgentProtocol.ttyOpen.name?: _ = try AgentMessage.params(AgentProtocol.ttyOpen, data)
+        case AgentProtocol.ttyData.name?: _ = try AgentMessage.params(AgentProtocol.ttyData, data)
+        case AgentProtocol.ttyClose.name?: _ = try AgentMessage.params(AgentProtocol.ttyClose, data)
         case AgentProtocol.heartbeat.name?: break
         case nil where head.error != nil: break
         case let method: throw AgentMessage.unknown(method)

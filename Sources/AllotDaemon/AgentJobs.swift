@@ -128,6 +128,9 @@ actor AgentJobs {
         if let base = executor.cgroupBase { rmdir(base) }
     }
 
+    /// Where run (`id`, `run`)'s supervisor listens for its terminal's client (an interactive run).
+    func ttySocket(id: UInt64, run: Int) -> String { executor.ttySocket(JobID(id), run: run) }
+
     /// The link is new: everything unacknowledged goes out again.
     func newLink() { fresh = Set(unacked.keys) }
 }

@@ -94,6 +94,13 @@ final class AgentLink: Sendable {
         channel.writeAndFlush(ByteBuffer(bytes: line), promise: nil)
     }
 
+    /// Sends a line and waits until the link has taken it (for a relayed terminal's input: the client is
+    /// slowed, not the link cut off).
+    func sendWaiting(_ line: Data) async {
+        guard channel.isActive else { return }
+        try? await channel.writeAndFlush(ByteBuffer(bytes: line)).get()
+    }
+
     func close() { channel.close(promise: nil) }
 }
 
@@ -192,6 +199,12 @@ struct AgentServer: Service, CustomStringConvertible {
                         case AgentProtocol.health.name?:
                             let health = try AgentMessage.params(AgentProtocol.health, data)
                             engine.send(.agentHealth(node: params.node, link: l.id, health))
+                        case AgentProtocol.ttyData.name?:
+                            let d = try AgentMessage.params(AgentProtocol.ttyData, data)
+                            TerminalRelays.shared.output(d.stream, link: l.id, base64: d.data)
+                        case AgentProtocol.ttyClose.name?:
+                            let d = try AgentMessage.params(AgentProtocol.ttyClose, data)
+                            TerminalRelays.shared.closedByAgent(d.stream, link: l.id, error: d.error, logger: logger)
                         case AgentProtocol.logData.name?:
                             let d = try AgentMessage.params(AgentProtocol.logData, data)
                             RemoteLogs.shared.fulfill(d.token, Array(Data(base64Encoded: d.data) ?? Data()))
@@ -234,7 +247,10 @@ struct AgentServer: Service, CustomStringConvertible {
                 metadata: ["agent.remote": "\(remote)", "agent.node": "\(link?.node ?? "?")", "error": "\(error)"]
             )
         }
-        if let link { engine.send(.agentDisconnected(node: link.node, link: link.id)) }
+        if let link {
+            TerminalRelays.shared.linkGone(link.id)
+            engine.send(.agentDisconnected(node: link.node, link: link.id))
+        }
     }
 }
 

@@ -16,6 +16,8 @@ enum Call: Sendable {
     case update(UpdateParams)
     case logs(LogsParams)
     case watch
+    /// Relay a running interactive job's terminal on an agent's node over this connection.
+    case attach(JobRef)
     case nodes
     case drain(NodeParams)
     case resume(NodeParams)
@@ -92,6 +94,7 @@ enum Call: Sendable {
                 call = .change(Change(rawValue: method)!, ids)
             case Methods.logs.name: call = .logs(try params(Methods.logs)!)
             case Methods.watch.name: call = .watch
+            case Methods.attach.name: call = .attach(try params(Methods.attach)!.id)
             case Methods.nodes.name: call = .nodes
             case Methods.drain.name: call = .drain(try params(Methods.drain)!)
             case Methods.resume.name: call = .resume(try params(Methods.resume)!)

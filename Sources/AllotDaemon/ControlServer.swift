@@ -127,7 +127,10 @@ struct ControlServer: Service {
                 let outbox = Outbox(id: registry.nextID(), channel: channel)
                 try ops.addHandler(IdleStateHandler(readTimeout: .milliseconds(Int64(limits.idleTimeout * 1000))))
                 try ops.addHandler(IdleCloser(outbox: outbox))
-                try ops.addHandler(ByteToMessageHandler(LineDecoder(limit: limits.maxMessageBytes)))
+                try ops.addHandler(
+                    ByteToMessageHandler(LineDecoder(limit: limits.maxMessageBytes)),
+                    name: Outbox.lineDecoderName
+                )
                 let async = try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
                 return Connection(channel: async, outbox: outbox, credentials: creds ?? nil)
             }
@@ -191,6 +194,7 @@ struct ControlServer: Service {
         let count = registry.add(outbox)
         defer {
             registry.remove(outbox)
+            if outbox.relaying.load(ordering: .relaxed) { TerminalRelays.shared.clientGone(outbox.id) }
             engine.send(.disconnected(outbox.id))
         }
         func refuse(_ error: RPCError) async {
@@ -246,6 +250,10 @@ struct ControlServer: Service {
                 group.addTask {
                     do {
                         for try await buffer in inbound {
+                            if outbox.relaying.load(ordering: .relaxed) {
+                                await TerminalRelays.shared.input(outbox.id, buffer.readableBytesView)
+                                continue
+                            }
                             let line = Data(buffer.readableBytesView)
                             if line.allSatisfy({ $0 == 32 || $0 == 9 || $0 == 13 }) { continue }
                             outbox.expectReply()
@@ -256,7 +264,11 @@ struct ControlServer: Service {
                                 outbox.reply((try? ControlProtocol.line(ErrorResponse(id: id, error: e))) ?? Data())
                             }
                         }
-                        outbox.clientDone()
+                        if outbox.relaying.load(ordering: .relaxed) {
+                            outbox.close()
+                        } else {
+                            outbox.clientDone()
+                        }
                     } catch is LineTooLong {
                         outbox.expectReply()
                         outbox.reply(

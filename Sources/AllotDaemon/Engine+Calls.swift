@@ -189,6 +189,41 @@ extension Engine {
                 to: out
             )
 
+        case .attach(let ref):
+            guard let j = job(ref) else { return }
+            guard caller.uid == 0 || caller.uid == j.spec.uid else {
+                fail(.denied("job \(j.id)'s terminal is its owner's (uid \(j.spec.uid)) and root's only"))
+                return
+            }
+            guard j.spec.interactive != nil else {
+                fail(
+                    .refused("job \(j.id) is not an interactive run (allotctl run); read its output with allotctl logs")
+                )
+                return
+            }
+            guard j.state == .running else {
+                fail(.refused("job \(j.id) is \(j.state.rawValue), not running: it has no terminal now"))
+                return
+            }
+            guard let node = agentNode(of: j) else {
+                fail(
+                    .refused(
+                        "job \(j.id) runs on a node allotd runs itself: its terminal is the socket in its `show` (tty)"
+                    )
+                )
+                return
+            }
+            guard let link = agents[node]?.link else {
+                fail(.refused("job \(j.id) runs on node \(node), whose agent is not connected now; try again later"))
+                return
+            }
+            do {
+                let line = try ControlProtocol.line(Response(id: id, result: AttachResult(node: node, run: j.runs)))
+                pendingActions.append(.attach(out, answer: line, link, AgentRunRef(id: j.id.rawValue, run: j.runs)))
+            } catch {
+                fail(RPCError(RPCError.internalError, "cannot encode the answer: \(error)"))
+            }
+
         case .watch:
             out.streaming.store(true, ordering: .relaxed)
             watchers[out.id] = out
@@ -328,16 +363,18 @@ extension Engine {
                 try checkNice(spec.nice, caller: caller)
                 try checkNames(&spec, id: state.nextJobID, models: models, classes: classes)
                 if spec.interactive != nil && !localOnly {
-                    // The client reaches a run's terminal on this host only: runs go to nodes allotd runs.
+                    // A terminal needs a runner: a node allotd runs itself, or one with an agent.
                     var s = spec.nodes ?? NodeSelection()
-                    let mine = state.nodes.map(\.name).filter { localNodes.contains($0) }
-                    s.nodes = s.nodes.isEmpty ? mine : s.nodes.filter { localNodes.contains($0) }
-                    guard !s.nodes.isEmpty else {
-                        throw .refused(
-                            "an interactive run goes to a node allotd runs itself (its terminal is reached through this host), and none of the nodes it may use is one"
-                        )
+                    let run = state.nodes.map(\.name).filter { localNodes.contains($0) || agents[$0] != nil }
+                    if run.count < state.nodes.count {
+                        s.nodes = s.nodes.isEmpty ? run : s.nodes.filter(run.contains)
+                        guard !s.nodes.isEmpty else {
+                            throw .refused(
+                                "an interactive run needs a node that allotd or an agent runs, and none of the nodes it may use is one"
+                            )
+                        }
+                        spec.nodes = s
                     }
-                    spec.nodes = s
                 }
                 if localOnly, let dir = spec.workingDirectory {
                     if dirProblems[dir] == nil {
@@ -792,8 +829,12 @@ extension Engine {
                 : agentNode(of: job).map { "on node \($0) (its agent's state dir, logs/\(job.id).log)" }
                     ?? job.spec.output ?? executor.logPath(job.id)
         )
-        if mine, job.spec.interactive != nil, job.state == .running, isLocal(job) {
-            o.tty = executor.ttySocket(job.id, run: job.runs)
+        if mine, job.spec.interactive != nil, job.state == .running {
+            if isLocal(job) {
+                o.tty = executor.ttySocket(job.id, run: job.runs)
+            } else {
+                o.ttyNode = agentNode(of: job)
+            }
         }
         return o
     }

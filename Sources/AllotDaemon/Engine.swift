@@ -35,6 +35,8 @@ final class Engine {
         case stop(JobID, run: Int)
         case notify(JobID, String)
         case startLog(Outbox, LogStream)
+        /// Relay a terminal on an agent's node over a control connection (answered with `answer`).
+        case attach(Outbox, answer: Data, AgentLink, AgentRunRef)
         case jobEnded(JobID)
         /// Tell an agent its reported ends are recorded (once they are durable).
         case agentAck(node: String, link: UInt64, runs: [AgentRunRef])
@@ -162,7 +164,11 @@ final class Engine {
         )
         self.executor.stopSignal = config.daemon.stopSignal.number
         self.executor.runHangup = config.daemon.runHangup
-        self.notices = NoticeSender(sendmail: config.daemon.sendmail, logger: logger)
+        self.notices = NoticeSender(
+            sendmail: config.daemon.sendmail,
+            spool: config.daemon.stateDir + "/notices",
+            logger: logger
+        )
         self.archive = JobArchive(stateDir: config.daemon.stateDir)
     }
 
@@ -444,6 +450,8 @@ final class Engine {
         switch action {
         case .reply(let out, _, let line):
             out.reply(line)
+        case .attach(let out, let answer, let link, let ref):
+            TerminalRelays.shared.open(out, answer: answer, link: link, run: ref)
         case .start(let id, let run):
             guard let job = state.jobs[id], job.runs == run, job.state == .running, let a = job.allocation else {
                 return

@@ -4,6 +4,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import Synchronization
 
 /// One message about a job's moment, for one destination: a webhook's JSON POST or a mail.
 struct JobNotice: Sendable {
@@ -27,12 +28,106 @@ struct JobNotice: Sendable {
     /// The webhook's body (JSON), or the mail's text after its headers.
     var body: [UInt8]
     var subject: String
+    /// Its file in the spool, once queued there.
+    var spooled: String? = nil
+}
+
+/// Notices queued and not yet delivered (or given up), one file each in `STATE_DIR/notices`, named by
+/// their order: a notice whose event is durable is sent even if allotd stops (or is killed) first — once
+/// it is back. (A notice in flight as allotd stops may reach its receiver twice; its id is the same.)
+struct NoticeSpool: Sendable {
+    let dir: String
+
+    private struct Record: Codable {
+        var to: String
+        var id: String
+        var job: UInt64
+        var event: String
+        var body: String
+        var subject: String
+    }
+
+    /// Writes the notice's file (atomically; not synced: a killed allotd keeps it, a lost machine may not).
+    /// - Returns: its path, or nil when it could not be written (the notice is still sent).
+    func save(_ n: JobNotice, seq: UInt64) -> String? {
+        let to: String
+        switch n.destination {
+        case .webhook(let u): to = JobNotice.Destination.webhook(u).text
+        case .mail(let m): to = "mailto:" + m
+        }
+        let record = Record(
+            to: to,
+            id: n.id,
+            job: n.job.rawValue,
+            event: n.event.rawValue,
+            body: Data(n.body).base64EncodedString(),
+            subject: n.subject
+        )
+        guard let data = try? JSONEncoder().encode(record) else { return nil }
+        try? FileManager.default.createDirectory(
+            atPath: dir,
+            withIntermediateDirectories: true,
+            attributes: [.posixPermissions: 0o700]
+        )
+        let path = "\(dir)/\(String(format: "%016llu", seq)).json"
+        do {
+            try data.write(to: URL(fileURLWithPath: path), options: .atomic)
+            return path
+        } catch {
+            return nil
+        }
+    }
+
+    func remove(_ path: String?) {
+        if let path { unlink(path) }
+    }
+
+    /// The notices left by the last run, in their order, and the number after the last one's.
+    func load(logger: Logger) -> (notices: [JobNotice], next: UInt64) {
+        let names = ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).filter { $0.hasSuffix(".json") }
+            .sorted()
+        var out: [JobNotice] = []
+        var next: UInt64 = 1
+        for name in names {
+            let path = "\(dir)/\(name)"
+            if let seq = UInt64(name.dropLast(5)) { next = max(next, seq + 1) }
+            guard let data = FileManager.default.contents(atPath: path),
+                let r = try? JSONDecoder().decode(Record.self, from: data),
+                let event = JobNotify.Event(rawValue: r.event), let body = Data(base64Encoded: r.body)
+            else {
+                logger.warning("Unreadable job notice in the spool: left out", metadata: ["file": "\(path)"])
+                unlink(path)
+                continue
+            }
+            let destination: JobNotice.Destination
+            if r.to.hasPrefix("mailto:") {
+                destination = .mail(String(r.to.dropFirst(7)))
+            } else if let u = WebhookURL(r.to) {
+                destination = .webhook(u)
+            } else {
+                unlink(path)
+                continue
+            }
+            out.append(
+                JobNotice(
+                    destination: destination,
+                    id: r.id,
+                    job: JobID(r.job),
+                    event: event,
+                    body: Array(body),
+                    subject: r.subject,
+                    spooled: path
+                )
+            )
+        }
+        return (out, next)
+    }
 }
 
 /// Delivers job notices after their events are durable, off the engine's task: each destination has its
 /// own queue, delivered in order (a job's begin before its end), a webhook retried with a capped exponential
 /// backoff until it answers 2xx (or `maxTries`), so that a receiver that was down gets each notice once it
-/// is back. Notices not yet delivered when allotd stops are not kept.
+/// is back. Notices not yet delivered when allotd stops are kept in a spool and sent after it restarts.
 final class NoticeSender: Sendable {
     static let maxTries = 10
     /// Seconds before the second try; doubled for each further one, up to `maxDelay`.
@@ -44,15 +139,32 @@ final class NoticeSender: Sendable {
     private let stream: AsyncStream<JobNotice>
     let sendmail: String
     let logger: Logger
+    let spool: NoticeSpool?
+    private let nextSeq: Atomic<UInt64>
 
-    init(sendmail: String, logger: Logger) {
+    /// - Parameter spool: where notices wait until delivered (nil: not kept across restarts).
+    init(sendmail: String, spool: String?, logger: Logger) {
         (stream, continuation) = AsyncStream.makeStream(of: JobNotice.self)
         self.sendmail = sendmail
         self.logger = logger
+        self.spool = spool.map(NoticeSpool.init(dir:))
+        let left = self.spool?.load(logger: logger) ?? (notices: [], next: 1)
+        nextSeq = Atomic(left.next)
+        if !left.notices.isEmpty {
+            logger.notice(
+                "Job notices left by the last run: sending them",
+                metadata: ["notices": "\(left.notices.count)"]
+            )
+        }
+        for n in left.notices { continuation.yield(n) }
     }
 
-    /// Queues a notice (never blocks).
-    func send(_ notice: JobNotice) { continuation.yield(notice) }
+    /// Queues a notice (never blocks), first in the spool.
+    func send(_ notice: JobNotice) {
+        var n = notice
+        if let spool { n.spooled = spool.save(n, seq: nextSeq.add(1, ordering: .relaxed).oldValue) }
+        continuation.yield(n)
+    }
 
     func finish() { continuation.finish() }
 
@@ -85,13 +197,16 @@ final class NoticeSender: Sendable {
             case .mail(let address): problem = await mail(n, to: address)
             }
             guard let problem else {
+                spool?.remove(n.spooled)
                 logger.debug(
                     "Job notice delivered",
                     metadata: ["job.id": "\(n.job)", "event": "\(n.event.rawValue)", "to": "\(n.destination.text)"]
                 )
                 return
             }
-            if attempt == Self.maxTries || Task.isCancelled {
+            if Task.isCancelled { return }  // allotd is stopping: the spool keeps it for the next run
+            if attempt == Self.maxTries {
+                spool?.remove(n.spooled)
                 logger.error(
                     "Job notice given up",
                     metadata: [

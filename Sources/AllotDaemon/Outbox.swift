@@ -120,6 +120,21 @@ final class Outbox: Sendable {
         if unanswered.load(ordering: .relaxed) == 0 { continuation.finish() }
     }
 
+    /// Set once `attach` made the connection a relayed terminal: what the client sends is then bytes of
+    /// the terminal, not requests.
+    let relaying = Atomic<Bool>(false)
+
+    /// Makes the connection a relayed terminal: it stops splitting its input into lines (the name of the
+    /// line decoder in its pipeline is ``lineDecoderName``), then calls `then` (on the connection's event
+    /// loop). The client sends nothing between its `attach` and the answer, so no byte is read as a line.
+    func becomeRelay(then: @escaping @Sendable () -> Void) {
+        relaying.store(true, ordering: .relaxed)
+        streaming.store(true, ordering: .relaxed)
+        channel.pipeline.removeHandler(name: Self.lineDecoderName).whenComplete { _ in then() }
+    }
+
+    static let lineDecoderName = "lines"
+
     /// Set when the daemon is stopping.
     let stopping = Atomic<Bool>(false)
 }

@@ -310,3 +310,44 @@ public struct AgentAck: Codable, Sendable {
     public var runs: [AgentRunRef]
     public init(runs: [AgentRunRef]) { self.runs = runs }
 }
+
+extension AgentProtocol {
+    /// Controller → agent: connect stream `stream` to run (`id`, `run`)'s terminal (an `allotctl run` on this
+    /// node, relayed through the controller). Both ways after it: `agent.tty_data` (the terminal's frames,
+    /// base64, untouched) and `agent.tty_close` (either side is done; the other lets go too).
+    public static let ttyOpen = RPCNotification<AgentTTYOpen>("agent.tty_open")
+    public static let ttyData = RPCNotification<AgentTTYData>("agent.tty_data")
+    public static let ttyClose = RPCNotification<AgentTTYClose>("agent.tty_close")
+}
+
+/// `agent.tty_open`.
+public struct AgentTTYOpen: Codable, Sendable {
+    public var stream: UInt64
+    public var id: UInt64
+    public var run: Int
+    public init(stream: UInt64, id: UInt64, run: Int) {
+        self.stream = stream
+        self.id = id
+        self.run = run
+    }
+}
+
+/// `agent.tty_data`: bytes of a relayed terminal stream, as base64.
+public struct AgentTTYData: Codable, Sendable {
+    public var stream: UInt64
+    public var data: String
+    public init(stream: UInt64, data: String) {
+        self.stream = stream
+        self.data = data
+    }
+}
+
+/// `agent.tty_close`: the stream ended (`error`: why, when it did not end with its job).
+public struct AgentTTYClose: Codable, Sendable {
+    public var stream: UInt64
+    public var error: String?
+    public init(stream: UInt64, error: String? = nil) {
+        self.stream = stream
+        self.error = error
+    }
+}

@@ -600,6 +600,16 @@ public struct LogsResult: Codable, Sendable {
     }
 }
 
+/// The answer to `attach`: whose terminal the connection now carries.
+public struct AttachResult: Codable, Sendable {
+    public var node: String
+    public var run: Int
+    public init(node: String, run: Int) {
+        self.node = node
+        self.run = run
+    }
+}
+
 public struct LogsData: Codable, Sendable {
     public var data: String
     public init(data: String) { self.data = data }

@@ -27,6 +27,9 @@ public enum Methods {
     public static let update = RPCMethod<UpdateParams, JobObject>("update")
     public static let logs = RPCMethod<LogsParams, LogsResult>("logs")
     public static let watch = RPCMethod<NoParams, WatchResult>("watch")
+    /// A running interactive job's terminal on an agent's node, relayed: after the answer, the connection
+    /// carries the terminal's frames both ways (as its socket would).
+    public static let attach = RPCMethod<IDParams, AttachResult>("attach")
     public static let nodes = RPCMethod<NoParams, [NodeObject]>("nodes")
     public static let drain = RPCMethod<NodeParams, NodeObject>("drain")
     public static let resume = RPCMethod<NodeParams, NodeObject>("resume")

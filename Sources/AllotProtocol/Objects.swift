@@ -64,6 +64,9 @@ public struct JobObject: Codable, Sendable, Equatable {
     public var mailType: String?
     /// For a running interactive job (`allotctl run`), to its owner: the socket of its terminal.
     public var tty: String?
+    /// For a running interactive job on an agent's node, to its owner: that node; its terminal is reached
+    /// through allotd (`attach`).
+    public var ttyNode: String?
     /// For a folded listing (`fold`): the indices of the array's waiting tasks this object stands for
     /// (`3-999`, `1,3,5-7`), when more than its own.
     public var arrayTasks: String?
@@ -111,6 +114,7 @@ public struct JobObject: Codable, Sendable, Equatable {
         case mig
         case migInstance = "mig_instance"
         case dependency, nodelist, exclude, constraint, nice, notify, tty
+        case ttyNode = "tty_node"
         case mailUser = "mail_user"
         case mailType = "mail_type"
         case arrayJobID = "array_job_id"

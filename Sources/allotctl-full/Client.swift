@@ -170,6 +170,10 @@ final class Client {
         }
     }
 
+    /// What was read from the connection past the last line taken (for a connection that stops carrying
+    /// lines, as `attach`'s does after its answer).
+    func unread() -> [UInt8] { Array(buffer[start...]) }
+
     /// Reads the next response and decodes its result.
     /// - Throws: ``RPCError`` when the daemon answered with an error.
     func result<R: Decodable>(_ type: R.Type = R.self) throws -> R {

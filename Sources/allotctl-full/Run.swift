@@ -122,18 +122,26 @@ enum Attached {
             let result: SubmitResult = try client.call(Methods.submit, SubmitParams(job: r))
             for w in result.warnings ?? [] { warn("warning: \(w)") }
             let id = result.id
-            guard let path = try waitForStart(id, connection: connection, held: hold) else {
+            guard let terminal = try waitForStart(id, connection: connection, held: hold) else {
                 status = 130
                 return
             }
-            status = try relay(id, socket: path, pty: r.interactive?.pty ?? false, connection: connection)
+            status = try relay(id, to: terminal, pty: r.interactive?.pty ?? false, connection: connection)
         }
         return status
     }
 
+    /// Where a running job's terminal is reached.
+    enum Terminal {
+        /// Its supervisor's socket, on this host.
+        case socket(String)
+        /// Through allotd (`attach`): the run is on an agent's node.
+        case relayed(node: String)
+    }
+
     /// Waits until the job runs; Ctrl-C (or SIGTERM) meanwhile cancels it.
-    /// - Returns: its terminal's socket, or nil when it was cancelled here.
-    static func waitForStart(_ id: UInt64, connection: ConnectionOptions, held: Bool) throws -> String? {
+    /// - Returns: where its terminal is, or nil when it was cancelled here.
+    static func waitForStart(_ id: UInt64, connection: ConnectionOptions, held: Bool) throws -> Terminal? {
         let watcher = try connection.connect()
         let _: WatchResult = try watcher.call(Methods.watch, NoParams())
         let looker = try connection.connect()
@@ -141,7 +149,8 @@ enum Attached {
         let began = Date()
         while true {
             let j: JobObject = try looker.call(Methods.show, IDParams(id: .job(id)))
-            if let tty = j.tty { return tty }
+            if let tty = j.tty { return .socket(tty) }
+            if let node = j.ttyNode { return .relayed(node: node) }
             if JobEnd.isEnded(j.state) {
                 throw fail(JobEnd.line(id: j.id, state: j.state, reason: j.reason), code: 1)
             }
@@ -168,11 +177,25 @@ enum Attached {
     }
 
     /// Relays this terminal and the job's until the job ends. Returns its exit status.
-    static func relay(_ id: UInt64, socket path: String, pty: Bool, connection: ConnectionOptions) throws -> Int32 {
-        var fd: Int32 = -1
+    static func relay(_ id: UInt64, to terminal: Terminal, pty: Bool, connection: ConnectionOptions) throws -> Int32 {
+        switch terminal {
+        case .socket(let path):
+            let fd = try connectTerminal(id, socket: path)
+            defer { close(fd) }
+            return try relay(id, fd: fd, pty: pty, connection: connection)
+        case .relayed:
+            // The connection that asks for the terminal becomes it, after the answer.
+            let client = try connection.connect()
+            let _: AttachResult = try client.call(Methods.attach, IDParams(id: .job(id)))
+            return try relay(id, fd: client.fd, early: client.unread(), pty: pty, connection: connection)
+        }
+    }
+
+    /// Connects to a run's terminal socket on this host (its supervisor makes it as the run starts).
+    static func connectTerminal(_ id: UInt64, socket path: String) throws -> Int32 {
         let deadline = Date().addingTimeInterval(10)
         while true {
-            fd = Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            let fd = Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
             var addr = sockaddr_un()
             addr.sun_family = sa_family_t(AF_UNIX)
             withUnsafeMutableBytes(of: &addr.sun_path) { raw in
@@ -183,19 +206,56 @@ enum Attached {
                     Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
                 }
             }
-            if ok == 0 { break }
+            if ok == 0 { return fd }
             let why = String(cString: strerror(errno))
             close(fd)
             guard Date() < deadline else { throw fail("cannot reach job \(id)'s terminal at \(path): \(why)", code: 1) }
             usleep(20_000)
         }
-        defer { close(fd) }
+    }
+
+    /// Relays this terminal and the one on `fd` (`early`: bytes of it already read) until the job ends.
+    static func relay(
+        _ id: UInt64,
+        fd: Int32,
+        early: [UInt8] = [],
+        pty: Bool,
+        connection: ConnectionOptions
+    ) throws
+        -> Int32
+    {
         if pty { rawMode() }
         defer { restoreTerminal() }
         if pty { sendWindow(fd) }
         var stdinOpen = true
-        var buffer: [UInt8] = []
+        var buffer: [UInt8] = early
         var chunk = [UInt8](repeating: 0, count: 65536)
+        /// Passes on the whole frames in `buffer`; returns the job's exit status once its end has come.
+        func frames() -> Int32? {
+            var at = 0
+            defer { buffer.removeFirst(at) }
+            while buffer.count - at >= 5 {
+                let len =
+                    Int(buffer[at + 1]) << 24 | Int(buffer[at + 2]) << 16 | Int(buffer[at + 3]) << 8
+                    | Int(buffer[at + 4])
+                guard buffer.count - at >= 5 + len else { break }
+                let type = buffer[at]
+                let payload = Array(buffer[(at + 5)..<(at + 5 + len)])
+                at += 5 + len
+                switch type {
+                case UInt8(ascii: "o"): writeAll(1, payload)
+                case UInt8(ascii: "r"): writeAll(2, payload)
+                case UInt8(ascii: "x"):
+                    restoreTerminal()
+                    let words = String(decoding: payload, as: UTF8.self).split(separator: " ")
+                    let n = words.count == 2 ? Int32(words[1]) ?? 1 : 1
+                    return words.first == "signal" ? 128 + n : n
+                default: break
+                }
+            }
+            return nil
+        }
+        if let status = frames() { return status }
         while true {
             var fds = [
                 pollfd(fd: fd, events: Int16(POLLIN), revents: 0),
@@ -230,26 +290,7 @@ enum Attached {
                     break
                 }
                 buffer += chunk[0..<n]
-                var at = 0
-                while buffer.count - at >= 5 {
-                    let len =
-                        Int(buffer[at + 1]) << 24 | Int(buffer[at + 2]) << 16 | Int(buffer[at + 3]) << 8
-                        | Int(buffer[at + 4])
-                    guard buffer.count - at >= 5 + len else { break }
-                    let payload = Array(buffer[(at + 5)..<(at + 5 + len)])
-                    switch buffer[at] {
-                    case UInt8(ascii: "o"): writeAll(1, payload)
-                    case UInt8(ascii: "r"): writeAll(2, payload)
-                    case UInt8(ascii: "x"):
-                        restoreTerminal()
-                        let words = String(decoding: payload, as: UTF8.self).split(separator: " ")
-                        let n = words.count == 2 ? Int32(words[1]) ?? 1 : 1
-                        return words.first == "signal" ? 128 + n : n
-                    default: break
-                    }
-                    at += 5 + len
-                }
-                buffer.removeFirst(at)
+                if let status = frames() { return status }
             }
         }
         restoreTerminal()

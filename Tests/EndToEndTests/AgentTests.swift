@@ -485,4 +485,60 @@ import Glibc
         #expect((d.job(keep)?["reason"] as? String)?.contains("agent lost") == true, "\(d.job(keep) ?? [:])")
         #expect(node(d, "n2")?["state"] as? String == "up", "an idle node without an agent is left alone")
     }
+
+    /// `allotctl run` on an agent's node: the terminal is relayed through allotd's socket and the agent's
+    /// link (`attach`, `agent.tty_*`), and behaves as a local one: pipes, exit codes, a terminal of the
+    /// client's size with keys and Ctrl-C, a large input that slows the client rather than cutting the link.
+    @Test func interactiveRunsOnAnAgentsNodeAreRelayedThroughAllotd() throws {
+        let (d, port, pki) = try Self.controller(nodes: ["n1", "n2"])
+        let a2 = try AgentProcess(node: "n2", port: port, pki: pki, dir: d.dir.path)
+        eventually("n2 linked") { linked(d, "n2") }
+        // Pipes: input, output and errors apart, the exit code.
+        let r = d.ctl(
+            [
+                "run", "--gpus", "2", "--gpu-model", "H100", "--", "sh", "-c",
+                "read x; echo \"got $x gpus=$CUDA_VISIBLE_DEVICES\"; echo oops >&2; cat; exit 3",
+            ],
+            stdin: "hello\nrest of input\n"
+        )
+        #expect(r.status == 3, "\(r.stderr) \(a2.output.suffix(2000))")
+        #expect(r.stdout == "got hello gpus=0,1\nrest of input\n", "\(r.stdout)")
+        #expect(r.stderr.contains("oops"), "\(r.stderr)")
+        let ended = d.ctl(["ls", "--state", "all", "--json"]).stdout
+        #expect(ended.contains("\"n2\""), "it ran on the agent's node: \(ended)")
+        // 3 MB of input through the relay: all of it arrives, and the agent's link stays up.
+        let big = String(
+            repeating: "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-_+=!\n",
+            count: 45_455
+        )
+        let counted = d.ctl(["run", "--gpu-model", "H100", "--", "wc", "-c"], stdin: big)
+        #expect(
+            counted.status == 0
+                && counted.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "\(big.utf8.count)",
+            "\(counted)"
+        )
+        #expect(linked(d, "n2"))
+        // A terminal: its size, typed keys, Ctrl-C ends the run with 130.
+        let t = try InteractiveTests.Terminal(
+            ["run", "--gpu-model", "H100", "--", "sh", "-c", "stty size; read x; echo \"got:$x\"; sleep 300"],
+            socket: d.socket
+        )
+        #expect(t.read(until: "40 100"), "\(t.text) \(a2.output.suffix(2000))")
+        t.type("typed words\r")
+        #expect(t.read(until: "got:typed words"), "\(t.text)")
+        t.type("\u{3}")
+        var status = t.exitStatus(timeout: 10)
+        if status == nil {
+            t.type("\u{3}")
+            status = t.exitStatus(timeout: 30)
+        }
+        #expect(status == 130, "\(t.text)")
+        // `attach` is for interactive runs only, and says so.
+        let batch = try d.submit(["--gpu-model", "H100", "--", "sleep", "300"])
+        try d.wait(batch, for: "running")
+        let c = try RawClient(path: d.socket)
+        c.write(#"{"jsonrpc":"2.0","id":1,"method":"attach","params":{"id":\#(batch)}}"# + "\n")
+        let refusal = c.readLine() ?? ""
+        #expect(refusal.contains("not an interactive run"), "\(refusal)")
+    }
 }

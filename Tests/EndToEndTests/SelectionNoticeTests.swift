@@ -195,6 +195,31 @@ import Glibc
         let badType = d.ctl(["submit", "--mail-user", "a@b", "--mail-type", "time_limit", "--", "true"])
         #expect(badType.status != 0 && badType.stderr.contains("time_limit"), "\(badType.stderr)")
     }
+
+    /// Notices whose receiver is down when allotd is killed are sent after it restarts, in order, once.
+    @Test func noticesNotYetDeliveredAreSentAfterARestart() throws {
+        let receiver = try WebhookReceiver(failFirst: 1_000_000)
+        let d = try DaemonFixture(pool: Self.pool)
+        let url = "http://127.0.0.1:\(receiver.port)/hook"
+        let j = try d.submit(["--notify", url, "--", "true"])
+        try d.wait(j, for: "completed")
+        let deadline = Date().addingTimeInterval(20)
+        while receiver.failures < 2 && Date() < deadline { usleep(50_000) }
+        #expect(receiver.failures >= 2, "allotd tried and was refused")
+        let spool = d.stateDir + "/notices"
+        #expect(((try? FileManager.default.contentsOfDirectory(atPath: spool)) ?? []).count == 2, "begin and end wait")
+        #expect(d.stop(signal: SIGKILL) == 128 + SIGKILL)
+        receiver.answerFromNowOn()
+        try d.start()
+        while receiver.delivered.count < 2 && Date() < deadline { usleep(50_000) }
+        #expect(receiver.order == ["\(j).1.begin", "\(j).1.end"], "\(receiver.order) \(d.daemonLog.suffix(2000))")
+        #expect(receiver.duplicates.isEmpty)
+        #expect(d.daemonLog.contains("Job notices left by the last run"))
+        while ((try? FileManager.default.contentsOfDirectory(atPath: spool)) ?? []).count > 0 && Date() < deadline {
+            usleep(50_000)
+        }
+        #expect(((try? FileManager.default.contentsOfDirectory(atPath: spool)) ?? []).isEmpty, "delivered: spool empty")
+    }
 }
 
 /// A small HTTP server on loopback: records each POST's JSON by its notice id; answers 500 to the first
@@ -215,6 +240,8 @@ final class WebhookReceiver: @unchecked Sendable {
     var order: [String] { lock.withLock { _order } }
     var duplicates: [String] { lock.withLock { _duplicates } }
     var failures: Int { lock.withLock { _failures } }
+    /// From now on every request is answered 200.
+    func answerFromNowOn() { lock.withLock { failLeft = 0 } }
 
     init(failFirst: Int) throws {
         failLeft = failFirst
