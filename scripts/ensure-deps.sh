@@ -4,8 +4,8 @@
 set -euo pipefail
 
 # Swift comes from swift.org (/opt/swift here); everything else from Debian. libsystemd-dev: allotd talks to
-# systemd (sd_notify, socket activation, the journal) through libsystemd.
-packages=(git pkg-config libstdc++-12-dev libsystemd-dev)
+# systemd (sd_notify, socket activation, the journal) through libsystemd. tmux: the tests drive `allotctl top` in it.
+packages=(git pkg-config libstdc++-12-dev libsystemd-dev tmux)
 
 if ! command -v swift >/dev/null 2>&1; then
     if [ -x /opt/swift/usr/bin/swift ]; then

@@ -22,6 +22,7 @@ enum Call: Sendable {
     case drain(NodeParams)
     case resume(NodeParams)
     case status
+    case top(TopParams)
     case cost(CostParams)
     case reload
     case jobFinished(JobFinishedParams)
@@ -99,6 +100,7 @@ enum Call: Sendable {
             case Methods.drain.name: call = .drain(try params(Methods.drain)!)
             case Methods.resume.name: call = .resume(try params(Methods.resume)!)
             case Methods.status.name: call = .status
+            case Methods.top.name: call = .top(try params(Methods.top, required: false) ?? TopParams())
             case Methods.cost.name: call = .cost(try params(Methods.cost, required: false) ?? CostParams())
             case Methods.reload.name: call = .reload
             case Methods.jobFinished.name: call = .jobFinished(try params(Methods.jobFinished)!)

@@ -267,6 +267,12 @@ extension Engine {
         case .status:
             answer(status())
 
+        case .top(let p):
+            switch top(p) {
+            case .success(let r): answer(r)
+            case .failure(let e): fail(e)
+            }
+
         case .cost(let p):
             switch cost(p) {
             case .success(let r): answer(r)

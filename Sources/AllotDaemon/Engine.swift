@@ -63,6 +63,8 @@ final class Engine {
     var deferredNodes: [String: NodeSpec?] = [:]
     let durability = DurabilityWatcher()
     let snapshots = SnapshotWriter()
+    /// Recent loans, reclaims, preemptions and nodes lost, for `top` (at most ``momentsKept``).
+    var moments: [TopMoment] = []
     /// Delivers jobs' webhook and mail notices.
     let notices: NoticeSender
     /// Where ended jobs go after their retention.
@@ -207,6 +209,7 @@ final class Engine {
             default: break
             }
             noticesFor(e.body)
+            recordMoment(e.body)
         }
         for effect in out.effects {
             switch effect {

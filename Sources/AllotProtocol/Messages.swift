@@ -776,3 +776,203 @@ public struct StatusResult: Codable, Sendable {
         case spendTodayUSD = "spend_today_usd"
     }
 }
+
+/// Params of `top`: which jobs to list, in what order, how many.
+public struct TopParams: Codable, Sendable {
+    public var tenant: String?
+    /// A user name or uid.
+    public var user: String?
+    /// `training` or `inference`.
+    public var kind: String?
+    /// `priority` (the queue in the scheduler's order, running jobs newest first), `time` (longest waiting;
+    /// soonest to end), `gpus` (largest first), `cost` (dearest first).
+    public var sort: String?
+    /// Rows per list (default 50, at most 1,000).
+    public var limit: Int?
+
+    public init(tenant: String? = nil, user: String? = nil, kind: String? = nil, sort: String? = nil, limit: Int? = nil)
+    {
+        self.tenant = tenant
+        self.user = user
+        self.kind = kind
+        self.sort = sort
+        self.limit = limit
+    }
+
+    public static let sorts = ["priority", "time", "gpus", "cost"]
+}
+
+/// The answer to `top`.
+public struct TopResult: Codable, Sendable {
+    public var time: String
+    /// GPUs by what they do now: `total`, `training`, `inference`, `lent` (running on loan), `reserved`
+    /// (free, held for a job or for inference), `free`, `draining`, `unhealthy`, `down`.
+    public var gpus: [String: Int]
+    /// Every node, one character per GPU (see ``TopNode/cells``).
+    public var nodes: [TopNode]
+    /// Waiting jobs that match the filter, and the first `limit` of them in the chosen order.
+    public var pending: Int
+    public var queue: [TopJob]
+    /// Running (and stopping) jobs that match the filter, and the first `limit`.
+    public var runningCount: Int
+    public var running: [TopJob]
+    public var tenants: [TopTenant]
+    /// Loans, reclaims, preemptions, nodes lost, newest last.
+    public var moments: [TopMoment]
+
+    public init(
+        time: String,
+        gpus: [String: Int],
+        nodes: [TopNode],
+        pending: Int,
+        queue: [TopJob],
+        runningCount: Int,
+        running: [TopJob],
+        tenants: [TopTenant],
+        moments: [TopMoment]
+    ) {
+        self.time = time
+        self.gpus = gpus
+        self.nodes = nodes
+        self.pending = pending
+        self.queue = queue
+        self.runningCount = runningCount
+        self.running = running
+        self.tenants = tenants
+        self.moments = moments
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case time, gpus, nodes, pending, queue, running, tenants, moments
+        case runningCount = "running_count"
+    }
+}
+
+/// A node in `top`.
+public struct TopNode: Codable, Sendable, Equatable {
+    public var name: String
+    public var model: String
+    public var state: String
+    /// One character per GPU: `T` training, `I` inference (lower case: a share or MIG slice of it), `L`
+    /// running on loan, `S` stopping, `r` reserved, `.` free, `d` free on a draining node, `X` unhealthy,
+    /// `-` down.
+    public var cells: String
+
+    public init(name: String, model: String, state: String, cells: String) {
+        self.name = name
+        self.model = model
+        self.state = state
+        self.cells = cells
+    }
+}
+
+/// A job in `top`'s lists.
+public struct TopJob: Codable, Sendable, Equatable {
+    public var id: UInt64
+    public var name: String
+    public var user: String
+    public var tenant: String
+    public var kind: String
+    /// GPUs (a fraction for a share).
+    public var gpus: Double
+    public var model: String?
+    public var node: String?
+    /// Why it waits (the first blocker), or how it stops.
+    public var reason: String?
+    /// Seconds waited so far (pending), run so far (running).
+    public var waitS: Double?
+    public var ranS: Double?
+    /// Seconds to its walltime, when it has one.
+    public var leftS: Double?
+    /// What it costs per hour while it runs.
+    public var usdPerHour: Double?
+
+    public init(
+        id: UInt64,
+        name: String,
+        user: String,
+        tenant: String,
+        kind: String,
+        gpus: Double,
+        model: String? = nil,
+        node: String? = nil,
+        reason: String? = nil,
+        waitS: Double? = nil,
+        ranS: Double? = nil,
+        leftS: Double? = nil,
+        usdPerHour: Double? = nil
+    ) {
+        self.id = id
+        self.name = name
+        self.user = user
+        self.tenant = tenant
+        self.kind = kind
+        self.gpus = gpus
+        self.model = model
+        self.node = node
+        self.reason = reason
+        self.waitS = waitS
+        self.ranS = ranS
+        self.leftS = leftS
+        self.usdPerHour = usdPerHour
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case id, name, user, tenant, kind, gpus, model, node, reason
+        case waitS = "wait_s"
+        case ranS = "ran_s"
+        case leftS = "left_s"
+        case usdPerHour = "usd_per_hour"
+    }
+}
+
+/// A tenant's burn in `top`.
+public struct TopTenant: Codable, Sendable, Equatable {
+    public var name: String
+    public var gpus: Int
+    public var running: Int
+    public var pending: Int
+    public var usdPerHour: Double
+    /// Spent in its budget's window (today when it has no budget).
+    public var spentUSD: Double
+    public var budgetUSD: Double?
+    /// `day`, `week` or `month`.
+    public var window: String
+
+    public init(
+        name: String,
+        gpus: Int,
+        running: Int,
+        pending: Int,
+        usdPerHour: Double,
+        spentUSD: Double,
+        budgetUSD: Double?,
+        window: String
+    ) {
+        self.name = name
+        self.gpus = gpus
+        self.running = running
+        self.pending = pending
+        self.usdPerHour = usdPerHour
+        self.spentUSD = spentUSD
+        self.budgetUSD = budgetUSD
+        self.window = window
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case name, gpus, running, pending, window
+        case usdPerHour = "usd_per_hour"
+        case spentUSD = "spent_usd"
+        case budgetUSD = "budget_usd"
+    }
+}
+
+/// Something that happened, in `top`'s recent list.
+public struct TopMoment: Codable, Sendable, Equatable {
+    public var time: String
+    public var text: String
+    public init(time: String, text: String) {
+        self.time = time
+        self.text = text
+    }
+}

@@ -34,6 +34,9 @@ public enum Methods {
     public static let drain = RPCMethod<NodeParams, NodeObject>("drain")
     public static let resume = RPCMethod<NodeParams, NodeObject>("resume")
     public static let status = RPCMethod<NoParams, StatusResult>("status")
+    /// What `allotctl top` draws: the pool GPU by GPU, the head of the queue and of the running jobs, the
+    /// tenants' burn, recent loans and reclaims — bounded, whatever the queue's length.
+    public static let top = RPCMethod<TopParams, TopResult>("top")
     public static let cost = RPCMethod<CostParams, CostResult>("cost")
     public static let reload = RPCMethod<NoParams, ReloadResult>("reload")
     /// An admin records the end of a job on a node allotd does not run.

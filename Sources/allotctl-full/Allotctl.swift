@@ -19,7 +19,7 @@ struct Allotctl: AsyncParsableCommand {
             Requeue.self, Update.self, Logs.self,
             Wait.self,
             Watch.self,
-            Nodes.self, Drain.self, Resume.self, Status.self, Cost.self, Reload.self, Simulate.self,
+            Nodes.self, Drain.self, Resume.self, Status.self, Top.self, Cost.self, Reload.self, Simulate.self,
             SimulateFaults.self, CA.self,
         ]
     )

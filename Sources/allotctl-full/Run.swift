@@ -71,7 +71,7 @@ struct Alloc: ParsableCommand {
 }
 
 /// Where signals land while a run is attached: a byte each on a pipe the relay polls.
-nonisolated(unsafe) private var signalPipe: (read: Int32, write: Int32) = (-1, -1)
+nonisolated(unsafe) var signalPipe: (read: Int32, write: Int32) = (-1, -1)
 /// The terminal's settings before raw mode, restored on the way out.
 nonisolated(unsafe) private var savedTerminal: termios?
 
