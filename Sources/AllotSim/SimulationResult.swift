@@ -264,18 +264,35 @@ public struct SimulationResult: Sendable {
         return sorted[min(sorted.count - 1, max(0, rank - 1))]
     }
 
-    /// One CSV row per job: id, kind, submit, start, end, node, gpus, cost (plus model, tenant, state).
+    /// The timeline as CSV: a `job` row per job (its state, submit, first start, end, last node, GPUs asked
+    /// for, model, total cost), then a `run` row per run, in start order (its start and stop, the GPUs it
+    /// held as `node:index|index+node:…`, a share in thousandths of a GPU or a MIG slot, its cost, and why it
+    /// stopped) — enough to rebuild which GPU did what at every instant.
     public func timelineCSV() -> String {
-        var out = "id,kind,tenant,state,submit,start,end,node,gpus,gpu_model,cost\n"
+        var out =
+            "record,id,run,kind,tenant,state,submit,start,end,node,gpus,gpu_model,cost,gpu_indices,share,stopped\n"
+        func traceID(_ id: JobID) -> String { csv(traceIndex[id].map { trace.jobs[$0].id } ?? id.description) }
         for job in state.jobs.values.sorted(by: { $0.id < $1.id }) {
-            let tj = traceIndex[job.id].map { trace.jobs[$0] }
             let start = job.firstStartTime.map { fmt($0.seconds) } ?? ""
             let end = job.state.isTerminal ? (job.endTime.map { fmt($0.seconds) } ?? "") : ""
             let nodes = job.allocation?.nodeNames.joined(separator: "+") ?? ""
             let fields = [
-                csv(tj?.id ?? job.id.description), job.spec.kind.rawValue, csv(job.spec.tenant), job.state.rawValue,
-                fmt(job.submitTime.seconds), start, end, csv(nodes), String(job.spec.gpus),
-                job.allocation?.model ?? "", fmt(job.costUSD(at: state.now), digits: 4),
+                "job", traceID(job.id), String(job.runs), job.spec.kind.rawValue, csv(job.spec.tenant),
+                job.state.rawValue, fmt(job.submitTime.seconds), start, end, csv(nodes), String(job.spec.gpus),
+                job.allocation?.model ?? "", fmt(job.costUSD(at: state.now), digits: 4), "", "", "",
+            ]
+            out += fields.joined(separator: ",") + "\n"
+        }
+        let ordered = runs.sorted { ($0.start, $0.job, $0.run) < ($1.start, $1.job, $1.run) }
+        for r in ordered {
+            let a = r.allocation
+            let indices = a.slices.map { "\($0.node):" + $0.gpus.map(String.init).joined(separator: "|") }
+                .joined(separator: "+")
+            let share = a.mig.map { "mig:\($0)" } ?? a.share.map(String.init) ?? ""
+            let fields = [
+                "run", traceID(r.job), String(r.run), r.kind.rawValue, csv(r.tenant), "", "", fmt(r.start), fmt(r.end),
+                csv(a.nodeNames.joined(separator: "+")), String(a.gpuCount), a.model,
+                fmt(r.costPerSecond * max(0, r.end - r.start), digits: 4), csv(indices), share, r.stopped,
             ]
             out += fields.joined(separator: ",") + "\n"
         }

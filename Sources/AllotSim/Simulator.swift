@@ -141,7 +141,7 @@ public struct Simulator {
             return first
         }
 
-        func closeRun(_ id: JobID, at t: Double) {
+        func closeRun(_ id: JobID, at t: Double, finished: Bool) {
             guard let job = state.jobs[id], let start = job.startTime, let a = job.allocation else { return }
             runs.append(
                 RunRecord(
@@ -149,7 +149,12 @@ public struct Simulator {
                     start: start.seconds,
                     end: t,
                     costPerSecond: job.costRate,
-                    gpus: a.gpuCount
+                    gpus: a.gpuCount,
+                    job: id,
+                    run: job.runs,
+                    kind: job.spec.kind,
+                    allocation: a,
+                    stopped: finished ? "finished" : RunRecord.stopped(job.stopReason)
                 )
             )
         }
@@ -174,13 +179,13 @@ public struct Simulator {
                 guard let job = state.jobs[top.job], job.runs == top.run, job.state.holdsGPUs else { continue }
                 switch top.kind {
                 case .complete where job.state == .running:
-                    closeRun(top.job, at: t)
+                    closeRun(top.job, at: t, finished: true)
                     workLeft[top.job] = 0
                     _ = try feed(.runEnded(.init(id: top.job, run: top.run, exit: .exited(code: 0))), at: t)
                 case .walltime where job.state == .running:
                     _ = try feed(.tick, at: t)
                 case .exitAfterNotice where job.state == .stopping:
-                    closeRun(top.job, at: t)
+                    closeRun(top.job, at: t, finished: false)
                     // It checkpointed on the notice and exits now: work done until now is kept.
                     if let info = runInfo[top.job] {
                         let done = max(0, t - info.workStart) * (job.spec.kind == .training ? info.speed : 1)
@@ -244,13 +249,33 @@ public struct Simulator {
     }
 }
 
-/// One run of a job: who paid, when, at what rate.
+/// One run of a job: who paid, when, at what rate, on which GPUs, and why it stopped.
 public struct RunRecord: Hashable, Sendable {
     public var tenant: String
     public var start: Double
     public var end: Double
     public var costPerSecond: Double
     public var gpus: Int
+    public var job: JobID
+    /// Its number among the job's runs, from 1.
+    public var run: Int
+    public var kind: JobKind
+    public var allocation: Allocation
+    /// `finished`, `preempted`, `reclaimed` (a loan taken back), `walltime`, `cancelled`, `requeued`,
+    /// `gpu_failed` or `node_lost`.
+    public var stopped: String
+
+    /// The word for why a run stopped early.
+    static func stopped(_ reason: StopReason?) -> String {
+        switch reason {
+        case .preempted(_, let why)?: why.isReclaim ? "reclaimed" : "preempted"
+        case .walltime?: "walltime"
+        case .cancelled?: "cancelled"
+        case .requeued?: "requeued"
+        case .gpuFailed(let why)?: why.contains("node") ? "node_lost" : "gpu_failed"
+        case nil: "stopped"
+        }
+    }
 }
 
 extension Blocker {

@@ -58,7 +58,10 @@ struct Simulate: AsyncParsableCommand {
     @Flag(name: .long, help: "Print one JSON object instead of a report.")
     var json = false
 
-    @Option(name: .long, help: ArgumentHelp("Write one CSV row per job to this file.", valueName: "OUT.csv"))
+    @Option(
+        name: .long,
+        help: ArgumentHelp("Write the timeline to this file: a CSV row per job and per run.", valueName: "OUT.csv")
+    )
     var timeline: String?
 
     @Flag(name: .long, help: "Check the scheduler's invariants after every step (slow).")

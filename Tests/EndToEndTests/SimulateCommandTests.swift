@@ -112,8 +112,43 @@ import Testing
             #expect(r.stdout.contains("policy fifo"))
             #expect(r.stdout.contains("makespan"))
             let rows = try String(contentsOfFile: timeline, encoding: .utf8).split(separator: "\n")
-            #expect(rows.first == "id,kind,tenant,state,submit,start,end,node,gpus,gpu_model,cost")
-            #expect(rows.count > 500)
+            #expect(
+                rows.first
+                    == "record,id,run,kind,tenant,state,submit,start,end,node,gpus,gpu_model,cost,gpu_indices,share,stopped"
+            )
+            // An independent check: rebuild who held each GPU from the run rows alone.
+            let fields = rows.dropFirst().map {
+                $0.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+            }
+            let jobs = fields.filter { $0[0] == "job" }
+            let runs = fields.filter { $0[0] == "run" }
+            #expect(jobs.count > 500 && runs.count >= jobs.filter { $0[5] == "completed" }.count)
+            var held: [String: [(start: Double, end: Double, job: String)]] = [:]
+            for r in runs {
+                #expect(r.count == 16, "\(r)")
+                guard r.count == 16, r[14].isEmpty, let start = Double(r[7]), let end = Double(r[8]) else { continue }
+                #expect(end >= start)
+                for part in r[13].split(separator: "+") {
+                    let nodeAndGPUs = part.split(separator: ":")
+                    for g in nodeAndGPUs[1].split(separator: "|") {
+                        held["\(nodeAndGPUs[0]):\(g)", default: []].append((start, end, r[1]))
+                    }
+                }
+                #expect(Int(r[10]) == r[13].split(separator: "+").map { $0.split(separator: "|").count }.reduce(0, +))
+            }
+            var overlaps = 0
+            for (_, spans) in held {
+                let sorted = spans.sorted { $0.start < $1.start }
+                for (a, b) in zip(sorted, sorted.dropFirst()) where b.start < a.end - 1e-6 { overlaps += 1 }
+            }
+            #expect(overlaps == 0, "no GPU held by two whole-GPU runs at once")
+            // Every completed job's last run finished; every run of a job is there.
+            let runsByJob = Dictionary(grouping: runs, by: { $0[1] })
+            for j in jobs where j[5] == "completed" {
+                let mine = (runsByJob[j[1]] ?? []).sorted { Int($0[2])! < Int($1[2])! }
+                #expect(mine.count == Int(j[2]), "\(j)")
+                #expect(mine.last?[15] == "finished", "\(j) \(mine)")
+            }
         }
     }
 
