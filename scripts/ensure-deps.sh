@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# Makes sure what allot builds and tests with is installed on Debian/Ubuntu.
+# Makes sure what allot builds with (and, with --test, tests with) is installed on Debian/Ubuntu.
 # As root it installs missing packages with apt-get; otherwise it prints the command to run.
 set -euo pipefail
 
 # Swift comes from swift.org (/opt/swift here); everything else from Debian. libsystemd-dev: allotd talks to
-# systemd (sd_notify, socket activation, the journal) through libsystemd. tmux: the tests drive `allotctl top` in it.
-packages=(git pkg-config libstdc++-12-dev libsystemd-dev tmux)
+# systemd (sd_notify, socket activation, the journal) through libsystemd. For the tests: tmux drives
+# `allotctl top`, headless chromium looks at `simulate --report` pages.
+packages=(git pkg-config libstdc++-12-dev libsystemd-dev)
+if [ "${1:-}" = --test ]; then
+    packages+=(tmux chromium)
+fi
 
 if ! command -v swift >/dev/null 2>&1; then
     if [ -x /opt/swift/usr/bin/swift ]; then

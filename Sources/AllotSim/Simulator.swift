@@ -154,6 +154,7 @@ public struct Simulator {
                     run: job.runs,
                     kind: job.spec.kind,
                     allocation: a,
+                    lent: !job.loans.isEmpty,
                     stopped: finished ? "finished" : RunRecord.stopped(job.stopReason)
                 )
             )
@@ -261,6 +262,8 @@ public struct RunRecord: Hashable, Sendable {
     public var run: Int
     public var kind: JobKind
     public var allocation: Allocation
+    /// Whether it ran on lent GPUs (a loan).
+    public var lent: Bool
     /// `finished`, `preempted`, `reclaimed` (a loan taken back), `walltime`, `cancelled`, `requeued`,
     /// `gpu_failed` or `node_lost`.
     public var stopped: String

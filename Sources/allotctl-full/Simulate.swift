@@ -64,6 +64,15 @@ struct Simulate: AsyncParsableCommand {
     )
     var timeline: String?
 
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Write a report with charts to this file: a page (.html) or a picture (.svg); with --compare, the policies side by side.",
+            valueName: "OUT.html"
+        )
+    )
+    var report: String?
+
     @Flag(name: .long, help: "Check the scheduler's invariants after every step (slow).")
     var paranoid = false
 
@@ -97,6 +106,9 @@ struct Simulate: AsyncParsableCommand {
                     "--compare prints the policies side by side; --timeline and --decisions take one policy"
                 )
             }
+        }
+        if let report, !(report.hasSuffix(".html") || report.hasSuffix(".htm") || report.hasSuffix(".svg")) {
+            throw ValidationError("--report: name a .html or .svg file, got \"\(report)\"")
         }
         if !fromLive && trace == nil {
             throw ValidationError(
@@ -133,20 +145,21 @@ struct Simulate: AsyncParsableCommand {
             let clock = ContinuousClock()
             let began = clock.now
             // Each policy on its own task: the same pool and trace, values shared.
-            let summaries = try await withThrowingTaskGroup(of: (Int, SimulationResult.Summary, Int).self) { group in
+            let results = try await withThrowingTaskGroup(of: (Int, SimulationResult).self) { group in
                 for (i, p) in policies.enumerated() {
                     group.addTask {
                         var sim = Simulator(policy: p)
                         sim.paranoid = paranoid
                         sim.restartOverhead = overhead
-                        let r = try sim.run(jobs, on: state)
-                        return (i, r.summary(), Int(r.totalGPUs))
+                        return (i, try sim.run(jobs, on: state))
                     }
                 }
-                var out: [(Int, SimulationResult.Summary, Int)] = []
+                var out: [(Int, SimulationResult)] = []
                 for try await r in group { out.append(r) }
-                return out.sorted { $0.0 < $1.0 }
+                return out.sorted { $0.0 < $1.0 }.map(\.1)
             }
+            let summaries = results.enumerated().map { ($0, $1.summary(), Int($1.totalGPUs)) }
+            if let report { try write(report, results, trace: trace) }
             if json {
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -194,6 +207,7 @@ struct Simulate: AsyncParsableCommand {
         let result = try sim.run(jobs, on: state)
         let elapsed = clock.now - began
         let summary = result.summary()
+        if let report { try write(report, [result], trace: trace) }
         if let timeline {
             do {
                 try result.timelineCSV().write(toFile: timeline, atomically: true, encoding: .utf8)
@@ -215,6 +229,21 @@ struct Simulate: AsyncParsableCommand {
 }
 
 extension Scheduler.Policy: ExpressibleByArgument {}
+
+extension Simulate {
+    /// Writes the report (`--report`): HTML, or SVG when the file's name ends in `.svg`.
+    func write(_ path: String, _ results: [SimulationResult], trace: String) throws {
+        let name = (trace as NSString).lastPathComponent
+        let title = "allot simulation: \(name), \(Int(results.first?.totalGPUs ?? 0)) GPUs"
+        let page = SimulationReport.render(results, title: title, svg: path.hasSuffix(".svg"))
+        do {
+            try page.write(toFile: path, atomically: true, encoding: .utf8)
+        } catch {
+            FileHandle.standardError.write(Data("allotctl: cannot write \(path): \(error.localizedDescription)\n".utf8))
+            throw ExitCode(1)
+        }
+    }
+}
 
 extension Simulate {
     /// `allot,backfill,fifo`: the policies, each once, in the order given.

@@ -152,6 +152,71 @@ import Testing
         }
     }
 
+    static let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].first {
+        FileManager.default.isExecutableFile(atPath: $0)
+    }
+
+    /// `--report`: a page a real browser draws (headless Chromium's screenshot has the charts' colours),
+    /// an SVG that is well-formed XML, the policies side by side; a file of another kind is refused.
+    @Test(.enabled(if: SimulateCommandTests.chromium != nil, "needs chromium (make test installs it)"))
+    func theReportIsAPageABrowserDraws() throws {
+        try Harness.withTempDir { dir in
+            // The first 200 jobs of the example trace: two tenants, training and inference.
+            let lines = try String(contentsOfFile: "examples/trace-mixed.csv", encoding: .utf8).split(separator: "\n")
+            let trace = dir.appendingPathComponent("t.csv")
+            try (lines.prefix(201).joined(separator: "\n") + "\n").write(to: trace, atomically: true, encoding: .utf8)
+            let html = dir.appendingPathComponent("r.html").path
+            let base = ["simulate", "--config", "etc/allot/allotd.toml", "--trace", trace.path]
+            let r = try Harness.run("allotctl", base + ["--compare", "allot,fifo", "--report", html])
+            #expect(r.status == 0, "\(r.stderr)")
+            let page = try String(contentsOfFile: html, encoding: .utf8)
+            #expect(page.hasPrefix("<!doctype html>") && page.contains("<th>allot</th><th>fifo</th>"))
+            for title in [
+                "GPUs over time", "GPUs busy, lent and idle", "Jobs waiting", "Wait of the jobs", "Cost so far",
+            ] {
+                #expect(page.contains(title), "\(title)")
+            }
+            #expect(page.components(separatedBy: "<svg").count - 1 >= 13, "three side by side, five per policy")
+            // A real browser draws it: the tenants' colours are on the screen.
+            let png = dir.appendingPathComponent("r.png").path
+            let shot = try Harness.run(
+                SimulateCommandTests.chromium!,
+                [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--screenshot=\(png)",
+                    "--window-size=1250,2400", "file://\(html)",
+                ],
+                absolute: true
+            )
+            #expect(FileManager.default.fileExists(atPath: png), "\(shot.stderr.suffix(2000))")
+            let look = try Harness.run(
+                "/usr/bin/python3",
+                [Harness.root.path + "/Tests/EndToEndTests/testdata/png-colours.py", png, "#1f77b4", "#d62728"],
+                absolute: true
+            )
+            let seen = try #require(try JSONSerialization.jsonObject(with: Data(look.stdout.utf8)) as? [String: Any])
+            let colours = try #require(seen["colours"] as? [String: Int])
+            #expect((seen["ink"] as? Double ?? 0) > 0.05, "the page is drawn: \(seen)")
+            #expect(colours["#1f77b4", default: 0] > 2000 && colours["#d62728", default: 0] > 500, "\(seen)")
+            // One SVG picture of one policy: well-formed, bounded.
+            let svg = dir.appendingPathComponent("r.svg").path
+            let one = try Harness.run("allotctl", base + ["--policy", "allot", "--report", svg])
+            #expect(one.status == 0, "\(one.stderr)")
+            let parsed = try Harness.run(
+                "/usr/bin/python3",
+                [
+                    "-c",
+                    "import sys, xml.etree.ElementTree as E; t = E.parse(sys.argv[1]); print(len(t.getroot().findall('.//{http://www.w3.org/2000/svg}rect')))",
+                    svg,
+                ],
+                absolute: true
+            )
+            #expect(parsed.status == 0, "well-formed: \(parsed.stderr)")
+            #expect((Int(parsed.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0) > 20)
+            let bad = try Harness.run("allotctl", base + ["--report", dir.appendingPathComponent("r.pdf").path])
+            #expect(bad.status == 2 && bad.stderr.contains("--report"), "\(bad.stderr)")
+        }
+    }
+
     /// The text report carries what the JSON has: loans and reclaims, tenants, and the jobs that never run.
     @Test func theReportNamesTenantsLoansAndJobsThatCanNeverRun() throws {
         try Harness.withTempDir { dir in
