@@ -242,7 +242,9 @@ def arrays(a):
             "bytes_per_task": round((steady - before) * 1024 * 1024 / a.jobs)}
         # `ls` as a user runs it: the table (allotd folds the array's waiting tasks into one row) against
         # every object (--json), from the command; medians of three.
-        for name, args in [("ls_table_s", ["ls"]), ("ls_json_s", ["ls", "--json"])]:
+        # `top` draws from a bounded summary (the first jobs of each list), not from every job.
+        for name, args in [("ls_table_s", ["ls"]), ("ls_json_s", ["ls", "--json"]), ("top_once_s", ["top", "--once"]),
+                           ("top_time_order_s", ["top", "--once", "--sort", "time"])]:
             times = []
             for _ in range(3):
                 t0 = time.monotonic()

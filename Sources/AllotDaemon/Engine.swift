@@ -63,6 +63,8 @@ final class Engine {
     var deferredNodes: [String: NodeSpec?] = [:]
     let durability = DurabilityWatcher()
     let snapshots = SnapshotWriter()
+    /// When this allotd started (Unix seconds): `allot_start_time_seconds`, for alerts on restarts.
+    let startedAt = Date().timeIntervalSince1970
     /// Recent loans, reclaims, preemptions and nodes lost, for `top` (at most ``momentsKept``).
     var moments: [TopMoment] = []
     /// Delivers jobs' webhook and mail notices.

@@ -56,6 +56,25 @@ final class DaemonMetrics: Sendable {
         walBatchRecords = CoreMetrics.Recorder(label: "allot_wal_batch_records", aggregate: true, factory: f)
         submitted = CoreMetrics.Counter(label: "allot_jobs_submitted_total", factory: f)
         reclaims = CoreMetrics.Counter(label: "allot_reclaims_total", factory: f)
+        // Every series exists from the start (at 0), so that rates and alerts see them before the first one.
+        preemptions.withLock { map in
+            for r in PreemptionReason.allCases {
+                map[r.rawValue] = CoreMetrics.Counter(
+                    label: "allot_preemptions_total",
+                    dimensions: [("reason", r.rawValue)],
+                    factory: f
+                )
+            }
+        }
+        jobsEnded.withLock { map in
+            for s in JobState.allCases where s.isTerminal {
+                map[s.rawValue] = CoreMetrics.Counter(
+                    label: "allot_jobs_ended_total",
+                    dimensions: [("state", s.rawValue)],
+                    factory: f
+                )
+            }
+        }
     }
 
     func preempted(reason: PreemptionReason) {
@@ -165,6 +184,31 @@ extension Engine {
             m.setCost(report.rows.mapValues(\.usd))
         }
         m.setGauges("allot_wal_last_lsn", [([], Double(wal.lastLSN))])
+        var nodes: [String: Int] = [:]
+        for node in state.nodes { nodes[node.state.rawValue, default: 0] += 1 }
+        m.setGauges(
+            "allot_nodes",
+            NodeState.allCases.map { ([("state", $0.rawValue)], Double(nodes[$0.rawValue] ?? 0)) }
+        )
+        let up = agents.values.filter { $0.link != nil }.count
+        m.setGauges("allot_agents", [([("link", "up")], Double(up)), ([("link", "down")], Double(agents.count - up))])
+        // Budgets: the limit, what is spent in the window, and the seconds left of it (for "burn ahead of
+        // plan": spent + rate × seconds left > budget).
+        let now = Instant(seconds: Self.now)
+        var budget: [(labels: [(String, String)], value: Double)] = []
+        var spent: [(labels: [(String, String)], value: Double)] = []
+        var left: [(labels: [(String, String)], value: Double)] = []
+        for t in state.config.tenants {
+            guard let b = t.budget else { continue }
+            let labels = [("tenant", t.name), ("window", b.window.rawValue)]
+            budget.append((labels, b.usd))
+            spent.append((labels, state.spent(by: t.name, in: b.window, at: now)))
+            left.append((labels, b.window.end(containing: now) - now))
+        }
+        m.setGauges("allot_tenant_budget_usd", budget)
+        m.setGauges("allot_tenant_spent_usd", spent)
+        m.setGauges("allot_tenant_budget_window_remaining_seconds", left)
+        m.setGauges("allot_start_time_seconds", [([], startedAt)])
     }
 }
 

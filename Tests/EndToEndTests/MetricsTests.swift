@@ -103,6 +103,66 @@ import Glibc
         #expect(d.ctl(["status"]).status == 0)
     }
 
+    /// contrib/: every metric and label the Grafana dashboard and the alerting rules use is in a real scrape
+    /// of allotd (a pool with a tenant's budget, jobs that ran); `promtool check rules` where it is installed.
+    @Test(.enabled(if: MetricsTests.havePrometheusClient, "prometheus_client is not installed (.ci/run installs it)"))
+    func theDashboardAndAlertsUseOnlyWhatAllotdServes() throws {
+        let port = Self.freePort()
+        let pool =
+            DaemonFixture.defaultPool + """
+
+                [[tenant]]
+                name = "research"
+                users = ["*"]
+                budget = { usd = 100, window = "week", enforcement = "soft" }
+
+                """
+        let d = try DaemonFixture(pool: pool, daemon: #"metrics_listen = "127.0.0.1:\#(port)""#)
+        let job = try d.submit(["--tenant", "research", "--gpus", "1", "--", "true"])
+        try d.wait(job, for: "completed")
+        let m = try Self.scrape("http://127.0.0.1:\(port)/metrics")
+        #expect(m.value("allot_tenant_budget_usd", ["tenant": "research", "window": "week"]) == 100)
+        #expect((m.value("allot_tenant_spent_usd", ["tenant": "research"]) ?? -1) > 0)
+        let left = m.value("allot_tenant_budget_window_remaining_seconds", ["tenant": "research"]) ?? -1
+        #expect(left > 0 && left <= 7 * 86_400)
+        #expect(m.value("allot_nodes", ["state": "up"]) == 2 && m.value("allot_nodes", ["state": "down"]) == 0)
+        #expect(m.value("allot_agents", ["link": "down"]) == 0)
+        #expect(abs((m.value("allot_start_time_seconds") ?? 0) - Date().timeIntervalSince1970) < 600)
+        try Harness.withTempDir { dir in
+            let raw = try Harness.run(
+                "/usr/bin/env",
+                [
+                    "python3",
+                    Harness.root.appendingPathComponent("Tests/EndToEndTests/testdata/scrape-metrics.py").path,
+                    "http://127.0.0.1:\(port)/metrics",
+                ],
+                absolute: true
+            )
+            let scrape = dir.appendingPathComponent("scrape.json")
+            try raw.stdout.write(to: scrape, atomically: true, encoding: .utf8)
+            let check = try Harness.run(
+                "/usr/bin/env",
+                [
+                    "python3",
+                    Harness.root.appendingPathComponent("Tests/EndToEndTests/testdata/check-monitoring.py").path,
+                    scrape.path, Harness.root.appendingPathComponent("contrib/grafana/allot-dashboard.json").path,
+                    Harness.root.appendingPathComponent("contrib/prometheus/allot-rules.yml").path,
+                ],
+                absolute: true
+            )
+            #expect(check.status == 0, "\(check.stdout)\(check.stderr)")
+            #expect(check.stderr.contains("checked"), "\(check.stderr)")
+        }
+        if FileManager.default.isExecutableFile(atPath: "/usr/bin/promtool") {
+            let r = try Harness.run(
+                "/usr/bin/promtool",
+                ["check", "rules", Harness.root.appendingPathComponent("contrib/prometheus/allot-rules.yml").path],
+                absolute: true
+            )
+            #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
+        }
+    }
+
     @Test func aBadMetricsAddressStopsTheStartNamingTheKey() throws {
         let d = try DaemonFixture(daemon: #"metrics_listen = "localhost""#, start: false)
         #expect(throws: (any Error).self) { try d.start() }
