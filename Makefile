@@ -13,7 +13,7 @@ CONFIG ?= etc/allot/allotd.toml
 TRACE ?= examples/trace-mixed.csv
 BIN := $(shell $(SWIFT) build --show-bin-path 2>/dev/null)
 
-.PHONY: all deps build release test lint format demo simulate simulate-faults bench bench-daemon figures figures-fgd clean install uninstall \
+.PHONY: all deps build release test lint format demo simulate simulate-faults bench bench-daemon figures figures-fgd clean install uninstall deb \
 	verify-units
 
 PREFIX ?= /usr/local
@@ -110,12 +110,17 @@ $(GENERATED)/%.service: systemd/%.service.in
 # Man pages and shell completions come from argument-parser (the same texts as --help).
 $(GENERATED)/man: release
 	@mkdir -p $@
-	$(SWIFT) package --allow-writing-to-directory $@ generate-manual --output-directory $@
+	@# In a build directory of its own: the plugin builds the products again, without the static runtime,
+	@# and would leave those in .build/release for install to copy.
+	$(SWIFT) package --scratch-path .build/manual --allow-writing-to-directory $@ generate-manual --output-directory $@
 	$(RELEASE_BIN)/allotctl --generate-completion-script bash > $(GENERATED)/allotctl.bash
 	$(RELEASE_BIN)/allotctl --generate-completion-script zsh > $(GENERATED)/_allotctl
 	$(RELEASE_BIN)/allotctl --generate-completion-script fish > $(GENERATED)/allotctl.fish
 
 install: release $(GENERATED)/allotd.service $(GENERATED)/allotd-agent.service $(GENERATED)/man
+	@for b in allotd allotctl allotctl-full; do \
+		if ldd $(RELEASE_BIN)/$$b 2>/dev/null | grep -q libswiftCore; then \
+			echo "$(RELEASE_BIN)/$$b needs the Swift runtime at run time: not installed" >&2; exit 1; fi; done
 	install -D -m 0755 $(RELEASE_BIN)/allotd $(DESTDIR)$(BINDIR)/allotd
 	install -D -m 0755 $(RELEASE_BIN)/allotctl $(DESTDIR)$(BINDIR)/allotctl
 	install -D -m 0755 $(RELEASE_BIN)/allotctl-full $(DESTDIR)$(BINDIR)/allotctl-full
@@ -139,6 +144,16 @@ install: release $(GENERATED)/allotd.service $(GENERATED)/allotd-agent.service $
 	install -D -m 0644 -t $(DESTDIR)$(DOCDIR) README.md docs/*.md
 	@echo "installed; next: systemd-sysusers; systemd-tmpfiles --create; systemctl daemon-reload;"
 	@echo "      systemctl enable --now allotd.socket allotd.service   (docs/operations.md)"
+
+# A Debian package of the release build, with Debian's paths (scripts/make-deb.sh; checked by lintian).
+VERSION ?= $(shell sed -n 's/^public let allotVersion = "\(.*\)"/\1/p' Sources/AllotDaemon/AgentLink.swift)
+deb: release
+	rm -rf .build/deb
+	$(MAKE) install DESTDIR=$(CURDIR)/.build/deb/stage GENERATED=.build/deb/gen PREFIX=/usr \
+		UNITDIR=/lib/systemd/system SYSUSERSDIR=/usr/lib/sysusers.d TMPFILESDIR=/usr/lib/tmpfiles.d >/dev/null
+	scripts/make-deb.sh .build/deb/stage $(VERSION) .
+	@if command -v lintian >/dev/null; then lintian --info --fail-on error,warning ./allot_$(VERSION)_*.deb; \
+	else echo "lintian is not installed: apt-get install lintian to check the package"; fi
 
 # Leaves the configuration and the state directory (/var/lib/allot): they are the operator's.
 uninstall:
