@@ -410,6 +410,7 @@ struct AgentConnection: Service, CustomStringConvertible {
                         case AgentProtocol.ttyOpen.name?:
                             if let o = try? decoder.decode(RequestParams<AgentTTYOpen>.self, from: data).params {
                                 let path = await jobs.ttySocket(id: o.id, run: o.run)
+                                terminals.open(o.stream)
                                 group.addTask {
                                     await terminals.serve(o.stream, path: path) { line in
                                         try await outbound.write(ByteBuffer(data: line))

@@ -20,11 +20,14 @@ final class AgentTerminals: Sendable {
 
     init(logger: Logger) { self.logger = logger }
 
-    /// Connects stream `stream` to the socket at `path`, then copies what the run writes to `send` (one
-    /// `agent.tty_data` line per read) until it closes; ends with `agent.tty_close`. Returns when the
-    /// stream is over.
+    /// Opens stream `stream`: from now on its input is kept until ``serve(_:path:send:)`` has connected it.
+    /// Called on the link's reading task, before the next line is read, so that no input comes first.
+    func open(_ stream: UInt64) { streams.withLock { $0[stream] = Stream() } }
+
+    /// Connects stream `stream` (opened) to the socket at `path`, then copies what the run writes to
+    /// `send` (one `agent.tty_data` line per read) until it closes; ends with `agent.tty_close`. Returns
+    /// when the stream is over.
     func serve(_ stream: UInt64, path: String, send: @escaping @Sendable (Data) async throws -> Void) async {
-        streams.withLock { $0[stream] = Stream() }
         var why: String?
         let deadline = ContinuousClock.now + .seconds(10)
         var connection: NIOAsyncChannel<ByteBuffer, ByteBuffer>?

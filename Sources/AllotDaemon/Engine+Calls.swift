@@ -745,19 +745,11 @@ extension Engine {
         } else {
             states = [.pending, .held, .running, .stopping]
         }
-        var uid: UInt32?
-        if let u = p.user {
-            guard let v = UInt32(u) ?? System.uid(named: u) else {
-                return .failure(.invalidParams("user: no user \"\(u)\""))
-            }
-            uid = v
-        }
-        var kind: JobKind?
-        if let k = p.kind {
-            guard let v = JobKind(rawValue: k) else {
-                return .failure(.invalidParams("kind: expected training or inference, got \"\(k)\""))
-            }
-            kind = v
+        let uid: UInt32?
+        let kind: JobKind?
+        switch Self.userAndKind(p.user, p.kind) {
+        case .success(let v): (uid, kind) = v
+        case .failure(let e): return .failure(e)
         }
         var window: (since: Double, until: Double) = (-.infinity, .infinity)
         for (key, text) in [("since", p.since), ("until", p.until)] {
@@ -912,5 +904,26 @@ extension Engine {
         }
         out.streaming.store(true, ordering: .relaxed)
         pendingActions.append(.startLog(out, stream))
+    }
+}
+
+extension Engine {
+    /// The `user` (a name or uid) and `kind` filters of `list` and `top`, checked.
+    static func userAndKind(_ user: String?, _ kind: String?) -> Result<(UInt32?, JobKind?), RPCError> {
+        var uid: UInt32?
+        if let u = user {
+            guard let v = UInt32(u) ?? System.uid(named: u) else {
+                return .failure(.invalidParams("user: no user \"\(u)\""))
+            }
+            uid = v
+        }
+        var k: JobKind?
+        if let text = kind {
+            guard let v = JobKind(rawValue: text) else {
+                return .failure(.invalidParams("kind: expected training or inference, got \"\(text)\""))
+            }
+            k = v
+        }
+        return .success((uid, k))
     }
 }

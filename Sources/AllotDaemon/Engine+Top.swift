@@ -31,19 +31,11 @@ extension Engine {
     /// `top`: bounded whatever the queue's length — the nodes GPU by GPU, the first `limit` waiting and
     /// running jobs that match, the tenants, the recent moments.
     func top(_ p: TopParams) -> Result<TopResult, RPCError> {
-        var uid: UInt32?
-        if let u = p.user {
-            guard let v = UInt32(u) ?? System.uid(named: u) else {
-                return .failure(.invalidParams("user: no user \"\(u)\""))
-            }
-            uid = v
-        }
-        var kind: JobKind?
-        if let k = p.kind {
-            guard let v = JobKind(rawValue: k) else {
-                return .failure(.invalidParams("kind: expected training or inference, got \"\(k)\""))
-            }
-            kind = v
+        let uid: UInt32?
+        let kind: JobKind?
+        switch Self.userAndKind(p.user, p.kind) {
+        case .success(let v): (uid, kind) = v
+        case .failure(let e): return .failure(e)
         }
         let sort = p.sort ?? "priority"
         guard TopParams.sorts.contains(sort) else {

@@ -26,7 +26,7 @@ public enum SimulationReport {
         let names = results.map(\.policy.rawValue)
         if results.count > 1 {
             charts.append(
-                line(
+                plot(
                     "GPUs busy, by policy",
                     frame,
                     results.enumerated().map { i, r in (names[i], policyColours[i % 5], frame.busy(r).total) },
@@ -34,7 +34,7 @@ public enum SimulationReport {
                 )
             )
             charts.append(
-                line(
+                plot(
                     "Jobs waiting, by policy",
                     frame,
                     results.enumerated().map { i, r in (names[i], policyColours[i % 5], frame.queue(r)) },
@@ -42,7 +42,7 @@ public enum SimulationReport {
                 )
             )
             charts.append(
-                line(
+                plot(
                     "Cost so far (USD), by policy",
                     frame,
                     results.enumerated().map { i, r in
@@ -60,7 +60,7 @@ public enum SimulationReport {
             charts.append(gantt("GPUs over time\(name): tenant and kind", frame, r))
             let b = frame.busy(r)
             charts.append(
-                stacked(
+                plot(
                     "GPUs busy, lent and idle\(name)",
                     frame,
                     [
@@ -68,13 +68,14 @@ public enum SimulationReport {
                         ("inference", "#55a868", b.inference),
                         ("idle", "#dddddd", b.total.map { max(0, frame.totalGPUs(r) - $0) }),
                     ],
-                    unit: "GPUs"
+                    unit: "GPUs",
+                    stacked: true
                 )
             )
             let (p50, p99) = frame.waits(r)
-            charts.append(line("Jobs waiting\(name)", frame, [("waiting", "#444444", frame.queue(r))], unit: "jobs"))
+            charts.append(plot("Jobs waiting\(name)", frame, [("waiting", "#444444", frame.queue(r))], unit: "jobs"))
             charts.append(
-                line(
+                plot(
                     "Wait of the jobs that started (minutes)\(name)",
                     frame,
                     [("p50", "#2b6cb0", p50.map { $0 / 60 }), ("p99", "#c44e52", p99.map { $0 / 60 })],
@@ -84,7 +85,7 @@ public enum SimulationReport {
             let costs = frame.cost(r)
             let tenants = frame.tenantOrder(r)
             charts.append(
-                line(
+                plot(
                     "Cost so far per tenant (USD)\(name)",
                     frame,
                     tenants.enumerated().map { i, t in
@@ -358,32 +359,13 @@ public enum SimulationReport {
         return (title, height, body)
     }
 
-    /// Lines over time.
-    static func line(
-        _ title: String,
-        _ f: Frame,
-        _ series: [(name: String, colour: String, values: [Double])],
-        unit: String
-    ) -> (title: String, height: Int, body: String) {
-        plot(title, f, series, unit: unit, stacked: false)
-    }
-
-    /// Areas stacked over time.
-    static func stacked(
-        _ title: String,
-        _ f: Frame,
-        _ series: [(name: String, colour: String, values: [Double])],
-        unit: String
-    ) -> (title: String, height: Int, body: String) {
-        plot(title, f, series, unit: unit, stacked: true)
-    }
-
+    /// Lines over time (`stacked`: areas, each on those before it).
     static func plot(
         _ title: String,
         _ f: Frame,
         _ series: [(name: String, colour: String, values: [Double])],
         unit: String,
-        stacked: Bool
+        stacked: Bool = false
     ) -> (title: String, height: Int, body: String) {
         let plotHeight = 180.0
         let height = Int(plotHeight) + 80

@@ -515,7 +515,7 @@ import Glibc
         #expect(
             counted.status == 0
                 && counted.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "\(big.utf8.count)",
-            "\(counted)"
+            "\(counted) \(a2.output.suffix(3000)) \(d.daemonLog.suffix(3000))"
         )
         #expect(linked(d, "n2"))
         // A terminal: its size, typed keys, Ctrl-C ends the run with 130.
