@@ -95,7 +95,7 @@ extension Engine {
             }
         }
         let names: [Character: String] = [
-            "T": "training", "t": "training", "I": "inference", "i": "inference", "L": "lent", "S": "training",
+            "T": "training", "t": "training", "I": "inference", "i": "inference", "L": "lent", "S": "stopping",
             "r": "reserved", ".": "free", "d": "draining", "X": "unhealthy", "-": "down",
         ]
         var nodes: [TopNode] = []
@@ -108,7 +108,8 @@ extension Engine {
             )
         }
 
-        // The queue: the last pass's order (priority), then what came since.
+        // The queue: in the last pass's order (priority); jobs submitted since are counted, and listed after
+        // the next pass.
         var queue: [TopJob] = []
         var pending = 0
         var pendingByTenant: [String: Int] = [:]
@@ -168,8 +169,8 @@ extension Engine {
         }
         let runningKey: (Job) -> Double =
             switch sort {
-            case "time":
-                { job in job.spec.walltime.map { -(($0) - job.runSeconds(at: Instant(seconds: now))) } ?? -.infinity }
+            // Soonest to reach its walltime first.
+            case "time": { job in job.spec.walltime.map { now - (job.startTime?.seconds ?? now) - $0 } ?? -.infinity }
             case "gpus": { $0.allocation?.gpuEquivalent ?? 0 }
             case "cost": { $0.costRate }
             default: { $0.startTime?.seconds ?? 0 }
@@ -178,7 +179,8 @@ extension Engine {
             runningKey($0) != runningKey($1) ? runningKey($0) > runningKey($1) : $0.id < $1.id
         }
         .prefix(limit).map { job -> TopJob in
-            let ran = job.runSeconds(at: Instant(seconds: now))
+            // The walltime limits each run: what is left is counted from the current run's start.
+            let inRun = max(0, now - (job.startTime?.seconds ?? now))
             return TopJob(
                 id: job.id.rawValue,
                 name: job.spec.name,
@@ -189,8 +191,8 @@ extension Engine {
                 model: job.allocation?.model,
                 node: job.allocation?.nodeNames.joined(separator: ","),
                 reason: reason(of: job),
-                ranS: ran,
-                leftS: job.spec.walltime.map { max(0, $0 - ran) },
+                ranS: job.runSeconds(at: Instant(seconds: now)),
+                leftS: job.spec.walltime.map { max(0, $0 - inRun) },
                 usdPerHour: job.costRate * 3600
             )
         }

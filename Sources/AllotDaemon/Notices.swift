@@ -52,7 +52,7 @@ struct NoticeSpool: Sendable {
     func save(_ n: JobNotice, seq: UInt64) -> String? {
         let to: String
         switch n.destination {
-        case .webhook(let u): to = JobNotice.Destination.webhook(u).text
+        case .webhook: to = n.destination.text
         case .mail(let m): to = "mailto:" + m
         }
         let record = Record(
@@ -64,11 +64,6 @@ struct NoticeSpool: Sendable {
             subject: n.subject
         )
         guard let data = try? JSONEncoder().encode(record) else { return nil }
-        try? FileManager.default.createDirectory(
-            atPath: dir,
-            withIntermediateDirectories: true,
-            attributes: [.posixPermissions: 0o700]
-        )
         let path = "\(dir)/\(String(format: "%016llu", seq)).json"
         do {
             try data.write(to: URL(fileURLWithPath: path), options: .atomic)
@@ -82,8 +77,14 @@ struct NoticeSpool: Sendable {
         if let path { unlink(path) }
     }
 
-    /// The notices left by the last run, in their order, and the number after the last one's.
+    /// The notices left by the last run, in their order, and the number after the last one's; makes the
+    /// directory when it is not there.
     func load(logger: Logger) -> (notices: [JobNotice], next: UInt64) {
+        try? FileManager.default.createDirectory(
+            atPath: dir,
+            withIntermediateDirectories: true,
+            attributes: [.posixPermissions: 0o700]
+        )
         let names = ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).filter { $0.hasSuffix(".json") }
             .sorted()
         var out: [JobNotice] = []

@@ -805,8 +805,8 @@ public struct TopParams: Codable, Sendable {
 /// The answer to `top`.
 public struct TopResult: Codable, Sendable {
     public var time: String
-    /// GPUs by what they do now: `total`, `training`, `inference`, `lent` (running on loan), `reserved`
-    /// (free, held for a job or for inference), `free`, `draining`, `unhealthy`, `down`.
+    /// GPUs by what they do now: `total`, `training`, `inference`, `lent` (running on loan), `stopping`,
+    /// `reserved` (free, held for a job or for inference), `free`, `draining`, `unhealthy`, `down`.
     public var gpus: [String: Int]
     /// Every node, one character per GPU (see ``TopNode/cells``).
     public var nodes: [TopNode]

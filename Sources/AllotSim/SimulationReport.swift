@@ -66,7 +66,7 @@ public enum SimulationReport {
                     [
                         ("training", "#2b6cb0", b.training), ("training on loan", "#dd8452", b.lent),
                         ("inference", "#55a868", b.inference),
-                        ("idle", "#dddddd", b.total.map { max(0, frame.totalGPUs(r) - $0) }),
+                        ("idle", "#dddddd", b.total.map { max(0, r.totalGPUs - $0) }),
                     ],
                     unit: "GPUs",
                     stacked: true
@@ -155,8 +155,6 @@ public enum SimulationReport {
             self.end = end
             width = (end - start) / Double(SimulationReport.bins)
         }
-
-        func totalGPUs(_ r: SimulationResult) -> Double { r.totalGPUs }
 
         /// Adds `weight` × the time [a, b) spends in each slice to `into`.
         func spread(_ a: Double, _ b: Double, weight: Double, into: inout [Double]) {

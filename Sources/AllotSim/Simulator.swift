@@ -149,7 +149,6 @@ public struct Simulator {
                     start: start.seconds,
                     end: t,
                     costPerSecond: job.costRate,
-                    gpus: a.gpuCount,
                     job: id,
                     run: job.runs,
                     kind: job.spec.kind,
@@ -256,7 +255,6 @@ public struct RunRecord: Hashable, Sendable {
     public var start: Double
     public var end: Double
     public var costPerSecond: Double
-    public var gpus: Int
     public var job: JobID
     /// Its number among the job's runs, from 1.
     public var run: Int

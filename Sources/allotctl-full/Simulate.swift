@@ -208,16 +208,7 @@ struct Simulate: AsyncParsableCommand {
         let elapsed = clock.now - began
         let summary = result.summary()
         if let report { try write(report, [result], trace: trace) }
-        if let timeline {
-            do {
-                try result.timelineCSV().write(toFile: timeline, atomically: true, encoding: .utf8)
-            } catch {
-                FileHandle.standardError.write(
-                    Data("allotctl: cannot write \(timeline): \(error.localizedDescription)\n".utf8)
-                )
-                throw ExitCode(1)
-            }
-        }
+        if let timeline { try save(result.timelineCSV(), to: timeline) }
         if json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -235,9 +226,13 @@ extension Simulate {
     func write(_ path: String, _ results: [SimulationResult], trace: String) throws {
         let name = (trace as NSString).lastPathComponent
         let title = "allot simulation: \(name), \(Int(results.first?.totalGPUs ?? 0)) GPUs"
-        let page = SimulationReport.render(results, title: title, svg: path.hasSuffix(".svg"))
+        try save(SimulationReport.render(results, title: title, svg: path.hasSuffix(".svg")), to: path)
+    }
+
+    /// Writes an output file, or says why it could not (exit 1).
+    func save(_ text: String, to path: String) throws {
         do {
-            try page.write(toFile: path, atomically: true, encoding: .utf8)
+            try text.write(toFile: path, atomically: true, encoding: .utf8)
         } catch {
             FileHandle.standardError.write(Data("allotctl: cannot write \(path): \(error.localizedDescription)\n".utf8))
             throw ExitCode(1)

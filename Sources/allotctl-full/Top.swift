@@ -121,7 +121,7 @@ struct TopView {
             "\(g["lent"] ?? 0) lent,", "\(g["reserved"] ?? 0) reserved,", "\(g["free"] ?? 0) free",
         ]
         var extra: [String] = []
-        for k in ["draining", "unhealthy", "down"] where (g[k] ?? 0) > 0 { extra.append("\(g[k]!) \(k)") }
+        for k in ["stopping", "draining", "unhealthy", "down"] where (g[k] ?? 0) > 0 { extra.append("\(g[k]!) \(k)") }
         head.append(
             fit(
                 summary.joined(separator: " ") + (extra.isEmpty ? "" : ", " + extra.joined(separator: ", "))

@@ -139,6 +139,23 @@ import Glibc
         #expect(queue.first?["id"] as? Int == w && queue.first?["reason"] as? String != nil, "\(queue)")
         let nodes = try #require(o["nodes"] as? [[String: Any]])
         #expect(nodes.map { $0["cells"] as? String ?? "" } == ["TTTT", ".."], "\(nodes)")
+        // Time left counts from the current run's start (the walltime limits each run), not from all runs.
+        let again = try d.submit(["--name", "again", "--gpu-model", "L4", "--walltime", "1h", "--", "sleep", "300"])
+        try d.wait(again, for: "running")
+        sleep(2)
+        #expect(d.ctl(["requeue", String(again)]).status == 0)
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline
+            && !(d.state(again) == "running" && (d.job(again)?["earlier_runs"] as? [Any])?.isEmpty == false)
+        {
+            usleep(100_000)
+        }
+        #expect((d.job(again)?["earlier_runs"] as? [Any])?.count == 1, "\(d.job(again) ?? [:])")
+        let later = d.ctl(["top", "--json", "--sort", "time"])
+        let l = try #require(try JSONSerialization.jsonObject(with: Data(later.stdout.utf8)) as? [String: Any])
+        let row = try #require((l["running"] as? [[String: Any]])?.first { $0["id"] as? Int == again })
+        let (left, ran) = (row["left_s"] as? Double ?? 0, row["ran_s"] as? Double ?? 0)
+        #expect(left > 3500 && left + ran >= 3600 + 1.5, "left \(left), ran \(ran) over two runs")
         let bad = d.ctl(["top", "--sort", "fastest"])
         #expect(bad.status == 2 && bad.stderr.contains("--sort"), "\(bad.stderr)")
     }
