@@ -41,12 +41,11 @@ extension Engine {
     /// Brings the state to a config file: the pool settings, nodes added, removed or changed. A node that
     /// still runs jobs is drained and changed (or removed) once it is idle.
     func reconcile(with file: ConfigFile) -> Result<[String], RPCError> {
+        // Nodes leave before the pool settings change and arrive after: a new pool may drop the models of
+        // the nodes it removes and bring those of the nodes it adds (replacing the example pool at once).
         var events: [Event.Body] = []
+        var additions: [Event.Body] = []
         var changes: [String] = []
-        if file.pool != state.config {
-            events.append(.configApplied(config: file.pool))
-            changes.append("pool settings (models, classes, tenants, scheduler, preemption) updated")
-        }
         let wanted = Dictionary(file.nodes.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         var deferred: [String: NodeSpec?] = [:]
         for node in state.nodes {
@@ -68,16 +67,21 @@ extension Engine {
             }
             events.append(.nodeRemoved(name: node.name))
             if let spec {
-                events.append(.nodeAdded(spec: spec))
+                additions.append(.nodeAdded(spec: spec))
                 changes.append("node \(node.name) changed")
             } else {
                 changes.append("node \(node.name) removed")
             }
         }
+        if file.pool != state.config {
+            events.append(.configApplied(config: file.pool))
+            changes.append("pool settings (models, classes, tenants, scheduler, preemption) updated")
+        }
         for spec in file.nodes where state.node(named: spec.name) == nil {
-            events.append(.nodeAdded(spec: spec))
+            additions.append(.nodeAdded(spec: spec))
             changes.append("node \(spec.name) added (\(spec.gpus)× \(spec.gpuModel))")
         }
+        events += additions
         // Try first on a copy: all or nothing.
         let t = Instant(seconds: Self.now)
         let batch = events.map { Event(time: t, $0) }

@@ -125,6 +125,46 @@ import Glibc
         #expect(!changed.stdout.contains("state_dir") && !changed.stdout.contains("socket"), "\(changed.stdout)")
     }
 
+    /// An admin replaces the example pool with theirs (other nodes, other models) and restarts or reloads:
+    /// the new pool takes over. (Found by the package test: the models went before the nodes that used
+    /// them, so allotd kept the example pool with "GPU model … is still used by node …".)
+    @Test func aNewPoolWithOtherModelsReplacesTheOld() throws {
+        let d = try DaemonFixture()
+        let pool = { (model: String, node: String) in
+            """
+            [scheduler]
+            default_grace = "2s"
+
+            [[gpu_model]]
+            name = "\(model)"
+            memory_gib = 80
+            price_per_hour = 2.0
+            speed = 1.0
+
+            [[node]]
+            name = "\(node)"
+            gpu_model = "\(model)"
+            gpus = 2
+
+            """
+        }
+        // By restart: allotd recovers the old pool from its log, then takes the file's.
+        _ = d.stop()
+        try d.writeConfig(pool: pool("H200", "a7"))
+        try d.start()
+        let restarted = d.ctl(["status"])
+        #expect(restarted.stdout.contains("H200") && !restarted.stdout.contains("A100"), "\(restarted.stdout)")
+        let id = try d.submit(["--gpus", "2", "--workdir", "/tmp", "--", "true"])
+        _ = try d.wait(id, for: "completed")
+        #expect((d.job(id)?["node"] as? String ?? "\(d.job(id) ?? [:])").contains("a7"), "\(d.job(id) ?? [:])")
+        // By reload.
+        try d.writeConfig(pool: pool("B200", "l7"))
+        let reload = d.ctl(["reload"])
+        #expect(reload.status == 0, "\(reload.stderr)")
+        let reloaded = d.ctl(["status"])
+        #expect(reloaded.stdout.contains("B200") && !reloaded.stdout.contains("H200"), "\(reloaded.stdout)")
+    }
+
     /// Tenants are charged only by the users the configuration lets use them (issue 12, item 3).
     @Test(.enabled(if: getuid() == 0, "needs root to create users"))
     func onlyTheUsersATenantNamesMayChargeIt() throws {
