@@ -13,7 +13,7 @@ CONFIG ?= etc/allot/allotd.toml
 TRACE ?= examples/trace-mixed.csv
 BIN := $(shell $(SWIFT) build --show-bin-path 2>/dev/null)
 
-.PHONY: all deps build release test lint format demo simulate simulate-faults bench bench-daemon figures figures-fgd clean install uninstall deb \
+.PHONY: all deps build release test lint format demo simulate simulate-faults bench bench-daemon figures figures-fgd clean install install-files uninstall deb deb-tree \
 	verify-units
 
 PREFIX ?= /usr/local
@@ -107,24 +107,31 @@ $(GENERATED)/%.service: systemd/%.service.in
 	@mkdir -p $(GENERATED)
 	sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' -e 's|@DOCDIR@|$(DOCDIR)|g' $< > $@
 
-# Man pages and shell completions come from argument-parser (the same texts as --help).
+# Man pages come from argument-parser (the same texts as --help).
 $(GENERATED)/man: release
 	@mkdir -p $@
 	@# In a build directory of its own: the plugin builds the products again, without the static runtime,
 	@# and would leave those in .build/release for install to copy.
 	$(SWIFT) package --scratch-path .build/manual --allow-writing-to-directory $@ generate-manual --output-directory $@
-	$(RELEASE_BIN)/allotctl --generate-completion-script bash > $(GENERATED)/allotctl.bash
-	$(RELEASE_BIN)/allotctl --generate-completion-script zsh > $(GENERATED)/_allotctl
-	$(RELEASE_BIN)/allotctl --generate-completion-script fish > $(GENERATED)/allotctl.fish
 
-install: release $(GENERATED)/allotd.service $(GENERATED)/allotd-agent.service $(GENERATED)/man
+install: release $(GENERATED)/man
+	@$(MAKE) --no-print-directory install-files
+
+# The installed tree from the binaries in FROM (the release build; make install builds it first). Binaries
+# that load the Swift runtime from the toolchain are refused: only the package test installs those
+# (ALLOW_SWIFT_RUNTIME=1, on a machine that has the toolchain). Man pages are installed when generated.
+FROM ?= $(RELEASE_BIN)
+install-files: $(GENERATED)/allotd.service $(GENERATED)/allotd-agent.service
 	@for b in allotd allotctl allotctl-full; do \
-		if ldd $(RELEASE_BIN)/$$b 2>/dev/null | grep -q libswiftCore; then \
-			echo "$(RELEASE_BIN)/$$b needs the Swift runtime at run time: not installed" >&2; exit 1; fi; done
-	install -D -m 0755 $(RELEASE_BIN)/allotd $(DESTDIR)$(BINDIR)/allotd
-	install -D -m 0755 $(RELEASE_BIN)/allotctl $(DESTDIR)$(BINDIR)/allotctl
-	install -D -m 0755 $(RELEASE_BIN)/allotctl-full $(DESTDIR)$(BINDIR)/allotctl-full
-	install -D -m 0755 $(RELEASE_BIN)/allot-supervise $(DESTDIR)$(BINDIR)/allot-supervise
+		if [ "$(ALLOW_SWIFT_RUNTIME)" != 1 ] && ldd $(FROM)/$$b 2>/dev/null | grep -q libswiftCore; then \
+			echo "$(FROM)/$$b needs the Swift runtime at run time: not installed" >&2; exit 1; fi; done
+	$(FROM)/allotctl --generate-completion-script bash > $(GENERATED)/allotctl.bash
+	$(FROM)/allotctl --generate-completion-script zsh > $(GENERATED)/_allotctl
+	$(FROM)/allotctl --generate-completion-script fish > $(GENERATED)/allotctl.fish
+	install -D -m 0755 $(FROM)/allotd $(DESTDIR)$(BINDIR)/allotd
+	install -D -m 0755 $(FROM)/allotctl $(DESTDIR)$(BINDIR)/allotctl
+	install -D -m 0755 $(FROM)/allotctl-full $(DESTDIR)$(BINDIR)/allotctl-full
+	install -D -m 0755 $(FROM)/allot-supervise $(DESTDIR)$(BINDIR)/allot-supervise
 	install -D -m 0644 $(GENERATED)/allotd.service $(DESTDIR)$(UNITDIR)/allotd.service
 	install -D -m 0644 systemd/allotd.socket $(DESTDIR)$(UNITDIR)/allotd.socket
 	install -D -m 0644 $(GENERATED)/allotd-agent.service $(DESTDIR)$(UNITDIR)/allotd-agent.service
@@ -137,7 +144,7 @@ install: release $(GENERATED)/allotd.service $(GENERATED)/allotd-agent.service $
 		install -D -m 0644 etc/allot/allotd.toml $(DESTDIR)$(SYSCONFDIR)/allot/allotd.toml; \
 	fi
 	install -D -m 0644 etc/allot/allotd.toml $(DESTDIR)$(DOCDIR)/allotd.toml.example
-	install -D -m 0644 -t $(DESTDIR)$(MANDIR)/man1 $(GENERATED)/man/*.1
+	if [ -d $(GENERATED)/man ]; then install -D -m 0644 -t $(DESTDIR)$(MANDIR)/man1 $(GENERATED)/man/*.1; fi
 	install -D -m 0644 $(GENERATED)/allotctl.bash $(DESTDIR)$(BASHCOMPDIR)/allotctl
 	install -D -m 0644 $(GENERATED)/_allotctl $(DESTDIR)$(ZSHCOMPDIR)/_allotctl
 	install -D -m 0644 $(GENERATED)/allotctl.fish $(DESTDIR)$(FISHCOMPDIR)/allotctl.fish
@@ -146,14 +153,20 @@ install: release $(GENERATED)/allotd.service $(GENERATED)/allotd-agent.service $
 	@echo "      systemctl enable --now allotd.socket allotd.service   (docs/operations.md)"
 
 # A Debian package of the release build, with Debian's paths (scripts/make-deb.sh; checked by lintian).
+# Debian's paths (the package test stages its tree with the same: Tests/systemd-harness/package-lifecycle.sh).
+DEB_LAYOUT = PREFIX=/usr UNITDIR=/lib/systemd/system SYSUSERSDIR=/usr/lib/sysusers.d TMPFILESDIR=/usr/lib/tmpfiles.d
 VERSION ?= $(shell sed -n 's/^public let allotVersion = "\(.*\)"/\1/p' Sources/AllotDaemon/AgentLink.swift)
 deb: release
 	rm -rf .build/deb
-	$(MAKE) install DESTDIR=$(CURDIR)/.build/deb/stage GENERATED=.build/deb/gen PREFIX=/usr \
-		UNITDIR=/lib/systemd/system SYSUSERSDIR=/usr/lib/sysusers.d TMPFILESDIR=/usr/lib/tmpfiles.d >/dev/null
+	$(MAKE) install DESTDIR=$(CURDIR)/.build/deb/stage GENERATED=.build/deb/gen $(DEB_LAYOUT) >/dev/null
 	scripts/make-deb.sh .build/deb/stage $(VERSION) .
 	@if command -v lintian >/dev/null; then lintian --info --fail-on error,warning ./allot_$(VERSION)_*.deb; \
 	else echo "lintian is not installed: apt-get install lintian to check the package"; fi
+
+# The package's tree in STAGE from the binaries in FROM, with nothing built: the package test stages the
+# debug build with it (Tests/systemd-harness/package-lifecycle.sh), then runs scripts/make-deb.sh.
+deb-tree:
+	@$(MAKE) --no-print-directory install-files DESTDIR=$(STAGE) $(DEB_LAYOUT)
 
 # Leaves the configuration and the state directory (/var/lib/allot): they are the operator's.
 uninstall:

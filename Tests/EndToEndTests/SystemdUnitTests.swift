@@ -73,4 +73,19 @@ import Glibc
         #expect(r.status == 0 && failures.isEmpty, "\(r.stdout)\n\(r.stderr)")
         #expect(r.stdout.contains("ok - watchdog: a stopped allotd is killed and restarted"), "\(r.stdout)")
     }
+
+    /// The Debian package on a machine without the build tree: install, upgrade with a running job, remove,
+    /// purge (Tests/systemd-harness/package-lifecycle.sh).
+    @Test(.enabled(if: SystemdUnitTests.canBoot, "needs root and systemd installed, to boot a private systemd"))
+    func debianPackageInstallsUpgradesAndPurges() throws {
+        let script = Harness.root.appendingPathComponent("Tests/systemd-harness/package-lifecycle.sh").path
+        let r = try Harness.run(script, [Harness.binDir.path], absolute: true)
+        if r.status == 77 {
+            print("skipped: \(r.stdout)\(r.stderr)")
+            return
+        }
+        let failures = r.stdout.split(separator: "\n").filter { $0.hasPrefix("not ok") }
+        #expect(r.status == 0 && failures.isEmpty, "\(r.stdout)\n\(r.stderr)")
+        #expect(r.stdout.contains("ok - purge: /var/lib/allot is removed"), "\(r.stdout)")
+    }
 }
