@@ -60,6 +60,9 @@ extension ClusterState {
             if let problem = Self.specProblems(spec).first ?? dependencyProblems(spec, id: id).first {
                 throw StateError(.invalidSpec, problem)
             }
+            if let name = spec.service, services[name] == nil {
+                throw StateError(.invalidSpec, "job \(id) is a replica of service \(name), which does not exist")
+            }
             jobs[id] = Job(id: id, spec: spec, submitTime: t, held: held)
             noteName(of: id)
             if !held { enqueue(id) }
@@ -171,8 +174,8 @@ extension ClusterState {
         case .jobUpdated(let id, let spec, _):
             let state = try expect(id, in: [.pending, .held, .running, .stopping], to: "update")
             let old = jobs[existing: id].spec
-            guard spec.uid == old.uid, spec.array == old.array else {
-                throw StateError(.invalidSpec, "job \(id)'s owner and place in its array do not change")
+            guard spec.uid == old.uid, spec.array == old.array, spec.service == old.service else {
+                throw StateError(.invalidSpec, "job \(id)'s owner, place in its array and service do not change")
             }
             if state.holdsGPUs {
                 var same = spec
@@ -198,7 +201,10 @@ extension ClusterState {
             if queued { enqueue(id) }
         case .clockTick:
             break
+        case .serviceCreated, .serviceScaled, .serviceDeleted:
+            try applyService(event.body, at: t)
         }
+        if !services.isEmpty, let id = event.body.jobID { noteReplica(id, at: t) }
         now = t
     }
 

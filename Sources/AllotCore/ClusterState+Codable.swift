@@ -3,7 +3,7 @@ extension ClusterState: Codable {
     public static let schemaVersion: UInt16 = 1
 
     private enum CodingKeys: String, CodingKey {
-        case version, config, now, nextJobID, nodes, jobs, tenantUsage, modelUsage, kindUsage, archived
+        case version, config, now, nextJobID, nodes, jobs, tenantUsage, modelUsage, kindUsage, archived, services
     }
 
     private struct Named<Value: Codable>: Codable {
@@ -25,6 +25,7 @@ extension ClusterState: Codable {
         try c.encode(image.modelUsage.map { Named(name: $0.0, value: $0.1) }, forKey: .modelUsage)
         try c.encode(image.kindUsage.map { Named(name: $0.0.rawValue, value: $0.1) }, forKey: .kindUsage)
         if image.archived.jobs > 0 { try c.encode(image.archived, forKey: .archived) }
+        if !image.services.isEmpty { try c.encode(image.services, forKey: .services) }
     }
 
     public init(from decoder: any Decoder) throws {
@@ -51,6 +52,7 @@ extension ClusterState: Codable {
             }
         )
         image.archived = try c.decodeIfPresent(ArchivedUsage.self, forKey: .archived) ?? ArchivedUsage()
+        image.services = try c.decodeIfPresent([InferenceService].self, forKey: .services) ?? []
         do {
             try self.init(image: image)
         } catch {

@@ -37,6 +37,8 @@ extension ClusterState {
         public var kindUsage: [(JobKind, Usage)]
         /// What archived jobs used.
         public var archived = ArchivedUsage()
+        /// Services by name.
+        public var services: [InferenceService] = []
 
         public init(
             config: PoolConfig,
@@ -47,7 +49,8 @@ extension ClusterState {
             tenantUsage: [(String, TenantUsage)],
             modelUsage: [(String, Usage)],
             kindUsage: [(JobKind, Usage)],
-            archived: ArchivedUsage = ArchivedUsage()
+            archived: ArchivedUsage = ArchivedUsage(),
+            services: [InferenceService] = []
         ) {
             self.config = config
             self.now = now
@@ -58,6 +61,7 @@ extension ClusterState {
             self.modelUsage = modelUsage
             self.kindUsage = kindUsage
             self.archived = archived
+            self.services = services
         }
 
         public static func == (a: Image, b: Image) -> Bool {
@@ -65,6 +69,7 @@ extension ClusterState {
                 && a.jobs == b.jobs && a.tenantUsage.elementsEqual(b.tenantUsage, by: { $0 == $1 })
                 && a.modelUsage.elementsEqual(b.modelUsage, by: { $0 == $1 })
                 && a.kindUsage.elementsEqual(b.kindUsage, by: { $0 == $1 }) && a.archived == b.archived
+                && a.services == b.services
         }
 
         public func hash(into hasher: inout Hasher) {
@@ -93,7 +98,8 @@ extension ClusterState {
             tenantUsage: tenantUsage.keys.sorted().map { ($0, tenantUsage[$0]!) },
             modelUsage: modelUsage.keys.sorted().map { ($0, modelUsage[$0]!) },
             kindUsage: kindUsage.keys.sorted { $0.rawValue < $1.rawValue }.map { ($0, kindUsage[$0]!) },
-            archived: archived
+            archived: archived,
+            services: services.keys.sorted().map { services[$0]! }
         )
     }
 
@@ -105,6 +111,12 @@ extension ClusterState {
         self.init(config: image.config, now: image.now)
         nextJobID = image.nextJobID
         archived = image.archived
+        for s in image.services {
+            guard services[s.spec.name] == nil else {
+                throw StateError(.duplicate, "service \(s.spec.name) appears twice")
+            }
+            services[s.spec.name] = s
+        }
         for r in image.nodes {
             guard let mi = modelIndex[r.spec.gpuModel] else {
                 throw StateError(

@@ -22,6 +22,8 @@ public struct ClusterState: Hashable, Sendable {
     public internal(set) var kindUsage: [JobKind: Usage]
     /// What archived jobs used, by day, tenant, user, model and kind.
     public internal(set) var archived = ArchivedUsage()
+    /// Services by name.
+    public internal(set) var services: [String: InferenceService] = [:]
 
     /// Pending jobs holding GPUs freed for them by preemption (derived).
     var holding: Set<JobID> = []
@@ -67,7 +69,7 @@ public struct ClusterState: Hashable, Sendable {
         a.config == b.config && a.now == b.now && a.nodes == b.nodes && a.jobs == b.jobs
             && a.pendingJobs == b.pendingJobs && a.activeJobs == b.activeJobs && a.nextJobID == b.nextJobID
             && a.tenantUsage == b.tenantUsage && a.modelUsage == b.modelUsage && a.kindUsage == b.kindUsage
-            && a.archived == b.archived
+            && a.archived == b.archived && a.services == b.services
     }
 
     public func hash(into hasher: inout Hasher) {
@@ -192,6 +194,20 @@ public struct ClusterState: Hashable, Sendable {
     /// - Returns: a sentence per broken invariant; empty when all hold.
     public func invariantViolations() -> [String] {
         var out: [String] = []
+        // A service's replicas are its jobs that have not ended, each listed once; none is listed elsewhere.
+        for (name, s) in services {
+            for id in s.members {
+                guard let job = jobs[id] else {
+                    out.append("service \(name) lists job \(id), which is missing")
+                    continue
+                }
+                if job.spec.service != name {
+                    out.append("service \(name) lists job \(id), a job of \(job.spec.service ?? "its own")")
+                }
+                if job.state.isTerminal { out.append("service \(name) lists job \(id), which has ended") }
+            }
+            if Set(s.members).count != s.members.count { out.append("service \(name) lists a job twice") }
+        }
         var seen: [String: UInt64] = [:]
         var shares: [NodeGPU: Int] = [:]
         var migSeen: [NodeGPU: UInt8] = [:]

@@ -140,9 +140,11 @@ public struct Controller: Sendable {
         /// A job put back in the queue by a user: an ended one at once, a running one once it has stopped
         /// (within its grace).
         case requeue(JobID, by: UInt32?, reason: String)
-        /// Events decided by the shell (the configuration, a node drained): applied as given, in order,
-        /// up to the first one the state refuses.
+        /// Events decided by the shell (the configuration, a node drained, a service created or scaled):
+        /// applied as given, in order, up to the first one the state refuses.
         case record([Event.Body])
+        /// A service deleted by a user: its replicas are cancelled (each within its grace), then it is gone.
+        case deleteService(String, by: UInt32?)
     }
 
     /// A run: a job and its run number (an allocation).
@@ -270,15 +272,7 @@ public struct Controller: Sendable {
             }
             out.passWanted = true
         case .cancel(let id, let by):
-            guard let job = state.jobs[id] else { break }
-            let wasRunning = job.state.holdsGPUs
-            guard apply(.jobCancelled(id: id, by: by, grace: state.grace(of: job.spec)), clock, &out),
-                let now = state.jobs[id]
-            else { break }
-            if wasRunning { stop(now, grace: now.graceLeft(at: clock.wall.seconds), &out) }
-            if now.state.isTerminal { out.effects.append(.ended(id)) }
-            out.effects.append(.notify(id, now.state == .stopping ? "cancelling" : "cancelled"))
-            out.passWanted = true
+            cancel(id, by: by, clock, &out)
         case .requeue(let id, let by, let reason):
             guard let job = state.jobs[id] else { break }
             if job.state == .running {
@@ -303,8 +297,15 @@ public struct Controller: Sendable {
             }
         case .record(let bodies):
             for b in bodies where !apply(b, clock, &out) { break }
+        case .deleteService(let name, let by):
+            guard let service = state.services[name] else { break }
+            for id in service.members { cancel(id, by: by, clock, &out) }
+            if apply(.serviceDeleted(name: name, by: by), clock, &out) {
+                out.notes.append(Note(level: .info, message: "Service deleted", metadata: ["service": name]))
+            }
         }
         cancelJobsThatCannotRun(clock, &out)
+        keepServices(clock, &out)
         // What must hold after every step (debug builds, the tests; compiled out of release builds, where the
         // simulators' paranoid modes check it).
         assert(state.invariantViolations().isEmpty, "after \(input): \(state.invariantViolations())")
@@ -338,6 +339,69 @@ public struct Controller: Sendable {
         return true
     }
 
+    /// Cancels a job: a waiting one ends now, a running one is told to stop within its grace.
+    private mutating func cancel(_ id: JobID, by: UInt32?, _ clock: ClockReading, _ out: inout Output) {
+        guard let job = state.jobs[id] else { return }
+        let wasRunning = job.state.holdsGPUs
+        guard apply(.jobCancelled(id: id, by: by, grace: state.grace(of: job.spec)), clock, &out),
+            let now = state.jobs[id]
+        else { return }
+        if wasRunning { stop(now, grace: now.graceLeft(at: clock.wall.seconds), &out) }
+        if now.state.isTerminal { out.effects.append(.ended(id)) }
+        out.effects.append(.notify(id, now.state == .stopping ? "cancelling" : "cancelled"))
+        out.passWanted = true
+    }
+
+    /// Keeps each service at the replicas it wants: submits a replica's job for each one missing (once a
+    /// crash loop's back-off has passed), cancels the extra ones (waiting ones first, then the newest).
+    private mutating func keepServices(_ clock: ClockReading, _ out: inout Output) {
+        guard !state.services.isEmpty else { return }
+        for name in state.services.keys.sorted() {
+            guard let service = state.services[name] else { continue }
+            // A replica being cancelled is on its way out; one being preempted or restarted comes back.
+            let staying = service.members.filter { id in
+                guard let job = state.jobs[id] else { return false }
+                if case .cancelled = job.stopReason, job.state == .stopping { return false }
+                return true
+            }
+            if staying.count < service.replicas {
+                if let after = service.restartAfter, clock.wall < after { continue }
+                for _ in staying.count..<service.replicas {
+                    var spec = service.spec.template
+                    spec.service = name
+                    let id = state.nextJobID
+                    guard apply(.jobSubmitted(id: id, spec: spec, held: false), clock, &out) else { break }
+                    out.notes.append(
+                        Note(
+                            level: .info,
+                            message: "Replica submitted",
+                            metadata: ["service": name, "job.id": "\(id)"]
+                        )
+                    )
+                    out.effects.append(.notify(id, "submitted"))
+                    out.passWanted = true
+                }
+            } else if staying.count > service.replicas {
+                let order = staying.sorted { a, b in
+                    let (ra, rb) = (state.jobs[a]!.state.holdsGPUs, state.jobs[b]!.state.holdsGPUs)
+                    return ra != rb ? !ra : a > b
+                }
+                for id in order.prefix(staying.count - service.replicas) {
+                    out.notes.append(
+                        Note(level: .info, message: "Replica stopped", metadata: ["service": name, "job.id": "\(id)"])
+                    )
+                    cancel(id, by: nil, clock, &out)
+                }
+            }
+        }
+    }
+
+    /// When the next replica of a service in a crash loop may start, if one waits for that; for the shell's
+    /// timer.
+    public var nextServiceRestart: Instant? {
+        state.services.values.compactMap { s in s.members.count < s.replicas ? s.restartAfter : nil }.min()
+    }
+
     /// Cancels the pending jobs whose dependencies can never be met (when the settings say so), and then
     /// those that depended on them.
     private mutating func cancelJobsThatCannotRun(_ clock: ClockReading, _ out: inout Output) {
@@ -355,6 +419,8 @@ public struct Controller: Sendable {
 
     /// A scheduling pass, its decisions applied: starts and stops to carry out.
     private mutating func pass(_ clock: ClockReading, _ out: inout Output) {
+        // The services' missing replicas first: the pass places them and gives the waiting ones a reason.
+        keepServices(clock, &out)
         let pass = scheduler.schedule(state, at: clock.wall)
         lastPass = pass
         lastPassAt = clock.mono

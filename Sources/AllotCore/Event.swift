@@ -56,9 +56,17 @@ public struct Event: Hashable, Codable, Sendable {
         case jobsArchived(ids: [JobID])
         /// Time passes; running jobs accrue usage and cost.
         case clockTick
+        /// A service is created wanting `replicas` replicas (the controller submits their jobs).
+        case serviceCreated(spec: ServiceSpec, replicas: Int)
+        /// A service wants `replicas` replicas from now on, within new bounds; `reason` says who or what
+        /// decided it.
+        case serviceScaled(name: String, replicas: Int, minReplicas: Int, maxReplicas: Int, reason: String)
+        /// A service is gone (its replicas were cancelled just before), by `by`.
+        case serviceDeleted(name: String, by: UInt32?)
     }
 
     /// A short name of the event's kind, as in logs and the WAL dump: `jobStarted`.
+
     public var kindName: String {
         switch body {
         case .configApplied: "configApplied"
@@ -81,6 +89,25 @@ public struct Event: Hashable, Codable, Sendable {
         case .jobsArchived: "jobsArchived"
         case .jobUpdated: "jobUpdated"
         case .clockTick: "clockTick"
+        case .serviceCreated: "serviceCreated"
+        case .serviceScaled: "serviceScaled"
+        case .serviceDeleted: "serviceDeleted"
+        }
+    }
+}
+
+extension Event.Body {
+    /// The one job the event is about, if it is about one.
+    public var jobID: JobID? {
+        switch self {
+        case .jobSubmitted(let id, _, _), .jobHeld(let id), .jobReleased(let id), .jobStarted(let id, _, _, _),
+            .jobPreempted(let id, _, _, _), .jobCheckpointed(let id), .jobCancelled(let id, _, _),
+            .jobTimedOut(let id, _), .jobGPUFailed(let id, _, _), .jobFinished(let id, _, _),
+            .jobRequeued(let id, _), .jobRequeueing(let id, _, _), .jobUpdated(let id, _, _):
+            id
+        case .configApplied, .nodeAdded, .nodeRemoved, .nodeStateChanged, .gpuHealthChanged, .jobsArchived,
+            .clockTick, .serviceCreated, .serviceScaled, .serviceDeleted:
+            nil
         }
     }
 }

@@ -109,6 +109,11 @@ public struct JobSpec: Hashable, Codable, Sendable {
         get { rare?.value.interactive }
         set { changeRare { $0.interactive = newValue } }
     }
+    /// The service this job is a replica of; nil for a job of its own.
+    public var service: String? {
+        get { rare?.value.service }
+        set { changeRare { $0.service = newValue } }
+    }
     /// What few jobs set, boxed: one pointer in every spec (a queue holds 100,000 of them).
     private var rare: RareBox?
 
@@ -149,7 +154,8 @@ public struct JobSpec: Hashable, Codable, Sendable {
         nodes: NodeSelection? = nil,
         nice: Int = 0,
         notify: JobNotify? = nil,
-        interactive: Interactive? = nil
+        interactive: Interactive? = nil,
+        service: String? = nil
     ) {
         self.name = name
         self.tenant = tenant
@@ -180,7 +186,7 @@ public struct JobSpec: Hashable, Codable, Sendable {
         self.output = output
         self.dependencies = dependencies
         self.array = array
-        let r = Rare(nodes: nodes, nice: nice, notify: notify, interactive: interactive)
+        let r = Rare(nodes: nodes, nice: nice, notify: notify, interactive: interactive, service: service)
         self.rare = r == Rare() ? nil : RareBox(r)
     }
 
@@ -188,7 +194,7 @@ public struct JobSpec: Hashable, Codable, Sendable {
         case name, tenant, uid, user, kind, priorityClass, gpus, gpuModels, minGPUMemoryGiB, topology, walltime
         case estimate, preemptible, grace, maxCostUSD, prefer, command, environment, workingDirectory
         case output, gpuShare, gpuMemoryMiB, cpuMilli, memoryMiB, mig, dependencies, array, nodes, nice, notify,
-            interactive
+            interactive, service
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -224,6 +230,7 @@ public struct JobSpec: Hashable, Codable, Sendable {
         if nice != 0 { try c.encode(nice, forKey: .nice) }
         try c.encodeIfPresent(notify, forKey: .notify)
         try c.encodeIfPresent(interactive, forKey: .interactive)
+        try c.encodeIfPresent(service, forKey: .service)
     }
 
     /// Optional sizes in 32 bits each, -1 for none (values beyond 32 bits are clamped: 2 billion MiB or
@@ -275,7 +282,8 @@ public struct JobSpec: Hashable, Codable, Sendable {
             nodes: try c.decodeIfPresent(NodeSelection.self, forKey: .nodes),
             nice: try c.decodeIfPresent(Int.self, forKey: .nice) ?? 0,
             notify: try c.decodeIfPresent(JobNotify.self, forKey: .notify),
-            interactive: try c.decodeIfPresent(Interactive.self, forKey: .interactive)
+            interactive: try c.decodeIfPresent(Interactive.self, forKey: .interactive),
+            service: try c.decodeIfPresent(String.self, forKey: .service)
         )
         rare = r == Rare() ? nil : RareBox(r)
     }
@@ -590,6 +598,7 @@ struct Rare: Hashable, Sendable {
     var nice = 0
     var notify: JobNotify?
     var interactive: Interactive?
+    var service: String?
 }
 
 /// An immutable box (a change makes a new one), so that specs stay values.

@@ -29,6 +29,12 @@ enum Call: Sendable {
     /// A supervisor's report that a run ended (its status file says how).
     case jobExited(JobExitedParams)
     case snapshot
+    case serviceCreate(ServiceCreateParams)
+    case serviceList
+    case serviceShow(String)
+    case serviceScale(ServiceScaleParams)
+    case serviceDelete(String)
+    case serviceEndpoints(String)
 
     /// Decodes one line.
     /// - Returns: the request id (when one could be read) and the call, or the error to answer with.
@@ -106,6 +112,12 @@ enum Call: Sendable {
             case Methods.jobFinished.name: call = .jobFinished(try params(Methods.jobFinished)!)
             case Methods.jobExited.name: call = .jobExited(try params(Methods.jobExited)!)
             case Methods.snapshot.name: call = .snapshot
+            case Methods.serviceCreate.name: call = .serviceCreate(try params(Methods.serviceCreate)!)
+            case Methods.serviceList.name: call = .serviceList
+            case Methods.serviceShow.name: call = .serviceShow(try params(Methods.serviceShow)!.name)
+            case Methods.serviceScale.name: call = .serviceScale(try params(Methods.serviceScale)!)
+            case Methods.serviceDelete.name: call = .serviceDelete(try params(Methods.serviceDelete)!.name)
+            case Methods.serviceEndpoints.name: call = .serviceEndpoints(try params(Methods.serviceEndpoints)!.name)
             default:
                 throw RPCError(
                     RPCError.methodNotFound,

@@ -315,12 +315,113 @@ extension Engine {
         case .snapshot:
             guard admin("snapshot") else { return }
             answer(state)
+
+        case .serviceCreate, .serviceScale, .serviceDelete:
+            guard writable() else { return }
+            switch serviceChange(call, caller: caller) {
+            case .success(let s): answer(s)
+            case .failure(let e): fail(e)
+            }
+        case .serviceList:
+            answer(state.services.keys.sorted().map { serviceObject(state.services[$0]!) })
+        case .serviceShow(let name):
+            guard let s = state.services[name] else { return fail(.notFound(noService(name))) }
+            answer(serviceObject(s))
+        case .serviceEndpoints(let name):
+            guard let s = state.services[name] else { return fail(.notFound(noService(name))) }
+            answer(endpoints(of: s))
         }
     }
 
     static let version = "0.1.0"
 
     // MARK: Submitting
+
+    /// What checking a request's spec needs of the pool, worked out once per call.
+    struct SpecChecks {
+        var classes: Set<String>
+        var models: [String]
+        var accounts: Accounts
+        var groupNames: [String]
+        /// A working directory is checked here when every node is this host's: elsewhere it may differ.
+        var localOnly: Bool
+        var dirProblems: [String: String?] = [:]
+    }
+
+    func specChecks(caller: Caller) -> SpecChecks {
+        SpecChecks(
+            classes: Set(state.config.priorityClasses.map(\.name)),
+            models: state.config.gpuModels.map(\.name),
+            accounts: config.accounts,
+            groupNames: caller.admin ? [] : caller.groups.compactMap { System.groupName(gid: $0) },
+            localOnly: !state.nodes.isEmpty && state.nodes.allSatisfy { localNodes.contains($0.name) }
+        )
+    }
+
+    /// A request's spec, checked as a submit checks it: who may use its tenant, its names, its working
+    /// directory, and that it could ever start. Returns the spec, whether it is held, and a warning for a
+    /// partition that names nothing here.
+    func checkedSpec(
+        _ r: JobRequest,
+        caller: Caller,
+        _ checks: inout SpecChecks
+    ) throws(RPCError) -> (spec: JobSpec, held: Bool, warning: String?) {
+        var (spec, held) = try r.spec(
+            uid: caller.uid,
+            user: caller.name,
+            defaultTenant: checks.accounts.defaultTenant(for: caller.name)
+        )
+        var warning: String?
+        if let partition = r.partition {
+            if checks.classes.contains(partition) {
+                if r.priorityClass == nil { spec.priorityClass = partition }
+            } else if state.config.tenants.contains(where: { $0.name == partition }) {
+                if r.tenant == nil { spec.tenant = partition }
+            } else {
+                warning =
+                    "partition \"\(partition)\" is neither a priority class nor a tenant here; ignored (classes: \(checks.classes.sorted().joined(separator: ", ")))"
+            }
+        }
+        if let rule = checks.accounts.refusal(
+            user: caller.name,
+            groups: checks.groupNames,
+            admin: caller.admin,
+            tenant: spec.tenant
+        ) {
+            throw .denied(rule)
+        }
+        if let problem = ClusterState.specProblems(spec).first { throw .invalidParams(problem) }
+        try checkNice(spec.nice, caller: caller)
+        try checkNames(&spec, id: state.nextJobID, models: checks.models, classes: checks.classes)
+        if spec.interactive != nil && !checks.localOnly {
+            // A terminal needs a runner: a node allotd runs itself, or one with an agent.
+            var s = spec.nodes ?? NodeSelection()
+            let run = state.nodes.map(\.name).filter { localNodes.contains($0) || agents[$0] != nil }
+            if run.count < state.nodes.count {
+                s.nodes = s.nodes.isEmpty ? run : s.nodes.filter(run.contains)
+                guard !s.nodes.isEmpty else {
+                    throw .refused(
+                        "an interactive run needs a node that allotd or an agent runs, and none of the nodes it may use is one"
+                    )
+                }
+                spec.nodes = s
+            }
+        }
+        if checks.localOnly, let dir = spec.workingDirectory {
+            if checks.dirProblems[dir] == nil {
+                checks.dirProblems[dir] = System.entryProblem(
+                    dir,
+                    uid: caller.uid,
+                    gids: caller.groups + [caller.gid]
+                )
+            }
+            if let problem = checks.dirProblems[dir]! { throw .invalidParams("workdir: \(problem)") }
+        }
+        if let b = Scheduler.permanentBlocker(for: spec, in: state) {
+            throw .refused("job \"\(spec.name)\" could never start: \(b.sentence(for: spec, in: state))")
+        }
+        return (spec, held, warning)
+    }
 
     /// Submits jobs, all or none. Returns their ids and warnings about jobs that were accepted but will not
     /// run as their owner may expect.
@@ -330,67 +431,14 @@ extension Engine {
     ) -> Result<(ids: [JobID], warnings: [(id: JobID, text: String)]), RPCError> {
         var specs: [(JobSpec, Bool)] = []
         specs.reserveCapacity(requests.count)
-        let classes = Set(state.config.priorityClasses.map(\.name))
-        let models = state.config.gpuModels.map(\.name)
-        let accounts = config.accounts
-        let groupNames = caller.admin ? [] : caller.groups.compactMap { System.groupName(gid: $0) }
-        // A working directory is checked here when every node is this host's: elsewhere it may differ.
-        let localOnly = !state.nodes.isEmpty && state.nodes.allSatisfy { localNodes.contains($0.name) }
-        var dirProblems: [String: String?] = [:]
+        var checks = specChecks(caller: caller)
         // By the index of the request's first job.
         var partitionWarnings: [Int: String] = [:]
         for (i, r) in requests.enumerated() {
             let at = requests.count > 1 ? "jobs[\(i)]: " : ""
             do throws(RPCError) {
-                var (spec, held) = try r.spec(
-                    uid: caller.uid,
-                    user: caller.name,
-                    defaultTenant: accounts.defaultTenant(for: caller.name)
-                )
-                if let partition = r.partition {
-                    if classes.contains(partition) {
-                        if r.priorityClass == nil { spec.priorityClass = partition }
-                    } else if state.config.tenants.contains(where: { $0.name == partition }) {
-                        if r.tenant == nil { spec.tenant = partition }
-                    } else if partitionWarnings[specs.count] == nil {
-                        partitionWarnings[specs.count] =
-                            "partition \"\(partition)\" is neither a priority class nor a tenant here; ignored (classes: \(classes.sorted().joined(separator: ", ")))"
-                    }
-                }
-                if let rule = accounts.refusal(
-                    user: caller.name,
-                    groups: groupNames,
-                    admin: caller.admin,
-                    tenant: spec.tenant
-                ) {
-                    throw .denied(rule)
-                }
-                if let problem = ClusterState.specProblems(spec).first { throw .invalidParams(problem) }
-                try checkNice(spec.nice, caller: caller)
-                try checkNames(&spec, id: state.nextJobID, models: models, classes: classes)
-                if spec.interactive != nil && !localOnly {
-                    // A terminal needs a runner: a node allotd runs itself, or one with an agent.
-                    var s = spec.nodes ?? NodeSelection()
-                    let run = state.nodes.map(\.name).filter { localNodes.contains($0) || agents[$0] != nil }
-                    if run.count < state.nodes.count {
-                        s.nodes = s.nodes.isEmpty ? run : s.nodes.filter(run.contains)
-                        guard !s.nodes.isEmpty else {
-                            throw .refused(
-                                "an interactive run needs a node that allotd or an agent runs, and none of the nodes it may use is one"
-                            )
-                        }
-                        spec.nodes = s
-                    }
-                }
-                if localOnly, let dir = spec.workingDirectory {
-                    if dirProblems[dir] == nil {
-                        dirProblems[dir] = System.entryProblem(dir, uid: caller.uid, gids: caller.groups + [caller.gid])
-                    }
-                    if let problem = dirProblems[dir]! { throw .invalidParams("workdir: \(problem)") }
-                }
-                if let b = Scheduler.permanentBlocker(for: spec, in: state) {
-                    throw .refused("job \"\(spec.name)\" could never start: \(b.sentence(for: spec, in: state))")
-                }
+                let (spec, held, warning) = try checkedSpec(r, caller: caller, &checks)
+                if let warning, partitionWarnings[specs.count] == nil { partitionWarnings[specs.count] = warning }
                 // A job array: one task per index, checked once.
                 var indices: ArrayIndices?
                 if let text = r.array {

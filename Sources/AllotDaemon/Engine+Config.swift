@@ -136,7 +136,7 @@ extension Engine {
         rules.onGPUFailure = b.onGPUFailure
         rules.onDependencyNeverMet = b.onDependencyNeverMet
         rules.onNodeLoss = file.cluster?.onNodeLoss ?? .requeuePreemptible
-        if rules != controller.settings { feed(.settings(rules)) }
+        if rules != controller.settings { step(.settings(rules)) }
         deferredNodes = deferred
         let local = Set(state.nodes.filter { settings.isLocal($0.spec, hostname: hostname) }.map(\.name))
         if local != localNodes {

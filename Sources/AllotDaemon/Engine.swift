@@ -116,6 +116,8 @@ final class Engine {
     let metrics: DaemonMetrics?
     /// Node agents, by node.
     var agents: [String: AgentState] = [:]
+    /// What the checks of the services' replicas on this host found.
+    var replicaChecks = ReplicaChecks()
     /// This run's epoch (its start time in milliseconds): agents learn it at registration.
     let epoch = UInt64(Date().timeIntervalSince1970 * 1000)
 
@@ -242,7 +244,8 @@ final class Engine {
     /// Tells the controller how a node's runs are run: here, by its agent, or by nobody allot knows.
     func syncRunner(_ node: String) {
         let runner: Controller.Runner = localNodes.contains(node) ? .local : agents[node] != nil ? .agent : .none
-        feed(.runner(node: node, runner))
+        // Its output is logged as any step's: the rules look at the pool after every input.
+        step(.runner(node: node, runner))
     }
 
     // MARK: The loop
@@ -293,6 +296,8 @@ final class Engine {
             watchers[conn] = nil
         case .tick:
             tick()
+        case .replicaChecked(let id, let run, let readiness, let problem):
+            replicaChecked(id, run: run, readiness: readiness, problem: problem)
         case .pass:
             passQueued = false
             schedulePass()
@@ -590,6 +595,7 @@ final class Engine {
             // Walltime limits, the grace of jobs nobody runs, a pass when one is due: the controller's rules.
             step(.tick)
             for ended in executor.poll() { runEnded(ended) }
+            checkReplicas()
             applyDeferredNodes()
             if now - lastArchiveLook >= archiveInterval {
                 lastArchiveLook = now

@@ -22,6 +22,8 @@ final class Executor {
         var killAt: Double?
         /// Whether SIGTERM reached the job (its pid may not be known yet when it is told to stop).
         var termSent = false
+        /// A service replica's port (`ALLOT_PORT`).
+        var port: Int?
         var killed = false
     }
 
@@ -64,6 +66,8 @@ final class Executor {
     }
 
     func logPath(_ id: JobID) -> String { "\(logDir)/\(id).log" }
+    /// The port of a service replica this host runs (run `run`).
+    func port(of id: JobID, run: Int) -> Int? { tracked[id].flatMap { $0.run == run ? $0.port : nil } }
     func cgroup(_ id: JobID, run: Int) -> String? { cgroupBase.map { "\($0)/job-\(id).\(run)" } }
     func runDirectory(_ id: JobID, run: Int) -> String { "\(stateDir)/jobs/\(id)/\(run)" }
     /// Where an interactive run's supervisor listens for its owner's client: beside allotd's socket, which
@@ -135,6 +139,14 @@ final class Executor {
         env["ALLOT_USER"] = userName
         env["ALLOT_TENANT"] = spec.tenant
         env["ALLOT_KIND"] = spec.kind.rawValue
+        if let service = spec.service {
+            // A replica listens on its service's port, or on one free on this node now.
+            env["ALLOT_SERVICE"] = service
+            if env["ALLOT_PORT"] == nil {
+                guard let port = ReplicaChecks.freePort() else { return "no free TCP port on \(node) for the replica" }
+                env["ALLOT_PORT"] = String(port)
+            }
+        }
         if let cpu = slices.first?.cpuMilli { env["ALLOT_CPUS"] = Fraction.text(cpu) }
         if let memory = slices.first?.memoryMiB { env["ALLOT_MEMORY_MIB"] = String(memory) }
         // A share of one GPU: its compute share and memory for an MPS server on the node (ignored without
@@ -193,7 +205,8 @@ final class Executor {
                 supervisor: pid,
                 pidfd: System.pidfd(pid),
                 cgroup: runSpec.cgroup,
-                log: runSpec.log
+                log: runSpec.log,
+                port: env["ALLOT_PORT"].flatMap { Int($0) }
             )
             logger.info(
                 "Job started",
@@ -360,13 +373,17 @@ final class Executor {
             if let pid = parts.first.flatMap({ Int32($0) }),
                 System.same(pid, startTime: parts.count > 1 ? UInt64(parts[1]) : nil)
             {
+                let spec = (try? Data(contentsOf: URL(fileURLWithPath: dir + "/spec"))).flatMap {
+                    RunSpec(decoding: Array($0))
+                }
                 tracked[id] = Tracked(
                     run: run,
                     directory: dir,
                     supervisor: pid,
                     pidfd: System.pidfd(pid),
                     cgroup: cgroup,
-                    log: logPath(id)
+                    log: logPath(id),
+                    port: spec?.environment["ALLOT_PORT"].flatMap { Int($0) }
                 )
                 return nil
             }

@@ -39,6 +39,8 @@ enum EngineCommand: Sendable {
     case agentHealth(node: String, link: UInt64, AgentHealth)
     case agentHeartbeat(node: String, link: UInt64)
     case agentDisconnected(node: String, link: UInt64)
+    /// A check of a service's replica answered (nil: it passed).
+    case replicaChecked(id: JobID, run: Int, readiness: Bool, problem: String?)
 }
 
 /// The way into the engine, for every other task.

@@ -70,6 +70,8 @@ public struct JobObject: Codable, Sendable, Equatable {
     /// For a folded listing (`fold`): the indices of the array's waiting tasks this object stands for
     /// (`3-999`, `1,3,5-7`), when more than its own.
     public var arrayTasks: String?
+    /// For a replica of a service: the service.
+    public var service: String?
     /// For a task of a job array: the array's id and the task's index.
     public var arrayJobID: UInt64?
     public var arrayTaskID: Int?
@@ -117,6 +119,7 @@ public struct JobObject: Codable, Sendable, Equatable {
         case ttyNode = "tty_node"
         case mailUser = "mail_user"
         case mailType = "mail_type"
+        case service
         case arrayJobID = "array_job_id"
         case arrayTasks = "array_tasks"
         case arrayTaskID = "array_task_id"
@@ -183,6 +186,7 @@ public struct JobObject: Codable, Sendable, Equatable {
                 )
             } ?? []
         submitTime = WireTime.format(job.submitTime.seconds)
+        service = job.spec.service
         // A job waiting again (requeued) has no current run: its last one is in earlierRuns.
         let waiting = job.state == .pending || job.state == .held
         startTime = waiting ? nil : job.startTime.map { WireTime.format($0.seconds) }

@@ -39,6 +39,7 @@ public struct FaultSimulation: Sendable {
         public var wallClockSteps = 0
         public var completed = 0
         public var requeues = 0
+        public var serviceChanges = 0
 
         public init() {}
 
@@ -57,6 +58,7 @@ public struct FaultSimulation: Sendable {
             r.wallClockSteps += o.wallClockSteps
             r.completed += o.completed
             r.requeues += o.requeues
+            r.serviceChanges += o.serviceChanges
             return r
         }
 
@@ -65,7 +67,7 @@ public struct FaultSimulation: Sendable {
                 "\(steps) steps", "\(events) events", "\(crashes) crashes", "\(submits) submits", "\(starts) starts",
                 "\(completed) completed", "\(requeues) requeues", "\(gpuFailures) jobs stopped by GPU failures",
                 "\(nodesLost) agents lost", "\(fenced) runs fenced", "\(killedAfterGrace) killed after their grace",
-                "\(wallClockSteps) wall clock steps",
+                "\(wallClockSteps) wall clock steps", "\(serviceChanges) services created, scaled or deleted",
             ]
             return parts.joined(separator: ", ")
         }
@@ -170,11 +172,6 @@ public struct FaultSimulation: Sendable {
                 recent: recent.suffix(12).map { "t=\(Int($0.mono)) " + ($0.input.map(Self.describe) ?? $0.note) }
             )
         }
-        func setRunners(_ c: inout Controller) {
-            for n in Self.localNodes { _ = c.step(.runner(node: n, .local), at: clock()) }
-            for n in Self.agentNodes { _ = c.step(.runner(node: n, .agent), at: clock()) }
-        }
-        setRunners(&controller)
 
         @discardableResult
         func feed(_ input: Controller.Input) throws(Failure) -> Controller.Output {
@@ -223,6 +220,12 @@ public struct FaultSimulation: Sendable {
 
         /// A runner carries out an order: a start makes the run unless it has it (orders are idempotent), a
         /// stop signals it.
+        func setRunners() throws(Failure) {
+            for n in Self.localNodes { try feed(.runner(node: n, .local)) }
+            for n in Self.agentNodes { try feed(.runner(node: n, .agent)) }
+        }
+        try setRunners()
+
         func carryOut(_ effect: Controller.Effect, on node: String) {
             switch effect {
             case .start(let id, let run):
@@ -356,7 +359,9 @@ public struct FaultSimulation: Sendable {
             var recovered = initial
             do { try recovered.apply(durable) } catch { throw fail("the log does not replay: \(error)") }
             controller = Controller(state: recovered)
-            setRunners(&controller)
+            // As allotd: every output is logged, a runner's too (a service's missing replicas are submitted
+            // on the first step after recovery, whichever it is).
+            try setRunners()
             for id in acked where recovered.jobs[id] == nil {
                 throw fail("acknowledged job \(id) is gone after a recovery")
             }
@@ -472,6 +477,34 @@ public struct FaultSimulation: Sendable {
             case 23..<25:
                 if rng.chance(0.5) { sync() }
                 try crash()
+            case 25..<28:
+                // A service: created, scaled (its replicas submitted and cancelled by the controller, crash
+                // loops backed off), deleted.
+                report.serviceChanges += 1
+                if controller.state.services["svc"] == nil {
+                    let spec = ServiceSpec(
+                        name: "svc",
+                        template: JobSpec(name: "svc", tenant: "a", kind: .inference, gpus: 1, command: ["serve"]),
+                        minReplicas: 0,
+                        maxReplicas: 4
+                    )
+                    try feed(.record([.serviceCreated(spec: spec, replicas: 1 + rng.below(3))]))
+                } else if rng.chance(0.75) {
+                    try feed(
+                        .record([
+                            .serviceScaled(
+                                name: "svc",
+                                replicas: rng.below(5),
+                                minReplicas: 0,
+                                maxReplicas: 4,
+                                reason: "test"
+                            )
+                        ])
+                    )
+                } else {
+                    try feed(.deleteService("svc", by: 1000))
+                }
+                passWanted = true
             default:
                 break
             }
@@ -499,7 +532,13 @@ public struct FaultSimulation: Sendable {
             }
             if step % 50 == 49 {
                 var replayed = initial
-                do { try replayed.apply(durable + unsynced) } catch { throw fail("the log does not replay: \(error)") }
+                for (i, e) in (durable + unsynced).enumerated() {
+                    do { try replayed.apply(e) } catch {
+                        throw fail(
+                            "the log does not replay: event \(i + 1), \(e.kindName) \("\(e.body)".prefix(120)): \(error)"
+                        )
+                    }
+                }
                 if replayed != controller.state { throw fail("replaying the log does not rebuild the state") }
             }
         }
@@ -525,6 +564,7 @@ public struct FaultSimulation: Sendable {
         case .hold(let id): "hold \(id)"
         case .release(let id): "release \(id)"
         case .requeue(let id, _, _): "requeue \(id)"
+        case .deleteService(let name, _): "delete service \(name)"
         }
     }
 }

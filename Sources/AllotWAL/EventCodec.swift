@@ -13,7 +13,8 @@ public enum EventCodec {
     /// its spec and its allocation. Version 8: MIG — models' profile tables, nodes' MIG mode and layout, a
     /// job's acceptable profiles and its instance. Version 9: a job's dependencies and its place in a job
     /// array. Version 10: a job's node selection, nice and notifications; a tenant's default webhook.
-    public static let version: UInt16 = 10
+    /// Version 11: services (their events, and the service a job is a replica of).
+    public static let version: UInt16 = 11
 
     static let nodeStates: [NodeState] = [.up, .draining, .drained, .down]
     static let healths: [GPUHealth] = [.healthy, .unhealthy]
@@ -31,6 +32,7 @@ public enum EventCodec {
     static let rules: [PlacementNote.Rule] = [.cheapest, .soonest, .deadline, .firstFit]
     static let dependencyKinds: [Dependency.Kind] = [.after, .afterany, .afterok, .afternotok, .singleton]
     static let notifyEvents: [JobNotify.Event] = [.begin, .end, .fail, .preempt, .requeue]
+    static let probeKinds: [Probe.Kind] = [.http, .tcp, .exec]
 
     static func index<T: Equatable>(_ v: T, in cases: [T]) -> UInt8 { UInt8(cases.firstIndex(of: v)!) }
 
@@ -128,7 +130,53 @@ public enum EventCodec {
             w.uvar(id.rawValue)
             write(spec, &w)
             w.optional(by) { $0.uvar(UInt64($1)) }
+        case .serviceCreated(let spec, let replicas):
+            w.u8(21)
+            write(spec, &w)
+            w.uvar(replicas)
+        case .serviceScaled(let name, let replicas, let minReplicas, let maxReplicas, let reason):
+            w.u8(22)
+            w.string(name)
+            w.uvar(replicas)
+            w.uvar(minReplicas)
+            w.uvar(maxReplicas)
+            w.string(reason)
+        case .serviceDeleted(let name, let by):
+            w.u8(23)
+            w.string(name)
+            w.optional(by) { $0.uvar(UInt64($1)) }
         }
+    }
+
+    static func write(_ s: ServiceSpec, _ w: inout BinaryWriter) {
+        w.string(s.name)
+        write(s.template, &w)
+        w.uvar(s.minReplicas)
+        w.uvar(s.maxReplicas)
+        w.optional(s.port) { $0.uvar($1) }
+        for probe in [s.ready, s.live] {
+            w.optional(probe) { w, p in
+                w.u8(index(p.kind, in: probeKinds))
+                w.string(p.target)
+            }
+        }
+    }
+
+    static func readServiceSpec(_ r: inout BinaryReader) throws(DecodeError) -> ServiceSpec {
+        func probe(_ r: inout BinaryReader) throws(DecodeError) -> Probe? {
+            try r.optional { r throws(DecodeError) in
+                Probe(kind: try r.enumeration(probeKinds, "check kind"), target: try r.string())
+            }
+        }
+        return ServiceSpec(
+            name: try r.string(),
+            template: try readJobSpec(&r),
+            minReplicas: try r.count(max: ServiceSpec.maxReplicasLimit),
+            maxReplicas: try r.count(max: ServiceSpec.maxReplicasLimit),
+            port: try r.optional { r throws(DecodeError) in try r.count(max: 65_535) },
+            ready: try probe(&r),
+            live: try probe(&r)
+        )
     }
 
     /// Decodes a payload written with `version`.
@@ -229,6 +277,21 @@ public enum EventCodec {
             )
         case 20 where r.version >= 10:
             body = .jobsArchived(ids: try r.array { r throws(DecodeError) in JobID(try r.uvar()) })
+        case 21 where r.version >= 11:
+            body = .serviceCreated(
+                spec: try readServiceSpec(&r),
+                replicas: try r.count(max: ServiceSpec.maxReplicasLimit)
+            )
+        case 22 where r.version >= 11:
+            body = .serviceScaled(
+                name: try r.string(),
+                replicas: try r.count(max: ServiceSpec.maxReplicasLimit),
+                minReplicas: try r.count(max: ServiceSpec.maxReplicasLimit),
+                maxReplicas: try r.count(max: ServiceSpec.maxReplicasLimit),
+                reason: try r.string()
+            )
+        case 23 where r.version >= 11:
+            body = .serviceDeleted(name: try r.string(), by: try r.optional { r throws(DecodeError) in try uid(&r) })
         case let k: throw DecodeError(offset: kindOffset, message: "unknown event kind \(k)")
         }
         return Event(time: time, body)
@@ -293,6 +356,7 @@ public enum EventCodec {
             w.uvar(UInt64(i.rows))
             w.uvar(UInt64(i.cols))
         }
+        w.optional(s.service) { $0.string($1) }
     }
 
     static func readJobSpec(_ r: inout BinaryReader) throws(DecodeError) -> JobSpec {
@@ -341,6 +405,7 @@ public enum EventCodec {
                 Interactive(pty: try r.bool(), rows: try r.count(max: 65535), cols: try r.count(max: 65535))
             }
         }
+        if r.version >= 11 { spec.service = try r.optional { r throws(DecodeError) in try r.string() } }
         return spec
     }
 

@@ -7,8 +7,8 @@ enum StateCodec {
     /// move with the event schema, whose versions they embed; 5: jobs' past runs, the event schema unchanged;
     /// 6: the stop reason of a job whose GPU failed, with event schema 5; 7: shares of GPUs, with event
     /// schema 7; 8: MIG, with event schema 8; 9: dependencies, with event schema 9; 10: node selection, nice
-    /// and notifications, with event schema 10).
-    static let version: UInt16 = 10
+    /// and notifications, with event schema 10; 11: services, with event schema 11).
+    static let version: UInt16 = 11
 
     static func encode(_ image: ClusterState.Image) -> [UInt8] {
         var w = BinaryWriter(capacity: 64 + image.jobs.count * 160)
@@ -52,6 +52,16 @@ enum StateCodec {
         }
         w.uvar(image.archived.jobs)
         w.optional(image.archived.lastEnd) { $0.f64($1.seconds) }
+        w.array(image.services) { w, s in
+            EventCodec.write(s.spec, &w)
+            w.uvar(s.replicas)
+            w.f64(s.created.seconds)
+            w.string(s.scaleReason)
+            w.array(s.members) { $0.uvar($1.rawValue) }
+            w.uvar(s.crashes)
+            w.optional(s.restartAfter) { $0.f64($1.seconds) }
+            w.optional(s.lastCrash) { $0.string($1) }
+        }
         return w.bytes
     }
 
@@ -126,6 +136,21 @@ enum StateCodec {
                 lastEnd: try r.optional { r throws(DecodeError) in Instant(seconds: try r.f64()) }
             )
         }
+        var services: [InferenceService] = []
+        if r.version >= 11 {
+            services = try r.array { r throws(DecodeError) in
+                InferenceService(
+                    spec: try EventCodec.readServiceSpec(&r),
+                    replicas: try r.count(max: ServiceSpec.maxReplicasLimit),
+                    created: Instant(seconds: try r.f64()),
+                    scaleReason: try r.string(),
+                    members: try r.array { r throws(DecodeError) in JobID(try r.uvar()) },
+                    crashes: try r.count(max: Int(Int32.max)),
+                    restartAfter: try r.optional { r throws(DecodeError) in Instant(seconds: try r.f64()) },
+                    lastCrash: try r.optional { r throws(DecodeError) in try r.string() }
+                )
+            }
+        }
         if r.remaining != 0 {
             throw DecodeError(offset: r.offset, message: "\(r.remaining) bytes left over after the state")
         }
@@ -138,7 +163,8 @@ enum StateCodec {
             tenantUsage: tenants,
             modelUsage: models,
             kindUsage: kinds,
-            archived: archived
+            archived: archived,
+            services: services
         )
     }
 

@@ -20,7 +20,7 @@ struct Allotctl: AsyncParsableCommand {
             Wait.self,
             Watch.self,
             Nodes.self, Drain.self, Resume.self, Status.self, Top.self, Cost.self, Reload.self, Simulate.self,
-            SimulateFaults.self, CA.self,
+            SimulateFaults.self, CA.self, ServiceCommand.self,
         ]
     )
 

@@ -157,4 +157,85 @@ import Testing
         }
         #expect(run() == run())
     }
+
+    // MARK: Services
+
+    static func service(_ name: String = "web", min: Int = 1, max: Int = 4) -> ServiceSpec {
+        ServiceSpec(
+            name: name,
+            template: .inference(1) { $0.command = ["serve"] },
+            minReplicas: min,
+            maxReplicas: max,
+            ready: Probe(kind: .http, target: "/")
+        )
+    }
+
+    /// Replicas that end on their own are replaced after 1, 2, 4 … s; one that ran ten minutes starts the
+    /// count afresh. The back-off is decided from the log's times, so a restart keeps it.
+    @Test func aServiceKeepsItsReplicasAndBacksOffACrashLoop() throws {
+        var c = Self.pool()
+        let created = c.step(.record([.serviceCreated(spec: Self.service(), replicas: 2)]), at: Self.at(1))
+        #expect(created.events.map(\.kindName) == ["serviceCreated", "jobSubmitted", "jobSubmitted"])
+        let ids = try #require(c.state.services["web"]?.members)
+        #expect(ids.count == 2 && ids.allSatisfy { c.state.jobs[$0]?.spec.service == "web" })
+        _ = c.step(.pass, at: Self.at(1))
+        #expect(ids.allSatisfy { c.state.jobs[$0]?.state == .running })
+        // One crashes at once: no replacement before 1 s has passed.
+        var t = 2.0
+        var crashed = ids[0]
+        var expected: [Double] = []
+        for n in 1...4 {
+            let out = c.step(.runEnded(.init(id: crashed, run: 1, exit: .exited(code: 3))), at: Self.at(t))
+            #expect(!out.events.contains { $0.kindName == "jobSubmitted" }, "crash \(n)")
+            let s = try #require(c.state.services["web"])
+            #expect(s.crashes == n && s.lastCrash?.contains("exit code 3") == true)
+            let due = try #require(s.restartAfter).seconds - Self.at(t).wall.seconds
+            expected.append(due)
+            #expect(c.step(.tick, at: Self.at(t + due - 0.01)).events.isEmpty)
+            let replaced = c.step(.tick, at: Self.at(t + due))
+            #expect(replaced.events.map(\.kindName) == ["jobSubmitted"])
+            crashed = try #require(replaced.events.first?.body.jobID)
+            _ = c.step(.pass, at: Self.at(t + due))
+            t += due
+        }
+        #expect(expected == [1, 2, 4, 8])
+        // Ten minutes of running, then a crash: back to 1 s.
+        t += InferenceService.healthyRun
+        _ = c.step(.runEnded(.init(id: crashed, run: 1, exit: .exited(code: 1))), at: Self.at(t))
+        #expect(c.state.services["web"]?.crashes == 1)
+        #expect(c.state.invariantViolations().isEmpty)
+    }
+
+    @Test func scalingDownCancelsWaitingReplicasFirstThenTheNewest() throws {
+        var c = Self.pool()
+        // Eight GPUs: four replicas of 2 run, the fifth waits.
+        var spec = Self.service(max: 8)
+        spec.template.gpus = 2
+        _ = c.step(.record([.serviceCreated(spec: spec, replicas: 5)]), at: Self.at(1))
+        _ = c.step(.pass, at: Self.at(1))
+        let members = try #require(c.state.services["web"]?.members)
+        #expect(members.filter { c.state.jobs[$0]?.state == .running }.count == 4)
+        let out = c.step(
+            .record([.serviceScaled(name: "web", replicas: 3, minReplicas: 1, maxReplicas: 8, reason: "test")]),
+            at: Self.at(2)
+        )
+        let cancelled = out.events.compactMap { e -> JobID? in
+            if case .jobCancelled(let id, nil, _) = e.body { id } else { nil }
+        }
+        #expect(cancelled == [members[4], members[3]])
+        #expect(c.state.jobs[members[4]]?.state == .cancelled && c.state.jobs[members[3]]?.state == .stopping)
+        // While the stopping one stops, nothing more is cancelled and nothing is submitted.
+        #expect(
+            c.step(.tick, at: Self.at(3)).events.allSatisfy {
+                $0.kindName != "jobCancelled" && $0.kindName != "jobSubmitted"
+            }
+        )
+        _ = c.step(.runEnded(.init(id: members[3], run: 1, exit: .signaled(signal: 15))), at: Self.at(4))
+        let s = try #require(c.state.services["web"])
+        #expect(s.members == Array(members.prefix(3)) && s.crashes == 0)
+        // Deleted: every replica cancelled, then the service gone, in one step.
+        let del = c.step(.deleteService("web", by: 0), at: Self.at(5))
+        #expect(del.events.map(\.kindName) == ["jobCancelled", "jobCancelled", "jobCancelled", "serviceDeleted"])
+        #expect(c.state.services.isEmpty && c.state.invariantViolations().isEmpty)
+    }
 }

@@ -339,6 +339,46 @@ enum Sample {
         ]
     }()
 
+    /// Services (version 11): one created with both checks and a fixed port, a replica, a scale, a replica
+    /// cancelled, and one created then deleted.
+    static let eventsV11: [Event] = {
+        func at(_ t: Double, _ b: Event.Body) -> Event { Event(time: Instant(seconds: 1_800_000_900 + t), b) }
+        var template = JobSpec(name: "llm", tenant: "research", uid: 1000, user: "alice", kind: .inference, gpus: 1)
+        template.gpuShare = 250
+        template.command = ["serve", "--port", "8000"]
+        template.environment = ["ALLOT_PORT": "8000"]
+        let llm = ServiceSpec(
+            name: "llm",
+            template: template,
+            minReplicas: 1,
+            maxReplicas: 4,
+            port: 8000,
+            ready: Probe(kind: .http, target: "/health"),
+            live: Probe(kind: .exec, target: "curl -sf localhost:8000/ping")
+        )
+        var replica = template
+        replica.service = "llm"
+        let scratch = ServiceSpec(
+            name: "scratch",
+            template: template,
+            minReplicas: 0,
+            maxReplicas: 1,
+            ready: Probe(kind: .tcp)
+        )
+        return [
+            at(0, .serviceCreated(spec: llm, replicas: 2)),
+            at(0, .jobSubmitted(id: 26, spec: replica, held: false)),
+            at(0, .jobSubmitted(id: 27, spec: replica, held: false)),
+            at(
+                1,
+                .serviceScaled(name: "llm", replicas: 1, minReplicas: 1, maxReplicas: 4, reason: "scaled to 1 by alice")
+            ),
+            at(1, .jobCancelled(id: 27, by: nil, grace: 0)),
+            at(2, .serviceCreated(spec: scratch, replicas: 0)),
+            at(3, .serviceDeleted(name: "scratch", by: 1000)),
+        ]
+    }()
+
     /// A submit event for job `id`.
     static func submit(_ id: UInt64) -> Event {
         Event(

@@ -1,0 +1,246 @@
+/// How a replica of a service is checked by its node's runner.
+public struct Probe: Hashable, Sendable, Codable, CustomStringConvertible {
+    public enum Kind: String, Hashable, Sendable, Codable, CaseIterable {
+        /// An HTTP GET of `target` (a path) on the replica's port; a 2xx or 3xx answer passes.
+        case http
+        /// A TCP connection to the replica's port.
+        case tcp
+        /// `target` run by `sh -c` as the replica's owner; exit 0 passes.
+        case exec
+    }
+
+    public var kind: Kind
+    public var target: String
+
+    public init(kind: Kind, target: String = "") {
+        self.kind = kind
+        self.target = target
+    }
+
+    /// `http:/health`, `http` (for `/`), `tcp`, `exec:CMD`.
+    public static func parse(_ text: String) -> Result<Probe, SpecError> {
+        let (head, rest): (Substring, String?) =
+            if let colon = text.firstIndex(of: ":") {
+                (text[..<colon], String(text[text.index(after: colon)...]))
+            } else {
+                (Substring(text), nil)
+            }
+        switch head {
+        case "http":
+            let path = rest ?? "/"
+            guard path.hasPrefix("/"), !path.contains(where: { $0.isWhitespace || $0.isNewline }) else {
+                return .failure(SpecError("\"\(text)\": an HTTP check takes a path starting with /, as http:/health"))
+            }
+            return .success(Probe(kind: .http, target: path))
+        case "tcp":
+            guard rest == nil || rest == "" else {
+                return .failure(SpecError("\"\(text)\": a TCP check takes nothing after tcp (it connects to the port)"))
+            }
+            return .success(Probe(kind: .tcp))
+        case "exec":
+            guard let command = rest, !command.allSatisfy(\.isWhitespace) else {
+                return .failure(SpecError("\"\(text)\": an exec check takes a command, as exec:CMD"))
+            }
+            return .success(Probe(kind: .exec, target: command))
+        default:
+            return .failure(SpecError("\"\(text)\" is not a check: http[:/PATH], tcp or exec:CMD"))
+        }
+    }
+
+    public var description: String {
+        switch kind {
+        case .http: "http:\(target)"
+        case .tcp: "tcp"
+        case .exec: "exec:\(target)"
+        }
+    }
+}
+
+/// What a service is: the job each replica runs, how many may run, and how replicas are reached and checked.
+public struct ServiceSpec: Hashable, Sendable, Codable {
+    public var name: String
+    /// Each replica's job (an inference job of the service's owner and tenant).
+    public var template: JobSpec
+    public var minReplicas: Int
+    public var maxReplicas: Int
+    /// The port every replica listens on; nil: a free port picked on the replica's node at each start.
+    public var port: Int?
+    /// Passed before a replica counts as serving (nil: serving once it runs).
+    public var ready: Probe?
+    /// Checked while it serves; a replica that fails it three times in a row is restarted.
+    public var live: Probe?
+
+    public init(
+        name: String,
+        template: JobSpec,
+        minReplicas: Int,
+        maxReplicas: Int,
+        port: Int? = nil,
+        ready: Probe? = nil,
+        live: Probe? = nil
+    ) {
+        self.name = name
+        self.template = template
+        self.minReplicas = minReplicas
+        self.maxReplicas = maxReplicas
+        self.port = port
+        self.ready = ready
+        self.live = live
+    }
+
+    /// The most replicas one service may have.
+    public static let maxReplicasLimit = 10_000
+
+    /// Problems with the spec on its own; empty when it is valid.
+    public func problems() -> [String] {
+        var out: [String] = []
+        if let p = Self.nameProblem(name) { out.append(p) }
+        if minReplicas < 0 { out.append("a service needs 0 replicas or more, not \(minReplicas)") }
+        if maxReplicas < max(1, minReplicas) {
+            out.append("the most replicas (\(maxReplicas)) must be at least 1 and at least the fewest (\(minReplicas))")
+        }
+        if maxReplicas > Self.maxReplicasLimit {
+            out.append("a service may have at most \(Self.maxReplicasLimit) replicas, not \(maxReplicas)")
+        }
+        if let p = port, !(1...65_535).contains(p) { out.append("port must be 1...65535 or auto, not \(p)") }
+        if template.interactive != nil { out.append("a service's replicas cannot be interactive") }
+        if template.array != nil { out.append("a service's replicas are not a job array") }
+        if !template.dependencies.isEmpty { out.append("a service's replicas take no dependencies") }
+        if template.command.isEmpty { out.append("a service needs a command") }
+        out += ClusterState.specProblems(template)
+        return out
+    }
+
+    /// Why `name` cannot name a service, or nil: letters, digits, `-`, `_` and `.`, 1–63 characters,
+    /// starting with a letter or digit (it appears in paths, metrics labels and DNS-like names).
+    public static func nameProblem(_ name: String) -> String? {
+        let ok =
+            !name.isEmpty && name.count <= 63
+            && name.unicodeScalars.allSatisfy {
+                ($0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0)))
+                    || "-_.".unicodeScalars.contains($0)
+            }
+            && name.unicodeScalars.first.map { $0.properties.isAlphabetic || ("0"..."9").contains($0) } == true
+        return ok
+            ? nil
+            : "\"\(name)\" cannot name a service: 1 to 63 letters, digits, -, _ or ., starting with a letter or digit"
+    }
+}
+
+/// A service in the pool: its spec, how many replicas it wants, and its replicas' jobs.
+public struct InferenceService: Hashable, Sendable, Codable {
+    public var spec: ServiceSpec
+    /// How many replicas it should have now.
+    public internal(set) var replicas: Int
+    public internal(set) var created: Instant
+    /// Why it has that many (`created`, `scaled by uid 0`, …).
+    public internal(set) var scaleReason: String
+    /// Its replicas' jobs that have not ended, ascending.
+    public internal(set) var members: [JobID] = []
+    /// Replicas that ended on their own in a row, each soon after it started: a crash loop.
+    public internal(set) var crashes = 0
+    /// No replacement starts before this (the crash loop's back-off).
+    public internal(set) var restartAfter: Instant?
+    /// How the last replica that ended on its own ended.
+    public internal(set) var lastCrash: String?
+
+    public init(
+        spec: ServiceSpec,
+        replicas: Int,
+        created: Instant,
+        scaleReason: String,
+        members: [JobID] = [],
+        crashes: Int = 0,
+        restartAfter: Instant? = nil,
+        lastCrash: String? = nil
+    ) {
+        self.spec = spec
+        self.replicas = replicas
+        self.created = created
+        self.scaleReason = scaleReason
+        self.members = members
+        self.crashes = crashes
+        self.restartAfter = restartAfter
+        self.lastCrash = lastCrash
+    }
+
+    /// A replica that ran at least this long before it ended starts the crash count afresh.
+    public static let healthyRun: Seconds = 600
+    /// The back-off after `crashes` crashes in a row: 1 s, doubling, at most 5 min (as Kubernetes' crash
+    /// loop back-off, from a shorter start: a model server that dies at once is seen dying at once).
+    public static func backoff(crashes: Int) -> Seconds {
+        crashes <= 0 ? 0 : min(300, Double(1 << min(crashes - 1, 16)))
+    }
+}
+
+/// Why a spec or value is not valid, in a sentence.
+public struct SpecError: Error, Hashable, Sendable {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+}
+
+extension ClusterState {
+    /// Services by name.
+    public func service(named name: String) -> InferenceService? { services[name] }
+
+    mutating func applyService(_ body: Event.Body, at t: Instant) throws(StateError) {
+        switch body {
+        case .serviceCreated(let spec, let replicas):
+            if let problem = spec.problems().first {
+                throw StateError(.invalidSpec, "service \(spec.name): \(problem)")
+            }
+            guard services[spec.name] == nil else {
+                throw StateError(.duplicate, "service \(spec.name) already exists")
+            }
+            guard (spec.minReplicas...spec.maxReplicas).contains(replicas) else {
+                throw StateError(
+                    .invalidSpec,
+                    "service \(spec.name): \(replicas) replicas is outside \(spec.minReplicas)...\(spec.maxReplicas)"
+                )
+            }
+            services[spec.name] = InferenceService(spec: spec, replicas: replicas, created: t, scaleReason: "created")
+        case .serviceScaled(let name, let replicas, let minReplicas, let maxReplicas, let reason):
+            guard var s = services[name] else { throw StateError(.unknownJob, "no service \(name)") }
+            guard minReplicas >= 0, maxReplicas >= max(1, minReplicas), maxReplicas <= ServiceSpec.maxReplicasLimit,
+                (minReplicas...maxReplicas).contains(replicas)
+            else {
+                throw StateError(
+                    .invalidSpec,
+                    "service \(name): \(replicas) replicas within \(minReplicas)...\(maxReplicas) is not a valid size"
+                )
+            }
+            s.replicas = replicas
+            s.spec.minReplicas = minReplicas
+            s.spec.maxReplicas = maxReplicas
+            s.scaleReason = reason
+            // Asked for again: a new start, not a continued crash loop.
+            if replicas > s.members.count { s.restartAfter = nil }
+            services[name] = s
+        case .serviceDeleted(let name, _):
+            guard services.removeValue(forKey: name) != nil else { throw StateError(.unknownJob, "no service \(name)") }
+        default:
+            break
+        }
+    }
+
+    /// Keeps a service's replica list as its replicas' jobs arrive and end; counts crashes.
+    mutating func noteReplica(_ id: JobID, at t: Instant) {
+        guard let job = jobs[id], let name = job.spec.service, var s = services[name] else { return }
+        if job.state.isTerminal {
+            guard let i = s.members.firstIndex(of: id) else { return }
+            s.members.remove(at: i)
+            if job.state == .failed || job.state == .completed {
+                // It ended on its own: a service's replica is meant to run until told to stop.
+                let ran = max(0, (job.endTime ?? t) - (job.startTime ?? t))
+                s.crashes = ran >= InferenceService.healthyRun ? 1 : s.crashes + 1
+                s.restartAfter = t + InferenceService.backoff(crashes: s.crashes)
+                let how = job.exit.map { "\($0)" } ?? job.note ?? job.state.rawValue
+                s.lastCrash = "replica \(id) ended (\(how)) after \(Int(ran.rounded()))s"
+            }
+        } else if !s.members.contains(id) {
+            s.members.append(id)
+            s.members.sort()
+        }
+        services[name] = s
+    }
+}

@@ -1,0 +1,220 @@
+import AllotCore
+import AllotProtocol
+import Foundation
+import Logging
+
+/// Services: created, scaled and deleted through the controller (which keeps their replicas' jobs), and
+/// their replicas on this host's nodes checked (ReplicaChecks).
+extension Engine {
+    func noService(_ name: String) -> String {
+        let names = state.services.keys.sorted()
+        return "no service \(name)" + (names.isEmpty ? "" : " (services: \(names.prefix(10).joined(separator: ", ")))")
+    }
+
+    /// `service.create`, `service.scale`, `service.delete`.
+    func serviceChange(_ call: Call, caller: Caller) -> Result<ServiceObject, RPCError> {
+        let who = caller.name ?? "uid \(caller.uid)"
+        do throws(RPCError) {
+            switch call {
+            case .serviceCreate(let p):
+                if let problem = ServiceSpec.nameProblem(p.name) { throw .invalidParams("name: \(problem)") }
+                guard state.services[p.name] == nil else { throw .refused("service \(p.name) already exists") }
+                var request = p.job
+                request.kind = "inference"
+                var checks = specChecks(caller: caller)
+                var (template, _, _) = try checkedSpec(request, caller: caller, &checks)
+                template.name = p.name
+                if let port = p.port { template.environment["ALLOT_PORT"] = String(port) }
+                func probe(_ text: String?, _ what: String) throws(RPCError) -> Probe? {
+                    guard let text else { return nil }
+                    switch Probe.parse(text) {
+                    case .success(let probe): return probe
+                    case .failure(let e): throw .invalidParams("\(what): \(e.message)")
+                    }
+                }
+                let replicas = p.replicas ?? p.min ?? 1
+                let spec = ServiceSpec(
+                    name: p.name,
+                    template: template,
+                    minReplicas: p.min ?? Swift.min(replicas, 1),
+                    maxReplicas: p.max ?? Swift.max(replicas, p.min ?? 1, 1),
+                    port: p.port,
+                    ready: try probe(p.ready, "ready"),
+                    live: try probe(p.live, "live")
+                )
+                if let problem = spec.problems().first { throw .invalidParams(problem) }
+                guard (spec.minReplicas...spec.maxReplicas).contains(replicas) else {
+                    throw .invalidParams(
+                        "replicas: \(replicas) is outside the service's bounds \(spec.minReplicas)...\(spec.maxReplicas)"
+                    )
+                }
+                try record(.serviceCreated(spec: spec, replicas: replicas))
+                logger.info(
+                    "Service created",
+                    metadata: ["service": "\(p.name)", "replicas": "\(replicas)", "uid": "\(caller.uid)"]
+                )
+                return .success(serviceObject(state.services[p.name]!))
+            case .serviceScale(let p):
+                let s = try ownService(p.name, caller: caller, "scale")
+                guard (0...ServiceSpec.maxReplicasLimit).contains(p.replicas) else {
+                    throw .invalidParams("replicas: 0 to \(ServiceSpec.maxReplicasLimit), not \(p.replicas)")
+                }
+                // Asked for a size outside its bounds, the bounds widen: the user's word is the last.
+                try record(
+                    .serviceScaled(
+                        name: p.name,
+                        replicas: p.replicas,
+                        minReplicas: Swift.min(s.spec.minReplicas, p.replicas),
+                        maxReplicas: Swift.max(s.spec.maxReplicas, p.replicas, 1),
+                        reason: "scaled to \(p.replicas) by \(who)"
+                    )
+                )
+                logger.info("Service scaled", metadata: ["service": "\(p.name)", "replicas": "\(p.replicas)"])
+                return .success(serviceObject(state.services[p.name]!))
+            case .serviceDelete(let name):
+                var gone = serviceObject(try ownService(name, caller: caller, "delete"))
+                let out = step(.deleteService(name, by: caller.uid))
+                if let (_, error) = out.refused.first {
+                    throw RPCError(RPCError.internalError, "deleting service \(name) failed: \(error.message)")
+                }
+                requestPass()
+                gone.replicas = 0
+                gone.members = gone.members.map { m in
+                    var m = m
+                    m.state = state.jobs[JobID(m.id)]?.state.rawValue ?? m.state
+                    m.ready = false
+                    return m
+                }
+                gone.ready = 0
+                return .success(gone)
+            default:
+                throw RPCError(RPCError.internalError, "not a service change")
+            }
+        } catch {
+            return .failure(error)
+        }
+    }
+
+    /// A service its caller may change: their own, or any for admins.
+    private func ownService(_ name: String, caller: Caller, _ what: String) throws(RPCError) -> InferenceService {
+        guard let s = state.services[name] else { throw .notFound(noService(name)) }
+        guard caller.admin || caller.uid == s.spec.template.uid else {
+            throw .denied(
+                "service \(name) is \(s.spec.template.user ?? "uid \(s.spec.template.uid)")'s: only they and admins may \(what) it"
+            )
+        }
+        return s
+    }
+
+    /// Records an event through the controller (which then keeps the service's replicas).
+    private func record(_ body: Event.Body) throws(RPCError) {
+        let out = step(.record([body]))
+        if let (_, error) = out.refused.first { throw .refused(error.message) }
+        requestPass()
+    }
+
+    func serviceObject(_ s: InferenceService) -> ServiceObject {
+        let t = s.spec.template
+        let members = s.members.map { replicaObject($0, of: s) }
+        let running = s.members.compactMap { state.jobs[$0] }.filter { $0.state == .running }
+        return ServiceObject(
+            name: s.spec.name,
+            user: t.user ?? String(t.uid),
+            uid: t.uid,
+            tenant: t.tenant,
+            command: t.command,
+            gpus: t.gpuShare.map { Double($0) / 1000 } ?? Double(t.gpus),
+            gpuModels: t.gpuModels.isEmpty ? nil : t.gpuModels,
+            mig: t.mig.isEmpty ? nil : t.mig,
+            replicas: s.replicas,
+            min: s.spec.minReplicas,
+            max: s.spec.maxReplicas,
+            ready: members.filter(\.ready).count,
+            port: s.spec.port,
+            readyCheck: s.spec.ready?.description,
+            liveCheck: s.spec.live?.description,
+            created: WireTime.format(s.created.seconds),
+            scaleReason: s.scaleReason,
+            crashes: s.crashes > 0 ? s.crashes : nil,
+            lastCrash: s.lastCrash,
+            restartAfter: s.restartAfter.flatMap { $0.seconds > Self.now ? WireTime.format($0.seconds) : nil },
+            members: members,
+            costPerHour: running.reduce(0) { $0 + $1.costRate } * 3600
+        )
+    }
+
+    private func replicaObject(_ id: JobID, of s: InferenceService) -> ReplicaObject {
+        guard let job = state.jobs[id] else { return ReplicaObject(id: id.rawValue, state: "gone", ready: false) }
+        let node = job.allocation?.slices.first?.node
+        var r = ReplicaObject(id: id.rawValue, state: job.state.rawValue, node: node, ready: false)
+        guard job.state == .running, let node else {
+            r.reason = reason(of: job)
+            return r
+        }
+        r.address = state.node(named: node)?.spec.labels["address"] ?? (localNodes.contains(node) ? "127.0.0.1" : node)
+        switch controller.runner(of: job) {
+        case .local:
+            r.port = executor.port(of: id, run: job.runs)
+            let health = replicaChecks.of(id, run: job.runs)
+            r.ready = health?.ready ?? false
+            r.reason = health?.problem ?? (r.ready ? nil : "not checked yet")
+        case .agent, .none:
+            // Checks run on allotd's own nodes in this version: elsewhere a running replica counts as serving.
+            r.port = s.spec.port
+            r.ready = true
+            r.reason = "not checked: its node is run by an agent"
+        }
+        return r
+    }
+
+    func endpoints(of s: InferenceService) -> EndpointsResult {
+        EndpointsResult(
+            service: s.spec.name,
+            endpoints: s.members.map { replicaObject($0, of: s) }.compactMap { r in
+                guard r.ready, let node = r.node, let address = r.address, let port = r.port else { return nil }
+                return EndpointsResult.Endpoint(job: r.id, node: node, address: address, port: port)
+            }
+        )
+    }
+
+    /// Starts the checks that are due on this host's running replicas (from the engine's tick).
+    func checkReplicas() {
+        guard !state.services.isEmpty else { return }
+        var running: [(id: JobID, run: Int, port: Int, spec: ServiceSpec)] = []
+        for s in state.services.values {
+            for id in s.members {
+                guard let job = state.jobs[id], job.state == .running, controller.runner(of: job) == .local,
+                    let port = executor.port(of: id, run: job.runs)
+                else { continue }
+                running.append((id, job.runs, port, s.spec))
+            }
+        }
+        let handle = self.handle
+        for (id, run, port, probe, readiness) in replicaChecks.due(running: running, now: System.monotonic()) {
+            let user = state.jobs[id]?.spec.user
+            Task.detached {
+                let problem = ReplicaChecks.check(probe, port: port, user: user)
+                handle.send(.replicaChecked(id: id, run: run, readiness: readiness, problem: problem))
+            }
+        }
+    }
+
+    /// A check's answer: a replica that fails its liveness check too often is restarted (requeued: it
+    /// stops within its grace and starts again).
+    func replicaChecked(_ id: JobID, run: Int, readiness: Bool, problem: String?) {
+        let wasReady = replicaChecks.of(id, run: run)?.ready ?? false
+        guard let restart = replicaChecks.answered(id, run: run, readiness: readiness, problem: problem) else {
+            if let h = replicaChecks.of(id, run: run), h.ready != wasReady {
+                logger.info(
+                    h.ready ? "Replica ready" : "Replica not ready",
+                    metadata: ["job.id": "\(id)", "reason": "\(problem ?? "-")"]
+                )
+            }
+            return
+        }
+        guard let job = state.jobs[id], job.state == .running, job.runs == run else { return }
+        logger.notice("Replica restarted", metadata: ["job.id": "\(id)", "reason": "\(restart)"])
+        step(.requeue(id, by: nil, reason: "restarted: \(restart)"))
+        requestPass()
+    }
+}

@@ -1,0 +1,202 @@
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Services with real replicas: a small HTTP model server (python3's http.server) on the port allotd gives
+/// each replica (issue 15).
+@Suite struct ServiceTests {
+    /// A replica: an HTTP server on $ALLOT_PORT that serves its working directory.
+    static let server = ["sh", "-c", "exec python3 -m http.server --bind 127.0.0.1 \"$ALLOT_PORT\""]
+
+    static func object(_ r: Harness.Output) -> [String: Any] {
+        (try? JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any]) ?? [:]
+    }
+
+    static func endpoints(_ d: DaemonFixture, _ name: String) -> [[String: Any]] {
+        object(d.ctl(["service", "endpoints", name, "--json"]))["endpoints"] as? [[String: Any]] ?? []
+    }
+
+    /// The HTTP status an endpoint answers GET / with, or nil.
+    static func get(port: Int) -> Int? {
+        let r = try? Harness.run(
+            "/usr/bin/python3",
+            [
+                "-c",
+                "import urllib.request,sys; print(urllib.request.urlopen('http://127.0.0.1:\(port)/', timeout=2).status)",
+            ],
+            absolute: true
+        )
+        return r.flatMap { $0.status == 0 ? Int($0.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) : nil }
+    }
+
+    /// Waits until `check` holds; returns the seconds it took, or nil after `timeout`.
+    static func until(_ timeout: Double, _ check: () -> Bool) -> Double? {
+        let start = Date()
+        while Date().timeIntervalSince(start) < timeout {
+            if check() { return Date().timeIntervalSince(start) }
+            usleep(50_000)
+        }
+        return nil
+    }
+
+    @Test func readyReplicasAreEndpointsAndAKilledOneIsReplaced() throws {
+        let d = try DaemonFixture()
+        let create = d.ctl(
+            [
+                "service", "create", "--gpus", "0.5", "--replicas", "2", "--ready", "http:/", "--workdir", "/tmp",
+                "web", "--",
+            ]
+                + Self.server
+        )
+        #expect(create.status == 0, "\(create.stderr)")
+        let ready = Self.until(20) { Self.endpoints(d, "web").count == 2 }
+        try #require(ready != nil, "\(d.ctl(["service", "show", "web"]).stdout)\n\(d.daemonLog.suffix(2000))")
+        // Each endpoint is a replica answering on its own port.
+        let ports = Self.endpoints(d, "web").compactMap { $0["port"] as? Int }
+        #expect(Set(ports).count == 2, "\(ports)")
+        for p in ports { #expect(Self.get(port: p) == 200, "port \(p)") }
+        // A replica's job says which service it serves.
+        let first = try #require(Self.endpoints(d, "web").first?["job"] as? Int)
+        #expect(d.job(first)?["service"] as? String == "web")
+
+        // Its server dies: a new replica replaces it and is ready within its back-off (1 s) plus its start.
+        let pid = try #require(d.recordedPID(first, "pid"))
+        kill(pid, SIGKILL)
+        let back = Self.until(20) {
+            let e = Self.endpoints(d, "web")
+            return e.count == 2 && !e.contains { $0["job"] as? Int == first }
+        }
+        try #require(back != nil, "\(d.ctl(["service", "show", "web"]).stdout)")
+        print("replica killed → replacement ready in \(String(format: "%.2f", back!)) s")
+        #expect(back! < 10)
+        let show = Self.object(d.ctl(["service", "show", "web", "--json"]))
+        #expect((show["last_crash"] as? String ?? "").contains("replica \(first)"), "\(show)")
+        #expect(d.state(first) == "failed")
+    }
+
+    @Test func aCrashLoopBacksOffAndSaysWhy() throws {
+        let d = try DaemonFixture()
+        #expect(d.ctl(["service", "create", "--workdir", "/tmp", "broken", "--", "sh", "-c", "exit 3"]).status == 0)
+        // 1 s, 2 s, 4 s … between replacements: in 6 s no more than five replicas start.
+        sleep(6)
+        let show = Self.object(d.ctl(["service", "show", "broken", "--json"]))
+        let crashes = show["crashes"] as? Int ?? 0
+        #expect(crashes >= 2, "\(show)")
+        #expect((show["last_crash"] as? String ?? "").contains("exit code 3"), "\(show)")
+        let jobs =
+            (try? JSONSerialization.jsonObject(with: Data(d.ctl(["ls", "-a", "--json"]).stdout.utf8)) as? [Any])?
+            .count ?? 0
+        #expect((2...5).contains(jobs), "\(jobs) replicas started in 6 s")
+        let text = d.ctl(["service", "show", "broken"]).stdout
+        #expect(text.contains("in a row; last: replica") && text.contains("exit code 3"), "\(text)")
+    }
+
+    @Test func servicesSurviveASIGKILLOfAllotdWithoutDuplicates() throws {
+        let d = try DaemonFixture()
+        #expect(
+            d.ctl(
+                ["service", "create", "--replicas", "2", "--ready", "tcp", "--workdir", "/tmp", "api", "--"]
+                    + Self.server
+            )
+            .status == 0
+        )
+        try #require(Self.until(20) { Self.endpoints(d, "api").count == 2 } != nil)
+        let before = Set(Self.endpoints(d, "api").compactMap { $0["job"] as? Int })
+        _ = d.stop(signal: SIGKILL)
+        try d.start()
+        // The same replicas, adopted, ready again; no third one.
+        let again = Self.until(20) { Set(Self.endpoints(d, "api").compactMap { $0["job"] as? Int }) == before }
+        #expect(again != nil, "\(d.ctl(["service", "show", "api"]).stdout)")
+        let jobs =
+            (try? JSONSerialization.jsonObject(with: Data(d.ctl(["ls", "-a", "--json"]).stdout.utf8)) as? [Any])?
+            .count
+        #expect(jobs == 2)
+        for p in Self.endpoints(d, "api").compactMap({ $0["port"] as? Int }) { #expect(Self.get(port: p) == 200) }
+    }
+
+    @Test func scaleUpDownAndDelete() throws {
+        let d = try DaemonFixture()
+        // An exec check: the command runs with the replica's port.
+        let create = d.ctl(
+            [
+                "service", "create", "--ready", "exec:test -n \"$ALLOT_PORT\"", "--workdir", "/tmp", "svc", "--",
+                "sleep", "300",
+            ]
+        )
+        #expect(create.status == 0, "\(create.stderr)")
+        let members = {
+            (Self.object(d.ctl(["service", "show", "svc", "--json"]))["members"] as? [[String: Any]]) ?? []
+        }
+        let ready = { members().filter { $0["ready"] as? Bool == true }.count }
+        #expect(Self.until(10) { ready() == 1 } != nil, "\(members())")
+        let up = d.ctl(["service", "scale", "svc", "3"])
+        #expect(up.status == 0 && up.stdout.contains("3 replicas wanted (1...3)"), "\(up.stdout)\(up.stderr)")
+        #expect(Self.until(10) { ready() == 3 } != nil, "\(members())")
+        // Down to one: the newest go first.
+        #expect(d.ctl(["service", "scale", "svc", "1"]).status == 0)
+        #expect(Self.until(10) { members().count == 1 } != nil, "\(members())")
+        #expect(members().first?["id"] as? Int == 1, "\(members())")
+        let ls = d.ctl(["service", "ls"]).stdout
+        #expect(ls.contains("svc") && ls.contains("scaled to 1 by"), "\(ls)")
+        // Delete: its replicas are cancelled, the service is gone.
+        let del = d.ctl(["service", "delete", "svc"])
+        #expect(del.status == 0 && del.stdout.contains("1 replica cancelled"), "\(del.stdout)\(del.stderr)")
+        _ = try d.wait(1, for: "cancelled")
+        let gone = d.ctl(["service", "show", "svc"])
+        #expect(gone.status == 3 && gone.stderr.contains("no service svc"), "\(gone.stderr)")
+    }
+
+    @Test func aReplicaFailingItsLivenessCheckIsRestarted() throws {
+        let d = try DaemonFixture()
+        #expect(
+            d.ctl(
+                ["service", "create", "--live", "http:/missing", "--grace", "1s", "--workdir", "/tmp", "sick", "--"]
+                    + Self.server
+            ).status == 0
+        )
+        // Three failed checks a second apart, then a stop within its grace and a new run of the same job.
+        let restarted = Self.until(20) { (d.job(1)?["earlier_runs"] as? [Any])?.isEmpty == false }
+        #expect(restarted != nil, "\(d.job(1) ?? [:])\n\(d.daemonLog.suffix(1500))")
+        #expect(d.daemonLog.contains("its liveness check failed 3 times in a row: GET /missing answered 404"))
+    }
+
+    @Test func badServicesAreRefusedWithTheReason() throws {
+        let d = try DaemonFixture()
+        let cases: [([String], String)] = [
+            (["bad name!", "--", "true"], "cannot name a service"),
+            (["--ready", "http:health", "s1", "--", "true"], "--ready: \"http:health\": an HTTP check takes a path"),
+            (["--ready", "grpc", "s1", "--", "true"], "is not a check"),
+            (["--port", "70000", "s1", "--", "true"], "--port: expected auto or a port"),
+            (["s1", "--gpus", "2", "--", "true"], "options go before NAME"),
+            (["--min", "3", "--max", "2", "s1", "--", "true"], "must be at least 1 and at least the fewest"),
+            (["--gpus", "64", "s1", "--", "true"], "could never start"),
+            (["--array", "1-3", "s1", "--", "true"], "takes none of --file, --array"),
+        ]
+        for (args, message) in cases {
+            let r = d.ctl(["service", "create", "--workdir", "/tmp"] + args)
+            #expect(r.status != 0 && r.stderr.contains(message), "\(args): \(r.status) \(r.stderr)")
+        }
+        #expect(d.ctl(["service", "create", "--workdir", "/tmp", "s1", "--", "sleep", "100"]).status == 0)
+        let twice = d.ctl(["service", "create", "--workdir", "/tmp", "s1", "--", "sleep", "100"])
+        #expect(twice.status == 1 && twice.stderr.contains("service s1 already exists"), "\(twice.stderr)")
+        let scale = d.ctl(["service", "scale", "nope", "2"])
+        #expect(scale.status == 3 && scale.stderr.contains("no service nope (services: s1)"), "\(scale.stderr)")
+    }
+
+    @Test(.enabled(if: getuid() == 0, "needs root to create users"))
+    func onlyItsOwnerAndAdminsChangeAService() throws {
+        try PermissionTests.ensureUsers()
+        let (alice, bob) = (PermissionTests.users[0], PermissionTests.users[1])
+        let d = try DaemonFixture()
+        let made = d.ctl(["service", "create", "--workdir", "/tmp", "mine", "--", "sleep", "100"], as: alice)
+        #expect(made.status == 0, "\(made.stderr)")
+        let theirs = d.ctl(["service", "scale", "mine", "2"], as: bob)
+        #expect(theirs.status == 4 && theirs.stderr.contains("only they and admins may scale it"), "\(theirs.stderr)")
+        #expect(d.ctl(["service", "delete", "mine"], as: bob).status == 4)
+        #expect(d.ctl(["service", "scale", "mine", "2"]).status == 0)
+        #expect(d.ctl(["service", "delete", "mine"], as: alice).status == 0)
+    }
+}
