@@ -145,6 +145,9 @@ public struct Controller: Sendable {
         case record([Event.Body])
         /// A service deleted by a user: its replicas are cancelled (each within its grace), then it is gone.
         case deleteService(String, by: UInt32?)
+        /// A service's load now: requests in flight across its replicas (scraped from them, or pushed by a
+        /// router). Its autoscaler decides on the next tick.
+        case serviceLoad(String, Double)
     }
 
     /// A run: a job and its run number (an allocation).
@@ -216,6 +219,31 @@ public struct Controller: Sendable {
     /// stopping job on a node nobody runs is taken as stopped. Derived from the logged wall times when first
     /// needed, then kept (a wall clock step does not move them).
     private var deadlines: [JobID: (run: Int, stopping: Bool, mono: Double)] = [:]
+    /// The autoscalers' view of each service: its load samples, recent sizes, and a burst's panic.
+    private var loads: [String: ServiceLoad] = [:]
+
+    /// What an autoscaler has seen of a service (observed, not logged: a restarted allotd learns it again
+    /// within a window).
+    public struct ServiceLoad: Sendable {
+        /// (monotonic time, requests in flight), oldest first.
+        public internal(set) var samples: [(at: Double, value: Double)] = []
+        /// (monotonic time, size the load asked for), for the scale-down delay.
+        var wanted: [(at: Double, replicas: Int)] = []
+        /// No scaling down before this (a burst was seen).
+        public internal(set) var panicUntil = -Double.infinity
+        /// When the load was last above zero, and when it was first seen.
+        var lastBusy: Double?
+        var since: Double
+
+        /// The mean of the samples since `since`, or nil when there are none.
+        public func mean(since: Double) -> Double? {
+            let recent = samples.filter { $0.at >= since }
+            return recent.isEmpty ? nil : recent.reduce(0) { $0 + $1.value } / Double(recent.count)
+        }
+    }
+
+    /// What the autoscaler has seen of a service.
+    public func load(of service: String) -> ServiceLoad? { loads[service] }
 
     public init(state: ClusterState, settings: Settings = Settings(), scheduler: Scheduler = Scheduler(policy: .allot))
     {
@@ -297,7 +325,14 @@ public struct Controller: Sendable {
             }
         case .record(let bodies):
             for b in bodies where !apply(b, clock, &out) { break }
+        case .serviceLoad(let name, let value):
+            guard state.services[name]?.spec.autoscale != nil, value.isFinite, value >= 0 else { break }
+            var l = loads[name] ?? ServiceLoad(since: clock.mono)
+            l.samples.append((clock.mono, value))
+            if value > 0 { l.lastBusy = clock.mono }
+            loads[name] = l
         case .deleteService(let name, let by):
+            loads[name] = nil
             guard let service = state.services[name] else { break }
             for id in service.members { cancel(id, by: by, clock, &out) }
             if apply(.serviceDeleted(name: name, by: by), clock, &out) {
@@ -396,6 +431,75 @@ public struct Controller: Sendable {
         }
     }
 
+    /// Sizes each autoscaled service to its load: the mean over its window divided by its target, or at once
+    /// to the short window's when a burst asks for twice its size (then no scaling down for a window); a
+    /// smaller size only once it has been enough for the scale-down delay; zero only after no load for
+    /// `zero-after` (and with min 0). Each change is an event saying why.
+    private mutating func autoscale(_ clock: ClockReading, _ out: inout Output) {
+        guard !loads.isEmpty else { return }
+        for name in loads.keys.sorted() {
+            guard let service = state.services[name], let a = service.spec.autoscale else {
+                loads[name] = nil
+                continue
+            }
+            var l = loads[name]!
+            let now = clock.mono
+            let keep = max(a.window, a.downDelay, a.zeroAfter ?? 0)
+            l.samples.removeAll { $0.at < now - keep }
+            l.wanted.removeAll { $0.at < now - a.downDelay }
+            defer { loads[name] = l }
+            guard let stable = l.mean(since: now - a.window) else { continue }
+            let panic = l.mean(since: now - a.panicWindow) ?? stable
+            let current = service.replicas
+            let forStable = Int((stable / a.target).rounded(.up))
+            let forPanic = Int((panic / a.target).rounded(.up))
+            var reason: String
+            var size: Int
+            if forPanic >= 2 * max(current, 1) && forPanic > current {
+                l.panicUntil = now + a.window
+            }
+            if now < l.panicUntil {
+                size = max(current, forPanic)
+                reason =
+                    "a burst: \(Autoscale.number((panic * 10).rounded() / 10)) requests in flight over \(DurationText.format(a.panicWindow)), target \(Autoscale.number(a.target)) per replica"
+            } else {
+                size = forStable
+                reason =
+                    "\(Autoscale.number((stable * 10).rounded() / 10)) requests in flight over \(DurationText.format(a.window)), target \(Autoscale.number(a.target)) per replica"
+            }
+            l.wanted.append((now, size))
+            if size < current, a.downDelay > 0 {
+                // Down only to what the whole delay has asked for at most.
+                size = min(current, l.wanted.map(\.replicas).max() ?? size)
+            }
+            if size == 0 {
+                if let z = a.zeroAfter, service.spec.minReplicas == 0, now - (l.lastBusy ?? l.since) >= z {
+                    reason = "no load for \(DurationText.format(z))"
+                } else {
+                    size = 1
+                }
+            }
+            size = min(max(size, service.spec.minReplicas), service.spec.maxReplicas)
+            guard size != current else { continue }
+            let why = "autoscaled from \(current) to \(size): \(reason)"
+            if apply(
+                .serviceScaled(
+                    name: name,
+                    replicas: size,
+                    minReplicas: service.spec.minReplicas,
+                    maxReplicas: service.spec.maxReplicas,
+                    reason: why
+                ),
+                clock,
+                &out
+            ) {
+                out.notes.append(
+                    Note(level: .info, message: "Service autoscaled", metadata: ["service": name, "reason": why])
+                )
+            }
+        }
+    }
+
     /// When the next replica of a service in a crash loop may start, if one waits for that; for the shell's
     /// timer.
     public var nextServiceRestart: Instant? {
@@ -473,6 +577,7 @@ public struct Controller: Sendable {
     }
 
     private mutating func tick(_ clock: ClockReading, _ out: inout Output) {
+        autoscale(clock, &out)
         for id in state.activeJobs.sorted() {
             guard let job = state.jobs[id] else { continue }
             switch job.state {

@@ -56,6 +56,116 @@ public struct Probe: Hashable, Sendable, Codable, CustomStringConvertible {
     }
 }
 
+/// How a service follows its load: the requests in flight it aims at per replica, averaged over a stable
+/// window, with a short panic window for bursts (Knative's autoscaler, whose defaults these are).
+public struct Autoscale: Hashable, Sendable, Codable, CustomStringConvertible {
+    /// Requests in flight (running and waiting) per replica it aims at.
+    public var target: Double
+    /// The load is averaged over this long to decide.
+    public var window: Seconds = 60
+    /// Over this short a time, a load of twice what the replicas are sized for scales up at once (and
+    /// nothing scales down for a window after).
+    public var panicWindow: Seconds = 6
+    /// A smaller size is taken only once it has been enough for this long.
+    public var downDelay: Seconds = 0
+    /// With min 0: no replica after no load for this long; nil: never to zero.
+    public var zeroAfter: Seconds?
+    /// Where each replica's Prometheus metrics are read (a path on its port); nil: only the demand pushed
+    /// through the protocol (`service.demand`) counts.
+    public var metricsPath: String?
+    /// The series that add up to a replica's requests in flight.
+    public var metrics: [String] = Self.vllmMetrics
+
+    public static let vllmMetrics = ["vllm:num_requests_running", "vllm:num_requests_waiting"]
+
+    public init(target: Double) { self.target = target }
+
+    /// `target=4,window=60s,panic-window=6s,down-delay=5m,zero-after=10m,metrics=/metrics,series=a+b`, or a
+    /// bare number for the target.
+    public static func parse(_ text: String) -> Result<Autoscale, SpecError> {
+        var a = Autoscale(target: 0)
+        var sawTarget = false
+        for part in text.split(separator: ",").map({ String($0.filter { $0 != " " }) }) {
+            let kv = part.split(separator: "=", maxSplits: 1).map(String.init)
+            let (key, value) = kv.count == 2 ? (kv[0], kv[1]) : ("target", kv[0])
+            func duration() -> Result<Seconds, SpecError> {
+                guard let d = DurationText.parse(value), d >= 0 else {
+                    return .failure(SpecError("\(key)=\(value): not a duration (e.g. 60s, 5m)"))
+                }
+                return .success(d)
+            }
+            switch key {
+            case "target":
+                guard let t = Double(value), t > 0, t.isFinite else {
+                    return .failure(SpecError("target=\(value): requests in flight per replica, above 0"))
+                }
+                a.target = t
+                sawTarget = true
+            case "window":
+                switch duration() {
+                case .success(let d): a.window = d
+                case .failure(let e): return .failure(e)
+                }
+            case "panic-window":
+                switch duration() {
+                case .success(let d): a.panicWindow = d
+                case .failure(let e): return .failure(e)
+                }
+            case "down-delay":
+                switch duration() {
+                case .success(let d): a.downDelay = d
+                case .failure(let e): return .failure(e)
+                }
+            case "zero-after":
+                switch duration() {
+                case .success(let d): a.zeroAfter = d
+                case .failure(let e): return .failure(e)
+                }
+            case "metrics":
+                guard value.hasPrefix("/"), !value.contains(where: \.isWhitespace) else {
+                    return .failure(SpecError("metrics=\(value): the path of each replica's metrics, as /metrics"))
+                }
+                a.metricsPath = value
+            case "series":
+                let names = value.split(separator: "+").map(String.init)
+                guard !names.isEmpty, names.allSatisfy({ !$0.isEmpty && !$0.contains(where: \.isWhitespace) }) else {
+                    return .failure(SpecError("series=\(value): metric names joined by +"))
+                }
+                a.metrics = names
+            default:
+                return .failure(
+                    SpecError(
+                        "\"\(key)\" is not an autoscale setting: target, window, panic-window, down-delay, zero-after, metrics, series"
+                    )
+                )
+            }
+        }
+        guard sawTarget else {
+            return .failure(SpecError("\"\(text)\": give target=N (requests in flight per replica)"))
+        }
+        guard a.panicWindow > 0, a.window >= a.panicWindow else {
+            return .failure(
+                SpecError(
+                    "the window (\(a.window)s) must be at least the panic window (\(a.panicWindow)s), which is above 0"
+                )
+            )
+        }
+        return .success(a)
+    }
+
+    public var description: String {
+        var parts = ["target=\(Self.number(target))", "window=\(DurationText.format(window))"]
+        parts.append("panic-window=\(DurationText.format(panicWindow))")
+        if downDelay > 0 { parts.append("down-delay=\(DurationText.format(downDelay))") }
+        if let z = zeroAfter { parts.append("zero-after=\(DurationText.format(z))") }
+        if let m = metricsPath { parts.append("metrics=\(m)") }
+        if metrics != Self.vllmMetrics { parts.append("series=\(metrics.joined(separator: "+"))") }
+        return parts.joined(separator: ",")
+    }
+
+    static func number(_ v: Double) -> String { v == v.rounded() ? String(Int(v)) : String(v) }
+}
+
 /// What a service is: the job each replica runs, how many may run, and how replicas are reached and checked.
 public struct ServiceSpec: Hashable, Sendable, Codable {
     public var name: String
@@ -69,6 +179,8 @@ public struct ServiceSpec: Hashable, Sendable, Codable {
     public var ready: Probe?
     /// Checked while it serves; a replica that fails it three times in a row is restarted.
     public var live: Probe?
+    /// How it follows its load; nil: it keeps the replicas it is given.
+    public var autoscale: Autoscale?
 
     public init(
         name: String,
@@ -77,7 +189,8 @@ public struct ServiceSpec: Hashable, Sendable, Codable {
         maxReplicas: Int,
         port: Int? = nil,
         ready: Probe? = nil,
-        live: Probe? = nil
+        live: Probe? = nil,
+        autoscale: Autoscale? = nil
     ) {
         self.name = name
         self.template = template
@@ -86,6 +199,7 @@ public struct ServiceSpec: Hashable, Sendable, Codable {
         self.port = port
         self.ready = ready
         self.live = live
+        self.autoscale = autoscale
     }
 
     /// The most replicas one service may have.

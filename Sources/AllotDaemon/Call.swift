@@ -35,6 +35,7 @@ enum Call: Sendable {
     case serviceScale(ServiceScaleParams)
     case serviceDelete(String)
     case serviceEndpoints(String)
+    case serviceDemand(ServiceDemandParams)
 
     /// Decodes one line.
     /// - Returns: the request id (when one could be read) and the call, or the error to answer with.
@@ -118,6 +119,7 @@ enum Call: Sendable {
             case Methods.serviceScale.name: call = .serviceScale(try params(Methods.serviceScale)!)
             case Methods.serviceDelete.name: call = .serviceDelete(try params(Methods.serviceDelete)!.name)
             case Methods.serviceEndpoints.name: call = .serviceEndpoints(try params(Methods.serviceEndpoints)!.name)
+            case Methods.serviceDemand.name: call = .serviceDemand(try params(Methods.serviceDemand)!)
             default:
                 throw RPCError(
                     RPCError.methodNotFound,

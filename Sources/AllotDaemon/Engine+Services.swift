@@ -32,6 +32,13 @@ extension Engine {
                     case .failure(let e): throw .invalidParams("\(what): \(e.message)")
                     }
                 }
+                var autoscale: Autoscale?
+                if let text = p.autoscale {
+                    switch Autoscale.parse(text) {
+                    case .success(let a): autoscale = a
+                    case .failure(let e): throw .invalidParams("autoscale: \(e.message)")
+                    }
+                }
                 let replicas = p.replicas ?? p.min ?? 1
                 let spec = ServiceSpec(
                     name: p.name,
@@ -40,7 +47,8 @@ extension Engine {
                     maxReplicas: p.max ?? Swift.max(replicas, p.min ?? 1, 1),
                     port: p.port,
                     ready: try probe(p.ready, "ready"),
-                    live: try probe(p.live, "live")
+                    live: try probe(p.live, "live"),
+                    autoscale: autoscale
                 )
                 if let problem = spec.problems().first { throw .invalidParams(problem) }
                 guard (spec.minReplicas...spec.maxReplicas).contains(replicas) else {
@@ -56,20 +64,49 @@ extension Engine {
                 return .success(serviceObject(state.services[p.name]!))
             case .serviceScale(let p):
                 let s = try ownService(p.name, caller: caller, "scale")
-                guard (0...ServiceSpec.maxReplicasLimit).contains(p.replicas) else {
-                    throw .invalidParams("replicas: 0 to \(ServiceSpec.maxReplicasLimit), not \(p.replicas)")
+                for (what, v) in [("replicas", p.replicas), ("min", p.min), ("max", p.max)] {
+                    if let v, !(0...ServiceSpec.maxReplicasLimit).contains(v) {
+                        throw .invalidParams("\(what): 0 to \(ServiceSpec.maxReplicasLimit), not \(v)")
+                    }
                 }
-                // Asked for a size outside its bounds, the bounds widen: the user's word is the last.
+                if p.replicas != nil, s.spec.autoscale != nil {
+                    throw .refused(
+                        "service \(p.name) sizes itself to its load (autoscale \(s.spec.autoscale!)): give it bounds with --min and --max"
+                    )
+                }
+                var lo = p.min ?? s.spec.minReplicas
+                var hi = p.max ?? s.spec.maxReplicas
+                guard hi >= Swift.max(1, lo) else {
+                    throw .invalidParams("the most replicas (\(hi)) must be at least 1 and at least the fewest (\(lo))")
+                }
+                // Asked for a size outside its bounds, the bounds widen: the user's word is the last. Without
+                // one, the size moves into the new bounds.
+                let replicas = p.replicas ?? Swift.min(Swift.max(s.replicas, lo), hi)
+                lo = Swift.min(lo, replicas)
+                hi = Swift.max(hi, replicas, 1)
+                var said: [String] = []
+                if let r = p.replicas { said.append("to \(r)") }
+                if p.min != nil || p.max != nil { said.append("within \(lo)...\(hi)") }
                 try record(
                     .serviceScaled(
                         name: p.name,
-                        replicas: p.replicas,
-                        minReplicas: Swift.min(s.spec.minReplicas, p.replicas),
-                        maxReplicas: Swift.max(s.spec.maxReplicas, p.replicas, 1),
-                        reason: "scaled to \(p.replicas) by \(who)"
+                        replicas: replicas,
+                        minReplicas: lo,
+                        maxReplicas: hi,
+                        reason: "scaled \(said.joined(separator: " ")) by \(who)"
                     )
                 )
-                logger.info("Service scaled", metadata: ["service": "\(p.name)", "replicas": "\(p.replicas)"])
+                logger.info("Service scaled", metadata: ["service": "\(p.name)", "replicas": "\(replicas)"])
+                return .success(serviceObject(state.services[p.name]!))
+            case .serviceDemand(let p):
+                let s = try ownService(p.name, caller: caller, "report the demand of")
+                guard s.spec.autoscale != nil else {
+                    throw .refused("service \(p.name) does not autoscale: create it with --autoscale target=N")
+                }
+                guard p.requests.isFinite, p.requests >= 0 else {
+                    throw .invalidParams("requests: 0 or more, not \(p.requests)")
+                }
+                step(.serviceLoad(p.name, p.requests))
                 return .success(serviceObject(state.services[p.name]!))
             case .serviceDelete(let name):
                 var gone = serviceObject(try ownService(name, caller: caller, "delete"))
@@ -139,7 +176,11 @@ extension Engine {
             lastCrash: s.lastCrash,
             restartAfter: s.restartAfter.flatMap { $0.seconds > Self.now ? WireTime.format($0.seconds) : nil },
             members: members,
-            costPerHour: running.reduce(0) { $0 + $1.costRate } * 3600
+            costPerHour: running.reduce(0) { $0 + $1.costRate } * 3600,
+            autoscale: s.spec.autoscale?.description,
+            load: s.spec.autoscale.flatMap { a in
+                controller.load(of: s.spec.name)?.mean(since: System.monotonic() - a.window)
+            }
         )
     }
 
@@ -158,11 +199,13 @@ extension Engine {
             let health = replicaChecks.of(id, run: job.runs)
             r.ready = health?.ready ?? false
             r.reason = health?.problem ?? (r.ready ? nil : "not checked yet")
-        case .agent, .none:
-            // Checks run on allotd's own nodes in this version: elsewhere a running replica counts as serving.
+        case .agent:
+            // Checks run on allotd's own nodes in this version: on an agent's a running replica serves.
             r.port = s.spec.port
             r.ready = true
             r.reason = "not checked: its node is run by an agent"
+        case .none:
+            r.reason = "its node is run by neither allotd nor an agent"
         }
         return r
     }
@@ -190,7 +233,28 @@ extension Engine {
             }
         }
         let handle = self.handle
-        for (id, run, port, probe, readiness) in replicaChecks.due(running: running, now: System.monotonic()) {
+        let now = System.monotonic()
+        // Autoscaled services' load, from their ready replicas' metrics.
+        for s in state.services.values {
+            guard let a = s.spec.autoscale, let path = a.metricsPath else { continue }
+            let ports = running.filter { r in
+                r.spec.name == s.spec.name && replicaChecks.of(r.id, run: r.run)?.ready == true
+            }
+            .map(\.port)
+            guard !ports.isEmpty, replicaChecks.scrapeIsDue(s.spec.name, now: now) else { continue }
+            let (name, series) = (s.spec.name, a.metrics)
+            Task.detached {
+                var total = 0.0
+                var read = 0
+                for port in ports {
+                    guard case .success(let text) = ReplicaChecks.metrics(port: port, path: path) else { continue }
+                    total += ReplicaChecks.requestsInFlight(metrics: text, series: series) ?? 0
+                    read += 1
+                }
+                handle.send(.serviceScraped(name, requests: read > 0 ? total : nil))
+            }
+        }
+        for (id, run, port, probe, readiness) in replicaChecks.due(running: running, now: now) {
             let user = state.jobs[id]?.spec.user
             Task.detached {
                 let problem = ReplicaChecks.check(probe, port: port, user: user)

@@ -298,6 +298,9 @@ final class Engine {
             tick()
         case .replicaChecked(let id, let run, let readiness, let problem):
             replicaChecked(id, run: run, readiness: readiness, problem: problem)
+        case .serviceScraped(let name, let requests):
+            replicaChecks.scraped(name)
+            if let requests, failure == nil { step(.serviceLoad(name, requests)) }
         case .pass:
             passQueued = false
             schedulePass()

@@ -41,6 +41,9 @@ enum EngineCommand: Sendable {
     case agentDisconnected(node: String, link: UInt64)
     /// A check of a service's replica answered (nil: it passed).
     case replicaChecked(id: JobID, run: Int, readiness: Bool, problem: String?)
+    /// An autoscaled service's replicas' metrics were read: the requests in flight they add up to (nil when
+    /// none could be read).
+    case serviceScraped(String, requests: Double?)
 }
 
 /// The way into the engine, for every other task.

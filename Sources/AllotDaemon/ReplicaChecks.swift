@@ -26,6 +26,11 @@ struct ReplicaChecks {
     static let liveFailuresToRestart = 3
 
     private(set) var health: [JobID: Health] = [:]
+    /// Autoscaled services' metrics: when each is next read, and those being read now.
+    private var scrapeDue: [String: Double] = [:]
+    private var scraping = Set<String>()
+    /// How often an autoscaled service's replicas' metrics are read.
+    static let scrapePeriod = 2.0
 
     /// The replica's health, for its current run.
     func of(_ id: JobID, run: Int) -> Health? { health[id].flatMap { $0.run == run ? $0 : nil } }
@@ -54,6 +59,60 @@ struct ReplicaChecks {
         }
         for id in health.keys where !seen.contains(id) { health[id] = nil }
         return out
+    }
+
+    /// Whether a service's metrics are due to be read now; if so, marks them being read.
+    mutating func scrapeIsDue(_ service: String, now: Double) -> Bool {
+        guard !scraping.contains(service), now >= scrapeDue[service] ?? 0 else { return false }
+        scraping.insert(service)
+        scrapeDue[service] = now + Self.scrapePeriod
+        return true
+    }
+
+    mutating func scraped(_ service: String) { scraping.remove(service) }
+
+    /// The requests in flight one replica's metrics say: the sum of the named series (every label set).
+    static func requestsInFlight(metrics text: String, series: [String]) -> Double? {
+        var total = 0.0
+        var seen = false
+        for line in text.split(separator: "\n") where !line.hasPrefix("#") {
+            let name = line.prefix { $0 != "{" && $0 != " " }
+            guard series.contains(where: { $0 == name }) else { continue }
+            let value = line.split(separator: " ").last.flatMap { Double($0) }
+            if let value, value.isFinite {
+                total += value
+                seen = true
+            }
+        }
+        return seen ? total : nil
+    }
+
+    /// Reads a replica's metrics page on this host.
+    static func metrics(port: Int, path: String, timeout: Double = timeout) -> Result<String, SpecError> {
+        var body = ""
+        let problem = withConnection(port: port, timeout: timeout) { fd in
+            let request = "GET \(path) HTTP/1.0\r\nHost: 127.0.0.1:\(port)\r\nUser-Agent: allotd\r\n\r\n"
+            guard
+                request.utf8.withContiguousStorageIfAvailable({ write(fd, $0.baseAddress, $0.count) })
+                    == request.utf8.count
+            else { return "the request could not be sent" }
+            var bytes: [UInt8] = []
+            var buffer = [UInt8](repeating: 0, count: 16_384)
+            while bytes.count < 4 << 20 {
+                let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+                if n <= 0 { break }
+                bytes += buffer[..<n]
+            }
+            let text = String(decoding: bytes, as: UTF8.self)
+            guard let split = text.range(of: "\r\n\r\n") else { return "no answer to GET \(path)" }
+            let status = text[..<split.lowerBound].split(separator: " ").dropFirst().first.flatMap { Int($0) }
+            guard let status, (200..<300).contains(status) else {
+                return "GET \(path) answered \(status.map(String.init) ?? "something else")"
+            }
+            body = String(text[split.upperBound...])
+            return nil
+        }
+        return problem.map { .failure(SpecError($0)) } ?? .success(body)
     }
 
     /// Takes a check's answer. Returns a sentence when the replica should be restarted (liveness failed too

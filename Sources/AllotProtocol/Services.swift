@@ -14,6 +14,8 @@ public struct ServiceCreateParams: Codable, Sendable {
     /// Checks: `http:/PATH`, `tcp`, `exec:CMD`.
     public var ready: String?
     public var live: String?
+    /// How it follows its load: `target=4,window=60s,…` (docs/services.md).
+    public var autoscale: String?
 
     public init(
         name: String,
@@ -23,7 +25,8 @@ public struct ServiceCreateParams: Codable, Sendable {
         max: Int? = nil,
         port: Int? = nil,
         ready: String? = nil,
-        live: String? = nil
+        live: String? = nil,
+        autoscale: String? = nil
     ) {
         self.name = name
         self.job = job
@@ -33,6 +36,7 @@ public struct ServiceCreateParams: Codable, Sendable {
         self.port = port
         self.ready = ready
         self.live = live
+        self.autoscale = autoscale
     }
 }
 
@@ -42,13 +46,29 @@ public struct ServiceNameParams: Codable, Sendable {
     public init(name: String) { self.name = name }
 }
 
-/// Params of `service.scale`: the replicas wanted from now on (the bounds widen to take them).
+/// Params of `service.scale`: the replicas wanted from now on (the bounds widen to take them), and/or new
+/// bounds (an autoscaled service sizes itself within them).
 public struct ServiceScaleParams: Codable, Sendable {
     public var name: String
-    public var replicas: Int
-    public init(name: String, replicas: Int) {
+    public var replicas: Int?
+    public var min: Int?
+    public var max: Int?
+    public init(name: String, replicas: Int? = nil, min: Int? = nil, max: Int? = nil) {
         self.name = name
         self.replicas = replicas
+        self.min = min
+        self.max = max
+    }
+}
+
+/// Params of `service.demand`: the requests in flight for a service now, as a router in front of it sees
+/// them (the only signal while it has no replica).
+public struct ServiceDemandParams: Codable, Sendable {
+    public var name: String
+    public var requests: Double
+    public init(name: String, requests: Double) {
+        self.name = name
+        self.requests = requests
     }
 }
 
@@ -116,6 +136,10 @@ public struct ServiceObject: Codable, Sendable, Equatable {
     public var members: [ReplicaObject]
     /// The cost rate of its running replicas, $/h.
     public var costPerHour: Double
+    /// How it follows its load, and the load its autoscaler sees: the mean requests in flight over its
+    /// window (absent before any sample).
+    public var autoscale: String?
+    public var load: Double?
 
     enum CodingKeys: String, CodingKey {
         case name, user, uid, tenant, command, gpus, mig, replicas, min, max, ready, port, created, crashes, members
@@ -126,6 +150,7 @@ public struct ServiceObject: Codable, Sendable, Equatable {
         case lastCrash = "last_crash"
         case restartAfter = "restart_after"
         case costPerHour = "cost_per_hour"
+        case autoscale, load
     }
 
     public init(
@@ -150,7 +175,9 @@ public struct ServiceObject: Codable, Sendable, Equatable {
         lastCrash: String?,
         restartAfter: String?,
         members: [ReplicaObject],
-        costPerHour: Double
+        costPerHour: Double,
+        autoscale: String? = nil,
+        load: Double? = nil
     ) {
         self.name = name
         self.user = user
@@ -174,6 +201,8 @@ public struct ServiceObject: Codable, Sendable, Equatable {
         self.restartAfter = restartAfter
         self.members = members
         self.costPerHour = costPerHour
+        self.autoscale = autoscale
+        self.load = load
     }
 }
 
@@ -209,4 +238,5 @@ extension Methods {
     public static let serviceScale = RPCMethod<ServiceScaleParams, ServiceObject>("service.scale")
     public static let serviceDelete = RPCMethod<ServiceNameParams, ServiceObject>("service.delete")
     public static let serviceEndpoints = RPCMethod<ServiceNameParams, EndpointsResult>("service.endpoints")
+    public static let serviceDemand = RPCMethod<ServiceDemandParams, ServiceObject>("service.demand")
 }

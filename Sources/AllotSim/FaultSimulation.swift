@@ -40,6 +40,8 @@ public struct FaultSimulation: Sendable {
         public var completed = 0
         public var requeues = 0
         public var serviceChanges = 0
+        /// Sizes the services' autoscaler chose.
+        public var autoscaled = 0
 
         public init() {}
 
@@ -59,6 +61,7 @@ public struct FaultSimulation: Sendable {
             r.completed += o.completed
             r.requeues += o.requeues
             r.serviceChanges += o.serviceChanges
+            r.autoscaled += o.autoscaled
             return r
         }
 
@@ -68,6 +71,7 @@ public struct FaultSimulation: Sendable {
                 "\(completed) completed", "\(requeues) requeues", "\(gpuFailures) jobs stopped by GPU failures",
                 "\(nodesLost) agents lost", "\(fenced) runs fenced", "\(killedAfterGrace) killed after their grace",
                 "\(wallClockSteps) wall clock steps", "\(serviceChanges) services created, scaled or deleted",
+                "\(autoscaled) sizes chosen by the autoscaler",
             ]
             return parts.joined(separator: ", ")
         }
@@ -193,6 +197,7 @@ public struct FaultSimulation: Sendable {
                 case .jobStarted: report.starts += 1
                 case .jobGPUFailed: report.gpuFailures += 1
                 case .jobRequeued: report.requeues += 1
+                case .serviceScaled(_, _, _, _, let reason) where reason.hasPrefix("autoscaled"): report.autoscaled += 1
                 case .jobFinished:
                     if case .jobFinished(let id, _, _) = e.body, controller.state.jobs[id]?.state == .completed {
                         report.completed += 1
@@ -486,7 +491,16 @@ public struct FaultSimulation: Sendable {
                         name: "svc",
                         template: JobSpec(name: "svc", tenant: "a", kind: .inference, gpus: 1, command: ["serve"]),
                         minReplicas: 0,
-                        maxReplicas: 4
+                        maxReplicas: 4,
+                        autoscale: rng.chance(0.5)
+                            ? nil
+                            : {
+                                var a = Autoscale(target: 2)
+                                a.window = 30
+                                a.downDelay = rng.chance(0.5) ? 20 : 0
+                                a.zeroAfter = 60
+                                return a
+                            }()
                     )
                     try feed(.record([.serviceCreated(spec: spec, replicas: 1 + rng.below(3))]))
                 } else if rng.chance(0.75) {
@@ -505,6 +519,9 @@ public struct FaultSimulation: Sendable {
                     try feed(.deleteService("svc", by: 1000))
                 }
                 passWanted = true
+            case 28..<34:
+                // The load a router reports (an autoscaled service follows it; others ignore it).
+                try feed(.serviceLoad("svc", rng.chance(0.3) ? 0 : rng.uniform(0, 12)))
             default:
                 break
             }
@@ -565,6 +582,7 @@ public struct FaultSimulation: Sendable {
         case .release(let id): "release \(id)"
         case .requeue(let id, _, _): "requeue \(id)"
         case .deleteService(let name, _): "delete service \(name)"
+        case .serviceLoad(let name, let v): "load of \(name): \(v)"
         }
     }
 }

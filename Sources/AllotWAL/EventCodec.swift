@@ -160,6 +160,15 @@ public enum EventCodec {
                 w.string(p.target)
             }
         }
+        w.optional(s.autoscale) { w, a in
+            w.f64(a.target)
+            w.f64(a.window)
+            w.f64(a.panicWindow)
+            w.f64(a.downDelay)
+            w.optional(a.zeroAfter) { $0.f64($1) }
+            w.optional(a.metricsPath) { $0.string($1) }
+            w.array(a.metrics) { $0.string($1) }
+        }
     }
 
     static func readServiceSpec(_ r: inout BinaryReader) throws(DecodeError) -> ServiceSpec {
@@ -175,7 +184,17 @@ public enum EventCodec {
             maxReplicas: try r.count(max: ServiceSpec.maxReplicasLimit),
             port: try r.optional { r throws(DecodeError) in try r.count(max: 65_535) },
             ready: try probe(&r),
-            live: try probe(&r)
+            live: try probe(&r),
+            autoscale: try r.optional { r throws(DecodeError) in
+                var a = Autoscale(target: try r.f64())
+                a.window = try r.f64()
+                a.panicWindow = try r.f64()
+                a.downDelay = try r.f64()
+                a.zeroAfter = try r.optional { r throws(DecodeError) in try r.f64() }
+                a.metricsPath = try r.optional { r throws(DecodeError) in try r.string() }
+                a.metrics = try r.array { r throws(DecodeError) in try r.string() }
+                return a
+            }
         )
     }
 

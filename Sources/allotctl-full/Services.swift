@@ -17,7 +17,7 @@ struct ServiceCommand: ParsableCommand {
             """,
         subcommands: [
             ServiceCreate.self, ServiceList.self, ServiceShow.self, ServiceScale.self, ServiceDelete.self,
-            ServiceEndpoints.self,
+            ServiceEndpoints.self, ServiceDemand.self,
         ]
     )
 }
@@ -55,6 +55,14 @@ struct ServiceCreate: ParsableCommand {
     @Option(help: "The liveness check (same forms): three failures in a row restart the replica.")
     var live: String?
 
+    @Option(
+        help: ArgumentHelp(
+            "Follow the load: target=N requests in flight per replica[,window=60s,panic-window=6s,down-delay=0s,zero-after=D,metrics=/metrics,series=A+B].",
+            valueName: "settings"
+        )
+    )
+    var autoscale: String?
+
     var name: String? { job.rest.first.flatMap { $0 == "--" ? nil : $0 } }
     var command: [String] { Array(job.rest.drop { $0 != "--" }.dropFirst()) }
 
@@ -82,6 +90,9 @@ struct ServiceCreate: ParsableCommand {
         for (flag, value) in [("--ready", ready), ("--live", live)] {
             if let v = value, case .failure(let e) = Probe.parse(v) { throw ValidationError("\(flag): \(e.message)") }
         }
+        if let a = autoscale, case .failure(let e) = Autoscale.parse(a) {
+            throw ValidationError("--autoscale: \(e.message)")
+        }
         for (flag, value) in [("--replicas", replicas), ("--min", min), ("--max", max)] {
             if let v = value, v < 0 { throw ValidationError("\(flag): expected 0 or more, got \(v)") }
         }
@@ -99,12 +110,13 @@ struct ServiceCreate: ParsableCommand {
             max: max,
             port: Int(port),
             ready: ready,
-            live: live
+            live: live,
+            autoscale: autoscale
         )
         try talking {
             let s = try job.connection.connect().call(Methods.serviceCreate, params)
             if job.json { return try printJSON(s) }
-            out("service \(s.name): \(s.replicas) replica\(s.replicas == 1 ? "" : "s") wanted (\(s.min)...\(s.max))\n")
+            out(ServiceShow.size(s))
         }
     }
 }
@@ -157,6 +169,11 @@ struct ServiceShow: ParsableCommand {
         }
     }
 
+    /// "service web: 2 replicas wanted (1...4)".
+    static func size(_ s: ServiceObject) -> String {
+        "service \(s.name): \(s.replicas) replica\(s.replicas == 1 ? "" : "s") wanted (\(s.min)...\(s.max))\n"
+    }
+
     static func text(_ s: ServiceObject) -> String {
         var lines: [(String, String)] = [
             ("service", s.name),
@@ -171,6 +188,11 @@ struct ServiceShow: ParsableCommand {
             ("replicas", "\(s.ready) ready of \(s.replicas) wanted (bounds \(s.min)...\(s.max)): \(s.scaleReason)"),
             ("port", s.port.map(String.init) ?? "auto (ALLOT_PORT)"),
             ("checks", "ready \(s.readyCheck ?? "-"), live \(s.liveCheck ?? "-")"),
+            (
+                "autoscale",
+                s.autoscale.map { a in "\(a); load \(s.load.map { String(format: "%.1f", $0) } ?? "not seen yet")" }
+                    ?? "-"
+            ),
             ("cost", String(format: "$%.2f/h", s.costPerHour)),
             ("created", s.created),
         ]
@@ -204,7 +226,60 @@ struct ServiceShow: ParsableCommand {
 struct ServiceScale: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "scale",
-        abstract: "Set how many replicas a service runs (its bounds widen to take the number)."
+        abstract: "Set how many replicas a service runs, or its bounds (an autoscaled one sizes itself within them).",
+        discussion: """
+            allotctl service scale web 4 (the bounds widen to take 4); allotctl service scale web --min 2 \
+            --max 8.
+            """
+    )
+
+    @OptionGroup var connection: ConnectionOptions
+
+    @Flag(name: .long, help: "Print the service object as JSON.")
+    var json = false
+
+    @Option(help: "The fewest replicas from now on.")
+    var min: Int?
+
+    @Option(help: "The most replicas from now on.")
+    var max: Int?
+
+    @Argument(help: "The service.")
+    var name: String
+
+    @Argument(help: "The replicas it runs from now on.")
+    var replicas: Int?
+
+    func validate() throws {
+        for (what, v) in [("replicas", replicas), ("--min", min), ("--max", max)] {
+            if let v, v < 0 { throw ValidationError("\(what): expected 0 or more, got \(v)") }
+        }
+        if replicas == nil && min == nil && max == nil {
+            throw ValidationError("give the replicas, or --min/--max: allotctl service scale \(name) 4")
+        }
+    }
+
+    func run() throws {
+        try talking {
+            let s = try connection.connect().call(
+                Methods.serviceScale,
+                ServiceScaleParams(name: name, replicas: replicas, min: min, max: max)
+            )
+            if json { return try printJSON(s) }
+            out(ServiceShow.size(s))
+        }
+    }
+}
+
+struct ServiceDemand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "demand",
+        abstract: "Report the requests in flight for an autoscaled service (what a router in front of it sees).",
+        discussion: """
+            Its autoscaler takes it as a sample of the load, as it takes the replicas' metrics; it is the only \
+            signal while the service has no replica. Routers send `service.demand` on the protocol \
+            (docs/protocol.md) every few seconds.
+            """
     )
 
     @OptionGroup var connection: ConnectionOptions
@@ -215,21 +290,25 @@ struct ServiceScale: ParsableCommand {
     @Argument(help: "The service.")
     var name: String
 
-    @Argument(help: "The replicas it runs from now on.")
-    var replicas: Int
+    @Argument(help: "Requests in flight now (running and waiting), across the service.")
+    var requests: Double
 
     func validate() throws {
-        if replicas < 0 { throw ValidationError("replicas: expected 0 or more, got \(replicas)") }
+        if !(requests.isFinite && requests >= 0) {
+            throw ValidationError("requests: expected 0 or more, got \(requests)")
+        }
     }
 
     func run() throws {
         try talking {
             let s = try connection.connect().call(
-                Methods.serviceScale,
-                ServiceScaleParams(name: name, replicas: replicas)
+                Methods.serviceDemand,
+                ServiceDemandParams(name: name, requests: requests)
             )
             if json { return try printJSON(s) }
-            out("service \(s.name): \(s.replicas) replica\(s.replicas == 1 ? "" : "s") wanted (\(s.min)...\(s.max))\n")
+            out(
+                "service \(s.name): \(s.replicas) replica\(s.replicas == 1 ? "" : "s") wanted; load \(s.load.map { String(format: "%.1f", $0) } ?? "-")\n"
+            )
         }
     }
 }

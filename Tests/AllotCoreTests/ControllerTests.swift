@@ -238,4 +238,45 @@ import Testing
         #expect(del.events.map(\.kindName) == ["jobCancelled", "jobCancelled", "jobCancelled", "serviceDeleted"])
         #expect(c.state.services.isEmpty && c.state.invariantViolations().isEmpty)
     }
+
+    /// Knative's autoscaler's rules: the stable window's mean over the target; a burst of twice the size in
+    /// the panic window scales up at once and holds for a window; zero after no load for `zero-after`.
+    @Test func theAutoscalerFollowsTheLoadWithABurstWindowAndGoesToZero() throws {
+        var c = Self.pool()
+        var spec = Self.service(max: 8)
+        spec.minReplicas = 0
+        var a = Autoscale(target: 2)
+        a.zeroAfter = 120
+        spec.autoscale = a
+        _ = c.step(.record([.serviceCreated(spec: spec, replicas: 2)]), at: Self.at(0))
+        func load(_ v: Double, from: Double, to: Double) {
+            for t in stride(from: from, through: to, by: 2) {
+                _ = c.step(.serviceLoad("web", v), at: Self.at(t))
+                _ = c.step(.tick, at: Self.at(t))
+            }
+        }
+        var replicas: Int { c.state.services["web"]!.replicas }
+        var reason: String { c.state.services["web"]!.scaleReason }
+        // A steady 3 in flight: 2 replicas of 2 stay.
+        load(3, from: 1, to: 59)
+        #expect(replicas == 2 && reason == "created")
+        // A burst of 12: 6 replicas within the panic window (6 s).
+        load(12, from: 61, to: 67)
+        #expect(replicas == 6 && reason.contains("a burst"), "\(reason)")
+        // It passes, but nothing scales down for a window after it.
+        load(1, from: 69, to: 121)
+        #expect(replicas == 6)
+        load(1, from: 123, to: 189)
+        #expect(replicas == 1 && reason.contains(" to 1: "), "\(reason)")
+        #expect(reason.hasSuffix("requests in flight over 1m, target 2 per replica"), "\(reason)")
+        // No load: one replica stays until zero-after (2 min) has passed since the last request.
+        load(0, from: 191, to: 307)
+        #expect(replicas == 1)
+        load(0, from: 309, to: 311)
+        #expect(replicas == 0 && reason.contains("no load for"), "\(reason)")
+        // Demand at zero brings one back on the next tick.
+        load(1, from: 313, to: 313)
+        #expect(replicas == 1)
+        #expect(c.state.invariantViolations().isEmpty)
+    }
 }

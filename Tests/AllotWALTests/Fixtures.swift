@@ -354,7 +354,14 @@ enum Sample {
             maxReplicas: 4,
             port: 8000,
             ready: Probe(kind: .http, target: "/health"),
-            live: Probe(kind: .exec, target: "curl -sf localhost:8000/ping")
+            live: Probe(kind: .exec, target: "curl -sf localhost:8000/ping"),
+            autoscale: {
+                var a = Autoscale(target: 4)
+                a.downDelay = 300
+                a.zeroAfter = 600
+                a.metricsPath = "/metrics"
+                return a
+            }()
         )
         var replica = template
         replica.service = "llm"

@@ -199,4 +199,97 @@ import Glibc
         #expect(d.ctl(["service", "scale", "mine", "2"]).status == 0)
         #expect(d.ctl(["service", "delete", "mine"], as: alice).status == 0)
     }
+
+    static func wanted(_ d: DaemonFixture, _ name: String) -> Int {
+        object(d.ctl(["service", "show", name, "--json"]))["replicas"] as? Int ?? -1
+    }
+
+    /// Demand pushed by a router: a burst scales up at once, a quiet spell back down after the window.
+    @Test func pushedDemandScalesAServiceUpAndDown() throws {
+        let d = try DaemonFixture()
+        let create = d.ctl(
+            [
+                "service", "create", "--gpus", "0.25", "--min", "1", "--max", "4", "--autoscale",
+                "target=2,window=3s,panic-window=1s", "--workdir", "/tmp", "auto", "--", "sleep", "300",
+            ]
+        )
+        #expect(create.status == 0, "\(create.stderr)")
+        let up = Self.until(10) {
+            _ = d.ctl(["service", "demand", "auto", "7"])
+            return Self.wanted(d, "auto") == 4
+        }
+        #expect(up != nil, "\(d.ctl(["service", "show", "auto"]).stdout)")
+        print("demand 7 → 4 replicas wanted in \(String(format: "%.2f", up ?? -1)) s")
+        let show = Self.object(d.ctl(["service", "show", "auto", "--json"]))
+        #expect((show["scale_reason"] as? String ?? "").contains("a burst"), "\(show)")
+        #expect(
+            Self.until(10) {
+                (Self.object(d.ctl(["service", "show", "auto", "--json"]))["members"] as? [Any])?.count == 4
+            } != nil
+        )
+        let down = Self.until(20) {
+            _ = d.ctl(["service", "demand", "auto", "1"])
+            return Self.wanted(d, "auto") == 1
+        }
+        #expect(down != nil, "\(d.ctl(["service", "show", "auto"]).stdout)")
+        // Sized by its autoscaler: a fixed size is refused, new bounds are taken.
+        let fixed = d.ctl(["service", "scale", "auto", "3"])
+        #expect(fixed.status == 1 && fixed.stderr.contains("give it bounds with --min and --max"), "\(fixed.stderr)")
+        let bounds = d.ctl(["service", "scale", "auto", "--min", "2", "--max", "3"])
+        #expect(
+            bounds.status == 0 && bounds.stdout.contains("2 replicas wanted (2...3)"),
+            "\(bounds.stdout)\(bounds.stderr)"
+        )
+        // Demand for a service that does not autoscale is refused.
+        #expect(d.ctl(["service", "create", "--workdir", "/tmp", "fixed", "--", "sleep", "300"]).status == 0)
+        let refused = d.ctl(["service", "demand", "fixed", "3"])
+        #expect(refused.status == 1 && refused.stderr.contains("does not autoscale"), "\(refused.stderr)")
+    }
+
+    /// The replicas' own Prometheus metrics (vLLM's series) scale the service up, and down when they fall.
+    @Test func scrapedMetricsScaleAServiceUpAndDown() throws {
+        let d = try DaemonFixture()
+        let load = d.dir.appendingPathComponent("load")
+        try "12\n".write(to: load, atomically: true, encoding: .utf8)
+        let server = d.dir.appendingPathComponent("server.py")
+        try """
+        import http.server, os, sys
+        LOAD = sys.argv[1]
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                if self.path == "/metrics":
+                    n = open(LOAD).read().strip()
+                    body = ("# TYPE vllm:num_requests_running gauge\\n"
+                            'vllm:num_requests_running{model_name="m"} %s\\n'
+                            "vllm:num_requests_waiting 0\\nother_metric 99\\n" % n).encode()
+                else:
+                    body = b"ok"
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            def log_message(self, *a):
+                pass
+        http.server.HTTPServer(("127.0.0.1", int(os.environ["ALLOT_PORT"])), H).serve_forever()
+
+        """.write(to: server, atomically: true, encoding: .utf8)
+        chmod(d.dir.path, 0o755)
+        let create = d.ctl(
+            [
+                "service", "create", "--gpus", "0.25", "--min", "1", "--max", "3", "--ready", "http:/",
+                "--autoscale", "target=4,window=3s,panic-window=2s,metrics=/metrics", "--workdir", d.dir.path,
+                "scraped", "--", "python3", server.path, load.path,
+            ]
+        )
+        #expect(create.status == 0, "\(create.stderr)")
+        // One replica says 12 in flight against a target of 4: three.
+        let up = Self.until(20) { Self.wanted(d, "scraped") == 3 }
+        #expect(up != nil, "\(d.ctl(["service", "show", "scraped"]).stdout)\n\(d.daemonLog.suffix(1500))")
+        let load12 = Self.object(d.ctl(["service", "show", "scraped", "--json"]))["load"] as? Double ?? 0
+        #expect(load12 >= 12, "load \(load12)")
+        // Quiet: back to one after the window and the burst's hold.
+        try "0\n".write(to: load, atomically: true, encoding: .utf8)
+        let down = Self.until(30) { Self.wanted(d, "scraped") == 1 }
+        #expect(down != nil, "\(d.ctl(["service", "show", "scraped"]).stdout)")
+    }
 }

@@ -26,24 +26,7 @@ prop() { $SD_CTL show -p "$1" --value allotd.service; }
 
 # The config: a small pool whose nodes this allotd runs.
 mkdir -p "$SD_ROOT/etc/allot"
-cat >"$SD_ROOT/etc/allot/allotd.toml" <<'EOF'
-[scheduler]
-default_grace = "2s"
-
-[[gpu_model]]
-name = "A100"
-memory_gib = 80
-price_per_hour = 2.0
-speed = 1.0
-
-[[node]]
-name = "a1"
-gpu_model = "A100"
-gpus = 4
-
-[daemon]
-local_nodes = ["*"]
-EOF
+cp "$HERE/test-pool.toml" "$SD_ROOT/etc/allot/allotd.toml"
 # The binaries, where the namespace sees them (its /tmp and /run are its own; a build under /tmp would be
 # invisible there): its private /tmp, written through /proc/PID/root.
 mkdir -p "$SD_ROOT/tmp/allot-bin"

@@ -82,25 +82,7 @@ check "install: completions, copyright and changelog" inside test -s /usr/share/
     -a -s /usr/share/doc/allot/copyright -a -s /usr/share/doc/allot/changelog.gz
 
 # The admin's configuration: one node this allotd runs. A job that finishes and one that runs on.
-cat >"$SD_ROOT/etc/allot/allotd.toml" <<'EOF'
-# edited by the admin
-[scheduler]
-default_grace = "2s"
-
-[[gpu_model]]
-name = "A100"
-memory_gib = 80
-price_per_hour = 2.0
-speed = 1.0
-
-[[node]]
-name = "a1"
-gpu_model = "A100"
-gpus = 4
-
-[daemon]
-local_nodes = ["*"]
-EOF
+{ echo "# edited by the admin"; cat "$HERE/test-pool.toml"; } >"$SD_ROOT/etc/allot/allotd.toml"
 $SD_CTL restart allotd.service
 first=$(ctl submit --gpus 1 --workdir / -- echo first 2>>"$work/apt.log")
 for _ in $(seq 1 100); do ctl show "$first" --json 2>/dev/null | grep -q '"completed"' && break; sleep 0.1; done
