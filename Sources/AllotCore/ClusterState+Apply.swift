@@ -201,7 +201,7 @@ extension ClusterState {
             if queued { enqueue(id) }
         case .clockTick:
             break
-        case .serviceCreated, .serviceScaled, .serviceDeleted:
+        case .serviceCreated, .serviceScaled, .serviceDeleted, .serviceUpdated, .serviceRolloutHalted:
             try applyService(event.body, at: t)
         }
         if !services.isEmpty, let id = event.body.jobID { noteReplica(id, at: t) }

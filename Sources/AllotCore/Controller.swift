@@ -148,6 +148,8 @@ public struct Controller: Sendable {
         /// A service's load now: requests in flight across its replicas (scraped from them, or pushed by a
         /// router). Its autoscaler decides on the next tick.
         case serviceLoad(String, Double)
+        /// Whether a replica serves (its readiness check passed), as its runner sees it now.
+        case replicaReady(JobID, Bool)
     }
 
     /// A run: a job and its run number (an allocation).
@@ -221,6 +223,8 @@ public struct Controller: Sendable {
     private var deadlines: [JobID: (run: Int, stopping: Bool, mono: Double)] = [:]
     /// The autoscalers' view of each service: its load samples, recent sizes, and a burst's panic.
     private var loads: [String: ServiceLoad] = [:]
+    /// The replicas that serve, as their runners last said (observed, not logged).
+    public private(set) var readyReplicas = Set<JobID>()
 
     /// What an autoscaler has seen of a service (observed, not logged: a restarted allotd learns it again
     /// within a window).
@@ -325,6 +329,8 @@ public struct Controller: Sendable {
             }
         case .record(let bodies):
             for b in bodies where !apply(b, clock, &out) { break }
+        case .replicaReady(let id, let ready):
+            if ready { readyReplicas.insert(id) } else { readyReplicas.remove(id) }
         case .serviceLoad(let name, let value):
             guard state.services[name]?.spec.autoscale != nil, value.isFinite, value >= 0 else { break }
             var l = loads[name] ?? ServiceLoad(since: clock.mono)
@@ -388,33 +394,40 @@ public struct Controller: Sendable {
     }
 
     /// Keeps each service at the replicas it wants: submits a replica's job for each one missing (once a
-    /// crash loop's back-off has passed), cancels the extra ones (waiting ones first, then the newest).
+    /// crash loop's back-off has passed), cancels the extra ones (waiting ones first, then the newest). While
+    /// replicas of an older version run, rolls them: one new replica at a time, and an old one stopped only
+    /// once a new one is ready (max surge 1, max unavailable 0); a new version whose replicas keep crashing,
+    /// or one that does not become ready within the progress deadline, stops the rollout, saying why.
     private mutating func keepServices(_ clock: ClockReading, _ out: inout Output) {
         guard !state.services.isEmpty else { return }
+        readyReplicas = readyReplicas.filter { state.jobs[$0].map { $0.state == .running } ?? false }
         for name in state.services.keys.sorted() {
-            guard let service = state.services[name] else { continue }
+            guard var service = state.services[name] else { continue }
             // A replica being cancelled is on its way out; one being preempted or restarted comes back.
             let staying = service.members.filter { id in
                 guard let job = state.jobs[id] else { return false }
                 if case .cancelled = job.stopReason, job.state == .stopping { return false }
                 return true
             }
-            if staying.count < service.replicas {
-                if let after = service.restartAfter, clock.wall < after { continue }
-                for _ in staying.count..<service.replicas {
-                    var spec = service.spec.template
-                    spec.service = name
-                    let id = state.nextJobID
-                    guard apply(.jobSubmitted(id: id, spec: spec, held: false), clock, &out) else { break }
+            let want = service.replicaSpec
+            let old = staying.filter { state.jobs[$0]?.spec != want }
+            if !old.isEmpty && service.rolloutHalted == nil, let why = rolloutProblem(service, staying, want, clock) {
+                if apply(.serviceRolloutHalted(name: name, reason: why), clock, &out) {
                     out.notes.append(
-                        Note(
-                            level: .info,
-                            message: "Replica submitted",
-                            metadata: ["service": name, "job.id": "\(id)"]
-                        )
+                        Note(level: .warning, message: "Rollout stopped", metadata: ["service": name, "reason": why])
                     )
-                    out.effects.append(.notify(id, "submitted"))
-                    out.passWanted = true
+                }
+                service = state.services[name] ?? service
+            }
+            let backingOff = service.restartAfter.map { clock.wall < $0 } ?? false
+            if !old.isEmpty && service.rolloutHalted == nil {
+                roll(service, staying, old, backingOff, clock, &out)
+            } else if staying.count < service.replicas {
+                guard !backingOff else { continue }
+                // A halted rollout keeps the version that serves.
+                let spec = service.rolloutHalted == nil ? want : old.last.flatMap { state.jobs[$0]?.spec } ?? want
+                for _ in staying.count..<service.replicas {
+                    guard submitReplica(name, spec, clock, &out) else { break }
                 }
             } else if staying.count > service.replicas {
                 let order = staying.sorted { a, b in
@@ -429,6 +442,78 @@ public struct Controller: Sendable {
                 }
             }
         }
+    }
+
+    private mutating func submitReplica(
+        _ name: String,
+        _ spec: JobSpec,
+        _ clock: ClockReading,
+        _ out: inout Output
+    ) -> Bool {
+        let id = state.nextJobID
+        guard apply(.jobSubmitted(id: id, spec: spec, held: false), clock, &out) else { return false }
+        out.notes.append(
+            Note(level: .info, message: "Replica submitted", metadata: ["service": name, "job.id": "\(id)"])
+        )
+        out.effects.append(.notify(id, "submitted"))
+        out.passWanted = true
+        return true
+    }
+
+    /// One step of a rollout: a new replica when every new one serves and there is room for one more than
+    /// wanted; an old one stopped when that leaves as many serving as wanted (not-serving old ones first).
+    private mutating func roll(
+        _ service: InferenceService,
+        _ staying: [JobID],
+        _ old: [JobID],
+        _ backingOff: Bool,
+        _ clock: ClockReading,
+        _ out: inout Output
+    ) {
+        let name = service.spec.name
+        let new = staying.filter { !old.contains($0) }
+        let newServing = new.allSatisfy { readyReplicas.contains($0) }
+        if newServing && staying.count <= service.replicas && !backingOff {
+            _ = submitReplica(name, service.replicaSpec, clock, &out)
+            return
+        }
+        guard staying.count > service.replicas else { return }
+        let serving = staying.filter { readyReplicas.contains($0) }.count
+        if let idle = old.first(where: { !readyReplicas.contains($0) }) {
+            out.notes.append(
+                Note(level: .info, message: "Replica replaced", metadata: ["service": name, "job.id": "\(idle)"])
+            )
+            cancel(idle, by: nil, clock, &out)
+        } else if serving - 1 >= service.replicas, let oldest = old.first {
+            out.notes.append(
+                Note(level: .info, message: "Replica replaced", metadata: ["service": name, "job.id": "\(oldest)"])
+            )
+            cancel(oldest, by: nil, clock, &out)
+        }
+    }
+
+    /// Why a rollout should stop, if it should: the new version's replicas keep crashing, or one has run
+    /// without becoming ready for the progress deadline.
+    private func rolloutProblem(
+        _ service: InferenceService,
+        _ staying: [JobID],
+        _ want: JobSpec,
+        _ clock: ClockReading
+    ) -> String? {
+        if service.crashes >= InferenceService.crashesThatHaltARollout {
+            return
+                "version \(service.generation) never became ready: its replicas keep ending (\(service.lastCrash ?? "-"))"
+        }
+        for id in staying where !readyReplicas.contains(id) {
+            guard let job = state.jobs[id], job.spec == want, job.state == .running, let start = job.startTime else {
+                continue
+            }
+            if clock.wall - start >= InferenceService.progressDeadline {
+                return
+                    "version \(service.generation) never became ready: replica \(id) has not passed its readiness check in \(DurationText.format(InferenceService.progressDeadline))"
+            }
+        }
+        return nil
     }
 
     /// Sizes each autoscaled service to its load: the mean over its window divided by its target, or at once

@@ -63,6 +63,11 @@ public struct Event: Hashable, Codable, Sendable {
         case serviceScaled(name: String, replicas: Int, minReplicas: Int, maxReplicas: Int, reason: String)
         /// A service is gone (its replicas were cancelled just before), by `by`.
         case serviceDeleted(name: String, by: UInt32?)
+        /// A service's spec replaced by `by`: when its replicas' job changes, they are replaced one at a time
+        /// (a new one ready before an old one stops).
+        case serviceUpdated(spec: ServiceSpec, replicas: Int, by: UInt32?)
+        /// The rollout of a service's newest version stopped, saying why; the older replicas keep serving.
+        case serviceRolloutHalted(name: String, reason: String)
     }
 
     /// A short name of the event's kind, as in logs and the WAL dump: `jobStarted`.
@@ -92,6 +97,8 @@ public struct Event: Hashable, Codable, Sendable {
         case .serviceCreated: "serviceCreated"
         case .serviceScaled: "serviceScaled"
         case .serviceDeleted: "serviceDeleted"
+        case .serviceUpdated: "serviceUpdated"
+        case .serviceRolloutHalted: "serviceRolloutHalted"
         }
     }
 }
@@ -106,7 +113,7 @@ extension Event.Body {
             .jobRequeued(let id, _), .jobRequeueing(let id, _, _), .jobUpdated(let id, _, _):
             id
         case .configApplied, .nodeAdded, .nodeRemoved, .nodeStateChanged, .gpuHealthChanged, .jobsArchived,
-            .clockTick, .serviceCreated, .serviceScaled, .serviceDeleted:
+            .clockTick, .serviceCreated, .serviceScaled, .serviceDeleted, .serviceUpdated, .serviceRolloutHalted:
             nil
         }
     }

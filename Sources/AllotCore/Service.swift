@@ -257,6 +257,10 @@ public struct InferenceService: Hashable, Sendable, Codable {
     public internal(set) var restartAfter: Instant?
     /// How the last replica that ended on its own ended.
     public internal(set) var lastCrash: String?
+    /// Its spec's version: 1 when created, one more at each update.
+    public internal(set) var generation = 1
+    /// Why the rollout of its newest version stopped, while replicas of an older one still serve.
+    public internal(set) var rolloutHalted: String?
 
     public init(
         spec: ServiceSpec,
@@ -266,7 +270,9 @@ public struct InferenceService: Hashable, Sendable, Codable {
         members: [JobID] = [],
         crashes: Int = 0,
         restartAfter: Instant? = nil,
-        lastCrash: String? = nil
+        lastCrash: String? = nil,
+        generation: Int = 1,
+        rolloutHalted: String? = nil
     ) {
         self.spec = spec
         self.replicas = replicas
@@ -276,7 +282,21 @@ public struct InferenceService: Hashable, Sendable, Codable {
         self.crashes = crashes
         self.restartAfter = restartAfter
         self.lastCrash = lastCrash
+        self.generation = generation
+        self.rolloutHalted = rolloutHalted
     }
+
+    /// A replica's job spec of the service's current version.
+    public var replicaSpec: JobSpec {
+        var job = spec.template
+        job.service = spec.name
+        return job
+    }
+
+    /// A replica in a rollout that has not become ready in this long stops the rollout.
+    public static let progressDeadline: Seconds = 600
+    /// Crashes in a row during a rollout that stop it.
+    public static let crashesThatHaltARollout = 3
 
     /// A replica that ran at least this long before it ended starts the crash count afresh.
     public static let healthyRun: Seconds = 600
@@ -329,6 +349,31 @@ extension ClusterState {
             s.scaleReason = reason
             // Asked for again: a new start, not a continued crash loop.
             if replicas > s.members.count { s.restartAfter = nil }
+            services[name] = s
+        case .serviceUpdated(let spec, let replicas, _):
+            guard var s = services[spec.name] else { throw StateError(.unknownJob, "no service \(spec.name)") }
+            if let problem = spec.problems().first {
+                throw StateError(.invalidSpec, "service \(spec.name): \(problem)")
+            }
+            guard (spec.minReplicas...spec.maxReplicas).contains(replicas) else {
+                throw StateError(
+                    .invalidSpec,
+                    "service \(spec.name): \(replicas) replicas is outside \(spec.minReplicas)...\(spec.maxReplicas)"
+                )
+            }
+            let rolls = spec.template != s.spec.template
+            s.spec = spec
+            s.replicas = replicas
+            if rolls {
+                s.generation += 1
+                s.rolloutHalted = nil
+                s.crashes = 0
+                s.restartAfter = nil
+            }
+            services[spec.name] = s
+        case .serviceRolloutHalted(let name, let reason):
+            guard var s = services[name] else { throw StateError(.unknownJob, "no service \(name)") }
+            s.rolloutHalted = reason
             services[name] = s
         case .serviceDeleted(let name, _):
             guard services.removeValue(forKey: name) != nil else { throw StateError(.unknownJob, "no service \(name)") }

@@ -36,6 +36,7 @@ enum Call: Sendable {
     case serviceDelete(String)
     case serviceEndpoints(String)
     case serviceDemand(ServiceDemandParams)
+    case serviceUpdate(ServiceCreateParams)
 
     /// Decodes one line.
     /// - Returns: the request id (when one could be read) and the call, or the error to answer with.
@@ -120,6 +121,7 @@ enum Call: Sendable {
             case Methods.serviceDelete.name: call = .serviceDelete(try params(Methods.serviceDelete)!.name)
             case Methods.serviceEndpoints.name: call = .serviceEndpoints(try params(Methods.serviceEndpoints)!.name)
             case Methods.serviceDemand.name: call = .serviceDemand(try params(Methods.serviceDemand)!)
+            case Methods.serviceUpdate.name: call = .serviceUpdate(try params(Methods.serviceUpdate)!)
             default:
                 throw RPCError(
                     RPCError.methodNotFound,

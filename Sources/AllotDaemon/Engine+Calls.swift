@@ -316,7 +316,7 @@ extension Engine {
             guard admin("snapshot") else { return }
             answer(state)
 
-        case .serviceCreate, .serviceScale, .serviceDelete, .serviceDemand:
+        case .serviceCreate, .serviceUpdate, .serviceScale, .serviceDelete, .serviceDemand:
             guard writable() else { return }
             switch serviceChange(call, caller: caller) {
             case .success(let s): answer(s)

@@ -19,47 +19,21 @@ extension Engine {
             case .serviceCreate(let p):
                 if let problem = ServiceSpec.nameProblem(p.name) { throw .invalidParams("name: \(problem)") }
                 guard state.services[p.name] == nil else { throw .refused("service \(p.name) already exists") }
-                var request = p.job
-                request.kind = "inference"
-                var checks = specChecks(caller: caller)
-                var (template, _, _) = try checkedSpec(request, caller: caller, &checks)
-                template.name = p.name
-                if let port = p.port { template.environment["ALLOT_PORT"] = String(port) }
-                func probe(_ text: String?, _ what: String) throws(RPCError) -> Probe? {
-                    guard let text else { return nil }
-                    switch Probe.parse(text) {
-                    case .success(let probe): return probe
-                    case .failure(let e): throw .invalidParams("\(what): \(e.message)")
-                    }
-                }
-                var autoscale: Autoscale?
-                if let text = p.autoscale {
-                    switch Autoscale.parse(text) {
-                    case .success(let a): autoscale = a
-                    case .failure(let e): throw .invalidParams("autoscale: \(e.message)")
-                    }
-                }
-                let replicas = p.replicas ?? p.min ?? 1
-                let spec = ServiceSpec(
-                    name: p.name,
-                    template: template,
-                    minReplicas: p.min ?? Swift.min(replicas, 1),
-                    maxReplicas: p.max ?? Swift.max(replicas, p.min ?? 1, 1),
-                    port: p.port,
-                    ready: try probe(p.ready, "ready"),
-                    live: try probe(p.live, "live"),
-                    autoscale: autoscale
-                )
-                if let problem = spec.problems().first { throw .invalidParams(problem) }
-                guard (spec.minReplicas...spec.maxReplicas).contains(replicas) else {
-                    throw .invalidParams(
-                        "replicas: \(replicas) is outside the service's bounds \(spec.minReplicas)...\(spec.maxReplicas)"
-                    )
-                }
+                let (spec, replicas) = try serviceSpec(p, caller: caller, now: nil)
                 try record(.serviceCreated(spec: spec, replicas: replicas))
                 logger.info(
                     "Service created",
                     metadata: ["service": "\(p.name)", "replicas": "\(replicas)", "uid": "\(caller.uid)"]
+                )
+                return .success(serviceObject(state.services[p.name]!))
+            case .serviceUpdate(let p):
+                let now = try ownService(p.name, caller: caller, "update")
+                let (spec, replicas) = try serviceSpec(p, caller: caller, now: now)
+                try record(.serviceUpdated(spec: spec, replicas: replicas, by: caller.uid))
+                let rolls = state.services[p.name]!.generation != now.generation
+                logger.info(
+                    "Service updated",
+                    metadata: ["service": "\(p.name)", "rollout": "\(rolls)", "uid": "\(caller.uid)"]
                 )
                 return .success(serviceObject(state.services[p.name]!))
             case .serviceScale(let p):
@@ -132,6 +106,54 @@ extension Engine {
         }
     }
 
+    /// The spec a create or update asks for, checked as a submit is; an update keeps the size and bounds it
+    /// does not give.
+    private func serviceSpec(
+        _ p: ServiceCreateParams,
+        caller: Caller,
+        now: InferenceService?
+    ) throws(RPCError) -> (ServiceSpec, replicas: Int) {
+        var request = p.job
+        request.kind = "inference"
+        var checks = specChecks(caller: caller)
+        var (template, _, _) = try checkedSpec(request, caller: caller, &checks)
+        template.name = p.name
+        if let port = p.port { template.environment["ALLOT_PORT"] = String(port) }
+        func probe(_ text: String?, _ what: String) throws(RPCError) -> Probe? {
+            guard let text else { return nil }
+            switch Probe.parse(text) {
+            case .success(let probe): return probe
+            case .failure(let e): throw .invalidParams("\(what): \(e.message)")
+            }
+        }
+        var autoscale: Autoscale?
+        if let text = p.autoscale {
+            switch Autoscale.parse(text) {
+            case .success(let a): autoscale = a
+            case .failure(let e): throw .invalidParams("autoscale: \(e.message)")
+            }
+        }
+        let replicas = p.replicas ?? p.min ?? now?.replicas ?? 1
+        let lo = p.min ?? now.map { Swift.min($0.spec.minReplicas, replicas) } ?? Swift.min(replicas, 1)
+        let spec = ServiceSpec(
+            name: p.name,
+            template: template,
+            minReplicas: lo,
+            maxReplicas: p.max ?? Swift.max(replicas, lo, now?.spec.maxReplicas ?? 1, 1),
+            port: p.port,
+            ready: try probe(p.ready, "ready"),
+            live: try probe(p.live, "live"),
+            autoscale: autoscale
+        )
+        if let problem = spec.problems().first { throw .invalidParams(problem) }
+        guard (spec.minReplicas...spec.maxReplicas).contains(replicas) else {
+            throw .invalidParams(
+                "replicas: \(replicas) is outside the service's bounds \(spec.minReplicas)...\(spec.maxReplicas)"
+            )
+        }
+        return (spec, replicas)
+    }
+
     /// A service its caller may change: their own, or any for admins.
     private func ownService(_ name: String, caller: Caller, _ what: String) throws(RPCError) -> InferenceService {
         guard let s = state.services[name] else { throw .notFound(noService(name)) }
@@ -177,6 +199,8 @@ extension Engine {
             restartAfter: s.restartAfter.flatMap { $0.seconds > Self.now ? WireTime.format($0.seconds) : nil },
             members: members,
             costPerHour: running.reduce(0) { $0 + $1.costRate } * 3600,
+            generation: s.generation,
+            rollout: rollout(of: s),
             autoscale: s.spec.autoscale?.description,
             load: s.spec.autoscale.flatMap { a in
                 controller.load(of: s.spec.name)?.mean(since: System.monotonic() - a.window)
@@ -184,10 +208,20 @@ extension Engine {
         )
     }
 
+    /// A rollout in progress or stopped, in words; nil when every replica runs the current version.
+    private func rollout(of s: InferenceService) -> String? {
+        let want = s.replicaSpec
+        let old = s.members.filter { state.jobs[$0]?.spec != want }.count
+        guard old > 0 else { return nil }
+        if let why = s.rolloutHalted { return "stopped: \(why)" }
+        return "rolling to version \(s.generation): \(s.members.count - old) new, \(old) old"
+    }
+
     private func replicaObject(_ id: JobID, of s: InferenceService) -> ReplicaObject {
         guard let job = state.jobs[id] else { return ReplicaObject(id: id.rawValue, state: "gone", ready: false) }
         let node = job.allocation?.slices.first?.node
         var r = ReplicaObject(id: id.rawValue, state: job.state.rawValue, node: node, ready: false)
+        r.outdated = job.spec != s.replicaSpec ? true : nil
         guard job.state == .running, let node else {
             r.reason = reason(of: job)
             return r
@@ -254,7 +288,15 @@ extension Engine {
                 handle.send(.serviceScraped(name, requests: read > 0 ? total : nil))
             }
         }
-        for (id, run, port, probe, readiness) in replicaChecks.due(running: running, now: now) {
+        let checks = replicaChecks.due(running: running, now: now)
+        // The controller rolls updates on readiness: tell it what changed.
+        for s in state.services.values {
+            for id in s.members {
+                let ready = replicaObject(id, of: s).ready
+                if ready != controller.readyReplicas.contains(id) { step(.replicaReady(id, ready)) }
+            }
+        }
+        for (id, run, port, probe, readiness) in checks {
             let user = state.jobs[id]?.spec.user
             Task.detached {
                 let problem = ReplicaChecks.check(probe, port: port, user: user)

@@ -86,6 +86,8 @@ public struct ReplicaObject: Codable, Sendable, Equatable {
     public var ready: Bool
     /// Why it does not serve, or what its last check said.
     public var reason: String?
+    /// It runs an older version of the service (a rollout replaces it).
+    public var outdated: Bool?
 
     public init(
         id: UInt64,
@@ -140,6 +142,10 @@ public struct ServiceObject: Codable, Sendable, Equatable {
     /// window (absent before any sample).
     public var autoscale: String?
     public var load: Double?
+    /// Its version (1, then one more at each update that changes its replicas' job), and a rollout in
+    /// progress or stopped.
+    public var generation: Int
+    public var rollout: String?
 
     enum CodingKeys: String, CodingKey {
         case name, user, uid, tenant, command, gpus, mig, replicas, min, max, ready, port, created, crashes, members
@@ -150,7 +156,7 @@ public struct ServiceObject: Codable, Sendable, Equatable {
         case lastCrash = "last_crash"
         case restartAfter = "restart_after"
         case costPerHour = "cost_per_hour"
-        case autoscale, load
+        case autoscale, load, generation, rollout
     }
 
     public init(
@@ -176,6 +182,8 @@ public struct ServiceObject: Codable, Sendable, Equatable {
         restartAfter: String?,
         members: [ReplicaObject],
         costPerHour: Double,
+        generation: Int,
+        rollout: String?,
         autoscale: String? = nil,
         load: Double? = nil
     ) {
@@ -203,6 +211,8 @@ public struct ServiceObject: Codable, Sendable, Equatable {
         self.costPerHour = costPerHour
         self.autoscale = autoscale
         self.load = load
+        self.generation = generation
+        self.rollout = rollout
     }
 }
 
@@ -239,4 +249,6 @@ extension Methods {
     public static let serviceDelete = RPCMethod<ServiceNameParams, ServiceObject>("service.delete")
     public static let serviceEndpoints = RPCMethod<ServiceNameParams, EndpointsResult>("service.endpoints")
     public static let serviceDemand = RPCMethod<ServiceDemandParams, ServiceObject>("service.demand")
+    /// A new definition of the service (as create's); a changed replica job rolls out one replica at a time.
+    public static let serviceUpdate = RPCMethod<ServiceCreateParams, ServiceObject>("service.update")
 }

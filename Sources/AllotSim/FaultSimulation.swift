@@ -503,7 +503,12 @@ public struct FaultSimulation: Sendable {
                             }()
                     )
                     try feed(.record([.serviceCreated(spec: spec, replicas: 1 + rng.below(3))]))
-                } else if rng.chance(0.75) {
+                } else if rng.chance(0.3), let s = controller.state.services["svc"] {
+                    // A new version: its replicas roll one at a time as they become ready.
+                    var spec = s.spec
+                    spec.template.command = ["serve", "v\(s.generation + 1)"]
+                    try feed(.record([.serviceUpdated(spec: spec, replicas: s.replicas, by: 1000)]))
+                } else if rng.chance(0.65) {
                     try feed(
                         .record([
                             .serviceScaled(
@@ -519,6 +524,13 @@ public struct FaultSimulation: Sendable {
                     try feed(.deleteService("svc", by: 1000))
                 }
                 passWanted = true
+            case 34..<40:
+                // The runners report which replicas serve.
+                let replicas = controller.state.services["svc"]?.members ?? []
+                if !replicas.isEmpty {
+                    let id = replicas[rng.below(replicas.count)]
+                    try feed(.replicaReady(id, rng.chance(0.8)))
+                }
             case 28..<34:
                 // The load a router reports (an autoscaled service follows it; others ignore it).
                 try feed(.serviceLoad("svc", rng.chance(0.3) ? 0 : rng.uniform(0, 12)))
@@ -583,6 +595,7 @@ public struct FaultSimulation: Sendable {
         case .requeue(let id, _, _): "requeue \(id)"
         case .deleteService(let name, _): "delete service \(name)"
         case .serviceLoad(let name, let v): "load of \(name): \(v)"
+        case .replicaReady(let id, let ready): "replica \(id) \(ready ? "ready" : "not ready")"
         }
     }
 }

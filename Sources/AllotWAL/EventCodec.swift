@@ -145,6 +145,15 @@ public enum EventCodec {
             w.u8(23)
             w.string(name)
             w.optional(by) { $0.uvar(UInt64($1)) }
+        case .serviceUpdated(let spec, let replicas, let by):
+            w.u8(24)
+            write(spec, &w)
+            w.uvar(replicas)
+            w.optional(by) { $0.uvar(UInt64($1)) }
+        case .serviceRolloutHalted(let name, let reason):
+            w.u8(25)
+            w.string(name)
+            w.string(reason)
         }
     }
 
@@ -309,6 +318,14 @@ public enum EventCodec {
                 maxReplicas: try r.count(max: ServiceSpec.maxReplicasLimit),
                 reason: try r.string()
             )
+        case 24 where r.version >= 11:
+            body = .serviceUpdated(
+                spec: try readServiceSpec(&r),
+                replicas: try r.count(max: ServiceSpec.maxReplicasLimit),
+                by: try r.optional { r throws(DecodeError) in try uid(&r) }
+            )
+        case 25 where r.version >= 11:
+            body = .serviceRolloutHalted(name: try r.string(), reason: try r.string())
         case 23 where r.version >= 11:
             body = .serviceDeleted(name: try r.string(), by: try r.optional { r throws(DecodeError) in try uid(&r) })
         case let k: throw DecodeError(offset: kindOffset, message: "unknown event kind \(k)")

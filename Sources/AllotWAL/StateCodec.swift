@@ -61,6 +61,8 @@ enum StateCodec {
             w.uvar(s.crashes)
             w.optional(s.restartAfter) { $0.f64($1.seconds) }
             w.optional(s.lastCrash) { $0.string($1) }
+            w.uvar(s.generation)
+            w.optional(s.rolloutHalted) { $0.string($1) }
         }
         return w.bytes
     }
@@ -147,7 +149,9 @@ enum StateCodec {
                     members: try r.array { r throws(DecodeError) in JobID(try r.uvar()) },
                     crashes: try r.count(max: Int(Int32.max)),
                     restartAfter: try r.optional { r throws(DecodeError) in Instant(seconds: try r.f64()) },
-                    lastCrash: try r.optional { r throws(DecodeError) in try r.string() }
+                    lastCrash: try r.optional { r throws(DecodeError) in try r.string() },
+                    generation: try r.count(max: Int(Int32.max)),
+                    rolloutHalted: try r.optional { r throws(DecodeError) in try r.string() }
                 )
             }
         }

@@ -17,7 +17,7 @@ struct ServiceCommand: ParsableCommand {
             """,
         subcommands: [
             ServiceCreate.self, ServiceList.self, ServiceShow.self, ServiceScale.self, ServiceDelete.self,
-            ServiceEndpoints.self, ServiceDemand.self,
+            ServiceEndpoints.self, ServiceDemand.self, ServiceUpdate.self,
         ]
     )
 }
@@ -99,10 +99,19 @@ struct ServiceCreate: ParsableCommand {
     }
 
     func run() throws {
+        try talking {
+            let s = try job.connection.connect().call(Methods.serviceCreate, params())
+            if job.json { return try printJSON(s) }
+            out(ServiceShow.size(s))
+        }
+    }
+
+    /// The request the options describe (create's and update's).
+    func params() -> ServiceCreateParams {
         var r = job.request()
         r.command = command
         r.kind = "inference"
-        let params = ServiceCreateParams(
+        return ServiceCreateParams(
             name: name!,
             job: r,
             replicas: replicas,
@@ -113,10 +122,30 @@ struct ServiceCreate: ParsableCommand {
             live: live,
             autoscale: autoscale
         )
+    }
+}
+
+struct ServiceUpdate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "update",
+        abstract: "Give a service a new definition: allotctl service update [OPTIONS] NAME -- COMMAND.",
+        discussion: """
+            Takes the whole replica definition, as create does (options not given take their defaults; the \
+            number of replicas and the bounds stay unless given). When the replicas' job changes (command, \
+            environment, GPUs, …) the replicas are replaced one at a time: a new one must be ready before an \
+            old one gets SIGTERM and its grace (max surge 1, max unavailable 0). A new version whose replicas \
+            keep crashing, or do not become ready within 10 minutes, stops the rollout; the old replicas keep \
+            serving and `service show` says why. Checks and autoscaling change at once, without a rollout.
+            """
+    )
+
+    @OptionGroup var service: ServiceCreate
+
+    func run() throws {
         try talking {
-            let s = try job.connection.connect().call(Methods.serviceCreate, params)
-            if job.json { return try printJSON(s) }
-            out(ServiceShow.size(s))
+            let s = try service.job.connection.connect().call(Methods.serviceUpdate, service.params())
+            if service.job.json { return try printJSON(s) }
+            out(ServiceShow.size(s) + (s.rollout.map { "rollout: \($0)\n" } ?? ""))
         }
     }
 }
@@ -195,6 +224,7 @@ struct ServiceShow: ParsableCommand {
             ),
             ("cost", String(format: "$%.2f/h", s.costPerHour)),
             ("created", s.created),
+            ("version", "\(s.generation)" + (s.rollout.map { " (\($0))" } ?? "")),
         ]
         if let m = s.mig { lines.insert(("mig", m.joined(separator: ", ")), at: 5) }
         if let c = s.crashes, let last = s.lastCrash {
@@ -209,12 +239,12 @@ struct ServiceShow: ParsableCommand {
         if !s.members.isEmpty {
             text += "\n"
             text += table(
-                ["JOB", "STATE", "NODE", "ADDRESS", "READY", "NOTE"],
+                ["JOB", "STATE", "NODE", "ADDRESS", "READY", "VERSION", "NOTE"],
                 s.members.map { m in
                     [
                         String(m.id), m.state, m.node ?? "-",
                         m.address.map { a in m.port.map { "\(a):\($0)" } ?? a } ?? "-", m.ready ? "yes" : "no",
-                        m.reason ?? "",
+                        m.outdated == true ? "older" : "current", m.reason ?? "",
                     ]
                 }
             )

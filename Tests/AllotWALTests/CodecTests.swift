@@ -284,6 +284,8 @@ import Testing
         #expect(state.invariantViolations().isEmpty)
         let llm = try #require(state.services["llm"])
         #expect(llm.replicas == 1 && llm.members == [26] && llm.scaleReason == "scaled to 1 by alice")
+        #expect(llm.generation == 2 && llm.rolloutHalted == "version 2 never became ready")
+        #expect(llm.spec.autoscale?.zeroAfter == 600 && llm.spec.autoscale?.metricsPath == "/metrics")
         #expect(llm.spec.ready == Probe(kind: .http, target: "/health") && llm.spec.live?.kind == .exec)
         #expect(llm.spec.port == 8000 && llm.spec.template.gpuShare == 250)
         #expect(state.jobs[26]?.spec.service == "llm" && state.jobs[27]?.state == .cancelled)

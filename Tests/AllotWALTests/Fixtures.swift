@@ -365,6 +365,8 @@ enum Sample {
         )
         var replica = template
         replica.service = "llm"
+        var llmV2 = llm
+        llmV2.template.command = ["serve", "--port", "8000", "--v2"]
         let scratch = ServiceSpec(
             name: "scratch",
             template: template,
@@ -383,6 +385,8 @@ enum Sample {
             at(1, .jobCancelled(id: 27, by: nil, grace: 0)),
             at(2, .serviceCreated(spec: scratch, replicas: 0)),
             at(3, .serviceDeleted(name: "scratch", by: 1000)),
+            at(4, .serviceUpdated(spec: llmV2, replicas: 1, by: 1000)),
+            at(5, .serviceRolloutHalted(name: "llm", reason: "version 2 never became ready")),
         ]
     }()
 

@@ -292,4 +292,50 @@ import Glibc
         let down = Self.until(30) { Self.wanted(d, "scraped") == 1 }
         #expect(down != nil, "\(d.ctl(["service", "show", "scraped"]).stdout)")
     }
+
+    /// `service update`: a new version replaces the replicas one at a time, never fewer ready than wanted;
+    /// a version that never becomes ready stops the rollout and the old replicas keep serving.
+    @Test func aRollingUpdateKeepsEveryReplicaServingAndABrokenVersionStops() throws {
+        let d = try DaemonFixture()
+        func define(_ verb: String, _ command: String) -> Harness.Output {
+            d.ctl(
+                [
+                    "service", verb, "--gpus", "0.25", "--replicas", "2", "--ready", "http:/", "--workdir", "/tmp",
+                    "web",
+                    "--", "sh", "-c", command + "; exec python3 -m http.server --bind 127.0.0.1 \"$ALLOT_PORT\"",
+                ]
+            )
+        }
+        #expect(define("create", "echo v1").status == 0)
+        try #require(Self.until(20) { Self.endpoints(d, "web").count == 2 } != nil)
+        let v1 = Set(Self.endpoints(d, "web").compactMap { $0["job"] as? Int })
+        let update = define("update", "echo v2")
+        #expect(
+            update.status == 0 && update.stdout.contains("rollout: rolling to version 2"),
+            "\(update.stdout)\(update.stderr)"
+        )
+        // Probed all along: at least two ready endpoints, each answering, until both are new.
+        var fewest = Int.max
+        let rolled = Self.until(30) {
+            let e = Self.endpoints(d, "web")
+            fewest = min(fewest, e.count)
+            let jobs = Set(e.compactMap { $0["job"] as? Int })
+            return e.count == 2 && jobs.isDisjoint(with: v1)
+        }
+        #expect(rolled != nil, "\(d.ctl(["service", "show", "web"]).stdout)")
+        #expect(fewest >= 2, "only \(fewest) ready during the rollout")
+        for p in Self.endpoints(d, "web").compactMap({ $0["port"] as? Int }) { #expect(Self.get(port: p) == 200) }
+        let show = Self.object(d.ctl(["service", "show", "web", "--json"]))
+        #expect(show["generation"] as? Int == 2 && show["rollout"] == nil, "\(show)")
+        // A broken version: its replicas exit at once; after three crashes the rollout stops.
+        let v2 = Set(Self.endpoints(d, "web").compactMap { $0["job"] as? Int })
+        #expect(define("update", "exit 7").status == 0)
+        let stopped = Self.until(30) {
+            (Self.object(d.ctl(["service", "show", "web", "--json"]))["rollout"] as? String ?? "").hasPrefix("stopped")
+        }
+        #expect(stopped != nil, "\(d.ctl(["service", "show", "web"]).stdout)")
+        let why = Self.object(d.ctl(["service", "show", "web", "--json"]))["rollout"] as? String ?? ""
+        #expect(why.contains("version 3 never became ready") && why.contains("exit code 7"), "\(why)")
+        #expect(Set(Self.endpoints(d, "web").compactMap { $0["job"] as? Int }) == v2)
+    }
 }
