@@ -9,17 +9,21 @@ public struct ArchivedUsage: Hashable, Sendable {
         public var user: String
         public var model: String
         public var kind: String
+        /// The service the jobs were replicas of; nil for jobs of their own.
+        public var service: String?
 
-        public init(day: Int, tenant: String, user: String, model: String, kind: String) {
+        public init(day: Int, tenant: String, user: String, model: String, kind: String, service: String? = nil) {
             self.day = day
             self.tenant = tenant
             self.user = user
             self.model = model
             self.kind = kind
+            self.service = service
         }
 
         public static func < (a: Key, b: Key) -> Bool {
-            (a.day, a.tenant, a.user, a.model, a.kind) < (b.day, b.tenant, b.user, b.model, b.kind)
+            (a.day, a.tenant, a.user, a.model, a.kind, a.service ?? "")
+                < (b.day, b.tenant, b.user, b.model, b.kind, b.service ?? "")
         }
     }
 
@@ -61,7 +65,8 @@ public struct ArchivedUsage: Hashable, Sendable {
             tenant: job.spec.tenant,
             user: job.spec.user ?? String(job.spec.uid),
             model: job.allocation?.model ?? job.placement?.model ?? "none",
-            kind: job.spec.kind.rawValue
+            kind: job.spec.kind.rawValue,
+            service: job.spec.service
         )
         rows[key, default: Totals()].jobs += 1
         rows[key, default: Totals()].gpuSeconds += job.pastGPUSeconds

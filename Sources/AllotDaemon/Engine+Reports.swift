@@ -70,11 +70,14 @@ extension Engine {
         }
     }
 
+    /// The row of jobs that are no service's replicas, in a cost by service.
+    static let noService = "(no service)"
+
     /// GPU-hours and dollars by key.
     func costTotals(_ p: CostParams) -> Result<(by: String, rows: [String: (hours: Double, usd: Double)]), RPCError> {
         let by = p.by ?? "tenant"
-        guard ["tenant", "model", "kind", "job", "user"].contains(by) else {
-            return .failure(.invalidParams("by: expected tenant, model, kind, user or job, got \"\(by)\""))
+        guard ["tenant", "model", "kind", "job", "user", "service"].contains(by) else {
+            return .failure(.invalidParams("by: expected tenant, model, kind, user, service or job, got \"\(by)\""))
         }
         var since = -Double.infinity
         var until = Double.infinity
@@ -120,6 +123,7 @@ extension Engine {
             case "kind": key = job.spec.kind.rawValue
             case "job": key = job.id.description
             case "user": key = job.spec.user ?? String(job.spec.uid)
+            case "service": key = job.spec.service ?? Self.noService
             default: key = job.spec.tenant
             }
             rows[key, default: (0, 0)].hours += gpuSeconds / 3600
@@ -136,6 +140,7 @@ extension Engine {
             case "kind": key = k.kind
             case "job": key = "archived"
             case "user": key = k.user
+            case "service": key = k.service ?? Self.noService
             default: key = k.tenant
             }
             rows[key, default: (0, 0)].hours += t.gpuSeconds / 3600 * f

@@ -49,6 +49,7 @@ enum StateCodec {
             w.uvar(row.1.jobs)
             w.f64(row.1.gpuSeconds)
             w.f64(row.1.usd)
+            w.optional(row.0.service) { $0.string($1) }
         }
         w.uvar(image.archived.jobs)
         w.optional(image.archived.lastEnd) { $0.f64($1.seconds) }
@@ -117,20 +118,20 @@ enum StateCodec {
         var archived = ArchivedUsage()
         if r.version >= 10 {
             let rows = try r.array { r throws(DecodeError) in
-                (
-                    ArchivedUsage.Key(
-                        day: Int(clamping: try r.ivar()),
-                        tenant: try r.string(),
-                        user: try r.string(),
-                        model: try r.string(),
-                        kind: try r.string()
-                    ),
-                    ArchivedUsage.Totals(
-                        jobs: try r.count(max: Int(Int32.max)),
-                        gpuSeconds: try r.f64(),
-                        usd: try r.f64()
-                    )
+                var key = ArchivedUsage.Key(
+                    day: Int(clamping: try r.ivar()),
+                    tenant: try r.string(),
+                    user: try r.string(),
+                    model: try r.string(),
+                    kind: try r.string()
                 )
+                let totals = ArchivedUsage.Totals(
+                    jobs: try r.count(max: Int(Int32.max)),
+                    gpuSeconds: try r.f64(),
+                    usd: try r.f64()
+                )
+                if r.version >= 11 { key.service = try r.optional { r throws(DecodeError) in try r.string() } }
+                return (key, totals)
             }
             archived = ArchivedUsage(
                 rows: rows,

@@ -172,14 +172,14 @@ struct Status: ParsableCommand {
 
 struct Cost: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "GPU-hours and money spent, by tenant, model, kind, user or job.",
+        abstract: "GPU-hours and money spent, by tenant, model, kind, user, service or job.",
         discussion:
             "Times are RFC 3339 (2026-11-01T00:00:00Z), YYYY-MM-DD (UTC midnight), today, yesterday, now, or a span ago (-2h, 3d)."
     )
 
     @OptionGroup var connection: ConnectionOptions
 
-    @Option(name: .long, help: ArgumentHelp("tenant (default), model, kind, user or job.", valueName: "KEY"))
+    @Option(name: .long, help: ArgumentHelp("tenant (default), model, kind, user, service or job.", valueName: "KEY"))
     var by = "tenant"
 
     @Option(name: .long, parsing: .unconditional, help: ArgumentHelp("Count from this time.", valueName: "TIME"))
@@ -198,8 +198,8 @@ struct Cost: ParsableCommand {
         guard ["table", "csv", "json"].contains(format) else {
             throw ValidationError("--format: expected table, csv or json, got \"\(format)\"")
         }
-        guard ["tenant", "model", "kind", "user", "job"].contains(by) else {
-            throw ValidationError("--by: expected tenant, model, kind, user or job, got \"\(by)\"")
+        guard ["tenant", "model", "kind", "user", "service", "job"].contains(by) else {
+            throw ValidationError("--by: expected tenant, model, kind, user, service or job, got \"\(by)\"")
         }
     }
 

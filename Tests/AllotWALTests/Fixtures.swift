@@ -387,6 +387,7 @@ enum Sample {
             at(3, .serviceDeleted(name: "scratch", by: 1000)),
             at(4, .serviceUpdated(spec: llmV2, replicas: 1, by: 1000)),
             at(5, .serviceRolloutHalted(name: "llm", reason: "version 2 never became ready")),
+            at(6, .jobsArchived(ids: [27])),
         ]
     }()
 

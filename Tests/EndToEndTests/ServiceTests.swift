@@ -115,6 +115,9 @@ import Glibc
             .count
         #expect(jobs == 2)
         for p in Self.endpoints(d, "api").compactMap({ $0["port"] as? Int }) { #expect(Self.get(port: p) == 200) }
+        // What its replicas cost, by service.
+        let cost = d.ctl(["cost", "--by", "service", "--json"])
+        #expect(cost.status == 0 && cost.stdout.contains("\"key\" : \"api\""), "\(cost.stdout)\(cost.stderr)")
     }
 
     @Test func scaleUpDownAndDelete() throws {
