@@ -167,27 +167,18 @@ struct ReplicaChecks {
                 return (200..<400).contains(status) ? nil : "GET \(probe.target) answered \(status)"
             }
         case .exec:
-            let p = Process()
-            if getuid() == 0, let user, user != "root" {
-                p.executableURL = URL(fileURLWithPath: "/usr/sbin/runuser")
-                p.arguments = ["-u", user, "--", "/bin/sh", "-c", probe.target]
-            } else {
-                p.executableURL = URL(fileURLWithPath: "/bin/sh")
-                p.arguments = ["-c", probe.target]
+            // As the replica's owner (runuser drops root's privileges), with the replica's port.
+            var argv = [
+                "/usr/bin/env", "-i", "PATH=/usr/local/bin:/usr/bin:/bin", "ALLOT_PORT=\(port)", "/bin/sh", "-c",
+                probe.target,
+            ]
+            if getuid() == 0, let user, user != "root" { argv = ["/usr/sbin/runuser", "-u", user, "--"] + argv }
+            do {
+                let r = try System.capture(argv[0], Array(argv.dropFirst()), timeout: timeout)
+                return r.status == 0 ? nil : "\(probe.target) exited with \(r.status)"
+            } catch {
+                return "\(probe.target) could not be run: \(error)"
             }
-            p.environment = ["PATH": "/usr/local/bin:/usr/bin:/bin", "ALLOT_PORT": String(port)]
-            p.standardInput = FileHandle.nullDevice
-            p.standardOutput = FileHandle.nullDevice
-            p.standardError = FileHandle.nullDevice
-            do { try p.run() } catch { return "\(probe.target) could not be run: \(error.localizedDescription)" }
-            let deadline = Date().addingTimeInterval(timeout)
-            while p.isRunning && Date() < deadline { usleep(10_000) }
-            if p.isRunning {
-                p.terminate()
-                p.waitUntilExit()
-                return "\(probe.target) took longer than \(timeout)s"
-            }
-            return p.terminationStatus == 0 ? nil : "\(probe.target) exited with \(p.terminationStatus)"
         }
     }
 

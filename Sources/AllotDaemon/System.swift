@@ -1,5 +1,6 @@
 import CoreFoundation
 import Foundation
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -124,9 +125,16 @@ enum System {
 
     /// Reaps every exited child (supervisors the daemon started) without blocking.
     static func reapChildren() {
-        var status: Int32 = 0
-        while waitpid(-1, &status, WNOHANG) > 0 {}
+        // Only what spawnDetached started: a child another task waits for (a command whose output it reads,
+        // a replica's exec check) must keep its status for that task.
+        detached.withLock { pids in
+            var status: Int32 = 0
+            for pid in pids where waitpid(pid, &status, WNOHANG) != 0 { pids.remove(pid) }
+        }
     }
+
+    /// The children spawnDetached started that have not been reaped.
+    private static let detached = Mutex<Set<Int32>>([])
 
     /// Starts a program in a new session, not waited for by a task: it outlives the daemon.
     /// - Returns: its pid.
@@ -156,6 +164,7 @@ enum System {
         var pid: pid_t = 0
         let rc = posix_spawn(&pid, path, &actions, &attr, argv, environ)
         guard rc == 0 else { throw SpawnError(path: path, errno: rc) }
+        detached.withLock { _ = $0.insert(pid) }
         return pid
     }
 
