@@ -333,7 +333,14 @@ public struct Controller: Sendable {
             if ready { readyReplicas.insert(id) } else { readyReplicas.remove(id) }
         case .serviceLoad(let name, let value):
             guard state.services[name]?.spec.autoscale != nil, value.isFinite, value >= 0 else { break }
-            var l = loads[name] ?? ServiceLoad(since: clock.mono)
+            var l =
+                loads[name]
+                ?? {
+                    // The size it has counts as asked for now: the scale-down delay runs from the first reading.
+                    var first = ServiceLoad(since: clock.mono)
+                    first.wanted = [(clock.mono, state.services[name]?.replicas ?? 0)]
+                    return first
+                }()
             l.samples.append((clock.mono, value))
             if value > 0 { l.lastBusy = clock.mono }
             loads[name] = l
@@ -518,7 +525,8 @@ public struct Controller: Sendable {
 
     /// Sizes each autoscaled service to its load: the mean over its window divided by its target, or at once
     /// to the short window's when a burst asks for twice its size (then no scaling down for a window); a
-    /// smaller size only once it has been enough for the scale-down delay; zero only after no load for
+    /// smaller size only once it has been enough for the scale-down delay and after a whole window of
+    /// readings; zero only after no load for
     /// `zero-after` (and with min 0). Each change is an event saying why.
     private mutating func autoscale(_ clock: ClockReading, _ out: inout Output) {
         guard !loads.isEmpty else { return }
@@ -536,8 +544,8 @@ public struct Controller: Sendable {
             guard let stable = l.mean(since: now - a.window) else { continue }
             let panic = l.mean(since: now - a.panicWindow) ?? stable
             let current = service.replicas
-            let forStable = Int((stable / a.target).rounded(.up))
-            let forPanic = Int((panic / a.target).rounded(.up))
+            let forStable = a.replicas(for: stable)
+            let forPanic = a.replicas(for: panic)
             var reason: String
             var size: Int
             if forPanic >= 2 * max(current, 1) && forPanic > current {
@@ -546,13 +554,15 @@ public struct Controller: Sendable {
             if now < l.panicUntil {
                 size = max(current, forPanic)
                 reason =
-                    "a burst: \(Autoscale.number((panic * 10).rounded() / 10)) requests in flight over \(DurationText.format(a.panicWindow)), target \(Autoscale.number(a.target)) per replica"
+                    "a burst: \(Autoscale.number((panic * 10).rounded() / 10)) requests in flight over \(DurationText.format(a.panicWindow)), \(a.sizing)"
             } else {
                 size = forStable
                 reason =
-                    "\(Autoscale.number((stable * 10).rounded() / 10)) requests in flight over \(DurationText.format(a.window)), target \(Autoscale.number(a.target)) per replica"
+                    "\(Autoscale.number((stable * 10).rounded() / 10)) requests in flight over \(DurationText.format(a.window)), \(a.sizing)"
             }
             l.wanted.append((now, size))
+            // Not down on less than a whole window of readings (just started, or allotd restarted).
+            if size < current && now - l.since < a.window { size = current }
             if size < current, a.downDelay > 0 {
                 // Down only to what the whole delay has asked for at most.
                 size = min(current, l.wanted.map(\.replicas).max() ?? size)

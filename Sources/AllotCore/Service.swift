@@ -57,7 +57,10 @@ public struct Probe: Hashable, Sendable, Codable, CustomStringConvertible {
 }
 
 /// How a service follows its load: the requests in flight it aims at per replica, averaged over a stable
-/// window, with a short panic window for bursts (Knative's autoscaler, whose defaults these are).
+/// window, with a short panic window for bursts (Knative's autoscaler, whose defaults these are). Or, with
+/// `slots`, sized for a share of requests that may wait: each replica serves `slots` requests at once and the
+/// replicas are the fewest whose slots keep the chance a request waits under `waiting` (Erlang's C formula
+/// on the load in flight): more headroom at a small load, less at a big one, where a fixed target wastes it.
 public struct Autoscale: Hashable, Sendable, Codable, CustomStringConvertible {
     /// Requests in flight (running and waiting) per replica it aims at.
     public var target: Double
@@ -75,16 +78,64 @@ public struct Autoscale: Hashable, Sendable, Codable, CustomStringConvertible {
     public var metricsPath: String?
     /// The series that add up to a replica's requests in flight.
     public var metrics: [String] = Self.vllmMetrics
+    /// Requests one replica serves at once (its batch, e.g. vLLM's `--max-num-seqs`); nil: size by `target`.
+    public var slots: Int?
+    /// With `slots`: the share of requests that may have to wait for a slot (0.01: one in a hundred).
+    public var waiting: Double = 0.01
 
     public static let vllmMetrics = ["vllm:num_requests_running", "vllm:num_requests_waiting"]
 
     public init(target: Double) { self.target = target }
+
+    /// Sized by slots: each replica serves `slots` requests at once; at most `waiting` of them wait.
+    public init(slots: Int, waiting: Double = 0.01) {
+        self.target = Double(slots)
+        self.slots = slots
+        self.waiting = waiting
+    }
+
+    /// How it sizes, in words: `target 4 per replica`, or `8 slots per replica, at most 1% waiting`.
+    public var sizing: String {
+        guard let slots else { return "target \(Self.number(target)) per replica" }
+        return "\(slots) slots per replica, at most \(Self.number(waiting * 100))% waiting"
+    }
+
+    /// The replicas a load of `inFlight` requests needs (at least 0; the caller applies min and max).
+    public func replicas(for inFlight: Double) -> Int {
+        guard inFlight > 0 else { return 0 }
+        guard let slots, slots > 0 else { return Int((inFlight / target).rounded(.up)) }
+        return Self.erlangReplicas(load: inFlight, slots: slots, waiting: waiting, most: ServiceSpec.maxReplicasLimit)
+    }
+
+    /// The fewest replicas of `slots` servers each for which an offered load of `load` (erlangs) waits with
+    /// probability at most `waiting` (Erlang C), up to `most`.
+    static func erlangReplicas(load a: Double, slots: Int, waiting: Double, most: Int) -> Int {
+        // Erlang B by its recurrence, one server at a time; C from B.
+        var b = 1.0
+        var servers = 0
+        var n = max(1, Int((a / Double(slots)).rounded(.down)))
+        while n < most {
+            while servers < n * slots {
+                servers += 1
+                b = a * b / (Double(servers) + a * b)
+            }
+            let c = Double(servers)
+            if c > a {
+                let pWait = c * b / (c - a * (1 - b))
+                if pWait <= waiting { return n }
+            }
+            n += 1
+        }
+        return most
+    }
 
     /// `target=4,window=60s,panic-window=6s,down-delay=5m,zero-after=10m,metrics=/metrics,series=a+b`, or a
     /// bare number for the target.
     public static func parse(_ text: String) -> Result<Autoscale, SpecError> {
         var a = Autoscale(target: 0)
         var sawTarget = false
+        var sawSlots = false
+        var sawWaiting = false
         for part in text.split(separator: ",").map({ String($0.filter { $0 != " " }) }) {
             let kv = part.split(separator: "=", maxSplits: 1).map(String.init)
             let (key, value) = kv.count == 2 ? (kv[0], kv[1]) : ("target", kv[0])
@@ -121,6 +172,24 @@ public struct Autoscale: Hashable, Sendable, Codable, CustomStringConvertible {
                 case .success(let d): a.zeroAfter = d
                 case .failure(let e): return .failure(e)
                 }
+            case "slots":
+                guard let n = Int(value), n > 0, n <= 100_000 else {
+                    return .failure(SpecError("slots=\(value): requests one replica serves at once, 1 or more"))
+                }
+                a.slots = n
+                a.target = Double(n)
+                sawSlots = true
+            case "waiting":
+                let number = value.hasSuffix("%") ? Double(value.dropLast()).map { $0 / 100 } : Double(value)
+                guard let w = number, w > 0, w < 1 else {
+                    return .failure(
+                        SpecError(
+                            "waiting=\(value): the share of requests that may wait, as 1% or 0.01 (above 0, below 1)"
+                        )
+                    )
+                }
+                a.waiting = w
+                sawWaiting = true
             case "metrics":
                 guard value.hasPrefix("/"), !value.contains(where: \.isWhitespace) else {
                     return .failure(SpecError("metrics=\(value): the path of each replica's metrics, as /metrics"))
@@ -135,13 +204,25 @@ public struct Autoscale: Hashable, Sendable, Codable, CustomStringConvertible {
             default:
                 return .failure(
                     SpecError(
-                        "\"\(key)\" is not an autoscale setting: target, window, panic-window, down-delay, zero-after, metrics, series"
+                        "\"\(key)\" is not an autoscale setting: target, slots, waiting, window, panic-window, down-delay, zero-after, metrics, series"
                     )
                 )
             }
         }
-        guard sawTarget else {
-            return .failure(SpecError("\"\(text)\": give target=N (requests in flight per replica)"))
+        if sawTarget && sawSlots {
+            return .failure(
+                SpecError("\"\(text)\": give target=N (requests in flight per replica) or slots=N, not both")
+            )
+        }
+        if sawWaiting && !sawSlots {
+            return .failure(SpecError("\"\(text)\": waiting=P sizes by slots; give slots=N with it"))
+        }
+        guard sawTarget || sawSlots else {
+            return .failure(
+                SpecError(
+                    "\"\(text)\": give target=N (requests in flight per replica) or slots=N (requests a replica serves at once)"
+                )
+            )
         }
         guard a.panicWindow > 0, a.window >= a.panicWindow else {
             return .failure(
@@ -154,7 +235,9 @@ public struct Autoscale: Hashable, Sendable, Codable, CustomStringConvertible {
     }
 
     public var description: String {
-        var parts = ["target=\(Self.number(target))", "window=\(DurationText.format(window))"]
+        var parts =
+            slots.map { ["slots=\($0)", "waiting=\(Self.number(waiting * 100))%"] } ?? ["target=\(Self.number(target))"]
+        parts.append("window=\(DurationText.format(window))")
         parts.append("panic-window=\(DurationText.format(panicWindow))")
         if downDelay > 0 { parts.append("down-delay=\(DurationText.format(downDelay))") }
         if let z = zeroAfter { parts.append("zero-after=\(DurationText.format(z))") }

@@ -13,8 +13,9 @@ public enum EventCodec {
     /// its spec and its allocation. Version 8: MIG — models' profile tables, nodes' MIG mode and layout, a
     /// job's acceptable profiles and its instance. Version 9: a job's dependencies and its place in a job
     /// array. Version 10: a job's node selection, nice and notifications; a tenant's default webhook.
-    /// Version 11: services (their events, and the service a job is a replica of).
-    public static let version: UInt16 = 11
+    /// Version 11: services (their events, and the service a job is a replica of). Version 12: an
+    /// autoscaler sized by slots and the share of requests that may wait.
+    public static let version: UInt16 = 12
 
     static let nodeStates: [NodeState] = [.up, .draining, .drained, .down]
     static let healths: [GPUHealth] = [.healthy, .unhealthy]
@@ -177,6 +178,8 @@ public enum EventCodec {
             w.optional(a.zeroAfter) { $0.f64($1) }
             w.optional(a.metricsPath) { $0.string($1) }
             w.array(a.metrics) { $0.string($1) }
+            w.optional(a.slots) { $0.uvar($1) }
+            w.f64(a.waiting)
         }
     }
 
@@ -202,6 +205,10 @@ public enum EventCodec {
                 a.zeroAfter = try r.optional { r throws(DecodeError) in try r.f64() }
                 a.metricsPath = try r.optional { r throws(DecodeError) in try r.string() }
                 a.metrics = try r.array { r throws(DecodeError) in try r.string() }
+                if r.version >= 12 {
+                    a.slots = try r.optional { r throws(DecodeError) in try r.count(max: 100_000) }
+                    a.waiting = try r.f64()
+                }
                 return a
             }
         )

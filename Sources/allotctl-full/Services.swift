@@ -57,7 +57,7 @@ struct ServiceCreate: ParsableCommand {
 
     @Option(
         help: ArgumentHelp(
-            "Follow the load: target=N requests in flight per replica[,window=60s,panic-window=6s,down-delay=0s,zero-after=D,metrics=/metrics,series=A+B].",
+            "Follow the load: target=N requests in flight per replica, or slots=N per replica with waiting=1% (Erlang C)[,window=60s,panic-window=6s,down-delay=0s,zero-after=D,metrics=/metrics,series=A+B].",
             valueName: "settings"
         )
     )

@@ -391,6 +391,20 @@ enum Sample {
         ]
     }()
 
+    /// An autoscaler sized by slots (version 12).
+    static let eventsV12: [Event] = {
+        var template = JobSpec(name: "chat", tenant: "research", uid: 1000, user: "alice", kind: .inference, gpus: 1)
+        template.command = ["serve"]
+        let chat = ServiceSpec(
+            name: "chat",
+            template: template,
+            minReplicas: 1,
+            maxReplicas: 40,
+            autoscale: Autoscale(slots: 8, waiting: 0.02)
+        )
+        return [Event(time: Instant(seconds: 1_800_001_000), .serviceCreated(spec: chat, replicas: 3))]
+    }()
+
     /// A submit event for job `id`.
     static func submit(_ id: UInt64) -> Event {
         Event(
