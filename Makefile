@@ -3,6 +3,7 @@
 #   make simulate  replay the example trace on the example pool
 #   make simulate-faults SEEDS=10000   the controller under seeded faults (crashes, lost agents, GPU failures)
 #   make figures-fgd   fractional-GPU placement against FGD on Alibaba's openb trace (docs/fractional-gpus.md)
+#   make figures-services   inference services on Azure's LLM traces: peak, Knative, allot (docs/services.md)
 #   make test    the test suite
 #   make bench   the benchmarks (Benchmarks/, a package of its own)
 #   make install / make uninstall   release binaries, systemd units, config, man pages, completions, docs
@@ -13,7 +14,7 @@ CONFIG ?= etc/allot/allotd.toml
 TRACE ?= examples/trace-mixed.csv
 BIN := $(shell $(SWIFT) build --show-bin-path 2>/dev/null)
 
-.PHONY: all deps build release test lint format demo simulate simulate-faults bench bench-daemon figures figures-fgd clean install install-files uninstall deb deb-tree \
+.PHONY: all deps build release test lint format demo simulate simulate-faults bench bench-daemon figures figures-fgd figures-services clean install install-files uninstall deb deb-tree \
 	verify-units
 
 PREFIX ?= /usr/local
@@ -101,6 +102,12 @@ figures: deps
 OPENB ?= ../shared/data/traces/alibaba-openb-gpu-2023
 figures-fgd: deps
 	OPENB=$(OPENB) scripts/fgd-figures.sh
+
+# Inference services replaying Azure's LLM inference trace beside a day of training (needs the Azure trace:
+# TRACES=DIR, the folder of traces; docs/services.md).
+TRACES ?= ../shared/data/traces
+figures-services: deps
+	TRACES=$(TRACES) scripts/service-figures.sh
 
 # The unit with this installation's paths.
 $(GENERATED)/%.service: systemd/%.service.in

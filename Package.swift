@@ -101,7 +101,9 @@ let package = Package(
         // The trace-driven simulator: the real core, virtual time.
         .target(
             name: "AllotSim",
-            dependencies: ["AllotCore", .product(name: "Collections", package: "swift-collections")],
+            dependencies: [
+                "AllotCore", "AllotConfig", .product(name: "Collections", package: "swift-collections"),
+            ],
             swiftSettings: upcoming
         ),
         // allotctl is a small front: it runs a plain `submit` itself (no Foundation, no argument parser: a

@@ -22,6 +22,8 @@ public struct SimulationResult: Sendable {
     public let counts: Counts
     /// Every run that ended, for per-window spending.
     public let runs: [RunRecord]
+    /// What each simulated inference service did (empty without services).
+    public var services: [ServiceFigures] = []
 
     /// Preemptions by kind, and starts on lent GPUs.
     public struct Counts: Hashable, Sendable, Codable {
@@ -140,11 +142,12 @@ public struct SimulationResult: Sendable {
 
     /// Jobs that ended (completed, failed or timed out), by id.
     public var endedJobs: [Job] {
-        state.jobs.values.filter { $0.state.isTerminal }.sorted { $0.id < $1.id }
+        state.jobs.values.filter { $0.state.isTerminal && traceIndex[$0.id] != nil }.sorted { $0.id < $1.id }
     }
 
+    /// The figures of the trace's jobs; the services' replicas are in ``services``.
     public func summary() -> Summary {
-        let all = state.jobs.values.sorted { $0.id < $1.id }
+        let all = state.jobs.values.filter { traceIndex[$0.id] != nil }.sorted { $0.id < $1.id }
         let ended = all.filter { $0.state.isTerminal }
         let end = ended.compactMap { $0.endTime?.seconds }.max() ?? firstSubmit
         let makespan = max(0, end - firstSubmit)

@@ -18,6 +18,8 @@ public struct Simulator {
     public var restartOverhead: Seconds = 60
     /// Called after each scheduling pass with its time, the pass, and the state it ran on (tests, tracing).
     public var onPass: ((Instant, SchedulingPass, ClusterState) -> Void)?
+    /// Inference services to run beside the trace's jobs, with their requests (see ``ServiceWorkload``).
+    public var services: ServiceWorkload?
 
     public init(policy: Scheduler.Policy = .allot) {
         self.policy = policy
@@ -75,6 +77,7 @@ public struct Simulator {
         var passes = 0
         var counts = SimulationResult.Counts()
         let firstSubmit = lastTime
+        let driver = services.map { ServiceDriver($0, origin: firstSubmit) }
 
         func reading(_ t: Double) -> ClockReading { ClockReading(wall: Instant(seconds: t), mono: t) }
 
@@ -90,13 +93,19 @@ public struct Simulator {
                 case .jobStarted(_, _, _, let loans) where !loans.isEmpty: counts.loans += 1
                 case .jobPreempted(_, _, _, let reason):
                     if reason.isReclaim { counts.reclaims += 1 } else { counts.preemptions += 1 }
+                case .serviceScaled(let name, _, _, _, _): driver?.resized(name)
                 default: break
                 }
             }
             for effect in out.effects {
                 switch effect {
                 case .start(let id, let run):
-                    guard let job = state.jobs[id], let allocation = job.allocation, let index = traceIndex[id] else {
+                    guard let job = state.jobs[id], let allocation = job.allocation else { continue }
+                    guard let index = traceIndex[id] else {
+                        // A service's replica serves until it is told to stop.
+                        if let name = job.spec.service {
+                            driver?.started(id, run: run, service: name, model: allocation.model, at: t)
+                        }
                         continue
                     }
                     let tj = trace.jobs[index]
@@ -117,12 +126,17 @@ public struct Simulator {
                         )
                     )
                 case .stop(let id, let run, let grace, _):
+                    driver?.stopping(id)
                     seq += 1
                     due.insert(Due(time: t + grace, seq: seq, job: id, run: run, kind: .exitAfterNotice))
                 case .notify, .ended: continue
                 }
             }
             return out
+        }
+
+        if let driver {
+            for input in driver.creation() { _ = try feed(input, at: firstSubmit) }
         }
 
         var nextWake = -Double.infinity
@@ -167,8 +181,10 @@ public struct Simulator {
                 _ = due.popMin()
             }
             let next = due.min?.time ?? .infinity
-            let t = min(arrival, next)
+            let serviceNext = driver?.nextTime ?? .infinity
+            let t = min(arrival, next, serviceNext)
             if !t.isFinite { break }
+            var passDue = arrival <= t || next <= t
             busyIntegral += busyGPUs * (t - lastTime)
             wasteIntegral += usableIdle * (t - lastTime)
             let lastArrivalTime = trace.jobs.last?.submitTime ?? 0
@@ -191,11 +207,19 @@ public struct Simulator {
                         let done = max(0, t - info.workStart) * (job.spec.kind == .training ? info.speed : 1)
                         workLeft[top.job] = max(0, (workLeft[top.job] ?? 0) - done)
                     }
+                    driver?.ended(top.job)
                     _ = try feed(.runEnded(.init(id: top.job, run: top.run, exit: .signaled(signal: 15))), at: t)
                 default:
                     continue
                 }
             }
+            if let driver, serviceNext <= t {
+                let (inputs, pass) = driver.step(at: t)
+                for input in inputs { _ = try feed(input, at: t) }
+                passDue = passDue || pass
+            }
+            // Requests coming and going change nothing the scheduler sees until the next load reading.
+            if !passDue { continue }
             var arrivals: [Controller.Submission] = []
             var id = state.nextJobID
             while nextArrival < trace.jobs.count && trace.jobs[nextArrival].submitTime <= t {
@@ -220,6 +244,7 @@ public struct Simulator {
                 seq += 1
                 due.insert(Due(time: end, seq: seq, job: id, run: state.jobs[id]!.runs, kind: .shieldEnds))
             }
+            driver?.noteSizes(state, at: t)
             busyGPUs = Double(state.gpusInUse)
             // Waste: GPUs idle although a pending job could use them now. A greedy probe places what fits;
             // it finds work only where the policy held a job back (queue order, reservations, budgets).
@@ -244,7 +269,8 @@ public struct Simulator {
             wastedWhileArrivingGPUSeconds: wasteArriving,
             passes: passes,
             counts: counts,
-            runs: runs
+            runs: runs,
+            services: driver?.figures(runs, state) ?? []
         )
     }
 }

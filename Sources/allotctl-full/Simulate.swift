@@ -9,6 +9,7 @@ struct Simulate: AsyncParsableCommand {
         abstract: "Replay a job trace through the scheduler in virtual time.",
         usage: """
             allotctl simulate --config <POOL.toml> --trace <TRACE.csv> [--policy <policy>] [--json] [<options>]
+              allotctl simulate --config <POOL.toml> --services <SERVICES.toml> [--trace <TRACE.csv>] [--scaling peak,knative,allot] [--json]
               allotctl simulate --from-live [--config <POOL.toml>] [--json] [<options>]
               allotctl simulate --openb-nodes <NODES.csv> --openb-pods <PODS.csv> [--placement <RULE,…>] [--seeds <A-B>] [--json]
             """,
@@ -16,6 +17,12 @@ struct Simulate: AsyncParsableCommand {
             Reads the pool from a config file (as allotd does) and a CSV trace (see docs/trace-format.md), runs \
             the real scheduler with virtual time — jumping from one arrival or completion to the next — and \
             prints job completion times, queueing delay, utilization, waste and cost.
+
+            With --services, inference services run beside the trace's jobs, each replaying its requests (an \
+            Azure LLM inference trace, say), sized three ways side by side: a fixed count for the busiest \
+            minute (peak), Knative's autoscaler defaults (knative) and allot's autoscaler (allot); for each, the \
+            share of requests a replica took within the service's SLO, waits, replica-hours and cost, and the \
+            training jobs' completion times.
 
             With --openb-nodes and --openb-pods instead, it runs FGD's fragmentation experiment on Alibaba's \
             openb GPU-sharing trace (see docs/fractional-gpus.md): requests arrive until their GPU demand \
@@ -54,6 +61,24 @@ struct Simulate: AsyncParsableCommand {
         )
     )
     var compare: String?
+
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Run these inference services beside the trace's jobs, each replaying its requests (see docs/services.md), and print each one's requests served within its SLO and replica-hours under each --scaling. --trace is optional then.",
+            valueName: "SERVICES.toml"
+        )
+    )
+    var services: String?
+
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "With --services: the sizings side by side. peak: a fixed count for the busiest minute; knative: Knative's autoscaler defaults; allot: allot's autoscaler.",
+            valueName: "S,S…"
+        )
+    )
+    var scaling = "peak,knative,allot"
 
     @Flag(name: .long, help: "Print one JSON object instead of a report.")
     var json = false
@@ -96,6 +121,15 @@ struct Simulate: AsyncParsableCommand {
             return
         }
         if fromLive && trace != nil { throw ValidationError("give either --trace or --from-live, not both") }
+        if services != nil {
+            _ = try Self.scalings(scaling)
+            if fromLive || compare != nil || timeline != nil || report != nil || decisions {
+                throw ValidationError(
+                    "--services compares sizings side by side on one policy; it takes no --from-live, --compare, --timeline, --report or --decisions"
+                )
+            }
+            return
+        }
         if let compare {
             let policies = try Self.policies(compare)
             if policies.count < 2 {
@@ -120,6 +154,10 @@ struct Simulate: AsyncParsableCommand {
     func run() async throws {
         if packing.given {
             try await packing.run(json: json)
+            return
+        }
+        if let services {
+            try await runServices(services)
             return
         }
         let state: ClusterState

@@ -98,6 +98,41 @@ import Testing
         #expect(bad.status == 2 && bad.stderr.contains("no policy \"tetris\""), "\(bad.stderr)")
     }
 
+    /// Services replaying Azure's code requests (examples/), sized three ways side by side; bad input is
+    /// refused with what was wrong.
+    @Test func servicesAreSizedThreeWaysSideBySide() throws {
+        let base = ["simulate", "--config", "etc/allot/allotd.toml", "--services", "examples/services.toml"]
+        let j = try Harness.run("allotctl", base + ["--json"])
+        #expect(j.status == 0, "\(j.stderr)")
+        let all = try #require(try JSONSerialization.jsonObject(with: Data(j.stdout.utf8)) as? [[String: Any]])
+        #expect(all.map { $0["scaling"] as? String } == ["peak", "knative", "allot"])
+        let code = all.map { (($0["services"] as? [[String: Any]]) ?? []).first ?? [:] }
+        #expect(code.allSatisfy { $0["requests"] as? Int == 8819 }, "\(code)")
+        #expect(code[0]["fewest_replicas"] as? Int == code[0]["most_replicas"] as? Int, "peak is fixed")
+        let hours = code.map { $0["replica_hours"] as? Double ?? 0 }
+        #expect(hours[2] < hours[0] && hours[2] < hours[1], "\(hours)")
+        let share = code.map { Double($0["within_slo"] as? Int ?? 0) / 8819 }
+        #expect(share[2] > share[1] + 0.3, "allot keeps far more within the SLO than Knative's defaults: \(share)")
+        let text = try Harness.run("allotctl", base + ["--scaling", "peak,allot"])
+        #expect(text.status == 0, "\(text.stderr)")
+        #expect(text.stdout.contains("service code") && text.stdout.contains("× peak"), "\(text.stdout)")
+        let bad = try Harness.run("allotctl", base + ["--scaling", "peak,hpa"])
+        #expect(bad.status == 2 && bad.stderr.contains("no sizing \"hpa\""), "\(bad.stderr)")
+        try Harness.withTempDir { dir in
+            let file = dir.appendingPathComponent("s.toml")
+            try "[[service]]\nname = \"x\"\nrequests = \"r.csv\"\nslos = \"2s\"\n".write(
+                to: file,
+                atomically: true,
+                encoding: .utf8
+            )
+            let typo = try Harness.run(
+                "allotctl",
+                ["simulate", "--config", "etc/allot/allotd.toml", "--services", file.path]
+            )
+            #expect(typo.status == 1 && typo.stderr.contains("slos"), "\(typo.stderr)")
+        }
+    }
+
     @Test func reportAndTimeline() throws {
         try Harness.withTempDir { dir in
             let timeline = dir.appendingPathComponent("t.csv").path
