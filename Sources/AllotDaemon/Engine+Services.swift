@@ -315,6 +315,9 @@ extension Engine {
                     h.ready ? "Replica ready" : "Replica not ready",
                     metadata: ["job.id": "\(id)", "reason": "\(problem ?? "-")"]
                 )
+                // At once, not at the next tick: the endpoints already show it, and a rollout deciding in
+                // between would take a serving replica for one that does not serve.
+                if h.ready != controller.readyReplicas.contains(id) { step(.replicaReady(id, h.ready)) }
             }
             return
         }

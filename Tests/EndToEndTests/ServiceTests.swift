@@ -319,14 +319,17 @@ import Glibc
         )
         // Probed all along: at least two ready endpoints, each answering, until both are new.
         var fewest = Int.max
+        var seen: [String] = []
         let rolled = Self.until(30) {
             let e = Self.endpoints(d, "web")
+            let line = e.map { "\($0["job"] ?? "?")" }.sorted().joined(separator: ",")
+            if seen.last != line { seen.append(line) }
             fewest = min(fewest, e.count)
             let jobs = Set(e.compactMap { $0["job"] as? Int })
             return e.count == 2 && jobs.isDisjoint(with: v1)
         }
         #expect(rolled != nil, "\(d.ctl(["service", "show", "web"]).stdout)")
-        #expect(fewest >= 2, "only \(fewest) ready during the rollout")
+        #expect(fewest >= 2, "only \(fewest) ready during the rollout: \(seen)\n\(d.daemonLog.suffix(3000))")
         for p in Self.endpoints(d, "web").compactMap({ $0["port"] as? Int }) { #expect(Self.get(port: p) == 200) }
         let show = Self.object(d.ctl(["service", "show", "web", "--json"]))
         #expect(show["generation"] as? Int == 2 && show["rollout"] == nil, "\(show)")
