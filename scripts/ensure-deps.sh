@@ -5,10 +5,11 @@ set -euo pipefail
 
 # Swift comes from swift.org (/opt/swift here); everything else from Debian. libsystemd-dev: allotd talks to
 # systemd (sd_notify, socket activation, the journal) through libsystemd. For the tests: tmux drives
-# `allotctl top`, headless chromium looks at `simulate --report` pages.
+# `allotctl top`, headless chromium looks at `simulate --report` pages, the package test builds .debs
+# (scripts/make-deb.sh: strip, readelf, chrpath, file) and installs them with apt-get.
 packages=(git pkg-config libstdc++-12-dev libsystemd-dev)
 if [ "${1:-}" = --test ]; then
-    packages+=(tmux chromium)
+    packages+=(tmux chromium binutils chrpath file init-system-helpers)
 fi
 
 if ! command -v swift >/dev/null 2>&1; then
