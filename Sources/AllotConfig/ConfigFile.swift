@@ -54,20 +54,7 @@ public struct ConfigFile: Hashable, Sendable {
     ///   - file: the name to use in error messages.
     /// - Throws: ``ConfigError`` naming the key, its line if known, and what was expected.
     public static func parse(_ text: String, file: String? = nil) throws(ConfigError) -> ConfigFile {
-        let root: TOMLTable
-        do {
-            root = try TOMLTable(string: text)
-        } catch let e as TOMLParseError {
-            throw ConfigError(
-                file: file,
-                line: e.source.begin.line,
-                key: "",
-                message: "not valid TOML: \(e.description)"
-            )
-        } catch {
-            throw ConfigError(file: file, key: "", message: "not valid TOML: \(error)")
-        }
-        let ctx = ConfigContext(file: file, lines: LineIndex(text))
+        let (root, ctx) = try ConfigContext.parse(text, file: file)
         var r = TableReader(root, path: "", context: ctx)
         try r.refuseUnknown([
             "scheduler", "gpu_model", "priority_class", "tenant", "accounts", "preemption", "inference_reserve",

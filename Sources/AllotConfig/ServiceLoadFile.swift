@@ -99,20 +99,7 @@ public struct ServiceLoadFile: Sendable {
         folder: String = ".",
         models: [GPUModel]
     ) throws(ConfigError) -> ServiceLoadFile {
-        let root: TOMLTable
-        do {
-            root = try TOMLTable(string: text)
-        } catch let e as TOMLParseError {
-            throw ConfigError(
-                file: file,
-                line: e.source.begin.line,
-                key: "",
-                message: "not valid TOML: \(e.description)"
-            )
-        } catch {
-            throw ConfigError(file: file, key: "", message: "not valid TOML: \(error)")
-        }
-        let ctx = ConfigContext(file: file, lines: LineIndex(text))
+        let (root, ctx) = try ConfigContext.parse(text, file: file)
         var r = TableReader(root, path: "", context: ctx)
         try r.refuseUnknown(["service"])
         var services: [Service] = []

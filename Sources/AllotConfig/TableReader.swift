@@ -224,6 +224,22 @@ struct TableReader {
 
 /// What error messages need: the file name and its line index.
 struct ConfigContext {
+    /// Parses TOML text: its root table, and the context its errors name.
+    static func parse(_ text: String, file: String?) throws(ConfigError) -> (TOMLTable, ConfigContext) {
+        do {
+            return (try TOMLTable(string: text), ConfigContext(file: file, lines: LineIndex(text)))
+        } catch let e as TOMLParseError {
+            throw ConfigError(
+                file: file,
+                line: e.source.begin.line,
+                key: "",
+                message: "not valid TOML: \(e.description)"
+            )
+        } catch {
+            throw ConfigError(file: file, key: "", message: "not valid TOML: \(error)")
+        }
+    }
+
     let file: String?
     let lines: LineIndex
 

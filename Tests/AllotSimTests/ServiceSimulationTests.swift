@@ -57,29 +57,16 @@ import Testing
             default: 0.5
             }
         }
-        var rng = SplitMix(seed)
+        var rng = SplitMix(seed: seed)
         var out: [Request] = []
         var t = 0.0
         // Thinning: arrivals at the highest rate, each kept with the rate of its instant over it.
         while true {
-            t += -log(1 - rng.unit()) / 4
+            t += rng.exponential(mean: 0.25)
             if t >= 7200 { break }
-            if rng.unit() * 4 < rate(t) { out.append(Request(time: t, context: 1000, generated: 100)) }
+            if rng.uniform() * 4 < rate(t) { out.append(Request(time: t, context: 1000, generated: 100)) }
         }
         return RequestTrace(requests: out)
-    }
-
-    struct SplitMix {
-        var state: UInt64
-        init(_ seed: UInt64) { state = seed }
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-        mutating func unit() -> Double { Double(next() >> 11) / Double(1 << 53) }
     }
 
     static func run(

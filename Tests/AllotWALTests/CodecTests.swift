@@ -257,16 +257,8 @@ import Testing
         #expect(back.state.jobs[23]?.spec == sel && back.state.archived == state.archived)
     }
 
-    /// A newer allot reads version 11: testdata/golden-v11.wal holds the sample events with every version-11
-    /// field, written by format version 11.
-    @Test func goldenV11SegmentStillReads() throws {
-        let events =
-            Sample.events + Sample.eventsV2 + Sample.eventsV3 + Sample.eventsV4 + Sample.eventsV5
-            + Sample.eventsV7 + Sample.eventsV8 + Sample.eventsV9 + Sample.eventsV10 + Sample.eventsV11
-        let stored = try golden(11)
-        let (read, stop) = try walkSegment(stored)
-        #expect(stop == nil)
-        #expect(read == events)
+    /// The services of the version-11 sample, applied from `read`, and their snapshot read back.
+    static func expectServices(_ read: [Event]) throws -> ClusterState {
         var state = ClusterState()
         try state.apply(read)
         #expect(state.invariantViolations().isEmpty)
@@ -283,10 +275,24 @@ import Testing
         // A snapshot of it reads back to the same state, services included.
         guard case .success(let back) = SnapshotFile.decode(SnapshotFile.encode(state.image, lsn: 11)) else {
             Issue.record("the snapshot does not read back")
-            return
+            return state
         }
         #expect(back.state == state)
         #expect(back.state.services == state.services && back.state.archived == state.archived)
+        return back.state
+    }
+
+    /// A newer allot reads version 11: testdata/golden-v11.wal holds the sample events with every version-11
+    /// field, written by format version 11.
+    @Test func goldenV11SegmentStillReads() throws {
+        let events =
+            Sample.events + Sample.eventsV2 + Sample.eventsV3 + Sample.eventsV4 + Sample.eventsV5
+            + Sample.eventsV7 + Sample.eventsV8 + Sample.eventsV9 + Sample.eventsV10 + Sample.eventsV11
+        let stored = try golden(11)
+        let (read, stop) = try walkSegment(stored)
+        #expect(stop == nil)
+        #expect(read == events)
+        _ = try Self.expectServices(read)
     }
 
     /// The format cannot drift unnoticed: testdata/golden-v12.wal holds the sample events with every
@@ -312,27 +318,8 @@ import Testing
         let (read, stop) = try walkSegment(stored)
         #expect(stop == nil)
         #expect(read == events)
-        var state = ClusterState()
-        try state.apply(read)
-        #expect(state.invariantViolations().isEmpty)
-        let llm = try #require(state.services["llm"])
-        #expect(llm.replicas == 1 && llm.members == [26] && llm.scaleReason == "scaled to 1 by alice")
-        #expect(llm.generation == 2 && llm.rolloutHalted == "version 2 never became ready")
-        #expect(llm.spec.autoscale?.zeroAfter == 600 && llm.spec.autoscale?.metricsPath == "/metrics")
-        #expect(llm.spec.ready == Probe(kind: .http, target: "/health") && llm.spec.live?.kind == .exec)
-        #expect(llm.spec.port == 8000 && llm.spec.template.gpuShare == 250)
-        #expect(state.jobs[26]?.spec.service == "llm" && state.jobs[27] == nil)
-        // What an archived replica used stays counted by its service.
-        #expect(state.archived.rows.keys.contains { $0.service == "llm" })
-        #expect(state.services["scratch"] == nil)
-        // A snapshot of it reads back to the same state, services included.
-        guard case .success(let back) = SnapshotFile.decode(SnapshotFile.encode(state.image, lsn: 11)) else {
-            Issue.record("the snapshot does not read back")
-            return
-        }
-        #expect(back.state == state)
-        #expect(back.state.services == state.services && back.state.archived == state.archived)
-        let chat = try #require(back.state.services["chat"]?.spec.autoscale)
+        let back = try Self.expectServices(read)
+        let chat = try #require(back.services["chat"]?.spec.autoscale)
         #expect(chat.slots == 8 && chat.waiting == 0.02 && chat.replicas(for: 40) == 7)
     }
 
