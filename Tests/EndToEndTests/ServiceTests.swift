@@ -296,6 +296,45 @@ import Glibc
         #expect(down != nil, "\(d.ctl(["service", "show", "scraped"]).stdout)")
     }
 
+    /// Scaling a service up takes back GPUs lent to training: the borrower is stopped within the loan's
+    /// notice (loan_grace), and the replicas serve on them right after.
+    @Test func scaleUpReclaimsALoanWithinItsNotice() throws {
+        let d = try DaemonFixture(
+            pool: DaemonFixture.defaultPool + "[[inference_reserve]]\ngpu_model = \"L4\"\ngpus = 2\n"
+        )
+        let create = d.ctl(
+            [
+                "service", "create", "--gpus", "1", "--gpu-model", "L4", "--replicas", "0", "--max", "2", "--ready",
+                "http:/", "--workdir", "/tmp", "web", "--",
+            ] + Self.server
+        )
+        #expect(create.status == 0, "\(create.stderr)")
+        // Training borrows both reserved L4s while the service has no replica; it ignores SIGTERM, so it
+        // holds them until its notice ends.
+        let borrower = try d.submit(["--gpus", "2", "--gpu-model", "L4", "--", "sh", "-c", "trap '' TERM; sleep 300"])
+        try d.wait(borrower, for: "running")
+        let lent = d.job(borrower)?["loans"] as? [String] ?? []
+        #expect(!lent.isEmpty, "\(d.job(borrower) ?? [:])")
+        let asked = Date()
+        #expect(d.ctl(["service", "scale", "web", "2"]).status == 0)
+        let stopped = Self.until(10) { d.state(borrower) != "running" && d.state(borrower) != "stopping" }
+        let served = Self.until(20) { Self.endpoints(d, "web").count == 2 }
+        try #require(served != nil, "\(d.ctl(["service", "show", "web"]).stdout)\n\(d.daemonLog.suffix(2000))")
+        let reclaimed = stopped.map { _ in Date().timeIntervalSince(asked) }
+        // The notice is 1 s: given in full, and no more (the stop is seen by polling every 50 ms, through
+        // allotctl).
+        #expect(
+            stopped != nil && stopped! >= 0.9 && stopped! < 1 + 1.5,
+            "borrower stopped after \(String(describing: stopped)) s"
+        )
+        #expect(d.state(borrower) == "pending", "a reclaimed loan requeues the borrower: \(d.state(borrower) ?? "-")")
+        let history = d.ctl(["show", String(borrower)]).stdout
+        #expect(history.lowercased().contains("reclaim") || history.contains("inference reserve"), "\(history)")
+        print(
+            "scale-up: borrower stopped \(String(format: "%.2f", stopped ?? -1)) s, 2 replicas ready \(String(format: "%.2f", Date().timeIntervalSince(asked))) s after `service scale` (\(reclaimed.map { String(format: "%.2f", $0) } ?? "-"))"
+        )
+    }
+
     /// `service update`: a new version replaces the replicas one at a time, never fewer ready than wanted;
     /// a version that never becomes ready stops the rollout and the old replicas keep serving.
     @Test func aRollingUpdateKeepsEveryReplicaServingAndABrokenVersionStops() throws {
