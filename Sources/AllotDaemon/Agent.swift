@@ -309,6 +309,39 @@ struct AgentConnection: Service, CustomStringConvertible {
                                     )
                                 )
                             }
+                            // The replicas' checks and metrics, each off the task; answers come back to
+                            // `jobs`, and what changed goes to the controller.
+                            let due = await jobs.due(now: System.monotonic())
+                            for c in due.checks {
+                                Task.detached {
+                                    let problem = ReplicaChecks.check(c.probe, port: c.port, user: c.user)
+                                    await jobs.answered(c.id, run: c.run, readiness: c.readiness, problem: problem)
+                                }
+                            }
+                            for m in due.scrapes {
+                                Task.detached {
+                                    let value: Double? =
+                                        switch ReplicaChecks.metrics(port: m.port, path: m.path) {
+                                        case .success(let text):
+                                            ReplicaChecks.requestsInFlight(metrics: text, series: m.series)
+                                        case .failure: nil
+                                        }
+                                    await jobs.scraped(m.id, run: m.run, inFlight: value)
+                                }
+                            }
+                            let replicas = await jobs.replicaReport(now: System.monotonic())
+                            if !replicas.isEmpty {
+                                try await outbound.write(
+                                    ByteBuffer(
+                                        data: try ControlProtocol.line(
+                                            Notification(
+                                                method: AgentProtocol.replicas.name,
+                                                params: AgentReplicas(replicas: replicas)
+                                            )
+                                        )
+                                    )
+                                )
+                            }
                             if let probe, now - lastCheck >= checkEvery {
                                 lastCheck = now
                                 // NVML and nvidia-smi block (seconds on a sick GPU): off the task pool.
@@ -429,6 +462,10 @@ struct AgentConnection: Service, CustomStringConvertible {
                             if let a = try? decoder.decode(RequestParams<AgentAck>.self, from: data).params {
                                 await jobs.ack(a.runs)
                             }
+                        case AgentProtocol.checks.name?:
+                            if let c = try? decoder.decode(RequestParams<AgentChecks>.self, from: data).params {
+                                await jobs.setChecks(c)
+                            }
                         case nil where head.error != nil:
                             logger.warning(
                                 "The controller could not take a message",
@@ -457,6 +494,7 @@ extension Agent {
         case AgentProtocol.stop.name?: _ = try AgentMessage.params(AgentProtocol.stop, data)
         case AgentProtocol.logRead.name?: _ = try AgentMessage.params(AgentProtocol.logRead, data)
         case AgentProtocol.ack.name?: _ = try AgentMessage.params(AgentProtocol.ack, data)
+        case AgentProtocol.checks.name?: _ = try AgentMessage.params(AgentProtocol.checks, data)
         case AgentProtocol.ttyOpen.name?: _ = try AgentMessage.params(AgentProtocol.ttyOpen, data)
         case AgentProtocol.ttyData.name?: _ = try AgentMessage.params(AgentProtocol.ttyData, data)
         case AgentProtocol.ttyClose.name?: _ = try AgentMessage.params(AgentProtocol.ttyClose, data)

@@ -19,6 +19,16 @@ actor AgentJobs {
     /// Ends not yet sent on the current link.
     private var fresh: Set<AgentRunRef> = []
     private var lastResend = 0.0
+    /// The checks of the replicas this node runs, as the controller last sent them.
+    private var replicaChecks: [JobID: AgentReplicaChecks] = [:]
+    private var checks = ReplicaChecks()
+    /// Restarts the liveness checks asked for, not yet reported.
+    private var restarts: [JobID: String] = [:]
+    /// Requests in flight each replica's metrics said, and when they are next read.
+    private var inFlight: [JobID: Double] = [:]
+    private var scrapeDue: [JobID: Double] = [:]
+    private var changed = Set<JobID>()
+    private var lastReplicaReport = 0.0
 
     init(stateDir: String, uuids: [Int: String], logger: Logger) {
         executor = Executor(
@@ -133,6 +143,90 @@ actor AgentJobs {
 
     /// The link is new: everything unacknowledged goes out again.
     func newLink() { fresh = Set(unacked.keys) }
+}
+
+/// The checks of the service replicas this node runs: readiness, liveness and metrics, as allotd checks its
+/// own nodes' replicas; what they find goes to the controller in `agent.replicas`.
+extension AgentJobs {
+    func setChecks(_ c: AgentChecks) {
+        replicaChecks = Dictionary(c.replicas.map { (JobID($0.id), $0) }, uniquingKeysWith: { $1 })
+        changed.formUnion(replicaChecks.keys)
+    }
+
+    /// The replicas that run now with their port and checks.
+    private var runningReplicas: [(id: JobID, run: Int, port: Int, checks: AgentReplicaChecks)] {
+        replicaChecks.compactMap { id, c in
+            guard let t = executor.tracked[id], t.run == c.run, let port = t.port else { return nil }
+            return (id, c.run, port, c)
+        }
+    }
+
+    /// The checks due now, marked in flight (each answers through ``answered(_:run:readiness:problem:)``),
+    /// and the metrics due to be read (through ``scraped(_:run:inFlight:)``).
+    func due(
+        now: Double
+    ) -> (
+        checks: [(id: JobID, run: Int, port: Int, probe: Probe, readiness: Bool, user: String?)],
+        scrapes: [(id: JobID, run: Int, port: Int, path: String, series: [String])]
+    ) {
+        let running = runningReplicas
+        let users = Dictionary(running.map { ($0.id, $0.checks.user) }, uniquingKeysWith: { $1 })
+        let checks = self.checks.due(
+            running: running.map { ($0.id, $0.run, $0.port, $0.checks.ready, $0.checks.live) },
+            now: now
+        )
+        .map { (id: $0.0, run: $0.1, port: $0.2, probe: $0.3, readiness: $0.4, user: users[$0.0] ?? nil) }
+        var scrapes: [(id: JobID, run: Int, port: Int, path: String, series: [String])] = []
+        for r in running {
+            guard let path = r.checks.metricsPath, self.checks.of(r.id, run: r.run)?.ready == true,
+                now >= scrapeDue[r.id] ?? 0
+            else { continue }
+            scrapeDue[r.id] = now + ReplicaChecks.scrapePeriod
+            scrapes.append((r.id, r.run, r.port, path, r.checks.series ?? Autoscale.vllmMetrics))
+        }
+        let live = Set(running.map(\.id))
+        for id in Array(inFlight.keys) where !live.contains(id) { inFlight[id] = nil }
+        for id in Array(scrapeDue.keys) where !live.contains(id) { scrapeDue[id] = nil }
+        return (checks, scrapes)
+    }
+
+    func answered(_ id: JobID, run: Int, readiness: Bool, problem: String?) {
+        let was = checks.of(id, run: run)
+        if let restart = checks.answered(id, run: run, readiness: readiness, problem: problem) {
+            restarts[id] = restart
+            changed.insert(id)
+        }
+        let now = checks.of(id, run: run)
+        if was?.ready != now?.ready || was?.problem != now?.problem { changed.insert(id) }
+    }
+
+    func scraped(_ id: JobID, run: Int, inFlight value: Double?) {
+        guard replicaChecks[id]?.run == run else { return }
+        inFlight[id] = value
+    }
+
+    /// What to tell the controller: the replicas whose answer changed, and every 2 s all of them (their load).
+    func replicaReport(now: Double) -> [AgentReplicaState] {
+        let all = now - lastReplicaReport >= ReplicaChecks.scrapePeriod
+        if all { lastReplicaReport = now }
+        var out: [AgentReplicaState] = []
+        for r in runningReplicas where all || changed.contains(r.id) {
+            let h = checks.of(r.id, run: r.run)
+            out.append(
+                AgentReplicaState(
+                    id: r.id.rawValue,
+                    run: r.run,
+                    port: r.port,
+                    ready: h?.ready ?? false,
+                    problem: h?.problem,
+                    restart: restarts.removeValue(forKey: r.id),
+                    inFlight: inFlight[r.id]
+                )
+            )
+        }
+        changed.removeAll()
+        return out.sorted { ($0.id, $0.run) < ($1.id, $1.run) }
+    }
 }
 
 extension AgentJobs {

@@ -196,6 +196,9 @@ struct AgentServer: Service, CustomStringConvertible {
                         case AgentProtocol.report.name?:
                             let report = try AgentMessage.params(AgentProtocol.report, data)
                             engine.send(.agentReport(node: params.node, link: l.id, report))
+                        case AgentProtocol.replicas.name?:
+                            let replicas = try AgentMessage.params(AgentProtocol.replicas, data)
+                            engine.send(.agentReplicas(node: params.node, link: l.id, replicas))
                         case AgentProtocol.health.name?:
                             let health = try AgentMessage.params(AgentProtocol.health, data)
                             engine.send(.agentHealth(node: params.node, link: l.id, health))

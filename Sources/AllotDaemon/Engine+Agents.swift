@@ -19,6 +19,8 @@ struct AgentState {
     /// When the last heartbeat was sent, on the monotonic clock.
     var lastSent = -Double.infinity
     var gpus: [AgentGPU]
+    /// The replicas' checks last sent on the current link.
+    var checksSent: AgentChecks?
 }
 
 extension Engine {

@@ -234,10 +234,11 @@ extension Engine {
             r.ready = health?.ready ?? false
             r.reason = health?.problem ?? (r.ready ? nil : "not checked yet")
         case .agent:
-            // Checks run on allotd's own nodes in this version: on an agent's a running replica serves.
-            r.port = s.spec.port
-            r.ready = true
-            r.reason = "not checked: its node is run by an agent"
+            // Its node's agent checks it and says what it found.
+            let found = agentReplicas[id].flatMap { $0.run == job.runs ? $0 : nil }
+            r.port = found?.port ?? s.spec.port
+            r.ready = found?.ready ?? false
+            r.reason = found?.problem ?? (r.ready ? nil : "not checked yet (by the agent of node \(node))")
         case .none:
             r.reason = "its node is run by neither allotd nor an agent"
         }
@@ -254,8 +255,74 @@ extension Engine {
         )
     }
 
+    /// What an agent's checks found of its node's replicas: readiness goes to the controller at once, a
+    /// restart a liveness check asks for is decided through it, and the load is kept for the autoscaler.
+    func agentReplicas(node: String, link: UInt64, _ message: AgentReplicas) {
+        guard agents[node]?.link?.id == link else { return }
+        heard(node)
+        for r in message.replicas {
+            let id = JobID(r.id)
+            guard let job = state.jobs[id], job.runs == r.run, job.state == .running, job.spec.service != nil,
+                job.allocation?.slices.first?.node == node
+            else { continue }  // stale
+            let was = agentReplicas[id].flatMap { $0.run == r.run ? $0 : nil }
+            var kept = r
+            kept.restart = nil
+            agentReplicas[id] = kept
+            if was?.ready != r.ready {
+                logger.info(
+                    r.ready ? "Replica ready" : "Replica not ready",
+                    metadata: ["job.id": "\(id)", "node": "\(node)", "reason": "\(r.problem ?? "-")"]
+                )
+            }
+            if r.ready != controller.readyReplicas.contains(id) { step(.replicaReady(id, r.ready)) }
+            if let restart = r.restart {
+                logger.notice("Replica restarted", metadata: ["job.id": "\(id)", "reason": "\(restart)"])
+                step(.requeue(id, by: nil, reason: "restarted: \(restart)"))
+                requestPass()
+            }
+        }
+    }
+
+    /// Sends each linked agent the checks of the replicas its node runs, when they changed.
+    private func sendAgentChecks() {
+        var byNode: [String: [AgentReplicaChecks]] = [:]
+        for s in state.services.values {
+            for id in s.members {
+                guard let job = state.jobs[id], job.state == .running, controller.runner(of: job) == .agent,
+                    let node = job.allocation?.slices.first?.node
+                else { continue }
+                let a = s.spec.autoscale
+                byNode[node, default: []].append(
+                    AgentReplicaChecks(
+                        id: id.rawValue,
+                        run: job.runs,
+                        ready: s.spec.ready,
+                        live: s.spec.live,
+                        metricsPath: a?.metricsPath,
+                        series: a.map(\.metrics),
+                        user: job.spec.user
+                    )
+                )
+            }
+        }
+        for (name, agent) in agents {
+            guard let link = agent.link else { continue }
+            let checks = AgentChecks(replicas: (byNode[name] ?? []).sorted { ($0.id, $0.run) < ($1.id, $1.run) })
+            guard checks != agent.checksSent else { continue }
+            if let line = try? ControlProtocol.line(Notification(method: AgentProtocol.checks.name, params: checks)) {
+                link.send(line)
+                agents[name]?.checksSent = checks
+            }
+        }
+        agentReplicas = agentReplicas.filter { id, r in
+            state.jobs[id].map { $0.runs == r.run && $0.state == .running } ?? false
+        }
+    }
+
     /// Starts the checks that are due on this host's running replicas (from the engine's tick).
     func checkReplicas() {
+        if !agents.isEmpty { sendAgentChecks() }
         guard !state.services.isEmpty else { return }
         var running: [(id: JobID, run: Int, port: Int, spec: ServiceSpec)] = []
         for s in state.services.values {
@@ -275,11 +342,18 @@ extension Engine {
                 r.spec.name == s.spec.name && replicaChecks.of(r.id, run: r.run)?.ready == true
             }
             .map(\.port)
-            guard !ports.isEmpty, replicaChecks.scrapeIsDue(s.spec.name, now: now) else { continue }
+            // Agents read their replicas' metrics and say what they found.
+            let fromAgents = s.members.compactMap { id -> Double? in
+                guard let r = agentReplicas[id], r.ready else { return nil }
+                return r.inFlight
+            }
+            guard !ports.isEmpty || !fromAgents.isEmpty, replicaChecks.scrapeIsDue(s.spec.name, now: now) else {
+                continue
+            }
             let (name, series) = (s.spec.name, a.metrics)
             Task.detached {
-                var total = 0.0
-                var read = 0
+                var total = fromAgents.reduce(0, +)
+                var read = fromAgents.count
                 for port in ports {
                     guard case .success(let text) = ReplicaChecks.metrics(port: port, path: path) else { continue }
                     total += ReplicaChecks.requestsInFlight(metrics: text, series: series) ?? 0
@@ -288,7 +362,10 @@ extension Engine {
                 handle.send(.serviceScraped(name, requests: read > 0 ? total : nil))
             }
         }
-        let checks = replicaChecks.due(running: running, now: now)
+        let checks = replicaChecks.due(
+            running: running.map { ($0.id, $0.run, $0.port, $0.spec.ready, $0.spec.live) },
+            now: now
+        )
         // The controller rolls updates on readiness: tell it what changed.
         for s in state.services.values {
             for id in s.members {

@@ -118,6 +118,8 @@ final class Engine {
     var agents: [String: AgentState] = [:]
     /// What the checks of the services' replicas on this host found.
     var replicaChecks = ReplicaChecks()
+    /// What agents' checks found of the replicas on their nodes (observed, not logged).
+    var agentReplicas: [JobID: AgentReplicaState] = [:]
     /// This run's epoch (its start time in milliseconds): agents learn it at registration.
     let epoch = UInt64(Date().timeIntervalSince1970 * 1000)
 
@@ -328,6 +330,8 @@ final class Engine {
             reply.resume(returning: result)
         case .agentReport(let node, let link, let report):
             agentReport(node: node, link: link, report)
+        case .agentReplicas(let node, let link, let replicas):
+            agentReplicas(node: node, link: link, replicas)
         case .agentHealth(let node, let link, let health):
             agentHealth(node: node, link: link, health.gpus)
         case .agentHeartbeat(let node, let link):

@@ -36,6 +36,8 @@ enum EngineCommand: Sendable {
         CheckedContinuation<Result<AgentRegisterResult, RPCError>, Never>
     )
     case agentReport(node: String, link: UInt64, AgentReport)
+    /// What an agent's checks found of the replicas on its node.
+    case agentReplicas(node: String, link: UInt64, AgentReplicas)
     case agentHealth(node: String, link: UInt64, AgentHealth)
     case agentHeartbeat(node: String, link: UInt64)
     case agentDisconnected(node: String, link: UInt64)

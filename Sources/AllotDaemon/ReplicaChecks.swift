@@ -1,8 +1,9 @@
 import AllotCore
 import Foundation
 
-/// Readiness and liveness of the services' replicas that run on allotd's own nodes: each check runs off the
-/// engine's task (at most one in flight per replica, one a second), and its answer comes back as a command.
+/// Readiness and liveness of the services' replicas that run on this host (allotd's own nodes, or an agent's
+/// node): each check runs off the engine's (agent's) task (at most one in flight per replica, one a second),
+/// and its answer comes back as a command.
 /// What the checks find is observed, not decided: it is kept here, not logged; a restarted allotd checks
 /// again. Restarting a replica that fails its liveness check is a decision, made through the controller.
 struct ReplicaChecks {
@@ -37,7 +38,7 @@ struct ReplicaChecks {
 
     /// The checks due now, marked in flight: (replica, run, port, check, is it the readiness check).
     mutating func due(
-        running: [(id: JobID, run: Int, port: Int, spec: ServiceSpec)],
+        running: [(id: JobID, run: Int, port: Int, ready: Probe?, live: Probe?)],
         now: Double
     ) -> [(JobID, Int, Int, Probe, Bool)] {
         var out: [(JobID, Int, Int, Probe, Bool)] = []
@@ -47,11 +48,10 @@ struct ReplicaChecks {
             var h = health[r.id].flatMap { $0.run == r.run ? $0 : nil } ?? Health(run: r.run)
             defer { health[r.id] = h }
             // Without a readiness check a running replica serves.
-            if r.spec.ready == nil && !h.ready { h.ready = true }
+            if r.ready == nil && !h.ready { h.ready = true }
             guard !h.inFlight, now >= h.due else { continue }
             let probe: (Probe, Bool)? =
-                !h.ready
-                ? r.spec.ready.map { ($0, true) } : r.spec.live.map { ($0, false) } ?? r.spec.ready.map { ($0, true) }
+                !h.ready ? r.ready.map { ($0, true) } : r.live.map { ($0, false) } ?? r.ready.map { ($0, true) }
             guard let (p, readiness) = probe else { continue }
             h.inFlight = true
             h.due = now + Self.period

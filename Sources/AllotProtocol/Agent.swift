@@ -351,3 +351,98 @@ public struct AgentTTYClose: Codable, Sendable {
         self.error = error
     }
 }
+
+extension AgentProtocol {
+    /// Controller → agent: the checks of the service replicas this node runs, all of them each time (sent on
+    /// registration and whenever they change). The node's runner checks its replicas, as allotd does its own.
+    public static let checks = RPCNotification<AgentChecks>("agent.checks")
+    /// Agent → controller: what the checks found, for the replicas whose answer changed (and every 2 s for
+    /// those with metrics): port, readiness, a restart a liveness check asks for, requests in flight.
+    public static let replicas = RPCNotification<AgentReplicas>("agent.replicas")
+}
+
+/// `agent.checks`.
+public struct AgentChecks: Codable, Sendable, Equatable {
+    public var replicas: [AgentReplicaChecks]
+    public init(replicas: [AgentReplicaChecks]) { self.replicas = replicas }
+}
+
+/// One replica's checks: readiness, liveness, and the metrics that tell its requests in flight.
+public struct AgentReplicaChecks: Codable, Sendable, Equatable {
+    public var id: UInt64
+    public var run: Int
+    public var ready: Probe?
+    public var live: Probe?
+    /// The path of the replica's Prometheus page, and the series that add up to its requests in flight.
+    public var metricsPath: String?
+    public var series: [String]?
+    /// Whom an exec check runs as: the replica's owner.
+    public var user: String?
+
+    enum CodingKeys: String, CodingKey {
+        case id, run, ready, live, series, user
+        case metricsPath = "metrics_path"
+    }
+
+    public init(
+        id: UInt64,
+        run: Int,
+        ready: Probe?,
+        live: Probe?,
+        metricsPath: String?,
+        series: [String]?,
+        user: String?
+    ) {
+        self.user = user
+        self.id = id
+        self.run = run
+        self.ready = ready
+        self.live = live
+        self.metricsPath = metricsPath
+        self.series = series
+    }
+}
+
+/// `agent.replicas`.
+public struct AgentReplicas: Codable, Sendable, Equatable {
+    public var replicas: [AgentReplicaState]
+    public init(replicas: [AgentReplicaState]) { self.replicas = replicas }
+}
+
+/// What an agent's checks found of one replica.
+public struct AgentReplicaState: Codable, Sendable, Equatable {
+    public var id: UInt64
+    public var run: Int
+    /// The port it was given (`ALLOT_PORT`).
+    public var port: Int?
+    public var ready: Bool
+    /// What the last failed check said.
+    public var problem: String?
+    /// Its liveness check failed too often: restart it (the controller decides), with this reason.
+    public var restart: String?
+    /// Requests in flight its metrics said at the last reading, if they were read.
+    public var inFlight: Double?
+
+    enum CodingKeys: String, CodingKey {
+        case id, run, port, ready, problem, restart
+        case inFlight = "in_flight"
+    }
+
+    public init(
+        id: UInt64,
+        run: Int,
+        port: Int?,
+        ready: Bool,
+        problem: String? = nil,
+        restart: String? = nil,
+        inFlight: Double? = nil
+    ) {
+        self.id = id
+        self.run = run
+        self.port = port
+        self.ready = ready
+        self.problem = problem
+        self.restart = restart
+        self.inFlight = inFlight
+    }
+}

@@ -182,6 +182,89 @@ import Glibc
         _ = a2
     }
 
+    /// Service replicas on an agent's node: the agent gives each its port and checks it (readiness gates the
+    /// endpoints), reads its metrics for the autoscaler, and a replica that dies is replaced (issue 15).
+    @Test func servicesOnAnAgentsNodeAreCheckedAndScaledByItsAgent() throws {
+        let (d, port, pki) = try Self.controller(nodes: ["n1"])
+        let agent = try AgentProcess(node: "n1", port: port, pki: pki, dir: d.dir.path)
+        eventually("agent linked") { linked(d, "n1") }
+        // The model server serves its working directory: /ready is there only once the file is.
+        let www = d.dir.appendingPathComponent("www")
+        try FileManager.default.createDirectory(at: www, withIntermediateDirectories: true)
+        chmod(www.path, 0o755)
+        try "vllm:num_requests_running 3\nvllm:num_requests_waiting 0\n".write(
+            to: www.appendingPathComponent("metrics"),
+            atomically: true,
+            encoding: .utf8
+        )
+        let create = d.ctl(
+            [
+                "service", "create", "--gpus", "1", "--gpu-model", "A100", "--min", "1", "--max", "3", "--ready",
+                "http:/ready", "--autoscale", "target=4,window=3s,panic-window=2s,metrics=/metrics", "--workdir",
+                www.path, "web", "--",
+            ] + ServiceTests.server
+        )
+        #expect(create.status == 0, "\(create.stderr)")
+        // Running but not ready: the agent's readiness check says why, and there is no endpoint.
+        eventually("the agent's readiness check fails") {
+            let members =
+                ServiceTests.object(d.ctl(["service", "show", "web", "--json"]))["members"] as? [[String: Any]]
+            return (members?.first?["reason"] as? String)?.contains("answered 404") == true
+        }
+        #expect(ServiceTests.endpoints(d, "web").isEmpty)
+        try "ok\n".write(to: www.appendingPathComponent("ready"), atomically: true, encoding: .utf8)
+        let ready = ServiceTests.until(10) { ServiceTests.endpoints(d, "web").count == 1 }
+        try #require(ready != nil, "\(d.ctl(["service", "show", "web"]).stdout)\n\(agent.output.suffix(2000))")
+        let first = try #require(ServiceTests.endpoints(d, "web").first)
+        let firstPort = try #require(first["port"] as? Int)
+        #expect(ServiceTests.get(port: firstPort) == 200, "the port the agent gave it")
+        // Its metrics, read by the agent, say 3 in flight against a target of 4: one replica. Then 12: three.
+        try "vllm:num_requests_running 12\nvllm:num_requests_waiting 0\n".write(
+            to: www.appendingPathComponent("metrics"),
+            atomically: true,
+            encoding: .utf8
+        )
+        let up = ServiceTests.until(20) { ServiceTests.endpoints(d, "web").count == 3 }
+        #expect(up != nil, "\(d.ctl(["service", "show", "web"]).stdout)\n\(d.daemonLog.suffix(1500))")
+        // Every replica's page says 12 now: the load the agents read adds up (a mean over the window).
+        var load = 0.0
+        let summed = ServiceTests.until(10) {
+            load = ServiceTests.object(d.ctl(["service", "show", "web", "--json"]))["load"] as? Double ?? 0
+            return load >= 24
+        }
+        #expect(summed != nil, "load \(load)")
+        let ports = ServiceTests.endpoints(d, "web").compactMap { $0["port"] as? Int }
+        #expect(Set(ports).count == 3, "each replica its own port: \(ports)")
+        // A replica dies: it is replaced, ready again on the agent's node.
+        _ = try? Harness.run(
+            "/usr/bin/pkill",
+            ["-f", "http.server --bind 127.0.0.1 \(firstPort)"],
+            absolute: true
+        )
+        let replaced = ServiceTests.until(20) {
+            let e = ServiceTests.endpoints(d, "web")
+            return e.count == 3 && !e.contains { $0["port"] as? Int == firstPort }
+        }
+        #expect(replaced != nil, "\(d.ctl(["service", "show", "web"]).stdout)")
+        print("agent replica killed: replacement ready after \(String(format: "%.2f", replaced ?? -1)) s")
+        #expect(d.ctl(["service", "delete", "web"]).status == 0)
+        // A replica failing its liveness check on the agent is restarted through the controller.
+        let sick = d.ctl(
+            [
+                "service", "create", "--gpus", "1", "--gpu-model", "A100", "--live", "http:/missing", "--grace", "1s",
+                "--workdir", www.path, "sick", "--",
+            ] + ServiceTests.server
+        )
+        #expect(sick.status == 0, "\(sick.stderr)")
+        let member = try #require(
+            (ServiceTests.object(d.ctl(["service", "show", "sick", "--json"]))["members"] as? [[String: Any]])?
+                .first?["id"] as? Int
+        )
+        let restarted = ServiceTests.until(20) { (d.job(member)?["earlier_runs"] as? [Any])?.isEmpty == false }
+        #expect(restarted != nil, "\(d.job(member) ?? [:])\n\(d.daemonLog.suffix(1500))")
+        #expect(d.daemonLog.contains("its liveness check failed 3 times in a row: GET /missing answered 404"))
+    }
+
     @Test func certificatesFromAnotherCAOrForAnotherNodeAreRefused() throws {
         let (d, port, pki) = try Self.controller(nodes: ["n1", "n2"])
         // A node certificate from another CA: the TLS handshake fails, and the controller says so.
