@@ -39,6 +39,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-certificates.git", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-crypto.git", "3.0.0"..<"5.0.0"),
         .package(url: "https://github.com/apple/swift-asn1.git", from: "1.1.0"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
     ],
     targets: [
         // The pure model and scheduler: standard library only, no clocks, no I/O.
@@ -98,6 +99,19 @@ let package = Package(
             dependencies: ["AllotCore", .product(name: "TOMLKit", package: "TOMLKit")],
             swiftSettings: upcoming
         ),
+        // etcd's v3 API through its JSON gateway: the store of several controllers (docs/ha.md).
+        .target(
+            name: "AllotEtcd",
+            dependencies: [
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOFoundationCompat", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ],
+            swiftSettings: upcoming
+        ),
         // The trace-driven simulator: the real core, virtual time.
         .target(
             name: "AllotSim",
@@ -147,6 +161,7 @@ let package = Package(
             swiftSettings: upcoming
         ),
         .testTarget(name: "AllotConfigTests", dependencies: ["AllotConfig"], swiftSettings: upcoming),
+        .testTarget(name: "AllotEtcdTests", dependencies: ["AllotEtcd"], swiftSettings: upcoming),
         .testTarget(
             name: "AllotSimTests",
             dependencies: [

@@ -6,10 +6,11 @@ set -euo pipefail
 # Swift comes from swift.org (/opt/swift here); everything else from Debian. libsystemd-dev: allotd talks to
 # systemd (sd_notify, socket activation, the journal) through libsystemd. For the tests: tmux drives
 # `allotctl top`, headless chromium looks at `simulate --report` pages, the package test builds .debs
-# (scripts/make-deb.sh: strip, readelf, chrpath, file) and installs them with apt-get.
+# (scripts/make-deb.sh: strip, readelf, chrpath, file) and installs them with apt-get, and the etcd tests
+# start a 3-member etcd of their own on loopback (etcd-server; docs/ha.md).
 packages=(git pkg-config libstdc++-12-dev libsystemd-dev)
 if [ "${1:-}" = --test ]; then
-    packages+=(tmux chromium binutils chrpath file init-system-helpers)
+    packages+=(tmux chromium binutils chrpath file init-system-helpers etcd-server)
 fi
 
 if ! command -v swift >/dev/null 2>&1; then
@@ -33,6 +34,11 @@ if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing: ${missing[*]}" >&2
     apt-get update -qq >/dev/null
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    # Debian's etcd-server starts a system etcd on 2379; the tests need only the binary.
+    if [[ " ${missing[*]} " == *" etcd-server "* ]] && [ -d /run/systemd/system ]; then
+        systemctl disable --now etcd.service >/dev/null 2>&1 &&
+            echo "stopped and disabled etcd.service (the tests start their own etcd members)" >&2
+    fi
 else
     echo "missing Debian packages: ${missing[*]}" >&2
     echo "run: sudo apt-get install -y ${missing[*]}" >&2

@@ -1,0 +1,152 @@
+import Foundation
+import Testing
+
+@testable import AllotEtcd
+
+/// The store of several controllers (docs/ha.md), against a real 3-member etcd on loopback.
+@Suite(.serialized) struct EtcdTests {
+    static func client(_ cluster: EtcdCluster, timeout: Double = 1) throws -> EtcdClient {
+        var e = EtcdEndpoints(urls: cluster.urls)
+        e.timeout = timeout
+        return try EtcdClient(e)
+    }
+
+    @Test func keysTransactionsAndPrefixes() async throws {
+        let cluster = try EtcdCluster()
+        let etcd = try Self.client(cluster)
+        let rev = try await etcd.put("/t/a", Array("1".utf8))
+        try await etcd.put("/t/b", Array("2".utf8))
+        try await etcd.put("/u/c", Array("3".utf8))
+        let a = try #require(try await etcd.get("/t/a"))
+        #expect(a.value == Array("1".utf8) && a.createRevision == rev)
+        #expect(try await etcd.prefix("/t/").map(\.keyString) == ["/t/a", "/t/b"])
+        #expect(try await etcd.get("/t/none") == nil)
+        // A transaction holds or not, atomically.
+        let no = try await etcd.txn(
+            [EtcdCompare("/t/a", .equal, .value(Array("9".utf8)))],
+            then: [.put("/t/a", Array("x".utf8))],
+            otherwise: [.get("/t/a")]
+        )
+        #expect(!no.succeeded && no.found.first?.first?.value == Array("1".utf8))
+        let yes = try await etcd.txn(
+            [EtcdCompare("/t/new", .equal, .createRevision(0))],
+            then: [.put("/t/new", Array("n".utf8)), .get("/t/new")]
+        )
+        #expect(yes.succeeded && yes.found.last?.first?.keyString == "/t/new")
+        #expect(try await etcd.oldest(under: "/t/")?.keyString == "/t/a")
+        #expect(try await etcd.delete(from: Array("/t/".utf8), to: EtcdClient.prefixEnd(Array("/t/".utf8))) == 3)
+        #expect(try await etcd.prefix("/t/").isEmpty)
+        let bad = await #expect(throws: EtcdError.self) { try EtcdClient(EtcdEndpoints(urls: ["127.0.0.1:2379"])) }
+        #expect(bad?.description.contains("an etcd endpoint is a URL") == true)
+        await etcd.shutdown()
+    }
+
+    /// Two controllers campaign: the first leads; when its lease ends (it stopped keeping it alive: its host
+    /// died), the second leads within the TTL, and the first can no longer append.
+    @Test func aCandidateLeadsAndTheNextTakesOverWhenItsLeaseEnds() async throws {
+        let cluster = try EtcdCluster()
+        let etcd = try Self.client(cluster)
+        let election = EtcdElection(client: etcd, prefix: "/allot/test/leader")
+        let log = EtcdLog(client: etcd, prefix: "/allot/test/log")
+        let leaseA = try await etcd.grantLease(ttl: 2)
+        let leaseB = try await etcd.grantLease(ttl: 2)
+        let a = try await election.campaign(try await election.enter(value: Array("a".utf8), lease: leaseA.id))
+        // Entering twice finds the same key: a retry makes no second candidate.
+        #expect(try await election.enter(value: Array("a".utf8), lease: leaseA.id) == a)
+        let b = try await election.enter(value: Array("b".utf8), lease: leaseB.id)
+        #expect(b.epoch > a.epoch)
+        #expect(try await election.leads(a))
+        #expect(try await election.leader()?.value == Array("a".utf8))
+        try await log.append([[1], [2]], from: 1, as: a)
+        // B keeps its lease alive and waits; A stops (its keepalives end).
+        let keeping = Task {
+            while !Task.isCancelled {
+                _ = try? await etcd.keepAlive(lease: leaseB.id)
+                try? await Task.sleep(for: .milliseconds(500))
+            }
+        }
+        defer { keeping.cancel() }
+        let asked = Date()
+        let leads = try await election.campaign(b)
+        let took = Date().timeIntervalSince(asked)
+        #expect(leads == b && took < 4, "B led after \(took) s (TTL 2 s)")
+        let bLeads = try await election.leads(b)
+        let aLeads = try await election.leads(a)
+        #expect(bLeads && !aLeads)
+        // The deposed leader cannot append; the new one continues the log.
+        await #expect(throws: EtcdLog.Deposed.self) { try await log.append([[3]], from: 3, as: a) }
+        try await log.append([[3]], from: 3, as: b)
+        #expect(try await log.read(from: 1).records.map(\.payload) == [[1], [2], [3]])
+        #expect(try await log.last() == 3)
+        // B resigns: its key goes at once.
+        try await election.resign(b)
+        #expect(try await election.leader() == nil)
+        print(
+            "etcd election: takeover \(String(format: "%.2f", took)) s after the leader's keepalives stopped (TTL 2 s)"
+        )
+        await etcd.shutdown()
+    }
+
+    /// A batch bigger than etcd's limits (operations and bytes per transaction) goes in several fenced
+    /// transactions, in order; a follower sees every record once, those there and those appended after.
+    @Test func theLogSplitsBatchesAndAFollowerSeesEveryRecordInOrder() async throws {
+        let cluster = try EtcdCluster()
+        let etcd = try Self.client(cluster)
+        let election = EtcdElection(client: etcd, prefix: "/allot/t2/leader")
+        let log = EtcdLog(client: etcd, prefix: "/allot/t2/log")
+        let lease = try await etcd.grantLease(ttl: 10)
+        let leader = try await election.campaign(try await election.enter(value: [], lease: lease.id))
+        let small = (1...300).map { i in Array("record \(i)".utf8) }
+        try await log.append(small, from: 1, as: leader)
+        // 12 records of 200 KB: more than one request's bytes.
+        let big = (0..<12).map { i in [UInt8](repeating: UInt8(i), count: 200_000) }
+        try await log.append(big, from: 301, as: leader)
+        #expect(try await log.last() == 312)
+        var seen: [UInt64] = []
+        let follower = Task {
+            var got: [UInt64] = []
+            for try await r in log.follow(from: 1) {
+                got.append(r.lsn)
+                if r.lsn <= 300 { #expect(r.payload == small[Int(r.lsn) - 1]) }
+                if got.count == 322 { break }
+            }
+            return got
+        }
+        try await Task.sleep(for: .milliseconds(300))
+        try await log.append((313...322).map { [UInt8($0 % 256)] }, from: 313, as: leader)
+        seen = try await follower.value
+        #expect(seen == Array(1...322), "\(seen.prefix(5))…\(seen.suffix(5))")
+        // Below a snapshot the records go (fenced too).
+        try await log.truncate(below: 301, as: leader)
+        #expect(try await log.read(from: 1, limit: 1).records.first?.lsn == 301)
+        await etcd.shutdown()
+    }
+
+    /// One member killed: the client moves to another after a timeout and goes on. Two killed (no quorum):
+    /// writes fail with a clear error, nothing half done; the members back, writes work again.
+    @Test func aLostMemberCostsATimeoutAndALostQuorumRefusesWrites() async throws {
+        let cluster = try EtcdCluster()
+        let etcd = try Self.client(cluster)
+        try await etcd.put("/q/a", [1])
+        cluster.kill(0)
+        let start = Date()
+        try await etcd.put("/q/b", [2])
+        #expect(Date().timeIntervalSince(start) < 3)
+        #expect(try await etcd.get("/q/b")?.value == [2])
+        cluster.kill(1)
+        let refused = await #expect(throws: EtcdError.self) { try await etcd.put("/q/c", [3]) }
+        #expect(refused?.description.isEmpty == false)
+        try cluster.start(0)
+        try cluster.start(1)
+        try cluster.waitHealthy()
+        var wrote = false
+        for _ in 0..<50 where !wrote {
+            wrote = (try? await etcd.put("/q/d", [4])) != nil
+            if !wrote { try await Task.sleep(for: .milliseconds(200)) }
+        }
+        #expect(wrote)
+        #expect(try await etcd.get("/q/c") == nil, "the refused write did not happen")
+        #expect(try await etcd.get("/q/a")?.value == [1])
+        await etcd.shutdown()
+    }
+}
