@@ -141,7 +141,7 @@ let package = Package(
         .executableTarget(
             name: "allotd",
             dependencies: [
-                "AllotCore", "AllotWAL", "AllotDaemon", "AllotConfig", "AllotSystemd",
+                "AllotCore", "AllotWAL", "AllotDaemon", "AllotConfig", "AllotSystemd", "AllotEtcd",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -161,7 +161,6 @@ let package = Package(
             swiftSettings: upcoming
         ),
         .testTarget(name: "AllotConfigTests", dependencies: ["AllotConfig"], swiftSettings: upcoming),
-        .testTarget(name: "AllotEtcdTests", dependencies: ["AllotEtcd"], swiftSettings: upcoming),
         .testTarget(
             name: "AllotSimTests",
             dependencies: [
@@ -171,7 +170,7 @@ let package = Package(
         ),
         .testTarget(
             name: "EndToEndTests",
-            dependencies: ["AllotCore", "AllotWAL", "AllotProtocol"],
+            dependencies: ["AllotCore", "AllotWAL", "AllotProtocol", "AllotEtcd"],
             exclude: ["testdata"],
             swiftSettings: upcoming
         ),

@@ -95,11 +95,22 @@ public struct EtcdLog: Sendable {
     /// (`--max-request-bytes`, 1.5 MiB), with room for the JSON and base64 around the records.
     public var maxOpsPerTxn = 128
     public var maxBytesPerTxn = 1_000_000
+    /// Where the newest snapshot is: beside the records (`/allot/<cluster>/log.snapshot`), outside their range.
+    public var snapshotKey: String { String(prefix.dropLast()) + ".snapshot" }
 
     public init(client: EtcdClient, prefix: String) {
         self.client = client
         self.prefix = prefix.hasSuffix("/") ? prefix : prefix + "/"
     }
+
+    /// Puts the newest snapshot (its file's bytes, which carry its LSN), fenced as appends are.
+    public func putSnapshot(_ bytes: [UInt8], as candidacy: EtcdElection.Candidacy) async throws {
+        let r = try await client.txn([EtcdElection.fence(candidacy)], then: [.put(snapshotKey, bytes)])
+        guard r.succeeded else { throw Deposed(epoch: candidacy.epoch) }
+    }
+
+    /// The newest snapshot's bytes, if there is one.
+    public func snapshot() async throws(EtcdError) -> [UInt8]? { try await client.get(snapshotKey)?.value }
 
     public func key(_ lsn: UInt64) -> String {
         let digits = String(lsn)

@@ -72,3 +72,66 @@ public enum WALInspector {
         try LogDirectory(root: directory).recover(mode: .verify)
     }
 }
+
+/// The log in a form that travels (`allotd wal migrate`, the log in etcd: docs/ha.md): each record its
+/// event codec version (u16, little-endian) and its event payload; a snapshot its file's bytes (header,
+/// checksums and state image, as in `snap/`).
+public enum PortableLog {
+    /// The newest readable snapshot of a state directory and every record after it, in order.
+    /// - Throws: ``WALError`` when the log is damaged (run `allotd wal verify` / `repair` first).
+    public static func export(
+        directory: String
+    ) throws(WALError) -> (
+        snapshot: (lsn: UInt64, bytes: [UInt8])?, records: [(lsn: UInt64, event: Event)]
+    ) {
+        _ = try WALInspector.verify(directory: directory)
+        let dir = LogDirectory(root: directory)
+        var snapshot: (lsn: UInt64, bytes: [UInt8])?
+        do {
+            for s in try dir.snapshots() {
+                let bytes = try FileIO.readAll(s.path)
+                if case .success(let decoded) = SnapshotFile.decode(bytes) {
+                    snapshot = (decoded.lsn, bytes)
+                    break
+                }
+            }
+        } catch { throw WALError(error) }
+        var records: [(lsn: UInt64, event: Event)] = []
+        let from = snapshot?.lsn ?? 0
+        let stop = try WALInspector.walk(directory: directory) { e in
+            if e.lsn > from { records.append((e.lsn, e.event)) }
+        }
+        if let stop { throw WALError(.corrupt, stop) }
+        if let first = records.first, first.lsn != from + 1 {
+            throw WALError(.missing, "the log starts at LSN \(first.lsn) but its newest snapshot is at LSN \(from)")
+        }
+        return (snapshot, records)
+    }
+
+    /// A record as it travels.
+    public static func encode(_ event: Event) -> [UInt8] {
+        [UInt8(truncatingIfNeeded: EventCodec.version), UInt8(truncatingIfNeeded: EventCodec.version >> 8)]
+            + EventCodec.encode(event)
+    }
+
+    /// A travelling record's event.
+    public static func decode(_ bytes: [UInt8]) throws -> Event {
+        guard bytes.count >= 2 else { throw WALError(.corrupt, "a record of \(bytes.count) bytes has no version") }
+        let version = UInt16(bytes[0]) | UInt16(bytes[1]) << 8
+        guard version <= EventCodec.version else {
+            throw WALError(
+                .corrupt,
+                "a record of event codec version \(version), newer than this allot reads; upgrade allot"
+            )
+        }
+        return try EventCodec.decode(Array(bytes[2...]), version: version)
+    }
+
+    /// A travelling snapshot's LSN and state.
+    public static func decodeSnapshot(_ bytes: [UInt8]) throws -> (lsn: UInt64, state: ClusterState) {
+        switch SnapshotFile.decode(bytes) {
+        case .success(let s): return s
+        case .failure(let p): throw WALError(.corrupt, "the snapshot \(p.sentence)")
+        }
+    }
+}

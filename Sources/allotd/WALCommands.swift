@@ -6,8 +6,8 @@ import Foundation
 struct WAL: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "wal",
-        abstract: "Inspect, verify and repair a state directory's write-ahead log (offline).",
-        subcommands: [Dump.self, Verify.self, Repair.self, Load.self]
+        abstract: "Inspect, verify, repair and migrate a state directory's write-ahead log (offline).",
+        subcommands: [Dump.self, Verify.self, Repair.self, Load.self, Migrate.self]
     )
 }
 
@@ -15,17 +15,30 @@ struct WAL: AsyncParsableCommand {
 func warn(_ s: String) { FileHandle.standardError.write(Data((s + "\n").utf8)) }
 
 extension WAL {
-    struct Dump: ParsableCommand {
+    struct Dump: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Print every record as one JSON object per line.",
             discussion:
-                "Each line has lsn, committed, segment, offset and event. Damage stops the dump with a message on standard error and exit code 2."
+                "Each line has lsn, committed, segment, offset and event. Damage stops the dump with a message on standard error and exit code 2. With --etcd, the records of a cluster's log in etcd (segment \"etcd\")."
         )
 
         @Argument(help: ArgumentHelp("The state directory (holding wal/ and snap/).", valueName: "DIR"))
-        var directory: String
+        var directory: String?
 
-        func run() throws {
+        @OptionGroup var etcd: EtcdOptions
+
+        func validate() throws {
+            if (directory == nil) == (etcd.etcd == nil) {
+                throw ValidationError("give a state directory, or --etcd URL,… for a log in etcd")
+            }
+        }
+
+        func run() async throws {
+            if etcd.etcd != nil {
+                try await dumpEtcd()
+                return
+            }
+            guard let directory else { return }
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
             struct Line: Encodable {

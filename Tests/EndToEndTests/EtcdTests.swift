@@ -1,7 +1,6 @@
+import AllotEtcd
 import Foundation
 import Testing
-
-@testable import AllotEtcd
 
 /// The store of several controllers (docs/ha.md), against a real 3-member etcd on loopback.
 @Suite(.serialized) struct EtcdTests {
@@ -148,5 +147,57 @@ import Testing
         #expect(try await etcd.get("/q/c") == nil, "the refused write did not happen")
         #expect(try await etcd.get("/q/a")?.value == [1])
         await etcd.shutdown()
+    }
+}
+
+/// `allotd wal migrate`: a single controller's log, copied into a real etcd, reads back as the same events.
+@Suite(.serialized) struct WALMigrateTests {
+    @Test func aLocalLogMovesIntoEtcdAndReadsBackTheSame() async throws {
+        let cluster = try EtcdCluster()
+        let d = try DaemonFixture(start: false)
+        // A snapshot every 8 records: the copy starts from the newest one.
+        try
+            (DaemonFixture.defaultPool
+            + "\n[daemon]\nstate_dir = \"\(d.stateDir)\"\nsocket = \"\(d.socket)\"\nlocal_nodes = [\"a*\", \"l*\"]\n"
+            + "\n[wal]\nsnapshot_every_records = 8\n").write(to: d.config, atomically: true, encoding: .utf8)
+        try d.start()
+        for i in 0..<5 { _ = try d.submit(["--gpus", "1", "--name", "job\(i)", "--", "true"]) }
+        let held = try d.submit(["--hold", "--", "sleep", "10"])
+        _ = d.ctl(["cancel", String(held)])
+        #expect(d.stop() == 0)
+        let urls = cluster.urls.joined(separator: ",")
+        let migrate = try Harness.run("allotd", ["wal", "migrate", d.stateDir, "--etcd", urls, "--cluster", "c1"])
+        #expect(migrate.status == 0, "\(migrate.stderr)")
+        print("wal migrate: \(migrate.stdout)", terminator: "")
+        #expect(
+            migrate.stdout.contains("migrated") && migrate.stdout.contains("to etcd cluster c1"),
+            "\(migrate.stdout)"
+        )
+        // The same events, LSN by LSN, as the local dump has after the snapshot.
+        func events(_ out: String) -> [String: String] {
+            var byLSN: [String: String] = [:]
+            for line in out.split(separator: "\n") {
+                guard let o = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+                    let lsn = o["lsn"] as? Int, let event = o["event"],
+                    let text = try? JSONSerialization.data(withJSONObject: event, options: [.sortedKeys])
+                else { continue }
+                byLSN[String(lsn)] = String(decoding: text, as: UTF8.self)
+            }
+            return byLSN
+        }
+        let local = events(try Harness.run("allotd", ["wal", "dump", d.stateDir]).stdout)
+        let fromEtcd = try Harness.run("allotd", ["wal", "dump", "--etcd", urls, "--cluster", "c1"])
+        #expect(fromEtcd.status == 0, "\(fromEtcd.stderr)")
+        let remote = events(fromEtcd.stdout)
+        #expect(!remote.isEmpty)
+        #expect(remote.allSatisfy { local[$0.key] == $0.value }, "every record in etcd is the local one")
+        let snapshotLSN = local.keys.compactMap(Int.init).filter { remote[String($0)] == nil }.max() ?? 0
+        #expect(remote.count + snapshotLSN >= local.count, "nothing after the snapshot is left out")
+        #expect(migrate.stdout.contains("and the snapshot at LSN \(snapshotLSN)"), "\(migrate.stdout)")
+        // Once there, it is not copied again over itself.
+        let again = try Harness.run("allotd", ["wal", "migrate", d.stateDir, "--etcd", urls, "--cluster", "c1"])
+        #expect(again.status == 1 && again.stderr.contains("already holds the log of cluster c1"), "\(again.stderr)")
+        let bad = try Harness.run("allotd", ["wal", "migrate", d.stateDir, "--etcd", urls, "--cluster", "a/b"])
+        #expect(bad.status != 0 && bad.stderr.contains("--cluster"), "\(bad.stderr)")
     }
 }
