@@ -75,7 +75,7 @@ let package = Package(
         .target(
             name: "AllotDaemon",
             dependencies: [
-                "AllotCore", "AllotWAL", "AllotProtocol", "AllotConfig", "AllotSystemd",
+                "AllotCore", "AllotWAL", "AllotProtocol", "AllotConfig", "AllotSystemd", "AllotEtcd",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

@@ -17,6 +17,8 @@ public struct ConfigFile: Hashable, Sendable {
     public var discovery: [String: GPUDiscovery]
     /// The `[cluster]` section (allotd with node agents); nil: no agents.
     public var cluster: ClusterSettings?
+    /// The `[ha]` section (several controllers on etcd); nil: one controller, its log on local disk.
+    public var ha: HASettings?
     /// Who may charge which tenant: each `[[tenant]]`'s `users`/`groups`, and `[accounts]` (allotd only).
     public var accounts = Accounts()
     /// Each tenant's default webhook (`[[tenant]] notify`), by tenant name (allotd only).
@@ -58,7 +60,7 @@ public struct ConfigFile: Hashable, Sendable {
         var r = TableReader(root, path: "", context: ctx)
         try r.refuseUnknown([
             "scheduler", "gpu_model", "priority_class", "tenant", "accounts", "preemption", "inference_reserve",
-            "node", "node_group", "daemon", "wal", "cluster",
+            "node", "node_group", "daemon", "wal", "cluster", "ha",
         ])
 
         var pool = PoolConfig()
@@ -298,10 +300,39 @@ public struct ConfigFile: Hashable, Sendable {
             try c.finish()
             cluster = s
         }
+        var ha: HASettings?
+        if var h = try r.subtable("ha") {
+            let urls = try h.stringArray("etcd") ?? []
+            if urls.isEmpty { throw h.error("etcd", "give etcd's client URLs, as [\"http://10.0.0.1:2379\", …]") }
+            for u in urls where !(u.hasPrefix("http://") || u.hasPrefix("https://")) {
+                throw h.error("etcd", "\"\(u)\" is not a URL: write http://HOST:2379 or https://HOST:2379")
+            }
+            var s = HASettings(etcd: urls)
+            s.cluster = try h.string("cluster") ?? s.cluster
+            if s.cluster.isEmpty
+                || !s.cluster.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" || $0 == "." })
+            {
+                throw h.error("cluster", "letters, digits, '-', '_' and '.' only, got \"\(s.cluster)\"")
+            }
+            s.name = try h.string("name")
+            s.leaseTTL = try h.duration("lease_ttl") ?? s.leaseTTL
+            if s.leaseTTL < 2 { throw h.error("lease_ttl", "at least 2s (etcd keeps leases in whole seconds)") }
+            s.ca = try h.string("ca")
+            s.certificate = try h.string("certificate")
+            s.key = try h.string("key")
+            if (s.certificate == nil) != (s.key == nil) {
+                throw h.error(s.certificate == nil ? "certificate" : "key", "certificate and key go together")
+            }
+            s.user = try h.string("user")
+            s.passwordFile = try h.string("password_file")
+            try h.finish()
+            ha = s
+        }
         try r.finish()
         if let problem = pool.problems().first { throw ConfigError(file: file, key: "", message: problem) }
         var result = ConfigFile(pool: pool, nodes: nodes, daemon: daemon, wal: wal, discovery: discovery)
         result.cluster = cluster
+        result.ha = ha
         result.accounts = accounts
         result.tenantNotify = tenantNotify
         return result

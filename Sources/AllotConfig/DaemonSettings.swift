@@ -96,6 +96,26 @@ public struct ClusterSettings: Hashable, Sendable {
     public init(listen: String) { self.listen = listen }
 }
 
+/// The `[ha]` section: several controllers on etcd, one leading (docs/ha.md).
+public struct HASettings: Hashable, Sendable {
+    /// etcd's client URLs.
+    public var etcd: [String]
+    /// The cluster's name in etcd: its keys are under `/allot/NAME/`.
+    public var cluster = "default"
+    /// This controller's name, as followers name the leader (default: the host name).
+    public var name: String?
+    /// The leader's lease: a controller silent this long loses the lead.
+    public var leaseTTL: Seconds = 5
+    /// Mutual TLS with etcd, and an etcd user.
+    public var ca: String?
+    public var certificate: String?
+    public var key: String?
+    public var user: String?
+    public var passwordFile: String?
+
+    public init(etcd: [String]) { self.etcd = etcd }
+}
+
 /// The `[wal]` section.
 public struct WALSettings: Hashable, Sendable {
     public enum Sync: String, Sendable, CaseIterable { case always, batch, never }

@@ -86,8 +86,22 @@ public enum Daemon {
         walOptions.snapshotEveryRecords = file.wal.snapshotEveryRecords
         walOptions.snapshotEveryBytes = file.wal.snapshotEveryBytes
         walOptions.repair = options.repair
-        let (wal, recovered, lastLSN) = try recover(settings.stateDir, options: walOptions, logger: logger)
-        defer { wal.close() }
+        let wal: any EventLog
+        let recovered: StateBox
+        let lastLSN: UInt64
+        var keepingTheLead: Task<Void, Never>?
+        if let ha = file.ha {
+            // Several controllers: wait to lead, then recover from the log in etcd and write there.
+            let led = try await HA.lead(ha, snapshotEveryRecords: file.wal.snapshotEveryRecords, logger: logger)
+            (wal, recovered, lastLSN, keepingTheLead) = (led.log, led.state, led.lastLSN, led.keepAlive)
+        } else {
+            let local = try recover(settings.stateDir, options: walOptions, logger: logger)
+            (wal, recovered, lastLSN) = (local.0, local.1, local.2)
+        }
+        defer {
+            keepingTheLead?.cancel()
+            wal.close()
+        }
 
         let (commands, continuation) = AsyncStream<EngineCommand>.makeStream()
         let handle = EngineHandle(continuation: continuation)
@@ -101,7 +115,7 @@ public enum Daemon {
                 )
             }
             let m = DaemonMetrics()
-            wal.observeWrites { t in
+            (wal as? WriteAheadLog)?.observeWrites { t in
                 m.walWrite.recordSeconds(t.writeSeconds)
                 m.walSync.recordSeconds(t.syncSeconds)
                 m.walBatchRecords.record(t.records)
@@ -203,7 +217,7 @@ struct EngineService: Service {
     let lsn: UInt64
     let config: ConfigFile
     let source: DaemonOptions
-    let wal: WriteAheadLog
+    let wal: any EventLog
     let handle: EngineHandle
     let commands: AsyncStream<EngineCommand>
     let logger: Logger

@@ -30,7 +30,7 @@ final class DurabilityWatcher: Sendable {
 
     func finish() { continuation.finish() }
 
-    func run(wal: WriteAheadLog, engine: EngineHandle) async {
+    func run(wal: any EventLog, engine: EngineHandle) async {
         var done: UInt64 = 0
         for await _ in signal {
             guard let ticket = latest.withLock({ $0 }), ticket.lsn > done else { continue }
@@ -57,11 +57,11 @@ final class SnapshotWriter: Sendable {
     func write(_ state: ClusterState, at ticket: WriteAheadLog.Ticket) { continuation.yield((state, ticket)) }
     func finish() { continuation.finish() }
 
-    func run(wal: WriteAheadLog, engine: EngineHandle) async {
+    func run(wal: any EventLog, engine: EngineHandle) async {
         for await (state, ticket) in stream {
             do {
                 _ = try await wal.waitDurable(ticket)
-                try await NIOThreadPool.singleton.runIfActive { try wal.writeSnapshot(state, at: ticket.lsn) }
+                try await wal.writeSnapshot(state, at: ticket.lsn)
                 engine.send(.snapshotWritten(lsn: ticket.lsn, error: nil))
             } catch {
                 engine.send(.snapshotWritten(lsn: ticket.lsn, error: "\(error)"))

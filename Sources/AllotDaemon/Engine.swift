@@ -53,7 +53,7 @@ final class Engine {
     let source: DaemonOptions?
     var settings: DaemonSettings
     var scheduler: Scheduler { controller.scheduler }
-    let wal: WriteAheadLog
+    let wal: any EventLog
     let executor: Executor
     let handle: EngineHandle
     let logger: Logger
@@ -143,7 +143,7 @@ final class Engine {
         durableLSN: UInt64,
         config: ConfigFile,
         source: DaemonOptions?,
-        wal: WriteAheadLog,
+        wal: any EventLog,
         handle: EngineHandle,
         logger: Logger,
         metrics: DaemonMetrics? = nil

@@ -127,6 +127,11 @@ public enum PortableLog {
         return try EventCodec.decode(Array(bytes[2...]), version: version)
     }
 
+    /// A snapshot as it travels (the bytes of its file).
+    public static func encodeSnapshot(_ state: ClusterState, at lsn: UInt64) -> [UInt8] {
+        SnapshotFile.encode(state.image, lsn: lsn)
+    }
+
     /// A travelling snapshot's LSN and state.
     public static func decodeSnapshot(_ bytes: [UInt8]) throws -> (lsn: UInt64, state: ClusterState) {
         switch SnapshotFile.decode(bytes) {

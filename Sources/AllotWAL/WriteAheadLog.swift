@@ -49,6 +49,12 @@ public final class WriteAheadLog: @unchecked Sendable {
     public struct Ticket: Sendable, Hashable {
         public var lsn: UInt64
         var generation: UInt64
+
+        /// A ticket of another log that hands them out the same way (the log in etcd).
+        public init(lsn: UInt64, generation: UInt64 = 0) {
+            self.lsn = lsn
+            self.generation = generation
+        }
     }
 
     public let directory: String

@@ -39,6 +39,30 @@ import Testing
         #expect(state.totalGPUs == 96)
     }
 
+    /// `[ha]`: several controllers on etcd; bad values are named with their key.
+    @Test func haSectionIsReadAndBadValuesNamed() throws {
+        let c = try ConfigFile.parse(
+            Self.minimal
+                + "\n[ha]\netcd = [\"http://127.0.0.1:2379\", \"https://e2:2379\"]\ncluster = \"gpu-pool\"\nlease_ttl = \"3s\"\n"
+        )
+        #expect(c.ha?.etcd.count == 2 && c.ha?.cluster == "gpu-pool" && c.ha?.leaseTTL == 3 && c.ha?.name == nil)
+        #expect(try ConfigFile.parse(Self.minimal).ha == nil)
+        for (bad, key, words) in [
+            ("etcd = []", "etcd", "give etcd's client URLs"),
+            ("etcd = [\"10.0.0.1:2379\"]", "etcd", "is not a URL"),
+            ("etcd = [\"http://e:2379\"]\ncluster = \"a/b\"", "cluster", "letters, digits"),
+            ("etcd = [\"http://e:2379\"]\nlease_ttl = \"1s\"", "lease_ttl", "at least 2s"),
+            ("etcd = [\"http://e:2379\"]\ncertificate = \"c.pem\"", "key", "go together"),
+            ("etcd = [\"http://e:2379\"]\nleader = \"x\"", "leader", "unknown key"),
+        ] {
+            let e = #expect(throws: ConfigError.self) { try ConfigFile.parse(Self.minimal + "\n[ha]\n" + bad + "\n") }
+            #expect(
+                e?.description.contains("ha.\(key)") == true && e?.description.contains(words) == true,
+                "\(String(describing: e))"
+            )
+        }
+    }
+
     @Test func minimalConfigGetsDefaults() throws {
         let c = try ConfigFile.parse(Self.minimal)
         #expect(c.pool.priorityClasses == PriorityClass.defaults)

@@ -1,0 +1,183 @@
+import AllotCore
+import AllotEtcd
+import AllotWAL
+import Foundation
+import NIOConcurrencyHelpers
+import NIOPosix
+
+/// Where the engine's events become durable: the local write-ahead log (one controller), or the log in etcd
+/// (several controllers, docs/ha.md). Group commit either way: every ticket up to the one waited on is
+/// durable when the wait returns.
+protocol EventLog: AnyObject, Sendable {
+    /// Queues events; the ticket's LSN is the last one's.
+    func enqueue(_ events: [Event]) throws(WALError) -> WriteAheadLog.Ticket
+    /// Returns once the ticket (and everything before it) is durable: the durable LSN.
+    func waitDurable(_ ticket: WriteAheadLog.Ticket) async throws(WALError) -> UInt64
+    var lastLSN: UInt64 { get }
+    /// Enough has been written since the last snapshot that another is due.
+    var snapshotDue: Bool { get }
+    /// Writes a snapshot of `state`, whose events up to `lsn` are durable.
+    func writeSnapshot(_ state: ClusterState, at lsn: UInt64) async throws
+    func close()
+}
+
+extension WriteAheadLog: EventLog {
+    func writeSnapshot(_ state: ClusterState, at lsn: UInt64) async throws {
+        try await NIOThreadPool.singleton.runIfActive { try self.writeSnapshot(state, at: lsn) }
+    }
+}
+
+/// The log in etcd, written by the leader (docs/ha.md): records queue here and go to etcd in one fenced
+/// append per batch, everything queued while the previous batch was in flight together. A write etcd
+/// refuses (this controller was deposed) or cannot take (no quorum) fails the log, as a failed disk does:
+/// the engine then serves reads only.
+final class EtcdEventLog: EventLog {
+    private struct State {
+        var nextLSN: UInt64
+        var durableLSN: UInt64
+        var pending: [[UInt8]] = []
+        var pendingFirst: UInt64
+        var failed: WALError?
+        var waiters: [(lsn: UInt64, continuation: CheckedContinuation<UInt64, any Error>)] = []
+        var lastSnapshotLSN: UInt64
+        var closed = false
+    }
+
+    private let log: EtcdLog
+    private let leadership: EtcdElection.Candidacy
+    private let snapshotEveryRecords: Int
+    private let state: NIOLockedValueBox<State>
+    private let wake: AsyncStream<Void>.Continuation
+    private let writer: Task<Void, Never>
+
+    init(
+        log: EtcdLog,
+        as leadership: EtcdElection.Candidacy,
+        lastLSN: UInt64,
+        snapshotLSN: UInt64,
+        snapshotEveryRecords: Int
+    ) {
+        self.log = log
+        self.leadership = leadership
+        self.snapshotEveryRecords = snapshotEveryRecords
+        let state = NIOLockedValueBox(
+            State(nextLSN: lastLSN + 1, durableLSN: lastLSN, pendingFirst: lastLSN + 1, lastSnapshotLSN: snapshotLSN)
+        )
+        self.state = state
+        let (signals, wake) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        self.wake = wake
+        writer = Task {
+            for await _ in signals {
+                while true {
+                    let (batch, first) = state.withLockedValue { s -> ([[UInt8]], UInt64) in
+                        defer {
+                            s.pending.removeAll()
+                            s.pendingFirst = s.nextLSN
+                        }
+                        return (s.pending, s.pendingFirst)
+                    }
+                    if batch.isEmpty { break }
+                    do {
+                        try await log.append(batch, from: first, as: leadership)
+                        let ready = state.withLockedValue { s in
+                            s.durableLSN = first + UInt64(batch.count) - 1
+                            let done = s.waiters.filter { $0.lsn <= s.durableLSN }
+                            s.waiters.removeAll { $0.lsn <= s.durableLSN }
+                            return (done, s.durableLSN)
+                        }
+                        for w in ready.0 { w.continuation.resume(returning: ready.1) }
+                    } catch {
+                        let failure = WALError(.failed, "etcd did not take the log's records: \(error)")
+                        let waiters = state.withLockedValue { s in
+                            s.failed = failure
+                            defer { s.waiters.removeAll() }
+                            return s.waiters
+                        }
+                        for w in waiters { w.continuation.resume(throwing: failure) }
+                        return
+                    }
+                }
+            }
+        }
+    }
+
+    func enqueue(_ events: [Event]) throws(WALError) -> WriteAheadLog.Ticket {
+        let taken = state.withLockedValue { s -> Result<UInt64, WALError> in
+            if let f = s.failed { return .failure(f) }
+            if s.closed { return .failure(WALError(.closed, "the log is closed")) }
+            if s.pending.isEmpty { s.pendingFirst = s.nextLSN }
+            for e in events { s.pending.append(PortableLog.encode(e)) }
+            s.nextLSN += UInt64(events.count)
+            return .success(s.nextLSN - 1)
+        }
+        let lsn = try taken.get()
+        wake.yield()
+        return WriteAheadLog.Ticket(lsn: lsn)
+    }
+
+    func waitDurable(_ ticket: WriteAheadLog.Ticket) async throws(WALError) -> UInt64 {
+        do {
+            return try await withCheckedThrowingContinuation { (c: CheckedContinuation<UInt64, any Error>) in
+                let now: Result<UInt64, WALError>? = state.withLockedValue { s in
+                    if s.durableLSN >= ticket.lsn { return .success(s.durableLSN) }
+                    if let f = s.failed { return .failure(f) }
+                    s.waiters.append((ticket.lsn, c))
+                    return nil
+                }
+                switch now {
+                case .success(let lsn)?: c.resume(returning: lsn)
+                case .failure(let e)?: c.resume(throwing: e)
+                case nil: break
+                }
+            }
+        } catch let e as WALError {
+            throw e
+        } catch {
+            throw WALError(.failed, "\(error)")
+        }
+    }
+
+    var lastLSN: UInt64 { state.withLockedValue { $0.nextLSN - 1 } }
+
+    var snapshotDue: Bool {
+        state.withLockedValue { Int($0.nextLSN - 1 - $0.lastSnapshotLSN) >= snapshotEveryRecords }
+    }
+
+    /// Puts the snapshot, then deletes the records it covers (both fenced).
+    func writeSnapshot(_ state: ClusterState, at lsn: UInt64) async throws {
+        try await log.putSnapshot(PortableLog.encodeSnapshot(state, at: lsn), as: leadership)
+        try await log.truncate(below: lsn + 1, as: leadership)
+        self.state.withLockedValue { $0.lastSnapshotLSN = lsn }
+    }
+
+    func close() {
+        state.withLockedValue { $0.closed = true }
+        wake.finish()
+    }
+}
+
+/// The state the log in etcd holds: its newest snapshot and the records after it, applied.
+enum EtcdRecovery {
+    static func recover(_ log: EtcdLog) async throws -> (state: ClusterState, lastLSN: UInt64, snapshotLSN: UInt64) {
+        var state = ClusterState()
+        var snapshotLSN: UInt64 = 0
+        if let bytes = try await log.snapshot() {
+            (snapshotLSN, state) = try PortableLog.decodeSnapshot(bytes)
+        }
+        var next = snapshotLSN + 1
+        while true {
+            let batch = try await log.read(from: next, limit: 4096).records
+            if batch.isEmpty { break }
+            var events: [Event] = []
+            for r in batch {
+                guard r.lsn == next else {
+                    throw WALError(.missing, "the log in etcd jumps from LSN \(next - 1) to \(r.lsn)")
+                }
+                events.append(try PortableLog.decode(r.payload))
+                next += 1
+            }
+            try state.apply(events)
+        }
+        return (state, next - 1, snapshotLSN)
+    }
+}

@@ -1,0 +1,123 @@
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Several allotd controllers on a real 3-member etcd (docs/ha.md): one leads, the other waits; when the
+/// leader is killed, the other leads within the lease's TTL with every acknowledged change.
+@Suite(.serialized) struct HATests {
+    static func configure(_ d: DaemonFixture, etcd: EtcdCluster, name: String) throws {
+        let urls = etcd.urls.map { "\"\($0)\"" }.joined(separator: ", ")
+        try
+            (DaemonFixture.defaultPool
+                + """
+
+                [daemon]
+                state_dir = "\(d.stateDir)"
+                socket = "\(d.socket)"
+                local_nodes = ["a*", "l*"]
+
+                [ha]
+                etcd = [\(urls)]
+                cluster = "t"
+                name = "\(name)"
+                lease_ttl = "2s"
+
+                """).write(to: d.config, atomically: true, encoding: .utf8)
+    }
+
+    @Test func theFollowerLeadsWhenTheLeaderIsKilledWithEveryAcknowledgedSubmit() throws {
+        let etcd = try EtcdCluster()
+        let a = try DaemonFixture(start: false)
+        let b = try DaemonFixture(start: false)
+        try Self.configure(a, etcd: etcd, name: "A")
+        try Self.configure(b, etcd: etcd, name: "B")
+        try a.start()
+        #expect(a.daemonLog.contains("Leading"), "\(a.daemonLog.suffix(2000))")
+        // B waits to lead: no socket yet.
+        let follower = try ChildProcess(
+            Harness.binDir.appendingPathComponent("allotd").path,
+            ["--config", b.config.path, "--log-level", "debug"],
+            output: b.logPath
+        )
+        defer {
+            follower.signal(SIGKILL)
+            _ = follower.wait()
+        }
+        let waiting = Date().addingTimeInterval(10)
+        while !b.daemonLog.contains("Following") && Date() < waiting { usleep(50_000) }
+        #expect(b.daemonLog.contains("Following: waiting to lead"), "\(b.daemonLog.suffix(2000))")
+        #expect(b.ctl(["status"]).status != 0, "a follower does not serve yet")
+        var acknowledged: [Int] = []
+        for i in 0..<30 { acknowledged.append(try a.submit(["--hold", "--name", "j\(i)", "--", "sleep", "60"])) }
+        #expect(a.stop(signal: SIGKILL) == SIGKILL || true)
+        let killed = Date()
+        var took: Double?
+        while Date().timeIntervalSince(killed) < 15 {
+            if b.ctl(["status", "--json"]).status == 0 {
+                took = Date().timeIntervalSince(killed)
+                break
+            }
+            usleep(50_000)
+        }
+        let led = try #require(took, "B never led:\n\(b.daemonLog.suffix(3000))")
+        #expect(led < 2 + 3, "B led \(led) s after the leader was killed (lease TTL 2 s)")
+        // Every acknowledged submit is there, once.
+        let ls = b.ctl(["ls", "--all", "--json"])
+        let jobs = (try? JSONSerialization.jsonObject(with: Data(ls.stdout.utf8)) as? [[String: Any]]) ?? []
+        let ids = jobs.compactMap { $0["id"] as? Int }
+        #expect(Set(acknowledged).isSubset(of: Set(ids)), "\(ids)")
+        #expect(ids.count == Set(ids).count, "none twice")
+        // B goes on from there: the next job takes the next id, and it is in etcd for whoever leads next.
+        let next = try b.submit(["--hold", "--", "true"])
+        #expect(next == (acknowledged.max() ?? 0) + 1)
+        #expect(b.daemonLog.contains("Leading"))
+        print(
+            "ha: B led \(String(format: "%.2f", led)) s after kill -9 of the leader (lease TTL 2 s), \(acknowledged.count) acknowledged submits all there"
+        )
+    }
+
+    /// A leader stopped (SIGSTOP) past its lease is deposed: the other leads, and when the old one runs again
+    /// it cannot write — its submit is refused, never acknowledged — and it stops.
+    @Test func aLeaderStoppedPastItsLeaseCannotWriteWhenItRunsAgain() throws {
+        let etcd = try EtcdCluster()
+        let a = try DaemonFixture(start: false)
+        let b = try DaemonFixture(start: false)
+        try Self.configure(a, etcd: etcd, name: "A")
+        try Self.configure(b, etcd: etcd, name: "B")
+        try a.start()
+        let follower = try ChildProcess(
+            Harness.binDir.appendingPathComponent("allotd").path,
+            ["--config", b.config.path, "--log-level", "debug"],
+            output: b.logPath
+        )
+        defer {
+            follower.signal(SIGKILL)
+            _ = follower.wait()
+        }
+        let first = try a.submit(["--hold", "--", "true"])
+        a.signal(SIGSTOP)
+        let stopped = Date()
+        while b.ctl(["status", "--json"]).status != 0 && Date().timeIntervalSince(stopped) < 15 { usleep(50_000) }
+        try #require(b.ctl(["status", "--json"]).status == 0, "B never led:\n\(b.daemonLog.suffix(3000))")
+        let onB = try b.submit(["--hold", "--name", "on-b", "--", "true"])
+        #expect(onB == first + 1)
+        a.signal(SIGCONT)
+        // The old leader's submit: refused (the fenced append fails), or it has already stopped.
+        let late = a.ctl(["submit", "--hold", "--name", "late", "--", "true"])
+        #expect(late.status != 0, "a deposed leader acknowledged a submit: \(late.stdout)")
+        let deadline = Date().addingTimeInterval(10)
+        while a.isRunning && Date() < deadline { usleep(50_000) }
+        #expect(!a.isRunning, "the deposed leader stops")
+        #expect(
+            a.daemonLog.contains("Lost the lead") || a.daemonLog.contains("etcd did not take"),
+            "\(a.daemonLog.suffix(2000))"
+        )
+        // B's log never saw the late job.
+        let ls = b.ctl(["ls", "--all", "--json"])
+        #expect(!ls.stdout.contains("\"late\""), "\(ls.stdout)")
+        #expect(ls.stdout.contains("\"on-b\""))
+    }
+}
