@@ -48,21 +48,26 @@ public struct AgentOptions: Sendable {
 /// on it comes next; see docs/operations.md.)
 public enum Agent {
     public static func run(_ options: AgentOptions, logger: Logger) async throws {
-        guard let (host, port) = HostPort.parse(options.controller) else {
-            throw StartupError(description: "--controller: expected host:port, got \"\(options.controller)\"")
+        // One controller, or several (docs/ha.md): the agent tries them in turn until one takes it.
+        var controllers: [AgentConnection.Controller] = []
+        for item in options.controller.split(separator: ",").map({ String($0).trimmingCharacters(in: .whitespaces) }) {
+            guard let (host, port) = HostPort.parse(item) else {
+                throw StartupError(description: "--controller: expected host:port[,host:port…], got \"\(item)\"")
+            }
+            let dialsIP = ClusterCA.isIPAddress(host)
+            do {
+                let context = try ClusterTLS.clientContext(
+                    ca: options.ca,
+                    certificate: options.certificate,
+                    key: options.key,
+                    checkHostname: !dialsIP
+                )
+                controllers.append(.init(host: host, port: port, dialsIP: dialsIP, context: context))
+            } catch {
+                throw StartupError(description: "\(error)")
+            }
         }
-        let dialsIP = ClusterCA.isIPAddress(host)
-        let context: NIOSSLContext
-        do {
-            context = try ClusterTLS.clientContext(
-                ca: options.ca,
-                certificate: options.certificate,
-                key: options.key,
-                checkHostname: !dialsIP
-            )
-        } catch {
-            throw StartupError(description: "\(error)")
-        }
+        if controllers.isEmpty { throw StartupError(description: "--controller: give host:port") }
         // Our own certificate must be for this node: fail early and clearly, not at the controller.
         if let pem = try? String(contentsOfFile: options.certificate, encoding: .utf8),
             let identity = try? ClusterCA.identity(pem: pem), identity.name != options.node
@@ -86,10 +91,7 @@ public enum Agent {
         for g in gpus { uuids[g.index] = g.uuid }
         let jobs = AgentJobs(stateDir: options.stateDir, uuids: uuids, logger: logger)
         let link = AgentConnection(
-            host: host,
-            port: port,
-            dialsIP: dialsIP,
-            context: context,
+            controllers: controllers,
             options: options,
             gpus: gpus,
             jobs: jobs,
@@ -141,25 +143,31 @@ public enum Agent {
 /// The agent's link to the controller: connect, register, heartbeat; on any failure, reconnect after a
 /// backoff (1 s doubling to 10 s).
 struct AgentConnection: Service, CustomStringConvertible {
-    let host: String
-    let port: Int
-    let dialsIP: Bool
-    let context: NIOSSLContext
+    struct Controller: Sendable {
+        var host: String
+        var port: Int
+        var dialsIP: Bool
+        var context: NIOSSLContext
+    }
+    let controllers: [Controller]
     let options: AgentOptions
     let gpus: [AgentGPU]
     let jobs: AgentJobs
     let probe: GPUProbe?
     let logger: Logger
 
-    var description: String { "AgentConnection(\(host):\(port))" }
+    var description: String { "AgentConnection(\(controllers.map { "\($0.host):\($0.port)" }.joined(separator: ",")))" }
 
     func run() async throws {
         var backoff = 1.0
         var lastEpoch: UInt64?
         var ready = false
+        var next = 0
         while !Task.isCancelledOrShuttingDown {
+            let controller = controllers[next % controllers.count]
+            let (host, port) = (controller.host, controller.port)
             do {
-                let epoch = try await session(lastEpoch: lastEpoch) {
+                let epoch = try await session(controller, lastEpoch: lastEpoch) {
                     backoff = 1
                     if !ready {
                         ready = true
@@ -181,6 +189,9 @@ struct AgentConnection: Service, CustomStringConvertible {
                     "STATUS=node \(options.node): no link to \(host):\(port) (\(String(describing: error).prefix(120)))"
                 )
             }
+            // The next controller at once; after a whole round, a backoff.
+            next += 1
+            if next % controllers.count != 0 { continue }
             let wait = backoff
             try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(wait)) }
             backoff = min(backoff * 2, 10)
@@ -197,8 +208,9 @@ struct AgentConnection: Service, CustomStringConvertible {
     }
 
     /// One connection: returns (or throws) when it ends.
-    func session(lastEpoch: UInt64?, registered: () -> Void) async throws -> UInt64 {
-        let context = self.context
+    func session(_ controller: Controller, lastEpoch: UInt64?, registered: () -> Void) async throws -> UInt64 {
+        let (host, port, dialsIP) = (controller.host, controller.port, controller.dialsIP)
+        let context = controller.context
         let serverHostname = dialsIP ? nil : host
         let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .connectTimeout(.seconds(5))

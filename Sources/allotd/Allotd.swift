@@ -163,7 +163,13 @@ struct AgentCommand: AsyncParsableCommand {
             """
     )
 
-    @Option(name: .long, help: ArgumentHelp("The controller's [cluster] listen address.", valueName: "HOST:PORT"))
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "The controller's [cluster] listen address; with several controllers on etcd ([ha]), each one's, comma-separated: the agent goes to the one that leads.",
+            valueName: "HOST:PORT[,…]"
+        )
+    )
     var controller: String
 
     @Option(name: .long, help: ArgumentHelp("This node's name (default: the host name).", valueName: "NAME"))

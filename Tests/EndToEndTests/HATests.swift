@@ -120,4 +120,63 @@ import Glibc
         #expect(!ls.stdout.contains("\"late\""), "\(ls.stdout)")
         #expect(ls.stdout.contains("\"on-b\""))
     }
+
+    /// A job on an agent's node keeps running when the leader is killed: the agent goes to the new leader,
+    /// which adopts the run and records its end (one run, exit 0).
+    @Test func jobsOnAgentsRunOnAcrossAFailoverAndAreAdopted() throws {
+        let etcd = try EtcdCluster()
+        let a = try DaemonFixture(start: false)
+        let b = try DaemonFixture(start: false)
+        let pki = a.dir.path + "/pki"
+        try AgentTests.makePKI(pki, nodes: ["n1"])
+        let (portA, portB) = (MetricsTests.freePort(), MetricsTests.freePort())
+        let urls = etcd.urls.map { "\"\($0)\"" }.joined(separator: ", ")
+        for (d, name, port) in [(a, "A", portA), (b, "B", portB)] {
+            try
+                (AgentTests.pool(port: port, pki: pki)
+                    + """
+
+                    [daemon]
+                    state_dir = "\(d.stateDir)"
+                    socket = "\(d.socket)"
+
+                    [ha]
+                    etcd = [\(urls)]
+                    cluster = "t"
+                    name = "\(name)"
+                    lease_ttl = "2s"
+
+                    """).write(to: d.config, atomically: true, encoding: .utf8)
+        }
+        try a.start()
+        let follower = try ChildProcess(
+            Harness.binDir.appendingPathComponent("allotd").path,
+            ["--config", b.config.path, "--log-level", "debug"],
+            output: b.logPath
+        )
+        defer {
+            follower.signal(SIGKILL)
+            _ = follower.wait()
+        }
+        let agent = try AgentTests.AgentProcess(
+            node: "n1",
+            port: portA,
+            pki: pki,
+            dir: a.dir.path,
+            controller: "127.0.0.1:\(portA),127.0.0.1:\(portB)"
+        )
+        let id = try a.submit(["--gpus", "2", "--gpu-model", "A100", "--", "sleep", "6"])
+        try a.wait(id, for: "running", timeout: 20)
+        a.stop(signal: SIGKILL)
+        let killed = Date()
+        // B leads, the agent finds it, and the run is adopted: still running, then ended by itself.
+        while b.ctl(["status", "--json"]).status != 0 && Date().timeIntervalSince(killed) < 15 { usleep(50_000) }
+        try #require(b.ctl(["status", "--json"]).status == 0, "B never led:\n\(b.daemonLog.suffix(3000))")
+        #expect(b.state(id) == "running", "\(b.job(id) ?? [:])")
+        try b.wait(id, for: "completed", timeout: 20)
+        let job = b.job(id) ?? [:]
+        #expect(job["exit_code"] as? Int == 0, "\(job)")
+        #expect((job["earlier_runs"] as? [Any])?.isEmpty ?? true, "one run, not restarted: \(job)")
+        #expect(agent.output.contains("127.0.0.1:\(portB)"), "the agent went to the new leader")
+    }
 }
