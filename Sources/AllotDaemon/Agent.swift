@@ -163,12 +163,16 @@ struct AgentConnection: Service, CustomStringConvertible {
         var lastEpoch: UInt64?
         var ready = false
         var next = 0
+        // Reconnecting waits at most a quarter of the controller's node_timeout (once it is known), so that a
+        // controller that restarts or takes over finds its agents before it gives their nodes up.
+        var longestWait = 10.0
         while !Task.isCancelledOrShuttingDown {
             let controller = controllers[next % controllers.count]
             let (host, port) = (controller.host, controller.port)
             do {
-                let epoch = try await session(controller, lastEpoch: lastEpoch) {
+                let epoch = try await session(controller, lastEpoch: lastEpoch) { nodeTimeout in
                     backoff = 1
+                    longestWait = max(1, min(10, nodeTimeout / 4))
                     if !ready {
                         ready = true
                         Systemd.ready(status: "node \(options.node): linked to \(host):\(port)")
@@ -194,7 +198,7 @@ struct AgentConnection: Service, CustomStringConvertible {
             if next % controllers.count != 0 { continue }
             let wait = backoff
             try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(wait)) }
-            backoff = min(backoff * 2, 10)
+            backoff = min(backoff * 2, longestWait)
         }
     }
 
@@ -208,7 +212,7 @@ struct AgentConnection: Service, CustomStringConvertible {
     }
 
     /// One connection: returns (or throws) when it ends.
-    func session(_ controller: Controller, lastEpoch: UInt64?, registered: () -> Void) async throws -> UInt64 {
+    func session(_ controller: Controller, lastEpoch: UInt64?, registered: (Double) -> Void) async throws -> UInt64 {
         let (host, port, dialsIP) = (controller.host, controller.port, controller.dialsIP)
         let context = controller.context
         let serverHostname = dialsIP ? nil : host
@@ -278,7 +282,7 @@ struct AgentConnection: Service, CustomStringConvertible {
                 )
             }
             await jobs.newLink()
-            registered()
+            registered(result.nodeTimeoutSeconds)
             let lastHeard = NIOLockedValueBox(Date().timeIntervalSince1970)
             let interval = result.heartbeatIntervalSeconds
             let timeout = result.nodeTimeoutSeconds

@@ -33,7 +33,7 @@ enum HA {
             }
             e.password = text.trimmingCharacters(in: .newlines)
         }
-        e.timeout = min(2, ha.leaseTTL / 3)
+        e.timeout = max(1, min(2, ha.leaseTTL / 3))
         do { return try EtcdClient(e) } catch { throw StartupError(description: "[ha] etcd: \(error.message)") }
     }
 

@@ -117,6 +117,7 @@ public final class EtcdClient: Sendable {
     private struct State {
         var current = 0
         var token: String?
+        var shutDown = false
     }
 
     public init(_ endpoints: EtcdEndpoints) throws(EtcdError) {
@@ -153,7 +154,14 @@ public final class EtcdClient: Sendable {
 
     /// Closes the client's connections.
     public func shutdown() async {
+        state.withLockedValue { $0.shutDown = true }
         try? await http.shutdown()
+    }
+
+    deinit {
+        // Not shut down (a caller that returned early): close in the background; AsyncHTTPClient keeps
+        // itself alive until it is done.
+        if !state.withLockedValue({ $0.shutDown }) { _ = http.shutdown() }
     }
 
     // MARK: Keys

@@ -23,7 +23,7 @@ import Glibc
                 etcd = [\(urls)]
                 cluster = "t"
                 name = "\(name)"
-                lease_ttl = "2s"
+                lease_ttl = "3s"
 
                 """).write(to: d.config, atomically: true, encoding: .utf8)
     }
@@ -63,7 +63,8 @@ import Glibc
             usleep(50_000)
         }
         let led = try #require(took, "B never led:\n\(b.daemonLog.suffix(3000))")
-        #expect(led < 2 + 3, "B led \(led) s after the leader was killed (lease TTL 2 s)")
+        // The issue's goal is 10 s to a new start; 2 s (the TTL) and a little when the machine is idle.
+        #expect(led < 10, "B led \(led) s after the leader was killed (lease TTL 3 s)")
         // Every acknowledged submit is there, once.
         let ls = b.ctl(["ls", "--all", "--json"])
         let jobs = (try? JSONSerialization.jsonObject(with: Data(ls.stdout.utf8)) as? [[String: Any]]) ?? []
@@ -75,7 +76,7 @@ import Glibc
         #expect(next == (acknowledged.max() ?? 0) + 1)
         #expect(b.daemonLog.contains("Leading"))
         print(
-            "ha: B led \(String(format: "%.2f", led)) s after kill -9 of the leader (lease TTL 2 s), \(acknowledged.count) acknowledged submits all there"
+            "ha: B led \(String(format: "%.2f", led)) s after kill -9 of the leader (lease TTL 3 s), \(acknowledged.count) acknowledged submits all there"
         )
     }
 
@@ -144,7 +145,7 @@ import Glibc
                     etcd = [\(urls)]
                     cluster = "t"
                     name = "\(name)"
-                    lease_ttl = "2s"
+                    lease_ttl = "3s"
 
                     """).write(to: d.config, atomically: true, encoding: .utf8)
         }

@@ -1,0 +1,272 @@
+#!/usr/bin/env python3
+"""Benchmarks of several controllers on etcd (issue 16, docs/ha.md): a real 3-member etcd on loopback and
+the real allotd (release build by default), measured side by side in one run:
+
+  - etcd's own rate of single-key puts through its JSON gateway, at 1, 16 and 256 clients;
+  - durable submits/s through allotd's control socket with its log in etcd ([ha]) and, for scale, on local
+    disk, at the same client counts (each client submits, waits for the answer, submits again);
+  - failovers: kill -9 of the leader during a submit storm; the time until the other controller answers
+    and until a new job starts there, and acknowledged submits lost (goal 0) or doubled.
+
+Needs etcd (Debian's etcd-server; scripts/ensure-deps.sh --test).
+Usage: scripts/ha-bench.py [--bin .build/release] [--seconds 5] [--clients 1,16,256] [--failovers 10]
+"""
+import argparse
+import base64
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+POOL = """
+[scheduler]
+interval = "10s"
+
+[[gpu_model]]
+name = "A100"
+memory_gib = 80
+price_per_hour = 2.0
+
+[[node_group]]
+prefix = "gpu-"
+count = 4
+gpu_model = "A100"
+gpus = 8
+"""
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+class Etcd:
+    def __init__(self, root):
+        self.root = root
+        self.members = [(f"m{i}", free_port(), free_port()) for i in range(3)]
+        cluster = ",".join(f"{n}=http://127.0.0.1:{peer}" for n, _, peer in self.members)
+        self.procs = []
+        for n, client, peer in self.members:
+            log = open(os.path.join(root, f"{n}.log"), "ab")
+            self.procs.append(subprocess.Popen([
+                "etcd", "--name", n, "--data-dir", os.path.join(root, n),
+                "--listen-peer-urls", f"http://127.0.0.1:{peer}", "--initial-advertise-peer-urls",
+                f"http://127.0.0.1:{peer}", "--listen-client-urls", f"http://127.0.0.1:{client}",
+                "--advertise-client-urls", f"http://127.0.0.1:{client}", "--initial-cluster", cluster,
+                "--initial-cluster-state", "new", "--heartbeat-interval", "50", "--election-timeout", "500",
+            ], stdout=log, stderr=log))
+        for _, client, _ in self.members:
+            for _ in range(200):
+                try:
+                    c = http.client.HTTPConnection("127.0.0.1", client, timeout=2)
+                    c.request("GET", "/health")
+                    if b'"true"' in c.getresponse().read():
+                        break
+                except OSError:
+                    pass
+                time.sleep(0.1)
+
+    @property
+    def urls(self):
+        return [f"http://127.0.0.1:{c}" for _, c, _ in self.members]
+
+    def stop(self):
+        for p in self.procs:
+            p.kill()
+            p.wait()
+
+
+class Allotd:
+    def __init__(self, bin_dir, root, name, etcd=None, cluster="bench"):
+        self.bin = bin_dir
+        self.dir = os.path.join(root, name)
+        os.makedirs(self.dir, exist_ok=True)
+        self.sock = os.path.join(self.dir, "s.sock")
+        self.config = os.path.join(self.dir, "allotd.toml")
+        with open(self.config, "w") as f:
+            f.write(POOL)
+            f.write(f'\n[daemon]\nstate_dir = "{self.dir}/state"\nsocket = "{self.sock}"\nlocal_nodes = ["*"]\n')
+            if etcd:
+                urls = ", ".join(f'"{u}"' for u in etcd.urls)
+                f.write(f'\n[ha]\netcd = [{urls}]\ncluster = "{cluster}"\nname = "{name}"\nlease_ttl = "2s"\n')
+        self.proc = None
+
+    def start(self, wait=True):
+        self.log = open(os.path.join(self.dir, "allotd.log"), "ab")
+        self.proc = subprocess.Popen([f"{self.bin}/allotd", "--config", self.config, "--log-level", "warning"],
+                                     stdout=self.log, stderr=self.log)
+        while wait and not self.answers():
+            time.sleep(0.01)
+
+    def answers(self):
+        try:
+            return "result" in call(self.sock, "status", {})
+        except OSError:
+            return False
+
+    def kill(self):
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait()
+
+
+def call(sock_path, method, params, f=None):
+    own = f is None
+    if own:
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(10)
+        s.connect(sock_path)
+        f = s.makefile("rwb")
+    f.write((json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}) + "\n").encode())
+    f.flush()
+    line = f.readline()
+    if own:
+        f.close()
+    if not line:
+        raise OSError("connection closed")
+    return json.loads(line)
+
+
+def storm(sock_path, clients, seconds, acked=None):
+    """Clients submitting held jobs one after another for `seconds`; returns acknowledged submits."""
+    stop = time.monotonic() + seconds
+    counts = [0] * clients
+    lock = threading.Lock()
+
+    def client(i):
+        try:
+            s = socket.socket(socket.AF_UNIX)
+            s.settimeout(10)
+            s.connect(sock_path)
+            f = s.makefile("rwb")
+            while time.monotonic() < stop:
+                r = call(sock_path, "submit", {"job": {"command": ["true"], "hold": True, "name": f"c{i}"}}, f)
+                if "result" not in r:
+                    return
+                counts[i] += 1
+                if acked is not None:
+                    with lock:
+                        acked.append(r["result"]["id"])
+        except (OSError, ValueError):
+            return
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(counts)
+
+
+def etcd_puts(etcd, clients, seconds):
+    stop = time.monotonic() + seconds
+    counts = [0] * clients
+
+    def client(i):
+        port = int(etcd.urls[i % 3].rsplit(":", 1)[1])
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        n = 0
+        while time.monotonic() < stop:
+            key = base64.b64encode(f"/bench/{i}".encode()).decode()
+            value = base64.b64encode(f"{n}".encode()).decode()
+            c.request("POST", "/v3/kv/put", json.dumps({"key": key, "value": value}),
+                      {"Content-Type": "application/json"})
+            c.getresponse().read()
+            n += 1
+        counts[i] = n
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(counts)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", default=".build/release")
+    ap.add_argument("--seconds", type=float, default=5)
+    ap.add_argument("--clients", default="1,16,256")
+    ap.add_argument("--failovers", type=int, default=10)
+    a = ap.parse_args()
+    if not shutil.which("etcd"):
+        sys.exit("etcd is not installed: run scripts/ensure-deps.sh --test")
+    root = tempfile.mkdtemp(prefix="allot-ha-bench-", dir="/tmp")
+    etcd = Etcd(root)
+    clients = [int(c) for c in a.clients.split(",")]
+    results = {"clients": clients, "etcd_puts_per_s": [], "submits_per_s_etcd": [], "submits_per_s_local": []}
+    try:
+        for c in clients:
+            results["etcd_puts_per_s"].append(round(etcd_puts(etcd, c, a.seconds) / a.seconds))
+        for mode in ("etcd", "local"):
+            d = Allotd(a.bin, root, f"rate-{mode}", etcd if mode == "etcd" else None, cluster="rate")
+            d.start()
+            for c in clients:
+                results[f"submits_per_s_{mode}"].append(round(storm(d.sock, c, a.seconds) / a.seconds))
+            d.stop()
+        # Failovers: two controllers; kill -9 the leader during a storm; the other leads.
+        takeovers, starts, lost, doubled = [], [], 0, 0
+        ctl = [Allotd(a.bin, root, "ctl-a", etcd, cluster="failover"), Allotd(a.bin, root, "ctl-b", etcd,
+                                                                              cluster="failover")]
+        ctl[0].start()
+        ctl[1].start(wait=False)
+        leader, follower = ctl[0], ctl[1]
+        acked = []
+        for _ in range(a.failovers):
+            t = threading.Thread(target=storm, args=(leader.sock, 16, 60, acked))
+            t.start()
+            time.sleep(0.5)
+            leader.kill()
+            killed = time.monotonic()
+            t.join()
+            while not follower.answers():
+                time.sleep(0.01)
+            takeovers.append(time.monotonic() - killed)
+            r = call(follower.sock, "submit", {"job": {"command": ["true"], "name": "after"}})
+            jid = r["result"]["id"]
+            while True:
+                job = call(follower.sock, "show", {"id": jid}).get("result", {})
+                if job.get("start_time"):
+                    break
+                time.sleep(0.01)
+            starts.append(time.monotonic() - killed)
+            jobs = call(follower.sock, "list", {"states": ["all"]}).get("result", [])
+            ids = [j["id"] for j in jobs]
+            lost += len(set(acked) - set(ids))
+            doubled += len(ids) - len(set(ids))
+            leader.start(wait=False)  # it comes back, to follow
+            leader, follower = follower, leader
+        results["failovers"] = a.failovers
+        results["acknowledged_submits"] = len(acked)
+        results["lost"] = lost
+        results["doubled"] = doubled
+        results["takeover_s_median"] = round(statistics.median(takeovers), 2)
+        results["takeover_s_max"] = round(max(takeovers), 2)
+        results["first_start_s_median"] = round(statistics.median(starts), 2)
+        results["first_start_s_max"] = round(max(starts), 2)
+        for d in ctl:
+            d.stop()
+    finally:
+        etcd.stop()
+        shutil.rmtree(root, ignore_errors=True)
+    print(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
