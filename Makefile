@@ -14,7 +14,7 @@ CONFIG ?= etc/allot/allotd.toml
 TRACE ?= examples/trace-mixed.csv
 BIN := $(shell $(SWIFT) build --show-bin-path 2>/dev/null)
 
-.PHONY: all deps build release test lint format demo simulate simulate-faults bench bench-daemon figures figures-fgd figures-services clean install install-files uninstall deb deb-tree \
+.PHONY: all deps build release test lint format demo simulate simulate-faults bench bench-daemon bench-ha figures figures-fgd figures-services clean install install-files uninstall deb deb-tree \
 	verify-units
 
 PREFIX ?= /usr/local
@@ -92,6 +92,11 @@ bench: deps
 # The daemon's figures: durable submits through the socket, submit to running, RSS with 100,000 pending.
 bench-daemon: release
 	scripts/daemon-bench.py --bin $(shell $(SWIFT) build -c release --show-bin-path)
+
+# Several controllers on etcd: etcd's put rate, submits/s on etcd and on local disk, failovers (docs/ha.md).
+bench-ha: release
+	scripts/ensure-deps.sh --test
+	scripts/ha-bench.py --bin $(shell $(SWIFT) build -c release --show-bin-path)
 
 # allot against the backfill and fifo baselines on public traces (needs ../shared/data/traces).
 figures: deps
