@@ -5,6 +5,7 @@ import AllotWAL
 import CoreMetrics
 import Foundation
 import Logging
+import NIOConcurrencyHelpers
 import ServiceLifecycle
 import UnixSignals
 
@@ -90,10 +91,12 @@ public enum Daemon {
         let recovered: StateBox
         let lastLSN: UInt64
         var keepingTheLead: Task<Void, Never>?
+        var leadLost: NIOLockedValueBox<EngineHandle?>?
         if let ha = file.ha {
             // Several controllers: wait to lead, then recover from the log in etcd and write there.
             let led = try await HA.lead(ha, snapshotEveryRecords: file.wal.snapshotEveryRecords, logger: logger)
             (wal, recovered, lastLSN, keepingTheLead) = (led.log, led.state, led.lastLSN, led.keepAlive)
+            leadLost = led.engine
         } else {
             let local = try recover(settings.stateDir, options: walOptions, logger: logger)
             (wal, recovered, lastLSN) = (local.0, local.1, local.2)
@@ -105,6 +108,7 @@ public enum Daemon {
 
         let (commands, continuation) = AsyncStream<EngineCommand>.makeStream()
         let handle = EngineHandle(continuation: continuation)
+        leadLost?.withLockedValue { $0 = handle }
         var metricsServer: MetricsServer?
         var metrics: DaemonMetrics?
         if let listen = settings.metricsListen {

@@ -1,6 +1,7 @@
 import AllotConfig
 import AllotCore
 import AllotProtocol
+import AllotWAL
 import Foundation
 import Logging
 
@@ -35,6 +36,9 @@ extension Engine {
     ) -> Result<AgentRegisterResult, RPCError> {
         guard let cluster = config.cluster else {
             return .failure(.refused("this allotd takes no node agents ([cluster] is not configured)"))
+        }
+        if let failure {
+            return .failure(.refused("this controller cannot make changes durable (\(failure.message))"))
         }
         guard p.protocolVersion == AgentProtocol.version else {
             return .failure(

@@ -27,7 +27,9 @@ extension Engine {
             fail(
                 RPCError(
                     RPCError.unavailable,
-                    "the write-ahead log failed (\(failure.message)); allotd serves reads only until it is restarted"
+                    config.ha == nil
+                        ? "the write-ahead log failed (\(failure.message)); allotd serves reads only until it is restarted"
+                        : "the change was not made durable in etcd (\(failure.message)). This controller serves reads only, and restarts to campaign once etcd answers"
                 )
             )
             return false

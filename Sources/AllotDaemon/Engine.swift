@@ -436,7 +436,9 @@ final class Engine {
             unlogged.removeAll(keepingCapacity: unlogged.count < 4096)
         }
         if !pendingActions.isEmpty {
-            let lsn = lastTicket?.lsn ?? 0
+            // Behind the last event logged; once the log has failed, nothing more becomes durable: what is
+            // queued now (reads, refusals) goes out at once instead of waiting forever behind it.
+            let lsn = failure == nil ? lastTicket?.lsn ?? 0 : durableLSN
             for a in pendingActions { waiting.append((lsn, a)) }
             pendingActions.removeAll(keepingCapacity: pendingActions.count < 4096)
             runDurableActions()
@@ -557,7 +559,9 @@ final class Engine {
         )
         let refusal = RPCError(
             RPCError.unavailable,
-            "the write-ahead log failed (\(error.message)); the change was not made durable. allotd serves reads only until it is restarted"
+            config.ha == nil
+                ? "the write-ahead log failed (\(error.message)); the change was not made durable. allotd serves reads only until it is restarted"
+                : "the change was not made durable in etcd (\(error.message)). This controller serves reads only, and restarts to campaign once etcd answers"
         )
         for i in waitingHead..<waiting.count where waiting[i].lsn > durableLSN {
             if case .reply(let out, let id, _) = waiting[i].action {
@@ -566,6 +570,13 @@ final class Engine {
         }
         waiting.removeAll()
         waitingHead = 0
+        // With several controllers, agents go to the one that leads: let them go.
+        if config.ha != nil {
+            for (name, a) in agents {
+                a.link?.close()
+                agents[name]?.link = nil
+            }
+        }
     }
 
     // MARK: Scheduling

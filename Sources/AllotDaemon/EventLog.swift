@@ -50,12 +50,14 @@ final class EtcdEventLog: EventLog {
     private let wake: AsyncStream<Void>.Continuation
     private let writer: Task<Void, Never>
 
+    /// - Parameter failed: called once when etcd does not take a batch.
     init(
         log: EtcdLog,
         as leadership: EtcdElection.Candidacy,
         lastLSN: UInt64,
         snapshotLSN: UInt64,
-        snapshotEveryRecords: Int
+        snapshotEveryRecords: Int,
+        failed: @escaping @Sendable () -> Void
     ) {
         self.log = log
         self.leadership = leadership
@@ -94,6 +96,7 @@ final class EtcdEventLog: EventLog {
                             return s.waiters
                         }
                         for w in waiters { w.continuation.resume(throwing: failure) }
+                        failed()
                         return
                     }
                 }

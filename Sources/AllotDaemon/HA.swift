@@ -4,6 +4,7 @@ import AllotEtcd
 import AllotWAL
 import Foundation
 import Logging
+import NIOConcurrencyHelpers
 
 #if canImport(Glibc)
 import Glibc
@@ -18,6 +19,33 @@ enum HA {
         var state: StateBox
         var lastLSN: UInt64
         var keepAlive: Task<Void, Never>
+        /// Where to say the lead is lost (the engine, once it runs).
+        var engine: NIOLockedValueBox<EngineHandle?>
+    }
+
+    private static let restarting = NIOLockedValueBox(false)
+
+    /// This controller can no longer write (its lease ended, or etcd did not take its records): it serves
+    /// reads until etcd answers again, then exits (status 75) to campaign anew — systemd starts it again, and
+    /// it follows or leads with the state in etcd, which is the truth.
+    static func restartWhenEtcdAnswers(_ client: EtcdClient, cluster: String, logger: Logger) {
+        guard
+            !restarting.withLockedValue({ was in
+                defer { was = true }; return was
+            })
+        else { return }
+        Task.detached {
+            while true {
+                try? await Task.sleep(for: .seconds(1))
+                if (try? await client.range(from: Array("/allot/\(cluster)/".utf8), to: nil, limit: 1)) != nil {
+                    logger.notice(
+                        "etcd answers again: restarting to campaign (exit status 75)",
+                        metadata: ["ha.cluster": "\(cluster)"]
+                    )
+                    exit(75)
+                }
+            }
+        }
     }
 
     /// The client of the `[ha]` section's etcd.
@@ -53,28 +81,32 @@ enum HA {
         } catch {
             throw StartupError(description: "[ha] cannot reach etcd (\(ha.etcd.joined(separator: ", "))): \(error)")
         }
+        let engine = NIOLockedValueBox<EngineHandle?>(nil)
+        let cluster = ha.cluster
         let keepAlive = Task.detached {
-            // A third of the TTL apart: two missed in a row still keep it. Gone: stop now, before another
-            // controller leads (the fence already refuses our writes).
+            // A third of the TTL apart: two missed in a row still keep it. Gone: this controller no longer
+            // leads (the fence already refuses its writes); it says so and serves reads until etcd answers.
             var lastKept = ContinuousClock.now
             while !Task.isCancelled {
                 try? await Task.sleep(for: .seconds(ha.leaseTTL / 3))
                 if Task.isCancelled { return }
+                let why: String
                 switch try? await client.keepAlive(lease: lease) {
                 case let left? where left > 0:
                     lastKept = .now
+                    continue
                 case .some:
-                    logger.critical("Lost the lead: the lease ended", metadata: ["ha.cluster": "\(ha.cluster)"])
-                    exit(75)
+                    why = "its lease ended"
                 case nil:
-                    if ContinuousClock.now - lastKept > .seconds(ha.leaseTTL) {
-                        logger.critical(
-                            "Lost the lead: etcd unreachable for the lease's TTL",
-                            metadata: ["ha.cluster": "\(ha.cluster)", "ha.lease_ttl": "\(ha.leaseTTL)"]
-                        )
-                        exit(75)
-                    }
+                    guard ContinuousClock.now - lastKept > .seconds(ha.leaseTTL) else { continue }
+                    why = "etcd did not answer for the lease's TTL (\(ha.leaseTTL) s)"
                 }
+                logger.critical("Lost the lead", metadata: ["ha.cluster": "\(cluster)", "reason": "\(why)"])
+                engine.withLockedValue { $0 }?.send(
+                    .walFailed(WALError(.failed, "this controller no longer leads cluster \(cluster): \(why)"))
+                )
+                restartWhenEtcdAnswers(client, cluster: cluster, logger: logger)
+                return
             }
         }
         if let leader = try? await election.leader(), leader.keyString != candidacy.key {
@@ -110,7 +142,13 @@ enum HA {
             lastLSN: recovered.lastLSN,
             snapshotLSN: recovered.snapshotLSN,
             snapshotEveryRecords: snapshotEveryRecords
+        ) { restartWhenEtcdAnswers(client, cluster: cluster, logger: logger) }
+        return Led(
+            log: eventLog,
+            state: StateBox(recovered.state),
+            lastLSN: recovered.lastLSN,
+            keepAlive: keepAlive,
+            engine: engine
         )
-        return Led(log: eventLog, state: StateBox(recovered.state), lastLSN: recovered.lastLSN, keepAlive: keepAlive)
     }
 }

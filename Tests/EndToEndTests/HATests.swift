@@ -180,4 +180,35 @@ import Glibc
         #expect((job["earlier_runs"] as? [Any])?.isEmpty ?? true, "one run, not restarted: \(job)")
         #expect(agent.output.contains("127.0.0.1:\(portB)"), "the agent went to the new leader")
     }
+
+    /// etcd loses its quorum: the leader refuses changes (nothing acknowledged that is not durable) and keeps
+    /// answering reads; when etcd is back it restarts by itself (exit 75) and, started again, leads with
+    /// every acknowledged change.
+    @Test func losingEtcdsQuorumRefusesChangesKeepsReadsThenRecovers() throws {
+        let etcd = try EtcdCluster()
+        let a = try DaemonFixture(start: false)
+        try Self.configure(a, etcd: etcd, name: "A")
+        try a.start()
+        let kept = try (0..<3).map { i in try a.submit(["--hold", "--name", "kept\(i)", "--", "true"]) }
+        etcd.kill(1)
+        etcd.kill(2)
+        let refused = a.ctl(["submit", "--hold", "--name", "refused", "--", "true"])
+        #expect(refused.status != 0, "acknowledged without a quorum: \(refused.stdout)")
+        #expect(refused.stderr.contains("not made durable in etcd"), "\(refused.stderr)")
+        let reads = a.ctl(["ls", "--all", "--json"])
+        #expect(reads.status == 0, "reads go on: \(reads.stderr)")
+        #expect(kept.allSatisfy { reads.stdout.contains("\"id\" : \($0)") || reads.stdout.contains("\"id\":\($0)") })
+        try etcd.start(1)
+        try etcd.start(2)
+        try etcd.waitHealthy()
+        let deadline = Date().addingTimeInterval(20)
+        while a.isRunning && Date() < deadline { usleep(100_000) }
+        #expect(!a.isRunning, "it restarts once etcd answers:\n\(a.daemonLog.suffix(1500))")
+        #expect(a.daemonLog.contains("etcd answers again: restarting"))
+        try a.start()
+        let ls = a.ctl(["ls", "--all", "--json"])
+        let jobs = (try? JSONSerialization.jsonObject(with: Data(ls.stdout.utf8)) as? [[String: Any]]) ?? []
+        #expect(Set(kept).isSubset(of: Set(jobs.compactMap { $0["id"] as? Int })), "\(ls.stdout)")
+        #expect(!jobs.contains { $0["name"] as? String == "refused" })
+    }
 }
