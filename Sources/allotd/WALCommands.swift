@@ -14,8 +14,23 @@ struct WAL: AsyncParsableCommand {
 /// Prints to standard error.
 func warn(_ s: String) { FileHandle.standardError.write(Data((s + "\n").utf8)) }
 
+/// One record as `allotd wal dump` prints it.
+struct DumpLine: Encodable {
+    var lsn: UInt64
+    var committed: UInt64
+    var segment: String
+    var offset: Int
+    var event: Event
+}
+
 extension WAL {
     struct Dump: AsyncParsableCommand {
+        static var encoder: JSONEncoder {
+            let e = JSONEncoder()
+            e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+            return e
+        }
+
         static let configuration = CommandConfiguration(
             abstract: "Print every record as one JSON object per line.",
             discussion:
@@ -39,21 +54,13 @@ extension WAL {
                 return
             }
             guard let directory else { return }
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-            struct Line: Encodable {
-                var lsn: UInt64
-                var committed: UInt64
-                var segment: String
-                var offset: Int
-                var event: Event
-            }
+            let encoder = Self.encoder
             let out = FileHandle.standardOutput
             var buffer = Data()
             let stop: String?
             do {
                 stop = try WALInspector.walk(directory: directory) { e in
-                    let line = Line(
+                    let line = DumpLine(
                         lsn: e.lsn,
                         committed: e.committed,
                         segment: e.segment,

@@ -152,15 +152,7 @@ extension WAL.Dump {
         let client = try etcd.client()
         defer { Task { await client.shutdown() } }
         let log = EtcdLog(client: client, prefix: etcd.prefix + "log/")
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        struct Line: Encodable {
-            var lsn: UInt64
-            var committed: UInt64
-            var segment: String
-            var offset: Int
-            var event: Event
-        }
+        let encoder = Self.encoder
         var from: UInt64 = 1
         if let snapshot = try? await log.snapshot(), let (lsn, _) = try? PortableLog.decodeSnapshot(snapshot) {
             from = lsn + 1
@@ -181,7 +173,7 @@ extension WAL.Dump {
                     throw ExitCode(2)
                 }
                 out.append(
-                    try encoder.encode(Line(lsn: r.lsn, committed: r.lsn, segment: "etcd", offset: 0, event: event))
+                    try encoder.encode(DumpLine(lsn: r.lsn, committed: r.lsn, segment: "etcd", offset: 0, event: event))
                 )
                 out.append(10)
                 from = r.lsn + 1

@@ -28,6 +28,15 @@ import Glibc
                 """).write(to: d.config, atomically: true, encoding: .utf8)
     }
 
+    /// Starts a controller that waits to lead: no socket until it does, so no waiting for one.
+    static func follow(_ d: DaemonFixture) throws -> ChildProcess {
+        try ChildProcess(
+            Harness.binDir.appendingPathComponent("allotd").path,
+            ["--config", d.config.path, "--log-level", "debug"],
+            output: d.logPath
+        )
+    }
+
     @Test func theFollowerLeadsWhenTheLeaderIsKilledWithEveryAcknowledgedSubmit() throws {
         let etcd = try EtcdCluster()
         let a = try DaemonFixture(start: false)
@@ -37,11 +46,7 @@ import Glibc
         try a.start()
         #expect(a.daemonLog.contains("Leading"), "\(a.daemonLog.suffix(2000))")
         // B waits to lead: no socket yet.
-        let follower = try ChildProcess(
-            Harness.binDir.appendingPathComponent("allotd").path,
-            ["--config", b.config.path, "--log-level", "debug"],
-            output: b.logPath
-        )
+        let follower = try Self.follow(b)
         defer {
             follower.signal(SIGKILL)
             _ = follower.wait()
@@ -89,11 +94,7 @@ import Glibc
         try Self.configure(a, etcd: etcd, name: "A")
         try Self.configure(b, etcd: etcd, name: "B")
         try a.start()
-        let follower = try ChildProcess(
-            Harness.binDir.appendingPathComponent("allotd").path,
-            ["--config", b.config.path, "--log-level", "debug"],
-            output: b.logPath
-        )
+        let follower = try Self.follow(b)
         defer {
             follower.signal(SIGKILL)
             _ = follower.wait()
@@ -150,11 +151,7 @@ import Glibc
                     """).write(to: d.config, atomically: true, encoding: .utf8)
         }
         try a.start()
-        let follower = try ChildProcess(
-            Harness.binDir.appendingPathComponent("allotd").path,
-            ["--config", b.config.path, "--log-level", "debug"],
-            output: b.logPath
-        )
+        let follower = try Self.follow(b)
         defer {
             follower.signal(SIGKILL)
             _ = follower.wait()
