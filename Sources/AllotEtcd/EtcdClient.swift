@@ -202,10 +202,27 @@ public final class EtcdClient: Sendable {
 
     /// The key under a prefix with the lowest create revision (the first created still there), if any.
     public func oldest(under prefix: String) async throws(EtcdError) -> EtcdKeyValue? {
+        try await first(under: prefix, by: "CREATE", order: "ASCEND", keysOnly: false)
+    }
+
+    /// The greatest key under a prefix, without its value, if any.
+    public func greatestKey(under prefix: String) async throws(EtcdError) -> EtcdKeyValue? {
+        try await first(under: prefix, by: "KEY", order: "DESCEND", keysOnly: true)
+    }
+
+    /// The first key under a prefix in etcd's sort (`target`: KEY, CREATE, MOD…; `order`: ASCEND, DESCEND).
+    private func first(
+        under prefix: String,
+        by target: String,
+        order: String,
+        keysOnly: Bool
+    ) async throws(EtcdError)
+        -> EtcdKeyValue?
+    {
         let key = Array(prefix.utf8)
         let body: [String: Any] = [
-            "key": Self.b64(key), "range_end": Self.b64(Self.prefixEnd(key)), "limit": "1", "sort_order": "ASCEND",
-            "sort_target": "CREATE",
+            "key": Self.b64(key), "range_end": Self.b64(Self.prefixEnd(key)), "limit": "1", "sort_order": order,
+            "sort_target": target, "keys_only": keysOnly,
         ]
         return (try await call("/v3/kv/range", body)["kvs"] as? [[String: Any]] ?? []).compactMap(Self.keyValue).first
     }

@@ -168,14 +168,7 @@ public struct EtcdLog: Sendable {
     /// The last record's LSN (0: none).
     public func last() async throws(EtcdError) -> UInt64 {
         // Keys sort by LSN: the greatest is the last.
-        let key = Array(prefix.utf8)
-        let body: [String: Any] = [
-            "key": EtcdClient.b64(key), "range_end": EtcdClient.b64(EtcdClient.prefixEnd(key)), "limit": "1",
-            "sort_order": "DESCEND", "sort_target": "KEY", "keys_only": true,
-        ]
-        let kvs = (try await client.call("/v3/kv/range", body)["kvs"] as? [[String: Any]] ?? [])
-            .compactMap(EtcdClient.keyValue)
-        return kvs.first.flatMap(lsnOf) ?? 0
+        try await client.greatestKey(under: prefix).flatMap(lsnOf) ?? 0
     }
 
     /// Follows the log: the records from `lsn` on, those there now and then each as it is appended, in order.

@@ -314,7 +314,6 @@ final class ServiceDriver {
     var nextSample: Double
     /// When every request had been served (the services are deleted then), or nil.
     private(set) var finished: Double?
-    var deleted = false
 
     /// - Parameter origin: when the services are created (the simulation's first instant); the requests
     ///   come from `origin + workload.start`.
@@ -342,7 +341,7 @@ final class ServiceDriver {
 
     /// The next instant something happens to a service.
     var nextTime: Double {
-        guard !deleted else { return .infinity }
+        guard finished == nil else { return .infinity }
         var t = timed.min?.time ?? .infinity
         for (i, e) in workload.entries.enumerated() where served[i].next < e.trace.requests.count {
             t = min(t, workload.start + e.trace.requests[served[i].next].time)
@@ -440,7 +439,6 @@ final class ServiceDriver {
             // A request nobody could ever serve is given up an hour after the last arrival.
             if idle || t >= lastArrival + 3600 {
                 finished = t
-                deleted = true
                 inputs += workload.entries.map { .deleteService($0.service.name, by: nil) }
                 pass = true
             }
