@@ -106,7 +106,7 @@ class Allotd:
         self.log = open(os.path.join(self.dir, "allotd.log"), "ab")
         self.proc = subprocess.Popen([f"{self.bin}/allotd", "--config", self.config, "--log-level", "warning"],
                                      stdout=self.log, stderr=self.log)
-        while wait and not self.answers():
+        while wait and not self.leads():
             time.sleep(0.01)
 
     def answers(self):
@@ -114,6 +114,14 @@ class Allotd:
             return "result" in call(self.sock, "status", {})
         except OSError:
             return False
+
+    def leads(self):
+        """With [ha]: whether it leads (a follower answers reads too); without: whether it answers."""
+        try:
+            r = call(self.sock, "status", {}).get("result")
+        except OSError:
+            return False
+        return r is not None and r.get("log", {}).get("role", "leader") == "leader"
 
     def kill(self):
         self.proc.kill()
@@ -235,7 +243,7 @@ def main():
             leader.kill()
             killed = time.monotonic()
             t.join()
-            while not follower.answers():
+            while not follower.leads():
                 time.sleep(0.01)
             takeovers.append(time.monotonic() - killed)
             r = call(follower.sock, "submit", {"job": {"command": ["true"], "name": "after"}})

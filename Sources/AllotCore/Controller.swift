@@ -256,6 +256,20 @@ public struct Controller: Sendable {
         self.scheduler = scheduler
     }
 
+    /// Takes events another controller decided and logged, as a hot standby that follows the leader's log
+    /// does: the state moves with them, nothing is decided here.
+    public mutating func follow(_ events: [Event]) throws(StateError) {
+        try state.apply(events)
+        passStale = true
+    }
+
+    /// Takes the leader's state whole (a follower that fell behind the leader's newest snapshot reads it).
+    public mutating func follow(state: ClusterState) {
+        self.state = state
+        passStale = true
+        lastPass = SchedulingPass()
+    }
+
     /// How a node's runs are run.
     public func runner(of node: String) -> Runner { runners[node] ?? .none }
 

@@ -170,7 +170,8 @@ struct AgentConnection: Service, CustomStringConvertible {
             let controller = controllers[next % controllers.count]
             let (host, port) = (controller.host, controller.port)
             do {
-                let epoch = try await session(controller, lastEpoch: lastEpoch) { nodeTimeout in
+                let epoch = try await session(controller, lastEpoch: lastEpoch) { nodeTimeout, epoch in
+                    lastEpoch = max(lastEpoch ?? 0, epoch)
                     backoff = 1
                     longestWait = max(1, min(10, nodeTimeout / 4))
                     if !ready {
@@ -180,7 +181,7 @@ struct AgentConnection: Service, CustomStringConvertible {
                         Systemd.notify("STATUS=node \(options.node): linked to \(host):\(port)")
                     }
                 }
-                lastEpoch = epoch
+                lastEpoch = max(lastEpoch ?? 0, epoch)
             } catch is CancellationError {
                 break
             } catch {
@@ -212,7 +213,11 @@ struct AgentConnection: Service, CustomStringConvertible {
     }
 
     /// One connection: returns (or throws) when it ends.
-    func session(_ controller: Controller, lastEpoch: UInt64?, registered: (Double) -> Void) async throws -> UInt64 {
+    func session(
+        _ controller: Controller,
+        lastEpoch: UInt64?,
+        registered: (Double, UInt64) -> Void
+    ) async throws -> UInt64 {
         let (host, port, dialsIP) = (controller.host, controller.port, controller.dialsIP)
         let context = controller.context
         let serverHostname = dialsIP ? nil : host
@@ -266,6 +271,18 @@ struct AgentConnection: Service, CustomStringConvertible {
                 ResponseResult<AgentRegisterResult>.self,
                 from: Data(first.readableBytesView)
             ).result
+            // Several controllers: one whose epoch is below one this agent already served was deposed (it
+            // has not noticed yet); its orders are refused, and the agent looks for the leader.
+            if controllers.count > 1, let seen = lastEpoch, result.epoch < seen {
+                logger.warning(
+                    "Refused a deposed controller",
+                    metadata: ["controller": "\(host):\(port)", "epoch": "\(result.epoch)", "epoch.seen": "\(seen)"]
+                )
+                throw Refused(
+                    description:
+                        "the controller at \(host):\(port) has epoch \(result.epoch), below epoch \(seen) this agent already served: it no longer leads"
+                )
+            }
             logger.notice(
                 "Registered with the controller",
                 metadata: [
@@ -282,7 +299,7 @@ struct AgentConnection: Service, CustomStringConvertible {
                 )
             }
             await jobs.newLink()
-            registered(result.nodeTimeoutSeconds)
+            registered(result.nodeTimeoutSeconds, result.epoch)
             let lastHeard = NIOLockedValueBox(Date().timeIntervalSince1970)
             let interval = result.heartbeatIntervalSeconds
             let timeout = result.nodeTimeoutSeconds

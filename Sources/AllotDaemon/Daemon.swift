@@ -90,25 +90,38 @@ public enum Daemon {
         let wal: any EventLog
         let recovered: StateBox
         let lastLSN: UInt64
-        var keepingTheLead: Task<Void, Never>?
-        var leadLost: NIOLockedValueBox<EngineHandle?>?
+        var joined: HA.Joined?
         if let ha = file.ha {
-            // Several controllers: wait to lead, then recover from the log in etcd and write there.
-            let led = try await HA.lead(ha, snapshotEveryRecords: file.wal.snapshotEveryRecords, logger: logger)
-            (wal, recovered, lastLSN, keepingTheLead) = (led.log, led.state, led.lastLSN, led.keepAlive)
-            leadLost = led.engine
+            // Several controllers: enter the election and read the state from the log in etcd; follow the
+            // leader's log (serving reads) until this controller leads, then write there.
+            let j = try await HA.join(ha, logger: logger)
+            (wal, recovered, lastLSN) = (NotLeading(), j.state, j.lastLSN)
+            joined = j
         } else {
             let local = try recover(settings.stateDir, options: walOptions, logger: logger)
             (wal, recovered, lastLSN) = (local.0, local.1, local.2)
         }
         defer {
-            keepingTheLead?.cancel()
+            joined?.keepAlive.cancel()
+            joined?.writing.withLockedValue { $0 }?.close()
             wal.close()
         }
 
         let (commands, continuation) = AsyncStream<EngineCommand>.makeStream()
         let handle = EngineHandle(continuation: continuation)
-        leadLost?.withLockedValue { $0 = handle }
+        joined?.engine.withLockedValue { $0 = handle }
+        let (leads, leading) = AsyncStream<Void>.makeStream()
+        if joined == nil { leading.finish() }
+        var following: Task<Void, Never>?
+        if let joined {
+            following = HA.followAndLead(
+                joined,
+                handle: handle,
+                snapshotEveryRecords: file.wal.snapshotEveryRecords,
+                logger: logger
+            ) { leading.finish() }
+        }
+        defer { following?.cancel() }
         var metricsServer: MetricsServer?
         var metrics: DaemonMetrics?
         if let listen = settings.metricsListen {
@@ -136,13 +149,18 @@ public enum Daemon {
             handle: handle,
             commands: commands,
             logger: logger,
-            metrics: metrics
+            metrics: metrics,
+            following: joined.map { Engine.Following(leader: $0.leader, lsn: $0.lastLSN) }
         )
-        var agentServer: AgentServer?
+        var agentServer: AfterLeading<AgentServer>?
         if let cluster = file.cluster {
             do {
                 let context = try ClusterTLS.serverContext(cluster)
-                agentServer = AgentServer(settings: cluster, context: context, engine: handle, logger: logger)
+                // Agents link to the leader only: a follower opens their port when it comes to lead.
+                agentServer = AfterLeading(
+                    leads: leads,
+                    service: AgentServer(settings: cluster, context: context, engine: handle, logger: logger)
+                )
             } catch {
                 throw StartupError(description: "[cluster]: \(error)")
             }
@@ -226,6 +244,7 @@ struct EngineService: Service {
     let commands: AsyncStream<EngineCommand>
     let logger: Logger
     let metrics: DaemonMetrics?
+    let following: Engine.Following?
 
     func run() async {
         let engine = Engine(
@@ -236,7 +255,8 @@ struct EngineService: Service {
             wal: wal,
             handle: handle,
             logger: logger,
-            metrics: metrics
+            metrics: metrics,
+            following: following
         )
         let handle = self.handle
         await withGracefulShutdownHandler {
@@ -246,6 +266,33 @@ struct EngineService: Service {
             handle.finish()
         }
     }
+}
+
+/// A service that starts once this controller leads (at once with a single controller).
+struct AfterLeading<S: Service>: Service {
+    /// Ends when this controller leads.
+    let leads: AsyncStream<Void>
+    let service: S
+
+    func run() async throws {
+        for await _ in leads.cancelOnGracefulShutdown() {}
+        if Task.isCancelled || Task.isShuttingDownGracefully { return }
+        try await service.run()
+    }
+}
+
+/// A follower's log: it writes nothing until it leads (then the engine takes the leader's log).
+final class NotLeading: EventLog {
+    func enqueue(_ events: [Event]) throws(WALError) -> WriteAheadLog.Ticket {
+        throw WALError(.failed, "this controller follows: it writes the log only once it leads")
+    }
+    func waitDurable(_ ticket: WriteAheadLog.Ticket) async throws(WALError) -> UInt64 {
+        throw WALError(.failed, "this controller follows: it writes the log only once it leads")
+    }
+    var lastLSN: UInt64 { 0 }
+    var snapshotDue: Bool { false }
+    func writeSnapshot(_ state: ClusterState, at lsn: UInt64) async throws {}
+    func close() {}
 }
 
 /// SIGHUP: reload the configuration.
@@ -266,6 +313,10 @@ extension EngineService: CustomStringConvertible {
 
 extension ControlServer: CustomStringConvertible {
     var description: String { "ControlServer(\(path))" }
+}
+
+extension AfterLeading: CustomStringConvertible {
+    var description: String { "AfterLeading(\(service))" }
 }
 
 extension ReloadSignals: CustomStringConvertible {

@@ -23,6 +23,10 @@ extension Engine {
             )
         }
         func writable() -> Bool {
+            if let following {
+                fail(RPCError(RPCError.unavailable, notTheLeader(following)))
+                return false
+            }
             guard let failure else { return true }
             fail(
                 RPCError(
@@ -311,6 +315,8 @@ extension Engine {
                 fail(.denied("job_exited is sent by allotd's own job supervisors"))
                 return
             }
+            // A follower leaves the end to its status file: the leader adopts it from there.
+            guard following == nil else { return answer(NoParams()) }
             if let ended = executor.ended(JobID(p.id), run: p.run) { runEnded(ended) }
             answer(NoParams())
 
@@ -336,6 +342,15 @@ extension Engine {
     }
 
     static let version = "0.1.0"
+
+    /// Why a follower refuses a change, and where to send it.
+    func notTheLeader(_ f: Following) -> String {
+        let here = config.ha?.name ?? hostname
+        guard let leader = f.leader else {
+            return "not the leader: this controller (\(here)) follows, and no controller leads cluster \(config.ha?.cluster ?? "-") now; try again in a few seconds"
+        }
+        return "not the leader: this controller (\(here)) follows; the leader is \(leader). Run allotctl on \(leader)'s host (or against its socket); reads are answered here"
+    }
 
     // MARK: Submitting
 

@@ -1,3 +1,4 @@
+import AllotConfig
 import AllotCore
 import AllotProtocol
 import AllotWAL
@@ -25,7 +26,13 @@ extension Engine {
             jobs: jobs,
             queue: queue,
             spendTodayUSD: today,
-            log: LogStatus(lastLSN: wal.lastLSN, durableLSN: durableLSN, failed: failure?.message),
+            log: LogStatus(
+                lastLSN: following?.lsn ?? wal.lastLSN,
+                durableLSN: following?.lsn ?? durableLSN,
+                failed: failure?.message,
+                role: config.ha == nil ? nil : following == nil ? "leader" : "follower",
+                leader: following == nil ? config.ha.map { $0.name ?? hostname } : following?.leader
+            ),
             nodes: nodes
         )
     }

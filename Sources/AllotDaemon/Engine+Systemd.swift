@@ -27,7 +27,11 @@ extension Engine {
         let running = state.activeJobs.count { state.jobs[$0]?.state.holdsGPUs == true }
         var line = "\(running) running, \(state.pendingJobs.count) pending, \(busy)/\(total) GPUs busy"
         if lent > 0 { line += ", \(lent) lent" }
-        if failure != nil { line += "; the write-ahead log failed: read-only" }
+        if let following {
+            line = "following \(following.leader ?? "(no leader now)"): \(line)"
+        } else if failure != nil {
+            line += "; the write-ahead log failed: read-only"
+        }
         return line
     }
 

@@ -53,7 +53,8 @@ final class Engine {
     let source: DaemonOptions?
     var settings: DaemonSettings
     var scheduler: Scheduler { controller.scheduler }
-    let wal: any EventLog
+    /// Where events become durable (a follower's refuses every write until it leads).
+    var wal: any EventLog
     let executor: Executor
     let handle: EngineHandle
     let logger: Logger
@@ -120,8 +121,19 @@ final class Engine {
     var replicaChecks = ReplicaChecks()
     /// What agents' checks found of the replicas on their nodes (observed, not logged).
     var agentReplicas: [JobID: AgentReplicaState] = [:]
-    /// This run's epoch (its start time in milliseconds): agents learn it at registration.
-    let epoch = UInt64(Date().timeIntervalSince1970 * 1000)
+    /// This run's epoch: agents learn it at registration and refuse orders from a lower one. Its start time
+    /// in milliseconds; with several controllers, the election's epoch (etcd's revision of its lead).
+    var epoch = UInt64(Date().timeIntervalSince1970 * 1000)
+    /// Set while this controller follows another (several controllers on etcd, docs/ha.md): it applies the
+    /// leader's log as it comes and answers reads; changes are refused, naming the leader.
+    var following: Following?
+
+    struct Following {
+        /// The leader's name, as it campaigned (nil: none known now).
+        var leader: String?
+        /// The last LSN applied.
+        var lsn: UInt64
+    }
 
     /// Where every controller input is recorded (`allotd run --record-inputs`).
     let inputRecorder: InputRecorder?
@@ -146,9 +158,11 @@ final class Engine {
         wal: any EventLog,
         handle: EngineHandle,
         logger: Logger,
-        metrics: DaemonMetrics? = nil
+        metrics: DaemonMetrics? = nil,
+        following: Following? = nil
     ) {
         self.metrics = metrics
+        self.following = following
         var settings = Controller.Settings()
         settings.onGPUFailure = config.daemon.onGPUFailure
         settings.onDependencyNeverMet = config.daemon.onDependencyNeverMet
@@ -256,19 +270,32 @@ final class Engine {
     /// on it.
     func run(commands: AsyncStream<EngineCommand>) async {
         await withDiscardingTaskGroup { group in
-            let (wal, handle, durability, snapshots) = (self.wal, self.handle, self.durability, self.snapshots)
+            let (handle, durability, snapshots) = (self.handle, self.durability, self.snapshots)
             let notices = self.notices
             group.addTask { await notices.run() }
-            group.addTask { await durability.run(wal: wal, engine: handle) }
-            group.addTask { await snapshots.run(wal: wal, engine: handle) }
             group.addTask {
                 while !Task.isCancelled {
                     try? await Task.sleep(for: .milliseconds(250))
                     handle.send(.tick)
                 }
             }
-            startUp()
+            func writing(to wal: any EventLog) {
+                group.addTask { await durability.run(wal: wal, engine: handle) }
+                group.addTask { await snapshots.run(wal: wal, engine: handle) }
+            }
+            if following == nil {
+                writing(to: wal)
+                startUp()
+            } else {
+                logger.notice("Following: serving reads, applying the leader's log as it comes")
+            }
             for await command in commands {
+                if case .lead(let leading) = command {
+                    take(leading)
+                    writing(to: wal)
+                    startUp()
+                    continue
+                }
                 process(command)
             }
             // Shutting down: no new work; what is decided is made durable and carried out.
@@ -290,6 +317,25 @@ final class Engine {
 
     func process(_ command: EngineCommand) {
         switch command {
+        case .followed(let events, let lsn):
+            guard following != nil else { break }
+            do {
+                try controller.follow(events)
+                following?.lsn = lsn
+                churn += events.count
+                for e in events { recordMoment(e.body) }
+            } catch {
+                // The leader's log and this state disagree: start again from etcd (systemd restarts it).
+                walFailed(WALError(.failed, "a record of the leader's log does not apply here: \(error.message)"))
+            }
+        case .followedState(let s):
+            guard following != nil else { break }
+            controller.follow(state: s)
+            churn += 100_000
+        case .leaderIs(let name):
+            following?.leader = name
+        case .lead:
+            break  // taken in run(commands:)
         case .call(let call, let id, var caller, let out):
             handle.requests.leave()
             caller.admin = isAdmin(caller.uid, groups: caller.groups)
@@ -351,6 +397,21 @@ final class Engine {
             }
         }
         flush()
+    }
+
+    /// A follower won the election and has applied the log to its end: it leads from now on.
+    func take(_ leading: Leading) {
+        following = nil
+        wal = leading.log
+        durableLSN = leading.lastLSN
+        epoch = leading.epoch
+        logger.notice(
+            "Leading",
+            metadata: [
+                "ha.cluster": "\(config.ha?.cluster ?? "-")", "ha.name": "\(leading.name)", "ha.epoch": "\(leading.epoch)",
+                "wal.last_lsn": "\(leading.lastLSN)", "jobs": "\(state.jobs.count)",
+            ]
+        )
     }
 
     /// Recovery is done: take the config file's nodes and settings, take back the jobs still running here,
@@ -589,7 +650,7 @@ final class Engine {
     }
 
     func schedulePass() {
-        guard failure == nil else { return }
+        guard failure == nil, following == nil else { return }
         let passStart = ContinuousClock.now
         let out = feed(.pass)
         if let m = metrics {
@@ -608,8 +669,9 @@ final class Engine {
     func tick() {
         let now = Self.now
         notifyTick(now: now)
-        if failure == nil { agentsTick() }
-        if failure == nil {
+        let deciding = failure == nil && following == nil
+        if deciding { agentsTick() }
+        if deciding {
             // Walltime limits, the grace of jobs nobody runs, a pass when one is due: the controller's rules.
             step(.tick)
             for ended in executor.poll() { runEnded(ended) }

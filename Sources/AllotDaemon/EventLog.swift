@@ -148,7 +148,7 @@ final class EtcdEventLog: EventLog {
 
     /// Puts the snapshot, then deletes the records it covers (both fenced).
     func writeSnapshot(_ state: ClusterState, at lsn: UInt64) async throws {
-        try await log.putSnapshot(PortableLog.encodeSnapshot(state, at: lsn), as: leadership)
+        try await log.putSnapshot(PortableLog.encodeSnapshot(state, at: lsn), at: lsn, as: leadership)
         try await log.truncate(below: lsn + 1, as: leadership)
         self.state.withLockedValue { $0.lastSnapshotLSN = lsn }
     }

@@ -10,19 +10,10 @@ import NIOConcurrencyHelpers
 import Glibc
 #endif
 
-/// Several controllers on etcd (docs/ha.md): each campaigns for the lead; the leader recovers the state from
-/// the log in etcd and writes there, fenced by its epoch; one that loses its lease stops at once (systemd
-/// starts it again, to follow).
+/// Several controllers on etcd (docs/ha.md): each campaigns for the lead and follows the leader's log as a hot
+/// standby, answering reads; the leader writes the log in etcd, fenced by its epoch; one that loses its lease
+/// serves reads until etcd answers, then restarts (systemd starts it again, to campaign anew).
 enum HA {
-    struct Led {
-        var log: any EventLog
-        var state: StateBox
-        var lastLSN: UInt64
-        var keepAlive: Task<Void, Never>
-        /// Where to say the lead is lost (the engine, once it runs).
-        var engine: NIOLockedValueBox<EngineHandle?>
-    }
-
     private static let restarting = NIOLockedValueBox(false)
 
     /// This controller can no longer write (its lease ended, or etcd did not take its records): it serves
@@ -65,8 +56,29 @@ enum HA {
         do { return try EtcdClient(e) } catch { throw StartupError(description: "[ha] etcd: \(error.message)") }
     }
 
-    /// Waits until this controller leads the cluster, then recovers from the log in etcd.
-    static func lead(_ ha: HASettings, snapshotEveryRecords: Int, logger: Logger) async throws -> Led {
+    /// A controller in the election: its lease kept alive, its candidacy entered, and the state the log in
+    /// etcd held when it joined.
+    struct Joined {
+        var client: EtcdClient
+        var election: EtcdElection
+        var log: EtcdLog
+        var candidacy: EtcdElection.Candidacy
+        var name: String
+        var state: StateBox
+        var lastLSN: UInt64
+        var snapshotLSN: UInt64
+        /// Who leads now (nil: nobody, or this controller).
+        var leader: String?
+        var keepAlive: Task<Void, Never>
+        /// Where to say the lease is lost (the engine, once it runs).
+        var engine: NIOLockedValueBox<EngineHandle?>
+        /// The log this controller writes once it leads (closed when allotd stops).
+        var writing: NIOLockedValueBox<(any EventLog)?>
+    }
+
+    /// Enters the election and reads the state from the log in etcd: the controller starts as a hot standby
+    /// (``followAndLead(_:handle:snapshotEveryRecords:logger:)`` keeps it up to date and takes the lead).
+    static func join(_ ha: HASettings, logger: Logger) async throws -> Joined {
         let client = try client(ha)
         let prefix = "/allot/\(ha.cluster)/"
         let election = EtcdElection(client: client, prefix: prefix + "leader/")
@@ -85,7 +97,8 @@ enum HA {
         let cluster = ha.cluster
         let keepAlive = Task.detached {
             // A third of the TTL apart: two missed in a row still keep it. Gone: this controller no longer
-            // leads (the fence already refuses its writes); it says so and serves reads until etcd answers.
+            // leads or stands (the fence already refuses its writes); it says so and serves reads until etcd
+            // answers.
             var lastKept = ContinuousClock.now
             while !Task.isCancelled {
                 try? await Task.sleep(for: .seconds(ha.leaseTTL / 3))
@@ -101,7 +114,10 @@ enum HA {
                     guard ContinuousClock.now - lastKept > .seconds(ha.leaseTTL) else { continue }
                     why = "etcd did not answer for the lease's TTL (\(ha.leaseTTL) s)"
                 }
-                logger.critical("Lost the lead", metadata: ["ha.cluster": "\(cluster)", "reason": "\(why)"])
+                logger.critical(
+                    "Lost the lead or the place in the election",
+                    metadata: ["ha.cluster": "\(cluster)", "reason": "\(why)"]
+                )
                 engine.withLockedValue { $0 }?.send(
                     .walFailed(WALError(.failed, "this controller no longer leads cluster \(cluster): \(why)"))
                 )
@@ -109,46 +125,157 @@ enum HA {
                 return
             }
         }
-        if let leader = try? await election.leader(), leader.keyString != candidacy.key {
-            logger.notice(
-                "Following: waiting to lead",
-                metadata: [
-                    "ha.cluster": "\(ha.cluster)", "ha.leader": "\(String(decoding: leader.value, as: UTF8.self))",
-                ]
-            )
-        }
         let started = ContinuousClock.now
-        let leading: EtcdElection.Candidacy
-        do { leading = try await election.campaign(candidacy) } catch {
-            keepAlive.cancel()
-            throw StartupError(description: "[ha] the election failed: \(error)")
-        }
         let recovered: (state: ClusterState, lastLSN: UInt64, snapshotLSN: UInt64)
         do { recovered = try await EtcdRecovery.recover(log) } catch {
             keepAlive.cancel()
             throw StartupError(description: "[ha] cannot read the log in etcd: \(error)", errno: EIO)
         }
+        let leader = (try? await election.leader()).flatMap {
+            $0.keyString == candidacy.key ? nil : String(decoding: $0.value, as: UTF8.self)
+        }
         logger.notice(
-            "Leading",
+            "Joined the election",
             metadata: [
-                "ha.cluster": "\(ha.cluster)", "ha.name": "\(name)", "ha.epoch": "\(leading.epoch)",
+                "ha.cluster": "\(ha.cluster)", "ha.name": "\(name)", "ha.leader": "\(leader ?? "-")",
                 "wal.snapshot_lsn": "\(recovered.snapshotLSN)", "wal.last_lsn": "\(recovered.lastLSN)",
-                "jobs": "\(recovered.state.jobs.count)", "waited": "\(ContinuousClock.now - started)",
+                "jobs": "\(recovered.state.jobs.count)", "duration": "\(ContinuousClock.now - started)",
             ]
         )
-        let eventLog = EtcdEventLog(
+        return Joined(
+            client: client,
+            election: election,
             log: log,
-            as: leading,
-            lastLSN: recovered.lastLSN,
-            snapshotLSN: recovered.snapshotLSN,
-            snapshotEveryRecords: snapshotEveryRecords
-        ) { restartWhenEtcdAnswers(client, cluster: cluster, logger: logger) }
-        return Led(
-            log: eventLog,
+            candidacy: candidacy,
+            name: name,
             state: StateBox(recovered.state),
             lastLSN: recovered.lastLSN,
+            snapshotLSN: recovered.snapshotLSN,
+            leader: leader,
             keepAlive: keepAlive,
-            engine: engine
+            engine: engine,
+            writing: NIOLockedValueBox(nil)
         )
+    }
+
+    /// Keeps the engine's state up to date with the leader's log (a hot standby), tells it who leads, and
+    /// when this controller wins the election reads the log to its end and hands the engine the lead.
+    static func followAndLead(
+        _ joined: Joined,
+        handle: EngineHandle,
+        snapshotEveryRecords: Int,
+        logger: Logger,
+        led: @escaping @Sendable () -> Void
+    ) -> Task<Void, Never> {
+        let cluster = joined.log.prefix
+        return Task.detached {
+            let position = NIOLockedValueBox((next: joined.lastLSN + 1, snapshot: joined.snapshotLSN))
+            let follower = Task { await follow(joined.log, position: position, handle: handle, logger: logger) }
+            let watcher = Task {
+                var last: String?? = .none
+                while !Task.isCancelled {
+                    if let kv = try? await joined.election.leader() {
+                        let name = kv.keyString == joined.candidacy.key ? nil : String(decoding: kv.value, as: UTF8.self)
+                        if last != .some(name) {
+                            last = .some(name)
+                            handle.send(.leaderIs(name))
+                        }
+                    }
+                    try? await Task.sleep(for: .seconds(1))
+                }
+            }
+            let started = ContinuousClock.now
+            let leading: EtcdElection.Candidacy
+            do { leading = try await joined.election.campaign(joined.candidacy) } catch {
+                follower.cancel()
+                watcher.cancel()
+                if Task.isCancelled { return }
+                logger.critical("The election failed", metadata: ["error": "\(error)", "ha.log": "\(cluster)"])
+                handle.send(.walFailed(WALError(.failed, "the election failed: \(error)")))
+                restartWhenEtcdAnswers(joined.client, cluster: cluster, logger: logger)
+                return
+            }
+            watcher.cancel()
+            follower.cancel()
+            await follower.value
+            // Nobody else can append now (the fence): what is in etcd is the whole log. Read it to its end.
+            do {
+                try await catchUp(joined.log, position: position, handle: handle)
+            } catch {
+                logger.critical("Cannot read the log in etcd", metadata: ["error": "\(error)"])
+                handle.send(.walFailed(WALError(.failed, "cannot read the log in etcd: \(error)")))
+                restartWhenEtcdAnswers(joined.client, cluster: cluster, logger: logger)
+                return
+            }
+            let (next, snapshot) = position.withLockedValue { $0 }
+            let log = EtcdEventLog(
+                log: joined.log,
+                as: leading,
+                lastLSN: next - 1,
+                snapshotLSN: snapshot,
+                snapshotEveryRecords: snapshotEveryRecords
+            ) { restartWhenEtcdAnswers(joined.client, cluster: cluster, logger: logger) }
+            joined.writing.withLockedValue { $0 = log }
+            logger.info("Won the election", metadata: ["waited": "\(ContinuousClock.now - started)"])
+            handle.send(.lead(Leading(log: log, lastLSN: next - 1, epoch: UInt64(leading.epoch), name: joined.name)))
+            led()
+        }
+    }
+
+    /// Applies the leader's records as they come, until cancelled; after a lost watch it follows again from
+    /// where it was, and reads the snapshot again when the records it needs were truncated below one.
+    private static func follow(
+        _ log: EtcdLog,
+        position: NIOLockedValueBox<(next: UInt64, snapshot: UInt64)>,
+        handle: EngineHandle,
+        logger: Logger
+    ) async {
+        while !Task.isCancelled {
+            do {
+                try await catchUp(log, position: position, handle: handle)
+                for try await r in log.follow(from: position.withLockedValue { $0.next }) {
+                    let next = position.withLockedValue { $0.next }
+                    if r.lsn < next { continue }
+                    guard r.lsn == next else { break }  // a gap: catch up again (from the snapshot if need be)
+                    handle.send(.followed([try PortableLog.decode(r.payload)], through: r.lsn))
+                    position.withLockedValue { $0.next = r.lsn + 1 }
+                }
+            } catch {
+                if Task.isCancelled { return }
+                logger.warning("Following the log in etcd: retrying", metadata: ["error": "\(error)"])
+                try? await Task.sleep(for: .milliseconds(500))
+            }
+        }
+    }
+
+    /// Reads and applies the records from the position to the log's end (the newest snapshot first when the
+    /// records after the position are gone).
+    private static func catchUp(
+        _ log: EtcdLog,
+        position: NIOLockedValueBox<(next: UInt64, snapshot: UInt64)>,
+        handle: EngineHandle
+    ) async throws {
+        while true {
+            var next = position.withLockedValue { $0.next }
+            let batch = try await log.read(from: next, limit: 4096).records
+            // Records gone (truncated below a newer snapshot): take the snapshot whole.
+            let gone = batch.isEmpty ? try await log.snapshotLSN() >= next : batch[0].lsn != next
+            if batch.isEmpty && !gone { return }
+            if gone {
+                let r = try await EtcdRecovery.recover(log)
+                handle.send(.followedState(r.state))
+                position.withLockedValue { $0 = (r.lastLSN + 1, r.snapshotLSN) }
+                continue
+            }
+            var events: [Event] = []
+            events.reserveCapacity(batch.count)
+            for r in batch {
+                guard r.lsn == next else { throw WALError(.missing, "the log in etcd jumps from LSN \(next - 1) to \(r.lsn)") }
+                events.append(try PortableLog.decode(r.payload))
+                next += 1
+            }
+            handle.send(.followed(events, through: next - 1))
+            position.withLockedValue { $0.next = next }
+        }
     }
 }

@@ -46,6 +46,22 @@ enum EngineCommand: Sendable {
     /// An autoscaled service's replicas' metrics were read: the requests in flight they add up to (nil when
     /// none could be read).
     case serviceScraped(String, requests: Double?)
+    /// Several controllers (docs/ha.md): records of the leader's log, in order, for a follower to apply.
+    case followed([Event], through: UInt64)
+    /// The leader's newest snapshot, for a follower that fell behind it.
+    case followedState(ClusterState)
+    /// Who leads now (a follower names it when it refuses a change).
+    case leaderIs(String?)
+    /// This controller won the election and has read the log to its end: it leads from now on.
+    case lead(Leading)
+}
+
+/// What a follower needs to take the lead: the log it writes, where it ends, and its epoch.
+struct Leading: Sendable {
+    var log: any EventLog
+    var lastLSN: UInt64
+    var epoch: UInt64
+    var name: String
 }
 
 /// The way into the engine, for every other task.

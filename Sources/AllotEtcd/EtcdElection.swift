@@ -103,14 +103,25 @@ public struct EtcdLog: Sendable {
         self.prefix = prefix.hasSuffix("/") ? prefix : prefix + "/"
     }
 
-    /// Puts the newest snapshot (its file's bytes, which carry its LSN), fenced as appends are.
-    public func putSnapshot(_ bytes: [UInt8], as candidacy: EtcdElection.Candidacy) async throws {
-        let r = try await client.txn([EtcdElection.fence(candidacy)], then: [.put(snapshotKey, bytes)])
+    /// Where the newest snapshot's LSN is, in decimal (read without the snapshot's bytes).
+    public var snapshotLSNKey: String { snapshotKey + "-lsn" }
+
+    /// Puts the newest snapshot (its file's bytes, which carry its LSN) and its LSN, fenced as appends are.
+    public func putSnapshot(_ bytes: [UInt8], at lsn: UInt64, as candidacy: EtcdElection.Candidacy) async throws {
+        let r = try await client.txn(
+            [EtcdElection.fence(candidacy)],
+            then: [.put(snapshotKey, bytes), .put(snapshotLSNKey, Array(String(lsn).utf8))]
+        )
         guard r.succeeded else { throw Deposed(epoch: candidacy.epoch) }
     }
 
     /// The newest snapshot's bytes, if there is one.
     public func snapshot() async throws(EtcdError) -> [UInt8]? { try await client.get(snapshotKey)?.value }
+
+    /// The newest snapshot's LSN (0: none), without reading the snapshot.
+    public func snapshotLSN() async throws(EtcdError) -> UInt64 {
+        try await client.get(snapshotLSNKey).flatMap { UInt64(String(decoding: $0.value, as: UTF8.self)) } ?? 0
+    }
 
     public func key(_ lsn: UInt64) -> String {
         let digits = String(lsn)

@@ -737,13 +737,19 @@ public struct LogStatus: Codable, Sendable {
     public var lastLSN: UInt64
     public var durableLSN: UInt64
     public var failed: String?
-    public init(lastLSN: UInt64, durableLSN: UInt64, failed: String?) {
+    /// With several controllers (`[ha]`): "leader" or "follower" (absent with one controller).
+    public var role: String?
+    /// Who leads, as a follower knows it.
+    public var leader: String?
+    public init(lastLSN: UInt64, durableLSN: UInt64, failed: String?, role: String? = nil, leader: String? = nil) {
         self.lastLSN = lastLSN
         self.durableLSN = durableLSN
         self.failed = failed
+        self.role = role
+        self.leader = leader
     }
     enum CodingKeys: String, CodingKey {
-        case failed
+        case failed, role, leader
         case lastLSN = "last_lsn"
         case durableLSN = "durable_lsn"
     }

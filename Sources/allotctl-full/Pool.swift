@@ -165,6 +165,14 @@ struct Status: ParsableCommand {
             out("\njobs: \(jobs.isEmpty ? "none" : jobs.joined(separator: ", "))\n")
             out("nodes: \(s.nodes.keys.sorted().map { "\(s.nodes[$0]!) \($0)" }.joined(separator: ", "))\n")
             out("spend today (UTC): $\(String(format: "%.2f", s.spendTodayUSD))\n")
+            switch s.log.role {
+            case "leader"?: out("controller: leads (log in etcd to LSN \(s.log.durableLSN))\n")
+            case "follower"?:
+                out(
+                    "controller: follows \(s.log.leader ?? "(no leader now)") — a hot standby: reads answered here, to LSN \(s.log.lastLSN); changes go to the leader\n"
+                )
+            default: break
+            }
             if let f = s.log.failed { out("WRITE-AHEAD LOG FAILED: \(f)\n") }
         }
     }

@@ -115,7 +115,7 @@ extension WAL {
                     warn("allotd: another controller entered the election of cluster \(etcd.cluster) first: stop it")
                     throw ExitCode(1)
                 }
-                if let s = exported.snapshot { try await log.putSnapshot(s.bytes, as: me) }
+                if let s = exported.snapshot { try await log.putSnapshot(s.bytes, at: s.lsn, as: me) }
                 let records = exported.records
                 var i = 0
                 while i < records.count {
