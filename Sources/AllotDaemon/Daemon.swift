@@ -1,5 +1,6 @@
 import AllotConfig
 import AllotCore
+import AllotEtcd
 import AllotSystemd
 import AllotWAL
 import CoreMetrics
@@ -190,6 +191,13 @@ public enum Daemon {
             )
         )
         try await group.run()
+        if let joined {
+            // Stopped on purpose: its lease goes now (with its key), so that another controller leads at once
+            // instead of after the lease's TTL.
+            joined.keepAlive.cancel()
+            try? await joined.client.revoke(lease: joined.candidacy.lease)
+            logger.notice("Left the election", metadata: ["ha.cluster": "\(file.ha?.cluster ?? "-")"])
+        }
         logger.info("Stopped")
     }
 

@@ -108,6 +108,66 @@ public enum PortableLog {
         return (snapshot, records)
     }
 
+    /// Writes a log into a state directory that holds none: the snapshot (its file's bytes) and the records
+    /// after it, in order, so that the directory recovers to the state they make (the way back from etcd).
+    /// - Returns: what recovery of the written directory finds.
+    /// - Throws: ``WALError``: the directory already holds a log, a snapshot does not decode, the records do
+    ///   not follow the snapshot without a gap, or a write failed.
+    public static func importLog(
+        directory: String,
+        snapshot: (lsn: UInt64, bytes: [UInt8])?,
+        records: [(lsn: UInt64, payload: [UInt8])]
+    ) throws(WALError) -> RecoveryReport {
+        let dir = LogDirectory(root: directory)
+        do {
+            if !(try dir.segments().isEmpty && dir.snapshots().isEmpty) {
+                throw WALError(.failed, "\(directory) already holds a log: give a new or empty state directory")
+            }
+            try dir.create()
+        } catch let e as WALError {
+            throw e
+        } catch {
+            throw WALError(.io, "cannot create \(directory): \(error)")
+        }
+        var next: UInt64 = 1
+        if let snapshot {
+            switch SnapshotFile.decode(snapshot.bytes) {
+            case .success(let s) where s.lsn == snapshot.lsn: break
+            case .success(let s): throw WALError(.corrupt, "the snapshot says LSN \(s.lsn), not \(snapshot.lsn)")
+            case .failure(let p): throw WALError(.corrupt, "the snapshot \(p.sentence)")
+            }
+            let path = dir.snapDir + "/" + WALFormat.snapshotName(lsn: snapshot.lsn)
+            do { try FileIO.writeAtomically(snapshot.bytes, to: path, directory: dir.snapDir) } catch {
+                throw WALError(.io, "cannot write \(path): \(error)", file: path)
+            }
+            next = snapshot.lsn + 1
+        }
+        let (log, opened) = try WriteAheadLog.open(directory: directory)
+        defer { log.close() }
+        guard opened.lastLSN + 1 == next else {
+            throw WALError(.corrupt, "\(directory) recovers to LSN \(opened.lastLSN), expected \(next - 1)")
+        }
+        var i = 0
+        while i < records.count {
+            let chunk = records[i..<min(records.count, i + 4096)]
+            var events: [Event] = []
+            events.reserveCapacity(chunk.count)
+            for r in chunk {
+                guard r.lsn == next else {
+                    throw WALError(.missing, "the records jump from LSN \(next - 1) to \(r.lsn)")
+                }
+                do { events.append(try decode(r.payload)) } catch let e as WALError { throw e } catch {
+                    throw WALError(.corrupt, "record \(r.lsn): \(error)")
+                }
+                next += 1
+            }
+            try log.appendBlocking(events)
+            i += chunk.count
+        }
+        log.close()
+        return try WALInspector.verify(directory: directory)
+    }
+
     /// A record as it travels.
     public static func encode(_ event: Event) -> [UInt8] {
         [UInt8(truncatingIfNeeded: EventCodec.version), UInt8(truncatingIfNeeded: EventCodec.version >> 8)]

@@ -57,17 +57,25 @@ struct EtcdOptions: ParsableArguments {
 extension WAL {
     struct Migrate: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Copy a state directory's log into etcd, for several controllers (docs/ha.md).",
+            abstract: "Copy a state directory's log into etcd, or back (docs/ha.md).",
             discussion: """
                 With allotd stopped: copies the newest snapshot of DIR and every record after it into etcd under \
                 /allot/CLUSTER/ (the snapshot, then the records by LSN, docs/ha.md), as the cluster's leader for the time of \
                 the copy, so that no controller can write beside it. Refused when etcd already holds a log for \
                 CLUSTER, or a controller leads it. DIR is not changed.
+
+                With --from-etcd, the way back: copies the cluster's newest snapshot and the records after it from \
+                etcd into DIR, which must hold no log, as the cluster's leader for the time of the copy (so stop \
+                every controller of CLUSTER first). DIR then recovers to the state the cluster had; etcd is not \
+                changed. Point allotd's state_dir at DIR and drop [ha] to run it as a single controller.
                 """
         )
 
         @Argument(help: ArgumentHelp("The state directory (holding wal/ and snap/).", valueName: "DIR"))
         var directory: String
+
+        @Flag(help: "Copy the cluster's log from etcd into DIR (a new or empty state directory).")
+        var fromEtcd = false
 
         @OptionGroup var etcd: EtcdOptions
 
@@ -76,72 +84,123 @@ extension WAL {
         }
 
         func run() async throws {
-            let exported: (snapshot: (lsn: UInt64, bytes: [UInt8])?, records: [(lsn: UInt64, event: Event)])
-            do { exported = try PortableLog.export(directory: directory) } catch {
-                warn("allotd: \(directory): \(error) (see allotd wal verify)")
-                throw ExitCode(2)
-            }
             let client = try etcd.client()
             defer { Task { await client.shutdown() } }
-            let prefix = etcd.prefix
-            let log = EtcdLog(client: client, prefix: prefix + "log/")
-            let election = EtcdElection(client: client, prefix: prefix + "leader/")
+            let log = EtcdLog(client: client, prefix: etcd.prefix + "log/")
             do {
-                let present = try await log.last()
-                let snapshot = try await log.snapshot()
-                if present > 0 || snapshot != nil {
-                    warn(
-                        "allotd: etcd already holds the log of cluster \(etcd.cluster) (up to LSN \(present)\(snapshot != nil ? ", and a snapshot" : "")): migrate into a cluster name etcd does not have yet (--cluster)"
-                    )
-                    throw ExitCode(1)
+                if fromEtcd {
+                    try await holdingTheLead(client) { _ in try await copyBack(log) }
+                } else {
+                    try await copyIn(log, client: client)
                 }
-                if let leader = try await election.leader() {
-                    warn(
-                        "allotd: a controller leads cluster \(etcd.cluster) on etcd (\(String(decoding: leader.value, as: UTF8.self))): stop it first"
-                    )
-                    throw ExitCode(1)
-                }
-                let lease = try await client.grantLease(ttl: 10)
-                let keeping = Task {
-                    while !Task.isCancelled {
-                        try? await Task.sleep(for: .seconds(3))
-                        _ = try? await client.keepAlive(lease: lease.id)
-                    }
-                }
-                defer { keeping.cancel() }
-                let me = try await election.enter(value: Array("allotd wal migrate".utf8), lease: lease.id)
-                guard try await election.leads(me) else {
-                    try? await client.revoke(lease: lease.id)
-                    warn("allotd: another controller entered the election of cluster \(etcd.cluster) first: stop it")
-                    throw ExitCode(1)
-                }
-                if let s = exported.snapshot { try await log.putSnapshot(s.bytes, at: s.lsn, as: me) }
-                let records = exported.records
-                var i = 0
-                while i < records.count {
-                    let chunk = records[i..<min(records.count, i + 4096)]
-                    try await log.append(chunk.map { PortableLog.encode($0.event) }, from: chunk.first!.lsn, as: me)
-                    i += chunk.count
-                }
-                let last = try await log.last()
-                try await election.resign(me)
-                try? await client.revoke(lease: lease.id)
-                let expected = records.last?.lsn ?? exported.snapshot?.lsn ?? 0
-                guard last == (records.isEmpty ? 0 : expected) else {
-                    warn("allotd: etcd holds records up to LSN \(last), expected \(expected)")
-                    throw ExitCode(2)
-                }
-                let what =
-                    records.isEmpty ? "no records" : "\(records.count) records (LSN \(records.first!.lsn)…\(expected))"
-                print(
-                    "migrated \(what)\(exported.snapshot.map { " and the snapshot at LSN \($0.lsn)" } ?? "") from \(directory) to etcd cluster \(etcd.cluster) (\(prefix))"
-                )
             } catch let e as ExitCode {
                 throw e
             } catch {
                 warn("allotd: \(error)")
                 throw ExitCode(1)
             }
+        }
+
+        /// Runs `body` as the cluster's leader (refused when a controller leads it), so that nobody writes beside
+        /// the copy; resigns after.
+        func holdingTheLead(
+            _ client: EtcdClient,
+            _ body: (EtcdElection.Candidacy) async throws -> Void
+        ) async throws {
+            let election = EtcdElection(client: client, prefix: etcd.prefix + "leader/")
+            if let leader = try await election.leader() {
+                warn(
+                    "allotd: a controller leads cluster \(etcd.cluster) on etcd (\(String(decoding: leader.value, as: UTF8.self))): stop it first"
+                )
+                throw ExitCode(1)
+            }
+            let lease = try await client.grantLease(ttl: 10)
+            let keeping = Task {
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: .seconds(3))
+                    _ = try? await client.keepAlive(lease: lease.id)
+                }
+            }
+            defer { keeping.cancel() }
+            let me = try await election.enter(value: Array("allotd wal migrate".utf8), lease: lease.id)
+            guard try await election.leads(me) else {
+                try? await client.revoke(lease: lease.id)
+                warn("allotd: another controller entered the election of cluster \(etcd.cluster) first: stop it")
+                throw ExitCode(1)
+            }
+            do { try await body(me) } catch {
+                try? await election.resign(me)
+                try? await client.revoke(lease: lease.id)
+                throw error
+            }
+            try await election.resign(me)
+            try? await client.revoke(lease: lease.id)
+        }
+
+        /// DIR's log into etcd.
+        func copyIn(_ log: EtcdLog, client: EtcdClient) async throws {
+            let exported: (snapshot: (lsn: UInt64, bytes: [UInt8])?, records: [(lsn: UInt64, event: Event)])
+            do { exported = try PortableLog.export(directory: directory) } catch {
+                warn("allotd: \(directory): \(error) (see allotd wal verify)")
+                throw ExitCode(2)
+            }
+            let present = try await log.last()
+            let snapshot = try await log.snapshot()
+            if present > 0 || snapshot != nil {
+                warn(
+                    "allotd: etcd already holds the log of cluster \(etcd.cluster) (up to LSN \(present)\(snapshot != nil ? ", and a snapshot" : "")): migrate into a cluster name etcd does not have yet (--cluster)"
+                )
+                throw ExitCode(1)
+            }
+            let records = exported.records
+            try await holdingTheLead(client) { me in
+                if let s = exported.snapshot { try await log.putSnapshot(s.bytes, at: s.lsn, as: me) }
+                var i = 0
+                while i < records.count {
+                    let chunk = records[i..<min(records.count, i + 4096)]
+                    try await log.append(chunk.map { PortableLog.encode($0.event) }, from: chunk.first!.lsn, as: me)
+                    i += chunk.count
+                }
+            }
+            let last = try await log.last()
+            let expected = records.last?.lsn ?? exported.snapshot?.lsn ?? 0
+            guard last == (records.isEmpty ? 0 : expected) else {
+                warn("allotd: etcd holds records up to LSN \(last), expected \(expected)")
+                throw ExitCode(2)
+            }
+            let what = records.isEmpty ? "no records" : "\(records.count) records (LSN \(records.first!.lsn)…\(expected))"
+            print(
+                "migrated \(what)\(exported.snapshot.map { " and the snapshot at LSN \($0.lsn)" } ?? "") from \(directory) to etcd cluster \(etcd.cluster) (\(etcd.prefix))"
+            )
+        }
+
+        /// The cluster's log in etcd into DIR.
+        func copyBack(_ log: EtcdLog) async throws {
+            var snapshot: (lsn: UInt64, bytes: [UInt8])?
+            if let bytes = try await log.snapshot() {
+                snapshot = (try PortableLog.decodeSnapshot(bytes).lsn, bytes)
+            }
+            var records: [(lsn: UInt64, payload: [UInt8])] = []
+            var next = (snapshot?.lsn ?? 0) + 1
+            while true {
+                let batch = try await log.read(from: next, limit: 4096).records
+                guard let last = batch.last else { break }
+                records += batch
+                next = last.lsn + 1
+            }
+            if snapshot == nil && records.isEmpty {
+                warn("allotd: etcd holds no log for cluster \(etcd.cluster) (\(etcd.prefix)): nothing to copy")
+                throw ExitCode(1)
+            }
+            let report: RecoveryReport
+            do { report = try PortableLog.importLog(directory: directory, snapshot: snapshot, records: records) } catch {
+                warn("allotd: \(directory): \(error)")
+                throw ExitCode(2)
+            }
+            let what = records.isEmpty ? "no records" : "\(records.count) records (LSN \(records.first!.lsn)…\(records.last!.lsn))"
+            print(
+                "migrated \(what)\(snapshot.map { " and the snapshot at LSN \($0.lsn)" } ?? "") from etcd cluster \(etcd.cluster) (\(etcd.prefix)) to \(directory): it recovers to LSN \(report.lastLSN) with \(report.state.jobs.count) jobs"
+            )
         }
     }
 }

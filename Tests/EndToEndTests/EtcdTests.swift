@@ -210,4 +210,60 @@ import Testing
         let bad = try Harness.run("allotd", ["wal", "migrate", d.stateDir, "--etcd", urls, "--cluster", "a/b"])
         #expect(bad.status != 0 && bad.stderr.contains("--cluster"), "\(bad.stderr)")
     }
+
+    /// The way back: a controller's log goes into etcd, a controller on etcd adds to it, and `--from-etcd`
+    /// copies it into a new state directory where a single allotd finds every job, the new one too.
+    @Test func aLogInEtcdMovesBackIntoAStateDirectory() async throws {
+        let cluster = try EtcdCluster()
+        let urls = cluster.urls.joined(separator: ",")
+        let d = try DaemonFixture(start: false)
+        func local(_ stateDir: String) throws {
+            try
+                (DaemonFixture.defaultPool
+                + "\n[daemon]\nstate_dir = \"\(stateDir)\"\nsocket = \"\(d.socket)\"\nlocal_nodes = [\"a*\", \"l*\"]\n"
+                + "\n[wal]\nsnapshot_every_records = 8\n").write(to: d.config, atomically: true, encoding: .utf8)
+        }
+        try local(d.stateDir)
+        try d.start()
+        var ids: [Int] = []
+        for i in 0..<6 { ids.append(try d.submit(["--hold", "--name", "local\(i)", "--", "true"])) }
+        #expect(d.stop() == 0)
+        let into = try Harness.run("allotd", ["wal", "migrate", d.stateDir, "--etcd", urls, "--cluster", "back"])
+        #expect(into.status == 0, "\(into.stderr)")
+        // A controller on etcd goes on from there (and snapshots into etcd every 8 records).
+        try HATests.configure(d, etcd: cluster, name: "A")
+        try String(contentsOf: d.config, encoding: .utf8).replacingOccurrences(of: "cluster = \"t\"", with: "cluster = \"back\"")
+            .appending("\n[wal]\nsnapshot_every_records = 8\n").write(to: d.config, atomically: true, encoding: .utf8)
+        try d.start()
+        try #require(HATests.waitLeads(d) != nil, "\(d.daemonLog.suffix(2000))")
+        for i in 0..<10 { ids.append(try d.submit(["--hold", "--name", "ha\(i)", "--", "true"])) }
+        _ = d.ctl(["cancel", String(ids[0])])
+        // Refused while a controller leads the cluster.
+        let fresh = d.dir.path + "/back-state"
+        let busy = try Harness.run("allotd", ["wal", "migrate", "--from-etcd", fresh, "--etcd", urls, "--cluster", "back"])
+        #expect(busy.status == 1 && busy.stderr.contains("leads cluster back"), "\(busy.stderr)")
+        #expect(d.stop() == 0)
+        let back = try Harness.run("allotd", ["wal", "migrate", "--from-etcd", fresh, "--etcd", urls, "--cluster", "back"])
+        #expect(back.status == 0, "\(back.stderr)")
+        print("wal migrate --from-etcd: \(back.stdout)", terminator: "")
+        #expect(back.stdout.contains("and the snapshot at LSN"), "a snapshot was taken in etcd: \(back.stdout)")
+        // Not over a directory that holds a log, nor from a cluster etcd does not have.
+        let twice = try Harness.run("allotd", ["wal", "migrate", "--from-etcd", fresh, "--etcd", urls, "--cluster", "back"])
+        #expect(twice.status == 2 && twice.stderr.contains("already holds a log"), "\(twice.stderr)")
+        let none = try Harness.run(
+            "allotd",
+            ["wal", "migrate", "--from-etcd", d.dir.path + "/other", "--etcd", urls, "--cluster", "nope"]
+        )
+        #expect(none.status == 1 && none.stderr.contains("holds no log for cluster nope"), "\(none.stderr)")
+        // A single controller on the copy: every job, in the state it had.
+        try local(fresh)
+        try d.start()
+        let ls = d.ctl(["ls", "--all", "--json"])
+        let jobs = (try? JSONSerialization.jsonObject(with: Data(ls.stdout.utf8)) as? [[String: Any]]) ?? []
+        #expect(Set(jobs.compactMap { $0["id"] as? Int }) == Set(ids), "\(ls.stdout)")
+        #expect(d.state(ids[0]) == "cancelled")
+        #expect(d.state(ids.last!) == "held")
+        let next = try d.submit(["--hold", "--", "true"])
+        #expect(next == ids.max()! + 1)
+    }
 }
