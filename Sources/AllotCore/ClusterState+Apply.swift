@@ -65,6 +65,7 @@ extension ClusterState {
             }
             jobs[id] = Job(id: id, spec: spec, submitTime: t, held: held)
             noteName(of: id)
+            noteRequest(of: spec, id: id)
             if !held { enqueue(id) }
             if id >= nextJobID { nextJobID = JobID(id.rawValue + 1) }
         case .jobHeld(let id):
@@ -130,6 +131,7 @@ extension ClusterState {
             guard Set(ids).count == ids.count else { throw StateError(.duplicate, "a job is archived twice") }
             for id in ids {
                 archived.add(jobs[existing: id], at: t)
+                forgetRequest(of: jobs[existing: id].spec, id: id)
                 jobs[id] = nil
             }
         case .jobRequeueing(let id, let by, let grace):

@@ -249,3 +249,26 @@ extension ClusterState {
         }
     }
 }
+
+/// A client's request id, per user: ids are the client's, so two users' may collide.
+struct RequestKey: Hashable, Sendable {
+    var uid: UInt32
+    var id: String
+}
+
+extension ClusterState {
+    /// The jobs a submit with this request id by this user made, in order (empty: none, or all archived).
+    public func jobs(ofRequest id: String, uid: UInt32) -> [JobID] { requests[RequestKey(uid: uid, id: id)] ?? [] }
+
+    mutating func noteRequest(of spec: JobSpec, id: JobID) {
+        guard let r = spec.requestID else { return }
+        requests[RequestKey(uid: spec.uid, id: r), default: []].append(id)
+    }
+
+    mutating func forgetRequest(of spec: JobSpec, id: JobID) {
+        guard let r = spec.requestID else { return }
+        let key = RequestKey(uid: spec.uid, id: r)
+        requests[key]?.removeAll { $0 == id }
+        if requests[key]?.isEmpty == true { requests[key] = nil }
+    }
+}

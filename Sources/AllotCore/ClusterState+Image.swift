@@ -146,6 +146,7 @@ extension ClusterState {
                 throw StateError(.duplicate, "job \(job.id) appears twice or out of order")
             }
             jobs[job.id] = job
+            noteRequest(of: job.spec, id: job.id)
             if job.state == .pending { pending.append(job.id) }
             if job.state == .pending && !job.heldGPUs.isEmpty { holding.insert(job.id) }
             guard job.state.holdsGPUs else { continue }

@@ -29,6 +29,8 @@ public struct ClusterState: Hashable, Sendable {
     var holding: Set<JobID> = []
     /// Pending jobs waiting for their dependencies, out of `pendingJobs` (derived).
     var dependencies = DependencyIndex()
+    /// Jobs by the client's request id they were submitted with, per user (derived).
+    var requests: [RequestKey: [JobID]] = [:]
     /// Node position by name (derived).
     var nodeIndex: [String: Int]
     /// The free GPUs of schedulable nodes, indexed for placement (derived, kept up to date by `apply`). While

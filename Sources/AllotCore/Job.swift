@@ -114,6 +114,12 @@ public struct JobSpec: Hashable, Codable, Sendable {
         get { rare?.value.service }
         set { changeRare { $0.service = newValue } }
     }
+    /// The client's id of the submit this job came from: a retry with the same id (by the same user) gets
+    /// the jobs it made instead of new ones (docs/ha.md).
+    public var requestID: String? {
+        get { rare?.value.requestID }
+        set { changeRare { $0.requestID = newValue } }
+    }
     /// What few jobs set, boxed: one pointer in every spec (a queue holds 100,000 of them).
     private var rare: RareBox?
 
@@ -155,7 +161,8 @@ public struct JobSpec: Hashable, Codable, Sendable {
         nice: Int = 0,
         notify: JobNotify? = nil,
         interactive: Interactive? = nil,
-        service: String? = nil
+        service: String? = nil,
+        requestID: String? = nil
     ) {
         self.name = name
         self.tenant = tenant
@@ -186,7 +193,14 @@ public struct JobSpec: Hashable, Codable, Sendable {
         self.output = output
         self.dependencies = dependencies
         self.array = array
-        let r = Rare(nodes: nodes, nice: nice, notify: notify, interactive: interactive, service: service)
+        let r = Rare(
+            nodes: nodes,
+            nice: nice,
+            notify: notify,
+            interactive: interactive,
+            service: service,
+            requestID: requestID
+        )
         self.rare = r == Rare() ? nil : RareBox(r)
     }
 
@@ -194,7 +208,7 @@ public struct JobSpec: Hashable, Codable, Sendable {
         case name, tenant, uid, user, kind, priorityClass, gpus, gpuModels, minGPUMemoryGiB, topology, walltime
         case estimate, preemptible, grace, maxCostUSD, prefer, command, environment, workingDirectory
         case output, gpuShare, gpuMemoryMiB, cpuMilli, memoryMiB, mig, dependencies, array, nodes, nice, notify,
-            interactive, service
+            interactive, service, requestID
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -231,6 +245,7 @@ public struct JobSpec: Hashable, Codable, Sendable {
         try c.encodeIfPresent(notify, forKey: .notify)
         try c.encodeIfPresent(interactive, forKey: .interactive)
         try c.encodeIfPresent(service, forKey: .service)
+        try c.encodeIfPresent(requestID, forKey: .requestID)
     }
 
     /// Optional sizes in 32 bits each, -1 for none (values beyond 32 bits are clamped: 2 billion MiB or
@@ -283,7 +298,8 @@ public struct JobSpec: Hashable, Codable, Sendable {
             nice: try c.decodeIfPresent(Int.self, forKey: .nice) ?? 0,
             notify: try c.decodeIfPresent(JobNotify.self, forKey: .notify),
             interactive: try c.decodeIfPresent(Interactive.self, forKey: .interactive),
-            service: try c.decodeIfPresent(String.self, forKey: .service)
+            service: try c.decodeIfPresent(String.self, forKey: .service),
+            requestID: try c.decodeIfPresent(String.self, forKey: .requestID)
         )
         rare = r == Rare() ? nil : RareBox(r)
     }
@@ -599,6 +615,7 @@ struct Rare: Hashable, Sendable {
     var notify: JobNotify?
     var interactive: Interactive?
     var service: String?
+    var requestID: String?
 }
 
 /// An immutable box (a change makes a new one), so that specs stay values.

@@ -8,7 +8,7 @@ enum Call: Sendable {
     }
 
     case hello(HelloParams)
-    case submit([JobRequest], many: Bool)
+    case submit([JobRequest], many: Bool, requestID: String?)
     case list(ListParams)
     case show(JobRef)
     case why(JobRef)
@@ -88,11 +88,13 @@ enum Call: Sendable {
             let call: Call
             switch method {
             case Methods.hello.name: call = .hello(try params(Methods.hello, required: false) ?? HelloParams())
-            case Methods.submit.name: call = .submit([try params(Methods.submit)!.job], many: false)
+            case Methods.submit.name:
+                let p = try params(Methods.submit)!
+                call = .submit([p.job], many: false, requestID: p.requestID)
             case Methods.submitMany.name:
-                let jobs = try params(Methods.submitMany)!.jobs
-                guard !jobs.isEmpty else { throw RPCError.invalidParams("submit_many: \"jobs\" is empty") }
-                call = .submit(jobs, many: true)
+                let p = try params(Methods.submitMany)!
+                guard !p.jobs.isEmpty else { throw RPCError.invalidParams("submit_many: \"jobs\" is empty") }
+                call = .submit(p.jobs, many: true, requestID: p.requestID)
             case Methods.list.name: call = .list(try params(Methods.list, required: false) ?? ListParams())
             case Methods.show.name: call = .show(try params(Methods.show)!.id)
             case Methods.why.name: call = .why(try params(Methods.why)!.id)

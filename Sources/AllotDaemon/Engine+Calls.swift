@@ -83,9 +83,9 @@ extension Engine {
                 )
             )
 
-        case .submit(let requests, let many):
+        case .submit(let requests, let many, let requestID):
             guard writable() else { return }
-            switch submit(requests, caller: caller) {
+            switch submit(requests, requestID: requestID, caller: caller) {
             case .success(let (ids, warnings)):
                 if many {
                     let lines = warnings.map { "job \($0.id): \($0.text)" }
@@ -347,9 +347,11 @@ extension Engine {
     func notTheLeader(_ f: Following) -> String {
         let here = config.ha?.name ?? hostname
         guard let leader = f.leader else {
-            return "not the leader: this controller (\(here)) follows, and no controller leads cluster \(config.ha?.cluster ?? "-") now; try again in a few seconds"
+            return
+                "not the leader: this controller (\(here)) follows, and no controller leads cluster \(config.ha?.cluster ?? "-") now; try again in a few seconds"
         }
-        return "not the leader: this controller (\(here)) follows; the leader is \(leader). Run allotctl on \(leader)'s host (or against its socket); reads are answered here"
+        return
+            "not the leader: this controller (\(here)) follows; the leader is \(leader). Run allotctl on \(leader)'s host (or against its socket); reads are answered here"
     }
 
     // MARK: Submitting
@@ -444,8 +446,39 @@ extension Engine {
     /// run as their owner may expect.
     func submit(
         _ requests: [JobRequest],
+        requestID: String? = nil,
         caller: Caller
     ) -> Result<(ids: [JobID], warnings: [(id: JobID, text: String)]), RPCError> {
+        if let requestID {
+            guard (1...128).contains(requestID.utf8.count), requestID.allSatisfy({ $0.isASCII && !$0.isWhitespace })
+            else {
+                return .failure(
+                    .invalidParams(
+                        "request_id: 1 to 128 printable ASCII characters without spaces, got \"\(requestID)\""
+                    )
+                )
+            }
+            // A retry: the jobs the first try made, never new ones.
+            let made = state.jobs(ofRequest: requestID, uid: caller.uid)
+            let asked = requests.reduce(0) { n, r in
+                n + (r.array.flatMap { try? ArrayIndices.parse($0).get() }?.indices.count ?? 1)
+            }
+            if !made.isEmpty && made.count != asked {
+                // Only a part of it was recorded (a leader lost between etcd transactions of one batch).
+                return .failure(
+                    .refused(
+                        "request \(requestID) was recorded in part: \(made.count) of \(asked) jobs (\(made.map(\.description).joined(separator: ", "))). Cancel them and submit again with a new request id"
+                    )
+                )
+            }
+            if !made.isEmpty {
+                logger.info(
+                    "Submit retried: answered with the jobs it made",
+                    metadata: ["request_id": "\(requestID)", "jobs.first": "\(made[0])", "uid": "\(caller.uid)"]
+                )
+                return .success((made, []))
+            }
+        }
         var specs: [(JobSpec, Bool)] = []
         specs.reserveCapacity(requests.count)
         var checks = specChecks(caller: caller)
@@ -471,6 +504,7 @@ extension Engine {
                 let output = spec.output.flatMap { $0.contains("%") ? $0 : nil }
                 for (k, index) in (indices?.indices ?? [-1]).enumerated() {
                     var task = spec
+                    task.requestID = requestID
                     let id = JobID(first.rawValue + UInt64(k))
                     if index >= 0 { task.array = ArrayTask(array: first, index: index, limit: indices!.limit) }
                     if let output {

@@ -408,7 +408,8 @@ final class Engine {
         logger.notice(
             "Leading",
             metadata: [
-                "ha.cluster": "\(config.ha?.cluster ?? "-")", "ha.name": "\(leading.name)", "ha.epoch": "\(leading.epoch)",
+                "ha.cluster": "\(config.ha?.cluster ?? "-")", "ha.name": "\(leading.name)",
+                "ha.epoch": "\(leading.epoch)",
                 "wal.last_lsn": "\(leading.lastLSN)", "jobs": "\(state.jobs.count)",
             ]
         )

@@ -175,7 +175,8 @@ enum HA {
                 var last: String?? = .none
                 while !Task.isCancelled {
                     if let kv = try? await joined.election.leader() {
-                        let name = kv.keyString == joined.candidacy.key ? nil : String(decoding: kv.value, as: UTF8.self)
+                        let name =
+                            kv.keyString == joined.candidacy.key ? nil : String(decoding: kv.value, as: UTF8.self)
                         if last != .some(name) {
                             last = .some(name)
                             handle.send(.leaderIs(name))
@@ -270,7 +271,9 @@ enum HA {
             var events: [Event] = []
             events.reserveCapacity(batch.count)
             for r in batch {
-                guard r.lsn == next else { throw WALError(.missing, "the log in etcd jumps from LSN \(next - 1) to \(r.lsn)") }
+                guard r.lsn == next else {
+                    throw WALError(.missing, "the log in etcd jumps from LSN \(next - 1) to \(r.lsn)")
+                }
                 events.append(try PortableLog.decode(r.payload))
                 next += 1
             }

@@ -390,7 +390,17 @@ public struct JobRequest: Codable, Hashable, Sendable {
 
 public struct SubmitParams: Codable, Sendable {
     public var job: JobRequest
-    public init(job: JobRequest) { self.job = job }
+    /// The client's id of this submit: a retry with the same id (by the same user) is answered with the
+    /// job the first made, never a second one (a request in flight during a failover, docs/ha.md).
+    public var requestID: String?
+    public init(job: JobRequest, requestID: String? = nil) {
+        self.job = job
+        self.requestID = requestID
+    }
+    enum CodingKeys: String, CodingKey {
+        case job
+        case requestID = "request_id"
+    }
 }
 
 public struct SubmitResult: Codable, Sendable {
@@ -405,7 +415,16 @@ public struct SubmitResult: Codable, Sendable {
 
 public struct SubmitManyParams: Codable, Sendable {
     public var jobs: [JobRequest]
-    public init(jobs: [JobRequest]) { self.jobs = jobs }
+    /// As ``SubmitParams/requestID``, for the whole request.
+    public var requestID: String?
+    public init(jobs: [JobRequest], requestID: String? = nil) {
+        self.jobs = jobs
+        self.requestID = requestID
+    }
+    enum CodingKeys: String, CodingKey {
+        case jobs
+        case requestID = "request_id"
+    }
 }
 
 public struct SubmitManyResult: Codable, Sendable {

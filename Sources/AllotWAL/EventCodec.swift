@@ -15,7 +15,7 @@ public enum EventCodec {
     /// array. Version 10: a job's node selection, nice and notifications; a tenant's default webhook.
     /// Version 11: services (their events, and the service a job is a replica of). Version 12: an
     /// autoscaler sized by slots and the share of requests that may wait.
-    public static let version: UInt16 = 12
+    public static let version: UInt16 = 13
 
     static let nodeStates: [NodeState] = [.up, .draining, .drained, .down]
     static let healths: [GPUHealth] = [.healthy, .unhealthy]
@@ -400,6 +400,7 @@ public enum EventCodec {
             w.uvar(UInt64(i.cols))
         }
         w.optional(s.service) { $0.string($1) }
+        w.optional(s.requestID) { $0.string($1) }
     }
 
     static func readJobSpec(_ r: inout BinaryReader) throws(DecodeError) -> JobSpec {
@@ -449,6 +450,7 @@ public enum EventCodec {
             }
         }
         if r.version >= 11 { spec.service = try r.optional { r throws(DecodeError) in try r.string() } }
+        if r.version >= 13 { spec.requestID = try r.optional { r throws(DecodeError) in try r.string() } }
         return spec
     }
 

@@ -256,6 +256,15 @@ struct Submit: ParsableCommand {
     @Flag(name: .long, help: "Print {\"id\": N} (or {\"ids\": […]}) instead of bare ids.")
     var json = false
 
+    @Option(
+        name: .customLong("request-id"),
+        help: ArgumentHelp(
+            "Your id of this submit (up to 128 characters): submitted again with the same id, it is answered with the job(s) the first made, never new ones. With it, allotctl retries by itself for 20 s when the connection is lost before the answer (e.g. while another controller takes over).",
+            valueName: "ID"
+        )
+    )
+    var requestID: String?
+
     @Argument(
         parsing: .captureForPassthrough,
         help: ArgumentHelp(
@@ -448,11 +457,28 @@ struct Submit: ParsableCommand {
     }
 
     func send(_ request: JobRequest) throws {
+        // With a request id, sending again is safe: allotd answers with the job the first try made, if it did.
+        let retryUntil = Date().addingTimeInterval(requestID == nil ? 0 : 20)
         try talking {
-            let client = try connection.connect()
-            let result: SubmitResult = try client.call(Methods.submit, SubmitParams(job: request))
-            for w in result.warnings ?? [] { warn("warning: \(w)") }
-            if json { try printJSON(result) } else { out("\(result.id)\n") }
+            while true {
+                do {
+                    let client = try connection.connect()
+                    let result: SubmitResult = try client.call(
+                        Methods.submit,
+                        SubmitParams(job: request, requestID: requestID)
+                    )
+                    for w in result.warnings ?? [] { warn("warning: \(w)") }
+                    if json { try printJSON(result) } else { out("\(result.id)\n") }
+                    return
+                } catch let e as ExitCode where e.rawValue == Exit.unreachable && Date() < retryUntil {
+                    usleep(250_000)
+                } catch let e as RPCError
+                    where e.code == RPCError.unavailable && e.message.contains("no controller leads")
+                    && Date() < retryUntil
+                {
+                    usleep(250_000)
+                }
+            }
         }
     }
 
@@ -491,7 +517,9 @@ struct Submit: ParsableCommand {
             while next < jobs.count || !inflight.isEmpty {
                 while firstError == nil && next < jobs.count && inflight.count < 4 {
                     let end = min(next + batch, jobs.count)
-                    try client.send(Methods.submitMany, SubmitManyParams(jobs: Array(jobs[next..<end])))
+                    // One id per batch: the same file sent again with the same --request-id makes nothing twice.
+                    let id = requestID.map { jobs.count > batch ? "\($0)#\(next / batch)" : $0 }
+                    try client.send(Methods.submitMany, SubmitManyParams(jobs: Array(jobs[next..<end]), requestID: id))
                     inflight.append(next..<end)
                     next = end
                 }

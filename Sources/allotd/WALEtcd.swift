@@ -168,7 +168,8 @@ extension WAL {
                 warn("allotd: etcd holds records up to LSN \(last), expected \(expected)")
                 throw ExitCode(2)
             }
-            let what = records.isEmpty ? "no records" : "\(records.count) records (LSN \(records.first!.lsn)…\(expected))"
+            let what =
+                records.isEmpty ? "no records" : "\(records.count) records (LSN \(records.first!.lsn)…\(expected))"
             print(
                 "migrated \(what)\(exported.snapshot.map { " and the snapshot at LSN \($0.lsn)" } ?? "") from \(directory) to etcd cluster \(etcd.cluster) (\(etcd.prefix))"
             )
@@ -193,11 +194,14 @@ extension WAL {
                 throw ExitCode(1)
             }
             let report: RecoveryReport
-            do { report = try PortableLog.importLog(directory: directory, snapshot: snapshot, records: records) } catch {
+            do { report = try PortableLog.importLog(directory: directory, snapshot: snapshot, records: records) } catch
+            {
                 warn("allotd: \(directory): \(error)")
                 throw ExitCode(2)
             }
-            let what = records.isEmpty ? "no records" : "\(records.count) records (LSN \(records.first!.lsn)…\(records.last!.lsn))"
+            let what =
+                records.isEmpty
+                ? "no records" : "\(records.count) records (LSN \(records.first!.lsn)…\(records.last!.lsn))"
             print(
                 "migrated \(what)\(snapshot.map { " and the snapshot at LSN \($0.lsn)" } ?? "") from etcd cluster \(etcd.cluster) (\(etcd.prefix)) to \(directory): it recovers to LSN \(report.lastLSN) with \(report.state.jobs.count) jobs"
             )

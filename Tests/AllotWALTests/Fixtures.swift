@@ -405,6 +405,13 @@ enum Sample {
         return [Event(time: Instant(seconds: 1_800_001_000), .serviceCreated(spec: chat, replicas: 3))]
     }()
 
+    static let eventsV13: [Event] = {
+        var spec = JobSpec(name: "retried", tenant: "research", uid: 1000, user: "alice", gpus: 1)
+        spec.command = ["train"]
+        spec.requestID = "retry-7f3a"
+        return [Event(time: Instant(seconds: 1_800_002_000), .jobSubmitted(id: 28, spec: spec, held: true))]
+    }()
+
     /// A submit event for job `id`.
     static func submit(_ id: UInt64) -> Event {
         Event(

@@ -101,6 +101,29 @@ import Glibc
         #expect((d.job(j)?["reason"] as? String)?.contains("walltime") == true)
     }
 
+    /// A submit with a request id, sent again (a retry after a lost answer), gets the job the first made —
+    /// also after a SIGKILL and restart of allotd — and a bad id is refused naming it.
+    @Test func aSubmitSentAgainWithItsRequestIDMakesNothingTwice() throws {
+        let d = try DaemonFixture()
+        let first = try d.submit(["--hold", "--request-id", "nightly-2026-12-04", "--", "true"])
+        #expect(try d.submit(["--hold", "--request-id", "nightly-2026-12-04", "--", "true"]) == first)
+        let other = try d.submit(["--hold", "--request-id", "nightly-2026-12-05", "--", "true"])
+        #expect(other == first + 1)
+        let lines = (0..<3).map { #"{"command": ["true"], "hold": true, "name": "f\#($0)"}"# }.joined(separator: "\n")
+        let file = d.ctl(["submit", "--file", "-", "--request-id", "batch-1"], stdin: lines + "\n")
+        #expect(file.status == 0, "\(file.stderr)")
+        #expect(d.stop(signal: SIGKILL) == 128 + SIGKILL)
+        try d.start()
+        #expect(try d.submit(["--hold", "--request-id", "nightly-2026-12-04", "--", "true"]) == first)
+        let again = d.ctl(["submit", "--file", "-", "--request-id", "batch-1"], stdin: lines + "\n")
+        #expect(again.status == 0 && again.stdout == file.stdout, "\(again.stdout) vs \(file.stdout)")
+        let all = d.ctl(["ls", "--all", "--json"])
+        let jobs = (try? JSONSerialization.jsonObject(with: Data(all.stdout.utf8)) as? [[String: Any]]) ?? []
+        #expect(jobs.count == 5, "\(all.stdout)")
+        let bad = d.ctl(["submit", "--request-id", "has space", "--", "true"])
+        #expect(bad.status != 0 && bad.stderr.contains("request_id"), "\(bad.stderr)")
+    }
+
     @Test func killedDaemonLosesNoAcknowledgedJobAndAdoptsRunningOnes() throws {
         let d = try DaemonFixture()
         let running = try d.submit(["--", "sh", "-c", "sleep 2; echo done"])

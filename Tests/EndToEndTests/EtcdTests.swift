@@ -232,23 +232,35 @@ import Testing
         #expect(into.status == 0, "\(into.stderr)")
         // A controller on etcd goes on from there (and snapshots into etcd every 8 records).
         try HATests.configure(d, etcd: cluster, name: "A")
-        try String(contentsOf: d.config, encoding: .utf8).replacingOccurrences(of: "cluster = \"t\"", with: "cluster = \"back\"")
-            .appending("\n[wal]\nsnapshot_every_records = 8\n").write(to: d.config, atomically: true, encoding: .utf8)
+        try String(contentsOf: d.config, encoding: .utf8).replacingOccurrences(
+            of: "cluster = \"t\"",
+            with: "cluster = \"back\""
+        )
+        .appending("\n[wal]\nsnapshot_every_records = 8\n").write(to: d.config, atomically: true, encoding: .utf8)
         try d.start()
         try #require(HATests.waitLeads(d) != nil, "\(d.daemonLog.suffix(2000))")
         for i in 0..<10 { ids.append(try d.submit(["--hold", "--name", "ha\(i)", "--", "true"])) }
         _ = d.ctl(["cancel", String(ids[0])])
         // Refused while a controller leads the cluster.
         let fresh = d.dir.path + "/back-state"
-        let busy = try Harness.run("allotd", ["wal", "migrate", "--from-etcd", fresh, "--etcd", urls, "--cluster", "back"])
+        let busy = try Harness.run(
+            "allotd",
+            ["wal", "migrate", "--from-etcd", fresh, "--etcd", urls, "--cluster", "back"]
+        )
         #expect(busy.status == 1 && busy.stderr.contains("leads cluster back"), "\(busy.stderr)")
         #expect(d.stop() == 0)
-        let back = try Harness.run("allotd", ["wal", "migrate", "--from-etcd", fresh, "--etcd", urls, "--cluster", "back"])
+        let back = try Harness.run(
+            "allotd",
+            ["wal", "migrate", "--from-etcd", fresh, "--etcd", urls, "--cluster", "back"]
+        )
         #expect(back.status == 0, "\(back.stderr)")
         print("wal migrate --from-etcd: \(back.stdout)", terminator: "")
         #expect(back.stdout.contains("and the snapshot at LSN"), "a snapshot was taken in etcd: \(back.stdout)")
         // Not over a directory that holds a log, nor from a cluster etcd does not have.
-        let twice = try Harness.run("allotd", ["wal", "migrate", "--from-etcd", fresh, "--etcd", urls, "--cluster", "back"])
+        let twice = try Harness.run(
+            "allotd",
+            ["wal", "migrate", "--from-etcd", fresh, "--etcd", urls, "--cluster", "back"]
+        )
         #expect(twice.status == 2 && twice.stderr.contains("already holds a log"), "\(twice.stderr)")
         let none = try Harness.run(
             "allotd",

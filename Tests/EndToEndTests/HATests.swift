@@ -80,7 +80,10 @@ import Glibc
         #expect(role.role == "follower" && role.leader == "A", "\(role)")
         let refused = b.ctl(["submit", "--hold", "--", "true"])
         #expect(refused.status != 0, "a follower acknowledged a submit: \(refused.stdout)")
-        #expect(refused.stderr.contains("not the leader") && refused.stderr.contains("the leader is A"), "\(refused.stderr)")
+        #expect(
+            refused.stderr.contains("not the leader") && refused.stderr.contains("the leader is A"),
+            "\(refused.stderr)"
+        )
         // A change on the leader reaches the follower's reads within moments (it applies the log as it comes).
         let late = try a.submit(["--hold", "--name", "late", "--", "true"])
         acknowledged.append(late)
@@ -94,6 +97,9 @@ import Glibc
             usleep(10_000)
         }
         let applied = try #require(seen, "the follower never showed job \(late):\n\(b.daemonLog.suffix(2000))")
+        // A submit whose answer a client did not see, sent again with its request id after the failover.
+        let once = try a.submit(["--hold", "--request-id", "client-7", "--", "true"])
+        acknowledged.append(once)
         #expect(b.ctl(["ls", "--all", "--json"]).stdout.contains("\"j29\""))
         a.stop(signal: SIGKILL)
         let led = try #require(Self.waitLeads(b), "B never led:\n\(b.daemonLog.suffix(3000))")
@@ -105,6 +111,10 @@ import Glibc
         let ids = jobs.compactMap { $0["id"] as? Int }
         #expect(Set(acknowledged).isSubset(of: Set(ids)), "\(ids)")
         #expect(ids.count == Set(ids).count, "none twice")
+        #expect(
+            try b.submit(["--hold", "--request-id", "client-7", "--", "true"]) == once,
+            "a retry makes nothing twice"
+        )
         // B goes on from there: the next job takes the next id, and it is in etcd for whoever leads next.
         let next = try b.submit(["--hold", "--", "true"])
         #expect(next == (acknowledged.max() ?? 0) + 1)
