@@ -95,32 +95,86 @@ public struct EtcdLog: Sendable {
     /// (`--max-request-bytes`, 1.5 MiB), with room for the JSON and base64 around the records.
     public var maxOpsPerTxn = 128
     public var maxBytesPerTxn = 1_000_000
-    /// Where the newest snapshot is: beside the records (`/allot/<cluster>/log.snapshot`), outside their range.
+    /// Where snapshots are: beside the records (`/allot/<cluster>/log.snapshot/<LSN>/<chunk>`), outside
+    /// their range, in chunks of at most ``snapshotChunkBytes`` (a request to etcd is limited to 1.5 MiB).
     public var snapshotKey: String { String(prefix.dropLast()) + ".snapshot" }
+    /// Bytes of a snapshot per key (base64 makes them 4/3 as large on the wire).
+    public var snapshotChunkBytes = 768 << 10
 
     public init(client: EtcdClient, prefix: String) {
         self.client = client
         self.prefix = prefix.hasSuffix("/") ? prefix : prefix + "/"
     }
 
-    /// Where the newest snapshot's LSN is, in decimal (read without the snapshot's bytes).
+    /// Which snapshot is the newest: "<LSN> <chunks>" in decimal (read without the snapshot's bytes).
     public var snapshotLSNKey: String { snapshotKey + "-lsn" }
 
-    /// Puts the newest snapshot (its file's bytes, which carry its LSN) and its LSN, fenced as appends are.
+    func chunkPrefix(_ lsn: UInt64) -> String { snapshotKey + "/" + Self.digits(lsn, 20) + "/" }
+
+    static func digits(_ n: UInt64, _ width: Int) -> String {
+        let d = String(n)
+        return String(repeating: "0", count: max(0, width - d.count)) + d
+    }
+
+    /// Puts a snapshot (its file's bytes, which carry its LSN) chunk by chunk, then makes it the newest and
+    /// deletes the older ones' chunks in one transaction: every write fenced as appends are. A reader sees the
+    /// older snapshot whole until the last transaction, then the new one whole.
     public func putSnapshot(_ bytes: [UInt8], at lsn: UInt64, as candidacy: EtcdElection.Candidacy) async throws {
+        let size = max(1, snapshotChunkBytes)
+        let count = max(1, (bytes.count + size - 1) / size)
+        let base = chunkPrefix(lsn)
+        for i in 0..<count {
+            let chunk = Array(bytes[min(bytes.count, i * size)..<min(bytes.count, (i + 1) * size)])
+            let r = try await client.txn(
+                [EtcdElection.fence(candidacy)],
+                then: [.put(base + Self.digits(UInt64(i), 6), chunk)]
+            )
+            guard r.succeeded else { throw Deposed(epoch: candidacy.epoch) }
+        }
         let r = try await client.txn(
             [EtcdElection.fence(candidacy)],
-            then: [.put(snapshotKey, bytes), .put(snapshotLSNKey, Array(String(lsn).utf8))]
+            then: [
+                .put(snapshotLSNKey, Array("\(lsn) \(count)".utf8)),
+                .deleteRange(from: Array((snapshotKey + "/").utf8), to: Array(base.utf8)),
+                .deleteRange(from: Array(snapshotKey.utf8), to: Array(snapshotKey.utf8) + [0]),
+            ]
         )
         guard r.succeeded else { throw Deposed(epoch: candidacy.epoch) }
     }
 
     /// The newest snapshot's bytes, if there is one.
-    public func snapshot() async throws(EtcdError) -> [UInt8]? { try await client.get(snapshotKey)?.value }
+    public func snapshot() async throws(EtcdError) -> [UInt8]? {
+        // The leader may replace it while this reads: then read the newer one.
+        for _ in 0..<5 {
+            guard let (lsn, count) = try await newestSnapshot() else { return nil }
+            guard let count else { return try await client.get(snapshotKey)?.value }  // one key (allot ≤ 0.1 of Dec 2026)
+            let base = chunkPrefix(lsn)
+            var bytes: [UInt8] = []
+            var next = Array((base + Self.digits(0, 6)).utf8)
+            var chunks = 0
+            while true {
+                let r = try await client.range(from: next, to: EtcdClient.prefixEnd(Array(base.utf8)), limit: 8)
+                for kv in r.kvs { bytes += kv.value }
+                chunks += r.kvs.count
+                guard r.more, let last = r.kvs.last else { break }
+                next = Array(last.key) + [0]
+            }
+            if chunks == count { return bytes }
+        }
+        throw EtcdError("the snapshot in etcd kept changing while it was read")
+    }
 
     /// The newest snapshot's LSN (0: none), without reading the snapshot.
-    public func snapshotLSN() async throws(EtcdError) -> UInt64 {
-        try await client.get(snapshotLSNKey).flatMap { UInt64(String(decoding: $0.value, as: UTF8.self)) } ?? 0
+    public func snapshotLSN() async throws(EtcdError) -> UInt64 { try await newestSnapshot()?.lsn ?? 0 }
+
+    /// The newest snapshot's LSN and chunk count (nil count: one key, as written before chunks).
+    private func newestSnapshot() async throws(EtcdError) -> (lsn: UInt64, chunks: Int?)? {
+        guard let kv = try await client.get(snapshotLSNKey) else {
+            return try await client.get(snapshotKey) == nil ? nil : (0, nil)
+        }
+        let parts = String(decoding: kv.value, as: UTF8.self).split(separator: " ")
+        guard let lsn = parts.first.flatMap({ UInt64($0) }) else { throw EtcdError("\(snapshotLSNKey) is not an LSN") }
+        return (lsn, parts.count > 1 ? Int(parts[1]) : nil)
     }
 
     public func key(_ lsn: UInt64) -> String {

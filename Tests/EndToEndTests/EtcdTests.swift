@@ -127,6 +127,22 @@ import Testing
         // Below a snapshot the records go (fenced too).
         try await log.truncate(below: 301, as: leader)
         #expect(try await log.read(from: 1, limit: 1).records.first?.lsn == 301)
+        // A snapshot far larger than one request (etcd takes 1.5 MiB) goes in chunks and reads back whole; the
+        // next one replaces it, and the older one's chunks go.
+        let first = (0..<5_000_000).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+        try await log.putSnapshot(first, at: 300, as: leader)
+        #expect(try await log.snapshotLSN() == 300)
+        #expect(try await log.snapshot() == first)
+        let second = [UInt8](repeating: 7, count: 2_000_000)
+        try await log.putSnapshot(second, at: 310, as: leader)
+        #expect(try await log.snapshotLSN() == 310)
+        #expect(try await log.snapshot() == second)
+        let chunks = try await etcd.prefix(log.snapshotKey + "/")
+        #expect(chunks.count == 3 && chunks.allSatisfy { $0.keyString.contains("00000000000000000310") })
+        // Only the leader writes it.
+        try await election.resign(leader)
+        await #expect(throws: EtcdLog.Deposed.self) { try await log.putSnapshot([1], at: 320, as: leader) }
+        #expect(try await log.snapshotLSN() == 310)
         await etcd.shutdown()
     }
 
