@@ -9,7 +9,10 @@ the real allotd (release build by default), measured side by side in one run:
     and until a new job starts there, and acknowledged submits lost (goal 0) or doubled.
 
 Needs etcd (Debian's etcd-server; scripts/ensure-deps.sh --test).
+  - with --records N: a follower's start-to-ready (every record applied) with a log of N records in etcd.
+
 Usage: scripts/ha-bench.py [--bin .build/release] [--seconds 5] [--clients 1,16,256] [--failovers 10]
+                           [--records 1000000]
 """
 import argparse
 import base64
@@ -88,7 +91,7 @@ class Etcd:
 
 
 class Allotd:
-    def __init__(self, bin_dir, root, name, etcd=None, cluster="bench"):
+    def __init__(self, bin_dir, root, name, etcd=None, cluster="bench", extra=""):
         self.bin = bin_dir
         self.dir = os.path.join(root, name)
         os.makedirs(self.dir, exist_ok=True)
@@ -100,6 +103,7 @@ class Allotd:
             if etcd:
                 urls = ", ".join(f'"{u}"' for u in etcd.urls)
                 f.write(f'\n[ha]\netcd = [{urls}]\ncluster = "{cluster}"\nname = "{name}"\nlease_ttl = "2s"\n')
+            f.write(extra)
         self.proc = None
 
     def start(self, wait=True):
@@ -150,28 +154,41 @@ def call(sock_path, method, params, f=None):
     return json.loads(line)
 
 
-def storm(sock_path, clients, seconds, acked=None):
-    """Clients submitting held jobs one after another for `seconds`; returns acknowledged submits."""
+def storm(sock_path, clients, seconds, acked=None, doubt=None, tag=""):
+    """Clients submitting held jobs one after another for `seconds`; returns acknowledged submits. With
+    `doubt`, each submit carries a request id (also the job's name) and the one a client had in flight when
+    its connection failed or was refused is put there, to be sent again to the next leader."""
     stop = time.monotonic() + seconds
     counts = [0] * clients
     lock = threading.Lock()
 
     def client(i):
+        n = 0
+        rid = None
         try:
             s = socket.socket(socket.AF_UNIX)
             s.settimeout(10)
             s.connect(sock_path)
             f = s.makefile("rwb")
             while time.monotonic() < stop:
-                r = call(sock_path, "submit", {"job": {"command": ["true"], "hold": True, "name": f"c{i}"}}, f)
+                rid = f"{tag}c{i}-{n}"
+                n += 1
+                params = {"job": {"command": ["true"], "hold": True, "name": rid if doubt is not None else f"c{i}"}}
+                if doubt is not None:
+                    params["request_id"] = rid
+                r = call(sock_path, "submit", params, f)
                 if "result" not in r:
-                    return
+                    break
+                rid = None
                 counts[i] += 1
                 if acked is not None:
                     with lock:
                         acked.append(r["result"]["id"])
         except (OSError, ValueError):
-            return
+            pass
+        if rid is not None and doubt is not None:
+            with lock:
+                doubt.append(rid)
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
     for t in threads:
@@ -206,12 +223,87 @@ def etcd_puts(etcd, clients, seconds):
     return sum(counts)
 
 
+def rss_mib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0
+
+
+def big_log(a, root, etcd, records, snapshots=True):
+    """A log of `records` records in etcd (100,000 held jobs on drained nodes, then released and held
+    again, all of them at once, until the log is that long): how long a follower takes from its start to
+    answering with every record applied (median of 3 starts), its memory, and the takeover with it. Without
+    `snapshots` the leader takes none, so a follower reads every record."""
+    cluster = "big" if snapshots else "big-nosnap"
+    extra = "" if snapshots else "\n[wal]\nsnapshot_every_records = 100000000\n"
+    lead = Allotd(a.bin, root, f"{cluster}-a", etcd, cluster=cluster, extra=extra)
+    lead.start()
+    for n in call(lead.sock, "nodes", {})["result"]:
+        call(lead.sock, "drain", {"node": n["name"]})
+    ids = []
+    jobs = min(100_000, records)
+    began = time.monotonic()
+    while len(ids) < jobs:
+        k = min(5000, jobs - len(ids))
+        ids += call(lead.sock, "submit_many", {"jobs": [{"command": ["true"], "hold": True}] * k})["result"]["ids"]
+
+    def last(sock):
+        return call(sock, "status", {})["result"]["log"]["last_lsn"]
+
+    toggle = "release"
+    while last(lead.sock) < records:
+        for i in range(0, len(ids), 20_000):
+            call(lead.sock, toggle, {"ids": ids[i:i + 20_000]})
+        toggle = "hold" if toggle == "release" else "release"
+    total = last(lead.sock)
+    out = {"records": total, "jobs": len(ids), "written_s": round(time.monotonic() - began, 1)}
+    print(f"big log: {total} records of {len(ids)} jobs written in {out['written_s']} s", file=sys.stderr, flush=True)
+    ready, answered = [], []
+    follower = None
+    for k in range(3):
+        follower = Allotd(a.bin, root, f"{cluster}-b", etcd, cluster=cluster, extra=extra)
+        started = time.monotonic()
+        follower.start(wait=False)
+        first = None
+        while True:
+            try:
+                r = call(follower.sock, "status", {})["result"]
+                first = first or time.monotonic() - started
+                if r["log"].get("role") == "follower" and r["log"]["last_lsn"] >= total:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.01)
+        ready.append(time.monotonic() - started)
+        answered.append(first)
+        print(f"big log: follower {k + 1} ready in {ready[-1]:.2f} s", file=sys.stderr, flush=True)
+        if k < 2:
+            follower.stop()
+    out["follower_ready_s_median"] = round(statistics.median(ready), 2)
+    out["follower_ready_s"] = [round(x, 2) for x in ready]
+    out["follower_rss_mib"] = round(rss_mib(follower.proc.pid))
+    out["leader_rss_mib"] = round(rss_mib(lead.proc.pid))
+    lead.kill()
+    killed = time.monotonic()
+    while not follower.leads():
+        time.sleep(0.01)
+    out["takeover_s"] = round(time.monotonic() - killed, 2)
+    out["after_takeover_jobs"] = len(call(follower.sock, "list", {"states": ["all"], "limit": 1_000_000})
+                                     .get("result", []))
+    follower.stop()
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", default=".build/release")
     ap.add_argument("--seconds", type=float, default=5)
     ap.add_argument("--clients", default="1,16,256")
     ap.add_argument("--failovers", type=int, default=10)
+    ap.add_argument("--records", type=int, default=0,
+                    help="also: a follower's restart-to-ready with a log this long in etcd (e.g. 1000000)")
     a = ap.parse_args()
     if not shutil.which("etcd"):
         sys.exit("etcd is not installed: run scripts/ensure-deps.sh --test")
@@ -228,16 +320,19 @@ def main():
             for c in clients:
                 results[f"submits_per_s_{mode}"].append(round(storm(d.sock, c, a.seconds) / a.seconds))
             d.stop()
-        # Failovers: two controllers; kill -9 the leader during a storm; the other leads.
-        takeovers, starts, lost, doubled = [], [], 0, 0
+        # Failovers: two controllers; kill -9 the leader during a storm; the other leads. The submit each
+        # client had in flight is sent again to the new leader with its request id: it finds the job the first
+        # try made (its answer was lost) or makes it (it was not durable), never a second one.
+        takeovers, starts, lost, doubled, found, made = [], [], 0, 0, 0, 0
         ctl = [Allotd(a.bin, root, "ctl-a", etcd, cluster="failover"), Allotd(a.bin, root, "ctl-b", etcd,
                                                                               cluster="failover")]
         ctl[0].start()
         ctl[1].start(wait=False)
         leader, follower = ctl[0], ctl[1]
         acked = []
-        for _ in range(a.failovers):
-            t = threading.Thread(target=storm, args=(leader.sock, 16, 60, acked))
+        for k in range(a.failovers):
+            doubt = []
+            t = threading.Thread(target=storm, args=(leader.sock, 16, 60, acked, doubt, f"f{k}-"))
             t.start()
             time.sleep(0.5)
             leader.kill()
@@ -254,22 +349,38 @@ def main():
                     break
                 time.sleep(0.01)
             starts.append(time.monotonic() - killed)
+            known = {j["id"] for j in call(follower.sock, "list", {"states": ["all"]}).get("result", [])}
+            for rid in doubt:
+                r = call(follower.sock, "submit",
+                         {"job": {"command": ["true"], "hold": True, "name": rid}, "request_id": rid})
+                jid = r["result"]["id"]
+                acked.append(jid)
+                if jid in known:
+                    found += 1
+                else:
+                    made += 1
             jobs = call(follower.sock, "list", {"states": ["all"]}).get("result", [])
             ids = [j["id"] for j in jobs]
+            names = [j["name"] for j in jobs if j["name"].startswith("f")]
             lost += len(set(acked) - set(ids))
-            doubled += len(ids) - len(set(ids))
+            doubled += len(ids) - len(set(ids)) + len(names) - len(set(names))
             leader.start(wait=False)  # it comes back, to follow
             leader, follower = follower, leader
         results["failovers"] = a.failovers
         results["acknowledged_submits"] = len(acked)
         results["lost"] = lost
         results["doubled"] = doubled
+        results["in_flight_retried_found"] = found
+        results["in_flight_retried_made"] = made
         results["takeover_s_median"] = round(statistics.median(takeovers), 2)
         results["takeover_s_max"] = round(max(takeovers), 2)
         results["first_start_s_median"] = round(statistics.median(starts), 2)
         results["first_start_s_max"] = round(max(starts), 2)
         for d in ctl:
             d.stop()
+        if a.records:
+            results["big_log_no_snapshots"] = big_log(a, root, etcd, a.records, snapshots=False)
+            results["big_log"] = big_log(a, root, etcd, a.records)
     finally:
         etcd.stop()
         shutil.rmtree(root, ignore_errors=True)

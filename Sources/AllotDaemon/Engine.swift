@@ -328,9 +328,10 @@ final class Engine {
                 // The leader's log and this state disagree: start again from etcd (systemd restarts it).
                 walFailed(WALError(.failed, "a record of the leader's log does not apply here: \(error.message)"))
             }
-        case .followedState(let s):
+        case .followedState(let s, let lsn):
             guard following != nil else { break }
             controller.follow(state: s)
+            following?.lsn = lsn
             churn += 100_000
         case .leaderIs(let name):
             following?.leader = name

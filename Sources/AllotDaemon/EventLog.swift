@@ -40,6 +40,8 @@ final class EtcdEventLog: EventLog {
         var failed: WALError?
         var waiters: [(lsn: UInt64, continuation: CheckedContinuation<UInt64, any Error>)] = []
         var lastSnapshotLSN: UInt64
+        /// The revision of the previous snapshot's truncation: etcd's history is compacted there at the next.
+        var compactAt: Int64?
         var closed = false
     }
 
@@ -146,11 +148,20 @@ final class EtcdEventLog: EventLog {
         state.withLockedValue { Int($0.nextLSN - 1 - $0.lastSnapshotLSN) >= snapshotEveryRecords }
     }
 
-    /// Puts the snapshot, then deletes the records it covers (both fenced).
+    /// Puts the snapshot, then deletes the records it covers (both fenced), and compacts etcd's history at the
+    /// previous snapshot's delete: without it etcd keeps every deleted record's revisions and its database
+    /// grows to its quota. One snapshot interval of history stays, for followers' watches that lag.
     func writeSnapshot(_ state: ClusterState, at lsn: UInt64) async throws {
         try await log.putSnapshot(PortableLog.encodeSnapshot(state, at: lsn), at: lsn, as: leadership)
-        try await log.truncate(below: lsn + 1, as: leadership)
-        self.state.withLockedValue { $0.lastSnapshotLSN = lsn }
+        let revision = try await log.truncate(below: lsn + 1, as: leadership)
+        let previous = self.state.withLockedValue { s in
+            defer {
+                s.lastSnapshotLSN = lsn
+                s.compactAt = revision
+            }
+            return s.compactAt
+        }
+        if let previous { try? await log.client.compact(revision: previous) }
     }
 
     func close() {
@@ -168,10 +179,15 @@ enum EtcdRecovery {
             (snapshotLSN, state) = try PortableLog.decodeSnapshot(bytes)
         }
         var next = snapshotLSN + 1
+        // The next batch is read while this one is decoded and applied.
+        var reading = Task { [next] in try await log.read(from: next, limit: 4096).records }
+        defer { reading.cancel() }
         while true {
-            let batch = try await log.read(from: next, limit: 4096).records
-            if batch.isEmpty { break }
+            let batch = try await reading.value
+            guard let last = batch.last else { break }
+            reading = Task { try await log.read(from: last.lsn + 1, limit: 4096).records }
             var events: [Event] = []
+            events.reserveCapacity(batch.count)
             for r in batch {
                 guard r.lsn == next else {
                     throw WALError(.missing, "the log in etcd jumps from LSN \(next - 1) to \(r.lsn)")

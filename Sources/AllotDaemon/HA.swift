@@ -264,7 +264,7 @@ enum HA {
             if batch.isEmpty && !gone { return }
             if gone {
                 let r = try await EtcdRecovery.recover(log)
-                handle.send(.followedState(r.state))
+                handle.send(.followedState(r.state, through: r.lastLSN))
                 position.withLockedValue { $0 = (r.lastLSN + 1, r.snapshotLSN) }
                 continue
             }

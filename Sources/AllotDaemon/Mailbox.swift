@@ -49,7 +49,7 @@ enum EngineCommand: Sendable {
     /// Several controllers (docs/ha.md): records of the leader's log, in order, for a follower to apply.
     case followed([Event], through: UInt64)
     /// The leader's newest snapshot, for a follower that fell behind it.
-    case followedState(ClusterState)
+    case followedState(ClusterState, through: UInt64)
     /// Who leads now (a follower names it when it refuses a change).
     case leaderIs(String?)
     /// This controller won the election and has read the log to its end: it leads from now on.

@@ -147,7 +147,8 @@ public struct EtcdLog: Sendable {
         // The leader may replace it while this reads: then read the newer one.
         for _ in 0..<5 {
             guard let (lsn, count) = try await newestSnapshot() else { return nil }
-            guard let count else { return try await client.get(snapshotKey)?.value }  // one key (allot ≤ 0.1 of Dec 2026)
+            // A snapshot in one key, as written before chunks.
+            guard let count else { return try await client.get(snapshotKey)?.value }
             let base = chunkPrefix(lsn)
             var bytes: [UInt8] = []
             var next = Array((base + Self.digits(0, 6)).utf8)
@@ -264,13 +265,16 @@ public struct EtcdLog: Sendable {
         }
     }
 
-    /// Deletes the records below `lsn` (covered by a snapshot), fenced by the leader's epoch.
-    public func truncate(below lsn: UInt64, as candidacy: EtcdElection.Candidacy) async throws {
+    /// Deletes the records below `lsn` (covered by a snapshot), fenced by the leader's epoch. Returns the
+    /// revision of the delete.
+    @discardableResult
+    public func truncate(below lsn: UInt64, as candidacy: EtcdElection.Candidacy) async throws -> Int64 {
         let r = try await client.txn(
             [EtcdElection.fence(candidacy)],
             then: [.deleteRange(from: Array(key(0).utf8), to: Array(key(lsn).utf8))]
         )
         guard r.succeeded else { throw Deposed(epoch: candidacy.epoch) }
+        return r.revision
     }
 
     func lsnOf(_ kv: EtcdKeyValue) -> UInt64? {

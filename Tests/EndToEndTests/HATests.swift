@@ -124,6 +124,42 @@ import Glibc
         )
     }
 
+    /// A leader stopped on purpose (SIGTERM) revokes its lease: the follower leads at once, not after the
+    /// lease's TTL (10 s here).
+    @Test func aLeaderStoppedOnPurposeHandsOverAtOnce() throws {
+        let etcd = try EtcdCluster()
+        let a = try DaemonFixture(start: false)
+        let b = try DaemonFixture(start: false)
+        for (d, name) in [(a, "A"), (b, "B")] {
+            try Self.configure(d, etcd: etcd, name: name)
+            try String(contentsOf: d.config, encoding: .utf8).replacingOccurrences(
+                of: "lease_ttl = \"3s\"",
+                with: "lease_ttl = \"10s\""
+            )
+            .write(to: d.config, atomically: true, encoding: .utf8)
+        }
+        try a.start()
+        try #require(Self.waitLeads(a) != nil, "\(a.daemonLog.suffix(2000))")
+        let follower = try Self.follow(b)
+        defer {
+            follower.signal(SIGKILL)
+            _ = follower.wait()
+        }
+        let id = try a.submit(["--hold", "--", "true"])
+        let waiting = Date().addingTimeInterval(15)
+        while Self.role(b)?.role != "follower" && Date() < waiting { usleep(20_000) }
+        let stopping = Date()
+        #expect(a.stop() == 0)
+        let led = try #require(Self.waitLeads(b, timeout: 20), "B never led:\n\(b.daemonLog.suffix(3000))")
+        let took = Date().timeIntervalSince(stopping)
+        #expect(took < 6, "B led \(took) s after A stopped: the lease (10 s) ran out instead of going with A")
+        #expect(a.daemonLog.contains("Left the election"))
+        #expect(b.state(id) == "held")
+        print(
+            "ha: B led \(String(format: "%.2f", took)) s after A was stopped with SIGTERM (lease TTL 10 s; waited \(String(format: "%.2f", led)) s)"
+        )
+    }
+
     /// A leader stopped (SIGSTOP) past its lease is deposed: the other leads, and when the old one runs again
     /// it cannot write — its submit is refused, never acknowledged — and it stops.
     @Test func aLeaderStoppedPastItsLeaseCannotWriteWhenItRunsAgain() throws {
