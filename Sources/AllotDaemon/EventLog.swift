@@ -186,17 +186,23 @@ enum EtcdRecovery {
             let batch = try await reading.value
             guard let last = batch.last else { break }
             reading = Task { try await log.read(from: last.lsn + 1, limit: 4096).records }
-            var events: [Event] = []
-            events.reserveCapacity(batch.count)
-            for r in batch {
-                guard r.lsn == next else {
-                    throw WALError(.missing, "the log in etcd jumps from LSN \(next - 1) to \(r.lsn)")
-                }
-                events.append(try PortableLog.decode(r.payload))
-                next += 1
-            }
-            try state.apply(events)
+            try state.apply(try events(batch, from: &next))
         }
         return (state, next - 1, snapshotLSN)
+    }
+
+    /// A batch of records read from etcd as events; they must start at `next` and leave no gap (`next` then
+    /// follows the last).
+    static func events(_ batch: [(lsn: UInt64, payload: [UInt8])], from next: inout UInt64) throws -> [Event] {
+        var events: [Event] = []
+        events.reserveCapacity(batch.count)
+        for r in batch {
+            guard r.lsn == next else {
+                throw WALError(.missing, "the log in etcd jumps from LSN \(next - 1) to \(r.lsn)")
+            }
+            events.append(try PortableLog.decode(r.payload))
+            next += 1
+        }
+        return events
     }
 }

@@ -268,15 +268,7 @@ enum HA {
                 position.withLockedValue { $0 = (r.lastLSN + 1, r.snapshotLSN) }
                 continue
             }
-            var events: [Event] = []
-            events.reserveCapacity(batch.count)
-            for r in batch {
-                guard r.lsn == next else {
-                    throw WALError(.missing, "the log in etcd jumps from LSN \(next - 1) to \(r.lsn)")
-                }
-                events.append(try PortableLog.decode(r.payload))
-                next += 1
-            }
+            let events = try EtcdRecovery.events(batch, from: &next)
             handle.send(.followed(events, through: next - 1))
             position.withLockedValue { $0.next = next }
         }

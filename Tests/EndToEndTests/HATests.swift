@@ -37,6 +37,13 @@ import Glibc
         )
     }
 
+    /// Starts A and waits until it leads, then starts B to follow it.
+    static func leadAndFollow(_ a: DaemonFixture, _ b: DaemonFixture) throws -> ChildProcess {
+        try a.start()
+        try #require(waitLeads(a) != nil, "A never led:\n\(a.daemonLog.suffix(2000))")
+        return try follow(b)
+    }
+
     /// What `status --json` says of the controller's role ("leader", "follower"), and who leads.
     static func role(_ d: DaemonFixture) -> (role: String, leader: String?)? {
         let r = d.ctl(["status", "--json"])
@@ -138,9 +145,7 @@ import Glibc
             )
             .write(to: d.config, atomically: true, encoding: .utf8)
         }
-        try a.start()
-        try #require(Self.waitLeads(a) != nil, "\(a.daemonLog.suffix(2000))")
-        let follower = try Self.follow(b)
+        let follower = try Self.leadAndFollow(a, b)
         defer {
             follower.signal(SIGKILL)
             _ = follower.wait()
@@ -168,9 +173,7 @@ import Glibc
         let b = try DaemonFixture(start: false)
         try Self.configure(a, etcd: etcd, name: "A")
         try Self.configure(b, etcd: etcd, name: "B")
-        try a.start()
-        try #require(Self.waitLeads(a) != nil, "\(a.daemonLog.suffix(2000))")
-        let follower = try Self.follow(b)
+        let follower = try Self.leadAndFollow(a, b)
         defer {
             follower.signal(SIGKILL)
             _ = follower.wait()
@@ -224,9 +227,7 @@ import Glibc
 
                     """).write(to: d.config, atomically: true, encoding: .utf8)
         }
-        try a.start()
-        try #require(Self.waitLeads(a) != nil, "\(a.daemonLog.suffix(2000))")
-        let follower = try Self.follow(b)
+        let follower = try Self.leadAndFollow(a, b)
         defer {
             follower.signal(SIGKILL)
             _ = follower.wait()
