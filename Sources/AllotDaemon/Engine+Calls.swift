@@ -345,7 +345,7 @@ extension Engine {
 
     /// Why a follower refuses a change, and where to send it.
     func notTheLeader(_ f: Following) -> String {
-        let here = config.ha?.name ?? hostname
+        let here = config.ha.map(HA.name) ?? hostname
         guard let leader = f.leader else {
             return
                 "not the leader: this controller (\(here)) follows, and no controller leads cluster \(config.ha?.cluster ?? "-") now; try again in a few seconds"

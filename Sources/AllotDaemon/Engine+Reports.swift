@@ -31,7 +31,7 @@ extension Engine {
                 durableLSN: following?.lsn ?? durableLSN,
                 failed: failure?.message,
                 role: config.ha == nil ? nil : following == nil ? "leader" : "follower",
-                leader: following == nil ? config.ha.map { $0.name ?? hostname } : following?.leader
+                leader: following == nil ? config.ha.map(HA.name) : following?.leader
             ),
             nodes: nodes
         )

@@ -325,8 +325,13 @@ final class Engine {
                 churn += events.count
                 for e in events { recordMoment(e.body) }
             } catch {
-                // The leader's log and this state disagree: start again from etcd (systemd restarts it).
-                walFailed(WALError(.failed, "a record of the leader's log does not apply here: \(error.message)"))
+                // The leader's log and this state disagree: start again from etcd. A follower has nothing of
+                // its own to make durable, so it exits at once (status 75; systemd starts it again).
+                logger.critical(
+                    "A record of the leader's log does not apply here: restarting to read the log again (exit status 75)",
+                    metadata: ["error": "\(error.message)", "wal.lsn": "\(lsn)"]
+                )
+                exit(75)
             }
         case .followedState(let s, let lsn):
             guard following != nil else { break }

@@ -39,6 +39,9 @@ enum HA {
         }
     }
 
+    /// How the other controllers name this one: `[ha] name`, else the host's name.
+    static func name(_ ha: HASettings) -> String { ha.name ?? ProcessInfo.processInfo.hostName }
+
     /// The client of the `[ha]` section's etcd.
     static func client(_ ha: HASettings) throws -> EtcdClient {
         var e = EtcdEndpoints(urls: ha.etcd)
@@ -63,6 +66,7 @@ enum HA {
         var election: EtcdElection
         var log: EtcdLog
         var candidacy: EtcdElection.Candidacy
+        var cluster: String
         var name: String
         var state: StateBox
         var lastLSN: UInt64
@@ -83,7 +87,7 @@ enum HA {
         let prefix = "/allot/\(ha.cluster)/"
         let election = EtcdElection(client: client, prefix: prefix + "leader/")
         let log = EtcdLog(client: client, prefix: prefix + "log/")
-        let name = ha.name ?? ProcessInfo.processInfo.hostName
+        let name = Self.name(ha)
         let ttl = Int(ha.leaseTTL.rounded(.up))
         let lease: Int64
         let candidacy: EtcdElection.Candidacy
@@ -147,6 +151,7 @@ enum HA {
             election: election,
             log: log,
             candidacy: candidacy,
+            cluster: ha.cluster,
             name: name,
             state: StateBox(recovered.state),
             lastLSN: recovered.lastLSN,
@@ -167,7 +172,7 @@ enum HA {
         logger: Logger,
         led: @escaping @Sendable () -> Void
     ) -> Task<Void, Never> {
-        let cluster = joined.log.prefix
+        let cluster = joined.cluster
         return Task.detached {
             let position = NIOLockedValueBox((next: joined.lastLSN + 1, snapshot: joined.snapshotLSN))
             let follower = Task { await follow(joined.log, position: position, handle: handle, logger: logger) }
@@ -191,7 +196,7 @@ enum HA {
                 follower.cancel()
                 watcher.cancel()
                 if Task.isCancelled { return }
-                logger.critical("The election failed", metadata: ["error": "\(error)", "ha.log": "\(cluster)"])
+                logger.critical("The election failed", metadata: ["error": "\(error)", "ha.cluster": "\(cluster)"])
                 handle.send(.walFailed(WALError(.failed, "the election failed: \(error)")))
                 restartWhenEtcdAnswers(joined.client, cluster: cluster, logger: logger)
                 return

@@ -136,7 +136,6 @@ public struct EtcdLog: Sendable {
             then: [
                 .put(snapshotLSNKey, Array("\(lsn) \(count)".utf8)),
                 .deleteRange(from: Array((snapshotKey + "/").utf8), to: Array(base.utf8)),
-                .deleteRange(from: Array(snapshotKey.utf8), to: Array(snapshotKey.utf8) + [0]),
             ]
         )
         guard r.succeeded else { throw Deposed(epoch: candidacy.epoch) }
@@ -147,8 +146,6 @@ public struct EtcdLog: Sendable {
         // The leader may replace it while this reads: then read the newer one.
         for _ in 0..<5 {
             guard let (lsn, count) = try await newestSnapshot() else { return nil }
-            // A snapshot in one key, as written before chunks.
-            guard let count else { return try await client.get(snapshotKey)?.value }
             let base = chunkPrefix(lsn)
             var bytes: [UInt8] = []
             var next = Array((base + Self.digits(0, 6)).utf8)
@@ -168,20 +165,17 @@ public struct EtcdLog: Sendable {
     /// The newest snapshot's LSN (0: none), without reading the snapshot.
     public func snapshotLSN() async throws(EtcdError) -> UInt64 { try await newestSnapshot()?.lsn ?? 0 }
 
-    /// The newest snapshot's LSN and chunk count (nil count: one key, as written before chunks).
-    private func newestSnapshot() async throws(EtcdError) -> (lsn: UInt64, chunks: Int?)? {
-        guard let kv = try await client.get(snapshotLSNKey) else {
-            return try await client.get(snapshotKey) == nil ? nil : (0, nil)
+    /// The newest snapshot's LSN and chunk count.
+    private func newestSnapshot() async throws(EtcdError) -> (lsn: UInt64, chunks: Int)? {
+        guard let kv = try await client.get(snapshotLSNKey) else { return nil }
+        let parts = String(decoding: kv.value, as: UTF8.self).split(separator: " ").compactMap { Int($0) }
+        guard parts.count == 2, parts[0] >= 0, parts[1] > 0 else {
+            throw EtcdError("\(snapshotLSNKey) is not \"LSN chunks\": \(String(decoding: kv.value, as: UTF8.self))")
         }
-        let parts = String(decoding: kv.value, as: UTF8.self).split(separator: " ")
-        guard let lsn = parts.first.flatMap({ UInt64($0) }) else { throw EtcdError("\(snapshotLSNKey) is not an LSN") }
-        return (lsn, parts.count > 1 ? Int(parts[1]) : nil)
+        return (UInt64(parts[0]), parts[1])
     }
 
-    public func key(_ lsn: UInt64) -> String {
-        let digits = String(lsn)
-        return prefix + String(repeating: "0", count: max(0, 20 - digits.count)) + digits
-    }
+    public func key(_ lsn: UInt64) -> String { prefix + Self.digits(lsn, 20) }
 
     /// Why an append was refused: the writer no longer leads.
     public struct Deposed: Error, Hashable, Sendable, CustomStringConvertible {
