@@ -4,6 +4,7 @@
 #   make simulate-faults SEEDS=10000   the controller under seeded faults (crashes, lost agents, GPU failures)
 #   make figures-fgd   fractional-GPU placement against FGD on Alibaba's openb trace (docs/fractional-gpus.md)
 #   make figures-services   inference services on Azure's LLM traces: peak, Knative, allot (docs/services.md)
+#   make figures-loans   the inference reserve's loans: reserve sizes, forecast vs always (docs/scheduling.md)
 #   make test    the test suite
 #   make bench   the benchmarks (Benchmarks/, a package of its own)
 #   make install / make uninstall   release binaries, systemd units, config, man pages, completions, docs
@@ -14,7 +15,7 @@ CONFIG ?= etc/allot/allotd.toml
 TRACE ?= examples/trace-mixed.csv
 BIN := $(shell $(SWIFT) build --show-bin-path 2>/dev/null)
 
-.PHONY: all deps build release test lint format demo simulate simulate-faults bench bench-daemon bench-ha figures figures-fgd figures-services clean install install-files uninstall deb deb-tree \
+.PHONY: all deps build release test lint format demo simulate simulate-faults bench bench-daemon bench-ha figures figures-fgd figures-services figures-loans clean install install-files uninstall deb deb-tree \
 	verify-units
 
 PREFIX ?= /usr/local
@@ -113,6 +114,11 @@ figures-fgd: deps
 TRACES ?= ../shared/data/traces
 figures-services: deps
 	TRACES=$(TRACES) scripts/service-figures.sh
+
+# The inference reserve's loans: a Philly week plus each Azure service, reserves of 0-64 A100s lent by the
+# forecast and by "always", medians over 3 seeds (needs ../shared/data/traces; docs/scheduling.md).
+figures-loans: deps
+	scripts/loan-figures.sh
 
 # The unit with this installation's paths.
 $(GENERATED)/%.service: systemd/%.service.in

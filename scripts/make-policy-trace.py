@@ -3,6 +3,7 @@
 service derived from the Azure LLM inference trace 2023, for Benchmarks/pools/mixed-loaded.toml.
 
     python3 scripts/make-policy-trace.py [--traces DIR] [--out FILE] [--start 2017-10-09] [--days 7]
+        [--services chat,code] [--peak N] [--memory GIB] [--walltime-factor 2] [--seed 7]
 
 Training: every Philly job (github.com/msr-fiddle/philly-traces via the Sia/Pollux processed CSV, CC-BY 4.0)
 submitted in the window; `duration` is work on a speed-1.0 GPU, `cluster` (15 virtual clusters) maps to
@@ -18,7 +19,7 @@ lives until the count falls below it.
 import argparse, csv, math, os, random
 from datetime import datetime, timedelta
 
-def philly(path, start, days, out):
+def philly(path, start, days, out, walltime_factor=2):
     end = start + timedelta(days=days)
     tenants = {}
     for r in csv.DictReader(open(path)):
@@ -30,11 +31,11 @@ def philly(path, start, days, out):
             continue
         vc = r["cluster"]
         tenants.setdefault(vc, ["research", "product", "ads"][len(tenants) % 3])
-        wall = min(14 * 86400, max(3600, math.ceil(2 * d / 3600) * 3600))
+        wall = min(14 * 86400, max(3600, math.ceil(walltime_factor * d / 3600) * 3600)) if walltime_factor else ""
         out.append(dict(id=f"philly-{len(out)+1}", kind="training", tenant=tenants[vc], submit_time=int((t - start).total_seconds()),
                         duration=int(d), gpus=int(r["num_gpus"]), min_gpu_memory="", walltime=wall))
 
-def azure(path, service, per_replica, days, rng, out):
+def azure(path, service, per_replica, days, rng, out, peak=None, memory=20):
     times = [datetime.strptime(r["TIMESTAMP"][:19], "%Y-%m-%d %H:%M:%S") for r in csv.DictReader(open(path))]
     t0 = min(times)
     window = 300
@@ -44,6 +45,9 @@ def azure(path, service, per_replica, days, rng, out):
         counts[w] = counts.get(w, 0) + 1
     nwin = max(counts) + 1
     stretch = 24
+    if peak:
+        # Replicas sized so that the busiest window (before jitter) needs `peak` of them.
+        per_replica = max(counts.values()) / window / peak
     want = []
     for day in range(days):
         jitter = 1 + rng.uniform(-0.1, 0.1)
@@ -57,7 +61,7 @@ def azure(path, service, per_replica, days, rng, out):
             s = alive.pop()
             k += 1
             out.append(dict(id=f"{service}-{k}", kind="inference", tenant="serving", submit_time=s, duration=now - s,
-                            gpus=1, min_gpu_memory=20, walltime=""))
+                            gpus=1, min_gpu_memory=memory, walltime=""))
         while len(alive) < n:
             alive.append(now)
 
@@ -68,12 +72,20 @@ def main():
     ap.add_argument("--out", default=os.path.join(here, "../.build/figures/philly-azure-week.csv"))
     ap.add_argument("--start", default="2017-10-09")
     ap.add_argument("--days", type=int, default=7)
+    ap.add_argument("--services", default="chat,code", help="which inference services: chat, code or both")
+    ap.add_argument("--peak", type=int, help="size each service's replicas so that its busiest window needs this many")
+    ap.add_argument("--seed", type=int, default=7, help="seed of the daily jitter")
+    ap.add_argument("--walltime-factor", type=float, default=2, help="training walltime: this times the duration, rounded up to the hour (0: none)")
+    ap.add_argument("--memory", type=int, default=20, help="GiB of GPU memory a replica needs")
     a = ap.parse_args()
-    rng = random.Random(7)
+    rng = random.Random(a.seed)
     rows = []
-    philly(os.path.join(a.traces, "philly/philly_pollux_sia.csv"), datetime.fromisoformat(a.start), a.days, rows)
-    azure(os.path.join(a.traces, "azure-llm-inference-2023/AzureLLMInferenceTrace_conv.csv"), "chat", 0.125, a.days, rng, rows)
-    azure(os.path.join(a.traces, "azure-llm-inference-2023/AzureLLMInferenceTrace_code.csv"), "code", 0.25, a.days, rng, rows)
+    philly(os.path.join(a.traces, "philly/philly_pollux_sia.csv"), datetime.fromisoformat(a.start), a.days, rows, a.walltime_factor)
+    services = a.services.split(",")
+    if "chat" in services:
+        azure(os.path.join(a.traces, "azure-llm-inference-2023/AzureLLMInferenceTrace_conv.csv"), "chat", 0.125, a.days, rng, rows, a.peak, a.memory)
+    if "code" in services:
+        azure(os.path.join(a.traces, "azure-llm-inference-2023/AzureLLMInferenceTrace_code.csv"), "code", 0.25, a.days, rng, rows, a.peak, a.memory)
     rows.sort(key=lambda r: (r["submit_time"], r["id"]))
     os.makedirs(os.path.dirname(a.out), exist_ok=True)
     with open(a.out, "w", newline="") as f:

@@ -526,6 +526,9 @@ extension ClusterState {
         let worth = a.gpuEquivalent
         modelUsage[a.model, default: Usage()].start(gpus: a.gpuCount, worth: worth, costPerSecond: rate, at: t)
         kindUsage[kind, default: Usage()].start(gpus: a.gpuCount, worth: worth, costPerSecond: rate, at: t)
+        if kind == .inference && a.share == nil && a.mig == nil {
+            inferenceDemand.change(model: a.model, by: a.gpuCount, at: t)
+        }
     }
 
     static func begin(_ job: inout Job, on a: Allocation, rate: Double, at t: Instant) {
@@ -578,10 +581,15 @@ extension ClusterState {
         let worth = jobs[existing: id].allocation!.gpuEquivalent
         let model = jobs[existing: id].allocation!.model
         let end = min(end ?? t, t)
+        let started = jobs[existing: id].startTime ?? end
         let rate = Self.settle(&jobs[existing: id], worth: worth, at: end)
         activeJobs.remove(id)
         let tenant = jobs[existing: id].spec.tenant
         let kind = jobs[existing: id].spec.kind
+        if kind == .inference && share == nil && mig == nil {
+            inferenceDemand.change(model: model, by: -gpus, at: end)
+            inferenceDemand.ended(model: model, after: end - started)
+        }
         let halfLife = config.scheduler.fairshareHalfLife
         tenantUsage[tenant]!.stop(gpus: gpus, worth: worth, costPerSecond: rate, at: t, halfLife: halfLife)
         modelUsage[model]!.stop(gpus: gpus, worth: worth, costPerSecond: rate, at: t)

@@ -193,8 +193,35 @@ extension ClusterState {
         for id in activeJobs.sorted() where jobs[existing: id].spec.array != nil { activate(id) }
         for id in pending { enqueue(id) }
         rebuildFreePool()
+        inferenceDemand = Self.demand(of: image.jobs, at: image.now)
         for (k, v) in image.tenantUsage { tenantUsage[k] = v }
         for (k, v) in image.modelUsage { modelUsage[k] = v }
         for (k, v) in image.kindUsage { kindUsage[k] = v }
+    }
+
+    /// The inference demand the runs of `jobs` show, as `apply` would have kept it: each run of an inference
+    /// job on whole GPUs in the history's window, a start and an end, in time order.
+    static func demand(of jobs: [Job], at now: Instant) -> InferenceDemand {
+        let since = now.seconds - Double(InferenceDemand.days + 1) * 86_400
+        var changes: [(t: Double, model: String, gpus: Int, ran: Double?)] = []
+        for job in jobs where job.spec.kind == .inference {
+            var runs: [(Instant, Instant?, Allocation?)] = job.history.map { ($0.start, $0.end, $0.allocation) }
+            if let start = job.startTime {
+                runs.append((start, job.state.holdsGPUs ? nil : job.endTime, job.allocation))
+            }
+            for (start, end, a) in runs {
+                guard let a, a.share == nil, a.mig == nil, (end?.seconds ?? now.seconds) >= since else { continue }
+                changes.append((start.seconds, a.model, a.gpuCount, nil))
+                if let end { changes.append((end.seconds, a.model, -a.gpuCount, end - start)) }
+            }
+        }
+        // Ends before starts at the same instant, as a pass frees GPUs before it fills them.
+        changes.sort { $0.t != $1.t ? $0.t < $1.t : $0.gpus < $1.gpus }
+        var demand = InferenceDemand()
+        for c in changes {
+            demand.change(model: c.model, by: c.gpus, at: Instant(seconds: c.t))
+            if let ran = c.ran { demand.ended(model: c.model, after: ran) }
+        }
+        return demand
     }
 }

@@ -41,6 +41,9 @@ public struct ClusterState: Hashable, Sendable {
     var nodeTraits = NodeTraits()
     /// GPUs with shares on them (derived, kept up to date by `apply`).
     var sharedGPUCount = 0
+    /// Whole GPUs held by inference, by model, over the last days: what the inference reserve's loans are
+    /// lent by (derived, kept up to date by `apply`, rebuilt from the jobs' runs when a state is loaded).
+    public internal(set) var inferenceDemand = InferenceDemand()
 
     /// The free GPUs of schedulable nodes, indexed for placement.
     public var freePool: FreePool {

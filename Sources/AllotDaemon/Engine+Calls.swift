@@ -985,6 +985,7 @@ extension Blocker {
         case .overBudget(let t, _, _, _): "tenant \(t) over budget"
         case .overQuota(let t, _, _, _): "tenant \(t) over quota"
         case .mustBorrow: "lent GPUs only"
+        case .reserveNeeded: "inference reserve in demand"
         case .dependency: "dependency"
         case .dependencyNeverMet: "dependency never met"
         case .arrayLimit(_, let limit): "array limit (\(limit) at once)"

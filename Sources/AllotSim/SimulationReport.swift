@@ -481,6 +481,19 @@ public enum SimulationReport {
             ("GPU-hours", s.map { String(format: "%.1f", $0.gpuHours) }),
             ("preemptions / reclaims / loans", s.map { "\($0.preemptions) / \($0.reclaims) / \($0.loans)" }),
             ("never start", s.map { String($0.unschedulable) }),
+        ] + reserveRows(s)
+    }
+
+    /// The inference reserve's rows, when a run had one.
+    static func reserveRows(_ s: [SimulationResult.Summary]) -> [(String, [String])] {
+        guard s.contains(where: { $0.reserve != nil }) else { return [] }
+        func each(_ f: (SimulationResult.ReserveFigures) -> String) -> [String] {
+            s.map { $0.reserve.map(f) ?? "–" }
+        }
+        return [
+            ("inference reserve: loans / taken back", each { "\($0.loans) / \($0.takenBack)" }),
+            ("work lost to loans taken back", each { String(format: "%.1f GPU-h", $0.lostGPUHours) }),
+            ("spill-over to dearer GPUs", each { String(format: "$%.2f", $0.spillOverUSD) }),
         ]
     }
 

@@ -33,6 +33,37 @@ public struct SimulationResult: Sendable {
         public var reclaims = 0
         /// Starts on lent GPUs.
         public var loans = 0
+        /// Starts on GPUs lent from the inference reserve, and how many of those were taken back.
+        public var reserveLoans = 0
+        public var reserveReclaims = 0
+        /// GPU-seconds of work lost to stops (the work since the last checkpoint, and restarts), all of them
+        /// and those of loans the inference reserve took back.
+        public var lostGPUSeconds = 0.0
+        public var reserveLostGPUSeconds = 0.0
+    }
+
+    /// The inference reserve's loans over a run (the JSON's `reserve`).
+    public struct ReserveFigures: Hashable, Sendable, Codable {
+        /// Starts on GPUs lent from the reserve.
+        public var loans: Int
+        /// Of those, the ones inference took back before they ended.
+        public var takenBack: Int
+        public var takenBackShare: Double
+        /// GPU-hours of work the loans taken back lost: the work since their last checkpoint and their restarts.
+        public var lostGPUHours: Double
+        /// What inference replicas cost beyond the price of their reserved model, run on a dearer one.
+        public var spillOverUSD: Double
+        /// Replica-hours that ran on a dearer model than their reserved one.
+        public var spillOverHours: Double
+
+        enum CodingKeys: String, CodingKey {
+            case loans
+            case takenBack = "taken_back"
+            case takenBackShare = "taken_back_share"
+            case lostGPUHours = "lost_gpu_hours"
+            case spillOverUSD = "spill_over_usd"
+            case spillOverHours = "spill_over_hours"
+        }
     }
 
     /// Wait and completion-time figures of a set of jobs.
@@ -100,6 +131,10 @@ public struct SimulationResult: Sendable {
         public var budgetViolations: Int
         /// The jobs that can never start on this pool: trace id and why (at most the first 1,000).
         public var neverStart: [NeverStart] = []
+        /// GPU-hours of work lost to stops: the work since the last checkpoint, and restarts.
+        public var lostGPUHours = 0.0
+        /// The inference reserve's loans, when the pool has a reserve.
+        public var reserve: ReserveFigures?
 
         enum CodingKeys: String, CodingKey {
             case policy, jobs, completed, unschedulable, preemptions, reclaims, loans, passes, utilization, waste
@@ -107,6 +142,8 @@ public struct SimulationResult: Sendable {
             case byTenant = "by_tenant"
             case budgetViolations = "budget_violations"
             case neverStart = "never_start"
+            case lostGPUHours = "lost_gpu_hours"
+            case reserve
             case timedOut = "timed_out"
             case makespan = "makespan_s"
             case avgJCT = "avg_jct_s"
@@ -200,7 +237,42 @@ public struct SimulationResult: Sendable {
             byKind: byKind,
             byTenant: byTenant,
             budgetViolations: budgetViolations(),
-            neverStart: neverStart
+            neverStart: neverStart,
+            lostGPUHours: counts.lostGPUSeconds / 3600,
+            reserve: reserveFigures()
+        )
+    }
+
+    /// The reserve's loans, taken back, work lost, and spill-over: inference runs on a dearer model than the
+    /// cheapest their job allows when that cheapest one has a reserve, priced at the difference.
+    func reserveFigures() -> ReserveFigures? {
+        let reserve = state.inferenceReserve
+        guard reserve.contains(where: { $0 > 0 }) else { return nil }
+        let models = state.config.gpuModels
+        var spill = 0.0
+        var hours = 0.0
+        for r in runs where r.kind == .inference && r.end > r.start && r.allocation.share == nil {
+            guard let spec = state.jobs[r.job]?.spec,
+                let used = state.config.gpuModels.firstIndex(where: { $0.name == r.allocation.model })
+            else { continue }
+            var cheapest: Int?
+            for (i, m) in models.enumerated() {
+                if !spec.gpuModels.isEmpty && !spec.gpuModels.contains(m.name) { continue }
+                if let min = spec.minGPUMemoryGiB, m.memoryGiB < min { continue }
+                if cheapest.map({ m.pricePerHour < models[$0].pricePerHour }) ?? true { cheapest = i }
+            }
+            guard let c = cheapest, c != used, reserve[c] > 0 else { continue }
+            let h = (r.end - r.start) / 3600 * Double(r.allocation.gpuCount)
+            hours += h
+            spill += max(0, models[used].pricePerHour - models[c].pricePerHour) * h
+        }
+        return ReserveFigures(
+            loans: counts.reserveLoans,
+            takenBack: counts.reserveReclaims,
+            takenBackShare: counts.reserveLoans > 0 ? Double(counts.reserveReclaims) / Double(counts.reserveLoans) : 0,
+            lostGPUHours: counts.reserveLostGPUSeconds / 3600,
+            spillOverUSD: spill,
+            spillOverHours: hours
         )
     }
 

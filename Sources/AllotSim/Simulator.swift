@@ -8,9 +8,15 @@ import HeapModule
 /// decisions, exactly as the daemon would.
 ///
 /// A preempted job gets its grace period, keeps the work done until it exits (it checkpoints on the
-/// notice), and pays `restartOverhead` when it starts again.
+/// notice; with `checkpointEvery`, only the work until its last periodic checkpoint), and pays
+/// `restartOverhead` when it starts again.
 public struct Simulator {
     public var policy: Scheduler.Policy
+    /// How the inference reserve is lent (policy allot).
+    public var lending: Scheduler.Lending = .forecast
+    /// When set, training jobs checkpoint only every this many seconds of their run (not on a stop's
+    /// notice): a stop loses the work since the last one.
+    public var checkpointEvery: Seconds?
     /// Check the state's invariants after every step (slow; for tests).
     public var paranoid = false
     /// Seconds a preempted job spends getting back to where it was when it starts again (loading a
@@ -55,7 +61,7 @@ public struct Simulator {
     /// - Parameter initial: the pool, with no jobs (from ``AllotConfig/ConfigFile/makeState(at:)``).
     /// - Throws: ``SimulationError`` if the core refuses an event (a bug) or an invariant breaks.
     public func run(_ trace: Trace, on initial: ClusterState) throws(SimulationError) -> SimulationResult {
-        var controller = Controller(state: initial, scheduler: Scheduler(policy: policy))
+        var controller = Controller(state: initial, scheduler: Scheduler(policy: policy, lending: lending))
         for node in initial.nodes { _ = controller.step(.runner(node: node.name, .local), at: reading(0)) }
         var state: ClusterState { controller.state }
         let totalGPUs = Double(initial.totalGPUs)
@@ -76,6 +82,8 @@ public struct Simulator {
         var wasteArriving = 0.0
         var passes = 0
         var counts = SimulationResult.Counts()
+        /// Jobs whose last run was taken back for inference: their restart counts against the reserve.
+        var takenBack: Set<JobID> = []
         let firstSubmit = lastTime
         let driver = services.map { ServiceDriver($0, origin: firstSubmit) }
 
@@ -90,9 +98,14 @@ public struct Simulator {
             }
             for e in out.events {
                 switch e.body {
-                case .jobStarted(_, _, _, let loans) where !loans.isEmpty: counts.loans += 1
+                case .jobStarted(_, _, _, let loans) where !loans.isEmpty:
+                    counts.loans += 1
+                    if loans.contains(where: { if case .inferenceReserve = $0 { true } else { false } }) {
+                        counts.reserveLoans += 1
+                    }
                 case .jobPreempted(_, _, _, let reason):
                     if reason.isReclaim { counts.reclaims += 1 } else { counts.preemptions += 1 }
+                    if reason == .inference { counts.reserveReclaims += 1 }
                 case .serviceScaled(let name, _, _, _, _): driver?.resized(name)
                 default: break
                 }
@@ -111,6 +124,12 @@ public struct Simulator {
                     let tj = trace.jobs[index]
                     let speed = state.config.model(named: allocation.model)?.speed ?? 1
                     let overhead = job.runs > 1 ? restartOverhead : 0
+                    if overhead > 0 {
+                        counts.lostGPUSeconds += overhead * Double(allocation.gpuCount)
+                        if takenBack.remove(id) != nil {
+                            counts.reserveLostGPUSeconds += overhead * Double(allocation.gpuCount)
+                        }
+                    }
                     let left = workLeft[id] ?? tj.duration
                     let runTime = overhead + (tj.kind == .training ? left / speed : left)
                     let limit = tj.walltime ?? .infinity
@@ -202,9 +221,21 @@ public struct Simulator {
                     _ = try feed(.tick, at: t)
                 case .exitAfterNotice where job.state == .stopping:
                     closeRun(top.job, at: t, finished: false)
-                    // It checkpointed on the notice and exits now: work done until now is kept.
+                    // It checkpointed on the notice and exits now: work done until now is kept (with periodic
+                    // checkpoints, only the work until the last one).
                     if let info = runInfo[top.job] {
-                        let done = max(0, t - info.workStart) * (job.spec.kind == .training ? info.speed : 1)
+                        var ran = max(0, t - info.workStart)
+                        if let every = checkpointEvery, every > 0, job.spec.kind == .training {
+                            let kept = (ran / every).rounded(.down) * every
+                            let gpus = Double(job.allocation?.gpuCount ?? 0)
+                            counts.lostGPUSeconds += (ran - kept) * gpus
+                            if case .preempted(_, .inference)? = job.stopReason {
+                                counts.reserveLostGPUSeconds += (ran - kept) * gpus
+                            }
+                            ran = kept
+                        }
+                        if case .preempted(_, .inference)? = job.stopReason { takenBack.insert(top.job) }
+                        let done = ran * (job.spec.kind == .training ? info.speed : 1)
                         workLeft[top.job] = max(0, (workLeft[top.job] ?? 0) - done)
                     }
                     driver?.ended(top.job)

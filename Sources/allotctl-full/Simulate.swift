@@ -110,6 +110,24 @@ struct Simulate: AsyncParsableCommand {
     )
     var restartOverhead: Double = 60
 
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Training jobs checkpoint only this often (e.g. 30m), not on a stop's notice: a stop loses the work since the last checkpoint. Default: on the notice.",
+            valueName: "DURATION"
+        )
+    )
+    var checkpointEvery: String?
+
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "How the inference reserve is lent: forecast (only what inference is not expected to need before the borrower ends; allotd's rule) or always (whatever inference does not use now, to compare).",
+            valueName: "forecast|always"
+        )
+    )
+    var lending: String = "forecast"
+
     @OptionGroup(title: "Fractional placement (FGD's experiment on an openb trace)") var packing: PackingOptions
 
     func validate() throws {
@@ -180,6 +198,7 @@ struct Simulate: AsyncParsableCommand {
         if let compare {
             let policies = try Self.policies(compare)
             let (paranoid, overhead) = (self.paranoid, restartOverhead)
+            let (lending, every) = (try lendingRule(), try checkpointSeconds())
             let clock = ContinuousClock()
             let began = clock.now
             // Each policy on its own task: the same pool and trace, values shared.
@@ -189,6 +208,8 @@ struct Simulate: AsyncParsableCommand {
                         var sim = Simulator(policy: p)
                         sim.paranoid = paranoid
                         sim.restartOverhead = overhead
+                        sim.lending = lending
+                        sim.checkpointEvery = every
                         return (i, try sim.run(jobs, on: state))
                     }
                 }
@@ -218,6 +239,8 @@ struct Simulate: AsyncParsableCommand {
         var sim = Simulator(policy: policy)
         sim.paranoid = paranoid
         sim.restartOverhead = restartOverhead
+        sim.lending = try lendingRule()
+        sim.checkpointEvery = try checkpointSeconds()
         if decisions {
             let ids = ExternalIDs(jobs)
             sim.onPass = { now, pass, _ in
@@ -280,6 +303,23 @@ extension Simulate {
 
 extension Simulate {
     /// `allot,backfill,fifo`: the policies, each once, in the order given.
+    func lendingRule() throws -> Scheduler.Lending {
+        guard let l = Scheduler.Lending(rawValue: lending) else {
+            throw ValidationError(
+                "--lending: no rule \"\(lending)\"; the rules are \(Scheduler.Lending.allCases.map(\.rawValue).joined(separator: ", "))"
+            )
+        }
+        return l
+    }
+
+    func checkpointSeconds() throws -> Seconds? {
+        guard let text = checkpointEvery else { return nil }
+        guard let s = DurationText.parse(text), s > 0 else {
+            throw ValidationError("--checkpoint-every: \"\(text)\" is not a duration above zero (e.g. 30m, 1h, 900s)")
+        }
+        return s
+    }
+
     static func policies(_ text: String) throws -> [Scheduler.Policy] {
         var out: [Scheduler.Policy] = []
         for word in text.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) where !word.isEmpty {
@@ -384,6 +424,10 @@ enum Report {
             "  cost          $\(Money.format(s.costUSD)) for \(String(format: "%.1f", s.gpuHours)) GPU-hours ($\(Money.format(s.costPerGPUHour))/GPU-h)\n"
         out +=
             "  preemptions   \(s.preemptions) by priority, \(s.reclaims) to take lent GPUs back; \(s.loans) job(s) started on lent GPUs\n"
+        if let r = s.reserve {
+            out +=
+                "  reserve       \(r.loans) loan(s) of the inference reserve, \(r.takenBack) taken back (\(pct(r.takenBackShare))), losing \(String(format: "%.1f", r.lostGPUHours)) GPU-hours; spill-over to dearer GPUs \(String(format: "%.1f", r.spillOverHours)) replica-hours, $\(Money.format(r.spillOverUSD)) extra\n"
+        }
         if s.budgetViolations > 0 {
             out += "  budgets       \(s.budgetViolations) (tenant, window) pair(s) spent past a budget\n"
         }

@@ -52,8 +52,12 @@ extension ClusterState {
 
     /// Runs a pass at `t` and applies its decisions.
     @discardableResult
-    mutating func schedule(at t: Double = 0, policy: Scheduler.Policy = .allot) -> SchedulingPass {
-        let pass = Scheduler(policy: policy).schedule(self, at: Instant(seconds: t))
+    mutating func schedule(
+        at t: Double = 0,
+        policy: Scheduler.Policy = .allot,
+        lending: Scheduler.Lending = .forecast
+    ) -> SchedulingPass {
+        let pass = Scheduler(policy: policy, lending: lending).schedule(self, at: Instant(seconds: t))
         try! apply(pass.events(at: Instant(seconds: t)))
         return pass
     }

@@ -50,6 +50,35 @@ import Testing
         #expect(serve.startTime == Instant(seconds: 150), "\(String(describing: serve.startTime))")
     }
 
+    /// The inference reserve's figures: a 2-GPU training job borrows the idle reserve at 0; a 4-GPU replica
+    /// takes it back at 100 (loan grace 5 s). With checkpoints every 60 s the job loses the 45 s since its
+    /// last one, and 60 s more to restart, on 2 GPUs.
+    @Test func reserveFiguresCountLoansTakenBackAndTheWorkLost() throws {
+        let pool = try Self.pool(
+            Self.oneNode + """
+
+                [preemption]
+                loan_grace = "5s"
+                [[inference_reserve]]
+                gpu_model = "A"
+                gpus = 4
+                """
+        )
+        let trace = try Trace.parse("id,kind,submit_time,duration,gpus\nt,training,0,1000,2\ns,inference,100,600,4\n")
+        var sim = Simulator()
+        sim.checkpointEvery = 60
+        let r = try sim.run(trace, on: pool).summary()
+        let reserve = try #require(r.reserve)
+        #expect(reserve.loans == 2, "the first run and the one after the replica")
+        #expect(reserve.takenBack == 1)
+        #expect(reserve.takenBackShare == 0.5)
+        #expect(abs(reserve.lostGPUHours - (45 + 60) * 2 / 3600) < 1e-9, "\(reserve.lostGPUHours)")
+        #expect(reserve.spillOverUSD == 0)
+        #expect(r.lostGPUHours == reserve.lostGPUHours)
+        // Without a reserve there is no such figure.
+        #expect(try Simulator().run(trace, on: try Self.pool(Self.oneNode)).summary().reserve == nil)
+    }
+
     @Test func figuresOfAHandWorkedTrace() throws {
         let trace = try Trace.parse("submit_time,duration,gpus\n0,100,4\n10,50,2\n")
         let r = try Simulator(policy: .allot).run(trace, on: try Self.pool(Self.oneNode))

@@ -139,6 +139,10 @@ public enum Blocker: Hashable, Sendable {
     case overQuota(tenant: String, inUse: Int, quota: Int, borrowLimit: Int?)
     /// It could run only on lent GPUs, and it is not preemptible (lent GPUs may be taken back).
     case mustBorrow(Loan)
+    /// It could run only on GPUs of `model`'s inference reserve, and inference is expected to need
+    /// `expectedGPUs` of the `reserve` within the `within` seconds it is expected to run (`basis`: how that
+    /// was found; nil when nothing is known that far ahead): it would be taken back, so it is not lent them.
+    case reserveNeeded(model: String, expectedGPUs: Int, reserve: Int, within: Seconds, basis: String?)
     /// It waits for its dependencies (the first unmet one, e.g. "afterok:12: job 12 is running").
     case dependency(String)
     /// One of its dependencies can never be met, and the configuration keeps it rather than cancel it.

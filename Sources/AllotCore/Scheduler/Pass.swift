@@ -4,6 +4,12 @@ struct Pass {
     let state: ClusterState
     let now: Instant
     let policy: Scheduler.Policy
+    let lending: Scheduler.Lending
+    /// Jobs that could start only on reserved GPUs inference is expected to need before they end: offered
+    /// what is left of the reserve after the walk, in priority order (``Scheduler/Lending/forecast``).
+    var deferredLoans: [(rank: Int, priority: Priority)] = []
+    /// The second round, for `deferredLoans`: what inference does not use now is lent.
+    var lendingLeftovers = false
     let ctx: PassContext
     let classes: ClassTable
     let rows: [PendingQueue.Row]
@@ -66,10 +72,19 @@ struct Pass {
     /// CPUs (thousandths) and memory (MiB) taken by this pass's starts, by node position.
     var hostTaken: [Int: (cpu: Int, memory: Int)] = [:]
 
-    init(state: ClusterState, now: Instant, policy: Scheduler.Policy) {
+    /// The inference reserve's forecasts made in this pass, by model and horizon (in buckets).
+    var forecasts: [Int: InferenceDemand.Forecast] = [:]
+
+    init(
+        state: ClusterState,
+        now: Instant,
+        policy: Scheduler.Policy,
+        lending: Scheduler.Lending = .forecast
+    ) {
         self.state = state
         self.now = now
         self.policy = policy
+        self.lending = lending
         self.ctx = PassContext(state: state, policy: policy)
         self.classes = ClassTable(state: state)
         self.rows = state.pendingJobs.rows
@@ -150,6 +165,16 @@ struct Pass {
         }
         committedCost = c
         return c[tenant, default: 0]
+    }
+
+    /// What inference is expected to need of reserved model `m` over the next `seconds`.
+    mutating func forecast(model m: Int, for seconds: Seconds) -> InferenceDemand.Forecast {
+        let span = Int((min(seconds, 86_400) / InferenceDemand.bucket).rounded(.up))
+        let key = m * 1024 + span
+        if let f = forecasts[key] { return f }
+        let f = state.inferenceDemand.forecast(ctx.models[m].name, from: now, for: seconds, cap: reserve[m])
+        forecasts[key] = f
+        return f
     }
 
     mutating func use(of model: Int, inference: Bool) -> Int {
@@ -273,11 +298,13 @@ struct Pass {
             }
             // Inference within the reserve of its cheapest model takes lent GPUs back there (a few seconds'
             // notice) rather than starting at once on a dearer model for its whole lifetime.
+            // Unless a dearer model free now serves it for less than the loans would lose.
             if policy == .allot && row.kind == .inference && !reserve.isEmpty && !row.isShare && !row.isMIG
                 && row.gpus > 0
                 && preemptionSearches < Self.maxPreemptionSearches, let m = cheapestReserved(row, allowed: allowed),
                 !pool.fits(model: m, count: row.gpus, topology: row.topology) && held[row.id] == nil
                     && incoming[row.id] == nil,
+                !spillOverIsCheaper(row, reserved: m, allowed: allowed),
                 let count = countingSearch({
                     $0.preempt(for: row, rank: p, allowed: 1 << UInt64(m), cls: cls, reclaimOnly: true)
                 })
@@ -310,6 +337,7 @@ struct Pass {
                     }
                 }
                 block(blocker)
+                if case .reserveNeeded = blocker { deferredLoans.append((rank, p)) }
                 // A share reserves nothing: whole GPUs freeing later are not what it waits for (shared GPUs
                 // are not counted on to free), and holding one would block whole-GPU jobs for a fraction.
                 if capacity && reservation == nil && policy != .fifo && !row.isShare && !row.isMIG && row.gpus > 0 {
@@ -318,6 +346,36 @@ struct Pass {
                 if policy == .fifo { head = row.id }
             }
         }
+        lendLeftovers()
+    }
+
+    /// The second round of the inference reserve's loans: the jobs the walk deferred because inference is
+    /// expected to need the reserve before they end get, in priority order, what is left of it (they may
+    /// be taken back; GPUs idle meanwhile would help no one).
+    mutating func lendLeftovers() {
+        guard !deferredLoans.isEmpty else { return }
+        lendingLeftovers = true
+        var started: Set<JobID> = []
+        /// What blocks the jobs that still cannot start.
+        var still: [JobID: Blocker] = [:]
+        for (_, p) in deferredLoans {
+            let row = rows[p.slot]
+            let allowed = ctx.usableModels(row)
+            var loans: [Loan] = []
+            if hardBudgetBlocker(row, extraCost: 0) != nil { continue }
+            switch quotaAdmission(row, preemptible: true) {
+            case .blocked: continue
+            case .loan(let l): loans.append(l)
+            case .free: break
+            }
+            switch tryStart(row, allowed: allowed, preemptible: true, loans: loans) {
+            case .started: started.insert(row.id)
+            case .blocked(let b, _): still[row.id] = b
+            }
+        }
+        if started.isEmpty && still.isEmpty { return }
+        pending.removeAll { started.contains($0.id) }
+        for i in pending.indices { if let b = still[pending[i].id] { pending[i].blocker = b } }
     }
 
     /// Runs a preemption search, counting it against the pass's bound.
@@ -342,6 +400,43 @@ struct Pass {
             m < reserve.count, reserve[m] > 0, use(of: m, inference: true) + row.gpus <= reserve[m]
         else { return nil }
         return m
+    }
+
+    /// Seconds a job taken back needs to get back to where it was when it starts again (loading its
+    /// checkpoint, warming up), on top of the work since its last checkpoint: what a reclaim is priced at.
+    static let restartSeconds: Seconds = 60
+
+    /// Whether an inference job that would take loans of reserved model `m` back is better placed on a
+    /// dearer model free now: the extra price for its expected lifetime (its estimate, else the mean run of
+    /// inference on `m`) is below what the loans it would take back lose — the work since their last
+    /// checkpoint plus a restart, at their price. Only with `lending` `.forecast`.
+    mutating func spillOverIsCheaper(_ row: PendingQueue.Row, reserved m: Int, allowed: UInt64) -> Bool {
+        guard lending == .forecast else { return false }
+        guard
+            let d = ctx.order(for: row, now: now).first(where: {
+                $0.model != m && allowed & (1 << UInt64($0.model)) != 0
+                    && pool.fits(model: $0.model, count: row.gpus, topology: row.topology)
+                    && (m >= reserve.count || $0.model >= reserve.count || reserve[$0.model] == 0
+                        || use(of: $0.model, inference: true) + row.gpus <= reserve[$0.model])
+            })?.model
+        else { return false }
+        let name = ctx.models[m].name
+        let life = row.estimate.isNaN ? (state.inferenceDemand.meanRun(name) ?? ctx.estimateDefault) : row.estimate
+        let spill = max(0, ctx.models[d].pricePerHour - ctx.models[m].pricePerHour) * Double(row.gpus) * life / 3600
+        let loan = Loan.inferenceReserve(model: name)
+        var lost: [(perGPU: Double, gpus: Int)] = []
+        for v in running where !v.stopping && v.model == m && v.gpus > 0 && v.loans.contains(loan) {
+            let perGPUSecond = v.costRate / Double(v.gpus)
+            lost.append((perGPUSecond * (v.risk / Double(v.gpus) + Self.restartSeconds), v.gpus))
+        }
+        lost.sort { $0.perGPU < $1.perGPU }
+        var reclaim = 0.0
+        var freed = 0
+        for l in lost where freed < row.gpus {
+            reclaim += l.perGPU * Double(l.gpus)
+            freed += l.gpus
+        }
+        return freed >= row.gpus && spill < reclaim
     }
 
     /// The jobs stopping to make way for a job: (id, when they must be gone).
@@ -463,6 +558,23 @@ struct Pass {
                     if !preemptible {
                         if rule == nil { rule = .mustBorrow(loan) }
                         continue
+                    }
+                    if lending == .forecast && !lendingLeftovers {
+                        // First to the jobs that are expected to end before inference is expected to need it.
+                        let horizon = seconds
+                        let f = forecast(model: m, for: horizon)
+                        if others + row.gpus + f.peak > ctx.capacity[m] {
+                            if rule == nil {
+                                rule = .reserveNeeded(
+                                    model: ctx.models[m].name,
+                                    expectedGPUs: f.peak,
+                                    reserve: reserve[m],
+                                    within: horizon,
+                                    basis: f.basis
+                                )
+                            }
+                            continue
+                        }
                     }
                     loans.append(loan)
                 }

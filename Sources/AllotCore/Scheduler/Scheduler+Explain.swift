@@ -69,6 +69,10 @@ extension Blocker {
         case .mustBorrow(let loan):
             return
                 "it could run only on lent GPUs (\(loan)), which may be taken back at once, and it is not preemptible; submit it --preemptible or wait"
+        case .reserveNeeded(let model, let expected, let reserve, let within, let basis):
+            let how = basis.map { "from \($0)" } ?? "nothing is known that far ahead, so all of it"
+            return
+                "it could run now only on \(model) GPUs reserved for inference, and inference is expected to need \(expected) of the \(reserve) within the \(DurationText.format(within)) it would run (\(how)); lent, they would be taken back before it ends. It starts when other GPUs free or inference's expected demand falls; a shorter --estimate or --walltime lets it borrow for less"
         case .dependency(let why):
             return "waiting for its dependency \(why)"
         case .arrayLimit(let array, let limit):
@@ -239,6 +243,19 @@ extension Scheduler {
                         ?? "tenant \(t) has no GPU quota (other tenants have), so every GPU it uses is borrowed"
                     lines.append(
                         "on loan: \(why); a tenant within its quota may take these back with \(notice) notice"
+                    )
+                } else if case .inferenceReserve(let model) = loan, let began = job.startTime,
+                    let m = state.modelIndex[model]
+                {
+                    let left = max(
+                        0,
+                        began + state.expectedSeconds(of: spec, on: state.config.gpuModels[m]) - state.now
+                    )
+                    let reserve = state.inferenceReserve[m]
+                    let f = state.inferenceDemand.forecast(model, from: state.now, for: left, cap: reserve)
+                    let how = f.basis.map { " (from \($0))" } ?? ""
+                    lines.append(
+                        "on loan: it uses \(loan), expected for \(DurationText.format(left)) more; inference uses \(state.inferenceDemand.inUse(model)) of the \(reserve) and is expected to need up to \(f.peak) until then\(how). If it needs them sooner they are taken back with \(notice) notice"
                     )
                 } else {
                     lines.append("on loan: it uses \(loan), which may be taken back with \(notice) notice")

@@ -17,10 +17,24 @@ public struct Scheduler: Hashable, Sendable {
         case fifo
     }
 
-    public var policy: Policy
+    /// How the inference reserve is lent to preemptible jobs (policy `allot`).
+    public enum Lending: String, CaseIterable, Sendable, Codable {
+        /// First to the jobs expected to end before inference is expected to need the GPUs (from the use
+        /// now, the last hour's trend and the same hours of past days: ``InferenceDemand``); what they
+        /// leave, in priority order, to the others. Fewer loans are taken back, and reserved GPUs never
+        /// idle while a job that may borrow them waits: a loan taken back loses at most the work since the
+        /// job's last checkpoint, which idle GPUs would not have done either.
+        case forecast
+        /// Every reserved GPU inference does not use now (allot before the forecast; kept to compare).
+        case always
+    }
 
-    public init(policy: Policy = .allot) {
+    public var policy: Policy
+    public var lending: Lending
+
+    public init(policy: Policy = .allot, lending: Lending = .forecast) {
         self.policy = policy
+        self.lending = lending
     }
 
     /// Runs one scheduling pass.
@@ -29,7 +43,7 @@ public struct Scheduler: Hashable, Sendable {
     ///   - now: the time of the pass (the daemon's clock, or the simulator's virtual time).
     /// - Returns: what to start and preempt, and a reason for every pending job that does not start.
     public func schedule(_ state: ClusterState, at now: Instant) -> SchedulingPass {
-        var pass = Pass(state: state, now: now, policy: policy)
+        var pass = Pass(state: state, now: now, policy: policy, lending: lending)
         pass.pending.reserveCapacity(state.pendingJobs.count)
         pass.run(order: rankedPending(state, at: now))
         var out = SchedulingPass()
