@@ -122,7 +122,7 @@ struct Simulate: AsyncParsableCommand {
     @Option(
         name: .long,
         help: ArgumentHelp(
-            "How the inference reserve is lent: forecast (only what inference is not expected to need before the borrower ends; allotd's rule) or always (whatever inference does not use now, to compare).",
+            "How the inference reserve is lent: forecast (first to jobs expected to end before inference is expected to need it back, then the rest; allotd's rule) or always (first come, first lent; to compare).",
             valueName: "forecast|always"
         )
     )
