@@ -7,7 +7,7 @@ struct Pass {
     let lending: Scheduler.Lending
     /// Jobs that could start only on reserved GPUs inference is expected to need before they end: offered
     /// what is left of the reserve after the walk, in priority order (``Scheduler/Lending/forecast``).
-    var deferredLoans: [(rank: Int, priority: Priority)] = []
+    var deferredLoans: [Priority] = []
     /// The second round, for `deferredLoans`: what inference does not use now is lent.
     var lendingLeftovers = false
     let ctx: PassContext
@@ -337,7 +337,7 @@ struct Pass {
                     }
                 }
                 block(blocker)
-                if case .reserveNeeded = blocker { deferredLoans.append((rank, p)) }
+                if case .reserveNeeded = blocker { deferredLoans.append(p) }
                 // A share reserves nothing: whole GPUs freeing later are not what it waits for (shared GPUs
                 // are not counted on to free), and holding one would block whole-GPU jobs for a fraction.
                 if capacity && reservation == nil && policy != .fifo && !row.isShare && !row.isMIG && row.gpus > 0 {
@@ -358,7 +358,7 @@ struct Pass {
         var started: Set<JobID> = []
         /// What blocks the jobs that still cannot start.
         var still: [JobID: Blocker] = [:]
-        for (_, p) in deferredLoans {
+        for p in deferredLoans {
             let row = rows[p.slot]
             let allowed = ctx.usableModels(row)
             var loans: [Loan] = []
@@ -416,7 +416,7 @@ struct Pass {
             let d = ctx.order(for: row, now: now).first(where: {
                 $0.model != m && allowed & (1 << UInt64($0.model)) != 0
                     && pool.fits(model: $0.model, count: row.gpus, topology: row.topology)
-                    && (m >= reserve.count || $0.model >= reserve.count || reserve[$0.model] == 0
+                    && ($0.model >= reserve.count || reserve[$0.model] == 0
                         || use(of: $0.model, inference: true) + row.gpus <= reserve[$0.model])
             })?.model
         else { return false }
