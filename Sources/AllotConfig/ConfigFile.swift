@@ -80,6 +80,10 @@ public struct ConfigFile: Hashable, Sendable {
             d.defaultEstimate = try s.duration("default_estimate") ?? d.defaultEstimate
             d.interval = try s.duration("interval") ?? d.interval
             d.overBudgetPenalty = try s.double("over_budget_penalty", min: 0) ?? d.overBudgetPenalty
+            // GPU-hours in the file, GPU-seconds in the settings.
+            d.serviceQueues = try s.ascendingNumbers("service_queues")?.map { $0 * 3600 } ?? d.serviceQueues
+            d.starvationFactor = try s.double("starvation_factor", min: 0) ?? d.starvationFactor
+            d.starvationMinimum = try s.duration("starvation_minimum", allowZero: true) ?? d.starvationMinimum
             defaultTraining = try s.string("default_training_class") ?? defaultTraining
             defaultInference = try s.string("default_inference_class") ?? defaultInference
             try s.finish()

@@ -153,6 +153,24 @@ struct TableReader {
         return out
     }
 
+    /// An array of positive numbers in strictly ascending order (thresholds), possibly empty.
+    mutating func ascendingNumbers(_ key: String) throws(ConfigError) -> [Double]? {
+        let expected = "an array of positive numbers in ascending order, e.g. [4, 64]"
+        guard let v = try value(key, required: false, expected: expected) else { return nil }
+        guard let a = v.array else { throw error(key, "expected \(expected), got \(Self.describe(v))") }
+        var out: [Double] = []
+        for (i, e) in a.enumerated() {
+            guard let d = e.double ?? e.int.map(Double.init), d.isFinite, d > 0 else {
+                throw error(key, "element \(i) must be a positive number, got \(Self.describe(e))")
+            }
+            if let last = out.last, d <= last {
+                throw error(key, "expected \(expected); \(fmt(d)) does not come after \(fmt(last))")
+            }
+            out.append(d)
+        }
+        return out
+    }
+
     mutating func intArrays(_ key: String) throws(ConfigError) -> [[Int]]? {
         let expected = "an array of arrays of GPU indices, e.g. [[0, 1, 2, 3], [4, 5, 6, 7]]"
         guard let v = try value(key, required: false, expected: expected) else { return nil }

@@ -129,12 +129,48 @@ public struct SchedulerSettings: Hashable, Codable, Sendable {
     /// Subtracted from the score of jobs whose tenant is past a soft budget, so that they go after every job
     /// of their class whose tenant is within budget.
     public var overBudgetPenalty: Double = 10_000
+    /// Attained-service queues (policy `allot`, as Tiresias's discretized least-attained-service): ascending
+    /// thresholds of GPU-seconds a training job has used over all its runs. A job is in queue 0 until it has
+    /// used the first threshold, then in queue 1, and so on; within a class, earlier queues go first and
+    /// may preempt preemptible training jobs of later queues (with the usual notice, grace, minimum runtime
+    /// and protection). Empty: no queues. Default: two queues split at 16 GPU-hours.
+    public var serviceQueues: [Double] = [16 * 3600]
+    /// Starvation prevention for the queues: a job that has waited `starvationFactor` times as long as it
+    /// has run (and at least `starvationMinimum`) goes to the head of the first queue until it starts
+    /// (without preempting jobs of the first queue). 0: never.
+    public var starvationFactor: Double = 2
+    public var starvationMinimum: Seconds = 1800
 
     public init() {}
 
     enum CodingKeys: String, CodingKey {
         case fairshareHalfLife, ageWeight, maxAge, fairshareWeight, sizeWeight, sizeFavor, defaultGrace
-        case defaultEstimate, interval, overBudgetPenalty
+        case defaultEstimate, interval, overBudgetPenalty, serviceQueues, starvationFactor, starvationMinimum
+    }
+
+    /// The attained-service queue of a training job that has used `gpuSeconds` over `runSeconds` of running
+    /// and has waited `waited` seconds since it last ran (or was submitted): 0 for the first queue, -1 for a
+    /// job promoted for having waited too long (it goes before the first queue's jobs, but preempts none
+    /// of them).
+    public func serviceQueue(gpuSeconds: Double, runSeconds: Seconds, waited: Seconds) -> Int {
+        if serviceQueues.isEmpty { return 0 }
+        var q = 0
+        while q < serviceQueues.count && gpuSeconds >= serviceQueues[q] { q += 1 }
+        if q > 0 && starvationFactor > 0 && waited >= max(starvationMinimum, starvationFactor * runSeconds) {
+            return -1
+        }
+        return q
+    }
+
+    /// The attained-service queue of a running (or stopping) training job: by the GPU-seconds it has used,
+    /// except that a run started after the job was promoted for waiting too long stays in the first queue
+    /// (as Tiresias's promotion): it is not preempted by attained service until it stops.
+    public func serviceQueue(running job: Job, at now: Instant) -> Int {
+        let byService = serviceQueue(gpuSeconds: job.gpuSeconds(at: now), runSeconds: 0, waited: 0)
+        guard byService > 0, let start = job.startTime else { return byService }
+        let waited = start - (job.history.last?.end ?? job.submitTime)
+        let promoted = serviceQueue(gpuSeconds: job.pastGPUSeconds, runSeconds: job.pastRunSeconds, waited: waited)
+        return promoted < 0 ? 0 : byService
     }
 
     /// Decodes leniently: settings added by later versions take their defaults when absent.
@@ -151,6 +187,9 @@ public struct SchedulerSettings: Hashable, Codable, Sendable {
         defaultEstimate = try c.decodeIfPresent(Double.self, forKey: .defaultEstimate) ?? d.defaultEstimate
         interval = try c.decodeIfPresent(Double.self, forKey: .interval) ?? d.interval
         overBudgetPenalty = try c.decodeIfPresent(Double.self, forKey: .overBudgetPenalty) ?? d.overBudgetPenalty
+        serviceQueues = try c.decodeIfPresent([Double].self, forKey: .serviceQueues) ?? d.serviceQueues
+        starvationFactor = try c.decodeIfPresent(Double.self, forKey: .starvationFactor) ?? d.starvationFactor
+        starvationMinimum = try c.decodeIfPresent(Double.self, forKey: .starvationMinimum) ?? d.starvationMinimum
     }
 }
 

@@ -402,6 +402,8 @@ public enum StopReason: Hashable, Codable, Sendable, CustomStringConvertible {
         case .preempted(let by, .reservation): "its GPUs were reclaimed for job \(by)'s reservation"
         case .preempted(let by, .inference): "its GPUs were reclaimed from the inference reserve for job \(by)"
         case .preempted(let by, .quota): "its GPUs beyond its tenant's quota were reclaimed for job \(by)"
+        case .preempted(let by, .service):
+            "preempted by job \(by), which has used fewer GPU-hours (an earlier attained-service queue)"
         case .cancelled(let uid?): "cancelled by uid \(uid)"
         case .cancelled(nil): "cancelled"
         case .walltime: "walltime limit reached"

@@ -42,6 +42,11 @@ public struct PendingQueue: Sendable, Sequence, Hashable {
         /// Points off its priority score.
         var nice: Int16
         var prefer: Preference?
+        /// GPU-seconds and seconds of running over the job's past runs (its attained service).
+        var attained: Double
+        var ran: Double
+        /// When it last became pending: the end of its last run, else its submit time.
+        var pendingSince: Double
 
         /// Whether the job asks for a share of one GPU.
         var isShare: Bool { share > 0 || gpuMemoryMiB > 0 }
@@ -112,7 +117,10 @@ public struct PendingQueue: Sendable, Sequence, Hashable {
             preemptible: spec.preemptible.map { $0 ? 1 : 0 } ?? -1,
             isMIG: spec.isMIG,
             nice: Int16(clamping: spec.nice),
-            prefer: spec.prefer
+            prefer: spec.prefer,
+            attained: job.pastGPUSeconds,
+            ran: job.pastRunSeconds,
+            pendingSince: (job.history.last?.end ?? job.submitTime).seconds
         )
         position[job.id] = rows.count
         rows.append(row)

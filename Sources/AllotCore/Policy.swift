@@ -44,9 +44,12 @@ public enum PreemptionReason: String, Hashable, Codable, Sendable, CaseIterable 
     case inference
     /// It ran beyond its tenant's quota, and a tenant under its quota needs the GPUs.
     case quota
+    /// A training job of the same class that has used fewer GPU-hours (an earlier attained-service queue,
+    /// ``SchedulerSettings/serviceQueues``) needed its GPUs.
+    case service
 
-    /// Whether it takes back a loan (a reclaim) rather than preempting by class.
-    public var isReclaim: Bool { self != .priority }
+    /// Whether it takes back a loan (a reclaim) rather than preempting by class or attained service.
+    public var isReclaim: Bool { self != .priority && self != .service }
 }
 
 /// The preemption rules.

@@ -14,8 +14,9 @@ public enum EventCodec {
     /// job's acceptable profiles and its instance. Version 9: a job's dependencies and its place in a job
     /// array. Version 10: a job's node selection, nice and notifications; a tenant's default webhook.
     /// Version 11: services (their events, and the service a job is a replica of). Version 12: an
-    /// autoscaler sized by slots and the share of requests that may wait.
-    public static let version: UInt16 = 13
+    /// autoscaler sized by slots and the share of requests that may wait. Version 13: a job's client request
+    /// id. Version 14: the scheduler's attained-service queues and starvation bound.
+    public static let version: UInt16 = 14
 
     static let nodeStates: [NodeState] = [.up, .draining, .drained, .down]
     static let healths: [GPUHealth] = [.healthy, .unhealthy]
@@ -29,7 +30,7 @@ public enum EventCodec {
     static let jobStates: [JobState] = [
         .pending, .held, .running, .stopping, .completed, .failed, .cancelled, .timedOut,
     ]
-    static let preemptionReasons: [PreemptionReason] = [.priority, .reservation, .inference, .quota]
+    static let preemptionReasons: [PreemptionReason] = [.priority, .reservation, .inference, .quota, .service]
     static let rules: [PlacementNote.Rule] = [.cheapest, .soonest, .deadline, .firstFit]
     static let dependencyKinds: [Dependency.Kind] = [.after, .afterany, .afterok, .afternotok, .singleton]
     static let notifyEvents: [JobNotify.Event] = [.begin, .end, .fail, .preempt, .requeue]
@@ -649,6 +650,9 @@ public enum EventCodec {
                 }
             }
         }
+        w.array(s.serviceQueues) { $0.f64($1) }
+        w.f64(s.starvationFactor)
+        w.f64(s.starvationMinimum)
     }
 
     static func readConfig(_ r: inout BinaryReader) throws(DecodeError) -> PoolConfig {
@@ -731,6 +735,11 @@ public enum EventCodec {
                 )
             }
             for (i, t) in tables.enumerated() { c.gpuModels[i].mig = t }
+        }
+        if r.version >= 14 {
+            c.scheduler.serviceQueues = try r.array { r throws(DecodeError) in try r.f64() }
+            c.scheduler.starvationFactor = try r.f64()
+            c.scheduler.starvationMinimum = try r.f64()
         }
         return c
     }

@@ -100,6 +100,27 @@ struct PolicyDriver {
                     if state.priorityClass(of: p.spec).value <= state.priorityClass(of: v.spec).value {
                         violations.append("job \(by) preempted job \(id) of a class not lower")
                     }
+                } else if reason == .service {
+                    let age = now - (v.startTime ?? now)
+                    if age < rules.minRuntime { violations.append("job \(id) preempted by service at age \(age)") }
+                    if v.preemptions >= rules.maxPreemptions && age < rules.protection {
+                        violations.append("protected job \(id) preempted by service")
+                    }
+                    if state.priorityClass(of: p.spec).value != state.priorityClass(of: v.spec).value
+                        || v.spec.kind != .training || p.spec.kind != .training
+                    {
+                        violations.append("job \(by) preempted job \(id) by service across classes or kinds")
+                    }
+                    let settings = state.config.scheduler
+                    let waited = now - (p.history.last?.end ?? p.submitTime)
+                    let mine = settings.serviceQueue(
+                        gpuSeconds: p.pastGPUSeconds,
+                        runSeconds: p.pastRunSeconds,
+                        waited: waited
+                    )
+                    if settings.serviceQueue(running: v, at: now) <= max(0, mine) {
+                        violations.append("job \(by) preempted job \(id) by service from a queue not later")
+                    }
                 } else if v.loans.isEmpty {
                     violations.append("job \(id) was reclaimed (\(reason)) but holds no loan")
                 }

@@ -14,6 +14,8 @@ import Testing
         [scheduler]
         size_weight = 0
         fairshare_weight = 0
+        # Attained service would let a job that has used less go first: nothing may outrank the holder.
+        service_queues = []
         [[gpu_model]]
         name = "A"
         memory_gib = 80

@@ -37,6 +37,10 @@ enum Sample {
             ]
         )
         c.preemption.minRuntime = 600  // the default when the golden files were written
+        // The defaults when version 14 added them (older files read as these).
+        c.scheduler.serviceQueues = [16 * 3600]
+        c.scheduler.starvationFactor = 2
+        c.scheduler.starvationMinimum = 1800
         return c
     }()
 
@@ -410,6 +414,20 @@ enum Sample {
         spec.command = ["train"]
         spec.requestID = "retry-7f3a"
         return [Event(time: Instant(seconds: 1_800_002_000), .jobSubmitted(id: 28, spec: spec, held: true))]
+    }()
+
+    /// Version 14: the config in force after the earlier samples, with three attained-service queues and its
+    /// own starvation bound.
+    static let eventsV14: [Event] = {
+        let earlier =
+            events + eventsV2 + eventsV3 + eventsV4 + eventsV5 + eventsV7 + eventsV8 + eventsV9 + eventsV10
+            + eventsV11 + eventsV12 + eventsV13
+        var config =
+            earlier.compactMap { if case .configApplied(let c) = $0.body { c } else { nil } }.last ?? Self.config
+        config.scheduler.serviceQueues = [3600, 36_000]
+        config.scheduler.starvationFactor = 3
+        config.scheduler.starvationMinimum = 600
+        return [Event(time: Instant(seconds: 1_800_003_000), .configApplied(config: config))]
     }()
 
     /// A submit event for job `id`.

@@ -22,6 +22,9 @@ struct Pass {
     /// Node position → GPUs of the reservation's allocation (free or busy).
     var reservedMasks: [Int: UInt64] = [:]
     var reservationEnd = Double.infinity
+    /// This pass's whole-GPU starts before there was a reservation, with their expected ends: the
+    /// reservation counts on their GPUs freeing like those of jobs already running.
+    var startedEnds: [(end: Double, id: JobID, slices: [NodeMask])] = []
 
     var decisions: [Decision] = []
     var pending: [PendingReason] = []
@@ -136,13 +139,14 @@ struct Pass {
     /// A running job's priority, as if it were pending now (for "who goes first" between a pending job and
     /// the job holding a loan).
     mutating func priority(ofRunning id: JobID) -> Priority {
-        if calculator == nil { calculator = PriorityCalculator(state: state, now: now, budgets: policy == .allot) }
+        if calculator == nil { calculator = PriorityCalculator(state: state, now: now, allot: policy == .allot) }
         let job = state.jobs[existing: id]
         // In place (its memo stays with it); it was made just above.
         guard let f = calculator?.factors(job) else { preconditionFailure("no priority calculator") }
         return Priority(
             classValue: f.classValue,
             kindRank: job.spec.kind == .inference ? 0 : 1,
+            queue: Int32(f.queue),
             score: f.score,
             submitTime: job.submitTime.seconds,
             id: id
@@ -498,7 +502,9 @@ struct Pass {
             switch outcome {
             case .placed(let m, let slices, let note, var more):
                 var all = loans
-                if usesWholePool && reservation != nil && !short {
+                // On reserved GPUs (also GPUs held for it that the reservation counts on): lent, unless it
+                // ends before the reservation starts or it was placed without them.
+                if reservation != nil && !short && (usesWholePool || (mayUseReserved && !mine.isEmpty)) {
                     let touches = slices.contains { (reservedMasks[$0.node] ?? 0) & $0.mask != 0 }
                     if touches { all.append(.reservation(for: reservation!.job)) }
                 }
@@ -627,6 +633,9 @@ struct Pass {
     ) {
         takeEverywhere(slices)
         release(heldFor: row.id, except: slices)
+        if reservation == nil && !row.isShare && policy != .fifo {
+            startedEnds.append((now.seconds + expectedRun(row, model: m), row.id, slices))
+        }
         if row.isShare, let s = slices.first {
             // A share breaks a fresh GPU: later shares in this pass may fill the rest of it.
             let gpu = NodeGPU(node: s.node, gpu: s.mask.trailingZeroBitCount)

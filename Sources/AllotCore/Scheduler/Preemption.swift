@@ -38,6 +38,13 @@ extension Pass {
             }
         }
         if cls.preempts && v.preemptible && v.classValue < cls.value && !v.shielded { return .priority }
+        // Attained service (Tiresias): among training jobs of one class, a job of an earlier queue takes the
+        // GPUs of one of a later queue; a job promoted for waiting too long counts as the first queue.
+        if policy == .allot && row.kind == .training && v.kind == .training && v.preemptible && !v.shielded
+            && v.classValue == cls.value && v.queue > max(Int(rank.queue), 0)
+        {
+            return .service
+        }
         return nil
     }
 

@@ -1,7 +1,8 @@
 /// The multifactor priority of pending jobs.
 ///
 /// Jobs are ordered by class value (strictly: a higher class always goes first), then inference before
-/// training, then by a score, then by submit time and id. The score sums weighted factors, each in 0...1:
+/// training, then (policy `allot`, training) by attained-service queue — fewer GPU-hours used first, see
+/// ``SchedulerSettings/serviceQueues`` — then by a score, then by submit time and id. The score sums weighted factors, each in 0...1:
 /// - age: time waited over `max_age`;
 /// - fair share: `2^(−(u/U)/(s/S))`, where u is the tenant's usage decayed with the half-life, U all
 ///   tenants' usage, s the tenant's shares and S all shares (1 for a tenant with no recent usage);
@@ -12,6 +13,9 @@ public struct Priority: Hashable, Sendable, Comparable {
     public var classValue: Int
     /// 0 for inference, 1 for training: inference first at equal class.
     public var kindRank: Int
+    /// The attained-service queue (0 first; -1 for a job promoted for waiting too long; 0 for everyone
+    /// without queues).
+    public var queue: Int32 = 0
     public var score: Double
     public var submitTime: Double
     public var id: JobID
@@ -27,6 +31,7 @@ public struct Priority: Hashable, Sendable, Comparable {
         // "Less" is "runs earlier".
         if a.classValue != b.classValue { return a.classValue > b.classValue }
         if a.kindRank != b.kindRank { return a.kindRank < b.kindRank }
+        if a.queue != b.queue { return a.queue < b.queue }
         if a.score != b.score { return a.score > b.score }
         if a.submitTime != b.submitTime { return a.submitTime < b.submitTime }
         return a.id < b.id
@@ -42,6 +47,12 @@ public struct PriorityFactors: Hashable, Sendable {
     public var score: Double
     /// Points the job's nice took off the score.
     public var nice: Int = 0
+    /// The job's attained-service queue (0-based; -1 when promoted for waiting too long), and how many
+    /// queues there are (0 when they are not in force for it: inference, or not policy `allot`).
+    public var queue: Int = 0
+    public var queues: Int = 0
+    /// GPU-seconds the job has used over all its runs.
+    public var attainedGPUSeconds: Double = 0
 }
 
 /// What a pass needs of a priority class (no name: copying it costs nothing).
@@ -91,20 +102,23 @@ struct PriorityCalculator {
     /// log2 of the pool's GPU-minutes in 30 days: the size factor's scale.
     let logPoolWork: Double
     let classes: ClassTable
-    /// Whether soft budgets lower priority (policy `allot`).
-    let budgets: Bool
+    /// Policy `allot`: soft budgets lower priority, and attained-service queues order training.
+    let allot: Bool
+    /// Whether attained-service queues are in force.
+    let queues: Bool
     private let totalUsage: Double
     private let totalShares: Double
     /// Per interned tenant of the pending queue: fair-share factor minus budget penalty (NaN until computed).
     private var tenantScore: [Double]
 
-    init(state: ClusterState, now: Instant, budgets: Bool) {
+    init(state: ClusterState, now: Instant, allot: Bool) {
         self.state = state
         self.now = now
         self.settings = state.config.scheduler
         self.logPoolWork = (Double(max(2, state.totalGPUs)) * 30 * 24 * 60).log2Approx
         self.classes = ClassTable(state: state)
-        self.budgets = budgets
+        self.allot = allot
+        self.queues = allot && !state.config.scheduler.serviceQueues.isEmpty
         // Shares count for tenants the config names, tenants with usage, and tenants with pending jobs now.
         var names = Set(state.config.tenants.map(\.name))
         var usage = 0.0
@@ -130,7 +144,7 @@ struct PriorityCalculator {
 
     /// Whether a tenant is past its soft budget now.
     func overSoftBudget(_ tenant: String) -> Bool {
-        guard budgets, let b = state.config.tenant(named: tenant).budget, b.enforcement == .soft else { return false }
+        guard allot, let b = state.config.tenant(named: tenant).budget, b.enforcement == .soft else { return false }
         return state.spent(by: tenant, in: b.window, at: now) >= b.usd
     }
 
@@ -141,6 +155,27 @@ struct PriorityCalculator {
         let minutes = max(1, Double(max(1, gpus)) * max(0, seconds) / 60)
         let g = min(1, minutes.log2Approx / logPoolWork)
         return settings.sizeFavor == .small ? 1 - g : g
+    }
+
+    /// The attained-service queue of a pending row (0 without queues, and for inference).
+    func queue(_ row: PendingQueue.Row) -> Int {
+        guard queues && row.kind == .training else { return 0 }
+        return settings.serviceQueue(
+            gpuSeconds: row.attained,
+            runSeconds: row.ran,
+            waited: now.seconds - row.pendingSince
+        )
+    }
+
+    /// The attained-service queue of a job, pending or running.
+    func queue(_ job: Job) -> Int {
+        guard queues && job.spec.kind == .training else { return 0 }
+        if job.state.holdsGPUs { return settings.serviceQueue(running: job, at: now) }
+        return settings.serviceQueue(
+            gpuSeconds: job.gpuSeconds(at: now),
+            runSeconds: job.runSeconds(at: now),
+            waited: now.seconds - (job.history.last?.end ?? job.submitTime).seconds
+        )
     }
 
     func ageFactor(_ submit: Double) -> Double { min(1, max(0, (now.seconds - submit) / settings.maxAge)) }
@@ -161,7 +196,10 @@ struct PriorityCalculator {
             fairshare: fs,
             size: size,
             score: score(age: age, fairshare: fs, size: size) - penalty - Double(job.spec.nice),
-            nice: job.spec.nice
+            nice: job.spec.nice,
+            queue: queue(job),
+            queues: queues && job.spec.kind == .training ? settings.serviceQueues.count + 1 : 0,
+            attainedGPUSeconds: job.gpuSeconds(at: now)
         )
     }
 
@@ -177,6 +215,7 @@ struct PriorityCalculator {
         return Priority(
             classValue: classes.of(row).value,
             kindRank: row.kind == .inference ? 0 : 1,
+            queue: Int32(queue(row)),
             score: settings.ageWeight * ageFactor(row.submitTime) + tenantScore[t] + settings.sizeWeight
                 * sizeFactor(gpus: row.gpus, seconds: row.estimate.isNaN ? settings.defaultEstimate : row.estimate)
                 - Double(row.nice),

@@ -10,8 +10,15 @@ extension Pass {
             // A shared GPU frees only when all its shares end: not counted on (a later reservation, never a
             // wrong one).
             if v.share > 0 { continue }
-            if let p = v.preemptedFor, p != row.id { continue }
             if incoming[row.id] != nil && v.preemptedFor == row.id { continue }
+            if let p = v.preemptedFor, p != row.id {
+                // Stopping for another job, which then runs on them.
+                let slices = admittedOnly(v.slices, for: row)
+                let next = state.pendingJobs.row(p).map { expectedRun($0, model: v.model) } ?? 0
+                let end = max(v.expectedEnd, now.seconds) + next
+                if end.isFinite && !slices.isEmpty { ends.append((end, v.id, slices)) }
+                continue
+            }
             if policy == .allot && !v.stopping
                 && v.loans.contains(where: { if case .reservation = $0 { true } else { false } })
                 && rank < priority(ofRunning: v.id)
@@ -22,6 +29,18 @@ extension Pass {
             let end = policy == .backfill ? v.walltimeEnd : v.expectedEnd
             let slices = admittedOnly(v.slices, for: row)
             if end.isFinite && !slices.isEmpty { ends.append((max(end, now.seconds), v.id, slices)) }
+        }
+        // Started earlier in this pass, or held for a job waiting for its victims (it starts on them soon).
+        for e in startedEnds where e.end.isFinite {
+            let slices = admittedOnly(e.slices, for: row)
+            if !slices.isEmpty { ends.append((e.end, e.id, slices)) }
+        }
+        for (id, masks) in held where id != row.id {
+            let slices = admittedOnly(masks, for: row)
+            guard !slices.isEmpty, let other = state.pendingJobs.row(id) else { continue }
+            let m = state.nodes[slices[0].node].modelIndex
+            let end = now.seconds + state.config.scheduler.interval + expectedRun(other, model: m)
+            if end.isFinite { ends.append((end, id, slices)) }
         }
         ends.sort { $0.end != $1.end ? $0.end < $1.end : $0.id < $1.id }
         let order = ctx.order(for: row, now: now).filter { allowed & (1 << UInt64($0.model)) != 0 }
@@ -69,5 +88,16 @@ extension Pass {
             o.take(node: s.node, mask: s.mask)
         }
         open = o
+    }
+
+    /// How long a pending job is expected to run on model `m` once started: its walltime, else (`allot`) its
+    /// estimate at the model's speed, else half the default estimate; unbounded for `backfill` without a
+    /// walltime.
+    func expectedRun(_ row: PendingQueue.Row, model m: Int) -> Double {
+        if !row.walltime.isNaN { return row.walltime }
+        if policy == .backfill { return .infinity }
+        let settings = state.config.scheduler
+        if !row.estimate.isNaN { return row.kind == .training ? row.estimate / ctx.models[m].speed : row.estimate }
+        return max(settings.interval, settings.defaultEstimate / 2)
     }
 }

@@ -27,6 +27,8 @@ struct RunView {
     var stopping: Bool
     /// Younger than the minimum runtime, or protected after too many preemptions: not a victim by class.
     var shielded: Bool
+    /// Its attained-service queue now (training; 0 without queues).
+    var queue: Int
 
     /// GPUs on one node (0 if none there).
     func mask(on node: Int) -> UInt64 {
@@ -68,6 +70,7 @@ extension ClusterState {
             if case .preempted(let by, _)? = job.stopReason, job.state == .stopping { preemptedFor = by }
             let young = elapsed < rules.minRuntime
             let protected = job.preemptions >= rules.maxPreemptions && elapsed < rules.protection
+            let queue = job.spec.kind == .training ? settings.serviceQueue(running: job, at: now) : 0
             out.append(
                 RunView(
                     id: id,
@@ -90,7 +93,8 @@ extension ClusterState {
                     costRate: job.costRate,
                     preemptedFor: preemptedFor,
                     stopping: job.state == .stopping,
-                    shielded: young || protected
+                    shielded: young || protected,
+                    queue: queue
                 )
             )
         }

@@ -205,6 +205,7 @@ extension Scheduler {
                     "priority: class \(f.classValue), score \(Int(f.score.rounded())) (age \(pct(f.age)), fair share \(pct(f.fairshare)), size \(pct(f.size))\(f.nice == 0 ? "" : ", nice \(f.nice)"))"
                 )
             }
+            if let q = queueLine(job, in: state) { lines.append(q) }
             if let note = job.note { lines.append("requeued earlier: \(note)") }
         case .running, .stopping:
             if let a = job.allocation, let model = state.config.model(named: a.model) {
@@ -267,6 +268,7 @@ extension Scheduler {
                     "stopping: \(r); killed in \(DurationText.format(max(0, deadline - state.now))) if still running"
                 )
             }
+            if job.state == .running, let q = queueLine(job, in: state) { lines.append(q) }
             if job.preemptions > 0 { lines.append("preempted \(job.preemptions) time(s) before") }
         case .completed, .failed, .cancelled, .timedOut:
             var s = "\(job.state.rawValue)"
@@ -279,6 +281,36 @@ extension Scheduler {
             )
         }
         return Explanation(id: id, state: job.state, lines: lines, estimatedStart: start)
+    }
+
+    /// A training job's attained-service queue (policy `allot` with queues), e.g. "attained service: 20.5
+    /// GPU-h, queue 2 of 2 (thresholds 16 GPU-h; jobs of earlier queues go first and may preempt it)".
+    func queueLine(_ job: Job, in state: ClusterState) -> String? {
+        guard policy == .allot else { return nil }
+        let f = priorityFactors(of: job, in: state, at: state.now)
+        guard f.queues > 0 else { return nil }
+        let thresholds = state.config.scheduler.serviceQueues.map { Self.oneDecimal($0 / 3600) }
+        let used = "attained service: \(Self.oneDecimal(f.attainedGPUSeconds / 3600)) GPU-h"
+        let rule = "thresholds \(thresholds.joined(separator: ", ")) GPU-h"
+        let s = state.config.scheduler
+        if f.queue < 0 {
+            return
+                "\(used), at the head of queue 1 of \(f.queues) (\(rule)) after waiting \(Self.oneDecimal(s.starvationFactor))× as long as it has run (at least \(DurationText.format(s.starvationMinimum))): it goes before the jobs of later queues and may preempt them"
+        }
+        if f.queue == 0 && job.state.holdsGPUs
+            && s.serviceQueue(gpuSeconds: f.attainedGPUSeconds, runSeconds: 0, waited: 0) > 0
+        {
+            return
+                "\(used), in queue 1 of \(f.queues) for this run (\(rule)): it started after waiting \(Self.oneDecimal(s.starvationFactor))× as long as it had run, so no job preempts it for attained service until it stops"
+        }
+        let later = f.queue == 0 ? "" : "; jobs of earlier queues go first and may preempt it"
+        return "\(used), queue \(f.queue + 1) of \(f.queues) (\(rule)\(later))"
+    }
+
+    /// A number with at most one decimal: 16, 20.5.
+    static func oneDecimal(_ x: Double) -> String {
+        let r = (x * 10).rounded() / 10
+        return r == r.rounded() && abs(r) < 1e15 ? String(Int(r)) : String(r)
     }
 
     /// Whether a reservation holds GPUs a job with `spec` could use.

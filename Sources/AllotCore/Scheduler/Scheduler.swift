@@ -66,7 +66,7 @@ public struct Scheduler: Hashable, Sendable {
                 )
             }
         case .allot, .backfill:
-            var calc = PriorityCalculator(state: state, now: now, budgets: policy == .allot)
+            var calc = PriorityCalculator(state: state, now: now, allot: policy == .allot)
             for (i, row) in rows.enumerated() {
                 var p = calc.priority(row)
                 p.slot = i
@@ -81,7 +81,7 @@ public struct Scheduler: Hashable, Sendable {
 
     /// The priority factors of a job, as this policy weighs them at `now`.
     public func priorityFactors(of job: Job, in state: ClusterState, at now: Instant) -> PriorityFactors {
-        var calc = PriorityCalculator(state: state, now: now, budgets: policy == .allot)
+        var calc = PriorityCalculator(state: state, now: now, allot: policy == .allot)
         return calc.factors(job)
     }
 }
