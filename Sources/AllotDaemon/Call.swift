@@ -4,7 +4,7 @@ import Foundation
 /// A request, decoded and checked on its connection's task, for the engine to carry out.
 enum Call: Sendable {
     enum Change: String, Sendable {
-        case cancel, hold, release, requeue
+        case cancel, hold, release, requeue, checkpoint
     }
 
     case hello(HelloParams)
@@ -99,7 +99,8 @@ enum Call: Sendable {
             case Methods.show.name: call = .show(try params(Methods.show)!.id)
             case Methods.why.name: call = .why(try params(Methods.why)!.id)
             case Methods.update.name: call = .update(try params(Methods.update)!)
-            case Methods.cancel.name, Methods.hold.name, Methods.release.name, Methods.requeue.name:
+            case Methods.cancel.name, Methods.hold.name, Methods.release.name, Methods.requeue.name,
+                Methods.checkpoint.name:
                 let ids = try params(Methods.cancel)!.ids
                 guard !ids.isEmpty else { throw RPCError.invalidParams("\(method): \"ids\" is empty") }
                 call = .change(Change(rawValue: method)!, ids)

@@ -684,12 +684,20 @@ extension Engine {
                 : "it is \(job.state.rawValue), already waiting"
             return ItemResult(id: id.rawValue, ok: false, error: .refused("cannot requeue job \(id): \(what)"))
         }
+        if kind == .checkpoint && job.state != .running {
+            return ItemResult(
+                id: id.rawValue,
+                ok: false,
+                error: .refused("job \(id) is \(job.state.rawValue): only a running job reports a checkpoint")
+            )
+        }
         let input: Controller.Input =
             switch kind {
             case .cancel: .cancel(id, by: caller.uid)
             case .hold: .hold(id)
             case .release: .release(id)
             case .requeue: .requeue(id, by: caller.uid, reason: "requeued by \(caller.name ?? "uid \(caller.uid)")")
+            case .checkpoint: .record([.jobCheckpointed(id: id)])
             }
         let out = feed(input)
         absorb(out, reportRefusals: false)

@@ -23,6 +23,9 @@ public enum Methods {
     public static let release = RPCMethod<IDsParams, ItemsResult>("release")
     /// Ended jobs back in the queue.
     public static let requeue = RPCMethod<IDsParams, ItemsResult>("requeue")
+    /// Running jobs saved a checkpoint: the work before now survives a preemption, and a job that reports
+    /// checkpoints is preempted for attained service only just after one.
+    public static let checkpoint = RPCMethod<IDsParams, ItemsResult>("checkpoint")
     /// A pending job's request changed; a running job's walltime.
     public static let update = RPCMethod<UpdateParams, JobObject>("update")
     public static let logs = RPCMethod<LogsParams, LogsResult>("logs")

@@ -84,6 +84,8 @@ public struct JobObject: Codable, Sendable, Equatable {
     public var gpuIndices: [Slice]
     public var submitTime: String
     public var startTime: String?
+    /// When the current run last reported a checkpoint (`allotctl checkpoint`).
+    public var lastCheckpoint: String?
     public var endTime: String?
     public var exitCode: Int32?
     public var reason: String?
@@ -128,6 +130,7 @@ public struct JobObject: Codable, Sendable, Equatable {
         case gpuIndices = "gpu_indices"
         case submitTime = "submit_time"
         case startTime = "start_time"
+        case lastCheckpoint = "last_checkpoint"
         case endTime = "end_time"
         case exitCode = "exit_code"
         case costUSD = "cost_usd"
@@ -190,6 +193,9 @@ public struct JobObject: Codable, Sendable, Equatable {
         // A job waiting again (requeued) has no current run: its last one is in earlierRuns.
         let waiting = job.state == .pending || job.state == .held
         startTime = waiting ? nil : job.startTime.map { WireTime.format($0.seconds) }
+        if job.state.holdsGPUs, let c = job.lastCheckpoint, c >= (job.startTime ?? c) {
+            lastCheckpoint = WireTime.format(c.seconds)
+        }
         endTime = job.state.isTerminal ? job.endTime.map { WireTime.format($0.seconds) } : nil
         exitCode = waiting ? nil : job.exit?.shellCode
         let past = job.history

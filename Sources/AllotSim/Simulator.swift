@@ -39,6 +39,9 @@ public struct Simulator {
             case walltime
             /// It was told to stop: it exits when its grace ends (it checkpoints on the notice).
             case exitAfterNotice
+            /// A training job saves a periodic checkpoint (`checkpointEvery`) and reports it, as allotctl
+            /// checkpoint does.
+            case checkpoint
             /// Nothing happens to the job: its shield from preemption (minimum run time, protection) ends,
             /// and a pass must look again, as the daemon's tick would.
             case shieldEnds
@@ -144,6 +147,12 @@ public struct Simulator {
                             kind: runTime > limit ? .walltime : .complete
                         )
                     )
+                    if let every = checkpointEvery, every > 0, tj.kind == .training,
+                        min(runTime, limit) > overhead + every
+                    {
+                        seq += 1
+                        due.insert(Due(time: t + overhead + every, seq: seq, job: id, run: run, kind: .checkpoint))
+                    }
                 case .stop(let id, let run, let grace, _):
                     driver?.stopping(id)
                     seq += 1
@@ -217,6 +226,12 @@ public struct Simulator {
                     closeRun(top.job, at: t, finished: true)
                     workLeft[top.job] = 0
                     _ = try feed(.runEnded(.init(id: top.job, run: top.run, exit: .exited(code: 0))), at: t)
+                case .checkpoint where job.state == .running:
+                    _ = try feed(.record([.jobCheckpointed(id: top.job)]), at: t)
+                    if let every = checkpointEvery {
+                        seq += 1
+                        due.insert(Due(time: t + every, seq: seq, job: top.job, run: top.run, kind: .checkpoint))
+                    }
                 case .walltime where job.state == .running:
                     _ = try feed(.tick, at: t)
                 case .exitAfterNotice where job.state == .stopping:

@@ -16,7 +16,7 @@ struct Allotctl: AsyncParsableCommand {
         subcommands: [
             Submit.self, Run.self, Alloc.self, List.self, History.self, Show.self, Why.self, Cancel.self, Hold.self,
             Release.self,
-            Requeue.self, Update.self, Logs.self,
+            Requeue.self, Checkpoint.self, Update.self, Logs.self,
             Wait.self,
             Watch.self,
             Nodes.self, Drain.self, Resume.self, Status.self, Top.self, Cost.self, Reload.self, Simulate.self,

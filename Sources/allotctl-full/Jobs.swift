@@ -326,6 +326,7 @@ struct Show: ParsableCommand {
                 lines.append(("notify", "\(who.isEmpty ? "its tenant's webhook" : who) on \(j.mailType ?? "")"))
             }
             if let s = j.startTime { lines.append(("started", s)) }
+            if let c = j.lastCheckpoint { lines.append(("last checkpoint", c)) }
             if let e = j.endTime { lines.append(("ended", e)) }
             if let c = j.exitCode { lines.append(("exit code", String(c))) }
             if let w = j.walltimeSeconds { lines.append(("walltime", DurationText.format(w))) }
@@ -454,6 +455,31 @@ struct Release: ParsableCommand {
     @Argument(help: "Job ids: 12 (for a job array, all its tasks) or 12_7 (task 7 of array 12).") var ids: [String]
     @Flag(name: .long, help: "Print the results as JSON.") var json = false
     func run() throws { try JobChange.run(Methods.release, "released", ids: ids, connection: connection, json: json) }
+}
+
+struct Checkpoint: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Report that running jobs saved a checkpoint (a job runs it after each save).",
+        discussion: """
+            The work before the checkpoint survives a preemption, so allot counts only the work since as \
+            at risk when it chooses whom to preempt; and a job that reports checkpoints is preempted for \
+            attained service (to let jobs that have used fewer GPU-hours go first) only within 5 minutes \
+            after one. Without ids, the job this runs in ($ALLOT_JOB_ID).
+            """
+    )
+    @OptionGroup var connection: ConnectionOptions
+    @Argument(help: "Job ids (default: $ALLOT_JOB_ID, the job this runs in).") var ids: [String] = []
+    @Flag(name: .long, help: "Print the results as JSON.") var json = false
+    func run() throws {
+        var ids = ids
+        if ids.isEmpty {
+            guard let own = ProcessInfo.processInfo.environment["ALLOT_JOB_ID"], !own.isEmpty else {
+                throw ValidationError("name a job: no ids given, and ALLOT_JOB_ID is not set (not inside a job)")
+            }
+            ids = [own]
+        }
+        try JobChange.run(Methods.checkpoint, "checkpoint recorded for", ids: ids, connection: connection, json: json)
+    }
 }
 
 struct Requeue: ParsableCommand {

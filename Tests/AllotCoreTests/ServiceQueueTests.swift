@@ -84,6 +84,22 @@ import Testing
         #expect(s.preemptions(s.schedule(at: 5000)).isEmpty)
     }
 
+    /// A job that reports checkpoints is taken for attained service only just after one (it loses little);
+    /// one that reports none is taken to save on the notice.
+    @Test func aJobThatReportsCheckpointsIsTakenOnlyJustAfterOne() throws {
+        var s = Self.pool(queues: [3600])
+        let long = s.submit(.training(8), at: 0)
+        s.schedule(at: 0)
+        try s.apply(Event(time: Instant(seconds: 600), .jobCheckpointed(id: long)))
+        s.submit(.training(8), at: 1000)
+        // 400 s since its checkpoint, beyond the 300 s window: not now.
+        #expect(s.preemptions(s.schedule(at: 1000)).isEmpty)
+        try s.apply(Event(time: Instant(seconds: 1200), .jobCheckpointed(id: long)))
+        let pass = s.schedule(at: 1260)
+        #expect(s.preemptions(pass).map(\.victim) == [long])
+        #expect(s.preemptions(pass).map(\.reason) == [.service])
+    }
+
     @Test func theMinimumRuntimeShieldsAJobThatJustStarted() {
         var s = Self.pool(queues: [60])
         let first = s.submit(.training(8), at: 0)

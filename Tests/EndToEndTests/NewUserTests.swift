@@ -437,6 +437,29 @@ import Glibc
         _ = d.ctl(["cancel", String(train), String(serve)])
     }
 
+    /// A running job reports its checkpoints (`allotctl checkpoint`): `show` gives the last one; a job that is
+    /// not running cannot report one, and without ids the command needs to run inside a job.
+    @Test func aRunningJobReportsItsCheckpoints() throws {
+        let d = try DaemonFixture()
+        let train = try d.submit(["--gpus", "2", "--", "sleep", "60"])
+        try d.wait(train, for: "running")
+        let r = d.ctl(["checkpoint", String(train)])
+        #expect(r.status == 0 && r.stdout.contains("checkpoint recorded for \(train)"), "\(r.stdout)\(r.stderr)")
+        let job = try #require(d.job(train))
+        #expect(job["last_checkpoint"] is String, "\(job)")
+        #expect(d.ctl(["show", String(train)]).stdout.contains("last checkpoint"))
+        let held = try d.submit(["--hold", "--", "true"])
+        let refused = d.ctl(["checkpoint", String(held)])
+        #expect(refused.status != 0, "\(refused.stdout)")
+        #expect(
+            refused.stderr.contains("job \(held) is held: only a running job reports a checkpoint"),
+            "\(refused.stderr)"
+        )
+        let bare = d.ctl(["checkpoint"])
+        #expect(bare.status == 2 && bare.stderr.contains("ALLOT_JOB_ID is not set"), "\(bare.stderr)")
+        _ = d.ctl(["cancel", String(train), String(held)])
+    }
+
     /// A working directory that cannot be entered is refused at submit with the reason; one that goes away
     /// before the job starts fails it with the reason, not as "lost".
     @Test func aWorkdirIsCheckedAtSubmitAndItsFailureExplained() throws {

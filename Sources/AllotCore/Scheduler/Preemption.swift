@@ -1,4 +1,7 @@
 extension Pass {
+    /// How soon after a reported checkpoint a job may be preempted for attained service.
+    static let checkpointWindow: Seconds = 300
+
     /// Why a running job may be stopped for `row`, if it may: a loan `row` may take back, or a lower,
     /// preemptible class when `row`'s class may preempt.
     mutating func victimReason(
@@ -40,8 +43,11 @@ extension Pass {
         if cls.preempts && v.preemptible && v.classValue < cls.value && !v.shielded { return .priority }
         // Attained service (Tiresias): among training jobs of one class, a job of an earlier queue takes the
         // GPUs of one of a later queue; a job promoted for waiting too long counts as the first queue.
+        // It is no emergency: a job that reports checkpoints is taken only just after one (a job that reports
+        // none is expected to save on the notice, as for any preemption).
         if policy == .allot && row.kind == .training && v.kind == .training && v.preemptible && !v.shielded
             && v.classValue == cls.value && v.queue > max(Int(rank.queue), 0)
+            && (!v.checkpoints || v.risk <= Double(max(1, v.gpus)) * Self.checkpointWindow)
         {
             return .service
         }

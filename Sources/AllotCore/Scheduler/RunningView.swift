@@ -29,6 +29,9 @@ struct RunView {
     var shielded: Bool
     /// Its attained-service queue now (training; 0 without queues).
     var queue: Int
+    /// Whether it has reported a checkpoint in this run (its work at risk is then known, not assumed saved
+    /// on the notice).
+    var checkpoints: Bool
 
     /// GPUs on one node (0 if none there).
     func mask(on node: Int) -> UInt64 {
@@ -94,7 +97,8 @@ extension ClusterState {
                     preemptedFor: preemptedFor,
                     stopping: job.state == .stopping,
                     shielded: young || protected,
-                    queue: queue
+                    queue: queue,
+                    checkpoints: job.lastCheckpoint.map { $0 >= (job.startTime ?? now) } ?? false
                 )
             )
         }
