@@ -423,7 +423,7 @@ enum Report {
         out +=
             "  cost          $\(Money.format(s.costUSD)) for \(String(format: "%.1f", s.gpuHours)) GPU-hours ($\(Money.format(s.costPerGPUHour))/GPU-h)\n"
         out +=
-            "  preemptions   \(s.preemptions) by priority, \(s.reclaims) to take lent GPUs back; \(s.loans) job(s) started on lent GPUs\n"
+            "  preemptions   \(s.preemptions) by priority or attained service, \(s.reclaims) to take lent GPUs back; \(s.loans) job(s) started on lent GPUs\n"
         if let r = s.reserve {
             out +=
                 "  reserve       \(r.loans) loan(s) of the inference reserve, \(r.takenBack) taken back (\(pct(r.takenBackShare))), losing \(String(format: "%.1f", r.lostGPUHours)) GPU-hours; spill-over to dearer GPUs \(String(format: "%.1f", r.spillOverHours)) replica-hours, $\(Money.format(r.spillOverUSD)) extra\n"

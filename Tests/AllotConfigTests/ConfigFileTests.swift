@@ -63,6 +63,30 @@ import Testing
         }
     }
 
+    /// Attained-service queues are read in GPU-hours; bad thresholds are named.
+    @Test func serviceQueuesAreReadAndBadOnesNamed() throws {
+        let c = try ConfigFile.parse(
+            "[scheduler]\nservice_queues = [1, 2.5, 64]\nstarvation_factor = 3\nstarvation_minimum = \"10m\"\n"
+                + Self.minimal
+        )
+        #expect(c.pool.scheduler.serviceQueues == [3600, 9000, 64 * 3600])
+        #expect(c.pool.scheduler.starvationFactor == 3 && c.pool.scheduler.starvationMinimum == 600)
+        #expect(
+            try ConfigFile.parse("[scheduler]\nservice_queues = []\n" + Self.minimal).pool.scheduler.serviceQueues == []
+        )
+        for (bad, words) in [
+            ("service_queues = [16, 4]", "4 does not come after 16"),
+            ("service_queues = [0]", "element 0 must be a positive number"),
+            ("service_queues = 16", "expected an array of positive numbers"),
+            ("starvation_factor = -1", "starvation_factor"),
+        ] {
+            let e = #expect(throws: ConfigError.self) {
+                try ConfigFile.parse("[scheduler]\n" + bad + "\n" + Self.minimal)
+            }
+            #expect(e?.description.contains(words) == true, "\(String(describing: e))")
+        }
+    }
+
     @Test func minimalConfigGetsDefaults() throws {
         let c = try ConfigFile.parse(Self.minimal)
         #expect(c.pool.priorityClasses == PriorityClass.defaults)
