@@ -990,6 +990,7 @@ extension Blocker {
         case .behind(let id): "behind job \(id)"
         case .reserved(let id, _): "reserved for job \(id)"
         case .waitingForPreemption(let n): "preempting \(n) job(s)"
+        case .fasterModelSoon(let model, _, _, _): "waiting for \(model)"
         case .overBudget(let t, _, _, _): "tenant \(t) over budget"
         case .overQuota(let t, _, _, _): "tenant \(t) over quota"
         case .mustBorrow: "lent GPUs only"

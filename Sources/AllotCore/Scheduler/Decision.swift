@@ -133,6 +133,9 @@ public enum Blocker: Hashable, Sendable {
     case reserved(for: JobID, from: Instant?)
     /// Jobs were told to stop to make room for it; it starts when they have.
     case waitingForPreemption(victims: Int)
+    /// It waits for `model`, expected to have room for it about `at`, rather than start now on `instead`:
+    /// it is expected to end `saves` seconds sooner that way (model choice with foresight).
+    case fasterModelSoon(model: String, at: Instant, instead: String, saves: Seconds)
     /// Its tenant is past a hard budget (counting running jobs and this one's estimated cost).
     case overBudget(tenant: String, spentUSD: Double, limitUSD: Double, window: Budget.Window)
     /// Its tenant would go past its quota plus borrowing limit.

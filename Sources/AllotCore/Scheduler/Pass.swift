@@ -25,6 +25,8 @@ struct Pass {
     /// This pass's whole-GPU starts before there was a reservation, with their expected ends: the
     /// reservation counts on their GPUs freeing like those of jobs already running.
     var startedEnds: [(end: Double, id: JobID, slices: [NodeMask])] = []
+    /// GPUs of each model that jobs of this pass wait for (``fasterModelSoon(_:allowed:)``).
+    var claimed: [Int: Int] = [:]
 
     var decisions: [Decision] = []
     var pending: [PendingReason] = []
@@ -264,7 +266,8 @@ struct Pass {
             }
             let row = rows[p.slot]
             func block(_ b: Blocker) { pending.append(PendingReason(id: row.id, rank: rank + 1, blocker: b)) }
-            let allowed = ctx.usableModels(row)
+            var allowed = ctx.usableModels(row)
+            var waitsForFaster: Blocker?
             if let b = ctx.structuralBlocker(
                 gpus: row.gpus,
                 topology: row.topology,
@@ -280,6 +283,13 @@ struct Pass {
                 block(b)
                 release(heldFor: row.id, except: [])
                 continue
+            }
+            if policy == .allot && row.kind == .training && !row.isShare && !row.isMIG && row.gpus > 0
+                && (row.prefer == nil || row.prefer == .fastest), ctx.fastest.count > 1,
+                let faster = fasterModelSoon(row, allowed: allowed)
+            {
+                allowed = faster.mask
+                waitsForFaster = faster.why
             }
             let cls = classes.of(row)
             let preemptible = classes.preemptible(row)
@@ -340,7 +350,7 @@ struct Pass {
                         continue
                     }
                 }
-                block(blocker)
+                block(capacity ? waitsForFaster ?? blocker : blocker)
                 if case .reserveNeeded = blocker { deferredLoans.append(p) }
                 // A share reserves nothing: whole GPUs freeing later are not what it waits for (shared GPUs
                 // are not counted on to free), and holding one would block whole-GPU jobs for a fraction.
@@ -482,7 +492,10 @@ struct Pass {
         let key = Int(row.constraint) * 3 + row.topology.ordinal
         // "No room for n GPUs" holds for every job of the same models and topology that asks no more: not
         // for a share or a job with its own CPUs or memory, which fail for reasons of their own.
-        let memoizable = row.maxCostUSD.isNaN && !row.isShare && row.cpuMilli < 0 && row.memoryMiB < 0
+        // Nor for a job whose models were narrowed (its walltime, a faster model soon).
+        let memoizable =
+            row.maxCostUSD.isNaN && !row.isShare && row.cpuMilli < 0 && row.memoryMiB < 0
+            && allowed == ctx.allowed[Int(row.constraint)]
         // View 0: the pool without the reservation's GPUs (the whole pool before there is a reservation);
         // view 1: the whole pool, for jobs that may use reserved GPUs.
         let viewCount = (reservation != nil && open != nil && mayUseReserved) ? 2 : 1

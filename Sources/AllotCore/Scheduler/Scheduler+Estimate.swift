@@ -65,7 +65,9 @@ extension Blocker {
     /// Whether the job waits only for GPUs to come free (not for a person, a budget, a quota or a price).
     var waitsForGPUs: Bool {
         switch self {
-        case .insufficientGPUs, .hostResources, .reserved, .behind, .waitingForPreemption, .noMIGRoom: true
+        case .insufficientGPUs, .hostResources, .reserved, .behind, .waitingForPreemption, .noMIGRoom,
+            .fasterModelSoon:
+            true
         default: false
         }
     }

@@ -73,6 +73,9 @@ extension Blocker {
             let how = basis.map { "from \($0)" } ?? "nothing is known that far ahead, so all of it"
             return
                 "it could run now only on \(model) GPUs reserved for inference, and inference is expected to need \(expected) of the \(reserve) within the \(DurationText.format(within)) it would run (\(how)); lent, they would be taken back before it ends. It starts when other GPUs free or inference's expected demand falls; a shorter --estimate or --walltime lets it borrow for less"
+        case .fasterModelSoon(let model, let at, let instead, let saves):
+            return
+                "waiting for \(model) GPUs, expected to have room for it about \(Blocker.time(at)), rather than starting now on \(instead): it is expected to end about \(DurationText.format(saves)) sooner that way (its estimate or walltime, and the running jobs' ends)"
         case .dependency(let why):
             return "waiting for its dependency \(why)"
         case .arrayLimit(let array, let limit):
