@@ -152,7 +152,7 @@ import Testing
     /// 1–2-GPU jobs arriving for 12 hours at 0.9× the pool's capacity. Jobs checkpoint on notice (a
     /// preempted job keeps its progress). Returns the longest single wait, and whether all jobs finished.
     static func worstWait(seed: UInt64, factor: Double) -> (worst: Double, finished: Bool) {
-        var rng = SplitMix(seed: seed)
+        var rng = SplitMix64(seed: seed)
         var s = pool(queues: [3600], factor: factor, minimum: 1800)
         var arrivals: [(at: Double, gpus: Int, work: Double)] = []
         for i in 0..<3 { arrivals.append((Double(i) * 60, 4, 3000 + Double(rng.next() % 3000))) }
@@ -197,18 +197,5 @@ import Testing
             now += step
         }
         return (worst, left.isEmpty)
-    }
-}
-
-/// A small seeded generator (SplitMix64) so that generated workloads are the same on every run.
-struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
