@@ -95,6 +95,8 @@ import Testing
         // 400 s since its checkpoint, beyond the 300 s window: not now.
         #expect(s.preemptions(s.schedule(at: 1000)).isEmpty)
         try s.apply(Event(time: Instant(seconds: 1200), .jobCheckpointed(id: long)))
+        let why = try #require(Scheduler(policy: .allot).explain(long, in: s)).lines.joined(separator: "\n")
+        #expect(why.contains("last checkpoint reported 0s ago"), "\(why)")
         let pass = s.schedule(at: 1260)
         #expect(s.preemptions(pass).map(\.victim) == [long])
         #expect(s.preemptions(pass).map(\.reason) == [.service])

@@ -272,6 +272,11 @@ extension Scheduler {
                 )
             }
             if job.state == .running, let q = queueLine(job, in: state) { lines.append(q) }
+            if job.state.holdsGPUs, let c = job.lastCheckpoint, c >= (job.startTime ?? c) {
+                lines.append(
+                    "last checkpoint reported \(DurationText.format(state.now - c)) ago: a preemption would lose the work since"
+                )
+            }
             if job.preemptions > 0 { lines.append("preempted \(job.preemptions) time(s) before") }
         case .completed, .failed, .cancelled, .timedOut:
             var s = "\(job.state.rawValue)"
