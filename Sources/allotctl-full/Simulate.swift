@@ -113,7 +113,7 @@ struct Simulate: AsyncParsableCommand {
     @Option(
         name: .long,
         help: ArgumentHelp(
-            "Training jobs checkpoint only this often (e.g. 30m), not on a stop's notice: a stop loses the work since the last checkpoint. Default: on the notice.",
+            "Training jobs checkpoint only this often (e.g. 30m), and report each as allotctl checkpoint does, not on a stop's notice: a stop loses the work since the last checkpoint. Default: on the notice.",
             valueName: "DURATION"
         )
     )
