@@ -168,7 +168,7 @@ public struct SchedulerSettings: Hashable, Codable, Sendable {
     public func serviceQueue(running job: Job, at now: Instant) -> Int {
         let byService = serviceQueue(gpuSeconds: job.gpuSeconds(at: now), runSeconds: 0, waited: 0)
         guard byService > 0, let start = job.startTime else { return byService }
-        let waited = start - (job.history.last?.end ?? job.submitTime)
+        let waited = start - job.queuedSince
         let promoted = serviceQueue(gpuSeconds: job.pastGPUSeconds, runSeconds: job.pastRunSeconds, waited: waited)
         return promoted < 0 ? 0 : byService
     }

@@ -585,6 +585,17 @@ public struct Job: Hashable, Codable, Sendable {
         if record != .none { box = JobRunBox(record) }
     }
 
+    /// When the job last went into the queue: the end of its last run that is over, else its submit time
+    /// (for a running job, when the wait before this run began).
+    public var queuedSince: Instant { self.history.last?.end ?? submitTime }
+
+    /// The last checkpoint the current run reported (`allotctl checkpoint`); nil when it reported none, or
+    /// the job is not running.
+    public var checkpointThisRun: Instant? {
+        guard state.holdsGPUs, let c = self.lastCheckpoint, c >= (self.startTime ?? c) else { return nil }
+        return c
+    }
+
     /// Seconds spent running up to `now`, over all runs.
     public func runSeconds(at now: Instant) -> Seconds {
         self.pastRunSeconds + (state.holdsGPUs ? max(0, now - (self.startTime ?? now)) : 0)

@@ -120,7 +120,7 @@ public struct PendingQueue: Sendable, Sequence, Hashable {
             prefer: spec.prefer,
             attained: job.pastGPUSeconds,
             ran: job.pastRunSeconds,
-            pendingSince: (job.history.last?.end ?? job.submitTime).seconds
+            pendingSince: job.queuedSince.seconds
         )
         position[job.id] = rows.count
         rows.append(row)

@@ -193,9 +193,7 @@ public struct JobObject: Codable, Sendable, Equatable {
         // A job waiting again (requeued) has no current run: its last one is in earlierRuns.
         let waiting = job.state == .pending || job.state == .held
         startTime = waiting ? nil : job.startTime.map { WireTime.format($0.seconds) }
-        if job.state.holdsGPUs, let c = job.lastCheckpoint, c >= (job.startTime ?? c) {
-            lastCheckpoint = WireTime.format(c.seconds)
-        }
+        lastCheckpoint = job.checkpointThisRun.map { WireTime.format($0.seconds) }
         endTime = job.state.isTerminal ? job.endTime.map { WireTime.format($0.seconds) } : nil
         exitCode = waiting ? nil : job.exit?.shellCode
         let past = job.history

@@ -112,7 +112,7 @@ struct PolicyDriver {
                         violations.append("job \(by) preempted job \(id) by service across classes or kinds")
                     }
                     let settings = state.config.scheduler
-                    let waited = now - (p.history.last?.end ?? p.submitTime)
+                    let waited = now - p.queuedSince
                     let mine = settings.serviceQueue(
                         gpuSeconds: p.pastGPUSeconds,
                         runSeconds: p.pastRunSeconds,

@@ -23,13 +23,8 @@ extension Pass {
         var have = view.freeGPUs(model: f)
         var eta = now.seconds
         if have < need {
-            var ends: [(end: Double, gpus: Int)] = []
-            for v in running where v.model == f && v.share == 0 && v.expectedEnd.isFinite {
-                ends.append((max(v.expectedEnd, now.seconds), v.gpus))
-            }
-            ends.sort { $0.end < $1.end }
             var found = false
-            for e in ends {
+            for e in endsOn(model: f) {
                 have += e.gpus
                 if have >= need {
                     eta = e.end
@@ -54,5 +49,18 @@ extension Pass {
             saves: gain
         )
         return (mask, why)
+    }
+
+    /// When the whole-GPU jobs running on model `m` are expected to end, soonest first, with their GPUs:
+    /// built once per pass and model.
+    mutating func endsOn(model m: Int) -> [(end: Double, gpus: Int)] {
+        if let e = runningEnds[m] { return e }
+        var ends: [(end: Double, gpus: Int)] = []
+        for v in running where v.model == m && v.share == 0 && v.expectedEnd.isFinite {
+            ends.append((max(v.expectedEnd, now.seconds), v.gpus))
+        }
+        ends.sort { $0.end < $1.end }
+        runningEnds[m] = ends
+        return ends
     }
 }

@@ -27,6 +27,8 @@ struct Pass {
     var startedEnds: [(end: Double, id: JobID, slices: [NodeMask])] = []
     /// GPUs of each model that jobs of this pass wait for (``fasterModelSoon(_:allowed:)``).
     var claimed: [Int: Int] = [:]
+    /// Per model, the running jobs' expected ends (``endsOn(model:)``).
+    var runningEnds: [Int: [(end: Double, gpus: Int)]] = [:]
 
     var decisions: [Decision] = []
     var pending: [PendingReason] = []

@@ -174,7 +174,7 @@ struct PriorityCalculator {
         return settings.serviceQueue(
             gpuSeconds: job.gpuSeconds(at: now),
             runSeconds: job.runSeconds(at: now),
-            waited: now.seconds - (job.history.last?.end ?? job.submitTime).seconds
+            waited: now - job.queuedSince
         )
     }
 

@@ -98,7 +98,7 @@ extension ClusterState {
                     stopping: job.state == .stopping,
                     shielded: young || protected,
                     queue: queue,
-                    checkpoints: job.lastCheckpoint.map { $0 >= (job.startTime ?? now) } ?? false
+                    checkpoints: job.checkpointThisRun != nil
                 )
             )
         }

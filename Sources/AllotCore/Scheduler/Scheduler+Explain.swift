@@ -207,8 +207,8 @@ extension Scheduler {
                 lines.append(
                     "priority: class \(f.classValue), score \(Int(f.score.rounded())) (age \(pct(f.age)), fair share \(pct(f.fairshare)), size \(pct(f.size))\(f.nice == 0 ? "" : ", nice \(f.nice)"))"
                 )
+                if let q = queueLine(job, factors: f, in: state) { lines.append(q) }
             }
-            if let q = queueLine(job, in: state) { lines.append(q) }
             if let note = job.note { lines.append("requeued earlier: \(note)") }
         case .running, .stopping:
             if let a = job.allocation, let model = state.config.model(named: a.model) {
@@ -271,8 +271,12 @@ extension Scheduler {
                     "stopping: \(r); killed in \(DurationText.format(max(0, deadline - state.now))) if still running"
                 )
             }
-            if job.state == .running, let q = queueLine(job, in: state) { lines.append(q) }
-            if job.state.holdsGPUs, let c = job.lastCheckpoint, c >= (job.startTime ?? c) {
+            if job.state == .running && policy == .allot,
+                let q = queueLine(job, factors: priorityFactors(of: job, in: state, at: state.now), in: state)
+            {
+                lines.append(q)
+            }
+            if let c = job.checkpointThisRun {
                 lines.append(
                     "last checkpoint reported \(DurationText.format(state.now - c)) ago: a preemption would lose the work since"
                 )
@@ -291,11 +295,9 @@ extension Scheduler {
         return Explanation(id: id, state: job.state, lines: lines, estimatedStart: start)
     }
 
-    /// A training job's attained-service queue (policy `allot` with queues), e.g. "attained service: 20.5
+    /// A training job's attained-service queue (factors of policy `allot` with queues; nil otherwise), e.g. "attained service: 20.5
     /// GPU-h, queue 2 of 2 (thresholds 16 GPU-h; jobs of earlier queues go first and may preempt it)".
-    func queueLine(_ job: Job, in state: ClusterState) -> String? {
-        guard policy == .allot else { return nil }
-        let f = priorityFactors(of: job, in: state, at: state.now)
+    func queueLine(_ job: Job, factors f: PriorityFactors, in state: ClusterState) -> String? {
         guard f.queues > 0 else { return nil }
         let thresholds = state.config.scheduler.serviceQueues.map { Self.oneDecimal($0 / 3600) }
         let used = "attained service: \(Self.oneDecimal(f.attainedGPUSeconds / 3600)) GPU-h"
