@@ -282,6 +282,13 @@ import Glibc
         let ls = a.ctl(["ls", "--all", "--json"])
         let jobs = (try? JSONSerialization.jsonObject(with: Data(ls.stdout.utf8)) as? [[String: Any]]) ?? []
         #expect(Set(kept).isSubset(of: Set(jobs.compactMap { $0["id"] as? Int })), "\(ls.stdout)")
-        #expect(!jobs.contains { $0["name"] as? String == "refused" })
+        // A submit refused for a lost quorum may still be committed when the quorum is back (etcd keeps the
+        // proposal): its outcome is unknown to the client, which is why submits carry request ids. It is
+        // either absent or there once, whole (held, as it was asked).
+        let refusedJobs = jobs.filter { $0["name"] as? String == "refused" }
+        #expect(
+            refusedJobs.isEmpty || (refusedJobs.count == 1 && refusedJobs[0]["state"] as? String == "held"),
+            "the refused submit is absent or whole: \(refusedJobs)"
+        )
     }
 }
