@@ -187,6 +187,7 @@ public struct ConfigFile: Hashable, Sendable {
             d.maxPreemptions = try p.int("max_preemptions", in: 1...1_000_000) ?? d.maxPreemptions
             d.protection = try p.duration("protection", allowZero: true) ?? d.protection
             d.loanGrace = try p.duration("loan_grace", allowZero: true) ?? d.loanGrace
+            d.maxMoves = try p.int("max_moves", in: 0...1_000) ?? d.maxMoves
             try p.finish()
             pool.preemption = d
         }

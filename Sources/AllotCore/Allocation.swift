@@ -1,7 +1,7 @@
 /// The GPUs given to a job: some GPUs on each of one or more nodes, all of one model.
 public struct Allocation: Hashable, Codable, Sendable, CustomStringConvertible {
     /// The GPUs taken on one node.
-    public struct Slice: Hashable, Codable, Sendable {
+    public struct Slice: Hashable, Codable, Sendable, CustomStringConvertible {
         public var node: String
         /// GPU indices on that node, ascending.
         public var gpus: [Int]
@@ -15,6 +15,9 @@ public struct Allocation: Hashable, Codable, Sendable, CustomStringConvertible {
             self.cpuMilli = cpuMilli
             self.memoryMiB = memoryMiB
         }
+
+        /// `h100-01[0-3]`.
+        public var description: String { "\(node)[\(Allocation.ranges(gpus))]" }
     }
 
     /// The GPU model of every GPU in the allocation.
@@ -82,7 +85,7 @@ public struct Allocation: Hashable, Codable, Sendable, CustomStringConvertible {
 
     /// `h100-01[0-3]+h100-02[0,1]`; a share: `l4-01[3]@0.25`; a MIG instance: `a100-01[3]:1g.10gb@2`.
     public var description: String {
-        let text = slices.map { "\($0.node)[\(Allocation.ranges($0.gpus))]" }.joined(separator: "+")
+        let text = slices.map(\.description).joined(separator: "+")
         if let mig { return text + ":" + mig.description }
         return share.map { text + "@" + Fraction.text($0) } ?? text
     }

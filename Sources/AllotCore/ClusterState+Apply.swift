@@ -93,8 +93,32 @@ extension ClusterState {
         case .jobPreempted(let id, let by, let grace, let reason):
             try expect(id, in: [.running], to: "preempt")
             guard jobs.contains(by) else { throw StateError(.unknownJob, "preemptor job \(by) does not exist") }
+            guard reason != .migration || by == id else {
+                throw StateError(.invalidSpec, "job \(id) moves by itself, not by job \(by)")
+            }
             Self.stop(&jobs[existing: id], .preempted(by: by, reason: reason), at: t, grace: grace)
-            jobs[existing: id].preemptions += 1
+            if reason == .migration { jobs[existing: id].moves += 1 } else { jobs[existing: id].preemptions += 1 }
+        case .jobGPUsHeld(let id, let slices):
+            try expect(id, in: [.stopping], to: "hold GPUs for")
+            guard case .preempted(_, .migration)? = jobs[existing: id].stopReason else {
+                throw StateError(
+                    .illegalTransition,
+                    "GPUs are held only for a job moving to them, and job \(id) is not"
+                )
+            }
+            for slice in slices {
+                let ni = try nodePosition(slice.node)
+                for g in slice.gpus {
+                    guard g >= 0, g < nodes[ni].spec.gpus, nodes[ni].usedMask & (1 << UInt64(g)) == 0 else {
+                        throw StateError(
+                            .invalidAllocation,
+                            "GPU \(g) of node \(slice.node) is not free to hold for job \(id)"
+                        )
+                    }
+                }
+            }
+            jobs[existing: id].heldGPUs = slices
+            holding.insert(id)
         case .jobCheckpointed(let id):
             try expect(id, in: [.running, .stopping], to: "checkpoint")
             jobs[existing: id].lastCheckpoint = t
@@ -149,6 +173,8 @@ extension ClusterState {
             if Self.finish(&jobs[existing: id], exit: exit, at: end) {
                 enqueue(id)
             } else {
+                jobs[existing: id].heldGPUs = []
+                holding.remove(id)
                 dependencyMoved(id)
                 leaveArray(id)
             }

@@ -148,7 +148,7 @@ extension ClusterState {
             jobs[job.id] = job
             noteRequest(of: job.spec, id: job.id)
             if job.state == .pending { pending.append(job.id) }
-            if job.state == .pending && !job.heldGPUs.isEmpty { holding.insert(job.id) }
+            if (job.state == .pending || job.state == .stopping) && !job.heldGPUs.isEmpty { holding.insert(job.id) }
             guard job.state.holdsGPUs else { continue }
             activeJobs.insert(job.id)
             guard let allocation = job.allocation else {

@@ -25,7 +25,8 @@ public struct ClusterState: Hashable, Sendable {
     /// Services by name.
     public internal(set) var services: [String: InferenceService] = [:]
 
-    /// Pending jobs holding GPUs freed for them by preemption (derived).
+    /// Jobs GPUs are held for (derived): pending jobs, freed for them by preemption, and jobs stopping to move
+    /// to the GPUs held for them.
     var holding: Set<JobID> = []
     /// Pending jobs waiting for their dependencies, out of `pendingJobs` (derived).
     var dependencies = DependencyIndex()

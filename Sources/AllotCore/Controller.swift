@@ -665,7 +665,15 @@ public struct Controller: Sendable {
                     )
                 )
                 stop(job, grace: grace, &out)
-                out.effects.append(.notify(id, "preempted"))
+                out.effects.append(.notify(id, reason == .migration ? "moving to faster GPUs" : "preempted"))
+            case .hold(_, let slices):
+                out.notes.append(
+                    Note(
+                        level: .info,
+                        message: "GPUs held for a moving job",
+                        metadata: ["job.id": "\(id)", "job.gpus": slices.map(\.description).joined(separator: ",")]
+                    )
+                )
             }
         }
         // Decisions change reasons (a preemptor now waits for its victims): keep the pass's view.

@@ -30,6 +30,9 @@ public struct Event: Hashable, Codable, Sendable {
         case jobPreempted(id: JobID, by: JobID, grace: Seconds, reason: PreemptionReason = .priority)
         /// A running job reported a checkpoint: work before now survives a preemption.
         case jobCheckpointed(id: JobID)
+        /// Free GPUs are held for a job moving to them (it was just told to stop, reason `migration`): no
+        /// other job starts on them until it starts again, there, or ends.
+        case jobGPUsHeld(id: JobID, slices: [Allocation.Slice])
         /// A pending or held job is cancelled at once; a running one is told to stop within `grace`.
         case jobCancelled(id: JobID, by: UInt32?, grace: Seconds)
         /// A running job reached its walltime limit and is told to stop within `grace`.
@@ -85,6 +88,7 @@ public struct Event: Hashable, Codable, Sendable {
         case .jobStarted: "jobStarted"
         case .jobPreempted: "jobPreempted"
         case .jobCheckpointed: "jobCheckpointed"
+        case .jobGPUsHeld: "jobGPUsHeld"
         case .jobCancelled: "jobCancelled"
         case .jobTimedOut: "jobTimedOut"
         case .jobGPUFailed: "jobGPUFailed"
@@ -108,7 +112,8 @@ extension Event.Body {
     public var jobID: JobID? {
         switch self {
         case .jobSubmitted(let id, _, _), .jobHeld(let id), .jobReleased(let id), .jobStarted(let id, _, _, _),
-            .jobPreempted(let id, _, _, _), .jobCheckpointed(let id), .jobCancelled(let id, _, _),
+            .jobPreempted(let id, _, _, _), .jobCheckpointed(let id), .jobGPUsHeld(let id, _),
+            .jobCancelled(let id, _, _),
             .jobTimedOut(let id, _), .jobGPUFailed(let id, _, _), .jobFinished(let id, _, _),
             .jobRequeued(let id, _), .jobRequeueing(let id, _, _), .jobUpdated(let id, _, _):
             id

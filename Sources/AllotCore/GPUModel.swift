@@ -287,6 +287,7 @@ public struct PoolConfig: Hashable, Codable, Sendable {
         if p.maxPreemptions < 1 { out.append("preemption.max_preemptions must be >= 1") }
         if !(p.protection >= 0) { out.append("preemption.protection must be >= 0") }
         if !(p.loanGrace >= 0) { out.append("preemption.loan_grace must be >= 0") }
+        if p.maxMoves < 0 { out.append("preemption.max_moves must be >= 0") }
         for r in inferenceReserve {
             if model(named: r.gpuModel) == nil {
                 out.append("inference_reserve names GPU model \"\(r.gpuModel)\", which is not declared")

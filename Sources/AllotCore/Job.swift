@@ -404,6 +404,7 @@ public enum StopReason: Hashable, Codable, Sendable, CustomStringConvertible {
         case .preempted(let by, .quota): "its GPUs beyond its tenant's quota were reclaimed for job \(by)"
         case .preempted(let by, .service):
             "preempted by job \(by), which has used fewer GPU-hours (an earlier attained-service queue)"
+        case .preempted(_, .migration): "moved to faster GPUs that came free"
         case .cancelled(let uid?): "cancelled by uid \(uid)"
         case .cancelled(nil): "cancelled"
         case .walltime: "walltime limit reached"
@@ -461,12 +462,16 @@ public struct JobRun: Hashable, Codable, Sendable {
     public var loans: [Loan] = []
     /// When the job last reported a checkpoint; work before it survives a preemption.
     public var lastCheckpoint: Instant?
-    /// GPUs freed for this pending job by the jobs it preempted: held for it, so that nothing else (not even
-    /// a requeued victim) takes them, until it starts, is held or is cancelled.
+    /// GPUs freed for this pending job by the jobs it preempted, or, for a job moving to faster GPUs, those
+    /// GPUs: held for it, so that nothing else (not even a requeued victim) takes them, until it starts, is
+    /// held or ends.
     public var heldGPUs: [Allocation.Slice] = []
     /// Number of times the job was started.
     public var runs = 0
+    /// Number of times it was told to stop for another job (moves not included).
     public var preemptions = 0
+    /// Number of times it was moved to faster GPUs (``PreemptionReason/migration``).
+    public var moves = 0
     /// Seconds spent running in runs that are over.
     public var pastRunSeconds: Seconds = 0
     /// GPU-seconds and cost of runs that are over.

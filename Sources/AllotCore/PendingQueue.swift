@@ -98,7 +98,23 @@ public struct PendingQueue: Sendable, Sequence, Hashable {
     mutating func insert(_ job: Job) {
         guard position[job.id] == nil else { return }
         let spec = job.spec
-        let row = Row(
+        let row = Self.row(
+            of: job,
+            tenant: tenants.intern(spec.tenant),
+            priorityClass: spec.priorityClass.map { classes.intern($0) } ?? -1,
+            constraint: constraints.intern(
+                Constraint(models: spec.gpuModels, minGPUMemoryGiB: spec.minGPUMemoryGiB, nodes: spec.nodes)
+            )
+        )
+        position[job.id] = rows.count
+        rows.append(row)
+    }
+
+    /// A job's row, with its tenant, class and constraint interned (-1: not interned, for a running job
+    /// without a node selection, whose row only places it: its constraint admits every node).
+    static func row(of job: Job, tenant: Int32, priorityClass: Int32, constraint: Int32) -> Row {
+        let spec = job.spec
+        return Row(
             id: job.id,
             uid: spec.uid,
             submitTime: job.submitTime.seconds,
@@ -106,11 +122,9 @@ public struct PendingQueue: Sendable, Sequence, Hashable {
             sizes: spec.sizes,
             kind: spec.kind,
             topology: spec.topology,
-            tenant: tenants.intern(spec.tenant),
-            priorityClass: spec.priorityClass.map { classes.intern($0) } ?? -1,
-            constraint: constraints.intern(
-                Constraint(models: spec.gpuModels, minGPUMemoryGiB: spec.minGPUMemoryGiB, nodes: spec.nodes)
-            ),
+            tenant: tenant,
+            priorityClass: priorityClass,
+            constraint: constraint,
             estimate: spec.estimate ?? spec.walltime ?? .nan,
             walltime: spec.walltime ?? .nan,
             maxCostUSD: spec.maxCostUSD ?? .nan,
@@ -122,8 +136,6 @@ public struct PendingQueue: Sendable, Sequence, Hashable {
             ran: job.pastRunSeconds,
             pendingSince: job.queuedSince.seconds
         )
-        position[job.id] = rows.count
-        rows.append(row)
     }
 
     mutating func remove(_ id: JobID) {

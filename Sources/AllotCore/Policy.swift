@@ -47,9 +47,13 @@ public enum PreemptionReason: String, Hashable, Codable, Sendable, CaseIterable 
     /// A training job of the same class that has used fewer GPU-hours (an earlier attained-service queue,
     /// ``SchedulerSettings/serviceQueues``) needed its GPUs.
     case service
+    /// It moves to a faster GPU model that has room, where it is expected to end sooner by more than the
+    /// move costs (the job stops and starts again there; `by` is the job itself).
+    case migration
 
-    /// Whether it takes back a loan (a reclaim) rather than preempting by class or attained service.
-    public var isReclaim: Bool { self != .priority && self != .service }
+    /// Whether it takes back a loan (a reclaim) rather than preempting by class or attained service, or
+    /// moving.
+    public var isReclaim: Bool { self != .priority && self != .service && self != .migration }
 }
 
 /// The preemption rules.
@@ -65,10 +69,13 @@ public struct PreemptionSettings: Hashable, Codable, Sendable {
     public var protection: Seconds = 3600
     /// The notice a loan gets when it is taken back (short: the lender needs its GPUs within a pass).
     public var loanGrace: Seconds = 5
+    /// Policy `allot`: how many times a preemptible training job may be moved to a faster GPU model that
+    /// came free (``PreemptionReason/migration``); 0: never.
+    public var maxMoves: Int = 2
 
     public init() {}
 
-    enum CodingKeys: String, CodingKey { case minRuntime, maxPreemptions, protection, loanGrace }
+    enum CodingKeys: String, CodingKey { case minRuntime, maxPreemptions, protection, loanGrace, maxMoves }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -76,6 +83,7 @@ public struct PreemptionSettings: Hashable, Codable, Sendable {
         minRuntime = try c.decodeIfPresent(Double.self, forKey: .minRuntime) ?? d.minRuntime
         maxPreemptions = try c.decodeIfPresent(Int.self, forKey: .maxPreemptions) ?? d.maxPreemptions
         protection = try c.decodeIfPresent(Double.self, forKey: .protection) ?? d.protection
+        maxMoves = try c.decodeIfPresent(Int.self, forKey: .maxMoves) ?? d.maxMoves
         loanGrace = try c.decodeIfPresent(Double.self, forKey: .loanGrace) ?? d.loanGrace
     }
 }

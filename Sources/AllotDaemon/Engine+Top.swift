@@ -13,6 +13,8 @@ extension Engine {
         switch body {
         case .jobStarted(let id, let a, _, let loans) where !loans.isEmpty:
             text = "\(name(id)) borrows \(a.gpuCount) \(a.model): \(loans.map(\.description).joined(separator: ", "))"
+        case .jobPreempted(let id, _, _, .migration):
+            text = "\(name(id)) moves to faster GPUs"
         case .jobPreempted(let id, let by, _, let reason):
             text =
                 reason.isReclaim

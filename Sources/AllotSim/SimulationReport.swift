@@ -480,6 +480,8 @@ public enum SimulationReport {
             ("cost", s.map { String(format: "$%.2f", $0.costUSD) }),
             ("GPU-hours", s.map { String(format: "%.1f", $0.gpuHours) }),
             ("preemptions / reclaims / loans", s.map { "\($0.preemptions) / \($0.reclaims) / \($0.loans)" }),
+            ("moves to faster GPUs", s.map { String($0.moves) }),
+            ("work lost to stops and restarts", s.map { String(format: "%.1f GPU-h", $0.lostGPUHours) }),
             ("never start", s.map { String($0.unschedulable) }),
         ] + reserveRows(s)
     }

@@ -31,6 +31,8 @@ public struct SimulationResult: Sendable {
         public var preemptions = 0
         /// Loans taken back (reservation, inference reserve, quota).
         public var reclaims = 0
+        /// Jobs moved to faster GPUs that came free.
+        public var moves = 0
         /// Starts on lent GPUs.
         public var loans = 0
         /// Starts on GPUs lent from the inference reserve, and how many of those were taken back.
@@ -121,6 +123,8 @@ public struct SimulationResult: Sendable {
         public var costPerGPUHour: Double
         public var preemptions: Int
         public var reclaims: Int
+        /// Jobs moved to faster GPUs that came free (each a stop and a restart).
+        public var moves = 0
         public var loans: Int
         public var passes: Int
         /// Waste while jobs keep arriving (up to the last arrival), as opposed to the drain at the end.
@@ -137,7 +141,7 @@ public struct SimulationResult: Sendable {
         public var reserve: ReserveFigures?
 
         enum CodingKeys: String, CodingKey {
-            case policy, jobs, completed, unschedulable, preemptions, reclaims, loans, passes, utilization, waste
+            case policy, jobs, completed, unschedulable, preemptions, reclaims, moves, loans, passes, utilization, waste
             case wasteWhileArriving = "waste_while_arriving"
             case byTenant = "by_tenant"
             case budgetViolations = "budget_violations"
@@ -231,6 +235,7 @@ public struct SimulationResult: Sendable {
             costPerGPUHour: overall.gpuHours > 0 ? overall.costUSD / overall.gpuHours : 0,
             preemptions: counts.preemptions,
             reclaims: counts.reclaims,
+            moves: counts.moves,
             loans: counts.loans,
             passes: passes,
             wasteWhileArriving: arriving > 0 ? wastedWhileArrivingGPUSeconds / arriving : 0,

@@ -107,7 +107,13 @@ public struct Simulator {
                         counts.reserveLoans += 1
                     }
                 case .jobPreempted(_, _, _, let reason):
-                    if reason.isReclaim { counts.reclaims += 1 } else { counts.preemptions += 1 }
+                    if reason == .migration {
+                        counts.moves += 1
+                    } else if reason.isReclaim {
+                        counts.reclaims += 1
+                    } else {
+                        counts.preemptions += 1
+                    }
                     if reason == .inference { counts.reserveReclaims += 1 }
                 case .serviceScaled(let name, _, _, _, _): driver?.resized(name)
                 default: break

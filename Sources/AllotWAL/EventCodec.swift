@@ -15,8 +15,9 @@ public enum EventCodec {
     /// array. Version 10: a job's node selection, nice and notifications; a tenant's default webhook.
     /// Version 11: services (their events, and the service a job is a replica of). Version 12: an
     /// autoscaler sized by slots and the share of requests that may wait. Version 13: a job's client request
-    /// id. Version 14: the scheduler's attained-service queues and starvation bound.
-    public static let version: UInt16 = 14
+    /// id. Version 14: the scheduler's attained-service queues and starvation bound. Version 15: moves to
+    /// faster GPUs (the `migration` preemption reason, GPUs held for a moving job, `max_moves`).
+    public static let version: UInt16 = 15
 
     static let nodeStates: [NodeState] = [.up, .draining, .drained, .down]
     static let healths: [GPUHealth] = [.healthy, .unhealthy]
@@ -30,7 +31,9 @@ public enum EventCodec {
     static let jobStates: [JobState] = [
         .pending, .held, .running, .stopping, .completed, .failed, .cancelled, .timedOut,
     ]
-    static let preemptionReasons: [PreemptionReason] = [.priority, .reservation, .inference, .quota, .service]
+    static let preemptionReasons: [PreemptionReason] = [
+        .priority, .reservation, .inference, .quota, .service, .migration,
+    ]
     static let rules: [PlacementNote.Rule] = [.cheapest, .soonest, .deadline, .firstFit]
     static let dependencyKinds: [Dependency.Kind] = [.after, .afterany, .afterok, .afternotok, .singleton]
     static let notifyEvents: [JobNotify.Event] = [.begin, .end, .fail, .preempt, .requeue]
@@ -94,6 +97,13 @@ public enum EventCodec {
         case .jobCheckpointed(let id):
             w.u8(16)
             w.uvar(id.rawValue)
+        case .jobGPUsHeld(let id, let slices):
+            w.u8(26)
+            w.uvar(id.rawValue)
+            w.array(slices) { w, slice in
+                w.string(slice.node)
+                w.array(slice.gpus) { $0.uvar($1) }
+            }
         case .jobCancelled(let id, let by, let grace):
             w.u8(11)
             w.uvar(id.rawValue)
@@ -331,6 +341,16 @@ public enum EventCodec {
                 spec: try readServiceSpec(&r),
                 replicas: try r.count(max: ServiceSpec.maxReplicasLimit),
                 by: try r.optional { r throws(DecodeError) in try uid(&r) }
+            )
+        case 26 where r.version >= 15:
+            body = .jobGPUsHeld(
+                id: JobID(try r.uvar()),
+                slices: try r.array { r throws(DecodeError) in
+                    Allocation.Slice(
+                        node: try r.string(),
+                        gpus: try r.array { r throws(DecodeError) in try r.count(max: 1 << 16) }
+                    )
+                }
             )
         case 25 where r.version >= 11:
             body = .serviceRolloutHalted(name: try r.string(), reason: try r.string())
@@ -653,6 +673,7 @@ public enum EventCodec {
         w.array(s.serviceQueues) { $0.f64($1) }
         w.f64(s.starvationFactor)
         w.f64(s.starvationMinimum)
+        w.uvar(c.preemption.maxMoves)
     }
 
     static func readConfig(_ r: inout BinaryReader) throws(DecodeError) -> PoolConfig {
@@ -741,6 +762,7 @@ public enum EventCodec {
             c.scheduler.starvationFactor = try r.f64()
             c.scheduler.starvationMinimum = try r.f64()
         }
+        if r.version >= 15 { c.preemption.maxMoves = try r.count(max: 1 << 20) }
         return c
     }
 

@@ -8,8 +8,9 @@ enum StateCodec {
     /// 6: the stop reason of a job whose GPU failed, with event schema 5; 7: shares of GPUs, with event
     /// schema 7; 8: MIG, with event schema 8; 9: dependencies, with event schema 9; 10: node selection, nice
     /// and notifications, with event schema 10; 11: services, with event schema 11; 12: autoscaling by slots, with event schema 12; 13: the client's
-    /// request id of a job, with event schema 13; 14: attained-service queues, with event schema 14).
-    static let version: UInt16 = 14
+    /// request id of a job, with event schema 13; 14: attained-service queues, with event schema 14; 15: a
+    /// job's moves to faster GPUs, with event schema 15).
+    static let version: UInt16 = 15
 
     static func encode(_ image: ClusterState.Image) -> [UInt8] {
         var w = BinaryWriter(capacity: 64 + image.jobs.count * 160)
@@ -225,6 +226,7 @@ enum StateCodec {
             w.optional(past.allocation) { EventCodec.write($1, &$0) }
             w.string(past.ended)
         }
+        w.uvar(j.moves)
     }
 
     static func readJob(_ r: inout BinaryReader) throws(DecodeError) -> Job {
@@ -288,6 +290,7 @@ enum StateCodec {
                 )
             }
         }
+        if r.version >= 15 { run.moves = try r.count(max: Int(Int32.max)) }
         return Job(id: id, spec: spec, state: state, submitTime: submitTime, record: run)
     }
 

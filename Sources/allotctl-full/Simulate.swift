@@ -254,6 +254,9 @@ struct Simulate: AsyncParsableCommand {
                     case .preempt(let id, let by, let grace, let reason):
                         lines +=
                             "t=\(Int(now.seconds)) preempt \(ids[id]) for \(ids[by]) (\(reason.rawValue), grace \(Int(grace))s)\n"
+                    case .hold(let id, let slices):
+                        lines +=
+                            "t=\(Int(now.seconds)) hold \(slices.map(\.description).joined(separator: ",")) for \(ids[id])\n"
                     }
                 }
                 if let r = pass.reservation, !pass.pending.isEmpty {
@@ -398,6 +401,7 @@ enum Report {
         row("$/GPU-h") { "$" + Money.format($0.costPerGPUHour) }
         row("preemptions") { String($0.preemptions) }
         row("reclaims") { String($0.reclaims) }
+        row("moves") { String($0.moves) }
         row("loans") { String($0.loans) }
         row("timed out") { String($0.timedOut) }
         row("never start") { String($0.unschedulable) }
@@ -423,7 +427,7 @@ enum Report {
         out +=
             "  cost          $\(Money.format(s.costUSD)) for \(String(format: "%.1f", s.gpuHours)) GPU-hours ($\(Money.format(s.costPerGPUHour))/GPU-h)\n"
         out +=
-            "  preemptions   \(s.preemptions) by priority or attained service, \(s.reclaims) to take lent GPUs back; \(s.loans) job(s) started on lent GPUs\n"
+            "  preemptions   \(s.preemptions) by priority or attained service, \(s.reclaims) to take lent GPUs back, \(s.moves) move(s) to faster GPUs; \(s.loans) job(s) started on lent GPUs\n"
         if let r = s.reserve {
             out +=
                 "  reserve       \(r.loans) loan(s) of the inference reserve, \(r.takenBack) taken back (\(pct(r.takenBackShare))), losing \(String(format: "%.1f", r.lostGPUHours)) GPU-hours; spill-over to dearer GPUs \(String(format: "%.1f", r.spillOverHours)) replica-hours, $\(Money.format(r.spillOverUSD)) extra\n"

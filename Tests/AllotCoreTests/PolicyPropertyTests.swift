@@ -121,8 +121,32 @@ struct PolicyDriver {
                     if settings.serviceQueue(running: v, at: now) <= max(0, mine) {
                         violations.append("job \(by) preempted job \(id) by service from a queue not later")
                     }
+                } else if reason == .migration {
+                    let age = now - (v.startTime ?? now)
+                    if id != by || v.spec.kind != .training || age < rules.minRuntime || v.moves >= rules.maxMoves {
+                        violations.append("job \(id) moved (by \(by)) at age \(age) after \(v.moves) move(s)")
+                    }
                 } else if v.loans.isEmpty {
                     violations.append("job \(id) was reclaimed (\(reason)) but holds no loan")
+                }
+            case .hold(let id, let slices):
+                // Free GPUs, all of one model faster than the moving job's.
+                guard let v = state.jobs[id], let a = v.allocation, let from = state.config.model(named: a.model)
+                else {
+                    violations.append("GPUs held for job \(id), which runs nowhere")
+                    continue
+                }
+                for slice in slices {
+                    guard let node = state.node(named: slice.node) else {
+                        violations.append("GPUs held on unknown node \(slice.node)")
+                        continue
+                    }
+                    if state.config.gpuModels[node.modelIndex].speed <= from.speed {
+                        violations.append("job \(id) moves to \(slice.node), no faster than its \(a.model)")
+                    }
+                    for g in slice.gpus where node.holder[g] != nil || !node.sharers[g].isEmpty {
+                        violations.append("GPU \(g) of \(slice.node) held for job \(id) is not free")
+                    }
                 }
             case .start(let id, _, let note, let loans):
                 if !loans.isEmpty {

@@ -41,6 +41,7 @@ enum Sample {
         c.scheduler.serviceQueues = [16 * 3600]
         c.scheduler.starvationFactor = 2
         c.scheduler.starvationMinimum = 1800
+        c.preemption.maxMoves = 2  // the default when version 15 added it
         return c
     }()
 
@@ -428,6 +429,32 @@ enum Sample {
         config.scheduler.starvationFactor = 3
         config.scheduler.starvationMinimum = 600
         return [Event(time: Instant(seconds: 1_800_003_000), .configApplied(config: config))]
+    }()
+
+    /// Version 15: moves to faster GPUs. With `max_moves = 1`, job 29 runs on an L4 of a new node, is
+    /// moved (it stops, reason `migration`) and is held an H100 of another new node.
+    static let eventsV15: [Event] = {
+        let earlier =
+            events + eventsV2 + eventsV3 + eventsV4 + eventsV5 + eventsV7 + eventsV8 + eventsV9 + eventsV10
+            + eventsV11 + eventsV12 + eventsV13 + eventsV14
+        var config =
+            earlier.compactMap { if case .configApplied(let c) = $0.body { c } else { nil } }.last ?? Self.config
+        config.preemption.maxMoves = 1
+        var spec = JobSpec(name: "mover", tenant: "research", uid: 1000, user: "alice", gpus: 1)
+        spec.command = ["train"]
+        func at(_ t: Double, _ body: Event.Body) -> Event { Event(time: Instant(seconds: 1_800_004_000 + t), body) }
+        return [
+            at(0, .configApplied(config: config)),
+            at(0, .nodeAdded(spec: NodeSpec(name: "mv-slow", gpuModel: "L4", gpus: 1))),
+            at(0, .nodeAdded(spec: NodeSpec(name: "mv-fast", gpuModel: "H100", gpus: 2))),
+            at(1, .jobSubmitted(id: 29, spec: spec, held: false)),
+            at(
+                2,
+                .jobStarted(id: 29, allocation: Allocation(model: "L4", slices: [.init(node: "mv-slow", gpus: [0])]))
+            ),
+            at(600, .jobPreempted(id: 29, by: 29, grace: 30, reason: .migration)),
+            at(600, .jobGPUsHeld(id: 29, slices: [.init(node: "mv-fast", gpus: [1])])),
+        ]
     }()
 
     /// A submit event for job `id`.

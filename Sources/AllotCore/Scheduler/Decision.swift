@@ -4,6 +4,8 @@ public enum Decision: Hashable, Sendable {
     case start(JobID, on: Allocation, why: PlacementNote, loans: [Loan])
     /// Tell a running job to stop within `grace` seconds so that `by` can have its GPUs.
     case preempt(JobID, by: JobID, grace: Seconds, reason: PreemptionReason)
+    /// Hold free GPUs for a job told just before to stop and move to them (reason `migration`).
+    case hold(JobID, on: [Allocation.Slice])
 
     /// The event that records the decision.
     public func event(at time: Instant) -> Event {
@@ -12,6 +14,8 @@ public enum Decision: Hashable, Sendable {
             Event(time: time, .jobStarted(id: id, allocation: allocation, note: note, loans: loans))
         case .preempt(let id, let by, let grace, let reason):
             Event(time: time, .jobPreempted(id: id, by: by, grace: grace, reason: reason))
+        case .hold(let id, let slices):
+            Event(time: time, .jobGPUsHeld(id: id, slices: slices))
         }
     }
 
@@ -20,6 +24,7 @@ public enum Decision: Hashable, Sendable {
         switch self {
         case .start(let id, _, _, _): id
         case .preempt(let id, _, _, _): id
+        case .hold(let id, _): id
         }
     }
 
@@ -27,7 +32,7 @@ public enum Decision: Hashable, Sendable {
     public var gpusStarted: Int {
         switch self {
         case .start(_, let a, _, _): a.gpuCount
-        case .preempt: 0
+        case .preempt, .hold: 0
         }
     }
 }

@@ -115,7 +115,8 @@ struct Pass {
         if policy == .allot {
             for id in state.activeJobs {
                 let job = state.jobs[existing: id]
-                guard job.state == .stopping, case .preempted(let by, _)? = job.stopReason, let a = job.allocation
+                guard job.state == .stopping, case .preempted(let by, let reason)? = job.stopReason,
+                    reason != .migration, let a = job.allocation
                 else {
                     continue
                 }
@@ -209,9 +210,10 @@ struct Pass {
         return p
     }
 
-    /// Whether a row's node selection admits node `i` (every node when it has none).
+    /// Whether a row's node selection admits node `i` (every node when it has none, or its constraint is
+    /// not interned).
     @inline(__always) func admitted(_ row: PendingQueue.Row, node i: Int) -> Bool {
-        ctx.nodeAllowed[Int(row.constraint)]?[i] ?? true
+        row.constraint < 0 || ctx.nodeAllowed[Int(row.constraint)]?[i] ?? true
     }
 
     /// `view` without the free GPUs of the nodes a row's node selection does not admit (`view` itself when
@@ -363,6 +365,7 @@ struct Pass {
             }
         }
         lendLeftovers()
+        migrate()
     }
 
     /// The second round of the inference reserve's loans: the jobs the walk deferred because inference is

@@ -32,6 +32,10 @@ extension Scheduler {
                 plan.take(model: m, count: a.gpuCount, from: now, to: now + seconds)
             case .preempt(let job, _, let grace, _):
                 stopping[job] = now + grace
+            case .hold(_, let slices):
+                guard let ni = slices.first.flatMap({ state.nodeIndex[$0.node] }) else { continue }
+                let gpus = slices.reduce(0) { $0 + $1.gpus.count }
+                plan.take(model: state.nodes[ni].modelIndex, count: gpus, from: now, to: .infinity)
             }
         }
         for v in state.runViews(at: state.now) where v.share == 0 {

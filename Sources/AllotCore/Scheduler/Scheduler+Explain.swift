@@ -270,6 +270,17 @@ extension Scheduler {
                 lines.append(
                     "stopping: \(r); killed in \(DurationText.format(max(0, deadline - state.now))) if still running"
                 )
+                if case .preempted(_, .migration) = r, let first = job.heldGPUs.first,
+                    let node = state.node(named: first.node)
+                {
+                    let model = state.config.gpuModels[node.modelIndex]
+                    let held = job.heldGPUs.map(\.description).joined(separator: "+")
+                    var line = "moving to \(held) (\(model.name)), held for it until it starts there"
+                    if let a = job.allocation, let from = state.config.model(named: a.model), from.speed > 0 {
+                        line += ": \(Self.oneDecimal(model.speed / from.speed))× as fast as its \(a.model)"
+                    }
+                    lines.append(line)
+                }
             }
             if job.state == .running && policy == .allot,
                 let q = queueLine(job, factors: priorityFactors(of: job, in: state, at: state.now), in: state)
@@ -282,6 +293,11 @@ extension Scheduler {
                 )
             }
             if job.preemptions > 0 { lines.append("preempted \(job.preemptions) time(s) before") }
+            if job.moves > 0 {
+                lines.append(
+                    "moved to faster GPUs \(job.moves) time(s) (at most \(state.config.preemption.maxMoves))"
+                )
+            }
         case .completed, .failed, .cancelled, .timedOut:
             var s = "\(job.state.rawValue)"
             if let e = job.exit { s += " (\(e))" }
