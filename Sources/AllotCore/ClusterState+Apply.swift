@@ -97,7 +97,12 @@ extension ClusterState {
                 throw StateError(.invalidSpec, "job \(id) moves by itself, not by job \(by)")
             }
             Self.stop(&jobs[existing: id], .preempted(by: by, reason: reason), at: t, grace: grace)
-            if reason == .migration { jobs[existing: id].moves += 1 } else { jobs[existing: id].preemptions += 1 }
+            if reason == .migration {
+                jobs[existing: id].moves += 1
+            } else {
+                jobs[existing: id].preemptions += 1
+                jobs[existing: id].moves = 0
+            }
         case .jobGPUsHeld(let id, let slices):
             try expect(id, in: [.stopping], to: "hold GPUs for")
             guard case .preempted(_, .migration)? = jobs[existing: id].stopReason else {

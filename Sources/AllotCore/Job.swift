@@ -470,7 +470,8 @@ public struct JobRun: Hashable, Codable, Sendable {
     public var runs = 0
     /// Number of times it was told to stop for another job (moves not included).
     public var preemptions = 0
-    /// Number of times it was moved to faster GPUs (``PreemptionReason/migration``).
+    /// Number of times in a row it was moved to faster GPUs (``PreemptionReason/migration``): since it was
+    /// last preempted for another job (a run it starts from the queue anew may move again).
     public var moves = 0
     /// Seconds spent running in runs that are over.
     public var pastRunSeconds: Seconds = 0

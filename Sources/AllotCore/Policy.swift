@@ -69,8 +69,8 @@ public struct PreemptionSettings: Hashable, Codable, Sendable {
     public var protection: Seconds = 3600
     /// The notice a loan gets when it is taken back (short: the lender needs its GPUs within a pass).
     public var loanGrace: Seconds = 5
-    /// Policy `allot`: how many times a preemptible training job may be moved to a faster GPU model that
-    /// came free (``PreemptionReason/migration``); 0: never.
+    /// Policy `allot`: how many times in a row a preemptible training job may be moved to a faster GPU model
+    /// that came free (``PreemptionReason/migration``), until it is preempted for another job; 0: never.
     public var maxMoves: Int = 2
 
     public init() {}

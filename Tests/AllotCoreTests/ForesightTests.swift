@@ -2,15 +2,20 @@ import Testing
 
 @testable import AllotCore
 
-/// Model choice with foresight (issue 17): a long training job waits for a faster model that frees soon
-/// rather than start at once on a slower one; a short one does not.
+/// Model choice with foresight (issue 17): a long training job that cannot move later waits for a faster
+/// model that frees soon rather than start at once on a slower one; a short one does not. (A job that can
+/// move starts at once and moves: MigrationTests.)
 @Suite struct ForesightTests {
     /// One H100 node (speed 2) and one A100 node (speed 1), 8 GPUs each; job 1 holds the H100s until 1000 s.
+    /// Moves are off, so that every job looks ahead.
     static func pool() -> (ClusterState, JobID) {
         var s = ClusterState.fixture(
             models: [.h100, .a100],
             nodes: [("h1", "H100", 8, []), ("a1", "A100", 8, [])],
-            tweak: { $0.scheduler.serviceQueues = [] }
+            tweak: {
+                $0.scheduler.serviceQueues = []
+                $0.preemption.maxMoves = 0
+            }
         )
         let first = s.submit(.training(8, estimate: 2000), at: 0)
         let pass = s.schedule(at: 0)
@@ -54,6 +59,25 @@ import Testing
         let pass = s.schedule(at: 110)
         #expect(s.starts(pass) == [b] && s.jobs[b]?.allocation?.model == "A100")
         #expect(s.jobs[a]?.state == .pending)
+    }
+
+    /// A job that is not preemptible cannot move later: it looks ahead even with moves on.
+    @Test func aJobThatCannotMoveLooksAheadWithMovesOn() {
+        var s = ClusterState.fixture(
+            models: [.h100, .a100],
+            nodes: [("h1", "H100", 8, []), ("a1", "A100", 8, [])],
+            tweak: { $0.scheduler.serviceQueues = [] }
+        )
+        s.submit(.training(8, estimate: 2000), at: 0)
+        s.schedule(at: 0)
+        let firm = s.submit(.training(8, estimate: 36_000) { $0.preemptible = false }, at: 100)
+        let movable = s.submit(.training(8, estimate: 36_000), at: 101)
+        let pass = s.schedule(at: 110)
+        #expect(s.starts(pass) == [movable] && s.jobs[movable]?.allocation?.model == "A100")
+        if case .fasterModelSoon? = pass.reason(for: firm)?.blocker {
+        } else {
+            Issue.record("job \(firm) is blocked by \(String(describing: pass.reason(for: firm)?.blocker))")
+        }
     }
 
     /// Under the baselines, and for a job that prefers the cheapest model, nothing changes.

@@ -72,6 +72,32 @@ import Testing
         #expect(s.preemptions(s.schedule(at: 200)).isEmpty && s.jobs[slow]?.state == .running)
     }
 
+    /// With `max_moves = 1` a job that moved from an L4 to an A100 does not move again to an H100 that
+    /// frees later; with 2 it does.
+    @Test(arguments: [1, 2]) func movesInARowAreBounded(maxMoves: Int) throws {
+        var s = ClusterState.fixture(
+            models: [.h100, .a100, .l4],
+            nodes: [("h1", "H100", 4, []), ("a1", "A100", 4, []), ("l1", "L4", 4, [])],
+            tweak: {
+                $0.scheduler.serviceQueues = []
+                $0.preemption.maxMoves = maxMoves
+            }
+        )
+        let onH100 = s.submit(.training(4, estimate: 100_000), at: 0)
+        let onA100 = s.submit(.training(4, estimate: 100_000), at: 0)
+        s.schedule(at: 0)
+        let mover = s.submit(.training(4, estimate: 20_000), at: 10)
+        s.schedule(at: 10)
+        #expect(s.jobs[mover]?.allocation?.model == "L4")
+        s.finish(onA100, at: 200)
+        #expect(s.preemptions(s.scheduleAndSettle(at: 200)).map(\.victim) == [mover])
+        s.schedule(at: 201)
+        #expect(s.jobs[mover]?.allocation?.model == "A100" && s.jobs[mover]?.moves == 1)
+        s.finish(onH100, at: 400)
+        let pass = s.schedule(at: 400)
+        #expect(s.preemptions(pass).map(\.victim) == (maxMoves > 1 ? [mover] : []))
+    }
+
     @Test func aPendingJobHasThePickBeforeAMove() {
         var (s, first, slow) = Self.pool()
         let waiting = s.submit(.training(8, estimate: 3600), at: 150)

@@ -10,6 +10,13 @@ extension Pass {
     /// GPUs that earlier jobs of this pass wait for are counted as theirs, so that the next job expects
     /// them later.
     mutating func fasterModelSoon(_ row: PendingQueue.Row, allowed: UInt64) -> (mask: UInt64, why: Blocker)? {
+        // A job that can move starts now where there is room, and moves when the faster model frees
+        // (``migrate()``): its GPUs work meanwhile.
+        if state.config.preemption.maxMoves > 0 && classes.preemptible(row)
+            && ctx.nodeAllowed[Int(row.constraint)] == nil
+        {
+            return nil
+        }
         let order = ctx.fastest.filter { allowed & (1 << UInt64($0.0)) != 0 }.map(\.0)
         guard let f = order.first else { return nil }
         let view = restricted(adding(held[row.id] ?? [], to: pool), for: row)

@@ -295,7 +295,7 @@ extension Scheduler {
             if job.preemptions > 0 { lines.append("preempted \(job.preemptions) time(s) before") }
             if job.moves > 0 {
                 lines.append(
-                    "moved to faster GPUs \(job.moves) time(s) (at most \(state.config.preemption.maxMoves))"
+                    "moved to faster GPUs \(job.moves) time(s) in a row (at most \(state.config.preemption.maxMoves))"
                 )
             }
         case .completed, .failed, .cancelled, .timedOut:
