@@ -27,6 +27,9 @@ row("waste (while jobs arrive)", lambda d: f"{100*d['waste_while_arriving']:.2f}
 row("waste (whole run)", lambda d: f"{100*d['waste']:.2f}%")
 row("makespan", lambda d: h(d["makespan_s"]))
 row("preemptions / reclaims / loans", lambda d: f"{d['preemptions']}/{d['reclaims']}/{d['loans']}")
+row("moves to faster GPUs", lambda d: f"{d.get('moves', 0)}")
+row("work lost to stops (GPU-h)", lambda d: f"{d['lost_gpu_hours']:.0f}")
+row("timed out", lambda d: f"{d['timed_out']}")
 if "allot" in runs:
     a = runs["allot"]
     print()
