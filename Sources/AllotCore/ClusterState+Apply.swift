@@ -93,28 +93,40 @@ extension ClusterState {
         case .jobPreempted(let id, let by, let grace, let reason):
             try expect(id, in: [.running], to: "preempt")
             guard jobs.contains(by) else { throw StateError(.unknownJob, "preemptor job \(by) does not exist") }
-            guard reason != .migration || by == id else {
-                throw StateError(.invalidSpec, "job \(id) moves by itself, not by job \(by)")
+            let own = reason == .migration || reason == .resize
+            guard !own || by == id else {
+                throw StateError(.invalidSpec, "job \(id) moves or grows by itself, not by job \(by)")
+            }
+            guard reason != .resize || jobs[existing: id].spec.isElastic else {
+                throw StateError(.invalidSpec, "job \(id) is not elastic: it does not grow")
             }
             Self.stop(&jobs[existing: id], .preempted(by: by, reason: reason), at: t, grace: grace)
             if reason == .migration {
                 jobs[existing: id].moves += 1
+            } else if reason == .resize {
+                // A growth is neither a move nor a preemption.
             } else {
                 jobs[existing: id].preemptions += 1
                 jobs[existing: id].moves = 0
             }
         case .jobGPUsHeld(let id, let slices):
             try expect(id, in: [.stopping], to: "hold GPUs for")
-            guard case .preempted(_, .migration)? = jobs[existing: id].stopReason else {
+            let job = jobs[existing: id]
+            guard case .preempted(let by, let reason)? = job.stopReason,
+                reason == .migration || reason == .resize || (by != id && job.spec.isElastic)
+            else {
                 throw StateError(
                     .illegalTransition,
-                    "GPUs are held only for a job moving to them, and job \(id) is not"
+                    "GPUs are held only for a job moving to them or an elastic job resizing, and job \(id) is neither"
                 )
             }
             for slice in slices {
                 let ni = try nodePosition(slice.node)
                 for g in slice.gpus {
-                    guard g >= 0, g < nodes[ni].spec.gpus, nodes[ni].usedMask & (1 << UInt64(g)) == 0 else {
+                    // Free, or its own (an elastic job keeps some of its GPUs).
+                    guard g >= 0, g < nodes[ni].spec.gpus,
+                        nodes[ni].usedMask & (1 << UInt64(g)) == 0 || nodes[ni].holder[g] == id
+                    else {
                         throw StateError(
                             .invalidAllocation,
                             "GPU \(g) of node \(slice.node) is not free to hold for job \(id)"
@@ -255,6 +267,20 @@ extension ClusterState {
             if spec.topology != .any { out.append("a job of 0 GPUs takes no topology (\(spec.topology.rawValue))") }
         }
         if spec.gpus > 65_536 { out.append("a job may ask for at most 65536 GPUs, not \(spec.gpus)") }
+        if let most = spec.maxGPUs {
+            let range = "\(spec.gpus)-\(most)"
+            if most <= spec.gpus || spec.gpus < 1 {
+                out.append("an elastic job's GPUs are a range from 1 up, fewest first (e.g. 4-16), not \(range)")
+            } else if most > 65_536 {
+                out.append("a job may ask for at most 65536 GPUs, not \(most)")
+            } else if spec.kind != .training || spec.isShare || spec.isMIG {
+                out.append("only training on whole GPUs is elastic: \(range) GPUs for a \(spec.kind.rawValue) job")
+            } else if let step = spec.gpuStep, step < 1 || (most - spec.gpus) % step != 0 {
+                out.append("the GPU step \(step) must be at least 1 and lead from \(spec.gpus) to \(most) GPUs")
+            }
+        } else if let step = spec.gpuStep {
+            out.append("a GPU step (\(step)) is for an elastic job, whose GPUs are a range such as 4-16")
+        }
         if spec.tenant.isEmpty { out.append("a job needs a tenant") }
         if let w = spec.walltime, !(w > 0) { out.append("walltime must be > 0, not \(w)") }
         if let e = spec.estimate, !(e > 0) { out.append("estimate must be > 0, not \(e)") }
@@ -315,12 +341,18 @@ extension ClusterState {
         return state
     }
 
-    /// When a job preempted for a pending job ends, its GPUs are held for that job.
+    /// When a job preempted for a pending job ends, its GPUs are held for that job — but for those it keeps
+    /// for itself (an elastic job shrinking for it).
     mutating func holdForPreemptor(_ id: JobID) {
-        guard case .preempted(let by, _)? = jobs[existing: id].stopReason, jobs.contains(by),
+        guard case .preempted(let by, _)? = jobs[existing: id].stopReason, by != id, jobs.contains(by),
             jobs[existing: by].state == .pending, let a = jobs[existing: id].allocation
         else { return }
-        jobs[existing: by].heldGPUs.append(contentsOf: a.slices)
+        let kept = jobs[existing: id].heldGPUs
+        for slice in a.slices {
+            let mine = Set(kept.filter { $0.node == slice.node }.flatMap(\.gpus))
+            let given = slice.gpus.filter { !mine.contains($0) }
+            if !given.isEmpty { jobs[existing: by].heldGPUs.append(Allocation.Slice(node: slice.node, gpus: given)) }
+        }
         holding.insert(by)
     }
 
@@ -377,9 +409,18 @@ extension ClusterState {
     func validate(_ a: Allocation, for id: JobID) throws(StateError) -> [Int] {
         func bad(_ s: String) -> StateError { StateError(.invalidAllocation, "cannot start job \(id): \(s)") }
         guard let mi = modelIndex[a.model] else { throw bad("GPU model \(a.model) is not declared") }
-        let gpus = jobs[existing: id].spec.gpus
-        let topology = jobs[existing: id].spec.topology
-        guard a.gpuCount == gpus else { throw bad("it asks for \(gpus) GPUs, the allocation has \(a.gpuCount)") }
+        let spec = jobs[existing: id].spec
+        let gpus = spec.gpus
+        let topology = spec.topology
+        if spec.isElastic {
+            guard spec.size(atMost: a.gpuCount) == a.gpuCount else {
+                throw bad(
+                    "it runs on \(gpus)-\(spec.maxGPUs ?? gpus) GPUs\(spec.gpuStep.map { " in steps of \($0)" } ?? ""), the allocation has \(a.gpuCount)"
+                )
+            }
+        } else {
+            guard a.gpuCount == gpus else { throw bad("it asks for \(gpus) GPUs, the allocation has \(a.gpuCount)") }
+        }
         let share = jobs[existing: id].spec.shareMilli(on: config.gpuModels[mi])
         guard share != 0 else {
             throw bad(

@@ -228,9 +228,13 @@ public struct ClusterState: Hashable, Sendable {
                 out.append("active job \(id) has no allocation")
                 continue
             }
-            if alloc.gpuCount != job.spec.gpus {
+            if job.spec.size(atMost: alloc.gpuCount) != alloc.gpuCount
+                || (!job.spec.isElastic && alloc.gpuCount != job.spec.gpus)
+            {
                 out.append("job \(id) holds \(alloc.gpuCount) GPUs but asked for \(job.spec.gpus)")
             }
+            let models = Set(alloc.slices.compactMap { nodeIndex[$0.node].map { nodes[$0].modelIndex } })
+            if models.count > 1 { out.append("job \(id) holds GPUs of \(models.count) models") }
             for slice in alloc.slices {
                 guard let ni = nodeIndex[slice.node] else {
                     out.append("job \(id) holds GPUs on unknown node \(slice.node)")

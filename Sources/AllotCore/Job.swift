@@ -120,6 +120,17 @@ public struct JobSpec: Hashable, Codable, Sendable {
         get { rare?.value.requestID }
         set { changeRare { $0.requestID = newValue } }
     }
+    /// An elastic training job (`--gpus 4-16`): the most GPUs it may grow to (`gpus` is the fewest it
+    /// runs with); nil for a job of a fixed size.
+    public var maxGPUs: Int? {
+        get { rare?.value.maxGPUs }
+        set { changeRare { $0.maxGPUs = newValue } }
+    }
+    /// For an elastic job: the sizes it runs at go from `gpus` up by this many (`--gpus-step`; 1 when nil).
+    public var gpuStep: Int? {
+        get { rare?.value.gpuStep }
+        set { changeRare { $0.gpuStep = newValue } }
+    }
     /// What few jobs set, boxed: one pointer in every spec (a queue holds 100,000 of them).
     private var rare: RareBox?
 
@@ -208,7 +219,7 @@ public struct JobSpec: Hashable, Codable, Sendable {
         case name, tenant, uid, user, kind, priorityClass, gpus, gpuModels, minGPUMemoryGiB, topology, walltime
         case estimate, preemptible, grace, maxCostUSD, prefer, command, environment, workingDirectory
         case output, gpuShare, gpuMemoryMiB, cpuMilli, memoryMiB, mig, dependencies, array, nodes, nice, notify,
-            interactive, service, requestID
+            interactive, service, requestID, maxGPUs, gpuStep
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -246,6 +257,8 @@ public struct JobSpec: Hashable, Codable, Sendable {
         try c.encodeIfPresent(interactive, forKey: .interactive)
         try c.encodeIfPresent(service, forKey: .service)
         try c.encodeIfPresent(requestID, forKey: .requestID)
+        try c.encodeIfPresent(maxGPUs, forKey: .maxGPUs)
+        try c.encodeIfPresent(gpuStep, forKey: .gpuStep)
     }
 
     /// Optional sizes in 32 bits each, -1 for none (values beyond 32 bits are clamped: 2 billion MiB or
@@ -299,13 +312,27 @@ public struct JobSpec: Hashable, Codable, Sendable {
             notify: try c.decodeIfPresent(JobNotify.self, forKey: .notify),
             interactive: try c.decodeIfPresent(Interactive.self, forKey: .interactive),
             service: try c.decodeIfPresent(String.self, forKey: .service),
-            requestID: try c.decodeIfPresent(String.self, forKey: .requestID)
+            requestID: try c.decodeIfPresent(String.self, forKey: .requestID),
+            maxGPUs: try c.decodeIfPresent(Int.self, forKey: .maxGPUs),
+            gpuStep: try c.decodeIfPresent(Int.self, forKey: .gpuStep)
         )
         rare = r == Rare() ? nil : RareBox(r)
     }
 }
 
 extension JobSpec {
+    /// Whether the job is elastic: it runs on any of several sizes from `gpus` to `maxGPUs`.
+    public var isElastic: Bool { (maxGPUs ?? gpus) > gpus }
+
+    /// The largest size the job runs at that is at most `n` GPUs (nil when `n` is below its minimum): `gpus`
+    /// for a job of fixed size.
+    public func size(atMost n: Int) -> Int? {
+        guard n >= gpus else { return nil }
+        guard let most = maxGPUs, most > gpus else { return gpus }
+        let step = Swift.max(1, gpuStep ?? 1)
+        return gpus + (Swift.min(n, most) - gpus) / step * step
+    }
+
     /// Whether the job asks for a share of one GPU (of its compute, its memory, or both).
     public var isShare: Bool { gpuShare != nil || gpuMemoryMiB != nil }
     /// Whether the job asks for a MIG instance.
@@ -405,6 +432,7 @@ public enum StopReason: Hashable, Codable, Sendable, CustomStringConvertible {
         case .preempted(let by, .service):
             "preempted by job \(by), which has used fewer GPU-hours (an earlier attained-service queue)"
         case .preempted(_, .migration): "moved to faster GPUs that came free"
+        case .preempted(_, .resize): "grows into GPUs that came free"
         case .cancelled(let uid?): "cancelled by uid \(uid)"
         case .cancelled(nil): "cancelled"
         case .walltime: "walltime limit reached"
@@ -635,6 +663,8 @@ struct Rare: Hashable, Sendable {
     var interactive: Interactive?
     var service: String?
     var requestID: String?
+    var maxGPUs: Int?
+    var gpuStep: Int?
 }
 
 /// An immutable box (a change makes a new one), so that specs stay values.

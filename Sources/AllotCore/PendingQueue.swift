@@ -39,6 +39,8 @@ public struct PendingQueue: Sendable, Sequence, Hashable {
         var preemptible: Int8
         /// Whether the job asks for a MIG instance (its profiles are in its spec).
         var isMIG: Bool
+        /// Whether the job is elastic (its range is in its spec).
+        var elastic: Bool
         /// Points off its priority score.
         var nice: Int16
         var prefer: Preference?
@@ -130,6 +132,7 @@ public struct PendingQueue: Sendable, Sequence, Hashable {
             maxCostUSD: spec.maxCostUSD ?? .nan,
             preemptible: spec.preemptible.map { $0 ? 1 : 0 } ?? -1,
             isMIG: spec.isMIG,
+            elastic: spec.isElastic,
             nice: Int16(clamping: spec.nice),
             prefer: spec.prefer,
             attained: job.pastGPUSeconds,

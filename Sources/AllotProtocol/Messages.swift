@@ -93,8 +93,13 @@ public struct WireMemory: Codable, Hashable, Sendable {
 public struct JobRequest: Codable, Hashable, Sendable {
     public var command: [String]?
     public var name: String?
-    /// Whole GPUs (2), or a share of one GPU below 1 (0.25), in thousandths at most.
+    /// Whole GPUs (2), or a share of one GPU below 1 (0.25), in thousandths at most. For an elastic job: the
+    /// fewest it runs with.
     public var gpus: Double?
+    /// An elastic training job: the most GPUs it may grow to (above `gpus`).
+    public var maxGPUs: Int?
+    /// An elastic job's sizes go from `gpus` up by this many (default 1).
+    public var gpuStep: Int?
     public var gpuModel: WireModels?
     public var minGPUMemory: Double?
     /// For a share of one GPU: the GPU memory it takes (`"10GiB"`, or MiB).
@@ -175,6 +180,8 @@ public struct JobRequest: Codable, Hashable, Sendable {
         command = try c.decodeIfPresent([String].self, forKey: .command)
         name = try c.decodeIfPresent(String.self, forKey: .name)
         gpus = try c.decodeIfPresent(Double.self, forKey: .gpus)
+        maxGPUs = try c.decodeIfPresent(Int.self, forKey: .maxGPUs)
+        gpuStep = try c.decodeIfPresent(Int.self, forKey: .gpuStep)
         gpuModel = try c.decodeIfPresent(WireModels.self, forKey: .gpuModel)
         minGPUMemory = try c.decodeIfPresent(Double.self, forKey: .minGPUMemory)
         gpuMemory = try c.decodeIfPresent(WireMemory.self, forKey: .gpuMemory)
@@ -219,6 +226,8 @@ public struct JobRequest: Codable, Hashable, Sendable {
         case gpuMemory = "gpu_memory"
         case priorityClass = "class"
         case maxCost = "max_cost"
+        case maxGPUs = "max_gpus"
+        case gpuStep = "gpu_step"
     }
 
     /// The notifications asked for by `notify`, `mail_user` and `mail_type` (also for `update`).
@@ -260,6 +269,8 @@ public struct JobRequest: Codable, Hashable, Sendable {
             case .failure(let problem): throw .invalidParams("gpus: \(problem.message)")
             }
         }
+        s.maxGPUs = maxGPUs
+        s.gpuStep = gpuStep
         s.gpuModels = gpuModel?.names ?? []
         if let m = minGPUMemory {
             guard m >= 0 && m.isFinite else { throw .invalidParams("min_gpu_memory: expected GiB ≥ 0, got \(m)") }

@@ -16,7 +16,8 @@ public enum EventCodec {
     /// Version 11: services (their events, and the service a job is a replica of). Version 12: an
     /// autoscaler sized by slots and the share of requests that may wait. Version 13: a job's client request
     /// id. Version 14: the scheduler's attained-service queues and starvation bound. Version 15: moves to
-    /// faster GPUs (the `migration` preemption reason, GPUs held for a moving job, `max_moves`).
+    /// faster GPUs (the `migration` preemption reason, GPUs held for a moving job, `max_moves`); elastic jobs
+    /// (a job's most GPUs and step).
     public static let version: UInt16 = 15
 
     static let nodeStates: [NodeState] = [.up, .draining, .drained, .down]
@@ -32,7 +33,7 @@ public enum EventCodec {
         .pending, .held, .running, .stopping, .completed, .failed, .cancelled, .timedOut,
     ]
     static let preemptionReasons: [PreemptionReason] = [
-        .priority, .reservation, .inference, .quota, .service, .migration,
+        .priority, .reservation, .inference, .quota, .service, .migration, .resize,
     ]
     static let rules: [PlacementNote.Rule] = [.cheapest, .soonest, .deadline, .firstFit]
     static let dependencyKinds: [Dependency.Kind] = [.after, .afterany, .afterok, .afternotok, .singleton]
@@ -422,6 +423,8 @@ public enum EventCodec {
         }
         w.optional(s.service) { $0.string($1) }
         w.optional(s.requestID) { $0.string($1) }
+        w.optional(s.maxGPUs) { $0.uvar($1) }
+        w.optional(s.gpuStep) { $0.uvar($1) }
     }
 
     static func readJobSpec(_ r: inout BinaryReader) throws(DecodeError) -> JobSpec {
@@ -472,6 +475,10 @@ public enum EventCodec {
         }
         if r.version >= 11 { spec.service = try r.optional { r throws(DecodeError) in try r.string() } }
         if r.version >= 13 { spec.requestID = try r.optional { r throws(DecodeError) in try r.string() } }
+        if r.version >= 15 {
+            spec.maxGPUs = try r.optional { r throws(DecodeError) in try r.count(max: 1 << 20) }
+            spec.gpuStep = try r.optional { r throws(DecodeError) in try r.count(max: 1 << 20) }
+        }
         return spec
     }
 

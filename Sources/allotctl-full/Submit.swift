@@ -26,14 +26,26 @@ struct Submit: ParsableCommand {
     @OptionGroup var connection: ConnectionOptions
 
     @Option(
-        name: [.customShort("G"), .long],
+        name: [.customShort("G"), .customLong("gpus")],
         parsing: .unconditional,
         help: ArgumentHelp(
-            "GPUs the job needs (default 1), a share of one GPU below 1 (0.25 shares a GPU with other shares), or 0 for a job of CPUs and memory only (default --cpus 1).",
-            valueName: "N|0.F"
+            "GPUs the job needs (default 1), a share of one GPU below 1 (0.25 shares a GPU with other shares), 0 for a job of CPUs and memory only (default --cpus 1), or a range for an elastic training job (4-16: it starts with what is free, at least 4, grows into idle GPUs and shrinks rather than stop; see --gpus-step).",
+            valueName: "N|0.F|MIN-MAX"
         )
     )
-    var gpus: Double?
+    var gpuRequest: GPURequest?
+
+    /// The GPUs (an elastic job's fewest).
+    var gpus: Double? { gpuRequest?.amount }
+
+    @Option(
+        name: .customLong("gpus-step"),
+        help: ArgumentHelp(
+            "An elastic job's sizes go up from its fewest GPUs by this many (default 1): --gpus 4-16 --gpus-step 4 runs on 4, 8, 12 or 16.",
+            valueName: "N"
+        )
+    )
+    var gpusStep: Int?
 
     @Option(
         name: .long,
@@ -312,6 +324,9 @@ struct Submit: ParsableCommand {
         if let gpus, case .failure(let problem) = Fraction.gpuAmount(gpus) {
             throw ValidationError("--gpus: \(problem.message)")
         }
+        if gpusStep != nil && gpuRequest?.most == nil {
+            throw ValidationError("--gpus-step is for an elastic job, whose --gpus is a range such as 4-16")
+        }
         if let cpus, !(cpus.isFinite && cpus >= 0.001) {
             throw ValidationError("--cpus: expected CPUs above 0 (e.g. 4 or 0.5), got \(cpus)")
         }
@@ -381,6 +396,8 @@ struct Submit: ParsableCommand {
         r.command = command.isEmpty ? nil : command
         r.name = name
         r.gpus = gpus
+        r.maxGPUs = gpuRequest?.most
+        r.gpuStep = gpusStep
         r.cpus = cpus
         r.memory = memory.map(WireMemory.init)
         r.gpuMemory = gpuMemory.map(WireMemory.init)
@@ -649,7 +666,11 @@ extension JobRequest {
     func filled(from d: JobRequest) -> JobRequest {
         var r = self
         r.name = name ?? d.name
-        r.gpus = gpus ?? d.gpus
+        if gpus == nil {
+            r.gpus = d.gpus
+            r.maxGPUs = maxGPUs ?? d.maxGPUs
+        }
+        r.gpuStep = gpuStep ?? d.gpuStep
         r.cpus = cpus ?? d.cpus
         r.memory = memory ?? d.memory
         r.gpuMemory = gpuMemory ?? d.gpuMemory
@@ -680,5 +701,25 @@ extension JobRequest {
         r.mailUser = mailUser ?? d.mailUser
         r.mailType = mailType ?? d.mailType
         return r
+    }
+}
+
+/// `--gpus`: a number of GPUs (or a share of one), or an elastic job's range `MIN-MAX`.
+struct GPURequest: ExpressibleByArgument, Hashable {
+    var amount: Double
+    /// An elastic job's most GPUs.
+    var most: Int?
+
+    init?(argument: String) {
+        let parts = argument.split(separator: "-", omittingEmptySubsequences: false)
+        if parts.count == 2 {
+            guard let fewest = Int(parts[0]), let most = Int(parts[1]), fewest >= 1, most > fewest else { return nil }
+            amount = Double(fewest)
+            self.most = most
+        } else {
+            guard let n = Double(argument), n.isFinite else { return nil }
+            amount = n
+            most = nil
+        }
     }
 }

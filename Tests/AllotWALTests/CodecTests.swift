@@ -375,6 +375,7 @@ import Testing
         #expect(state.config.scheduler.serviceQueues == [3600, 36_000])
         #expect(state.config.preemption.maxMoves == 1)
         #expect(state.jobs[29]?.moves == 1 && state.jobs[29]?.heldGPUs.map(\.description) == ["mv-fast[1]"])
+        #expect(state.jobs[30]?.spec.maxGPUs == 8 && state.jobs[30]?.spec.gpuStep == 2)
         guard case .success(let back) = SnapshotFile.decode(SnapshotFile.encode(state.image, lsn: 1)) else {
             Issue.record("the snapshot does not read back")
             return

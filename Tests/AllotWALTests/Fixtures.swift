@@ -431,8 +431,9 @@ enum Sample {
         return [Event(time: Instant(seconds: 1_800_003_000), .configApplied(config: config))]
     }()
 
-    /// Version 15: moves to faster GPUs. With `max_moves = 1`, job 29 runs on an L4 of a new node, is
-    /// moved (it stops, reason `migration`) and is held an H100 of another new node.
+    /// Version 15: moves to faster GPUs and elastic jobs. With `max_moves = 1`, job 29 runs on an L4 of a new
+    /// node, is moved (it stops, reason `migration`) and is held an H100 of another new node; job 30 runs on
+    /// 2-8 GPUs in steps of 2.
     static let eventsV15: [Event] = {
         let earlier =
             events + eventsV2 + eventsV3 + eventsV4 + eventsV5 + eventsV7 + eventsV8 + eventsV9 + eventsV10
@@ -442,6 +443,11 @@ enum Sample {
         config.preemption.maxMoves = 1
         var spec = JobSpec(name: "mover", tenant: "research", uid: 1000, user: "alice", gpus: 1)
         spec.command = ["train"]
+        var elastic = spec
+        elastic.name = "elastic"
+        elastic.gpus = 2
+        elastic.maxGPUs = 8
+        elastic.gpuStep = 2
         func at(_ t: Double, _ body: Event.Body) -> Event { Event(time: Instant(seconds: 1_800_004_000 + t), body) }
         return [
             at(0, .configApplied(config: config)),
@@ -454,6 +460,7 @@ enum Sample {
             ),
             at(600, .jobPreempted(id: 29, by: 29, grace: 30, reason: .migration)),
             at(600, .jobGPUsHeld(id: 29, slices: [.init(node: "mv-fast", gpus: [1])])),
+            at(700, .jobSubmitted(id: 30, spec: elastic, held: true)),
         ]
     }()
 

@@ -115,16 +115,17 @@ struct Pass {
         if policy == .allot {
             for id in state.activeJobs {
                 let job = state.jobs[existing: id]
-                guard job.state == .stopping, case .preempted(let by, let reason)? = job.stopReason,
-                    reason != .migration, let a = job.allocation
+                guard job.state == .stopping, case .preempted(let by, _)? = job.stopReason, by != id,
+                    let a = job.allocation
                 else {
                     continue
                 }
                 for slice in a.slices {
                     guard let ni = state.nodeIndex[slice.node] else { continue }
-                    incoming[by, default: []].append(
-                        NodeMask(node: ni, mask: slice.gpus.reduce(UInt64(0)) { $0 | (1 << UInt64($1)) })
-                    )
+                    // Not the GPUs an elastic job shrinking for `by` keeps (held for itself).
+                    let kept = job.heldGPUs.filter { $0.node == slice.node }.flatMap(\.gpus)
+                    let mask = slice.gpus.filter { !kept.contains($0) }.reduce(UInt64(0)) { $0 | (1 << UInt64($1)) }
+                    if mask != 0 { incoming[by, default: []].append(NodeMask(node: ni, mask: mask)) }
                 }
             }
         }
@@ -365,6 +366,8 @@ struct Pass {
             }
         }
         lendLeftovers()
+        extendElasticStarts()
+        growElastic()
         migrate()
     }
 
@@ -486,6 +489,7 @@ struct Pass {
 
     /// Places and starts a job if it can start now.
     mutating func tryStart(_ row: PendingQueue.Row, allowed: UInt64, preemptible: Bool, loans: [Loan]) -> StartOutcome {
+        if row.elastic && !held.isEmpty && startOnHeld(row, allowed: allowed, loans: loans) { return .started }
         let short = !row.walltime.isNaN && now.seconds + row.walltime <= reservationEnd
         if row.isMIG { return tryStartMIG(row, allowed: allowed, short: short, loans: loans) }
         if row.gpus == 0 { return tryStartHostOnly(row, allowed: allowed, loans: loans) }

@@ -81,6 +81,7 @@ extension Pass {
     )
         -> Int?
     {
+        if let n = shrink(for: row, rank: rank, allowed: allowed, cls: cls, reclaimOnly: reclaimOnly) { return n }
         let tenant = state.pendingJobs.tenants.values[Int(row.tenant)]
         var reclaims: [(view: RunView, reason: PreemptionReason)] = []
         var others: [(view: RunView, reason: PreemptionReason)] = []

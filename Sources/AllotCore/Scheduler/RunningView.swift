@@ -59,7 +59,11 @@ extension ClusterState {
             let cls = priorityClass(of: job.spec)
             let speed = config.gpuModels[m].speed
             var total: Double? = job.spec.walltime
-            if total == nil, let e = job.spec.estimate { total = job.spec.kind == .training ? e / speed : e }
+            if total == nil, let e = job.spec.estimate {
+                // An elastic job's estimate is at its fewest GPUs; it speeds up with more (linearly, as planned).
+                let scale = job.spec.isElastic ? Double(job.spec.gpus) / Double(max(1, a.gpuCount)) : 1
+                total = job.spec.kind == .training ? e / speed * scale : e
+            }
             let elapsed = max(0, now.seconds - start)
             let expectedEnd: Double
             if let total, start + total > now.seconds {

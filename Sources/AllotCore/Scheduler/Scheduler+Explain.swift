@@ -280,6 +280,10 @@ extension Scheduler {
                         line += ": \(Self.oneDecimal(model.speed / from.speed))× as fast as its \(a.model)"
                     }
                     lines.append(line)
+                } else if spec.isElastic, !job.heldGPUs.isEmpty {
+                    let n = job.heldGPUs.reduce(0) { $0 + $1.gpus.count }
+                    let held = job.heldGPUs.map(\.description).joined(separator: "+")
+                    lines.append("resizing: it starts again on \(n) GPU(s), \(held), held for it")
                 }
             }
             if job.state == .running && policy == .allot,
@@ -290,6 +294,12 @@ extension Scheduler {
             if let c = job.checkpointThisRun {
                 lines.append(
                     "last checkpoint reported \(DurationText.format(state.now - c)) ago: a preemption would lose the work since"
+                )
+            }
+            if let most = spec.maxGPUs, spec.isElastic {
+                let step = spec.gpuStep.map { " in steps of \($0)" } ?? ""
+                lines.append(
+                    "elastic: \(spec.gpus)-\(most) GPUs\(step), now \(job.allocation?.gpuCount ?? 0); it grows into GPUs that stay free and shrinks rather than stop"
                 )
             }
             if job.preemptions > 0 { lines.append("preempted \(job.preemptions) time(s) before") }
