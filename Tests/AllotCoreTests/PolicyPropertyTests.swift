@@ -11,6 +11,7 @@ struct PolicyDriver {
     var violations: [String] = []
     var preemptionsSeen = 0
     var loansSeen = 0
+    var resizesSeen = 0
 
     init() {
         state = ClusterState.fixture(
@@ -55,6 +56,7 @@ struct PolicyDriver {
             if op % 17 == 0 { spec.topology = .singleNode }
             if op % 19 == 0 { spec.prefer = .cheapest }
             if inference { spec.minGPUMemoryGiB = 20 }
+            if !inference && op % 4 == 1 { spec.maxGPUs = spec.gpus + 1 + op % 6 }
             _ = try? state.apply(Event(time: now, .jobSubmitted(id: state.nextJobID, spec: spec, held: false)))
         case 3, 4, 5:
             check(Scheduler().schedule(state, at: now), at: now)
@@ -79,10 +81,12 @@ struct PolicyDriver {
     mutating func check(_ pass: SchedulingPass, at now: Instant) {
         let rules = state.config.preemption
         var started: [String: Double] = [:]
+        var stopReasons: [JobID: PreemptionReason] = [:]
         for d in pass.decisions {
             switch d {
             case .preempt(let id, let by, _, let reason):
                 preemptionsSeen += 1
+                stopReasons[id] = reason
                 guard let v = state.jobs[id], let p = state.jobs[by] else {
                     violations.append("preempt names an unknown job")
                     continue
@@ -121,6 +125,10 @@ struct PolicyDriver {
                     if settings.serviceQueue(running: v, at: now) <= max(0, mine) {
                         violations.append("job \(by) preempted job \(id) by service from a queue not later")
                     }
+                } else if reason == .resize {
+                    if id != by || state.jobs[id]?.spec.isElastic != true {
+                        violations.append("job \(id) grew (by \(by)) but is not elastic")
+                    }
                 } else if reason == .migration {
                     let age = now - (v.startTime ?? now)
                     if id != by || v.spec.kind != .training || age < rules.minRuntime || v.moves >= rules.maxMoves {
@@ -130,12 +138,32 @@ struct PolicyDriver {
                     violations.append("job \(id) was reclaimed (\(reason)) but holds no loan")
                 }
             case .hold(let id, let slices):
-                // Free GPUs, all of one model faster than the moving job's.
                 guard let v = state.jobs[id], let a = v.allocation, let from = state.config.model(named: a.model)
                 else {
                     violations.append("GPUs held for job \(id), which runs nowhere")
                     continue
                 }
+                if stopReasons[id] != .migration {
+                    // An elastic job resizing: within its range, on its own model, never below its fewest.
+                    resizesSeen += 1
+                    let n = slices.reduce(0) { $0 + $1.gpus.count }
+                    let models = Set(slices.compactMap { state.node(named: $0.node)?.modelIndex })
+                    if !v.spec.isElastic || n < v.spec.gpus || n > (v.spec.maxGPUs ?? 0)
+                        || models != [state.modelIndex[a.model]!]
+                    {
+                        violations.append(
+                            "job \(id) (\(v.spec.gpus)-\(v.spec.maxGPUs ?? 0) GPUs) resizes to \(n) on \(models)"
+                        )
+                    }
+                    for slice in slices {
+                        guard let node = state.node(named: slice.node) else { continue }
+                        for g in slice.gpus where node.holder[g] != nil && node.holder[g] != id {
+                            violations.append("GPU \(g) of \(slice.node) held for job \(id) is another job's")
+                        }
+                    }
+                    continue
+                }
+                // Free GPUs, all of one model faster than the moving job's.
                 for slice in slices {
                     guard let node = state.node(named: slice.node) else {
                         violations.append("GPUs held on unknown node \(slice.node)")
@@ -148,7 +176,14 @@ struct PolicyDriver {
                         violations.append("GPU \(g) of \(slice.node) held for job \(id) is not free")
                     }
                 }
-            case .start(let id, _, let note, let loans):
+            case .start(let id, let a, let note, let loans):
+                if let spec = state.jobs[id]?.spec, spec.isElastic,
+                    a.gpuCount < spec.gpus || a.gpuCount > (spec.maxGPUs ?? spec.gpus)
+                {
+                    violations.append(
+                        "elastic job \(id) (\(spec.gpus)-\(spec.maxGPUs ?? 0)) starts on \(a.gpuCount) GPUs"
+                    )
+                }
                 if !loans.isEmpty {
                     loansSeen += 1
                     if !state.isPreemptible(state.jobs[id]!.spec) {
@@ -190,14 +225,17 @@ struct PolicyDriver {
         var rng = SplitMix64(seed: 20_261_202)  // seeded: the guard checks the same workloads every run
         var preemptions = 0
         var loans = 0
+        var resizes = 0
         for _ in 0..<40 {
             var d = PolicyDriver()
             for _ in 0..<400 { d.step(Int.random(in: 0...99_999, using: &rng)) }
             preemptions += d.preemptionsSeen
             loans += d.loansSeen
+            resizes += d.resizesSeen
             #expect(d.violations.isEmpty, "\(d.violations.prefix(3))")
         }
         #expect(preemptions > 10)
         #expect(loans > 10)
+        #expect(resizes > 5, "elastic jobs grow and shrink")
     }
 }

@@ -94,7 +94,8 @@ extension Pass {
         }
     }
 
-    /// Running elastic jobs below their most GPUs grow into GPUs still free after the walk, when the
+    /// Running elastic jobs below their most GPUs (preemptible: growing stops them for a moment) grow into
+    /// GPUs still free after the walk, when the
     /// restart pays: the rest of the run at the new size (linear speed-up) plus the stop, a restart and the
     /// work since the last checkpoint must save twice the stop and restart. A job that reports checkpoints
     /// grows just after one.
@@ -104,7 +105,7 @@ extension Pass {
         guard view.totalFreeGPUs > 0 else { return }
         let interval = state.config.scheduler.interval
         for v in running
-        where v.kind == .training && !v.stopping && v.share == 0 && v.gpus > 0 && !v.shielded
+        where v.kind == .training && !v.stopping && v.share == 0 && v.gpus > 0 && v.preemptible && !v.shielded
             && !victims.contains(v.id)
         {
             let spec = state.jobs[existing: v.id].spec
@@ -215,11 +216,11 @@ extension Pass {
             return false
         }
         let spec = state.jobs[existing: row.id].spec
-        let count = mine.reduce(0) { $0 + $1.mask.nonzeroBitCount }
+        let count = merged([], mine).reduce(0) { $0 + $1.mask.nonzeroBitCount }
         guard let size = spec.size(atMost: count) else { return false }
         var left = size
         var slices: [NodeMask] = []
-        for s in mine where left > 0 {
+        for s in merged([], mine) where left > 0 {
             var mask: UInt64 = 0
             for g in s.mask.bitIndices where left > 0 {
                 mask |= 1 << UInt64(g)
@@ -236,6 +237,7 @@ extension Pass {
             estimatedCostUSD: ctx.models[m].pricePerHour * Double(size) * seconds / 3600,
             holesLeft: 0
         )
+        if policy == .allot && hardBudgetBlocker(row, extraCost: note.estimatedCostUSD) != nil { return false }
         record(row, model: m, slices: slices, note: note, loans: loans)
         return true
     }
