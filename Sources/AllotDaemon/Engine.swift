@@ -257,6 +257,14 @@ final class Engine {
         if out.passWanted { requestPass() }
     }
 
+    /// Why a job starts again elsewhere or at another size, for its resize notice.
+    static func resizeReason(_ job: Job) -> String {
+        guard case .preempted(let by, let reason)? = job.stopReason else { return "resized" }
+        if by == job.id { return job.stopReason!.description }
+        let n = job.heldGPUs.reduce(0) { $0 + $1.gpus.count }
+        return "shrinks to \(n) GPUs for job \(by) (\(reason.rawValue))"
+    }
+
     /// Tells the controller how a node's runs are run: here, by its agent, or by nobody allot knows.
     func syncRunner(_ node: String) {
         let runner: Controller.Runner = localNodes.contains(node) ? .local : agents[node] != nil ? .agent : .none
@@ -585,6 +593,15 @@ final class Engine {
                 return
             case .none: return
             case .local: break
+            }
+            if !job.heldGPUs.isEmpty, let first = job.heldGPUs.first, let node = state.node(named: first.node) {
+                // Moving or resizing: it starts again on the GPUs held for it.
+                executor.writeResizeNotice(
+                    job,
+                    slices: job.heldGPUs,
+                    model: state.config.gpuModels[node.modelIndex].name,
+                    why: Self.resizeReason(job)
+                )
             }
             executor.stop(id, left: job.graceLeft(at: Self.now), why: job.stopReason?.description ?? "told to stop")
         case .notify(let id, let event):

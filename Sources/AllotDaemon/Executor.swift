@@ -76,6 +76,32 @@ final class Executor {
         URL(fileURLWithPath: socket).deletingLastPathComponent().appendingPathComponent("tty/\(id).\(run).sock").path
     }
 
+    /// Where a run finds its resize notice (`ALLOT_RESIZE_FILE`): beside allotd's socket, which users reach.
+    func resizeFile(_ id: JobID, run: Int) -> String {
+        URL(fileURLWithPath: socket).deletingLastPathComponent().appendingPathComponent("resize/\(id).\(run)").path
+    }
+
+    /// Tells a run, before its stop signal, where it starts again: `ALLOT_*` lines a shell can source (the
+    /// GPUs, nodes and why), in `ALLOT_RESIZE_FILE`, readable by the job's owner only.
+    func writeResizeNotice(_ job: Job, slices: [Allocation.Slice], model: String, why: String) {
+        let path = resizeFile(job.id, run: job.runs)
+        let dir = URL(fileURLWithPath: path).deletingLastPathComponent().path
+        try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        chmod(dir, 0o711)
+        let gpus = slices.reduce(0) { $0 + $1.gpus.count }
+        let nodes = slices.map { "\($0.node):\(Allocation.ranges($0.gpus))" }.joined(separator: ",")
+        let text =
+            "ALLOT_GPUS=\(gpus)\nALLOT_NODES=\(nodes)\nALLOT_GPU_MODEL=\(model)\nALLOT_RESIZE_REASON='\(why.replacingOccurrences(of: "'", with: ""))'\n"
+        guard
+            FileManager.default.createFile(
+                atPath: path,
+                contents: Data(text.utf8),
+                attributes: [.posixPermissions: 0o600]
+            )
+        else { return }
+        if getuid() == 0 { chown(path, job.spec.uid, UInt32.max) }
+    }
+
     /// Starts a run of a job on this host's GPUs.
     /// - Returns: a sentence when it cannot be started (the job then fails with it).
     /// The job's process runs once, on the first node of its allocation (as a Slurm batch script does);
@@ -133,6 +159,8 @@ final class Executor {
             }
         }
         env["ALLOT_RUN"] = String(run)
+        env["ALLOT_RESIZE_FILE"] = resizeFile(id, run: run)
+        if run > 1 { try? FileManager.default.removeItem(atPath: resizeFile(id, run: run - 1)) }
         env["ALLOT_NODE"] = node
         env["ALLOT_GPUS"] = String(allGPUs)
         env["ALLOT_NODES"] = slices.map { "\($0.node):\(Allocation.ranges($0.gpus))" }.joined(separator: ",")

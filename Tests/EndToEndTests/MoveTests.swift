@@ -41,3 +41,43 @@ import Testing
         _ = d.ctl(["cancel", String(mover), String(blocker2)])
     }
 }
+
+/// Elastic jobs with the real allotd: a job that records each allocation it sees grows when GPUs free up
+/// and shrinks when an inference job arrives, told each time by its notice and `ALLOT_RESIZE_FILE`.
+@Suite(.serialized) struct ElasticEndToEndTests {
+    @Test func anElasticJobGrowsWhenGPUsFreeAndShrinksForInference() throws {
+        let d = try DaemonFixture()
+        let blocker = try d.submit(["--gpus", "2", "--gpu-model", "A100", "--", "sleep", "300"])
+        try d.wait(blocker, for: "running")
+        let record = d.dir.appendingPathComponent("elastic.txt").path
+        let script = """
+            echo "start $ALLOT_RUN $ALLOT_GPUS $ALLOT_NODES" >> \(record)
+            trap 'echo "notice $ALLOT_RUN $(tr "\\n" " " < "$ALLOT_RESIZE_FILE")" >> \(record); exit 143' TERM
+            sleep 600 & wait
+            """
+        let job = try d.submit([
+            "--gpus", "1-4", "--gpu-model", "A100", "--estimate", "2h", "--", "sh", "-c", script,
+        ])
+        func seen(_ text: String) -> Bool {
+            for _ in 0..<300 {
+                if ((try? String(contentsOfFile: record, encoding: .utf8)) ?? "").contains(text) { return true }
+                usleep(50_000)
+            }
+            return false
+        }
+        #expect(seen("start 1 2 a1:"), "\(d.daemonLog.suffix(2000))")
+        let why = d.ctl(["why", String(job)]).stdout
+        #expect(why.contains("elastic: 1-4 GPUs, now 2"), "\(why)")
+        _ = d.ctl(["cancel", String(blocker)])
+        #expect(seen("start 2 4 a1:0-3"), "\((try? String(contentsOfFile: record, encoding: .utf8)) ?? "")")
+        #expect(seen("notice 1 ALLOT_GPUS=4 ALLOT_NODES=a1:0-3 ALLOT_GPU_MODEL=A100"))
+        let serve = try d.submit(["--kind", "inference", "--gpus", "2", "--gpu-model", "A100", "--", "sleep", "300"])
+        try d.wait(serve, for: "running", timeout: 30)
+        #expect(seen("start 3 2 a1:"), "\((try? String(contentsOfFile: record, encoding: .utf8)) ?? "")")
+        let log = (try? String(contentsOfFile: record, encoding: .utf8)) ?? ""
+        #expect(log.contains("notice 2 ALLOT_GPUS=2") && log.contains("shrinks to 2 GPUs for job \(serve)"), "\(log)")
+        try d.wait(job, for: "running")
+        #expect(d.job(serve)?["state"] as? String == "running")
+        _ = d.ctl(["cancel", String(job), String(serve)])
+    }
+}
