@@ -28,6 +28,7 @@ row("waste (whole run)", lambda d: f"{100*d['waste']:.2f}%")
 row("makespan", lambda d: h(d["makespan_s"]))
 row("preemptions / reclaims / loans", lambda d: f"{d['preemptions']}/{d['reclaims']}/{d['loans']}")
 row("moves to faster GPUs", lambda d: f"{d.get('moves', 0)}")
+row("elastic: grew / shrank", lambda d: f"{d.get('grows', 0)}/{d.get('shrinks', 0)}")
 row("work lost to stops (GPU-h)", lambda d: f"{d['lost_gpu_hours']:.0f}")
 row("timed out", lambda d: f"{d['timed_out']}")
 if "allot" in runs:

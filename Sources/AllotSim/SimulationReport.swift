@@ -481,6 +481,7 @@ public enum SimulationReport {
             ("GPU-hours", s.map { String(format: "%.1f", $0.gpuHours) }),
             ("preemptions / reclaims / loans", s.map { "\($0.preemptions) / \($0.reclaims) / \($0.loans)" }),
             ("moves to faster GPUs", s.map { String($0.moves) }),
+            ("elastic jobs: grew / shrank", s.map { "\($0.grows) / \($0.shrinks)" }),
             ("work lost to stops and restarts", s.map { String(format: "%.1f GPU-h", $0.lostGPUHours) }),
             ("never start", s.map { String($0.unschedulable) }),
         ] + reserveRows(s)

@@ -33,6 +33,9 @@ public struct SimulationResult: Sendable {
         public var reclaims = 0
         /// Jobs moved to faster GPUs that came free.
         public var moves = 0
+        /// Elastic jobs that grew into GPUs that came free, and that shrank for another job.
+        public var grows = 0
+        public var shrinks = 0
         /// Starts on lent GPUs.
         public var loans = 0
         /// Starts on GPUs lent from the inference reserve, and how many of those were taken back.
@@ -125,6 +128,9 @@ public struct SimulationResult: Sendable {
         public var reclaims: Int
         /// Jobs moved to faster GPUs that came free (each a stop and a restart).
         public var moves = 0
+        /// Elastic jobs that grew, and that shrank for another job instead of stopping (each a restart).
+        public var grows = 0
+        public var shrinks = 0
         public var loans: Int
         public var passes: Int
         /// Waste while jobs keep arriving (up to the last arrival), as opposed to the drain at the end.
@@ -141,7 +147,8 @@ public struct SimulationResult: Sendable {
         public var reserve: ReserveFigures?
 
         enum CodingKeys: String, CodingKey {
-            case policy, jobs, completed, unschedulable, preemptions, reclaims, moves, loans, passes, utilization, waste
+            case policy, jobs, completed, unschedulable, preemptions, reclaims, moves, grows, shrinks, loans, passes
+            case utilization, waste
             case wasteWhileArriving = "waste_while_arriving"
             case byTenant = "by_tenant"
             case budgetViolations = "budget_violations"
@@ -236,6 +243,8 @@ public struct SimulationResult: Sendable {
             preemptions: counts.preemptions,
             reclaims: counts.reclaims,
             moves: counts.moves,
+            grows: counts.grows,
+            shrinks: counts.shrinks,
             loans: counts.loans,
             passes: passes,
             wasteWhileArriving: arriving > 0 ? wastedWhileArrivingGPUSeconds / arriving : 0,
@@ -315,7 +324,9 @@ public struct SimulationResult: Sendable {
             work +=
                 job.spec.kind == .training
                 ? tj.duration
-                    * (job.allocation?.gpuEquivalent ?? tj.gpuShare.map { Double($0) / 1000 } ?? Double(tj.gpus))
+                    * (tj.elastic != nil
+                        ? Double(tj.gpus)
+                        : job.allocation?.gpuEquivalent ?? tj.gpuShare.map { Double($0) / 1000 } ?? Double(tj.gpus))
                     / 3600
                 : job.pastRunSeconds / 3600
         }

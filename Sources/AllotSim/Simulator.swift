@@ -109,12 +109,20 @@ public struct Simulator {
                 case .jobPreempted(_, _, _, let reason):
                     if reason == .migration {
                         counts.moves += 1
+                    } else if reason == .resize {
+                        counts.grows += 1
                     } else if reason.isReclaim {
                         counts.reclaims += 1
                     } else {
                         counts.preemptions += 1
                     }
                     if reason == .inference { counts.reserveReclaims += 1 }
+                case .jobGPUsHeld(let id, _):
+                    // An elastic job told to stop for another keeps some GPUs: a shrink, not a preemption.
+                    if case .preempted(let by, let reason)? = state.jobs[id]?.stopReason, by != id {
+                        counts.shrinks += 1
+                        if reason.isReclaim { counts.reclaims -= 1 } else { counts.preemptions -= 1 }
+                    }
                 case .serviceScaled(let name, _, _, _, _): driver?.resized(name)
                 default: break
                 }
@@ -131,7 +139,8 @@ public struct Simulator {
                         continue
                     }
                     let tj = trace.jobs[index]
-                    let speed = state.config.model(named: allocation.model)?.speed ?? 1
+                    let speed =
+                        (state.config.model(named: allocation.model)?.speed ?? 1) * tj.speedUp(on: allocation.gpuCount)
                     let overhead = job.runs > 1 ? restartOverhead : 0
                     if overhead > 0 {
                         counts.lostGPUSeconds += overhead * Double(allocation.gpuCount)

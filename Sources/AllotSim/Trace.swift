@@ -27,6 +27,32 @@ public struct TraceJob: Hashable, Sendable {
     public var walltime: Double?
     /// What the scheduler is told to expect; nil leaves it to walltime or the config default.
     public var estimate: Double?
+    /// An elastic training job's range (`min_gpus`, `max_gpus`, `gpu_step`): it runs on any size from the
+    /// fewest to the most, and `duration` is its work at `gpus` GPUs. Nil for a job of fixed size.
+    public var elastic: Elastic?
+
+    /// An elastic job's sizes and how it speeds up with GPUs: linearly up to `knee` GPUs, then each further
+    /// GPU adds half as much (`knee_gpus`; default: linear over the whole range).
+    public struct Elastic: Hashable, Sendable {
+        public var fewest: Int
+        public var most: Int
+        public var step: Int?
+        public var knee: Int?
+
+        public init(fewest: Int, most: Int, step: Int? = nil, knee: Int? = nil) {
+            self.fewest = fewest
+            self.most = most
+            self.step = step
+            self.knee = knee
+        }
+
+        /// Relative throughput on `n` GPUs.
+        public func throughput(_ n: Int) -> Double {
+            let k = Double(knee ?? most)
+            let x = Double(n)
+            return min(x, k) + 0.5 * max(0, x - k)
+        }
+    }
 
     public init(
         id: String,
@@ -45,7 +71,8 @@ public struct TraceJob: Hashable, Sendable {
         submitTime: Double,
         duration: Double,
         walltime: Double? = nil,
-        estimate: Double? = nil
+        estimate: Double? = nil,
+        elastic: Elastic? = nil
     ) {
         self.id = id
         self.name = name
@@ -64,10 +91,28 @@ public struct TraceJob: Hashable, Sendable {
         self.duration = duration
         self.walltime = walltime
         self.estimate = estimate
+        self.elastic = elastic
     }
 
-    /// The job spec the simulator submits.
+    /// The job spec the simulator submits (an elastic job's estimate is its work at its fewest GPUs).
     public var spec: JobSpec {
+        var s = fixedSpec
+        if let e = elastic, kind == .training {
+            s.gpus = e.fewest
+            s.maxGPUs = e.most
+            s.gpuStep = e.step
+            s.estimate = estimate.map { $0 * e.throughput(gpus) / e.throughput(e.fewest) }
+        }
+        return s
+    }
+
+    /// How much faster (or slower) the job works on `n` GPUs than on `gpus`: 1 for a job of fixed size.
+    public func speedUp(on n: Int) -> Double {
+        guard let e = elastic, kind == .training, n > 0 else { return 1 }
+        return e.throughput(n) / e.throughput(gpus)
+    }
+
+    var fixedSpec: JobSpec {
         JobSpec(
             name: name.isEmpty ? id : name,
             tenant: tenant,
@@ -84,6 +129,20 @@ public struct TraceJob: Hashable, Sendable {
             walltime: walltime,
             estimate: estimate
         )
+    }
+}
+
+extension Trace {
+    /// Makes every training job of whole GPUs that has no range of its own elastic: N GPUs become N/`factor`
+    /// (at least 1) to N×`factor`, linear (`allotctl simulate --elastic`).
+    public mutating func makeElastic(factor: Int) {
+        for i in jobs.indices
+        where jobs[i].kind == .training && jobs[i].elastic == nil && jobs[i].gpuShare == nil
+            && jobs[i].mig.isEmpty && jobs[i].gpus >= 1
+        {
+            let n = jobs[i].gpus
+            jobs[i].elastic = TraceJob.Elastic(fewest: max(1, n / factor), most: n * factor)
+        }
     }
 }
 
@@ -135,6 +194,10 @@ public struct Trace: Hashable, Sendable {
         "topology": ["topology"],
         "min_gpu_memory": ["min_gpu_memory", "min_gpu_memory_gib"],
         "mig": ["mig", "mig_profile"],
+        "min_gpus": ["min_gpus"],
+        "max_gpus": ["max_gpus"],
+        "gpu_step": ["gpu_step"],
+        "knee_gpus": ["knee_gpus"],
     ]
 
     /// Reads a trace file.
@@ -255,6 +318,21 @@ public struct Trace: Hashable, Sendable {
             if !mig.isEmpty && (amount.gpus != 1 || amount.share != nil) {
                 throw bad("mig", "a MIG instance is one device: gpus must be 1 (or empty) beside it")
             }
+            var elastic: TraceJob.Elastic?
+            if let most = try number("max_gpus", positive: true) {
+                let fewest = try number("min_gpus", positive: true) ?? Double(amount.gpus)
+                guard most == most.rounded(), fewest == fewest.rounded(), fewest >= 1, most > fewest,
+                    Int(fewest) <= amount.gpus, amount.gpus <= Int(most), kind == .training, amount.share == nil
+                else {
+                    throw bad(
+                        "max_gpus",
+                        "an elastic training job's range is whole GPUs, min_gpus ≤ gpus ≤ max_gpus, fewest below most; got \(field("min_gpus") ?? "")-\(field("max_gpus")!) for \(gpusText) GPUs"
+                    )
+                }
+                let step = try number("gpu_step", positive: true).map { Int($0) }
+                let knee = try number("knee_gpus", positive: true).map { Int($0) }
+                elastic = TraceJob.Elastic(fewest: Int(fewest), most: Int(most), step: step, knee: knee)
+            }
             jobs.append(
                 TraceJob(
                     id: field("id") ?? String(rowNumber),
@@ -273,7 +351,8 @@ public struct Trace: Hashable, Sendable {
                     submitTime: submit,
                     duration: duration,
                     walltime: try number("walltime", positive: true),
-                    estimate: try number("estimate", positive: true)
+                    estimate: try number("estimate", positive: true),
+                    elastic: elastic
                 )
             )
         }

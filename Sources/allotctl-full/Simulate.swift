@@ -128,9 +128,21 @@ struct Simulate: AsyncParsableCommand {
     )
     var lending: String = "forecast"
 
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Make the trace's training jobs elastic: a job of N GPUs runs on N/F (at least 1) to N×F GPUs, its duration being its work at N GPUs and its speed linear in its GPUs (trace columns min_gpus, max_gpus, gpu_step, knee_gpus set a job's own range and curve).",
+            valueName: "F"
+        )
+    )
+    var elastic: Int?
+
     @OptionGroup(title: "Fractional placement (FGD's experiment on an openb trace)") var packing: PackingOptions
 
     func validate() throws {
+        if let elastic, elastic < 2 {
+            throw ValidationError("--elastic: expected a factor of 2 or more, got \(elastic)")
+        }
         if packing.given {
             try packing.validate()
             if fromLive || trace != nil {
@@ -187,7 +199,9 @@ struct Simulate: AsyncParsableCommand {
                 (state, jobs) = try LiveWhatIf.load(connection: connection, config: self.config)
             } else {
                 state = try ConfigFile.load(path: config).makeState()
-                jobs = try Trace.load(path: trace)
+                var loaded = try Trace.load(path: trace)
+                if let f = elastic { loaded.makeElastic(factor: f) }
+                jobs = loaded
             }
         } catch let e as ExitCode {
             throw e
@@ -402,6 +416,7 @@ enum Report {
         row("preemptions") { String($0.preemptions) }
         row("reclaims") { String($0.reclaims) }
         row("moves") { String($0.moves) }
+        row("grows / shrinks") { "\($0.grows) / \($0.shrinks)" }
         row("loans") { String($0.loans) }
         row("timed out") { String($0.timedOut) }
         row("never start") { String($0.unschedulable) }
@@ -427,7 +442,7 @@ enum Report {
         out +=
             "  cost          $\(Money.format(s.costUSD)) for \(String(format: "%.1f", s.gpuHours)) GPU-hours ($\(Money.format(s.costPerGPUHour))/GPU-h)\n"
         out +=
-            "  preemptions   \(s.preemptions) by priority or attained service, \(s.reclaims) to take lent GPUs back, \(s.moves) move(s) to faster GPUs; \(s.loans) job(s) started on lent GPUs\n"
+            "  preemptions   \(s.preemptions) by priority or attained service, \(s.reclaims) to take lent GPUs back, \(s.moves) move(s) to faster GPUs\(s.grows + s.shrinks > 0 ? ", elastic jobs grew \(s.grows) and shrank \(s.shrinks) time(s)" : ""); \(s.loans) job(s) started on lent GPUs\n"
         if let r = s.reserve {
             out +=
                 "  reserve       \(r.loans) loan(s) of the inference reserve, \(r.takenBack) taken back (\(pct(r.takenBackShare))), losing \(String(format: "%.1f", r.lostGPUHours)) GPU-hours; spill-over to dearer GPUs \(String(format: "%.1f", r.spillOverHours)) replica-hours, $\(Money.format(r.spillOverUSD)) extra\n"

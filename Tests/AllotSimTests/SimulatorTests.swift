@@ -40,6 +40,29 @@ import Testing
         gpus = 1
         """
 
+    /// An elastic job (1-4 GPUs, 7200 s of work at 2 GPUs) starts on the 2 GPUs left free, grows to 4 when
+    /// the other job ends, and ends sooner than at a fixed 2: linear speed-up.
+    @Test func anElasticJobGrowsAndEndsSooner() throws {
+        let text = """
+            id,kind,submit_time,duration,gpus,min_gpus,max_gpus
+            other,training,0,600,2,,
+            e,training,0,7200,2,1,4
+            """
+        let trace = try Trace.parse(text)
+        #expect(trace.jobs[1].elastic == TraceJob.Elastic(fewest: 1, most: 4))
+        #expect(trace.jobs[1].spec.gpus == 1 && trace.jobs[1].spec.maxGPUs == 4)
+        #expect(trace.jobs[1].speedUp(on: 4) == 2 && trace.jobs[1].speedUp(on: 1) == 0.5)
+        let r = try Simulator(policy: .allot).run(trace, on: try Self.pool(Self.oneNode))
+        let e = try #require(r.state.jobs.values.first { $0.spec.name == "e" })
+        let end = try #require(e.endTime?.seconds)
+        #expect(r.counts.grows >= 1, "\(r.counts)")
+        // At 2 GPUs it would end at 7200 s; growing to 4 at about 600 s ends it near 4000 s.
+        #expect(end < 6000, "ended at \(end)")
+        #expect(r.summary().grows == r.counts.grows)
+        let bad = "id,kind,submit_time,duration,gpus,min_gpus,max_gpus\nx,inference,0,60,2,1,4\n"
+        #expect(throws: TraceError.self) { try Trace.parse(bad) }
+    }
+
     /// A job waiting behind young training starts when the minimum run time ends (a pass looks again then,
     /// as the daemon's tick does), not when the training ends.
     @Test func aWaitingJobIsLookedAtAgainWhenTheMinimumRunTimeEnds() throws {
