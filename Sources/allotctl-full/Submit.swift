@@ -324,6 +324,11 @@ struct Submit: ParsableCommand {
         if let gpus, case .failure(let problem) = Fraction.gpuAmount(gpus) {
             throw ValidationError("--gpus: \(problem.message)")
         }
+        if let most = gpuRequest?.most, let fewest = gpus, !(fewest >= 1 && most > Int(fewest)) {
+            throw ValidationError(
+                "--gpus: an elastic job's range goes from its fewest GPUs (at least 1) to more, e.g. 4-16, not \(Int(fewest))-\(most)"
+            )
+        }
         if gpusStep != nil && gpuRequest?.most == nil {
             throw ValidationError("--gpus-step is for an elastic job, whose --gpus is a range such as 4-16")
         }
@@ -712,8 +717,9 @@ struct GPURequest: ExpressibleByArgument, Hashable {
 
     init?(argument: String) {
         let parts = argument.split(separator: "-", omittingEmptySubsequences: false)
-        if parts.count == 2 {
-            guard let fewest = Int(parts[0]), let most = Int(parts[1]), fewest >= 1, most > fewest else { return nil }
+        if parts.count == 2, !parts[0].isEmpty {
+            // A range; checked in validate(), which names what is wrong.
+            guard let fewest = Int(parts[0]), let most = Int(parts[1]) else { return nil }
             amount = Double(fewest)
             self.most = most
         } else {

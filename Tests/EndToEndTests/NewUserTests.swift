@@ -366,6 +366,13 @@ import Glibc
         // Global options before the command.
         let ls = try Harness.run("allotctl", ["--socket", d.socket, "ls"])
         #expect(ls.status == 0, "\(ls.stderr)")
+        // Elastic ranges: each mistake named.
+        let backwards = d.ctl(["submit", "--gpus", "8-4", "--", "true"])
+        #expect(backwards.status == 2 && backwards.stderr.contains("not 8-4"), "\(backwards.stderr)")
+        let stray = d.ctl(["submit", "--gpus", "2", "--gpus-step", "2", "--", "true"])
+        #expect(stray.status == 2 && stray.stderr.contains("--gpus-step is for an elastic job"), "\(stray.stderr)")
+        let step = d.ctl(["submit", "--gpus", "4-16", "--gpus-step", "5", "--", "true"])
+        #expect(step.status != 0 && step.stderr.contains("the GPU step 5"), "\(step.stderr)")
         let typo = try Harness.run("allotctl", ["sumbit", "--gpus", "2", "--", "true"])
         #expect(typo.status == 2 && typo.stderr.contains("did you mean \"submit\"?"), "\(typo.stderr)")
         let model = d.ctl(["submit", "--gpu-model", "A10", "--", "true"])
