@@ -46,6 +46,10 @@ public struct JobObject: Codable, Sendable, Equatable {
     public var gpuShare: Double?
     /// For a share of one GPU: the GPU memory it takes, in MiB, when it asked for some.
     public var gpuMemoryMiB: Int?
+    /// An elastic job: its most GPUs (`gpus` is its fewest), its step, and the GPUs its run has now.
+    public var maxGPUs: Int?
+    public var gpuStep: Int?
+    public var gpusNow: Int?
     /// For a MIG job: the profiles it accepts, cheapest first.
     public var mig: [String]?
     /// For a running MIG job: its instance, `1g.10gb@3` (profile and first memory slice).
@@ -115,6 +119,9 @@ public struct JobObject: Codable, Sendable, Equatable {
         case gpuModel = "gpu_model"
         case gpuShare = "gpu_share"
         case gpuMemoryMiB = "gpu_memory_mib"
+        case maxGPUs = "max_gpus"
+        case gpuStep = "gpu_step"
+        case gpusNow = "gpus_now"
         case mig
         case migInstance = "mig_instance"
         case dependency, nodelist, exclude, constraint, nice, notify, tty
@@ -158,6 +165,11 @@ public struct JobObject: Codable, Sendable, Equatable {
         gpus = spec.gpus
         gpuShare = (job.allocation?.share ?? spec.gpuShare).map { Double($0) / 1000 }
         gpuMemoryMiB = spec.gpuMemoryMiB
+        if spec.isElastic {
+            maxGPUs = spec.maxGPUs
+            gpuStep = spec.gpuStep
+            gpusNow = job.state.holdsGPUs ? job.allocation?.gpuCount : nil
+        }
         mig = spec.isMIG ? spec.mig : nil
         migInstance = job.allocation?.mig?.description
         dependency = spec.dependencies.isEmpty ? nil : Dependency.text(spec.dependencies)

@@ -785,11 +785,12 @@ import Glibc
 #endif
 
 extension JobObject {
-    /// `2`, or `0.25` for a share of one GPU.
-    /// `2`, `0.25` (a share), `1g.10gb` (a MIG instance, or the profiles a MIG job accepts).
+    /// `2`, `0.25` (a share), `1g.10gb` (a MIG instance, or the profiles a MIG job accepts), `4-16 (8)` (an
+    /// elastic job's range, and what its run has).
     var gpusText: String {
         if let migInstance { return String(migInstance.prefix { $0 != "@" }) }
         if let mig { return mig.joined(separator: ",") }
+        if let most = maxGPUs { return "\(gpus)-\(most)" + (gpusNow.map { " (\($0))" } ?? "") }
         return gpuShare.map(Self.decimal) ?? String(gpus)
     }
 

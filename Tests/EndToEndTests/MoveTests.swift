@@ -68,6 +68,9 @@ import Testing
         #expect(seen("start 1 2 a1:"), "\(d.daemonLog.suffix(2000))")
         let why = d.ctl(["why", String(job)]).stdout
         #expect(why.contains("elastic: 1-4 GPUs, now 2"), "\(why)")
+        let object = try #require(d.job(job))
+        #expect(object["max_gpus"] as? Int == 4 && object["gpus_now"] as? Int == 2, "\(object)")
+        #expect(d.ctl(["ls"]).stdout.contains("1-4 (2)"), "\(d.ctl(["ls"]).stdout)")
         _ = d.ctl(["cancel", String(blocker)])
         #expect(seen("start 2 4 a1:0-3"), "\((try? String(contentsOfFile: record, encoding: .utf8)) ?? "")")
         #expect(seen("notice 1 ALLOT_GPUS=4 ALLOT_NODES=a1:0-3 ALLOT_GPU_MODEL=A100"))
