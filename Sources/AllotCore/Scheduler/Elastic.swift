@@ -56,6 +56,21 @@ extension Pass {
         return out
     }
 
+    /// The first `n` GPUs of `masks`, node by node.
+    func firstGPUs(_ n: Int, of masks: [NodeMask]) -> [NodeMask] {
+        var left = n
+        var out: [NodeMask] = []
+        for s in masks where left > 0 {
+            var mask: UInt64 = 0
+            for g in s.mask.bitIndices where left > 0 {
+                mask |= 1 << UInt64(g)
+                left -= 1
+            }
+            out.append(NodeMask(node: s.node, mask: mask))
+        }
+        return out
+    }
+
     func allocationSlices(_ masks: [NodeMask]) -> [Allocation.Slice] {
         masks.map { Allocation.Slice(node: state.nodes[$0.node].name, gpus: $0.mask.bitIndices) }
     }
@@ -179,16 +194,10 @@ extension Pass {
             var freed: [NodeMask] = []
             for (v, reason, keep) in chosen {
                 // It keeps its first GPUs, node by node.
-                var left = keep
-                var kept: [NodeMask] = []
+                let kept = firstGPUs(keep, of: v.slices)
                 for s in v.slices {
-                    var mask: UInt64 = 0
-                    for g in s.mask.bitIndices where left > 0 {
-                        mask |= 1 << UInt64(g)
-                        left -= 1
-                    }
-                    if mask != 0 { kept.append(NodeMask(node: s.node, mask: mask)) }
-                    if s.mask & ~mask != 0 { freed.append(NodeMask(node: s.node, mask: s.mask & ~mask)) }
+                    let mask = s.mask & ~(kept.first { $0.node == s.node }?.mask ?? 0)
+                    if mask != 0 { freed.append(NodeMask(node: s.node, mask: mask)) }
                 }
                 victims.insert(v.id)
                 decisions.append(
@@ -218,16 +227,7 @@ extension Pass {
         let spec = state.jobs[existing: row.id].spec
         let count = merged([], mine).reduce(0) { $0 + $1.mask.nonzeroBitCount }
         guard let size = spec.size(atMost: count) else { return false }
-        var left = size
-        var slices: [NodeMask] = []
-        for s in merged([], mine) where left > 0 {
-            var mask: UInt64 = 0
-            for g in s.mask.bitIndices where left > 0 {
-                mask |= 1 << UInt64(g)
-                left -= 1
-            }
-            slices.append(NodeMask(node: s.node, mask: mask))
-        }
+        let slices = firstGPUs(size, of: merged([], mine))
         if spec.topology == .singleNode && Set(slices.map(\.node)).count > 1 { return false }
         let seconds = ctx.expectedSeconds(row, model: m) * Double(row.gpus) / Double(size)
         let note = PlacementNote(
