@@ -39,6 +39,8 @@ public struct FaultSimulation: Sendable {
         public var wallClockSteps = 0
         public var completed = 0
         public var requeues = 0
+        /// Jobs moved or resized onto GPUs held for them.
+        public var resizes = 0
         public var serviceChanges = 0
         /// Sizes the services' autoscaler chose.
         public var autoscaled = 0
@@ -60,6 +62,7 @@ public struct FaultSimulation: Sendable {
             r.wallClockSteps += o.wallClockSteps
             r.completed += o.completed
             r.requeues += o.requeues
+            r.resizes += o.resizes
             r.serviceChanges += o.serviceChanges
             r.autoscaled += o.autoscaled
             return r
@@ -68,7 +71,8 @@ public struct FaultSimulation: Sendable {
         public var summary: String {
             let parts = [
                 "\(steps) steps", "\(events) events", "\(crashes) crashes", "\(submits) submits", "\(starts) starts",
-                "\(completed) completed", "\(requeues) requeues", "\(gpuFailures) jobs stopped by GPU failures",
+                "\(completed) completed", "\(requeues) requeues", "\(resizes) moves or resizes",
+                "\(gpuFailures) jobs stopped by GPU failures",
                 "\(nodesLost) agents lost", "\(fenced) runs fenced", "\(killedAfterGrace) killed after their grace",
                 "\(wallClockSteps) wall clock steps", "\(serviceChanges) services created, scaled or deleted",
                 "\(autoscaled) sizes chosen by the autoscaler",
@@ -197,6 +201,7 @@ public struct FaultSimulation: Sendable {
                 case .jobStarted: report.starts += 1
                 case .jobGPUFailed: report.gpuFailures += 1
                 case .jobRequeued: report.requeues += 1
+                case .jobGPUsHeld: report.resizes += 1
                 case .serviceScaled(_, _, _, _, let reason) where reason.hasPrefix("autoscaled"): report.autoscaled += 1
                 case .jobFinished:
                     if case .jobFinished(let id, _, _) = e.body, controller.state.jobs[id]?.state == .completed {
@@ -419,6 +424,8 @@ public struct FaultSimulation: Sendable {
                 )
                 if rng.chance(0.3) { spec.walltime = rng.uniform(10, 120) }
                 if rng.chance(0.3) { spec.grace = rng.uniform(0, 20) }
+                // Elastic training: it grows, shrinks and restarts on GPUs held for it through the faults.
+                if kind == .training && rng.chance(0.25) { spec.maxGPUs = spec.gpus + [1, 2, 4][rng.below(3)] }
                 let held = rng.chance(0.1)
                 try feed(.submit([.init(spec: spec, held: held)]))
                 acknowledged.append((durable.count + unsynced.count, id))
