@@ -96,6 +96,37 @@ import Testing
         #expect(s.jobs[e]?.heldGPUs.isEmpty == true)
     }
 
+    /// A shrink keeps enough GPUs for the rest of the run to fit the job's walltime (each run has its own).
+    @Test func aShrinkKeepsTheRunWithinItsWalltime() {
+        var s = Self.pool()
+        // Walltime 1000 s: at 300 s it has 700 s left on 8 GPUs, which needs at least 6 to fit 1000 s.
+        let e = s.submit(
+            .training(2, estimate: 36_000) {
+                $0.maxGPUs = 8
+                $0.walltime = 1000
+            },
+            at: 0
+        )
+        s.schedule(at: 0)
+        let serve = s.submit(.inference(2), at: 300)
+        let pass = s.schedule(at: 300)
+        #expect(s.preemptions(pass).map { "\($0.victim) \($0.by)" } == ["\(e) \(serve)"])
+        #expect(s.jobs[e]?.heldGPUs.map(\.description) == ["a1[0-5]"])
+        // Needing 4 it cannot shrink that far: it is stopped whole.
+        var t = Self.pool()
+        let f = t.submit(
+            .training(2, estimate: 36_000) {
+                $0.maxGPUs = 8
+                $0.walltime = 1000
+            },
+            at: 0
+        )
+        t.schedule(at: 0)
+        t.submit(.inference(4), at: 300)
+        t.schedule(at: 300)
+        #expect(t.jobs[f]?.state == .stopping && t.jobs[f]?.heldGPUs.isEmpty == true)
+    }
+
     @Test func itNeverSpansTwoModels() {
         var s = Self.pool([("h1", "H100", 4, []), ("a1", "A100", 4, [])])
         let e = s.submit(Self.elastic(2, 8), at: 0)

@@ -184,7 +184,16 @@ extension Pass {
                     let r = victimReason(v, for: row, rank: rank, tenant: tenant, cls: cls, allowed: allowed),
                     !reclaimOnly || r.isReclaim
                 else { continue }
-                let keep = spec.size(atMost: max(spec.gpus, v.gpus - need)) ?? spec.gpus
+                // Not below its fewest, nor where the rest of its run would outlast its walltime (each run
+                // has its own), at the smallest of its sizes that gives what is needed.
+                var floor = max(spec.gpus, v.gpus - need)
+                if let w = spec.walltime, w > 0 {
+                    let left = max(0, v.expectedEnd - now.seconds)
+                    floor = max(floor, Int((left * Double(v.gpus) / w).rounded(.up)))
+                }
+                let step = max(1, spec.gpuStep ?? 1)
+                let keep = spec.gpus + (floor - spec.gpus + step - 1) / step * step
+                guard keep < v.gpus else { continue }
                 chosen.append((v, r, keep))
                 need -= v.gpus - keep
                 if need <= 0 { break }
