@@ -15,7 +15,7 @@ CONFIG ?= etc/allot/allotd.toml
 TRACE ?= examples/trace-mixed.csv
 BIN := $(shell $(SWIFT) build --show-bin-path 2>/dev/null)
 
-.PHONY: all deps build release test lint format demo simulate simulate-faults bench bench-daemon bench-ha figures figures-fgd figures-services figures-loans clean install install-files uninstall deb deb-tree \
+.PHONY: all deps build release test lint format demo simulate simulate-faults bench bench-daemon bench-ha figures figures-fgd figures-pollux figures-services figures-loans clean install install-files uninstall deb deb-tree \
 	verify-units
 
 PREFIX ?= /usr/local
@@ -112,6 +112,12 @@ figures-fgd: deps
 # Inference services replaying Azure's LLM inference trace beside a day of training (needs the Azure trace:
 # TRACES=DIR, the folder of traces; docs/services.md).
 TRACES ?= ../shared/data/traces
+# Pollux's (OSDI'21) workloads on its 64-T4 cluster against the published Tiresias+TunedJobs and Pollux JCTs.
+# Needs ../shared/data/traces/pollux-workloads and adaptdl's simulator profiles: ADAPTDL=path/to/adaptdl/simulator
+# (github.com/petuum/adaptdl, branch osdi21-artifact).
+figures-pollux: deps
+	scripts/pollux-figures.sh $(ADAPTDL)
+
 figures-services: deps
 	TRACES=$(TRACES) scripts/service-figures.sh
 

@@ -163,14 +163,16 @@ public struct SchedulerSettings: Hashable, Codable, Sendable {
     }
 
     /// The attained-service queue of a running (or stopping) training job: by the GPU-seconds it has used,
-    /// except that a run started after the job was promoted for waiting too long stays in the first queue
-    /// (as Tiresias's promotion): it is not preempted by attained service until it stops.
+    /// except that a run started after the job was promoted for waiting too long counts from its start (as
+    /// Tiresias's promotion resets the job's service): it stays in the first queue until this run alone has
+    /// used the first threshold, so that a promoted big job cannot hold the pool for a whole long run.
     public func serviceQueue(running job: Job, at now: Instant) -> Int {
         let byService = serviceQueue(gpuSeconds: job.gpuSeconds(at: now), runSeconds: 0, waited: 0)
         guard byService > 0, let start = job.startTime else { return byService }
         let waited = start - job.queuedSince
         let promoted = serviceQueue(gpuSeconds: job.pastGPUSeconds, runSeconds: job.pastRunSeconds, waited: waited)
-        return promoted < 0 ? 0 : byService
+        guard promoted < 0 else { return byService }
+        return serviceQueue(gpuSeconds: job.gpuSeconds(at: now) - job.pastGPUSeconds, runSeconds: 0, waited: 0)
     }
 
     /// Decodes leniently: settings added by later versions take their defaults when absent.

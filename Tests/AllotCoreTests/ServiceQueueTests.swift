@@ -133,6 +133,15 @@ import Testing
         let later = s.schedule(at: 1500)
         #expect(s.preemptions(later).map(\.victim) == [b])
         #expect(s.preemptions(later).map(\.by) == [a])
+        // a's promoted run is in the first queue until it alone has used the threshold (1 GPU-h at 8 GPUs:
+        // 450 s after its start at 1530), as Tiresias resets a promoted job's service; then c, of the first
+        // queue, may take its GPUs.
+        s.finish(b, code: 143, at: 1530)
+        #expect(s.starts(s.schedule(at: 1530)) == [a])
+        let promoted = s.runViews(at: Instant(seconds: 1900)).first { $0.id == a }
+        #expect(promoted?.queue == 0)
+        let spent = s.runViews(at: Instant(seconds: 2000)).first { $0.id == a }
+        #expect(spent?.queue == 1)
     }
 
     /// No job waits without bound: a stream of small jobs in the first queue keeps the pool busy while jobs
