@@ -8,9 +8,9 @@ extension Pass {
     /// Whether elastic jobs may resize in this pass.
     var resizes: Bool { policy == .allot && !ctx.tracksHost }
 
-    /// GPUs of model `m` an elastic job may take without a loan: free (not reserved, not waited for by a
-    /// job with foresight) and not kept for inference.
-    mutating func elasticRoom(model m: Int, view: FreePool) -> Int {
+    /// GPUs of model `m` a growing or moving job may take without a loan: free in `view` (not reserved),
+    /// not waited for by a job with foresight, and not kept for inference.
+    mutating func roomWithoutLoan(model m: Int, view: FreePool) -> Int {
         var r = view.freeGPUs(model: m) - claimed[m, default: 0]
         if m < reserve.count && reserve[m] > 0 {
             r = min(r, ctx.capacity[m] - reserve[m] - use(of: m, inference: false))
@@ -87,7 +87,7 @@ extension Pass {
             guard spec.isElastic else { continue }
             let view = open ?? pool
             let cur = a.gpuCount
-            let room = elasticRoom(model: m, view: view)
+            let room = roomWithoutLoan(model: m, view: view)
             guard room > 0, let size = spec.size(atMost: cur + room), size > cur else { continue }
             let have = a.slices.compactMap { s -> NodeMask? in
                 guard let ni = state.nodeIndex[s.node] else { return nil }
@@ -126,7 +126,7 @@ extension Pass {
             let spec = state.jobs[existing: v.id].spec
             guard spec.isElastic, let most = spec.maxGPUs, v.gpus < most else { continue }
             if v.checkpoints && v.risk > Double(v.gpus) * Self.checkpointWindow { continue }
-            let room = elasticRoom(model: v.model, view: view)
+            let room = roomWithoutLoan(model: v.model, view: view)
             guard room > 0, let size = spec.size(atMost: v.gpus + room), size > v.gpus else { continue }
             let left = v.expectedEnd - now.seconds
             let stop = v.grace + Self.restartSeconds

@@ -17,13 +17,8 @@ extension Pass {
         var view = open ?? pool
         guard view.totalFreeGPUs > 0 else { return }
         // Free GPUs of each model a move may take.
-        var room = (0..<ctx.modelCount).map { m in
-            var r = view.freeGPUs(model: m) - claimed[m, default: 0]
-            if m < reserve.count && reserve[m] > 0 {
-                r = min(r, ctx.capacity[m] - reserve[m] - use(of: m, inference: false))
-            }
-            return r
-        }
+        var room: [Int] = []
+        for m in 0..<ctx.modelCount { room.append(roomWithoutLoan(model: m, view: view)) }
         guard room.contains(where: { $0 > 0 }) else { return }
         let interval = state.config.scheduler.interval
         var moves: [(gain: Double, view: RunView, model: Int)] = []
@@ -70,12 +65,7 @@ extension Pass {
             victims.insert(v.id)
             if !reserve.isEmpty { addUse(of: f, inference: false, gpus: v.gpus) }
             decisions.append(.preempt(v.id, by: v.id, grace: v.grace, reason: .migration))
-            decisions.append(
-                .hold(
-                    v.id,
-                    on: slices.map { Allocation.Slice(node: state.nodes[$0.node].name, gpus: $0.mask.bitIndices) }
-                )
-            )
+            decisions.append(.hold(v.id, on: allocationSlices(slices)))
         }
     }
 }
