@@ -120,9 +120,7 @@ extension Pass {
         guard view.totalFreeGPUs > 0 else { return }
         let interval = state.config.scheduler.interval
         for v in running
-        where v.kind == .training && !v.stopping && v.share == 0 && v.gpus > 0 && v.preemptible && !v.shielded
-            && !victims.contains(v.id)
-        {
+        where v.elastic && !v.stopping && v.gpus > 0 && v.preemptible && !v.shielded && !victims.contains(v.id) {
             let spec = state.jobs[existing: v.id].spec
             guard spec.isElastic, let most = spec.maxGPUs, v.gpus < most else { continue }
             if v.checkpoints && v.risk > Double(v.gpus) * Self.checkpointWindow { continue }
@@ -169,6 +167,11 @@ extension Pass {
         guard resizes, row.topology == .any, ctx.nodeAllowed[Int(row.constraint)] == nil, row.gpus > 0,
             !row.isShare, !row.isMIG
         else { return nil }
+        if elasticOrderCache == nil {
+            let views = running
+            elasticOrderCache = victimOrder().filter { views[$0].elastic }
+        }
+        guard let elasticOrder = elasticOrderCache, !elasticOrder.isEmpty else { return nil }
         let tenant = state.pendingJobs.tenants.values[Int(row.tenant)]
         let base = adding((incoming[row.id] ?? []) + (held[row.id] ?? []), to: pool)
         for (m, _) in ctx.order(for: row, now: now) where allowed & (1 << UInt64(m)) != 0 {
@@ -176,9 +179,9 @@ extension Pass {
             var need = row.gpus - free
             if need <= 0 { continue }
             var chosen: [(view: RunView, reason: PreemptionReason, keep: Int)] = []
-            for i in victimOrder() {
+            for i in elasticOrder {
                 let v = running[i]
-                guard v.model == m, v.share == 0, !v.stopping, !victims.contains(v.id) else { continue }
+                guard v.model == m, !v.stopping, !victims.contains(v.id) else { continue }
                 let spec = state.jobs[existing: v.id].spec
                 guard spec.isElastic, v.gpus > spec.gpus,
                     let r = victimReason(v, for: row, rank: rank, tenant: tenant, cls: cls, allowed: allowed),

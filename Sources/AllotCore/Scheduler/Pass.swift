@@ -53,6 +53,8 @@ struct Pass {
     let anyHardBudget: Bool
     private var runningCache: [RunView]?
     var victimOrderCache: [Int]?
+    /// ``victimOrder()`` restricted to elastic jobs (built once per pass; usually empty).
+    var elasticOrderCache: [Int]?
     private var calculator: PriorityCalculator?
     /// Jobs told to stop in this pass.
     var victims: Set<JobID> = []

@@ -32,6 +32,8 @@ struct RunView {
     /// Whether it has reported a checkpoint in this run (its work at risk is then known, not assumed saved
     /// on the notice).
     var checkpoints: Bool
+    /// Whether it is an elastic job (it may grow or shrink).
+    var elastic: Bool
 
     /// GPUs on one node (0 if none there).
     func mask(on node: Int) -> UInt64 {
@@ -102,7 +104,8 @@ extension ClusterState {
                     stopping: job.state == .stopping,
                     shielded: young || protected,
                     queue: queue,
-                    checkpoints: job.checkpointThisRun != nil
+                    checkpoints: job.checkpointThisRun != nil,
+                    elastic: job.spec.isElastic
                 )
             )
         }
