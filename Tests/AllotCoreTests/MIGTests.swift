@@ -223,4 +223,55 @@ import Testing
         }
         #expect(placed > 100, "placed \(placed)")
     }
+
+    @Test func aMIGJobPreemptsAWholeGPUJobOfALowerClassAndStartsWhenItHasGone() throws {
+        var s = Self.pool([("h1", 1, .dynamic, [])])
+        let train = s.submit(.training(1), at: 0)
+        s.schedule(at: 0)
+        let serve = s.submit(Self.mig("3g.40gb"), at: 1000)
+        let pass = s.schedule(at: 1000)
+        #expect(s.preemptions(pass).map(\.victim) == [train])
+        #expect(s.preemptions(pass).first?.reason == .priority)
+        #expect(pass.reason(for: serve)?.blocker == .waitingForPreemption(victims: 1))
+        // While it stops, later passes wait for it and pick no one else.
+        let again = s.schedule(at: 1010)
+        #expect(s.preemptions(again).isEmpty)
+        #expect(again.reason(for: serve)?.blocker == .waitingForPreemption(victims: 1))
+        s.finish(train, code: 143, at: 1020)
+        let start = s.schedule(at: 1020)
+        #expect(s.starts(start).contains(serve), "\(String(describing: start.reason(for: serve))) \(start.decisions)")
+        #expect(s.jobs[serve]?.allocation?.mig?.profile == "3g.40gb")
+        // The training job waits again; it does not take the GPU back from the instance.
+        #expect(s.jobs[train]?.state == .pending)
+        #expect(s.invariantViolations().isEmpty)
+    }
+
+    @Test func aMIGJobPreemptsOnlyTheInstancesOverOneStartTheCheapestFirst() throws {
+        var s = Self.pool([("h1", 1, .dynamic, [])])
+        let old = s.submit(.training(1) { $0.mig = ["3g.40gb"] }, at: 0)
+        s.schedule(at: 0)
+        let young = s.submit(.training(1) { $0.mig = ["3g.40gb"] }, at: 500)
+        s.schedule(at: 500)
+        #expect(s.jobs[old]?.state == .running && s.jobs[young]?.state == .running)
+        // Half the GPU is enough: the instance with less work at risk goes, the other runs on.
+        let serve = s.submit(Self.mig("3g.40gb"), at: 1000)
+        let pass = s.schedule(at: 1000)
+        #expect(s.preemptions(pass).map(\.victim) == [young])
+        s.finish(young, code: 143, at: 1010)
+        s.schedule(at: 1010)
+        #expect(s.jobs[serve]?.state == .running)
+        #expect(s.jobs[old]?.state == .running)
+        // The whole GPU's memory takes both instances beside it... of which only the training one may go.
+        let big = s.submit(Self.mig("7g.80gb"), at: 2000)
+        let none = s.schedule(at: 2000)
+        #expect(s.preemptions(none).isEmpty, "the inference instance is not a victim of its own class")
+        guard case .noMIGRoom? = none.reason(for: big)?.blocker else {
+            Issue.record("\(String(describing: none.reason(for: big)))")
+            return
+        }
+        s.finish(serve, at: 2100)
+        let both = s.schedule(at: 2100)
+        #expect(s.preemptions(both).map(\.victim) == [old])
+        #expect(s.invariantViolations().isEmpty)
+    }
 }

@@ -24,6 +24,8 @@ extension Pass {
             for (i, node) in state.nodes.enumerated() where node.spec.mig != .off { byModel[node.modelIndex].append(i) }
             migNodes = byModel
         }
+        // GPUs held for it (a whole-GPU job it preempted has gone) go back to the pool it looks in.
+        if !held.isEmpty && held[row.id] != nil { release(heldFor: row.id, except: []) }
         let mayUseReserved = reservation == nil || short
         var offered = false
         var closest: (detail: String, taken: Int)?
@@ -175,5 +177,94 @@ extension Pass {
         if a.takenBefore != b.takenBefore { return a.takenBefore > b.takenBefore }
         if a.roomAfter != b.roomAfter { return a.roomAfter > b.roomAfter }
         return (a.node, a.gpu, a.start) < (b.node, b.gpu, b.start)
+    }
+}
+
+// MARK: Preemption for MIG instances
+
+extension Pass {
+    /// Preemption for a MIG job that finds no room (policy `allot`): the cheapest set of running jobs whose
+    /// stop frees a start of one of its profiles on an allowed MIG GPU — a whole-GPU job on a dynamic node
+    /// (its GPU comes back fresh), or the instances over one start's memory slices (dynamic or static). The
+    /// same victims and order as for whole GPUs: loans before lower classes, then the least work at risk,
+    /// then the fewest jobs. Tells them to stop; nothing is held (the job goes before the jobs it may
+    /// preempt, so the next passes give it the slices first).
+    /// - Returns: the number of jobs told to stop, or nil when no set of victims makes room.
+    mutating func preemptForMIG(
+        _ row: PendingQueue.Row,
+        rank: Priority,
+        allowed: UInt64,
+        cls: ClassInfo,
+        reclaimOnly: Bool = false
+    ) -> Int? {
+        guard let spec = state.jobs[row.id]?.spec, let migNodes else { return nil }
+        let tenant = state.pendingJobs.tenants.values[Int(row.tenant)]
+        var onMIG = Set<Int>()
+        for m in 0..<migNodes.count where allowed & (1 << UInt64(m)) != 0 { onMIG.formUnion(migNodes[m]) }
+        var reasons: [JobID: (view: RunView, reason: PreemptionReason)] = [:]
+        for v in running where v.slices.contains(where: { onMIG.contains($0.node) }) {
+            guard let r = victimReason(v, for: row, rank: rank, tenant: tenant, cls: cls, allowed: allowed),
+                r.isReclaim || !reclaimOnly
+            else { continue }
+            reasons[v.id] = (v, r)
+        }
+        if reasons.isEmpty { return nil }
+        var best: (ids: [JobID], cost: (Int, Int, Double, Int))?
+        func consider(_ ids: [JobID]) {
+            let set = ids.map { reasons[$0]! }
+            let cost = (
+                set.map { $0.reason.isReclaim ? 0 : 1 }.max() ?? 0,
+                set.map(\.view.classValue).max() ?? 0,
+                set.reduce(0.0) { $0 + $1.view.risk },
+                set.count
+            )
+            if let b = best, !(cost < b.cost) { return }
+            best = (ids, cost)
+        }
+        for (m, _) in ctx.order(for: row, now: now) where allowed & (1 << UInt64(m)) != 0 {
+            guard let table = ctx.models[m].mig else { continue }
+            let profiles = spec.migProfiles(on: ctx.models[m])
+            for i in migNodes[m] where admitted(row, node: i) {
+                let node = state.nodes[i]
+                guard node.schedulable else { continue }
+                let isStatic = node.spec.mig == .static
+                for g in 0..<node.spec.gpus {
+                    let gpu = NodeGPU(node: i, gpu: g)
+                    guard node.unhealthyMask & (UInt64(1) << UInt64(g)) == 0, node.shareUsed[g] == 0,
+                        shareTaken[gpu] == nil, migTaken[gpu] == nil
+                    else { continue }
+                    if let whole = node.holder[g] {
+                        // A whole-GPU job: its stop gives back a fresh GPU, where any profile starts.
+                        if !isStatic && reasons[whole] != nil && !profiles.isEmpty { consider([whole]) }
+                        continue
+                    }
+                    let instances: [(id: JobID, mask: UInt8)] = node.sharers[g].compactMap { id in
+                        guard let slot = state.jobs[id]?.allocation?.mig, let p = table.profile(named: slot.profile)
+                        else { return nil }
+                        return (id, p.mask(at: slot.start))
+                    }
+                    if instances.isEmpty { continue }
+                    for p in profiles {
+                        let starts =
+                            isStatic ? node.spec.migLayout.filter { $0.profile == p.name }.map(\.start) : p.starts
+                        for s in starts {
+                            let over = instances.filter { $0.mask & p.mask(at: s) != 0 }.map(\.id)
+                            if !over.isEmpty && over.allSatisfy({ reasons[$0] != nil }) { consider(over) }
+                        }
+                    }
+                }
+            }
+        }
+        guard let best else { return nil }
+        let rules = state.config.preemption
+        for id in best.ids {
+            let (v, reason) = reasons[id]!
+            victims.insert(id)
+            decisions.append(
+                .preempt(id, by: row.id, grace: reason.isReclaim ? rules.loanGrace : v.grace, reason: reason)
+            )
+            incoming[row.id, default: []].append(contentsOf: v.slices)
+        }
+        return best.ids.count
     }
 }

@@ -338,6 +338,21 @@ struct Pass {
             case .started:
                 continue
             case .blocked(let blocker, let capacity):
+                // A MIG job waits for the jobs stopping for it, or looks for some (``preemptForMIG``).
+                if row.isMIG && policy == .allot && capacity {
+                    if !incoming.isEmpty && incoming[row.id] != nil {
+                        block(.waitingForPreemption(victims: stoppingFor(row.id).count))
+                        holdReservation(for: row.id)
+                        continue
+                    }
+                    if preemptionSearches < Self.maxPreemptionSearches,
+                        let count = countingSearch({ $0.preemptForMIG(row, rank: p, allowed: allowed, cls: cls) })
+                    {
+                        block(.waitingForPreemption(victims: count))
+                        holdReservation(for: row.id)
+                        continue
+                    }
+                }
                 // Waiting on jobs already told to stop for it?
                 if !incoming.isEmpty, incoming[row.id] != nil,
                     holdIfFits(row, allowed: allowed, with: incoming[row.id]!)
