@@ -458,9 +458,9 @@ public struct ConfigFile: Hashable, Sendable {
 }
 
 extension ConfigFile {
-    /// What the simulator models but allotd cannot run yet: a MIG node that allotd does not run itself (node
-    /// agents do not make MIG instances yet), or whose GPUs it does not reach through NVML. Nil when allotd
-    /// can run this config on `hostname`.
+    /// What the simulator models but allotd cannot run: a MIG node that allotd runs itself without reaching
+    /// its GPUs through NVML (a node agent makes its node's instances, given `--discover nvml`). Nil when
+    /// allotd can run this config on `hostname`.
     public func allotdRefusal(path: String?, hostname: String) -> ConfigError? {
         for node in nodes where node.mig != .off {
             func refuse(_ why: String) -> ConfigError {
@@ -470,12 +470,14 @@ extension ConfigFile {
                     message: "node \(node.name) has mig = \"\(node.mig.rawValue)\": \(why)"
                 )
             }
-            if discovery[node.name] != .nvml {
-                return refuse("allotd makes and finds MIG instances through NVML; add discover = \"nvml\"")
-            }
-            if !daemon.isLocal(node, hostname: hostname) {
+            if daemon.isLocal(node, hostname: hostname) {
+                if discovery[node.name] != .nvml {
+                    return refuse("allotd makes and finds MIG instances through NVML; add discover = \"nvml\"")
+                }
+            } else if cluster == nil {
+                // A node agent finds its node's GPUs itself (`allotd agent --discover nvml`).
                 return refuse(
-                    "node agents do not make MIG instances yet; run this node from allotd (local = true), or set mig = \"off\""
+                    "nothing here makes its MIG instances: run it from allotd (local = true, discover = \"nvml\") or from a node agent ([cluster])"
                 )
             }
         }

@@ -89,7 +89,7 @@ public enum Agent {
         }
         var uuids: [Int: String] = [:]
         for g in gpus { uuids[g.index] = g.uuid }
-        let jobs = AgentJobs(stateDir: options.stateDir, uuids: uuids, logger: logger)
+        let jobs = AgentJobs(stateDir: options.stateDir, uuids: uuids, probe: probe, logger: logger)
         let link = AgentConnection(
             controllers: controllers,
             options: options,

@@ -30,7 +30,15 @@ actor AgentJobs {
     private var changed = Set<JobID>()
     private var lastReplicaReport = 0.0
 
-    init(stateDir: String, uuids: [Int: String], logger: Logger) {
+    /// This node's NVML, when the agent discovers its GPUs: MIG instances are made and removed through it.
+    let probe: GPUProbe?
+    /// Where each MIG run's instance is recorded (`ID.RUN`, its ``AgentMIG`` as JSON) from before it is made
+    /// until it is removed, so that an agent restarted meanwhile still removes it.
+    let migDir: String
+
+    init(stateDir: String, uuids: [Int: String], probe: GPUProbe? = nil, logger: Logger) {
+        self.probe = probe
+        migDir = stateDir + "/mig"
         executor = Executor(
             stateDir: stateDir,
             logDir: stateDir + "/logs",
@@ -70,6 +78,10 @@ actor AgentJobs {
             let ref = AgentRunRef(id: e.id.rawValue, run: e.run)
             unacked[ref] = Self.report(e)
         }
+        // Instances of runs that ended while the agent was down, or that never started (it stopped between
+        // making one and starting its job), go; those of runs still going stay.
+        let live = Set(running.map { AgentRunRef(id: $0.0.rawValue, run: $0.1) })
+        for ref in migRecords() where !live.contains(ref) { releaseMIG(ref) }
         fresh = Set(unacked.keys)
         return running.map { AgentRunRef(id: $0.0.rawValue, run: $0.1) } + Array(unacked.keys)
     }
@@ -94,8 +106,21 @@ actor AgentJobs {
         let id = JobID(o.id)
         guard !executor.hasRun(id, run: o.run) else { return }  // a repeated order
         let slices = o.slices.map { Allocation.Slice(node: $0.node, gpus: $0.gpus) }
+        let ref = AgentRunRef(id: o.id, run: o.run)
+        var uuids = self.uuids
+        if let m = o.mig {
+            switch instance(m, for: ref, node: o.slices.first?.node ?? "this node") {
+            case .success(let uuid): uuids = [m.gpu: uuid]  // the job sees its MIG device only
+            case .failure(let problem):
+                logger.error("MIG instance not made", metadata: ["job.id": "\(o.id)", "error": "\(problem)"])
+                releaseMIG(ref)
+                unacked[ref] = AgentRunReport(id: o.id, run: o.run, state: "failed_to_start", error: problem.text)
+                fresh.insert(ref)
+                return
+            }
+        }
         if let problem = executor.start(id: id, run: o.run, spec: o.spec, slices: slices, uuids: uuids) {
-            let ref = AgentRunRef(id: o.id, run: o.run)
+            releaseMIG(ref)
             unacked[ref] = AgentRunReport(id: o.id, run: o.run, state: "failed_to_start", error: problem)
             fresh.insert(ref)
         }
@@ -112,6 +137,7 @@ actor AgentJobs {
             let ref = AgentRunRef(id: e.id.rawValue, run: e.run)
             unacked[ref] = Self.report(e)
             fresh.insert(ref)
+            releaseMIG(ref)
         }
         let now = Date().timeIntervalSince1970
         var out: [AgentRunReport]
@@ -143,6 +169,70 @@ actor AgentJobs {
 
     /// The link is new: everything unacknowledged goes out again.
     func newLink() { fresh = Set(unacked.keys) }
+}
+
+/// MIG instances on this node: made through NVML before a MIG job starts (found, on a static layout), and
+/// removed when its run ends — also when the agent was down as it ended.
+extension AgentJobs {
+    struct MIGProblem: Error {
+        var text: String
+    }
+
+    private func migRecord(_ ref: AgentRunRef) -> String { "\(migDir)/\(ref.id).\(ref.run)" }
+
+    /// The runs with an instance recorded.
+    func migRecords() -> [AgentRunRef] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: migDir)) ?? []
+        return names.compactMap { name in
+            let parts = name.split(separator: ".")
+            guard parts.count == 2, let id = UInt64(parts[0]), let run = Int(parts[1]) else { return nil }
+            return AgentRunRef(id: id, run: run)
+        }
+        .sorted { ($0.id, $0.run) < ($1.id, $1.run) }
+    }
+
+    /// The run's instance, recorded first and then made (or found): its `MIG-` device.
+    func instance(_ m: AgentMIG, for ref: AgentRunRef, node: String) -> Result<String, MIGProblem> {
+        guard let probe else {
+            return .failure(
+                MIGProblem(
+                    text:
+                        "the agent of \(node) has no NVML to make MIG \(m.profile.name)@\(m.start) with (run it with --discover nvml)"
+                )
+            )
+        }
+        do {
+            try FileManager.default.createDirectory(atPath: migDir, withIntermediateDirectories: true)
+            try JSONEncoder().encode(m).write(to: URL(fileURLWithPath: migRecord(ref)), options: .atomic)
+            return .success(
+                try probe.migDevice(gpu: m.gpu, profile: m.profile, start: m.start, layout: m.layout, node: node)
+            )
+        } catch {
+            return .failure(MIGProblem(text: "\(error)"))
+        }
+    }
+
+    /// Removes the run's instance, if it has one recorded (a static layout's stays), and its record.
+    func releaseMIG(_ ref: AgentRunRef) {
+        let path = migRecord(ref)
+        guard let data = FileManager.default.contents(atPath: path) else { return }
+        if let m = try? JSONDecoder().decode(AgentMIG.self, from: data), !m.layout, let probe {
+            do {
+                try probe.withMIG { try $0.remove(gpu: m.gpu, start: m.start) }
+                logger.info(
+                    "MIG instance removed",
+                    metadata: [
+                        "job.id": "\(ref.id)", "job.run": "\(ref.run)", "mig": "\(m.gpu):\(m.profile.name)@\(m.start)",
+                    ]
+                )
+            } catch {
+                // Kept, to be tried again when the agent next starts.
+                logger.error("MIG instance not removed", metadata: ["job.id": "\(ref.id)", "error": "\(error)"])
+                return
+            }
+        }
+        try? FileManager.default.removeItem(atPath: path)
+    }
 }
 
 /// The checks of the service replicas this node runs: readiness, liveness and metrics, as allotd checks its

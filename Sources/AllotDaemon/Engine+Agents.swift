@@ -163,13 +163,27 @@ extension Engine {
             id: job.id.rawValue,
             run: job.runs,
             spec: job.spec,
-            slices: alloc.slices.map { AgentSlice(node: $0.node, gpus: $0.gpus) }
+            slices: alloc.slices.map { AgentSlice(node: $0.node, gpus: $0.gpus) },
+            mig: agentMIG(alloc, node: node)
         )
         guard let line = try? ControlProtocol.line(Notification(method: AgentProtocol.start.name, params: order)) else {
             return
         }
         link.send(line)
         logger.info("Start order sent", metadata: ["node": "\(node)", "job.id": "\(job.id)", "job.run": "\(job.runs)"])
+    }
+
+    /// A MIG job's instance as its agent makes or finds it.
+    func agentMIG(_ a: Allocation, node: String) -> AgentMIG? {
+        guard let slot = a.mig, let gpu = a.slices.first?.gpus.first,
+            let profile = state.config.model(named: a.model)?.mig?.profile(named: slot.profile)
+        else { return nil }
+        return AgentMIG(
+            gpu: gpu,
+            profile: profile,
+            start: slot.start,
+            layout: state.node(named: node)?.spec.mig == .static
+        )
     }
 
     /// Tells the agent to stop a job, with what is left of its grace, for its stop reason.

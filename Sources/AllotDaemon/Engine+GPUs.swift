@@ -240,27 +240,14 @@ extension Engine {
         }
         do {
             return .success(
-                try probe.withMIG { driver in
-                    if spec.mig == .static {
-                        guard let uuid = try driver.instances(gpu: gpu).first(where: { $0.start == slot.start })?.uuid
-                        else {
-                            throw MIGProblem(
-                                description: "GPU \(gpu) of \(node) has no MIG instance \(slot) (its static layout)"
-                            )
-                        }
-                        return uuid
-                    }
-                    // Made already (allotd stopped between making it and starting the job): use it.
-                    if let made = try driver.instances(gpu: gpu).first(where: {
-                        $0.start == slot.start && $0.size == profile.memorySlices
-                    }), let uuid = made.uuid {
-                        return uuid
-                    }
-                    return try driver.make(gpu: gpu, profile: profile, start: slot.start)
-                }
+                try probe.migDevice(
+                    gpu: gpu,
+                    profile: profile,
+                    start: slot.start,
+                    layout: spec.mig == .static,
+                    node: node
+                )
             )
-        } catch let problem as MIGProblem {
-            return .failure(problem)
         } catch {
             return .failure(MIGProblem(description: "\(error)"))
         }

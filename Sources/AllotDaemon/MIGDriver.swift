@@ -237,3 +237,30 @@ final class MIGDriver: @unchecked Sendable {
         try check(giDestroy(gi), "GPU \(gpu): removing the MIG instance at \(start)")
     }
 }
+
+extension GPUProbe {
+    /// The MIG device (its `MIG-…` UUID) of a job's instance of `profile` at memory slice `start` of GPU
+    /// `gpu`: found in the operator's layout when `layout` (a `static` node), else made now — or found, when
+    /// an earlier try made it and stopped before the job started. Blocking (NVML). allotd for its own nodes
+    /// and a node agent for its node both come here.
+    func migDevice(gpu: Int, profile: MIGProfile, start: Int, layout: Bool, node: String) throws -> String {
+        try withMIG { driver in
+            let found = try driver.instances(gpu: gpu)
+            if layout {
+                guard let uuid = found.first(where: { $0.start == start })?.uuid else {
+                    throw MIGDriver.Failure(
+                        description:
+                            "GPU \(gpu) of \(node) has no MIG instance \(profile.name)@\(start) (its static layout)"
+                    )
+                }
+                return uuid
+            }
+            if let made = found.first(where: { $0.start == start && $0.size == profile.memorySlices }),
+                let uuid = made.uuid
+            {
+                return uuid
+            }
+            return try driver.make(gpu: gpu, profile: profile, start: start)
+        }
+    }
+}

@@ -190,14 +190,44 @@ public struct AgentStartOrder: Codable, Sendable {
     public var spec: JobSpec
     /// The job's GPUs, per node (the command runs on the first).
     public var slices: [AgentSlice]
+    /// The MIG instance the job runs in (on the first slice's GPU), when it is a MIG job.
+    public var mig: AgentMIG?
 
-    public init(seq: UInt64, epoch: UInt64, id: UInt64, run: Int, spec: JobSpec, slices: [AgentSlice]) {
+    public init(
+        seq: UInt64,
+        epoch: UInt64,
+        id: UInt64,
+        run: Int,
+        spec: JobSpec,
+        slices: [AgentSlice],
+        mig: AgentMIG? = nil
+    ) {
         self.seq = seq
         self.epoch = epoch
         self.id = id
         self.run = run
         self.spec = spec
         self.slices = slices
+        self.mig = mig
+    }
+}
+
+/// A MIG job's instance, in a start order: the agent makes it through NVML before the job starts (or finds
+/// it in the node's static layout), gives the job only its `MIG-` device, and removes it when the run ends.
+public struct AgentMIG: Codable, Sendable, Hashable {
+    public var gpu: Int
+    /// The profile (with its slices, so that the agent needs no profile table of its own).
+    public var profile: MIGProfile
+    /// The first memory slice.
+    public var start: Int
+    /// Whether the instance belongs to the node's static layout: found, never made or removed.
+    public var layout: Bool
+
+    public init(gpu: Int, profile: MIGProfile, start: Int, layout: Bool) {
+        self.gpu = gpu
+        self.profile = profile
+        self.start = start
+        self.layout = layout
     }
 }
 

@@ -193,7 +193,10 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Declare this many GPUs (instead of --discover).", valueName: "N"))
     var gpus: Int?
 
-    @Option(name: .long, help: ArgumentHelp("Find the GPUs: nvml or nvidia-smi.", valueName: "HOW"))
+    @Option(
+        name: .long,
+        help: ArgumentHelp("Find the GPUs: nvml (which also makes MIG instances) or nvidia-smi.", valueName: "HOW")
+    )
     var discover: String?
 
     @Option(name: .long, help: ArgumentHelp("Check the discovered GPUs' health this often.", valueName: "DURATION"))

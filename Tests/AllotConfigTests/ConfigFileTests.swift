@@ -150,9 +150,10 @@ import Testing
             )
         )
         // allotd makes instances through NVML on the nodes it runs itself, and says so for the others.
-        #expect(mine.allotdRefusal(path: "x.toml", hostname: "h")?.message.contains("add discover = \"nvml\"") == true)
+        #expect(mine.allotdRefusal(path: "x.toml", hostname: "a1")?.message.contains("add discover = \"nvml\"") == true)
+        #expect(mine.allotdRefusal(path: "x.toml", hostname: "h")?.message.contains("or from a node agent") == true)
         let found = try ConfigFile.parse(own + "\nmig = \"dynamic\"\ndiscover = \"nvml\"\n")
-        #expect(found.allotdRefusal(path: nil, hostname: "h")?.message.contains("node agents do not make MIG") == true)
+        #expect(found.allotdRefusal(path: nil, hostname: "h")?.message.contains("run it from allotd") == true)
         #expect(found.allotdRefusal(path: nil, hostname: "a1") == nil)
         #expect(try ConfigFile.parse(Self.minimal).allotdRefusal(path: nil, hostname: "h") == nil)
     }

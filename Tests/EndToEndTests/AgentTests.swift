@@ -20,17 +20,27 @@ import Glibc
     }
 
     /// A running controller with a fresh CA and certificates for `nodes`.
-    static func controller(nodes: [String]) throws -> (DaemonFixture, Int, String) {
+    static func controller(
+        nodes: [String],
+        n2: String = "",
+        nodeTimeout: String = "1.5s"
+    ) throws -> (DaemonFixture, Int, String) {
         let port = MetricsTests.freePort()
         let d = try DaemonFixture(start: false)
         let pki = d.dir.path + "/pki"
         try makePKI(pki, nodes: nodes)
-        try d.writeConfig(pool: pool(port: port, pki: pki))
+        try d.writeConfig(pool: pool(port: port, pki: pki, n2: n2, nodeTimeout: nodeTimeout))
         try d.start()
         return (d, port, pki)
     }
 
-    static func pool(port: Int, pki: String, onLoss: String = "requeue-preemptible") -> String {
+    static func pool(
+        port: Int,
+        pki: String,
+        onLoss: String = "requeue-preemptible",
+        n2: String = "",
+        nodeTimeout: String = "1.5s"
+    ) -> String {
         """
         [scheduler]
         default_grace = "1s"
@@ -57,6 +67,7 @@ import Glibc
         name = "n2"
         gpu_model = "H100"
         gpus = 4
+        \(n2)
 
         [cluster]
         listen = "127.0.0.1:\(port)"
@@ -64,7 +75,7 @@ import Glibc
         certificate = "\(pki)/controller.crt"
         key = "\(pki)/controller.key"
         heartbeat_interval = "0.3s"
-        node_timeout = "1.5s"
+        node_timeout = "\(nodeTimeout)"
         on_node_loss = "\(onLoss)"
 
         """
@@ -455,6 +466,73 @@ import Glibc
         }
         #expect(d.daemonLog.contains("GPU 0 of node n1 failed: XID 79"), "\(d.daemonLog.suffix(1500))")
         _ = agent
+    }
+
+    /// MIG on an agent's node (issue 14): the agent makes each MIG job's instance through its NVML (the
+    /// stand-in), the job sees only its `MIG-` device, an instance outlives a restart of the agent with its
+    /// job, the instance of a job that ended while the agent was down goes when it is back, and the last
+    /// goes when its job ends.
+    @Test func anAgentMakesItsNodesMIGInstancesAndTheyOutliveItsRestart() throws {
+        let (d, port, pki) = try Self.controller(nodes: ["n2"], n2: "mig = \"dynamic\"", nodeTimeout: "20s")
+        let nvml = d.dir.path + "/nvml.txt"
+        try (GPUDiscoveryTests.fourH100 + "mig 0\nmig 1\nmig 2\nmig 3\n").write(
+            toFile: nvml,
+            atomically: true,
+            encoding: .utf8
+        )
+        let layout = nvml + ".mig"
+        func instances() -> [String] {
+            ((try? String(contentsOfFile: layout, encoding: .utf8)) ?? "").split(separator: "\n").filter {
+                $0.hasPrefix("gi ")
+            }.map(String.init)
+        }
+        let state = d.dir.path + "/agent-n2-state"
+        func agent() throws -> AgentProcess {
+            try AgentProcess(
+                node: "n2",
+                port: port,
+                pki: pki,
+                dir: d.dir.path,
+                stateDir: state,
+                extra: ["--discover", "nvml", "--nvml-library", GPUDiscoveryTests.fakeNVML],
+                environment: ["FAKE_NVML_FILE": nvml]
+            )
+        }
+        let first = try agent()
+        eventually("n2 linked") { linked(d, "n2") }
+        let serve = ["--kind", "inference", "--grace", "1s", "--mig", "3g.40gb", "--", "sh", "-c"]
+        let a = try d.submit(serve + ["echo $CUDA_VISIBLE_DEVICES; exec sleep 300"])
+        try d.wait(a, for: "running")
+        let b = try d.submit(serve + ["echo $CUDA_VISIBLE_DEVICES; sleep 297; exit 0"])
+        try d.wait(b, for: "running")
+        let slots = [a, b].compactMap { d.job($0)?["mig_instance"] as? String }.sorted()
+        #expect(slots == ["3g.40gb@0", "3g.40gb@4"], "\(slots)")
+        eventually("both instances made") { instances().count == 2 }
+        #expect(instances().allSatisfy { $0.hasPrefix("gi 0 ") }, "\(instances())")
+        eventually("the job printed its device") { d.ctl(["logs", String(a)]).stdout.contains("MIG-") }
+        let device = d.ctl(["logs", String(a)]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(device.hasPrefix("MIG-00000000-1111-2222-3333-444444444440-gi"), "\(device)")
+        #expect(!device.contains(","), "the job sees its MIG device only: \(device)")
+        // The agent dies; meanwhile job b ends. Back, the agent takes job a back with its instance, and
+        // removes b's.
+        _ = first.kill()
+        _ = try Harness.run("/usr/bin/pkill", ["-f", "^sleep 297"], absolute: true)
+        usleep(500_000)
+        #expect(instances().count == 2, "nobody removes an instance while the agent is down")
+        // (the first agent's object lives on: its end would kill the jobs in the state directory)
+        let a2 = try agent()
+        try d.wait(b, for: "completed")
+        eventually("b's instance removed") { instances().count == 1 }
+        #expect(d.state(a) == "running", "\(d.job(a) ?? [:]) \(a2.output)")
+        #expect(a2.output.contains("MIG instance removed"), "\(a2.output)")
+        // a's instance is the one that stayed, and goes when a ends.
+        // `gi GPU ID PROFILE START SIZE CI`
+        let start = (d.job(a)?["mig_instance"] as? String)?.split(separator: "@").last.map(String.init)
+        #expect(instances().first?.split(separator: " ").dropFirst(4).first.map(String.init) == start, "\(instances())")
+        #expect(d.ctl(["cancel", String(a)]).status == 0)
+        try d.wait(a, for: "cancelled")
+        eventually("every instance removed") { instances().isEmpty }
+        withExtendedLifetime((first, a2)) {}
     }
 
     static var canMakeNetworkNamespaces: Bool {
