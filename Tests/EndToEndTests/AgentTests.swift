@@ -481,11 +481,7 @@ import Glibc
             encoding: .utf8
         )
         let layout = nvml + ".mig"
-        func instances() -> [String] {
-            ((try? String(contentsOfFile: layout, encoding: .utf8)) ?? "").split(separator: "\n").filter {
-                $0.hasPrefix("gi ")
-            }.map(String.init)
-        }
+        func instances() -> [String] { GPUDiscoveryTests.migInstances(layout) }
         let state = d.dir.path + "/agent-n2-state"
         func agent() throws -> AgentProcess {
             try AgentProcess(

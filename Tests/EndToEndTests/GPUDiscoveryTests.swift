@@ -66,6 +66,13 @@ import Glibc
 
         """
 
+    /// The stand-in NVML's GPU instances (`gi GPU ID PROFILE START SIZE CI`), from its MIG state file.
+    static func migInstances(_ layout: String) -> [String] {
+        ((try? String(contentsOfFile: layout, encoding: .utf8)) ?? "").split(separator: "\n").filter {
+            $0.hasPrefix("gi ")
+        }.map(String.init)
+    }
+
     static func append(_ line: String, to file: String) throws {
         let h = try FileHandle(forWritingTo: URL(fileURLWithPath: file))
         h.seekToEndOfFile()
@@ -128,11 +135,7 @@ import Glibc
         let layout = file + ".mig"
         // An instance nobody holds (left by a crash): removed when allotd starts again, below.
         try "mode 3 1\ngi 3 1 0 5 1 1\n".write(toFile: layout, atomically: true, encoding: .utf8)
-        func instances() -> [String] {
-            ((try? String(contentsOfFile: layout, encoding: .utf8)) ?? "").split(separator: "\n").filter {
-                $0.hasPrefix("gi ")
-            }.map(String.init)
-        }
+        func instances() -> [String] { Self.migInstances(layout) }
         let serve = ["--kind", "inference", "--grace", "1s", "--mig", "3g.40gb", "--", "sh", "-c"]
         let a = try d.submit(serve + ["echo $CUDA_VISIBLE_DEVICES; exec sleep 300"])
         try d.wait(a, for: "running")
