@@ -80,10 +80,11 @@ actor AgentJobs {
         }
         // Instances of runs that ended while the agent was down, or that never started (it stopped between
         // making one and starting its job), go; those of runs still going stay.
-        let live = Set(running.map { AgentRunRef(id: $0.0.rawValue, run: $0.1) })
-        for ref in migRecords() where !live.contains(ref) { releaseMIG(ref) }
+        let live = running.map { AgentRunRef(id: $0.0.rawValue, run: $0.1) }
+        let going = Set(live)
+        for ref in migRecords() where !going.contains(ref) { releaseMIG(ref) }
         fresh = Set(unacked.keys)
-        return running.map { AgentRunRef(id: $0.0.rawValue, run: $0.1) } + Array(unacked.keys)
+        return live + Array(unacked.keys)
     }
 
     /// Fencing: every run the controller no longer assigns here is killed now; ends it does not want are
@@ -113,7 +114,6 @@ actor AgentJobs {
             case .success(let uuid): uuids = [m.gpu: uuid]  // the job sees its MIG device only
             case .failure(let problem):
                 logger.error("MIG instance not made", metadata: ["job.id": "\(o.id)", "error": "\(problem)"])
-                releaseMIG(ref)
                 unacked[ref] = AgentRunReport(id: o.id, run: o.run, state: "failed_to_start", error: problem.text)
                 fresh.insert(ref)
                 return
@@ -191,7 +191,9 @@ extension AgentJobs {
         .sorted { ($0.id, $0.run) < ($1.id, $1.run) }
     }
 
-    /// The run's instance, recorded first and then made (or found): its `MIG-` device.
+    /// The run's instance, recorded first and then made (or found): its `MIG-` device. When that fails the
+    /// record goes and nothing is removed (a failed make leaves no instance; what sits at that start is not
+    /// this run's).
     func instance(_ m: AgentMIG, for ref: AgentRunRef, node: String) -> Result<String, MIGProblem> {
         guard let probe else {
             return .failure(
@@ -208,6 +210,7 @@ extension AgentJobs {
                 try probe.migDevice(gpu: m.gpu, profile: m.profile, start: m.start, layout: m.layout, node: node)
             )
         } catch {
+            try? FileManager.default.removeItem(atPath: migRecord(ref))
             return .failure(MIGProblem(text: "\(error)"))
         }
     }

@@ -187,25 +187,19 @@ extension Pass {
     /// stop frees a start of one of its profiles on an allowed MIG GPU — a whole-GPU job on a dynamic node
     /// (its GPU comes back fresh), or the instances over one start's memory slices (dynamic or static). The
     /// same victims and order as for whole GPUs: loans before lower classes, then the least work at risk,
-    /// then the fewest jobs. Tells them to stop; nothing is held (the job goes before the jobs it may
-    /// preempt, so the next passes give it the slices first).
+    /// then the fewest jobs. Tells them to stop and counts their GPUs as coming to the job (`incoming`), so
+    /// that later passes wait for them rather than look for more victims.
     /// - Returns: the number of jobs told to stop, or nil when no set of victims makes room.
-    mutating func preemptForMIG(
-        _ row: PendingQueue.Row,
-        rank: Priority,
-        allowed: UInt64,
-        cls: ClassInfo,
-        reclaimOnly: Bool = false
-    ) -> Int? {
+    mutating func preemptForMIG(_ row: PendingQueue.Row, rank: Priority, allowed: UInt64, cls: ClassInfo) -> Int? {
         guard let spec = state.jobs[row.id]?.spec, let migNodes else { return nil }
         let tenant = state.pendingJobs.tenants.values[Int(row.tenant)]
         var onMIG = Set<Int>()
         for m in 0..<migNodes.count where allowed & (1 << UInt64(m)) != 0 { onMIG.formUnion(migNodes[m]) }
         var reasons: [JobID: (view: RunView, reason: PreemptionReason)] = [:]
         for v in running where v.slices.contains(where: { onMIG.contains($0.node) }) {
-            guard let r = victimReason(v, for: row, rank: rank, tenant: tenant, cls: cls, allowed: allowed),
-                r.isReclaim || !reclaimOnly
-            else { continue }
+            guard let r = victimReason(v, for: row, rank: rank, tenant: tenant, cls: cls, allowed: allowed) else {
+                continue
+            }
             reasons[v.id] = (v, r)
         }
         if reasons.isEmpty { return nil }
