@@ -113,6 +113,25 @@ import Testing
         #expect(pool.place(onlyModel0)?.node == 0)
     }
 
+    /// Scarcity is measured on every shape seen, not only the typical ones: tasks that name a model in many
+    /// rare shapes (as a third of openb's gpuspec33 tasks do) still make their model scarce.
+    @Test func rareShapesThatNameAModelStillMakeItScarce() {
+        let any = ResourceRequest(gpus: 1, cpuMilli: 1000)
+        // 90 flexible requests and 10 that may only use model 0, each in a shape of its own.
+        let rare = (2...11).map { ResourceRequest(gpus: 1, cpuMilli: $0 * 1000, models: 1 << 0) }
+        let mix = WorkloadMix(requests: Array(repeating: any, count: 90) + rare, coverage: 0.9)
+        #expect(mix.shapes.map(\.request) == [any])
+        #expect(mix.everyShape.count == 11)
+        var pool = FractionPool(
+            nodes: [Self.node(model: 0, gpus: 4, cpus: 64), Self.node(model: 1, gpus: 4, cpus: 64)],
+            mix: mix,
+            rule: .allot
+        )
+        #expect(pool.modelPrice[0] > 1 && pool.modelPrice[1] < 1)
+        // The two nodes differ only in their model: the flexible request leaves model 0 to those that need it.
+        #expect(pool.place(any)?.node == 1)
+    }
+
     @Test func aRequestThatFitsNowhereTakesNothing() {
         var pool = FractionPool(
             nodes: [Self.node(gpus: 2, cpus: 8)],
