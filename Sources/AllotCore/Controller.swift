@@ -421,6 +421,17 @@ public struct Controller: Sendable {
     /// or one that does not become ready within the progress deadline, stops the rollout, saying why.
     private mutating func keepServices(_ clock: ClockReading, _ out: inout Output) {
         guard !state.services.isEmpty else { return }
+        // A rollout may take two moves at once (an old replica cancelled, then a new one submitted): repeated
+        // until nothing changes, so that a pass sees every replica it must place (the fault simulation found
+        // a replica submitted after the pass, waiting without a reason).
+        for _ in 0..<4 {
+            let before = out.events.count
+            keepServicesOnce(clock, &out)
+            if out.events.count == before { return }
+        }
+    }
+
+    private mutating func keepServicesOnce(_ clock: ClockReading, _ out: inout Output) {
         readyReplicas = readyReplicas.filter { state.jobs[$0].map { $0.state == .running } ?? false }
         for name in state.services.keys.sorted() {
             guard var service = state.services[name] else { continue }

@@ -206,6 +206,27 @@ import Testing
         #expect(c.state.invariantViolations().isEmpty)
     }
 
+    /// A step takes every move a rollout may take now: scaled down to one replica of a new version, the
+    /// controller cancels an old serving replica and submits the new one in the same step, so that the pass
+    /// which follows places it (found by the fault simulation: a replica submitted after a pass waited without
+    /// a reason).
+    @Test func aRolloutTakesEveryMoveItMayInOneStep() throws {
+        var c = Self.pool()
+        _ = c.step(.record([.serviceCreated(spec: Self.service(), replicas: 2)]), at: Self.at(1))
+        _ = c.step(.pass, at: Self.at(1))
+        let old = try #require(c.state.services["web"]?.members)
+        for id in old { _ = c.step(.replicaReady(id, true), at: Self.at(2)) }
+        var v2 = Self.service()
+        v2.template.command = ["serve", "v2"]
+        let out = c.step(.record([.serviceUpdated(spec: v2, replicas: 1, by: 0)]), at: Self.at(3))
+        #expect(out.events.map(\.kindName) == ["serviceUpdated", "jobCancelled", "jobSubmitted"])
+        let new = try #require(c.state.services["web"]?.members.first { !old.contains($0) })
+        #expect(c.state.jobs[new]?.spec.command == ["serve", "v2"])
+        _ = c.step(.pass, at: Self.at(3))
+        #expect(c.state.jobs[new]?.state == .running)
+        #expect(c.state.invariantViolations().isEmpty)
+    }
+
     @Test func scalingDownCancelsWaitingReplicasFirstThenTheNewest() throws {
         var c = Self.pool()
         // Eight GPUs: four replicas of 2 run, the fifth waits.
