@@ -4,7 +4,7 @@ import AllotCore
 /// FoundationDB's simulation testing: the real ``Controller`` against a simulated log that can lose its
 /// unsynced tail in a crash (between append and fsync, or between fsync and the effect), simulated runners
 /// whose jobs exit, fail, hang or ignore SIGTERM and outlive a crash, nodes whose GPUs fail and heal and
-/// whose agents are lost and come back (fenced), requests (submit, cancel, hold, release), and a wall clock
+/// whose agents are lost and come back (fenced) or restart, requests (submit, cancel, hold, release), and a wall clock
 /// that steps — every choice drawn from one seed, so a failure replays exactly.
 ///
 /// After every step it checks what must hold: no GPU held by two jobs (the state's invariants), no
@@ -34,6 +34,8 @@ public struct FaultSimulation: Sendable {
         public var starts = 0
         public var gpuFailures = 0
         public var nodesLost = 0
+        /// Agents that restarted and registered again before the controller missed them.
+        public var agentRestarts = 0
         public var fenced = 0
         public var killedAfterGrace = 0
         public var wallClockSteps = 0
@@ -57,6 +59,7 @@ public struct FaultSimulation: Sendable {
             r.starts += o.starts
             r.gpuFailures += o.gpuFailures
             r.nodesLost += o.nodesLost
+            r.agentRestarts += o.agentRestarts
             r.fenced += o.fenced
             r.killedAfterGrace += o.killedAfterGrace
             r.wallClockSteps += o.wallClockSteps
@@ -73,7 +76,8 @@ public struct FaultSimulation: Sendable {
                 "\(steps) steps", "\(events) events", "\(crashes) crashes", "\(submits) submits", "\(starts) starts",
                 "\(completed) completed", "\(requeues) requeues", "\(resizes) moves or resizes",
                 "\(gpuFailures) jobs stopped by GPU failures",
-                "\(nodesLost) agents lost", "\(fenced) runs fenced", "\(killedAfterGrace) killed after their grace",
+                "\(nodesLost) agents lost", "\(agentRestarts) agents restarted", "\(fenced) runs fenced",
+                "\(killedAfterGrace) killed after their grace",
                 "\(wallClockSteps) wall clock steps", "\(serviceChanges) services created, scaled or deleted",
                 "\(autoscaled) sizes chosen by the autoscaler",
             ]
@@ -217,7 +221,12 @@ public struct FaultSimulation: Sendable {
                 // Every pending job has a reason.
                 let reasons = Set(controller.lastPass.pending.map(\.id))
                 for id in controller.state.pendingJobs.ids where !reasons.contains(id) {
-                    throw fail("pending job \(id) has no reason after a pass")
+                    let job = controller.state.jobs[id]
+                    let decided = controller.lastPass.decisions.filter { $0.jobID == id }.map { "\($0)" }
+                    throw fail(
+                        "pending job \(id) (\(job?.spec.name ?? "?"), run \(job?.runs ?? 0)) has no reason after a pass"
+                            + (decided.isEmpty ? "" : "; the pass decided: \(decided.joined(separator: "; "))")
+                    )
                 }
             }
             return out
@@ -366,6 +375,11 @@ public struct FaultSimulation: Sendable {
             unsynced.removeAll()
             unreleased.removeAll()
             acknowledged.removeAll()
+            // The agents' links break with it: an order on its way was read before, or is lost.
+            for node in inFlight.keys.sorted() where !partitioned.contains(node) {
+                for order in inFlight[node] ?? [] where rng.chance(0.5) { carryOut(order.effect, on: node) }
+            }
+            inFlight.removeAll()
             var recovered = initial
             do { try recovered.apply(durable) } catch { throw fail("the log does not replay: \(error)") }
             controller = Controller(state: recovered)
@@ -375,11 +389,12 @@ public struct FaultSimulation: Sendable {
             for id in acked where recovered.jobs[id] == nil {
                 throw fail("acknowledged job \(id) is gone after a recovery")
             }
-            // Adoption, as allotd does it: a run still going is watched again; one that ended reports its
+            // Adoption, as allotd does it: a run still going here is watched again; one that ended reports its
             // status; one never started (its start event was durable, the start was not carried out) starts.
+            // Agents' runs are not adopted: each agent reconnects and registers with what it holds (below).
             for id in recovered.activeJobs.sorted() {
                 guard let job = recovered.jobs[id], let node = job.allocation?.slices.first?.node,
-                    !partitioned.contains(node)
+                    !Self.agentNodes.contains(node)
                 else { continue }
                 let key = RunKey(id: id, run: job.runs)
                 if let r = runs[key] {
@@ -399,11 +414,41 @@ public struct FaultSimulation: Sendable {
                     try feed(.runEnded(.init(id: id, run: job.runs, exit: .lost(reason: "never started"))))
                 }
             }
+            for node in Self.agentNodes where !partitioned.contains(node) { try register(node) }
             // An agent still cut off is lost again once its node_timeout passes.
             for node in partitioned.sorted() where controller.state.node(named: node)?.state != .down {
                 try feed(.nodeLost(node: node, reason: "agent lost: no heartbeat"))
             }
             passWanted = true
+        }
+
+        /// An agent registers with the runs it holds (going, or ended and not yet reported); it kills every
+        /// run the controller does not keep.
+        func register(_ node: String) throws(Failure) {
+            if controller.state.node(named: node)?.state == .down {
+                try feed(.nodeState(node: node, .up, reason: nil))
+            }
+            let holds = runs.filter { key, r in
+                guard r.node == node else { return false }
+                if r.end == nil || r.reportAt != nil { return true }
+                // An end is held until the controller has it (its event may have been lost in a crash).
+                return controller.state.jobs[key.id].map { $0.runs == key.run && $0.state.holdsGPUs } ?? false
+            }
+            .keys.sorted { ($0.id, $0.run) < ($1.id, $1.run) }
+            .map { Controller.RunRef(id: $0.id, run: $0.run) }
+            let keep = Set(try feed(.agentRegistered(node: node, holds: holds)).keep)
+            for ref in keep {
+                let key = RunKey(id: ref.id, run: ref.run)
+                if runs[key]?.end != nil && runs[key]?.reportAt == nil { runs[key]?.reportAt = mono }
+            }
+            for ref in holds where !keep.contains(ref) {
+                let key = RunKey(id: ref.id, run: ref.run)
+                if runs[key]?.end == nil {
+                    runs[key]?.end = .init(id: ref.id, run: ref.run, exit: .signaled(signal: 9), killed: true)
+                    report.fenced += 1
+                }
+                runs[key]?.reportAt = nil
+            }
         }
 
         for step in 0..<steps {
@@ -456,32 +501,23 @@ public struct FaultSimulation: Sendable {
             case 19..<21:
                 let node = Self.agentNodes[rng.below(2)]
                 if partitioned.contains(node) {
-                    // The agent comes back and registers with the runs it holds (going, or ended and not yet
-                    // reported): the controller's fencing keeps those it still assigns there — the agent kills
-                    // every other — and sends again what the agent missed.
+                    // The agent comes back: the controller's fencing keeps the runs it still assigns there
+                    // and sends again what the agent missed.
                     partitioned.remove(node)
-                    if controller.state.node(named: node)?.state == .down {
-                        try feed(.nodeState(node: node, .up, reason: nil))
-                    }
-                    let holds = runs.filter {
-                        $0.value.node == node && ($0.value.end == nil || $0.value.reportAt != nil)
-                    }
-                    .keys.sorted { ($0.id, $0.run) < ($1.id, $1.run) }
-                    .map { Controller.RunRef(id: $0.id, run: $0.run) }
-                    let keep = Set(try feed(.agentRegistered(node: node, holds: holds)).keep)
-                    for ref in holds where !keep.contains(ref) {
-                        let key = RunKey(id: ref.id, run: ref.run)
-                        if runs[key]?.end == nil {
-                            runs[key]?.end = .init(id: ref.id, run: ref.run, exit: .signaled(signal: 9), killed: true)
-                            report.fenced += 1
-                        }
-                        runs[key]?.reportAt = nil
-                    }
+                    try register(node)
                 } else if controller.state.node(named: node)?.state != .down {
-                    partitioned.insert(node)
-                    inFlight[node] = nil  // the link is cut: what was on its way is lost
-                    report.nodesLost += 1
-                    try feed(.nodeLost(node: node, reason: "agent lost: no heartbeat"))
+                    if rng.chance(0.4) {
+                        // The agent restarts before the controller misses it: the orders on their way are
+                        // lost, its runs go on, and it registers again with them.
+                        inFlight[node] = nil
+                        report.agentRestarts += 1
+                        try register(node)
+                    } else {
+                        partitioned.insert(node)
+                        inFlight[node] = nil  // the link is cut: what was on its way is lost
+                        report.nodesLost += 1
+                        try feed(.nodeLost(node: node, reason: "agent lost: no heartbeat"))
+                    }
                 }
             case 21..<23:
                 report.wallClockSteps += 1

@@ -10,7 +10,7 @@ struct SimulateFaults: ParsableCommand {
         discussion: """
             Each seed drives the real controller against a simulated log that loses its unsynced tail in \
             crashes, runners whose jobs exit, fail, hang or ignore SIGTERM, GPUs that fail, agents that are \
-            lost and fenced, requests, and a wall clock that steps. After every step it checks the invariants \
+            lost and fenced or restart, requests, and a wall clock that steps. After every step it checks the invariants \
             (no GPU held twice, no acknowledged submit lost, one live run per job, a reason for every pending \
             job, the log rebuilding the state). A failure prints its seed; --seed replays it exactly.
             """
