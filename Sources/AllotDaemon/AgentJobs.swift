@@ -128,6 +128,9 @@ actor AgentJobs {
 
     func stop(_ o: AgentStopOrder) {
         guard executor.tracked[JobID(o.id)]?.run == o.run else { return }
+        if let notice = o.resizeNotice {
+            executor.writeResizeNotice(JobID(o.id), run: o.run, notice, owner: executor.owner(of: JobID(o.id)))
+        }
         executor.stop(JobID(o.id), left: o.grace, why: o.reason)
     }
 

@@ -186,8 +186,9 @@ extension Engine {
         )
     }
 
-    /// Tells the agent to stop a job, with what is left of its grace, for its stop reason.
-    func sendStop(_ job: Job, node: String) {
+    /// Tells the agent to stop a job, with what is left of its grace, for its stop reason, and where it starts
+    /// again when it is resized or moved.
+    func sendStop(_ job: Job, node: String, resizeNotice: String? = nil) {
         guard let a = agents[node], let link = a.link else { return }
         let seq = a.sentSeq + 1
         agents[node]?.sentSeq = seq
@@ -197,7 +198,8 @@ extension Engine {
             id: job.id.rawValue,
             run: job.runs,
             grace: job.graceLeft(at: Self.now),
-            reason: job.stopReason?.description ?? "told to stop"
+            reason: job.stopReason?.description ?? "told to stop",
+            resizeNotice: resizeNotice
         )
         guard let line = try? ControlProtocol.line(Notification(method: AgentProtocol.stop.name, params: order)) else {
             return

@@ -587,22 +587,23 @@ final class Engine {
             }
         case .stop(let id, let run):
             guard let job = state.jobs[id], job.runs == run, job.state == .stopping else { return }
-            switch controller.runner(of: job) {
-            case .agent:
-                if let node = job.allocation?.slices.first?.node { sendStop(job, node: node) }
-                return
-            case .none: return
-            case .local: break
-            }
-            if !job.heldGPUs.isEmpty, let first = job.heldGPUs.first, let node = state.node(named: first.node) {
-                // Moving or resizing: it starts again on the GPUs held for it.
-                executor.writeResizeNotice(
-                    job,
+            // Moving or resizing: it starts again on the GPUs held for it, and is told where before its signal.
+            var notice: String?
+            if let first = job.heldGPUs.first, let node = state.node(named: first.node) {
+                notice = Executor.resizeNotice(
                     slices: job.heldGPUs,
                     model: state.config.gpuModels[node.modelIndex].name,
                     why: Self.resizeReason(job)
                 )
             }
+            switch controller.runner(of: job) {
+            case .agent:
+                if let node = job.allocation?.slices.first?.node { sendStop(job, node: node, resizeNotice: notice) }
+                return
+            case .none: return
+            case .local: break
+            }
+            if let notice { executor.writeResizeNotice(id, run: run, notice, owner: job.spec.uid) }
             executor.stop(id, left: job.graceLeft(at: Self.now), why: job.stopReason?.description ?? "told to stop")
         case .notify(let id, let event):
             guard !watchers.isEmpty, let job = state.jobs[id] else { return }

@@ -81,17 +81,22 @@ final class Executor {
         URL(fileURLWithPath: socket).deletingLastPathComponent().appendingPathComponent("resize/\(id).\(run)").path
     }
 
-    /// Tells a run, before its stop signal, where it starts again: `ALLOT_*` lines a shell can source (the
-    /// GPUs, nodes and why), in `ALLOT_RESIZE_FILE`, readable by the job's owner only.
-    func writeResizeNotice(_ job: Job, slices: [Allocation.Slice], model: String, why: String) {
-        let path = resizeFile(job.id, run: job.runs)
+    /// Where a run starts again after a resize or move: `ALLOT_*` lines a shell can source (the GPUs, nodes
+    /// and why).
+    static func resizeNotice(slices: [Allocation.Slice], model: String, why: String) -> String {
+        let gpus = slices.reduce(0) { $0 + $1.gpus.count }
+        let nodes = slices.map { "\($0.node):\(Allocation.ranges($0.gpus))" }.joined(separator: ",")
+        return
+            "ALLOT_GPUS=\(gpus)\nALLOT_NODES=\(nodes)\nALLOT_GPU_MODEL=\(model)\nALLOT_RESIZE_REASON='\(why.replacingOccurrences(of: "'", with: ""))'\n"
+    }
+
+    /// Tells a run, before its stop signal, where it starts again (``resizeNotice(slices:model:why:)``), in
+    /// its `ALLOT_RESIZE_FILE`, readable by `owner` only (by root when nil).
+    func writeResizeNotice(_ id: JobID, run: Int, _ text: String, owner: uid_t?) {
+        let path = resizeFile(id, run: run)
         let dir = URL(fileURLWithPath: path).deletingLastPathComponent().path
         try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         chmod(dir, 0o711)
-        let gpus = slices.reduce(0) { $0 + $1.gpus.count }
-        let nodes = slices.map { "\($0.node):\(Allocation.ranges($0.gpus))" }.joined(separator: ",")
-        let text =
-            "ALLOT_GPUS=\(gpus)\nALLOT_NODES=\(nodes)\nALLOT_GPU_MODEL=\(model)\nALLOT_RESIZE_REASON='\(why.replacingOccurrences(of: "'", with: ""))'\n"
         guard
             FileManager.default.createFile(
                 atPath: path,
@@ -99,7 +104,13 @@ final class Executor {
                 attributes: [.posixPermissions: 0o600]
             )
         else { return }
-        if getuid() == 0 { chown(path, job.spec.uid, UInt32.max) }
+        if getuid() == 0, let owner { chown(path, owner, UInt32.max) }
+    }
+
+    /// The owner of a run this executor tracks: the owner of its log, which the job's process opened as its
+    /// owner.
+    func owner(of id: JobID) -> uid_t? {
+        tracked[id].flatMap { System.owner(of: $0.log) }
     }
 
     /// Starts a run of a job on this host's GPUs.

@@ -22,6 +22,12 @@ enum System {
         return rc == 0 ? creds : nil
     }
 
+    /// The owner of a file, if it can be read.
+    static func owner(of path: String) -> uid_t? {
+        var st = Glibc.stat()
+        return stat(path, &st) == 0 ? st.st_uid : nil
+    }
+
     /// A user's name, home and primary group, by uid.
     static func user(uid: UInt32) -> (name: String, home: String, gid: UInt32, shell: String)? {
         var pwd = passwd()

@@ -239,14 +239,31 @@ public struct AgentStopOrder: Codable, Sendable {
     public var run: Int
     public var grace: Double
     public var reason: String
+    /// When the run stops to start again on GPUs held for it (a resize or move): its notice, the `ALLOT_*`
+    /// lines the agent writes to the run's `ALLOT_RESIZE_FILE` before it signals it.
+    public var resizeNotice: String?
 
-    public init(seq: UInt64, epoch: UInt64, id: UInt64, run: Int, grace: Double, reason: String) {
+    enum CodingKeys: String, CodingKey {
+        case seq, epoch, id, run, grace, reason
+        case resizeNotice = "resize_notice"
+    }
+
+    public init(
+        seq: UInt64,
+        epoch: UInt64,
+        id: UInt64,
+        run: Int,
+        grace: Double,
+        reason: String,
+        resizeNotice: String? = nil
+    ) {
         self.seq = seq
         self.epoch = epoch
         self.id = id
         self.run = run
         self.grace = grace
         self.reason = reason
+        self.resizeNotice = resizeNotice
     }
 }
 

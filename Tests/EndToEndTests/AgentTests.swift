@@ -434,6 +434,43 @@ import Glibc
         #expect(ends.count == 1, "the end was recorded \(ends.count) times: \(ends)")
     }
 
+    /// An elastic job on an agent's node grows when GPUs free there, told where by the notice the agent
+    /// writes to its `ALLOT_RESIZE_FILE` before the signal, as allotd does for its own nodes.
+    @Test func anElasticJobOnAnAgentsNodeFindsItsResizeNotice() throws {
+        // No minimum run time: the job may grow as soon as GPUs free.
+        let (d, port, pki) = try Self.controller(nodes: ["n1", "n2"], n2: "\n[preemption]\nmin_runtime = \"0s\"\n")
+        let a1 = try AgentProcess(node: "n1", port: port, pki: pki, dir: d.dir.path)
+        eventually("the agent linked") { linked(d, "n1") }
+        let blocker = try d.submit(["--gpus", "2", "--gpu-model", "A100", "--", "sleep", "300"])
+        try d.wait(blocker, for: "running")
+        let record = d.dir.appendingPathComponent("elastic-agent.txt").path
+        FileManager.default.createFile(atPath: record, contents: nil)
+        chmod(record, 0o666)
+        let script = """
+            echo "start $ALLOT_RUN $ALLOT_GPUS $ALLOT_NODES" >> \(record)
+            trap 'echo "notice $ALLOT_RUN $(tr "\\n" " " < "$ALLOT_RESIZE_FILE")" >> \(record); exit 143' TERM
+            sleep 600 & wait
+            """
+        let job = try d.submit([
+            "--gpus", "1-4", "--gpu-model", "A100", "--estimate", "2h", "--", "sh", "-c", script,
+        ])
+        func seen(_ text: String) -> Bool {
+            for _ in 0..<300 {
+                if ((try? String(contentsOfFile: record, encoding: .utf8)) ?? "").contains(text) { return true }
+                usleep(50_000)
+            }
+            return false
+        }
+        #expect(seen("start 1 2 n1:"), "\(a1.output.suffix(2000))")
+        _ = d.ctl(["cancel", String(blocker)])
+        #expect(seen("start 2 4 n1:0-3"), "\((try? String(contentsOfFile: record, encoding: .utf8)) ?? "")")
+        #expect(
+            seen("notice 1 ALLOT_GPUS=4 ALLOT_NODES=n1:0-3 ALLOT_GPU_MODEL=A100"),
+            "\((try? String(contentsOfFile: record, encoding: .utf8)) ?? "")\n\(a1.output.suffix(2000))"
+        )
+        _ = d.ctl(["cancel", String(job)])
+    }
+
     @Test func anAgentReportsItsGPUsAndTheirFailures() throws {
         let (d, port, pki) = try Self.controller(nodes: ["n1"])
         let nvml = d.dir.path + "/nvml.txt"
