@@ -98,16 +98,21 @@ import Testing
         #expect(fgd.place(cpuJob)?.node == 0)
     }
 
+    /// Two nodes alike but for their model (0 and 1), placed by the `allot` rule.
+    static func twoModels(_ mix: WorkloadMix) -> FractionPool {
+        FractionPool(
+            nodes: [node(model: 0, gpus: 4, cpus: 64), node(model: 1, gpus: 4, cpus: 64)],
+            mix: mix,
+            rule: .allot
+        )
+    }
+
     /// Requests that may run anywhere leave the model that others can only use.
     @Test func flexibleRequestsLeaveTheScarceModel() {
         let onlyModel0 = ResourceRequest(gpus: 1, cpuMilli: 1000, models: 1 << 0)
         let any = ResourceRequest(gpus: 1, cpuMilli: 1000)
         let mix = WorkloadMix(shapes: [.init(request: onlyModel0, weight: 1), .init(request: any, weight: 1)])
-        var pool = FractionPool(
-            nodes: [Self.node(model: 0, gpus: 4, cpus: 64), Self.node(model: 1, gpus: 4, cpus: 64)],
-            mix: mix,
-            rule: .allot
-        )
+        var pool = Self.twoModels(mix)
         #expect(pool.modelPrice[0] > 1 && pool.modelPrice[1] < 1)
         #expect(pool.place(any)?.node == 1)
         #expect(pool.place(onlyModel0)?.node == 0)
@@ -122,11 +127,7 @@ import Testing
         let mix = WorkloadMix(requests: Array(repeating: any, count: 90) + rare, coverage: 0.9)
         #expect(mix.shapes.map(\.request) == [any])
         #expect(mix.everyShape.count == 11)
-        var pool = FractionPool(
-            nodes: [Self.node(model: 0, gpus: 4, cpus: 64), Self.node(model: 1, gpus: 4, cpus: 64)],
-            mix: mix,
-            rule: .allot
-        )
+        var pool = Self.twoModels(mix)
         #expect(pool.modelPrice[0] > 1 && pool.modelPrice[1] < 1)
         // The two nodes differ only in their model: the flexible request leaves model 0 to those that need it.
         #expect(pool.place(any)?.node == 1)

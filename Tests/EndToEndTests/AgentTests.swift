@@ -444,23 +444,8 @@ import Glibc
         let blocker = try d.submit(["--gpus", "2", "--gpu-model", "A100", "--", "sleep", "300"])
         try d.wait(blocker, for: "running")
         let record = d.dir.appendingPathComponent("elastic-agent.txt").path
-        FileManager.default.createFile(atPath: record, contents: nil)
-        chmod(record, 0o666)
-        let script = """
-            echo "start $ALLOT_RUN $ALLOT_GPUS $ALLOT_NODES" >> \(record)
-            trap 'echo "notice $ALLOT_RUN $(tr "\\n" " " < "$ALLOT_RESIZE_FILE")" >> \(record); exit 143' TERM
-            sleep 600 & wait
-            """
-        let job = try d.submit([
-            "--gpus", "1-4", "--gpu-model", "A100", "--estimate", "2h", "--", "sh", "-c", script,
-        ])
-        func seen(_ text: String) -> Bool {
-            for _ in 0..<300 {
-                if ((try? String(contentsOfFile: record, encoding: .utf8)) ?? "").contains(text) { return true }
-                usleep(50_000)
-            }
-            return false
-        }
+        let job = try d.submit(ElasticEndToEndTests.recordingJob(record))
+        func seen(_ text: String) -> Bool { ElasticEndToEndTests.eventuallyContains(record, text) }
         #expect(seen("start 1 2 n1:"), "\(a1.output.suffix(2000))")
         _ = d.ctl(["cancel", String(blocker)])
         #expect(seen("start 2 4 n1:0-3"), "\((try? String(contentsOfFile: record, encoding: .utf8)) ?? "")")

@@ -45,26 +45,33 @@ import Testing
 /// Elastic jobs with the real allotd: a job that records each allocation it sees grows when GPUs free up
 /// and shrinks when an inference job arrives, told each time by its notice and `ALLOT_RESIZE_FILE`.
 @Suite(.serialized) struct ElasticEndToEndTests {
-    @Test func anElasticJobGrowsWhenGPUsFreeAndShrinksForInference() throws {
-        let d = try DaemonFixture()
-        let blocker = try d.submit(["--gpus", "2", "--gpu-model", "A100", "--", "sleep", "300"])
-        try d.wait(blocker, for: "running")
-        let record = d.dir.appendingPathComponent("elastic.txt").path
+    /// An elastic job of 1 to 4 A100s that records in `record` each start (run, GPUs, nodes) and each notice
+    /// it finds in its `ALLOT_RESIZE_FILE` when told to stop.
+    static func recordingJob(_ record: String) -> [String] {
         let script = """
             echo "start $ALLOT_RUN $ALLOT_GPUS $ALLOT_NODES" >> \(record)
             trap 'echo "notice $ALLOT_RUN $(tr "\\n" " " < "$ALLOT_RESIZE_FILE")" >> \(record); exit 143' TERM
             sleep 600 & wait
             """
-        let job = try d.submit([
-            "--gpus", "1-4", "--gpu-model", "A100", "--estimate", "2h", "--", "sh", "-c", script,
-        ])
-        func seen(_ text: String) -> Bool {
-            for _ in 0..<300 {
-                if ((try? String(contentsOfFile: record, encoding: .utf8)) ?? "").contains(text) { return true }
-                usleep(50_000)
-            }
-            return false
+        return ["--gpus", "1-4", "--gpu-model", "A100", "--estimate", "2h", "--", "sh", "-c", script]
+    }
+
+    /// Whether `text` appears in the file within 15 s.
+    static func eventuallyContains(_ record: String, _ text: String) -> Bool {
+        for _ in 0..<300 {
+            if ((try? String(contentsOfFile: record, encoding: .utf8)) ?? "").contains(text) { return true }
+            usleep(50_000)
         }
+        return false
+    }
+
+    @Test func anElasticJobGrowsWhenGPUsFreeAndShrinksForInference() throws {
+        let d = try DaemonFixture()
+        let blocker = try d.submit(["--gpus", "2", "--gpu-model", "A100", "--", "sleep", "300"])
+        try d.wait(blocker, for: "running")
+        let record = d.dir.appendingPathComponent("elastic.txt").path
+        let job = try d.submit(Self.recordingJob(record))
+        func seen(_ text: String) -> Bool { Self.eventuallyContains(record, text) }
         #expect(seen("start 1 2 a1:"), "\(d.daemonLog.suffix(2000))")
         let why = d.ctl(["why", String(job)]).stdout
         #expect(why.contains("elastic: 1-4 GPUs, now 2"), "\(why)")
