@@ -224,6 +224,45 @@ import Testing
         #expect(placed > 100, "placed \(placed)")
     }
 
+    @Test func aLargerInstanceHoldsTheSlicesThatFreeSoonestAndSmallerOnesTakeTheRest() throws {
+        var s = Self.pool([("h1", 1, .dynamic, [])])
+        // Seven 1g.10gb instances (placed shortest first); by start: 4 and 6 end at 100, 5 at 200, 0 at 300,
+        // 1–3 at 500.
+        let ones = [300.0, 100, 200, 100, 500, 500, 500].map { e in
+            s.submit(
+                JobSpec.inference(1) {
+                    $0.mig = ["1g.10gb"]
+                    $0.estimate = e
+                }
+            )
+        }
+        s.schedule(at: 0)
+        #expect(ones.map { s.jobs[$0]!.allocation!.mig!.start } == [0, 6, 5, 4, 1, 2, 3])
+        let big = s.submit(Self.mig("3g.40gb"), at: 10)
+        let small = (0..<2).map { i in s.submit(Self.mig("1g.10gb"), at: 11 + Double(i)) }
+        var pass = s.schedule(at: 20)
+        // 3g.40gb starts at 0 or 4: slices 4–7 are free first (at 200), so it holds them.
+        #expect(pass.holds.first?.job == big)
+        #expect(pass.holds.first?.allocation?.mig == MIGSlot(profile: "3g.40gb", start: 4))
+        #expect(pass.holds.first?.from == Instant(seconds: 200))
+        // Slices 0, 4 and 6 free early: a smaller instance takes slice 0; 4 and 6 are held.
+        s.finish(ones[0], at: 150)
+        s.finish(ones[1], at: 150)
+        s.finish(ones[3], at: 150)
+        pass = s.schedule(at: 150)
+        #expect(s.starts(pass) == [small[0]])
+        #expect(s.jobs[small[0]]?.allocation?.mig?.start == 0)
+        #expect(pass.reason(for: small[1])?.blocker == .reserved(for: big, from: Instant(seconds: 200)))
+        let why = try #require(Scheduler(policy: .allot).explain(big, in: s)).lines.joined(separator: "\n")
+        #expect(why.contains("holds on h1[0]:3g.40gb@4"), "\(why)")
+        // The last instance over 4–7 ends: it starts there.
+        s.finish(ones[2], at: 200)
+        pass = s.schedule(at: 200)
+        #expect(s.starts(pass) == [big])
+        #expect(s.jobs[big]?.allocation?.mig == MIGSlot(profile: "3g.40gb", start: 4))
+        #expect(s.invariantViolations().isEmpty)
+    }
+
     @Test func aMIGJobPreemptsAWholeGPUJobOfALowerClassAndStartsWhenItHasGone() throws {
         var s = Self.pool([("h1", 1, .dynamic, [])])
         let train = s.submit(.training(1), at: 0)

@@ -233,6 +233,54 @@ import Testing
         #expect(Scheduler.permanentBlocker(for: Self.share(500), in: off) == .noModelAllowed)
     }
 
+    @Test func aLargerShareHoldsItsGPUSoSmallerSharesBehindItCannotStarveIt() throws {
+        var s = ClusterState.fixture(nodes: [("l4-1", "L4", 1, [])])
+        let quarters = [100.0, 200, 300, 400].map { e in s.submit(Self.share(250) { $0.estimate = e }) }
+        s.schedule(at: 0)
+        #expect(quarters.allSatisfy { s.jobs[$0]?.state == .running })
+        let half = s.submit(Self.share(500), at: 10)
+        let small = (0..<3).map { i in s.submit(Self.share(250), at: 11 + Double(i)) }
+        s.schedule(at: 20)
+        // A quarter ends early: its room is too small for the half, and the smaller shares behind it may
+        // not take it, or they would take every quarter as it frees.
+        s.finish(quarters[0], at: 50)
+        var pass = s.schedule(at: 50)
+        #expect(s.starts(pass).isEmpty, "\(s.starts(pass))")
+        #expect(pass.holds.first?.job == half)
+        #expect(pass.holds.first?.from == Instant(seconds: 200))
+        #expect(pass.reason(for: small[0])?.blocker == .reserved(for: half, from: Instant(seconds: 200)))
+        let why = try #require(Scheduler(policy: .allot).explain(half, in: s)).lines.joined(separator: "\n")
+        #expect(why.contains("holds on l4-1[0]@0.5: expected to start by"), "\(why)")
+        // A share that ends before the half needs the room may still use it.
+        let brief = s.submit(Self.share(250) { $0.walltime = 60 }, at: 60)
+        pass = s.schedule(at: 60)
+        #expect(s.starts(pass) == [brief])
+        s.finish(brief, at: 100)
+        s.finish(quarters[1], at: 190)
+        pass = s.schedule(at: 190)
+        #expect(s.starts(pass) == [half])
+        #expect(s.invariantViolations().isEmpty)
+    }
+
+    @Test func roomAHeldGPUWillNotNeedIsOpenToSmallerShares() {
+        var s = ClusterState.fixture(nodes: [("l4-1", "L4", 1, [])])
+        let quarters = [100.0, 200, 200, 400].map { e in s.submit(Self.share(250) { $0.estimate = e }) }
+        s.schedule(at: 0)
+        let half = s.submit(Self.share(500), at: 10)
+        let small = (0..<2).map { i in s.submit(Self.share(250), at: 11 + Double(i)) }
+        s.finish(quarters[0], at: 50)
+        // Two quarters end at 200: of the three quarters free then, the half needs two; one small share
+        // may start now without delaying it.
+        var pass = s.schedule(at: 50)
+        #expect(s.starts(pass) == [small[0]], "\(s.starts(pass))")
+        #expect(pass.holds.first?.job == half && pass.holds.first?.from == Instant(seconds: 200))
+        s.finish(quarters[1], at: 200)
+        s.finish(quarters[2], at: 200)
+        pass = s.schedule(at: 200)
+        #expect(s.starts(pass) == [half])
+        #expect(s.invariantViolations().isEmpty)
+    }
+
     @Test func randomSharesAndWholeJobsNeverOverfillAGPU() {
         var rng = SplitMix64(seed: 7)
         var s = ClusterState.fixture(nodes: [("l4-1", "L4", 4, []), ("l4-2", "L4", 4, []), ("a1", "A100", 2, [])])

@@ -27,6 +27,11 @@ extension Pass {
         // GPUs held for it (a whole-GPU job it preempted has gone) go back to the pool it looks in.
         if !held.isEmpty && held[row.id] != nil { release(heldFor: row.id, except: []) }
         let mayUseReserved = reservation == nil || short
+        // The slices held for an earlier MIG job: usable only by a job whose walltime ends before it needs them.
+        let hold = migHold.flatMap { h in
+            h.job == row.id || (!row.walltime.isNaN && now.seconds + row.walltime <= h.from) ? nil : h
+        }
+        var passedHold = false
         var offered = false
         var closest: (detail: String, taken: Int)?
         var rule: Blocker?
@@ -59,8 +64,10 @@ extension Pass {
                     profile: p,
                     milli: milli,
                     nodes: nodes,
-                    reserved: !mayUseReserved
+                    reserved: !mayUseReserved,
+                    hold: hold
                 )
+                passedHold = passedHold || found.passedHold
                 guard let c = found.choice else {
                     if let d = found.closest, closest == nil || d.taken < closest!.taken {
                         closest = (d.detail, d.taken)
@@ -93,6 +100,12 @@ extension Pass {
             }
         }
         if let rule { return .blocked(rule, capacity: false) }
+        if passedHold, let h = hold {
+            return .blocked(
+                .reserved(for: h.job, from: h.from.isFinite ? Instant(seconds: h.from) : nil),
+                capacity: false
+            )
+        }
         if cheapestOverLimit.isFinite {
             return .blocked(.overMaxCost(cheapestUSD: cheapestOverLimit, limitUSD: row.maxCostUSD), capacity: false)
         }
@@ -106,16 +119,19 @@ extension Pass {
         return .blocked(.noMIGRoom(detail: closest?.detail ?? "every GPU with MIG is busy"), capacity: true)
     }
 
-    /// The best start of profile `p` on `nodes`, or (when none has room) what the emptiest GPU has taken.
+    /// The best start of profile `p` on `nodes`, or (when none has room) what the emptiest GPU has taken;
+    /// never on the slices of `hold` (`passedHold`: a start there was free).
     func bestMIGSlot(
         _ row: PendingQueue.Row,
         table: MIGTable,
         profile p: MIGProfile,
         milli: Int,
         nodes: [Int],
-        reserved: Bool
-    ) -> (choice: MIGChoice?, closest: (detail: String, taken: Int)?) {
+        reserved: Bool,
+        hold: MIGHold?
+    ) -> (choice: MIGChoice?, closest: (detail: String, taken: Int)?, passedHold: Bool) {
         var best: MIGChoice?
+        var passedHold = false
         var emptiest: (node: Int, gpu: Int, used: UInt8)?
         for i in nodes {
             let node = state.nodes[i]
@@ -143,6 +159,10 @@ extension Pass {
                     : table.freeStarts(of: p, used: used)
                 guard !starts.isEmpty, fitsHost(row, node: i, gpus: 1, worth: Double(milli) / 1000) else { continue }
                 for s in starts {
+                    if let hold, hold.gpu == gpu, hold.mask & p.mask(at: s) != 0 {
+                        passedHold = true
+                        continue
+                    }
                     // On a static node, the room left is what the layout still offers.
                     let after = used | p.mask(at: s)
                     let room = isStatic ? 8 - after.nonzeroBitCount : table.room(left: after)
@@ -158,15 +178,19 @@ extension Pass {
                 }
             }
         }
-        if best != nil { return (best, nil) }
+        if best != nil { return (best, nil, passedHold) }
         let starts = p.starts.map { "\($0)–\($0 + p.memorySlices - 1)" }.joined(separator: " or ")
         let need =
             "MIG \(p.name) needs memory slices \(p.memorySlices == 1 ? p.starts.map(String.init).joined(separator: ", ") : starts) free"
-        guard let e = emptiest else { return (nil, (need + "; every GPU with MIG is taken whole, shared or down", 9)) }
+        guard let e = emptiest else {
+            return (nil, (need + "; every GPU with MIG is taken whole, shared or down", 9), passedHold)
+        }
         let taken = state.nodes[e.node].sharers[e.gpu].compactMap { state.jobs[$0]?.allocation?.mig?.description }
         let has = taken.isEmpty ? "its free slices do not fit" : "has \(taken.joined(separator: ", ")) taken"
         return (
-            nil, (need + "; the emptiest GPU, \(state.nodes[e.node].name) GPU \(e.gpu), \(has)", e.used.nonzeroBitCount)
+            nil,
+            (need + "; the emptiest GPU, \(state.nodes[e.node].name) GPU \(e.gpu), \(has)", e.used.nonzeroBitCount),
+            passedHold
         )
     }
 
@@ -177,6 +201,77 @@ extension Pass {
         if a.takenBefore != b.takenBefore { return a.takenBefore > b.takenBefore }
         if a.roomAfter != b.roomAfter { return a.roomAfter > b.roomAfter }
         return (a.node, a.gpu, a.start) < (b.node, b.gpu, b.start)
+    }
+}
+
+// MARK: Holding slices for a MIG job
+
+/// Memory slices of one GPU held for a MIG job that waits for the instances over them to end.
+struct MIGHold: Hashable, Sendable {
+    var job: JobID
+    var gpu: NodeGPU
+    var model: Int
+    var slot: MIGSlot
+    /// Its memory slices there.
+    var mask: UInt8
+    /// When the instances over them are expected to have ended (seconds).
+    var from: Double
+}
+
+extension Pass {
+    /// Holds, for a MIG job that found no room, the start of one of its profiles whose instances are expected
+    /// to end soonest (their walltimes or estimates): later MIG jobs in this pass may not take those slices
+    /// unless they end before then (EASY backfill, on one GPU's slices); the rest of the GPU stays open. A GPU
+    /// that frees whole, or instances made in this pass, are not counted on.
+    mutating func holdMIG(for row: PendingQueue.Row, allowed: UInt64) {
+        guard let spec = state.jobs[row.id]?.spec, let migNodes else { return }
+        var ends: [JobID: Double] = [:]
+        for v in running where v.slices.count == 1 { ends[v.id] = max(v.expectedEnd, now.seconds) }
+        var best: MIGHold?
+        for (m, _) in ctx.order(for: row, now: now) where allowed & (1 << UInt64(m)) != 0 {
+            guard let table = ctx.models[m].mig else { continue }
+            let profiles = spec.migProfiles(on: ctx.models[m])
+            for i in migNodes[m] where admitted(row, node: i) {
+                let node = state.nodes[i]
+                guard node.schedulable else { continue }
+                let isStatic = node.spec.mig == .static
+                for g in 0..<node.spec.gpus {
+                    let gpu = NodeGPU(node: i, gpu: g)
+                    guard node.unhealthyMask & (UInt64(1) << UInt64(g)) == 0, node.holder[g] == nil,
+                        node.shareUsed[g] == 0, shareTaken[gpu] == nil
+                    else { continue }
+                    let instances: [(end: Double, mask: UInt8)] = node.sharers[g].compactMap { id in
+                        guard let slot = state.jobs[id]?.allocation?.mig, let p = table.profile(named: slot.profile)
+                        else { return nil }
+                        return (ends[id] ?? .infinity, p.mask(at: slot.start))
+                    }
+                    if instances.isEmpty { continue }
+                    let fresh = migTaken[gpu] ?? 0
+                    for p in profiles {
+                        let starts =
+                            isStatic ? node.spec.migLayout.filter { $0.profile == p.name }.map(\.start) : p.starts
+                        for s in starts where fresh & p.mask(at: s) == 0 {
+                            let mask = p.mask(at: s)
+                            let at = instances.filter { $0.mask & mask != 0 }.reduce(now.seconds) { max($0, $1.end) }
+                            guard at.isFinite else { continue }
+                            if best == nil || at < best!.from
+                                || (at == best!.from && (i, g, s) < (best!.gpu.node, best!.gpu.gpu, best!.slot.start))
+                            {
+                                best = MIGHold(
+                                    job: row.id,
+                                    gpu: gpu,
+                                    model: m,
+                                    slot: MIGSlot(profile: p.name, start: s),
+                                    mask: mask,
+                                    from: at
+                                )
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        migHold = best
     }
 }
 

@@ -68,6 +68,12 @@ struct Pass {
     private var sharedGPUs: [[NodeGPU]]?
     /// Thousandths of GPUs taken by this pass's share starts.
     var shareTaken: [NodeGPU: Int] = [:]
+    /// The shared GPU held for the first share that found no room (``holdShare(for:allowed:)``).
+    var shareHold: ShareHold?
+    /// Whether the last ``shareOnSharedGPU(_:allowed:short:)`` passed over the held GPU while it had room.
+    var passedShareHold = false
+    /// The memory slices held for the first MIG job that found no room (``holdMIG(for:allowed:)``).
+    var migHold: MIGHold?
     /// The owner of this pass's shares on each GPU (an MPS GPU serves one user).
     var shareOwner: [NodeGPU: UInt32] = [:]
     /// Memory slices taken on each GPU by this pass's MIG starts.
@@ -379,6 +385,12 @@ struct Pass {
                 if capacity && reservation == nil && policy != .fifo && !row.isShare && !row.isMIG && row.gpus > 0 {
                     reserve(for: row, rank: p, allowed: allowed)
                 }
+                // A share holds instead the shared GPU whose shares leave it room soonest: smaller shares
+                // behind it would otherwise take every bit of room as it frees, and it would never start.
+                if capacity && shareHold == nil && policy != .fifo && row.isShare {
+                    holdShare(for: row, allowed: allowed)
+                }
+                if capacity && migHold == nil && policy != .fifo && row.isMIG { holdMIG(for: row, allowed: allowed) }
                 if policy == .fifo { head = row.id }
             }
         }
@@ -514,6 +526,7 @@ struct Pass {
             recordShare(row, model: m, gpu: gpu, note: note, loans: loans)
             return .started
         }
+        let passedHold = row.isShare && passedShareHold
         let mayUseReserved = reservation == nil || short || (policy == .allot && preemptible)
         let key = Int(row.constraint) * 3 + row.topology.ordinal
         // "No room for n GPUs" holds for every job of the same models and topology that asks no more: not
@@ -561,6 +574,12 @@ struct Pass {
             fitsAny(row, allowed: allowed, view: restricted(pool, for: row))
         {
             return .blocked(.reserved(for: r.job, from: r.from), capacity: false)
+        }
+        if passedHold, let h = shareHold, best?.1 ?? true {
+            return .blocked(
+                .reserved(for: h.job, from: h.from.isFinite ? Instant(seconds: h.from) : nil),
+                capacity: false
+            )
         }
         if let best { return .blocked(best.0, capacity: best.1) }
         return .blocked(ctx.shortage(row.gpus, allowed: allowed, pool: pool), capacity: true)
@@ -853,6 +872,20 @@ struct KindUse {
 
 // MARK: Shares of GPUs
 
+/// A shared GPU held for a share job that waits for room on it.
+struct ShareHold: Hashable, Sendable {
+    var job: JobID
+    var gpu: NodeGPU
+    var model: Int
+    /// Thousandths of the GPU the job takes there.
+    var share: Int
+    /// When its shares are expected to have left the room (seconds).
+    var from: Double
+    /// Thousandths of the GPU expected free beside it then: shares up to that may join the GPU now without
+    /// delaying it (EASY backfill's extra room).
+    var spare: Int
+}
+
 extension Pass {
     /// The fullest shared GPU with room for a share job, in the job's model order: shares fill GPUs that are
     /// already broken before they break a fresh one (the whole-GPU placement does that, in ``attempt``).
@@ -862,25 +895,30 @@ extension Pass {
         allowed: UInt64,
         short: Bool
     ) -> (model: Int, gpu: NodeGPU, note: PlacementNote)? {
+        passedShareHold = false
         guard anySharedGPU || !shareTaken.isEmpty else { return nil }
         if sharedGPUs == nil { sharedGPUs = state.sharedGPUs(models: ctx.modelCount) }
         let mayUseReserved = reservation == nil || short
+        // The GPU held for a larger share: room beyond what it needs is open to all; the rest only to a job
+        // whose walltime ends before it is needed.
+        let hold = shareHold.flatMap { h in
+            h.job == row.id || (!row.walltime.isNaN && now.seconds + row.walltime <= h.from) ? nil : h.gpu
+        }
         for (m, ruleName) in ctx.order(for: row, now: now) where allowed & (1 << UInt64(m)) != 0 {
             let share = row.share(on: ctx.models[m])
             if share < 0 { continue }
             var best: (gpu: NodeGPU, room: Int)?
             for gpu in sharedGPUs![m] {
-                let node = state.nodes[gpu.node]
                 let bit = UInt64(1) << UInt64(gpu.gpu)
-                guard node.schedulable, admitted(row, node: gpu.node), node.unhealthyMask & bit == 0,
-                    node.holder[gpu.gpu] == nil,
-                    mayUseReserved || (reservedMasks[gpu.node] ?? 0) & bit == 0,
-                    !ctx.tracksHost || fitsHost(row, node: gpu.node, gpus: 1),
-                    node.acceptsShare(uid: row.uid, onGPU: gpu.gpu, owners: { state.jobs[$0]?.spec.uid }),
-                    node.spec.sharing != .mps || (shareOwner[gpu] ?? row.uid) == row.uid
-                else { continue }
-                let room = 1000 - node.shareUsed[gpu.gpu] - shareTaken[gpu, default: 0]
+                guard mayShare(row, gpu: gpu), mayUseReserved || (reservedMasks[gpu.node] ?? 0) & bit == 0 else {
+                    continue
+                }
+                let room = shareRoom(gpu)
                 guard room >= share else { continue }
+                if gpu == hold && share > shareHold!.spare {
+                    passedShareHold = true
+                    continue
+                }
                 if best == nil || room < best!.room
                     || (room == best!.room && (gpu.node, gpu.gpu) < (best!.gpu.node, best!.gpu.gpu))
                 {
@@ -899,9 +937,70 @@ extension Pass {
                 estimatedCostUSD: cost,
                 holesLeft: best.room - share
             )
+            if best.gpu == hold { shareHold!.spare -= share }
             return (m, best.gpu, note)
         }
         return nil
+    }
+
+    /// Thousandths of a shared GPU still free, counting this pass's shares.
+    func shareRoom(_ gpu: NodeGPU) -> Int {
+        1000 - state.nodes[gpu.node].shareUsed[gpu.gpu] - shareTaken[gpu, default: 0]
+    }
+
+    /// Whether a share job may join shared GPU `gpu` at all (room aside): its node is schedulable and admits
+    /// it, the GPU is healthy and not held whole, the node has its CPUs and memory, and the GPU's sharing
+    /// takes its user (an MPS GPU serves one user).
+    func mayShare(_ row: PendingQueue.Row, gpu: NodeGPU) -> Bool {
+        let node = state.nodes[gpu.node]
+        return node.schedulable && admitted(row, node: gpu.node)
+            && node.unhealthyMask & (UInt64(1) << UInt64(gpu.gpu)) == 0
+            && node.holder[gpu.gpu] == nil
+            && (!ctx.tracksHost || fitsHost(row, node: gpu.node, gpus: 1))
+            && node.acceptsShare(uid: row.uid, onGPU: gpu.gpu, owners: { state.jobs[$0]?.spec.uid })
+            && (node.spec.sharing != .mps || (shareOwner[gpu] ?? row.uid) == row.uid)
+    }
+
+    /// Holds, for a share job that found no room, the shared GPU its running shares are expected to leave
+    /// room on soonest (their walltimes or estimates): later shares in this pass may join it only in the room
+    /// it will not need then, or if they end before then (EASY backfill, on one GPU). A GPU that frees whole is no hold's business: the job goes before the jobs behind it
+    /// for free GPUs anyway. Shares started in this pass are not counted on to end.
+    mutating func holdShare(for row: PendingQueue.Row, allowed: UInt64) {
+        if sharedGPUs == nil { sharedGPUs = state.sharedGPUs(models: ctx.modelCount) }
+        var ends: [NodeGPU: [(end: Double, milli: Int)]] = [:]
+        for v in running where v.share > 0 {
+            guard let s = v.slices.first else { continue }
+            let gpu = NodeGPU(node: s.node, gpu: s.mask.trailingZeroBitCount)
+            ends[gpu, default: []].append((max(v.expectedEnd, now.seconds), v.share))
+        }
+        var best: ShareHold?
+        for (m, _) in ctx.order(for: row, now: now) where allowed & (1 << UInt64(m)) != 0 {
+            let share = row.share(on: ctx.models[m])
+            if share < 0 { continue }
+            for gpu in sharedGPUs![m] where mayShare(row, gpu: gpu) {
+                var room = shareRoom(gpu)
+                var at = now.seconds
+                let sorted = (ends[gpu] ?? []).sorted { $0.end < $1.end }
+                var k = 0
+                while room < share && k < sorted.count {
+                    room += sorted[k].milli
+                    at = sorted[k].end
+                    k += 1
+                }
+                guard room >= share, at.isFinite else { continue }
+                // Shares expected to end by then leave their room too.
+                while k < sorted.count && sorted[k].end <= at {
+                    room += sorted[k].milli
+                    k += 1
+                }
+                if best == nil || at < best!.from
+                    || (at == best!.from && (gpu.node, gpu.gpu) < (best!.gpu.node, best!.gpu.gpu))
+                {
+                    best = ShareHold(job: row.id, gpu: gpu, model: m, share: share, from: at, spare: room - share)
+                }
+            }
+        }
+        shareHold = best
     }
 
     /// Starts a share job on a GPU already shared: it takes no free GPU.

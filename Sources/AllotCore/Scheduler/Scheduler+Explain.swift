@@ -166,7 +166,14 @@ extension Scheduler {
             } else if pass.decisions.contains(where: { $0.jobID == id }) {
                 lines.append("starting now")
             }
-            if let r = pass.reservation, r.job == id {
+            if let r = pass.holds.first(where: { $0.job == id }), let from = r.from {
+                start = from
+                let on = r.allocation.map { " on \($0)" } ?? ""
+                let what = r.allocation?.mig == nil ? "shares" : "instances"
+                lines.append(
+                    "holds\(on): expected to start by \(Blocker.time(from)), when the \(what) there reach their walltimes or estimates; smaller jobs may not take the room it waits for"
+                )
+            } else if let r = pass.reservation, r.job == id {
                 if let from = r.from {
                     start = from
                     let on = r.allocation.map { " on \($0)" } ?? ""

@@ -50,6 +50,35 @@ public struct Scheduler: Hashable, Sendable {
         out.decisions = pass.decisions
         out.pending = pass.pending
         out.reservation = pass.reservation
+        if let h = pass.shareHold {
+            out.holds.append(
+                Reservation(
+                    job: h.job,
+                    from: h.from.isFinite ? Instant(seconds: h.from) : nil,
+                    allocation: Allocation(
+                        model: pass.ctx.models[h.model].name,
+                        slices: [Allocation.Slice(node: state.nodes[h.gpu.node].name, gpus: [h.gpu.gpu])],
+                        share: h.share
+                    )
+                )
+            )
+        }
+        if let h = pass.migHold {
+            let model = pass.ctx.models[h.model]
+            let milli = model.mig?.profile(named: h.slot.profile).map(MIGTable.priceMilli)
+            out.holds.append(
+                Reservation(
+                    job: h.job,
+                    from: h.from.isFinite ? Instant(seconds: h.from) : nil,
+                    allocation: Allocation(
+                        model: model.name,
+                        slices: [Allocation.Slice(node: state.nodes[h.gpu.node].name, gpus: [h.gpu.gpu])],
+                        mig: h.slot,
+                        migMilli: milli
+                    )
+                )
+            )
+        }
         return out
     }
 
@@ -94,6 +123,10 @@ public struct SchedulingPass: Hashable, Sendable {
     public var pending: [PendingReason] = []
     /// GPUs held for the first job that cannot start, if any.
     public var reservation: Reservation?
+    /// Parts of GPUs held for the first share and the first MIG job that find no room: the shared GPU whose
+    /// shares leave it room soonest, the memory slices whose instances end soonest. Jobs behind them may take
+    /// that room only where it is not needed then, or if they end before then.
+    public var holds: [Reservation] = []
 
     public init() {}
 
