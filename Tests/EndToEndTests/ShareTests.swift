@@ -69,6 +69,9 @@ import Glibc
         let small = try d.submit(["--gpus", "0.2", "--gpu-model", "L4", "--kind", "inference", "--", "sleep", "60"])
         try d.wait(small, for: "running")
         #expect(d.state(big) == "pending")
+        // It holds the shared GPU; the small share took only room it will not need.
+        let held = d.ctl(["why", String(big)]).stdout
+        #expect(held.contains("holds on l1[\(g)]@0.5: expected to start by"), "\(held)")
         #expect(d.ctl(["cancel", String(half)]).status == 0)
         try d.wait(big, for: "running")
         #expect(d.stop() == 0)
