@@ -155,6 +155,29 @@ import Testing
         return (s, loan, replica, now)
     }
 
+    @Test func anInferenceShareTakesALoanBackAsAWholeReplicaDoes() {
+        var s = Self.reservedPool()
+        let now = 50 * Self.hour
+        s.submit(.inference(4) { $0.gpuModels = ["A100"] }, at: now - 130)
+        s.submit(.training(2) { $0.gpuModels = ["A100"] }, at: now - 130)
+        s.schedule(at: now - 130)
+        let loan = s.submit(.training(2) { $0.gpuModels = ["A100"] }, at: now - 120)
+        s.schedule(at: now - 120)
+        #expect(s.jobs[loan]?.loans == [.inferenceReserve(model: "A100")])
+        // Half an A100 for inference: the young loan goes back (loan notice), not the training job that owns
+        // its GPUs.
+        let share = s.submit(
+            .inference(1) {
+                $0.gpuShare = 500; $0.gpuModels = ["A100"]
+            },
+            at: now
+        )
+        let pass = s.schedule(at: now)
+        #expect(s.preemptions(pass).map(\.victim) == [loan])
+        #expect(s.preemptions(pass).first?.reason == .inference)
+        #expect(pass.reason(for: share)?.blocker == .waitingForPreemption(victims: 1))
+    }
+
     @Test func aYoungLoanIsTakenBack() {
         var (s, loan, replica, now) = Self.burst(loanAge: 120)
         let pass = s.schedule(at: now)

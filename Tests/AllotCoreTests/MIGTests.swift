@@ -263,6 +263,21 @@ import Testing
         #expect(s.invariantViolations().isEmpty)
     }
 
+    @Test func aMIGReplicaTakesALoanOfTheInferenceReserveBack() throws {
+        var s = Self.pool([("h1", 2, .dynamic, [])])
+        var config = s.config
+        config.inferenceReserve = [InferenceReserve(gpuModel: "H100-80GB", gpus: 2)]
+        try s.apply(Event(time: .zero, .configApplied(config: config)))
+        let loans = (0..<2).map { _ in s.submit(.training(1)) }
+        s.schedule(at: 0)
+        #expect(loans.allSatisfy { s.jobs[$0]?.loans == [.inferenceReserve(model: "H100-80GB")] })
+        let replica = s.submit(Self.mig("1g.10gb"), at: 10)
+        let pass = s.schedule(at: 10)
+        #expect(s.preemptions(pass).count == 1)
+        #expect(s.preemptions(pass).first?.reason == .inference)
+        #expect(pass.reason(for: replica)?.blocker == .waitingForPreemption(victims: 1))
+    }
+
     @Test func aMIGJobPreemptsAWholeGPUJobOfALowerClassAndStartsWhenItHasGone() throws {
         var s = Self.pool([("h1", 1, .dynamic, [])])
         let train = s.submit(.training(1), at: 0)
