@@ -232,6 +232,39 @@ import Testing
         #expect(pass.reason(for: b)?.blocker == .waitingForPreemption(victims: 1))
     }
 
+    @Test func quotasCountASharesPartOfItsGPUNotAWholeGPU() throws {
+        var s = Self.oneModel(nodes: 1, gpus: 4) {
+            $0.tenants = [Tenant(name: "a", gpuQuota: 2, borrowLimit: 1), Tenant(name: "b", gpuQuota: 2)]
+        }
+        // Eight quarters of a GPU are two GPUs' worth: within a's guarantee, none on a loan, none refused.
+        let quarters = (0..<8).map { _ in
+            s.submit(
+                .inference(1, tenant: "a") {
+                    $0.gpuShare = 250
+                    $0.preemptible = false
+                }
+            )
+        }
+        s.schedule(at: 0)
+        #expect(quarters.allSatisfy { s.jobs[$0]?.state == .running && s.jobs[$0]?.loans == [] })
+        // A ninth quarter goes beyond the quota: a loan (it is preemptible), within the borrowing limit.
+        let ninth = s.submit(
+            .inference(1, tenant: "a") {
+                $0.gpuShare = 250
+                $0.preemptible = true
+            },
+            at: 1
+        )
+        s.schedule(at: 1)
+        #expect(s.jobs[ninth]?.loans == [.quota(tenant: "a")])
+        // A whole GPU more would take a to 3.25 GPUs, beyond 2 + 1.
+        let whole = s.submit(.inference(1, tenant: "a"), at: 2)
+        let pass = s.schedule(at: 2)
+        #expect(pass.reason(for: whole)?.blocker == .overQuota(tenant: "a", inUse: 2.25, quota: 2, borrowLimit: 1))
+        let why = try #require(Scheduler().explain(whole, in: s)).lines.joined(separator: "\n")
+        #expect(why.contains("tenant a uses 2.25 GPUs; its quota is 2"), "\(why)")
+    }
+
     // MARK: Budgets
 
     @Test func hardBudgetStopsNewStartsAndSoftBudgetLowersPriority() throws {

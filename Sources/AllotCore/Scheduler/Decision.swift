@@ -144,7 +144,7 @@ public enum Blocker: Hashable, Sendable {
     /// Its tenant is past a hard budget (counting running jobs and this one's estimated cost).
     case overBudget(tenant: String, spentUSD: Double, limitUSD: Double, window: Budget.Window)
     /// Its tenant would go past its quota plus borrowing limit.
-    case overQuota(tenant: String, inUse: Int, quota: Int, borrowLimit: Int?)
+    case overQuota(tenant: String, inUse: Double, quota: Int, borrowLimit: Int?)
     /// It could run only on lent GPUs, and it is not preemptible (lent GPUs may be taken back).
     case mustBorrow(Loan)
     /// It could run only on GPUs of `model`'s inference reserve, and inference is expected to need

@@ -104,7 +104,7 @@ extension Pass {
                 why: note,
                 loans: loans
             )
-            tenantGPUs[spec.tenant] = gpusInUse(by: spec.tenant) + size - cur
+            addMilli((size - cur) * 1000, tenant: spec.tenant)
             if !reserve.isEmpty { addUse(of: m, inference: false, gpus: size - cur) }
         }
     }
@@ -143,7 +143,7 @@ extension Pass {
             takeEverywhere(more)
             view = open ?? pool
             victims.insert(v.id)
-            tenantGPUs[v.tenant] = gpusInUse(by: v.tenant) + size - v.gpus
+            addMilli((size - v.gpus) * 1000, tenant: v.tenant)
             if !reserve.isEmpty { addUse(of: v.model, inference: false, gpus: size - v.gpus) }
             decisions.append(.preempt(v.id, by: v.id, grace: v.grace, reason: .resize))
             decisions.append(.hold(v.id, on: allocationSlices(merged(v.slices, more))))

@@ -36,8 +36,9 @@ struct Pass {
     /// (0: `open` or the whole pool before a reservation, 1: the whole pool after one).
     var memo: [[Int]]
 
-    /// GPUs by tenant, counting this pass's starts.
-    var tenantGPUs: [String: Int] = [:]
+    /// Thousandths of GPUs held by tenant (``RunView/milli``), counting this pass's starts: built the first
+    /// time a quota needs it.
+    var tenantMilli: [String: Int]?
     /// Non-preemptible use against quotas, counting this pass's starts: built the first time a quota needs it.
     private var firm: FirmUse?
     /// Estimated cost of this pass's starts, by tenant.
@@ -167,11 +168,37 @@ struct Pass {
         )
     }
 
-    mutating func gpusInUse(by tenant: String) -> Int {
-        if let n = tenantGPUs[tenant] { return n }
-        let n = state.tenantUsage[tenant]?.usage.gpusInUse ?? 0
-        tenantGPUs[tenant] = n
-        return n
+    /// Thousandths of GPUs a tenant holds, counting this pass's starts: a share counts its share, a MIG
+    /// instance its price, as quotas count them.
+    mutating func milliInUse(by tenant: String) -> Int {
+        if tenantMilli == nil {
+            var byTenant: [String: Int] = [:]
+            for v in running { byTenant[v.tenant, default: 0] += v.milli }
+            tenantMilli = byTenant
+        }
+        return tenantMilli![tenant, default: 0]
+    }
+
+    /// Adds thousandths of GPUs to a tenant's use in this pass (once its use is counted).
+    mutating func addMilli(_ milli: Int, tenant: String) {
+        if tenantMilli != nil { tenantMilli![tenant, default: 0] += milli }
+    }
+
+    /// Thousandths of GPUs a pending job would hold, as its quota counts it before it is placed: a share its
+    /// smallest share on an allowed model, a MIG job its cheapest profile's price.
+    func quotaMilli(_ row: PendingQueue.Row) -> Int {
+        if !row.isShare && !row.isMIG { return row.gpus * 1000 }
+        let allowed = ctx.usableModels(row)
+        var least = Int.max
+        for m in 0..<ctx.modelCount where allowed & (1 << UInt64(m)) != 0 {
+            if row.isShare {
+                let s = row.share(on: ctx.models[m])
+                if s >= 0 { least = min(least, s) }
+            } else if let spec = state.jobs[row.id]?.spec {
+                for p in spec.migProfiles(on: ctx.models[m]) { least = min(least, MIGTable.priceMilli(p)) }
+            }
+        }
+        return least == Int.max ? row.gpus * 1000 : least
     }
 
     /// Expected remaining cost of a tenant's running jobs.
@@ -736,9 +763,10 @@ struct Pass {
         )
         decisions.append(.start(row.id, on: allocation, why: note, loans: loans))
         let tenant = state.pendingJobs.tenants.values[Int(row.tenant)]
-        tenantGPUs[tenant] = gpusInUse(by: tenant) + row.gpus
+        let milli = mig?.milli ?? share ?? row.gpus * 1000
+        addMilli(milli, tenant: tenant)
         if firm != nil && !classes.preemptible(row) {
-            firm?.add(row.gpus, tenant: tenant, quota: state.config.tenant(named: tenant).gpuQuota ?? 0)
+            firm?.add(milli, tenant: tenant, quota: state.config.tenant(named: tenant).gpuQuota ?? 0)
         }
         addedCost[tenant, default: 0] += note.estimatedCostUSD
         if freshGPUs && policy == .allot && !reserve.isEmpty {
@@ -798,7 +826,7 @@ struct Pass {
     /// tenant's non-preemptible use (the guarantee goes to those first), a preemptible one against all.
     mutating func withinQuota(_ row: PendingQueue.Row, tenant: String, preemptible: Bool) -> Bool {
         let quota = state.config.tenant(named: tenant).gpuQuota ?? 0
-        return (preemptible ? gpusInUse(by: tenant) : firmUse(by: tenant)) + row.gpus <= quota
+        return (preemptible ? milliInUse(by: tenant) : firmUse(by: tenant)) + quotaMilli(row) <= quota * 1000
     }
 
     /// Quotas are guarantees, and a tenant's guarantee goes first to its non-preemptible jobs. A tenant may
@@ -811,44 +839,47 @@ struct Pass {
         let tenant = state.pendingJobs.tenants.values[Int(row.tenant)]
         let t = tenantConfig[Int(row.tenant)]
         let quota = t.gpuQuota ?? 0
-        let used = gpusInUse(by: tenant)
-        if let limit = t.borrowLimit, used + row.gpus > quota + limit {
-            return .blocked(.overQuota(tenant: tenant, inUse: used, quota: quota, borrowLimit: limit))
+        let used = milliInUse(by: tenant)
+        let need = quotaMilli(row)
+        if let limit = t.borrowLimit, used + need > (quota + limit) * 1000 {
+            return .blocked(
+                .overQuota(tenant: tenant, inUse: Double(used) / 1000, quota: quota, borrowLimit: limit)
+            )
         }
         if withinQuota(row, tenant: tenant, preemptible: preemptible) { return .free }
         let loan = Loan.quota(tenant: tenant)
         if preemptible { return .loan(loan) }
         let firm = firmUse(by: tenant)
-        let more = max(0, firm + row.gpus - quota) - max(0, firm - quota)
+        let more = max(0, firm + need - quota * 1000) - max(0, firm - quota * 1000)
         let ledger = firmLedger()
         return ledger.borrowedTotal + more <= ledger.unassigned ? .free : .blocked(.mustBorrow(loan))
     }
 }
 
-/// What non-preemptible jobs hold against their tenants' quotas.
+/// What non-preemptible jobs hold against their tenants' quotas, in thousandths of GPUs.
 struct FirmUse {
-    /// GPUs held by non-preemptible jobs, by tenant.
+    /// Thousandths of GPUs held by non-preemptible jobs, by tenant.
     var byTenant: [String: Int] = [:]
-    /// Non-preemptible GPUs beyond quotas, over all tenants.
+    /// Non-preemptible thousandths beyond quotas, over all tenants.
     var borrowedTotal = 0
-    /// GPUs no tenant is guaranteed: total minus the sum of quotas.
+    /// Thousandths no tenant is guaranteed: total minus the sum of quotas.
     var unassigned = 0
 
     init(_ running: [RunView], state: ClusterState) {
-        for r in running where !r.preemptible { byTenant[r.tenant, default: 0] += r.gpus }
+        for r in running where !r.preemptible { byTenant[r.tenant, default: 0] += r.milli }
         var quotas = 0
         for t in state.config.tenants { quotas += t.gpuQuota ?? 0 }
-        unassigned = max(0, state.totalGPUs - quotas)
+        unassigned = max(0, state.totalGPUs - quotas) * 1000
         borrowedTotal = byTenant.reduce(0) {
-            $0 + max(0, $1.value - (state.config.tenant(named: $1.key).gpuQuota ?? 0))
+            $0 + max(0, $1.value - (state.config.tenant(named: $1.key).gpuQuota ?? 0) * 1000)
         }
     }
 
-    /// A start of `gpus` non-preemptible GPUs for a tenant with this quota.
-    mutating func add(_ gpus: Int, tenant: String, quota: Int) {
+    /// A start of `milli` thousandths of non-preemptible GPUs for a tenant with this quota (in GPUs).
+    mutating func add(_ milli: Int, tenant: String, quota: Int) {
         let before = byTenant[tenant, default: 0]
-        byTenant[tenant] = before + gpus
-        borrowedTotal += max(0, before + gpus - quota) - max(0, before - quota)
+        byTenant[tenant] = before + milli
+        borrowedTotal += max(0, before + milli - quota * 1000) - max(0, before - quota * 1000)
     }
 }
 

@@ -35,7 +35,8 @@ extension Pass {
                 }
                 if lender == tenant {
                     if !preemptible { return .quota }
-                } else if gpusInUse(by: lender) - v.gpus >= (state.config.tenant(named: lender).gpuQuota ?? 0) {
+                } else if milliInUse(by: lender) - v.milli >= (state.config.tenant(named: lender).gpuQuota ?? 0) * 1000
+                {
                     return .quota
                 }
             }

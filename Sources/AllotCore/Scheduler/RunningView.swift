@@ -6,6 +6,9 @@ struct RunView {
     /// (node position, GPU mask) per node.
     var slices: [NodeMask]
     var gpus: Int
+    /// Thousandths of GPUs it holds: 1000 per whole GPU, its share, or its MIG instance's price (what quotas
+    /// count).
+    var milli: Int
     /// Thousandths of its GPU for a share job (its GPU frees only when every share on it ends); 0 for whole
     /// GPUs.
     var share: Int
@@ -86,6 +89,7 @@ extension ClusterState {
                     model: m,
                     slices: slices,
                     gpus: a.gpuCount,
+                    milli: Int((a.gpuEquivalent * 1000).rounded()),
                     share: a.share ?? 0,
                     classValue: cls.value,
                     preemptible: job.spec.preemptible ?? cls.preemptible,

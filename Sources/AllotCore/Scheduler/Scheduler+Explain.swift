@@ -65,7 +65,7 @@ extension Blocker {
                 "tenant \(tenant) is over its hard budget: $\(Money.format(spent)) of $\(Money.format(limit)) this \(window.rawValue), counting what its running jobs will still cost; it starts in the next \(window.rawValue) or when an admin raises the budget"
         case .overQuota(let tenant, let inUse, let quota, let limit):
             return
-                "tenant \(tenant) uses \(inUse) GPUs; its quota is \(quota) and it may borrow \(limit.map(String.init) ?? "any number") more, which this job would exceed"
+                "tenant \(tenant) uses \(Fraction.text(Int((inUse * 1000).rounded()))) GPUs; its quota is \(quota) and it may borrow \(limit.map(String.init) ?? "any number") more, which this job would exceed"
         case .mustBorrow(let loan):
             return
                 "it could run only on lent GPUs (\(loan)), which may be taken back at once, and it is not preemptible; submit it --preemptible or wait"
@@ -425,7 +425,9 @@ extension Scheduler {
             if case .overBudget? = reported {} else { out.append(line) }
         }
         if state.config.quotasInForce {
-            let used = state.tenantUsage[tenant.name]?.usage.gpusInUse ?? 0
+            // A share counts its share of a GPU, a MIG instance its price, as the pass counts them.
+            let rate = state.tenantUsage[tenant.name]?.usage.gpuSeconds.rate ?? 0
+            let used = Fraction.text(Int((max(0, rate) * 1000).rounded()))
             let quota = tenant.gpuQuota ?? 0
             let limit = tenant.borrowLimit.map { "may borrow \($0) more" } ?? "may borrow without limit"
             if case .overQuota? = reported {
