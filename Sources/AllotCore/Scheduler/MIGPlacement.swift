@@ -204,6 +204,60 @@ extension Pass {
     }
 }
 
+// MARK: Walking MIG GPUs
+
+/// A GPU of a MIG node that a MIG job may use, with what looking at it needs.
+struct MIGGPU {
+    var model: Int
+    var table: MIGTable
+    /// The job's acceptable profiles on this model, in its order.
+    var profiles: [MIGProfile]
+    var gpu: NodeGPU
+    /// The node's MIG layout when it is static (then only its instances may start), else nil.
+    var layout: [MIGSlot]?
+
+    var isStatic: Bool { layout != nil }
+
+    /// Where profile `p` may start on this GPU: its layout's starts for it, or NVIDIA's placements.
+    func starts(of p: MIGProfile) -> [Int] {
+        layout.map { $0.filter { $0.profile == p.name }.map(\.start) } ?? p.starts
+    }
+}
+
+extension Pass {
+    /// Calls `body` for each healthy GPU without shares on the schedulable MIG nodes a MIG job may use, in
+    /// its model order (``migNodes`` must be built).
+    func forEachMIGGPU(_ row: PendingQueue.Row, spec: JobSpec, allowed: UInt64, _ body: (MIGGPU) -> Void) {
+        guard let migNodes else { return }
+        for (m, _) in ctx.order(for: row, now: now) where allowed & (1 << UInt64(m)) != 0 {
+            guard let table = ctx.models[m].mig else { continue }
+            let profiles = spec.migProfiles(on: ctx.models[m])
+            for i in migNodes[m] where admitted(row, node: i) {
+                let node = state.nodes[i]
+                guard node.schedulable else { continue }
+                let layout = node.spec.mig == .static ? node.spec.migLayout : nil
+                for g in 0..<node.spec.gpus {
+                    let gpu = NodeGPU(node: i, gpu: g)
+                    guard node.unhealthyMask & (UInt64(1) << UInt64(g)) == 0, node.shareUsed[g] == 0,
+                        shareTaken[gpu] == nil
+                    else { continue }
+                    body(MIGGPU(model: m, table: table, profiles: profiles, gpu: gpu, layout: layout))
+                }
+            }
+        }
+    }
+
+    /// The MIG instances on a GPU, with their memory slices.
+    func migInstances(on gpu: NodeGPU, table: MIGTable) -> [(id: JobID, mask: UInt8)] {
+        state.nodes[gpu.node].sharers[gpu.gpu].compactMap { id in
+            guard let slot = state.jobs[id]?.allocation?.mig, let p = table.profile(named: slot.profile) else {
+                return nil
+            }
+            return (id, p.mask(at: slot.start))
+        }
+    }
+}
+
 // MARK: Holding slices for a MIG job
 
 /// Memory slices of one GPU held for a MIG job that waits for the instances over them to end.
@@ -224,49 +278,34 @@ extension Pass {
     /// unless they end before then (EASY backfill, on one GPU's slices); the rest of the GPU stays open. A GPU
     /// that frees whole, or instances made in this pass, are not counted on.
     mutating func holdMIG(for row: PendingQueue.Row, allowed: UInt64) {
-        guard let spec = state.jobs[row.id]?.spec, let migNodes else { return }
+        guard let spec = state.jobs[row.id]?.spec else { return }
         var ends: [JobID: Double] = [:]
         for v in running where v.slices.count == 1 { ends[v.id] = max(v.expectedEnd, now.seconds) }
         var best: MIGHold?
-        for (m, _) in ctx.order(for: row, now: now) where allowed & (1 << UInt64(m)) != 0 {
-            guard let table = ctx.models[m].mig else { continue }
-            let profiles = spec.migProfiles(on: ctx.models[m])
-            for i in migNodes[m] where admitted(row, node: i) {
-                let node = state.nodes[i]
-                guard node.schedulable else { continue }
-                let isStatic = node.spec.mig == .static
-                for g in 0..<node.spec.gpus {
-                    let gpu = NodeGPU(node: i, gpu: g)
-                    guard node.unhealthyMask & (UInt64(1) << UInt64(g)) == 0, node.holder[g] == nil,
-                        node.shareUsed[g] == 0, shareTaken[gpu] == nil
-                    else { continue }
-                    let instances: [(end: Double, mask: UInt8)] = node.sharers[g].compactMap { id in
-                        guard let slot = state.jobs[id]?.allocation?.mig, let p = table.profile(named: slot.profile)
-                        else { return nil }
-                        return (ends[id] ?? .infinity, p.mask(at: slot.start))
+        forEachMIGGPU(row, spec: spec, allowed: allowed) { g in
+            guard state.nodes[g.gpu.node].holder[g.gpu.gpu] == nil else { return }
+            let instances = migInstances(on: g.gpu, table: g.table)
+            if instances.isEmpty { return }
+            let fresh = migTaken[g.gpu] ?? 0
+            for p in g.profiles {
+                for s in g.starts(of: p) where fresh & p.mask(at: s) == 0 {
+                    let mask = p.mask(at: s)
+                    let at = instances.filter { $0.mask & mask != 0 }.reduce(now.seconds) {
+                        max($0, ends[$1.id] ?? .infinity)
                     }
-                    if instances.isEmpty { continue }
-                    let fresh = migTaken[gpu] ?? 0
-                    for p in profiles {
-                        let starts =
-                            isStatic ? node.spec.migLayout.filter { $0.profile == p.name }.map(\.start) : p.starts
-                        for s in starts where fresh & p.mask(at: s) == 0 {
-                            let mask = p.mask(at: s)
-                            let at = instances.filter { $0.mask & mask != 0 }.reduce(now.seconds) { max($0, $1.end) }
-                            guard at.isFinite else { continue }
-                            if best == nil || at < best!.from
-                                || (at == best!.from && (i, g, s) < (best!.gpu.node, best!.gpu.gpu, best!.slot.start))
-                            {
-                                best = MIGHold(
-                                    job: row.id,
-                                    gpu: gpu,
-                                    model: m,
-                                    slot: MIGSlot(profile: p.name, start: s),
-                                    mask: mask,
-                                    from: at
-                                )
-                            }
-                        }
+                    guard at.isFinite else { continue }
+                    if best == nil || at < best!.from
+                        || (at == best!.from
+                            && (g.gpu.node, g.gpu.gpu, s) < (best!.gpu.node, best!.gpu.gpu, best!.slot.start))
+                    {
+                        best = MIGHold(
+                            job: row.id,
+                            gpu: g.gpu,
+                            model: g.model,
+                            slot: MIGSlot(profile: p.name, start: s),
+                            mask: mask,
+                            from: at
+                        )
                     }
                 }
             }
@@ -310,37 +349,19 @@ extension Pass {
             if let b = best, !(cost < b.cost) { return }
             best = (ids, cost)
         }
-        for (m, _) in ctx.order(for: row, now: now) where allowed & (1 << UInt64(m)) != 0 {
-            guard let table = ctx.models[m].mig else { continue }
-            let profiles = spec.migProfiles(on: ctx.models[m])
-            for i in migNodes[m] where admitted(row, node: i) {
-                let node = state.nodes[i]
-                guard node.schedulable else { continue }
-                let isStatic = node.spec.mig == .static
-                for g in 0..<node.spec.gpus {
-                    let gpu = NodeGPU(node: i, gpu: g)
-                    guard node.unhealthyMask & (UInt64(1) << UInt64(g)) == 0, node.shareUsed[g] == 0,
-                        shareTaken[gpu] == nil, migTaken[gpu] == nil
-                    else { continue }
-                    if let whole = node.holder[g] {
-                        // A whole-GPU job: its stop gives back a fresh GPU, where any profile starts.
-                        if !isStatic && reasons[whole] != nil && !profiles.isEmpty { consider([whole]) }
-                        continue
-                    }
-                    let instances: [(id: JobID, mask: UInt8)] = node.sharers[g].compactMap { id in
-                        guard let slot = state.jobs[id]?.allocation?.mig, let p = table.profile(named: slot.profile)
-                        else { return nil }
-                        return (id, p.mask(at: slot.start))
-                    }
-                    if instances.isEmpty { continue }
-                    for p in profiles {
-                        let starts =
-                            isStatic ? node.spec.migLayout.filter { $0.profile == p.name }.map(\.start) : p.starts
-                        for s in starts {
-                            let over = instances.filter { $0.mask & p.mask(at: s) != 0 }.map(\.id)
-                            if !over.isEmpty && over.allSatisfy({ reasons[$0] != nil }) { consider(over) }
-                        }
-                    }
+        forEachMIGGPU(row, spec: spec, allowed: allowed) { g in
+            guard migTaken[g.gpu] == nil else { return }
+            if let whole = state.nodes[g.gpu.node].holder[g.gpu.gpu] {
+                // A whole-GPU job: its stop gives back a fresh GPU, where any profile starts.
+                if !g.isStatic && reasons[whole] != nil && !g.profiles.isEmpty { consider([whole]) }
+                return
+            }
+            let instances = migInstances(on: g.gpu, table: g.table)
+            if instances.isEmpty { return }
+            for p in g.profiles {
+                for s in g.starts(of: p) {
+                    let over = instances.filter { $0.mask & p.mask(at: s) != 0 }.map(\.id)
+                    if !over.isEmpty && over.allSatisfy({ reasons[$0] != nil }) { consider(over) }
                 }
             }
         }
