@@ -984,6 +984,7 @@ extension Blocker {
         case .hostResources: "CPUs or memory"
         case .exceedsNodeResources: "more CPUs or memory than any node"
         case .noMIGRoom: "MIG slices"
+        case .noShareRoom: "GPU share room"
         case .noMIGProfile: "no MIG profile fits"
         case .overMaxCost: "max cost"
         case .maxCostBelowAnyPrice: "max cost below any price"

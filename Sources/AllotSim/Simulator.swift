@@ -372,7 +372,7 @@ extension Blocker {
         switch self {
         case .insufficientGPUs, .hostResources, .noModelAllowed, .noNodeSelected, .exceedsNodeSize, .exceedsPool,
             .exceedsNodeResources,
-            .held, .noMIGRoom, .noMIGProfile:
+            .held, .noMIGRoom, .noShareRoom, .noMIGProfile:
             true
         default: false
         }

@@ -262,6 +262,28 @@ import Testing
         #expect(s.invariantViolations().isEmpty)
     }
 
+    @Test func aShareWithoutRoomIsToldTheLargestGap() throws {
+        var s = ClusterState.fixture(nodes: [("l4-1", "L4", 1, [])])
+        s.submit(Self.share(750))
+        s.schedule(at: 0)
+        let memory = s.submit(.inference(1) { $0.gpuMemoryMiB = 10 * 1024 }, at: 1)
+        let half = s.submit(Self.share(500), at: 2)
+        let pass = s.schedule(at: 3)
+        let gap = ": the largest gap is"
+        #expect(
+            pass.reason(for: memory)?.blocker
+                == .noShareRoom(
+                    detail: "no GPU has 10 GiB free\(gap) 6 GiB on l4-1 GPU 0, and no GPU it may use is free whole"
+                )
+        )
+        #expect(pass.reason(for: half)?.blocker.waitsForGPUs == true)
+        let why = try #require(Scheduler().explain(half, in: s)).lines.joined(separator: "\n")
+        #expect(
+            why.contains("waiting for room on a GPU: no GPU has room for 0.5 of it\(gap) 0.25 on l4-1 GPU 0"),
+            "\(why)"
+        )
+    }
+
     @Test func roomAHeldGPUWillNotNeedIsOpenToSmallerShares() {
         var s = ClusterState.fixture(nodes: [("l4-1", "L4", 1, [])])
         let quarters = [100.0, 200, 200, 400].map { e in s.submit(Self.share(250) { $0.estimate = e }) }

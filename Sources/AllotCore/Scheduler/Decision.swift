@@ -124,6 +124,9 @@ public enum Blocker: Hashable, Sendable {
     /// `detail`, e.g. "3g.40gb needs memory slices 0–3 or 4–7 free; the emptiest A100-80GB GPU, a100-01 GPU
     /// 2, has 1g.10gb@0 taken").
     case noMIGRoom(detail: String)
+    /// No GPU has room for the job's share, and none is free whole (what the roomiest shared GPU has:
+    /// `detail`, e.g. "no GPU has 10 GiB free: the largest gap is 6 GiB on l4-02 GPU 3").
+    case noShareRoom(detail: String)
     /// No MIG node of an allowed model offers any of the job's profiles (or none has MIG on): it can never
     /// start as asked.
     case noMIGProfile(detail: String)

@@ -608,6 +608,9 @@ struct Pass {
                 capacity: false
             )
         }
+        if row.isShare, best.map({ b in if case .insufficientGPUs = b.0 { true } else { false } }) ?? true {
+            return .blocked(.noShareRoom(detail: shareShortage(row, allowed: allowed)), capacity: true)
+        }
         if let best { return .blocked(best.0, capacity: best.1) }
         return .blocked(ctx.shortage(row.gpus, allowed: allowed, pool: pool), capacity: true)
     }
@@ -972,6 +975,35 @@ extension Pass {
             return (m, best.gpu, note)
         }
         return nil
+    }
+
+    /// What a share that found no room lacks, for `why`: the most room on a shared GPU it may join, in its
+    /// terms (GPU memory for a share of memory, else thousandths of a GPU).
+    mutating func shareShortage(_ row: PendingQueue.Row, allowed: UInt64) -> String {
+        if sharedGPUs == nil { sharedGPUs = state.sharedGPUs(models: ctx.modelCount) }
+        let memory = row.share <= 0 && row.gpuMemoryMiB > 0
+        var roomiest: (room: Int, gpu: NodeGPU, model: Int)?
+        for (m, _) in ctx.order(for: row, now: now) where allowed & (1 << UInt64(m)) != 0 {
+            guard row.share(on: ctx.models[m]) >= 0 else { continue }
+            for gpu in sharedGPUs![m] where mayShare(row, gpu: gpu) {
+                let room = shareRoom(gpu)
+                if roomiest == nil || room > roomiest!.room { roomiest = (room, gpu, m) }
+            }
+        }
+        func gib(_ tenths: Int) -> String {
+            tenths % 10 == 0 ? "\(tenths / 10) GiB" : "\(tenths / 10).\(tenths % 10) GiB"
+        }
+        let need =
+            memory
+            ? "no GPU has \(Fraction.mebibytes(row.gpuMemoryMiB)) free"
+            : "no GPU has room for \(Fraction.text(Int(row.share))) of it"
+        guard let r = roomiest else { return need + ", and every GPU it may use is taken whole or down" }
+        let gap =
+            memory
+            ? gib(Int(Double(max(0, r.room)) * ctx.models[r.model].memoryGiB * 10 / 1000))
+            : Fraction.text(max(0, r.room))
+        let at = "\(state.nodes[r.gpu.node].name) GPU \(r.gpu.gpu)"
+        return need + ": the largest gap is \(gap) on \(at), and no GPU it may use is free whole"
     }
 
     /// Thousandths of a shared GPU still free, counting this pass's shares.

@@ -69,7 +69,7 @@ extension Blocker {
     /// Whether the job waits only for GPUs to come free (not for a person, a budget, a quota or a price).
     var waitsForGPUs: Bool {
         switch self {
-        case .insufficientGPUs, .hostResources, .reserved, .behind, .waitingForPreemption, .noMIGRoom,
+        case .insufficientGPUs, .hostResources, .reserved, .behind, .waitingForPreemption, .noMIGRoom, .noShareRoom,
             .fasterModelSoon:
             true
         default: false

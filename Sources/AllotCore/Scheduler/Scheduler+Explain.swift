@@ -42,6 +42,8 @@ extension Blocker {
                 "it asks for \(Self.host(cpu, memory) ?? "CPUs and memory") with \(spec.isShare ? "a share of one GPU" : "\(spec.gpus) GPU(s)"), more than the nodes that could hold its GPUs have, even idle; it can never start as asked (ask for less, or spread it over more GPUs)"
         case .noMIGRoom(let detail):
             return "waiting for a MIG instance: \(detail)"
+        case .noShareRoom(let detail):
+            return "waiting for room on a GPU: \(detail)"
         case .noMIGProfile(let detail):
             return
                 "\(detail); it can never start as asked (accept other profiles with --mig, or ask an admin for MIG nodes)"
