@@ -73,6 +73,8 @@ struct Pass {
     var shareHold: ShareHold?
     /// Whether the last ``shareOnSharedGPU(_:allowed:short:)`` passed over the held GPU while it had room.
     var passedShareHold = false
+    /// ``shareShortage(_:allowed:)`` by request shape, until the next start changes the room.
+    var shortages: [ShareShape: String] = [:]
     /// The memory slices held for the first MIG job that found no room (``holdMIG(for:allowed:)``).
     var migHold: MIGHold?
     /// The owner of this pass's shares on each GPU (an MPS GPU serves one user).
@@ -752,6 +754,7 @@ struct Pass {
         mig: (slot: MIGSlot, milli: Int)? = nil
     ) {
         let share = row.isShare ? row.share(on: ctx.models[m]) : nil
+        if !shortages.isEmpty { shortages.removeAll(keepingCapacity: true) }
         if let share, let s = slices.first, let g = s.gpus.first {
             shareTaken[NodeGPU(node: s.node, gpu: g), default: 0] += share
             shareOwner[NodeGPU(node: s.node, gpu: g)] = row.uid
@@ -980,6 +983,23 @@ extension Pass {
     /// What a share that found no room lacks, for `why`: the most room on a shared GPU it may join, in its
     /// terms (GPU memory for a share of memory, else thousandths of a GPU).
     mutating func shareShortage(_ row: PendingQueue.Row, allowed: UInt64) -> String {
+        // Every blocked share would walk every shared GPU again: shares of one shape are told the same.
+        let shape = ShareShape(
+            allowed: allowed,
+            constraint: Int(row.constraint),
+            share: row.share,
+            gpuMemoryMiB: row.gpuMemoryMiB,
+            cpuMilli: Int(row.cpuMilli),
+            memoryMiB: Int(row.memoryMiB),
+            uid: row.uid
+        )
+        if let known = shortages[shape] { return known }
+        let text = findShareShortage(row, allowed: allowed)
+        shortages[shape] = text
+        return text
+    }
+
+    private mutating func findShareShortage(_ row: PendingQueue.Row, allowed: UInt64) -> String {
         if sharedGPUs == nil { sharedGPUs = state.sharedGPUs(models: ctx.modelCount) }
         let memory = row.share <= 0 && row.gpuMemoryMiB > 0
         var roomiest: (room: Int, gpu: NodeGPU, model: Int)?
@@ -1157,6 +1177,18 @@ extension Pass {
 }
 
 /// The shape of a request for CPUs and memory, for memoizing what can never fit.
+/// What decides where a share may go (its models, node selection, size, CPUs and memory, and user): shares
+/// of one shape are told the same shortage.
+struct ShareShape: Hashable {
+    var allowed: UInt64
+    var constraint: Int
+    var share: Int
+    var gpuMemoryMiB: Int
+    var cpuMilli: Int
+    var memoryMiB: Int
+    var uid: UInt32
+}
+
 struct HostShape: Hashable {
     var cpuMilli: Int
     var memoryMiB: Int
