@@ -101,10 +101,7 @@ extension Pass {
         }
         if let rule { return .blocked(rule, capacity: false) }
         if passedHold, let h = hold {
-            return .blocked(
-                .reserved(for: h.job, from: h.from.isFinite ? Instant(seconds: h.from) : nil),
-                capacity: false
-            )
+            return .blocked(.reserved(for: h.job, from: Instant(seconds: h.from)), capacity: false)
         }
         if cheapestOverLimit.isFinite {
             return .blocked(.overMaxCost(cheapestUSD: cheapestOverLimit, limitUSD: row.maxCostUSD), capacity: false)
@@ -268,7 +265,7 @@ struct MIGHold: Hashable, Sendable {
     var slot: MIGSlot
     /// Its memory slices there.
     var mask: UInt8
-    /// When the instances over them are expected to have ended (seconds).
+    /// When the instances over them are expected to have ended (seconds; finite).
     var from: Double
 }
 

@@ -605,10 +605,7 @@ struct Pass {
             return .blocked(.reserved(for: r.job, from: r.from), capacity: false)
         }
         if passedHold, let h = shareHold, best?.1 ?? true {
-            return .blocked(
-                .reserved(for: h.job, from: h.from.isFinite ? Instant(seconds: h.from) : nil),
-                capacity: false
-            )
+            return .blocked(.reserved(for: h.job, from: Instant(seconds: h.from)), capacity: false)
         }
         if row.isShare, best.map({ b in if case .insufficientGPUs = b.0 { true } else { false } }) ?? true {
             return .blocked(.noShareRoom(detail: shareShortage(row, allowed: allowed)), capacity: true)
@@ -916,7 +913,7 @@ struct ShareHold: Hashable, Sendable {
     var model: Int
     /// Thousandths of the GPU the job takes there.
     var share: Int
-    /// When its shares are expected to have left the room (seconds).
+    /// When its shares are expected to have left the room (seconds; finite).
     var from: Double
     /// Thousandths of the GPU expected free beside it then: shares up to that may join the GPU now without
     /// delaying it (EASY backfill's extra room).
@@ -1046,8 +1043,9 @@ extension Pass {
 
     /// Holds, for a share job that found no room, the shared GPU its running shares are expected to leave
     /// room on soonest (their walltimes or estimates): later shares in this pass may join it only in the room
-    /// it will not need then, or if they end before then (EASY backfill, on one GPU). A GPU that frees whole is no hold's business: the job goes before the jobs behind it
-    /// for free GPUs anyway. Shares started in this pass are not counted on to end.
+    /// it will not need then, or if they end before then (EASY backfill, on one GPU). A GPU that frees whole
+    /// is no hold's business: the job goes before the jobs behind it for free GPUs anyway. Shares started in
+    /// this pass are not counted on to end.
     mutating func holdShare(for row: PendingQueue.Row, allowed: UInt64) {
         if sharedGPUs == nil { sharedGPUs = state.sharedGPUs(models: ctx.modelCount) }
         var ends: [NodeGPU: [(end: Double, milli: Int)]] = [:]
@@ -1176,7 +1174,6 @@ extension Pass {
     }
 }
 
-/// The shape of a request for CPUs and memory, for memoizing what can never fit.
 /// What decides where a share may go (its models, node selection, size, CPUs and memory, and user): shares
 /// of one shape are told the same shortage.
 struct ShareShape: Hashable {
@@ -1189,6 +1186,7 @@ struct ShareShape: Hashable {
     var uid: UInt32
 }
 
+/// The shape of a request for CPUs and memory, for memoizing what can never fit.
 struct HostShape: Hashable {
     var cpuMilli: Int
     var memoryMiB: Int

@@ -50,35 +50,21 @@ public struct Scheduler: Hashable, Sendable {
         out.decisions = pass.decisions
         out.pending = pass.pending
         out.reservation = pass.reservation
-        if let h = pass.shareHold {
-            out.holds.append(
-                Reservation(
-                    job: h.job,
-                    from: h.from.isFinite ? Instant(seconds: h.from) : nil,
-                    allocation: Allocation(
-                        model: pass.ctx.models[h.model].name,
-                        slices: [Allocation.Slice(node: state.nodes[h.gpu.node].name, gpus: [h.gpu.gpu])],
-                        share: h.share
-                    )
-                )
+        // A hold is on one GPU, from a finite time (the ends of the shares or instances it waits for).
+        func held(_ job: JobID, from: Double, model m: Int, gpu: NodeGPU, share: Int?, mig: MIGSlot?) -> Reservation {
+            let model = pass.ctx.models[m]
+            let milli = mig.flatMap { model.mig?.profile(named: $0.profile) }.map(MIGTable.priceMilli)
+            let slice = Allocation.Slice(node: state.nodes[gpu.node].name, gpus: [gpu.gpu])
+            return Reservation(
+                job: job,
+                from: Instant(seconds: from),
+                allocation: Allocation(model: model.name, slices: [slice], share: share, mig: mig, migMilli: milli)
             )
         }
-        if let h = pass.migHold {
-            let model = pass.ctx.models[h.model]
-            let milli = model.mig?.profile(named: h.slot.profile).map(MIGTable.priceMilli)
-            out.holds.append(
-                Reservation(
-                    job: h.job,
-                    from: h.from.isFinite ? Instant(seconds: h.from) : nil,
-                    allocation: Allocation(
-                        model: model.name,
-                        slices: [Allocation.Slice(node: state.nodes[h.gpu.node].name, gpus: [h.gpu.gpu])],
-                        mig: h.slot,
-                        migMilli: milli
-                    )
-                )
-            )
-        }
+        out.holds = [
+            pass.shareHold.map { held($0.job, from: $0.from, model: $0.model, gpu: $0.gpu, share: $0.share, mig: nil) },
+            pass.migHold.map { held($0.job, from: $0.from, model: $0.model, gpu: $0.gpu, share: nil, mig: $0.slot) },
+        ].compactMap { $0 }
         return out
     }
 
