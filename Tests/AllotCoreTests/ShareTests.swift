@@ -52,6 +52,26 @@ import Testing
         #expect(s.invariantViolations().isEmpty)
     }
 
+    @Test func aShareLeavesTheRoomThatTheSharesAskedForCanUse() {
+        var s = ClusterState.fixture(nodes: [("l4-1", "L4", 2, [])])
+        let big = s.submit(Self.share(700))
+        s.schedule(at: 1)
+        let half = s.submit(Self.share(500))
+        s.schedule(at: 2)
+        #expect(allocation(s, big)!.slices != allocation(s, half)!.slices)
+        // Room: 0.3 beside the 0.7, 0.5 beside the half; then a 0.2 share and five 0.3 shares. Best fit puts the
+        // 0.2 in the 0.3 (0.1 left, lost to the 0.3 shares) and one 0.3 share starts; leaving 0.3 of the half's
+        // GPU keeps a slot for two. (With the 0.3 shares fewer than the 0.5 and 0.7 ones, the half's room would
+        // be worth more kept whole: FGD weighs by how many ask.)
+        let small = s.submit(Self.share(200))
+        let threes = (0..<5).map { _ in s.submit(Self.share(300)) }
+        s.schedule(at: 3)
+        #expect(allocation(s, small)!.slices == allocation(s, half)!.slices)
+        #expect(threes.filter { s.jobs[$0]?.state == .running }.count == 2)
+        #expect(s.node(named: "l4-1")!.shareUsed == [1000, 1000])
+        #expect(s.invariantViolations().isEmpty)
+    }
+
     @Test func aShareIsPricedByItsShareAndFreesItsGPUWhenTheLastShareEnds() throws {
         var s = ClusterState.fixture(nodes: [("l4-1", "L4", 1, [])])
         let a = s.submit(Self.share(250))

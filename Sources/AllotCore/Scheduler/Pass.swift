@@ -73,6 +73,10 @@ struct Pass {
     var shareHold: ShareHold?
     /// Whether the last ``shareOnSharedGPU(_:allowed:short:)`` passed over the held GPU while it had room.
     var passedShareHold = false
+    /// The running and pending shares by what they ask (built the first time a share chooses a shared GPU).
+    private var shareMix: [ShareAsk: Int]?
+    /// ``shareNeeds(model:)`` by model.
+    private var shareNeedCache: [Int: [(need: Int, count: Int)]] = [:]
     /// ``shareShortage(_:allowed:)`` by request shape, until the next start changes the room.
     var shortages: [ShareShape: String] = [:]
     /// The memory slices held for the first MIG job that found no room (``holdMIG(for:allowed:)``).
@@ -906,6 +910,12 @@ struct KindUse {
 
 // MARK: Shares of GPUs
 
+/// What a share job asks of one GPU: thousandths of its compute and MiB of its memory (0: none).
+struct ShareAsk: Hashable, Sendable {
+    var compute: Int
+    var memoryMiB: Int
+}
+
 /// A shared GPU held for a share job that waits for room on it.
 struct ShareHold: Hashable, Sendable {
     var job: JobID
@@ -921,7 +931,8 @@ struct ShareHold: Hashable, Sendable {
 }
 
 extension Pass {
-    /// The fullest shared GPU with room for a share job, in the job's model order: shares fill GPUs that are
+    /// The shared GPU with room for a share job, in the job's model order, whose room left the shares asked
+    /// for can use best (``fragmentGrowth(room:taking:model:)``; then the fullest): shares fill GPUs that are
     /// already broken before they break a fresh one (the whole-GPU placement does that, in ``attempt``).
     /// Respects the job's models, cost limit and hard budget, and GPUs held for the reservation.
     mutating func shareOnSharedGPU(
@@ -941,7 +952,7 @@ extension Pass {
         for (m, ruleName) in ctx.order(for: row, now: now) where allowed & (1 << UInt64(m)) != 0 {
             let share = row.share(on: ctx.models[m])
             if share < 0 { continue }
-            var best: (gpu: NodeGPU, room: Int)?
+            var best: (gpu: NodeGPU, room: Int, growth: Int)?
             for gpu in sharedGPUs![m] {
                 let bit = UInt64(1) << UInt64(gpu.gpu)
                 guard mayShare(row, gpu: gpu), mayUseReserved || (reservedMasks[gpu.node] ?? 0) & bit == 0 else {
@@ -953,10 +964,11 @@ extension Pass {
                     passedShareHold = true
                     continue
                 }
-                if best == nil || room < best!.room
-                    || (room == best!.room && (gpu.node, gpu.gpu) < (best!.gpu.node, best!.gpu.gpu))
+                let growth = fragmentGrowth(room: room, taking: share, model: m)
+                if best == nil
+                    || (growth, room, gpu.node, gpu.gpu) < (best!.growth, best!.room, best!.gpu.node, best!.gpu.gpu)
                 {
-                    best = (gpu, room)
+                    best = (gpu, room, growth)
                 }
             }
             guard let best else { continue }
@@ -1021,6 +1033,48 @@ extension Pass {
             : Fraction.text(max(0, r.room))
         let at = "\(state.nodes[r.gpu.node].name) GPU \(r.gpu.gpu)"
         return need + ": the largest gap is \(gap) on \(at), and no GPU it may use is free whole"
+    }
+
+    /// How much of a shared GPU's room the shares asked for could not use grows when `share` of it is taken:
+    /// FGD's fragmentation (Weng et al., ATC'23) on one GPU, with the running and pending shares as the mix of
+    /// requests to come. Room smaller than a shape's need is lost to that shape, weighted by how many ask for
+    /// it. Best fit leaves 0.3 of a GPU's 0.5 to a 0.2 share where 0.1 of another's 0.3 would be lost to the
+    /// 0.3 shares behind it; this keeps both 0.3 slots.
+    mutating func fragmentGrowth(room: Int, taking share: Int, model m: Int) -> Int {
+        let after = room - share
+        var growth = 0
+        for (need, count) in shareNeeds(model: m) {
+            growth += count * ((after < need ? after : 0) - (room < need ? room : 0))
+        }
+        return growth
+    }
+
+    /// The thousandths of a GPU of `model` that the running and pending shares take, with how many take each.
+    private mutating func shareNeeds(model m: Int) -> [(need: Int, count: Int)] {
+        if let known = shareNeedCache[m] { return known }
+        if shareMix == nil {
+            var mix: [ShareAsk: Int] = [:]
+            for row in rows where row.isShare {
+                mix[ShareAsk(compute: row.share, memoryMiB: max(row.gpuMemoryMiB, 0)), default: 0] += 1
+            }
+            for v in running where v.share > 0 {
+                guard let spec = state.jobs[v.id]?.spec else { continue }
+                mix[ShareAsk(compute: spec.gpuShare ?? 0, memoryMiB: spec.gpuMemoryMiB ?? 0), default: 0] += 1
+            }
+            shareMix = mix
+        }
+        var needs: [Int: Int] = [:]
+        for (ask, count) in shareMix! {
+            let need = JobSpec.shareMilli(
+                compute: ask.compute,
+                memoryMiB: ask.memoryMiB,
+                modelMemoryGiB: ctx.models[m].memoryGiB
+            )
+            if need > 0 { needs[need, default: 0] += count }
+        }
+        let out = needs.sorted { $0.key < $1.key }.map { (need: $0.key, count: $0.value) }
+        shareNeedCache[m] = out
+        return out
     }
 
     /// Thousandths of a shared GPU still free, counting this pass's shares.
