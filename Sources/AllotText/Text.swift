@@ -144,3 +144,28 @@ extension StringProtocol {
         return String(sub)
     }
 }
+
+/// How long allotctl waits for allotd's answer to a request (not for what it follows: `logs -f`, `watch`,
+/// `wait`): a daemon that accepted the connection and never answers (a socket-activated allotd failing to
+/// start, a stopped process) must not hang a script forever. `ALLOT_TIMEOUT`: seconds, 0 for no limit.
+public enum AnswerTimeout {
+    public static let defaultSeconds: Double = 60
+
+    /// The limit `ALLOT_TIMEOUT`'s text sets (nil or empty: the default); nil for no limit (0) or for text
+    /// that is not a number of seconds (then `problem` says so).
+    public static func seconds(_ text: String?) -> (seconds: Double?, problem: String?) {
+        guard let text, !text.isEmpty else { return (defaultSeconds, nil) }
+        guard let s = Double(text), s.isFinite, s >= 0 else {
+            return (
+                defaultSeconds,
+                "ALLOT_TIMEOUT=\(text) is not a number of seconds (0: no limit); waiting \(Int(defaultSeconds)) s"
+            )
+        }
+        return (s == 0 ? nil : s, nil)
+    }
+
+    /// What the user is told when the answer does not come.
+    public static func message(socket: String, seconds: Double) -> String {
+        "allotd at \(socket) accepted the request but did not answer within \(Int(seconds.rounded(.up))) s: it may be failing to start (under systemd: `systemctl status allotd`, `journalctl -u allotd`) or stopped. A change asked for may or may not have been made (a submit: check with `allotctl ls` before submitting again). ALLOT_TIMEOUT=SECONDS waits longer (0: no limit)."
+    }
+}

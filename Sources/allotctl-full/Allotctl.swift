@@ -9,8 +9,9 @@ struct Allotctl: AsyncParsableCommand {
         abstract: "Control allot, the GPU pool scheduler.",
         discussion: """
             allotctl talks to allotd over its Unix socket (--socket, or $ALLOT_SOCKET, default \
-            /run/allot/allotd.sock), and runs the scheduler offline on job traces (simulate). Exit codes: 0 \
-            success, 1 refused or failed, 2 usage error, 3 not found, 4 permission denied, 69 allotd unreachable.
+            /run/allot/allotd.sock), and runs the scheduler offline on job traces (simulate). It waits 60 s for \
+            an answer ($ALLOT_TIMEOUT seconds; 0: no limit). Exit codes: 0 success, 1 refused or failed, 2 usage \
+            error, 3 not found, 4 permission denied, 69 allotd unreachable or not answering.
             """,
         version: "0.1.0",
         subcommands: [

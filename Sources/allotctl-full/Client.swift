@@ -1,3 +1,4 @@
+import AllotCore
 import AllotProtocol
 import ArgumentParser
 import Foundation
@@ -68,11 +69,18 @@ final class Client {
     var admin = false
     /// A hello was sent and its answer not read yet.
     var helloPending = false
+    /// How long an answer may take (``AnswerTimeout``); nil: no limit.
+    let answerTimeout: Double?
 
     /// Connects to the socket.
     /// - Throws: ``ExitCode`` 69 with a sentence naming the socket when allotd cannot be reached.
     init(path: String) throws {
         self.path = path
+        let timeout = AnswerTimeout.seconds(ProcessInfo.processInfo.environment["ALLOT_TIMEOUT"])
+        if let problem = timeout.problem {
+            FileHandle.standardError.write(Data("allotctl: warning: \(problem)\n".utf8))
+        }
+        answerTimeout = timeout.seconds
         fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else {
             throw fail("cannot create a socket: \(String(cString: strerror(errno)))", code: Exit.unreachable)
@@ -144,8 +152,9 @@ final class Client {
         }
     }
 
-    /// Reads one line (a response or a notification).
-    func readLine() throws -> Data {
+    /// Reads one line (a response or a notification); with `deadline` (seconds since 1970) it fails once
+    /// nothing has come by then.
+    func readLine(deadline: Double? = nil) throws -> Data {
         // Where the search for the newline goes on: a long line (`ls` of 100,000 jobs is tens of MB) is read
         // in many chunks, and searching it again from its start after each one was quadratic.
         var from = start
@@ -160,6 +169,12 @@ final class Client {
                 return line
             }
             from = buffer.count
+            if let deadline, !(try waitReadable(seconds: deadline - Date().timeIntervalSince1970)) {
+                throw fail(
+                    AnswerTimeout.message(socket: path, seconds: answerTimeout ?? 0),
+                    code: Exit.unreachable
+                )
+            }
             var chunk = [UInt8](repeating: 0, count: 1 << 16)
             let n = read(fd, &chunk, chunk.count)
             if n < 0 && errno == EINTR { continue }
@@ -182,8 +197,9 @@ final class Client {
             let hello: HelloResult = try result()
             admin = hello.admin
         }
+        let deadline = answerTimeout.map { Date().timeIntervalSince1970 + $0 }
         while true {
-            let line = try readLine()
+            let line = try readLine(deadline: deadline)
             let head = try JSONDecoder().decode(ResponseHead.self, from: line)
             if head.id == nil && head.method != nil { continue }  // a notification
             if let e = head.error { throw e }

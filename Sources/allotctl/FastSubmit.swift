@@ -25,6 +25,9 @@ enum FastSubmit {
             // Sent, and no answer: it may have been submitted, so it is not sent again.
             say(2, "allotctl: allotd closed the connection at \(socket) (did it stop?)\n")
             return 69
+        case .timedOut(let seconds):
+            say(2, "allotctl: \(AnswerTimeout.message(socket: socket, seconds: seconds))\n")
+            return 69
         case .answer(let line):
             let text = String(decoding: line, as: UTF8.self)
             // Refused: nothing was submitted; the full command asks again and reports it as it always does.
@@ -269,6 +272,8 @@ enum FastSubmit {
         case notSent
         /// The request went out and no answer came back.
         case lost
+        /// The request went out and no answer came within this many seconds (``AnswerTimeout``).
+        case timedOut(Double)
         case answer([UInt8])
     }
 
@@ -291,6 +296,13 @@ enum FastSubmit {
             }
         }
         guard rc == 0 else { return .notSent }
+        // A bad ALLOT_TIMEOUT is the full command's to report: it runs when this path does not.
+        let timeout = AnswerTimeout.seconds(getenv("ALLOT_TIMEOUT").map { String(cString: $0) })
+        guard timeout.problem == nil else { return .notSent }
+        if let seconds = timeout.seconds {
+            var tv = timeval(tv_sec: Int(seconds), tv_usec: Int((seconds - seconds.rounded(.down)) * 1_000_000))
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        }
         let out = Array(line.utf8)
         var off = 0
         while off < out.count {
@@ -305,6 +317,9 @@ enum FastSubmit {
         while true {
             let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
             if n < 0 && errno == EINTR { continue }
+            if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK), let seconds = timeout.seconds {
+                return .timedOut(seconds)
+            }
             guard n > 0 else { return .lost }
             if let nl = chunk[0..<n].firstIndex(of: 10) {
                 answer.append(contentsOf: chunk[0..<nl])

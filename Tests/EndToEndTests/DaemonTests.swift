@@ -264,6 +264,45 @@ import Glibc
         #expect(r.stderr.contains("/tmp/allot-no-such.sock") && r.stderr.contains("systemctl"))
     }
 
+    /// A socket that takes connections and never answers (a socket-activated allotd failing to start) must
+    /// not hang allotctl: the lean submit and the full commands give up after ALLOT_TIMEOUT seconds, exit 69
+    /// and say where to look.
+    @Test func aDaemonThatNeverAnswersTimesOutWithExit69() throws {
+        let path = "/tmp/allot-silent-\(getpid()).sock"
+        unlink(path)
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        try #require(fd >= 0)
+        defer {
+            close(fd)
+            unlink(path)
+        }
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &addr.sun_path) { buf in
+            for (i, b) in path.utf8.enumerated() { buf[i] = b }
+        }
+        let bound = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+        try #require(bound == 0 && listen(fd, 16) == 0)
+        for args in [["submit", "--", "true"], ["ls"], ["submit", "--json", "--", "true"]] {
+            let started = Date()
+            let r = try Harness.run("allotctl", args, environment: ["ALLOT_SOCKET": path, "ALLOT_TIMEOUT": "1"])
+            let took = Date().timeIntervalSince(started)
+            #expect(r.status == 69, "\(args): \(r.stderr)")
+            #expect(r.stderr.contains("did not answer within 1 s") && r.stderr.contains("journalctl"), "\(r.stderr)")
+            #expect(took < 10, "\(args) took \(took) s")
+        }
+        let bad = try Harness.run(
+            "allotctl",
+            ["ls"],
+            environment: ["ALLOT_SOCKET": "/tmp/allot-no-such.sock", "ALLOT_TIMEOUT": "soon"]
+        )
+        #expect(bad.stderr.contains("ALLOT_TIMEOUT=soon is not a number of seconds"), "\(bad.stderr)")
+    }
+
     @Test func jobsOnNodesAllotdDoesNotRunAreReportedThroughTheProtocol() throws {
         let pool = DaemonFixture.defaultPool + "\n[[node]]\nname = \"remote-1\"\ngpu_model = \"A100\"\ngpus = 8\n"
         let d = try DaemonFixture(pool: pool)
