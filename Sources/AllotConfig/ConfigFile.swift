@@ -188,6 +188,7 @@ public struct ConfigFile: Hashable, Sendable {
             d.protection = try p.duration("protection", allowZero: true) ?? d.protection
             d.loanGrace = try p.duration("loan_grace", allowZero: true) ?? d.loanGrace
             d.maxMoves = try p.int("max_moves", in: 0...1_000) ?? d.maxMoves
+            d.loanCheckpointEvery = try p.duration("loan_checkpoint_every", allowZero: true) ?? d.loanCheckpointEvery
             try p.finish()
             pool.preemption = d
         }

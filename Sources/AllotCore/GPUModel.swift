@@ -290,6 +290,9 @@ public struct PoolConfig: Hashable, Codable, Sendable {
         if !(p.protection >= 0) { out.append("preemption.protection must be >= 0") }
         if !(p.loanGrace >= 0) { out.append("preemption.loan_grace must be >= 0") }
         if p.maxMoves < 0 { out.append("preemption.max_moves must be >= 0") }
+        if !(p.loanCheckpointEvery >= 0) || !p.loanCheckpointEvery.isFinite {
+            out.append("preemption.loan_checkpoint_every must be a duration >= 0")
+        }
         for r in inferenceReserve {
             if model(named: r.gpuModel) == nil {
                 out.append("inference_reserve names GPU model \"\(r.gpuModel)\", which is not declared")

@@ -32,6 +32,26 @@ public enum Loan: Hashable, Codable, Sendable, CustomStringConvertible {
         case .quota(let t): "GPUs borrowed beyond tenant \(t)'s quota"
         }
     }
+
+    /// The loan in a job's environment: `reserve:L4`, `reservation:42`, `quota:research`.
+    public var token: String {
+        switch self {
+        case .reservation(let id): "reservation:\(id)"
+        case .inferenceReserve(let m): "reserve:\(m)"
+        case .quota(let t): "quota:\(t)"
+        }
+    }
+
+    /// What a run started on `loans` is told: `ALLOT_LOANS` (their tokens, comma-separated) and, when
+    /// `checkpointEvery` is above 0, `ALLOT_CHECKPOINT_EVERY`: the seconds between checkpoints it is asked
+    /// to keep to (saving, then `allotctl checkpoint`), as a loan may be taken back with a few seconds'
+    /// notice. Empty without loans.
+    public static func environment(_ loans: [Loan], checkpointEvery: Seconds) -> [String: String] {
+        guard !loans.isEmpty else { return [:] }
+        var env = ["ALLOT_LOANS": loans.map(\.token).joined(separator: ",")]
+        if checkpointEvery > 0 { env["ALLOT_CHECKPOINT_EVERY"] = String(Int(checkpointEvery.rounded(.up))) }
+        return env
+    }
 }
 
 /// Why a running job was preempted.
@@ -75,10 +95,15 @@ public struct PreemptionSettings: Hashable, Codable, Sendable {
     /// Policy `allot`: how many times in a row a preemptible training job may be moved to a faster GPU model
     /// that came free (``PreemptionReason/migration``), until it is preempted for another job; 0: never.
     public var maxMoves: Int = 2
+    /// A job started on loans is asked (``Loan/environment(_:checkpointEvery:)``) to save and report a
+    /// checkpoint at least this often, so that taking the loan back loses little; 0: not asked.
+    public var loanCheckpointEvery: Seconds = 600
 
     public init() {}
 
-    enum CodingKeys: String, CodingKey { case minRuntime, maxPreemptions, protection, loanGrace, maxMoves }
+    enum CodingKeys: String, CodingKey {
+        case minRuntime, maxPreemptions, protection, loanGrace, maxMoves, loanCheckpointEvery
+    }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -88,6 +113,8 @@ public struct PreemptionSettings: Hashable, Codable, Sendable {
         protection = try c.decodeIfPresent(Double.self, forKey: .protection) ?? d.protection
         maxMoves = try c.decodeIfPresent(Int.self, forKey: .maxMoves) ?? d.maxMoves
         loanGrace = try c.decodeIfPresent(Double.self, forKey: .loanGrace) ?? d.loanGrace
+        loanCheckpointEvery =
+            try c.decodeIfPresent(Double.self, forKey: .loanCheckpointEvery) ?? d.loanCheckpointEvery
     }
 }
 

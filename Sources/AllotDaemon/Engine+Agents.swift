@@ -157,12 +157,16 @@ extension Engine {
         guard let a = agents[node], let link = a.link, let alloc = job.allocation else { return }
         let seq = a.sentSeq + 1
         agents[node]?.sentSeq = seq
+        var spec = job.spec
+        spec.environment.merge(
+            Loan.environment(job.loans, checkpointEvery: state.config.preemption.loanCheckpointEvery)
+        ) { _, ours in ours }
         let order = AgentStartOrder(
             seq: seq,
             epoch: epoch,
             id: job.id.rawValue,
             run: job.runs,
-            spec: job.spec,
+            spec: spec,
             slices: alloc.slices.map { AgentSlice(node: $0.node, gpus: $0.gpus) },
             mig: agentMIG(alloc, node: node)
         )

@@ -117,8 +117,16 @@ final class Executor {
     /// - Returns: a sentence when it cannot be started (the job then fails with it).
     /// The job's process runs once, on the first node of its allocation (as a Slurm batch script does);
     /// `ALLOT_NODES` lists every slice for jobs that span nodes.
-    func start(_ job: Job, slices: [Allocation.Slice], uuids: [Int: String] = [:]) -> String? {
-        start(id: job.id, run: job.runs, spec: job.spec, slices: slices, uuids: uuids)
+    /// `environment`: set for the job beside its own (what the controller tells it: its loans).
+    func start(
+        _ job: Job,
+        slices: [Allocation.Slice],
+        uuids: [Int: String] = [:],
+        environment: [String: String] = [:]
+    ) -> String? {
+        var spec = job.spec
+        spec.environment.merge(environment) { _, ours in ours }
+        return start(id: job.id, run: job.runs, spec: spec, slices: slices, uuids: uuids)
     }
 
     /// Starts run `run` of job `id` (on an agent: as the controller ordered).

@@ -15,7 +15,8 @@ public struct Simulator {
     /// How the inference reserve is lent (policy allot).
     public var lending: Scheduler.Lending = .forecast
     /// When set, training jobs checkpoint only every this many seconds of their run (not on a stop's
-    /// notice): a stop loses the work since the last one.
+    /// notice): a stop loses the work since the last one. A run on loans checkpoints as often as the
+    /// config's `loan_checkpoint_every` asks, where that is shorter.
     public var checkpointEvery: Seconds?
     /// Check the state's invariants after every step (slow; for tests).
     public var paranoid = false
@@ -74,7 +75,8 @@ public struct Simulator {
         /// Work left per job: reference seconds (training) or lifetime seconds (inference).
         var workLeft: [JobID: Double] = [:]
         /// Per running job: when its useful work began in this run (after any restart overhead), and speed.
-        var runInfo: [JobID: (workStart: Double, speed: Double)] = [:]
+        // Per run: when its work began, its speed, and how often it checkpoints (nil: only on a notice).
+        var runInfo: [JobID: (workStart: Double, speed: Double, every: Seconds?)] = [:]
         var runs: [RunRecord] = []
         var nextArrival = 0
         var lastTime = trace.jobs.first?.submitTime ?? 0
@@ -151,7 +153,11 @@ public struct Simulator {
                     let left = workLeft[id] ?? tj.duration
                     let runTime = overhead + (tj.kind == .training ? left / speed : left)
                     let limit = tj.walltime ?? .infinity
-                    runInfo[id] = (t + overhead, speed)
+                    // A run on loans checkpoints as often as it is asked to (`loan_checkpoint_every`).
+                    let askedEvery = state.config.preemption.loanCheckpointEvery
+                    let every =
+                        checkpointEvery.map { job.loans.isEmpty || askedEvery <= 0 ? $0 : min($0, askedEvery) }
+                    runInfo[id] = (t + overhead, speed, every)
                     seq += 1
                     due.insert(
                         Due(
@@ -162,7 +168,7 @@ public struct Simulator {
                             kind: runTime > limit ? .walltime : .complete
                         )
                     )
-                    if let every = checkpointEvery, every > 0, tj.kind == .training,
+                    if let every, every > 0, tj.kind == .training,
                         min(runTime, limit) > overhead + every
                     {
                         seq += 1
@@ -243,7 +249,7 @@ public struct Simulator {
                     _ = try feed(.runEnded(.init(id: top.job, run: top.run, exit: .exited(code: 0))), at: t)
                 case .checkpoint where job.state == .running:
                     _ = try feed(.record([.jobCheckpointed(id: top.job)]), at: t)
-                    if let every = checkpointEvery {
+                    if let every = runInfo[top.job]?.every {
                         seq += 1
                         due.insert(Due(time: t + every, seq: seq, job: top.job, run: top.run, kind: .checkpoint))
                     }
@@ -255,7 +261,7 @@ public struct Simulator {
                     // checkpoints, only the work until the last one).
                     if let info = runInfo[top.job] {
                         var ran = max(0, t - info.workStart)
-                        if let every = checkpointEvery, every > 0, job.spec.kind == .training {
+                        if let every = info.every, every > 0, job.spec.kind == .training {
                             let kept = (ran / every).rounded(.down) * every
                             let gpus = Double(job.allocation?.gpuCount ?? 0)
                             counts.lostGPUSeconds += (ran - kept) * gpus

@@ -17,8 +17,8 @@ public enum EventCodec {
     /// autoscaler sized by slots and the share of requests that may wait. Version 13: a job's client request
     /// id. Version 14: the scheduler's attained-service queues and starvation bound. Version 15: moves to
     /// faster GPUs (the `migration` preemption reason, GPUs held for a moving job, `max_moves`); elastic jobs
-    /// (a job's most GPUs and step).
-    public static let version: UInt16 = 15
+    /// (a job's most GPUs and step). Version 16: the `spill-over` placement rule; `loan_checkpoint_every`.
+    public static let version: UInt16 = 16
 
     static let nodeStates: [NodeState] = [.up, .draining, .drained, .down]
     static let healths: [GPUHealth] = [.healthy, .unhealthy]
@@ -35,7 +35,7 @@ public enum EventCodec {
     static let preemptionReasons: [PreemptionReason] = [
         .priority, .reservation, .inference, .quota, .service, .migration, .resize,
     ]
-    static let rules: [PlacementNote.Rule] = [.cheapest, .soonest, .deadline, .firstFit]
+    static let rules: [PlacementNote.Rule] = [.cheapest, .soonest, .deadline, .firstFit, .spillOver]
     static let dependencyKinds: [Dependency.Kind] = [.after, .afterany, .afterok, .afternotok, .singleton]
     static let notifyEvents: [JobNotify.Event] = [.begin, .end, .fail, .preempt, .requeue]
     static let probeKinds: [Probe.Kind] = [.http, .tcp, .exec]
@@ -681,6 +681,7 @@ public enum EventCodec {
         w.f64(s.starvationFactor)
         w.f64(s.starvationMinimum)
         w.uvar(c.preemption.maxMoves)
+        w.f64(c.preemption.loanCheckpointEvery)
     }
 
     static func readConfig(_ r: inout BinaryReader) throws(DecodeError) -> PoolConfig {
@@ -770,6 +771,8 @@ public enum EventCodec {
             c.scheduler.starvationMinimum = try r.f64()
         }
         if r.version >= 15 { c.preemption.maxMoves = try r.count(max: 1 << 20) }
+        // Before 16 nobody was asked: 0 keeps an old log's meaning.
+        c.preemption.loanCheckpointEvery = r.version >= 16 ? try r.f64() : 0
         return c
     }
 

@@ -9,8 +9,9 @@ enum StateCodec {
     /// schema 7; 8: MIG, with event schema 8; 9: dependencies, with event schema 9; 10: node selection, nice
     /// and notifications, with event schema 10; 11: services, with event schema 11; 12: autoscaling by slots, with event schema 12; 13: the client's
     /// request id of a job, with event schema 13; 14: attained-service queues, with event schema 14; 15: a
-    /// job's moves to faster GPUs, with event schema 15).
-    static let version: UInt16 = 15
+    /// job's moves to faster GPUs, with event schema 15; 16: the `spill-over` placement rule, with event
+    /// schema 16).
+    static let version: UInt16 = 16
 
     static func encode(_ image: ClusterState.Image) -> [UInt8] {
         var w = BinaryWriter(capacity: 64 + image.jobs.count * 160)

@@ -87,6 +87,20 @@ import Testing
         }
     }
 
+    @Test func loansAreAskedToCheckpointAsTheConfigSays() throws {
+        #expect(try ConfigFile.parse(Self.minimal).pool.preemption.loanCheckpointEvery == 600)
+        let c = try ConfigFile.parse("[preemption]\nloan_checkpoint_every = \"15m\"\n" + Self.minimal)
+        #expect(c.pool.preemption.loanCheckpointEvery == 900)
+        #expect(
+            try ConfigFile.parse("[preemption]\nloan_checkpoint_every = \"0s\"\n" + Self.minimal).pool.preemption
+                .loanCheckpointEvery == 0
+        )
+        let e = #expect(throws: ConfigError.self) {
+            try ConfigFile.parse("[preemption]\nloan_checkpoint_every = \"often\"\n" + Self.minimal)
+        }
+        #expect(e?.description.contains("loan_checkpoint_every") == true, "\(String(describing: e))")
+    }
+
     @Test func minimalConfigGetsDefaults() throws {
         let c = try ConfigFile.parse(Self.minimal)
         #expect(c.pool.priorityClasses == PriorityClass.defaults)

@@ -178,6 +178,15 @@ import Testing
         #expect(pass.reason(for: share)?.blocker == .waitingForPreemption(victims: 1))
     }
 
+    @Test func aJobOnLoansIsToldWhatItBorrowsAndHowOftenToCheckpoint() {
+        #expect(Loan.environment([], checkpointEvery: 600).isEmpty)
+        #expect(
+            Loan.environment([.inferenceReserve(model: "L4"), .quota(tenant: "research")], checkpointEvery: 599.5)
+                == ["ALLOT_LOANS": "reserve:L4,quota:research", "ALLOT_CHECKPOINT_EVERY": "600"]
+        )
+        #expect(Loan.environment([.reservation(for: 42)], checkpointEvery: 0) == ["ALLOT_LOANS": "reservation:42"])
+    }
+
     @Test func aYoungLoanIsTakenBack() {
         var (s, loan, replica, now) = Self.burst(loanAge: 120)
         let pass = s.schedule(at: now)
@@ -194,6 +203,9 @@ import Testing
         #expect(s.preemptions(pass).isEmpty)
         #expect(s.starts(pass) == [replica])
         #expect(s.jobs[replica]?.allocation?.model == "H100")
+        #expect(s.jobs[replica]?.placement?.rule == .spillOver)
+        let why = Scheduler(policy: .allot).explain(replica, in: s, pass: pass)?.lines.joined(separator: "\n") ?? ""
+        #expect(why.contains("H100: spill-over: its cheapest model's GPUs are lent"), "\(why)")
         #expect(s.jobs[loan]?.state == .running)
         // The rule it replaces took the loan back.
         var (t, loan2, _, now2) = Self.burst(loanAge: 10 * Self.hour)

@@ -42,6 +42,7 @@ enum Sample {
         c.scheduler.starvationFactor = 2
         c.scheduler.starvationMinimum = 1800
         c.preemption.maxMoves = 2  // the default when version 15 added it
+        c.preemption.loanCheckpointEvery = 0  // logs before version 16 asked nothing of loans
         return c
     }()
 
@@ -461,6 +462,41 @@ enum Sample {
             at(600, .jobPreempted(id: 29, by: 29, grace: 30, reason: .migration)),
             at(600, .jobGPUsHeld(id: 29, slices: [.init(node: "mv-fast", gpus: [1])])),
             at(700, .jobSubmitted(id: 30, spec: elastic, held: true)),
+        ]
+    }()
+
+    /// Version 16: an inference replica placed on a dearer model rather than take loans back (`spill-over`),
+    /// and a config asking jobs on loans to checkpoint every 15 minutes.
+    static let eventsV16: [Event] = {
+        let earlier =
+            events + eventsV2 + eventsV3 + eventsV4 + eventsV5 + eventsV7 + eventsV8 + eventsV9 + eventsV10
+            + eventsV11 + eventsV12 + eventsV13 + eventsV14 + eventsV15
+        var config =
+            earlier.compactMap { if case .configApplied(let c) = $0.body { c } else { nil } }.last ?? Self.config
+        config.preemption.loanCheckpointEvery = 900
+        var spec = JobSpec(name: "spill", tenant: "research", uid: 1000, user: "alice", gpus: 1)
+        spec.kind = .inference
+        spec.command = ["serve"]
+        func at(_ t: Double, _ body: Event.Body) -> Event { Event(time: Instant(seconds: 1_800_005_000 + t), body) }
+        let note = PlacementNote(
+            rule: .spillOver,
+            model: "H100",
+            expectedSeconds: 3600,
+            estimatedCostUSD: 3,
+            holesLeft: 0
+        )
+        return [
+            at(0, .configApplied(config: config)),
+            at(0, .jobSubmitted(id: 31, spec: spec, held: false)),
+            at(
+                1,
+                .jobStarted(
+                    id: 31,
+                    allocation: Allocation(model: "H100", slices: [.init(node: "mv-fast", gpus: [0])]),
+                    note: note,
+                    loans: []
+                )
+            ),
         ]
     }()
 

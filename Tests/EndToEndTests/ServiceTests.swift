@@ -310,11 +310,23 @@ import Glibc
         )
         #expect(create.status == 0, "\(create.stderr)")
         // Training borrows both reserved L4s while the service has no replica; it ignores SIGTERM, so it
-        // holds them until its notice ends.
-        let borrower = try d.submit(["--gpus", "2", "--gpu-model", "L4", "--", "sh", "-c", "trap '' TERM; sleep 300"])
+        // holds them until its notice ends. It is told what it borrows and how often to checkpoint.
+        let told = d.dir.appendingPathComponent("loan-env").path
+        let borrower = try d.submit(
+            [
+                "--gpus", "2", "--gpu-model", "L4", "--", "sh", "-c",
+                "echo \"$ALLOT_LOANS $ALLOT_CHECKPOINT_EVERY\" > \(told); trap '' TERM; sleep 300",
+            ]
+        )
         try d.wait(borrower, for: "running")
         let lent = d.job(borrower)?["loans"] as? [String] ?? []
         #expect(!lent.isEmpty, "\(d.job(borrower) ?? [:])")
+        var env: String?
+        _ = Self.until(5) {
+            env = try? String(contentsOfFile: told, encoding: .utf8)
+            return env?.hasSuffix("\n") == true
+        }
+        #expect(env == "reserve:L4 600\n", "the borrower's environment: \(env ?? "none")")
         let asked = Date()
         #expect(d.ctl(["service", "scale", "web", "2"]).status == 0)
         let stopped = Self.until(10) { d.state(borrower) != "running" && d.state(borrower) != "stopping" }

@@ -49,6 +49,9 @@ public struct PlacementNote: Hashable, Codable, Sendable, CustomStringConvertibl
         case deadline
         /// Baseline policies: the first model in config order that fits.
         case firstFit = "first-fit"
+        /// Inference on a dearer model free now: its cheapest model's GPUs are lent, and taking them back
+        /// would lose more (the work since the loans' checkpoints and their restarts) than this costs extra.
+        case spillOver = "spill-over"
     }
 
     public var rule: Rule
@@ -75,6 +78,9 @@ public struct PlacementNote: Hashable, Codable, Sendable, CustomStringConvertibl
         case .soonest: how = "finishes soonest of the GPUs free now"
         case .deadline: how = "cheapest that finishes by its deadline"
         case .firstFit: how = "first model that fits"
+        case .spillOver:
+            how =
+                "spill-over: its cheapest model's GPUs are lent, and taking them back would lose more than this costs extra"
         }
         return
             "\(model): \(how); expected \(DurationText.format(expectedSeconds)), about $\(Money.format(estimatedCostUSD))"

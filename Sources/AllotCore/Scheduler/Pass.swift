@@ -94,6 +94,10 @@ struct Pass {
     /// CPUs (thousandths) and memory (MiB) taken by this pass's starts, by node position.
     var hostTaken: [Int: (cpu: Int, memory: Int)] = [:]
 
+    /// The inference job placed on a dearer model rather than take loans of reserved model `from` back
+    /// (``spillOverIsCheaper(_:reserved:allowed:)``): its note says so.
+    var spillingOver: (job: JobID, from: Int)?
+
     /// The inference reserve's forecasts made in this pass, by model and horizon (in buckets).
     var forecasts: [Int: InferenceDemand.Forecast] = [:]
 
@@ -520,7 +524,9 @@ struct Pass {
             reclaim += l.perGPU * Double(l.gpus)
             freed += l.gpus
         }
-        return freed >= row.gpus && spill < reclaim
+        guard freed >= row.gpus && spill < reclaim else { return false }
+        spillingOver = (row.id, m)
+        return true
     }
 
     /// The jobs stopping to make way for a job: (id, when they must be gone).
@@ -698,7 +704,7 @@ struct Pass {
             }
             let holes = slices.reduce(0) { $0 + p.freeCount($1.node) }
             let note = PlacementNote(
-                rule: ruleName,
+                rule: spillingOver.map { $0.job == row.id && $0.from != m } == true ? .spillOver : ruleName,
                 model: ctx.models[m].name,
                 expectedSeconds: seconds,
                 estimatedCostUSD: cost,
