@@ -153,20 +153,25 @@ extension Engine {
         pendingActions.append(.agentAck(node: node, link: link, runs: acks))
     }
 
+    /// The spec a run of `job` starts with, here or on an agent: its own, and what the controller tells it
+    /// (its loans and how often to checkpoint on them).
+    func runSpec(_ job: Job) -> JobSpec {
+        var spec = job.spec
+        let told = Loan.environment(job.loans, checkpointEvery: state.config.preemption.loanCheckpointEvery)
+        spec.environment.merge(told) { _, ours in ours }
+        return spec
+    }
+
     func sendStart(_ job: Job, node: String) {
         guard let a = agents[node], let link = a.link, let alloc = job.allocation else { return }
         let seq = a.sentSeq + 1
         agents[node]?.sentSeq = seq
-        var spec = job.spec
-        spec.environment.merge(
-            Loan.environment(job.loans, checkpointEvery: state.config.preemption.loanCheckpointEvery)
-        ) { _, ours in ours }
         let order = AgentStartOrder(
             seq: seq,
             epoch: epoch,
             id: job.id.rawValue,
             run: job.runs,
-            spec: spec,
+            spec: runSpec(job),
             slices: alloc.slices.map { AgentSlice(node: $0.node, gpus: $0.gpus) },
             mig: agentMIG(alloc, node: node)
         )

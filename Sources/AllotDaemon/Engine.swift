@@ -580,8 +580,7 @@ final class Engine {
                     return
                 }
             }
-            let loans = Loan.environment(job.loans, checkpointEvery: state.config.preemption.loanCheckpointEvery)
-            if let problem = executor.start(job, slices: a.slices, uuids: uuids, environment: loans) {
+            if let problem = executor.start(id: id, run: job.runs, spec: runSpec(job), slices: a.slices, uuids: uuids) {
                 logger.error("Job could not be started", metadata: ["job.id": "\(id)", "error": "\(problem)"])
                 if let slot = a.mig { removeMIGInstance(slot, node: first.node, gpu: first.gpus[0], job: id) }
                 step(.runEnded(Controller.RunEnd(id: id, run: run, exit: .couldNotStart(problem), error: problem)))

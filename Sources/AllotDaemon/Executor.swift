@@ -116,20 +116,8 @@ final class Executor {
     /// Starts a run of a job on this host's GPUs.
     /// - Returns: a sentence when it cannot be started (the job then fails with it).
     /// The job's process runs once, on the first node of its allocation (as a Slurm batch script does);
-    /// `ALLOT_NODES` lists every slice for jobs that span nodes.
-    /// `environment`: set for the job beside its own (what the controller tells it: its loans).
-    func start(
-        _ job: Job,
-        slices: [Allocation.Slice],
-        uuids: [Int: String] = [:],
-        environment: [String: String] = [:]
-    ) -> String? {
-        var spec = job.spec
-        spec.environment.merge(environment) { _, ours in ours }
-        return start(id: job.id, run: job.runs, spec: spec, slices: slices, uuids: uuids)
-    }
-
-    /// Starts run `run` of job `id` (on an agent: as the controller ordered).
+    /// `ALLOT_NODES` lists every slice for jobs that span nodes. `spec`: the job's, with what the controller
+    /// tells the run (on an agent: as the controller ordered).
     func start(id: JobID, run: Int, spec: JobSpec, slices: [Allocation.Slice], uuids: [Int: String] = [:]) -> String? {
         let gpus = slices.first?.gpus ?? []
         let node = slices.first?.node ?? ""

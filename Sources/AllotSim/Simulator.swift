@@ -74,8 +74,8 @@ public struct Simulator {
         var traceIndex: [JobID: Int] = [:]
         /// Work left per job: reference seconds (training) or lifetime seconds (inference).
         var workLeft: [JobID: Double] = [:]
-        /// Per running job: when its useful work began in this run (after any restart overhead), and speed.
-        // Per run: when its work began, its speed, and how often it checkpoints (nil: only on a notice).
+        /// Per running job: when its useful work began in this run (after any restart overhead), its speed,
+        /// and how often it checkpoints (nil: only on a stop's notice).
         var runInfo: [JobID: (workStart: Double, speed: Double, every: Seconds?)] = [:]
         var runs: [RunRecord] = []
         var nextArrival = 0

@@ -145,14 +145,14 @@ extension StringProtocol {
     }
 }
 
-/// How long allotctl waits for allotd's answer to a request (not for what it follows: `logs -f`, `watch`,
-/// `wait`): a daemon that accepted the connection and never answers (a socket-activated allotd failing to
+/// How long allotctl waits for allotd's answer to a request with nothing coming (not for what it follows:
+/// `logs -f`, `watch`, `wait`): a daemon that accepted the connection and never answers (a socket-activated allotd failing to
 /// start, a stopped process) must not hang a script forever. `ALLOT_TIMEOUT`: seconds, 0 for no limit.
 public enum AnswerTimeout {
     public static let defaultSeconds: Double = 60
 
-    /// The limit `ALLOT_TIMEOUT`'s text sets (nil or empty: the default); nil for no limit (0) or for text
-    /// that is not a number of seconds (then `problem` says so).
+    /// The limit `ALLOT_TIMEOUT`'s text sets: the default for nil or empty text, nil for no limit (0); for
+    /// text that is not a number of seconds, the default and a `problem` saying so.
     public static func seconds(_ text: String?) -> (seconds: Double?, problem: String?) {
         guard let text, !text.isEmpty else { return (defaultSeconds, nil) }
         guard let s = Double(text), s.isFinite, s >= 0 else {

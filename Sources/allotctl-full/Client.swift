@@ -152,9 +152,9 @@ final class Client {
         }
     }
 
-    /// Reads one line (a response or a notification); with `deadline` (seconds since 1970) it fails once
-    /// nothing has come by then.
-    func readLine(deadline: Double? = nil) throws -> Data {
+    /// Reads one line (a response or a notification); with `idle` it fails once nothing has come for that
+    /// many seconds (a long answer that keeps coming is read to its end).
+    func readLine(idle: Double? = nil) throws -> Data {
         // Where the search for the newline goes on: a long line (`ls` of 100,000 jobs is tens of MB) is read
         // in many chunks, and searching it again from its start after each one was quadratic.
         var from = start
@@ -169,11 +169,8 @@ final class Client {
                 return line
             }
             from = buffer.count
-            if let deadline, !(try waitReadable(seconds: deadline - Date().timeIntervalSince1970)) {
-                throw fail(
-                    AnswerTimeout.message(socket: path, seconds: answerTimeout ?? 0),
-                    code: Exit.unreachable
-                )
+            if let idle, !(try waitReadable(seconds: idle)) {
+                throw fail(AnswerTimeout.message(socket: path, seconds: idle), code: Exit.unreachable)
             }
             var chunk = [UInt8](repeating: 0, count: 1 << 16)
             let n = read(fd, &chunk, chunk.count)
@@ -197,9 +194,8 @@ final class Client {
             let hello: HelloResult = try result()
             admin = hello.admin
         }
-        let deadline = answerTimeout.map { Date().timeIntervalSince1970 + $0 }
         while true {
-            let line = try readLine(deadline: deadline)
+            let line = try readLine(idle: answerTimeout)
             let head = try JSONDecoder().decode(ResponseHead.self, from: line)
             if head.id == nil && head.method != nil { continue }  // a notification
             if let e = head.error { throw e }
