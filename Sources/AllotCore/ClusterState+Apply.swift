@@ -93,9 +93,8 @@ extension ClusterState {
         case .jobPreempted(let id, let by, let grace, let reason):
             try expect(id, in: [.running], to: "preempt")
             guard jobs.contains(by) else { throw StateError(.unknownJob, "preemptor job \(by) does not exist") }
-            let own = reason == .migration || reason == .resize
-            guard !own || by == id else {
-                throw StateError(.invalidSpec, "job \(id) moves or grows by itself, not by job \(by)")
+            guard reason != .migration || by == id else {
+                throw StateError(.invalidSpec, "job \(id) moves by itself, not by job \(by)")
             }
             guard reason != .resize || jobs[existing: id].spec.isElastic else {
                 throw StateError(.invalidSpec, "job \(id) is not elastic: it does not grow")
@@ -104,7 +103,8 @@ extension ClusterState {
             if reason == .migration {
                 jobs[existing: id].moves += 1
             } else if reason == .resize {
-                // A growth is neither a move nor a preemption.
+                // A growth, or giving back GPUs it grew into (by another job), is neither a move nor a
+                // preemption.
             } else {
                 jobs[existing: id].preemptions += 1
                 jobs[existing: id].moves = 0

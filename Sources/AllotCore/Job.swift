@@ -432,7 +432,7 @@ public enum StopReason: Hashable, Codable, Sendable, CustomStringConvertible {
         case .preempted(let by, .service):
             "preempted by job \(by), which has used fewer GPU-hours (an earlier attained-service queue)"
         case .preempted(_, .migration): "moved to faster GPUs that came free"
-        case .preempted(_, .resize): "grows into GPUs that came free"
+        case .preempted(_, .resize): "resizes: grows into GPUs that came free, or gives back GPUs it grew into"
         case .cancelled(let uid?): "cancelled by uid \(uid)"
         case .cancelled(nil): "cancelled"
         case .walltime: "walltime limit reached"

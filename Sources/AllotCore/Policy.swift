@@ -70,8 +70,8 @@ public enum PreemptionReason: String, Hashable, Codable, Sendable, CaseIterable 
     /// It moves to a faster GPU model that has room, where it is expected to end sooner by more than the
     /// move costs (the job stops and starts again there; `by` is the job itself).
     case migration
-    /// An elastic job grows into GPUs that came free: it stops and starts again at its new size (`by` is
-    /// the job itself).
+    /// An elastic job grows into GPUs that came free (`by` is the job itself), or gives back GPUs it grew
+    /// into to a job that waits (`by`): it stops and starts again at its new size.
     case resize
 
     /// Whether it takes back a loan (a reclaim) rather than preempting by class or attained service, or

@@ -260,8 +260,9 @@ final class Engine {
     /// Why a job starts again elsewhere or at another size, for its resize notice.
     static func resizeReason(_ job: Job) -> String {
         guard case .preempted(let by, let reason)? = job.stopReason else { return "resized" }
-        if by == job.id { return job.stopReason!.description }
+        if by == job.id { return reason == .resize ? "grows into GPUs that came free" : job.stopReason!.description }
         let n = job.heldGPUs.reduce(0) { $0 + $1.gpus.count }
+        if reason == .resize { return "gives back GPUs it grew into: shrinks to \(n) GPUs for job \(by)" }
         return "shrinks to \(n) GPUs for job \(by) (\(reason.rawValue))"
     }
 

@@ -108,11 +108,12 @@ public struct Simulator {
                     if loans.contains(where: { if case .inferenceReserve = $0 { true } else { false } }) {
                         counts.reserveLoans += 1
                     }
-                case .jobPreempted(_, _, _, let reason):
+                case .jobPreempted(let id, let by, _, let reason):
                     if reason == .migration {
                         counts.moves += 1
                     } else if reason == .resize {
-                        counts.grows += 1
+                        // Giving back GPUs it grew into is counted as a shrink below.
+                        if by == id { counts.grows += 1 }
                     } else if reason.isReclaim {
                         counts.reclaims += 1
                     } else {
@@ -123,7 +124,11 @@ public struct Simulator {
                     // An elastic job told to stop for another keeps some GPUs: a shrink, not a preemption.
                     if case .preempted(let by, let reason)? = state.jobs[id]?.stopReason, by != id {
                         counts.shrinks += 1
-                        if reason.isReclaim { counts.reclaims -= 1 } else { counts.preemptions -= 1 }
+                        if reason.isReclaim {
+                            counts.reclaims -= 1
+                        } else if reason != .resize {
+                            counts.preemptions -= 1
+                        }
                     }
                 case .serviceScaled(let name, _, _, _, _): driver?.resized(name)
                 default: break

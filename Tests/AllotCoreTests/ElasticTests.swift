@@ -85,6 +85,35 @@ import Testing
         #expect(s.jobs[e]?.allocation?.description == "a1[0-3]" && s.jobs[serve]?.allocation?.description == "a1[4-7]")
     }
 
+    /// GPUs an elastic job grew into were idle: a training job of its class that arrives later gets them
+    /// back (the elastic job shrinks), even from a job protected after many preemptions — not in its first
+    /// minutes, and not for a job of a later attained-service queue.
+    @Test func itGivesBackGPUsItGrewIntoToAJobOfItsClassThatWaits() throws {
+        var s = Self.pool()
+        let e = s.submit(Self.elastic(2, 8), at: 0)
+        s.schedule(at: 0)
+        #expect(s.jobs[e]?.allocation?.gpuCount == 8)
+        // Within the minimum runtime it keeps them.
+        let rigid = s.submit(.training(3, estimate: 600), at: 60)
+        #expect(s.preemptions(s.schedule(at: 60)).isEmpty && s.jobs[rigid]?.state == .pending)
+        let pass = s.schedule(at: 300)
+        #expect(s.preemptions(pass).map { "\($0.victim) \($0.by) \($0.reason)" } == ["\(e) \(rigid) resize"])
+        #expect(s.jobs[e]?.heldGPUs.map(\.description) == ["a1[0-4]"])
+        let why = try #require(Scheduler(policy: .allot).explain(rigid, in: s)).lines.joined(separator: "\n")
+        #expect(why.contains("1 job(s) were told to stop to make room for it"), "\(why)")
+        s.finish(e, code: 143, at: 330)
+        #expect(Set(s.starts(s.schedule(at: 330))) == [e, rigid])
+        #expect(s.jobs[e]?.allocation?.gpuCount == 5 && s.jobs[e]?.preemptions == 0)
+
+        // Protected after too many preemptions, it still gives back what it grew into.
+        var t = Self.pool()
+        let p = t.submit(Self.elastic(2, 8), at: 0)
+        t.schedule(at: 0)
+        t.jobs[existing: p].preemptions = t.config.preemption.maxPreemptions
+        let late = t.submit(.training(2, estimate: 600), at: 300)
+        #expect(t.preemptions(t.schedule(at: 300)).map { "\($0.victim) \($0.by)" } == ["\(p) \(late)"])
+    }
+
     @Test func aShrinkNeverGoesBelowTheFewestGPUs() {
         var s = Self.pool()
         let e = s.submit(Self.elastic(6, 8), at: 0)

@@ -126,8 +126,24 @@ struct PolicyDriver {
                         violations.append("job \(by) preempted job \(id) by service from a queue not later")
                     }
                 } else if reason == .resize {
-                    if id != by || state.jobs[id]?.spec.isElastic != true {
-                        violations.append("job \(id) grew (by \(by)) but is not elastic")
+                    if !v.spec.isElastic { violations.append("job \(id) resized (by \(by)) but is not elastic") }
+                    if id != by {
+                        // It gives back GPUs it grew into to a job of its class or a higher one, of a queue not
+                        // later, after its minimum runtime.
+                        let age = now - (v.startTime ?? now)
+                        if age < rules.minRuntime { violations.append("job \(id) gave back GPUs at age \(age)") }
+                        if state.priorityClass(of: p.spec).value < state.priorityClass(of: v.spec).value {
+                            violations.append("job \(id) gave back GPUs to job \(by) of a lower class")
+                        }
+                        let settings = state.config.scheduler
+                        let mine = settings.serviceQueue(
+                            gpuSeconds: p.pastGPUSeconds,
+                            runSeconds: p.pastRunSeconds,
+                            waited: now - p.queuedSince
+                        )
+                        if p.spec.kind == .training && max(0, mine) > settings.serviceQueue(running: v, at: now) {
+                            violations.append("job \(id) gave back GPUs to job \(by) of a later queue")
+                        }
                     }
                 } else if reason == .migration {
                     let age = now - (v.startTime ?? now)

@@ -184,7 +184,8 @@ extension Pass {
                 guard v.model == m, !v.stopping, !victims.contains(v.id) else { continue }
                 let spec = state.jobs[existing: v.id].spec
                 guard spec.isElastic, v.gpus > spec.gpus,
-                    let r = victimReason(v, for: row, rank: rank, tenant: tenant, cls: cls, allowed: allowed),
+                    let r = victimReason(v, for: row, rank: rank, tenant: tenant, cls: cls, allowed: allowed)
+                        ?? givesBack(v, to: row, rank: rank, cls: cls),
                     !reclaimOnly || r.isReclaim
                 else { continue }
                 // Not below its fewest, nor where the rest of its run would outlast its walltime (each run
@@ -226,6 +227,20 @@ extension Pass {
             return chosen.count
         }
         return nil
+    }
+
+    /// Whether elastic job `v`, above its fewest GPUs, gives back GPUs it grew into to `row`, which waits:
+    /// GPUs an elastic job grows into were idle, and a job of its class or a higher one that arrives later
+    /// does not wait for them behind it — unless it has used more GPU-hours (a later attained-service
+    /// queue). Not in its first minutes (the minimum runtime), and a job that reports checkpoints only just
+    /// after one; the thrash protection of jobs preempted often does not keep GPUs it grew into (it keeps
+    /// its fewest).
+    func givesBack(_ v: RunView, to row: PendingQueue.Row, rank: Priority, cls: ClassInfo) -> PreemptionReason? {
+        guard policy == .allot, v.elastic, v.preemptible, !v.young, cls.value >= v.classValue,
+            row.kind != .training || max(Int(rank.queue), 0) <= v.queue,
+            !v.checkpoints || v.risk <= Double(max(1, v.gpus)) * Self.checkpointWindow
+        else { return nil }
+        return .resize
     }
 
     /// An elastic job restarting after a resize starts on the GPUs held for it, at the largest of its sizes

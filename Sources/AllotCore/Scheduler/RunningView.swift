@@ -30,6 +30,8 @@ struct RunView {
     var stopping: Bool
     /// Younger than the minimum runtime, or protected after too many preemptions: not a victim by class.
     var shielded: Bool
+    /// Younger than the minimum runtime (this run).
+    var young: Bool
     /// Its attained-service queue now (training; 0 without queues).
     var queue: Int
     /// Whether it has reported a checkpoint in this run (its work at risk is then known, not assumed saved
@@ -107,6 +109,7 @@ extension ClusterState {
                     preemptedFor: preemptedFor,
                     stopping: job.state == .stopping,
                     shielded: young || protected,
+                    young: young,
                     queue: queue,
                     checkpoints: job.checkpointThisRun != nil,
                     elastic: job.spec.isElastic
