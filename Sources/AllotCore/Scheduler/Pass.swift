@@ -296,6 +296,9 @@ struct Pass {
 
     // MARK: The walk
 
+    /// Walks the queue in priority order, each job through the stages (as Nomad's scheduler stack: feasibility,
+    /// the models it may use, admission, selection, then preemption or a reservation), and after the walk
+    /// lends what is left, extends elastic starts, grows elastic jobs and moves jobs to faster models.
     mutating func run(order: [Priority]) {
         var head: JobID?
         for (rank, p) in order.enumerated() {
@@ -315,126 +318,182 @@ struct Pass {
                 continue
             }
             let row = rows[p.slot]
-            func block(_ b: Blocker) { pending.append(PendingReason(id: row.id, rank: rank + 1, blocker: b)) }
-            var allowed = ctx.usableModels(row)
-            var waitsForFaster: Blocker?
-            if let b = ctx.structuralBlocker(
-                gpus: row.gpus,
-                topology: row.topology,
-                allowed: allowed,
-                constraint: row.constraint
-            ) {
-                block(b)
+            // The stages, each with one job: feasibility → models (rank) → admission → select → preempt or
+            // reserve. A stage that decides the job's fate for this pass records why and ends its turn.
+            if let b = feasibility(row) {
+                pending.append(PendingReason(id: row.id, rank: rank + 1, blocker: b))
                 release(heldFor: row.id, except: [])
                 continue
             }
-            if ctx.tracksHost && (row.cpuMilli >= 0 || row.memoryMiB >= 0), let b = hostNeverFits(row, allowed: allowed)
-            {
-                block(b)
-                release(heldFor: row.id, except: [])
-                continue
-            }
-            if policy == .allot && row.kind == .training && !row.isShare && !row.isMIG && row.gpus > 0
-                && (row.prefer == nil || row.prefer == .fastest), ctx.fastest.count > 1,
-                let faster = fasterModelSoon(row, allowed: allowed)
-            {
-                allowed = faster.mask
-                waitsForFaster = faster.why
-            }
-            let cls = classes.of(row)
-            let preemptible = classes.preemptible(row)
-            // Admission: budgets and quotas (policy allot).
-            var loans: [Loan] = []
-            if policy == .allot {
-                if let b = hardBudgetBlocker(row, extraCost: 0) {
-                    block(b)
-                    release(heldFor: row.id, except: [])
-                    continue
-                }
-                switch quotaAdmission(row, preemptible: preemptible) {
-                case .blocked(let b):
-                    block(b)
-                    release(heldFor: row.id, except: [])
-                    continue
-                case .loan(let l): loans.append(l)
-                case .free: break
-                }
-            }
-            // Inference within the reserve of its cheapest model takes lent GPUs back there (a few seconds'
-            // notice) rather than starting at once on a dearer model for its whole lifetime.
-            // Unless a dearer model free now serves it for less than the loans would lose.
-            if policy == .allot && row.kind == .inference && !reserve.isEmpty && !row.isShare && !row.isMIG
-                && row.gpus > 0
-                && preemptionSearches < Self.maxPreemptionSearches, let m = cheapestReserved(row, allowed: allowed),
-                !pool.fits(model: m, count: row.gpus, topology: row.topology) && held[row.id] == nil
-                    && incoming[row.id] == nil,
-                !spillOverIsCheaper(row, reserved: m, allowed: allowed),
-                let count = countingSearch({
-                    $0.preempt(for: row, rank: p, allowed: 1 << UInt64(m), cls: cls, reclaimOnly: true)
-                })
-            {
-                block(.waitingForPreemption(victims: count))
-                holdReservation(for: row.id)
-                continue
-            }
-            switch tryStart(row, allowed: allowed, preemptible: preemptible, loans: loans) {
-            case .started:
-                continue
+            var turn = Turn(row: row, priority: p, rank: rank + 1, allowed: ctx.usableModels(row), classes: classes)
+            models(&turn)
+            guard let loans = admission(turn) else { continue }
+            if reclaimForInference(turn) { continue }
+            switch tryStart(row, allowed: turn.allowed, preemptible: turn.preemptible, loans: loans) {
+            case .started: continue
             case .blocked(let blocker, let capacity):
-                // A MIG job waits for the jobs stopping for it, or looks for some (``preemptForMIG``).
-                if row.isMIG && policy == .allot && capacity {
-                    if !incoming.isEmpty && incoming[row.id] != nil {
-                        block(.waitingForPreemption(victims: stoppingFor(row.id).count))
-                        holdReservation(for: row.id)
-                        continue
-                    }
-                    if preemptionSearches < Self.maxPreemptionSearches,
-                        let count = countingSearch({ $0.preemptForMIG(row, rank: p, allowed: allowed, cls: cls) })
-                    {
-                        block(.waitingForPreemption(victims: count))
-                        holdReservation(for: row.id)
-                        continue
-                    }
-                }
-                // Waiting on jobs already told to stop for it?
-                if !incoming.isEmpty, incoming[row.id] != nil,
-                    holdIfFits(row, allowed: allowed, with: incoming[row.id]!)
-                {
-                    block(.waitingForPreemption(victims: stoppingFor(row.id).count))
-                    holdReservation(for: row.id)
-                    continue
-                }
-                // Bounded: a pass over a long queue of blocked jobs stays cheap.
-                if policy == .allot && capacity && !row.isMIG && row.gpus > 0
-                    && preemptionSearches < Self.maxPreemptionSearches
-                {
-                    preemptionSearches += 1
-                    if let count = preempt(for: row, rank: p, allowed: allowed, cls: cls) {
-                        block(.waitingForPreemption(victims: count))
-                        holdReservation(for: row.id)
-                        continue
-                    }
-                }
-                block(capacity ? waitsForFaster ?? blocker : blocker)
-                if case .reserveNeeded = blocker { deferredLoans.append(p) }
-                // A share reserves nothing: whole GPUs freeing later are not what it waits for (shared GPUs
-                // are not counted on to free), and holding one would block whole-GPU jobs for a fraction.
-                if capacity && reservation == nil && policy != .fifo && !row.isShare && !row.isMIG && row.gpus > 0 {
-                    reserve(for: row, rank: p, allowed: allowed)
-                }
-                // A share holds instead the shared GPU whose shares leave it room soonest: smaller shares
-                // behind it would otherwise take every bit of room as it frees, and it would never start.
-                if capacity && shareHold == nil && policy != .fifo && row.isShare {
-                    holdShare(for: row, allowed: allowed)
-                }
-                if capacity && migHold == nil && policy != .fifo && row.isMIG { holdMIG(for: row, allowed: allowed) }
-                if policy == .fifo { head = row.id }
+                if preemptOrReserve(turn, blocker: blocker, capacity: capacity) && policy == .fifo { head = row.id }
             }
         }
         lendLeftovers()
         extendElasticStarts()
         growElastic()
         migrate()
+    }
+
+    /// One pending job's turn in the walk: what the stages learn about it.
+    struct Turn {
+        let row: PendingQueue.Row
+        let priority: Priority
+        /// Its position in the queue, from 1.
+        let rank: Int
+        /// The GPU models it may start on in this pass (narrowed when it waits for a faster one).
+        var allowed: UInt64
+        /// Why it waits though a slower model has room: a faster one frees soon.
+        var waitsForFaster: Blocker?
+        let cls: ClassInfo
+        let preemptible: Bool
+
+        init(row: PendingQueue.Row, priority: Priority, rank: Int, allowed: UInt64, classes: ClassTable) {
+            self.row = row
+            self.priority = priority
+            self.rank = rank
+            self.allowed = allowed
+            self.cls = classes.of(row)
+            self.preemptible = classes.preemptible(row)
+        }
+    }
+
+    /// Records why a job does not start in this pass.
+    mutating func block(_ turn: Turn, _ b: Blocker) {
+        pending.append(PendingReason(id: turn.row.id, rank: turn.rank, blocker: b))
+    }
+
+    /// Feasibility: what no amount of waiting changes in this pool (no model or node could ever hold it).
+    mutating func feasibility(_ row: PendingQueue.Row) -> Blocker? {
+        let allowed = ctx.usableModels(row)
+        if let b = ctx.structuralBlocker(
+            gpus: row.gpus,
+            topology: row.topology,
+            allowed: allowed,
+            constraint: row.constraint
+        ) {
+            return b
+        }
+        if ctx.tracksHost && (row.cpuMilli >= 0 || row.memoryMiB >= 0), let b = hostNeverFits(row, allowed: allowed) {
+            return b
+        }
+        return nil
+    }
+
+    /// Models: a training job that would run much slower on what is free now waits for a faster model
+    /// that frees soon (``fasterModelSoon(_:allowed:)``).
+    mutating func models(_ turn: inout Turn) {
+        let row = turn.row
+        guard
+            policy == .allot && row.kind == .training && !row.isShare && !row.isMIG && row.gpus > 0
+                && (row.prefer == nil || row.prefer == .fastest), ctx.fastest.count > 1,
+            let faster = fasterModelSoon(row, allowed: turn.allowed)
+        else { return }
+        turn.allowed = faster.mask
+        turn.waitsForFaster = faster.why
+    }
+
+    /// Admission (policy allot): budgets and quotas.
+    /// - Returns: the loans it would start on, or nil when it may not start now (recorded).
+    mutating func admission(_ turn: Turn) -> [Loan]? {
+        guard policy == .allot else { return [] }
+        let row = turn.row
+        if let b = hardBudgetBlocker(row, extraCost: 0) {
+            block(turn, b)
+            release(heldFor: row.id, except: [])
+            return nil
+        }
+        switch quotaAdmission(row, preemptible: turn.preemptible) {
+        case .blocked(let b):
+            block(turn, b)
+            release(heldFor: row.id, except: [])
+            return nil
+        case .loan(let l): return [l]
+        case .free: return []
+        }
+    }
+
+    /// Inference within the reserve of its cheapest model takes lent GPUs back there (a few seconds'
+    /// notice) rather than starting at once on a dearer model for its whole lifetime — unless a dearer model
+    /// free now serves it for less than the loans would lose.
+    /// - Returns: whether it did (the job then waits for them; recorded).
+    mutating func reclaimForInference(_ turn: Turn) -> Bool {
+        let row = turn.row
+        guard
+            policy == .allot && row.kind == .inference && !reserve.isEmpty && !row.isShare && !row.isMIG
+                && row.gpus > 0
+                && preemptionSearches < Self.maxPreemptionSearches,
+            let m = cheapestReserved(row, allowed: turn.allowed),
+            !pool.fits(model: m, count: row.gpus, topology: row.topology) && held[row.id] == nil
+                && incoming[row.id] == nil,
+            !spillOverIsCheaper(row, reserved: m, allowed: turn.allowed),
+            let count = countingSearch({
+                $0.preempt(for: row, rank: turn.priority, allowed: 1 << UInt64(m), cls: turn.cls, reclaimOnly: true)
+            })
+        else { return false }
+        block(turn, .waitingForPreemption(victims: count))
+        holdReservation(for: row.id)
+        return true
+    }
+
+    /// Preempt or reserve, for a job that could not start: it waits for jobs told to stop for it, or has
+    /// some stopped (bounded per pass), or else records why it waits and holds what it will need (the
+    /// pass's reservation, a shared GPU, a MIG slot).
+    /// - Returns: whether it waits for capacity (nothing stopped for it).
+    mutating func preemptOrReserve(_ turn: Turn, blocker: Blocker, capacity: Bool) -> Bool {
+        let row = turn.row
+        let allowed = turn.allowed
+        // A MIG job waits for the jobs stopping for it, or looks for some (``preemptForMIG``).
+        if row.isMIG && policy == .allot && capacity {
+            if !incoming.isEmpty && incoming[row.id] != nil {
+                block(turn, .waitingForPreemption(victims: stoppingFor(row.id).count))
+                holdReservation(for: row.id)
+                return false
+            }
+            if preemptionSearches < Self.maxPreemptionSearches,
+                let count = countingSearch({
+                    $0.preemptForMIG(row, rank: turn.priority, allowed: allowed, cls: turn.cls)
+                })
+            {
+                block(turn, .waitingForPreemption(victims: count))
+                holdReservation(for: row.id)
+                return false
+            }
+        }
+        // Waiting on jobs already told to stop for it?
+        if !incoming.isEmpty, incoming[row.id] != nil, holdIfFits(row, allowed: allowed, with: incoming[row.id]!) {
+            block(turn, .waitingForPreemption(victims: stoppingFor(row.id).count))
+            holdReservation(for: row.id)
+            return false
+        }
+        // Bounded: a pass over a long queue of blocked jobs stays cheap.
+        if policy == .allot && capacity && !row.isMIG && row.gpus > 0 && preemptionSearches < Self.maxPreemptionSearches
+        {
+            preemptionSearches += 1
+            if let count = preempt(for: row, rank: turn.priority, allowed: allowed, cls: turn.cls) {
+                block(turn, .waitingForPreemption(victims: count))
+                holdReservation(for: row.id)
+                return false
+            }
+        }
+        block(turn, capacity ? turn.waitsForFaster ?? blocker : blocker)
+        if case .reserveNeeded = blocker { deferredLoans.append(turn.priority) }
+        // A share reserves nothing: whole GPUs freeing later are not what it waits for (shared GPUs
+        // are not counted on to free), and holding one would block whole-GPU jobs for a fraction.
+        if capacity && reservation == nil && policy != .fifo && !row.isShare && !row.isMIG && row.gpus > 0 {
+            reserve(for: row, rank: turn.priority, allowed: allowed)
+        }
+        // A share holds instead the shared GPU whose shares leave it room soonest: smaller shares
+        // behind it would otherwise take every bit of room as it frees, and it would never start.
+        if capacity && shareHold == nil && policy != .fifo && row.isShare { holdShare(for: row, allowed: allowed) }
+        if capacity && migHold == nil && policy != .fifo && row.isMIG { holdMIG(for: row, allowed: allowed) }
+        return true
     }
 
     /// The second round of the inference reserve's loans: the jobs the walk deferred because inference is
