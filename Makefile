@@ -15,7 +15,7 @@ CONFIG ?= etc/allot/allotd.toml
 TRACE ?= examples/trace-mixed.csv
 BIN := $(shell $(SWIFT) build --show-bin-path 2>/dev/null)
 
-.PHONY: all deps build release test lint format demo simulate simulate-faults bench bench-daemon bench-ha figures figures-fgd figures-pollux figures-services figures-loans clean install install-files uninstall deb deb-tree \
+.PHONY: all deps build release test lint format demo simulate simulate-faults bench bench-daemon bench-ha figures figures-fgd figures-pollux figures-sia figures-services figures-loans clean install install-files uninstall deb deb-tree \
 	verify-units
 
 PREFIX ?= /usr/local
@@ -117,6 +117,10 @@ TRACES ?= ../shared/data/traces
 # (github.com/petuum/adaptdl, branch osdi21-artifact).
 figures-pollux: deps
 	scripts/pollux-figures.sh $(ADAPTDL)
+
+# Sia's heterogeneous setup (Table 3: T4, RTX 2080Ti and A100): the same needs, plus sia-workloads.
+figures-sia: deps
+	scripts/sia-figures.sh $(ADAPTDL)
 
 figures-services: deps
 	TRACES=$(TRACES) scripts/service-figures.sh
