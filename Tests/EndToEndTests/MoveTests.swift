@@ -90,4 +90,25 @@ import Testing
         #expect(d.job(serve)?["state"] as? String == "running")
         _ = d.ctl(["cancel", String(job), String(serve)])
     }
+
+    /// GPUs an elastic job grew into go back to a training job of its class that arrives later: the elastic
+    /// job is told so in its notice and starts again on fewer.
+    @Test func anElasticJobGivesBackWhatItGrewIntoToAJobOfItsClass() throws {
+        let d = try DaemonFixture()
+        let record = d.dir.appendingPathComponent("elastic.txt").path
+        let job = try d.submit(Self.recordingJob(record))
+        func seen(_ text: String) -> Bool { Self.eventuallyContains(record, text) }
+        #expect(seen("start 1 4 a1:0-3"), "\(d.daemonLog.suffix(2000))")
+        let rigid = try d.submit(["--gpus", "2", "--gpu-model", "A100", "--", "sleep", "300"])
+        try d.wait(rigid, for: "running", timeout: 30)
+        #expect(seen("start 2 2 a1:"), "\((try? String(contentsOfFile: record, encoding: .utf8)) ?? "")")
+        let log = (try? String(contentsOfFile: record, encoding: .utf8)) ?? ""
+        #expect(
+            log.contains("notice 1 ALLOT_GPUS=2")
+                && log.contains("gives back GPUs it grew into: shrinks to 2 GPUs for job \(rigid)"),
+            "\(log)"
+        )
+        try d.wait(job, for: "running")
+        _ = d.ctl(["cancel", String(job), String(rigid)])
+    }
 }
