@@ -383,7 +383,7 @@ extension ClusterState {
         job.exit = exit
         switch job.stopReason {
         case .preempted?, .requeued?:
-            requeue(&job, note: job.stopReason!.description, at: t)
+            requeue(&job, note: job.stopText!, at: t)
             return true
         case .cancelled?:
             end(&job, as: .cancelled, at: t)

@@ -695,7 +695,7 @@ public struct Controller: Sendable {
     private func stop(_ job: Job, grace: Seconds, why: String? = nil, _ out: inout Output) {
         guard runner(of: job) != .none else { return }
         out.effects.append(
-            .stop(job.id, run: job.runs, grace: grace, why: why ?? job.stopReason?.description ?? "told to stop")
+            .stop(job.id, run: job.runs, grace: grace, why: why ?? job.stopText ?? "told to stop")
         )
     }
 

@@ -674,3 +674,15 @@ final class RareBox: Hashable, Sendable {
     static func == (a: RareBox, b: RareBox) -> Bool { a === b || a.value == b.value }
     func hash(into hasher: inout Hasher) { hasher.combine(value) }
 }
+
+extension Job {
+    /// Why the job is stopping or stopped, in words, told apart where the reason alone cannot: an elastic job
+    /// grows by itself, and gives back what it grew into for another job.
+    public var stopText: String? {
+        guard let r = self.stopReason else { return nil }
+        if case .preempted(let by, .resize) = r {
+            return by == id ? "grows into GPUs that came free" : "gives back GPUs it grew into to job \(by)"
+        }
+        return r.description
+    }
+}

@@ -207,7 +207,7 @@ extension Engine {
             id: job.id.rawValue,
             run: job.runs,
             grace: job.graceLeft(at: Self.now),
-            reason: job.stopReason?.description ?? "told to stop",
+            reason: job.stopText ?? "told to stop",
             resizeNotice: resizeNotice
         )
         guard let line = try? ControlProtocol.line(Notification(method: AgentProtocol.stop.name, params: order)) else {

@@ -625,10 +625,10 @@ extension Engine {
             return job.note.map { "requeued: \($0)" } ?? (passStale ? "new" : nil)
         case .held: return "held"
         case .running: return nil
-        case .stopping: return job.stopReason?.description
+        case .stopping: return job.stopText
         case .completed, .failed, .cancelled, .timedOut:
             var parts: [String] = []
-            if let r = job.stopReason { parts.append(r.description) }
+            if let r = job.stopText { parts.append(r) }
             if job.state == .cancelled, job.stopReason == .cancelled(by: nil), let note = job.note {
                 parts.append(note)
             }

@@ -260,7 +260,7 @@ final class Engine {
     /// Why a job starts again elsewhere or at another size, for its resize notice.
     static func resizeReason(_ job: Job) -> String {
         guard case .preempted(let by, let reason)? = job.stopReason else { return "resized" }
-        if by == job.id { return reason == .resize ? "grows into GPUs that came free" : job.stopReason!.description }
+        if by == job.id { return job.stopText! }
         let n = job.heldGPUs.reduce(0) { $0 + $1.gpus.count }
         if reason == .resize { return "gives back GPUs it grew into: shrinks to \(n) GPUs for job \(by)" }
         return "shrinks to \(n) GPUs for job \(by) (\(reason.rawValue))"
@@ -605,7 +605,7 @@ final class Engine {
             case .local: break
             }
             if let notice { executor.writeResizeNotice(id, run: run, notice, owner: job.spec.uid) }
-            executor.stop(id, left: job.graceLeft(at: Self.now), why: job.stopReason?.description ?? "told to stop")
+            executor.stop(id, left: job.graceLeft(at: Self.now), why: job.stopText ?? "told to stop")
         case .notify(let id, let event):
             guard !watchers.isEmpty, let job = state.jobs[id] else { return }
             let object = JobObject(job, in: state, reason: reason(of: job), full: false, log: nil)

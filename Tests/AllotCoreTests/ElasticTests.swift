@@ -101,6 +101,8 @@ import Testing
         #expect(s.jobs[e]?.heldGPUs.map(\.description) == ["a1[0-4]"])
         let why = try #require(Scheduler(policy: .allot).explain(rigid, in: s)).lines.joined(separator: "\n")
         #expect(why.contains("1 job(s) were told to stop to make room for it"), "\(why)")
+        let itsWhy = try #require(Scheduler(policy: .allot).explain(e, in: s)).lines.joined(separator: "\n")
+        #expect(itsWhy.contains("stopping: gives back GPUs it grew into to job \(rigid)"), "\(itsWhy)")
         s.finish(e, code: 143, at: 330)
         #expect(Set(s.starts(s.schedule(at: 330))) == [e, rigid])
         #expect(s.jobs[e]?.allocation?.gpuCount == 5 && s.jobs[e]?.preemptions == 0)

@@ -277,7 +277,7 @@ extension Scheduler {
             if job.state == .stopping, let r = job.stopReason {
                 let deadline = (job.stopRequestedAt ?? state.now) + (job.grace ?? 0)
                 lines.append(
-                    "stopping: \(r); killed in \(DurationText.format(max(0, deadline - state.now))) if still running"
+                    "stopping: \(job.stopText ?? "\(r)"); killed in \(DurationText.format(max(0, deadline - state.now))) if still running"
                 )
                 if case .preempted(_, .migration) = r, let first = job.heldGPUs.first,
                     let node = state.node(named: first.node)
@@ -320,7 +320,7 @@ extension Scheduler {
         case .completed, .failed, .cancelled, .timedOut:
             var s = "\(job.state.rawValue)"
             if let e = job.exit { s += " (\(e))" }
-            if let r = job.stopReason { s += ": \(r)" }
+            if let r = job.stopText { s += ": \(r)" }
             lines.append(s)
             if let note = job.note { lines.append(note) }
             lines.append(
