@@ -320,12 +320,13 @@ struct Pass {
             let row = rows[p.slot]
             // The stages, each with one job: feasibility → models (rank) → admission → select → preempt or
             // reserve. A stage that decides the job's fate for this pass records why and ends its turn.
-            if let b = feasibility(row) {
+            let allowed = ctx.usableModels(row)
+            if let b = feasibility(row, allowed: allowed) {
                 pending.append(PendingReason(id: row.id, rank: rank + 1, blocker: b))
                 release(heldFor: row.id, except: [])
                 continue
             }
-            var turn = Turn(row: row, priority: p, rank: rank + 1, allowed: ctx.usableModels(row), classes: classes)
+            var turn = Turn(row: row, priority: p, rank: rank + 1, allowed: allowed, classes: classes)
             models(&turn)
             guard let loans = admission(turn) else { continue }
             if reclaimForInference(turn) { continue }
@@ -369,9 +370,9 @@ struct Pass {
         pending.append(PendingReason(id: turn.row.id, rank: turn.rank, blocker: b))
     }
 
-    /// Feasibility: what no amount of waiting changes in this pool (no model or node could ever hold it).
-    mutating func feasibility(_ row: PendingQueue.Row) -> Blocker? {
-        let allowed = ctx.usableModels(row)
+    /// Feasibility: what no amount of waiting changes in this pool (no model or node it may use, `allowed`,
+    /// could ever hold it).
+    mutating func feasibility(_ row: PendingQueue.Row, allowed: UInt64) -> Blocker? {
         if let b = ctx.structuralBlocker(
             gpus: row.gpus,
             topology: row.topology,

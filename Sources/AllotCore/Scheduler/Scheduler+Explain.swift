@@ -274,10 +274,10 @@ extension Scheduler {
                     lines.append("on loan: it uses \(loan), which may be taken back with \(notice) notice")
                 }
             }
-            if job.state == .stopping, let r = job.stopReason {
+            if job.state == .stopping, let r = job.stopReason, let text = job.stopText {
                 let deadline = (job.stopRequestedAt ?? state.now) + (job.grace ?? 0)
                 lines.append(
-                    "stopping: \(job.stopText ?? "\(r)"); killed in \(DurationText.format(max(0, deadline - state.now))) if still running"
+                    "stopping: \(text); killed in \(DurationText.format(max(0, deadline - state.now))) if still running"
                 )
                 if case .preempted(_, .migration) = r, let first = job.heldGPUs.first,
                     let node = state.node(named: first.node)
