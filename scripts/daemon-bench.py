@@ -4,7 +4,8 @@
 Measures, as issue 5 asks:
   - bulk durable submits/s: `allotctl submit --file` with N jobs (default 100,000);
   - one `allotctl submit` process per job, lean path and full command side by side (and sbatch when it
-    is installed), with a process's bare start (/bin/true) and `allotctl --version` for scale;
+    is installed), with a process's bare start (/bin/true) and `allotctl --version` for scale; and the
+    lean path again with N jobs queued;
   - time from submit to the job's process running, on an idle pool: from the request, and from the
     user's `allotctl submit` command;
   - allotd's RSS with N pending jobs;
@@ -188,6 +189,17 @@ def main():
         samples.append(rss_mib(d.proc.pid))
     st = d.call("status", {})["result"]
     results["pending"] = st["jobs"].get("pending", 0)
+    # One `allotctl submit` (the lean front) with that queue: each submit asks for a pass over it; the answer
+    # goes out once the job is durable, without waiting for a pass in progress.
+    loaded = []
+    for _ in range(a.singles // 2):
+        t = time.perf_counter()
+        d.ctl("submit", "--gpus", "2", "--", "true")
+        loaded.append(time.perf_counter() - t)
+    loaded.sort()
+    results["submit_with_queue_ms"] = {"pending": results["pending"],
+                                       "median": round(statistics.median(loaded) * 1000, 2),
+                                       "p90": round(loaded[int(len(loaded) * 0.9)] * 1000, 2)}
     results["rss_mib_with_pending"] = {"right_after_bulk": round(samples[0], 1), "max_after_2s": round(max(samples[4:]), 1),
                                        "last": round(samples[-1], 1)}
     # SIGKILL and back.

@@ -297,6 +297,9 @@ final class NotLeading: EventLog {
     func waitDurable(_ ticket: WriteAheadLog.Ticket) async throws(WALError) -> UInt64 {
         throw WALError(.failed, "this controller follows: it writes the log only once it leads")
     }
+    func whenDurable(_ ticket: WriteAheadLog.Ticket, _ then: @escaping @Sendable (Result<UInt64, WALError>) -> Void) {
+        then(.failure(WALError(.failed, "this controller follows: it writes the log only once it leads")))
+    }
     var lastLSN: UInt64 { 0 }
     var snapshotDue: Bool { false }
     func writeSnapshot(_ state: ClusterState, at lsn: UInt64) async throws {}

@@ -516,7 +516,21 @@ final class Engine {
             // Behind the last event logged; once the log has failed, nothing more becomes durable: what is
             // queued now (reads, refusals) goes out at once instead of waiting forever behind it.
             let lsn = failure == nil ? lastTicket?.lsn ?? 0 : durableLSN
-            for a in pendingActions { waiting.append((lsn, a)) }
+            for a in pendingActions {
+                // An answer waiting for the log goes out from the log's writer as soon as its sync ends, not
+                // after a hop back through here: what a client waits for is the disk, not this task.
+                if case .reply(let out, let id, let line) = a, lsn > durableLSN, let ticket = lastTicket {
+                    let ha = config.ha != nil
+                    wal.whenDurable(ticket) { result in
+                        switch result {
+                        case .success: out.reply(line)
+                        case .failure(let error): out.reply(Self.notDurableLine(id, error, ha: ha))
+                        }
+                    }
+                } else {
+                    waiting.append((lsn, a))
+                }
+            }
             pendingActions.removeAll(keepingCapacity: pendingActions.count < 4096)
             runDurableActions()
         }
@@ -644,17 +658,8 @@ final class Engine {
             "The write-ahead log failed; serving reads only until restarted",
             metadata: ["error": "\(error.message)"]
         )
-        let refusal = RPCError(
-            RPCError.unavailable,
-            config.ha == nil
-                ? "the write-ahead log failed (\(error.message)); the change was not made durable. allotd serves reads only until it is restarted"
-                : "the change was not made durable in etcd (\(error.message)). This controller serves reads only, and restarts to campaign once etcd answers"
-        )
-        for i in waitingHead..<waiting.count where waiting[i].lsn > durableLSN {
-            if case .reply(let out, let id, _) = waiting[i].action {
-                out.reply((try? ControlProtocol.line(ErrorResponse(id: id, error: refusal))) ?? Data())
-            }
-        }
+        // Answers waiting on the log get the failure from it (`whenDurable`); effects of what did not become
+        // durable never happen.
         waiting.removeAll()
         waitingHead = 0
         // With several controllers, agents go to the one that leads: let them go.
@@ -664,6 +669,17 @@ final class Engine {
                 agents[name]?.link = nil
             }
         }
+    }
+
+    /// The answer to a change that did not become durable.
+    static func notDurableLine(_ id: RPCID?, _ error: WALError, ha: Bool) -> Data {
+        let refusal = RPCError(
+            RPCError.unavailable,
+            ha
+                ? "the change was not made durable in etcd (\(error.message)). This controller serves reads only, and restarts to campaign once etcd answers"
+                : "the write-ahead log failed (\(error.message)); the change was not made durable. allotd serves reads only until it is restarted"
+        )
+        return (try? ControlProtocol.line(ErrorResponse(id: id, error: refusal))) ?? Data()
     }
 
     // MARK: Scheduling

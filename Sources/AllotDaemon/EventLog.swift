@@ -13,6 +13,9 @@ protocol EventLog: AnyObject, Sendable {
     func enqueue(_ events: [Event]) throws(WALError) -> WriteAheadLog.Ticket
     /// Returns once the ticket (and everything before it) is durable: the durable LSN.
     func waitDurable(_ ticket: WriteAheadLog.Ticket) async throws(WALError) -> UInt64
+    /// Calls `then` once the ticket is durable (or abandoned): at once when it already is, else from the
+    /// log's writer, in ticket order and before ``waitDurable(_:)`` returns for it. Quick work only.
+    func whenDurable(_ ticket: WriteAheadLog.Ticket, _ then: @escaping @Sendable (Result<UInt64, WALError>) -> Void)
     var lastLSN: UInt64 { get }
     /// Enough has been written since the last snapshot that another is due.
     var snapshotDue: Bool { get }
@@ -39,6 +42,7 @@ final class EtcdEventLog: EventLog {
         var pendingFirst: UInt64
         var failed: WALError?
         var waiters: [(lsn: UInt64, continuation: CheckedContinuation<UInt64, any Error>)] = []
+        var thens: [(lsn: UInt64, then: @Sendable (Result<UInt64, WALError>) -> Void)] = []
         var lastSnapshotLSN: UInt64
         /// The revision of the previous snapshot's truncation: etcd's history is compacted there at the next.
         var compactAt: Int64?
@@ -85,6 +89,10 @@ final class EtcdEventLog: EventLog {
                         try await log.append(batch, from: first, as: leadership)
                         let ready = state.withLockedValue { s in
                             s.durableLSN = first + UInt64(batch.count) - 1
+                            // Under the lock, so that one given after these (run at once) follows them.
+                            let due = s.thens.prefix { $0.lsn <= s.durableLSN }
+                            for t in due { t.then(.success(t.lsn)) }
+                            s.thens.removeFirst(due.count)
                             let done = s.waiters.filter { $0.lsn <= s.durableLSN }
                             s.waiters.removeAll { $0.lsn <= s.durableLSN }
                             return (done, s.durableLSN)
@@ -94,6 +102,8 @@ final class EtcdEventLog: EventLog {
                         let failure = WALError(.failed, "etcd did not take the log's records: \(error)")
                         let waiters = state.withLockedValue { s in
                             s.failed = failure
+                            for t in s.thens { t.then(.failure(failure)) }
+                            s.thens.removeAll()
                             defer { s.waiters.removeAll() }
                             return s.waiters
                         }
@@ -139,6 +149,18 @@ final class EtcdEventLog: EventLog {
             throw e
         } catch {
             throw WALError(.failed, "\(error)")
+        }
+    }
+
+    func whenDurable(_ ticket: WriteAheadLog.Ticket, _ then: @escaping @Sendable (Result<UInt64, WALError>) -> Void) {
+        state.withLockedValue { s in
+            if s.thens.isEmpty, s.durableLSN >= ticket.lsn {
+                then(.success(ticket.lsn))
+            } else if s.thens.isEmpty, let f = s.failed {
+                then(.failure(f))
+            } else {
+                s.thens.append((ticket.lsn, then))
+            }
         }
     }
 

@@ -70,6 +70,9 @@ public final class WriteAheadLog: @unchecked Sendable {
     private var queued: [(bytes: [UInt8], last: UInt64)] = []
     private var waiters:
         [(lsn: UInt64, generation: UInt64, resume: CheckedContinuation<Result<UInt64, WALError>, Never>)] = []
+    /// ``whenDurable(_:_:)``'s, in ticket order (the first `thenHead` have run).
+    private var thens: [(ticket: Ticket, then: @Sendable (Result<UInt64, WALError>) -> Void)] = []
+    private var thenHead = 0
     /// Bumped when queued records are abandoned after a write error, so that their LSNs can be reused.
     private var generation: UInt64 = 0
     /// For each ended generation, the durable LSN when it ended: its tickets beyond it were abandoned.
@@ -227,6 +230,21 @@ public final class WriteAheadLog: @unchecked Sendable {
         return try result.get()
     }
 
+    /// Calls `then` once the records up to `ticket` are durable (or abandoned): at once when they already are,
+    /// else on the writer's thread right after their sync, before ``waitDurable(_:)``'s waiters resume. Calls
+    /// run in ticket order, so answers queued this way go out in the order they were queued — without a hop
+    /// to another task for each. `then` must be quick and must not call into the log. Tickets must be given
+    /// in the order ``enqueue(_:)`` handed them out.
+    public func whenDurable(_ ticket: Ticket, _ then: @escaping @Sendable (Result<UInt64, WALError>) -> Void) {
+        cond.lock()
+        defer { cond.unlock() }
+        if thenHead == thens.count, let outcome = outcome(ticket) {
+            then(outcome)
+        } else {
+            thens.append((ticket, then))
+        }
+    }
+
     /// Appends and waits on the calling thread (tools and tests; not from an async context).
     @discardableResult
     public func appendBlocking(_ events: [Event]) throws(WALError) -> UInt64 {
@@ -313,8 +331,20 @@ public final class WriteAheadLog: @unchecked Sendable {
         cond.unlock()
     }
 
-    /// Resumes every waiter whose outcome is known. Call with `cond` held.
+    /// Runs the ``whenDurable(_:_:)`` calls and resumes every waiter whose outcome is known. Call with
+    /// `cond` held.
     private func resumeWaiters() {
+        while thenHead < thens.count, let outcome = outcome(thens[thenHead].ticket) {
+            thens[thenHead].then(outcome)
+            thenHead += 1
+        }
+        if thenHead == thens.count {
+            thens.removeAll(keepingCapacity: thens.count < 4096)
+            thenHead = 0
+        } else if thenHead > 1024 && thenHead * 2 > thens.count {
+            thens.removeFirst(thenHead)
+            thenHead = 0
+        }
         var keep: [(lsn: UInt64, generation: UInt64, resume: CheckedContinuation<Result<UInt64, WALError>, Never>)] = []
         for w in waiters {
             if let outcome = outcome(Ticket(lsn: w.lsn, generation: w.generation)) {
