@@ -108,6 +108,7 @@ struct ControlServer: Service {
     let engine: EngineHandle
     let logger: Logger
     let registry = Registry()
+    let users = Users()
     /// A socket handed over by systemd (socket activation), used instead of binding `path`.
     var inheritedSocket: Int32?
 
@@ -218,14 +219,8 @@ struct ControlServer: Service {
             await refuse(RPCError(RPCError.permissionDenied, "allotd cannot tell who is connecting (no SO_PEERCRED)"))
             return
         }
-        let user = System.user(uid: creds.uid)
-        let caller = Caller(
-            uid: creds.uid,
-            gid: creds.gid,
-            pid: creds.pid,
-            groups: user.map { System.groups(of: $0.name, primary: $0.gid) } ?? [creds.gid],
-            name: user?.name
-        )
+        let user = users.lookup(uid: creds.uid, gid: creds.gid)
+        let caller = Caller(uid: creds.uid, gid: creds.gid, pid: creds.pid, groups: user.groups, name: user.name)
         let engine = self.engine
         let limit = limits.maxMessageBytes
         try? await connection.channel.executeThenClose { inbound, outbound in

@@ -62,4 +62,28 @@ import Glibc
         // root (an admin) may drain.
         #expect(d.ctl(["drain", "a1", "--reason", "maintenance"]).status == 0)
     }
+
+    @Test(.enabled(if: PermissionTests.isRoot, "needs root to create users and groups"))
+    func aUserPutInTheAdminGroupIsAnAdminAtOnceAndStopsBeingOneWhenTakenOut() throws {
+        try Self.ensureUsers()
+        let bob = Self.users[1]
+        let group = "allot-e2e-ops"
+        if getgrnam(group) == nil {
+            let r = try Harness.run("/usr/sbin/groupadd", [group], absolute: true)
+            guard r.status == 0 else { throw FixtureError("groupadd failed: \(r.stderr)") }
+        }
+        _ = try Harness.run("/usr/bin/gpasswd", ["-d", bob, group], absolute: true)
+        let d = try DaemonFixture(daemon: "admin_group = \"\(group)\"\n")
+        #expect(d.ctl(["drain", "a1", "--reason", "x"], as: bob).status == 4)
+        // allotd knows who callers are without reading the user and group files at every connection, yet
+        // a change to them counts from the next call.
+        let add = try Harness.run("/usr/sbin/usermod", ["-a", "-G", group, bob], absolute: true)
+        try #require(add.status == 0, "usermod failed: \(add.stderr)")
+        let drain = d.ctl(["drain", "a1", "--reason", "ops"], as: bob)
+        #expect(drain.status == 0, "\(drain.stderr)")
+        let remove = try Harness.run("/usr/bin/gpasswd", ["-d", bob, group], absolute: true)
+        try #require(remove.status == 0, "gpasswd failed: \(remove.stderr)")
+        #expect(d.ctl(["resume", "a1"], as: bob).status == 4)
+        #expect(d.ctl(["resume", "a1"]).status == 0)
+    }
 }
