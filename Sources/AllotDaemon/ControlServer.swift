@@ -239,7 +239,9 @@ struct ControlServer: Service {
                             guard await LogCopier.copy(stream, to: outbound, outbox: outbox) else { break writing }
                             outbox.streamEnded()
                         }
+                        outbox.taken()
                     }
+                    await outbox.drained()
                     return true
                 }
                 group.addTask {
