@@ -127,9 +127,12 @@ final class Client {
         try line.withUnsafeBytes { raw in
             var off = 0
             while off < raw.count {
-                let n = write(fd, raw.baseAddress! + off, raw.count - off)
+                // MSG_NOSIGNAL: a connection allotd closes while a request is being sent is an error to
+                // report (EPIPE), not a silent death by SIGPIPE.
+                let n = Glibc.send(fd, raw.baseAddress! + off, raw.count - off, Int32(MSG_NOSIGNAL))
                 if n < 0 {
                     if errno == EINTR { continue }
+                    if errno == EPIPE || errno == ECONNRESET, let said = refusalBeforeClose() { throw said }
                     throw fail(
                         "lost the connection to allotd at \(path): \(String(cString: strerror(errno)))",
                         code: Exit.unreachable
@@ -139,6 +142,15 @@ final class Client {
             }
         }
         return id
+    }
+
+    /// What allotd answered before it closed the connection, if it refused something: a request it will
+    /// not read to its end (too long) gets an error and a close, while this side is still sending.
+    private func refusalBeforeClose() -> RPCError? {
+        while let line = try? readLine(idle: 2) {
+            if let head = try? JSONDecoder().decode(ResponseHead.self, from: line), let e = head.error { return e }
+        }
+        return nil
     }
 
     /// Whether a line can be read within `seconds` (one is buffered, or the socket has data or closed).

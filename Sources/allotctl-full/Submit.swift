@@ -18,7 +18,7 @@ struct Submit: ParsableCommand {
             array of strings). Options given with --file are defaults for every line: a line's own keys win, \
             and --env merges with a line's "env". Blank lines and lines starting with # are skipped; an unknown \
             key or a trailing comma is an error naming the line, and then nothing is submitted. Lines are sent \
-            in batches of up to 5,000 jobs, each batch all or nothing. \
+            in batches of up to 5,000 jobs (and 512 KiB), each batch all or nothing. \
             Durations: 90s, 15m, 2h, 1d, 1h30m, Slurm's 1:30:00 and 2-00:00:00, or plain seconds.
             """
     )
@@ -529,21 +529,23 @@ struct Submit: ParsableCommand {
         guard !jobs.isEmpty else { throw fail("\(path) holds no jobs", code: Exit.usage) }
         var ids: [UInt64] = []
         ids.reserveCapacity(jobs.count)
-        let batch = 5_000
+        let batches = Self.batches(of: jobs.count, lines: data, numbers: lineNumbers, defaults: defaults)
         try talking {
             let client = try connection.connect()
             var inflight: [Range<Int>] = []
             var next = 0
+            var sent = 0
             var firstError: RPCError?
             var notSubmitted = 0
             while next < jobs.count || !inflight.isEmpty {
-                while firstError == nil && next < jobs.count && inflight.count < 4 {
-                    let end = min(next + batch, jobs.count)
+                while firstError == nil && sent < batches.count && inflight.count < 4 {
+                    let range = batches[sent]
                     // One id per batch: the same file sent again with the same --request-id makes nothing twice.
-                    let id = requestID.map { jobs.count > batch ? "\($0)#\(next / batch)" : $0 }
-                    try client.send(Methods.submitMany, SubmitManyParams(jobs: Array(jobs[next..<end]), requestID: id))
-                    inflight.append(next..<end)
-                    next = end
+                    let id = requestID.map { batches.count > 1 ? "\($0)#\(sent)" : $0 }
+                    try client.send(Methods.submitMany, SubmitManyParams(jobs: Array(jobs[range]), requestID: id))
+                    inflight.append(range)
+                    next = range.upperBound
+                    sent += 1
                 }
                 if inflight.isEmpty { break }
                 let range = inflight.removeFirst()
@@ -579,6 +581,28 @@ struct Submit: ParsableCommand {
         } else {
             out(ids.map(String.init).joined(separator: "\n") + "\n")
         }
+    }
+
+    /// The jobs of a file in batches of at most 5,000 jobs and about 512 KiB (half of allotd's default
+    /// `max_message_bytes`: a job's request is about its line plus what the command line fills in), so that
+    /// long lines never make a request allotd refuses as too long.
+    static func batches(of count: Int, lines data: Data, numbers: [Int], defaults: JobRequest) -> [Range<Int>] {
+        var length: [Int] = []
+        for line in data.split(separator: 10, omittingEmptySubsequences: false) { length.append(line.count) }
+        let filled = (try? JSONEncoder().encode(defaults).count) ?? 0
+        var out: [Range<Int>] = []
+        var start = 0
+        var bytes = 0
+        for i in 0..<count {
+            let size = length[numbers[i] - 1] + filled
+            if i > start && (i - start == 5_000 || bytes + size > 512 << 10) {
+                out.append(start..<i)
+                (start, bytes) = (i, 0)
+            }
+            bytes += size
+        }
+        if start < count { out.append(start..<count) }
+        return out
     }
 
 }

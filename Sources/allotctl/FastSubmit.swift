@@ -306,9 +306,12 @@ enum FastSubmit {
         let out = Array(line.utf8)
         var off = 0
         while off < out.count {
-            let n = out.withUnsafeBytes { write(fd, $0.baseAddress! + off, out.count - off) }
+            // MSG_NOSIGNAL: a request allotd refuses unread (too long) ends in EPIPE, not death by SIGPIPE.
+            let n = out.withUnsafeBytes { send(fd, $0.baseAddress! + off, out.count - off, Int32(MSG_NOSIGNAL)) }
             if n < 0 && errno == EINTR { continue }
-            // A line cut short is not a request allotd acts on.
+            // A line cut short is not a request allotd acts on; one it stopped reading (too long) it answers
+            // with an error before it closes: read that.
+            if n < 0 && off > 0 && (errno == EPIPE || errno == ECONNRESET) { break }
             guard n > 0 else { return off == 0 ? .notSent : .lost }
             off += n
         }

@@ -218,6 +218,26 @@ import Glibc
 
     /// `submit --file` refuses what it does not understand, naming the line, and takes the command line's
     /// options as defaults for every line (issue 12, item 4).
+    @Test func longRequestsAreSplitOrRefusedWithTheLimitNeverKilledBySIGPIPE() throws {
+        let d = try DaemonFixture()
+        // 6,000 jobs of 300-byte lines: 5,000 of them are more than allotd's 1 MiB request limit, so the file
+        // goes in smaller batches, and every job is submitted.
+        let name = String(repeating: "n", count: 250)
+        let lines = (0..<6_000).map { "{\"command\": [\"true\"], \"hold\": true, \"name\": \"\(name)-\($0)\"}\n" }
+        let many = d.ctl(["submit", "--file", "-"], stdin: lines.joined())
+        #expect(many.status == 0, "\(many.stderr)")
+        #expect(many.stdout.split(separator: "\n").count == 6_000)
+        // One job longer than the limit (a daemon with a small one): refused with the limit named (from the
+        // lean front and from the full command), not a death by SIGPIPE while still sending.
+        let small = try DaemonFixture(daemon: "max_message_bytes = 65536\n")
+        let huge = String(repeating: "x", count: 120_000)
+        for extra in [[], ["--json"]] {
+            let one = small.ctl(["submit", "--hold"] + extra + ["--", "echo", huge])
+            #expect(one.status != 0 && one.status < 128, "\(one.status) \(one.stderr)")
+            #expect(one.stderr.contains("max_message_bytes"), "\(one.stderr)")
+        }
+    }
+
     @Test func submitFileIsStrictAndTakesFlagsAsDefaults() throws {
         let d = try DaemonFixture()
         let unknown = d.ctl(
