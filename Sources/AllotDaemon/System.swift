@@ -247,10 +247,8 @@ final class Users: Sendable {
         var files: [Int64]
     }
 
-    let maxAge: Double
+    let maxAge = 30.0
     private let known = Mutex<[UInt32: Entry]>([:])
-
-    init(maxAge: Double = 30) { self.maxAge = maxAge }
 
     /// The name (nil when the uid has no user) and every group of user `uid`; `gid` when it has no user.
     func lookup(uid: UInt32, gid: UInt32) -> (name: String?, groups: [UInt32]) {

@@ -70,9 +70,8 @@ public final class WriteAheadLog: @unchecked Sendable {
     private var queued: [(bytes: [UInt8], last: UInt64)] = []
     private var waiters:
         [(lsn: UInt64, generation: UInt64, resume: CheckedContinuation<Result<UInt64, WALError>, Never>)] = []
-    /// ``whenDurable(_:_:)``'s, in ticket order (the first `thenHead` have run).
+    /// ``whenDurable(_:_:)``'s not yet run, in ticket order.
     private var thens: [(ticket: Ticket, then: @Sendable (Result<UInt64, WALError>) -> Void)] = []
-    private var thenHead = 0
     /// Bumped when queued records are abandoned after a write error, so that their LSNs can be reused.
     private var generation: UInt64 = 0
     /// For each ended generation, the durable LSN when it ended: its tickets beyond it were abandoned.
@@ -238,7 +237,7 @@ public final class WriteAheadLog: @unchecked Sendable {
     public func whenDurable(_ ticket: Ticket, _ then: @escaping @Sendable (Result<UInt64, WALError>) -> Void) {
         cond.lock()
         defer { cond.unlock() }
-        if thenHead == thens.count, let outcome = outcome(ticket) {
+        if thens.isEmpty, let outcome = outcome(ticket) {
             then(outcome)
         } else {
             thens.append((ticket, then))
@@ -334,17 +333,13 @@ public final class WriteAheadLog: @unchecked Sendable {
     /// Runs the ``whenDurable(_:_:)`` calls and resumes every waiter whose outcome is known. Call with
     /// `cond` held.
     private func resumeWaiters() {
-        while thenHead < thens.count, let outcome = outcome(thens[thenHead].ticket) {
-            thens[thenHead].then(outcome)
-            thenHead += 1
+        // Those left are the ones queued during this sync: few.
+        var ran = 0
+        while ran < thens.count, let outcome = outcome(thens[ran].ticket) {
+            thens[ran].then(outcome)
+            ran += 1
         }
-        if thenHead == thens.count {
-            thens.removeAll(keepingCapacity: thens.count < 4096)
-            thenHead = 0
-        } else if thenHead > 1024 && thenHead * 2 > thens.count {
-            thens.removeFirst(thenHead)
-            thenHead = 0
-        }
+        thens.removeFirst(ran)
         var keep: [(lsn: UInt64, generation: UInt64, resume: CheckedContinuation<Result<UInt64, WALError>, Never>)] = []
         for w in waiters {
             if let outcome = outcome(Ticket(lsn: w.lsn, generation: w.generation)) {

@@ -518,10 +518,12 @@ struct Submit: ParsableCommand {
         let defaults = request()
         var jobs: [JobRequest] = []
         var lineNumbers: [Int] = []
+        var lineBytes: [Int] = []
         do {
-            for (lineNo, r) in try JobLines.parse(data) {
+            for (lineNo, bytes, r) in try JobLines.parse(data) {
                 jobs.append(r.filled(from: defaults))
                 lineNumbers.append(lineNo)
+                lineBytes.append(bytes)
             }
         } catch {
             throw fail("\(path):\(error.line): \(error.message)", code: Exit.usage)
@@ -529,7 +531,7 @@ struct Submit: ParsableCommand {
         guard !jobs.isEmpty else { throw fail("\(path) holds no jobs", code: Exit.usage) }
         var ids: [UInt64] = []
         ids.reserveCapacity(jobs.count)
-        let batches = Self.batches(of: jobs.count, lines: data, numbers: lineNumbers, defaults: defaults)
+        let batches = Self.batches(lineBytes: lineBytes, defaults: defaults)
         try talking {
             let client = try connection.connect()
             var inflight: [Range<Int>] = []
@@ -586,22 +588,20 @@ struct Submit: ParsableCommand {
     /// The jobs of a file in batches of at most 5,000 jobs and about 512 KiB (half of allotd's default
     /// `max_message_bytes`: a job's request is about its line plus what the command line fills in), so that
     /// long lines never make a request allotd refuses as too long.
-    static func batches(of count: Int, lines data: Data, numbers: [Int], defaults: JobRequest) -> [Range<Int>] {
-        var length: [Int] = []
-        for line in data.split(separator: 10, omittingEmptySubsequences: false) { length.append(line.count) }
+    static func batches(lineBytes: [Int], defaults: JobRequest) -> [Range<Int>] {
         let filled = (try? JSONEncoder().encode(defaults).count) ?? 0
         var out: [Range<Int>] = []
         var start = 0
         var bytes = 0
-        for i in 0..<count {
-            let size = length[numbers[i] - 1] + filled
+        for (i, line) in lineBytes.enumerated() {
+            let size = line + filled
             if i > start && (i - start == 5_000 || bytes + size > 512 << 10) {
                 out.append(start..<i)
                 (start, bytes) = (i, 0)
             }
             bytes += size
         }
-        if start < count { out.append(start..<count) }
+        if start < lineBytes.count { out.append(start..<lineBytes.count) }
         return out
     }
 
@@ -616,10 +616,10 @@ enum JobLines {
         let message: String
     }
 
-    /// Each job line's number (from 1) and request.
-    static func parse(_ data: Data) throws(Problem) -> [(line: Int, request: JobRequest)] {
+    /// Each job line's number (from 1), length in bytes and request.
+    static func parse(_ data: Data) throws(Problem) -> [(line: Int, bytes: Int, request: JobRequest)] {
         let decoder = JSONDecoder()
-        var out: [(line: Int, request: JobRequest)] = []
+        var out: [(line: Int, bytes: Int, request: JobRequest)] = []
         var lineNo = 0
         for line in data.split(separator: 10, omittingEmptySubsequences: false) {
             lineNo += 1
@@ -629,7 +629,7 @@ enum JobLines {
                 throw Problem(line: lineNo, message: "a trailing comma at column \(column) (JSON allows none)")
             }
             do {
-                out.append((lineNo, try decoder.decode(JobRequest.self, from: Data(line))))
+                out.append((lineNo, line.count, try decoder.decode(JobRequest.self, from: Data(line))))
             } catch let e as JobRequest.UnknownKey {
                 throw Problem(line: lineNo, message: e.description)
             } catch DecodingError.typeMismatch(_, let c) where c.codingPath.isEmpty {
