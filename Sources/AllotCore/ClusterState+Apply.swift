@@ -281,6 +281,14 @@ extension ClusterState {
         } else if let step = spec.gpuStep {
             out.append("a GPU step (\(step)) is for an elastic job, whose GPUs are a range such as 4-16")
         }
+        if !spec.speeds.isEmpty {
+            if spec.kind != .training {
+                out.append("speeds per GPU model are for training jobs, not \(spec.kind.rawValue)")
+            }
+            for (m, v) in spec.speeds.sorted(by: { $0.key < $1.key }) where !(v > 0) || !v.isFinite {
+                out.append("the speed on \(m) must be above 0, not \(v)")
+            }
+        }
         if spec.tenant.isEmpty { out.append("a job needs a tenant") }
         if let w = spec.walltime, !(w > 0) { out.append("walltime must be > 0, not \(w)") }
         if let e = spec.estimate, !(e > 0) { out.append("estimate must be > 0, not \(e)") }

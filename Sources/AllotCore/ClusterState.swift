@@ -153,7 +153,7 @@ public struct ClusterState: Hashable, Sendable {
     /// lifetime does not.
     public func expectedSeconds(of spec: JobSpec, on model: GPUModel) -> Seconds {
         let est = estimate(of: spec)
-        return spec.kind == .training ? est / model.speed : est
+        return spec.kind == .training ? est / spec.speed(on: model) : est
     }
 
     /// Indices of the models a job may run on: those it names (or all), with enough memory.

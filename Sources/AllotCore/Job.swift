@@ -131,6 +131,14 @@ public struct JobSpec: Hashable, Codable, Sendable {
         get { rare?.value.gpuStep }
         set { changeRare { $0.gpuStep = newValue } }
     }
+    /// A training job's own speed on GPU models, by model name, on the scale of the models' `speed` (work
+    /// of D reference-seconds takes D / speed there), for an application that gains more or less from a
+    /// model than the pool's figure says (`--speed A100=4.4,T4=1`); a model it does not name keeps its
+    /// configured speed. Empty for none.
+    public var speeds: [String: Double] {
+        get { rare?.value.speeds ?? [:] }
+        set { changeRare { $0.speeds = newValue } }
+    }
     /// What few jobs set, boxed: one pointer in every spec (a queue holds 100,000 of them).
     private var rare: RareBox?
 
@@ -219,7 +227,7 @@ public struct JobSpec: Hashable, Codable, Sendable {
         case name, tenant, uid, user, kind, priorityClass, gpus, gpuModels, minGPUMemoryGiB, topology, walltime
         case estimate, preemptible, grace, maxCostUSD, prefer, command, environment, workingDirectory
         case output, gpuShare, gpuMemoryMiB, cpuMilli, memoryMiB, mig, dependencies, array, nodes, nice, notify,
-            interactive, service, requestID, maxGPUs, gpuStep
+            interactive, service, requestID, maxGPUs, gpuStep, speeds
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -259,6 +267,7 @@ public struct JobSpec: Hashable, Codable, Sendable {
         try c.encodeIfPresent(requestID, forKey: .requestID)
         try c.encodeIfPresent(maxGPUs, forKey: .maxGPUs)
         try c.encodeIfPresent(gpuStep, forKey: .gpuStep)
+        if !speeds.isEmpty { try c.encode(speeds, forKey: .speeds) }
     }
 
     /// Optional sizes in 32 bits each, -1 for none (values beyond 32 bits are clamped: 2 billion MiB or
@@ -314,7 +323,8 @@ public struct JobSpec: Hashable, Codable, Sendable {
             service: try c.decodeIfPresent(String.self, forKey: .service),
             requestID: try c.decodeIfPresent(String.self, forKey: .requestID),
             maxGPUs: try c.decodeIfPresent(Int.self, forKey: .maxGPUs),
-            gpuStep: try c.decodeIfPresent(Int.self, forKey: .gpuStep)
+            gpuStep: try c.decodeIfPresent(Int.self, forKey: .gpuStep),
+            speeds: try c.decodeIfPresent([String: Double].self, forKey: .speeds) ?? [:]
         )
         rare = r == Rare() ? nil : RareBox(r)
     }
@@ -323,6 +333,45 @@ public struct JobSpec: Hashable, Codable, Sendable {
 extension JobSpec {
     /// Whether the job is elastic: it runs on any of several sizes from `gpus` to `maxGPUs`.
     public var isElastic: Bool { (maxGPUs ?? gpus) > gpus }
+
+    /// Reads a job's own speeds per model, `A100=4.4,T4=1` (with `separator` between entries): each a
+    /// model's name and a speed above 0, each model once.
+    public static func parseSpeeds(
+        _ text: String,
+        separator: Character = ","
+    ) -> Result<[String: Double], SpeedsProblem> {
+        var out: [String: Double] = [:]
+        for part in text.split(separator: separator, omittingEmptySubsequences: false) {
+            let pair = part.split(separator: "=", maxSplits: 1).map { String($0.filter { $0 != " " }) }
+            guard pair.count == 2, !pair[0].isEmpty else {
+                return .failure(
+                    SpeedsProblem(
+                        message: "expected MODEL=SPEED entries such as A100=4.4\(separator)T4=1, got \"\(part)\""
+                    )
+                )
+            }
+            guard let v = Double(pair[1]), v.isFinite, v > 0 else {
+                return .failure(
+                    SpeedsProblem(message: "the speed on \(pair[0]) must be a number above 0, not \"\(pair[1])\"")
+                )
+            }
+            guard out.updateValue(v, forKey: pair[0]) == nil else {
+                return .failure(SpeedsProblem(message: "\(pair[0]) is given twice"))
+            }
+        }
+        return .success(out)
+    }
+
+    /// A bad list of speeds, in words.
+    public struct SpeedsProblem: Error, Sendable, Hashable {
+        public let message: String
+    }
+
+    /// The job's speed on `model`: its own for a training job that names the model (`speeds`), else the
+    /// model's.
+    public func speed(on model: GPUModel) -> Double {
+        kind == .training ? speeds[model.name] ?? model.speed : model.speed
+    }
 
     /// The largest size the job runs at that is at most `n` GPUs (nil when `n` is below its minimum): `gpus`
     /// for a job of fixed size.
@@ -665,6 +714,7 @@ struct Rare: Hashable, Sendable {
     var requestID: String?
     var maxGPUs: Int?
     var gpuStep: Int?
+    var speeds: [String: Double] = [:]
 }
 
 /// An immutable box (a change makes a new one), so that specs stay values.

@@ -29,6 +29,8 @@ public struct PendingQueue: Sendable, Sequence, Hashable {
         var priorityClass: Int32
         /// Index into `constraints`.
         var constraint: Int32
+        /// Index into `speedTables` for a training job with speeds of its own, else -1.
+        var speeds: Int32
         /// The job's estimate, else its walltime, else NaN (the config default applies).
         var estimate: Double
         /// The job's walltime limit, or NaN.
@@ -84,6 +86,8 @@ public struct PendingQueue: Sendable, Sequence, Hashable {
     private(set) var tenants = Interner<String>()
     private(set) var classes = Interner<String>()
     private(set) var constraints = Interner<Constraint>()
+    /// Training jobs' own speeds per model (`JobSpec.speeds`).
+    private(set) var speedTables = Interner<[String: Double]>()
 
     public init() {}
 
@@ -106,15 +110,16 @@ public struct PendingQueue: Sendable, Sequence, Hashable {
             priorityClass: spec.priorityClass.map { classes.intern($0) } ?? -1,
             constraint: constraints.intern(
                 Constraint(models: spec.gpuModels, minGPUMemoryGiB: spec.minGPUMemoryGiB, nodes: spec.nodes)
-            )
+            ),
+            speeds: spec.kind == .training && !spec.speeds.isEmpty ? speedTables.intern(spec.speeds) : -1
         )
         position[job.id] = rows.count
         rows.append(row)
     }
 
-    /// A job's row, with its tenant, class and constraint interned (-1: not interned, for a running job
-    /// without a node selection, whose row only places it: its constraint admits every node).
-    static func row(of job: Job, tenant: Int32, priorityClass: Int32, constraint: Int32) -> Row {
+    /// A job's row, with its tenant, class, constraint and speeds interned (-1: not interned, for a running
+    /// job without a node selection, whose row only places it: its constraint admits every node).
+    static func row(of job: Job, tenant: Int32, priorityClass: Int32, constraint: Int32, speeds: Int32 = -1) -> Row {
         let spec = job.spec
         return Row(
             id: job.id,
@@ -127,6 +132,7 @@ public struct PendingQueue: Sendable, Sequence, Hashable {
             tenant: tenant,
             priorityClass: priorityClass,
             constraint: constraint,
+            speeds: speeds,
             estimate: spec.estimate ?? spec.walltime ?? .nan,
             walltime: spec.walltime ?? .nan,
             maxCostUSD: spec.maxCostUSD ?? .nan,

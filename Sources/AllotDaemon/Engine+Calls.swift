@@ -238,6 +238,20 @@ extension Engine {
                 "gpu_model: the pool has no GPU model \"\(m)\"; \(hint)its models are \(models.joined(separator: ", "))"
             )
         }
+        if !spec.speeds.isEmpty {
+            var speeds: [String: Double] = [:]
+            for (m, v) in spec.speeds {
+                let name = models.contains(m) ? m : models.first { $0.lowercased() == m.lowercased() } ?? m
+                guard models.contains(name) else {
+                    let hint = closest(m, in: models).map { "did you mean \"\($0)\"? " } ?? ""
+                    throw .invalidParams(
+                        "speed: the pool has no GPU model \"\(m)\"; \(hint)its models are \(models.joined(separator: ", "))"
+                    )
+                }
+                speeds[name] = v
+            }
+            spec.speeds = speeds
+        }
         if let c = spec.priorityClass, !classes.contains(c) {
             throw .invalidParams(
                 "class: no priority class \"\(c)\"; the classes are \(classes.sorted().joined(separator: ", "))"

@@ -68,6 +68,25 @@ public struct WireModels: Codable, Hashable, Sendable {
     }
 }
 
+/// A training job's own speeds per GPU model on the wire: `"A100=4.4,T4=1"` or `{"A100": 4.4, "T4": 1}`.
+public struct WireSpeeds: Codable, Hashable, Sendable {
+    /// As given, in the string form.
+    public var text: String
+    public init(_ text: String) { self.text = text }
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        if let table = try? c.decode([String: Double].self) {
+            text = table.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")
+        } else {
+            text = try c.decode(String.self)
+        }
+    }
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.singleValueContainer()
+        try c.encode(text)
+    }
+}
+
 /// A memory size on the wire: a string with a unit (`"64GiB"`) or a number of MiB.
 public struct WireMemory: Codable, Hashable, Sendable {
     /// As given.
@@ -118,6 +137,8 @@ public struct JobRequest: Codable, Hashable, Sendable {
     public var grace: WireDuration?
     public var preemptible: Bool?
     public var maxCost: Double?
+    /// A training job's own speeds on GPU models, on the scale of the models' `speed`.
+    public var speed: WireSpeeds?
     public var prefer: String?
     public var topology: String?
     public var workdir: String?
@@ -196,6 +217,7 @@ public struct JobRequest: Codable, Hashable, Sendable {
         grace = try c.decodeIfPresent(WireDuration.self, forKey: .grace)
         preemptible = try c.decodeIfPresent(Bool.self, forKey: .preemptible)
         maxCost = try c.decodeIfPresent(Double.self, forKey: .maxCost)
+        speed = try c.decodeIfPresent(WireSpeeds.self, forKey: .speed)
         prefer = try c.decodeIfPresent(String.self, forKey: .prefer)
         topology = try c.decodeIfPresent(String.self, forKey: .topology)
         workdir = try c.decodeIfPresent(String.self, forKey: .workdir)
@@ -218,7 +240,7 @@ public struct JobRequest: Codable, Hashable, Sendable {
     enum CodingKeys: String, CodingKey, CaseIterable {
         case command, name, gpus, kind, tenant, walltime, estimate, grace, preemptible, prefer, topology, workdir, env,
             hold, output, cpus, memory, mig, dependency, array, partition, nodelist, exclude, constraint, nice, notify,
-            interactive
+            interactive, speed
         case mailUser = "mail_user"
         case mailType = "mail_type"
         case gpuModel = "gpu_model"
@@ -349,6 +371,12 @@ public struct JobRequest: Codable, Hashable, Sendable {
         if let c = maxCost {
             guard c >= 0 && c.isFinite else { throw .invalidParams("max_cost: expected USD ≥ 0, got \(c)") }
             s.maxCostUSD = c
+        }
+        if let speed {
+            switch JobSpec.parseSpeeds(speed.text) {
+            case .success(let table): s.speeds = table
+            case .failure(let problem): throw .invalidParams("speed: \(problem.message)")
+            }
         }
         if let p = prefer {
             switch p {

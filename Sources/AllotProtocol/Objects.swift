@@ -50,6 +50,8 @@ public struct JobObject: Codable, Sendable, Equatable {
     public var maxGPUs: Int?
     public var gpuStep: Int?
     public var gpusNow: Int?
+    /// A training job's own speeds on GPU models, when it gave some.
+    public var speeds: [String: Double]?
     /// For a MIG job: the profiles it accepts, cheapest first.
     public var mig: [String]?
     /// For a running MIG job: its instance, `1g.10gb@3` (profile and first memory slice).
@@ -122,6 +124,7 @@ public struct JobObject: Codable, Sendable, Equatable {
         case maxGPUs = "max_gpus"
         case gpuStep = "gpu_step"
         case gpusNow = "gpus_now"
+        case speeds
         case mig
         case migInstance = "mig_instance"
         case dependency, nodelist, exclude, constraint, nice, notify, tty
@@ -170,6 +173,7 @@ public struct JobObject: Codable, Sendable, Equatable {
             gpuStep = spec.gpuStep
             gpusNow = job.state.holdsGPUs ? job.allocation?.gpuCount : nil
         }
+        speeds = spec.speeds.isEmpty ? nil : spec.speeds
         mig = spec.isMIG ? spec.mig : nil
         migInstance = job.allocation?.mig?.description
         dependency = spec.dependencies.isEmpty ? nil : Dependency.text(spec.dependencies)

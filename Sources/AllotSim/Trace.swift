@@ -30,6 +30,9 @@ public struct TraceJob: Hashable, Sendable {
     /// An elastic training job's range (`min_gpus`, `max_gpus`, `gpu_step`): it runs on any size from the
     /// fewest to the most, and `duration` is its work at `gpus` GPUs. Nil for a job of fixed size.
     public var elastic: Elastic?
+    /// A training job's own speed per GPU model (`speeds`: `A100=4.4|T4=1`), on the scale of the models'
+    /// `speed`; the scheduler is told them and the job runs at them. Empty: the models' speeds.
+    public var speeds: [String: Double]
 
     /// An elastic job's sizes and how it speeds up with GPUs: linearly up to `knee` GPUs, then each further
     /// GPU adds half as much (`knee_gpus`; default: linear over the whole range).
@@ -72,7 +75,8 @@ public struct TraceJob: Hashable, Sendable {
         duration: Double,
         walltime: Double? = nil,
         estimate: Double? = nil,
-        elastic: Elastic? = nil
+        elastic: Elastic? = nil,
+        speeds: [String: Double] = [:]
     ) {
         self.id = id
         self.name = name
@@ -92,6 +96,7 @@ public struct TraceJob: Hashable, Sendable {
         self.walltime = walltime
         self.estimate = estimate
         self.elastic = elastic
+        self.speeds = speeds
     }
 
     /// The job spec the simulator submits (an elastic job's estimate is its work at its fewest GPUs).
@@ -113,7 +118,7 @@ public struct TraceJob: Hashable, Sendable {
     }
 
     var fixedSpec: JobSpec {
-        JobSpec(
+        var s = JobSpec(
             name: name.isEmpty ? id : name,
             tenant: tenant,
             kind: kind,
@@ -129,6 +134,8 @@ public struct TraceJob: Hashable, Sendable {
             walltime: walltime,
             estimate: estimate
         )
+        s.speeds = speeds
+        return s
     }
 }
 
@@ -198,6 +205,7 @@ public struct Trace: Hashable, Sendable {
         "max_gpus": ["max_gpus"],
         "gpu_step": ["gpu_step"],
         "knee_gpus": ["knee_gpus"],
+        "speeds": ["speeds", "speed"],
     ]
 
     /// Reads a trace file.
@@ -333,6 +341,14 @@ public struct Trace: Hashable, Sendable {
                 let knee = try number("knee_gpus", positive: true).map { Int($0) }
                 elastic = TraceJob.Elastic(fewest: Int(fewest), most: Int(most), step: step, knee: knee)
             }
+            var speeds: [String: Double] = [:]
+            if let text = field("speeds") {
+                switch JobSpec.parseSpeeds(text, separator: "|") {
+                case .success(let s): speeds = s
+                case .failure(let problem): throw bad("speeds", problem.message)
+                }
+                if kind != .training { throw bad("speeds", "speeds are for training jobs; this row is \(kind)") }
+            }
             jobs.append(
                 TraceJob(
                     id: field("id") ?? String(rowNumber),
@@ -352,7 +368,8 @@ public struct Trace: Hashable, Sendable {
                     duration: duration,
                     walltime: try number("walltime", positive: true),
                     estimate: try number("estimate", positive: true),
-                    elastic: elastic
+                    elastic: elastic,
+                    speeds: speeds
                 )
             )
         }

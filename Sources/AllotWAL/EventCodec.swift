@@ -18,7 +18,8 @@ public enum EventCodec {
     /// id. Version 14: the scheduler's attained-service queues and starvation bound. Version 15: moves to
     /// faster GPUs (the `migration` preemption reason, GPUs held for a moving job, `max_moves`); elastic jobs
     /// (a job's most GPUs and step). Version 16: the `spill-over` placement rule; `loan_checkpoint_every`.
-    public static let version: UInt16 = 16
+    /// Version 17: a training job's own speeds per GPU model.
+    public static let version: UInt16 = 17
 
     static let nodeStates: [NodeState] = [.up, .draining, .drained, .down]
     static let healths: [GPUHealth] = [.healthy, .unhealthy]
@@ -425,6 +426,10 @@ public enum EventCodec {
         w.optional(s.requestID) { $0.string($1) }
         w.optional(s.maxGPUs) { $0.uvar($1) }
         w.optional(s.gpuStep) { $0.uvar($1) }
+        w.array(s.speeds.sorted { $0.key < $1.key }) { w, pair in
+            w.string(pair.key)
+            w.f64(pair.value)
+        }
     }
 
     static func readJobSpec(_ r: inout BinaryReader) throws(DecodeError) -> JobSpec {
@@ -478,6 +483,10 @@ public enum EventCodec {
         if r.version >= 15 {
             spec.maxGPUs = try r.optional { r throws(DecodeError) in try r.count(max: 1 << 20) }
             spec.gpuStep = try r.optional { r throws(DecodeError) in try r.count(max: 1 << 20) }
+        }
+        if r.version >= 17 {
+            let pairs = try r.array { r throws(DecodeError) in (try r.string(), try r.f64()) }
+            spec.speeds = Dictionary(pairs) { _, last in last }
         }
         return spec
     }

@@ -10,8 +10,8 @@ enum StateCodec {
     /// and notifications, with event schema 10; 11: services, with event schema 11; 12: autoscaling by slots, with event schema 12; 13: the client's
     /// request id of a job, with event schema 13; 14: attained-service queues, with event schema 14; 15: a
     /// job's moves to faster GPUs, with event schema 15; 16: the `spill-over` placement rule, with event
-    /// schema 16).
-    static let version: UInt16 = 16
+    /// schema 16; 17: a job's own speeds per model, with event schema 17).
+    static let version: UInt16 = 17
 
     static func encode(_ image: ClusterState.Image) -> [UInt8] {
         var w = BinaryWriter(capacity: 64 + image.jobs.count * 160)

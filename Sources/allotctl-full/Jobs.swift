@@ -295,6 +295,10 @@ struct Show: ParsableCommand {
                 ),
                 ("gpu model", j.gpuModel ?? "any"),
             ]
+            if let s = j.speeds {
+                let text = s.sorted { $0.key < $1.key }.map { "\($0.key)=\(JobObject.decimal($0.value))" }
+                lines.append(("speed", text.joined(separator: ",") + " (its own; other models keep the pool's)"))
+            }
             if let c = j.cpus { lines.append(("cpus", JobObject.decimal(c))) }
             if let m = j.memoryMiB { lines.append(("memory", Fraction.mebibytes(m))) }
             if let n = j.node { lines.append(("node", n)) }

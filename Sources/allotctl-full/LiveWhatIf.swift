@@ -40,7 +40,7 @@ enum LiveWhatIf {
             let estimate = spec.estimate ?? spec.walltime ?? live.config.scheduler.defaultEstimate
             var left = estimate
             if job.state.holdsGPUs, let start = job.startTime, let a = job.allocation {
-                let speed = spec.kind == .training ? (live.config.model(named: a.model)?.speed ?? 1) : 1
+                let speed = spec.kind == .training ? (live.config.model(named: a.model).map(spec.speed(on:)) ?? 1) : 1
                 left = max(60, estimate - max(0, now - start) * speed)
             }
             let t = TraceJob(

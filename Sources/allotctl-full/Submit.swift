@@ -139,6 +139,15 @@ struct Submit: ParsableCommand {
     var preemptible: Bool?
 
     @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "A training job's own speed on GPU models, on the scale of the pool's model speeds, for an application that gains more or less from a model than the pool's figure: --speed A100=4.4,T4=1 (models not named keep theirs).",
+            valueName: "MODEL=X,…"
+        )
+    )
+    var speed: String?
+
+    @Option(
         name: .customLong("max-cost"),
         help: ArgumentHelp("Do not start where the estimated cost is higher.", valueName: "USD")
     )
@@ -417,6 +426,7 @@ struct Submit: ParsableCommand {
         r.grace = grace.flatMap(DurationText.parse).map(WireDuration.init)
         r.preemptible = preemptible
         r.maxCost = maxCost
+        r.speed = speed.map(WireSpeeds.init)
         r.prefer = prefer
         r.topology = topology
         let here = FileManager.default.currentDirectoryPath
@@ -713,6 +723,7 @@ extension JobRequest {
         r.grace = grace ?? d.grace
         r.preemptible = preemptible ?? d.preemptible
         r.maxCost = maxCost ?? d.maxCost
+        r.speed = speed ?? d.speed
         r.prefer = prefer ?? d.prefer
         r.topology = topology ?? d.topology
         r.workdir = workdir ?? d.workdir

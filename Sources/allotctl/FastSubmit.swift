@@ -50,7 +50,7 @@ enum FastSubmit {
         switch name {
         case "gpus", "gpu-model", "min-gpu-memory", "kind", "class", "tenant", "walltime", "estimate", "grace",
             "max-cost", "prefer", "topology", "name", "workdir", "output", "env", "socket", "dependency", "array",
-            "partition", "nodelist", "exclude", "constraint", "nice", "notify", "mail-user", "mail-type":
+            "partition", "nodelist", "exclude", "constraint", "nice", "notify", "mail-user", "mail-type", "speed":
             return true
         default: return false
         }
@@ -135,7 +135,7 @@ enum FastSubmit {
         if let v = values["partition"] { out.append("\"partition\":" + quoted(v)) }
         for (key, wire) in [
             ("nodelist", "nodelist"), ("exclude", "exclude"), ("constraint", "constraint"), ("notify", "notify"),
-            ("mail-user", "mail_user"), ("mail-type", "mail_type"),
+            ("mail-user", "mail_user"), ("mail-type", "mail_type"), ("speed", "speed"),
         ] {
             if let v = values[key] { out.append("\"\(wire)\":" + quoted(v)) }
         }

@@ -137,6 +137,30 @@ import Testing
         #expect(ends["i-slow"] == 100)
     }
 
+    /// A trace's `speeds` column gives a job its own speed per model: the scheduler is told it, and the job
+    /// runs at it (here 4 on the slow model, 1 on the fast one: both jobs take the slow GPU first).
+    @Test func aJobRunsAtItsOwnSpeedsFromTheTrace() throws {
+        let trace = try Trace.parse(
+            """
+            id,submit_time,duration,gpus,speeds
+            own,0,400,1,slow=4|fast=1
+            plain,0,400,1,
+            """
+        )
+        #expect(trace.jobs[0].spec.speeds == ["slow": 4, "fast": 1] && trace.jobs[1].spec.speeds.isEmpty)
+        let r = try Simulator(policy: .allot).run(trace, on: try Self.pool(Self.twoModels))
+        let runs = Dictionary(
+            uniqueKeysWithValues: r.state.jobs.values.map {
+                (
+                    r.trace.jobs[r.traceIndex[$0.id]!].id,
+                    ($0.placement?.model, $0.endTime!.seconds - $0.firstStartTime!.seconds)
+                )
+            }
+        )
+        #expect(runs["own"]?.0 == "slow" && runs["own"]?.1 == 100)
+        #expect(runs["plain"]?.0 == "fast" && runs["plain"]?.1 == 200)
+    }
+
     @Test func walltimeStopsJobsThatRunOver() throws {
         let trace = try Trace.parse("submit_time,duration,gpus,walltime\n0,500,1,100\n0,50,1,100\n")
         let r = try Simulator().run(trace, on: try Self.pool(Self.oneNode))

@@ -66,6 +66,8 @@ import Testing
         ("submit_time,duration,gpus\n0,10,1.5\n", 2, "gpus"),
         ("submit_time,duration,gpus,gpu_milli\n0,10,2,500\n", 2, "gpu_milli"),
         ("submit_time,duration,gpus,memory_mib\n0,10,1,lots\n", 2, "memory_mib"),
+        ("submit_time,duration,gpus,speeds\n0,10,1,A100=0\n", 2, "speeds"),
+        ("submit_time,duration,gpus,speeds,kind\n0,10,1,A100=2,inference\n", 2, "speeds"),
     ])
     func badRowsNameTheirRowAndColumn(_ text: String, _ line: Int, _ column: String) {
         do {

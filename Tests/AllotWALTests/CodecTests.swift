@@ -373,26 +373,43 @@ import Testing
         #expect(back.state == state, "the snapshot holds the whole state")
     }
 
-    /// The format cannot drift unnoticed: testdata/golden-v16.wal holds the sample events with every
-    /// version-16 field. It must decode to them, and encoding them must give the same bytes. Regenerate only
-    /// for a deliberate format change (with a new version): ALLOT_UPDATE_GOLDEN=1.
-    @Test func goldenV16SegmentReadsAndWritesTheSameBytes() throws {
+    /// A newer allot reads version 16: testdata/golden-v16.wal holds the sample events with every version-16
+    /// field (a `spill-over` placement, `loan_checkpoint_every`), written by format version 16.
+    @Test func goldenV16SegmentStillReads() throws {
         let events =
             Sample.events + Sample.eventsV2 + Sample.eventsV3 + Sample.eventsV4 + Sample.eventsV5
             + Sample.eventsV7 + Sample.eventsV8 + Sample.eventsV9 + Sample.eventsV10 + Sample.eventsV11
             + Sample.eventsV12 + Sample.eventsV13 + Sample.eventsV14 + Sample.eventsV15 + Sample.eventsV16
+        let (read, stop) = try walkSegment(try golden(16))
+        #expect(stop == nil)
+        #expect(read == events)
+        var state = ClusterState()
+        for e in read { try state.apply(e) }
+        #expect(state.jobs[31]?.placement?.rule == .spillOver)
+        #expect(state.config.preemption.loanCheckpointEvery == 900)
+    }
+
+    /// The format cannot drift unnoticed: testdata/golden-v17.wal holds the sample events with every
+    /// version-17 field. It must decode to them, and encoding them must give the same bytes. Regenerate only
+    /// for a deliberate format change (with a new version): ALLOT_UPDATE_GOLDEN=1.
+    @Test func goldenV17SegmentReadsAndWritesTheSameBytes() throws {
+        let events =
+            Sample.events + Sample.eventsV2 + Sample.eventsV3 + Sample.eventsV4 + Sample.eventsV5
+            + Sample.eventsV7 + Sample.eventsV8 + Sample.eventsV9 + Sample.eventsV10 + Sample.eventsV11
+            + Sample.eventsV12 + Sample.eventsV13 + Sample.eventsV14 + Sample.eventsV15 + Sample.eventsV16
+            + Sample.eventsV17
         var bytes = WALFormat.segmentHeader(sequence: 1, firstLSN: 1)
         for (i, e) in events.enumerated() {
             WALFormat.appendRecord(lsn: UInt64(i + 1), committed: UInt64(i), payload: EventCodec.encode(e), to: &bytes)
         }
         if ProcessInfo.processInfo.environment["ALLOT_UPDATE_GOLDEN"] == "1" {
             let source = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent(
-                "testdata/golden-v16.wal"
+                "testdata/golden-v17.wal"
             )
             try Data(bytes).write(to: source)
         }
-        let stored = try golden(16)
-        #expect(stored == bytes, "the encoding of version 16 changed")
+        let stored = try golden(17)
+        #expect(stored == bytes, "the encoding of version 17 changed")
         let (read, stop) = try walkSegment(stored)
         #expect(stop == nil)
         #expect(read == events)
@@ -400,11 +417,13 @@ import Testing
         for e in read { try state.apply(e) }
         #expect(state.jobs[31]?.placement?.rule == .spillOver)
         #expect(state.config.preemption.loanCheckpointEvery == 900)
+        #expect(state.jobs[32]?.spec.speeds == ["H100": 3.5, "L4": 0.25])
         guard case .success(let back) = SnapshotFile.decode(SnapshotFile.encode(state.image, lsn: 1)) else {
             Issue.record("the snapshot does not read back")
             return
         }
         #expect(back.state.jobs[31]?.placement?.rule == .spillOver, "rebuilt from the snapshot")
+        #expect(back.state.jobs[32]?.spec.speeds == ["H100": 3.5, "L4": 0.25], "rebuilt from the snapshot")
         #expect(back.state == state, "the snapshot holds the whole state")
     }
 

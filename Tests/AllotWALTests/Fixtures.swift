@@ -500,6 +500,14 @@ enum Sample {
         ]
     }()
 
+    /// Version 17: a training job with speeds of its own on two models.
+    static let eventsV17: [Event] = {
+        var spec = JobSpec(name: "own-speeds", tenant: "research", uid: 1000, user: "alice", gpus: 2)
+        spec.command = ["train"]
+        spec.speeds = ["H100": 3.5, "L4": 0.25]
+        return [Event(time: Instant(seconds: 1_800_006_000), .jobSubmitted(id: 32, spec: spec, held: false))]
+    }()
+
     /// A submit event for job `id`.
     static func submit(_ id: UInt64) -> Event {
         Event(

@@ -112,3 +112,37 @@ import Testing
         _ = d.ctl(["cancel", String(job), String(rigid)])
     }
 }
+
+/// A training job's own speeds per GPU model with the real allotd and allotctl: an application that runs
+/// as fast on an L4 as on an A100 (`--speed L4=1`) is placed where it is cheapest per unit of work, the L4,
+/// where one at the pool's speeds takes the A100; `show` says its speeds; bad ones are refused by name.
+@Suite(.serialized) struct SpeedEndToEndTests {
+    @Test func aJobWithItsOwnSpeedsIsPlacedByThemAndBadOnesAreRefused() throws {
+        let d = try DaemonFixture()
+        let own = try d.submit(["--gpus", "2", "--speed", "l4=1,A100=1", "--estimate", "1h", "--", "sleep", "300"])
+        let plain = try d.submit(["--gpus", "2", "--estimate", "1h", "--", "sleep", "300"])
+        try d.wait(own, for: "running")
+        try d.wait(plain, for: "running")
+        #expect(d.job(own)?["node"] as? String == "l1", "\(d.job(own) ?? [:])")
+        #expect(d.job(plain)?["node"] as? String == "a1", "\(d.job(plain) ?? [:])")
+        #expect(
+            (d.job(own)?["speeds"] as? [String: Double]) == ["L4": 1, "A100": 1],
+            "model names as the pool spells them"
+        )
+        let show = d.ctl(["show", String(own)]).stdout
+        #expect(show.contains("A100=1,L4=1"), "\(show)")
+        let why = d.ctl(["why", String(own)]).stdout
+        #expect(why.contains("expected run time 1h"), "\(why)")
+        let unknown = d.ctl(["submit", "--speed", "H100=3", "--", "true"])
+        #expect(
+            unknown.status != 0 && unknown.stderr.contains("speed: the pool has no GPU model \"H100\"")
+                && unknown.stderr.contains("A100, L4"),
+            "\(unknown.stderr)"
+        )
+        let bad = d.ctl(["submit", "--speed", "A100=fast", "--", "true"])
+        #expect(bad.status != 0 && bad.stderr.contains("the speed on A100 must be a number above 0"), "\(bad.stderr)")
+        let serving = d.ctl(["submit", "--kind", "inference", "--speed", "A100=2", "--", "true"])
+        #expect(serving.status != 0 && serving.stderr.contains("for training jobs"), "\(serving.stderr)")
+        _ = d.ctl(["cancel", String(own), String(plain)])
+    }
+}

@@ -17,7 +17,7 @@ extension Pass {
         {
             return nil
         }
-        let order = ctx.fastest.filter { allowed & (1 << UInt64($0.0)) != 0 }.map(\.0)
+        let order = ctx.fastest(for: row).filter { allowed & (1 << UInt64($0.0)) != 0 }.map(\.0)
         guard let f = order.first else { return nil }
         let view = restricted(adding(held[row.id] ?? [], to: pool), for: row)
         if view.fits(model: f, count: row.gpus, topology: row.topology) { return nil }

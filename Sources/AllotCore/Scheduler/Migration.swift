@@ -33,11 +33,11 @@ extension Pass {
             // At a checkpoint-friendly moment: just after one, for a job that reports them.
             if v.checkpoints && v.risk > Double(v.gpus) * Self.checkpointWindow { continue }
             let left = v.expectedEnd - now.seconds
-            let speed = ctx.models[v.model].speed
+            let speed = ctx.speed(job.spec, model: v.model)
             guard left > 0, speed > 0 else { continue }
             let allowed = PassContext.mask(ctx.models, job.spec.gpuModels, job.spec.minGPUMemoryGiB)
-            for (f, _) in ctx.fastest where allowed & (1 << UInt64(f)) != 0 {
-                let faster = ctx.models[f].speed
+            for (f, _) in ctx.fastest(for: job.spec) where allowed & (1 << UInt64(f)) != 0 {
+                let faster = ctx.speed(job.spec, model: f)
                 if faster <= speed { break }
                 if room[f] < v.gpus { continue }
                 let redo = v.checkpoints ? v.risk / Double(v.gpus) : 0

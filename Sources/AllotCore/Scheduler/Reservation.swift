@@ -97,7 +97,7 @@ extension Pass {
         if !row.walltime.isNaN { return row.walltime }
         if policy == .backfill { return .infinity }
         let settings = state.config.scheduler
-        if !row.estimate.isNaN { return row.kind == .training ? row.estimate / ctx.models[m].speed : row.estimate }
+        if !row.estimate.isNaN { return row.kind == .training ? row.estimate / ctx.speed(row, model: m) : row.estimate }
         return max(settings.interval, settings.defaultEstimate / 2)
     }
 }

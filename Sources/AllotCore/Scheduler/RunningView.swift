@@ -64,7 +64,7 @@ extension ClusterState {
             }
             let start = (job.startTime ?? now).seconds
             let cls = priorityClass(of: job.spec)
-            let speed = config.gpuModels[m].speed
+            let speed = job.spec.speed(on: config.gpuModels[m])
             var total: Double? = job.spec.walltime
             if total == nil, let e = job.spec.estimate {
                 // An elastic job's estimate is at its fewest GPUs; it speeds up with more (linearly, as planned).

@@ -285,8 +285,9 @@ extension Scheduler {
                     let model = state.config.gpuModels[node.modelIndex]
                     let held = job.heldGPUs.map(\.description).joined(separator: "+")
                     var line = "moving to \(held) (\(model.name)), held for it until it starts there"
-                    if let a = job.allocation, let from = state.config.model(named: a.model), from.speed > 0 {
-                        line += ": \(Self.oneDecimal(model.speed / from.speed))× as fast as its \(a.model)"
+                    if let a = job.allocation, let from = state.config.model(named: a.model), spec.speed(on: from) > 0 {
+                        let ratio = spec.speed(on: model) / spec.speed(on: from)
+                        line += ": \(Self.oneDecimal(ratio))× as fast as its \(a.model)"
                     }
                     lines.append(line)
                 } else if spec.isElastic, !job.heldGPUs.isEmpty {

@@ -166,6 +166,11 @@ struct PassContext {
     let fastest: [(Int, PlacementNote.Rule)]
     let cheapestTraining: [(Int, PlacementNote.Rule)]
     let cheapestInference: [(Int, PlacementNote.Rule)]
+    /// Per interned speed table of the pending queue (training jobs with speeds of their own): each model's
+    /// speed for those jobs, and the two training orders by it.
+    let tableSpeeds: [[Double]]
+    let tableFastest: [[(Int, PlacementNote.Rule)]]
+    let tableCheapest: [[(Int, PlacementNote.Rule)]]
 
     init(state: ClusterState, policy: Scheduler.Policy) {
         tracksHost = state.nodeTraits.tracksHost
@@ -183,18 +188,21 @@ struct PassContext {
         self.largestIsland = pool.largestIsland
         let idx = Array(models.indices)
         configOrder = idx.map { ($0, .firstFit) }
-        fastest = idx.sorted { a, b in
-            let (x, y) = (models[a], models[b])
-            if x.speed != y.speed { return x.speed > y.speed }
-            let (cx, cy) = (x.pricePerHour / x.speed, y.pricePerHour / y.speed)
-            return cx != cy ? cx < cy : a < b
-        }.map { ($0, .soonest) }
-        // Training work costs price / speed per reference hour; an inference replica costs its price.
-        cheapestTraining = idx.sorted { a, b in
-            let (cx, cy) = (models[a].pricePerHour / models[a].speed, models[b].pricePerHour / models[b].speed)
-            if cx != cy { return cx < cy }
-            return models[a].speed != models[b].speed ? models[a].speed > models[b].speed : a < b
-        }.map { ($0, .cheapest) }
+        let speeds = models.map(\.speed)
+        fastest = Self.fastest(models, speeds)
+        cheapestTraining = Self.cheapestTraining(models, speeds)
+        var tableSpeeds: [[Double]] = []
+        var tableFastest: [[(Int, PlacementNote.Rule)]] = []
+        var tableCheapest: [[(Int, PlacementNote.Rule)]] = []
+        for table in state.pendingJobs.speedTables.values {
+            let s = models.map { table[$0.name] ?? $0.speed }
+            tableSpeeds.append(s)
+            tableFastest.append(Self.fastest(models, s))
+            tableCheapest.append(Self.cheapestTraining(models, s))
+        }
+        self.tableSpeeds = tableSpeeds
+        self.tableFastest = tableFastest
+        self.tableCheapest = tableCheapest
         cheapestInference = idx.sorted { a, b in
             let (x, y) = (models[a], models[b])
             if x.pricePerHour != y.pricePerHour { return x.pricePerHour < y.pricePerHour }
@@ -233,24 +241,61 @@ struct PassContext {
         return mask
     }
 
+    /// Fastest first; of equal speed, the cheaper per unit of work.
+    static func fastest(_ models: [GPUModel], _ speed: [Double]) -> [(Int, PlacementNote.Rule)] {
+        models.indices.sorted { a, b in
+            if speed[a] != speed[b] { return speed[a] > speed[b] }
+            let (cx, cy) = (models[a].pricePerHour / speed[a], models[b].pricePerHour / speed[b])
+            return cx != cy ? cx < cy : a < b
+        }.map { ($0, .soonest) }
+    }
+
+    /// Training work costs price / speed per reference hour: cheapest per unit of work first.
+    static func cheapestTraining(_ models: [GPUModel], _ speed: [Double]) -> [(Int, PlacementNote.Rule)] {
+        models.indices.sorted { a, b in
+            let (cx, cy) = (models[a].pricePerHour / speed[a], models[b].pricePerHour / speed[b])
+            if cx != cy { return cx < cy }
+            return speed[a] != speed[b] ? speed[a] > speed[b] : a < b
+        }.map { ($0, .cheapest) }
+    }
+
+    /// A pending job's speed on model `m`: its own (`JobSpec.speeds`) or the model's.
+    @inline(__always) func speed(_ row: PendingQueue.Row, model m: Int) -> Double {
+        row.speeds < 0 ? models[m].speed : tableSpeeds[Int(row.speeds)][m]
+    }
+
+    /// A running job's speed on model `m` (its spec is at hand; its speeds are not interned).
+    func speed(_ spec: JobSpec, model m: Int) -> Double { spec.speed(on: models[m]) }
+
+    /// The models fastest first for a pending job, by its own speeds.
+    func fastest(for row: PendingQueue.Row) -> [(Int, PlacementNote.Rule)] {
+        row.speeds < 0 ? fastest : tableFastest[Int(row.speeds)]
+    }
+
+    /// The models fastest first for a running job, by its own speeds.
+    func fastest(for spec: JobSpec) -> [(Int, PlacementNote.Rule)] {
+        spec.kind != .training || spec.speeds.isEmpty ? fastest : Self.fastest(models, models.map(spec.speed(on:)))
+    }
+
     /// Expected run time of a job on model `m`: training work shrinks on faster GPUs, an inference service's
     /// lifetime does not.
     func expectedSeconds(_ row: PendingQueue.Row, model m: Int) -> Seconds {
         let estimate = row.estimate.isNaN ? estimateDefault : row.estimate
-        return row.kind == .training ? estimate / models[m].speed : estimate
+        return row.kind == .training ? estimate / speed(row, model: m) : estimate
     }
 
     /// The models to try for a job, in order, with the rule that put each there. Baselines: config order.
     /// `allot`: the job's preference, by default fastest for training and cheapest for inference.
     func order(for row: PendingQueue.Row, now: Instant) -> [(model: Int, rule: PlacementNote.Rule)] {
         guard policy == .allot else { return configOrder }
+        let training = row.speeds < 0 ? cheapestTraining : tableCheapest[Int(row.speeds)]
         switch row.prefer ?? (row.kind == .inference ? .cheapest : .fastest) {
-        case .fastest: return fastest
-        case .cheapest: return row.kind == .inference ? cheapestInference : cheapestTraining
+        case .fastest: return fastest(for: row)
+        case .cheapest: return row.kind == .inference ? cheapestInference : training
         case .deadline(let d):
-            let cheapest = row.kind == .inference ? cheapestInference : cheapestTraining
+            let cheapest = row.kind == .inference ? cheapestInference : training
             let inTime = cheapest.filter { now.seconds + expectedSeconds(row, model: $0.0) <= d.seconds }
-            let late = fastest.filter { m in !inTime.contains { $0.0 == m.0 } }
+            let late = fastest(for: row).filter { m in !inTime.contains { $0.0 == m.0 } }
             return inTime.map { ($0.0, .deadline) } + late
         }
     }
