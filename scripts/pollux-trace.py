@@ -8,7 +8,12 @@ for iterations per epoch). As Pollux's own get_configurations() does, a rigid jo
 GPUs packed 4 per node until its last epoch: duration = iterations × step time (with gradient accumulation
 where the local batch exceeds the model's largest). Pure Python; no pandas.
 
-Usage: scripts/pollux-trace.py ADAPTDL_SIMULATOR_DIR WORKLOAD.csv OUT.csv
+With --speeds PROFILES SUFFIX=MODEL,... (Sia's throughput_profiles directory, e.g. aws=T4,rtx=RTX2080Ti,
+dgx=A100) each job also gets a speeds column: its application's one-GPU speed on each model against the
+first (the reference, a T4 for aws), the geometric mean over the local batch sizes both profiles measured —
+what a user who profiled the application once would give as --speed.
+
+Usage: scripts/pollux-trace.py ADAPTDL_SIMULATOR_DIR WORKLOAD.csv OUT.csv [--speeds PROFILES SUFFIX=MODEL,...]
 """
 import csv
 import math
@@ -100,16 +105,50 @@ class App:
         return self.iterations(bsz, self.max_epochs - 1) * total
 
 
+def one_gpu_steps(path):
+    """Step time by local batch size at one GPU, from a Sia placements file (its columns in any order)."""
+    return {float(r["local_bsz"]): float(r["step_time"]) for r in rows(path) if r["placement"] == "1"}
+
+
+def app_speeds(profiles, app, models):
+    """Per model, the application's one-GPU speed against the first model's."""
+    import os
+    steps = [one_gpu_steps(os.path.join(profiles, app, f"placements-{suffix}.csv")) for suffix, _ in models]
+    out = {}
+    for (suffix, model), s in zip(models, steps):
+        common = sorted(set(steps[0]) & set(s))
+        if not common:
+            sys.exit(f"{app}: no local batch size measured on both {models[0][0]} and {suffix}")
+        out[model] = math.exp(sum(math.log(steps[0][b] / s[b]) for b in common) / len(common))
+    return out
+
+
 def main():
-    root, workload, out = sys.argv[1:4]
+    args = sys.argv[1:]
+    speeds_of = None
+    if "--speeds" in args:
+        i = args.index("--speeds")
+        profiles, mapping = args[i + 1], args[i + 2]
+        models = [tuple(p.split("=", 1)) for p in mapping.split(",")]
+        speeds_of = lambda app: app_speeds(profiles, app, models)
+        del args[i:i + 3]
+    root, workload, out = args[:3]
     apps = {}
+    speeds = {}
     with open(out, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["id", "kind", "tenant", "submit_time", "duration", "gpus"])
+        w.writerow(["id", "kind", "tenant", "submit_time", "duration", "gpus"] + (["speeds"] if speeds_of else []))
         for r in rows(workload):
-            app = apps.setdefault(r["application"], App(root, r["application"]))
+            name = r["application"]
+            app = apps.setdefault(name, App(root, name))
             n = int(r["num_replicas"])
-            w.writerow([r["name"], "training", "pollux", r["time"], f"{app.duration(n, int(r['batch_size'])):.1f}", n])
+            row = [r["name"], "training", "pollux", r["time"], f"{app.duration(n, int(r['batch_size'])):.1f}", n]
+            if speeds_of:
+                if name not in speeds:
+                    speeds[name] = speeds_of(name)
+                    print(f"{name}: " + ", ".join(f"{m} {v:.2f}" for m, v in speeds[name].items()), file=sys.stderr)
+                row.append("|".join(f"{m}={v:.3f}" for m, v in speeds[name].items()))
+            w.writerow(row)
 
 
 if __name__ == "__main__":

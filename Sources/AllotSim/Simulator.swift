@@ -147,7 +147,7 @@ public struct Simulator {
                     }
                     let tj = trace.jobs[index]
                     let speed =
-                        (state.config.model(named: allocation.model).map(job.spec.speed(on:)) ?? 1)
+                        (state.config.model(named: allocation.model).map(tj.speed(on:)) ?? 1)
                         * tj.speedUp(on: allocation.gpuCount)
                     let overhead = job.runs > 1 ? restartOverhead : 0
                     if overhead > 0 {

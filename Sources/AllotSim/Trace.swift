@@ -31,8 +31,17 @@ public struct TraceJob: Hashable, Sendable {
     /// fewest to the most, and `duration` is its work at `gpus` GPUs. Nil for a job of fixed size.
     public var elastic: Elastic?
     /// A training job's own speed per GPU model (`speeds`: `A100=4.4|T4=1`), on the scale of the models'
-    /// `speed`; the scheduler is told them and the job runs at them. Empty: the models' speeds.
+    /// `speed`: the job runs at them, and the scheduler is told them unless `speedsHidden`. Empty: the
+    /// models' speeds.
     public var speeds: [String: Double]
+    /// The job does not tell the scheduler its speeds (`allotctl simulate --hide-speeds`: users who never
+    /// profiled their applications); it still runs at them.
+    public var speedsHidden = false
+
+    /// The job's true speed on `model`: its own, else the model's.
+    public func speed(on model: GPUModel) -> Double {
+        kind == .training ? speeds[model.name] ?? model.speed : model.speed
+    }
 
     /// An elastic job's sizes and how it speeds up with GPUs: linearly up to `knee` GPUs, then each further
     /// GPU adds half as much (`knee_gpus`; default: linear over the whole range).
@@ -134,12 +143,17 @@ public struct TraceJob: Hashable, Sendable {
             walltime: walltime,
             estimate: estimate
         )
-        s.speeds = speeds
+        s.speeds = speedsHidden ? [:] : speeds
         return s
     }
 }
 
 extension Trace {
+    /// Keeps every job's speeds from the scheduler: jobs still run at them (`allotctl simulate --hide-speeds`).
+    public mutating func hideSpeeds() {
+        for i in jobs.indices { jobs[i].speedsHidden = true }
+    }
+
     /// Makes every training job of whole GPUs that has no range of its own elastic: N GPUs become N/`factor`
     /// (at least 1) to N×`factor`, linear (`allotctl simulate --elastic`).
     public mutating func makeElastic(factor: Int) {

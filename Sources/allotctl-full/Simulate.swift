@@ -137,6 +137,13 @@ struct Simulate: AsyncParsableCommand {
     )
     var elastic: Int?
 
+    @Flag(
+        name: .customLong("hide-speeds"),
+        help:
+            "Jobs run at their trace's speeds per model (column speeds) but do not tell the scheduler, which then goes by the pool's speed per model: what giving --speed is worth."
+    )
+    var hideSpeeds = false
+
     @OptionGroup(title: "Fractional placement (FGD's experiment on an openb trace)") var packing: PackingOptions
 
     func validate() throws {
@@ -201,6 +208,7 @@ struct Simulate: AsyncParsableCommand {
                 state = try ConfigFile.load(path: config).makeState()
                 var loaded = try Trace.load(path: trace)
                 if let f = elastic { loaded.makeElastic(factor: f) }
+                if hideSpeeds { loaded.hideSpeeds() }
                 jobs = loaded
             }
         } catch let e as ExitCode {

@@ -159,6 +159,16 @@ import Testing
         )
         #expect(runs["own"]?.0 == "slow" && runs["own"]?.1 == 100)
         #expect(runs["plain"]?.0 == "fast" && runs["plain"]?.1 == 200)
+        // Hidden from the scheduler (--hide-speeds), the speeds still rule how fast the job runs: placed by
+        // the pool's speeds, it takes the fast model first, where it runs at 1 (400 s instead of 100).
+        var hidden = trace
+        hidden.hideSpeeds()
+        #expect(hidden.jobs[0].spec.speeds.isEmpty && hidden.jobs[0].speeds == ["slow": 4, "fast": 1])
+        let h = try Simulator(policy: .allot).run(hidden, on: try Self.pool(Self.twoModels))
+        let took = h.state.jobs.values.map {
+            "\(h.trace.jobs[h.traceIndex[$0.id]!].id) \($0.placement?.model ?? "?") \($0.endTime!.seconds - $0.firstStartTime!.seconds)"
+        }
+        #expect(took.contains("own fast 400.0"), "\(took)")
     }
 
     @Test func walltimeStopsJobsThatRunOver() throws {
