@@ -25,6 +25,19 @@ import Testing
         #expect(why.contains("expected run time 1h"), "\(why)")
     }
 
+    /// A model barely faster for the job (under `nearlyAsFast`, 1.15×) but dearer per unit of work goes
+    /// after the cheaper one: the job leaves the H100 to jobs that gain more from it.
+    @Test func aJobThatGainsLittleFromADearModelTakesTheCheaperOne() {
+        var s = Self.pool([("h1", "H100", 4, []), ("a1", "A100", 4, [])])
+        let little = s.submit(.training(4, estimate: 3600) { $0.speeds = ["H100": 1.1] }, at: 0)
+        let more = s.submit(.training(4, estimate: 3600) { $0.speeds = ["H100": 1.2] }, at: 0)
+        _ = s.schedule(at: 0)
+        #expect(s.jobs[little]?.allocation?.model == "A100" && s.jobs[more]?.allocation?.model == "H100")
+        let order = PassContext.fastest([.h100, .a100, .l4], [1.1, 1.0, 0.35]).map(\.0)
+        #expect(order == [1, 0, 2])
+        #expect(PassContext.fastest([.h100, .a100, .l4], [2, 1, 0.35]).map(\.0) == [0, 1, 2])
+    }
+
     /// Per unit of work an L4 ($0.6, speed 0.35) is the cheapest for the pool; for an application that
     /// runs at 4 on an H100 ($4), the H100 is ($1 per reference hour against $1.71).
     @Test func theCheapestWorkIsPricedByTheJobsSpeeds() {

@@ -241,13 +241,29 @@ struct PassContext {
         return mask
     }
 
-    /// Fastest first; of equal speed, the cheaper per unit of work.
+    /// A model must be this much faster than one that is cheaper per unit of work to go before it in the
+    /// fastest-first order: a job that gains little from a dear model leaves it to the jobs that gain more.
+    static let nearlyAsFast = 1.15
+
+    /// Fastest first; of equal speed, the cheaper per unit of work, and a model that is not `nearlyAsFast`
+    /// times as fast as the next goes after it when it is dearer per unit of work.
     static func fastest(_ models: [GPUModel], _ speed: [Double]) -> [(Int, PlacementNote.Rule)] {
-        models.indices.sorted { a, b in
+        let cost = models.indices.map { models[$0].pricePerHour / speed[$0] }
+        var order = models.indices.sorted { a, b in
             if speed[a] != speed[b] { return speed[a] > speed[b] }
-            let (cx, cy) = (models[a].pricePerHour / speed[a], models[b].pricePerHour / speed[b])
-            return cx != cy ? cx < cy : a < b
-        }.map { ($0, .soonest) }
+            return cost[a] != cost[b] ? cost[a] < cost[b] : a < b
+        }
+        var i = 1
+        while i < order.count {
+            let (faster, next) = (order[i - 1], order[i])
+            if speed[faster] < speed[next] * nearlyAsFast && cost[next] < cost[faster] {
+                order.swapAt(i - 1, i)
+                i = max(1, i - 1)
+            } else {
+                i += 1
+            }
+        }
+        return order.map { ($0, .soonest) }
     }
 
     /// Training work costs price / speed per reference hour: cheapest per unit of work first.
