@@ -3,8 +3,9 @@
 # Philly training on the example pool: peak provisioning, Knative's autoscaler and allot's side by side.
 # Three loads: Azure's hour as it is; a day made from it (scripts/make-day-requests.py: the hour's requests
 # at the rate of a production inference service's day, Alibaba's GenAI serving trace); and that day with half
-# the daily swing. Needs ../shared/data/traces (TRACES=DIR).
-# Usage: scripts/service-figures.sh [hour|day|half-day…] [-- simulate options, e.g. --json]
+# the daily swing. Needs ../shared/data/traces (TRACES=DIR). With KNATIVE_TUNED=1, also Knative's autoscaler
+# tuned per service to allot's share in time (scripts/knative-tuning.py; about 5 minutes a load).
+# Usage: [KNATIVE_TUNED=1] scripts/service-figures.sh [hour|day|half-day…] [-- simulate options, e.g. --json]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 traces=$(realpath "${TRACES:-../shared/data/traces}")
@@ -41,4 +42,13 @@ for load in "${loads[@]}"; do
     echo "== $load"
     "$bin/allotctl" simulate --config etc/allot/allotd.toml --services "$out/services-$load.toml" \
         --trace "$out/training.csv" "$@"
+    if [ -n "${KNATIVE_TUNED:-}" ]; then
+        # Knative's knobs tuned per service to serve as many requests in time as allot, for the fewest
+        # replica-hours (scripts/knative-tuning.py), then run beside the training as its column.
+        scripts/knative-tuning.py "$bin/allotctl" etc/allot/allotd.toml "$out/services-$load.toml" \
+            "$out/services-$load-knative-tuned.toml"
+        echo "== $load, Knative tuned"
+        "$bin/allotctl" simulate --config etc/allot/allotd.toml --services "$out/services-$load-knative-tuned.toml" \
+            --trace "$out/training.csv" --scaling knative "$@"
+    fi
 done

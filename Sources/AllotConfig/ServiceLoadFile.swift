@@ -54,6 +54,9 @@ public struct ServiceLoadFile: Sendable {
         /// allot's autoscaler for it; nil: sized by slots (the first replica model's concurrency), at most
         /// 1% of requests waiting, with Knative's windows and a 10-minute scale-down delay (bursts come back).
         public var autoscale: Autoscale?
+        /// The autoscaler the knative column runs for it (Knative's knobs tuned, e.g. `target=2.8,
+        /// down-delay=10m`); nil: Knative's defaults.
+        public var knative: Autoscale? = nil
         /// By GPU model, in order of preference; replicas run only on these models.
         public var replicas: [Replica]
 
@@ -65,10 +68,11 @@ public struct ServiceLoadFile: Sendable {
             return a
         }
 
-        /// Knative's defaults on a replica's concurrency: a target of 70% of it, a 60 s stable window, a 6 s
-        /// panic window at twice the size, no scale-down delay.
+        /// The knative column's autoscaler: the service's `knative` setting, else Knative's defaults on a
+        /// replica's concurrency: a target of 70% of it, a 60 s stable window, a 6 s panic window at twice
+        /// the size, no scale-down delay.
         public var knativeAutoscale: Autoscale {
-            Autoscale(target: 0.7 * Double(replicas.first?.concurrency ?? 1))
+            knative ?? Autoscale(target: 0.7 * Double(replicas.first?.concurrency ?? 1))
         }
 
         /// The replica model of a GPU model, if replicas may run there.
@@ -108,7 +112,7 @@ public struct ServiceLoadFile: Sendable {
         for var t in tables {
             try t.refuseUnknown([
                 "name", "requests", "tenant", "gpus", "gpu_share", "priority_class", "slo", "min", "max", "autoscale",
-                "replica",
+                "knative", "replica",
             ])
             let name = try t.string("name", required: true)!
             if let problem = ServiceSpec.nameProblem(name) { throw t.error("name", problem) }
@@ -128,11 +132,16 @@ public struct ServiceLoadFile: Sendable {
                 throw t.error("max", "must be at least min (\(minReplicas)) and at least 1")
             }
             var autoscale: Autoscale?
-            if let text = try t.string("autoscale") {
+            var knative: Autoscale?
+            for key in ["autoscale", "knative"] {
+                guard let text = try t.string(key) else { continue }
                 switch Autoscale.parse(text) {
-                case .success(let a): autoscale = a
-                case .failure(let e): throw t.error("autoscale", e.message)
+                case .success(let a): if key == "autoscale" { autoscale = a } else { knative = a }
+                case .failure(let e): throw t.error(key, e.message)
                 }
+            }
+            if knative?.slots != nil {
+                throw t.error("knative", "Knative sizes by a target per replica (target=N), not by slots")
             }
             var replicas: [Replica] = []
             let replicaTables = try t.tableArray("replica")
@@ -185,6 +194,7 @@ public struct ServiceLoadFile: Sendable {
                     minReplicas: minReplicas,
                     maxReplicas: maxReplicas,
                     autoscale: autoscale,
+                    knative: knative,
                     replicas: replicas
                 )
             )

@@ -115,6 +115,37 @@ import Testing
         #expect(k.requests == Self.dailyRequests().requests.count)
     }
 
+    /// The knative column runs the service's own `knative` setting when it has one (Knative's knobs tuned):
+    /// a lower target than the default 70% of the 4 slots serves more requests in time on more replicas.
+    @Test func knativesKnobsCanBeTunedPerService() throws {
+        let models = try ConfigFile.parse(Self.pool).makeState().config.gpuModels
+        let plain = try ServiceLoadFile.parse(Self.services, models: models).services[0]
+        #expect(plain.knativeAutoscale == Autoscale(target: 2.8))
+        let tuned = Self.services.replacingOccurrences(
+            of: "max = 40\n",
+            with: "max = 40\nknative = \"target=1.5,down-delay=10m\"\n"
+        )
+        let service = try ServiceLoadFile.parse(tuned, models: models).services[0]
+        var expected = Autoscale(target: 1.5)
+        expected.downDelay = 600
+        #expect(service.knativeAutoscale == expected)
+        let state = try ConfigFile.parse(Self.pool).makeState()
+        func run(_ service: ServiceLoadFile.Service) throws -> ServiceFigures {
+            var sim = Simulator()
+            sim.services = ServiceWorkload(entries: [.init(service: service, trace: Self.dailyRequests())], scaling: .knative)
+            return try #require(try sim.run(Trace(jobs: []), on: state).services.first)
+        }
+        let (d, t) = (try run(plain), try run(service))
+        #expect(t.sloShare > d.sloShare && t.replicaHours > d.replicaHours, "default \(d), tuned \(t)")
+        let slots = #expect(throws: ConfigError.self) {
+            try ServiceLoadFile.parse(
+                Self.services.replacingOccurrences(of: "max = 40\n", with: "max = 40\nknative = \"slots=4\"\n"),
+                models: models
+            )
+        }
+        #expect(slots?.description.contains("Knative sizes by a target per replica") == true, "\(String(describing: slots))")
+    }
+
     /// Replicas are not trace jobs: the training figures count only the trace's jobs, and training still runs
     /// on the GPUs the service does not use.
     @Test func trainingRunsBesideTheServiceAndItsFiguresLeaveReplicasOut() throws {
