@@ -418,7 +418,7 @@ extension Engine {
                 ("estimate", p.estimate != nil), ("class", p.priorityClass != nil), ("gpus", p.gpus != nil),
                 ("gpu_model", p.gpuModel != nil), ("name", p.name != nil), ("dependency", p.dependency != nil),
                 ("nodelist", p.nodelist != nil), ("exclude", p.exclude != nil), ("constraint", p.constraint != nil),
-                ("nice", p.nice != nil),
+                ("nice", p.nice != nil), ("speed", p.speed != nil),
             ]
             if job.state != .pending && job.state != .held, let (key, _) = pendingOnly.first(where: { $0.1 }) {
                 throw .refused(
@@ -447,6 +447,17 @@ extension Engine {
             if let m = p.gpuModel {
                 spec.gpuModels = m.names
                 changes.append("gpu_model → \(m.names.joined(separator: ","))")
+            }
+            if let s = p.speed {
+                if s.text.isEmpty {
+                    spec.speeds = [:]
+                } else {
+                    switch JobSpec.parseSpeeds(s.text) {
+                    case .success(let table): spec.speeds = table
+                    case .failure(let problem): throw .invalidParams("speed: \(problem.message)")
+                    }
+                }
+                changes.append("speed → \(s.text.isEmpty ? "the pool's" : s.text)")
             }
             if let n = p.name {
                 guard !n.isEmpty else { throw .invalidParams("name: a job's name is not empty") }

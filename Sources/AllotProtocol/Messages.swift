@@ -540,11 +540,13 @@ public struct UpdateParams: Codable, Sendable {
     public var constraint: String?
     /// New points off its priority score (negative: admins only).
     public var nice: Int?
+    /// New speeds per GPU model (as submit's); "" for none.
+    public var speed: WireSpeeds?
 
     public init(id: UInt64) { self.id = id }
 
     enum CodingKeys: String, CodingKey {
-        case id, walltime, estimate, gpus, name, dependency, nodelist, exclude, constraint, nice
+        case id, walltime, estimate, gpus, name, dependency, nodelist, exclude, constraint, nice, speed
         case priorityClass = "class"
         case gpuModel = "gpu_model"
     }

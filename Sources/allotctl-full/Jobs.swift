@@ -558,9 +558,20 @@ struct Update: ParsableCommand {
         )
     )
     var nice: Int?
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Its own speeds on GPU models (as submit's --speed); \"\" for the pool's.",
+            valueName: "MODEL=X,…"
+        )
+    )
+    var speed: String?
     @Flag(name: .long, help: "Print the job object as JSON.") var json = false
 
     func validate() throws {
+        if let s = speed, !s.isEmpty, case .failure(let e) = JobSpec.parseSpeeds(s) {
+            throw ValidationError("--speed: \(e.message)")
+        }
         if case .failure(let e) = NodeSelection.parse(nodelist: nodelist, exclude: exclude, constraint: constraint) {
             throw ValidationError(e.message)
         }
@@ -594,6 +605,7 @@ struct Update: ParsableCommand {
         p.exclude = exclude
         p.constraint = constraint
         p.nice = nice
+        p.speed = speed.map(WireSpeeds.init)
         try talking {
             let client = try connection.connect()
             let job: JobObject = try client.call(Methods.update, p)

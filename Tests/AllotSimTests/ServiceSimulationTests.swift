@@ -132,7 +132,10 @@ import Testing
         let state = try ConfigFile.parse(Self.pool).makeState()
         func run(_ service: ServiceLoadFile.Service) throws -> ServiceFigures {
             var sim = Simulator()
-            sim.services = ServiceWorkload(entries: [.init(service: service, trace: Self.dailyRequests())], scaling: .knative)
+            sim.services = ServiceWorkload(
+                entries: [.init(service: service, trace: Self.dailyRequests())],
+                scaling: .knative
+            )
             return try #require(try sim.run(Trace(jobs: []), on: state).services.first)
         }
         let (d, t) = (try run(plain), try run(service))
@@ -143,7 +146,10 @@ import Testing
                 models: models
             )
         }
-        #expect(slots?.description.contains("Knative sizes by a target per replica") == true, "\(String(describing: slots))")
+        #expect(
+            slots?.description.contains("Knative sizes by a target per replica") == true,
+            "\(String(describing: slots))"
+        )
     }
 
     /// Replicas are not trace jobs: the training figures count only the trace's jobs, and training still runs

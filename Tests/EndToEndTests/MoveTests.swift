@@ -143,6 +143,18 @@ import Testing
         #expect(bad.status != 0 && bad.stderr.contains("the speed on A100 must be a number above 0"), "\(bad.stderr)")
         let serving = d.ctl(["submit", "--kind", "inference", "--speed", "A100=2", "--", "true"])
         #expect(serving.status != 0 && serving.stderr.contains("for training jobs"), "\(serving.stderr)")
-        _ = d.ctl(["cancel", String(own), String(plain)])
+        // A waiting job's speeds may change (\"\" gives back the pool's); a running job's may not.
+        let held = try d.submit(["--hold", "--speed", "A100=2", "--", "true"])
+        let up = d.ctl(["update", String(held), "--speed", "l4=3"])
+        #expect(up.status == 0, "\(up.stderr)")
+        #expect((d.job(held)?["speeds"] as? [String: Double]) == ["L4": 3], "\(d.job(held) ?? [:])")
+        #expect(d.ctl(["update", String(held), "--speed", ""]).status == 0)
+        #expect(d.job(held)?["speeds"] == nil, "\(d.job(held) ?? [:])")
+        let running = d.ctl(["update", String(own), "--speed", "A100=2"])
+        #expect(
+            running.status != 0 && running.stderr.contains("only a waiting job's speed may change"),
+            "\(running.stderr)"
+        )
+        _ = d.ctl(["cancel", String(own), String(plain), String(held)])
     }
 }
