@@ -15,7 +15,7 @@ swift build -c release --product allotctl-full >/dev/null
 bin=$(swift build -c release --show-bin-path)
 for w in "$dir"/workload-*.csv; do
     n=$(basename "$w" .csv)
-    python3 scripts/pollux-trace.py "$adaptdl" "$w" "$out/$n.csv"
+    python3 scripts/pollux-trace.py "$adaptdl" "$w" "$out/$n.csv" --speedup
     for variant in rigid elastic; do
         args=()
         [ "$variant" = elastic ] && args=(--elastic 2)

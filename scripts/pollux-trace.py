@@ -13,7 +13,12 @@ dgx=A100) each job also gets a speeds column: its application's one-GPU speed on
 first (the reference, a T4 for aws), the geometric mean over the local batch sizes both profiles measured —
 what a user who profiled the application once would give as --speed.
 
+With --speedup each job also gets a speedup column: its rate of work at 1, 2, 4, … 64 GPUs and at its own
+count, relative to its own count, from the same profiles (its batch size fixed, as a rigid job's; the simulator
+interpolates between them for an elastic job) — instead of the linear speed-up an elastic job gets without it.
+
 Usage: scripts/pollux-trace.py ADAPTDL_SIMULATOR_DIR WORKLOAD.csv OUT.csv [--speeds PROFILES SUFFIX=MODEL,...]
+       [--speedup]
 """
 import csv
 import math
@@ -132,12 +137,16 @@ def main():
         models = [tuple(p.split("=", 1)) for p in mapping.split(",")]
         speeds_of = lambda app: app_speeds(profiles, app, models)
         del args[i:i + 3]
+    speedup = "--speedup" in args
+    if speedup:
+        args.remove("--speedup")
     root, workload, out = args[:3]
     apps = {}
     speeds = {}
     with open(out, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["id", "kind", "tenant", "submit_time", "duration", "gpus"] + (["speeds"] if speeds_of else []))
+        w.writerow(["id", "kind", "tenant", "submit_time", "duration", "gpus"] + (["speeds"] if speeds_of else [])
+                   + (["speedup"] if speedup else []))
         for r in rows(workload):
             name = r["application"]
             app = apps.setdefault(name, App(root, name))
@@ -148,6 +157,11 @@ def main():
                     speeds[name] = speeds_of(name)
                     print(f"{name}: " + ", ".join(f"{m} {v:.2f}" for m, v in speeds[name].items()), file=sys.stderr)
                 row.append("|".join(f"{m}={v:.3f}" for m, v in speeds[name].items()))
+            if speedup:
+                bsz = int(r["batch_size"])
+                base = app.duration(n, bsz)
+                sizes = sorted({1, 2, 4, 8, 16, 32, 64, n})
+                row.append("|".join(f"{k}:{base / app.duration(k, bsz):.3f}" for k in sizes))
             w.writerow(row)
 
 

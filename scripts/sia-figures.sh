@@ -19,7 +19,7 @@ bin=$(swift build -c release --show-bin-path)
 for w in "$shared"/workload-*.csv; do
     n=$(basename "$w" .csv)
     python3 scripts/pollux-trace.py "$adaptdl" "$w" "$out/$n.csv" \
-        --speeds "$shared/../../throughput_profiles" aws=T4,rtx=RTX2080Ti,dgx=A100 2>/dev/null
+        --speeds "$shared/../../throughput_profiles" aws=T4,rtx=RTX2080Ti,dgx=A100 --speedup 2>/dev/null
     for variant in rigid-hidden elastic-hidden rigid elastic; do
         args=()
         case $variant in elastic*) args+=(--elastic 2) ;; esac

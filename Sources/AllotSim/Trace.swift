@@ -38,6 +38,34 @@ public struct TraceJob: Hashable, Sendable {
     /// profiled their applications); it still runs at them.
     public var speedsHidden = false
 
+    /// How fast the job works on each GPU count (trace column `speedup`: `1:0.55|2:1|4:1.8`, relative rates
+    /// at some counts, e.g. from Pollux's or Sia's throughput profiles); between them the rate is
+    /// interpolated, above the largest it stays, below the smallest it falls in proportion. Empty: the
+    /// elastic range's curve (linear up to its knee).
+    public var scaling: [ScalingPoint] = []
+
+    /// A rate of work at a GPU count.
+    public struct ScalingPoint: Hashable, Sendable {
+        public var gpus: Int
+        public var rate: Double
+        public init(gpus: Int, rate: Double) {
+            self.gpus = gpus
+            self.rate = rate
+        }
+    }
+
+    /// The job's relative rate of work on `n` GPUs.
+    public func throughput(_ n: Int) -> Double {
+        guard let first = scaling.first, let last = scaling.last else {
+            return elastic?.throughput(n) ?? Double(n)
+        }
+        if n <= first.gpus { return first.rate * Double(n) / Double(first.gpus) }
+        if n >= last.gpus { return last.rate }
+        let hi = scaling.firstIndex { $0.gpus >= n }!
+        let (a, b) = (scaling[hi - 1], scaling[hi])
+        return a.rate + (b.rate - a.rate) * Double(n - a.gpus) / Double(b.gpus - a.gpus)
+    }
+
     /// The job's true speed on `model`: its own, else the model's.
     public func speed(on model: GPUModel) -> Double {
         kind == .training ? speeds[model.name] ?? model.speed : model.speed
@@ -115,7 +143,7 @@ public struct TraceJob: Hashable, Sendable {
             s.gpus = e.fewest
             s.maxGPUs = e.most
             s.gpuStep = e.step
-            s.estimate = estimate.map { $0 * e.throughput(gpus) / e.throughput(e.fewest) }
+            s.estimate = estimate.map { $0 * throughput(gpus) / throughput(e.fewest) }
         }
         return s
     }
@@ -123,7 +151,7 @@ public struct TraceJob: Hashable, Sendable {
     /// How much faster (or slower) the job works on `n` GPUs than on `gpus`: 1 for a job of fixed size.
     public func speedUp(on n: Int) -> Double {
         guard let e = elastic, kind == .training, n > 0 else { return 1 }
-        return e.throughput(n) / e.throughput(gpus)
+        return throughput(n) / throughput(gpus)
     }
 
     var fixedSpec: JobSpec {
@@ -155,14 +183,24 @@ extension Trace {
     }
 
     /// Makes every training job of whole GPUs that has no range of its own elastic: N GPUs become N/`factor`
-    /// (at least 1) to N×`factor`, linear (`allotctl simulate --elastic`).
+    /// (at least 1) to N×`factor`, linear (`allotctl simulate --elastic`). A job with a `speedup` curve asks
+    /// for no more than the size where it runs fastest, as its owner who knows the curve would.
     public mutating func makeElastic(factor: Int) {
         for i in jobs.indices
         where jobs[i].kind == .training && jobs[i].elastic == nil && jobs[i].gpuShare == nil
             && jobs[i].mig.isEmpty && jobs[i].gpus >= 1
         {
             let n = jobs[i].gpus
-            jobs[i].elastic = TraceJob.Elastic(fewest: max(1, n / factor), most: n * factor)
+            let fewest = max(1, n / factor)
+            var most = n * factor
+            if !jobs[i].scaling.isEmpty {
+                most =
+                    (n...most).max { a, b in
+                        jobs[i].throughput(a) < jobs[i].throughput(b)
+                            || (jobs[i].throughput(a) == jobs[i].throughput(b) && a > b)
+                    } ?? n
+            }
+            if most > fewest { jobs[i].elastic = TraceJob.Elastic(fewest: fewest, most: most) }
         }
     }
 }
@@ -220,6 +258,7 @@ public struct Trace: Hashable, Sendable {
         "gpu_step": ["gpu_step"],
         "knee_gpus": ["knee_gpus"],
         "speeds": ["speeds", "speed"],
+        "speedup": ["speedup", "scaling"],
     ]
 
     /// Reads a trace file.
@@ -363,6 +402,25 @@ public struct Trace: Hashable, Sendable {
                 }
                 if kind != .training { throw bad("speeds", "speeds are for training jobs; this row is \(kind)") }
             }
+            var scaling: [TraceJob.ScalingPoint] = []
+            if let text = field("speedup") {
+                for part in text.split(separator: "|") {
+                    let pair = part.split(separator: ":", maxSplits: 1)
+                    guard pair.count == 2, let n = Int(pair[0].trimmingWhitespace()), n >= 1,
+                        let r = Double(pair[1].trimmingWhitespace()), r > 0, r.isFinite,
+                        n > scaling.last?.gpus ?? 0
+                    else {
+                        throw bad(
+                            "speedup",
+                            "expected GPUS:RATE points by growing GPU count, such as 1:0.55|2:1|4:1.8, got \"\(part)\""
+                        )
+                    }
+                    scaling.append(TraceJob.ScalingPoint(gpus: n, rate: r))
+                }
+                if kind != .training {
+                    throw bad("speedup", "a speed-up with GPUs is for training jobs; this row is \(kind)")
+                }
+            }
             jobs.append(
                 TraceJob(
                     id: field("id") ?? String(rowNumber),
@@ -386,6 +444,7 @@ public struct Trace: Hashable, Sendable {
                     speeds: speeds
                 )
             )
+            jobs[jobs.count - 1].scaling = scaling
         }
         if Set(absolute).count > 1 {
             throw TraceError(file: file, column: "submit_time", message: "mixes date-times and seconds; use one form")

@@ -131,7 +131,7 @@ struct Simulate: AsyncParsableCommand {
     @Option(
         name: .long,
         help: ArgumentHelp(
-            "Make the trace's training jobs elastic: a job of N GPUs runs on N/F (at least 1) to N×F GPUs, its duration being its work at N GPUs and its speed linear in its GPUs (trace columns min_gpus, max_gpus, gpu_step, knee_gpus set a job's own range and curve).",
+            "Make the trace's training jobs elastic: a job of N GPUs runs on N/F (at least 1) to N×F GPUs, its duration being its work at N GPUs and its speed linear in its GPUs (trace columns min_gpus, max_gpus, gpu_step, knee_gpus or speedup set a job's own range and curve; with a speedup curve it asks for no more than the size where it runs fastest).",
             valueName: "F"
         )
     )

@@ -56,6 +56,32 @@ import Testing
         #expect(t.jobs[1].id == "1", "rows are numbered in file order")
     }
 
+    /// A `speedup` curve: rates at some GPU counts, interpolated between them, flat above the largest, in
+    /// proportion below the smallest; `--elastic` then asks for no more than the size where the job runs
+    /// fastest.
+    @Test func aSpeedupCurveSetsTheRateAtEachSizeAndCapsTheElasticRange() throws {
+        var t = try Trace.parse(
+            """
+            id,submit_time,duration,gpus,speedup
+            c,0,3600,4,2:0.6|4:1|8:1.5|16:1.2
+            l,0,3600,4,
+            """
+        )
+        let c = t.jobs[0]
+        #expect(c.scaling.map(\.gpus) == [2, 4, 8, 16])
+        for (n, rate) in [(1, 0.3), (6, 1.25), (12, 1.35), (32, 1.2)] {
+            #expect(abs(c.throughput(n) - rate) < 1e-9, "\(n) GPUs: \(c.throughput(n))")
+        }
+        t.makeElastic(factor: 4)
+        #expect(t.jobs[0].elastic == TraceJob.Elastic(fewest: 1, most: 8), "the fastest size within 1-16")
+        #expect(t.jobs[1].elastic == TraceJob.Elastic(fewest: 1, most: 16), "linear without a curve")
+        #expect(t.jobs[0].speedUp(on: 8) == 1.5 && t.jobs[0].speedUp(on: 2) == 0.6)
+        // The scheduler is told the work at its fewest GPUs, by the curve.
+        var e = try Trace.parse("id,submit_time,duration,gpus,estimate,speedup\nc,0,3600,4,3600,2:0.5|4:1\n")
+        e.makeElastic(factor: 2)
+        #expect(e.jobs[0].spec.gpus == 2 && e.jobs[0].spec.maxGPUs == 4 && e.jobs[0].spec.estimate == 7200)
+    }
+
     @Test(arguments: [
         ("submit_time,duration,gpus\n0,10,zero\n", 2, "gpus"),
         ("submit_time,duration,gpus\n0,10,1\nyesterday,10,1\n", 3, "submit_time"),
@@ -67,6 +93,8 @@ import Testing
         ("submit_time,duration,gpus,gpu_milli\n0,10,2,500\n", 2, "gpu_milli"),
         ("submit_time,duration,gpus,memory_mib\n0,10,1,lots\n", 2, "memory_mib"),
         ("submit_time,duration,gpus,speeds\n0,10,1,A100=0\n", 2, "speeds"),
+        ("submit_time,duration,gpus,speedup\n0,10,4,2:1|1:0.5\n", 2, "speedup"),
+        ("submit_time,duration,gpus,speedup\n0,10,4,4:fast\n", 2, "speedup"),
         ("submit_time,duration,gpus,speeds,kind\n0,10,1,A100=2,inference\n", 2, "speeds"),
     ])
     func badRowsNameTheirRowAndColumn(_ text: String, _ line: Int, _ column: String) {
