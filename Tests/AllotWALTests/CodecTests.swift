@@ -24,13 +24,13 @@ import Testing
     }
 
     @Test func theSampleCoversEveryEventKind() {
-        #expect(Set((Sample.events + Sample.eventsV2).map(\.kindName)).count == 16)
+        #expect(Set((Sample.through(2)).map(\.kindName)).count == 16)
         #expect(Sample.eventsV9.contains { $0.kindName == "jobUpdated" })
     }
 
     @Test func stateImageRoundTrips() throws {
         var s = ClusterState()
-        try s.apply(Sample.events + Sample.eventsV2)
+        try s.apply(Sample.through(2))
         // Preempted and requeued jobs carry their past runs (state version 5).
         #expect(s.jobs.contains { !$0.history.isEmpty })
         let bytes = SnapshotFile.encode(s.image, lsn: 42)
@@ -95,7 +95,7 @@ import Testing
     @Test func goldenV2SegmentStillReads() throws {
         let (read, stop) = try walkSegment(try golden(2))
         #expect(stop == nil)
-        #expect(read == Sample.events + Sample.eventsV2)
+        #expect(read == Sample.through(2))
     }
 
     /// A newer allot reads version 3: testdata/golden-v3.wal holds the sample events with every version-3
@@ -103,7 +103,7 @@ import Testing
     @Test func goldenV3SegmentStillReads() throws {
         let (read, stop) = try walkSegment(try golden(3))
         #expect(stop == nil)
-        #expect(read == Sample.events + Sample.eventsV2 + Sample.eventsV3)
+        #expect(read == Sample.through(3))
     }
 
     /// A newer allot reads version 4: testdata/golden-v4.wal holds the sample events with every version-4
@@ -111,7 +111,7 @@ import Testing
     @Test func goldenV4SegmentStillReads() throws {
         let (read, stop) = try walkSegment(try golden(4))
         #expect(stop == nil)
-        #expect(read == Sample.events + Sample.eventsV2 + Sample.eventsV3 + Sample.eventsV4)
+        #expect(read == Sample.through(4))
         var state = ClusterState()
         try state.apply(read)
         #expect(state.invariantViolations().isEmpty)
@@ -133,7 +133,7 @@ import Testing
     @Test func goldenV5SegmentStillReads() throws {
         let (read, stop) = try walkSegment(try golden(5))
         #expect(stop == nil)
-        #expect(read == Sample.events + Sample.eventsV2 + Sample.eventsV3 + Sample.eventsV4 + Sample.eventsV5)
+        #expect(read == Sample.through(5))
         var state = ClusterState()
         try state.apply(read)
         #expect(state.invariantViolations().isEmpty)
@@ -156,8 +156,7 @@ import Testing
         let (read, stop) = try walkSegment(try golden(7))
         #expect(stop == nil)
         #expect(
-            read == Sample.events + Sample.eventsV2 + Sample.eventsV3 + Sample.eventsV4 + Sample.eventsV5
-                + Sample.eventsV7
+            read == Sample.through(7)
         )
         var state = ClusterState()
         try state.apply(read)
@@ -170,8 +169,7 @@ import Testing
     /// field, written by format version 8.
     @Test func goldenV8SegmentStillReads() throws {
         let events =
-            Sample.events + Sample.eventsV2 + Sample.eventsV3 + Sample.eventsV4 + Sample.eventsV5
-            + Sample.eventsV7 + Sample.eventsV8
+            Sample.through(8)
         let (read, stop) = try walkSegment(try golden(8))
         #expect(stop == nil)
         #expect(read == events)
@@ -187,8 +185,7 @@ import Testing
     /// field, written by format version 9.
     @Test func goldenV9SegmentStillReads() throws {
         let events =
-            Sample.events + Sample.eventsV2 + Sample.eventsV3 + Sample.eventsV4 + Sample.eventsV5
-            + Sample.eventsV7 + Sample.eventsV8 + Sample.eventsV9
+            Sample.through(9)
         let (read, stop) = try walkSegment(try golden(9))
         #expect(stop == nil)
         #expect(read == events)
@@ -229,8 +226,7 @@ import Testing
     /// field, written by format version 10.
     @Test func goldenV10SegmentStillReads() throws {
         let events =
-            Sample.events + Sample.eventsV2 + Sample.eventsV3 + Sample.eventsV4 + Sample.eventsV5
-            + Sample.eventsV7 + Sample.eventsV8 + Sample.eventsV9 + Sample.eventsV10
+            Sample.through(10)
         let (read, stop) = try walkSegment(try golden(10))
         #expect(stop == nil)
         #expect(read == events)
@@ -286,8 +282,7 @@ import Testing
     /// field, written by format version 11.
     @Test func goldenV11SegmentStillReads() throws {
         let events =
-            Sample.events + Sample.eventsV2 + Sample.eventsV3 + Sample.eventsV4 + Sample.eventsV5
-            + Sample.eventsV7 + Sample.eventsV8 + Sample.eventsV9 + Sample.eventsV10 + Sample.eventsV11
+            Sample.through(11)
         let stored = try golden(11)
         let (read, stop) = try walkSegment(stored)
         #expect(stop == nil)
@@ -299,9 +294,7 @@ import Testing
     /// field, written by format version 12.
     @Test func goldenV12SegmentStillReads() throws {
         let events =
-            Sample.events + Sample.eventsV2 + Sample.eventsV3 + Sample.eventsV4 + Sample.eventsV5
-            + Sample.eventsV7 + Sample.eventsV8 + Sample.eventsV9 + Sample.eventsV10 + Sample.eventsV11
-            + Sample.eventsV12
+            Sample.through(12)
         let (read, stop) = try walkSegment(try golden(12))
         #expect(stop == nil)
         #expect(read == events)
@@ -314,9 +307,7 @@ import Testing
     /// field (a job with a client's request id), written by format version 13.
     @Test func goldenV13SegmentStillReads() throws {
         let events =
-            Sample.events + Sample.eventsV2 + Sample.eventsV3 + Sample.eventsV4 + Sample.eventsV5
-            + Sample.eventsV7 + Sample.eventsV8 + Sample.eventsV9 + Sample.eventsV10 + Sample.eventsV11
-            + Sample.eventsV12 + Sample.eventsV13
+            Sample.through(13)
         let (read, stop) = try walkSegment(try golden(13))
         #expect(stop == nil)
         #expect(read == events)
@@ -335,9 +326,7 @@ import Testing
     /// field (attained-service queues and the starvation bound), written by format version 14.
     @Test func goldenV14SegmentStillReads() throws {
         let events =
-            Sample.events + Sample.eventsV2 + Sample.eventsV3 + Sample.eventsV4 + Sample.eventsV5
-            + Sample.eventsV7 + Sample.eventsV8 + Sample.eventsV9 + Sample.eventsV10 + Sample.eventsV11
-            + Sample.eventsV12 + Sample.eventsV13 + Sample.eventsV14
+            Sample.through(14)
         let (read, stop) = try walkSegment(try golden(14))
         #expect(stop == nil)
         #expect(read == events)
@@ -351,9 +340,7 @@ import Testing
     /// field (moves to faster GPUs, elastic jobs), written by format version 15.
     @Test func goldenV15SegmentStillReads() throws {
         let events =
-            Sample.events + Sample.eventsV2 + Sample.eventsV3 + Sample.eventsV4 + Sample.eventsV5
-            + Sample.eventsV7 + Sample.eventsV8 + Sample.eventsV9 + Sample.eventsV10 + Sample.eventsV11
-            + Sample.eventsV12 + Sample.eventsV13 + Sample.eventsV14 + Sample.eventsV15
+            Sample.through(15)
         let (read, stop) = try walkSegment(try golden(15))
         #expect(stop == nil)
         #expect(read == events)
@@ -377,9 +364,7 @@ import Testing
     /// field (a `spill-over` placement, `loan_checkpoint_every`), written by format version 16.
     @Test func goldenV16SegmentStillReads() throws {
         let events =
-            Sample.events + Sample.eventsV2 + Sample.eventsV3 + Sample.eventsV4 + Sample.eventsV5
-            + Sample.eventsV7 + Sample.eventsV8 + Sample.eventsV9 + Sample.eventsV10 + Sample.eventsV11
-            + Sample.eventsV12 + Sample.eventsV13 + Sample.eventsV14 + Sample.eventsV15 + Sample.eventsV16
+            Sample.through(16)
         let (read, stop) = try walkSegment(try golden(16))
         #expect(stop == nil)
         #expect(read == events)
@@ -394,10 +379,7 @@ import Testing
     /// for a deliberate format change (with a new version): ALLOT_UPDATE_GOLDEN=1.
     @Test func goldenV17SegmentReadsAndWritesTheSameBytes() throws {
         let events =
-            Sample.events + Sample.eventsV2 + Sample.eventsV3 + Sample.eventsV4 + Sample.eventsV5
-            + Sample.eventsV7 + Sample.eventsV8 + Sample.eventsV9 + Sample.eventsV10 + Sample.eventsV11
-            + Sample.eventsV12 + Sample.eventsV13 + Sample.eventsV14 + Sample.eventsV15 + Sample.eventsV16
-            + Sample.eventsV17
+            Sample.through(17)
         var bytes = WALFormat.segmentHeader(sequence: 1, firstLSN: 1)
         for (i, e) in events.enumerated() {
             WALFormat.appendRecord(lsn: UInt64(i + 1), committed: UInt64(i), payload: EventCodec.encode(e), to: &bytes)

@@ -422,8 +422,7 @@ enum Sample {
     /// own starvation bound.
     static let eventsV14: [Event] = {
         let earlier =
-            events + eventsV2 + eventsV3 + eventsV4 + eventsV5 + eventsV7 + eventsV8 + eventsV9 + eventsV10
-            + eventsV11 + eventsV12 + eventsV13
+            through(13)
         var config =
             earlier.compactMap { if case .configApplied(let c) = $0.body { c } else { nil } }.last ?? Self.config
         config.scheduler.serviceQueues = [3600, 36_000]
@@ -437,8 +436,7 @@ enum Sample {
     /// 2-8 GPUs in steps of 2.
     static let eventsV15: [Event] = {
         let earlier =
-            events + eventsV2 + eventsV3 + eventsV4 + eventsV5 + eventsV7 + eventsV8 + eventsV9 + eventsV10
-            + eventsV11 + eventsV12 + eventsV13 + eventsV14
+            through(14)
         var config =
             earlier.compactMap { if case .configApplied(let c) = $0.body { c } else { nil } }.last ?? Self.config
         config.preemption.maxMoves = 1
@@ -469,8 +467,7 @@ enum Sample {
     /// and a config asking jobs on loans to checkpoint every 15 minutes.
     static let eventsV16: [Event] = {
         let earlier =
-            events + eventsV2 + eventsV3 + eventsV4 + eventsV5 + eventsV7 + eventsV8 + eventsV9 + eventsV10
-            + eventsV11 + eventsV12 + eventsV13 + eventsV14 + eventsV15
+            through(15)
         var config =
             earlier.compactMap { if case .configApplied(let c) = $0.body { c } else { nil } }.last ?? Self.config
         config.preemption.loanCheckpointEvery = 900
@@ -507,6 +504,19 @@ enum Sample {
         spec.speeds = ["H100": 3.5, "L4": 0.25]
         return [Event(time: Instant(seconds: 1_800_006_000), .jobSubmitted(id: 32, spec: spec, held: false))]
     }()
+
+    /// The sample events of every version up to `version`, oldest first (each version's sample builds on the
+    /// earlier ones).
+    static func through(_ version: Int) -> [Event] {
+        // Closures, so that a version's sample, built from the earlier ones, does not read itself.
+        let byVersion: [(Int, () -> [Event])] = [
+            (1, { events }), (2, { eventsV2 }), (3, { eventsV3 }), (4, { eventsV4 }), (5, { eventsV5 }),
+            (7, { eventsV7 }), (8, { eventsV8 }), (9, { eventsV9 }), (10, { eventsV10 }), (11, { eventsV11 }),
+            (12, { eventsV12 }), (13, { eventsV13 }), (14, { eventsV14 }), (15, { eventsV15 }), (16, { eventsV16 }),
+            (17, { eventsV17 }),
+        ]
+        return byVersion.filter { $0.0 <= version }.flatMap { $0.1() }
+    }
 
     /// A submit event for job `id`.
     static func submit(_ id: UInt64) -> Event {
