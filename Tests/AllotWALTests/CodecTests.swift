@@ -74,6 +74,17 @@ import Testing
     }
 
     /// A golden segment's bytes, from testdata.
+    /// Reads testdata/golden-vN.wal, checks that it holds the sample events up to version N and nothing else,
+    /// and applies them.
+    func goldenState(_ version: Int) throws -> (read: [Event], state: ClusterState) {
+        let (read, stop) = try walkSegment(try golden(version))
+        #expect(stop == nil)
+        #expect(read == Sample.through(version))
+        var state = ClusterState()
+        for e in read { try state.apply(e) }
+        return (read, state)
+    }
+
     func golden(_ version: Int) throws -> [UInt8] {
         [UInt8](try Data(contentsOf: Sample.testdata.appendingPathComponent("golden-v\(version).wal")))
     }
@@ -306,13 +317,7 @@ import Testing
     /// A newer allot reads version 13: testdata/golden-v13.wal holds the sample events with every version-13
     /// field (a job with a client's request id), written by format version 13.
     @Test func goldenV13SegmentStillReads() throws {
-        let events =
-            Sample.through(13)
-        let (read, stop) = try walkSegment(try golden(13))
-        #expect(stop == nil)
-        #expect(read == events)
-        var state = ClusterState()
-        for e in read { try state.apply(e) }
+        let (_, state) = try goldenState(13)
         #expect(state.jobs(ofRequest: "retry-7f3a", uid: 1000) == [28])
         #expect(state.jobs(ofRequest: "retry-7f3a", uid: 1001).isEmpty, "request ids are per user")
         guard case .success(let back) = SnapshotFile.decode(SnapshotFile.encode(state.image, lsn: 1)) else {
@@ -325,13 +330,7 @@ import Testing
     /// A newer allot reads version 14: testdata/golden-v14.wal holds the sample events with every version-14
     /// field (attained-service queues and the starvation bound), written by format version 14.
     @Test func goldenV14SegmentStillReads() throws {
-        let events =
-            Sample.through(14)
-        let (read, stop) = try walkSegment(try golden(14))
-        #expect(stop == nil)
-        #expect(read == events)
-        var state = ClusterState()
-        for e in read { try state.apply(e) }
+        let (_, state) = try goldenState(14)
         #expect(state.config.scheduler.serviceQueues == [3600, 36_000])
         #expect(state.config.scheduler.starvationFactor == 3 && state.config.scheduler.starvationMinimum == 600)
     }
@@ -339,13 +338,7 @@ import Testing
     /// A newer allot reads version 15: testdata/golden-v15.wal holds the sample events with every version-15
     /// field (moves to faster GPUs, elastic jobs), written by format version 15.
     @Test func goldenV15SegmentStillReads() throws {
-        let events =
-            Sample.through(15)
-        let (read, stop) = try walkSegment(try golden(15))
-        #expect(stop == nil)
-        #expect(read == events)
-        var state = ClusterState()
-        for e in read { try state.apply(e) }
+        let (_, state) = try goldenState(15)
         #expect(state.config.scheduler.serviceQueues == [3600, 36_000])
         #expect(state.config.preemption.maxMoves == 1)
         #expect(state.jobs[29]?.moves == 1 && state.jobs[29]?.heldGPUs.map(\.description) == ["mv-fast[1]"])
@@ -363,13 +356,7 @@ import Testing
     /// A newer allot reads version 16: testdata/golden-v16.wal holds the sample events with every version-16
     /// field (a `spill-over` placement, `loan_checkpoint_every`), written by format version 16.
     @Test func goldenV16SegmentStillReads() throws {
-        let events =
-            Sample.through(16)
-        let (read, stop) = try walkSegment(try golden(16))
-        #expect(stop == nil)
-        #expect(read == events)
-        var state = ClusterState()
-        for e in read { try state.apply(e) }
+        let (_, state) = try goldenState(16)
         #expect(state.jobs[31]?.placement?.rule == .spillOver)
         #expect(state.config.preemption.loanCheckpointEvery == 900)
     }
