@@ -13,6 +13,7 @@ Usage: scripts/knative-tuning.py ALLOTCTL POOL.toml SERVICES.toml OUT.toml
 """
 import itertools
 import json
+import os
 import re
 import subprocess
 import sys
@@ -91,6 +92,7 @@ def main():
         )
     with open(out, "w") as f:
         f.write(with_knative(text, chosen))
+    os.remove(scratch)
 
 
 if __name__ == "__main__":
