@@ -61,7 +61,8 @@ enum LiveWhatIf {
                 walltime: spec.walltime.map { w in
                     job.state.holdsGPUs ? max(60, w - max(0, now - (job.startTime ?? now))) : w
                 },
-                estimate: left
+                estimate: left,
+                speeds: spec.kind == .training ? spec.speeds : [:]
             )
             if job.state.holdsGPUs { running.append(t) } else { pending.append(t) }
         }
