@@ -370,7 +370,9 @@ extension JobSpec {
     /// The job's speed on `model`: its own for a training job that names the model (`speeds`), else the
     /// model's.
     public func speed(on model: GPUModel) -> Double {
-        kind == .training ? speeds[model.name] ?? model.speed : model.speed
+        // Read for every running job in every pass: most jobs have no table, and need no lookup.
+        guard kind == .training, let table = rare?.value.speeds, !table.isEmpty else { return model.speed }
+        return table[model.name] ?? model.speed
     }
 
     /// The largest size the job runs at that is at most `n` GPUs (nil when `n` is below its minimum): `gpus`

@@ -9,6 +9,9 @@ public struct PendingQueue: Sendable, Sequence, Hashable {
         var id: JobID
         /// The job's owner.
         var uid: UInt32
+        /// Index into `speedTables` for a training job with speeds of its own, else -1 (beside `uid`, where
+        /// the row had 4 bytes of padding: a row is read for each of 100,000 queued jobs).
+        var speeds: Int32
         var submitTime: Double
         var gpus: Int
         /// The spec's sizes (32 bits each, -1 for none): a row is read for each of 100,000 queued jobs.
@@ -29,8 +32,6 @@ public struct PendingQueue: Sendable, Sequence, Hashable {
         var priorityClass: Int32
         /// Index into `constraints`.
         var constraint: Int32
-        /// Index into `speedTables` for a training job with speeds of its own, else -1.
-        var speeds: Int32
         /// The job's estimate, else its walltime, else NaN (the config default applies).
         var estimate: Double
         /// The job's walltime limit, or NaN.
@@ -124,6 +125,7 @@ public struct PendingQueue: Sendable, Sequence, Hashable {
         return Row(
             id: job.id,
             uid: spec.uid,
+            speeds: speeds,
             submitTime: job.submitTime.seconds,
             gpus: spec.gpus,
             sizes: spec.sizes,
@@ -132,7 +134,6 @@ public struct PendingQueue: Sendable, Sequence, Hashable {
             tenant: tenant,
             priorityClass: priorityClass,
             constraint: constraint,
-            speeds: speeds,
             estimate: spec.estimate ?? spec.walltime ?? .nan,
             walltime: spec.walltime ?? .nan,
             maxCostUSD: spec.maxCostUSD ?? .nan,

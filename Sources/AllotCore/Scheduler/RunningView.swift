@@ -64,9 +64,9 @@ extension ClusterState {
             }
             let start = (job.startTime ?? now).seconds
             let cls = priorityClass(of: job.spec)
-            let speed = job.spec.speed(on: config.gpuModels[m])
             var total: Double? = job.spec.walltime
             if total == nil, let e = job.spec.estimate {
+                let speed = job.spec.speed(on: config.gpuModels[m])
                 // An elastic job's estimate is at its fewest GPUs; it speeds up with more (linearly, as planned).
                 let scale = job.spec.isElastic ? Double(job.spec.gpus) / Double(max(1, a.gpuCount)) : 1
                 total = job.spec.kind == .training ? e / speed * scale : e
