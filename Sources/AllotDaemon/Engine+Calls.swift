@@ -229,27 +229,22 @@ extension Engine {
     /// (one named in other case is that model: Slurm's gres types are lower case, a100), its class, and
     /// its dependencies (jobs that exist, conditions that can still be met).
     func checkNames(_ spec: inout JobSpec, id: JobID, models: [String], classes: Set<String>) throws(RPCError) {
-        spec.gpuModels = spec.gpuModels.map { m in
-            models.contains(m) ? m : models.first { $0.lowercased() == m.lowercased() } ?? m
-        }
-        for m in spec.gpuModels where !models.contains(m) {
+        /// The pool's spelling of model `m` (any case), or the refusal naming `key`.
+        func model(_ m: String, key: String) throws(RPCError) -> String {
+            if let name = models.contains(m) ? m : models.first(where: { $0.lowercased() == m.lowercased() }) {
+                return name
+            }
             let hint = closest(m, in: models).map { "did you mean \"\($0)\"? " } ?? ""
             throw .invalidParams(
-                "gpu_model: the pool has no GPU model \"\(m)\"; \(hint)its models are \(models.joined(separator: ", "))"
+                "\(key): the pool has no GPU model \"\(m)\"; \(hint)its models are \(models.joined(separator: ", "))"
             )
         }
+        var allowed: [String] = []
+        for m in spec.gpuModels { allowed.append(try model(m, key: "gpu_model")) }
+        spec.gpuModels = allowed
         if !spec.speeds.isEmpty {
             var speeds: [String: Double] = [:]
-            for (m, v) in spec.speeds {
-                let name = models.contains(m) ? m : models.first { $0.lowercased() == m.lowercased() } ?? m
-                guard models.contains(name) else {
-                    let hint = closest(m, in: models).map { "did you mean \"\($0)\"? " } ?? ""
-                    throw .invalidParams(
-                        "speed: the pool has no GPU model \"\(m)\"; \(hint)its models are \(models.joined(separator: ", "))"
-                    )
-                }
-                speeds[name] = v
-            }
+            for (m, v) in spec.speeds { speeds[try model(m, key: "speed")] = v }
             spec.speeds = speeds
         }
         if let c = spec.priorityClass, !classes.contains(c) {

@@ -113,7 +113,8 @@ public struct TraceJob: Hashable, Sendable {
         walltime: Double? = nil,
         estimate: Double? = nil,
         elastic: Elastic? = nil,
-        speeds: [String: Double] = [:]
+        speeds: [String: Double] = [:],
+        scaling: [ScalingPoint] = []
     ) {
         self.id = id
         self.name = name
@@ -134,6 +135,7 @@ public struct TraceJob: Hashable, Sendable {
         self.estimate = estimate
         self.elastic = elastic
         self.speeds = speeds
+        self.scaling = scaling
     }
 
     /// The job spec the simulator submits (an elastic job's estimate is its work at its fewest GPUs).
@@ -441,10 +443,10 @@ public struct Trace: Hashable, Sendable {
                     walltime: try number("walltime", positive: true),
                     estimate: try number("estimate", positive: true),
                     elastic: elastic,
-                    speeds: speeds
+                    speeds: speeds,
+                    scaling: scaling
                 )
             )
-            jobs[jobs.count - 1].scaling = scaling
         }
         if Set(absolute).count > 1 {
             throw TraceError(file: file, column: "submit_time", message: "mixes date-times and seconds; use one form")
