@@ -83,6 +83,40 @@ import Testing
         #expect(pool.place(ResourceRequest(gpus: 2)) != nil)
     }
 
+    @Test func theUnfillableRoomIsWhatNoMixOfShareSizesFills() {
+        let mix = WorkloadMix(shapes: [
+            .init(request: Self.share(470), weight: 1), .init(request: Self.share(320), weight: 1),
+            .init(request: ResourceRequest(gpus: 1), weight: 1),
+        ])
+        #expect(mix.unfillable(room: 190) == 190)  // below every share size
+        #expect(mix.unfillable(room: 530) == 60)  // one 0.47
+        #expect(mix.unfillable(room: 640) == 0)  // two 0.32
+        #expect(mix.unfillable(room: 800) == 10)  // 0.47 and 0.32
+        #expect(mix.unfillable(room: 0) == 0)
+        #expect(mix.unfillable(room: 1000) == 0)  // a whole GPU is for whole-GPU requests
+        // Without shares in the mix, any broken room is lost.
+        let whole = WorkloadMix(shapes: [.init(request: ResourceRequest(gpus: 1), weight: 1)])
+        #expect(whole.unfillable(room: 999) == 999)
+    }
+
+    /// A 0.32 share beside GPUs with 0.47 and 0.64 free: the fragment and stranded capacity alone take the
+    /// 0.47 (leaving 0.15 that nothing fills); counting shares of mixed sizes takes the 0.64, whose 0.32 left
+    /// fits another, and keeps the 0.47 for a 0.47.
+    @Test func aShareLeavesRoomThatTheOtherSharesFill() {
+        let mix = WorkloadMix(shapes: [
+            .init(request: Self.share(470), weight: 1), .init(request: Self.share(320), weight: 1),
+        ])
+        var a = Self.node(gpus: 1, cpus: 64)
+        a.take(Self.share(530), gpus: [0])
+        var b = Self.node(gpus: 1, cpus: 64)
+        b.take(Self.share(360), gpus: [0])
+        var pool = FractionPool(nodes: [a, b], mix: mix, rule: .allot)
+        #expect(pool.place(Self.share(320))?.node == 1)
+        #expect(pool.place(Self.share(470))?.node == 0)
+        #expect(pool.place(Self.share(320))?.node == 1)
+        #expect(pool.nodes.map(\.freeGPUMilli) == [0, 0])
+    }
+
     /// A CPU-only job on a node with few CPUs per GPU leaves GPUs no request can use; FGD's one-step measure
     /// does not see it, allot's stranded capacity does.
     @Test func cpuOnlyJobsGoWhereTheyStrandNoGPU() {

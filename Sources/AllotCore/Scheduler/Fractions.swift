@@ -185,6 +185,9 @@ public struct WorkloadMix: Sendable {
     /// Every shape among the requests, each with its share of all of them: what the models' scarcity is
     /// measured on, since the rare shapes that only some models serve are what scarcity must protect.
     public private(set) var everyShape: [Shape]
+    /// Per amount of room on one GPU (0...1000 thousandths): what no combination of the mix's share sizes
+    /// fills; see ``unfillable(room:)``.
+    private var unfillableRoom: [Int] = []
 
     /// The most common shapes among `requests` until they make up `coverage` of them (FGD's "typical pods",
     /// 95% by default), with their shares renormalised to 1.
@@ -208,6 +211,7 @@ public struct WorkloadMix: Sendable {
         let sum = Double(covered)
         shapes = kept.map { Shape(request: $0.0, weight: Double($0.1) / sum) }
         everyShape = sorted.map { Shape(request: $0.key, weight: Double($0.value) / total) }
+        unfillableRoom = Self.unfillableTable(shapes)
     }
 
     /// A mix of the given shapes and shares (normalised to add up to 1).
@@ -215,6 +219,24 @@ public struct WorkloadMix: Sendable {
         let sum = shapes.reduce(0) { $0 + $1.weight }
         self.shapes = shapes.map { Shape(request: $0.request, weight: sum > 0 ? $0.weight / sum : 0) }
         self.everyShape = self.shapes
+        self.unfillableRoom = Self.unfillableTable(self.shapes)
+    }
+
+    /// The room of one GPU, in thousandths, that no combination of the mix's share sizes can take: beside
+    /// shares of 0.47 and 0.32, 0.19 free is all lost, 0.53 free loses 0.06 (one 0.47 fits), 0.64 loses
+    /// nothing (two 0.32). A GPU nobody holds any of loses nothing: whole-GPU requests take it.
+    /// Unlike ``stranded(on:)``, which fills a node with each shape alone, this sees shares of different
+    /// sizes sharing one GPU.
+    public func unfillable(room: Int) -> Int { unfillableRoom[min(max(room, 0), FractionPool.milli)] }
+
+    /// ``unfillable(room:)`` for every room: a knapsack over the share sizes among the shapes.
+    private static func unfillableTable(_ shapes: [Shape]) -> [Int] {
+        let sizes = Set(shapes.lazy.filter { $0.request.isShare }.map(\.request.gpuMilli)).sorted()
+        var filled = [Int](repeating: 0, count: FractionPool.milli + 1)
+        for room in 1...FractionPool.milli {
+            for size in sizes where size <= room { filled[room] = max(filled[room], size + filled[room - size]) }
+        }
+        return (0...FractionPool.milli).map { $0 == FractionPool.milli ? 0 : $0 - filled[$0] }
     }
 
     /// The expected fragment of a node: the free milli-GPUs that each shape could not use there, weighted by
@@ -280,7 +302,8 @@ public struct FractionPool: Sendable {
     public enum Rule: String, Sendable, CaseIterable {
         /// The least harm, measured exactly: the growth of the node's expected stranded capacity (the GPU its
         /// CPUs, memory and share sizes leave unusable once filled with any expected shape), plus ten times the
-        /// growth of FGD's fragment, plus the scarcity of the GPU model taken; ties to the lowest-numbered node.
+        /// growth of FGD's fragment, plus twice the growth of the GPU's room that no mix of the expected share
+        /// sizes fills, plus the scarcity of the GPU model taken; ties to the lowest-numbered node.
         /// Shares try each distinct amount of room among the node's GPUs.
         case allot
         /// FGD as published: the fragment's growth scored 0...100 through a sigmoid, ties to the first node.
@@ -411,14 +434,23 @@ public struct FractionPool: Sendable {
         after.take(r, gpus: gpus)
         let fragment = fragmentOf(after) - fragmentNow[i]
         guard rule == .allot else { return fragment }
+        var unfillable = 0
+        if r.isShare {
+            for g in gpus {
+                unfillable += mix.unfillable(room: after.gpuFree[g]) - mix.unfillable(room: nodes[i].gpuFree[g])
+            }
+        }
         return strandedOf(after) - strandedNow[i] + Self.fragmentWeight * fragment
+            + Self.unfillableWeight * Double(unfillable)
             + Self.scarcityWeight * (modelPrice[nodes[i].model] - 1) * Double(r.totalGPUMilli)
     }
 
     /// The weights of the `allot` rule's terms, chosen on FGD's 17 openb workloads (docs/fractional-gpus.md):
-    /// the fragment's growth sees the next request, the stranded capacity sees the node filled up. Scarcity's
-    /// weight lifts gpuspec33 from 90.1% (1) to 94.2% (3), and no further above.
+    /// the fragment's growth sees the next request, the stranded capacity sees the node filled up, the
+    /// unfillable room sees a GPU's room filled by shares of mixed sizes. Scarcity's weight lifts gpuspec33
+    /// from 90.1% (1) to 94.2% (3), and no further above.
     static let fragmentWeight = 10.0
+    static let unfillableWeight = 2.0
     static let scarcityWeight = 3.0
     /// Growths closer than this (milli-GPUs) are ties, which go to the lowest-numbered node.
     static let tieTolerance = 1e-6
