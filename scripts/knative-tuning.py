@@ -69,16 +69,21 @@ def main():
     parsed = tomllib.loads(text)
     concurrency = {s["name"]: s["replica"][0]["concurrency"] for s in parsed["service"]}
     scratch = out + ".scratch.toml"
-    allot = simulate(allotctl, pool, text, "allot", scratch)
-    results = {name: [] for name in concurrency}
-    for target, delay, (window, panic) in itertools.product(TARGETS, DELAYS, WINDOWS):
-        settings = {
-            name: f"target={round(target * c, 3)},down-delay={delay},window={window},panic-window={panic}"
-            for name, c in concurrency.items()
-        }
-        figures = simulate(allotctl, pool, with_knative(text, settings), "knative", scratch)
-        for name, s in figures.items():
-            results[name].append((settings[name], share(s), s["replica_hours"]))
+    # The scratch services file goes however the search ends.
+    try:
+        allot = simulate(allotctl, pool, text, "allot", scratch)
+        results = {name: [] for name in concurrency}
+        for target, delay, (window, panic) in itertools.product(TARGETS, DELAYS, WINDOWS):
+            settings = {
+                name: f"target={round(target * c, 3)},down-delay={delay},window={window},panic-window={panic}"
+                for name, c in concurrency.items()
+            }
+            figures = simulate(allotctl, pool, with_knative(text, settings), "knative", scratch)
+            for name, s in figures.items():
+                results[name].append((settings[name], share(s), s["replica_hours"]))
+    finally:
+        if os.path.exists(scratch):
+            os.remove(scratch)
     chosen = {}
     for name, rows in results.items():
         goal = share(allot[name])
@@ -92,7 +97,6 @@ def main():
         )
     with open(out, "w") as f:
         f.write(with_knative(text, chosen))
-    os.remove(scratch)
 
 
 if __name__ == "__main__":

@@ -187,7 +187,7 @@ public struct WorkloadMix: Sendable {
     public private(set) var everyShape: [Shape]
     /// Per amount of room on one GPU (0...1000 thousandths): what no combination of the mix's share sizes
     /// fills; see ``unfillable(room:)``.
-    private var unfillableRoom: [Int] = []
+    private let unfillableRoom: [Int]
 
     /// The most common shapes among `requests` until they make up `coverage` of them (FGD's "typical pods",
     /// 95% by default), with their shares renormalised to 1.
