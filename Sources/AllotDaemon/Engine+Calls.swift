@@ -614,6 +614,7 @@ extension Engine {
         var o = JobObject(
             job,
             in: state,
+            at: Instant(seconds: Self.now),
             reason: reason(of: job),
             full: mine,
             log: job.spec.interactive != nil

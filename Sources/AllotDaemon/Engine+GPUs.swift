@@ -197,6 +197,16 @@ extension Engine {
             o.discoveryProblem = d.problem
             o.gpuList = list((d.inventory?.gpus ?? []).map { ($0.index, $0.uuid, $0.name, $0.memoryMiB) })
         }
+        // What holds each GPU: a whole job, or shares with the part of it they take.
+        var gpus = o.gpuList ?? list([])
+        for i in gpus.indices where gpus[i].index < node.spec.gpus {
+            let g = gpus[i].index
+            gpus[i].jobs = node.jobs(onGPU: g).map(\.rawValue)
+            gpus[i].used =
+                node.holder[g] != nil
+                ? 1 : node.sharers[g].reduce(0) { $0 + (state.jobs[$1]?.allocation?.gpuEquivalent ?? 0) }
+        }
+        o.gpuList = gpus
         if node.spec.mig != .off, var gpus = o.gpuList {
             for i in gpus.indices where gpus[i].index < node.spec.gpus {
                 gpus[i].mig = Self.migInstances(node, gpu: gpus[i].index, in: state)

@@ -37,6 +37,11 @@ extension Engine {
         )
     }
 
+    private struct NodeGPUName: Hashable {
+        var node: String
+        var gpu: Int
+    }
+
     /// GPUs by model: total, used, free, lent, unhealthy.
     func gpuCounts() -> [String: GPUCounts] {
         var gpus: [String: GPUCounts] = [:]
@@ -48,9 +53,19 @@ extension Engine {
             c.unhealthy += (0..<node.spec.gpus).filter { node.health[$0] != .healthy }.count
             gpus[node.spec.gpuModel] = c
         }
+        // A GPU is lent once, however many shares of it are on loan.
+        var sharedLent: Set<NodeGPUName> = []
         for id in state.activeJobs {
             guard let job = state.jobs[id], !job.loans.isEmpty, let a = job.allocation else { continue }
-            gpus[a.model]?.lent += a.gpuCount
+            if a.share == nil && a.mig == nil {
+                gpus[a.model]?.lent += a.gpuCount
+                continue
+            }
+            for slice in a.slices {
+                for g in slice.gpus where sharedLent.insert(NodeGPUName(node: slice.node, gpu: g)).inserted {
+                    gpus[a.model]?.lent += 1
+                }
+            }
         }
         return gpus
     }
@@ -114,7 +129,7 @@ extension Engine {
             if running, let start = job.startTime?.seconds {
                 let span = max(0, now - start)
                 let f = span > 0 ? overlap(start, now) : (start >= since && start < until ? 1 : 0)
-                gpuSeconds += span * Double(job.allocation?.gpuCount ?? 0) * f
+                gpuSeconds += span * (job.allocation?.gpuEquivalent ?? 0) * f
                 usd += span * job.costRate * f
             }
             if job.pastCostUSD > 0 || job.pastGPUSeconds > 0, let first = job.firstStartTime?.seconds {

@@ -152,10 +152,11 @@ public struct JobObject: Codable, Sendable, Equatable {
 
     /// The wire form of a job.
     /// - Parameters:
+    ///   - now: the time it is seen at (a running job's run time, GPU-hours and cost grow with it).
     ///   - reason: why it waits (from the latest pass) or how it ended.
     ///   - full: include command, environment and working directory (its owner and admins).
     ///   - log: its log file, when the daemon runs it.
-    public init(_ job: Job, in state: ClusterState, reason: String?, full: Bool, log: String?) {
+    public init(_ job: Job, in state: ClusterState, at now: Instant, reason: String?, full: Bool, log: String?) {
         let spec = job.spec
         id = job.id.rawValue
         name = spec.name
@@ -226,9 +227,11 @@ public struct JobObject: Codable, Sendable, Equatable {
                 )
             }
         self.reason = reason
-        costUSD = job.costUSD(at: state.now)
-        gpuHours = job.gpuSeconds(at: state.now) / 3600
-        ranSeconds = job.runSeconds(at: state.now)
+        // Not state.now, the time of the last event: an idle pool's running jobs would look frozen.
+        let now = max(now, state.now)
+        costUSD = job.costUSD(at: now)
+        gpuHours = job.gpuSeconds(at: now) / 3600
+        ranSeconds = job.runSeconds(at: now)
         walltimeSeconds = spec.walltime
         preemptible = state.isPreemptible(spec)
         loans = job.loans.map(\.description)
@@ -308,9 +311,13 @@ public struct GPUObject: Codable, Sendable, Equatable {
     public var memoryMiB: Int?
     /// On a MIG node: the instances on this GPU, `3g.40gb@4 job 12` (static nodes list their free ones too).
     public var mig: [String]?
+    /// The jobs on this GPU: its whole holder, or its shares and MIG instances.
+    public var jobs: [UInt64]?
+    /// The part of this GPU taken: 1 when held whole, the shares' sum (0.975) when shared, 0 when free.
+    public var used: Double?
 
     enum CodingKeys: String, CodingKey {
-        case index, health, reason, uuid, name, mig
+        case index, health, reason, uuid, name, mig, jobs, used
         case memoryMiB = "memory_mib"
     }
 

@@ -206,6 +206,9 @@ struct History: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("table (default), csv or json.", valueName: "F"))
     var format = "table"
 
+    @Flag(name: .long, help: "Same as --format json.")
+    var json = false
+
     func validate() throws {
         guard ["table", "csv", "json"].contains(format) else {
             throw ValidationError("--format: expected table, csv or json, got \"\(format)\"")
@@ -217,6 +220,7 @@ struct History: ParsableCommand {
     func run() throws {
         var params = try filters.params(since: since, until: until)
         params.states = params.states ?? ["all"]
+        let format = json ? "json" : format
         try talking {
             let client = try connection.connect()
             let jobs: [JobObject] = try client.call(Methods.list, params)

@@ -61,7 +61,7 @@ struct Nodes: ParsableCommand {
             for g in n.gpuList ?? (0..<n.gpus).map({ GPUObject(index: $0, health: "healthy", reason: nil) }) {
                 var row = [
                     n.name, String(g.index), g.health, g.uuid ?? "-", g.name ?? n.gpuModel,
-                    g.memoryMiB.map { "\($0) MiB" } ?? "-", n.discovery ?? "declared",
+                    g.memoryMiB.map { "\($0) MiB" } ?? "-", n.discovery ?? "declared", Self.use(g),
                 ]
                 if anyMIG {
                     // MIG mode, then the instances on the GPU.
@@ -72,8 +72,19 @@ struct Nodes: ParsableCommand {
             }
         }
         let head =
-            ["NODE", "GPU", "HEALTH", "UUID", "MODEL", "MEMORY", "SOURCE"] + (anyMIG ? ["MIG"] : []) + ["REASON"]
+            ["NODE", "GPU", "HEALTH", "UUID", "MODEL", "MEMORY", "SOURCE", "USED"] + (anyMIG ? ["MIG"] : [])
+            + ["REASON"]
         return table(head, rows)
+    }
+
+    /// `-` free, `job 7` held whole, `0.975 (jobs 1,2,3)` shared.
+    static func use(_ g: GPUObject) -> String {
+        let jobs = g.jobs ?? []
+        guard !jobs.isEmpty, let used = g.used else { return "-" }
+        let ids = jobs.map(String.init).joined(separator: ",")
+        if used >= 1 && jobs.count == 1 { return "job \(ids)" }
+        let part = JobObject.decimal(used)
+        return "\(part) (job\(jobs.count == 1 ? "" : "s") \(ids))"
     }
 }
 

@@ -347,6 +347,13 @@ struct Submit: ParsableCommand {
         if let gpuMemory, Fraction.mebibytes(parsing: gpuMemory) == nil {
             throw ValidationError("--gpu-memory: expected a size above 0 such as 10GiB or 512MiB, got \"\(gpuMemory)\"")
         }
+        // A bare number would be MiB (as --memory reads Slurm's --mem), which for a GPU's memory is almost
+        // always a slip for GiB: ask for the unit.
+        if let gpuMemory, Double(gpuMemory.trimmingCharacters(in: .whitespaces)) != nil {
+            throw ValidationError(
+                "--gpu-memory: \"\(gpuMemory)\" has no unit; write \(gpuMemory)GiB or \(gpuMemory)MiB"
+            )
+        }
         if gpuMemory != nil, let gpus, gpus > 1 {
             throw ValidationError(
                 "--gpu-memory is the GPU memory of a share of one GPU; for \(Int(gpus)) GPUs with at least some memory each, use --min-gpu-memory"

@@ -78,6 +78,60 @@ import Glibc
         d.killJobs()
     }
 
+    /// What operators read about a shared GPU counts what the shares take: `nodes --gpus` shows the part
+    /// of each GPU taken and by whom, `status` counts a GPU lent once however many shares of it are on loan,
+    /// `cost` counts a share's GPU-hours as its share, and a running job's run time and cost grow while
+    /// nothing else happens in the pool.
+    @Test func theSharedGPUIsCountedByWhatItsSharesTake() throws {
+        // Another tenant's guarantee makes every GPU root's jobs use a loan.
+        let d = try DaemonFixture(pool: DaemonFixture.defaultPool + "\n[[tenant]]\nname = \"team\"\ngpu_quota = 2\n")
+        let quarter = try d.submit(["--gpus", "0.25", "--gpu-model", "L4", "--", "sleep", "60"])
+        let half = try d.submit(["--gpus", "0.5", "--gpu-model", "L4", "--", "sleep", "60"])
+        try d.wait(quarter, for: "running")
+        try d.wait(half, for: "running")
+        let g = (d.job(quarter)?["gpu_indices"] as? [[String: Any]])?.first?["gpus"] as? [Int]
+        #expect(g != nil && g == (d.job(half)?["gpu_indices"] as? [[String: Any]])?.first?["gpus"] as? [Int])
+        let gpu = g?.first ?? -1
+        let row = d.ctl(["nodes", "--gpus"]).stdout.split(separator: "\n").first {
+            $0.hasPrefix("l1 ") && $0.contains("  \(gpu)  ")
+        }
+        #expect(row?.contains("0.75 (jobs \(quarter),\(half))") == true, "\(String(describing: row))")
+        let nodes =
+            try JSONSerialization.jsonObject(with: Data(d.ctl(["nodes", "--json"]).stdout.utf8)) as? [[String: Any]]
+        let l1 = nodes?.first { $0["name"] as? String == "l1" }
+        let listed = (l1?["gpu_list"] as? [[String: Any]])?.first { $0["index"] as? Int == gpu }
+        #expect(
+            listed?["used"] as? Double == 0.75 && listed?["jobs"] as? [Int] == [quarter, half],
+            "\(String(describing: l1))"
+        )
+        let status =
+            try JSONSerialization.jsonObject(with: Data(d.ctl(["status", "--json"]).stdout.utf8)) as? [String: Any]
+        let l4 = (status?["gpus"] as? [String: Any])?["L4"] as? [String: Any]
+        #expect(l4?["used"] as? Int == 1 && l4?["lent"] as? Int == 1, "\(String(describing: l4))")
+        // Nothing happens in the pool for a while: the running share's figures still grow.
+        func seen(_ id: Int) -> [String: Any]? {
+            let jobs =
+                try? JSONSerialization.jsonObject(with: Data(d.ctl(["history", "--json"]).stdout.utf8))
+                as? [[String: Any]]
+            return jobs?.first { $0["id"] as? Int == id }
+        }
+        let before = seen(quarter)?["ran_s"] as? Double ?? -1
+        usleep(1_500_000)
+        let after = seen(quarter)
+        let ran = after?["ran_s"] as? Double ?? -1
+        #expect(ran >= before + 1.2, "\(before) → \(ran)")
+        // GPU-hours: a quarter of the run, in history and in cost alike.
+        let hours = after?["gpu_hours"] as? Double ?? -1
+        #expect(abs(hours - 0.25 * ran / 3600) < 0.25 * 1.0 / 3600, "\(hours) for \(ran) s")
+        let cost =
+            try JSONSerialization.jsonObject(with: Data(d.ctl(["cost", "--by", "job", "--json"]).stdout.utf8))
+            as? [[String: Any]]
+        let billed = cost?.first { $0["key"] as? String == String(quarter) }?["gpu_hours"] as? Double ?? -1
+        #expect(billed >= hours && billed < hours + 0.25 * 2.0 / 3600, "\(billed) against \(hours)")
+        #expect(d.stop() == 0)
+        d.killJobs()
+    }
+
     @Test func cpusAndMemoryAreCountedGivenToTheJobAndLimitedWhereCgroupsAllow() throws {
         var pool = DaemonFixture.defaultPool
         pool = pool.replacingOccurrences(
@@ -136,6 +190,9 @@ import Glibc
             #expect(r.status == 2, "\(bad): \(r.stderr)")
             #expect(r.stderr.contains("--gpus") && r.stderr.contains("share of one GPU"), "\(bad): \(r.stderr)")
         }
+        // GPU memory without a unit would be MiB: almost surely a slip for GiB, so it is refused.
+        let bare = d.ctl(["submit", "--gpu-memory", "10", "--", "true"])
+        #expect(bare.status == 2 && bare.stderr.contains("--gpu-memory: \"10\" has no unit"), "\(bare.stderr)")
         let line = #"{"command": ["true"], "gpus": 2.5}"#
         let file = d.ctl(["submit", "--file", "-"], stdin: line + "\n")
         #expect(file.status != 0 && file.stderr.contains("gpus"), "\(file.stderr)")
