@@ -43,8 +43,10 @@ for i in 1 2 3 4 5 6 7 8; do
     "$bin/allotctl" submit --gpus 8 --tenant research --name "pretrain-$i" --walltime 2h --estimate 90m \
         -- sh -c 'echo "step 0 on GPUs $CUDA_VISIBLE_DEVICES"; sleep 60' >/dev/null
 done
+# The fine-tunes are short (--estimate 10m): 40 minutes on an L4 still ends within their hour, so those that
+# find the H100s and A100s taken borrow the L4s kept for inference.
 for i in 1 2 3 4 5 6 7 8; do
-    "$bin/allotctl" submit --gpus 4 --tenant product --name "finetune-$i" --walltime 1h --grace 3s \
+    "$bin/allotctl" submit --gpus 4 --tenant product --name "finetune-$i" --walltime 1h --estimate 10m --grace 3s \
         -- sh -c 'trap "echo checkpointing; exit 0" TERM; echo tuning; sleep 60 & wait' >/dev/null
 done
 sleep 1
@@ -56,9 +58,15 @@ svc=$("$bin/allotctl" submit --kind inference --gpus 4 --tenant product --name l
 echo "submitted job $svc"
 sleep 1
 ctl ls --kind inference
-victim=$("$bin/allotctl" ls --state stopping,pending --json | grep -o '"id" : [0-9]*' | head -1 | grep -o '[0-9]*$' || true)
+# The fine-tune whose loan is taken back: stopping (its grace), or already back in the queue.
+victim=$("$bin/allotctl" ls --state stopping --json | grep -o '"id" : [0-9]*' | head -1 | grep -o '[0-9]*$' || true)
+if [ -z "$victim" ]; then
+    victim=$("$bin/allotctl" ls --state pending --json | grep -o '"id" : [0-9]*' | head -1 | grep -o '[0-9]*$' || true)
+fi
 if [ -n "$victim" ]; then
     ctl why "$victim"
+else
+    echo "(no loan was taken back: the service found free L4s)"
 fi
 for _ in $(seq 80); do
     [ "$("$bin/allotctl" show "$svc" --json | grep -c '"state" : "running"')" = 1 ] && break
