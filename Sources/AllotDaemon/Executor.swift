@@ -182,8 +182,13 @@ final class Executor {
                 env["ALLOT_PORT"] = String(port)
             }
         }
-        if let cpu = slices.first?.cpuMilli { env["ALLOT_CPUS"] = Fraction.text(cpu) }
-        if let memory = slices.first?.memoryMiB { env["ALLOT_MEMORY_MIB"] = String(memory) }
+        // The job's CPUs and memory here: what the node counted for it, or on a node that does not count them
+        // what the job asked for (its part on this node), still its limit though not counted.
+        let part = allGPUs > 0 ? Double(gpus.count) / Double(allGPUs) : 1 / Double(max(1, slices.count))
+        let cpuMilli = slices.first?.cpuMilli ?? spec.cpuMilli.map { max(1, Int((Double($0) * part).rounded(.up))) }
+        let memoryMiB = slices.first?.memoryMiB ?? spec.memoryMiB.map { max(1, Int((Double($0) * part).rounded(.up))) }
+        if let cpu = cpuMilli { env["ALLOT_CPUS"] = Fraction.text(cpu) }
+        if let memory = memoryMiB { env["ALLOT_MEMORY_MIB"] = String(memory) }
         // A share of one GPU: its compute share and memory for an MPS server on the node (ignored without
         // one: the GPU is then time-sliced between its shares, without isolation).
         if let share = spec.gpuShare {
@@ -210,8 +215,8 @@ final class Executor {
             socket: socket,
             // The job's CPUs and memory on this node, enforced by its cgroup where the controllers are
             // delegated (the supervisor notes in the job's log where they are not).
-            cpuMax: slices.first?.cpuMilli.map { "\(max(1000, $0 * 100)) 100000" },
-            memoryMax: slices.first?.memoryMiB.map { String($0 * 1_048_576) },
+            cpuMax: cpuMilli.map { "\(max(1000, $0 * 100)) 100000" },
+            memoryMax: memoryMiB.map { String($0 * 1_048_576) },
             tty: spec.interactive == nil ? nil : ttySocket(id, run: run),
             interactive: spec.interactive,
             hangup: runHangup

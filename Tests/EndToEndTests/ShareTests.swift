@@ -177,6 +177,17 @@ import Glibc
         #expect(never.status == 1 && never.stderr.contains("can never start"), "\(never.stderr)")
         let bad = d.ctl(["submit", "--memory", "lots", "--", "true"])
         #expect(bad.status == 2 && bad.stderr.contains("--memory"), "\(bad.stderr)")
+        // a1 does not declare its CPUs or memory: nothing is counted there, but a job that asks for them gets
+        // what it asked for as its own (and as its limit).
+        let asked = try d.submit(["--gpu-model", "A100", "--cpus", "3", "--memory", "512MiB", "--", "sh", "-c", script])
+        try d.wait(asked, for: "running")
+        var askedLog = ""
+        for _ in 0..<50 {
+            askedLog = d.ctl(["logs", String(asked)]).stdout
+            if askedLog.contains("cpus=") { break }
+            usleep(100_000)
+        }
+        #expect(askedLog.contains("cpus=3 mib=512"), "\(askedLog)")
         #expect(d.ctl(["cancel", String(j)]).status == 0)
         try d.wait(waits, for: "running")
         #expect(d.stop() == 0)
@@ -200,7 +211,8 @@ import Glibc
         // 0 GPUs is a job of CPUs and memory only: it runs, seeing no GPU, and costs no GPU time.
         let cpu = try d.submit(["--gpus", "0", "--", "sh", "-c", "echo \"[$CUDA_VISIBLE_DEVICES]\""])
         try d.wait(cpu, for: "completed")
-        #expect(d.ctl(["logs", String(cpu)]).stdout == "[]\n")
+        // (Its 1 CPU is its limit; where the cpu controller is not delegated its log says so first.)
+        #expect(d.ctl(["logs", String(cpu)]).stdout.hasSuffix("[]\n"))
         #expect(d.job(cpu)?["gpus"] as? Int == 0 && d.job(cpu)?["cost_usd"] as? Double == 0)
         #expect(d.stop() == 0)
     }
