@@ -235,7 +235,7 @@ public struct JobObject: Codable, Sendable, Equatable {
         walltimeSeconds = spec.walltime
         preemptible = state.isPreemptible(spec)
         loans = job.loans.map(\.description)
-        placement = waiting ? nil : job.placement?.description
+        placement = waiting ? nil : job.placement?.text(for: .init(job.spec))
         self.log = log
         if full {
             command = spec.command

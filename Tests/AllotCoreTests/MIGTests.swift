@@ -112,6 +112,30 @@ import Testing
         #expect(s.invariantViolations().isEmpty)
     }
 
+    /// `why` and `show` say how many memory slices of its GPU an instance's start left free.
+    @Test func anInstancesPlacementNoteCountsTheMemorySlicesLeft() throws {
+        var s = Self.pool([("h1", 1, .dynamic, [])])
+        let one = s.submit(Self.mig("1g.10gb"))
+        s.schedule(at: 1)
+        let three = s.submit(Self.mig("3g.40gb"))
+        let two = s.submit(Self.mig("2g.20gb"))
+        s.schedule(at: 2)
+        func note(_ id: JobID) throws -> String {
+            let job = try #require(s.jobs[id])
+            #expect(job.state == .running)
+            return try #require(job.placement).text(for: .init(job.spec))
+        }
+        #expect(try note(one).hasSuffix("leaves 7 of its GPU's 8 memory slices free"))
+        #expect(try note(three).hasSuffix("leaves 3 of its GPU's 8 memory slices free"))
+        #expect(try note(two).hasSuffix("leaves 1 of its GPU's 8 memory slices free"))
+        // The last slice left takes a 1g.10gb only where one may start: it fills the GPU if so.
+        let used = s.node(named: "h1")!.migUsed[0]
+        let free = (0..<7).first { used & (1 << $0) == 0 }
+        let last = s.submit(Self.mig("1g.10gb"))
+        s.schedule(at: 3)
+        if free != nil { #expect(try note(last).hasSuffix("fills its GPU's memory slices")) }
+    }
+
     @Test func aStaticLayoutGivesOnlyItsInstancesAndNeverWholeGPUs() throws {
         var s = Self.pool([("s1", 1, .static, ["3g.40gb@0", "3g.40gb@4"])])
         let a = s.submit(Self.mig("3g.40gb"))

@@ -33,6 +33,27 @@ import Testing
         #expect(pass.reason(for: whole)?.blocker.waitsForGPUs == true)
     }
 
+    /// `why` and `show` say what a share's start left of its GPU, not a count of thousandths as GPUs.
+    @Test func aSharesPlacementNoteSaysWhatItLeftOfItsGPU() throws {
+        var s = ClusterState.fixture(nodes: [("l4-1", "L4", 2, [])])
+        let first = s.submit(Self.share(250))
+        s.schedule(at: 1)
+        let second = s.submit(Self.share(500))
+        let memory = s.submit(JobSpec.inference(1) { $0.gpuMemoryMiB = 6 * 1024 })
+        s.schedule(at: 2)
+        func note(_ id: JobID) throws -> String {
+            let job = try #require(s.jobs[id])
+            return try #require(job.placement).text(for: .init(job.spec))
+        }
+        #expect(try note(first).hasSuffix("leaves 0.75 of its GPU free"))
+        #expect(try note(second).hasSuffix("leaves 0.25 of its GPU free"))
+        // 6 GiB of an L4's 24 is a quarter: it fills the GPU the others share.
+        #expect(try note(memory).hasSuffix("fills its GPU exactly"))
+        let whole = s.submit(.inference(1))
+        s.schedule(at: 3)
+        #expect(try note(whole).hasSuffix("fills its nodes exactly"))
+    }
+
     @Test func aShareFillsTheFullestSharedGPUThatHoldsIt() {
         var s = ClusterState.fixture(nodes: [("l4-1", "L4", 4, [])])
         let half = s.submit(Self.share(500))

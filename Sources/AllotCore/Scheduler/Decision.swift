@@ -60,7 +60,9 @@ public struct PlacementNote: Hashable, Codable, Sendable, CustomStringConvertibl
     public var expectedSeconds: Seconds
     /// Expected cost of the run, in USD.
     public var estimatedCostUSD: Double
-    /// Free GPUs left on the chosen nodes after placing (0 is a perfect fit).
+    /// What the start left free, in the job's terms (0 is a perfect fit): for whole GPUs, the free GPUs left
+    /// on its nodes; for a share of one GPU, the thousandths of that GPU left free; for a MIG instance, the
+    /// memory slices of its GPU left free; for a job of no GPUs, the free GPUs of its node.
     public var holesLeft: Int
 
     public init(rule: Rule, model: String, expectedSeconds: Seconds, estimatedCostUSD: Double, holesLeft: Int) {
@@ -71,7 +73,35 @@ public struct PlacementNote: Hashable, Codable, Sendable, CustomStringConvertibl
         self.holesLeft = holesLeft
     }
 
-    public var description: String {
+    /// What kind of start a note is about, which says what `holesLeft` counts.
+    public enum Shape: Sendable {
+        case wholeGPUs, share, mig
+
+        public init(_ spec: JobSpec) { self = !spec.mig.isEmpty ? .mig : spec.isShare ? .share : .wholeGPUs }
+    }
+
+    /// The note as `why` and `show` word it for a job of this shape.
+    public func text(for shape: Shape) -> String {
+        let left: String
+        switch shape {
+        case .wholeGPUs:
+            left = holesLeft == 0 ? "fills its nodes exactly" : "leaves \(holesLeft) GPU(s) free on its nodes"
+        case .share:
+            left =
+                holesLeft <= 0
+                ? "fills its GPU exactly" : "leaves \(Fraction.text(min(holesLeft, 999))) of its GPU free"
+        case .mig:
+            left =
+                holesLeft <= 0
+                ? "fills its GPU's memory slices"
+                : "leaves \(min(holesLeft, MIGTable.memorySlices)) of its GPU's \(MIGTable.memorySlices) memory slices free"
+        }
+        return head + ", " + left
+    }
+
+    public var description: String { text(for: .wholeGPUs) }
+
+    var head: String {
         let how: String
         switch rule {
         case .cheapest: how = "cheapest GPU that serves it"
@@ -84,7 +114,6 @@ public struct PlacementNote: Hashable, Codable, Sendable, CustomStringConvertibl
         }
         return
             "\(model): \(how); expected \(DurationText.format(expectedSeconds)), about $\(Money.format(estimatedCostUSD))"
-            + (holesLeft == 0 ? ", fills its nodes exactly" : ", leaves \(holesLeft) GPU(s) free on its nodes")
     }
 }
 

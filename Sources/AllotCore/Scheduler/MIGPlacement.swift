@@ -11,6 +11,8 @@ extension Pass {
         /// For ranking: the GPU's memory slices taken before, and the room for instances left after.
         var takenBefore: Int
         var roomAfter: Int
+        /// The GPU's memory slices left free after (the placement note's).
+        var slicesLeft: Int
     }
 
     /// Places and starts a MIG job: each allowed model in the job's order, each of its profiles in its order
@@ -85,7 +87,7 @@ extension Pass {
                     model: model.name,
                     expectedSeconds: seconds,
                     estimatedCostUSD: cost,
-                    holesLeft: c.roomAfter
+                    holesLeft: c.slicesLeft
                 )
                 decideStart(
                     row,
@@ -169,7 +171,8 @@ extension Pass {
                         start: s,
                         fresh: used == 0,
                         takenBefore: used.nonzeroBitCount,
-                        roomAfter: room
+                        roomAfter: room,
+                        slicesLeft: MIGTable.memorySlices - after.nonzeroBitCount
                     )
                     if best == nil || Self.better(c, than: best!) { best = c }
                 }

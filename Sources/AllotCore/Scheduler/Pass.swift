@@ -762,7 +762,10 @@ struct Pass {
                 }
                 slices = placed
             }
-            let holes = slices.reduce(0) { $0 + p.freeCount($1.node) }
+            // A share on a fresh GPU leaves the rest of that GPU; whole GPUs leave their nodes' free GPUs.
+            let holes =
+                row.isShare
+                ? FractionPool.milli - row.share(on: ctx.models[m]) : slices.reduce(0) { $0 + p.freeCount($1.node) }
             let note = PlacementNote(
                 rule: spillingOver.map { $0.job == row.id && $0.from != m } == true ? .spillOver : ruleName,
                 model: ctx.models[m].name,

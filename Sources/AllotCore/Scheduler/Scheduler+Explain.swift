@@ -236,7 +236,7 @@ extension Scheduler {
                         "shares GPU \(g) of \(slice.node) with \(others) (\(Fraction.text(node.shareUsed[g] - share)) of it)"
                     )
                 }
-                if let note = job.placement { lines.append("placed on \(note)") }
+                if let note = job.placement { lines.append("placed on \(note.text(for: .init(spec)))") }
                 let expected = state.expectedSeconds(of: spec, on: model)
                 lines.append(
                     "expected run time \(DurationText.format(expected)), cost so far $\(Money.format(job.costUSD(at: state.now)))"
