@@ -114,9 +114,22 @@ struct CheckConfig: ParsableCommand {
     )
 
     @Argument(help: ArgumentHelp("The configuration file (default /etc/allot/allotd.toml).", valueName: "FILE"))
-    var file: String = "/etc/allot/allotd.toml"
+    var path: String?
+
+    @Option(
+        name: .long,
+        help: ArgumentHelp("The configuration file, as `allotd --config` takes it.", valueName: "PATH")
+    )
+    var config: String?
+
+    func validate() throws {
+        if let path, let config, path != config {
+            throw ValidationError("two configuration files given: \(path) and --config \(config); check one at a time")
+        }
+    }
 
     func run() throws {
+        let file = path ?? config ?? "/etc/allot/allotd.toml"
         let c: ConfigFile
         do {
             c = try ConfigFile.load(path: file)
@@ -125,19 +138,35 @@ struct CheckConfig: ParsableCommand {
             FileHandle.standardError.write(Data("allotd: \(error)\n".utf8))
             throw ExitCode(1)
         }
+        // Nodes whose GPUs are discovered at start count as what they declare until then: say so.
         var gpus: [String: Int] = [:]
-        for n in c.nodes { gpus[n.gpuModel, default: 0] += n.gpus }
+        var found: [String: Int] = [:]
+        for n in c.nodes {
+            if c.discovery[n.name] == nil {
+                gpus[n.gpuModel, default: 0] += n.gpus
+            } else {
+                found[n.gpuModel, default: 0] += 1
+            }
+        }
+        func count(_ model: String) -> String {
+            let declared = "\(gpus[model] ?? 0) GPUs"
+            guard let n = found[model] else { return declared }
+            return (gpus[model] == nil ? "" : declared + " + ") + "those found on \(n) node\(n == 1 ? "" : "s")"
+        }
         var lines = ["\(file): valid"]
         lines.append(
             "GPU models: "
                 + c.pool.gpuModels.map {
-                    "\($0.name) (\(gpus[$0.name] ?? 0) GPUs, $\(Money.format($0.pricePerHour))/GPU-h, speed \($0.speed))"
+                    "\($0.name) (\(count($0.name)), $\(Money.format($0.pricePerHour))/GPU-h, speed \($0.speed))"
                 }
                 .joined(separator: ", ")
         )
-        let agents = c.nodes.filter { !$0.local }.count
+        let host = ProcessInfo.processInfo.hostName
+        let agents = c.nodes.filter { !c.daemon.isLocal($0, hostname: host) }.count
+        let total = gpus.values.reduce(0, +)
         lines.append(
-            "nodes: \(c.nodes.count) (\(c.nodes.count - agents) run by allotd, \(agents) by agents), \(gpus.values.reduce(0, +)) GPUs"
+            "nodes: \(c.nodes.count) (\(c.nodes.count - agents) run by allotd, \(agents) by agents), "
+                + (found.isEmpty ? "\(total) GPUs" : "\(total) GPUs declared, the rest found at start")
         )
         lines.append(
             "priority classes: " + c.pool.priorityClasses.map { "\($0.name) (\($0.value))" }.joined(separator: ", ")

@@ -414,6 +414,10 @@ import Glibc
         let ok = try Harness.run("allotd", ["check-config", d.config.path])
         #expect(ok.status == 0, "\(ok.stderr)")
         #expect(ok.stdout.contains("valid") && ok.stdout.contains("A100 (4 GPUs"), "\(ok.stdout)")
+        // The fixture runs every node's jobs here (local_nodes), and `--config` names the file as for allotd.
+        let spelt = try Harness.run("allotd", ["check-config", "--config", d.config.path])
+        #expect(spelt.status == 0 && spelt.stdout == ok.stdout, "\(spelt.stdout) \(spelt.stderr)")
+        #expect(ok.stdout.contains(" run by allotd, 0 by agents)"), "\(ok.stdout)")
         let text = try String(contentsOf: d.config, encoding: .utf8)
         try text.replacingOccurrences(of: "[[node]]", with: "[[nodes]]").write(
             to: d.config,
