@@ -56,6 +56,11 @@ import Testing
             Issue.record("\(String(describing: Scheduler.permanentBlocker(for: huge, in: s)))")
             return
         }
+        #expect(
+            Scheduler.permanentBlocker(for: huge, in: s)!.sentence(for: huge, in: s).contains(
+                "40 CPUs and no GPU, more than any node it may use has, even idle (the most any node of the pool has: 32 CPUs)"
+            )
+        )
         #expect(Scheduler.permanentBlocker(for: .training(0) { $0.cpuMilli = 4000 }, in: s) == nil)
         // It ends: its CPUs come back.
         s.finish(cpu, at: 3)

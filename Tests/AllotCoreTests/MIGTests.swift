@@ -136,6 +136,32 @@ import Testing
         if free != nil { #expect(try note(last).hasSuffix("fills its GPU's memory slices")) }
     }
 
+    /// A MIG job whose CPUs no MIG node could hold beside it is refused at submit, as a whole job is.
+    @Test func aMIGJobAskingMoreCPUsThanAnyMIGNodeHasCanNeverStart() throws {
+        var s = Self.pool([])
+        let spec = NodeSpec(name: "h1", gpuModel: "H100-80GB", gpus: 2, cpus: 16, memoryGiB: 64, mig: .dynamic)
+        try s.apply(Event(time: .zero, .nodeAdded(spec: spec)))
+        let huge = JobSpec.inference(1) {
+            $0.mig = ["1g.10gb"]
+            $0.cpuMilli = 20_000
+        }
+        let blocker = try #require(Scheduler.permanentBlocker(for: huge, in: s))
+        #expect(
+            blocker.sentence(for: huge, in: s).contains(
+                "20 CPUs with a MIG instance, more than the nodes that could hold it have"
+            ),
+            "\(blocker.sentence(for: huge, in: s))"
+        )
+        #expect(
+            Scheduler.permanentBlocker(
+                for: .inference(1) {
+                    $0.mig = ["1g.10gb"]; $0.cpuMilli = 16_000
+                },
+                in: s
+            ) == nil
+        )
+    }
+
     @Test func aStaticLayoutGivesOnlyItsInstancesAndNeverWholeGPUs() throws {
         var s = Self.pool([("s1", 1, .static, ["3g.40gb@0", "3g.40gb@4"])])
         let a = s.submit(Self.mig("3g.40gb"))

@@ -38,8 +38,24 @@ extension Blocker {
             return
                 "waiting for CPUs or memory: GPUs for it are free, but no node with \(needed) of them free has \(what) free beside them (--cpus, --memory)"
         case .exceedsNodeResources(let cpu, let memory):
+            let asked = Self.host(cpu, memory) ?? "CPUs and memory"
+            if spec.gpus == 0 && !spec.isElastic {
+                // One node must hold it all: say what the largest has.
+                let cpus = state.nodes.compactMap(\.cpuCapacity).max()
+                let mib = state.nodes.compactMap(\.memoryCapacity).max()
+                let largest =
+                    Self.host(cpu == nil ? nil : cpus, memory == nil ? nil : mib).map {
+                        " (the most any node of the pool has: \($0))"
+                    } ?? ""
+                return
+                    "it asks for \(asked) and no GPU, more than any node it may use has, even idle\(largest); it can never start as asked (ask for less)"
+            }
+            if !spec.mig.isEmpty || spec.isShare {
+                return
+                    "it asks for \(asked) with \(spec.isShare ? "a share of one GPU" : "a MIG instance"), more than the nodes that could hold it have, even idle; it can never start as asked (ask for less)"
+            }
             return
-                "it asks for \(Self.host(cpu, memory) ?? "CPUs and memory") with \(spec.isShare ? "a share of one GPU" : "\(spec.gpus) GPU(s)"), more than the nodes that could hold its GPUs have, even idle; it can never start as asked (ask for less, or spread it over more GPUs)"
+                "it asks for \(asked) with \(spec.gpus) GPU(s), more than the nodes that could hold its GPUs have, even idle; it can never start as asked (ask for less, or spread it over more GPUs)"
         case .noMIGRoom(let detail):
             return "waiting for a MIG instance: \(detail)"
         case .noShareRoom(let detail):
@@ -127,7 +143,10 @@ extension Blocker {
 
     /// `8 CPUs and 64 GiB`; nil when neither is given.
     static func host(_ cpuMilli: Int?, _ memoryMiB: Int?) -> String? {
-        let parts = [cpuMilli.map { "\(Fraction.text($0)) CPUs" }, memoryMiB.map(Fraction.mebibytes)].compactMap { $0 }
+        let parts = [
+            cpuMilli.map { "\(Fraction.text($0)) CPU\($0 == 1000 ? "" : "s")" }, memoryMiB.map(Fraction.mebibytes),
+        ]
+        .compactMap { $0 }
         return parts.isEmpty ? nil : parts.joined(separator: " and ")
     }
 
@@ -223,10 +242,12 @@ extension Scheduler {
             if let a = job.allocation, let model = state.config.model(named: a.model) {
                 let began = job.startTime ?? state.now
                 let price = "$\(Money.format(model.pricePerHour))/GPU-h"
+                let hourly = "$\(Money.format(model.pricePerHour * a.gpuEquivalent))/h"
                 let what =
-                    a.share.map {
-                        "\(Fraction.text($0)) of one \(a.model) at \(price): $\(Money.format(model.pricePerHour * a.gpuEquivalent))/h"
-                    } ?? "\(a.gpuCount)×\(a.model) at \(price)"
+                    a.mig.map {
+                        "\($0.profile) of one \(a.model), priced as \(Fraction.text(a.migMilli ?? 1000)) of it at \(price): \(hourly)"
+                    } ?? a.share.map { "\(Fraction.text($0)) of one \(a.model) at \(price): \(hourly)" }
+                    ?? "\(a.gpuCount)×\(a.model) at \(price)"
                 lines.append("running on \(a) (\(what)) since \(DurationText.format(state.now - began)) ago")
                 if let share = a.share, let slice = a.slices.first, let node = state.node(named: slice.node),
                     let g = slice.gpus.first, node.sharers[g].count > 1

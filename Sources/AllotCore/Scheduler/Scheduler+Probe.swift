@@ -33,7 +33,22 @@ extension Scheduler {
     public static func permanentBlocker(for spec: JobSpec, in state: ClusterState) -> Blocker? {
         let models = state.config.gpuModels
         var allowed = PassContext.mask(models, spec.gpuModels, spec.minGPUMemoryGiB)
-        if spec.isMIG { return migBlocker(for: spec, allowed: allowed, in: state) }
+        if spec.isMIG {
+            if let b = migBlocker(for: spec, allowed: allowed, in: state) { return b }
+            // Its instance's CPUs and memory must fit beside it on a MIG node of an allowed model.
+            var withMIG: UInt64 = 0
+            for n in state.nodes where n.spec.mig != .off { withMIG |= 1 << UInt64(n.modelIndex) }
+            let cheapest = (allowed & withMIG).setBits.flatMap { spec.migProfiles(on: models[$0]) }
+                .map(MIGTable.priceMilli).min()
+            return state.hostNeverFits(
+                cpuMilli: spec.cpuMilli,
+                memoryMiB: spec.memoryMiB,
+                gpus: 1,
+                share: cheapest ?? 0,
+                topology: .any,
+                allowed: allowed & withMIG
+            )
+        }
         for i in allowed.setBits where spec.shareMilli(on: models[i]) == 0 { allowed &= ~(1 << UInt64(i)) }
         if spec.isShare { allowed &= state.nodeTraits.shareModels }
         if allowed == 0 { return .noModelAllowed }
