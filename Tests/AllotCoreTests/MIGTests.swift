@@ -162,6 +162,35 @@ import Testing
         )
     }
 
+    /// A MIG job with free slices but not its CPUs beside them is told so, holds no slices, and gets no
+    /// estimated start of "now" from a plan that counts only GPUs.
+    @Test func aMIGJobShortOfCPUsIsToldSoAndHoldsNoSlices() throws {
+        var s = Self.pool([])
+        let spec = NodeSpec(name: "h1", gpuModel: "H100-80GB", gpus: 2, cpus: 16, memoryGiB: 64, mig: .dynamic)
+        try s.apply(Event(time: .zero, .nodeAdded(spec: spec)))
+        let whole = s.submit(.inference(1) { $0.cpuMilli = 12_000 })
+        s.schedule(at: 1)
+        #expect(s.jobs[whole]?.state == .running)
+        let mig = s.submit(
+            .training(1) {
+                $0.mig = ["1g.10gb"]; $0.cpuMilli = 8_000
+            }
+        )
+        let pass = s.schedule(at: 2)
+        guard case .hostResources(1, 8_000, _)? = pass.reason(for: mig)?.blocker else {
+            Issue.record("\(String(describing: pass.reason(for: mig)))")
+            return
+        }
+        let why = try #require(Scheduler(policy: .allot).explain(mig, in: s, pass: pass)).lines
+        #expect(why.contains { $0.hasPrefix("waiting for CPUs or memory") }, "\(why)")
+        #expect(!why.contains { $0.hasPrefix("estimated start") }, "\(why)")
+        #expect(!why.contains { $0.hasPrefix("holds on") }, "\(why)")
+        // The whole job ends: its CPUs come back and the instance starts.
+        s.finish(whole, at: 3)
+        s.schedule(at: 3)
+        #expect(s.jobs[mig]?.state == .running)
+    }
+
     @Test func aStaticLayoutGivesOnlyItsInstancesAndNeverWholeGPUs() throws {
         var s = Self.pool([("s1", 1, .static, ["3g.40gb@0", "3g.40gb@4"])])
         let a = s.submit(Self.mig("3g.40gb"))

@@ -36,6 +36,7 @@ extension Pass {
         var passedHold = false
         var offered = false
         var closest: (detail: String, taken: Int)?
+        var hostShort: Blocker?
         var rule: Blocker?
         var cheapestOverLimit = Double.infinity
         for (m, ruleName) in ctx.order(for: row, now: now) where allowed & (1 << UInt64(m)) != 0 {
@@ -70,6 +71,10 @@ extension Pass {
                     hold: hold
                 )
                 passedHold = passedHold || found.passedHold
+                if hostShort == nil, let i = found.hostShortOn {
+                    let need = hostNeed(row, node: i, gpus: 1, worth: Double(milli) / 1000)
+                    hostShort = .hostResources(needed: 1, cpuMilli: need.cpu, memoryMiB: need.memory)
+                }
                 guard let c = found.choice else {
                     if let d = found.closest, closest == nil || d.taken < closest!.taken {
                         closest = (d.detail, d.taken)
@@ -115,11 +120,14 @@ extension Pass {
                 capacity: never == nil
             )
         }
+        // Slices were free but not the CPUs or memory beside them: that is what it waits for.
+        if let hostShort { return .blocked(hostShort, capacity: true) }
         return .blocked(.noMIGRoom(detail: closest?.detail ?? "every GPU with MIG is busy"), capacity: true)
     }
 
     /// The best start of profile `p` on `nodes`, or (when none has room) what the emptiest GPU has taken;
-    /// never on the slices of `hold` (`passedHold`: a start there was free).
+    /// never on the slices of `hold` (`passedHold`: a start there was free); `hostShortOn`: a node with a
+    /// free start but not the job's CPUs or memory.
     func bestMIGSlot(
         _ row: PendingQueue.Row,
         table: MIGTable,
@@ -128,9 +136,10 @@ extension Pass {
         nodes: [Int],
         reserved: Bool,
         hold: MIGHold?
-    ) -> (choice: MIGChoice?, closest: (detail: String, taken: Int)?, passedHold: Bool) {
+    ) -> (choice: MIGChoice?, closest: (detail: String, taken: Int)?, passedHold: Bool, hostShortOn: Int?) {
         var best: MIGChoice?
         var passedHold = false
+        var hostShortOn: Int?
         var emptiest: (node: Int, gpu: Int, used: UInt8)?
         for i in nodes {
             let node = state.nodes[i]
@@ -156,7 +165,11 @@ extension Pass {
                         used & p.mask(at: $0) == 0
                     }
                     : table.freeStarts(of: p, used: used)
-                guard !starts.isEmpty, fitsHost(row, node: i, gpus: 1, worth: Double(milli) / 1000) else { continue }
+                if starts.isEmpty { continue }
+                guard fitsHost(row, node: i, gpus: 1, worth: Double(milli) / 1000) else {
+                    hostShortOn = hostShortOn ?? i
+                    continue
+                }
                 for s in starts {
                     if let hold, hold.gpu == gpu, hold.mask & p.mask(at: s) != 0 {
                         passedHold = true
@@ -178,19 +191,20 @@ extension Pass {
                 }
             }
         }
-        if best != nil { return (best, nil, passedHold) }
+        if best != nil { return (best, nil, passedHold, nil) }
         let starts = p.starts.map { "\($0)–\($0 + p.memorySlices - 1)" }.joined(separator: " or ")
         let need =
             "MIG \(p.name) needs memory slices \(p.memorySlices == 1 ? p.starts.map(String.init).joined(separator: ", ") : starts) free"
         guard let e = emptiest else {
-            return (nil, (need + "; every GPU with MIG is taken whole, shared or down", 9), passedHold)
+            return (nil, (need + "; every GPU with MIG is taken whole, shared or down", 9), passedHold, hostShortOn)
         }
         let taken = state.nodes[e.node].sharers[e.gpu].compactMap { state.jobs[$0]?.allocation?.mig?.description }
         let has = taken.isEmpty ? "its free slices do not fit" : "has \(taken.joined(separator: ", ")) taken"
         return (
             nil,
             (need + "; the emptiest GPU, \(state.nodes[e.node].name) GPU \(e.gpu), \(has)", e.used.nonzeroBitCount),
-            passedHold
+            passedHold,
+            hostShortOn
         )
     }
 

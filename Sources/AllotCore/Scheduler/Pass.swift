@@ -493,7 +493,10 @@ struct Pass {
         // A share holds instead the shared GPU whose shares leave it room soonest: smaller shares
         // behind it would otherwise take every bit of room as it frees, and it would never start.
         if capacity && shareHold == nil && policy != .fifo && row.isShare { holdShare(for: row, allowed: allowed) }
-        if capacity && migHold == nil && policy != .fifo && row.isMIG { holdMIG(for: row, allowed: allowed) }
+        // (Not for CPUs or memory: slices held would not bring them.)
+        if capacity && migHold == nil && policy != .fifo && row.isMIG, case .noMIGRoom = blocker {
+            holdMIG(for: row, allowed: allowed)
+        }
         return true
     }
 

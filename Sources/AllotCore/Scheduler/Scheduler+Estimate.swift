@@ -7,7 +7,8 @@ extension Scheduler {
     /// jobs told to stop end after their grace, and the jobs ahead of it that wait only for GPUs start, in
     /// priority order, at the earliest time enough GPUs are free for their expected run time (conservative
     /// backfill). Nil when the job is not waiting for GPUs, when more than ``estimatePlanLimit`` jobs are
-    /// ahead, or when no running job's end gives it room.
+    /// ahead, when no running job's end gives it room, or when the plan would start it now (what it waits
+    /// for is then not a count of GPUs).
     /// - Returns: the start, and how many jobs ahead of it the plan starts first.
     public func estimatedStart(
         of id: JobID,
@@ -57,7 +58,12 @@ extension Scheduler {
                 if r.id == id { return nil }
                 continue
             }
-            if r.id == id { return (Instant(seconds: best.start), started) }
+            if r.id == id {
+                // The plan counts GPUs per model only: where it says "now", what keeps the job waiting is
+                // something it does not see (CPUs or memory, MIG slices, room on a shared GPU, GPUs on one
+                // node), and it knows no better time.
+                return best.start > now ? (Instant(seconds: best.start), started) : nil
+            }
             plan.take(model: best.model, count: row.gpus, from: best.start, to: best.start + best.seconds)
             started += 1
         }

@@ -35,6 +35,11 @@ extension Blocker {
             if needed == 0 {
                 return "waiting for CPUs or memory: no node it may use has \(what) free (--cpus, --memory)"
             }
+            if !spec.mig.isEmpty || spec.isShare {
+                let slot = spec.isShare ? "a GPU has room for its share" : "slices for its MIG instance are free"
+                return
+                    "waiting for CPUs or memory: \(slot), but no node with them has \(what) free beside them (--cpus, --memory)"
+            }
             return
                 "waiting for CPUs or memory: GPUs for it are free, but no node with \(needed) of them free has \(what) free beside them (--cpus, --memory)"
         case .exceedsNodeResources(let cpu, let memory):
