@@ -268,10 +268,19 @@ public struct NodeObject: Codable, Sendable, Equatable {
     /// `dynamic` or `static` for a node with MIG (absent when off), and a static node's layout on every GPU.
     public var mig: String?
     public var migLayout: [String]?
+    /// The CPUs the node declares and those its running jobs hold (absent where it declares none).
+    public var cpus: Double?
+    public var cpusUsed: Double?
+    /// The memory the node declares and that its running jobs hold, in MiB (absent where it declares none).
+    public var memoryMiB: Int?
+    public var memoryUsedMiB: Int?
 
     enum CodingKeys: String, CodingKey {
-        case name, state, reason, gpus, local, labels, discovery, agent, mig
+        case name, state, reason, gpus, local, labels, discovery, agent, mig, cpus
         case migLayout = "mig_layout"
+        case cpusUsed = "cpus_used"
+        case memoryMiB = "memory_mib"
+        case memoryUsedMiB = "memory_used_mib"
         case gpuList = "gpu_list"
         case discoveryProblem = "discovery_problem"
         case gpuModel = "gpu_model"
@@ -289,6 +298,14 @@ public struct NodeObject: Codable, Sendable, Equatable {
         gpusUnhealthy = (0..<node.spec.gpus).filter { node.health[$0] != .healthy }
         self.local = local
         labels = node.spec.labels
+        if let cap = node.cpuCapacity {
+            cpus = Double(cap) / 1000
+            cpusUsed = Double(node.cpuUsed) / 1000
+        }
+        if let cap = node.memoryCapacity {
+            memoryMiB = cap
+            memoryUsedMiB = node.memoryUsed
+        }
         if node.spec.mig != .off {
             mig = node.spec.mig.rawValue
             if node.spec.mig == .static { migLayout = node.spec.migLayout.map(\.description) }

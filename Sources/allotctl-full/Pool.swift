@@ -21,6 +21,9 @@ struct Nodes: ParsableCommand {
             if gpus { return out(gpuTable(nodes)) }
             // Agents' link, version and last heartbeat, when any node has an agent.
             let withAgents = nodes.contains { $0.agent != nil }
+            // CPUs and memory held of those declared (as sinfo's CPUS(A/I/O/T) and scontrol's AllocMem), when
+            // any node declares them.
+            let withHost = nodes.contains { $0.cpus != nil || $0.memoryMiB != nil }
             let now = Date().timeIntervalSince1970
             let rows = nodes.map { n -> [String] in
                 var row = [
@@ -28,6 +31,11 @@ struct Nodes: ParsableCommand {
                     n.gpusUnhealthy.isEmpty ? "-" : n.gpusUnhealthy.map(String.init).joined(separator: ","),
                     n.local ? "yes" : "no",
                 ]
+                if withHost {
+                    let cpus = n.cpus.map { "\(Self.number(n.cpusUsed ?? 0))/\(Self.number($0))" } ?? "-"
+                    let memory = n.memoryMiB.map { "\(Self.gib(n.memoryUsedMiB ?? 0))/\(Self.gib($0)) GiB" } ?? "-"
+                    row += [cpus, memory]
+                }
                 if withAgents {
                     if let a = n.agent {
                         let age = a.lastHeartbeat.flatMap(WireTime.parse).map { "\(max(0, Int(now - $0)))s ago" } ?? "-"
@@ -40,6 +48,7 @@ struct Nodes: ParsableCommand {
             }
             let head =
                 ["NODE", "STATE", "MODEL", "GPUS", "FREE", "UNHEALTHY", "LOCAL"]
+                + (withHost ? ["CPUS USED", "MEMORY USED"] : [])
                 + (withAgents ? ["AGENT", "HEARTBEAT"] : []) + ["REASON"]
             out(table(head, rows))
             // Why each unhealthy GPU is out of scheduling.
@@ -52,6 +61,18 @@ struct Nodes: ParsableCommand {
             }
             if !notes.isEmpty { out("\n" + notes) }
         }
+    }
+
+    /// `4`, `2.5`: CPUs without a needless fraction.
+    static func number(_ v: Double) -> String {
+        v == v.rounded()
+            ? String(Int(v))
+            : String(format: "%.2f", v).replacingOccurrences(of: #"\.?0+$"#, with: "", options: .regularExpression)
+    }
+
+    /// MiB as GiB: `256`, `9.2`.
+    static func gib(_ mib: Int) -> String {
+        mib % 1024 == 0 ? String(mib / 1024) : String(format: "%.1f", Double(mib) / 1024)
     }
 
     func gpuTable(_ nodes: [NodeObject]) -> String {

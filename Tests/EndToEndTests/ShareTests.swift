@@ -148,6 +148,15 @@ import Glibc
         let slice = (shown["gpu_indices"] as? [[String: Any]])?.first
         #expect(slice?["cpus"] as? Double == 2 && slice?["memory_mib"] as? Int == 1024, "\(shown)")
         #expect(d.ctl(["show", String(j)]).stdout.contains("l1: 2 CPUs, 1 GiB"))
+        // `nodes` shows what l1's running jobs hold of what it declares; a1 declares nothing.
+        let nodes = d.ctl(["nodes"]).stdout
+        #expect(nodes.contains("CPUS USED") && nodes.contains("2/8") && nodes.contains("1/16 GiB"), "\(nodes)")
+        let listed =
+            try JSONSerialization.jsonObject(with: Data(d.ctl(["nodes", "--json"]).stdout.utf8)) as? [[String: Any]]
+        let l1 = listed?.first { $0["name"] as? String == "l1" }
+        #expect(l1?["cpus"] as? Double == 8 && l1?["cpus_used"] as? Double == 2, "\(String(describing: l1))")
+        #expect(l1?["memory_mib"] as? Int == 16_384 && l1?["memory_used_mib"] as? Int == 1024)
+        #expect(listed?.first { $0["name"] as? String == "a1" }?["cpus"] == nil)
         var log = ""
         for _ in 0..<50 {
             log = d.ctl(["logs", String(j)]).stdout
