@@ -185,6 +185,9 @@ import Testing
         #expect(why.contains { $0.hasPrefix("waiting for CPUs or memory") }, "\(why)")
         #expect(!why.contains { $0.hasPrefix("estimated start") }, "\(why)")
         #expect(!why.contains { $0.hasPrefix("holds on") }, "\(why)")
+        // Its model lines say which models could make its instance, not that a whole free GPU "fits now".
+        #expect(why.contains("  H100-80GB: 1 MIG node(s) that offer 1g.10gb, 1 GPU(s) free whole"), "\(why)")
+        #expect(!why.contains { $0.contains("fits now") }, "\(why)")
         // The whole job ends: its CPUs come back and the instance starts.
         s.finish(whole, at: 3)
         s.schedule(at: 3)

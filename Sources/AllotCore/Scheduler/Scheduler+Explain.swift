@@ -485,6 +485,18 @@ extension Scheduler {
                 out.append("  \(m.name): not among the requested models")
             } else if let min = spec.minGPUMemoryGiB, m.memoryGiB < min {
                 out.append("  \(m.name): \(Blocker.trim(m.memoryGiB)) GiB per GPU, needs \(Blocker.trim(min))")
+            } else if !spec.mig.isEmpty {
+                // A MIG job: whole free GPUs are not what it needs; say which models could make its instance.
+                let offered = spec.migProfiles(on: m).map(\.name)
+                let nodes = state.nodes.filter { n in
+                    n.modelIndex == i
+                        && (n.spec.mig == .dynamic || n.spec.migLayout.contains { offered.contains($0.profile) })
+                }
+                out.append(
+                    offered.isEmpty || nodes.isEmpty
+                        ? "  \(m.name): no MIG node offers \(spec.mig.joined(separator: " or "))"
+                        : "  \(m.name): \(nodes.count) MIG node(s) that offer \(offered.joined(separator: " or ")), \(pool.freeGPUs(model: i)) GPU(s) free whole"
+                )
             } else {
                 let fits = pool.fits(model: i, count: spec.gpus, topology: spec.topology)
                 let note =
