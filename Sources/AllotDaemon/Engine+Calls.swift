@@ -609,6 +609,11 @@ extension Engine {
         return o
     }
 
+    /// The job as notices and watchers are told it: without its command, environment or log.
+    func summary(_ job: Job) -> JobObject {
+        JobObject(job, in: state, at: Instant(seconds: Self.now), reason: reason(of: job), full: false, log: nil)
+    }
+
     func object(_ job: Job, for caller: Caller) -> JobObject {
         let mine = caller.admin || caller.uid == job.spec.uid
         var o = JobObject(

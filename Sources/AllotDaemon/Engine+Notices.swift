@@ -45,14 +45,7 @@ extension Engine {
         let wanted = spec.notify?.events ?? JobNotify.defaultEvents
         let told = events.filter { wanted.contains($0) }
         guard !told.isEmpty else { return }
-        let object = JobObject(
-            job,
-            in: state,
-            at: Instant(seconds: Self.now),
-            reason: reason(of: job),
-            full: false,
-            log: nil
-        )
+        let object = summary(job)
         let time = WireTime.format(Self.now)
         for event in told {
             let id = "\(job.id).\(job.runs).\(event.rawValue)"

@@ -625,14 +625,7 @@ final class Engine {
             executor.stop(id, left: job.graceLeft(at: Self.now), why: job.stopText ?? "told to stop")
         case .notify(let id, let event):
             guard !watchers.isEmpty, let job = state.jobs[id] else { return }
-            let object = JobObject(
-                job,
-                in: state,
-                at: Instant(seconds: Self.now),
-                reason: reason(of: job),
-                full: false,
-                log: nil
-            )
+            let object = summary(job)
             let n = Notification(
                 method: Notifications.watchEvent.name,
                 params: WatchEvent(time: WireTime.format(Self.now), event: event, job: object)

@@ -8,6 +8,17 @@ import Glibc
 /// Shares of one GPU through the real allotd and allotctl: placed together, run with their share in the
 /// environment, priced by their share, kept across a SIGKILL of the daemon.
 @Suite(.serialized) struct ShareEndToEndTests {
+    /// A job's log once it contains `text` (or as it is after 5 s).
+    static func log(_ d: DaemonFixture, _ id: Int, once text: String) -> String {
+        var log = ""
+        for _ in 0..<50 {
+            log = d.ctl(["logs", String(id)]).stdout
+            if log.contains(text) { break }
+            usleep(100_000)
+        }
+        return log
+    }
+
     @Test func twoSharesRunOnOneGPUWithTheirShareInTheEnvironment() throws {
         let d = try DaemonFixture()
         let script =
@@ -57,12 +68,7 @@ import Glibc
         ])
         try d.wait(mem, for: "running")
         #expect(d.job(mem)?["gpu_share"] as? Double == 0.075 && d.job(mem)?["gpu_memory_mib"] as? Int == 6144)
-        var pin = ""
-        for _ in 0..<50 {
-            pin = d.ctl(["logs", String(mem)]).stdout
-            if pin.contains("pin=") { break }
-            usleep(100_000)
-        }
+        let pin = Self.log(d, mem, once: "pin=")
         #expect(pin.contains("pin=0=6144M"), "\(pin)")
         // A third share that does not fit beside them waits; one that fits runs at once.
         let big = try d.submit(["--gpus", "0.5", "--gpu-model", "L4", "--kind", "inference", "--", "sleep", "60"])
@@ -157,12 +163,7 @@ import Glibc
         #expect(l1?["cpus"] as? Double == 8 && l1?["cpus_used"] as? Double == 2, "\(String(describing: l1))")
         #expect(l1?["memory_mib"] as? Int == 16_384 && l1?["memory_used_mib"] as? Int == 1024)
         #expect(listed?.first { $0["name"] as? String == "a1" }?["cpus"] == nil)
-        var log = ""
-        for _ in 0..<50 {
-            log = d.ctl(["logs", String(j)]).stdout
-            if log.contains("cpus=") { break }
-            usleep(100_000)
-        }
+        let log = Self.log(d, j, once: "cpus=")
         #expect(log.contains("cpus=2 mib=1024"), "\(log)")
         // Limited by the job's cgroup where cpu and memory are delegated; else its log says it is not.
         if let base = DaemonFixture.jobCgroupBase(stateDir: d.stateDir) {
@@ -190,12 +191,7 @@ import Glibc
         // what it asked for as its own (and as its limit).
         let asked = try d.submit(["--gpu-model", "A100", "--cpus", "3", "--memory", "512MiB", "--", "sh", "-c", script])
         try d.wait(asked, for: "running")
-        var askedLog = ""
-        for _ in 0..<50 {
-            askedLog = d.ctl(["logs", String(asked)]).stdout
-            if askedLog.contains("cpus=") { break }
-            usleep(100_000)
-        }
+        let askedLog = Self.log(d, asked, once: "cpus=")
         #expect(askedLog.contains("cpus=3 mib=512"), "\(askedLog)")
         #expect(d.ctl(["cancel", String(j)]).status == 0)
         try d.wait(waits, for: "running")
