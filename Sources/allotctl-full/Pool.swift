@@ -32,7 +32,7 @@ struct Nodes: ParsableCommand {
                     n.local ? "yes" : "no",
                 ]
                 if withHost {
-                    let cpus = n.cpus.map { "\(Self.number(n.cpusUsed ?? 0))/\(Self.number($0))" } ?? "-"
+                    let cpus = n.cpus.map { "\(JobObject.decimal(n.cpusUsed ?? 0))/\(JobObject.decimal($0))" } ?? "-"
                     let memory = n.memoryMiB.map { "\(Self.gib(n.memoryUsedMiB ?? 0))/\(Self.gib($0)) GiB" } ?? "-"
                     row += [cpus, memory]
                 }
@@ -61,13 +61,6 @@ struct Nodes: ParsableCommand {
             }
             if !notes.isEmpty { out("\n" + notes) }
         }
-    }
-
-    /// `4`, `2.5`: CPUs without a needless fraction.
-    static func number(_ v: Double) -> String {
-        v == v.rounded()
-            ? String(Int(v))
-            : String(format: "%.2f", v).replacingOccurrences(of: #"\.?0+$"#, with: "", options: .regularExpression)
     }
 
     /// MiB as GiB: `256`, `9.2`.
