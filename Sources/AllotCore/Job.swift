@@ -368,8 +368,9 @@ extension JobSpec {
     }
 
     /// The job's speed on `model`: its own for a training job that names the model (`speeds`), else the
-    /// model's.
+    /// model's; 1 for a job of CPUs only (no GPU makes it faster).
     public func speed(on model: GPUModel) -> Double {
+        if gpus == 0 { return 1 }
         // Read for every running job in every pass: most jobs have no table, and need no lookup.
         guard kind == .training, let table = rare?.value.speeds, !table.isEmpty else { return model.speed }
         return table[model.name] ?? model.speed

@@ -66,9 +66,10 @@ public struct TraceJob: Hashable, Sendable {
         return a.rate + (b.rate - a.rate) * Double(n - a.gpus) / Double(b.gpus - a.gpus)
     }
 
-    /// The job's true speed on `model`: its own, else the model's.
+    /// The job's true speed on `model`: its own, else the model's; 1 for a job of CPUs only.
     public func speed(on model: GPUModel) -> Double {
-        kind == .training ? speeds[model.name] ?? model.speed : model.speed
+        gpus == 0 && gpuShare == nil && mig.isEmpty
+            ? 1 : kind == .training ? speeds[model.name] ?? model.speed : model.speed
     }
 
     /// An elastic job's sizes and how it speeds up with GPUs: linearly up to `knee` GPUs, then each further
@@ -152,7 +153,7 @@ public struct TraceJob: Hashable, Sendable {
 
     /// How much faster (or slower) the job works on `n` GPUs than on `gpus`: 1 for a job of fixed size.
     public func speedUp(on n: Int) -> Double {
-        guard let e = elastic, kind == .training, n > 0 else { return 1 }
+        guard elastic != nil, kind == .training, n > 0 else { return 1 }
         return throughput(n) / throughput(gpus)
     }
 

@@ -125,6 +125,31 @@ import Testing
         #expect(s.jobs[small]!.state == .running)
     }
 
+    /// A job of CPUs only runs no faster beside one GPU model than another: its estimate is its run time on
+    /// any node, and a walltime rules out no model (before, an L4 pool's 0.35 stretched a day to 2.9 days,
+    /// and a 500 s walltime left it only models without nodes: "more than any node has").
+    @Test func aJobOfCPUsOnlyIsNotScaledByGPUSpeeds() throws {
+        var s = Self.pool()
+        let l4 = try #require(s.config.model(named: "L4"))
+        #expect(l4.speed != 1)
+        let spec = JobSpec.training(0) {
+            $0.cpuMilli = 1000; $0.estimate = 86400
+        }
+        #expect(s.expectedSeconds(of: spec, on: l4) == 86400)
+        let id = s.submit(spec)
+        s.schedule(at: 0)
+        let why = try #require(Scheduler().explain(id, in: s)).lines
+        #expect(why.contains { $0.contains("expected run time 1d00h") }, "\(why)")
+        let timed = s.submit(
+            .training(0) {
+                $0.cpuMilli = 1000; $0.walltime = 500
+            }
+        )
+        s.schedule(at: 2)
+        #expect(s.jobs[timed]?.state == .running)
+        #expect(Scheduler.walltimeFit(for: s.jobs[timed]!.spec, in: s) == nil)
+    }
+
     @Test func memoryLimitsAsCPUsDoAndSharesTakeTheirShareOfTheNode() {
         var s = Self.pool()
         let big = s.submit(.inference(1) { $0.memoryMiB = 300 * 1024 })

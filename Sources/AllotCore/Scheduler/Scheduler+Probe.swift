@@ -114,7 +114,8 @@ extension Scheduler {
     /// or every such model is expected to finish it in time. The pass does not place a job where it would
     /// outrun its walltime while another model could meet it.
     public static func walltimeFit(for spec: JobSpec, in state: ClusterState) -> WalltimeFit? {
-        guard let walltime = spec.walltime else { return nil }
+        // A job of CPUs only runs no faster on one model's nodes than another's.
+        guard let walltime = spec.walltime, spec.gpus > 0 else { return nil }
         let models = state.config.gpuModels
         let pool = state.freePool
         var fit = WalltimeFit(walltime: walltime)

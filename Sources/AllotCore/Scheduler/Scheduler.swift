@@ -275,9 +275,10 @@ struct PassContext {
         }.map { ($0, .cheapest) }
     }
 
-    /// A pending job's speed on model `m`: its own (`JobSpec.speeds`) or the model's.
+    /// A pending job's speed on model `m`: its own (`JobSpec.speeds`) or the model's; 1 for a job of CPUs
+    /// only.
     @inline(__always) func speed(_ row: PendingQueue.Row, model m: Int) -> Double {
-        row.speeds < 0 ? models[m].speed : tableSpeeds[Int(row.speeds)][m]
+        row.gpus == 0 ? 1 : row.speeds < 0 ? models[m].speed : tableSpeeds[Int(row.speeds)][m]
     }
 
     /// A running job's speed on model `m` (its spec is at hand; its speeds are not interned).
@@ -326,7 +327,8 @@ struct PassContext {
             // A share's GPU memory must fit in one GPU of the model.
             for i in mask.setBits where row.share(on: models[i]) < 0 { mask &= ~(1 << UInt64(i)) }
         }
-        guard !row.walltime.isNaN, policy == .allot else { return mask }
+        // A job of CPUs only runs no faster on one model's nodes than another's.
+        guard !row.walltime.isNaN, policy == .allot, row.gpus > 0 else { return mask }
         var late: UInt64 = 0
         var inTime = false
         for i in (mask).setBits {
