@@ -16,8 +16,8 @@ public struct Allocation: Hashable, Codable, Sendable, CustomStringConvertible {
             self.memoryMiB = memoryMiB
         }
 
-        /// `h100-01[0-3]`.
-        public var description: String { "\(node)[\(Allocation.ranges(gpus))]" }
+        /// `h100-01[0-3]`; `cpu-01` for a job of CPUs only.
+        public var description: String { gpus.isEmpty ? node : "\(node)[\(Allocation.ranges(gpus))]" }
     }
 
     /// The GPU model of every GPU in the allocation.

@@ -125,6 +125,66 @@ import Testing
         #expect(s.jobs[small]!.state == .running)
     }
 
+    /// A job waiting for CPUs while GPUs for it are free is promised a start when running jobs give enough
+    /// CPUs back (not "now"), and jobs that would outlast that start leave what it needs alone: they may take
+    /// only what its node has beyond that; shorter ones may take it all.
+    @Test func aJobWaitingForCPUsReservesThemFromWhenRunningJobsGiveThemBack() throws {
+        var s = Self.pool()
+        let a = s.submit(
+            .training(1) {
+                $0.cpuMilli = 20_000; $0.walltime = 1000
+            }
+        )
+        let b = s.submit(
+            .training(1) {
+                $0.cpuMilli = 30_000; $0.walltime = 5000
+            }
+        )
+        s.schedule(at: 0)
+        let na = try #require(s.jobs[a]?.allocation?.slices.first?.node)
+        let nb = try #require(s.jobs[b]?.allocation?.slices.first?.node)
+        #expect(na != nb)
+        // 12 CPUs free beside a, 2 beside b: 24 wait for a to give its 20 back.
+        let hungry = s.submit(.training(1) { $0.cpuMilli = 24_000 })
+        var pass = s.schedule(at: 1)
+        #expect(s.jobs[hungry]?.state == .pending)
+        let r = try #require(pass.reservation)
+        #expect(r.job == hungry && r.from == Instant(seconds: 1000), "\(r)")
+        #expect(r.allocation?.slices.map(\.node) == [na])
+        let why = try #require(Scheduler().explain(hungry, in: s, pass: pass)).lines
+        #expect(why.contains { $0.contains("reserved: expected to start by") }, "\(why)")
+        #expect(why.contains { $0.contains("L4: 14 free, largest block 7 — its GPUs fit now, not its CPUs") }, "\(why)")
+        // It needs 4 of the 12 free now (a gives 20 back): a job of 10 CPUs that would outlast its start
+        // waits; one of 8 runs beside it; a short one (done before a ends) takes the last 4.
+        let ten = s.submit(.training(0) { $0.cpuMilli = 10_000 })
+        pass = s.schedule(at: 2)
+        #expect(s.jobs[ten]?.state == .pending)
+        let eight = s.submit(.training(0) { $0.cpuMilli = 8000 })
+        pass = s.schedule(at: 3)
+        #expect(s.jobs[eight]?.allocation?.slices.first?.node == na)
+        #expect(s.jobs[ten]?.state == .pending)
+        // A job of CPUs only is told what nodes have free, and of no GPUs it could use.
+        let waiting = try #require(Scheduler().explain(ten, in: s, pass: pass)).lines
+        #expect(waiting.contains { $0.contains("L4: at most 4 CPUs and 224 GiB free on one node") }, "\(waiting)")
+        #expect(!waiting.contains { $0.contains("GPUs this job could use") }, "\(waiting)")
+        let running = try #require(Scheduler().explain(eight, in: s, pass: pass)).lines
+        #expect(running.first?.contains("running on \(na) (8 CPUs and no GPU: no GPU cost)") == true, "\(running)")
+        let short = s.submit(
+            .training(0) {
+                $0.cpuMilli = 4000; $0.walltime = 500
+            }
+        )
+        pass = s.schedule(at: 4)
+        #expect(s.jobs[short]?.allocation?.slices.first?.node == na, "\(String(describing: pass.reason(for: short)))")
+        #expect(s.invariantViolations().isEmpty)
+        // a ends (after the short one): it starts, on what it was promised.
+        s.finish(short, at: 500)
+        s.finish(a, at: 1000)
+        s.schedule(at: 1000)
+        #expect(s.jobs[hungry]?.state == .running)
+        #expect(s.jobs[hungry]?.allocation?.slices.first?.node == na)
+    }
+
     /// A job of CPUs only runs no faster beside one GPU model than another: its estimate is its run time on
     /// any node, and a walltime rules out no model (before, an L4 pool's 0.35 stretched a day to 2.9 days,
     /// and a 500 s walltime left it only models without nodes: "more than any node has").

@@ -93,6 +93,13 @@ struct Pass {
     var neverFits: [HostShape: Blocker?] = [:]
     /// CPUs (thousandths) and memory (MiB) taken by this pass's starts, by node position.
     var hostTaken: [Int: (cpu: Int, memory: Int)] = [:]
+    /// CPUs and memory the reservation's job needs on its nodes beyond what jobs ending before its start give
+    /// back, by node position: a later job that would still run then may not take them (not even on loan, as
+    /// preemptible jobs take reserved GPUs: taking them back is done by GPUs).
+    var hostReserved: [Int: (cpu: Int, memory: Int)] = [:]
+    /// While ``reserve(for:rank:allowed:)`` looks ahead: the CPUs and memory that jobs ending by then give
+    /// back, by node position.
+    var hostCredit: [Int: (cpu: Int, memory: Int)] = [:]
 
     /// The inference job placed on a dearer model rather than take loans of reserved model `from` back
     /// (``spillOverIsCheaper(_:reserved:allowed:)``): its note says so.
@@ -248,12 +255,17 @@ struct Pass {
     /// `base` with `slices` added as free, where their nodes take jobs and their GPUs are healthy.
     func adding(_ slices: [NodeMask], to base: FreePool) -> FreePool {
         var p = base
+        add(slices, to: &p)
+        return p
+    }
+
+    /// Frees `slices`' GPUs in `pool` (those of nodes that take jobs, and healthy).
+    func add(_ slices: [NodeMask], to pool: inout FreePool) {
         for s in slices {
             let node = state.nodes[s.node]
             guard node.schedulable else { continue }
-            p.setFree(node: s.node, mask: p.free[s.node] | (s.mask & ~node.unhealthyMask))
+            pool.setFree(node: s.node, mask: pool.free[s.node] | (s.mask & ~node.unhealthyMask))
         }
-        return p
     }
 
     /// Whether a row's node selection admits node `i` (every node when it has none, or its constraint is
@@ -1236,15 +1248,35 @@ extension Pass {
 
     /// Whether node `i` has a pending job's CPUs and memory free for `k` of its GPUs, counting this pass's
     /// starts.
-    func fitsHost(_ row: PendingQueue.Row, node i: Int, gpus k: Int, worth: Double? = nil) -> Bool {
+    func fitsHost(
+        _ row: PendingQueue.Row,
+        node i: Int,
+        gpus k: Int,
+        worth: Double? = nil
+    ) -> Bool {
         let need = hostNeed(row, node: i, gpus: k, worth: worth)
-        let taken = hostTaken[i] ?? (0, 0)
+        var taken = hostTaken[i] ?? (0, 0)
+        if let c = hostCredit[i] {
+            taken.cpu -= c.cpu
+            taken.memory -= c.memory
+        }
+        if let r = hostReserved[i], sparesReservedHost(row) {
+            taken.cpu += r.cpu
+            taken.memory += r.memory
+        }
         return state.nodes[i].hostFits(
             cpu: need.cpu,
             memory: need.memory,
             extraCPU: taken.cpu,
             extraMemory: taken.memory
         )
+    }
+
+    /// Whether a pending job must leave the reservation's CPUs and memory alone: it is not the reservation's
+    /// job, and would still run when that starts.
+    func sparesReservedHost(_ row: PendingQueue.Row) -> Bool {
+        guard !hostReserved.isEmpty, let r = reservation, r.job != row.id else { return false }
+        return row.walltime.isNaN || now.seconds + row.walltime > reservationEnd
     }
 
     /// Whether node `i` takes `k` of a pending job's GPUs: its CPUs and memory are free there, and a share

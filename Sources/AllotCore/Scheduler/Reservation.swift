@@ -6,16 +6,29 @@ extension Pass {
     mutating func reserve(for row: PendingQueue.Row, rank: Priority, allowed: UInt64) {
         var view = restricted(adding((incoming[row.id] ?? []) + (held[row.id] ?? []), to: pool), for: row)
         var ends: [(end: Double, id: JobID, slices: [NodeMask])] = []
+        // Where nodes declare CPUs and memory, those of the jobs that end count as free too.
+        let host = ctx.tracksHost
+        var credit: [Int: (cpu: Int, memory: Int)] = [:]
+        // Jobs stopping for another job: what they free, that one takes.
+        var noCredit: Set<JobID> = []
+        let started = host ? Dictionary(startedEnds.map { ($0.id, $0.slices) }, uniquingKeysWith: { a, _ in a }) : [:]
         for v in running {
             // A shared GPU frees only when all its shares end: not counted on (a later reservation, never a
-            // wrong one).
-            if v.share > 0 { continue }
+            // wrong one). A share's CPUs and memory free when it ends.
+            if v.share > 0 {
+                if host && policy != .fifo && v.preemptedFor == nil {
+                    let end = policy == .backfill ? v.walltimeEnd : v.expectedEnd
+                    if end.isFinite { ends.append((max(end, now.seconds), v.id, [])) }
+                }
+                continue
+            }
             if incoming[row.id] != nil && v.preemptedFor == row.id { continue }
             if let p = v.preemptedFor, p != row.id {
                 // Stopping for another job, which then runs on them.
                 let slices = admittedOnly(v.slices, for: row)
                 let next = state.pendingJobs.row(p).map { expectedRun($0, model: v.model) } ?? 0
                 let end = max(v.expectedEnd, now.seconds) + next
+                noCredit.insert(v.id)
                 if end.isFinite && !slices.isEmpty { ends.append((end, v.id, slices)) }
                 continue
             }
@@ -24,6 +37,7 @@ extension Pass {
                 && rank < priority(ofRunning: v.id)
             {
                 view = adding(admittedOnly(v.slices, for: row), to: view)
+                if host { giveBack(v.id, started: started, to: &credit) }
                 continue
             }
             let end = policy == .backfill ? v.walltimeEnd : v.expectedEnd
@@ -46,32 +60,109 @@ extension Pass {
         let order = ctx.order(for: row, now: now).filter { allowed & (1 << UInt64($0.model)) != 0 }
         var at: Double?
         var chosen: (model: Int, slices: [NodeMask])?
-        func tryPlace() -> Bool {
+        // Whether it fits `view` (GPUs alone, or with CPUs and memory given back as `credit` says).
+        func tryPlace(_ pass: inout Pass, view: FreePool, credit: [Int: (cpu: Int, memory: Int)]?) -> Bool {
+            pass.hostCredit = credit ?? [:]
+            defer { pass.hostCredit = [:] }
             for (m, _) in order {
                 var p = view
-                if let slices = p.place(model: m, count: row.gpus, topology: row.topology) {
-                    chosen = (m, slices)
-                    return true
+                guard var slices = p.place(model: m, count: row.gpus, topology: row.topology) else { continue }
+                if credit != nil
+                    && !slices.allSatisfy({ pass.accepts(row, node: $0.node, gpus: $0.mask.nonzeroBitCount) })
+                {
+                    p = view
+                    guard let placed = pass.placeWithHost(row, model: m, view: &p) else { continue }
+                    slices = placed
                 }
+                chosen = (m, slices)
+                return true
             }
             return false
         }
-        if !tryPlace() {
-            for e in ends {
-                view = adding(e.slices, to: view)
-                if tryPlace() {
-                    at = e.end
+        // The first end from which its GPUs fit (-1: now).
+        var first: Int?
+        if tryPlace(&self, view: view, credit: nil) {
+            first = -1
+        } else {
+            var v = view
+            for (k, e) in ends.enumerated() {
+                add(e.slices, to: &v)
+                if tryPlace(&self, view: v, credit: nil) {
+                    first = k
                     break
                 }
             }
-        } else {
-            at = now.seconds
+        }
+        if let k0 = first, !host {
+            at = k0 < 0 ? now.seconds : ends[k0].end
+        } else if let k0 = first {
+            // With CPUs and memory, placing costs a look at every node: the first end from which it fits is
+            // found by halving (fitting only gets likelier as jobs end), not by a look per end.
+            // The pool with the first j ends' GPUs, CPUs and memory given back, from `base` (with the first
+            // `from` ends'): each end is added about once over the whole search.
+            func advance(
+                _ base: (FreePool, [Int: (cpu: Int, memory: Int)]),
+                from: Int,
+                to j: Int
+            ) -> (
+                FreePool, [Int: (cpu: Int, memory: Int)]
+            ) {
+                var (v, c) = base
+                for e in ends[from..<j] {
+                    add(e.slices, to: &v)
+                    if !noCredit.contains(e.id) { giveBack(e.id, started: started, to: &c) }
+                }
+                return (v, c)
+            }
+            // Fits as soon as its GPUs do (most often)? Else, if it fits with all of them, the fewest that
+            // it fits with, by halving.
+            var lo = k0 + 1
+            var hi = ends.count
+            var low = advance((view, credit), from: 0, to: lo)
+            var found: (credit: [Int: (cpu: Int, memory: Int)], chosen: (model: Int, slices: [NodeMask])?)?
+            if tryPlace(&self, view: low.0, credit: low.1) {
+                found = (low.1, chosen)
+                hi = lo
+            } else if lo < hi {
+                low = advance(low, from: lo, to: lo + 1)
+                lo += 1
+                let all = advance(low, from: lo, to: hi)
+                if tryPlace(&self, view: all.0, credit: all.1) { found = (all.1, chosen) }
+            }
+            if var found {
+                while lo < hi {
+                    let mid = lo + (hi - lo) / 2
+                    let probe = advance(low, from: lo, to: mid)
+                    if tryPlace(&self, view: probe.0, credit: probe.1) {
+                        found = (probe.1, chosen)
+                        hi = mid
+                    } else {
+                        low = advance(probe, from: mid, to: mid + 1)
+                        lo = mid + 1
+                    }
+                }
+                at = hi == 0 ? now.seconds : ends[hi - 1].end
+                credit = found.credit
+                chosen = found.chosen
+            } else {
+                chosen = nil
+            }
         }
         guard let chosen else {
             reservation = Reservation(job: row.id, from: nil, allocation: nil)
             return
         }
         reservationEnd = at ?? .infinity
+        // What it needs of its nodes' CPUs and memory beyond what the jobs ending before it give back: later
+        // jobs that would outlast its start leave that alone.
+        if host {
+            for s in chosen.slices {
+                let need = hostNeed(row, node: s.node, gpus: s.mask.nonzeroBitCount)
+                let freed = credit[s.node] ?? (0, 0)
+                let r = (cpu: max(0, (need.cpu ?? 0) - freed.cpu), memory: max(0, (need.memory ?? 0) - freed.memory))
+                if r.cpu > 0 || r.memory > 0 { hostReserved[s.node] = r }
+            }
+        }
         reservation = Reservation(
             job: row.id,
             from: at.map { Instant(seconds: $0) },
@@ -88,6 +179,25 @@ extension Pass {
             o.take(node: s.node, mask: s.mask)
         }
         open = o
+    }
+
+    /// Adds what job `id` holds of its nodes' CPUs and memory to `credit`: as allocated when it runs, as
+    /// this pass placed it when it started in this pass.
+    func giveBack(_ id: JobID, started: [JobID: [NodeMask]], to credit: inout [Int: (cpu: Int, memory: Int)]) {
+        guard let job = state.jobs[id] else { return }
+        if let a = job.allocation, job.state != .pending {
+            for s in a.slices where s.cpuMilli != nil || s.memoryMiB != nil {
+                guard let i = state.nodeIndex[s.node] else { continue }
+                credit[i, default: (0, 0)].cpu += s.cpuMilli ?? 0
+                credit[i, default: (0, 0)].memory += s.memoryMiB ?? 0
+            }
+        } else if let slices = started[id], let row = state.pendingJobs.row(id) {
+            for s in slices {
+                let need = hostNeed(row, node: s.node, gpus: s.mask.nonzeroBitCount)
+                credit[s.node, default: (0, 0)].cpu += need.cpu ?? 0
+                credit[s.node, default: (0, 0)].memory += need.memory ?? 0
+            }
+        }
     }
 
     /// How long a pending job is expected to run on model `m` once started: its walltime, else (`allot`) its

@@ -234,7 +234,9 @@ extension Scheduler {
             // Models its walltime rules out (while others can meet it) are not "fits now".
             var ruledOut: Set<String> = []
             if let fit, policy == .allot, !fit.inTime.isEmpty { ruledOut = Set(fit.late.map(\.model)) }
-            lines.append(contentsOf: modelLines(spec, in: state, ruledOut: ruledOut))
+            var hostShort = false
+            if case .hostResources? = pass.reason(for: id)?.blocker { hostShort = true }
+            lines.append(contentsOf: modelLines(spec, in: state, ruledOut: ruledOut, hostShort: hostShort))
             if policy != .fifo {
                 let f = priorityFactors(of: job, in: state, at: state.now)
                 lines.append(
@@ -252,7 +254,9 @@ extension Scheduler {
                     a.mig.map {
                         "\($0.profile) of one \(a.model), priced as \(Fraction.text(a.migMilli ?? 1000)) of it at \(price): \(hourly)"
                     } ?? a.share.map { "\(Fraction.text($0)) of one \(a.model) at \(price): \(hourly)" }
-                    ?? "\(a.gpuCount)×\(a.model) at \(price)"
+                    ?? (a.gpuCount == 0
+                        ? "\(Blocker.host(a.slices.first?.cpuMilli, a.slices.first?.memoryMiB) ?? "CPUs") and no GPU: no GPU cost"
+                        : "\(a.gpuCount)×\(a.model) at \(price)")
                 lines.append("running on \(a) (\(what)) since \(DurationText.format(state.now - began)) ago")
                 if let share = a.share, let slice = a.slices.first, let node = state.node(named: slice.node),
                     let g = slice.gpus.first, node.sharers[g].count > 1
@@ -387,6 +391,8 @@ extension Scheduler {
 
     /// Whether a reservation holds GPUs a job with `spec` could use.
     static func competes(_ r: Reservation, with spec: JobSpec, in state: ClusterState) -> Bool {
+        // A job of CPUs only takes no GPU.
+        guard spec.gpus > 0 else { return false }
         let mine = Set(state.allowedModels(for: spec))
         if let a = r.allocation, let m = state.modelIndex[a.model] { return mine.contains(m) }
         guard let other = state.jobs[r.job] else { return false }
@@ -470,15 +476,24 @@ extension Scheduler {
     }
 
     /// One line per model the job may or may not use.
-    private func modelLines(_ spec: JobSpec, in state: ClusterState, ruledOut: Set<String> = []) -> [String] {
+    /// Per GPU model: why it does not hold the job, or what it has free. `hostShort`: the job waits for CPUs
+    /// or memory (GPUs that fit now lack them beside them).
+    private func modelLines(
+        _ spec: JobSpec,
+        in state: ClusterState,
+        ruledOut: Set<String> = [],
+        hostShort: Bool = false
+    ) -> [String] {
         var pool = state.freePool
         var out: [String] = []
+        var mayUse: [Bool]?
         if let s = spec.nodes {
             let admits = s.admits(state.nodes)
             pool = pool.keeping(admits)
             out.append(
                 "  nodes it may use (\(s.description)): \(admits.filter { $0 }.count) of \(state.nodes.count); GPUs below are theirs"
             )
+            mayUse = admits
         }
         for (i, m) in state.config.gpuModels.enumerated() {
             if !spec.gpuModels.isEmpty && !spec.gpuModels.contains(m.name) {
@@ -497,18 +512,43 @@ extension Scheduler {
                         ? "  \(m.name): no MIG node offers \(spec.mig.joined(separator: " or "))"
                         : "  \(m.name): \(nodes.count) MIG node(s) that offer \(offered.joined(separator: " or ")), \(pool.freeGPUs(model: i)) GPU(s) free whole"
                 )
+            } else if spec.gpus == 0 {
+                // A job of CPUs only: what the model's nodes it may use have free.
+                let nodes = state.nodes.indices.filter {
+                    state.nodes[$0].modelIndex == i && state.nodes[$0].schedulable && mayUse?[$0] != false
+                }
+                if nodes.isEmpty {
+                    out.append("  \(m.name): no node it may use")
+                } else if let most = Self.mostHostFree(state, nodes: nodes) {
+                    out.append("  \(m.name): at most \(most) free on one node")
+                }
             } else {
                 let fits = pool.fits(model: i, count: spec.gpus, topology: spec.topology)
                 let note =
                     !fits
                     ? ""
-                    : ruledOut.contains(m.name) ? " — fits now, but it would outrun its walltime here" : " — fits now"
+                    : ruledOut.contains(m.name)
+                        ? " — fits now, but it would outrun its walltime here"
+                        : hostShort ? " — its GPUs fit now, not its CPUs or memory beside them" : " — fits now"
                 out.append(
                     "  \(m.name): \(pool.freeGPUs(model: i)) free, largest block \(pool.largestBlock(model: i))\(note)"
                 )
             }
         }
         return out
+    }
+
+    /// The most CPUs and the most memory free on one of `nodes` (each on its own node), as text; nil when
+    /// none declares them.
+    static func mostHostFree(_ state: ClusterState, nodes: [Int]) -> String? {
+        var cpu: Int?
+        var memory: Int?
+        for i in nodes {
+            let n = state.nodes[i]
+            if let cap = n.cpuCapacity { cpu = max(cpu ?? 0, cap - n.cpuUsed) }
+            if let cap = n.memoryCapacity { memory = max(memory ?? 0, cap - n.memoryUsed) }
+        }
+        return Blocker.host(cpu, memory)
     }
 
     private func pct(_ v: Double) -> String { "\(Int((v * 100).rounded()))%" }
