@@ -308,12 +308,12 @@ struct Show: ParsableCommand {
             if let n = j.node { lines.append(("node", n)) }
             let host = j.gpuIndices.compactMap { s -> String? in
                 var parts: [String] = []
-                if let c = s.cpus { parts.append("\(JobObject.decimal(c)) CPUs") }
+                if let c = s.cpus { parts.append("\(JobObject.decimal(c)) CPU\(c == 1 ? "" : "s")") }
                 if let m = s.memoryMiB { parts.append(Fraction.mebibytes(m)) }
                 return parts.isEmpty ? nil : "\(s.node): " + parts.joined(separator: ", ")
             }
             if !host.isEmpty { lines.append(("cpus, memory", host.joined(separator: "; "))) }
-            if !j.gpuIndices.isEmpty {
+            if j.gpuIndices.contains(where: { !$0.gpus.isEmpty }) {
                 lines.append(
                     (
                         "gpu indices",
