@@ -101,11 +101,51 @@ final class EtcdCluster: @unchecked Sendable {
 
     /// Whether the member on `port` says it is healthy (GET /health: it has a leader and answers).
     static func healthy(port: Int) -> Bool {
+        let request = "GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"
+        return exchange(port: port, request: request, enough: "\"health\"").contains("\"health\":\"true\"")
+    }
+
+    /// Keeps `lease` alive every 400 ms through the first member that answers, from a thread of its own, until
+    /// stopped. Not from a task: on a loaded run of the suite (2 cores, tests that block their threads) a task
+    /// can wait for a thread longer than a lease's TTL, and the lease ends though nothing stopped keeping it.
+    func keepAlive(lease: Int64) -> LeaseKeeper {
+        let keeper = LeaseKeeper()
+        let ports = members.map(\.clientPort)
+        let body = "{\"ID\":\"\(lease)\"}"
+        let request =
+            "POST /v3/lease/keepalive HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            + "Content-Length: \(body.utf8.count)\r\n\r\n\(body)"
+        let thread = Thread {
+            while !keeper.stopped {
+                for port in ports
+                where Self.exchange(port: port, request: request, enough: "\"TTL\"").contains("\"TTL\"") {
+                    break
+                }
+                usleep(400_000)
+            }
+        }
+        thread.start()
+        return keeper
+    }
+
+    /// Stops a ``keepAlive(lease:)`` loop.
+    final class LeaseKeeper: @unchecked Sendable {
+        private let lock = NSLock()
+        private var done = false
+        var stopped: Bool { lock.withLock { done } }
+        func stop() { lock.withLock { done = true } }
+        deinit { stop() }
+    }
+
+    /// Sends `request` to the member on `port` over a plain socket (2 s to answer) and returns what it said, read
+    /// until it closes or `enough` is in the answer; "" when it does not answer.
+    static func exchange(port: Int, request: String, enough: String) -> String {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { return false }
+        guard fd >= 0 else { return "" }
         defer { close(fd) }
         var tv = timeval(tv_sec: 2, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)
         addr.sin_port = in_port_t(UInt16(port).bigEndian)
@@ -115,17 +155,18 @@ final class EtcdCluster: @unchecked Sendable {
                 connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
             }
         }
-        guard connected else { return false }
-        let request = Array("GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".utf8)
-        guard write(fd, request, request.count) == request.count else { return false }
+        guard connected else { return "" }
+        let bytes = Array(request.utf8)
+        guard write(fd, bytes, bytes.count) == bytes.count else { return "" }
         var answer: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 4096)
         while true {
             let n = read(fd, &buffer, buffer.count)
             if n <= 0 { break }
             answer += buffer[..<n]
+            if String(decoding: answer, as: UTF8.self).contains(enough) { break }
         }
-        return String(decoding: answer, as: UTF8.self).contains("\"health\":\"true\"")
+        return String(decoding: answer, as: UTF8.self)
     }
 
     static func freePort() -> Int {

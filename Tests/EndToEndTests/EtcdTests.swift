@@ -47,29 +47,21 @@ import Testing
         let etcd = try Self.client(cluster)
         let election = EtcdElection(client: etcd, prefix: "/allot/test/leader")
         let log = EtcdLog(client: etcd, prefix: "/allot/test/log")
-        // Both keep their leases alive (on a loaded machine too), until A stops.
-        func keep(_ lease: Int64) -> Task<Void, Never> {
-            Task {
-                while !Task.isCancelled {
-                    _ = try? await etcd.keepAlive(lease: lease)
-                    try? await Task.sleep(for: .milliseconds(400))
-                }
-            }
-        }
+        // Both keep their leases alive (on a loaded machine too: from threads of their own), until A stops.
         // 15 s: long enough that a loaded machine (a whole suite beside three etcd members, on 2 cores) keeps
         // them alive until A is meant to stop; 10 s was seen to lapse there. A stall of etcd longer than the
         // TTL before both have entered (seen once in CI: "requested lease not found" on entering) ends a lease
         // as it should; that is not what this test is about, so the two enter again on new leases.
         var setup:
             (
-                a: EtcdElection.Candidacy, b: EtcdElection.Candidacy, keepingA: Task<Void, Never>,
-                keepingB: Task<Void, Never>
+                a: EtcdElection.Candidacy, b: EtcdElection.Candidacy, keepingA: EtcdCluster.LeaseKeeper,
+                keepingB: EtcdCluster.LeaseKeeper
             )?
         for attempt in 1...3 where setup == nil {
             let leaseA = try await etcd.grantLease(ttl: 15)
             let leaseB = try await etcd.grantLease(ttl: 15)
-            let keepingA = keep(leaseA.id)
-            let keepingB = keep(leaseB.id)
+            let keepingA = cluster.keepAlive(lease: leaseA.id)
+            let keepingB = cluster.keepAlive(lease: leaseB.id)
             do {
                 let a = try await election.campaign(try await election.enter(value: Array("a".utf8), lease: leaseA.id))
                 // Entering twice finds the same key: a retry makes no second candidate.
@@ -78,20 +70,23 @@ import Testing
                 setup = (a, b, keepingA, keepingB)
             } catch let e as EtcdError where e.code == 5 && attempt < 3 {
                 print("etcd election: a lease lapsed before both candidates entered (\(e)); entering again")
-                keepingA.cancel()
-                keepingB.cancel()
+                keepingA.stop()
+                keepingB.stop()
                 try? await etcd.revoke(lease: leaseA.id)
                 try? await etcd.revoke(lease: leaseB.id)
             }
         }
         let (a, b, keepingA, keepingB) = try #require(setup)
-        defer { keepingB.cancel() }
+        defer {
+            keepingA.stop()
+            keepingB.stop()
+        }
         #expect(b.epoch > a.epoch)
         #expect(try await election.leads(a))
         #expect(try await election.leader()?.value == Array("a".utf8))
         try await log.append([[1], [2]], from: 1, as: a)
         // A stops (its host died: no more keepalives); B waits for it to go.
-        keepingA.cancel()
+        keepingA.stop()
         let asked = Date()
         let leads = try await election.campaign(b)
         let took = Date().timeIntervalSince(asked)
@@ -122,14 +117,10 @@ import Testing
         let election = EtcdElection(client: etcd, prefix: "/allot/t2/leader")
         let log = EtcdLog(client: etcd, prefix: "/allot/t2/log")
         let lease = try await etcd.grantLease(ttl: 10)
-        // The leader keeps its lease alive as allotd does: the test outlasts one TTL on a loaded machine.
-        let keeping = Task {
-            while !Task.isCancelled {
-                _ = try? await etcd.keepAlive(lease: lease.id)
-                try? await Task.sleep(for: .milliseconds(400))
-            }
-        }
-        defer { keeping.cancel() }
+        // The leader keeps its lease alive as allotd does (from a thread of its own): the test outlasts one TTL
+        // on a loaded machine.
+        let keeping = cluster.keepAlive(lease: lease.id)
+        defer { keeping.stop() }
         let leader = try await election.campaign(try await election.enter(value: [], lease: lease.id))
         let small = (1...300).map { i in Array("record \(i)".utf8) }
         try await log.append(small, from: 1, as: leader)
