@@ -68,8 +68,7 @@ public struct TraceJob: Hashable, Sendable {
 
     /// The job's true speed on `model`: its own, else the model's; 1 for a job of CPUs only.
     public func speed(on model: GPUModel) -> Double {
-        gpus == 0 && gpuShare == nil && mig.isEmpty
-            ? 1 : kind == .training ? speeds[model.name] ?? model.speed : model.speed
+        gpus == 0 ? 1 : kind == .training ? speeds[model.name] ?? model.speed : model.speed
     }
 
     /// An elastic job's sizes and how it speeds up with GPUs: linearly up to `knee` GPUs, then each further

@@ -102,7 +102,7 @@ final class EtcdCluster: @unchecked Sendable {
     /// Whether the member on `port` says it is healthy (GET /health: it has a leader and answers).
     static func healthy(port: Int) -> Bool {
         let request = "GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"
-        return exchange(port: port, request: request, enough: "\"health\"").contains("\"health\":\"true\"")
+        return exchange(port: port, request: request).contains("\"health\":\"true\"")
     }
 
     /// Keeps `lease` alive every 400 ms through the first member that answers, from a thread of its own, until
@@ -134,12 +134,11 @@ final class EtcdCluster: @unchecked Sendable {
         private var done = false
         var stopped: Bool { lock.withLock { done } }
         func stop() { lock.withLock { done = true } }
-        deinit { stop() }
     }
 
     /// Sends `request` to the member on `port` over a plain socket (2 s to answer) and returns what it said, read
-    /// until it closes or `enough` is in the answer; "" when it does not answer.
-    static func exchange(port: Int, request: String, enough: String) -> String {
+    /// until it closes (or, given `enough`, until that is in the answer); "" when it does not answer.
+    static func exchange(port: Int, request: String, enough: String? = nil) -> String {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { return "" }
         defer { close(fd) }
@@ -164,7 +163,7 @@ final class EtcdCluster: @unchecked Sendable {
             let n = read(fd, &buffer, buffer.count)
             if n <= 0 { break }
             answer += buffer[..<n]
-            if String(decoding: answer, as: UTF8.self).contains(enough) { break }
+            if let enough, String(decoding: answer, as: UTF8.self).contains(enough) { break }
         }
         return String(decoding: answer, as: UTF8.self)
     }

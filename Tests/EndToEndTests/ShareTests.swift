@@ -219,9 +219,9 @@ import Glibc
         // (Its 1 CPU is its limit; where the cpu controller is not delegated its log says so first.)
         #expect(d.ctl(["logs", String(cpu)]).stdout.hasSuffix("[]\n"))
         #expect(d.job(cpu)?["gpus"] as? Int == 0 && d.job(cpu)?["cost_usd"] as? Double == 0)
-        // show lists no GPU indices for it (it used to print an empty "node:"), and "1 CPU".
+        // show lists no GPU indices for it (it used to print an empty "l1:").
         let shown = d.ctl(["show", String(cpu)]).stdout
-        #expect(!shown.contains("gpu indices") && !shown.contains("1 CPUs"), "\(shown)")
+        #expect(shown.contains("gpus         0\n") && !shown.contains("gpu indices"), "\(shown)")
         #expect(d.stop() == 0)
     }
 }

@@ -1248,12 +1248,7 @@ extension Pass {
 
     /// Whether node `i` has a pending job's CPUs and memory free for `k` of its GPUs, counting this pass's
     /// starts.
-    func fitsHost(
-        _ row: PendingQueue.Row,
-        node i: Int,
-        gpus k: Int,
-        worth: Double? = nil
-    ) -> Bool {
+    func fitsHost(_ row: PendingQueue.Row, node i: Int, gpus k: Int, worth: Double? = nil) -> Bool {
         let need = hostNeed(row, node: i, gpus: k, worth: worth)
         var taken = hostTaken[i] ?? (0, 0)
         if let c = hostCredit[i] {

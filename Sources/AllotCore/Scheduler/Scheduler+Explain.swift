@@ -475,7 +475,6 @@ extension Scheduler {
         return out
     }
 
-    /// One line per model the job may or may not use.
     /// Per GPU model: why it does not hold the job, or what it has free. `hostShort`: the job waits for CPUs
     /// or memory (GPUs that fit now lack them beside them).
     private func modelLines(

@@ -327,8 +327,7 @@ struct PassContext {
             // A share's GPU memory must fit in one GPU of the model.
             for i in mask.setBits where row.share(on: models[i]) < 0 { mask &= ~(1 << UInt64(i)) }
         }
-        // A job of CPUs only runs no faster on one model's nodes than another's.
-        guard !row.walltime.isNaN, policy == .allot, row.gpus > 0 else { return mask }
+        guard !row.walltime.isNaN, policy == .allot else { return mask }
         var late: UInt64 = 0
         var inTime = false
         for i in (mask).setBits {
