@@ -88,7 +88,10 @@ first=$(ctl submit --gpus 1 --workdir / -- echo first 2>>"$work/apt.log")
 for _ in $(seq 1 100); do ctl show "$first" --json 2>/dev/null | grep -q '"completed"' && break; sleep 0.1; done
 check "the admin's pool: a job completes" bash -c "'$SD_EXEC' allotctl show '$first' --json | grep -q '\"completed\"'"
 ctl show "$first" >"$work/first.txt" 2>&1
-job=$(ctl submit --gpus 2 --workdir / -- sh -c 'sleep 10; echo survived the upgrade' 2>>"$work/apt.log")
+# It runs until told to end (a file appears), not for a fixed time: an upgrade on a loaded machine took 9.8 s,
+# and a 10 s job had already ended when the check below looked.
+job=$(ctl submit --gpus 2 --workdir / -- sh -c 'while [ ! -e /tmp/allot-upgrade-done ]; do sleep 0.2; done
+echo survived the upgrade' 2>>"$work/apt.log")
 for _ in $(seq 1 100); do ctl show "$job" --json 2>/dev/null | grep -q '"running"' && break; sleep 0.1; done
 check "a job runs before the upgrade" bash -c "'$SD_EXEC' allotctl show '$job' --json | grep -q '\"running\"'"
 
@@ -104,6 +107,7 @@ check "upgrade: the admin's configuration is kept" inside grep -q "edited by the
 check "upgrade: the state is kept (the finished job is still known)" \
     bash -c "'$SD_EXEC' allotctl show '$first' --json | grep -q '\"completed\"'"
 check "upgrade: the job still runs" bash -c "'$SD_EXEC' allotctl show '$job' --json | grep -q '\"running\"'"
+inside touch /tmp/allot-upgrade-done
 for _ in $(seq 1 150); do ctl show "$job" --json 2>/dev/null | grep -q '"completed"' && break; sleep 0.1; done
 check "upgrade: the job completes, adopted by the new allotd" \
     bash -c "'$SD_EXEC' allotctl logs '$job' | grep -qx 'survived the upgrade'"
