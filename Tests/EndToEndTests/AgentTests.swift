@@ -177,8 +177,11 @@ import Glibc
         _ = a1.kill()
         let lostAt = Date()
         eventually("n1 down") { node(d, "n1")?["state"] as? String == "down" }
+        // Not at once (the dropped connection alone does not make a node down), but node_timeout after its
+        // last heartbeat, which came up to one interval (0.3 s) before the kill: 1.2 s at the least, less
+        // the time kill() took to see the agent gone (CI measured 1.187 s).
         let took = Date().timeIntervalSince(lostAt)
-        #expect(took >= 1.2 && took < 4, "detected after \(took) s")
+        #expect(took >= 1.0 && took < 4, "detected after \(took) s")
         #expect((node(d, "n1")?["reason"] as? String)?.hasPrefix("agent lost: no heartbeat") == true)
         #expect((node(d, "n1")?["agent"] as? [String: Any])?["link"] as? String == "down")
         #expect(d.state(pre) == "pending")
