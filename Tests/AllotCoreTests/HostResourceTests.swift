@@ -210,6 +210,52 @@ import Testing
         #expect(Scheduler.walltimeFit(for: s.jobs[timed]!.spec, in: s) == nil)
     }
 
+    /// An inference job short of CPUs (its GPU is free) stops a training job whose CPUs make room — not the
+    /// one that loses least but frees too few — holds the free part meanwhile, and starts on what it freed.
+    /// A job of CPUs only may preempt the same way.
+    @Test func aJobShortOfCPUsPreemptsAJobWhoseCPUsMakeRoom() throws {
+        var s = Self.pool()
+        let big = s.submit(.training(2) { $0.cpuMilli = 29_000 })
+        s.schedule(at: 0)
+        let nBig = try #require(s.jobs[big]?.allocation?.slices.first?.node)
+        let other = s.submit(.training(1) { $0.cpuMilli = 30_000 })
+        s.schedule(at: 1)
+        let nOther = try #require(s.jobs[other]?.allocation?.slices.first?.node)
+        #expect(nBig != nOther)
+        // Youngest and on one GPU: the least work at risk, but its 1 CPU leaves 3 of the 4 needed.
+        let small = s.submit(.training(1) { $0.cpuMilli = 1000 })
+        s.schedule(at: 100)
+        #expect(s.jobs[small]?.allocation?.slices.first?.node == nBig)
+        let serve = s.submit(.inference(1) { $0.cpuMilli = 4000 })
+        var pass = s.schedule(at: 1000)
+        #expect(s.preemptions(pass).map(\.victim) == [other], "\(s.preemptions(pass))")
+        #expect(s.jobs[serve]?.state == .pending)
+        guard case .waitingForPreemption(victims: 1)? = pass.reason(for: serve)?.blocker else {
+            Issue.record("\(String(describing: pass.reason(for: serve)))")
+            return
+        }
+        // While it stops, nothing more is stopped, and the 2 CPUs free beside it are not taken from it.
+        let filler = s.submit(.training(0) { $0.cpuMilli = 2000 })
+        pass = s.schedule(at: 1001)
+        #expect(s.preemptions(pass).isEmpty)
+        #expect(s.jobs[filler]?.allocation?.slices.first?.node == nBig, "the 2 CPUs beside big, not beside other")
+        s.finish(other, code: 143, at: 1002)
+        pass = s.schedule(at: 1002)
+        #expect(s.jobs[serve]?.state == .running)
+        #expect(s.jobs[serve]?.allocation?.slices.first?.node == nOther)
+        #expect(s.jobs[small]?.state == .running && s.jobs[big]?.state == .running)
+        #expect(s.invariantViolations().isEmpty)
+        // A job of CPUs only, of a class that preempts: 28 CPUs are free beside serve, it needs 29; big's
+        // make room (the filler's and small's 3 would not).
+        let tokenizer = s.submit(.inference(0) { $0.cpuMilli = 29_000 })
+        pass = s.schedule(at: 1003)
+        #expect(s.preemptions(pass).map(\.victim) == [big], "\(s.preemptions(pass))")
+        s.finish(big, code: 143, at: 1004)
+        s.schedule(at: 1004)
+        #expect(s.jobs[tokenizer]?.allocation?.slices.first?.node == nBig)
+        #expect(s.invariantViolations().isEmpty)
+    }
+
     @Test func memoryLimitsAsCPUsDoAndSharesTakeTheirShareOfTheNode() {
         var s = Self.pool()
         let big = s.submit(.inference(1) { $0.memoryMiB = 300 * 1024 })

@@ -8,6 +8,11 @@ import Foundation
 let pool10k = loadedPool(nodes: 1024, pending: 10_000, seed: 1)
 let pool100k = loadedPool(nodes: 1024, pending: 100_000, seed: 2)
 let pool100kSelecting = loadedPool(nodes: 1024, pending: 100_000, seed: 2, selecting: true)
+let preempting: [(name: String, state: ClusterState)] = [
+    ("every GPU busy, 1-GPU inference asking CPUs", preemptingPool(nodes: 1250, short: .gpus)),
+    ("GPUs free, CPUs taken", preemptingPool(nodes: 1250, short: .cpus)),
+    ("every GPU busy, 2-GPU inference on one node", preemptingPool(nodes: 1250, short: .singleNode)),
+]
 
 /// ../shared/data/traces/philly, when this checkout sits next to it.
 let phillyTrace = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
@@ -47,6 +52,14 @@ let benchmarks: @Sendable () -> Void = {
     Benchmark("Scheduling pass (fifo): 1,024×8 GPUs, 100,000 pending") { benchmark in
         for _ in benchmark.scaledIterations {
             blackHole(Scheduler(policy: .fifo).schedule(pool100k, at: pool100k.now))
+        }
+    }
+
+    for p in preempting {
+        Benchmark("Preempting pass: 1,250×8 GPUs, 1,000 inference pending, \(p.name)") { benchmark in
+            for _ in benchmark.scaledIterations {
+                blackHole(Scheduler().schedule(p.state, at: preemptionTime(p.state)))
+            }
         }
     }
 

@@ -91,6 +91,10 @@ struct Pass {
     let anySharedGPU: Bool
     /// Memo of ``ClusterState/hostNeverFits``, by request shape.
     var neverFits: [HostShape: Blocker?] = [:]
+    /// Requests whose GPUs fit a view but whose CPUs and memory beside them did not, in this pass: the pool
+    /// only shrinks as the pass starts jobs (a job that gives held GPUs back clears it), so the next job of
+    /// the same shape fails too, without another look at every node.
+    var noHostRoom: Set<HostRoomKey> = []
     /// CPUs (thousandths) and memory (MiB) taken by this pass's starts, by node position.
     var hostTaken: [Int: (cpu: Int, memory: Int)] = [:]
     /// CPUs and memory the reservation's job needs on its nodes beyond what jobs ending before its start give
@@ -151,7 +155,10 @@ struct Pass {
                     // Not the GPUs an elastic job shrinking for `by` keeps (held for itself).
                     let kept = job.heldGPUs.filter { $0.node == slice.node }.flatMap(\.gpus)
                     let mask = slice.gpus.filter { !kept.contains($0) }.reduce(UInt64(0)) { $0 | (1 << UInt64($1)) }
-                    if mask != 0 { incoming[by, default: []].append(NodeMask(node: ni, mask: mask)) }
+                    // (Also a slice of no GPU that gives CPUs or memory back: jobs are stopping for `by`.)
+                    if mask != 0 || slice.cpuMilli != nil || slice.memoryMiB != nil {
+                        incoming[by, default: []].append(NodeMask(node: ni, mask: mask))
+                    }
                 }
             }
         }
@@ -299,6 +306,7 @@ struct Pass {
         for s in mine {
             let keep = s.mask & ~(used.first { $0.node == s.node }?.mask ?? 0)
             if keep == 0 { continue }
+            noHostRoom.removeAll()
             pool.setFree(node: s.node, mask: pool.free[s.node] | keep)
             if let o = open {
                 open?.setFree(node: s.node, mask: o.free[s.node] | (keep & ~(reservedMasks[s.node] ?? 0)))
@@ -486,7 +494,8 @@ struct Pass {
             return false
         }
         // Bounded: a pass over a long queue of blocked jobs stays cheap.
-        if policy == .allot && capacity && !row.isMIG && row.gpus > 0 && preemptionSearches < Self.maxPreemptionSearches
+        if policy == .allot && capacity && !row.isMIG && (row.gpus > 0 || ctx.tracksHost)
+            && preemptionSearches < Self.maxPreemptionSearches
         {
             preemptionSearches += 1
             if let count = preempt(for: row, rank: turn.priority, allowed: allowed, cls: turn.cls) {
@@ -663,7 +672,8 @@ struct Pass {
                 row,
                 allowed: allowed,
                 preemptible: preemptible,
-                view: restricted(mine.isEmpty ? base : adding(mine, to: base), for: row)
+                view: restricted(mine.isEmpty ? base : adding(mine, to: base), for: row),
+                wholePool: mine.isEmpty ? usesWholePool : nil
             )
             switch outcome {
             case .placed(let m, let slices, let note, var more):
@@ -713,7 +723,15 @@ struct Pass {
 
     /// Tries the job's models in its preference order on a view: constraints, cost limit, inference reserve,
     /// hard budget, then room. Takes nothing.
-    mutating func attempt(_ row: PendingQueue.Row, allowed: UInt64, preemptible: Bool, view: FreePool) -> Attempt {
+    /// - Parameter wholePool: whether `view` is the whole pool or `open` (for ``noHostRoom``); nil when it is
+    ///   neither (GPUs held for the job added).
+    mutating func attempt(
+        _ row: PendingQueue.Row,
+        allowed: UInt64,
+        preemptible: Bool,
+        view: FreePool,
+        wholePool: Bool? = nil
+    ) -> Attempt {
         var cheapestOverLimit = Double.infinity
         var rule: Blocker?
         var anyRoom = false
@@ -768,7 +786,22 @@ struct Pass {
             {
                 // The GPUs' best fit lacks CPUs or memory, or takes no shares: look among the nodes that do.
                 p = view
-                guard let placed = placeWithHost(row, model: m, view: &p) else {
+                let key =
+                    wholePool.map {
+                        HostRoomKey(
+                            cpuMilli: row.cpuMilli,
+                            memoryMiB: row.memoryMiB,
+                            gpus: row.gpus,
+                            topology: row.topology,
+                            constraint: row.constraint,
+                            model: m,
+                            wholePool: $0,
+                            sparesReserved: sparesReservedHost(row)
+                        )
+                    }
+                let known = key.map { !row.isShare && noHostRoom.contains($0) } ?? false
+                guard !known, let placed = placeWithHost(row, model: m, view: &p) else {
+                    if let key, !row.isShare { noHostRoom.insert(key) }
                     if ctx.tracksHost, hostShort == nil, let first = slices.first {
                         let need = hostNeed(row, node: first.node, gpus: row.gpus)
                         hostShort = .hostResources(needed: row.gpus, cpuMilli: need.cpu, memoryMiB: need.memory)
@@ -865,10 +898,17 @@ struct Pass {
         }
     }
 
-    /// When the job fits in the free GPUs plus those of jobs stopping for it, holds the free part for it and
-    /// returns true.
+    /// When the job fits in the free GPUs plus those of jobs stopping for it (and, where nodes declare them,
+    /// the CPUs and memory they give back), holds the free part for it and returns true.
     mutating func holdIfFits(_ row: PendingQueue.Row, allowed: UInt64, with extra: [NodeMask]) -> Bool {
         let view = restricted(adding(extra + (held[row.id] ?? []), to: pool), for: row)
+        if ctx.tracksHost {
+            let credit = stoppingCredit(for: row.id)
+            for (m, _) in ctx.order(for: row, now: now) where allowed & (1 << UInt64(m)) != 0 {
+                if holdWithHost(row, model: m, node: nil, view: view, credit: credit) { return true }
+            }
+            return false
+        }
         for (m, _) in ctx.order(for: row, now: now) where allowed & (1 << UInt64(m)) != 0 {
             var p = view
             guard let slices = p.place(model: m, count: row.gpus, topology: row.topology) else { continue }
@@ -1247,10 +1287,18 @@ extension Pass {
     }
 
     /// Whether node `i` has a pending job's CPUs and memory free for `k` of its GPUs, counting this pass's
-    /// starts.
-    func fitsHost(_ row: PendingQueue.Row, node i: Int, gpus k: Int, worth: Double? = nil) -> Bool {
+    /// starts (and `plus`, given back by jobs told to stop).
+    func fitsHost(
+        _ row: PendingQueue.Row,
+        node i: Int,
+        gpus k: Int,
+        worth: Double? = nil,
+        plus: (cpu: Int, memory: Int) = (0, 0)
+    ) -> Bool {
         let need = hostNeed(row, node: i, gpus: k, worth: worth)
         var taken = hostTaken[i] ?? (0, 0)
+        taken.cpu -= plus.cpu
+        taken.memory -= plus.memory
         if let c = hostCredit[i] {
             taken.cpu -= c.cpu
             taken.memory -= c.memory
@@ -1337,6 +1385,18 @@ struct ShareShape: Hashable {
     var cpuMilli: Int
     var memoryMiB: Int
     var uid: UInt32
+}
+
+/// A request for CPUs and memory beside whole GPUs, on one model, in one view of a pass (``Pass/noHostRoom``).
+struct HostRoomKey: Hashable {
+    var cpuMilli: Int
+    var memoryMiB: Int
+    var gpus: Int
+    var topology: Topology
+    var constraint: Int32
+    var model: Int
+    var wholePool: Bool
+    var sparesReserved: Bool
 }
 
 /// The shape of a request for CPUs and memory, for memoizing what can never fit.

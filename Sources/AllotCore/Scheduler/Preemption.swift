@@ -104,44 +104,106 @@ extension Pass {
         let candidates = reclaims + others
         if candidates.isEmpty { return nil }
         let base = restricted(adding((incoming[row.id] ?? []) + (held[row.id] ?? []), to: pool), for: row)
-        typealias Choice = (set: [Int], model: Int, cost: (Int, Int, Double, Int))
+        // Where nodes declare CPUs and memory, the victims must free those too, beside the GPUs (counting what
+        // jobs already stopping for it give back): a job short of CPUs alone stops only jobs that hold some.
+        let host = ctx.tracksHost
+        let stopping = host ? stoppingCredit(for: row.id) : [:]
+        /// What a set of candidates and the jobs already stopping for it give back of node `i`'s CPUs and memory.
+        func credit(_ set: [Int], node i: Int) -> (cpu: Int, memory: Int) {
+            var c = stopping[i] ?? (0, 0)
+            for k in set {
+                let h = hostHeld(by: candidates[k].view.id, node: i)
+                c.cpu += h.cpu
+                c.memory += h.memory
+            }
+            return c
+        }
         var best: Choice?
         for (m, _) in ctx.order(for: row, now: now) where allowed & (1 << UInt64(m)) != 0 {
             let onModel = candidates.indices.filter { candidates[$0].view.model == m }
             if onModel.isEmpty { continue }
-            if row.topology == .any {
-                if let set = cover(row, model: m, base: base, with: onModel, candidates, node: nil) {
-                    consider(set, m, &best, candidates)
+            if (row.topology != .any || host) && row.gpus <= ctx.largestNode[m] {
+                // On one node: the candidates there (with CPUs and memory, also those holding no GPU). Nodes in
+                // the order of their first candidate, whose (kind, class, work at risk) is the least any set of
+                // theirs could cost (candidates come cheapest first): once that is no less than the best found,
+                // no later node does better.
+                var byNode: [Int: [Int]] = [:]
+                var nodes: [(bound: (Int, Int, Double, Int), node: Int)] = []
+                for i in onModel {
+                    for sl in candidates[i].view.slices where sl.mask != 0 || host {
+                        if selects && !admitted(row, node: sl.node) { continue }
+                        if byNode[sl.node] == nil {
+                            guard state.nodes[sl.node].schedulable else { continue }
+                            nodes.append((singleCost(candidates[i]), sl.node))
+                        }
+                        byNode[sl.node, default: []].append(i)
+                    }
+                }
+                for (bound, node) in nodes {
+                    if let b = best, !(bound < b.cost) { break }
+                    let here = byNode[node]!
+                    let unhealthy = state.nodes[node].unhealthyMask
+                    func fits(_ set: [Int]) -> Bool {
+                        var free = base.free[node]
+                        for k in set { free |= candidates[k].view.mask(on: node) & ~unhealthy }
+                        if row.topology == .nvlink {
+                            var view = base
+                            view.setFree(node: node, mask: free)
+                            if view.pick(node: node, count: row.gpus, nvlink: true) == nil { return false }
+                        } else if free.nonzeroBitCount < row.gpus {
+                            return false
+                        }
+                        // A shared GPU frees only with all its shares: counted by `freed`.
+                        if set.contains(where: { candidates[$0].view.share > 0 }) {
+                            let view = adding(admittedOnly(freed(set, candidates), for: row), to: base)
+                            if view.pick(node: node, count: row.gpus, nvlink: row.topology == .nvlink) == nil {
+                                return false
+                            }
+                        }
+                        return !host || fitsHost(row, node: node, gpus: row.gpus, plus: credit(set, node: node))
+                    }
+                    if let set = cover(here, fits) { consider(set, m, host ? node : nil, &best, candidates) }
+                    let short = row.gpus - base.freeCount(node)
+                    for i in here where host || candidates[i].view.mask(on: node).nonzeroBitCount >= short {
+                        if let b = best, !(singleCost(candidates[i]) < b.cost) { continue }
+                        if fits([i]) { consider([i], m, host ? node : nil, &best, candidates) }
+                    }
+                }
+            }
+            // (No set costs less than its cheapest candidate alone: when that is no less than the best found, no
+            // set on any nodes does better.)
+            if row.topology == .any && row.gpus > 0
+                && best.map({ singleCost(candidates[onModel[0]]) < $0.cost }) ?? true
+            {
+                // On any nodes: GPUs first (with CPUs and memory, the job is then placed on what a set frees, a
+                // bounded number of times per search; sets on one node were looked at above).
+                var hostLooks = 0
+                func fits(_ set: [Int]) -> Bool {
+                    adding(admittedOnly(freed(set, candidates), for: row), to: base)
+                        .fits(model: m, count: row.gpus, topology: row.topology)
+                }
+                func placesWithHost(_ set: [Int]) -> Bool {
+                    if hostLooks >= Self.maxHostLooks { return false }
+                    hostLooks += 1
+                    var c = stopping
+                    for k in set { for sl in candidates[k].view.slices { c[sl.node] = credit(set, node: sl.node) } }
+                    let view = adding(admittedOnly(freed(set, candidates), for: row), to: base)
+                    return placeWithHost(row, model: m, view: view, credit: c) != nil
+                }
+                if let set = cover(onModel, fits), !host || placesWithHost(set) {
+                    consider(set, m, nil, &best, candidates)
                 }
                 // One bigger victim may lose as little as several small ones, and is fewer.
                 let short = row.gpus - base.freeGPUs(model: m)
                 for i in onModel where candidates[i].view.gpus >= short {
-                    if let b = best, candidates[i].view.risk > b.cost.2 { continue }
-                    if cover(row, model: m, base: base, with: [i], candidates, node: nil) != nil {
-                        consider([i], m, &best, candidates)
-                    }
-                }
-            } else {
-                var nodes = Set<Int>()
-                for i in onModel { for s in candidates[i].view.slices { nodes.insert(s.node) } }
-                for node in nodes.sorted() where admitted(row, node: node) {
-                    let here = onModel.filter { candidates[$0].view.mask(on: node) != 0 }
-                    if let set = cover(row, model: m, base: base, with: here, candidates, node: node) {
-                        consider(set, m, &best, candidates)
-                    }
-                    let short = row.gpus - base.freeCount(node)
-                    for i in here where candidates[i].view.mask(on: node).nonzeroBitCount >= short {
-                        if let b = best, candidates[i].view.risk > b.cost.2 { continue }
-                        if cover(row, model: m, base: base, with: [i], candidates, node: node) != nil {
-                            consider([i], m, &best, candidates)
-                        }
-                    }
+                    if let b = best, !(singleCost(candidates[i]) < b.cost) { continue }
+                    if fits([i]) && (!host || placesWithHost([i])) { consider([i], m, nil, &best, candidates) }
                 }
             }
         }
         guard let best else { return nil }
         let rules = state.config.preemption
-        let freed = self.freed(best.set, candidates)
+        let freeing = freed(best.set, candidates)
         for i in best.set {
             let (v, reason) = candidates[i]
             victims.insert(v.id)
@@ -149,35 +211,37 @@ extension Pass {
                 .preempt(v.id, by: row.id, grace: reason.isReclaim ? rules.loanGrace : v.grace, reason: reason)
             )
         }
-        // Hold the free GPUs its placement will use, so that nothing else takes them meanwhile.
-        var view = adding(admittedOnly(freed, for: row), to: base)
-        if let slices = view.place(model: best.model, count: row.gpus, topology: row.topology) {
-            takeEverywhere(slices.map { NodeMask(node: $0.node, mask: $0.mask & pool.free[$0.node]) })
+        // Hold the free GPUs its placement will use (and, with CPUs and memory, the part of those the victims
+        // do not give back), so that nothing else takes them meanwhile.
+        let view = adding(admittedOnly(freeing, for: row), to: base)
+        if host {
+            var c = stopping
+            for k in best.set { for sl in candidates[k].view.slices { c[sl.node] = credit(best.set, node: sl.node) } }
+            holdWithHost(row, model: best.model, node: best.node, view: view, credit: c)
+        } else {
+            var v = view
+            if let slices = v.place(model: best.model, count: row.gpus, topology: row.topology) {
+                takeEverywhere(slices.map { NodeMask(node: $0.node, mask: $0.mask & pool.free[$0.node]) })
+            }
         }
-        incoming[row.id, default: []].append(contentsOf: freed)
+        // (An empty list for victims that free no GPU: it still says that jobs are stopping for it.)
+        incoming[row.id, default: []].append(contentsOf: freeing)
         return best.set.count
     }
 
-    /// Adds candidates in order until `row` fits (on `node` when given), then drops those it can do without.
-    func cover(
-        _ row: PendingQueue.Row,
-        model m: Int,
-        base: FreePool,
-        with order: [Int],
-        _ candidates: [(view: RunView, reason: PreemptionReason)],
-        node: Int?
-    ) -> [Int]? {
-        func fits(_ view: FreePool) -> Bool {
-            if let node { return view.pick(node: node, count: row.gpus, nvlink: row.topology == .nvlink) != nil }
-            return view.fits(model: m, count: row.gpus, topology: row.topology)
-        }
+    typealias Choice = (set: [Int], model: Int, node: Int?, cost: (Int, Int, Double, Int))
+
+    /// How many sets of victims on any nodes one search places a job of CPUs and memory on (each a look at
+    /// every node of the model).
+    static let maxHostLooks = 8
+
+    /// Adds candidates in `order` until `fits` says the set makes room, then drops those it can do without.
+    func cover(_ order: [Int], _ fits: ([Int]) -> Bool) -> [Int]? {
         var chosen: [Int] = []
-        var view = base
         var ok = false
         for i in order {
             chosen.append(i)
-            view = adding(admittedOnly(freed(chosen, candidates), for: row), to: base)
-            if fits(view) {
+            if fits(chosen) {
                 ok = true
                 break
             }
@@ -187,12 +251,81 @@ extension Pass {
         if chosen.count > 1 {
             for i in chosen.reversed() {
                 let without = chosen.filter { $0 != i }
-                if !without.isEmpty && fits(adding(admittedOnly(freed(without, candidates), for: row), to: base)) {
-                    chosen = without
-                }
+                if !without.isEmpty && fits(without) { chosen = without }
             }
         }
         return chosen
+    }
+
+    /// What a running job holds of node `i`'s CPUs and memory.
+    func hostHeld(by id: JobID, node i: Int) -> (cpu: Int, memory: Int) {
+        guard let a = state.jobs[id]?.allocation else { return (0, 0) }
+        let name = state.nodes[i].name
+        for s in a.slices where s.node == name { return (s.cpuMilli ?? 0, s.memoryMiB ?? 0) }
+        return (0, 0)
+    }
+
+    /// The CPUs and memory that jobs stopping for job `id` give back, by node position (not an elastic job's
+    /// that shrinks for it and goes on running).
+    mutating func stoppingCredit(for id: JobID) -> [Int: (cpu: Int, memory: Int)] {
+        var credit: [Int: (cpu: Int, memory: Int)] = [:]
+        for v in running where v.preemptedFor == id && state.jobs[v.id]?.heldGPUs.isEmpty != false {
+            giveBack(v.id, started: [:], to: &credit)
+        }
+        return credit
+    }
+
+    /// Places a job where nodes declare CPUs and memory on `view` (on `node` when given), counting `credit` as
+    /// given back; nil when it does not fit.
+    mutating func placeWithHost(
+        _ row: PendingQueue.Row,
+        model m: Int,
+        view: FreePool,
+        credit: [Int: (cpu: Int, memory: Int)],
+        node: Int? = nil
+    ) -> [NodeMask]? {
+        hostCredit = credit
+        defer { hostCredit = [:] }
+        if let node {
+            guard state.nodes[node].modelIndex == m, admitted(row, node: node) else { return nil }
+            if row.gpus == 0 { return fitsHost(row, node: node, gpus: 0) ? [NodeMask(node: node, mask: 0)] : nil }
+            guard accepts(row, node: node, gpus: row.gpus),
+                let mask = view.pick(node: node, count: row.gpus, nvlink: row.topology == .nvlink)
+            else { return nil }
+            return [NodeMask(node: node, mask: mask)]
+        }
+        if row.gpus == 0 {
+            for i in credit.keys.sorted()
+            where state.nodes[i].modelIndex == m && state.nodes[i].schedulable && admitted(row, node: i)
+                && fitsHost(row, node: i, gpus: 0)
+            {
+                return [NodeMask(node: i, mask: 0)]
+            }
+            return nil
+        }
+        var p = view
+        return placeWithHost(row, model: m, view: &p)
+    }
+
+    /// Holds for a job waiting for its victims the free GPUs its placement on `view` uses and, of its nodes'
+    /// CPUs and memory, what `credit` (the victims) does not give back; false when it does not fit.
+    @discardableResult
+    mutating func holdWithHost(
+        _ row: PendingQueue.Row,
+        model m: Int,
+        node: Int?,
+        view: FreePool,
+        credit: [Int: (cpu: Int, memory: Int)]
+    ) -> Bool {
+        guard let slices = placeWithHost(row, model: m, view: view, credit: credit, node: node) else { return false }
+        takeEverywhere(slices.map { NodeMask(node: $0.node, mask: $0.mask & pool.free[$0.node]) })
+        for s in slices {
+            let need = hostNeed(row, node: s.node, gpus: s.mask.nonzeroBitCount)
+            let back = credit[s.node] ?? (0, 0)
+            hostTaken[s.node, default: (0, 0)].cpu += max(0, (need.cpu ?? 0) - back.cpu)
+            hostTaken[s.node, default: (0, 0)].memory += max(0, (need.memory ?? 0) - back.memory)
+        }
+        return true
     }
 
     /// The GPUs that stopping a set of candidates frees: a whole-GPU job's GPUs, and a shared GPU once every
@@ -217,10 +350,16 @@ extension Pass {
         return out
     }
 
+    /// What stopping one candidate alone costs, as ``consider`` weighs sets.
+    func singleCost(_ c: (view: RunView, reason: PreemptionReason)) -> (Int, Int, Double, Int) {
+        (c.reason.isReclaim ? 0 : 1, c.view.classValue, c.view.risk, 1)
+    }
+
     func consider(
         _ set: [Int],
         _ m: Int,
-        _ best: inout (set: [Int], model: Int, cost: (Int, Int, Double, Int))?,
+        _ node: Int?,
+        _ best: inout Choice?,
         _ candidates: [(view: RunView, reason: PreemptionReason)]
     ) {
         let worstKind = set.map { candidates[$0].reason.isReclaim ? 0 : 1 }.max() ?? 0
@@ -228,6 +367,6 @@ extension Pass {
         let risk = set.reduce(0.0) { $0 + candidates[$1].view.risk }
         let cost = (worstKind, worstClass, risk, set.count)
         if let b = best, !(cost < b.cost) { return }
-        best = (set, m, cost)
+        best = (set, m, node, cost)
     }
 }
