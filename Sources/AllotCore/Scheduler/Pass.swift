@@ -789,12 +789,8 @@ struct Pass {
                 let key =
                     wholePool.map {
                         HostRoomKey(
-                            cpuMilli: row.cpuMilli,
-                            memoryMiB: row.memoryMiB,
-                            gpus: row.gpus,
-                            topology: row.topology,
+                            shape: HostShape(row, allowed: 1 << UInt64(m)),
                             constraint: row.constraint,
-                            model: m,
                             wholePool: $0,
                             sparesReserved: sparesReservedHost(row)
                         )
@@ -1389,12 +1385,8 @@ struct ShareShape: Hashable {
 
 /// A request for CPUs and memory beside whole GPUs, on one model, in one view of a pass (``Pass/noHostRoom``).
 struct HostRoomKey: Hashable {
-    var cpuMilli: Int
-    var memoryMiB: Int
-    var gpus: Int
-    var topology: Topology
+    var shape: HostShape
     var constraint: Int32
-    var model: Int
     var wholePool: Bool
     var sparesReserved: Bool
 }
@@ -1407,19 +1399,22 @@ struct HostShape: Hashable {
     var share: Int
     var topology: Topology
     var allowed: UInt64
+
+    /// A pending job's request, on the models `allowed`.
+    init(_ row: PendingQueue.Row, allowed: UInt64) {
+        cpuMilli = row.cpuMilli
+        memoryMiB = row.memoryMiB
+        gpus = row.gpus
+        share = row.share
+        topology = row.topology
+        self.allowed = allowed
+    }
 }
 
 extension Pass {
     /// Whether no nodes could ever hold the job's CPUs and memory (memoized per request shape).
     mutating func hostNeverFits(_ row: PendingQueue.Row, allowed: UInt64) -> Blocker? {
-        let shape = HostShape(
-            cpuMilli: row.cpuMilli,
-            memoryMiB: row.memoryMiB,
-            gpus: row.gpus,
-            share: row.share,
-            topology: row.topology,
-            allowed: allowed
-        )
+        let shape = HostShape(row, allowed: allowed)
         if let known = neverFits[shape] { return known }
         let b = state.hostNeverFits(
             cpuMilli: row.cpuMilli >= 0 ? row.cpuMilli : nil,
