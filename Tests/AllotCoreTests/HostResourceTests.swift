@@ -234,11 +234,12 @@ import Testing
             Issue.record("\(String(describing: pass.reason(for: serve)))")
             return
         }
-        // While it stops, nothing more is stopped, and the 2 CPUs free beside it are not taken from it.
+        // While it stops, nothing more is stopped for it (a job of CPUs only goes beside the busiest GPUs,
+        // big's: see the next test for what a waiting job holds).
         let filler = s.submit(.training(0) { $0.cpuMilli = 2000 })
         pass = s.schedule(at: 1001)
         #expect(s.preemptions(pass).isEmpty)
-        #expect(s.jobs[filler]?.allocation?.slices.first?.node == nBig, "the 2 CPUs beside big, not beside other")
+        #expect(s.jobs[filler]?.allocation?.slices.first?.node == nBig)
         s.finish(other, code: 143, at: 1002)
         pass = s.schedule(at: 1002)
         #expect(s.jobs[serve]?.state == .running)
@@ -253,6 +254,46 @@ import Testing
         s.finish(big, code: 143, at: 1004)
         s.schedule(at: 1004)
         #expect(s.jobs[tokenizer]?.allocation?.slices.first?.node == nBig)
+        #expect(s.invariantViolations().isEmpty)
+    }
+
+    /// While its victims stop, a job holds the part of its CPUs they do not give back: a job that would take
+    /// it waits; one that leaves it runs; once they stop the job starts there.
+    @Test func aJobWaitingForItsVictimsHoldsTheCPUsTheyDoNotGiveBack() throws {
+        var s = Self.pool()
+        // n1 and n2 each: a job that may not be stopped; n1 also a preemptible one of 3 CPUs. 2 CPUs free on n1.
+        let firm1 = s.submit(
+            .training(1) {
+                $0.cpuMilli = 27_000; $0.preemptible = false
+            }
+        )
+        let firm2 = s.submit(
+            .training(1) {
+                $0.cpuMilli = 32_000; $0.preemptible = false
+            }
+        )
+        s.schedule(at: 0)
+        let n1 = try #require(s.jobs[firm1]?.allocation?.slices.first?.node)
+        #expect(s.jobs[firm2]?.allocation?.slices.first?.node != n1)
+        let victim = s.submit(.training(1) { $0.cpuMilli = 3000 })
+        s.schedule(at: 1)
+        #expect(s.jobs[victim]?.allocation?.slices.first?.node == n1)
+        // 4 CPUs: the victim's 3 and 1 of the 2 free.
+        let serve = s.submit(.inference(1) { $0.cpuMilli = 4000 })
+        var pass = s.schedule(at: 1000)
+        #expect(s.preemptions(pass).map(\.victim) == [victim], "\(s.preemptions(pass))")
+        // In this pass and the next: 2 CPUs would take what it holds; 1 leaves it.
+        let two = s.submit(.training(0) { $0.cpuMilli = 2000 })
+        pass = s.schedule(at: 1001)
+        #expect(s.jobs[two]?.state == .pending, "\(String(describing: s.jobs[two]?.allocation))")
+        #expect(s.preemptions(pass).isEmpty)
+        let one = s.submit(.training(0) { $0.cpuMilli = 1000 })
+        s.schedule(at: 1002)
+        #expect(s.jobs[one]?.allocation?.slices.first?.node == n1)
+        #expect(s.jobs[two]?.state == .pending)
+        s.finish(victim, code: 143, at: 1003)
+        s.schedule(at: 1003)
+        #expect(s.jobs[serve]?.allocation?.slices.first?.node == n1)
         #expect(s.invariantViolations().isEmpty)
     }
 

@@ -108,14 +108,10 @@ extension Pass {
         // jobs already stopping for it give back): a job short of CPUs alone stops only jobs that hold some.
         let host = ctx.tracksHost
         let stopping = host ? stoppingCredit(for: row.id) : [:]
-        /// What a set of candidates and the jobs already stopping for it give back of node `i`'s CPUs and memory.
-        func credit(_ set: [Int], node i: Int) -> (cpu: Int, memory: Int) {
-            var c = stopping[i] ?? (0, 0)
-            for k in set {
-                let h = hostHeld(by: candidates[k].view.id, node: i)
-                c.cpu += h.cpu
-                c.memory += h.memory
-            }
+        /// What a set of candidates and the jobs already stopping for it give back of CPUs and memory, by node.
+        func credit(_ set: [Int]) -> [Int: (cpu: Int, memory: Int)] {
+            var c = stopping
+            for k in set { giveBack(candidates[k].view.id, started: [:], to: &c) }
             return c
         }
         var best: Choice?
@@ -160,7 +156,7 @@ extension Pass {
                                 return false
                             }
                         }
-                        return !host || fitsHost(row, node: node, gpus: row.gpus, plus: credit(set, node: node))
+                        return !host || fitsHost(row, node: node, gpus: row.gpus, plus: credit(set)[node] ?? (0, 0))
                     }
                     if let set = cover(here, fits) { consider(set, m, host ? node : nil, &best, candidates) }
                     let short = row.gpus - base.freeCount(node)
@@ -185,10 +181,8 @@ extension Pass {
                 func placesWithHost(_ set: [Int]) -> Bool {
                     if hostLooks >= Self.maxHostLooks { return false }
                     hostLooks += 1
-                    var c = stopping
-                    for k in set { for sl in candidates[k].view.slices { c[sl.node] = credit(set, node: sl.node) } }
                     let view = adding(admittedOnly(freed(set, candidates), for: row), to: base)
-                    return placeWithHost(row, model: m, view: view, credit: c) != nil
+                    return placeWithHost(row, model: m, view: view, credit: credit(set)) != nil
                 }
                 if let set = cover(onModel, fits), !host || placesWithHost(set) {
                     consider(set, m, nil, &best, candidates)
@@ -215,9 +209,7 @@ extension Pass {
         // do not give back), so that nothing else takes them meanwhile.
         let view = adding(admittedOnly(freeing, for: row), to: base)
         if host {
-            var c = stopping
-            for k in best.set { for sl in candidates[k].view.slices { c[sl.node] = credit(best.set, node: sl.node) } }
-            holdWithHost(row, model: best.model, node: best.node, view: view, credit: c)
+            holdWithHost(row, model: best.model, node: best.node, view: view, credit: credit(best.set))
         } else {
             var v = view
             if let slices = v.place(model: best.model, count: row.gpus, topology: row.topology) {
@@ -255,14 +247,6 @@ extension Pass {
             }
         }
         return chosen
-    }
-
-    /// What a running job holds of node `i`'s CPUs and memory.
-    func hostHeld(by id: JobID, node i: Int) -> (cpu: Int, memory: Int) {
-        guard let a = state.jobs[id]?.allocation else { return (0, 0) }
-        let name = state.nodes[i].name
-        for s in a.slices where s.node == name { return (s.cpuMilli ?? 0, s.memoryMiB ?? 0) }
-        return (0, 0)
     }
 
     /// The CPUs and memory that jobs stopping for job `id` give back, by node position (not an elastic job's
