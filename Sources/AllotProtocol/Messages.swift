@@ -306,7 +306,9 @@ public struct JobRequest: Codable, Hashable, Sendable {
             }
             guard s.gpus == 1 else {
                 throw .invalidParams(
-                    "gpu_memory: is the GPU memory of a share of one GPU; for \(s.gpus) GPUs with at least some memory each, use min_gpu_memory"
+                    s.gpus == 0
+                        ? "gpu_memory is the GPU memory of a share of one GPU; a job of 0 gpus has no GPU"
+                        : "gpu_memory is the GPU memory of a share of one GPU; for \(s.gpus) GPUs with at least some memory each, use min_gpu_memory"
                 )
             }
             s.gpuMemoryMiB = mib

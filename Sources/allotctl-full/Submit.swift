@@ -354,6 +354,9 @@ struct Submit: ParsableCommand {
                 "--gpu-memory: \"\(gpuMemory)\" has no unit; write \(gpuMemory)GiB or \(gpuMemory)MiB"
             )
         }
+        if gpuMemory != nil, gpus == 0 {
+            throw ValidationError("--gpu-memory is the GPU memory of a share of one GPU; a job of --gpus 0 has no GPU")
+        }
         if gpuMemory != nil, let gpus, gpus > 1 {
             throw ValidationError(
                 "--gpu-memory is the GPU memory of a share of one GPU; for \(Int(gpus)) GPUs with at least some memory each, use --min-gpu-memory"

@@ -209,6 +209,12 @@ import Glibc
         // GPU memory without a unit would be MiB: almost surely a slip for GiB, so it is refused.
         let bare = d.ctl(["submit", "--gpu-memory", "10", "--", "true"])
         #expect(bare.status == 2 && bare.stderr.contains("--gpu-memory: \"10\" has no unit"), "\(bare.stderr)")
+        // GPU memory is a share of one GPU: a job of no GPU has none (on the command line and in the protocol).
+        let none = d.ctl(["submit", "--gpus", "0", "--gpu-memory", "1GiB", "--", "true"])
+        #expect(none.status == 2 && none.stderr.contains("a job of --gpus 0 has no GPU"), "\(none.stderr)")
+        let noneLine = #"{"command": ["true"], "gpus": 0, "gpu_memory": "1GiB"}"#
+        let noneFile = d.ctl(["submit", "--file", "-"], stdin: noneLine + "\n")
+        #expect(noneFile.status != 0 && noneFile.stderr.contains("a job of 0 gpus has no GPU"), "\(noneFile.stderr)")
         let line = #"{"command": ["true"], "gpus": 2.5}"#
         let file = d.ctl(["submit", "--file", "-"], stdin: line + "\n")
         #expect(file.status != 0 && file.stderr.contains("gpus"), "\(file.stderr)")
