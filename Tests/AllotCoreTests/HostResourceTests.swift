@@ -185,6 +185,67 @@ import Testing
         #expect(s.jobs[hungry]?.allocation?.slices.first?.node == na)
     }
 
+    /// A job of CPUs only that cannot start reserves them, as a job of GPUs does: on the node where running
+    /// jobs give enough back soonest. Jobs that would outlast its start leave what it needs there alone (they
+    /// may take the rest); shorter ones may take it all; it starts on them when they come back. Without the
+    /// reservation, every smaller job would take the CPUs as they free, and it would never start.
+    @Test func aJobOfCPUsOnlyThatWaitsReservesTheCPUsItNeeds() throws {
+        var s = Self.pool()
+        let a = s.submit(
+            .training(0) {
+                $0.cpuMilli = 20_000; $0.walltime = 1000
+            }
+        )
+        let b = s.submit(
+            .training(0) {
+                $0.cpuMilli = 30_000; $0.walltime = 5000
+            }
+        )
+        s.schedule(at: 0)
+        let na = try #require(s.jobs[a]?.allocation?.slices.first?.node)
+        #expect(s.jobs[b]?.allocation?.slices.first?.node == (na == "n1" ? "n2" : "n1"))
+        // 12 CPUs free beside a, 2 beside b: 24 wait for a to give its 20 back.
+        let big = s.submit(.training(0) { $0.cpuMilli = 24_000 })
+        var pass = s.schedule(at: 1)
+        #expect(s.jobs[big]?.state == .pending)
+        let r = pass.reservation
+        #expect(r?.job == big && r?.from == Instant(seconds: 1000), "\(String(describing: r))")
+        #expect(r?.allocation?.slices == [Allocation.Slice(node: na, gpus: [])])
+        let why = try #require(Scheduler().explain(big, in: s, pass: pass)).lines
+        #expect(why.contains { $0.contains("reserved: expected to start by") && $0.contains("on \(na),") }, "\(why)")
+        // It needs 4 of the 12 free now: 10 CPUs that would outlast its start wait; 8 run beside it; a
+        // short job (done before a ends) takes the last 4.
+        let ten = s.submit(.training(0) { $0.cpuMilli = 10_000 })
+        pass = s.schedule(at: 2)
+        #expect(s.jobs[ten]?.state == .pending)
+        let told = try #require(Scheduler().explain(ten, in: s, pass: pass)).lines
+        #expect(
+            told.contains { $0.contains("the first blocked job, \(big), holds CPUs and memory of \(na) from") },
+            "\(told)"
+        )
+        let eight = s.submit(.training(0) { $0.cpuMilli = 8000 })
+        s.schedule(at: 3)
+        #expect(s.jobs[eight]?.allocation?.slices.first?.node == na)
+        #expect(s.jobs[ten]?.state == .pending)
+        let short = s.submit(
+            .training(0) {
+                $0.cpuMilli = 4000; $0.walltime = 500
+            }
+        )
+        s.schedule(at: 4)
+        #expect(s.jobs[short]?.allocation?.slices.first?.node == na)
+        #expect(s.invariantViolations().isEmpty)
+        s.finish(short, at: 500)
+        s.schedule(at: 500)
+        #expect(s.jobs[ten]?.state == .pending)
+        s.finish(a, at: 1000)
+        s.schedule(at: 1000)
+        #expect(s.jobs[big]?.state == .running)
+        #expect(s.jobs[big]?.allocation?.slices.first?.node == na)
+        #expect(s.jobs[ten]?.state == .pending)
+        #expect(s.invariantViolations().isEmpty)
+    }
+
     /// A job of CPUs only runs no faster beside one GPU model than another: its estimate is its run time on
     /// any node, and a walltime rules out no model (before, an L4 pool's 0.35 stretched a day to 2.9 days,
     /// and a 500 s walltime left it only models without nodes: "more than any node has").

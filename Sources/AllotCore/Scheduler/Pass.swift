@@ -508,7 +508,11 @@ struct Pass {
         if case .reserveNeeded = blocker { deferredLoans.append(turn.priority) }
         // A share reserves nothing: whole GPUs freeing later are not what it waits for (shared GPUs
         // are not counted on to free), and holding one would block whole-GPU jobs for a fraction.
-        if capacity && reservation == nil && policy != .fifo && !row.isShare && !row.isMIG && row.gpus > 0 {
+        // A job of CPUs only reserves them (where nodes declare them): smaller jobs would otherwise take
+        // every CPU as it frees, and it would never start.
+        if capacity && reservation == nil && policy != .fifo && !row.isShare && !row.isMIG
+            && (row.gpus > 0 || ctx.tracksHost)
+        {
             reserve(for: row, rank: turn.priority, allowed: allowed)
         }
         // A share holds instead the shared GPU whose shares leave it room soonest: smaller shares

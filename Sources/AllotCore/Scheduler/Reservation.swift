@@ -2,7 +2,8 @@ extension Pass {
     /// Gives the first job that cannot start a reservation (EASY backfill): the earliest time its GPUs are
     /// expected to be free, and which GPUs, from the running jobs' ends — walltimes for `backfill`, walltimes
     /// and estimates for `allot`, where GPUs lent from a reservation to jobs it goes before count as free
-    /// (it takes them back).
+    /// (it takes them back). Where nodes declare CPUs and memory, the reservation holds those it will need
+    /// beside its GPUs; a job of CPUs only reserves them alone, on the node where they free soonest.
     mutating func reserve(for row: PendingQueue.Row, rank: Priority, allowed: UInt64) {
         var view = restricted(adding((incoming[row.id] ?? []) + (held[row.id] ?? []), to: pool), for: row)
         var ends: [(end: Double, id: JobID, slices: [NodeMask])] = []
@@ -64,6 +65,14 @@ extension Pass {
         func tryPlace(_ pass: inout Pass, view: FreePool, credit: [Int: (cpu: Int, memory: Int)]?) -> Bool {
             pass.hostCredit = credit ?? [:]
             defer { pass.hostCredit = [:] }
+            if row.gpus == 0 {
+                // A job of CPUs and memory only: no GPU to find (always "fits" on GPUs alone); with CPUs and
+                // memory counted, the node it would go to.
+                guard credit != nil else { return true }
+                guard let i = pass.hostOnlyNode(row, allowed: allowed, view: view) else { return false }
+                chosen = (pass.state.nodes[i].modelIndex, [NodeMask(node: i, mask: 0)])
+                return true
+            }
             for (m, _) in order {
                 var p = view
                 guard var slices = p.place(model: m, count: row.gpus, topology: row.topology) else { continue }

@@ -217,6 +217,12 @@ extension Scheduler {
                     lines.append(
                         "the first blocked job, \(r.job), holds \(what) from \(Blocker.time(from)), GPUs this job could use: it may use them before then only if it ends in time"
                     )
+                } else if let r = pass.reservation, let from = r.from, let a = r.allocation, a.gpuCount == 0,
+                    case .hostResources? = pass.reason(for: id)?.blocker
+                {
+                    lines.append(
+                        "the first blocked job, \(r.job), holds CPUs and memory of \(a) from \(Blocker.time(from)): this job may use them before then only if it ends in time"
+                    )
                 }
                 if let e = estimatedStart(of: id, in: state, pass: pass) {
                     start = e.start
@@ -391,8 +397,8 @@ extension Scheduler {
 
     /// Whether a reservation holds GPUs a job with `spec` could use.
     static func competes(_ r: Reservation, with spec: JobSpec, in state: ClusterState) -> Bool {
-        // A job of CPUs only takes no GPU.
-        guard spec.gpus > 0 else { return false }
+        // A job of CPUs only takes no GPU, and one reserves none.
+        guard spec.gpus > 0, r.allocation?.gpuCount != 0 else { return false }
         let mine = Set(state.allowedModels(for: spec))
         if let a = r.allocation, let m = state.modelIndex[a.model] { return mine.contains(m) }
         guard let other = state.jobs[r.job] else { return false }
