@@ -154,12 +154,29 @@ extension Engine {
     }
 
     /// The spec a run of `job` starts with, here or on an agent: its own, and what the controller tells it
-    /// (its loans and how often to checkpoint on them).
+    /// (its loans and how often to checkpoint on them, and a share's limits for MPS).
     func runSpec(_ job: Job) -> JobSpec {
         var spec = job.spec
-        let told = Loan.environment(job.loans, checkpointEvery: state.config.preemption.loanCheckpointEvery)
+        var told = Loan.environment(job.loans, checkpointEvery: state.config.preemption.loanCheckpointEvery)
+        if let a = job.allocation, let share = a.share,
+            let gpu = state.config.gpuModels.first(where: { $0.name == a.model })
+        {
+            told.merge(Self.mpsLimits(share: share, asked: spec.gpuMemoryMiB, gpu: gpu)) { _, ours in ours }
+        }
         spec.environment.merge(told) { _, ours in ours }
         return spec
+    }
+
+    /// What an MPS server holds a share of one GPU to: the share it is priced at (the larger of its compute
+    /// and its memory asked), as a percentage of the GPU's threads, and as much of its memory (at least what
+    /// it asked), on device 0, its one visible GPU. A share that asked only compute must not take the memory
+    /// its neighbours were promised, nor one that asked only memory their compute.
+    static func mpsLimits(share milli: Int, asked: Int?, gpu: GPUModel) -> [String: String] {
+        let mib = max(asked ?? 0, Int(Double(milli) / 1000 * gpu.memoryGiB * 1024))
+        return [
+            "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE": String(max(1, (milli + 9) / 10)),
+            "CUDA_MPS_PINNED_DEVICE_MEM_LIMIT": "0=\(mib)M",
+        ]
     }
 
     func sendStart(_ job: Job, node: String) {

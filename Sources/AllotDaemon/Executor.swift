@@ -189,17 +189,11 @@ final class Executor {
         let memoryMiB = slices.first?.memoryMiB ?? spec.memoryMiB.map { max(1, Int((Double($0) * part).rounded(.up))) }
         if let cpu = cpuMilli { env["ALLOT_CPUS"] = Fraction.text(cpu) }
         if let memory = memoryMiB { env["ALLOT_MEMORY_MIB"] = String(memory) }
-        // A share of one GPU: its compute share and memory for an MPS server on the node (ignored without
-        // one: the GPU is then time-sliced between its shares, without isolation).
-        if let share = spec.gpuShare {
-            env["ALLOT_GPU_SHARE"] = Fraction.text(share)
-            env["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] = String(max(1, (share + 9) / 10))
-        }
-        if let mib = spec.gpuMemoryMiB {
-            env["ALLOT_GPU_MEMORY_MIB"] = String(mib)
-            // Device 0 is the job's one visible GPU.
-            env["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"] = "0=\(mib)M"
-        }
+        // A share of one GPU: what it asked. (Its limits for an MPS server on the node, CUDA_MPS_*, come from
+        // the controller with the spec; without a server the GPU is time-sliced between its shares, without
+        // isolation.)
+        if let share = spec.gpuShare { env["ALLOT_GPU_SHARE"] = Fraction.text(share) }
+        if let mib = spec.gpuMemoryMiB { env["ALLOT_GPU_MEMORY_MIB"] = String(mib) }
         let runSpec = RunSpec(
             id: id.rawValue,
             run: run,

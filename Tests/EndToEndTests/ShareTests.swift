@@ -22,7 +22,7 @@ import Glibc
     @Test func twoSharesRunOnOneGPUWithTheirShareInTheEnvironment() throws {
         let d = try DaemonFixture()
         let script =
-            "echo \"gpus=$CUDA_VISIBLE_DEVICES share=$ALLOT_GPU_SHARE mps=$CUDA_MPS_ACTIVE_THREAD_PERCENTAGE\"; sleep 60"
+            "echo \"gpus=$CUDA_VISIBLE_DEVICES share=$ALLOT_GPU_SHARE mps=$CUDA_MPS_ACTIVE_THREAD_PERCENTAGE pin=$CUDA_MPS_PINNED_DEVICE_MEM_LIMIT\"; sleep 60"
         let quarter = try d.submit(["--gpus", "0.25", "--kind", "inference", "--", "sh", "-c", script])
         let half = try d.submit(["--gpus", "0.5", "--kind", "inference", "--", "sh", "-c", script])
         try d.wait(quarter, for: "running")
@@ -42,8 +42,10 @@ import Glibc
             if logs.split(separator: "\n").count >= 2 { break }
             usleep(100_000)
         }
-        #expect(logs.contains("gpus=\(g) share=0.25 mps=25"), "\(logs)")
-        #expect(logs.contains("gpus=\(g) share=0.5 mps=50"), "\(logs)")
+        // MPS holds each to its share, of compute and of the L4's 24 GiB alike: a share that asked only
+        // compute cannot take the memory its neighbour was promised.
+        #expect(logs.contains("gpus=\(g) share=0.25 mps=25 pin=0=6144M"), "\(logs)")
+        #expect(logs.contains("gpus=\(g) share=0.5 mps=50 pin=0=12288M"), "\(logs)")
         // ls shows the share; why says what it shares and what it costs.
         let ls = d.ctl(["ls"]).stdout
         #expect(ls.contains(" 0.25 ") && ls.contains(" 0.5 "), "\(ls)")
@@ -61,15 +63,16 @@ import Glibc
         try d.start()
         #expect(d.state(quarter) == "running" && d.state(half) == "running")
         #expect(d.ctl(["why", String(half)]).stdout.contains("shares GPU \(g) of l1 with job \(quarter)"))
-        // A share of GPU memory: its MPS memory limit, on the GPU's device 0.
+        // A share of GPU memory: its MPS memory limit, on the GPU's device 0, and the compute it is priced at
+        // (6 GiB of an A100's 80: 0.075, 8% rounded up).
         let mem = try d.submit([
             "--gpu-memory", "6GiB", "--gpu-model", "A100", "--", "sh", "-c",
-            "echo \"pin=$CUDA_MPS_PINNED_DEVICE_MEM_LIMIT\"; sleep 60",
+            "echo \"pin=$CUDA_MPS_PINNED_DEVICE_MEM_LIMIT mps=$CUDA_MPS_ACTIVE_THREAD_PERCENTAGE mib=$ALLOT_GPU_MEMORY_MIB\"; sleep 60",
         ])
         try d.wait(mem, for: "running")
         #expect(d.job(mem)?["gpu_share"] as? Double == 0.075 && d.job(mem)?["gpu_memory_mib"] as? Int == 6144)
         let pin = Self.log(d, mem, once: "pin=")
-        #expect(pin.contains("pin=0=6144M"), "\(pin)")
+        #expect(pin.contains("pin=0=6144M mps=8 mib=6144"), "\(pin)")
         // A third share that does not fit beside them waits; one that fits runs at once.
         let big = try d.submit(["--gpus", "0.5", "--gpu-model", "L4", "--kind", "inference", "--", "sleep", "60"])
         let small = try d.submit(["--gpus", "0.2", "--gpu-model", "L4", "--kind", "inference", "--", "sleep", "60"])
