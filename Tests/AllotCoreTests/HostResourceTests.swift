@@ -244,6 +244,11 @@ import Testing
         #expect(s.jobs[big]?.allocation?.slices.first?.node == na)
         #expect(s.jobs[ten]?.state == .pending)
         #expect(s.invariantViolations().isEmpty)
+        // One CPU (what `allotctl submit --gpus 0` asks by default) is said in the singular.
+        let one = s.submit(.training(0) { $0.cpuMilli = 1000 })
+        let onePass = s.schedule(at: 1001)
+        let line = try #require(Scheduler().explain(one, in: s, pass: onePass)).lines.first
+        #expect(line?.contains("(1 CPU and no GPU: no GPU cost)") == true, "\(String(describing: line))")
     }
 
     /// A job of CPUs only runs no faster beside one GPU model than another: its estimate is its run time on
