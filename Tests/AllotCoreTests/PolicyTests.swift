@@ -224,6 +224,10 @@ import Testing
         let borrowed = [a1, a2].first { !(s.jobs[$0]!.loans.isEmpty) }!
         #expect(s.jobs[borrowed]?.loans == [.quota(tenant: "a")])
         #expect(first.reason(for: a3)?.blocker == .overQuota(tenant: "a", inUse: 8, quota: 4, borrowLimit: 4))
+        // A job of CPUs only borrows no GPU: a, at its borrowing limit, still runs one, and not on a loan.
+        let cpus = s.submit(.training(0, tenant: "a") { $0.cpuMilli = 1000 }, at: 5)
+        s.schedule(at: 5)
+        #expect(s.jobs[cpus]?.state == .running && s.jobs[cpus]?.loans == [])
         // b is under its quota: it takes back what a borrowed, young as it is.
         let b = s.submit(.training(4, tenant: "b"), at: 10)
         let pass = s.schedule(at: 10)

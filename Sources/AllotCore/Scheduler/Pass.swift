@@ -966,7 +966,8 @@ struct Pass {
     /// while such borrowing stays within the GPUs nobody is guaranteed, so every guarantee can still be met by
     /// taking loans back.
     mutating func quotaAdmission(_ row: PendingQueue.Row, preemptible: Bool) -> QuotaAdmission {
-        guard quotasInForce else { return .free }
+        // A job of CPUs only borrows no GPU: GPU quotas neither limit nor lend it.
+        guard quotasInForce, row.gpus > 0 else { return .free }
         let tenant = state.pendingJobs.tenants.values[Int(row.tenant)]
         let t = tenantConfig[Int(row.tenant)]
         let quota = t.gpuQuota ?? 0
