@@ -146,11 +146,14 @@ import Testing
         #expect(why(second).contains("the 1 job(s) ahead of it that wait for GPUs start first"), "\(why(second))")
     }
 
-    /// When the minimum run time keeps a higher class from preempting, `why` says so and until when.
+    /// When the minimum run time keeps a higher class from preempting, `why` says so and until when (counting
+    /// only jobs whose stop would give it GPUs: not a young job of CPUs only beside them).
     @Test func whySaysWhenTheMinimumRunTimeHoldsPreemptionBack() throws {
         var s = ClusterState.fixture(nodes: [("n1", "A100", 8, [])])
         s.submit(.training(8))
+        let cpus = s.submit(.training(0) { $0.cpuMilli = 1000 })
         s.schedule()
+        #expect(s.jobs[cpus]?.state == .running)
         let i = s.submit(.inference(2), at: 60)
         let pass = s.schedule(at: 60)
         #expect(pass.decisions.isEmpty)

@@ -409,7 +409,11 @@ extension Scheduler {
     /// preemption rules shield for now (minimum run time, protection after repeated preemption), and until
     /// when.
     private func preemptionHeldBack(_ job: Job, in state: ClusterState, pass: SchedulingPass) -> String? {
-        guard policy == .allot, pass.reason(for: job.id)?.blocker.waitsForGPUs == true else { return nil }
+        guard policy == .allot, let blocker = pass.reason(for: job.id)?.blocker, blocker.waitsForGPUs else {
+            return nil
+        }
+        // Short of CPUs or memory, any job on its nodes could make room; short of GPUs, only one that holds some.
+        let forHost = if case .hostResources = blocker { true } else { false }
         let cls = state.priorityClass(of: job.spec)
         guard cls.preempts else { return nil }
         let rules = state.config.preemption
@@ -418,7 +422,7 @@ extension Scheduler {
         var protected: (count: Int, until: Instant?) = (0, nil)
         for id in state.activeJobs {
             guard let other = state.jobs[id], other.state == .running, let a = other.allocation,
-                models.contains(a.model), state.isPreemptible(other.spec),
+                models.contains(a.model), forHost || a.gpuCount > 0, state.isPreemptible(other.spec),
                 state.priorityClass(of: other.spec).value < cls.value, let began = other.startTime
             else { continue }
             let elapsed = state.now - began
@@ -433,7 +437,7 @@ extension Scheduler {
         var parts: [String] = []
         if let t = young.until {
             parts.append(
-                "\(young.count) lower-class job(s) on GPUs it could use are within the minimum run time (\(DurationText.format(rules.minRuntime))), the first until \(Blocker.time(t))"
+                "\(young.count) lower-class job(s) on \(forHost ? "nodes" : "GPUs") it could use are within the minimum run time (\(DurationText.format(rules.minRuntime))), the first until \(Blocker.time(t))"
             )
         }
         if let t = protected.until {
