@@ -327,7 +327,8 @@ import Glibc
         let r2 = try Harness.run("allotctl", ["ca", "issue", "--dir", pki, "--node", "n9"])
         #expect(r2.status == 0)
         let n9 = try AgentProcess(node: "n9", port: port, pki: pki, dir: d.dir.path)
-        eventually("n9 refused") { n9.output.contains("no node n9 in the configuration") }
+        // (A loaded machine may take a while to start the agent and its TLS handshake: 30 s.)
+        eventually("n9 refused", timeout: 30) { n9.output.contains("no node n9 in the configuration") }
     }
 
     /// A malformed message on the agent link gets an error answer and a log line; it was dropped in silence.
