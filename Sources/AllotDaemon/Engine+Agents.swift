@@ -159,7 +159,7 @@ extension Engine {
         var spec = job.spec
         var told = Loan.environment(job.loans, checkpointEvery: state.config.preemption.loanCheckpointEvery)
         if let a = job.allocation, let share = a.share,
-            let gpu = state.config.gpuModels.first(where: { $0.name == a.model })
+            let gpu = state.config.model(named: a.model)
         {
             told.merge(Self.mpsLimits(share: share, asked: spec.gpuMemoryMiB, gpu: gpu)) { _, ours in ours }
         }
