@@ -254,6 +254,71 @@ import Testing
     /// A job of CPUs only runs no faster beside one GPU model than another: its estimate is its run time on
     /// any node, and a walltime rules out no model (before, an L4 pool's 0.35 stretched a day to 2.9 days,
     /// and a 500 s walltime left it only models without nodes: "more than any node has").
+    /// GPUs kept for inference are kept with their CPUs and memory: a job of CPUs only goes where it strands
+    /// none of them; where it must, it borrows them (preemptible only), and inference takes them back rather
+    /// than spill to a dearer model.
+    @Test func aJobOfCPUsOnlyBorrowsTheCPUsOfGPUsKeptForInference() throws {
+        var s = ClusterState.fixture(models: [.h100, .l4], nodes: []) {
+            $0.inferenceReserve = [InferenceReserve(gpuModel: "L4", gpus: 8)]
+        }
+        for (name, model, gpus, cpus) in [("l4-1", "L4", 4, 48), ("l4-2", "L4", 4, 48), ("h1", "H100", 8, 128)] {
+            try s.apply(
+                Event(
+                    time: .zero,
+                    .nodeAdded(spec: NodeSpec(name: name, gpuModel: model, gpus: gpus, cpus: cpus, memoryGiB: 512))
+                )
+            )
+        }
+        // Fewer free GPUs on the L4s, but CPUs taken there would strand GPUs kept for inference.
+        let small = s.submit(.training(0) { $0.cpuMilli = 16_000 })
+        s.schedule(at: 0)
+        #expect(s.jobs[small]?.allocation?.slices.first?.node == "h1")
+        #expect(s.jobs[small]?.loans == [])
+        let filler = s.submit(.training(0) { $0.cpuMilli = 80_000 })
+        s.schedule(at: 1)
+        #expect(s.jobs[filler]?.allocation?.slices.first?.node == "h1")
+        // 32 CPUs left on h1: 40 fit only on an L4, stranding its GPUs. Not preemptible: it may not borrow them.
+        let firm = s.submit(
+            .training(0) {
+                $0.cpuMilli = 40_000; $0.preemptible = false
+            }
+        )
+        var pass = s.schedule(at: 2)
+        guard case .mustBorrow(.inferenceReserve(model: "L4"))? = pass.reason(for: firm)?.blocker else {
+            Issue.record("\(String(describing: pass.reason(for: firm)))")
+            return
+        }
+        #expect(
+            pass.reason(for: firm)!.blocker.sentence(for: s.jobs[firm]!.spec, in: s).contains(
+                "it could run only on CPUs and memory that free L4 GPUs reserved for inference need"
+            )
+        )
+        try s.apply(Event(time: Instant(seconds: 2), .jobCancelled(id: firm, by: nil, grace: 0)))
+        // Preemptible: on loan, on each L4.
+        let etl = [40_000, 40_000].map { c in s.submit(.training(0) { $0.cpuMilli = c }) }
+        s.schedule(at: 3)
+        #expect(Set(etl.compactMap { s.jobs[$0]?.allocation?.slices.first?.node }) == ["l4-1", "l4-2"])
+        for id in etl { #expect(s.jobs[id]?.loans == [.inferenceReserve(model: "L4")]) }
+        let why = try #require(Scheduler().explain(etl[0], in: s))
+        #expect(
+            why.lines.contains {
+                $0.contains("on loan: it uses the CPUs and memory that free L4 GPUs reserved for inference need")
+            },
+            "\(why.lines)"
+        )
+        // Inference short of CPUs on the L4s takes one back, rather than start on an H100 (room there).
+        let serve = s.submit(.inference(1) { $0.cpuMilli = 12_000 })
+        pass = s.schedule(at: 4)
+        let stops = s.preemptions(pass)
+        #expect(stops.count == 1 && stops.allSatisfy { etl.contains($0.victim) && $0.reason == .inference }, "\(stops)")
+        #expect(s.jobs[serve]?.state == .pending)
+        s.finish(stops[0].victim, code: 143, at: 5)
+        s.schedule(at: 5)
+        #expect(s.jobs[serve]?.state == .running)
+        #expect(s.jobs[serve]?.allocation?.model == "L4")
+        #expect(s.invariantViolations().isEmpty)
+    }
+
     @Test func aJobOfCPUsOnlyIsNotScaledByGPUSpeeds() throws {
         var s = Self.pool()
         let l4 = try #require(s.config.model(named: "L4"))

@@ -441,8 +441,8 @@ struct Pass {
     }
 
     /// Inference within the reserve of its cheapest model takes lent GPUs back there (a few seconds'
-    /// notice) rather than starting at once on a dearer model for its whole lifetime — unless a dearer model
-    /// free now serves it for less than the loans would lose.
+    /// notice), or the CPUs and memory lent beside free ones, rather than starting at once on a dearer model
+    /// for its whole lifetime — unless a dearer model free now serves it for less than the loans would lose.
     /// - Returns: whether it did (the job then waits for them; recorded).
     mutating func reclaimForInference(_ turn: Turn) -> Bool {
         let row = turn.row
@@ -451,8 +451,7 @@ struct Pass {
                 && row.gpus > 0
                 && preemptionSearches < Self.maxPreemptionSearches,
             let m = cheapestReserved(row, allowed: turn.allowed),
-            !pool.fits(model: m, count: row.gpus, topology: row.topology) && held[row.id] == nil
-                && incoming[row.id] == nil,
+            !startsNow(row, model: m) && held[row.id] == nil && incoming[row.id] == nil,
             !spillOverIsCheaper(row, reserved: m, allowed: turn.allowed),
             let count = countingSearch({
                 $0.preempt(for: row, rank: turn.priority, allowed: 1 << UInt64(m), cls: turn.cls, reclaimOnly: true)
@@ -578,6 +577,15 @@ struct Pass {
         return m
     }
 
+    /// Whether a job has room on model `m` now: its GPUs, and where nodes declare them, its CPUs and memory
+    /// beside them.
+    func startsNow(_ row: PendingQueue.Row, model m: Int) -> Bool {
+        guard pool.fits(model: m, count: row.gpus, topology: row.topology) else { return false }
+        guard ctx.tracksHost else { return true }
+        var view = restricted(pool, for: row)
+        return placeWithHost(row, model: m, view: &view) != nil
+    }
+
     /// Seconds a job taken back needs to get back to where it was when it starts again (loading its
     /// checkpoint, warming up), on top of the work since its last checkpoint: what a reclaim is priced at.
     static let restartSeconds: Seconds = 60
@@ -648,7 +656,7 @@ struct Pass {
         if row.elastic && !held.isEmpty && startOnHeld(row, allowed: allowed, loans: loans) { return .started }
         let short = !row.walltime.isNaN && now.seconds + row.walltime <= reservationEnd
         if row.isMIG { return tryStartMIG(row, allowed: allowed, short: short, loans: loans) }
-        if row.gpus == 0 { return tryStartHostOnly(row, allowed: allowed, loans: loans) }
+        if row.gpus == 0 { return tryStartHostOnly(row, allowed: allowed, preemptible: preemptible, loans: loans) }
         if row.isShare, let (m, gpu, note) = shareOnSharedGPU(row, allowed: allowed, short: short) {
             recordShare(row, model: m, gpu: gpu, note: note, loans: loans)
             return .started

@@ -90,6 +90,10 @@ extension Blocker {
             return
                 "tenant \(tenant) uses \(Fraction.text(Int((inUse * 1000).rounded()))) GPUs; its quota is \(quota) and it may borrow \(limit.map(String.init) ?? "any number") more, which this job would exceed"
         case .mustBorrow(let loan):
+            if spec.gpus == 0, case .inferenceReserve(let model) = loan {
+                return
+                    "it could run only on CPUs and memory that free \(model) GPUs reserved for inference need, which may be taken back at once, and it is not preemptible; submit it --preemptible or wait"
+            }
             return
                 "it could run only on lent GPUs (\(loan)), which may be taken back at once, and it is not preemptible; submit it --preemptible or wait"
         case .reserveNeeded(let model, let expected, let reserve, let within, let basis):
@@ -303,8 +307,9 @@ extension Scheduler {
                     let reserve = state.inferenceReserve[m]
                     let f = state.inferenceDemand.forecast(model, from: state.now, for: left, cap: reserve)
                     let how = f.basis.map { " (from \($0))" } ?? ""
+                    let uses = spec.gpus == 0 ? "the CPUs and memory that free \(loan) need" : "\(loan)"
                     lines.append(
-                        "on loan: it uses \(loan), expected for \(DurationText.format(left)) more; inference uses \(state.inferenceDemand.inUse(model)) of the \(reserve) and is expected to need up to \(f.peak) until then\(how). If it needs them sooner they are taken back with \(notice) notice"
+                        "on loan: it uses \(uses), expected for \(DurationText.format(left)) more; inference uses \(state.inferenceDemand.inUse(model)) of the \(reserve) and is expected to need up to \(f.peak) until then\(how). If it needs them sooner they are taken back with \(notice) notice"
                     )
                 } else {
                     lines.append("on loan: it uses \(loan), which may be taken back with \(notice) notice")
