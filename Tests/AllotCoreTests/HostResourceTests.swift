@@ -319,6 +319,35 @@ import Testing
         #expect(s.invariantViolations().isEmpty)
     }
 
+    /// In one pass, a job of CPUs only that asks no less than one that found no node is told so without a
+    /// look at every node; one that asks less, or asks for less memory, still starts.
+    @Test func jobsOfCPUsOnlyThatFoundNoNodeDoNotHoldBackSmallerOnes() throws {
+        var s = Self.pool()
+        let gangs = [s.submit(.training(4) { $0.cpuMilli = 24_000 }), s.submit(.training(4) { $0.cpuMilli = 24_000 })]
+        s.schedule(at: 0)
+        // 8 CPUs free on each node.
+        let asks: [(cpu: Int, memory: Int)] = [
+            (12_000, 1024), (16_000, 2048), (8000, 4096), (8000, 200_000), (6000, 1024),
+        ]
+        let ids = asks.map { a in
+            s.submit(
+                .training(0) {
+                    $0.cpuMilli = a.cpu; $0.memoryMiB = a.memory
+                }
+            )
+        }
+        let pass = s.schedule(at: 1)
+        #expect(gangs.allSatisfy { s.jobs[$0]?.state == .running })
+        #expect(ids.map { s.jobs[$0]!.state } == [.pending, .pending, .running, .pending, .running])
+        for (i, id) in ids.enumerated() where s.jobs[id]!.state == .pending {
+            guard case .hostResources(0, asks[i].cpu, asks[i].memory)? = pass.reason(for: id)?.blocker else {
+                Issue.record("\(i): \(String(describing: pass.reason(for: id)))")
+                continue
+            }
+        }
+        #expect(s.invariantViolations().isEmpty)
+    }
+
     @Test func aJobOfCPUsOnlyIsNotScaledByGPUSpeeds() throws {
         var s = Self.pool()
         let l4 = try #require(s.config.model(named: "L4"))

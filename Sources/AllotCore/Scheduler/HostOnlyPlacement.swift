@@ -12,10 +12,19 @@ extension Pass {
         preemptible: Bool,
         loans: [Loan]
     ) -> StartOutcome {
+        let cpu = row.cpuMilli >= 0 ? row.cpuMilli : nil
+        let memory = row.memoryMiB >= 0 ? row.memoryMiB : nil
+        let blocked = StartOutcome.blocked(.hostResources(needed: 0, cpuMilli: cpu, memoryMiB: memory), capacity: true)
+        // Nothing frees in a pass (but held GPUs given back, which clears the memo): a job that asks no less
+        // than one that found no node finds none either, without another look at every node.
+        let key = HostOnlyKey(allowed: allowed, constraint: row.constraint, sparesReserved: sparesReservedHost(row))
+        let ask = (cpu: cpu ?? 0, memory: memory ?? 0)
+        if let failed = noHostOnlyRoom[key], failed.contains(where: { $0.cpu <= ask.cpu && $0.memory <= ask.memory }) {
+            return blocked
+        }
         guard let node = hostOnlyNode(row, allowed: allowed, view: pool) else {
-            let cpu = row.cpuMilli >= 0 ? row.cpuMilli : nil
-            let memory = row.memoryMiB >= 0 ? row.memoryMiB : nil
-            return .blocked(.hostResources(needed: 0, cpuMilli: cpu, memoryMiB: memory), capacity: true)
+            noHostOnlyRoom[key, default: []].append(ask)
+            return blocked
         }
         var loans = loans
         if let loan = reserveLoan(row, node: node, view: pool) {
@@ -97,4 +106,12 @@ extension Pass {
         guard stranded > 0, use(of: m, inference: false) + stranded > ctx.capacity[m] - reserve[m] else { return nil }
         return .inferenceReserve(model: ctx.models[m].name)
     }
+}
+
+/// Jobs of CPUs only that share which nodes they may use and whether they spare the reservation's CPUs and
+/// memory (``Pass/noHostOnlyRoom``).
+struct HostOnlyKey: Hashable {
+    var allowed: UInt64
+    var constraint: Int32
+    var sparesReserved: Bool
 }

@@ -95,6 +95,9 @@ struct Pass {
     /// only shrinks as the pass starts jobs (a job that gives held GPUs back clears it), so the next job of
     /// the same shape fails too, without another look at every node.
     var noHostRoom: Set<HostRoomKey> = []
+    /// The CPUs (thousandths) and memory (MiB) that jobs of CPUs only found no node for in this pass, as
+    /// ``noHostRoom`` (cleared with it).
+    var noHostOnlyRoom: [HostOnlyKey: [(cpu: Int, memory: Int)]] = [:]
     /// CPUs (thousandths) and memory (MiB) taken by this pass's starts, by node position.
     var hostTaken: [Int: (cpu: Int, memory: Int)] = [:]
     /// CPUs and memory the reservation's job needs on its nodes beyond what jobs ending before its start give
@@ -307,6 +310,7 @@ struct Pass {
             let keep = s.mask & ~(used.first { $0.node == s.node }?.mask ?? 0)
             if keep == 0 { continue }
             noHostRoom.removeAll()
+            noHostOnlyRoom.removeAll()
             pool.setFree(node: s.node, mask: pool.free[s.node] | keep)
             if let o = open {
                 open?.setFree(node: s.node, mask: o.free[s.node] | (keep & ~(reservedMasks[s.node] ?? 0)))
