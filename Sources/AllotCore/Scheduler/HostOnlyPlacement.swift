@@ -77,11 +77,7 @@ extension Pass {
         guard free > 0 else { return 0 }
         let share = node.hostResources(cpuMilli: nil, memoryMiB: nil, jobGPUs: 1, gpus: 1, worth: 1)
         let need = hostNeed(row, node: i, gpus: 0)
-        var taken = hostTaken[i] ?? (0, 0)
-        if let c = hostCredit[i] {
-            taken.cpu -= c.cpu
-            taken.memory -= c.memory
-        }
+        let taken = passHostTaken(node: i)
         /// Free GPUs that can each have their share of what is left, when the job takes `cpu` and `memory`.
         func served(cpu: Int, memory: Int) -> Int {
             var n = free

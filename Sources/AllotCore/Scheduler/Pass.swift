@@ -1309,13 +1309,9 @@ extension Pass {
         plus: (cpu: Int, memory: Int) = (0, 0)
     ) -> Bool {
         let need = hostNeed(row, node: i, gpus: k, worth: worth)
-        var taken = hostTaken[i] ?? (0, 0)
+        var taken = passHostTaken(node: i)
         taken.cpu -= plus.cpu
         taken.memory -= plus.memory
-        if let c = hostCredit[i] {
-            taken.cpu -= c.cpu
-            taken.memory -= c.memory
-        }
         if let r = hostReserved[i], sparesReservedHost(row) {
             taken.cpu += r.cpu
             taken.memory += r.memory
@@ -1326,6 +1322,16 @@ extension Pass {
             extraCPU: taken.cpu,
             extraMemory: taken.memory
         )
+    }
+
+    /// CPUs and memory of node `i` taken by this pass's starts, less what ``hostCredit`` gives back.
+    func passHostTaken(node i: Int) -> (cpu: Int, memory: Int) {
+        var taken = hostTaken[i] ?? (0, 0)
+        if let c = hostCredit[i] {
+            taken.cpu -= c.cpu
+            taken.memory -= c.memory
+        }
+        return taken
     }
 
     /// Whether a pending job must leave the reservation's CPUs and memory alone: it is not the reservation's
